@@ -1,0 +1,83 @@
+# fcmd - push-notification gateway.  `make help` lists the targets.
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+CC ?= cc
+PKGS = libh2o libuv libcurl openssl
+CFLAGS ?= -O2 -g
+FCMD_CFLAGS = -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
+PYTHON = /usr/bin/python3
+
+# Debian packages fcmd builds with and tests with.
+DEPS = build-essential pkg-config libh2o-dev libuv1-dev libcurl4-openssl-dev libjsmn-dev libssl-dev \
+       libinih-dev libcmocka-dev python3 python3-pytest python3-requests openssl curl wrk
+
+BUILD = build
+MASTER_SRC = $(wildcard master/*.c)
+CHILD_SRC = $(wildcard child/*.c)
+SHM_SRC = $(wildcard shm/*.c)
+LIB_SRC = $(CHILD_SRC) $(SHM_SRC) master/log.c master/options.c
+LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
+FCMD_OBJ = $(LIB_OBJ) $(BUILD)/master/main.o $(BUILD)/master/listen.o $(BUILD)/master/supervise.o
+MOCK_OBJ = $(BUILD)/tools/mock_upstream.o $(BUILD)/child/json.o $(BUILD)/child/buf.o
+UNIT_SRC = $(wildcard tests/unit/test_*.c)
+UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all deps test unit integration run install clean asan help bench-baseline
+
+all: fcmd tools/mock-upstream
+
+help:
+	@echo "make deps         install the Debian packages fcmd needs (apt-get, as root)"
+	@echo "make              build fcmd and tools/mock-upstream"
+	@echo "make run          build, start fcmd on the bundled mock upstream, send a sample"
+	@echo "make test         unit and integration tests"
+	@echo "make asan         the tests again under AddressSanitizer and UBSan"
+	@echo "make install      install fcmd into \$$(DESTDIR)\$$(PREFIX)/bin"
+
+deps:
+	@missing=$$(for p in $(DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(FCMD_CFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+fcmd: $(FCMD_OBJ)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+tools/mock-upstream: $(MOCK_OBJ)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(FCMD_CFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+unit: $(UNIT_BIN)
+	@for t in $(UNIT_BIN); do echo "== $$t"; $$t || exit 1; done
+
+integration: all
+	FCMD_BIN=$(CURDIR)/fcmd MOCK_BIN=$(CURDIR)/tools/mock-upstream $(PYTHON) -m pytest -q tests/integration
+
+test: unit integration
+
+# The same tests built with AddressSanitizer and UBSan, in a build tree of their own.
+asan:
+	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+		LDFLAGS="-fsanitize=address,undefined" test
+
+run: all
+	tools/demo.sh
+
+install: fcmd
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 fcmd $(DESTDIR)$(PREFIX)/bin/fcmd
+
+clean:
+	rm -rf build build-asan fcmd tools/mock-upstream
+
+-include $(FCMD_OBJ:.o=.d) $(MOCK_OBJ:.o=.d)

@@ -1,0 +1,171 @@
+/*
+ * child/child.c - a worker process's life: set up, serve, drain, exit.
+ *
+ * The child adopts the listen descriptor the master bound, serves HTTP with
+ * h2o and sends upstream with curl, both on one libuv loop, so nothing in
+ * it ever blocks.  On SIGTERM it stops accepting, keeps sending until its
+ * pending targets are finished (or CHILD_STOP_TIMEOUT_MS passes), and exits.
+ */
+#include "child.h"
+#include "../master/log.h"
+#include "../master/options.h"
+#include "../shm/region.h"
+#include "http.h"
+#include "sender.h"
+#include "upstream.h"
+
+#include <h2o/socket/uv-binding.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct child child; /* this process's state; reachable for leak checkers */
+
+static void free_handle(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void on_accept(uv_stream_t *listener, int status)
+{
+    struct child *c = listener->data;
+    uv_stream_t *conn;
+    h2o_socket_t *sock;
+
+    if (status != 0)
+        return;
+    if (c->is_unix) {
+        uv_pipe_t *p = malloc(sizeof(*p));
+        if (p == NULL || uv_pipe_init(&c->loop, p, 0) != 0) {
+            free(p);
+            return;
+        }
+        conn = (uv_stream_t *)p;
+    } else {
+        uv_tcp_t *t = malloc(sizeof(*t));
+        if (t == NULL || uv_tcp_init(&c->loop, t) != 0) {
+            free(t);
+            return;
+        }
+        conn = (uv_stream_t *)t;
+    }
+    if (uv_accept(listener, conn) != 0) {
+        uv_close((uv_handle_t *)conn, free_handle);
+        return;
+    }
+    if (!c->is_unix)
+        uv_tcp_nodelay((uv_tcp_t *)conn, 1);
+    sock = h2o_uv_socket_create(conn, free_handle);
+    h2o_accept(&c->accept_ctx, sock);
+}
+
+static int open_listener(struct child *c, int fd)
+{
+    int rc;
+
+    c->is_unix = c->opts->unix_path != NULL;
+    if (c->is_unix)
+        rc = uv_pipe_init(&c->loop, &c->listener.pipe, 0) || uv_pipe_open(&c->listener.pipe, fd);
+    else
+        rc = uv_tcp_init(&c->loop, &c->listener.tcp) || uv_tcp_open(&c->listener.tcp, fd);
+    c->listener.handle.data = c;
+    if (rc == 0)
+        rc = uv_listen(&c->listener.stream, 1024, on_accept);
+    if (rc != 0)
+        log_error("child cannot listen on the inherited socket: %s", uv_strerror(rc));
+    return rc;
+}
+
+static void on_stop_tick(uv_timer_t *t)
+{
+    struct child *c = t->data;
+
+    if (c->queue.pending > 0 && uv_now(&c->loop) < c->stop_deadline)
+        return;
+    if (c->queue.pending > 0)
+        log_warn("child stopping with %zu targets unfinished", c->queue.pending);
+    uv_stop(&c->loop);
+}
+
+static void on_stop_signal(uv_signal_t *s, int signo)
+{
+    struct child *c = s->data;
+
+    if (c->stopping) {
+        log_warn("child stopping at once on signal %d: %zu targets unfinished", signo, c->queue.pending);
+        uv_stop(&c->loop);
+        return;
+    }
+    c->stopping = 1;
+    uv_close(&c->listener.handle, NULL);
+    h2o_context_request_shutdown(&c->ctx);
+    c->stop_deadline = uv_now(&c->loop) + CHILD_STOP_TIMEOUT_MS;
+    /* Polling the pending count keeps the sender free of shutdown logic. */
+    uv_timer_start(&c->stop_timer, on_stop_tick, 0, 50);
+}
+
+static void on_reopen_signal(uv_signal_t *s, int signo)
+{
+    (void)s;
+    (void)signo;
+    log_reopen();
+}
+
+static int watch_signals(struct child *c)
+{
+    uv_signal_t *handles[] = {&c->sigterm, &c->sigint, &c->sigusr1};
+    const int signos[] = {SIGTERM, SIGINT, SIGUSR1};
+
+    for (int i = 0; i < 3; i++) {
+        if (uv_signal_init(&c->loop, handles[i]) != 0 ||
+            uv_signal_start(handles[i], signos[i] == SIGUSR1 ? on_reopen_signal : on_stop_signal, signos[i]) != 0)
+            return -1;
+        handles[i]->data = c;
+        uv_unref((uv_handle_t *)handles[i]);
+    }
+    /* SIGHUP goes to the master; a child must not die of it. */
+    signal(SIGHUP, SIG_IGN);
+    return 0;
+}
+
+static int setup_http(struct child *c)
+{
+    h2o_hostconf_t *host;
+
+    h2o_config_init(&c->config);
+    c->config.server_name = h2o_iovec_init(H2O_STRLIT("fcmd"));
+    c->config.max_request_entity_size = HTTP_MAX_ENTITY;
+    host = h2o_config_register_host(&c->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    if (host == NULL || http_register(c, host) != 0)
+        return -1;
+    h2o_context_init(&c->ctx, &c->loop, &c->config);
+    c->accept_ctx.ctx = &c->ctx;
+    c->accept_ctx.hosts = c->config.hosts;
+    return 0;
+}
+
+int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *shm, unsigned slot)
+{
+    struct child *c = &child;
+
+    /* Accept one connection per wake-up, so children share the load. */
+    setenv("UV_TCP_SINGLE_ACCEPT", "1", 1);
+    memset(c, 0, sizeof(*c));
+    c->opts = o;
+    c->shm = shm;
+    c->slot = &shm->slots[slot];
+    queue_init(&c->queue, (size_t)o->queue_size);
+    if (uv_loop_init(&c->loop) != 0) {
+        log_error("uv_loop_init() failed");
+        return 1;
+    }
+    uv_timer_init(&c->loop, &c->stop_timer);
+    c->stop_timer.data = c;
+    if ((c->upstream = upstream_legacy_create(o)) == NULL ||
+        (c->sender = sender_create(&c->loop, o, &c->queue, c->upstream, shm, slot)) == NULL ||
+        setup_http(c) != 0 || watch_signals(c) != 0 || open_listener(c, listen_fd) != 0) {
+        log_error("child set-up failed");
+        return 1;
+    }
+    uv_run(&c->loop, UV_RUN_DEFAULT);
+    return 0;
+}

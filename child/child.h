@@ -1,0 +1,51 @@
+/*
+ * child/child.h - one worker process: the HTTP server, the queue and the
+ * upstream sender, all on one libuv loop.
+ *
+ * struct child is the process's whole mutable state; handlers reach it
+ * through their handler struct rather than through globals.
+ */
+#ifndef FCMD_CHILD_CHILD_H
+#define FCMD_CHILD_CHILD_H
+
+#include <h2o.h>
+#include <uv.h>
+
+#include "queue.h"
+
+struct fcmd_options;
+struct shm_region;
+struct shm_slot;
+struct sender;
+struct upstream;
+
+#define CHILD_STOP_TIMEOUT_MS 30000
+
+struct child {
+    const struct fcmd_options *opts;
+    struct shm_region *shm;
+    struct shm_slot *slot;
+    uv_loop_t loop;
+    h2o_globalconf_t config;
+    h2o_context_t ctx;
+    h2o_accept_ctx_t accept_ctx;
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } listener;
+    int is_unix;
+    uv_signal_t sigterm, sigint, sigusr1;
+    uv_timer_t stop_timer;
+    struct queue queue;
+    struct upstream *upstream;
+    struct sender *sender;
+    int stopping;
+    uint64_t stop_deadline;
+};
+
+/* Runs a child on the inherited listen descriptor; returns its exit status. */
+int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *shm, unsigned slot);
+
+#endif

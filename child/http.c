@@ -1,0 +1,329 @@
+/*
+ * child/http.c - the endpoints: /gcm/send, the reports, /metrics, /healthz.
+ *
+ * One catch-all h2o handler looks the exact path up in a route table, so
+ * each endpoint is one small function and unknown paths get a JSON 404.
+ * Every answer is complete when the handler returns: /gcm/send queues and
+ * answers at once, and the upstream work happens later in the sender.
+ */
+#include "http.h"
+#include "../master/options.h"
+#include "../shm/region.h"
+#include "buf.h"
+#include "child.h"
+#include "queue.h"
+#include "request.h"
+#include "sender.h"
+#include "upstream.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct fcmd_handler {
+    h2o_handler_t super;
+    struct child *child;
+};
+
+typedef int (*endpoint_fn)(struct child *c, h2o_req_t *req);
+
+/* ---- answers ---- */
+
+static int respond(h2o_req_t *req, int status, const char *reason, const char *ctype, const char *body, size_t len)
+{
+    req->res.status = status;
+    req->res.reason = reason;
+    req->res.content_length = len;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ctype, strlen(ctype));
+    h2o_send_inline(req, body, len);
+    return 0;
+}
+
+static const char *reason_of(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 413: return "Payload Too Large";
+    case 503: return "Service Unavailable";
+    default: return "Internal Server Error";
+    }
+}
+
+static int respond_error(h2o_req_t *req, int status, const char *msg)
+{
+    struct buf b = BUF_INIT;
+
+    buf_adds(&b, "{\"error\":");
+    buf_add_json_string(&b, msg, strlen(msg));
+    buf_adds(&b, "}\n");
+    if (b.failed)
+        respond(req, 500, "Internal Server Error", "application/json", "{\"error\":\"out of memory\"}\n", 26);
+    else
+        respond(req, status, reason_of(status), "application/json", b.data, b.len);
+    buf_free(&b);
+    return 0;
+}
+
+static int respond_buf(h2o_req_t *req, const char *ctype, struct buf *b)
+{
+    if (b->failed)
+        return respond_error(req, 500, "out of memory");
+    return respond(req, 200, "OK", ctype, b->data ? b->data : "", b->len);
+}
+
+static int respond_busy(h2o_req_t *req, const char *msg)
+{
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+    return respond_error(req, 503, msg);
+}
+
+/* Answers 405 unless the method is the one the endpoint takes. */
+static int wrong_method(h2o_req_t *req, const char *allowed)
+{
+    if (h2o_memis(req->method.base, req->method.len, allowed, strlen(allowed)))
+        return 0;
+    if (strcmp(allowed, "GET") == 0 && h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")))
+        return 0;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, allowed, strlen(allowed));
+    respond_error(req, 405, "method not allowed");
+    return 1;
+}
+
+/* ---- /gcm/send ---- */
+
+static int on_send(struct child *c, h2o_req_t *req)
+{
+    struct send_request r;
+    const char *ctype = NULL;
+    size_t ctype_len = 0;
+    char err[256], body[64];
+    ssize_t h;
+    int rc;
+
+    if (wrong_method(req, "POST"))
+        return 0;
+    if (c->stopping)
+        return respond_busy(req, "shutting down");
+    if ((h = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1)) >= 0) {
+        ctype = req->headers.entries[h].value.base;
+        ctype_len = req->headers.entries[h].value.len;
+    }
+    rc = request_parse(ctype, ctype_len, req->entity.base ? req->entity.base : "", req->entity.len, &r, err,
+                       sizeof(err));
+    if (rc != 0) {
+        shm_add(c->slot, SHM_HTTP_REJECTED, 1);
+        return respond_error(req, rc, err);
+    }
+    if (!queue_has_room(&c->queue, r.ntargets) || queue_accept(&c->queue, &r) != 0) {
+        size_t n = r.ntargets;
+        request_free(&r);
+        shm_add(c->slot, SHM_HTTP_BUSY, 1);
+        return respond_busy(req, queue_has_room(&c->queue, n) ? "out of memory" : "queue full");
+    }
+    shm_add(c->slot, SHM_ACCEPTED, r.ntargets);
+    shm_pending_add(c->slot, (int64_t)r.ntargets);
+    sender_kick(c->sender);
+    if (r.format == REQUEST_FORM) {
+        request_free(&r);
+        return respond(req, 200, "OK", "text/plain; charset=utf-8", "ok\n", 3);
+    }
+    rc = snprintf(body, sizeof(body), "{\"accepted\":%zu}\n", r.ntargets);
+    request_free(&r);
+    return respond(req, 200, "OK", "application/json", body, (size_t)rc);
+}
+
+/* ---- reports ---- */
+
+static int on_report(struct child *c, h2o_req_t *req)
+{
+    struct shm_totals t;
+    struct buf b = BUF_INIT;
+    uint64_t now = (uint64_t)time(NULL), started = atomic_load(&c->shm->started_at);
+
+    if (wrong_method(req, "GET"))
+        return 0;
+    shm_sum(c->shm, &t);
+    /* GoCM's five keys first, in GoCM's order. */
+    buf_addf(&b,
+             "{\"attempts\":%llu,\"failures\":%llu,\"pending\":%lld,\"canonicals\":%llu,\"notregistered\":%llu,"
+             "\"successes\":%llu,\"retries\":%llu,\"accepted\":%llu,\"lost\":%llu,"
+             "\"dropped\":%llu,\"canonical_dropped\":%llu,\"notregistered_dropped\":%llu,"
+             "\"upstream\":\"%s\",\"workers\":%u,\"uptime_seconds\":%llu}\n",
+             (unsigned long long)t.counters[SHM_ATTEMPTS], (unsigned long long)t.counters[SHM_FAILURES],
+             (long long)t.pending, (unsigned long long)t.counters[SHM_CANONICALS],
+             (unsigned long long)t.counters[SHM_NOTREGISTERED], (unsigned long long)t.counters[SHM_SUCCESSES],
+             (unsigned long long)t.counters[SHM_RETRIES], (unsigned long long)t.counters[SHM_ACCEPTED],
+             (unsigned long long)t.counters[SHM_LOST],
+             (unsigned long long)(t.canonical_dropped + t.notregistered_dropped), (unsigned long long)t.canonical_dropped,
+             (unsigned long long)t.notregistered_dropped, c->upstream->ops->name,
+             (unsigned)atomic_load(&c->shm->workers), (unsigned long long)(now > started ? now - started : 0));
+    respond_buf(req, "application/json", &b);
+    buf_free(&b);
+    return 0;
+}
+
+/* Takes every record of a drain list; answers 500 itself on failure. */
+static int drain(h2o_req_t *req, struct drainlist *l, unsigned char **recs, size_t *len)
+{
+    uint64_t count;
+
+    if (drainlist_drain(l, recs, len, &count) != 0) {
+        respond_error(req, 500, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static int on_canonical(struct child *c, h2o_req_t *req)
+{
+    struct buf b = BUF_INIT;
+    unsigned char *recs;
+    const unsigned char *rec;
+    size_t len, pos = 0, rlen;
+
+    if (wrong_method(req, "GET") || drain(req, c->shm->canonical, &recs, &len) != 0)
+        return 0;
+    if (recs == NULL) {
+        buf_adds(&b, "{\"canonical_replacements\":null}\n");
+    } else {
+        buf_adds(&b, "{\"canonical_replacements\":[");
+        for (int first = 1; (rec = drainlist_next(recs, len, &pos, &rlen)) != NULL; first = 0) {
+            size_t olen = strnlen((const char *)rec, rlen);
+            buf_adds(&b, first ? "{\"original\":" : ",{\"original\":");
+            buf_add_json_string(&b, (const char *)rec, olen);
+            buf_adds(&b, ",\"canonical\":");
+            buf_add_json_string(&b, (const char *)rec + olen + 1, olen < rlen ? rlen - olen - 1 : 0);
+            buf_adds(&b, "}");
+        }
+        buf_adds(&b, "]}\n");
+    }
+    free(recs);
+    respond_buf(req, "application/json", &b);
+    buf_free(&b);
+    return 0;
+}
+
+static int on_notregistered(struct child *c, h2o_req_t *req)
+{
+    struct buf b = BUF_INIT;
+    unsigned char *recs;
+    const unsigned char *rec;
+    size_t len, pos = 0, rlen;
+
+    if (wrong_method(req, "GET") || drain(req, c->shm->notregistered, &recs, &len) != 0)
+        return 0;
+    if (recs == NULL) {
+        buf_adds(&b, "{\"tokens\":null}\n");
+    } else {
+        buf_adds(&b, "{\"tokens\":[");
+        for (int first = 1; (rec = drainlist_next(recs, len, &pos, &rlen)) != NULL; first = 0) {
+            if (!first)
+                buf_add(&b, ",", 1);
+            buf_add_json_string(&b, (const char *)rec, rlen);
+        }
+        buf_adds(&b, "]}\n");
+    }
+    free(recs);
+    respond_buf(req, "application/json", &b);
+    buf_free(&b);
+    return 0;
+}
+
+/* ---- operations ---- */
+
+static int on_metrics(struct child *c, h2o_req_t *req)
+{
+    static const struct {
+        enum shm_counter id;
+        const char *name, *help;
+    } counters[] = {
+        {SHM_ACCEPTED, "fcmd_accepted_targets_total", "Targets accepted at /gcm/send."},
+        {SHM_ATTEMPTS, "fcmd_attempts_total", "Targets sent upstream, every try counted."},
+        {SHM_SUCCESSES, "fcmd_successes_total", "Targets the upstream accepted."},
+        {SHM_FAILURES, "fcmd_failures_total", "Targets given up on."},
+        {SHM_RETRIES, "fcmd_retries_total", "Targets scheduled for another try."},
+        {SHM_CANONICALS, "fcmd_canonicals_total", "Canonical token replacements received."},
+        {SHM_NOTREGISTERED, "fcmd_notregistered_total", "Targets the upstream declared invalid."},
+        {SHM_LOST, "fcmd_lost_total", "Pending targets of children that died."},
+        {SHM_UPSTREAM_REQS, "fcmd_upstream_requests_total", "Upstream HTTP requests answered."},
+        {SHM_UPSTREAM_ERRS, "fcmd_upstream_errors_total", "Upstream requests that got no HTTP answer."},
+        {SHM_HTTP_REQUESTS, "fcmd_http_requests_total", "HTTP requests served."},
+        {SHM_HTTP_REJECTED, "fcmd_http_rejected_total", "/gcm/send requests refused as invalid."},
+        {SHM_HTTP_BUSY, "fcmd_http_busy_total", "/gcm/send requests refused with 503."},
+    };
+    struct shm_totals t;
+    struct buf b = BUF_INIT;
+
+    if (wrong_method(req, "GET"))
+        return 0;
+    shm_sum(c->shm, &t);
+    for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
+        buf_addf(&b, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", counters[i].name, counters[i].help,
+                 counters[i].name, counters[i].name, (unsigned long long)t.counters[counters[i].id]);
+    buf_addf(&b, "# HELP fcmd_pending Targets accepted and not yet finished.\n# TYPE fcmd_pending gauge\n"
+                 "fcmd_pending %lld\n",
+             (long long)t.pending);
+    buf_addf(&b,
+             "# HELP fcmd_drain_dropped_total Drain-list records dropped because the list was full.\n"
+             "# TYPE fcmd_drain_dropped_total counter\n"
+             "fcmd_drain_dropped_total{list=\"canonical\"} %llu\n"
+             "fcmd_drain_dropped_total{list=\"notregistered\"} %llu\n",
+             (unsigned long long)t.canonical_dropped, (unsigned long long)t.notregistered_dropped);
+    buf_addf(&b, "# HELP fcmd_build_info fcmd version.\n# TYPE fcmd_build_info gauge\n"
+                 "fcmd_build_info{version=\"%s\",upstream=\"%s\"} 1\n",
+             FCMD_VERSION, c->upstream->ops->name);
+    respond_buf(req, "text/plain; version=0.0.4", &b);
+    buf_free(&b);
+    return 0;
+}
+
+static int on_healthz(struct child *c, h2o_req_t *req)
+{
+    if (wrong_method(req, "GET"))
+        return 0;
+    if (c->stopping)
+        return respond(req, 503, "Service Unavailable", "text/plain", "draining\n", 9);
+    return respond(req, 200, "OK", "text/plain", "ok\n", 3);
+}
+
+/* ---- routing ---- */
+
+static const struct {
+    const char *path;
+    endpoint_fn fn;
+} routes[] = {
+    {"/gcm/send", on_send},
+    {"/gcm/report", on_report},
+    {"/gcm/report/canonical", on_canonical},
+    {"/gcm/report/notregistered", on_notregistered},
+    {"/metrics", on_metrics},
+    {"/healthz", on_healthz},
+};
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    struct child *c = ((struct fcmd_handler *)self)->child;
+    size_t plen = req->path_normalized.len;
+
+    shm_add(c->slot, SHM_HTTP_REQUESTS, 1);
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+        if (h2o_memis(req->path_normalized.base, plen, routes[i].path, strlen(routes[i].path)))
+            return routes[i].fn(c, req);
+    return respond_error(req, 404, "no such endpoint");
+}
+
+int http_register(struct child *c, h2o_hostconf_t *host)
+{
+    h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
+    struct fcmd_handler *h = (struct fcmd_handler *)h2o_create_handler(path, sizeof(*h));
+
+    if (h == NULL)
+        return -1;
+    h->super.on_req = on_req;
+    h->child = c;
+    return 0;
+}

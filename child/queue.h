@@ -1,0 +1,66 @@
+/*
+ * child/queue.h - pushes, targets and the child's send queue.
+ *
+ * A push is one accepted request: its payload and options, stored once and
+ * shared by all its targets through a reference count.  A target is one
+ * token (or topic, or condition) still to deliver.  The queue is a FIFO of
+ * targets ready to send; targets waiting for a retry or in flight are out
+ * of it but still count as pending, and pending is what the bound limits.
+ */
+#ifndef FCMD_CHILD_QUEUE_H
+#define FCMD_CHILD_QUEUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "request.h"
+
+struct push {
+    uint32_t refs;           /* targets not yet finished */
+    enum target_kind kind;
+    const char *payload;     /* data object JSON text, or NULL */
+    size_t payload_len;
+    const char *opt[ROPT_COUNT];
+    size_t opt_len[ROPT_COUNT];
+    char text[];             /* storage for the strings above */
+};
+
+struct target {
+    struct target *next;
+    struct push *push;
+    uint32_t attempts;       /* upstream sends so far */
+    uint32_t len;
+    char name[];             /* the token, topic or condition, NUL-terminated */
+};
+
+struct queue {
+    struct target *head;
+    struct target **tailp;
+    size_t ready;            /* targets in the FIFO */
+    size_t pending;          /* accepted here and not finished */
+    size_t capacity;         /* bound on pending */
+};
+
+void queue_init(struct queue *q, size_t capacity);
+
+/* Whether n more targets fit under the bound. */
+int queue_has_room(const struct queue *q, size_t n);
+
+/* Makes a push of r with one target per r->targets and appends them all.
+ * Returns 0, or -1 when memory ran out (nothing is queued then). */
+int queue_accept(struct queue *q, const struct send_request *r);
+
+/* Appends targets (a NULL-terminated chain) that are pending already. */
+void queue_requeue(struct queue *q, struct target *chain);
+
+/* Takes up to max targets of the push at the head, in order, into out.
+ * Returns how many. */
+size_t queue_take_batch(struct queue *q, struct target **out, size_t max);
+
+/* A target reached a final outcome: frees it (and its push with the last). */
+void queue_finish(struct queue *q, struct target *t);
+
+/* Frees everything still queued (at exit). */
+void queue_clear(struct queue *q);
+
+#endif

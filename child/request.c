@@ -1,0 +1,361 @@
+/*
+ * child/request.c - /gcm/send body parsing.
+ *
+ * Both formats decode into one owned storage block sized from the body, so
+ * a request costs two allocations whatever its token count, and every
+ * validation rule lives in one place (check_target, check_payload) that
+ * both formats share.
+ */
+#include "request.h"
+#include "json.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+const char *const request_opt_names[ROPT_COUNT] = {
+    "notification", "android", "apns", "webpush", "fcm_options", "collapse_key", "priority", "time_to_live",
+};
+
+#define ERR(...) (snprintf(err, errlen, __VA_ARGS__), 400)
+
+static int add_target(struct send_request *r, size_t *cap, char *s)
+{
+    if (r->ntargets == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 16;
+        char **t = realloc(r->targets, ncap * sizeof(*t));
+        if (t == NULL)
+            return -1;
+        r->targets = t;
+        *cap = ncap;
+    }
+    r->targets[r->ntargets++] = s;
+    return 0;
+}
+
+static int check_target(const char *what, size_t idx, const char *s, size_t n, char *err, size_t errlen)
+{
+    if (n == 0)
+        return ERR("%s %zu is empty", what, idx + 1);
+    if (n > REQUEST_MAX_TOKEN_LEN)
+        return ERR("%s %zu is longer than %d bytes", what, idx + 1, REQUEST_MAX_TOKEN_LEN);
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return ERR("%s %zu contains a control character", what, idx + 1);
+    return 0;
+}
+
+static int check_payload(const char *p, size_t n, char *err, size_t errlen)
+{
+    struct json_doc d;
+    int is_object;
+
+    if (n == 0)
+        return ERR("payload is empty");
+    if (json_parse(&d, p, n) != 0)
+        return errno == ENOMEM ? (snprintf(err, errlen, "out of memory"), 500) : ERR("payload is not valid JSON");
+    is_object = d.tok[0].type == JSMN_OBJECT;
+    json_free(&d);
+    return is_object ? 0 : ERR("payload must be a JSON object");
+}
+
+/* ---- application/x-www-form-urlencoded ---- */
+
+static int unhex(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = (char)tolower((unsigned char)c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Decodes s[0..n) into out, NUL-terminated.  Returns the length or -1. */
+static long form_decode(const char *s, size_t n, char *out)
+{
+    size_t o = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '+') {
+            out[o++] = ' ';
+        } else if (s[i] == '%') {
+            int hi, lo;
+            if (i + 2 >= n)
+                return -1;
+            if ((hi = unhex(s[i + 1])) < 0 || (lo = unhex(s[i + 2])) < 0)
+                return -1;
+            out[o++] = (char)(hi * 16 + lo);
+            i += 2;
+        } else {
+            out[o++] = s[i];
+        }
+    }
+    out[o] = '\0';
+    return (long)o;
+}
+
+static int parse_form(const char *body, size_t len, struct send_request *r, char *err, size_t errlen)
+{
+    size_t cap = 0, pos = 0;
+    char *out;
+    int rc;
+
+    /* Decoded text is never longer than the body; each field adds one NUL. */
+    if ((r->storage = out = malloc(2 * len + 2)) == NULL)
+        return snprintf(err, errlen, "out of memory"), 500;
+    while (pos < len) {
+        const char *field = body + pos, *amp = memchr(field, '&', len - pos), *eq;
+        size_t flen = amp ? (size_t)(amp - field) : len - pos;
+        long klen, vlen;
+        char *key, *val;
+
+        pos += flen + 1;
+        if (flen == 0)
+            continue;
+        eq = memchr(field, '=', flen);
+        key = out;
+        if ((klen = form_decode(field, eq ? (size_t)(eq - field) : flen, key)) < 0)
+            return ERR("malformed percent-encoding in form field");
+        val = key + klen + 1;
+        vlen = 0;
+        if (eq && (vlen = form_decode(eq + 1, flen - (size_t)(eq + 1 - field), val)) < 0)
+            return ERR("malformed percent-encoding in form field \"%s\"", key);
+        if (!eq)
+            *val = '\0';
+        out = val + vlen + 1;
+        if (strcmp(key, "tokens") == 0) {
+            if (r->ntargets >= REQUEST_MAX_TOKENS)
+                return ERR("too many tokens (at most %d)", REQUEST_MAX_TOKENS);
+            if ((rc = check_target("token", r->ntargets, val, (size_t)vlen, err, errlen)) != 0)
+                return rc;
+            if (add_target(r, &cap, val) != 0)
+                return snprintf(err, errlen, "out of memory"), 500;
+        } else if (strcmp(key, "payload") == 0) {
+            r->payload = val;
+            r->payload_len = (size_t)vlen;
+        }
+    }
+    if (r->ntargets == 0)
+        return ERR("no tokens");
+    if (r->payload == NULL)
+        return ERR("payload is missing");
+    return check_payload(r->payload, r->payload_len, err, errlen);
+}
+
+/* ---- application/json ---- */
+
+static int json_tokens(const struct json_doc *d, int arr, struct send_request *r, char **out, char *err,
+                       size_t errlen)
+{
+    size_t cap = 0;
+    int rc;
+
+    if (d->tok[arr].type != JSMN_ARRAY)
+        return ERR("\"tokens\" must be an array of strings");
+    if (d->tok[arr].size > REQUEST_MAX_TOKENS)
+        return ERR("too many tokens (at most %d)", REQUEST_MAX_TOKENS);
+    for (int i = arr + 1, k = 0; k < d->tok[arr].size; k++, i++) {
+        long n;
+        if (d->tok[i].type != JSMN_STRING)
+            return ERR("\"tokens\" must be an array of strings");
+        if ((n = json_unescape(d, i, *out)) < 0)
+            return ERR("token %d is not a valid JSON string", k + 1);
+        if ((rc = check_target("token", (size_t)k, *out, (size_t)n, err, errlen)) != 0)
+            return rc;
+        if (add_target(r, &cap, *out) != 0)
+            return snprintf(err, errlen, "out of memory"), 500;
+        *out += n + 1;
+    }
+    return 0;
+}
+
+static int topic_ok(const char *s)
+{
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && !strchr("-_.~%", *s))
+            return 0;
+    return 1;
+}
+
+static int json_single_target(const struct json_doc *d, int v, enum target_kind kind, struct send_request *r,
+                              char **out, char *err, size_t errlen)
+{
+    const char *what = kind == TARGET_TOPIC ? "topic" : "condition";
+    size_t cap = 0;
+    char *s = *out;
+    long n;
+    int rc;
+
+    if (d->tok[v].type != JSMN_STRING || (n = json_unescape(d, v, s)) < 0)
+        return ERR("\"%s\" must be a string", what);
+    if (kind == TARGET_TOPIC && strncmp(s, "/topics/", 8) == 0) {
+        memmove(s, s + 8, (size_t)n - 7);
+        n -= 8;
+    }
+    if ((rc = check_target(what, 0, s, (size_t)n, err, errlen)) != 0)
+        return rc;
+    if (kind == TARGET_TOPIC && !topic_ok(s))
+        return ERR("topic may contain only letters, digits and -_.~%%");
+    if (add_target(r, &cap, s) != 0)
+        return snprintf(err, errlen, "out of memory"), 500;
+    r->kind = kind;
+    *out += n + 1;
+    return 0;
+}
+
+static int check_option(const struct json_doc *d, int v, enum request_opt o, char *err, size_t errlen)
+{
+    const char *name = request_opt_names[o];
+    const char *s = json_tokptr(d, v);
+    size_t n = json_toklen(d, v);
+
+    switch (o) {
+    case ROPT_COLLAPSE_KEY:
+        return d->tok[v].type == JSMN_STRING ? 0 : ERR("\"%s\" must be a string", name);
+    case ROPT_PRIORITY:
+        if (json_is(d, v, "high") || json_is(d, v, "normal"))
+            return 0;
+        return ERR("\"priority\" must be \"high\" or \"normal\"");
+    case ROPT_TIME_TO_LIVE:
+        if (d->tok[v].type != JSMN_PRIMITIVE || n > 7 || strspn(s, "0123456789") < n || atol(s) > 2419200)
+            return ERR("\"time_to_live\" must be a whole number of seconds from 0 to 2419200");
+        return 0;
+    default:
+        return d->tok[v].type == JSMN_OBJECT ? 0 : ERR("\"%s\" must be a JSON object", name);
+    }
+}
+
+static int json_member(const struct json_doc *d, int key, struct send_request *r, char **out, char *err,
+                       size_t errlen)
+{
+    int v = key + 1;
+
+    if (json_is(d, key, "tokens"))
+        return json_tokens(d, v, r, out, err, errlen);
+    if (json_is(d, key, "topic"))
+        return json_single_target(d, v, TARGET_TOPIC, r, out, err, errlen);
+    if (json_is(d, key, "condition"))
+        return json_single_target(d, v, TARGET_CONDITION, r, out, err, errlen);
+    if (json_is(d, key, "payload")) {
+        if (d->tok[v].type != JSMN_OBJECT)
+            return ERR("payload must be a JSON object");
+        r->payload = json_tokptr(d, v);
+        r->payload_len = json_toklen(d, v);
+        return 0;
+    }
+    for (int o = 0; o < ROPT_COUNT; o++) {
+        if (json_is(d, key, request_opt_names[o])) {
+            r->opt[o] = json_tokptr(d, v);
+            r->opt_len[o] = json_toklen(d, v);
+            return check_option(d, v, (enum request_opt)o, err, errlen);
+        }
+    }
+    return ERR("unknown field \"%.*s\"", (int)(json_toklen(d, key) > 64 ? 64 : json_toklen(d, key)),
+               json_tokptr(d, key));
+}
+
+/* Copies the raw texts that point into the body into owned storage. */
+static void own_raw_texts(struct send_request *r, char *out)
+{
+    if (r->payload) {
+        memcpy(out, r->payload, r->payload_len);
+        out[r->payload_len] = '\0';
+        r->payload = out;
+        out += r->payload_len + 1;
+    }
+    for (int o = 0; o < ROPT_COUNT; o++) {
+        if (r->opt[o] == NULL)
+            continue;
+        memcpy(out, r->opt[o], r->opt_len[o]);
+        out[r->opt_len[o]] = '\0';
+        r->opt[o] = out;
+        out += r->opt_len[o] + 1;
+    }
+}
+
+static int parse_json(const char *body, size_t len, struct send_request *r, char *err, size_t errlen)
+{
+    struct json_doc d;
+    char *out;
+    int rc = 0, key;
+    unsigned kinds = 0;
+
+    if (json_parse(&d, body, len) != 0)
+        return errno == ENOMEM ? (snprintf(err, errlen, "out of memory"), 500) : ERR("body is not valid JSON");
+    if (d.tok[0].type != JSMN_OBJECT) {
+        json_free(&d);
+        return ERR("body must be a JSON object");
+    }
+    /* Unescaped strings plus the raw texts never exceed twice the body. */
+    if ((r->storage = out = malloc(2 * len + 2 * ROPT_COUNT + 4)) == NULL) {
+        json_free(&d);
+        return snprintf(err, errlen, "out of memory"), 500;
+    }
+    key = 1;
+    for (int m = 0; m < d.tok[0].size && rc == 0; m++) {
+        kinds |= json_is(&d, key, "tokens") ? 1u : json_is(&d, key, "topic") ? 2u : json_is(&d, key, "condition") ? 4u : 0u;
+        rc = json_member(&d, key, r, &out, err, errlen);
+        key = json_skip(&d, key + 1);
+    }
+    json_free(&d);
+    if (rc != 0)
+        return rc;
+    if (kinds != 1 && kinds != 2 && kinds != 4)
+        return kinds == 0 ? ERR("no tokens") : ERR("give one of \"tokens\", \"topic\" or \"condition\"");
+    if (r->ntargets == 0)
+        return ERR("no tokens");
+    if (r->payload == NULL && r->opt[ROPT_NOTIFICATION] == NULL)
+        return ERR("payload is missing");
+    own_raw_texts(r, out);
+    return 0;
+}
+
+static int ctype_is(const char *ct, size_t n, const char *want)
+{
+    size_t w = strlen(want);
+
+    while (n > 0 && (*ct == ' ' || *ct == '\t'))
+        ct++, n--;
+    if (n < w || strncasecmp(ct, want, w) != 0)
+        return 0;
+    ct += w;
+    n -= w;
+    while (n > 0 && (*ct == ' ' || *ct == '\t'))
+        ct++, n--;
+    return n == 0 || *ct == ';';
+}
+
+int request_parse(const char *ctype, size_t ctype_len, const char *body, size_t len, struct send_request *r,
+                  char *err, size_t errlen)
+{
+    int rc;
+
+    memset(r, 0, sizeof(*r));
+    if (len > REQUEST_MAX_BODY) {
+        snprintf(err, errlen, "body is larger than %u bytes", REQUEST_MAX_BODY);
+        return 413;
+    }
+    if (ctype != NULL && ctype_is(ctype, ctype_len, "application/x-www-form-urlencoded")) {
+        r->format = REQUEST_FORM;
+        rc = parse_form(body, len, r, err, errlen);
+    } else if (ctype != NULL && ctype_is(ctype, ctype_len, "application/json")) {
+        r->format = REQUEST_JSON;
+        rc = len == 0 ? ERR("body is empty") : parse_json(body, len, r, err, errlen);
+    } else {
+        rc = ERR("unsupported content type: use application/x-www-form-urlencoded or application/json");
+    }
+    if (rc != 0)
+        request_free(r);
+    return rc;
+}
+
+void request_free(struct send_request *r)
+{
+    free(r->targets);
+    free(r->storage);
+    r->targets = NULL;
+    r->storage = NULL;
+    r->ntargets = 0;
+}

@@ -1,0 +1,56 @@
+/*
+ * child/request.h - parsing and validating a /gcm/send body.
+ *
+ * A request is either a GoCM form (tokens repeated, payload as JSON text) or
+ * a JSON object.  Parsing either gives the same struct; nothing is queued
+ * unless the whole request is valid.  The struct owns copies of what it
+ * keeps, so the body may be freed after parsing.
+ */
+#ifndef FCMD_CHILD_REQUEST_H
+#define FCMD_CHILD_REQUEST_H
+
+#include <stddef.h>
+
+#define REQUEST_MAX_BODY (1u << 20)
+#define REQUEST_MAX_TOKENS 10000
+#define REQUEST_MAX_TOKEN_LEN 4096
+
+enum target_kind { TARGET_TOKEN, TARGET_TOPIC, TARGET_CONDITION };
+
+/* Message options a JSON request may carry, kept as their raw JSON text. */
+enum request_opt {
+    ROPT_NOTIFICATION,
+    ROPT_ANDROID,
+    ROPT_APNS,
+    ROPT_WEBPUSH,
+    ROPT_FCM_OPTIONS,
+    ROPT_COLLAPSE_KEY,
+    ROPT_PRIORITY,
+    ROPT_TIME_TO_LIVE,
+    ROPT_COUNT
+};
+
+extern const char *const request_opt_names[ROPT_COUNT];
+
+enum request_format { REQUEST_FORM, REQUEST_JSON };
+
+struct send_request {
+    enum request_format format;
+    enum target_kind kind;
+    char **targets;       /* tokens, or the one topic or condition */
+    size_t ntargets;
+    const char *payload;  /* the data object's JSON text; NULL when absent */
+    size_t payload_len;
+    const char *opt[ROPT_COUNT];
+    size_t opt_len[ROPT_COUNT];
+    char *storage;        /* owns every string above */
+};
+
+/* Parses body according to the Content-Type value.  Returns 0, or the HTTP
+ * status to answer (400, 413, 500) with a one-line reason in err. */
+int request_parse(const char *ctype, size_t ctype_len, const char *body, size_t len, struct send_request *r,
+                  char *err, size_t errlen);
+
+void request_free(struct send_request *r);
+
+#endif

@@ -1,0 +1,508 @@
+/*
+ * child/sender.c - curl multi on the child's libuv loop, and job outcomes.
+ *
+ * curl tells us which sockets to watch (socket callback -> uv_poll_t) and
+ * when to call it back (timer callback -> one uv_timer_t); we hand both
+ * events back with curl_multi_socket_action and then collect finished
+ * transfers.  New work is started from a uv_idle callback so that all the
+ * targets accepted in one loop turn are batched, and never from inside a
+ * curl callback.  Easy handles are pooled and keep their fixed options.
+ */
+#include "sender.h"
+#include "../master/log.h"
+#include "../master/options.h"
+#include "../shm/region.h"
+#include "backoff.h"
+#include "queue.h"
+#include "retry.h"
+#include "upstream.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_RESPONSE (4u << 20)
+#define STREAMS_PER_CONNECTION 100
+#define REQUEST_TIMEOUT_MS 30000
+#define CONNECT_TIMEOUT_MS 10000
+
+struct sender {
+    uv_loop_t *loop;
+    const struct fcmd_options *opts;
+    struct queue *queue;
+    struct upstream *up;
+    struct shm_region *shm;
+    struct shm_slot *slot;
+    CURLM *multi;
+    uv_timer_t timer;
+    uv_idle_t kick;
+    struct retry_set retries;
+    CURL **pool;           /* idle easy handles */
+    size_t npool;
+    size_t inflight;
+    size_t max_inflight;
+    long http_version;
+    int multiplex;
+    struct buf ca_bundle;  /* system store + --ca-file, when one was given */
+    struct target **batch; /* scratch for queue_take_batch */
+    uint64_t rng;
+};
+
+struct sock_watch {
+    uv_poll_t poll;
+    curl_socket_t fd;
+    struct sender *sender;
+};
+
+static void dispatch(struct sender *s);
+static void collect_done(struct sender *s);
+
+/* ---- curl <-> libuv wiring ---- */
+
+static void free_watch(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void on_poll(uv_poll_t *p, int status, int events)
+{
+    struct sock_watch *w = p->data;
+    int flags = 0, running;
+
+    if (status < 0)
+        flags = CURL_CSELECT_ERR;
+    if (events & UV_READABLE)
+        flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE)
+        flags |= CURL_CSELECT_OUT;
+    curl_multi_socket_action(w->sender->multi, w->fd, flags, &running);
+    collect_done(w->sender);
+}
+
+static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    struct sender *s = userp;
+    struct sock_watch *w = socketp;
+    int events = 0;
+
+    (void)easy;
+    if (what == CURL_POLL_REMOVE) {
+        if (w != NULL) {
+            uv_poll_stop(&w->poll);
+            uv_close((uv_handle_t *)&w->poll, free_watch);
+            curl_multi_assign(s->multi, fd, NULL);
+        }
+        return 0;
+    }
+    if (w == NULL) {
+        if ((w = malloc(sizeof(*w))) == NULL || uv_poll_init_socket(s->loop, &w->poll, fd) != 0) {
+            log_error("cannot watch upstream socket %d", (int)fd);
+            free(w);
+            return -1;
+        }
+        w->poll.data = w;
+        w->fd = fd;
+        w->sender = s;
+        curl_multi_assign(s->multi, fd, w);
+    }
+    if (what & CURL_POLL_IN)
+        events |= UV_READABLE;
+    if (what & CURL_POLL_OUT)
+        events |= UV_WRITABLE;
+    uv_poll_start(&w->poll, events, on_poll);
+    return 0;
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+    struct sender *s = t->data;
+    int running;
+
+    curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    collect_done(s);
+}
+
+static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    struct sender *s = userp;
+
+    (void)multi;
+    if (timeout_ms < 0)
+        uv_timer_stop(&s->timer);
+    else
+        uv_timer_start(&s->timer, on_timeout, (uint64_t)timeout_ms, 0);
+    return 0;
+}
+
+/* ---- easy handles ---- */
+
+static size_t on_body(char *p, size_t size, size_t n, void *userp)
+{
+    struct job *job = userp;
+
+    if (job->response.len + size * n > MAX_RESPONSE)
+        return 0; /* curl fails the transfer: treated as no answer */
+    buf_add(&job->response, p, size * n);
+    return job->response.failed ? 0 : size * n;
+}
+
+/* Retry-After in seconds or as an HTTP date, capped at an hour. */
+static size_t on_header(char *p, size_t size, size_t n, void *userp)
+{
+    struct job *job = userp;
+    size_t len = size * n;
+    char value[64], *end;
+    time_t when;
+    long secs;
+
+    if (len <= 12 || strncasecmp(p, "Retry-After:", 12) != 0)
+        return len;
+    len -= 12;
+    if (len > sizeof(value) - 1)
+        len = sizeof(value) - 1;
+    memcpy(value, p + 12, len);
+    value[len] = '\0';
+    secs = strtol(value, &end, 10);
+    if (end != value && secs >= 0) {
+        job->retry_after_ms = secs > 3600 ? 3600000 : secs * 1000;
+    } else if ((when = curl_getdate(value, NULL)) > 0) {
+        long d = (long)(when - time(NULL));
+        job->retry_after_ms = d <= 0 ? 0 : d > 3600 ? 3600000 : d * 1000;
+    }
+    return size * n;
+}
+
+static CURL *easy_new(struct sender *s)
+{
+    CURL *e = curl_easy_init();
+
+    if (e == NULL)
+        return NULL;
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, s->http_version);
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, (long)s->multiplex);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)REQUEST_TIMEOUT_MS);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)CONNECT_TIMEOUT_MS);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "fcmd/" FCMD_VERSION);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    if (s->ca_bundle.len > 0) {
+        struct curl_blob blob = {s->ca_bundle.data, s->ca_bundle.len, CURL_BLOB_NOCOPY};
+        curl_easy_setopt(e, CURLOPT_CAINFO_BLOB, &blob);
+    }
+    return e;
+}
+
+static CURL *easy_get(struct sender *s)
+{
+    return s->npool > 0 ? s->pool[--s->npool] : easy_new(s);
+}
+
+static void easy_put(struct sender *s, CURL *e)
+{
+    if (s->npool < s->max_inflight)
+        s->pool[s->npool++] = e;
+    else
+        curl_easy_cleanup(e);
+}
+
+/* ---- jobs ---- */
+
+static struct job *job_new(struct target **batch, size_t n)
+{
+    struct job *job = calloc(1, sizeof(*job) + n * (sizeof(struct target *) + sizeof(struct outcome)));
+
+    if (job == NULL)
+        return NULL;
+    job->targets = (struct target **)(job + 1);
+    memcpy(job->targets, batch, n * sizeof(*batch));
+    job->ntargets = n;
+    job->push = batch[0]->push;
+    job->retry_after_ms = -1;
+    return job;
+}
+
+static void job_free(struct job *job)
+{
+    buf_free(&job->body);
+    buf_free(&job->response);
+    free(job);
+}
+
+static struct outcome *job_outcomes(struct job *job)
+{
+    return (struct outcome *)(job->targets + job->ntargets);
+}
+
+static int out_of_retries(const struct sender *s, const struct target *t)
+{
+    return t->attempts > (uint32_t)s->opts->retries;
+}
+
+/* Applies one target's outcome; returns 1 when the target waits for a retry. */
+static int apply(struct sender *s, struct target *t, struct outcome *o)
+{
+    switch (o->kind) {
+    case OUTCOME_CANONICAL:
+        shm_add(s->slot, SHM_CANONICALS, 1);
+        /* Record: original '\0' canonical. */
+        drainlist_append(s->shm->canonical, t->name, (size_t)t->len + 1, o->canonical, strlen(o->canonical));
+        free(o->canonical);
+        o->canonical = NULL;
+        shm_add(s->slot, SHM_SUCCESSES, 1);
+        break;
+    case OUTCOME_DELIVERED:
+        shm_add(s->slot, SHM_SUCCESSES, 1);
+        break;
+    case OUTCOME_INVALID:
+        shm_add(s->slot, SHM_NOTREGISTERED, 1);
+        drainlist_append(s->shm->notregistered, t->name, t->len, NULL, 0);
+        break;
+    case OUTCOME_RETRY:
+        if (!out_of_retries(s, t)) {
+            shm_add(s->slot, SHM_RETRIES, 1);
+            return 1;
+        }
+        shm_add(s->slot, SHM_FAILURES, 1);
+        break;
+    case OUTCOME_FAILED:
+        shm_add(s->slot, SHM_FAILURES, 1);
+        break;
+    }
+    queue_finish(s->queue, t);
+    shm_pending_add(s->slot, -1);
+    return 0;
+}
+
+static void log_job(const struct sender *s, const struct job *job, long status, size_t retried, size_t failed,
+                    const char *retry_reason, const char *fail_reason)
+{
+    const char *sep = job->error[0] ? ": " : "";
+
+    if (failed > 0)
+        log_warn("%s upstream: HTTP %ld: %zu of %zu targets failed (%s)%s%s", s->up->ops->name, status, failed,
+                 job->ntargets, fail_reason, sep, job->error);
+    if (retried > 0)
+        log_info("%s upstream: HTTP %ld: %zu of %zu targets will be retried (%s)%s%s", s->up->ops->name, status,
+                 retried, job->ntargets, retry_reason, sep, job->error);
+}
+
+static void finish_job(struct sender *s, struct job *job, CURLcode code)
+{
+    struct outcome *out = job_outcomes(job);
+    struct upstream_result res = {code, 0, job->response.data ? job->response.data : "", job->response.len};
+    struct target *retry_head = NULL, **retry_tail = &retry_head;
+    size_t retried = 0, failed = 0;
+    unsigned attempt = 0;
+    const char *retry_reason = "", *fail_reason = "";
+
+    curl_easy_getinfo(job->easy, CURLINFO_RESPONSE_CODE, &res.status);
+    shm_add(s->slot, code == CURLE_OK ? SHM_UPSTREAM_REQS : SHM_UPSTREAM_ERRS, 1);
+    s->up->ops->classify(s->up, job, &res, out);
+    for (size_t i = 0; i < job->ntargets; i++) {
+        struct target *t = job->targets[i];
+        int gave_up = out[i].kind == OUTCOME_FAILED || (out[i].kind == OUTCOME_RETRY && out_of_retries(s, t));
+        if (gave_up && failed++ == 0)
+            fail_reason = out[i].reason;
+        if (apply(s, t, &out[i])) {
+            if (retried++ == 0)
+                retry_reason = out[i].reason;
+            *retry_tail = t;
+            retry_tail = &t->next;
+            attempt = t->attempts > attempt ? t->attempts : attempt;
+        }
+    }
+    log_job(s, job, res.status, retried, failed, retry_reason, fail_reason);
+    if (retry_head != NULL)
+        retry_schedule(&s->retries, retry_head, retried,
+                       backoff_delay_ms(attempt > 0 ? attempt - 1 : 0, job->retry_after_ms, backoff_random(&s->rng)));
+}
+
+static void collect_done(struct sender *s)
+{
+    CURLMsg *msg;
+    int left;
+
+    while ((msg = curl_multi_info_read(s->multi, &left)) != NULL) {
+        struct job *job = NULL;
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&job);
+        curl_multi_remove_handle(s->multi, msg->easy_handle);
+        finish_job(s, job, msg->data.result);
+        easy_put(s, job->easy);
+        job_free(job);
+        s->inflight--;
+    }
+    dispatch(s);
+}
+
+/* Puts a taken batch back, to be tried again shortly. */
+static void defer_batch(struct sender *s, struct target **batch, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        batch[i]->next = i + 1 < n ? batch[i + 1] : NULL;
+    retry_schedule(&s->retries, batch[0], n, 1000);
+}
+
+/* Sends queued targets while there is room in flight. */
+static void dispatch(struct sender *s)
+{
+    while (s->inflight < s->max_inflight && s->queue->head != NULL) {
+        size_t n = queue_take_batch(s->queue, s->batch, s->up->max_targets);
+        struct job *job = job_new(s->batch, n);
+        CURL *e = job ? easy_get(s) : NULL;
+
+        if (e != NULL)
+            job->easy = e;
+        if (e == NULL || s->up->ops->prepare(s->up, job) != 0) {
+            log_error("cannot build an upstream request for %zu targets: out of memory", n);
+            if (e)
+                easy_put(s, e);
+            if (job)
+                job_free(job);
+            defer_batch(s, s->batch, n);
+            return;
+        }
+        curl_easy_setopt(e, CURLOPT_PRIVATE, job);
+        curl_easy_setopt(e, CURLOPT_WRITEDATA, job);
+        curl_easy_setopt(e, CURLOPT_HEADERDATA, job);
+        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, job->error);
+        for (size_t i = 0; i < n; i++)
+            job->targets[i]->attempts++;
+        shm_add(s->slot, SHM_ATTEMPTS, n);
+        if (curl_multi_add_handle(s->multi, e) != CURLM_OK) {
+            finish_job(s, job, CURLE_FAILED_INIT);
+            easy_put(s, e);
+            job_free(job);
+            continue;
+        }
+        s->inflight++;
+    }
+}
+
+static void on_kick(uv_idle_t *idle)
+{
+    struct sender *s = idle->data;
+
+    uv_idle_stop(idle);
+    dispatch(s);
+}
+
+void sender_kick(struct sender *s)
+{
+    uv_idle_start(&s->kick, on_kick);
+}
+
+static void kick_cb(void *arg)
+{
+    sender_kick(arg);
+}
+
+size_t sender_inflight(const struct sender *s)
+{
+    return s->inflight;
+}
+
+/* ---- set-up ---- */
+
+static int append_file(struct buf *b, const char *path)
+{
+    char chunk[16384];
+    size_t n;
+    FILE *f = fopen(path, "rb");
+
+    if (f == NULL)
+        return -1;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        buf_add(b, chunk, n);
+    fclose(f);
+    buf_add(b, "\n", 1);
+    return b->failed ? -1 : 0;
+}
+
+/* --ca-file adds to the system store: load both into one in-memory bundle. */
+static int load_ca_bundle(struct sender *s)
+{
+    CURL *probe;
+    char *system_ca = NULL;
+
+    if (s->opts->ca_file == NULL)
+        return 0;
+    if ((probe = curl_easy_init()) != NULL) {
+        curl_easy_getinfo(probe, CURLINFO_CAINFO, &system_ca);
+        if (system_ca != NULL && append_file(&s->ca_bundle, system_ca) != 0)
+            log_warn("cannot read the system CA bundle %s; using --ca-file alone", system_ca);
+        curl_easy_cleanup(probe);
+    }
+    if (append_file(&s->ca_bundle, s->opts->ca_file) != 0) {
+        log_error("cannot read --ca-file %s", s->opts->ca_file);
+        return -1;
+    }
+    return 0;
+}
+
+struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, struct queue *q, struct upstream *up,
+                             struct shm_region *shm, unsigned slot)
+{
+    struct sender *s = calloc(1, sizeof(*s));
+    int https = strncmp(o->gcm_url, "https://", 8) == 0;
+    long conns;
+
+    if (s == NULL)
+        return NULL;
+    s->loop = loop;
+    s->opts = o;
+    s->queue = q;
+    s->up = up;
+    s->shm = shm;
+    s->slot = &shm->slots[slot];
+    s->rng = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ 0x9e3779b97f4a7c15ull;
+    /* HTTP/2 multiplexes many requests on few connections; HTTP/1.1 needs one
+     * connection per request in flight. */
+    s->multiplex = https || o->http2_prior_knowledge;
+    s->http_version = o->http2_prior_knowledge ? CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE : CURL_HTTP_VERSION_2TLS;
+    conns = o->upstream_connections > 0 ? o->upstream_connections : s->multiplex ? 4 : 32;
+    s->max_inflight = (size_t)conns * (s->multiplex ? STREAMS_PER_CONNECTION : 1);
+    s->pool = calloc(s->max_inflight, sizeof(*s->pool));
+    s->batch = calloc(up->max_targets, sizeof(*s->batch));
+    if (s->pool == NULL || s->batch == NULL || load_ca_bundle(s) != 0 || (s->multi = curl_multi_init()) == NULL)
+        goto fail;
+    retry_init(&s->retries, loop, q, kick_cb, s);
+    uv_timer_init(loop, &s->timer);
+    s->timer.data = s;
+    uv_idle_init(loop, &s->kick);
+    s->kick.data = s;
+    curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+    curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s);
+    curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+    curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s);
+    curl_multi_setopt(s->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS, conns);
+    curl_multi_setopt(s->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, (long)STREAMS_PER_CONNECTION);
+    return s;
+fail:
+    log_error("cannot set up the upstream sender");
+    buf_free(&s->ca_bundle);
+    free(s->pool);
+    free(s->batch);
+    free(s);
+    return NULL;
+}
+
+void sender_destroy(struct sender *s)
+{
+    if (s == NULL)
+        return;
+    while (s->npool > 0)
+        curl_easy_cleanup(s->pool[--s->npool]);
+    curl_multi_cleanup(s->multi);
+    buf_free(&s->ca_bundle);
+    free(s->pool);
+    free(s->batch);
+    free(s);
+}

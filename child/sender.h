@@ -1,0 +1,35 @@
+/*
+ * child/sender.h - the child's upstream engine: one curl multi handle driven
+ * by the child's libuv loop.
+ *
+ * The sender takes batches of targets from the queue, has the upstream
+ * adapter build each request, runs them multiplexed over a few HTTP/2
+ * connections (or a pool of HTTP/1.1 ones), and applies every outcome:
+ * shared counters, drain lists, retries.
+ */
+#ifndef FCMD_CHILD_SENDER_H
+#define FCMD_CHILD_SENDER_H
+
+#include <stddef.h>
+#include <uv.h>
+
+struct fcmd_options;
+struct queue;
+struct shm_region;
+struct upstream;
+
+struct sender;
+
+/* Returns NULL when curl or memory failed (logged). */
+struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, struct queue *q, struct upstream *up,
+                             struct shm_region *shm, unsigned slot);
+
+/* New targets are in the queue: send them on the next loop turn. */
+void sender_kick(struct sender *s);
+
+/* Upstream requests in flight. */
+size_t sender_inflight(const struct sender *s);
+
+void sender_destroy(struct sender *s);
+
+#endif

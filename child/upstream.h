@@ -1,0 +1,75 @@
+/*
+ * child/upstream.h - the interface every upstream adapter implements.
+ *
+ * The sender knows nothing of any provider's protocol: it takes a batch of
+ * targets from the queue, asks the adapter to turn it into an HTTP request
+ * on a curl easy handle, and when the answer is in asks the adapter to say,
+ * for each target, what happened.  Adding a provider is one new file.
+ */
+#ifndef FCMD_CHILD_UPSTREAM_H
+#define FCMD_CHILD_UPSTREAM_H
+
+#include <curl/curl.h>
+#include <stddef.h>
+
+#include "buf.h"
+#include "queue.h"
+
+struct fcmd_options;
+
+enum outcome_kind {
+    OUTCOME_DELIVERED, /* the upstream took it */
+    OUTCOME_CANONICAL, /* delivered, and the device has a new token */
+    OUTCOME_INVALID,   /* the token is dead for good: notregistered */
+    OUTCOME_RETRY,     /* a transient failure: try again later */
+    OUTCOME_FAILED,    /* a permanent failure that is not the token's */
+};
+
+struct outcome {
+    enum outcome_kind kind;
+    char *canonical;    /* OUTCOME_CANONICAL: malloc'd new token */
+    const char *reason; /* static text for logs: the upstream's error name */
+};
+
+/* One upstream HTTP request in flight. */
+struct job {
+    struct push *push;
+    struct target **targets;
+    size_t ntargets;
+    CURL *easy;
+    struct buf body;       /* request body, built by the adapter */
+    struct buf response;   /* response body */
+    long retry_after_ms;   /* from Retry-After, -1 when absent */
+    char error[CURL_ERROR_SIZE];
+};
+
+/* What came back for a job. */
+struct upstream_result {
+    CURLcode code;         /* CURLE_OK when an HTTP answer arrived */
+    long status;           /* HTTP status */
+    const char *body;
+    size_t len;
+};
+
+struct upstream;
+
+struct upstream_ops {
+    const char *name;
+    /* Builds the request for job (body, URL, headers on job->easy).
+     * Returns 0, or -1 when memory ran out. */
+    int (*prepare)(struct upstream *u, struct job *job);
+    /* Fills out[0..job->ntargets) from the result. */
+    void (*classify)(struct upstream *u, const struct job *job, const struct upstream_result *res,
+                     struct outcome *out);
+    void (*destroy)(struct upstream *u);
+};
+
+struct upstream {
+    const struct upstream_ops *ops;
+    size_t max_targets;    /* targets one job may carry */
+};
+
+/* The legacy GCM/FCM adapter (upstream_legacy.c).  NULL when out of memory. */
+struct upstream *upstream_legacy_create(const struct fcmd_options *o);
+
+#endif

@@ -1,0 +1,232 @@
+/*
+ * child/upstream_legacy.c - adapter for the legacy GCM/FCM HTTP protocol.
+ *
+ * One request carries up to 1000 tokens of one push as registration_ids
+ * (or one topic or condition), authenticated with `Authorization: key=`.
+ * The answer's results[] lines up with registration_ids, so classification
+ * is positional: the i-th result is the i-th target's outcome.
+ */
+#include "upstream_legacy.h"
+#include "../master/options.h"
+#include "json.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct legacy {
+    struct upstream base;
+    char *url;
+    struct curl_slist *headers; /* built once: the key never changes in a child */
+};
+
+/* Legacy error names and what they mean for the target. */
+static const struct {
+    const char *name;
+    enum outcome_kind kind;
+} legacy_errors[] = {
+    {"NotRegistered", OUTCOME_INVALID},
+    {"InvalidRegistration", OUTCOME_INVALID},
+    {"Unavailable", OUTCOME_RETRY},
+    {"InternalServerError", OUTCOME_RETRY},
+    {"DeviceMessageRateExceeded", OUTCOME_RETRY},
+    {"TopicsMessageRateExceeded", OUTCOME_RETRY},
+    {"MissingRegistration", OUTCOME_FAILED},
+    {"MismatchSenderId", OUTCOME_FAILED},
+    {"InvalidPackageName", OUTCOME_FAILED},
+    {"MessageTooBig", OUTCOME_FAILED},
+    {"InvalidDataKey", OUTCOME_FAILED},
+    {"InvalidTtl", OUTCOME_FAILED},
+    {"InvalidApnsCredential", OUTCOME_FAILED},
+};
+
+void legacy_build_body(struct buf *b, const struct push *p, struct target *const *targets, size_t n)
+{
+    static const enum request_opt passed[] = {ROPT_NOTIFICATION, ROPT_COLLAPSE_KEY, ROPT_PRIORITY,
+                                              ROPT_TIME_TO_LIVE};
+
+    if (p->kind == TARGET_TOPIC) {
+        buf_adds(b, "{\"to\":");
+        buf_add(b, "\"/topics/", 9);
+        buf_add(b, targets[0]->name, targets[0]->len); /* topic names need no escaping */
+        buf_add(b, "\"", 1);
+    } else if (p->kind == TARGET_CONDITION) {
+        buf_adds(b, "{\"condition\":");
+        buf_add_json_string(b, targets[0]->name, targets[0]->len);
+    } else {
+        buf_adds(b, "{\"registration_ids\":[");
+        for (size_t i = 0; i < n; i++) {
+            if (i)
+                buf_add(b, ",", 1);
+            buf_add_json_string(b, targets[i]->name, targets[i]->len);
+        }
+        buf_add(b, "]", 1);
+    }
+    if (p->payload) {
+        buf_adds(b, ",\"data\":");
+        buf_add(b, p->payload, p->payload_len);
+    }
+    for (size_t i = 0; i < sizeof(passed) / sizeof(passed[0]); i++) {
+        if (p->opt[passed[i]] == NULL)
+            continue;
+        buf_addf(b, ",\"%s\":", request_opt_names[passed[i]]);
+        buf_add(b, p->opt[passed[i]], p->opt_len[passed[i]]);
+    }
+    buf_add(b, "}", 1);
+}
+
+static void set_all(struct outcome *out, size_t n, enum outcome_kind kind, const char *reason)
+{
+    for (size_t i = 0; i < n; i++) {
+        out[i].kind = kind;
+        out[i].canonical = NULL;
+        out[i].reason = reason;
+    }
+}
+
+/* One result object: {"message_id":...,"registration_id":...} or {"error":...}. */
+static void classify_result(const struct json_doc *d, int obj, struct outcome *o)
+{
+    int err = json_find(d, obj, "error"), rid;
+
+    o->canonical = NULL;
+    if (err >= 0) {
+        for (size_t k = 0; k < sizeof(legacy_errors) / sizeof(legacy_errors[0]); k++) {
+            if (json_is(d, err, legacy_errors[k].name)) {
+                o->kind = legacy_errors[k].kind;
+                o->reason = legacy_errors[k].name;
+                return;
+            }
+        }
+        o->kind = OUTCOME_FAILED;
+        o->reason = "unknown upstream error";
+        return;
+    }
+    if (json_find(d, obj, "message_id") < 0) {
+        o->kind = OUTCOME_RETRY;
+        o->reason = "result without message_id";
+        return;
+    }
+    o->kind = OUTCOME_DELIVERED;
+    o->reason = "delivered";
+    rid = json_find(d, obj, "registration_id");
+    if (rid >= 0 && d->tok[rid].type == JSMN_STRING && json_toklen(d, rid) > 0) {
+        char *c = malloc(json_toklen(d, rid) + 1);
+        if (c != NULL && json_unescape(d, rid, c) > 0) {
+            o->kind = OUTCOME_CANONICAL;
+            o->canonical = c;
+        } else {
+            free(c);
+        }
+    }
+}
+
+void legacy_classify(const struct upstream_result *res, enum target_kind kind, size_t n, struct outcome *out)
+{
+    struct json_doc d;
+    int results;
+
+    if (res->code != CURLE_OK)
+        return set_all(out, n, OUTCOME_RETRY, "no answer from upstream");
+    if (res->status == 429 || res->status >= 500)
+        return set_all(out, n, OUTCOME_RETRY, res->status == 429 ? "HTTP 429" : "HTTP 5xx");
+    if (res->status == 401 || res->status == 403)
+        return set_all(out, n, OUTCOME_FAILED, "HTTP 401: the upstream refused the API key");
+    if (res->status == 400)
+        return set_all(out, n, OUTCOME_FAILED, "HTTP 400: the upstream rejected the request");
+    if (res->status != 200)
+        return set_all(out, n, OUTCOME_FAILED, "unexpected HTTP status");
+    if (json_parse(&d, res->body, res->len) != 0 || d.tok[0].type != JSMN_OBJECT) {
+        if (d.tok)
+            json_free(&d);
+        return set_all(out, n, OUTCOME_RETRY, "malformed response");
+    }
+    if (kind != TARGET_TOKEN) {
+        classify_result(&d, 0, &out[0]);
+    } else if ((results = json_find(&d, 0, "results")) < 0 || d.tok[results].type != JSMN_ARRAY ||
+               (size_t)d.tok[results].size != n) {
+        set_all(out, n, OUTCOME_RETRY, "malformed response");
+    } else {
+        int r = results + 1;
+        for (size_t i = 0; i < n; i++) {
+            if (d.tok[r].type == JSMN_OBJECT)
+                classify_result(&d, r, &out[i]);
+            else
+                set_all(&out[i], 1, OUTCOME_RETRY, "malformed response");
+            r = json_skip(&d, r);
+        }
+    }
+    json_free(&d);
+}
+
+static int legacy_prepare(struct upstream *u, struct job *job)
+{
+    struct legacy *l = (struct legacy *)u;
+
+    legacy_build_body(&job->body, job->push, job->targets, job->ntargets);
+    if (job->body.failed)
+        return -1;
+    curl_easy_setopt(job->easy, CURLOPT_URL, l->url);
+    curl_easy_setopt(job->easy, CURLOPT_HTTPHEADER, l->headers);
+    curl_easy_setopt(job->easy, CURLOPT_POSTFIELDS, job->body.data);
+    curl_easy_setopt(job->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)job->body.len);
+    return 0;
+}
+
+static void legacy_classify_job(struct upstream *u, const struct job *job, const struct upstream_result *res,
+                                struct outcome *out)
+{
+    (void)u;
+    legacy_classify(res, job->push->kind, job->ntargets, out);
+}
+
+static void legacy_destroy(struct upstream *u)
+{
+    struct legacy *l = (struct legacy *)u;
+
+    curl_slist_free_all(l->headers);
+    free(l->url);
+    free(l);
+}
+
+static const struct upstream_ops legacy_ops = {
+    .name = "legacy",
+    .prepare = legacy_prepare,
+    .classify = legacy_classify_job,
+    .destroy = legacy_destroy,
+};
+
+struct upstream *upstream_legacy_create(const struct fcmd_options *o)
+{
+    struct legacy *l = calloc(1, sizeof(*l));
+    struct buf auth = BUF_INIT;
+    struct curl_slist *h = NULL, *next;
+
+    if (l == NULL)
+        return NULL;
+    l->base.ops = &legacy_ops;
+    l->base.max_targets = LEGACY_MAX_TOKENS;
+    buf_addf(&auth, "Authorization: key=%s", o->apikey);
+    l->url = strdup(o->gcm_url);
+    if (auth.failed || l->url == NULL)
+        goto fail;
+    /* "Expect:" stops curl from waiting for 100-continue on large bodies. */
+    static const char *const fixed[] = {"Content-Type: application/json", "Expect:"};
+    for (size_t i = 0; i < 2; i++) {
+        if ((next = curl_slist_append(h, fixed[i])) == NULL)
+            goto fail;
+        h = next;
+    }
+    if ((next = curl_slist_append(h, auth.data)) == NULL)
+        goto fail;
+    l->headers = next;
+    /* The key is copied into the list; clear our copy. */
+    memset(auth.data, 0, auth.len);
+    buf_free(&auth);
+    return &l->base;
+fail:
+    curl_slist_free_all(h);
+    buf_free(&auth);
+    free(l->url);
+    free(l);
+    return NULL;
+}

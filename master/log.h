@@ -1,0 +1,28 @@
+/*
+ * master/log.h - one line per event: ISO 8601 time, level, pid, message.
+ *
+ * The master opens the log before forking and the children inherit it.  Each
+ * line goes out in a single write() to an O_APPEND descriptor, so lines from
+ * different processes never interleave.  Never pass secrets or token lists.
+ */
+#ifndef FCMD_MASTER_LOG_H
+#define FCMD_MASTER_LOG_H
+
+enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
+
+/* Opens path for appending (NULL = stderr).  Returns 0 or -errno. */
+int log_open(const char *path);
+
+/* Reopens the same path (after logrotate moved it).  Returns 0 or -errno. */
+int log_reopen(void);
+
+void log_set_level(enum log_level level);
+
+void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,226 @@
+/*
+ * master/options.c - GoCM-compatible command-line parsing.
+ *
+ * One table names every option, its kind and where its value goes; the
+ * parser walks argv against it.  Adding an option is one table row.
+ */
+#include "options.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum opt_kind { OPT_STRING, OPT_INT, OPT_LONG, OPT_BOOL };
+
+struct opt_def {
+    const char *name;
+    enum opt_kind kind;
+    size_t offset;
+    long min, max; /* for numbers */
+};
+
+#define STR(field, name) {name, OPT_STRING, offsetof(struct fcmd_options, field), 0, 0}
+#define INT(field, name, lo, hi) {name, OPT_INT, offsetof(struct fcmd_options, field), lo, hi}
+#define LONG(field, name, lo, hi) {name, OPT_LONG, offsetof(struct fcmd_options, field), lo, hi}
+#define BOOL(field, name) {name, OPT_BOOL, offsetof(struct fcmd_options, field), 0, 1}
+
+static const struct opt_def opt_table[] = {
+    STR(apikey, "apikey"),
+    STR(service_account, "service-account"),
+    STR(host, "host"),
+    STR(host, "ipaddress"),
+    INT(port, "port", 1, 65535),
+    STR(unix_path, "unix"),
+    INT(workers, "workers", 1, OPTIONS_MAX_WORKERS),
+    STR(config, "config"),
+    STR(logto, "logto"),
+    STR(pidfile, "pidfile"),
+    STR(gcm_url, "gcm-url"),
+    STR(fcm_url, "fcm-url"),
+    STR(ca_file, "ca-file"),
+    INT(retries, "retries", 0, 100),
+    STR(spool, "spool"),
+    LONG(queue_size, "queue-size", 1, 100000000),
+    INT(upstream_connections, "upstream-connections", 1, 1024),
+    BOOL(http2_prior_knowledge, "http2-prior-knowledge"),
+    BOOL(help, "help"),
+    BOOL(help, "h"),
+    BOOL(version, "version"),
+};
+
+const char options_usage[] =
+    "Usage: fcmd [options]   (one dash or two; --opt VALUE or --opt=VALUE)\n"
+    "\n"
+    "Upstream:\n"
+    "  --apikey KEY              legacy GCM/FCM server key (enables the legacy upstream)\n"
+    "  --service-account FILE    FCM HTTP v1 service-account JSON\n"
+    "  --gcm-url URL             legacy send endpoint [https://fcm.googleapis.com/fcm/send]\n"
+    "  --fcm-url URL             v1 base URL [https://fcm.googleapis.com]\n"
+    "  --ca-file FILE            extra CA bundle for upstream TLS [system store]\n"
+    "  --retries N               retries of a retryable failure [3]\n"
+    "  --upstream-connections N  upstream connections per child [4 for HTTP/2, 32 for HTTP/1.1]\n"
+    "  --http2-prior-knowledge   speak HTTP/2 without Upgrade to http:// URLs\n"
+    "Server:\n"
+    "  --host ADDR, --ipaddress ADDR   TCP listen address [0.0.0.0]\n"
+    "  --port N                  TCP port [5601]\n"
+    "  --unix PATH               listen on a UNIX socket instead of TCP\n"
+    "  --workers N               child processes [online CPUs]\n"
+    "  --queue-size N            pending targets per child before /gcm/send answers 503 [500000]\n"
+    "  --logto FILE              log file [stderr]\n"
+    "  --pidfile FILE            write the master's pid here\n"
+    "  --config FILE             INI configuration file\n"
+    "  --spool DIR               durable spool directory\n"
+    "  --version, --help\n";
+
+void options_defaults(struct fcmd_options *o)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+    memset(o, 0, sizeof(*o));
+    o->host = "0.0.0.0";
+    o->port = 5601;
+    o->workers = cpus < 1 ? 1 : cpus > OPTIONS_MAX_WORKERS ? OPTIONS_MAX_WORKERS : (int)cpus;
+    o->gcm_url = "https://fcm.googleapis.com/fcm/send";
+    o->fcm_url = "https://fcm.googleapis.com";
+    o->retries = 3;
+    o->queue_size = 500000;
+}
+
+static const struct opt_def *find_opt(const char *name, size_t len)
+{
+    for (size_t i = 0; i < sizeof(opt_table) / sizeof(opt_table[0]); i++)
+        if (strlen(opt_table[i].name) == len && memcmp(opt_table[i].name, name, len) == 0)
+            return &opt_table[i];
+    return NULL;
+}
+
+static int parse_bool(const char *v, int *out)
+{
+    static const char *const yes[] = {"1", "t", "T", "true", "TRUE", "True"};
+    static const char *const no[] = {"0", "f", "F", "false", "FALSE", "False"};
+
+    for (size_t i = 0; i < 6; i++) {
+        if (strcmp(v, yes[i]) == 0)
+            return *out = 1, 0;
+        if (strcmp(v, no[i]) == 0)
+            return *out = 0, 0;
+    }
+    return -1;
+}
+
+static int set_value(struct fcmd_options *o, const struct opt_def *d, const char *v, char *err, size_t errlen)
+{
+    char *base = (char *)o + d->offset;
+    char *end;
+    long n;
+
+    switch (d->kind) {
+    case OPT_STRING:
+        if (*v == '\0') {
+            snprintf(err, errlen, "option --%s: empty value", d->name);
+            return -1;
+        }
+        *(const char **)base = v;
+        return 0;
+    case OPT_BOOL:
+        if (parse_bool(v, (int *)base) != 0) {
+            snprintf(err, errlen, "option --%s: invalid boolean value \"%s\"", d->name, v);
+            return -1;
+        }
+        return 0;
+    case OPT_INT:
+    case OPT_LONG:
+        errno = 0;
+        n = strtol(v, &end, 10);
+        if (errno != 0 || end == v || *end != '\0' || n < d->min || n > d->max) {
+            snprintf(err, errlen, "option --%s: \"%s\" is not a number from %ld to %ld", d->name, v, d->min,
+                     d->max);
+            return -1;
+        }
+        if (d->kind == OPT_INT)
+            *(int *)base = (int)n;
+        else
+            *(long *)base = n;
+        return 0;
+    }
+    return -1;
+}
+
+int options_parse(struct fcmd_options *o, int argc, char **argv, char *err, size_t errlen)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i], *name, *eq, *value;
+        const struct opt_def *d;
+        size_t len;
+
+        if (arg[0] != '-' || arg[1] == '\0') {
+            snprintf(err, errlen, "unexpected argument \"%s\" (options start with - or --)", arg);
+            return -1;
+        }
+        name = arg + (arg[1] == '-' ? 2 : 1);
+        eq = strchr(name, '=');
+        len = eq ? (size_t)(eq - name) : strlen(name);
+        if ((d = find_opt(name, len)) == NULL) {
+            snprintf(err, errlen, "unknown option \"%.*s\" (see --help)", (int)(len + (name - arg)), arg);
+            return -1;
+        }
+        if (eq != NULL) {
+            value = eq + 1;
+        } else if (d->kind == OPT_BOOL) {
+            value = "true";
+        } else if (i + 1 < argc) {
+            value = argv[++i];
+        } else {
+            snprintf(err, errlen, "option --%s needs a value", d->name);
+            return -1;
+        }
+        if (set_value(o, d, value, err, errlen) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int url_ok(const char *u)
+{
+    return (strncmp(u, "http://", 7) == 0 && u[7] != '\0') || (strncmp(u, "https://", 8) == 0 && u[8] != '\0');
+}
+
+int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
+{
+    if (o->config != NULL) {
+        snprintf(err, errlen, "--config: configuration files are not supported by this build yet");
+        return -1;
+    }
+    if (o->spool != NULL) {
+        snprintf(err, errlen, "--spool: the durable spool is not supported by this build yet");
+        return -1;
+    }
+    if (o->service_account != NULL) {
+        snprintf(err, errlen, "--service-account: the FCM HTTP v1 upstream is not supported by this build yet");
+        return -1;
+    }
+    if (o->apikey == NULL) {
+        snprintf(err, errlen, "no upstream credentials: give --apikey KEY (legacy) or --service-account FILE");
+        return -1;
+    }
+    if (!url_ok(o->gcm_url)) {
+        snprintf(err, errlen, "--gcm-url: \"%s\" is not an http:// or https:// URL", o->gcm_url);
+        return -1;
+    }
+    if (!url_ok(o->fcm_url)) {
+        snprintf(err, errlen, "--fcm-url: \"%s\" is not an http:// or https:// URL", o->fcm_url);
+        return -1;
+    }
+    if (o->ca_file != NULL && access(o->ca_file, R_OK) != 0) {
+        snprintf(err, errlen, "--ca-file: cannot read \"%s\": %s", o->ca_file, strerror(errno));
+        return -1;
+    }
+    if (strchr(o->apikey, '\r') != NULL || strchr(o->apikey, '\n') != NULL) {
+        snprintf(err, errlen, "--apikey: the key contains a line break");
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,52 @@
+/*
+ * master/options.h - fcmd's settings and the command-line parser.
+ *
+ * Flags follow Go's `flag` package, as GoCM's users type them: one dash or
+ * two, and the value either as the next word or after '='.  The parser only
+ * fills the struct and reports the first problem in words; main decides what
+ * to do with it.  Strings point into argv, which lives as long as the process.
+ */
+#ifndef FCMD_MASTER_OPTIONS_H
+#define FCMD_MASTER_OPTIONS_H
+
+#include <stddef.h>
+
+#define FCMD_VERSION "0.1.0"
+#define OPTIONS_MAX_WORKERS 64
+
+struct fcmd_options {
+    const char *apikey;          /* legacy server key; never printed */
+    const char *service_account; /* v1 credentials file */
+    const char *host;            /* TCP listen address */
+    int port;
+    const char *unix_path;       /* UNIX socket instead of TCP */
+    int workers;
+    const char *config;
+    const char *logto;
+    const char *pidfile;
+    const char *gcm_url;
+    const char *fcm_url;
+    const char *ca_file;
+    int retries;
+    const char *spool;
+    long queue_size;             /* pending targets per child before 503 */
+    int upstream_connections;    /* per child; 0 = by URL scheme */
+    int http2_prior_knowledge;   /* h2c without Upgrade on http:// URLs */
+    int help;
+    int version;
+};
+
+/* Fills defaults (workers from the online CPU count). */
+void options_defaults(struct fcmd_options *o);
+
+/* Parses argv[1..].  Returns 0, or -1 with a one-line reason in err. */
+int options_parse(struct fcmd_options *o, int argc, char **argv, char *err, size_t errlen);
+
+/* Checks the combination (credentials present, URLs well formed...).
+ * Returns 0, or -1 with a one-line reason in err. */
+int options_validate(const struct fcmd_options *o, char *err, size_t errlen);
+
+/* The --help text. */
+extern const char options_usage[];
+
+#endif

@@ -1,0 +1,122 @@
+/*
+ * shm/drainlist.c - bounded shared record list behind a robust mutex.
+ *
+ * An append writes the record bytes first and moves `used` last, so if the
+ * writer dies half-way the next locker (told EOWNERDEAD) finds the list as it
+ * was before that append and only has to mark the mutex consistent.
+ */
+#include "drainlist.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define REC_HDR 2 /* record length, little endian */
+
+size_t drainlist_footprint(size_t capacity)
+{
+    return sizeof(struct drainlist) + capacity;
+}
+
+int drainlist_init(struct drainlist *l, size_t capacity)
+{
+    pthread_mutexattr_t attr;
+    int err;
+
+    if ((err = pthread_mutexattr_init(&attr)) != 0)
+        return err;
+    if ((err = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED)) != 0 ||
+        (err = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST)) != 0 ||
+        (err = pthread_mutex_init(&l->lock, &attr)) != 0) {
+        pthread_mutexattr_destroy(&attr);
+        return err;
+    }
+    pthread_mutexattr_destroy(&attr);
+    l->capacity = capacity;
+    l->used = 0;
+    l->count = 0;
+    atomic_init(&l->dropped, 0);
+    return 0;
+}
+
+static int lock(struct drainlist *l)
+{
+    int err = pthread_mutex_lock(&l->lock);
+
+    if (err == EOWNERDEAD) {
+        /* The dead holder never committed its record: the list is whole. */
+        err = pthread_mutex_consistent(&l->lock);
+    }
+    return err;
+}
+
+int drainlist_append(struct drainlist *l, const void *a, size_t alen, const void *b, size_t blen)
+{
+    size_t rec = alen + blen;
+    int rc = -1;
+
+    if (rec > DRAINLIST_MAX_RECORD || lock(l) != 0) {
+        atomic_fetch_add(&l->dropped, 1);
+        return -1;
+    }
+    if (l->capacity - l->used >= REC_HDR + rec) {
+        unsigned char *p = l->arena + l->used;
+        p[0] = (unsigned char)(rec & 0xff);
+        p[1] = (unsigned char)(rec >> 8);
+        memcpy(p + REC_HDR, a, alen);
+        if (blen)
+            memcpy(p + REC_HDR + alen, b, blen);
+        atomic_thread_fence(memory_order_release);
+        l->count++;
+        l->used += REC_HDR + rec;
+        rc = 0;
+    } else {
+        atomic_fetch_add(&l->dropped, 1);
+    }
+    pthread_mutex_unlock(&l->lock);
+    return rc;
+}
+
+int drainlist_drain(struct drainlist *l, unsigned char **out, size_t *len, uint64_t *count)
+{
+    unsigned char *copy = NULL;
+
+    *out = NULL;
+    *len = 0;
+    *count = 0;
+    if (lock(l) != 0)
+        return -1;
+    if (l->used > 0) {
+        if ((copy = malloc(l->used)) == NULL) {
+            pthread_mutex_unlock(&l->lock);
+            return -1;
+        }
+        memcpy(copy, l->arena, l->used);
+        *out = copy;
+        *len = l->used;
+        *count = l->count;
+        l->used = 0;
+        l->count = 0;
+    }
+    pthread_mutex_unlock(&l->lock);
+    return 0;
+}
+
+const unsigned char *drainlist_next(const unsigned char *buf, size_t len, size_t *pos, size_t *rec_len)
+{
+    size_t rec;
+
+    if (*pos + REC_HDR > len)
+        return NULL;
+    rec = (size_t)buf[*pos] | ((size_t)buf[*pos + 1] << 8);
+    if (*pos + REC_HDR + rec > len)
+        return NULL;
+    *rec_len = rec;
+    *pos += REC_HDR + rec;
+    return buf + *pos - rec;
+}
+
+uint64_t drainlist_dropped(const struct drainlist *l)
+{
+    return atomic_load(&((struct drainlist *)l)->dropped);
+}

@@ -1,0 +1,89 @@
+/*
+ * shm/region.h - the shared region: per-slot counters and the two drain lists.
+ *
+ * The master maps one anonymous MAP_SHARED region before the first fork, so
+ * every child sees the same bytes.  Each child owns one counter slot and is
+ * its only writer; a report is the sum over all slots, which makes it the
+ * same whichever child answers and lets the master settle a dead child's
+ * slot.  The drain lists are shared by everybody and guarded by a robust
+ * process-shared mutex (see drainlist.h).
+ */
+#ifndef FCMD_SHM_REGION_H
+#define FCMD_SHM_REGION_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "drainlist.h"
+
+#define SHM_MAGIC 0x66636d64u /* "fcmd" */
+#define SHM_VERSION 1u
+#define SHM_MAX_SLOTS 256
+
+/* One child's running totals.  Counts are of targets unless said otherwise. */
+enum shm_counter {
+    SHM_ACCEPTED,       /* targets answered 200 at /gcm/send */
+    SHM_ATTEMPTS,       /* targets sent upstream, every try counted */
+    SHM_SUCCESSES,      /* targets the upstream accepted */
+    SHM_FAILURES,       /* targets given up on (not counting notregistered) */
+    SHM_RETRIES,        /* targets scheduled for another try */
+    SHM_CANONICALS,     /* canonical replacements received */
+    SHM_NOTREGISTERED,  /* targets the upstream declared dead */
+    SHM_LOST,           /* pending targets of a child that died */
+    SHM_UPSTREAM_REQS,  /* upstream HTTP requests completed */
+    SHM_UPSTREAM_ERRS,  /* upstream requests that got no HTTP answer */
+    SHM_HTTP_REQUESTS,  /* requests served on any endpoint */
+    SHM_HTTP_REJECTED,  /* /gcm/send answered 4xx */
+    SHM_HTTP_BUSY,      /* /gcm/send answered 503 (queue full) */
+    SHM_NCOUNTERS
+};
+
+struct shm_slot {
+    _Atomic uint64_t counters[SHM_NCOUNTERS];
+    _Atomic int64_t pending;  /* accepted and not yet finished */
+    _Atomic int32_t pid;      /* owner, 0 when free (set by the master) */
+    char pad[64 - sizeof(int32_t)];
+};
+
+struct shm_region {
+    uint32_t magic;
+    uint32_t version;
+    size_t size;              /* bytes mapped, for munmap */
+    _Atomic uint64_t started_at;
+    _Atomic uint32_t workers; /* configured child count */
+    struct shm_slot slots[SHM_MAX_SLOTS];
+    struct drainlist *canonical;     /* records: original '\0' canonical */
+    struct drainlist *notregistered; /* records: token */
+};
+
+/* Totals over every slot, for reports. */
+struct shm_totals {
+    uint64_t counters[SHM_NCOUNTERS];
+    int64_t pending;
+    uint64_t canonical_dropped;
+    uint64_t notregistered_dropped;
+};
+
+/* Maps and initialises a region whose drain lists hold list_bytes each.
+ * Returns NULL with errno set on failure. */
+struct shm_region *shm_region_create(size_t list_bytes);
+void shm_region_destroy(struct shm_region *r);
+
+static inline void shm_add(struct shm_slot *s, enum shm_counter c, uint64_t n)
+{
+    atomic_fetch_add_explicit(&s->counters[c], n, memory_order_relaxed);
+}
+
+static inline void shm_pending_add(struct shm_slot *s, int64_t n)
+{
+    atomic_fetch_add_explicit(&s->pending, n, memory_order_relaxed);
+}
+
+void shm_sum(const struct shm_region *r, struct shm_totals *out);
+
+/* Called by the master once a child is reaped: its unfinished targets can no
+ * longer finish, so they move from pending to lost.  Returns how many. */
+int64_t shm_settle_slot(struct shm_region *r, unsigned slot);
+
+#endif

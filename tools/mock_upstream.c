@@ -1,0 +1,550 @@
+/*
+ * tools/mock-upstream - a stand-in for Firebase's legacy send API, for fcmd's
+ * tests, demo and benchmarks.
+ *
+ * It is a real libh2o server (HTTP/1.1, h2c, and HTTP/2 over TLS by ALPN when
+ * given a certificate) that answers after a configurable latency.  What it
+ * answers for a token depends on the token's prefix (see usage below), so
+ * one mock instance can play every upstream behaviour at once, and GET
+ * /stats tells tests exactly what it received, per token and per attempt.
+ */
+#include "../child/buf.h"
+#include "../child/json.h"
+
+#include <h2o.h>
+#include <h2o/http2.h>
+#include <h2o/socket/uv-binding.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+static const char usage[] =
+    "Usage: mock-upstream [--host ADDR] [--port N] [--latency-ms N] [--apikey KEY]\n"
+    "                     [--retry-after SECONDS] [--tls-cert FILE --tls-key FILE]\n"
+    "\n"
+    "POST /fcm/send  legacy GCM/FCM API.  What a token gets depends on its prefix:\n"
+    "  notreg...       error NotRegistered          invalid...   error InvalidRegistration\n"
+    "  canon...        delivered, registration_id \"canonical-<token>\"\n"
+    "  unavail1...     error Unavailable on the first attempt, then delivered\n"
+    "  internal1...    error InternalServerError on the first attempt, then delivered\n"
+    "  unavail...      error Unavailable always      mismatch...  error MismatchSenderId\n"
+    "  http503once...  whole request: 503 with Retry-After the first time, then normal\n"
+    "  http500... / http401... / http400...   whole request: that status, always\n"
+    "  anything else   delivered\n"
+    "GET /stats       JSON: requests, connections, per-token attempts and deliveries\n"
+    "GET /stats?summary   the same without the per-token map\n"
+    "POST /stats/reset    forget everything\n"
+    "Port 0 picks a free port; the chosen one is printed on stdout.\n";
+
+struct token_stat {
+    char *token;
+    unsigned attempts;
+    unsigned delivered;
+    char *data; /* last delivered data object, JSON text */
+};
+
+static struct mock {
+    const char *host;
+    int port;
+    unsigned latency_ms;
+    const char *apikey;
+    unsigned retry_after;
+    uv_loop_t *loop;
+    h2o_globalconf_t config;
+    h2o_context_t ctx;
+    h2o_accept_ctx_t accept_ctx;
+    uv_tcp_t listener;
+    /* statistics */
+    struct token_stat *table;
+    size_t table_cap, table_used;
+    uint64_t requests, http2_requests, connections, targets, delivered, unique_delivered, auth_failures;
+    uint64_t first_request_ms, last_delivery_ms;
+    size_t inflight, max_inflight;
+} mock;
+
+/* ---- per-token statistics: open addressing, FNV-1a ---- */
+
+static uint64_t hash(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    return h;
+}
+
+static struct token_stat *slot_for(struct token_stat *t, size_t cap, const char *s, size_t n)
+{
+    size_t i = hash(s, n) & (cap - 1);
+
+    while (t[i].token && !(strlen(t[i].token) == n && memcmp(t[i].token, s, n) == 0))
+        i = (i + 1) & (cap - 1);
+    return &t[i];
+}
+
+static struct token_stat *stat_get(const char *s, size_t n)
+{
+    struct token_stat *e;
+
+    if (mock.table_used * 2 >= mock.table_cap) {
+        size_t cap = mock.table_cap ? mock.table_cap * 2 : 1024;
+        struct token_stat *t = calloc(cap, sizeof(*t));
+        if (t == NULL)
+            abort();
+        for (size_t i = 0; i < mock.table_cap; i++)
+            if (mock.table[i].token)
+                *slot_for(t, cap, mock.table[i].token, strlen(mock.table[i].token)) = mock.table[i];
+        free(mock.table);
+        mock.table = t;
+        mock.table_cap = cap;
+    }
+    e = slot_for(mock.table, mock.table_cap, s, n);
+    if (e->token == NULL) {
+        if ((e->token = strndup(s, n)) == NULL)
+            abort();
+        mock.table_used++;
+    }
+    return e;
+}
+
+static void stats_reset(void)
+{
+    for (size_t i = 0; i < mock.table_cap; i++) {
+        free(mock.table[i].token);
+        free(mock.table[i].data);
+    }
+    free(mock.table);
+    mock.table = NULL;
+    mock.table_cap = mock.table_used = 0;
+    mock.requests = mock.http2_requests = mock.targets = mock.delivered = mock.unique_delivered = 0;
+    mock.auth_failures = mock.first_request_ms = mock.last_delivery_ms = 0;
+    mock.max_inflight = mock.inflight;
+}
+
+/* ---- answering after the latency ---- */
+
+struct delayed {
+    uv_timer_t timer;
+    h2o_req_t *req;          /* NULL once the client went away */
+    struct delayed **link;   /* lives in req->pool; cleared when we answer */
+    int status;
+    char retry_after[16];
+    struct buf body;
+};
+
+static void on_req_gone(void *p)
+{
+    struct delayed *d = *(struct delayed **)p;
+
+    if (d != NULL)
+        d->req = NULL;
+}
+
+static void send_now(h2o_req_t *req, int status, const char *retry_after, const char *body, size_t len)
+{
+    req->res.status = status;
+    req->res.reason = status == 200 ? "OK" : "Error";
+    req->res.content_length = len;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+    if (retry_after && *retry_after)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, retry_after,
+                       strlen(retry_after));
+    h2o_send_inline(req, body, len);
+}
+
+static void free_delayed(uv_handle_t *h)
+{
+    struct delayed *d = h->data;
+
+    buf_free(&d->body);
+    free(d);
+}
+
+static void on_due(uv_timer_t *t)
+{
+    struct delayed *d = t->data;
+
+    mock.inflight--;
+    if (d->req != NULL) {
+        *d->link = NULL;
+        send_now(d->req, d->status, d->retry_after, d->body.data ? d->body.data : "", d->body.len);
+    }
+    uv_close((uv_handle_t *)&d->timer, free_delayed);
+}
+
+/* Answers now, or after the latency with the same status and body. */
+static int answer(h2o_req_t *req, int status, int with_retry_after, struct buf *body)
+{
+    struct delayed *d;
+
+    if (mock.latency_ms == 0 || (d = calloc(1, sizeof(*d))) == NULL) {
+        char ra[16];
+        snprintf(ra, sizeof(ra), "%u", mock.retry_after);
+        send_now(req, status, with_retry_after ? ra : NULL, body->data ? body->data : "", body->len);
+        buf_free(body);
+        return 0;
+    }
+    d->req = req;
+    d->status = status;
+    d->body = *body;
+    if (with_retry_after)
+        snprintf(d->retry_after, sizeof(d->retry_after), "%u", mock.retry_after);
+    d->link = h2o_mem_alloc_shared(&req->pool, sizeof(*d->link), on_req_gone);
+    *d->link = d;
+    uv_timer_init(mock.loop, &d->timer);
+    d->timer.data = d;
+    uv_timer_start(&d->timer, on_due, mock.latency_ms, 0);
+    if (++mock.inflight > mock.max_inflight)
+        mock.max_inflight = mock.inflight;
+    return 0;
+}
+
+static int answer_text(h2o_req_t *req, int status, const char *text)
+{
+    struct buf b = BUF_INIT;
+
+    buf_adds(&b, text);
+    return answer(req, status, 0, &b);
+}
+
+/* ---- the legacy API ---- */
+
+static int has_prefix(const char *s, size_t n, const char *p)
+{
+    size_t k = strlen(p);
+
+    return n >= k && memcmp(s, p, k) == 0;
+}
+
+/* What one token gets; writes its result object to b and counts it. */
+static void legacy_result(struct buf *b, const char *tok, size_t n, const char *data, size_t dlen, unsigned *ok,
+                          unsigned *fail, unsigned *canon)
+{
+    struct token_stat *e = stat_get(tok, n);
+    const char *error = NULL;
+
+    if (has_prefix(tok, n, "notreg"))
+        error = "NotRegistered";
+    else if (has_prefix(tok, n, "invalid"))
+        error = "InvalidRegistration";
+    else if (has_prefix(tok, n, "unavail1") && e->attempts == 1)
+        error = "Unavailable";
+    else if (has_prefix(tok, n, "internal1") && e->attempts == 1)
+        error = "InternalServerError";
+    else if (has_prefix(tok, n, "unavail") && !has_prefix(tok, n, "unavail1"))
+        error = "Unavailable";
+    else if (has_prefix(tok, n, "mismatch"))
+        error = "MismatchSenderId";
+    if (error != NULL) {
+        buf_addf(b, "{\"error\":\"%s\"}", error);
+        (*fail)++;
+        return;
+    }
+    mock.delivered++;
+    mock.last_delivery_ms = uv_now(mock.loop);
+    if (e->delivered++ == 0)
+        mock.unique_delivered++;
+    free(e->data);
+    e->data = data ? strndup(data, dlen) : NULL;
+    (*ok)++;
+    if (has_prefix(tok, n, "canon")) {
+        buf_addf(b, "{\"message_id\":\"0:%llu\",\"registration_id\":\"canonical-", (unsigned long long)mock.delivered);
+        buf_add(b, tok, n);
+        buf_adds(b, "\"}");
+        (*canon)++;
+    } else {
+        buf_addf(b, "{\"message_id\":\"0:%llu\"}", (unsigned long long)mock.delivered);
+    }
+}
+
+/* A whole-request status forced by one of the tokens, or 0. */
+static int forced_status(const struct json_doc *d, int ids)
+{
+    int status = 0;
+
+    for (int i = ids + 1, k = 0; k < d->tok[ids].size; k++, i++) {
+        const char *s = json_tokptr(d, i);
+        size_t n = json_toklen(d, i);
+        if (has_prefix(s, n, "http503once") && stat_get(s, n)->attempts == 1)
+            status = 503;
+        else if (has_prefix(s, n, "http500"))
+            status = 500;
+        else if (has_prefix(s, n, "http401"))
+            status = 401;
+        else if (has_prefix(s, n, "http400"))
+            status = 400;
+    }
+    return status;
+}
+
+static int authorized(h2o_req_t *req)
+{
+    ssize_t h = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    char want[512];
+    int n;
+
+    if (mock.apikey == NULL)
+        return 1;
+    n = snprintf(want, sizeof(want), "key=%s", mock.apikey);
+    return h >= 0 && h2o_memis(req->headers.entries[h].value.base, req->headers.entries[h].value.len, want, (size_t)n);
+}
+
+static int on_legacy(h2o_req_t *req)
+{
+    struct json_doc d;
+    struct buf b = BUF_INIT;
+    unsigned ok = 0, fail = 0, canon = 0;
+    int ids, data, to, status;
+    const char *dtext = NULL;
+    size_t dlen = 0;
+
+    mock.requests++;
+    if (mock.first_request_ms == 0)
+        mock.first_request_ms = uv_now(mock.loop);
+    if (req->version >= 0x200)
+        mock.http2_requests++;
+    if (!authorized(req)) {
+        mock.auth_failures++;
+        return answer_text(req, 401, "Unauthorized\n");
+    }
+    if (json_parse(&d, req->entity.base ? req->entity.base : "", req->entity.len) != 0 ||
+        d.tok[0].type != JSMN_OBJECT)
+        return answer_text(req, 400, "body is not a JSON object\n");
+    if ((data = json_find(&d, 0, "data")) >= 0) {
+        dtext = json_tokptr(&d, data);
+        dlen = json_toklen(&d, data);
+    }
+    ids = json_find(&d, 0, "registration_ids");
+    to = json_find(&d, 0, "to");
+    if (to < 0)
+        to = json_find(&d, 0, "condition");
+    if (ids >= 0 && d.tok[ids].type == JSMN_ARRAY) {
+        for (int i = ids + 1, k = 0; k < d.tok[ids].size; k++, i++) {
+            stat_get(json_tokptr(&d, i), json_toklen(&d, i))->attempts++;
+            mock.targets++;
+        }
+        if ((status = forced_status(&d, ids)) != 0) {
+            json_free(&d);
+            buf_addf(&b, "forced %d\n", status);
+            return answer(req, status, status == 503, &b);
+        }
+        buf_adds(&b, "{\"multicast_id\":1,\"results\":[");
+        for (int i = ids + 1, k = 0; k < d.tok[ids].size; k++, i++) {
+            if (k)
+                buf_add(&b, ",", 1);
+            legacy_result(&b, json_tokptr(&d, i), json_toklen(&d, i), dtext, dlen, &ok, &fail, &canon);
+        }
+        buf_addf(&b, "],\"success\":%u,\"failure\":%u,\"canonical_ids\":%u}", ok, fail, canon);
+    } else if (to >= 0 && d.tok[to].type == JSMN_STRING) {
+        /* Topics and conditions: counted under their own text. */
+        struct token_stat *e = stat_get(json_tokptr(&d, to), json_toklen(&d, to));
+        e->attempts++;
+        e->delivered++;
+        free(e->data);
+        e->data = dtext ? strndup(dtext, dlen) : NULL;
+        mock.targets++;
+        mock.delivered++;
+        buf_addf(&b, "{\"message_id\":%llu}", (unsigned long long)mock.delivered);
+    } else {
+        json_free(&d);
+        return answer_text(req, 400, "no registration_ids, to or condition\n");
+    }
+    json_free(&d);
+    return answer(req, 200, 0, &b);
+}
+
+/* ---- statistics endpoint ---- */
+
+static int on_stats(h2o_req_t *req)
+{
+    struct buf b = BUF_INIT;
+    int summary = req->query_at != SIZE_MAX;
+    uint64_t now = uv_now(mock.loop);
+
+    buf_addf(&b,
+             "{\"requests\":%llu,\"http2_requests\":%llu,\"connections\":%llu,\"targets\":%llu,\"delivered\":%llu,"
+             "\"unique_tokens\":%zu,\"unique_delivered\":%llu,\"auth_failures\":%llu,\"inflight\":%zu,"
+             "\"max_inflight\":%zu,\"first_request_ms_ago\":%lld,\"last_delivery_ms_ago\":%lld",
+             (unsigned long long)mock.requests, (unsigned long long)mock.http2_requests,
+             (unsigned long long)mock.connections, (unsigned long long)mock.targets,
+             (unsigned long long)mock.delivered, mock.table_used, (unsigned long long)mock.unique_delivered,
+             (unsigned long long)mock.auth_failures, mock.inflight, mock.max_inflight,
+             mock.first_request_ms ? (long long)(now - mock.first_request_ms) : -1LL,
+             mock.last_delivery_ms ? (long long)(now - mock.last_delivery_ms) : -1LL);
+    if (!summary) {
+        int first = 1;
+        buf_adds(&b, ",\"tokens\":{");
+        for (size_t i = 0; i < mock.table_cap; i++) {
+            struct token_stat *e = &mock.table[i];
+            if (e->token == NULL)
+                continue;
+            if (!first)
+                buf_add(&b, ",", 1);
+            first = 0;
+            buf_add_json_string(&b, e->token, strlen(e->token));
+            buf_addf(&b, ":{\"attempts\":%u,\"delivered\":%u,\"data\":%s}", e->attempts, e->delivered,
+                     e->data ? e->data : "null");
+        }
+        buf_adds(&b, "}");
+    }
+    buf_adds(&b, "}\n");
+    send_now(req, 200, NULL, b.data, b.len);
+    buf_free(&b);
+    return 0;
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    h2o_iovec_t p = req->path_normalized;
+    int post = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"));
+
+    (void)self;
+    if (post && h2o_memis(p.base, p.len, H2O_STRLIT("/fcm/send")))
+        return on_legacy(req);
+    if (h2o_memis(p.base, p.len, H2O_STRLIT("/stats")))
+        return on_stats(req);
+    if (post && h2o_memis(p.base, p.len, H2O_STRLIT("/stats/reset"))) {
+        stats_reset();
+        send_now(req, 200, NULL, H2O_STRLIT("{}\n"));
+        return 0;
+    }
+    send_now(req, 404, NULL, H2O_STRLIT("{\"error\":\"not found\"}\n"));
+    return 0;
+}
+
+/* ---- server ---- */
+
+static void free_handle(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void on_accept(uv_stream_t *listener, int status)
+{
+    uv_tcp_t *conn;
+
+    if (status != 0 || (conn = malloc(sizeof(*conn))) == NULL)
+        return;
+    uv_tcp_init(listener->loop, conn);
+    if (uv_accept(listener, (uv_stream_t *)conn) != 0) {
+        uv_close((uv_handle_t *)conn, free_handle);
+        return;
+    }
+    uv_tcp_nodelay(conn, 1);
+    mock.connections++;
+    h2o_accept(&mock.accept_ctx, h2o_uv_socket_create((uv_stream_t *)conn, free_handle));
+}
+
+static SSL_CTX *tls_context(const char *cert, const char *key)
+{
+    SSL_CTX *ssl = SSL_CTX_new(TLS_server_method());
+
+    if (ssl == NULL || SSL_CTX_use_certificate_chain_file(ssl, cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ssl, key, SSL_FILETYPE_PEM) != 1) {
+        fprintf(stderr, "mock-upstream: cannot load the TLS certificate or key\n");
+        exit(2);
+    }
+    h2o_ssl_register_alpn_protocols(ssl, h2o_http2_alpn_protocols);
+    return ssl;
+}
+
+static int listen_on(uv_loop_t *loop)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss), rc;
+
+    if (uv_ip4_addr(mock.host, mock.port, (struct sockaddr_in *)&ss) != 0 &&
+        uv_ip6_addr(mock.host, mock.port, (struct sockaddr_in6 *)&ss) != 0) {
+        fprintf(stderr, "mock-upstream: bad --host %s\n", mock.host);
+        return -1;
+    }
+    uv_tcp_init(loop, &mock.listener);
+    if ((rc = uv_tcp_bind(&mock.listener, (struct sockaddr *)&ss, 0)) != 0 ||
+        (rc = uv_listen((uv_stream_t *)&mock.listener, 1024, on_accept)) != 0) {
+        fprintf(stderr, "mock-upstream: cannot listen on %s:%d: %s\n", mock.host, mock.port, uv_strerror(rc));
+        return -1;
+    }
+    uv_tcp_getsockname(&mock.listener, (struct sockaddr *)&ss, &len);
+    mock.port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                              : ((struct sockaddr_in6 *)&ss)->sin6_port);
+    return 0;
+}
+
+static void on_term(uv_signal_t *s, int signo)
+{
+    (void)signo;
+    uv_stop(s->loop);
+}
+
+int main(int argc, char **argv)
+{
+    const char *cert = NULL, *key = NULL;
+    static uv_loop_t loop;
+    static uv_signal_t sigterm, sigint;
+    h2o_hostconf_t *host;
+
+    mock.host = "127.0.0.1";
+    mock.retry_after = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i] + (strncmp(argv[i], "--", 2) == 0 ? 2 : 1);
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "help") == 0 || strcmp(a, "h") == 0) {
+            fputs(usage, stdout);
+            return 0;
+        }
+        if (v == NULL) {
+            fprintf(stderr, "mock-upstream: %s needs a value\n%s", argv[i], usage);
+            return 2;
+        }
+        i++;
+        if (strcmp(a, "host") == 0)
+            mock.host = v;
+        else if (strcmp(a, "port") == 0)
+            mock.port = atoi(v);
+        else if (strcmp(a, "latency-ms") == 0)
+            mock.latency_ms = (unsigned)atoi(v);
+        else if (strcmp(a, "apikey") == 0)
+            mock.apikey = v;
+        else if (strcmp(a, "retry-after") == 0)
+            mock.retry_after = (unsigned)atoi(v);
+        else if (strcmp(a, "tls-cert") == 0)
+            cert = v;
+        else if (strcmp(a, "tls-key") == 0)
+            key = v;
+        else {
+            fprintf(stderr, "mock-upstream: unknown option %s\n%s", argv[i - 1], usage);
+            return 2;
+        }
+    }
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_init(&loop);
+    mock.loop = &loop;
+    h2o_config_init(&mock.config);
+    mock.config.max_request_entity_size = 64u << 20;
+    host = h2o_config_register_host(&mock.config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_create_handler(h2o_config_register_path(host, "/", 0), sizeof(h2o_handler_t))->on_req = on_req;
+    h2o_context_init(&mock.ctx, &loop, &mock.config);
+    mock.accept_ctx.ctx = &mock.ctx;
+    mock.accept_ctx.hosts = mock.config.hosts;
+    if (cert != NULL || key != NULL) {
+        if (cert == NULL || key == NULL) {
+            fprintf(stderr, "mock-upstream: --tls-cert and --tls-key go together\n");
+            return 2;
+        }
+        mock.accept_ctx.ssl_ctx = tls_context(cert, key);
+    }
+    if (listen_on(&loop) != 0)
+        return 2;
+    uv_signal_init(&loop, &sigterm);
+    uv_signal_start(&sigterm, on_term, SIGTERM);
+    uv_signal_init(&loop, &sigint);
+    uv_signal_start(&sigint, on_term, SIGINT);
+    printf("mock-upstream listening on %s:%d (%s)\n", mock.host, mock.port, cert ? "https" : "http");
+    fflush(stdout);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    return 0;
+}
