@@ -52,4 +52,14 @@ static inline const char *json_tokptr(const struct json_doc *d, int i)
     return d->js + d->tok[i].start;
 }
 
+/* The value's JSON text as it appears in the document: strings keep their
+ * quotes (jsmn's tokens exclude them). */
+static inline const char *json_raw(const struct json_doc *d, int i, size_t *len)
+{
+    int q = d->tok[i].type == JSMN_STRING;
+
+    *len = json_toklen(d, i) + (q ? 2 : 0);
+    return json_tokptr(d, i) - q;
+}
+
 #endif

@@ -247,8 +247,7 @@ static int json_member(const struct json_doc *d, int key, struct send_request *r
     }
     for (int o = 0; o < ROPT_COUNT; o++) {
         if (json_is(d, key, request_opt_names[o])) {
-            r->opt[o] = json_tokptr(d, v);
-            r->opt_len[o] = json_toklen(d, v);
+            r->opt[o] = json_raw(d, v, &r->opt_len[o]);
             return check_option(d, v, (enum request_opt)o, err, errlen);
         }
     }

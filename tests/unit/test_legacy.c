@@ -1,0 +1,161 @@
+/*
+ * tests/unit/test_legacy.c - the legacy adapter: request bodies and the
+ * classification of every kind of answer.
+ */
+#include "cmocka_all.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../child/json.h"
+#include "../../child/upstream_legacy.h"
+
+static struct target *mk_target(struct push *p, const char *name)
+{
+    size_t n = strlen(name);
+    struct target *t = calloc(1, sizeof(*t) + n + 1);
+
+    t->push = p;
+    t->len = (uint32_t)n;
+    memcpy(t->name, name, n + 1);
+    return t;
+}
+
+static void body_for_tokens(void **state)
+{
+    struct push p = {0};
+    struct target *t[2];
+    struct buf b = BUF_INIT;
+    struct json_doc d;
+
+    (void)state;
+    p.kind = TARGET_TOKEN;
+    p.payload = "{\"msg\":\"hi\"}";
+    p.payload_len = strlen(p.payload);
+    p.opt[ROPT_PRIORITY] = "\"high\"";
+    p.opt_len[ROPT_PRIORITY] = 6;
+    t[0] = mk_target(&p, "tok1");
+    t[1] = mk_target(&p, "to\"k2");
+    legacy_build_body(&b, &p, t, 2);
+    assert_false(b.failed);
+    assert_string_equal(b.data,
+                        "{\"registration_ids\":[\"tok1\",\"to\\\"k2\"],\"data\":{\"msg\":\"hi\"},\"priority\":\"high\"}");
+    assert_int_equal(json_parse(&d, b.data, b.len), 0);
+    json_free(&d);
+    buf_free(&b);
+    free(t[0]);
+    free(t[1]);
+}
+
+static void body_for_topic(void **state)
+{
+    struct push p = {0};
+    struct target *t;
+    struct buf b = BUF_INIT;
+
+    (void)state;
+    p.kind = TARGET_TOPIC;
+    p.payload = "{}";
+    p.payload_len = 2;
+    t = mk_target(&p, "news");
+    legacy_build_body(&b, &p, &t, 1);
+    assert_string_equal(b.data, "{\"to\":\"/topics/news\",\"data\":{}}");
+    buf_free(&b);
+    free(t);
+}
+
+static void classify(long status, CURLcode code, const char *body, enum target_kind kind, size_t n,
+                     struct outcome *out)
+{
+    struct upstream_result res = {code, status, body, strlen(body)};
+
+    memset(out, 0, n * sizeof(*out));
+    legacy_classify(&res, kind, n, out);
+}
+
+static void per_result_outcomes(void **state)
+{
+    struct outcome out[6];
+
+    (void)state;
+    classify(200, CURLE_OK,
+             "{\"multicast_id\":1,\"success\":2,\"failure\":4,\"canonical_ids\":1,\"results\":["
+             "{\"message_id\":\"0:1\"},"
+             "{\"message_id\":\"0:2\",\"registration_id\":\"new\\/tok\"},"
+             "{\"error\":\"NotRegistered\"},"
+             "{\"error\":\"InvalidRegistration\"},"
+             "{\"error\":\"Unavailable\"},"
+             "{\"error\":\"MismatchSenderId\"}]}",
+             TARGET_TOKEN, 6, out);
+    assert_int_equal(out[0].kind, OUTCOME_DELIVERED);
+    assert_int_equal(out[1].kind, OUTCOME_CANONICAL);
+    assert_string_equal(out[1].canonical, "new/tok");
+    assert_int_equal(out[2].kind, OUTCOME_INVALID);
+    assert_int_equal(out[3].kind, OUTCOME_INVALID);
+    assert_int_equal(out[4].kind, OUTCOME_RETRY);
+    assert_string_equal(out[4].reason, "Unavailable");
+    assert_int_equal(out[5].kind, OUTCOME_FAILED);
+    free(out[1].canonical);
+}
+
+static void whole_request_outcomes(void **state)
+{
+    struct outcome out[2];
+
+    (void)state;
+    classify(503, CURLE_OK, "", TARGET_TOKEN, 2, out);
+    assert_int_equal(out[0].kind, OUTCOME_RETRY);
+    assert_int_equal(out[1].kind, OUTCOME_RETRY);
+    classify(429, CURLE_OK, "", TARGET_TOKEN, 2, out);
+    assert_int_equal(out[1].kind, OUTCOME_RETRY);
+    classify(500, CURLE_OK, "", TARGET_TOKEN, 2, out);
+    assert_int_equal(out[0].kind, OUTCOME_RETRY);
+    classify(0, CURLE_COULDNT_CONNECT, "", TARGET_TOKEN, 2, out);
+    assert_int_equal(out[0].kind, OUTCOME_RETRY);
+    classify(401, CURLE_OK, "Unauthorized", TARGET_TOKEN, 2, out);
+    assert_int_equal(out[0].kind, OUTCOME_FAILED);
+    assert_non_null(strstr(out[0].reason, "401"));
+    classify(400, CURLE_OK, "bad", TARGET_TOKEN, 2, out);
+    assert_int_equal(out[1].kind, OUTCOME_FAILED);
+    assert_non_null(strstr(out[1].reason, "400"));
+}
+
+static void malformed_answers_retry(void **state)
+{
+    struct outcome out[2];
+
+    (void)state;
+    classify(200, CURLE_OK, "not json", TARGET_TOKEN, 2, out);
+    assert_int_equal(out[0].kind, OUTCOME_RETRY);
+    /* results[] must line up with the tokens sent. */
+    classify(200, CURLE_OK, "{\"results\":[{\"message_id\":\"1\"}]}", TARGET_TOKEN, 2, out);
+    assert_int_equal(out[0].kind, OUTCOME_RETRY);
+    assert_int_equal(out[1].kind, OUTCOME_RETRY);
+    classify(200, CURLE_OK, "{\"results\":[{\"message_id\":\"1\"},{}]}", TARGET_TOKEN, 2, out);
+    assert_int_equal(out[0].kind, OUTCOME_DELIVERED);
+    assert_int_equal(out[1].kind, OUTCOME_RETRY);
+}
+
+static void topic_answers(void **state)
+{
+    struct outcome out[1];
+
+    (void)state;
+    classify(200, CURLE_OK, "{\"message_id\":123}", TARGET_TOPIC, 1, out);
+    assert_int_equal(out[0].kind, OUTCOME_DELIVERED);
+    classify(200, CURLE_OK, "{\"error\":\"TopicsMessageRateExceeded\"}", TARGET_TOPIC, 1, out);
+    assert_int_equal(out[0].kind, OUTCOME_RETRY);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(body_for_tokens),
+        cmocka_unit_test(body_for_topic),
+        cmocka_unit_test(per_result_outcomes),
+        cmocka_unit_test(whole_request_outcomes),
+        cmocka_unit_test(malformed_answers_retry),
+        cmocka_unit_test(topic_answers),
+    };
+    return cmocka_run_group_tests_name("legacy", tests, NULL, NULL);
+}

@@ -1,0 +1,100 @@
+/*
+ * tests/unit/test_options.c - GoCM-style flags: one dash or two, =value.
+ */
+#include "cmocka_all.h"
+
+#include <string.h>
+
+#include "../../master/options.h"
+
+static int parse(struct fcmd_options *o, int argc, char **argv, char *err)
+{
+    options_defaults(o);
+    return options_parse(o, argc, argv, err, 256);
+}
+
+static void dash_styles(void **state)
+{
+    char *argv[] = {"fcmd", "-apikey", "K", "--port=6000", "-workers=3", "--ipaddress", "::1", "-retries", "0"};
+    struct fcmd_options o;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(parse(&o, 9, argv, err), 0);
+    assert_string_equal(o.apikey, "K");
+    assert_int_equal(o.port, 6000);
+    assert_int_equal(o.workers, 3);
+    assert_string_equal(o.host, "::1");
+    assert_int_equal(o.retries, 0);
+    assert_int_equal(options_validate(&o, err, sizeof(err)), 0);
+}
+
+static void defaults(void **state)
+{
+    char *argv[] = {"fcmd"};
+    struct fcmd_options o;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(parse(&o, 1, argv, err), 0);
+    assert_int_equal(o.port, 5601);
+    assert_string_equal(o.host, "0.0.0.0");
+    assert_int_equal(o.retries, 3);
+    assert_true(o.workers >= 1);
+    assert_string_equal(o.gcm_url, "https://fcm.googleapis.com/fcm/send");
+    /* No credentials is an error, and it says what to do. */
+    assert_int_equal(options_validate(&o, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "--apikey"));
+}
+
+static void bad_flags(void **state)
+{
+    struct fcmd_options o;
+    char err[256];
+    char *unknown[] = {"fcmd", "--bogus"};
+    char *no_value[] = {"fcmd", "--port"};
+    char *bad_port[] = {"fcmd", "--port", "70000"};
+    char *not_number[] = {"fcmd", "-workers=two"};
+    char *stray[] = {"fcmd", "apikey"};
+    char *bad_url[] = {"fcmd", "--apikey", "k", "--gcm-url", "ftp://x"};
+
+    (void)state;
+    assert_int_equal(parse(&o, 2, unknown, err), -1);
+    assert_non_null(strstr(err, "unknown option"));
+    assert_int_equal(parse(&o, 2, no_value, err), -1);
+    assert_non_null(strstr(err, "needs a value"));
+    assert_int_equal(parse(&o, 3, bad_port, err), -1);
+    assert_int_equal(parse(&o, 2, not_number, err), -1);
+    assert_int_equal(parse(&o, 2, stray, err), -1);
+    assert_int_equal(parse(&o, 5, bad_url, err), 0);
+    assert_int_equal(options_validate(&o, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "--gcm-url"));
+}
+
+static void booleans(void **state)
+{
+    struct fcmd_options o;
+    char err[256];
+    char *on[] = {"fcmd", "--http2-prior-knowledge"};
+    char *off[] = {"fcmd", "-http2-prior-knowledge=false"};
+    char *help[] = {"fcmd", "-help"};
+
+    (void)state;
+    assert_int_equal(parse(&o, 2, on, err), 0);
+    assert_int_equal(o.http2_prior_knowledge, 1);
+    assert_int_equal(parse(&o, 2, off, err), 0);
+    assert_int_equal(o.http2_prior_knowledge, 0);
+    assert_int_equal(parse(&o, 2, help, err), 0);
+    assert_int_equal(o.help, 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(dash_styles),
+        cmocka_unit_test(defaults),
+        cmocka_unit_test(bad_flags),
+        cmocka_unit_test(booleans),
+    };
+    return cmocka_run_group_tests_name("options", tests, NULL, NULL);
+}

@@ -1,0 +1,193 @@
+/*
+ * tests/unit/test_request.c - /gcm/send body parsing: both formats, every
+ * validation rule of the contract.
+ */
+#include "cmocka_all.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../child/request.h"
+
+#define FORM "application/x-www-form-urlencoded"
+#define JSON "application/json"
+
+static int parse(const char *ct, const char *body, struct send_request *r, char *err)
+{
+    return request_parse(ct, ct ? strlen(ct) : 0, body, strlen(body), r, err, 256);
+}
+
+static void form_gocm_example(void **state)
+{
+    struct send_request r;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(parse(FORM, "tokens=abc&tokens=def&payload=%7B%22msg%22%3A%22hi+there%22%7D", &r, err), 0);
+    assert_int_equal(r.format, REQUEST_FORM);
+    assert_int_equal(r.kind, TARGET_TOKEN);
+    assert_int_equal(r.ntargets, 2);
+    assert_string_equal(r.targets[0], "abc");
+    assert_string_equal(r.targets[1], "def");
+    assert_int_equal(r.payload_len, strlen("{\"msg\":\"hi there\"}"));
+    assert_memory_equal(r.payload, "{\"msg\":\"hi there\"}", r.payload_len);
+    request_free(&r);
+}
+
+static void form_raw_json_payload(void **state)
+{
+    struct send_request r;
+    char err[256];
+
+    (void)state;
+    /* curl --data with an unencoded payload, as GoCM users typed it. */
+    assert_int_equal(parse("application/x-www-form-urlencoded; charset=utf-8",
+                           "tokens=t1&payload={\"title\": \"hello\"}", &r, err), 0);
+    assert_int_equal(r.ntargets, 1);
+    assert_memory_equal(r.payload, "{\"title\": \"hello\"}", r.payload_len);
+    request_free(&r);
+}
+
+static void expect_error(const char *ct, const char *body, int status, const char *needle)
+{
+    struct send_request r;
+    char err[256] = "";
+
+    assert_int_equal(parse(ct, body, &r, err), status);
+    if (strstr(err, needle) == NULL)
+        fail_msg("error \"%s\" does not mention \"%s\"", err, needle);
+    assert_null(r.targets);
+    assert_null(r.storage);
+}
+
+static void form_errors(void **state)
+{
+    (void)state;
+    expect_error(FORM, "payload=%7B%7D", 400, "no tokens");
+    expect_error(FORM, "tokens=a", 400, "payload is missing");
+    expect_error(FORM, "tokens=a&payload=", 400, "payload is empty");
+    expect_error(FORM, "tokens=a&payload=nope", 400, "not valid JSON");
+    expect_error(FORM, "tokens=a&payload=%5B1%5D", 400, "JSON object");
+    expect_error(FORM, "tokens=a&payload=%7B%7D%7B%7D", 400, "not valid JSON");
+    expect_error(FORM, "tokens=a%0Ab&payload=%7B%7D", 400, "control character");
+    expect_error(FORM, "tokens=&payload=%7B%7D", 400, "empty");
+    expect_error(FORM, "tokens=a%zz&payload=%7B%7D", 400, "percent-encoding");
+    expect_error(FORM, "tokens=a&payload=%7", 400, "percent-encoding");
+    expect_error(NULL, "tokens=a&payload=%7B%7D", 400, "content type");
+    expect_error("text/plain", "tokens=a&payload=%7B%7D", 400, "content type");
+}
+
+static void too_many_tokens(void **state)
+{
+    size_t n = REQUEST_MAX_TOKENS + 1;
+    char *body = malloc(n * 20 + 64), *p = body;
+    struct send_request r;
+    char err[256];
+
+    (void)state;
+    for (size_t i = 0; i < n; i++)
+        p += sprintf(p, "tokens=t%zu&", i);
+    strcpy(p, "payload=%7B%7D");
+    assert_int_equal(parse(FORM, body, &r, err), 400);
+    assert_non_null(strstr(err, "too many tokens"));
+    /* Exactly the limit is fine. */
+    p = body;
+    for (size_t i = 0; i < n - 1; i++)
+        p += sprintf(p, "tokens=t%zu&", i);
+    strcpy(p, "payload=%7B%7D");
+    assert_int_equal(parse(FORM, body, &r, err), 0);
+    assert_int_equal(r.ntargets, REQUEST_MAX_TOKENS);
+    request_free(&r);
+    free(body);
+}
+
+static void body_too_large(void **state)
+{
+    size_t n = REQUEST_MAX_BODY + 1;
+    char *body = malloc(n);
+    struct send_request r;
+    char err[256];
+
+    (void)state;
+    memset(body, 'a', n);
+    assert_int_equal(request_parse(FORM, strlen(FORM), body, n, &r, err, sizeof(err)), 413);
+    free(body);
+}
+
+static void json_tokens_and_options(void **state)
+{
+    struct send_request r;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(parse(JSON,
+                           "{\"tokens\":[\"a\\u00e9\",\"b\\\"q\"],\"payload\":{\"k\":[1,2]},\"priority\":\"high\","
+                           "\"time_to_live\":60,\"collapse_key\":\"c\",\"notification\":{\"title\":\"t\"}}",
+                           &r, err),
+                     0);
+    assert_int_equal(r.format, REQUEST_JSON);
+    assert_int_equal(r.ntargets, 2);
+    assert_string_equal(r.targets[0], "a\xc3\xa9");
+    assert_string_equal(r.targets[1], "b\"q");
+    assert_string_equal(r.payload, "{\"k\":[1,2]}");
+    assert_string_equal(r.opt[ROPT_PRIORITY], "\"high\"");
+    assert_string_equal(r.opt[ROPT_TIME_TO_LIVE], "60");
+    assert_string_equal(r.opt[ROPT_NOTIFICATION], "{\"title\":\"t\"}");
+    assert_null(r.opt[ROPT_ANDROID]);
+    request_free(&r);
+}
+
+static void json_topic_and_condition(void **state)
+{
+    struct send_request r;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(parse(JSON, "{\"topic\":\"/topics/news\",\"payload\":{}}", &r, err), 0);
+    assert_int_equal(r.kind, TARGET_TOPIC);
+    assert_string_equal(r.targets[0], "news");
+    request_free(&r);
+    assert_int_equal(parse(JSON, "{\"condition\":\"'a' in topics\",\"payload\":{}}", &r, err), 0);
+    assert_int_equal(r.kind, TARGET_CONDITION);
+    assert_string_equal(r.targets[0], "'a' in topics");
+    request_free(&r);
+}
+
+static void json_errors(void **state)
+{
+    (void)state;
+    expect_error(JSON, "", 400, "empty");
+    expect_error(JSON, "{", 400, "not valid JSON");
+    expect_error(JSON, "[1]", 400, "JSON object");
+    expect_error(JSON, "{\"payload\":{}}", 400, "no tokens");
+    expect_error(JSON, "{\"tokens\":[],\"payload\":{}}", 400, "no tokens");
+    expect_error(JSON, "{\"tokens\":\"a\",\"payload\":{}}", 400, "array of strings");
+    expect_error(JSON, "{\"tokens\":[1],\"payload\":{}}", 400, "array of strings");
+    expect_error(JSON, "{\"tokens\":[\"a\"]}", 400, "payload is missing");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":\"x\"}", 400, "JSON object");
+    expect_error(JSON, "{\"tokens\":[\"a\\n\"],\"payload\":{}}", 400, "control character");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"topic\":\"b\",\"payload\":{}}", 400, "one of");
+    expect_error(JSON, "{\"topic\":\"a b\",\"payload\":{}}", 400, "topic may contain");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{},\"bogus\":1}", 400, "unknown field");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{},\"priority\":\"urgent\"}", 400, "priority");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{},\"time_to_live\":-1}", 400, "time_to_live");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{},\"android\":[]}", 400, "JSON object");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{\"x\":tru}}", 400, "not valid JSON");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{\"x\":01}}", 400, "not valid JSON");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(form_gocm_example),
+        cmocka_unit_test(form_raw_json_payload),
+        cmocka_unit_test(form_errors),
+        cmocka_unit_test(too_many_tokens),
+        cmocka_unit_test(body_too_large),
+        cmocka_unit_test(json_tokens_and_options),
+        cmocka_unit_test(json_topic_and_condition),
+        cmocka_unit_test(json_errors),
+    };
+    return cmocka_run_group_tests_name("request", tests, NULL, NULL);
+}
