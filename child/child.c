@@ -15,6 +15,7 @@
 #include "upstream.h"
 
 #include <h2o/socket/uv-binding.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -153,6 +154,7 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
     c->opts = o;
     c->shm = shm;
     c->slot = &shm->slots[slot];
+    snprintf(c->worker_id, sizeof(c->worker_id), "%u", slot);
     queue_init(&c->queue, (size_t)o->queue_size);
     if (uv_loop_init(&c->loop) != 0) {
         log_error("uv_loop_init() failed");

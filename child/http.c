@@ -310,6 +310,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     size_t plen = req->path_normalized.len;
 
     shm_add(c->slot, SHM_HTTP_REQUESTS, 1);
+    /* Which child answered: for operators chasing a problem, and for tests. */
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-fcmd-worker"), 0, NULL, c->worker_id,
+                          strlen(c->worker_id));
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
         if (h2o_memis(req->path_normalized.base, plen, routes[i].path, strlen(routes[i].path)))
             return routes[i].fn(c, req);

@@ -301,6 +301,8 @@ static void finish_job(struct sender *s, struct job *job, CURLcode code)
     const char *retry_reason = "", *fail_reason = "";
 
     curl_easy_getinfo(job->easy, CURLINFO_RESPONSE_CODE, &res.status);
+    if (code != CURLE_OK && job->error[0] == '\0')
+        snprintf(job->error, sizeof(job->error), "%s", curl_easy_strerror(code));
     shm_add(s->slot, code == CURLE_OK ? SHM_UPSTREAM_REQS : SHM_UPSTREAM_ERRS, 1);
     s->up->ops->classify(s->up, job, &res, out);
     for (size_t i = 0; i < job->ntargets; i++) {

@@ -1,0 +1,92 @@
+"""Every bad /gcm/send input of the contract gets a 4xx with a JSON reason,
+and nothing is queued or counted."""
+
+import json
+
+import pytest
+import requests
+
+FORM = "application/x-www-form-urlencoded"
+
+CASES = [
+    ("no tokens", FORM, "payload=%7B%7D", 400),
+    ("empty payload", FORM, "tokens=a&payload=", 400),
+    ("missing payload", FORM, "tokens=a", 400),
+    ("non-JSON payload", FORM, "tokens=a&payload=hello", 400),
+    ("payload not an object", FORM, "tokens=a&payload=%5B1%2C2%5D", 400),
+    ("token with a control character", FORM, "tokens=a%01b&payload=%7B%7D", 400),
+    ("more than 10,000 tokens", FORM, "&".join(f"tokens=t{i}" for i in range(10001)) + "&payload=%7B%7D", 400),
+    ("unknown content type", "text/plain", "tokens=a&payload=%7B%7D", 400),
+    ("no content type", None, "tokens=a&payload=%7B%7D", 400),
+    ("JSON not an object", "application/json", "[1]", 400),
+    ("JSON broken", "application/json", '{"tokens": ["a"], "payload": {', 400),
+    ("JSON empty tokens", "application/json", '{"tokens": [], "payload": {}}', 400),
+    ("JSON payload a string", "application/json", '{"tokens": ["a"], "payload": "x"}', 400),
+    ("JSON unknown field", "application/json", '{"tokens": ["a"], "payload": {}, "tokenz": 1}', 400),
+    ("body over 1 MiB", FORM, "tokens=a&payload=" + "x" * (1 << 20), 413),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from conftest import Fcmd, Mock
+    mock = Mock()
+    f = Fcmd(tmp_path_factory.mktemp("bad"), mock)
+    yield f, mock
+    f.stop()
+    mock.stop()
+
+
+@pytest.mark.parametrize("name,ctype,body,status", CASES, ids=[c[0] for c in CASES])
+def test_rejected_with_json_reason(server, name, ctype, body, status):
+    f, mock = server
+    before = f.report()
+    headers = {"Content-Type": ctype} if ctype else {}
+    s = requests.Session()
+    req = requests.Request("POST", f.url("/gcm/send"), data=body.encode(), headers=headers).prepare()
+    if ctype is None:
+        req.headers.pop("Content-Type", None)
+    resp = s.send(req, timeout=10)
+    assert resp.status_code == status
+    assert resp.headers["content-type"] == "application/json"
+    err = resp.json()["error"]
+    assert isinstance(err, str) and err
+    after = f.report()
+    for k in ("accepted", "attempts", "pending", "failures"):
+        assert after[k] == before[k], k
+    assert mock.stats(summary=True)["targets"] == 0
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_send_other_methods_405(server, method):
+    f, _ = server
+    resp = requests.request(method, f.url("/gcm/send"))
+    assert resp.status_code == 405
+    assert resp.headers["allow"] == "POST"
+    assert "error" in resp.json()
+
+
+@pytest.mark.parametrize("path", ["/gcm/report", "/gcm/report/canonical", "/gcm/report/notregistered",
+                                  "/metrics", "/healthz"])
+def test_report_endpoints_refuse_post(server, path):
+    f, _ = server
+    resp = requests.post(f.url(path), data="x")
+    assert resp.status_code == 405
+    assert resp.headers["allow"] == "GET"
+
+
+def test_unknown_path_404(server):
+    f, _ = server
+    resp = requests.get(f.url("/gcm/sendx"))
+    assert resp.status_code == 404
+    assert json.loads(resp.text)["error"]
+
+
+def test_metrics_exposition(server):
+    f, _ = server
+    resp = requests.get(f.url("/metrics"))
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("text/plain")
+    lines = resp.text.splitlines()
+    assert "# TYPE fcmd_attempts_total counter" in lines
+    assert any(line.startswith("fcmd_pending ") for line in lines)
