@@ -14,6 +14,11 @@ DEPS = build-essential pkg-config libh2o-dev libuv1-dev libcurl4-openssl-dev lib
        libinih-dev libcmocka-dev python3 python3-pytest python3-requests openssl curl wrk
 
 BUILD = build
+# Where the binaries go: the top level for the normal build, the build tree
+# for the sanitizer build, so one never overwrites the other.
+BIN = .
+FCMD = $(BIN)/fcmd
+MOCK = $(BIN)/tools/mock-upstream
 MASTER_SRC = $(wildcard master/*.c)
 CHILD_SRC = $(wildcard child/*.c)
 SHM_SRC = $(wildcard shm/*.c)
@@ -26,7 +31,7 @@ UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .PHONY: all deps test unit integration run install clean asan help bench-baseline
 
-all: fcmd tools/mock-upstream
+all: $(FCMD) $(MOCK)
 
 help:
 	@echo "make deps         install the Debian packages fcmd needs (apt-get, as root)"
@@ -47,10 +52,12 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(FCMD_CFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
 
-fcmd: $(FCMD_OBJ)
+$(FCMD): $(FCMD_OBJ)
+	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-tools/mock-upstream: $(MOCK_OBJ)
+$(MOCK): $(MOCK_OBJ)
+	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ)
@@ -61,19 +68,33 @@ unit: $(UNIT_BIN)
 	@for t in $(UNIT_BIN); do echo "== $$t"; $$t || exit 1; done
 
 integration: all
-	FCMD_BIN=$(CURDIR)/fcmd MOCK_BIN=$(CURDIR)/tools/mock-upstream $(PYTHON) -m pytest -q tests/integration
+	FCMD_BIN=$(abspath $(FCMD)) MOCK_BIN=$(abspath $(MOCK)) $(PYTHON) -m pytest -q tests/integration
 
-test: unit integration
+# test and run install what is missing first, then build in a fresh make so
+# pkg-config sees the freshly installed libraries.
+test: deps
+	$(MAKE) unit integration
 
-# The same tests built with AddressSanitizer and UBSan, in a build tree of their own.
-asan:
-	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-		LDFLAGS="-fsanitize=address,undefined" test
+# The same tests built with AddressSanitizer and UBSan, in a tree of their own.
+# Children's stderr is not the test's, so sanitizer reports go to files, and
+# any report fails the run.
+ASAN_DIR = build-asan
+asan: deps
+	rm -f $(ASAN_DIR)/report.*
+	@mkdir -p $(ASAN_DIR)
+	ASAN_OPTIONS=log_path=$(CURDIR)/$(ASAN_DIR)/report:detect_leaks=1 \
+	UBSAN_OPTIONS=log_path=$(CURDIR)/$(ASAN_DIR)/report:print_stacktrace=1 \
+	$(MAKE) BUILD=$(ASAN_DIR) BIN=$(ASAN_DIR) \
+		CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+		LDFLAGS="-fsanitize=address,undefined" unit integration
+	@if ls $(ASAN_DIR)/report.* >/dev/null 2>&1; then cat $(ASAN_DIR)/report.*; echo "sanitizer reports above"; exit 1; fi
+	@echo "asan: no sanitizer reports"
 
-run: all
+run: deps
+	$(MAKE) all
 	tools/demo.sh
 
-install: fcmd
+install: $(FCMD)
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 fcmd $(DESTDIR)$(PREFIX)/bin/fcmd
 

@@ -1,0 +1,57 @@
+#!/bin/sh
+# tools/demo.sh - what `make run` does: start fcmd on the bundled mock
+# upstream (no Google credentials needed), send one sample push the way a
+# GoCM client would, show what happened, and keep serving until Ctrl-C.
+set -eu
+cd "$(dirname "$0")/.."
+
+PORT=${PORT:-5601}
+LATENCY_MS=${LATENCY_MS:-200}
+work=$(mktemp -d)
+mock_pid=
+fcmd_pid=
+
+cleanup() {
+    [ -n "$fcmd_pid" ] && kill -TERM "$fcmd_pid" 2>/dev/null && wait "$fcmd_pid" 2>/dev/null || true
+    [ -n "$mock_pid" ] && kill -TERM "$mock_pid" 2>/dev/null && wait "$mock_pid" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 0' INT TERM
+
+# Polls a command until it succeeds, for at most ~10 seconds.
+poll() {
+    i=0
+    until "$@" >/dev/null 2>&1; do
+        i=$((i + 1))
+        [ $i -lt 200 ] || { echo "demo: timed out waiting for: $*" >&2; exit 1; }
+        sleep 0.05
+    done
+}
+
+tools/mock-upstream --port 0 --latency-ms "$LATENCY_MS" >"$work/mock.out" &
+mock_pid=$!
+poll grep -q listening "$work/mock.out"
+mock_port=$(sed -n 's/.*:\([0-9]*\) (http).*/\1/p' "$work/mock.out")
+echo "mock upstream (legacy FCM API, ${LATENCY_MS} ms latency) on 127.0.0.1:$mock_port"
+
+./fcmd --apikey demo-server-key --port "$PORT" --gcm-url "http://127.0.0.1:$mock_port/fcm/send" &
+fcmd_pid=$!
+poll curl -sf "http://127.0.0.1:$PORT/healthz"
+
+echo
+echo "\$ curl -d 'tokens=demo-token-1&tokens=demo-token-2&payload={\"title\": \"hello\"}' http://127.0.0.1:$PORT/gcm/send"
+curl -s -d 'tokens=demo-token-1&tokens=demo-token-2&payload={"title": "hello"}' "http://127.0.0.1:$PORT/gcm/send"
+poll sh -c "curl -s http://127.0.0.1:$PORT/gcm/report | grep -q '\"pending\":0,'"
+echo
+echo "\$ curl http://127.0.0.1:$PORT/gcm/report"
+curl -s "http://127.0.0.1:$PORT/gcm/report"
+echo
+echo "what the mock upstream received:"
+curl -s "http://127.0.0.1:$mock_port/stats"
+echo
+echo "fcmd is serving on port $PORT (mock upstream on $mock_port). Try:"
+echo "  curl -d 'tokens=notreg-1&tokens=canon-2&payload={\"x\":1}' http://127.0.0.1:$PORT/gcm/send"
+echo "  curl http://127.0.0.1:$PORT/gcm/report/notregistered"
+echo "Press Ctrl-C to stop."
+wait "$fcmd_pid"
