@@ -25,7 +25,7 @@ struct child {
     const struct fcmd_options *opts;
     struct shm_region *shm;
     struct shm_slot *slot;
-    char worker_id[12];    /* slot number, sent as X-Fcmd-Worker */
+    char worker_id[12]; /* slot number, sent as X-Fcmd-Worker */
     uv_loop_t loop;
     h2o_globalconf_t config;
     h2o_context_t ctx;

@@ -148,89 +148,82 @@ static int on_report(struct child *c, h2o_req_t *req)
         return 0;
     shm_sum(c->shm, &t);
     /* GoCM's five keys first, in GoCM's order. */
-    buf_addf(&b,
-             "{\"attempts\":%llu,\"failures\":%llu,\"pending\":%lld,\"canonicals\":%llu,\"notregistered\":%llu,"
-             "\"successes\":%llu,\"retries\":%llu,\"accepted\":%llu,\"lost\":%llu,"
-             "\"dropped\":%llu,\"canonical_dropped\":%llu,\"notregistered_dropped\":%llu,"
-             "\"upstream\":\"%s\",\"workers\":%u,\"uptime_seconds\":%llu}\n",
-             (unsigned long long)t.counters[SHM_ATTEMPTS], (unsigned long long)t.counters[SHM_FAILURES],
-             (long long)t.pending, (unsigned long long)t.counters[SHM_CANONICALS],
-             (unsigned long long)t.counters[SHM_NOTREGISTERED], (unsigned long long)t.counters[SHM_SUCCESSES],
-             (unsigned long long)t.counters[SHM_RETRIES], (unsigned long long)t.counters[SHM_ACCEPTED],
-             (unsigned long long)t.counters[SHM_LOST],
-             (unsigned long long)(t.canonical_dropped + t.notregistered_dropped), (unsigned long long)t.canonical_dropped,
-             (unsigned long long)t.notregistered_dropped, c->upstream->ops->name,
-             (unsigned)atomic_load(&c->shm->workers), (unsigned long long)(now > started ? now - started : 0));
+    buf_addf(
+        &b,
+        "{\"attempts\":%llu,\"failures\":%llu,\"pending\":%lld,\"canonicals\":%llu,\"notregistered\":%llu,"
+        "\"successes\":%llu,\"retries\":%llu,\"accepted\":%llu,\"lost\":%llu,"
+        "\"dropped\":%llu,\"canonical_dropped\":%llu,\"notregistered_dropped\":%llu,"
+        "\"upstream\":\"%s\",\"workers\":%u,\"uptime_seconds\":%llu}\n",
+        (unsigned long long)t.counters[SHM_ATTEMPTS], (unsigned long long)t.counters[SHM_FAILURES],
+        (long long)t.pending, (unsigned long long)t.counters[SHM_CANONICALS],
+        (unsigned long long)t.counters[SHM_NOTREGISTERED], (unsigned long long)t.counters[SHM_SUCCESSES],
+        (unsigned long long)t.counters[SHM_RETRIES], (unsigned long long)t.counters[SHM_ACCEPTED],
+        (unsigned long long)t.counters[SHM_LOST], (unsigned long long)(t.canonical_dropped + t.notregistered_dropped),
+        (unsigned long long)t.canonical_dropped, (unsigned long long)t.notregistered_dropped, c->upstream->ops->name,
+        (unsigned)atomic_load(&c->shm->workers), (unsigned long long)(now > started ? now - started : 0));
     respond_buf(req, "application/json", &b);
     buf_free(&b);
     return 0;
 }
 
-/* Takes every record of a drain list; answers 500 itself on failure. */
-static int drain(h2o_req_t *req, struct drainlist *l, unsigned char **recs, size_t *len)
+typedef void (*record_fn)(struct buf *b, const char *rec, size_t len);
+
+/* {"original": ..., "canonical": ...} from a record "original\0canonical". */
+static void emit_pair(struct buf *b, const char *rec, size_t len)
 {
+    size_t olen = strnlen(rec, len);
+
+    buf_adds(b, "{\"original\":");
+    buf_add_json_string(b, rec, olen);
+    buf_adds(b, ",\"canonical\":");
+    buf_add_json_string(b, rec + olen + 1, olen < len ? len - olen - 1 : 0);
+    buf_adds(b, "}");
+}
+
+static void emit_token(struct buf *b, const char *rec, size_t len)
+{
+    buf_add_json_string(b, rec, len);
+}
+
+/* Drains a list and answers {"key": [records...]} or {"key": null}. */
+static int respond_drained(h2o_req_t *req, struct drainlist *l, const char *key, record_fn emit)
+{
+    struct buf b = BUF_INIT;
+    unsigned char *recs;
+    const unsigned char *rec;
+    size_t len, pos = 0, rlen;
     uint64_t count;
 
-    if (drainlist_drain(l, recs, len, &count) != 0) {
-        respond_error(req, 500, "out of memory");
-        return -1;
+    if (wrong_method(req, "GET"))
+        return 0;
+    if (drainlist_drain(l, &recs, &len, &count) != 0)
+        return respond_error(req, 500, "out of memory");
+    buf_addf(&b, "{\"%s\":", key);
+    if (recs == NULL) {
+        buf_adds(&b, "null}\n");
+    } else {
+        buf_add(&b, "[", 1);
+        for (int first = 1; (rec = drainlist_next(recs, len, &pos, &rlen)) != NULL; first = 0) {
+            if (!first)
+                buf_add(&b, ",", 1);
+            emit(&b, (const char *)rec, rlen);
+        }
+        buf_adds(&b, "]}\n");
     }
+    free(recs);
+    respond_buf(req, "application/json", &b);
+    buf_free(&b);
     return 0;
 }
 
 static int on_canonical(struct child *c, h2o_req_t *req)
 {
-    struct buf b = BUF_INIT;
-    unsigned char *recs;
-    const unsigned char *rec;
-    size_t len, pos = 0, rlen;
-
-    if (wrong_method(req, "GET") || drain(req, c->shm->canonical, &recs, &len) != 0)
-        return 0;
-    if (recs == NULL) {
-        buf_adds(&b, "{\"canonical_replacements\":null}\n");
-    } else {
-        buf_adds(&b, "{\"canonical_replacements\":[");
-        for (int first = 1; (rec = drainlist_next(recs, len, &pos, &rlen)) != NULL; first = 0) {
-            size_t olen = strnlen((const char *)rec, rlen);
-            buf_adds(&b, first ? "{\"original\":" : ",{\"original\":");
-            buf_add_json_string(&b, (const char *)rec, olen);
-            buf_adds(&b, ",\"canonical\":");
-            buf_add_json_string(&b, (const char *)rec + olen + 1, olen < rlen ? rlen - olen - 1 : 0);
-            buf_adds(&b, "}");
-        }
-        buf_adds(&b, "]}\n");
-    }
-    free(recs);
-    respond_buf(req, "application/json", &b);
-    buf_free(&b);
-    return 0;
+    return respond_drained(req, c->shm->canonical, "canonical_replacements", emit_pair);
 }
 
 static int on_notregistered(struct child *c, h2o_req_t *req)
 {
-    struct buf b = BUF_INIT;
-    unsigned char *recs;
-    const unsigned char *rec;
-    size_t len, pos = 0, rlen;
-
-    if (wrong_method(req, "GET") || drain(req, c->shm->notregistered, &recs, &len) != 0)
-        return 0;
-    if (recs == NULL) {
-        buf_adds(&b, "{\"tokens\":null}\n");
-    } else {
-        buf_adds(&b, "{\"tokens\":[");
-        for (int first = 1; (rec = drainlist_next(recs, len, &pos, &rlen)) != NULL; first = 0) {
-            if (!first)
-                buf_add(&b, ",", 1);
-            buf_add_json_string(&b, (const char *)rec, rlen);
-        }
-        buf_adds(&b, "]}\n");
-    }
-    free(recs);
-    respond_buf(req, "application/json", &b);
-    buf_free(&b);
-    return 0;
+    return respond_drained(req, c->shm->notregistered, "tokens", emit_token);
 }
 
 /* ---- operations ---- */
@@ -262,10 +255,11 @@ static int on_metrics(struct child *c, h2o_req_t *req)
         return 0;
     shm_sum(c->shm, &t);
     for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
-        buf_addf(&b, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", counters[i].name, counters[i].help,
-                 counters[i].name, counters[i].name, (unsigned long long)t.counters[counters[i].id]);
-    buf_addf(&b, "# HELP fcmd_pending Targets accepted and not yet finished.\n# TYPE fcmd_pending gauge\n"
-                 "fcmd_pending %lld\n",
+        buf_addf(&b, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", counters[i].name, counters[i].help, counters[i].name,
+                 counters[i].name, (unsigned long long)t.counters[counters[i].id]);
+    buf_addf(&b,
+             "# HELP fcmd_pending Targets accepted and not yet finished.\n# TYPE fcmd_pending gauge\n"
+             "fcmd_pending %lld\n",
              (long long)t.pending);
     buf_addf(&b,
              "# HELP fcmd_drain_dropped_total Drain-list records dropped because the list was full.\n"
@@ -273,8 +267,9 @@ static int on_metrics(struct child *c, h2o_req_t *req)
              "fcmd_drain_dropped_total{list=\"canonical\"} %llu\n"
              "fcmd_drain_dropped_total{list=\"notregistered\"} %llu\n",
              (unsigned long long)t.canonical_dropped, (unsigned long long)t.notregistered_dropped);
-    buf_addf(&b, "# HELP fcmd_build_info fcmd version.\n# TYPE fcmd_build_info gauge\n"
-                 "fcmd_build_info{version=\"%s\",upstream=\"%s\"} 1\n",
+    buf_addf(&b,
+             "# HELP fcmd_build_info fcmd version.\n# TYPE fcmd_build_info gauge\n"
+             "fcmd_build_info{version=\"%s\",upstream=\"%s\"} 1\n",
              FCMD_VERSION, c->upstream->ops->name);
     respond_buf(req, "text/plain; version=0.0.4", &b);
     buf_free(&b);

@@ -252,8 +252,7 @@ long json_unescape(const struct json_doc *d, int i, char *out)
             }
             o += put_utf8(out + o, (unsigned long)cp);
             break;
-        default:
-            return -1;
+        default: return -1;
         }
     }
     out[o] = '\0';

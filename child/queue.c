@@ -24,33 +24,13 @@ int queue_has_room(const struct queue *q, size_t n)
 
 static struct push *push_create(const struct send_request *r)
 {
-    size_t size = r->payload_len + 1;
-    struct push *p;
-    char *o;
+    struct push *p = malloc(sizeof(*p) + message_size(&r->msg));
 
-    for (int i = 0; i < ROPT_COUNT; i++)
-        size += r->opt[i] ? r->opt_len[i] + 1 : 0;
-    if ((p = malloc(sizeof(*p) + size)) == NULL)
+    if (p == NULL)
         return NULL;
     memset(p, 0, sizeof(*p));
     p->kind = r->kind;
-    o = p->text;
-    if (r->payload) {
-        memcpy(o, r->payload, r->payload_len);
-        o[r->payload_len] = '\0';
-        p->payload = o;
-        p->payload_len = r->payload_len;
-        o += r->payload_len + 1;
-    }
-    for (int i = 0; i < ROPT_COUNT; i++) {
-        if (r->opt[i] == NULL)
-            continue;
-        memcpy(o, r->opt[i], r->opt_len[i]);
-        o[r->opt_len[i]] = '\0';
-        p->opt[i] = o;
-        p->opt_len[i] = r->opt_len[i];
-        o += r->opt_len[i] + 1;
-    }
+    message_copy(&p->msg, &r->msg, p->text);
     return p;
 }
 

@@ -16,29 +16,26 @@
 #include "request.h"
 
 struct push {
-    uint32_t refs;           /* targets not yet finished */
+    uint32_t refs; /* targets not yet finished */
     enum target_kind kind;
-    const char *payload;     /* data object JSON text, or NULL */
-    size_t payload_len;
-    const char *opt[ROPT_COUNT];
-    size_t opt_len[ROPT_COUNT];
-    char text[];             /* storage for the strings above */
+    struct message msg; /* payload and options */
+    char text[];        /* storage for the strings above */
 };
 
 struct target {
     struct target *next;
     struct push *push;
-    uint32_t attempts;       /* upstream sends so far */
+    uint32_t attempts; /* upstream sends so far */
     uint32_t len;
-    char name[];             /* the token, topic or condition, NUL-terminated */
+    char name[]; /* the token, topic or condition, NUL-terminated */
 };
 
 struct queue {
     struct target *head;
     struct target **tailp;
-    size_t ready;            /* targets in the FIFO */
-    size_t pending;          /* accepted here and not finished */
-    size_t capacity;         /* bound on pending */
+    size_t ready;    /* targets in the FIFO */
+    size_t pending;  /* accepted here and not finished */
+    size_t capacity; /* bound on pending */
 };
 
 void queue_init(struct queue *q, size_t capacity);

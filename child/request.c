@@ -133,21 +133,20 @@ static int parse_form(const char *body, size_t len, struct send_request *r, char
             if (add_target(r, &cap, val) != 0)
                 return snprintf(err, errlen, "out of memory"), 500;
         } else if (strcmp(key, "payload") == 0) {
-            r->payload = val;
-            r->payload_len = (size_t)vlen;
+            r->msg.payload = val;
+            r->msg.payload_len = (size_t)vlen;
         }
     }
     if (r->ntargets == 0)
         return ERR("no tokens");
-    if (r->payload == NULL)
+    if (r->msg.payload == NULL)
         return ERR("payload is missing");
-    return check_payload(r->payload, r->payload_len, err, errlen);
+    return check_payload(r->msg.payload, r->msg.payload_len, err, errlen);
 }
 
 /* ---- application/json ---- */
 
-static int json_tokens(const struct json_doc *d, int arr, struct send_request *r, char **out, char *err,
-                       size_t errlen)
+static int json_tokens(const struct json_doc *d, int arr, struct send_request *r, char **out, char *err, size_t errlen)
 {
     size_t cap = 0;
     int rc;
@@ -212,8 +211,7 @@ static int check_option(const struct json_doc *d, int v, enum request_opt o, cha
     size_t n = json_toklen(d, v);
 
     switch (o) {
-    case ROPT_COLLAPSE_KEY:
-        return d->tok[v].type == JSMN_STRING ? 0 : ERR("\"%s\" must be a string", name);
+    case ROPT_COLLAPSE_KEY: return d->tok[v].type == JSMN_STRING ? 0 : ERR("\"%s\" must be a string", name);
     case ROPT_PRIORITY:
         if (json_is(d, v, "high") || json_is(d, v, "normal"))
             return 0;
@@ -222,13 +220,11 @@ static int check_option(const struct json_doc *d, int v, enum request_opt o, cha
         if (d->tok[v].type != JSMN_PRIMITIVE || n > 7 || strspn(s, "0123456789") < n || atol(s) > 2419200)
             return ERR("\"time_to_live\" must be a whole number of seconds from 0 to 2419200");
         return 0;
-    default:
-        return d->tok[v].type == JSMN_OBJECT ? 0 : ERR("\"%s\" must be a JSON object", name);
+    default: return d->tok[v].type == JSMN_OBJECT ? 0 : ERR("\"%s\" must be a JSON object", name);
     }
 }
 
-static int json_member(const struct json_doc *d, int key, struct send_request *r, char **out, char *err,
-                       size_t errlen)
+static int json_member(const struct json_doc *d, int key, struct send_request *r, char **out, char *err, size_t errlen)
 {
     int v = key + 1;
 
@@ -241,13 +237,13 @@ static int json_member(const struct json_doc *d, int key, struct send_request *r
     if (json_is(d, key, "payload")) {
         if (d->tok[v].type != JSMN_OBJECT)
             return ERR("payload must be a JSON object");
-        r->payload = json_tokptr(d, v);
-        r->payload_len = json_toklen(d, v);
+        r->msg.payload = json_tokptr(d, v);
+        r->msg.payload_len = json_toklen(d, v);
         return 0;
     }
     for (int o = 0; o < ROPT_COUNT; o++) {
         if (json_is(d, key, request_opt_names[o])) {
-            r->opt[o] = json_raw(d, v, &r->opt_len[o]);
+            r->msg.opt[o] = json_raw(d, v, &r->msg.opt_len[o]);
             return check_option(d, v, (enum request_opt)o, err, errlen);
         }
     }
@@ -255,23 +251,38 @@ static int json_member(const struct json_doc *d, int key, struct send_request *r
                json_tokptr(d, key));
 }
 
-/* Copies the raw texts that point into the body into owned storage. */
-static void own_raw_texts(struct send_request *r, char *out)
+static char *copy_text(const char **dst, const char *src, size_t len, char *out)
 {
-    if (r->payload) {
-        memcpy(out, r->payload, r->payload_len);
-        out[r->payload_len] = '\0';
-        r->payload = out;
-        out += r->payload_len + 1;
-    }
+    memcpy(out, src, len);
+    out[len] = '\0';
+    *dst = out;
+    return out + len + 1;
+}
+
+size_t message_size(const struct message *m)
+{
+    size_t size = m->payload ? m->payload_len + 1 : 0;
+
+    for (int o = 0; o < ROPT_COUNT; o++)
+        size += m->opt[o] ? m->opt_len[o] + 1 : 0;
+    return size;
+}
+
+char *message_copy(struct message *dst, const struct message *src, char *out)
+{
+    dst->payload_len = src->payload_len;
+    if (src->payload)
+        out = copy_text(&dst->payload, src->payload, src->payload_len, out);
+    else
+        dst->payload = NULL;
     for (int o = 0; o < ROPT_COUNT; o++) {
-        if (r->opt[o] == NULL)
-            continue;
-        memcpy(out, r->opt[o], r->opt_len[o]);
-        out[r->opt_len[o]] = '\0';
-        r->opt[o] = out;
-        out += r->opt_len[o] + 1;
+        dst->opt_len[o] = src->opt_len[o];
+        if (src->opt[o])
+            out = copy_text(&dst->opt[o], src->opt[o], src->opt_len[o], out);
+        else
+            dst->opt[o] = NULL;
     }
+    return out;
 }
 
 static int parse_json(const char *body, size_t len, struct send_request *r, char *err, size_t errlen)
@@ -294,7 +305,10 @@ static int parse_json(const char *body, size_t len, struct send_request *r, char
     }
     key = 1;
     for (int m = 0; m < d.tok[0].size && rc == 0; m++) {
-        kinds |= json_is(&d, key, "tokens") ? 1u : json_is(&d, key, "topic") ? 2u : json_is(&d, key, "condition") ? 4u : 0u;
+        kinds |= json_is(&d, key, "tokens")      ? 1u
+                 : json_is(&d, key, "topic")     ? 2u
+                 : json_is(&d, key, "condition") ? 4u
+                                                 : 0u;
         rc = json_member(&d, key, r, &out, err, errlen);
         key = json_skip(&d, key + 1);
     }
@@ -305,9 +319,10 @@ static int parse_json(const char *body, size_t len, struct send_request *r, char
         return kinds == 0 ? ERR("no tokens") : ERR("give one of \"tokens\", \"topic\" or \"condition\"");
     if (r->ntargets == 0)
         return ERR("no tokens");
-    if (r->payload == NULL && r->opt[ROPT_NOTIFICATION] == NULL)
+    if (r->msg.payload == NULL && r->msg.opt[ROPT_NOTIFICATION] == NULL)
         return ERR("payload is missing");
-    own_raw_texts(r, out);
+    /* The raw texts still point into the body: give them their own copies. */
+    message_copy(&r->msg, &r->msg, out);
     return 0;
 }
 
@@ -326,8 +341,8 @@ static int ctype_is(const char *ct, size_t n, const char *want)
     return n == 0 || *ct == ';';
 }
 
-int request_parse(const char *ctype, size_t ctype_len, const char *body, size_t len, struct send_request *r,
-                  char *err, size_t errlen)
+int request_parse(const char *ctype, size_t ctype_len, const char *body, size_t len, struct send_request *r, char *err,
+                  size_t errlen)
 {
     int rc;
 

@@ -34,22 +34,35 @@ extern const char *const request_opt_names[ROPT_COUNT];
 
 enum request_format { REQUEST_FORM, REQUEST_JSON };
 
-struct send_request {
-    enum request_format format;
-    enum target_kind kind;
-    char **targets;       /* tokens, or the one topic or condition */
-    size_t ntargets;
-    const char *payload;  /* the data object's JSON text; NULL when absent */
+/* What a message carries besides its targets, as JSON texts.  A request
+ * and the push made of it both hold one. */
+struct message {
+    const char *payload; /* the data object's JSON text; NULL when absent */
     size_t payload_len;
     const char *opt[ROPT_COUNT];
     size_t opt_len[ROPT_COUNT];
-    char *storage;        /* owns every string above */
+};
+
+/* Bytes message_copy() writes for m. */
+size_t message_size(const struct message *m);
+
+/* Copies every text of src, NUL-terminated, to storage and points dst at the
+ * copies (dst may be src).  Returns the end of what it wrote. */
+char *message_copy(struct message *dst, const struct message *src, char *storage);
+
+struct send_request {
+    enum request_format format;
+    enum target_kind kind;
+    char **targets; /* tokens, or the one topic or condition */
+    size_t ntargets;
+    struct message msg;
+    char *storage; /* owns every string above */
 };
 
 /* Parses body according to the Content-Type value.  Returns 0, or the HTTP
  * status to answer (400, 413, 500) with a one-line reason in err. */
-int request_parse(const char *ctype, size_t ctype_len, const char *body, size_t len, struct send_request *r,
-                  char *err, size_t errlen);
+int request_parse(const char *ctype, size_t ctype_len, const char *body, size_t len, struct send_request *r, char *err,
+                  size_t errlen);
 
 void request_free(struct send_request *r);
 

@@ -19,7 +19,7 @@ struct retry_set {
     struct queue *queue;
     void (*on_requeue)(void *arg); /* called after targets went back to the queue */
     void *arg;
-    size_t waiting;                /* targets waiting */
+    size_t waiting; /* targets waiting */
 };
 
 void retry_init(struct retry_set *rs, uv_loop_t *loop, struct queue *q, void (*on_requeue)(void *), void *arg);

@@ -40,7 +40,7 @@ struct sender {
     uv_timer_t timer;
     uv_idle_t kick;
     struct retry_set retries;
-    CURL **pool;           /* idle easy handles */
+    CURL **pool; /* idle easy handles */
     size_t npool;
     size_t inflight;
     size_t max_inflight;
@@ -255,9 +255,7 @@ static int apply(struct sender *s, struct target *t, struct outcome *o)
         o->canonical = NULL;
         shm_add(s->slot, SHM_SUCCESSES, 1);
         break;
-    case OUTCOME_DELIVERED:
-        shm_add(s->slot, SHM_SUCCESSES, 1);
-        break;
+    case OUTCOME_DELIVERED: shm_add(s->slot, SHM_SUCCESSES, 1); break;
     case OUTCOME_INVALID:
         shm_add(s->slot, SHM_NOTREGISTERED, 1);
         drainlist_append(s->shm->notregistered, t->name, t->len, NULL, 0);
@@ -269,9 +267,7 @@ static int apply(struct sender *s, struct target *t, struct outcome *o)
         }
         shm_add(s->slot, SHM_FAILURES, 1);
         break;
-    case OUTCOME_FAILED:
-        shm_add(s->slot, SHM_FAILURES, 1);
-        break;
+    case OUTCOME_FAILED: shm_add(s->slot, SHM_FAILURES, 1); break;
     }
     queue_finish(s->queue, t);
     shm_pending_add(s->slot, -1);

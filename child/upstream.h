@@ -37,16 +37,16 @@ struct job {
     struct target **targets;
     size_t ntargets;
     CURL *easy;
-    struct buf body;       /* request body, built by the adapter */
-    struct buf response;   /* response body */
-    long retry_after_ms;   /* from Retry-After, -1 when absent */
+    struct buf body;     /* request body, built by the adapter */
+    struct buf response; /* response body */
+    long retry_after_ms; /* from Retry-After, -1 when absent */
     char error[CURL_ERROR_SIZE];
 };
 
 /* What came back for a job. */
 struct upstream_result {
-    CURLcode code;         /* CURLE_OK when an HTTP answer arrived */
-    long status;           /* HTTP status */
+    CURLcode code; /* CURLE_OK when an HTTP answer arrived */
+    long status;   /* HTTP status */
     const char *body;
     size_t len;
 };
@@ -59,14 +59,13 @@ struct upstream_ops {
      * Returns 0, or -1 when memory ran out. */
     int (*prepare)(struct upstream *u, struct job *job);
     /* Fills out[0..job->ntargets) from the result. */
-    void (*classify)(struct upstream *u, const struct job *job, const struct upstream_result *res,
-                     struct outcome *out);
+    void (*classify)(struct upstream *u, const struct job *job, const struct upstream_result *res, struct outcome *out);
     void (*destroy)(struct upstream *u);
 };
 
 struct upstream {
     const struct upstream_ops *ops;
-    size_t max_targets;    /* targets one job may carry */
+    size_t max_targets; /* targets one job may carry */
 };
 
 /* The legacy GCM/FCM adapter (upstream_legacy.c).  NULL when out of memory. */

@@ -41,8 +41,7 @@ static const struct {
 
 void legacy_build_body(struct buf *b, const struct push *p, struct target *const *targets, size_t n)
 {
-    static const enum request_opt passed[] = {ROPT_NOTIFICATION, ROPT_COLLAPSE_KEY, ROPT_PRIORITY,
-                                              ROPT_TIME_TO_LIVE};
+    static const enum request_opt passed[] = {ROPT_NOTIFICATION, ROPT_COLLAPSE_KEY, ROPT_PRIORITY, ROPT_TIME_TO_LIVE};
 
     if (p->kind == TARGET_TOPIC) {
         buf_adds(b, "{\"to\":");
@@ -61,15 +60,15 @@ void legacy_build_body(struct buf *b, const struct push *p, struct target *const
         }
         buf_add(b, "]", 1);
     }
-    if (p->payload) {
+    if (p->msg.payload) {
         buf_adds(b, ",\"data\":");
-        buf_add(b, p->payload, p->payload_len);
+        buf_add(b, p->msg.payload, p->msg.payload_len);
     }
     for (size_t i = 0; i < sizeof(passed) / sizeof(passed[0]); i++) {
-        if (p->opt[passed[i]] == NULL)
+        if (p->msg.opt[passed[i]] == NULL)
             continue;
         buf_addf(b, ",\"%s\":", request_opt_names[passed[i]]);
-        buf_add(b, p->opt[passed[i]], p->opt_len[passed[i]]);
+        buf_add(b, p->msg.opt[passed[i]], p->msg.opt_len[passed[i]]);
     }
     buf_add(b, "}", 1);
 }

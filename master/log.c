@@ -65,8 +65,8 @@ void log_msg(enum log_level level, const char *fmt, ...)
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
     n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-    m = snprintf(line + n, sizeof(line) - n, ".%03ldZ %s [%d] ", (long)(tv.tv_usec / 1000),
-                 level_names[level], (int)getpid());
+    m = snprintf(line + n, sizeof(line) - n, ".%03ldZ %s [%d] ", (long)(tv.tv_usec / 1000), level_names[level],
+                 (int)getpid());
     n += m > 0 ? (size_t)m : 0;
     va_start(ap, fmt);
     m = vsnprintf(line + n, sizeof(line) - n, fmt, ap);

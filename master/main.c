@@ -80,8 +80,8 @@ int main(int argc, char **argv)
         return 1;
     }
     if (opts.unix_path)
-        log_info("fcmd %s listening on unix:%s with %d workers, legacy upstream %s", FCMD_VERSION,
-                 opts.unix_path, opts.workers, opts.gcm_url);
+        log_info("fcmd %s listening on unix:%s with %d workers, legacy upstream %s", FCMD_VERSION, opts.unix_path,
+                 opts.workers, opts.gcm_url);
     else
         log_info("fcmd %s listening on %s port %d with %d workers, legacy upstream %s", FCMD_VERSION, opts.host,
                  opts.port, opts.workers, opts.gcm_url);

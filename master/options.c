@@ -22,10 +22,22 @@ struct opt_def {
     long min, max; /* for numbers */
 };
 
-#define STR(field, name) {name, OPT_STRING, offsetof(struct fcmd_options, field), 0, 0}
-#define INT(field, name, lo, hi) {name, OPT_INT, offsetof(struct fcmd_options, field), lo, hi}
-#define LONG(field, name, lo, hi) {name, OPT_LONG, offsetof(struct fcmd_options, field), lo, hi}
-#define BOOL(field, name) {name, OPT_BOOL, offsetof(struct fcmd_options, field), 0, 1}
+#define STR(field, name)                                                                                               \
+    {                                                                                                                  \
+        name, OPT_STRING, offsetof(struct fcmd_options, field), 0, 0                                                   \
+    }
+#define INT(field, name, lo, hi)                                                                                       \
+    {                                                                                                                  \
+        name, OPT_INT, offsetof(struct fcmd_options, field), lo, hi                                                    \
+    }
+#define LONG(field, name, lo, hi)                                                                                      \
+    {                                                                                                                  \
+        name, OPT_LONG, offsetof(struct fcmd_options, field), lo, hi                                                   \
+    }
+#define BOOL(field, name)                                                                                              \
+    {                                                                                                                  \
+        name, OPT_BOOL, offsetof(struct fcmd_options, field), 0, 1                                                     \
+    }
 
 static const struct opt_def opt_table[] = {
     STR(apikey, "apikey"),
@@ -136,8 +148,7 @@ static int set_value(struct fcmd_options *o, const struct opt_def *d, const char
         errno = 0;
         n = strtol(v, &end, 10);
         if (errno != 0 || end == v || *end != '\0' || n < d->min || n > d->max) {
-            snprintf(err, errlen, "option --%s: \"%s\" is not a number from %ld to %ld", d->name, v, d->min,
-                     d->max);
+            snprintf(err, errlen, "option --%s: \"%s\" is not a number from %ld to %ld", d->name, v, d->min, d->max);
             return -1;
         }
         if (d->kind == OPT_INT)

@@ -19,7 +19,7 @@ struct fcmd_options {
     const char *service_account; /* v1 credentials file */
     const char *host;            /* TCP listen address */
     int port;
-    const char *unix_path;       /* UNIX socket instead of TCP */
+    const char *unix_path; /* UNIX socket instead of TCP */
     int workers;
     const char *config;
     const char *logto;
@@ -29,9 +29,9 @@ struct fcmd_options {
     const char *ca_file;
     int retries;
     const char *spool;
-    long queue_size;             /* pending targets per child before 503 */
-    int upstream_connections;    /* per child; 0 = by URL scheme */
-    int http2_prior_knowledge;   /* h2c without Upgrade on http:// URLs */
+    long queue_size;           /* pending targets per child before 503 */
+    int upstream_connections;  /* per child; 0 = by URL scheme */
+    int http2_prior_knowledge; /* h2c without Upgrade on http:// URLs */
     int help;
     int version;
 };

@@ -26,16 +26,16 @@
 
 #define RESPAWN_MIN_MS 100
 #define RESPAWN_MAX_MS 10000
-#define HEALTHY_AFTER_MS 5000  /* a child that lived this long resets the back-off */
-#define STOP_GRACE_MS 35000    /* children drain for 30 s; then they are killed */
+#define HEALTHY_AFTER_MS 5000 /* a child that lived this long resets the back-off */
+#define STOP_GRACE_MS 35000   /* children drain for 30 s; then they are killed */
 
 static volatile sig_atomic_t sig_child, sig_term, sig_alarm, sig_reopen;
 
 struct worker {
-    pid_t pid;            /* 0 when not running */
+    pid_t pid; /* 0 when not running */
     int64_t started_ms;
     int64_t respawn_at_ms;
-    unsigned deaths;      /* consecutive early deaths */
+    unsigned deaths; /* consecutive early deaths */
 };
 
 struct master {
@@ -44,7 +44,7 @@ struct master {
     struct shm_region *shm;
     struct worker workers[OPTIONS_MAX_WORKERS];
     int nworkers;
-    int stopping;         /* number of stop signals received */
+    int stopping; /* number of stop signals received */
     int64_t stop_deadline_ms;
 };
 
@@ -144,8 +144,7 @@ static void schedule_respawn(struct master *m, struct worker *w)
     w->deaths++;
     w->respawn_at_ms = now + delay;
     if (delay > 0)
-        log_warn("child in slot %d keeps dying: next start in %lld ms", (int)(w - m->workers),
-                 (long long)delay);
+        log_warn("child in slot %d keeps dying: next start in %lld ms", (int)(w - m->workers), (long long)delay);
     (void)m;
 }
 
@@ -167,8 +166,8 @@ static void reap(struct master *m)
                 log_warn("child %d killed by signal %d, %lld pending targets lost", (int)pid, WTERMSIG(status),
                          (long long)lost);
             else if (WEXITSTATUS(status) != 0 || lost > 0)
-                log_warn("child %d exited with status %d, %lld pending targets lost", (int)pid,
-                         WEXITSTATUS(status), (long long)lost);
+                log_warn("child %d exited with status %d, %lld pending targets lost", (int)pid, WEXITSTATUS(status),
+                         (long long)lost);
             else
                 log_info("child %d exited", (int)pid);
             if (!m->stopping)

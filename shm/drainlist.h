@@ -19,9 +19,9 @@
 
 struct drainlist {
     pthread_mutex_t lock;
-    size_t capacity;  /* bytes in arena[] */
-    size_t used;      /* committed bytes; written last, so a torn append is invisible */
-    uint64_t count;   /* committed records */
+    size_t capacity; /* bytes in arena[] */
+    size_t used;     /* committed bytes; written last, so a torn append is invisible */
+    uint64_t count;  /* committed records */
     _Atomic uint64_t dropped;
     unsigned char arena[];
 };

@@ -23,33 +23,33 @@
 
 /* One child's running totals.  Counts are of targets unless said otherwise. */
 enum shm_counter {
-    SHM_ACCEPTED,       /* targets answered 200 at /gcm/send */
-    SHM_ATTEMPTS,       /* targets sent upstream, every try counted */
-    SHM_SUCCESSES,      /* targets the upstream accepted */
-    SHM_FAILURES,       /* targets given up on (not counting notregistered) */
-    SHM_RETRIES,        /* targets scheduled for another try */
-    SHM_CANONICALS,     /* canonical replacements received */
-    SHM_NOTREGISTERED,  /* targets the upstream declared dead */
-    SHM_LOST,           /* pending targets of a child that died */
-    SHM_UPSTREAM_REQS,  /* upstream HTTP requests completed */
-    SHM_UPSTREAM_ERRS,  /* upstream requests that got no HTTP answer */
-    SHM_HTTP_REQUESTS,  /* requests served on any endpoint */
-    SHM_HTTP_REJECTED,  /* /gcm/send answered 4xx */
-    SHM_HTTP_BUSY,      /* /gcm/send answered 503 (queue full) */
+    SHM_ACCEPTED,      /* targets answered 200 at /gcm/send */
+    SHM_ATTEMPTS,      /* targets sent upstream, every try counted */
+    SHM_SUCCESSES,     /* targets the upstream accepted */
+    SHM_FAILURES,      /* targets given up on (not counting notregistered) */
+    SHM_RETRIES,       /* targets scheduled for another try */
+    SHM_CANONICALS,    /* canonical replacements received */
+    SHM_NOTREGISTERED, /* targets the upstream declared dead */
+    SHM_LOST,          /* pending targets of a child that died */
+    SHM_UPSTREAM_REQS, /* upstream HTTP requests completed */
+    SHM_UPSTREAM_ERRS, /* upstream requests that got no HTTP answer */
+    SHM_HTTP_REQUESTS, /* requests served on any endpoint */
+    SHM_HTTP_REJECTED, /* /gcm/send answered 4xx */
+    SHM_HTTP_BUSY,     /* /gcm/send answered 503 (queue full) */
     SHM_NCOUNTERS
 };
 
 struct shm_slot {
     _Atomic uint64_t counters[SHM_NCOUNTERS];
-    _Atomic int64_t pending;  /* accepted and not yet finished */
-    _Atomic int32_t pid;      /* owner, 0 when free (set by the master) */
+    _Atomic int64_t pending; /* accepted and not yet finished */
+    _Atomic int32_t pid;     /* owner, 0 when free (set by the master) */
     char pad[64 - sizeof(int32_t)];
 };
 
 struct shm_region {
     uint32_t magic;
     uint32_t version;
-    size_t size;              /* bytes mapped, for munmap */
+    size_t size; /* bytes mapped, for munmap */
     _Atomic uint64_t started_at;
     _Atomic uint32_t workers; /* configured child count */
     struct shm_slot slots[SHM_MAX_SLOTS];

@@ -22,23 +22,22 @@
 #include <string.h>
 #include <uv.h>
 
-static const char usage[] =
-    "Usage: mock-upstream [--host ADDR] [--port N] [--latency-ms N] [--apikey KEY]\n"
-    "                     [--retry-after SECONDS] [--tls-cert FILE --tls-key FILE]\n"
-    "\n"
-    "POST /fcm/send  legacy GCM/FCM API.  What a token gets depends on its prefix:\n"
-    "  notreg...       error NotRegistered          invalid...   error InvalidRegistration\n"
-    "  canon...        delivered, registration_id \"canonical-<token>\"\n"
-    "  unavail1...     error Unavailable on the first attempt, then delivered\n"
-    "  internal1...    error InternalServerError on the first attempt, then delivered\n"
-    "  unavail...      error Unavailable always      mismatch...  error MismatchSenderId\n"
-    "  http503once...  whole request: 503 with Retry-After the first time, then normal\n"
-    "  http500... / http401... / http400...   whole request: that status, always\n"
-    "  anything else   delivered\n"
-    "GET /stats       JSON: requests, connections, per-token attempts and deliveries\n"
-    "GET /stats?summary   the same without the per-token map\n"
-    "POST /stats/reset    forget everything\n"
-    "Port 0 picks a free port; the chosen one is printed on stdout.\n";
+static const char usage[] = "Usage: mock-upstream [--host ADDR] [--port N] [--latency-ms N] [--apikey KEY]\n"
+                            "                     [--retry-after SECONDS] [--tls-cert FILE --tls-key FILE]\n"
+                            "\n"
+                            "POST /fcm/send  legacy GCM/FCM API.  What a token gets depends on its prefix:\n"
+                            "  notreg...       error NotRegistered          invalid...   error InvalidRegistration\n"
+                            "  canon...        delivered, registration_id \"canonical-<token>\"\n"
+                            "  unavail1...     error Unavailable on the first attempt, then delivered\n"
+                            "  internal1...    error InternalServerError on the first attempt, then delivered\n"
+                            "  unavail...      error Unavailable always      mismatch...  error MismatchSenderId\n"
+                            "  http503once...  whole request: 503 with Retry-After the first time, then normal\n"
+                            "  http500... / http401... / http400...   whole request: that status, always\n"
+                            "  anything else   delivered\n"
+                            "GET /stats       JSON: requests, connections, per-token attempts and deliveries\n"
+                            "GET /stats?summary   the same without the per-token map\n"
+                            "POST /stats/reset    forget everything\n"
+                            "Port 0 picks a free port; the chosen one is printed on stdout.\n";
 
 struct token_stat {
     char *token;
@@ -129,8 +128,8 @@ static void stats_reset(void)
 
 struct delayed {
     uv_timer_t timer;
-    h2o_req_t *req;          /* NULL once the client went away */
-    struct delayed **link;   /* lives in req->pool; cleared when we answer */
+    h2o_req_t *req;        /* NULL once the client went away */
+    struct delayed **link; /* lives in req->pool; cleared when we answer */
     int status;
     char retry_after[16];
     struct buf body;
@@ -151,8 +150,7 @@ static void send_now(h2o_req_t *req, int status, const char *retry_after, const 
     req->res.content_length = len;
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
     if (retry_after && *retry_after)
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, retry_after,
-                       strlen(retry_after));
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, retry_after, strlen(retry_after));
     h2o_send_inline(req, body, len);
 }
 
@@ -311,8 +309,7 @@ static int on_legacy(h2o_req_t *req)
         mock.auth_failures++;
         return answer_text(req, 401, "Unauthorized\n");
     }
-    if (json_parse(&d, req->entity.base ? req->entity.base : "", req->entity.len) != 0 ||
-        d.tok[0].type != JSMN_OBJECT)
+    if (json_parse(&d, req->entity.base ? req->entity.base : "", req->entity.len) != 0 || d.tok[0].type != JSMN_OBJECT)
         return answer_text(req, 400, "body is not a JSON object\n");
     if ((data = json_find(&d, 0, "data")) >= 0) {
         dtext = json_tokptr(&d, data);
@@ -370,10 +367,9 @@ static int on_stats(h2o_req_t *req)
              "\"unique_tokens\":%zu,\"unique_delivered\":%llu,\"auth_failures\":%llu,\"inflight\":%zu,"
              "\"max_inflight\":%zu,\"first_request_ms_ago\":%lld,\"last_delivery_ms_ago\":%lld",
              (unsigned long long)mock.requests, (unsigned long long)mock.http2_requests,
-             (unsigned long long)mock.connections, (unsigned long long)mock.targets,
-             (unsigned long long)mock.delivered, mock.table_used, (unsigned long long)mock.unique_delivered,
-             (unsigned long long)mock.auth_failures, mock.inflight, mock.max_inflight,
-             mock.first_request_ms ? (long long)(now - mock.first_request_ms) : -1LL,
+             (unsigned long long)mock.connections, (unsigned long long)mock.targets, (unsigned long long)mock.delivered,
+             mock.table_used, (unsigned long long)mock.unique_delivered, (unsigned long long)mock.auth_failures,
+             mock.inflight, mock.max_inflight, mock.first_request_ms ? (long long)(now - mock.first_request_ms) : -1LL,
              mock.last_delivery_ms ? (long long)(now - mock.last_delivery_ms) : -1LL);
     if (!summary) {
         int first = 1;

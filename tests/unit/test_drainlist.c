@@ -75,7 +75,7 @@ static void full_list_counts_drops(void **state)
 static void children_share_one_list(void **state)
 {
     struct shm_region *r = shm_region_create(1 << 20);
-    char (*got)[32] = malloc(4000 * 32);
+    char(*got)[32] = malloc(4000 * 32);
     size_t n;
 
     (void)state;
@@ -141,10 +141,8 @@ static void slot_settlement(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(append_and_drain_once),
-        cmocka_unit_test(full_list_counts_drops),
-        cmocka_unit_test(children_share_one_list),
-        cmocka_unit_test(dead_holder_does_not_wedge),
+        cmocka_unit_test(append_and_drain_once),   cmocka_unit_test(full_list_counts_drops),
+        cmocka_unit_test(children_share_one_list), cmocka_unit_test(dead_holder_does_not_wedge),
         cmocka_unit_test(slot_settlement),
     };
     return cmocka_run_group_tests_name("drainlist", tests, NULL, NULL);

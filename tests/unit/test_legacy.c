@@ -30,16 +30,16 @@ static void body_for_tokens(void **state)
 
     (void)state;
     p.kind = TARGET_TOKEN;
-    p.payload = "{\"msg\":\"hi\"}";
-    p.payload_len = strlen(p.payload);
-    p.opt[ROPT_PRIORITY] = "\"high\"";
-    p.opt_len[ROPT_PRIORITY] = 6;
+    p.msg.payload = "{\"msg\":\"hi\"}";
+    p.msg.payload_len = strlen(p.msg.payload);
+    p.msg.opt[ROPT_PRIORITY] = "\"high\"";
+    p.msg.opt_len[ROPT_PRIORITY] = 6;
     t[0] = mk_target(&p, "tok1");
     t[1] = mk_target(&p, "to\"k2");
     legacy_build_body(&b, &p, t, 2);
     assert_false(b.failed);
-    assert_string_equal(b.data,
-                        "{\"registration_ids\":[\"tok1\",\"to\\\"k2\"],\"data\":{\"msg\":\"hi\"},\"priority\":\"high\"}");
+    assert_string_equal(
+        b.data, "{\"registration_ids\":[\"tok1\",\"to\\\"k2\"],\"data\":{\"msg\":\"hi\"},\"priority\":\"high\"}");
     assert_int_equal(json_parse(&d, b.data, b.len), 0);
     json_free(&d);
     buf_free(&b);
@@ -55,8 +55,8 @@ static void body_for_topic(void **state)
 
     (void)state;
     p.kind = TARGET_TOPIC;
-    p.payload = "{}";
-    p.payload_len = 2;
+    p.msg.payload = "{}";
+    p.msg.payload_len = 2;
     t = mk_target(&p, "news");
     legacy_build_body(&b, &p, &t, 1);
     assert_string_equal(b.data, "{\"to\":\"/topics/news\",\"data\":{}}");
@@ -64,8 +64,7 @@ static void body_for_topic(void **state)
     free(t);
 }
 
-static void classify(long status, CURLcode code, const char *body, enum target_kind kind, size_t n,
-                     struct outcome *out)
+static void classify(long status, CURLcode code, const char *body, enum target_kind kind, size_t n, struct outcome *out)
 {
     struct upstream_result res = {code, status, body, strlen(body)};
 
@@ -150,12 +149,9 @@ static void topic_answers(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(body_for_tokens),
-        cmocka_unit_test(body_for_topic),
-        cmocka_unit_test(per_result_outcomes),
-        cmocka_unit_test(whole_request_outcomes),
-        cmocka_unit_test(malformed_answers_retry),
-        cmocka_unit_test(topic_answers),
+        cmocka_unit_test(body_for_tokens),         cmocka_unit_test(body_for_topic),
+        cmocka_unit_test(per_result_outcomes),     cmocka_unit_test(whole_request_outcomes),
+        cmocka_unit_test(malformed_answers_retry), cmocka_unit_test(topic_answers),
     };
     return cmocka_run_group_tests_name("legacy", tests, NULL, NULL);
 }

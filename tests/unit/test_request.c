@@ -30,8 +30,8 @@ static void form_gocm_example(void **state)
     assert_int_equal(r.ntargets, 2);
     assert_string_equal(r.targets[0], "abc");
     assert_string_equal(r.targets[1], "def");
-    assert_int_equal(r.payload_len, strlen("{\"msg\":\"hi there\"}"));
-    assert_memory_equal(r.payload, "{\"msg\":\"hi there\"}", r.payload_len);
+    assert_int_equal(r.msg.payload_len, strlen("{\"msg\":\"hi there\"}"));
+    assert_memory_equal(r.msg.payload, "{\"msg\":\"hi there\"}", r.msg.payload_len);
     request_free(&r);
 }
 
@@ -42,10 +42,11 @@ static void form_raw_json_payload(void **state)
 
     (void)state;
     /* curl --data with an unencoded payload, as GoCM users typed it. */
-    assert_int_equal(parse("application/x-www-form-urlencoded; charset=utf-8",
-                           "tokens=t1&payload={\"title\": \"hello\"}", &r, err), 0);
+    assert_int_equal(
+        parse("application/x-www-form-urlencoded; charset=utf-8", "tokens=t1&payload={\"title\": \"hello\"}", &r, err),
+        0);
     assert_int_equal(r.ntargets, 1);
-    assert_memory_equal(r.payload, "{\"title\": \"hello\"}", r.payload_len);
+    assert_memory_equal(r.msg.payload, "{\"title\": \"hello\"}", r.msg.payload_len);
     request_free(&r);
 }
 
@@ -130,11 +131,11 @@ static void json_tokens_and_options(void **state)
     assert_int_equal(r.ntargets, 2);
     assert_string_equal(r.targets[0], "a\xc3\xa9");
     assert_string_equal(r.targets[1], "b\"q");
-    assert_string_equal(r.payload, "{\"k\":[1,2]}");
-    assert_string_equal(r.opt[ROPT_PRIORITY], "\"high\"");
-    assert_string_equal(r.opt[ROPT_TIME_TO_LIVE], "60");
-    assert_string_equal(r.opt[ROPT_NOTIFICATION], "{\"title\":\"t\"}");
-    assert_null(r.opt[ROPT_ANDROID]);
+    assert_string_equal(r.msg.payload, "{\"k\":[1,2]}");
+    assert_string_equal(r.msg.opt[ROPT_PRIORITY], "\"high\"");
+    assert_string_equal(r.msg.opt[ROPT_TIME_TO_LIVE], "60");
+    assert_string_equal(r.msg.opt[ROPT_NOTIFICATION], "{\"title\":\"t\"}");
+    assert_null(r.msg.opt[ROPT_ANDROID]);
     request_free(&r);
 }
 
