@@ -138,7 +138,8 @@ static void schedule_respawn(struct master *m, struct worker *w)
 
     if (now - w->started_ms >= HEALTHY_AFTER_MS)
         w->deaths = 0;
-    delay = w->deaths == 0 ? 0 : (int64_t)RESPAWN_MIN_MS << (w->deaths < 7 ? w->deaths : 7);
+    /* The first early death restarts at once; then 100 ms, 200 ms, ... */
+    delay = w->deaths == 0 ? 0 : (int64_t)RESPAWN_MIN_MS << (w->deaths < 8 ? w->deaths - 1 : 7);
     if (delay > RESPAWN_MAX_MS)
         delay = RESPAWN_MAX_MS;
     w->deaths++;
@@ -268,6 +269,8 @@ int supervise_run(const struct fcmd_options *o, int listen_fd, struct shm_region
             sig_reopen = 0;
             if (log_reopen() != 0)
                 log_error("cannot reopen the log: %s", strerror(errno));
+            else
+                log_info("log reopened");
             signal_children(&m, SIGUSR1);
         }
         if (sig_alarm) {

@@ -203,3 +203,34 @@ def test_https_upstream_without_trusted_ca_fails_cleanly(start_mock, start_fcmd,
     f.send_form(["untrusted"], {})
     r = f.wait_idle()
     assert r["failures"] == 1 and r["successes"] == 0
+
+
+def test_log_reopened_on_sigusr1_and_sighup(mock, start_fcmd):
+    f = start_fcmd(mock, workers=1)
+    for n, sig in enumerate((signal.SIGUSR1, signal.SIGHUP)):
+        rotated = f.log.with_name(f.log.name + f".{n}")
+        os.rename(f.log, rotated)
+        f.proc.send_signal(sig)
+        wait_until(lambda: f.log.exists() and "log reopened" in f.log.read_text(), what="the master's new log")
+        # The worker reopens too: its next line lands in the new file.
+        i = 0
+
+        def worker_line():
+            nonlocal i
+            i += 1
+            f.send_form([f"mismatch-{n}-{i}"], {})
+            return "targets failed" in f.log.read_text()
+        wait_until(worker_line, interval=0.1, what="a worker line in the new log")
+        assert rotated.read_text().count("log reopened") == n  # only the previous rotation's line
+
+
+def test_child_dying_young_is_restarted_with_growing_delay(mock, start_fcmd):
+    f = start_fcmd(mock, workers=1)
+    for _ in range(3):
+        victim = f.children()[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: [p for p in f.children() if p != victim], what="a restarted child")
+    log = f.log_text()
+    assert "keeps dying: next start in 100 ms" in log
+    assert "keeps dying: next start in 200 ms" in log
+    assert f.healthy()
