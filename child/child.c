@@ -113,17 +113,16 @@ static void on_reopen_signal(uv_signal_t *s, int signo)
 
 static int watch_signals(struct child *c)
 {
-    uv_signal_t *handles[] = {&c->sigterm, &c->sigint, &c->sigusr1};
-    const int signos[] = {SIGTERM, SIGINT, SIGUSR1};
-
-    for (int i = 0; i < 3; i++) {
-        if (uv_signal_init(&c->loop, handles[i]) != 0 ||
-            uv_signal_start(handles[i], signos[i] == SIGUSR1 ? on_reopen_signal : on_stop_signal, signos[i]) != 0)
-            return -1;
-        handles[i]->data = c;
-        uv_unref((uv_handle_t *)handles[i]);
-    }
-    /* SIGHUP goes to the master; a child must not die of it. */
+    if (uv_signal_init(&c->loop, &c->sigterm) != 0 || uv_signal_start(&c->sigterm, on_stop_signal, SIGTERM) != 0 ||
+        uv_signal_init(&c->loop, &c->sigusr1) != 0 || uv_signal_start(&c->sigusr1, on_reopen_signal, SIGUSR1) != 0)
+        return -1;
+    c->sigterm.data = c;
+    c->sigusr1.data = c;
+    uv_unref((uv_handle_t *)&c->sigterm);
+    uv_unref((uv_handle_t *)&c->sigusr1);
+    /* A Ctrl-C or a closed terminal reaches the whole process group; stopping
+     * is the master's decision, relayed as SIGTERM, so a child ignores both. */
+    signal(SIGINT, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
     return 0;
 }

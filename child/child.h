@@ -37,7 +37,7 @@ struct child {
         uv_pipe_t pipe;
     } listener;
     int is_unix;
-    uv_signal_t sigterm, sigint, sigusr1;
+    uv_signal_t sigterm, sigusr1;
     uv_timer_t stop_timer;
     struct queue queue;
     struct upstream *upstream;

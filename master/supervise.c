@@ -263,7 +263,7 @@ int supervise_run(const struct fcmd_options *o, int listen_fd, struct shm_region
             sig_child = 0;
             reap(&m);
         }
-        if (sig_term > m.stopping)
+        while (sig_term > m.stopping)
             begin_stop(&m);
         if (sig_reopen) {
             sig_reopen = 0;

@@ -96,7 +96,9 @@ class Fcmd:
         cmd += list(args)
         self.host = f"[{host}]" if ":" in host else host
         self.base = f"http://{self.host}:{self.port}"
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # A session of its own: signals meant for the test runner's group do not reach it.
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)
         if wait:
             wait_until(self.healthy, what="fcmd to answer /healthz")
             wait_until(lambda: len(self.children()) == workers, what=f"{workers} children")

@@ -234,3 +234,18 @@ def test_child_dying_young_is_restarted_with_growing_delay(mock, start_fcmd):
     assert "keeps dying: next start in 100 ms" in log
     assert "keeps dying: next start in 200 ms" in log
     assert f.healthy()
+
+
+def test_ctrl_c_to_the_process_group_still_drains(start_mock, start_fcmd):
+    # The terminal sends SIGINT to master and children at once; the children
+    # must not take the master's relayed SIGTERM as a second, urgent signal.
+    mock = start_mock("--latency-ms", "700")
+    f = start_fcmd(mock, workers=2)
+    tokens = [f"ctrlc{i}" for i in range(10)]
+    for t in tokens:
+        assert f.send_form([t], {}).status_code == 200
+    os.killpg(f.proc.pid, signal.SIGINT)
+    assert f.proc.wait(30) == 0
+    toks = mock.stats()["tokens"]
+    assert all(toks[t]["delivered"] == 1 for t in tokens)
+    assert "stopping at once" not in f.log_text()
