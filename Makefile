@@ -22,7 +22,7 @@ MOCK = $(BIN)/tools/mock-upstream
 MASTER_SRC = $(wildcard master/*.c)
 CHILD_SRC = $(wildcard child/*.c)
 SHM_SRC = $(wildcard shm/*.c)
-LIB_SRC = $(CHILD_SRC) $(SHM_SRC) master/log.c master/options.c
+LIB_SRC = $(CHILD_SRC) $(SHM_SRC) master/log.c master/options.c master/service_account.c
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 FCMD_OBJ = $(LIB_OBJ) $(BUILD)/master/main.o $(BUILD)/master/listen.o $(BUILD)/master/supervise.o
 MOCK_OBJ = $(BUILD)/tools/mock_upstream.o $(BUILD)/child/json.o $(BUILD)/child/buf.o

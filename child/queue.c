@@ -102,8 +102,10 @@ void queue_finish(struct queue *q, struct target *t)
 {
     struct push *p = t->push;
 
-    if (--p->refs == 0)
+    if (--p->refs == 0) {
+        free(p->encoded);
         free(p);
+    }
     free(t);
     q->pending--;
 }

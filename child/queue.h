@@ -19,7 +19,9 @@ struct push {
     uint32_t refs; /* targets not yet finished */
     enum target_kind kind;
     struct message msg; /* payload and options */
-    char text[];        /* storage for the strings above */
+    char *encoded;      /* an adapter's encoding shared by all targets, or NULL */
+    size_t encoded_len;
+    char text[]; /* storage for the strings above */
 };
 
 struct target {

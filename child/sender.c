@@ -175,7 +175,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *userp)
     return size * n;
 }
 
-static CURL *easy_new(struct sender *s)
+CURL *sender_new_easy(struct sender *s)
 {
     CURL *e = curl_easy_init();
 
@@ -199,7 +199,7 @@ static CURL *easy_new(struct sender *s)
 
 static CURL *easy_get(struct sender *s)
 {
-    return s->npool > 0 ? s->pool[--s->npool] : easy_new(s);
+    return s->npool > 0 ? s->pool[--s->npool] : sender_new_easy(s);
 }
 
 static void easy_put(struct sender *s, CURL *e)
@@ -212,12 +212,16 @@ static void easy_put(struct sender *s, CURL *e)
 
 /* ---- jobs ---- */
 
-static struct job *job_new(struct target **batch, size_t n)
+static void job_done(struct sender_transfer *t, CURLcode code);
+
+static struct job *job_new(struct sender *s, struct target **batch, size_t n)
 {
     struct job *job = calloc(1, sizeof(*job) + n * (sizeof(struct target *) + sizeof(struct outcome)));
 
     if (job == NULL)
         return NULL;
+    job->xfer.done = job_done;
+    job->sender = s;
     job->targets = (struct target **)(job + 1);
     memcpy(job->targets, batch, n * sizeof(*batch));
     job->ntargets = n;
@@ -228,6 +232,10 @@ static struct job *job_new(struct target **batch, size_t n)
 
 static void job_free(struct job *job)
 {
+    struct upstream *up = job->sender->up;
+
+    if (up->ops->release != NULL)
+        up->ops->release(up, job);
     buf_free(&job->body);
     buf_free(&job->response);
     free(job);
@@ -320,23 +328,39 @@ static void finish_job(struct sender *s, struct job *job, CURLcode code)
                        backoff_delay_ms(attempt > 0 ? attempt - 1 : 0, job->retry_after_ms, backoff_random(&s->rng)));
 }
 
+static void job_done(struct sender_transfer *t, CURLcode code)
+{
+    struct job *job = (struct job *)t;
+    struct sender *s = job->sender;
+
+    finish_job(s, job, code);
+    easy_put(s, job->easy);
+    job_free(job);
+    s->inflight--;
+}
+
 static void collect_done(struct sender *s)
 {
     CURLMsg *msg;
     int left;
 
     while ((msg = curl_multi_info_read(s->multi, &left)) != NULL) {
-        struct job *job = NULL;
+        struct sender_transfer *t = NULL;
+        CURL *easy = msg->easy_handle;
+        CURLcode code = msg->data.result;
         if (msg->msg != CURLMSG_DONE)
             continue;
-        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&job);
-        curl_multi_remove_handle(s->multi, msg->easy_handle);
-        finish_job(s, job, msg->data.result);
-        easy_put(s, job->easy);
-        job_free(job);
-        s->inflight--;
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&t);
+        curl_multi_remove_handle(s->multi, easy);
+        t->done(t, code);
     }
     dispatch(s);
+}
+
+int sender_add(struct sender *s, CURL *easy, struct sender_transfer *t)
+{
+    curl_easy_setopt(easy, CURLOPT_PRIVATE, t);
+    return curl_multi_add_handle(s->multi, easy) == CURLM_OK ? 0 : -1;
 }
 
 /* Puts a taken batch back, to be tried again shortly. */
@@ -350,9 +374,10 @@ static void defer_batch(struct sender *s, struct target **batch, size_t n)
 /* Sends queued targets while there is room in flight. */
 static void dispatch(struct sender *s)
 {
-    while (s->inflight < s->max_inflight && s->queue->head != NULL) {
+    while (s->inflight < s->max_inflight && s->queue->head != NULL &&
+           (s->up->ops->ready == NULL || s->up->ops->ready(s->up))) {
         size_t n = queue_take_batch(s->queue, s->batch, s->up->max_targets);
-        struct job *job = job_new(s->batch, n);
+        struct job *job = job_new(s, s->batch, n);
         CURL *e = job ? easy_get(s) : NULL;
 
         if (e != NULL)
@@ -366,14 +391,13 @@ static void dispatch(struct sender *s)
             defer_batch(s, s->batch, n);
             return;
         }
-        curl_easy_setopt(e, CURLOPT_PRIVATE, job);
         curl_easy_setopt(e, CURLOPT_WRITEDATA, job);
         curl_easy_setopt(e, CURLOPT_HEADERDATA, job);
         curl_easy_setopt(e, CURLOPT_ERRORBUFFER, job->error);
         for (size_t i = 0; i < n; i++)
             job->targets[i]->attempts++;
         shm_add(s->slot, SHM_ATTEMPTS, n);
-        if (curl_multi_add_handle(s->multi, e) != CURLM_OK) {
+        if (sender_add(s, e, &job->xfer) != 0) {
             finish_job(s, job, CURLE_FAILED_INIT);
             easy_put(s, e);
             job_free(job);
@@ -448,7 +472,7 @@ struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, stru
                              struct shm_region *shm, unsigned slot)
 {
     struct sender *s = calloc(1, sizeof(*s));
-    int https = strncmp(o->gcm_url, "https://", 8) == 0;
+    int https = strncmp(up->url, "https://", 8) == 0;
     long conns;
 
     if (s == NULL)

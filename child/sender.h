@@ -10,6 +10,7 @@
 #ifndef FCMD_CHILD_SENDER_H
 #define FCMD_CHILD_SENDER_H
 
+#include <curl/curl.h>
 #include <stddef.h>
 #include <uv.h>
 
@@ -17,6 +18,7 @@ struct fcmd_options;
 struct queue;
 struct shm_region;
 struct upstream;
+struct sender_transfer;
 
 struct sender;
 
@@ -26,6 +28,14 @@ struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, stru
 
 /* New targets are in the queue: send them on the next loop turn. */
 void sender_kick(struct sender *s);
+
+/* A new easy handle with the sender's fixed options (TLS, timeouts, HTTP
+ * version), for transfers of the adapter's own such as token requests. */
+CURL *sender_new_easy(struct sender *s);
+
+/* Runs easy on the multi handle; t->done() is called when it finished.
+ * Returns 0 or -1. */
+int sender_add(struct sender *s, CURL *easy, struct sender_transfer *t);
 
 /* Upstream requests in flight. */
 size_t sender_inflight(const struct sender *s);

@@ -11,11 +11,15 @@
 
 #include <curl/curl.h>
 #include <stddef.h>
+#include <uv.h>
 
 #include "buf.h"
 #include "queue.h"
 
 struct fcmd_options;
+struct sender;
+struct send_request;
+struct shm_slot;
 
 enum outcome_kind {
     OUTCOME_DELIVERED, /* the upstream took it */
@@ -31,8 +35,16 @@ struct outcome {
     const char *reason; /* static text for logs: the upstream's error name */
 };
 
+/* A transfer on the sender's multi handle: done() runs when it finished. */
+struct sender_transfer {
+    void (*done)(struct sender_transfer *t, CURLcode code);
+};
+
 /* One upstream HTTP request in flight. */
 struct job {
+    struct sender_transfer xfer; /* first: the easy handle's PRIVATE */
+    struct sender *sender;
+    void *adapter_data; /* the adapter's, released by ops->release */
     struct push *push;
     struct target **targets;
     size_t ntargets;
@@ -55,20 +67,35 @@ struct upstream;
 
 struct upstream_ops {
     const char *name;
+    /* Optional: starts what the adapter runs by itself (token refresh...)
+     * once the sender exists.  Returns 0 or -1. */
+    int (*start)(struct upstream *u, struct sender *s, struct shm_slot *slot);
+    /* Optional: extra checks of a /gcm/send request for this upstream.
+     * Returns 0, or 400 with a one-line reason in err. */
+    int (*check)(struct upstream *u, const struct send_request *r, char *err, size_t errlen);
+    /* Optional: whether a request can be built now (e.g. a token is at hand).
+     * When it says no, the adapter kicks the sender once it can. */
+    int (*ready)(struct upstream *u);
     /* Builds the request for job (body, URL, headers on job->easy).
      * Returns 0, or -1 when memory ran out. */
     int (*prepare)(struct upstream *u, struct job *job);
     /* Fills out[0..job->ntargets) from the result. */
     void (*classify)(struct upstream *u, const struct job *job, const struct upstream_result *res, struct outcome *out);
+    /* Optional: frees what prepare attached to the job. */
+    void (*release)(struct upstream *u, struct job *job);
     void (*destroy)(struct upstream *u);
 };
 
 struct upstream {
     const struct upstream_ops *ops;
     size_t max_targets; /* targets one job may carry */
+    const char *url;    /* where requests go; its scheme picks HTTP/2 or HTTP/1.1 */
 };
 
 /* The legacy GCM/FCM adapter (upstream_legacy.c).  NULL when out of memory. */
 struct upstream *upstream_legacy_create(const struct fcmd_options *o);
+
+/* The FCM HTTP v1 adapter (upstream_v1.c).  NULL when out of memory. */
+struct upstream *upstream_v1_create(const struct fcmd_options *o);
 
 #endif

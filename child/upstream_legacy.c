@@ -206,6 +206,7 @@ struct upstream *upstream_legacy_create(const struct fcmd_options *o)
     l->base.max_targets = LEGACY_MAX_TOKENS;
     buf_addf(&auth, "Authorization: key=%s", o->apikey);
     l->url = strdup(o->gcm_url);
+    l->base.url = l->url;
     if (auth.failed || l->url == NULL)
         goto fail;
     /* "Expect:" stops curl from waiting for 100-continue on large bodies. */
