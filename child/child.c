@@ -161,9 +161,10 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
     }
     uv_timer_init(&c->loop, &c->stop_timer);
     c->stop_timer.data = c;
-    if ((c->upstream = upstream_legacy_create(o)) == NULL ||
-        (c->sender = sender_create(&c->loop, o, &c->queue, c->upstream, shm, slot)) == NULL || setup_http(c) != 0 ||
-        watch_signals(c) != 0 || open_listener(c, listen_fd) != 0) {
+    c->upstream = o->sa ? upstream_v1_create(o) : upstream_legacy_create(o);
+    if (c->upstream == NULL || (c->sender = sender_create(&c->loop, o, &c->queue, c->upstream, shm, slot)) == NULL ||
+        (c->upstream->ops->start && c->upstream->ops->start(c->upstream, c->sender, c->slot) != 0) ||
+        setup_http(c) != 0 || watch_signals(c) != 0 || open_listener(c, listen_fd) != 0) {
         log_error("child set-up failed");
         return 1;
     }

@@ -114,6 +114,9 @@ static int on_send(struct child *c, h2o_req_t *req)
     }
     rc = request_parse(ctype, ctype_len, req->entity.base ? req->entity.base : "", req->entity.len, &r, err,
                        sizeof(err));
+    if (rc == 0 && c->upstream->ops->check != NULL &&
+        (rc = c->upstream->ops->check(c->upstream, &r, err, sizeof(err))) != 0)
+        request_free(&r);
     if (rc != 0) {
         shm_add(c->slot, SHM_HTTP_REJECTED, 1);
         return respond_error(req, rc, err);

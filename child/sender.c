@@ -286,10 +286,11 @@ static void log_job(const struct sender *s, const struct job *job, long status, 
                     const char *retry_reason, const char *fail_reason)
 {
     const char *sep = job->error[0] ? ": " : "";
+    const char *dsep = job->detail[0] ? ": " : "";
 
     if (failed > 0)
-        log_warn("%s upstream: HTTP %ld: %zu of %zu targets failed (%s)%s%s", s->up->ops->name, status, failed,
-                 job->ntargets, fail_reason, sep, job->error);
+        log_warn("%s upstream: HTTP %ld: %zu of %zu targets failed (%s)%s%s%s%s", s->up->ops->name, status, failed,
+                 job->ntargets, fail_reason, sep, job->error, dsep, job->detail);
     if (retried > 0)
         log_info("%s upstream: HTTP %ld: %zu of %zu targets will be retried (%s)%s%s", s->up->ops->name, status,
                  retried, job->ntargets, retry_reason, sep, job->error);
@@ -423,6 +424,11 @@ void sender_kick(struct sender *s)
 static void kick_cb(void *arg)
 {
     sender_kick(arg);
+}
+
+uv_loop_t *sender_loop(const struct sender *s)
+{
+    return s->loop;
 }
 
 size_t sender_inflight(const struct sender *s)

@@ -37,6 +37,8 @@ CURL *sender_new_easy(struct sender *s);
  * Returns 0 or -1. */
 int sender_add(struct sender *s, CURL *easy, struct sender_transfer *t);
 
+uv_loop_t *sender_loop(const struct sender *s);
+
 /* Upstream requests in flight. */
 size_t sender_inflight(const struct sender *s);
 

@@ -52,6 +52,7 @@ struct job {
     struct buf body;     /* request body, built by the adapter */
     struct buf response; /* response body */
     long retry_after_ms; /* from Retry-After, -1 when absent */
+    char detail[256];    /* the upstream's own words about a failure, for the log */
     char error[CURL_ERROR_SIZE];
 };
 
@@ -80,7 +81,7 @@ struct upstream_ops {
      * Returns 0, or -1 when memory ran out. */
     int (*prepare)(struct upstream *u, struct job *job);
     /* Fills out[0..job->ntargets) from the result. */
-    void (*classify)(struct upstream *u, const struct job *job, const struct upstream_result *res, struct outcome *out);
+    void (*classify)(struct upstream *u, struct job *job, const struct upstream_result *res, struct outcome *out);
     /* Optional: frees what prepare attached to the job. */
     void (*release)(struct upstream *u, struct job *job);
     void (*destroy)(struct upstream *u);

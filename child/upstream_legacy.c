@@ -171,7 +171,7 @@ static int legacy_prepare(struct upstream *u, struct job *job)
     return 0;
 }
 
-static void legacy_classify_job(struct upstream *u, const struct job *job, const struct upstream_result *res,
+static void legacy_classify_job(struct upstream *u, struct job *job, const struct upstream_result *res,
                                 struct outcome *out)
 {
     (void)u;

@@ -10,6 +10,7 @@
 #include "listen.h"
 #include "log.h"
 #include "options.h"
+#include "service_account.h"
 #include "supervise.h"
 
 #include <curl/curl.h>
@@ -32,10 +33,26 @@ static int write_pidfile(const char *path)
     return fclose(f);
 }
 
+static void log_started(const struct fcmd_options *o)
+{
+    char where[300], upstream[600];
+
+    if (o->unix_path)
+        snprintf(where, sizeof(where), "unix:%s", o->unix_path);
+    else
+        snprintf(where, sizeof(where), "%s port %d", o->host, o->port);
+    if (o->sa)
+        snprintf(upstream, sizeof(upstream), "FCM v1 upstream %s, project %s", o->fcm_url, o->sa->project_id);
+    else
+        snprintf(upstream, sizeof(upstream), "legacy upstream %s", o->gcm_url);
+    log_info("fcmd %s listening on %s with %d workers, %s", FCMD_VERSION, where, o->workers, upstream);
+}
+
 int main(int argc, char **argv)
 {
     struct fcmd_options opts;
     struct shm_region *shm;
+    struct service_account sa;
     char err[512];
     int fd, rc;
 
@@ -55,6 +72,14 @@ int main(int argc, char **argv)
     if (options_validate(&opts, err, sizeof(err)) != 0) {
         fprintf(stderr, "fcmd: %s\n", err);
         return EXIT_USAGE;
+    }
+    /* --service-account wins over --apikey when both are given. */
+    if (opts.service_account != NULL) {
+        if (service_account_load(opts.service_account, &sa, err, sizeof(err)) != 0) {
+            fprintf(stderr, "fcmd: %s\n", err);
+            return EXIT_USAGE;
+        }
+        opts.sa = &sa;
     }
     if ((rc = log_open(opts.logto)) != 0) {
         fprintf(stderr, "fcmd: --logto: cannot open \"%s\": %s\n", opts.logto, strerror(-rc));
@@ -79,12 +104,7 @@ int main(int argc, char **argv)
         listen_cleanup(&opts);
         return 1;
     }
-    if (opts.unix_path)
-        log_info("fcmd %s listening on unix:%s with %d workers, legacy upstream %s", FCMD_VERSION, opts.unix_path,
-                 opts.workers, opts.gcm_url);
-    else
-        log_info("fcmd %s listening on %s port %d with %d workers, legacy upstream %s", FCMD_VERSION, opts.host,
-                 opts.port, opts.workers, opts.gcm_url);
+    log_started(&opts);
 
     rc = supervise_run(&opts, fd, shm);
 
@@ -93,6 +113,8 @@ int main(int argc, char **argv)
     if (opts.pidfile != NULL)
         unlink(opts.pidfile);
     shm_region_destroy(shm);
+    if (opts.sa)
+        service_account_free(&sa);
     curl_global_cleanup();
     return rc;
 }

@@ -209,11 +209,7 @@ int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
         snprintf(err, errlen, "--spool: the durable spool is not supported by this build yet");
         return -1;
     }
-    if (o->service_account != NULL) {
-        snprintf(err, errlen, "--service-account: the FCM HTTP v1 upstream is not supported by this build yet");
-        return -1;
-    }
-    if (o->apikey == NULL) {
+    if (o->apikey == NULL && o->service_account == NULL) {
         snprintf(err, errlen, "no upstream credentials: give --apikey KEY (legacy) or --service-account FILE");
         return -1;
     }
@@ -229,7 +225,7 @@ int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
         snprintf(err, errlen, "--ca-file: cannot read \"%s\": %s", o->ca_file, strerror(errno));
         return -1;
     }
-    if (strchr(o->apikey, '\r') != NULL || strchr(o->apikey, '\n') != NULL) {
+    if (o->apikey != NULL && (strchr(o->apikey, '\r') != NULL || strchr(o->apikey, '\n') != NULL)) {
         snprintf(err, errlen, "--apikey: the key contains a line break");
         return -1;
     }

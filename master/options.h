@@ -11,6 +11,8 @@
 
 #include <stddef.h>
 
+struct service_account;
+
 #define FCMD_VERSION "0.1.0"
 #define OPTIONS_MAX_WORKERS 64
 
@@ -34,6 +36,8 @@ struct fcmd_options {
     int http2_prior_knowledge; /* h2c without Upgrade on http:// URLs */
     int help;
     int version;
+    /* Loaded by main from service_account before the fork; children inherit it. */
+    const struct service_account *sa;
 };
 
 /* Fills defaults (workers from the online CPU count). */

@@ -58,6 +58,8 @@ void shm_sum(const struct shm_region *r, struct shm_totals *out)
         for (unsigned c = 0; c < SHM_NCOUNTERS; c++)
             out->counters[c] += atomic_load_explicit(&s->counters[c], memory_order_relaxed);
         out->pending += atomic_load_explicit(&s->pending, memory_order_relaxed);
+        if (atomic_load_explicit(&s->pid, memory_order_relaxed) != 0)
+            out->waiting_for_token += atomic_load_explicit(&s->no_token, memory_order_relaxed) != 0;
     }
     out->canonical_dropped = drainlist_dropped(r->canonical);
     out->notregistered_dropped = drainlist_dropped(r->notregistered);
@@ -70,5 +72,6 @@ int64_t shm_settle_slot(struct shm_region *r, unsigned slot)
 
     if (left > 0)
         shm_add(s, SHM_LOST, (uint64_t)left);
+    atomic_store(&s->no_token, 0);
     return left;
 }

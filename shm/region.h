@@ -36,6 +36,8 @@ enum shm_counter {
     SHM_HTTP_REQUESTS, /* requests served on any endpoint */
     SHM_HTTP_REJECTED, /* /gcm/send answered 4xx */
     SHM_HTTP_BUSY,     /* /gcm/send answered 503 (queue full) */
+    SHM_OAUTH_TOKENS,   /* access tokens obtained */
+    SHM_OAUTH_FAILURES, /* token requests that failed */
     SHM_NCOUNTERS
 };
 
@@ -43,7 +45,8 @@ struct shm_slot {
     _Atomic uint64_t counters[SHM_NCOUNTERS];
     _Atomic int64_t pending; /* accepted and not yet finished */
     _Atomic int32_t pid;     /* owner, 0 when free (set by the master) */
-    char pad[64 - sizeof(int32_t)];
+    _Atomic int32_t no_token; /* 1 while the child has no usable access token */
+    char pad[64 - 2 * sizeof(int32_t)];
 };
 
 struct shm_region {
@@ -61,6 +64,7 @@ struct shm_region {
 struct shm_totals {
     uint64_t counters[SHM_NCOUNTERS];
     int64_t pending;
+    uint64_t waiting_for_token; /* children that have no usable access token */
     uint64_t canonical_dropped;
     uint64_t notregistered_dropped;
 };

@@ -8,8 +8,7 @@
  * one mock instance can play every upstream behaviour at once, and GET
  * /stats tells tests exactly what it received, per token and per attempt.
  */
-#include "../child/buf.h"
-#include "../child/json.h"
+#include "mock_upstream.h"
 
 #include <h2o.h>
 #include <h2o/http2.h>
@@ -22,48 +21,35 @@
 #include <string.h>
 #include <uv.h>
 
-static const char usage[] = "Usage: mock-upstream [--host ADDR] [--port N] [--latency-ms N] [--apikey KEY]\n"
-                            "                     [--retry-after SECONDS] [--tls-cert FILE --tls-key FILE]\n"
-                            "\n"
-                            "POST /fcm/send  legacy GCM/FCM API.  What a token gets depends on its prefix:\n"
-                            "  notreg...       error NotRegistered          invalid...   error InvalidRegistration\n"
-                            "  canon...        delivered, registration_id \"canonical-<token>\"\n"
-                            "  unavail1...     error Unavailable on the first attempt, then delivered\n"
-                            "  internal1...    error InternalServerError on the first attempt, then delivered\n"
-                            "  unavail...      error Unavailable always      mismatch...  error MismatchSenderId\n"
-                            "  http503once...  whole request: 503 with Retry-After the first time, then normal\n"
-                            "  http500... / http401... / http400...   whole request: that status, always\n"
-                            "  anything else   delivered\n"
-                            "GET /stats       JSON: requests, connections, per-token attempts and deliveries\n"
-                            "GET /stats?summary   the same without the per-token map\n"
-                            "POST /stats/reset    forget everything\n"
-                            "Port 0 picks a free port; the chosen one is printed on stdout.\n";
+static const char usage[] =
+    "Usage: mock-upstream [--host ADDR] [--port N] [--latency-ms N] [--apikey KEY]\n"
+    "                     [--retry-after SECONDS] [--tls-cert FILE --tls-key FILE]\n"
+    "                     [--oauth-public-key PEM] [--token-ttl SECONDS] [--oauth-fail N]\n"
+    "\n"
+    "POST /fcm/send  legacy GCM/FCM API.  What a token gets depends on its prefix:\n"
+    "  notreg...       error NotRegistered          invalid...   error InvalidRegistration\n"
+    "  canon...        delivered, registration_id \"canonical-<token>\"\n"
+    "  unavail1...     error Unavailable on the first attempt, then delivered\n"
+    "  internal1...    error InternalServerError on the first attempt, then delivered\n"
+    "  unavail...      error Unavailable always      mismatch...  error MismatchSenderId\n"
+    "  http503once...  whole request: 503 with Retry-After the first time, then normal\n"
+    "  http500... / http401... / http400...   whole request: that status, always\n"
+    "  anything else   delivered\n"
+    "POST /token      OAuth2 JWT-bearer grant: verifies the RS256 assertion with --oauth-public-key\n"
+    "                 and its claims, issues tokens valid --token-ttl seconds (3600); the first\n"
+    "                 --oauth-fail requests get 503\n"
+    "POST /v1/projects/P/messages:send   FCM HTTP v1: needs a bearer token from /token; data values\n"
+    "                 must be strings.  Token prefixes: notreg (404 UNREGISTERED), mismatch (403\n"
+    "                 SENDER_ID_MISMATCH), invalid (400 INVALID_ARGUMENT on message.token), badarg\n"
+    "                 (400 INVALID_ARGUMENT on message.android), quota1 (429 QUOTA_EXCEEDED once),\n"
+    "                 unavail1 / unavail (503 UNAVAILABLE once / always), internal1 (500 INTERNAL\n"
+    "                 once), thirdparty (401 THIRD_PARTY_AUTH_ERROR), refuse1 (401 UNAUTHENTICATED once)\n"
+    "GET /stats       JSON: requests, connections, per-token attempts and deliveries\n"
+    "GET /stats?summary   the same without the per-token map\n"
+    "POST /stats/reset    forget everything\n"
+    "Port 0 picks a free port; the chosen one is printed on stdout.\n";
 
-struct token_stat {
-    char *token;
-    unsigned attempts;
-    unsigned delivered;
-    char *data; /* last delivered data object, JSON text */
-};
-
-static struct mock {
-    const char *host;
-    int port;
-    unsigned latency_ms;
-    const char *apikey;
-    unsigned retry_after;
-    uv_loop_t *loop;
-    h2o_globalconf_t config;
-    h2o_context_t ctx;
-    h2o_accept_ctx_t accept_ctx;
-    uv_tcp_t listener;
-    /* statistics */
-    struct token_stat *table;
-    size_t table_cap, table_used;
-    uint64_t requests, http2_requests, connections, targets, delivered, unique_delivered, auth_failures;
-    uint64_t first_request_ms, last_delivery_ms;
-    size_t inflight, max_inflight;
-} mock;
+struct mock mock;
 
 /* ---- per-token statistics: open addressing, FNV-1a ---- */
 
@@ -85,7 +71,7 @@ static struct token_stat *slot_for(struct token_stat *t, size_t cap, const char 
     return &t[i];
 }
 
-static struct token_stat *stat_get(const char *s, size_t n)
+struct token_stat *mock_stat(const char *s, size_t n)
 {
     struct token_stat *e;
 
@@ -115,6 +101,7 @@ static void stats_reset(void)
     for (size_t i = 0; i < mock.table_cap; i++) {
         free(mock.table[i].token);
         free(mock.table[i].data);
+        free(mock.table[i].message);
     }
     free(mock.table);
     mock.table = NULL;
@@ -122,6 +109,19 @@ static void stats_reset(void)
     mock.requests = mock.http2_requests = mock.targets = mock.delivered = mock.unique_delivered = 0;
     mock.auth_failures = mock.first_request_ms = mock.last_delivery_ms = 0;
     mock.max_inflight = mock.inflight;
+    mock.oauth_requests = mock.oauth_rejected = mock.v1_unauthorized = 0;
+}
+
+void mock_record_delivery(struct token_stat *e, const char *data, size_t dlen, const char *msg, size_t mlen)
+{
+    mock.delivered++;
+    mock.last_delivery_ms = uv_now(mock.loop);
+    if (e->delivered++ == 0)
+        mock.unique_delivered++;
+    free(e->data);
+    free(e->message);
+    e->data = data ? strndup(data, dlen) : NULL;
+    e->message = msg ? strndup(msg, mlen) : NULL;
 }
 
 /* ---- answering after the latency ---- */
@@ -143,7 +143,7 @@ static void on_req_gone(void *p)
         d->req = NULL;
 }
 
-static void send_now(h2o_req_t *req, int status, const char *retry_after, const char *body, size_t len)
+void mock_send_now(h2o_req_t *req, int status, const char *retry_after, const char *body, size_t len)
 {
     req->res.status = status;
     req->res.reason = status == 200 ? "OK" : "Error";
@@ -169,20 +169,20 @@ static void on_due(uv_timer_t *t)
     mock.inflight--;
     if (d->req != NULL) {
         *d->link = NULL;
-        send_now(d->req, d->status, d->retry_after, d->body.data ? d->body.data : "", d->body.len);
+        mock_send_now(d->req, d->status, d->retry_after, d->body.data ? d->body.data : "", d->body.len);
     }
     uv_close((uv_handle_t *)&d->timer, free_delayed);
 }
 
 /* Answers now, or after the latency with the same status and body. */
-static int answer(h2o_req_t *req, int status, int with_retry_after, struct buf *body)
+int mock_answer(h2o_req_t *req, int status, int with_retry_after, struct buf *body)
 {
     struct delayed *d;
 
     if (mock.latency_ms == 0 || (d = calloc(1, sizeof(*d))) == NULL) {
         char ra[16];
         snprintf(ra, sizeof(ra), "%u", mock.retry_after);
-        send_now(req, status, with_retry_after ? ra : NULL, body->data ? body->data : "", body->len);
+        mock_send_now(req, status, with_retry_after ? ra : NULL, body->data ? body->data : "", body->len);
         buf_free(body);
         return 0;
     }
@@ -198,6 +198,7 @@ static int answer(h2o_req_t *req, int status, int with_retry_after, struct buf *
     uv_timer_start(&d->timer, on_due, mock.latency_ms, 0);
     if (++mock.inflight > mock.max_inflight)
         mock.max_inflight = mock.inflight;
+    mock.oauth_requests = mock.oauth_rejected = mock.v1_unauthorized = 0;
     return 0;
 }
 
@@ -206,12 +207,12 @@ static int answer_text(h2o_req_t *req, int status, const char *text)
     struct buf b = BUF_INIT;
 
     buf_adds(&b, text);
-    return answer(req, status, 0, &b);
+    return mock_answer(req, status, 0, &b);
 }
 
 /* ---- the legacy API ---- */
 
-static int has_prefix(const char *s, size_t n, const char *p)
+int mock_has_prefix(const char *s, size_t n, const char *p)
 {
     size_t k = strlen(p);
 
@@ -222,34 +223,29 @@ static int has_prefix(const char *s, size_t n, const char *p)
 static void legacy_result(struct buf *b, const char *tok, size_t n, const char *data, size_t dlen, unsigned *ok,
                           unsigned *fail, unsigned *canon)
 {
-    struct token_stat *e = stat_get(tok, n);
+    struct token_stat *e = mock_stat(tok, n);
     const char *error = NULL;
 
-    if (has_prefix(tok, n, "notreg"))
+    if (mock_has_prefix(tok, n, "notreg"))
         error = "NotRegistered";
-    else if (has_prefix(tok, n, "invalid"))
+    else if (mock_has_prefix(tok, n, "invalid"))
         error = "InvalidRegistration";
-    else if (has_prefix(tok, n, "unavail1") && e->attempts == 1)
+    else if (mock_has_prefix(tok, n, "unavail1") && e->attempts == 1)
         error = "Unavailable";
-    else if (has_prefix(tok, n, "internal1") && e->attempts == 1)
+    else if (mock_has_prefix(tok, n, "internal1") && e->attempts == 1)
         error = "InternalServerError";
-    else if (has_prefix(tok, n, "unavail") && !has_prefix(tok, n, "unavail1"))
+    else if (mock_has_prefix(tok, n, "unavail") && !mock_has_prefix(tok, n, "unavail1"))
         error = "Unavailable";
-    else if (has_prefix(tok, n, "mismatch"))
+    else if (mock_has_prefix(tok, n, "mismatch"))
         error = "MismatchSenderId";
     if (error != NULL) {
         buf_addf(b, "{\"error\":\"%s\"}", error);
         (*fail)++;
         return;
     }
-    mock.delivered++;
-    mock.last_delivery_ms = uv_now(mock.loop);
-    if (e->delivered++ == 0)
-        mock.unique_delivered++;
-    free(e->data);
-    e->data = data ? strndup(data, dlen) : NULL;
+    mock_record_delivery(e, data, dlen, NULL, 0);
     (*ok)++;
-    if (has_prefix(tok, n, "canon")) {
+    if (mock_has_prefix(tok, n, "canon")) {
         buf_addf(b, "{\"message_id\":\"0:%llu\",\"registration_id\":\"canonical-", (unsigned long long)mock.delivered);
         buf_add(b, tok, n);
         buf_adds(b, "\"}");
@@ -267,13 +263,13 @@ static int forced_status(const struct json_doc *d, int ids)
     for (int i = ids + 1, k = 0; k < d->tok[ids].size; k++, i++) {
         const char *s = json_tokptr(d, i);
         size_t n = json_toklen(d, i);
-        if (has_prefix(s, n, "http503once") && stat_get(s, n)->attempts == 1)
+        if (mock_has_prefix(s, n, "http503once") && mock_stat(s, n)->attempts == 1)
             status = 503;
-        else if (has_prefix(s, n, "http500"))
+        else if (mock_has_prefix(s, n, "http500"))
             status = 500;
-        else if (has_prefix(s, n, "http401"))
+        else if (mock_has_prefix(s, n, "http401"))
             status = 401;
-        else if (has_prefix(s, n, "http400"))
+        else if (mock_has_prefix(s, n, "http400"))
             status = 400;
     }
     return status;
@@ -321,13 +317,13 @@ static int on_legacy(h2o_req_t *req)
         to = json_find(&d, 0, "condition");
     if (ids >= 0 && d.tok[ids].type == JSMN_ARRAY) {
         for (int i = ids + 1, k = 0; k < d.tok[ids].size; k++, i++) {
-            stat_get(json_tokptr(&d, i), json_toklen(&d, i))->attempts++;
+            mock_stat(json_tokptr(&d, i), json_toklen(&d, i))->attempts++;
             mock.targets++;
         }
         if ((status = forced_status(&d, ids)) != 0) {
             json_free(&d);
             buf_addf(&b, "forced %d\n", status);
-            return answer(req, status, status == 503, &b);
+            return mock_answer(req, status, status == 503, &b);
         }
         buf_adds(&b, "{\"multicast_id\":1,\"results\":[");
         for (int i = ids + 1, k = 0; k < d.tok[ids].size; k++, i++) {
@@ -338,20 +334,17 @@ static int on_legacy(h2o_req_t *req)
         buf_addf(&b, "],\"success\":%u,\"failure\":%u,\"canonical_ids\":%u}", ok, fail, canon);
     } else if (to >= 0 && d.tok[to].type == JSMN_STRING) {
         /* Topics and conditions: counted under their own text. */
-        struct token_stat *e = stat_get(json_tokptr(&d, to), json_toklen(&d, to));
+        struct token_stat *e = mock_stat(json_tokptr(&d, to), json_toklen(&d, to));
         e->attempts++;
-        e->delivered++;
-        free(e->data);
-        e->data = dtext ? strndup(dtext, dlen) : NULL;
         mock.targets++;
-        mock.delivered++;
+        mock_record_delivery(e, dtext, dlen, NULL, 0);
         buf_addf(&b, "{\"message_id\":%llu}", (unsigned long long)mock.delivered);
     } else {
         json_free(&d);
         return answer_text(req, 400, "no registration_ids, to or condition\n");
     }
     json_free(&d);
-    return answer(req, 200, 0, &b);
+    return mock_answer(req, 200, 0, &b);
 }
 
 /* ---- statistics endpoint ---- */
@@ -365,12 +358,15 @@ static int on_stats(h2o_req_t *req)
     buf_addf(&b,
              "{\"requests\":%llu,\"http2_requests\":%llu,\"connections\":%llu,\"targets\":%llu,\"delivered\":%llu,"
              "\"unique_tokens\":%zu,\"unique_delivered\":%llu,\"auth_failures\":%llu,\"inflight\":%zu,"
-             "\"max_inflight\":%zu,\"first_request_ms_ago\":%lld,\"last_delivery_ms_ago\":%lld",
+             "\"max_inflight\":%zu,\"first_request_ms_ago\":%lld,\"last_delivery_ms_ago\":%lld,"
+             "\"oauth_requests\":%llu,\"oauth_rejected\":%llu,\"tokens_issued\":%zu,\"v1_unauthorized\":%llu",
              (unsigned long long)mock.requests, (unsigned long long)mock.http2_requests,
              (unsigned long long)mock.connections, (unsigned long long)mock.targets, (unsigned long long)mock.delivered,
              mock.table_used, (unsigned long long)mock.unique_delivered, (unsigned long long)mock.auth_failures,
              mock.inflight, mock.max_inflight, mock.first_request_ms ? (long long)(now - mock.first_request_ms) : -1LL,
-             mock.last_delivery_ms ? (long long)(now - mock.last_delivery_ms) : -1LL);
+             mock.last_delivery_ms ? (long long)(now - mock.last_delivery_ms) : -1LL,
+             (unsigned long long)mock.oauth_requests, (unsigned long long)mock.oauth_rejected, mock.nissued,
+             (unsigned long long)mock.v1_unauthorized);
     if (!summary) {
         int first = 1;
         buf_adds(&b, ",\"tokens\":{");
@@ -382,13 +378,13 @@ static int on_stats(h2o_req_t *req)
                 buf_add(&b, ",", 1);
             first = 0;
             buf_add_json_string(&b, e->token, strlen(e->token));
-            buf_addf(&b, ":{\"attempts\":%u,\"delivered\":%u,\"data\":%s}", e->attempts, e->delivered,
-                     e->data ? e->data : "null");
+            buf_addf(&b, ":{\"attempts\":%u,\"delivered\":%u,\"data\":%s,\"message\":%s}", e->attempts, e->delivered,
+                     e->data ? e->data : "null", e->message ? e->message : "null");
         }
         buf_adds(&b, "}");
     }
     buf_adds(&b, "}\n");
-    send_now(req, 200, NULL, b.data, b.len);
+    mock_send_now(req, 200, NULL, b.data, b.len);
     buf_free(&b);
     return 0;
 }
@@ -401,14 +397,18 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     (void)self;
     if (post && h2o_memis(p.base, p.len, H2O_STRLIT("/fcm/send")))
         return on_legacy(req);
+    if (post && h2o_memis(p.base, p.len, H2O_STRLIT("/token")))
+        return mock_oauth(req);
+    if (post && p.len > 13 && memcmp(p.base, "/v1/projects/", 13) == 0)
+        return mock_v1_send(req);
     if (h2o_memis(p.base, p.len, H2O_STRLIT("/stats")))
         return on_stats(req);
     if (post && h2o_memis(p.base, p.len, H2O_STRLIT("/stats/reset"))) {
         stats_reset();
-        send_now(req, 200, NULL, H2O_STRLIT("{}\n"));
+        mock_send_now(req, 200, NULL, H2O_STRLIT("{}\n"));
         return 0;
     }
-    send_now(req, 404, NULL, H2O_STRLIT("{\"error\":\"not found\"}\n"));
+    mock_send_now(req, 404, NULL, H2O_STRLIT("{\"error\":\"not found\"}\n"));
     return 0;
 }
 
@@ -485,6 +485,7 @@ int main(int argc, char **argv)
 
     mock.host = "127.0.0.1";
     mock.retry_after = 1;
+    mock.token_ttl = 3600;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i] + (strncmp(argv[i], "--", 2) == 0 ? 2 : 1);
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -511,6 +512,13 @@ int main(int argc, char **argv)
             cert = v;
         else if (strcmp(a, "tls-key") == 0)
             key = v;
+        else if (strcmp(a, "oauth-public-key") == 0) {
+            if (mock_v1_load_key(v) != 0)
+                return 2;
+        } else if (strcmp(a, "token-ttl") == 0)
+            mock.token_ttl = (unsigned)atoi(v);
+        else if (strcmp(a, "oauth-fail") == 0)
+            mock.oauth_fail = (unsigned)atoi(v);
         else {
             fprintf(stderr, "mock-upstream: unknown option %s\n%s", argv[i - 1], usage);
             return 2;

@@ -1,0 +1,74 @@
+/*
+ * tools/mock_upstream.h - what the parts of the mock upstream share: its
+ * state, the per-token statistics and the delayed answer.
+ */
+#ifndef FCMD_TOOLS_MOCK_UPSTREAM_H
+#define FCMD_TOOLS_MOCK_UPSTREAM_H
+
+#include <h2o.h>
+#include <openssl/evp.h>
+#include <uv.h>
+
+#include "../child/buf.h"
+#include "../child/json.h"
+
+struct issued {
+    char token[48];
+    uint64_t expires_at; /* loop time, ms */
+};
+
+struct token_stat {
+    char *token;
+    unsigned attempts;
+    unsigned delivered;
+    char *data;    /* last delivered data object, JSON text */
+    char *message; /* v1: the last delivered message object, JSON text */
+};
+
+struct mock {
+    const char *host;
+    int port;
+    unsigned latency_ms;
+    const char *apikey;
+    unsigned retry_after;
+    uv_loop_t *loop;
+    h2o_globalconf_t config;
+    h2o_context_t ctx;
+    h2o_accept_ctx_t accept_ctx;
+    uv_tcp_t listener;
+    /* statistics */
+    struct token_stat *table;
+    size_t table_cap, table_used;
+    uint64_t requests, http2_requests, connections, targets, delivered, unique_delivered, auth_failures;
+    uint64_t first_request_ms, last_delivery_ms;
+    size_t inflight, max_inflight;
+    /* FCM HTTP v1 and OAuth (mock_v1.c) */
+    EVP_PKEY *oauth_key;   /* verifies assertions; NULL: v1 answers 401 to all */
+    unsigned token_ttl;    /* seconds */
+    unsigned oauth_fail;   /* token requests still to answer 503 */
+    struct issued *issued; /* access tokens handed out */
+    size_t nissued, issued_cap;
+    uint64_t oauth_requests, oauth_rejected, v1_unauthorized;
+};
+
+extern struct mock mock;
+
+/* The statistics entry of a token (or topic), made on first sight. */
+struct token_stat *mock_stat(const char *s, size_t n);
+
+/* Counts a delivery to e, keeping copies of its data and (v1) message. */
+void mock_record_delivery(struct token_stat *e, const char *data, size_t dlen, const char *msg, size_t mlen);
+
+int mock_has_prefix(const char *s, size_t n, const char *p);
+
+/* Answers now, or after --latency-ms; takes over body. */
+int mock_answer(h2o_req_t *req, int status, int with_retry_after, struct buf *body);
+
+void mock_send_now(h2o_req_t *req, int status, const char *retry_after, const char *body, size_t len);
+
+/* mock_v1.c */
+int mock_v1_load_key(const char *path);
+int mock_oauth(h2o_req_t *req);
+int mock_v1_send(h2o_req_t *req);
+
+#endif
