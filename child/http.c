@@ -28,6 +28,8 @@ struct fcmd_handler {
 
 typedef int (*endpoint_fn)(struct child *c, h2o_req_t *req);
 
+#define U(x) ((unsigned long long)(x))
+
 /* ---- answers ---- */
 
 static int respond(h2o_req_t *req, int status, const char *reason, const char *ctype, const char *body, size_t len)
@@ -151,19 +153,18 @@ static int on_report(struct child *c, h2o_req_t *req)
         return 0;
     shm_sum(c->shm, &t);
     /* GoCM's five keys first, in GoCM's order. */
-    buf_addf(
-        &b,
-        "{\"attempts\":%llu,\"failures\":%llu,\"pending\":%lld,\"canonicals\":%llu,\"notregistered\":%llu,"
-        "\"successes\":%llu,\"retries\":%llu,\"accepted\":%llu,\"lost\":%llu,"
-        "\"dropped\":%llu,\"canonical_dropped\":%llu,\"notregistered_dropped\":%llu,"
-        "\"upstream\":\"%s\",\"workers\":%u,\"uptime_seconds\":%llu}\n",
-        (unsigned long long)t.counters[SHM_ATTEMPTS], (unsigned long long)t.counters[SHM_FAILURES],
-        (long long)t.pending, (unsigned long long)t.counters[SHM_CANONICALS],
-        (unsigned long long)t.counters[SHM_NOTREGISTERED], (unsigned long long)t.counters[SHM_SUCCESSES],
-        (unsigned long long)t.counters[SHM_RETRIES], (unsigned long long)t.counters[SHM_ACCEPTED],
-        (unsigned long long)t.counters[SHM_LOST], (unsigned long long)(t.canonical_dropped + t.notregistered_dropped),
-        (unsigned long long)t.canonical_dropped, (unsigned long long)t.notregistered_dropped, c->upstream->ops->name,
-        (unsigned)atomic_load(&c->shm->workers), (unsigned long long)(now > started ? now - started : 0));
+    buf_addf(&b, "{\"attempts\":%llu,\"failures\":%llu,\"pending\":%lld,\"canonicals\":%llu,\"notregistered\":%llu",
+             U(t.counters[SHM_ATTEMPTS]), U(t.counters[SHM_FAILURES]), (long long)t.pending,
+             U(t.counters[SHM_CANONICALS]), U(t.counters[SHM_NOTREGISTERED]));
+    buf_addf(&b, ",\"successes\":%llu,\"retries\":%llu,\"accepted\":%llu,\"lost\":%llu", U(t.counters[SHM_SUCCESSES]),
+             U(t.counters[SHM_RETRIES]), U(t.counters[SHM_ACCEPTED]), U(t.counters[SHM_LOST]));
+    buf_addf(&b, ",\"dropped\":%llu,\"canonical_dropped\":%llu,\"notregistered_dropped\":%llu",
+             U(t.canonical_dropped + t.notregistered_dropped), U(t.canonical_dropped), U(t.notregistered_dropped));
+    if (c->opts->sa != NULL)
+        buf_addf(&b, ",\"oauth_tokens\":%llu,\"oauth_failures\":%llu,\"waiting_for_token\":%llu",
+                 U(t.counters[SHM_OAUTH_TOKENS]), U(t.counters[SHM_OAUTH_FAILURES]), U(t.waiting_for_token));
+    buf_addf(&b, ",\"upstream\":\"%s\",\"workers\":%u,\"uptime_seconds\":%llu}\n", c->upstream->ops->name,
+             (unsigned)atomic_load(&c->shm->workers), U(now > started ? now - started : 0));
     respond_buf(req, "application/json", &b);
     buf_free(&b);
     return 0;
@@ -250,6 +251,8 @@ static int on_metrics(struct child *c, h2o_req_t *req)
         {SHM_HTTP_REQUESTS, "fcmd_http_requests_total", "HTTP requests served."},
         {SHM_HTTP_REJECTED, "fcmd_http_rejected_total", "/gcm/send requests refused as invalid."},
         {SHM_HTTP_BUSY, "fcmd_http_busy_total", "/gcm/send requests refused with 503."},
+        {SHM_OAUTH_TOKENS, "fcmd_oauth_tokens_total", "OAuth2 access tokens obtained."},
+        {SHM_OAUTH_FAILURES, "fcmd_oauth_failures_total", "OAuth2 token requests that failed."},
     };
     struct shm_totals t;
     struct buf b = BUF_INIT;
