@@ -48,7 +48,9 @@ def stop_process(proc, sig=signal.SIGTERM, timeout=15.0):
 
 
 class Mock:
-    def __init__(self, *args):
+    def __init__(self, *args, cafile=None):
+        self.cafile = cafile
+        self.session = requests.Session()  # one connection for stats, so connection counts stay exact
         self.proc = subprocess.Popen([MOCK_BIN, "--port", "0", *args], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         ready, _, _ = select.select([self.proc.stdout], [], [], 10)
@@ -58,20 +60,21 @@ class Mock:
             raise RuntimeError(f"mock-upstream did not start: {line!r} {self.proc.stderr.read()}")
         self.port = int(line.split()[3].rsplit(":", 1)[1])
         self.scheme = "https" if "(https)" in line else "http"
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base = (f"https://localhost:{self.port}" if self.scheme == "https"
+                     else f"http://127.0.0.1:{self.port}")
 
     def url(self, host="127.0.0.1"):
         return f"{self.scheme}://{host}:{self.port}/fcm/send"
 
     def stats(self, summary=False):
-        if self.scheme == "https":
-            raise RuntimeError("use a plain mock for stats")
-        return requests.get(self.base + "/stats" + ("?summary" if summary else ""), timeout=5).json()
+        return self.session.get(self.base + "/stats" + ("?summary" if summary else ""), timeout=5,
+                                verify=self.cafile or True).json()
 
     def token(self, t):
         return self.stats()["tokens"].get(t)
 
     def stop(self):
+        self.session.close()
         stop_process(self.proc)
         for f in (self.proc.stdout, self.proc.stderr):
             if f:
@@ -174,8 +177,8 @@ class Fcmd:
 def start_mock():
     mocks = []
 
-    def start(*args):
-        m = Mock(*args)
+    def start(*args, **kw):
+        m = Mock(*args, **kw)
         mocks.append(m)
         return m
 
@@ -201,3 +204,37 @@ def start_fcmd(tmp_path):
     yield start
     for f in servers:
         f.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+                    "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+@pytest.fixture(scope="session")
+def signing_key(tmp_path_factory):
+    """An RSA key pair for service accounts: (private PEM text, public key file)."""
+    d = tmp_path_factory.mktemp("sa")
+    priv, pub = d / "key.pem", d / "pub.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(priv)],
+                   check=True, capture_output=True, timeout=60)
+    subprocess.run(["openssl", "pkey", "-in", str(priv), "-pubout", "-out", str(pub)], check=True,
+                   capture_output=True, timeout=60)
+    return priv.read_text(), pub
+
+
+def write_service_account(path, private_pem, uri, project="demo-project", **override):
+    doc = {"type": "service_account", "project_id": project, "private_key_id": "test-key-1",
+           "private_key": private_pem, "client_email": f"fcmd@{project}.iam.gserviceaccount.com",
+           "client_id": "1", "token_uri": uri}
+    doc.update(override)
+    for k, v in list(doc.items()):
+        if v is None:
+            del doc[k]
+    path.write_text(json.dumps(doc))
+    return path
