@@ -57,6 +57,7 @@ static const struct opt_def opt_table[] = {
     STR(spool, "spool"),
     LONG(queue_size, "queue-size", 1, 100000000),
     INT(upstream_connections, "upstream-connections", 1, 1024),
+    INT(max_inflight, "max-inflight", 1, 100000),
     BOOL(http2_prior_knowledge, "http2-prior-knowledge"),
     BOOL(help, "help"),
     BOOL(help, "h"),
@@ -74,6 +75,7 @@ const char options_usage[] =
     "  --ca-file FILE            extra CA bundle for upstream TLS [system store]\n"
     "  --retries N               retries of a retryable failure [3]\n"
     "  --upstream-connections N  upstream connections per child [4 for HTTP/2, 32 for HTTP/1.1]\n"
+    "  --max-inflight N          upstream requests in flight per child [100 per HTTP/2 connection]\n"
     "  --http2-prior-knowledge   speak HTTP/2 without Upgrade to http:// URLs\n"
     "Server:\n"
     "  --host ADDR, --ipaddress ADDR   TCP listen address [0.0.0.0]\n"

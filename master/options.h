@@ -33,6 +33,7 @@ struct fcmd_options {
     const char *spool;
     long queue_size;           /* pending targets per child before 503 */
     int upstream_connections;  /* per child; 0 = by URL scheme */
+    int max_inflight;          /* upstream requests in flight per child; 0 = 100 per HTTP/2 connection */
     int http2_prior_knowledge; /* h2c without Upgrade on http:// URLs */
     int help;
     int version;

@@ -2,11 +2,16 @@
 # tools/demo.sh - what `make run` does: start fcmd on the bundled mock
 # upstream (no Google credentials needed), send one sample push the way a
 # GoCM client would, show what happened, and keep serving until Ctrl-C.
+#
+# UPSTREAM=v1 (the default) uses FCM HTTP v1 with a throw-away service
+# account whose key the mock's token endpoint trusts; UPSTREAM=legacy uses
+# the legacy API with an API key, as GoCM did.
 set -eu
 cd "$(dirname "$0")/.."
 
 PORT=${PORT:-5601}
 LATENCY_MS=${LATENCY_MS:-200}
+UPSTREAM=${UPSTREAM:-v1}
 work=$(mktemp -d)
 mock_pid=
 fcmd_pid=
@@ -29,13 +34,32 @@ poll() {
     done
 }
 
-tools/mock-upstream --port 0 --latency-ms "$LATENCY_MS" >"$work/mock.out" &
+if [ "$UPSTREAM" = v1 ]; then
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/key.pem" 2>/dev/null
+    openssl pkey -in "$work/key.pem" -pubout -out "$work/pub.pem"
+    mock_key="--oauth-public-key $work/pub.pem"
+else
+    mock_key=
+fi
+# shellcheck disable=SC2086 # mock_key is two words or none
+tools/mock-upstream --port 0 --latency-ms "$LATENCY_MS" $mock_key >"$work/mock.out" &
 mock_pid=$!
 poll grep -q listening "$work/mock.out"
 mock_port=$(sed -n 's/.*:\([0-9]*\) (http).*/\1/p' "$work/mock.out")
-echo "mock upstream (legacy FCM API, ${LATENCY_MS} ms latency) on 127.0.0.1:$mock_port"
+mock="http://127.0.0.1:$mock_port"
 
-./fcmd --apikey demo-server-key --port "$PORT" --gcm-url "http://127.0.0.1:$mock_port/fcm/send" &
+if [ "$UPSTREAM" = v1 ]; then
+    # A service-account file like the one Firebase gives you, pointing at the mock.
+    pem=$(awk '{printf "%s\\n", $0}' "$work/key.pem")
+    printf '{"type":"service_account","project_id":"demo-project","private_key_id":"demo-key",' >"$work/sa.json"
+    printf '"private_key":"%s","client_email":"fcmd-demo@demo-project.iam.gserviceaccount.com",' "$pem" >>"$work/sa.json"
+    printf '"token_uri":"%s/token"}\n' "$mock" >>"$work/sa.json"
+    echo "mock upstream (FCM HTTP v1 + OAuth2 token endpoint, ${LATENCY_MS} ms latency) on $mock"
+    ./fcmd --service-account "$work/sa.json" --fcm-url "$mock" --port "$PORT" &
+else
+    echo "mock upstream (legacy FCM API, ${LATENCY_MS} ms latency) on $mock"
+    ./fcmd --apikey demo-server-key --port "$PORT" --gcm-url "$mock/fcm/send" &
+fi
 fcmd_pid=$!
 poll curl -sf "http://127.0.0.1:$PORT/healthz"
 

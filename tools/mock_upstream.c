@@ -198,7 +198,6 @@ int mock_answer(h2o_req_t *req, int status, int with_retry_after, struct buf *bo
     uv_timer_start(&d->timer, on_due, mock.latency_ms, 0);
     if (++mock.inflight > mock.max_inflight)
         mock.max_inflight = mock.inflight;
-    mock.oauth_requests = mock.oauth_rejected = mock.v1_unauthorized = 0;
     return 0;
 }
 

@@ -103,8 +103,12 @@ class Fcmd:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      start_new_session=True)
         if wait:
-            wait_until(self.healthy, what="fcmd to answer /healthz")
-            wait_until(lambda: len(self.children()) == workers, what=f"{workers} children")
+            try:
+                wait_until(self.healthy, what="fcmd to answer /healthz")
+                wait_until(lambda: len(self.children()) == workers, what=f"{workers} children")
+            except BaseException:
+                self.stop(timeout=2)  # never leave a half-started server behind
+                raise
 
     def healthy(self):
         if self.proc.poll() is not None:

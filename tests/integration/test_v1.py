@@ -187,3 +187,12 @@ def test_unreadable_service_account_exits_2(tmp_path):
     r = subprocess.run([FCMD_BIN, "--service-account", str(tmp_path / "missing.json")],
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 2 and "cannot read" in r.stderr
+
+
+def test_v1_max_inflight_caps_concurrent_requests(v1):
+    mock, f = v1("--latency-ms", "150", args=["--max-inflight", "7"])
+    f.send_json({"tokens": [f"cap{i}" for i in range(40)], "payload": {}})
+    assert f.wait_idle()["successes"] == 40
+    s = mock.stats(summary=True)
+    assert s["max_inflight"] == 7
+    assert s["oauth_requests"] == s["tokens_issued"] == 1  # delayed answers leave the counters alone
