@@ -6,7 +6,7 @@
 # connections (one token per request, the GoCM form body), then waits until
 # the mock has received every accepted message and prints the figures.
 # Environment: DURATION (10), CONNECTIONS (64), LATENCY_MS (200), WORKERS (2),
-# UPSTREAM_CONNECTIONS (16), PORT (5650).
+# UPSTREAM_CONNECTIONS (16), PORT (5650), UPSTREAM (legacy or v1; legacy).
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -16,6 +16,7 @@ LATENCY_MS=${LATENCY_MS:-200}
 WORKERS=${WORKERS:-2}
 UPSTREAM_CONNECTIONS=${UPSTREAM_CONNECTIONS:-16}
 PORT=${PORT:-5650}
+UPSTREAM=${UPSTREAM:-legacy}
 work=$(mktemp -d)
 mock_pid=
 fcmd_pid=
@@ -43,20 +44,37 @@ json_field() { sed -n "s/.*\"$1\":\([0-9-]*\).*/\1/p"; }
 
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
     -addext subjectAltName=DNS:localhost -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+mock_key=
+if [ "$UPSTREAM" = v1 ]; then
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/sa-key.pem" 2>/dev/null
+    openssl pkey -in "$work/sa-key.pem" -pubout -out "$work/sa-pub.pem"
+    mock_key="--oauth-public-key $work/sa-pub.pem"
+fi
+# shellcheck disable=SC2086 # mock_key is two words or none
 tools/mock-upstream --port 0 --latency-ms "$LATENCY_MS" --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" \
-    >"$work/mock.out" &
+    $mock_key >"$work/mock.out" &
 mock_pid=$!
 poll 100 grep -q listening "$work/mock.out"
 mock_port=$(sed -n 's/.*:\([0-9]*\) (https).*/\1/p' "$work/mock.out")
-stats() { curl -s --cacert "$work/cert.pem" "https://localhost:$mock_port/stats?summary"; }
+mock="https://localhost:$mock_port"
+stats() { curl -s --cacert "$work/cert.pem" "$mock/stats?summary"; }
 
-./fcmd --apikey bench --port "$PORT" --host 127.0.0.1 --workers "$WORKERS" --logto "$work/fcmd.log" \
-    --upstream-connections "$UPSTREAM_CONNECTIONS" --ca-file "$work/cert.pem" \
-    --gcm-url "https://localhost:$mock_port/fcm/send" &
+if [ "$UPSTREAM" = v1 ]; then
+    pem=$(awk '{printf "%s\\n", $0}' "$work/sa-key.pem")
+    printf '{"type":"service_account","project_id":"bench","private_key_id":"k","private_key":"%s",' "$pem" \
+        >"$work/sa.json"
+    printf '"client_email":"bench@bench.iam.gserviceaccount.com","token_uri":"%s/token"}\n' "$mock" >>"$work/sa.json"
+    set -- --service-account "$work/sa.json" --fcm-url "$mock"
+else
+    set -- --apikey bench --gcm-url "$mock/fcm/send"
+fi
+./fcmd --port "$PORT" --host 127.0.0.1 --workers "$WORKERS" --logto "$work/fcmd.log" \
+    --upstream-connections "$UPSTREAM_CONNECTIONS" --ca-file "$work/cert.pem" "$@" &
 fcmd_pid=$!
 poll 200 curl -sf "http://127.0.0.1:$PORT/healthz"
 
-echo "== fcmd $(./fcmd --version | cut -d' ' -f2), $WORKERS workers, $(nproc) cores; mock upstream HTTP/2+TLS, ${LATENCY_MS} ms"
+echo "== fcmd $(./fcmd --version | cut -d' ' -f2), $WORKERS workers, $(nproc) cores, $UPSTREAM upstream;" \
+    "mock HTTP/2+TLS at ${LATENCY_MS} ms, $UPSTREAM_CONNECTIONS connections per worker"
 echo "== wrk -t2 -c$CONNECTIONS -d${DURATION}s --latency -s tools/wrk-send.lua"
 start=$(ms)
 wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s tools/wrk-send.lua "http://127.0.0.1:$PORT/gcm/send" \
