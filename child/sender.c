@@ -495,8 +495,8 @@ struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, stru
     s->multiplex = https || o->http2_prior_knowledge;
     s->http_version = o->http2_prior_knowledge ? CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE : CURL_HTTP_VERSION_2TLS;
     conns = o->upstream_connections > 0 ? o->upstream_connections : s->multiplex ? 4 : 32;
-    s->max_inflight = o->max_inflight > 0 ? (size_t)o->max_inflight
-                                           : (size_t)conns * (s->multiplex ? STREAMS_PER_CONNECTION : 1);
+    s->max_inflight =
+        o->max_inflight > 0 ? (size_t)o->max_inflight : (size_t)conns * (s->multiplex ? STREAMS_PER_CONNECTION : 1);
     s->pool = calloc(s->max_inflight, sizeof(*s->pool));
     s->batch = calloc(up->max_targets, sizeof(*s->batch));
     if (s->pool == NULL || s->batch == NULL || load_ca_bundle(s) != 0 || (s->multi = curl_multi_init()) == NULL)

@@ -25,6 +25,7 @@ static const char usage[] =
     "Usage: mock-upstream [--host ADDR] [--port N] [--latency-ms N] [--apikey KEY]\n"
     "                     [--retry-after SECONDS] [--tls-cert FILE --tls-key FILE]\n"
     "                     [--oauth-public-key PEM] [--token-ttl SECONDS] [--oauth-fail N]\n"
+    "                     [--http1-only]   (TLS without HTTP/2 in ALPN)\n"
     "\n"
     "POST /fcm/send  legacy GCM/FCM API.  What a token gets depends on its prefix:\n"
     "  notreg...       error NotRegistered          invalid...   error InvalidRegistration\n"
@@ -434,7 +435,7 @@ static void on_accept(uv_stream_t *listener, int status)
     h2o_accept(&mock.accept_ctx, h2o_uv_socket_create((uv_stream_t *)conn, free_handle));
 }
 
-static SSL_CTX *tls_context(const char *cert, const char *key)
+static SSL_CTX *tls_context(const char *cert, const char *key, int http1_only)
 {
     SSL_CTX *ssl = SSL_CTX_new(TLS_server_method());
 
@@ -443,7 +444,9 @@ static SSL_CTX *tls_context(const char *cert, const char *key)
         fprintf(stderr, "mock-upstream: cannot load the TLS certificate or key\n");
         exit(2);
     }
-    h2o_ssl_register_alpn_protocols(ssl, h2o_http2_alpn_protocols);
+    /* Without ALPN h2 the server speaks HTTP/1.1 only, as some proxies do. */
+    if (!http1_only)
+        h2o_ssl_register_alpn_protocols(ssl, h2o_http2_alpn_protocols);
     return ssl;
 }
 
@@ -478,6 +481,7 @@ static void on_term(uv_signal_t *s, int signo)
 int main(int argc, char **argv)
 {
     const char *cert = NULL, *key = NULL;
+    int http1_only = 0;
     static uv_loop_t loop;
     static uv_signal_t sigterm, sigint;
     h2o_hostconf_t *host;
@@ -491,6 +495,10 @@ int main(int argc, char **argv)
         if (strcmp(a, "help") == 0 || strcmp(a, "h") == 0) {
             fputs(usage, stdout);
             return 0;
+        }
+        if (strcmp(a, "http1-only") == 0) {
+            http1_only = 1;
+            continue;
         }
         if (v == NULL) {
             fprintf(stderr, "mock-upstream: %s needs a value\n%s", argv[i], usage);
@@ -538,7 +546,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "mock-upstream: --tls-cert and --tls-key go together\n");
             return 2;
         }
-        mock.accept_ctx.ssl_ctx = tls_context(cert, key);
+        mock.accept_ctx.ssl_ctx = tls_context(cert, key, http1_only);
     }
     if (listen_on(&loop) != 0)
         return 2;

@@ -196,3 +196,23 @@ def test_v1_max_inflight_caps_concurrent_requests(v1):
     s = mock.stats(summary=True)
     assert s["max_inflight"] == 7
     assert s["oauth_requests"] == s["tokens_issued"] == 1  # delayed answers leave the counters alone
+
+
+def test_v1_falls_back_to_http1_when_tls_server_offers_only_that(v1):
+    mock, f = v1("--http1-only")
+    f.send_json({"tokens": [f"h1-{i}" for i in range(20)], "payload": {"k": "v"}})
+    assert f.wait_idle()["successes"] == 20
+    s = mock.stats(summary=True)
+    assert s["requests"] == 20 and s["http2_requests"] == 0
+
+
+def test_v1_over_plain_http_speaks_http1(start_mock, start_fcmd, signing_key, tmp_path):
+    private_pem, public = signing_key
+    mock = start_mock("--oauth-public-key", str(public))
+    sa = write_service_account(tmp_path / "sa.json", private_pem, f"http://127.0.0.1:{mock.port}/token")
+    f = start_fcmd(workers=1, apikey=None,
+                   args=["--service-account", str(sa), "--fcm-url", f"http://127.0.0.1:{mock.port}"])
+    f.send_form(["plain1", "plain2"], {"x": 1})
+    assert f.wait_idle()["successes"] == 2
+    s = mock.stats(summary=True)
+    assert s["requests"] == 2 and s["http2_requests"] == 0
