@@ -3,7 +3,7 @@
 PREFIX ?= /usr/local
 DESTDIR ?=
 CC ?= cc
-PKGS = libh2o libuv libcurl openssl
+PKGS = libh2o libuv libcurl openssl inih libsystemd
 CFLAGS ?= -O2 -g
 FCMD_CFLAGS = -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
@@ -11,7 +11,7 @@ PYTHON = /usr/bin/python3
 
 # Debian packages fcmd builds with and tests with.
 DEPS = build-essential pkg-config libh2o-dev libuv1-dev libcurl4-openssl-dev libjsmn-dev libssl-dev \
-       libinih-dev libcmocka-dev python3 python3-pytest python3-requests openssl curl wrk
+       libinih-dev libsystemd-dev libcmocka-dev python3 python3-pytest python3-requests openssl curl wrk
 
 BUILD = build
 # Where the binaries go: the top level for the normal build, the build tree
@@ -22,7 +22,7 @@ MOCK = $(BIN)/tools/mock-upstream
 MASTER_SRC = $(wildcard master/*.c)
 CHILD_SRC = $(wildcard child/*.c)
 SHM_SRC = $(wildcard shm/*.c)
-LIB_SRC = $(CHILD_SRC) $(SHM_SRC) master/log.c master/options.c master/service_account.c
+LIB_SRC = $(CHILD_SRC) $(SHM_SRC) master/log.c master/options.c master/service_account.c master/config.c master/settings.c
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 FCMD_OBJ = $(LIB_OBJ) $(BUILD)/master/main.o $(BUILD)/master/listen.o $(BUILD)/master/supervise.o
 MOCK_OBJ = $(BUILD)/tools/mock_upstream.o $(BUILD)/tools/mock_v1.o $(BUILD)/child/json.o $(BUILD)/child/buf.o

@@ -4,7 +4,7 @@
  * The child adopts the listen descriptor the master bound, serves HTTP with
  * h2o and sends upstream with curl, both on one libuv loop, so nothing in
  * it ever blocks.  On SIGTERM it stops accepting, keeps sending until its
- * pending targets are finished (or CHILD_STOP_TIMEOUT_MS passes), and exits.
+ * pending targets are finished (or shutdown_timeout passes), and exits.
  */
 #include "child.h"
 #include "../master/log.h"
@@ -15,6 +15,7 @@
 #include "upstream.h"
 
 #include <h2o/socket/uv-binding.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,12 @@ static struct child child; /* this process's state; reachable for leak checkers 
 
 static void free_handle(uv_handle_t *h)
 {
+    free(h);
+}
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    child.connections--;
     free(h);
 }
 
@@ -55,7 +62,8 @@ static void on_accept(uv_stream_t *listener, int status)
     }
     if (!c->is_unix)
         uv_tcp_nodelay((uv_tcp_t *)conn, 1);
-    sock = h2o_uv_socket_create(conn, free_handle);
+    c->connections++;
+    sock = h2o_uv_socket_create(conn, on_conn_closed);
     h2o_accept(&c->accept_ctx, sock);
 }
 
@@ -79,8 +87,10 @@ static int open_listener(struct child *c, int fd)
 static void on_stop_tick(uv_timer_t *t)
 {
     struct child *c = t->data;
+    uint64_t now = uv_now(&c->loop);
+    int http_done = c->connections == 0 || now >= c->stop_started + CHILD_HTTP_GRACE_MS;
 
-    if (c->queue.pending > 0 && uv_now(&c->loop) < c->stop_deadline)
+    if ((c->queue.pending > 0 || !http_done) && now < c->stop_deadline)
         return;
     if (c->queue.pending > 0)
         log_warn("child stopping with %zu targets unfinished", c->queue.pending);
@@ -99,7 +109,8 @@ static void on_stop_signal(uv_signal_t *s, int signo)
     c->stopping = 1;
     uv_close(&c->listener.handle, NULL);
     h2o_context_request_shutdown(&c->ctx);
-    c->stop_deadline = uv_now(&c->loop) + CHILD_STOP_TIMEOUT_MS;
+    c->stop_started = uv_now(&c->loop);
+    c->stop_deadline = c->stop_started + (uint64_t)c->opts->shutdown_timeout * 1000;
     /* Polling the pending count keeps the sender free of shutdown logic. */
     uv_timer_start(&c->stop_timer, on_stop_tick, 0, 50);
 }
@@ -168,6 +179,9 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
         log_error("child set-up failed");
         return 1;
     }
+    /* Tell the master this child accepts: it may now retire an older generation. */
+    atomic_store(&c->slot->ready, 1);
+    kill(getppid(), SIGUSR2);
     uv_run(&c->loop, UV_RUN_DEFAULT);
     return 0;
 }

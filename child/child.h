@@ -19,7 +19,9 @@ struct shm_slot;
 struct sender;
 struct upstream;
 
-#define CHILD_STOP_TIMEOUT_MS 30000
+/* After its pending work is done, a stopping child gives open HTTP
+ * connections this long to finish the request they carry. */
+#define CHILD_HTTP_GRACE_MS 2000
 
 struct child {
     const struct fcmd_options *opts;
@@ -42,7 +44,9 @@ struct child {
     struct queue queue;
     struct upstream *upstream;
     struct sender *sender;
+    size_t connections; /* open HTTP connections */
     int stopping;
+    uint64_t stop_started;
     uint64_t stop_deadline;
 };
 

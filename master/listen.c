@@ -19,7 +19,7 @@
 
 #define LISTEN_BACKLOG 1024
 
-static int listen_unix(const char *path, char *err, size_t errlen)
+static int listen_unix(const char *path, int mode, char *err, size_t errlen)
 {
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
     struct stat st;
@@ -45,6 +45,12 @@ static int listen_unix(const char *path, char *err, size_t errlen)
     if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
         snprintf(err, errlen, "cannot listen on unix:%s: %s", path, strerror(errno));
         close(fd);
+        return -1;
+    }
+    if (mode >= 0 && chmod(path, (mode_t)mode) != 0) {
+        snprintf(err, errlen, "--socket-mode: chmod(%s) failed: %s", path, strerror(errno));
+        close(fd);
+        unlink(path);
         return -1;
     }
     return fd;
@@ -86,7 +92,8 @@ static int listen_tcp(const char *host, int port, char *err, size_t errlen)
 
 int listen_open(const struct fcmd_options *o, char *err, size_t errlen)
 {
-    return o->unix_path ? listen_unix(o->unix_path, err, errlen) : listen_tcp(o->host, o->port, err, errlen);
+    return o->unix_path ? listen_unix(o->unix_path, options_socket_mode(o), err, errlen)
+                        : listen_tcp(o->host, o->port, err, errlen);
 }
 
 void listen_cleanup(const struct fcmd_options *o)

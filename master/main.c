@@ -1,20 +1,23 @@
 /*
  * master/main.c - fcmd's entry point.
  *
- * Everything that can fail because of what the operator typed (flags,
- * credentials, the listen address) is checked here, before any fork, and
- * ends the start with one line on stderr and exit status 2.  Then the
- * master hands over to its supervise loop and never touches a request.
+ * Everything that can fail because of what the operator typed (flags, the
+ * config file, credentials, the listen address) is checked here, before
+ * any fork, and ends the start with one line on stderr and exit status 2.
+ * Then the master drops privileges if asked and hands over to its
+ * supervise loop; it never touches a request.
  */
 #include "../shm/region.h"
 #include "listen.h"
 #include "log.h"
 #include "options.h"
-#include "service_account.h"
+#include "settings.h"
 #include "supervise.h"
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -48,73 +51,90 @@ static void log_started(const struct fcmd_options *o)
     log_info("fcmd %s listening on %s with %d workers, %s", FCMD_VERSION, where, o->workers, upstream);
 }
 
+/* The master binds and reads credentials as root, then master and children
+ * run as user. */
+static int drop_privileges(const char *user, char *err, size_t errlen)
+{
+    struct passwd *pw = getpwnam(user);
+
+    if (pw == NULL) {
+        snprintf(err, errlen, "--user: no such user \"%s\"", user);
+        return -1;
+    }
+    if (getuid() == pw->pw_uid && geteuid() == pw->pw_uid)
+        return 0;
+    if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0) {
+        snprintf(err, errlen, "--user: cannot become \"%s\": %s", user, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    struct fcmd_options opts;
+    struct settings *s;
     struct shm_region *shm;
-    struct service_account sa;
-    char err[512];
+    char err[600];
     int fd, rc;
 
-    options_defaults(&opts);
-    if (options_parse(&opts, argc, argv, err, sizeof(err)) != 0) {
+    /* Also what --check-config reports: the first problem, or "ok" below. */
+    if ((s = settings_load(argc, argv, 1, err, sizeof(err))) == NULL) {
         fprintf(stderr, "fcmd: %s\n", err);
         return EXIT_USAGE;
     }
-    if (opts.help) {
-        fputs(options_usage, stdout);
+    if (s->o.help || s->o.version) {
+        if (s->o.help)
+            fputs(options_usage, stdout);
+        else
+            printf("fcmd %s (%s)\n", FCMD_VERSION, curl_version());
+        settings_free(s);
         return 0;
     }
-    if (opts.version) {
-        printf("fcmd %s (%s)\n", FCMD_VERSION, curl_version());
+    if (s->o.check_config) {
+        puts("ok");
+        settings_free(s);
         return 0;
     }
-    if (options_validate(&opts, err, sizeof(err)) != 0) {
-        fprintf(stderr, "fcmd: %s\n", err);
+    if ((rc = log_open(s->o.logto)) != 0) {
+        fprintf(stderr, "fcmd: --logto: cannot open \"%s\": %s\n", s->o.logto, strerror(-rc));
         return EXIT_USAGE;
     }
-    /* --service-account wins over --apikey when both are given. */
-    if (opts.service_account != NULL) {
-        if (service_account_load(opts.service_account, &sa, err, sizeof(err)) != 0) {
-            fprintf(stderr, "fcmd: %s\n", err);
-            return EXIT_USAGE;
-        }
-        opts.sa = &sa;
-    }
-    if ((rc = log_open(opts.logto)) != 0) {
-        fprintf(stderr, "fcmd: --logto: cannot open \"%s\": %s\n", opts.logto, strerror(-rc));
-        return EXIT_USAGE;
-    }
+    log_set_level((enum log_level)options_log_level(&s->o));
     signal(SIGPIPE, SIG_IGN);
     if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK) {
         fprintf(stderr, "fcmd: curl_global_init() failed\n");
         return 1;
     }
-    if ((fd = listen_open(&opts, err, sizeof(err))) < 0) {
+    if ((fd = listen_open(&s->o, err, sizeof(err))) < 0) {
         fprintf(stderr, "fcmd: %s\n", err);
         return EXIT_USAGE;
     }
-    if (opts.pidfile != NULL && write_pidfile(opts.pidfile) != 0) {
-        fprintf(stderr, "fcmd: --pidfile: cannot write \"%s\": %s\n", opts.pidfile, strerror(errno));
-        listen_cleanup(&opts);
+    if (s->o.pidfile != NULL && write_pidfile(s->o.pidfile) != 0) {
+        fprintf(stderr, "fcmd: --pidfile: cannot write \"%s\": %s\n", s->o.pidfile, strerror(errno));
+        listen_cleanup(&s->o);
+        return EXIT_USAGE;
+    }
+    if (s->o.user != NULL && drop_privileges(s->o.user, err, sizeof(err)) != 0) {
+        fprintf(stderr, "fcmd: %s\n", err);
+        listen_cleanup(&s->o);
         return EXIT_USAGE;
     }
     if ((shm = shm_region_create(DRAIN_LIST_BYTES)) == NULL) {
         fprintf(stderr, "fcmd: mmap() of the shared region failed: %s\n", strerror(errno));
-        listen_cleanup(&opts);
+        listen_cleanup(&s->o);
         return 1;
     }
-    log_started(&opts);
+    log_started(&s->o);
 
-    rc = supervise_run(&opts, fd, shm);
+    const char *pidfile = s->o.pidfile;
+    char pidpath[4096];
+    if (pidfile != NULL)
+        snprintf(pidpath, sizeof(pidpath), "%s", pidfile);
+    rc = supervise_run(argc, argv, s, fd, shm);
 
-    close(fd);
-    listen_cleanup(&opts);
-    if (opts.pidfile != NULL)
-        unlink(opts.pidfile);
+    if (pidfile != NULL && unlink(pidpath) != 0)
+        log_warn("cannot remove the pid file %s: %s", pidpath, strerror(errno));
     shm_region_destroy(shm);
-    if (opts.sa)
-        service_account_free(&sa);
     curl_global_cleanup();
     return rc;
 }

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,11 @@ static const struct opt_def opt_table[] = {
     INT(upstream_connections, "upstream-connections", 1, 1024),
     INT(max_inflight, "max-inflight", 1, 100000),
     BOOL(http2_prior_knowledge, "http2-prior-knowledge"),
+    INT(shutdown_timeout, "shutdown-timeout", 1, 3600),
+    STR(log_level, "log-level"),
+    STR(user, "user"),
+    STR(socket_mode, "socket-mode"),
+    BOOL(check_config, "check-config"),
     BOOL(help, "help"),
     BOOL(help, "h"),
     BOOL(version, "version"),
@@ -83,9 +89,14 @@ const char options_usage[] =
     "  --unix PATH               listen on a UNIX socket instead of TCP\n"
     "  --workers N               child processes [online CPUs]\n"
     "  --queue-size N            pending targets per child before /gcm/send answers 503 [500000]\n"
+    "  --socket-mode MODE        permissions of the UNIX socket, octal [umask]\n"
+    "  --user NAME               drop to this user after binding (when started as root)\n"
+    "  --shutdown-timeout S      how long stopping children may finish their work [30]\n"
     "  --logto FILE              log file [stderr]\n"
+    "  --log-level LEVEL         error, warn, info or debug [info]\n"
     "  --pidfile FILE            write the master's pid here\n"
-    "  --config FILE             INI configuration file\n"
+    "  --config FILE             INI configuration file; flags override it (see conf/fcmd.conf)\n"
+    "  --check-config            check the configuration and credentials, print ok or the error\n"
     "  --spool DIR               durable spool directory\n"
     "  --version, --help\n";
 
@@ -101,6 +112,8 @@ void options_defaults(struct fcmd_options *o)
     o->fcm_url = "https://fcm.googleapis.com";
     o->retries = 3;
     o->queue_size = 500000;
+    o->shutdown_timeout = 30;
+    o->log_level = "info";
 }
 
 static const struct opt_def *find_opt(const char *name, size_t len)
@@ -162,6 +175,34 @@ static int set_value(struct fcmd_options *o, const struct opt_def *d, const char
     return -1;
 }
 
+int options_set(struct fcmd_options *o, const char *name, const char *value, char *err, size_t errlen)
+{
+    const struct opt_def *d = find_opt(name, strlen(name));
+
+    return d == NULL ? -2 : set_value(o, d, value, err, errlen);
+}
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+int options_log_level(const struct fcmd_options *o)
+{
+    for (int i = 0; i < 4; i++)
+        if (strcmp(o->log_level, level_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+int options_socket_mode(const struct fcmd_options *o)
+{
+    char *end;
+    long mode;
+
+    if (o->socket_mode == NULL)
+        return -1;
+    mode = strtol(o->socket_mode, &end, 8);
+    return *end == '\0' && end != o->socket_mode && mode >= 0 && mode <= 0777 ? (int)mode : -2;
+}
+
 int options_parse(struct fcmd_options *o, int argc, char **argv, char *err, size_t errlen)
 {
     for (int i = 1; i < argc; i++) {
@@ -203,12 +244,20 @@ static int url_ok(const char *u)
 
 int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
 {
-    if (o->config != NULL) {
-        snprintf(err, errlen, "--config: configuration files are not supported by this build yet");
-        return -1;
-    }
     if (o->spool != NULL) {
         snprintf(err, errlen, "--spool: the durable spool is not supported by this build yet");
+        return -1;
+    }
+    if (options_log_level(o) < 0) {
+        snprintf(err, errlen, "--log-level: \"%s\" is not one of error, warn, info, debug", o->log_level);
+        return -1;
+    }
+    if (options_socket_mode(o) == -2) {
+        snprintf(err, errlen, "--socket-mode: \"%s\" is not an octal mode such as 0660", o->socket_mode);
+        return -1;
+    }
+    if (o->user != NULL && getpwnam(o->user) == NULL) {
+        snprintf(err, errlen, "--user: no such user \"%s\"", o->user);
         return -1;
     }
     if (o->apikey == NULL && o->service_account == NULL) {

@@ -35,6 +35,11 @@ struct fcmd_options {
     int upstream_connections;  /* per child; 0 = by URL scheme */
     int max_inflight;          /* upstream requests in flight per child; 0 = 100 per HTTP/2 connection */
     int http2_prior_knowledge; /* h2c without Upgrade on http:// URLs */
+    int shutdown_timeout;      /* seconds a stopping child may take to finish its work */
+    const char *log_level;     /* error, warn, info or debug */
+    const char *user;          /* drop to this user after binding */
+    const char *socket_mode;   /* octal permissions of the UNIX socket */
+    int check_config;          /* validate, print ok or the error, exit */
     int help;
     int version;
     /* Loaded by main from service_account before the fork; children inherit it. */
@@ -43,6 +48,17 @@ struct fcmd_options {
 
 /* Fills defaults (workers from the online CPU count). */
 void options_defaults(struct fcmd_options *o);
+
+/* Sets the option called name (as on the command line, without dashes)
+ * from its text.  Returns 0, -1 with a reason in err, or -2 when there is
+ * no such option. */
+int options_set(struct fcmd_options *o, const char *name, const char *value, char *err, size_t errlen);
+
+/* The log level the options name (they are validated). */
+int options_log_level(const struct fcmd_options *o);
+
+/* The UNIX socket's permission bits, or -1 when the options set none. */
+int options_socket_mode(const struct fcmd_options *o);
 
 /* Parses argv[1..].  Returns 0, or -1 with a one-line reason in err. */
 int options_parse(struct fcmd_options *o, int argc, char **argv, char *err, size_t errlen);

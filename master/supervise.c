@@ -2,16 +2,26 @@
  * master/supervise.c - the master cycle.
  *
  * Signal handlers only set flags.  One loop around sigsuspend() acts on each
- * flag in one place: reap and respawn children (with a back-off that grows
- * while a child keeps dying young), reopen the log, and on SIGTERM/SIGINT
- * ask the children to finish their work, then stop them for good if they
- * outlive the grace period or a second signal arrives.
+ * flag in one place:
+ *   SIGCHLD  reap; restart a child of the current generation, with a
+ *            back-off that grows while it keeps dying young;
+ *   SIGHUP   reload: load the configuration again; if it is good, bind the
+ *            new address first if it changed, fork a new generation, and
+ *            once every new child accepts, tell the old generation to stop
+ *            accepting and finish its work.  The listen socket stays open
+ *            throughout, so no connection is refused;
+ *   SIGUSR2  a child accepts connections now (see above, and READY=1);
+ *   SIGUSR1  reopen the log (SIGHUP does too);
+ *   SIGTERM, SIGINT  stop: children finish their work within
+ *            shutdown_timeout; a second signal stops them at once.
  */
 #include "supervise.h"
 #include "../child/child.h"
 #include "../shm/region.h"
+#include "listen.h"
 #include "log.h"
 #include "options.h"
+#include "settings.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -21,31 +31,44 @@
 #include <sys/prctl.h>
 #include <sys/time.h>
 #include <sys/wait.h>
+#include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
 
 #define RESPAWN_MIN_MS 100
 #define RESPAWN_MAX_MS 10000
 #define HEALTHY_AFTER_MS 5000 /* a child that lived this long resets the back-off */
-#define STOP_GRACE_MS 35000   /* children drain for 30 s; then they are killed */
+#define STOP_SLACK_MS 5000    /* beyond shutdown_timeout before children are killed */
 
-static volatile sig_atomic_t sig_child, sig_term, sig_alarm, sig_reopen;
+static volatile sig_atomic_t sig_child, sig_term, sig_alarm, sig_reload, sig_reopen, sig_ready;
 
 struct worker {
-    pid_t pid; /* 0 when not running */
+    pid_t pid;    /* 0 when the slot is free or waiting to restart */
+    unsigned gen; /* generation it runs */
     int64_t started_ms;
-    int64_t respawn_at_ms;
-    unsigned deaths; /* consecutive early deaths */
+    int64_t respawn_at_ms; /* > 0: restart due then */
+    unsigned deaths;       /* consecutive early deaths */
+    int retiring;          /* of an older generation: never restarted */
+    int told_to_stop;      /* has had its SIGTERM */
+};
+
+struct generation {
+    struct settings *settings;
+    int listen_fd;
+    unsigned number;
 };
 
 struct master {
-    const struct fcmd_options *opts;
-    int listen_fd;
+    int argc;
+    char **argv;
     struct shm_region *shm;
-    struct worker workers[OPTIONS_MAX_WORKERS];
-    int nworkers;
-    int stopping; /* number of stop signals received */
+    struct generation cur;
+    struct generation old; /* retiring; settings NULL when none */
+    struct worker workers[SHM_MAX_SLOTS];
+    int stopping; /* stop signals acted on */
     int64_t stop_deadline_ms;
+    uint64_t lost_at_stop;
+    int owe_ready; /* READY=1 once the current generation accepts */
 };
 
 static void on_signal(int signo)
@@ -55,8 +78,9 @@ static void on_signal(int signo)
     case SIGTERM:
     case SIGINT: sig_term++; break;
     case SIGALRM: sig_alarm = 1; break;
-    case SIGHUP:
+    case SIGHUP: sig_reload = 1; break;
     case SIGUSR1: sig_reopen = 1; break;
+    case SIGUSR2: sig_ready = 1; break;
     }
 }
 
@@ -68,32 +92,34 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static const int handled_signals[] = {SIGCHLD, SIGTERM, SIGINT, SIGALRM, SIGHUP, SIGUSR1};
+static const int handled_signals[] = {SIGCHLD, SIGTERM, SIGINT, SIGALRM, SIGHUP, SIGUSR1, SIGUSR2};
 #define NSIGNALS (sizeof(handled_signals) / sizeof(handled_signals[0]))
 
-static int install_signals(sigset_t *blocked)
+static int install_signals(void)
 {
     struct sigaction sa;
+    sigset_t blocked;
 
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
-    sigemptyset(blocked);
+    sigemptyset(&blocked);
     for (size_t i = 0; i < NSIGNALS; i++) {
-        sigaddset(blocked, handled_signals[i]);
+        sigaddset(&blocked, handled_signals[i]);
         if (sigaction(handled_signals[i], &sa, NULL) != 0) {
             log_error("sigaction(%d) failed: %s", handled_signals[i], strerror(errno));
             return -1;
         }
     }
-    if (sigprocmask(SIG_BLOCK, blocked, NULL) != 0) {
+    if (sigprocmask(SIG_BLOCK, &blocked, NULL) != 0) {
         log_error("sigprocmask() failed: %s", strerror(errno));
         return -1;
     }
     return 0;
 }
 
-/* In a new child: undo the master's signal set-up and tie its life to ours. */
-static void child_reset_signals(pid_t master_pid)
+/* In a new child: undo the master's signal set-up, keep only its own
+ * listen socket, and tie its life to the master's. */
+static void child_prepare(const struct master *m, pid_t master_pid)
 {
     struct sigaction sa;
     sigset_t none;
@@ -104,6 +130,8 @@ static void child_reset_signals(pid_t master_pid)
         sigaction(handled_signals[i], &sa, NULL);
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
+    if (m->old.settings != NULL && m->old.listen_fd != m->cur.listen_fd)
+        close(m->old.listen_fd);
     /* If the master vanishes, finish the work in hand and go. */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != master_pid)
@@ -114,25 +142,46 @@ static void spawn(struct master *m, int slot)
 {
     struct worker *w = &m->workers[slot];
     pid_t master_pid = getpid();
-    pid_t pid = fork();
+    pid_t pid;
 
-    if (pid < 0) {
+    atomic_store(&m->shm->slots[slot].ready, 0);
+    if ((pid = fork()) < 0) {
         log_error("fork() failed: %s", strerror(errno));
         w->respawn_at_ms = now_ms() + RESPAWN_MAX_MS;
         return;
     }
     if (pid == 0) {
-        child_reset_signals(master_pid);
-        exit(child_main(m->opts, m->listen_fd, m->shm, (unsigned)slot));
+        child_prepare(m, master_pid);
+        exit(child_main(&m->cur.settings->o, m->cur.listen_fd, m->shm, (unsigned)slot));
     }
     w->pid = pid;
+    w->gen = m->cur.number;
     w->started_ms = now_ms();
     w->respawn_at_ms = 0;
+    w->retiring = 0;
+    w->told_to_stop = 0;
     atomic_store(&m->shm->slots[slot].pid, (int32_t)pid);
-    log_info("child %d started (slot %d)", (int)pid, slot);
+    log_info("child %d started (slot %d, generation %u)", (int)pid, slot, m->cur.number);
 }
 
-static void schedule_respawn(struct master *m, struct worker *w)
+/* Forks the current generation's children into free slots. */
+static void spawn_generation(struct master *m)
+{
+    int want = m->cur.settings->o.workers;
+
+    for (int i = 0; i < SHM_MAX_SLOTS && want > 0; i++) {
+        struct worker *w = &m->workers[i];
+        if (w->pid != 0 || w->respawn_at_ms != 0)
+            continue;
+        w->deaths = 0;
+        spawn(m, i);
+        want--;
+    }
+    if (want > 0)
+        log_error("no free worker slots for %d children", want);
+}
+
+static void schedule_respawn(struct worker *w, int slot)
 {
     int64_t now = now_ms(), delay;
 
@@ -145,8 +194,7 @@ static void schedule_respawn(struct master *m, struct worker *w)
     w->deaths++;
     w->respawn_at_ms = now + delay;
     if (delay > 0)
-        log_warn("child in slot %d keeps dying: next start in %lld ms", (int)(w - m->workers), (long long)delay);
-    (void)m;
+        log_warn("child in slot %d keeps dying: next start in %lld ms", slot, (long long)delay);
 }
 
 static void reap(struct master *m)
@@ -155,13 +203,14 @@ static void reap(struct master *m)
     pid_t pid;
 
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        for (int i = 0; i < m->nworkers; i++) {
+        for (int i = 0; i < SHM_MAX_SLOTS; i++) {
             struct worker *w = &m->workers[i];
             int64_t lost;
             if (w->pid != pid)
                 continue;
             w->pid = 0;
             atomic_store(&m->shm->slots[i].pid, 0);
+            atomic_store(&m->shm->slots[i].ready, 0);
             lost = shm_settle_slot(m->shm, (unsigned)i);
             if (WIFSIGNALED(status))
                 log_warn("child %d killed by signal %d, %lld pending targets lost", (int)pid, WTERMSIG(status),
@@ -171,29 +220,152 @@ static void reap(struct master *m)
                          (long long)lost);
             else
                 log_info("child %d exited", (int)pid);
-            if (!m->stopping)
-                schedule_respawn(m, w);
+            if (!m->stopping && !w->retiring)
+                schedule_respawn(w, i);
+            else
+                w->respawn_at_ms = 0;
         }
     }
 }
 
-static void signal_children(struct master *m, int signo)
+static void signal_worker(struct worker *w, int signo)
 {
-    for (int i = 0; i < m->nworkers; i++)
-        if (m->workers[i].pid > 0 && kill(m->workers[i].pid, signo) != 0 && errno != ESRCH)
-            log_error("kill(%d, %d) failed: %s", (int)m->workers[i].pid, signo, strerror(errno));
+    if (w->pid > 0 && kill(w->pid, signo) != 0 && errno != ESRCH)
+        log_error("kill(%d, %d) failed: %s", (int)w->pid, signo, strerror(errno));
+}
+
+/* SIGTERM, once, to every child matching retiring (or to all when -1). */
+static void tell_to_stop(struct master *m, int retiring)
+{
+    for (int i = 0; i < SHM_MAX_SLOTS; i++) {
+        struct worker *w = &m->workers[i];
+        if (w->pid > 0 && !w->told_to_stop && (retiring < 0 || w->retiring == retiring)) {
+            w->told_to_stop = 1;
+            signal_worker(w, SIGTERM);
+        }
+    }
 }
 
 static int alive(const struct master *m)
 {
     int n = 0;
 
-    for (int i = 0; i < m->nworkers; i++)
+    for (int i = 0; i < SHM_MAX_SLOTS; i++)
         n += m->workers[i].pid > 0;
     return n;
 }
 
-/* Arms SIGALRM for the earliest pending respawn or the stop deadline. */
+/* Whether every child of the current generation accepts connections. */
+static int generation_ready(const struct master *m)
+{
+    int n = 0;
+
+    for (int i = 0; i < SHM_MAX_SLOTS; i++) {
+        const struct worker *w = &m->workers[i];
+        if (w->pid > 0 && !w->retiring) {
+            if (!atomic_load(&m->shm->slots[i].ready))
+                return 0;
+            n++;
+        }
+    }
+    return n == m->cur.settings->o.workers;
+}
+
+/* The old generation's children stop accepting and finish their work; the
+ * master lets go of what only they used. */
+static void retire_old(struct master *m)
+{
+    if (m->old.settings == NULL)
+        return;
+    tell_to_stop(m, 1);
+    if (m->old.listen_fd != m->cur.listen_fd) {
+        close(m->old.listen_fd);
+        if (m->old.settings->o.unix_path != NULL &&
+            (m->cur.settings->o.unix_path == NULL ||
+             strcmp(m->old.settings->o.unix_path, m->cur.settings->o.unix_path) != 0))
+            listen_cleanup(&m->old.settings->o);
+    }
+    settings_free(m->old.settings);
+    m->old.settings = NULL;
+    log_info("generation %u serves; the previous one finishes its work", m->cur.number);
+}
+
+static void on_ready(struct master *m)
+{
+    if (!generation_ready(m))
+        return;
+    retire_old(m);
+    if (m->owe_ready) {
+        m->owe_ready = 0;
+        sd_notifyf(0, "READY=1\nSTATUS=serving with %d workers", m->cur.settings->o.workers);
+    }
+}
+
+static void reload(struct master *m)
+{
+    struct settings *next;
+    char err[600];
+    int fd;
+
+    sd_notify(0, "RELOADING=1");
+    if (log_reopen() != 0)
+        log_error("cannot reopen the log: %s", strerror(errno));
+    else
+        log_info("log reopened");
+    log_info("reloading the configuration");
+    if ((next = settings_load(m->argc, m->argv, 1, err, sizeof(err))) == NULL) {
+        log_error("reload failed, still serving the previous configuration: %s", err);
+        sd_notify(0, "READY=1");
+        return;
+    }
+    fd = m->cur.listen_fd;
+    /* A new address is bound before the old one is let go: no gap. */
+    if (!settings_same_listener(m->cur.settings, next) && (fd = listen_open(&next->o, err, sizeof(err))) < 0) {
+        log_error("reload failed, still serving the previous configuration: %s", err);
+        settings_free(next);
+        sd_notify(0, "READY=1");
+        return;
+    }
+    if ((next->o.user == NULL) != (m->cur.settings->o.user == NULL) ||
+        (next->o.user && strcmp(next->o.user, m->cur.settings->o.user) != 0))
+        log_warn("reload: a new user takes effect only after a restart");
+    log_set_level((enum log_level)options_log_level(&next->o));
+    /* A reload before the last one finished: the last one's old generation goes now. */
+    if (m->old.settings != NULL)
+        retire_old(m);
+    for (int i = 0; i < SHM_MAX_SLOTS; i++) {
+        m->workers[i].retiring = m->workers[i].pid > 0 ? 1 : m->workers[i].retiring;
+        m->workers[i].respawn_at_ms = 0; /* the new generation replaces pending restarts */
+    }
+    m->old = m->cur;
+    m->cur.settings = next;
+    m->cur.listen_fd = fd;
+    m->cur.number++;
+    atomic_store(&m->shm->workers, (uint32_t)next->o.workers);
+    m->owe_ready = 1;
+    spawn_generation(m);
+}
+
+static void begin_stop(struct master *m)
+{
+    struct shm_totals t;
+
+    m->stopping++;
+    if (m->stopping == 1) {
+        shm_sum(m->shm, &t);
+        m->lost_at_stop = t.counters[SHM_LOST];
+        sd_notify(0, "STOPPING=1");
+        log_info("stopping: %d children finish their pending work", alive(m));
+        m->stop_deadline_ms = now_ms() + (int64_t)m->cur.settings->o.shutdown_timeout * 1000 + STOP_SLACK_MS;
+        tell_to_stop(m, -1);
+    } else {
+        log_warn("stopping at once: second stop signal");
+        for (int i = 0; i < SHM_MAX_SLOTS; i++)
+            signal_worker(&m->workers[i], SIGKILL);
+    }
+}
+
+/* Arms SIGALRM for the earliest pending restart or the stop deadline. */
 static void arm_timer(struct master *m)
 {
     int64_t next = 0, now = now_ms();
@@ -202,7 +374,7 @@ static void arm_timer(struct master *m)
     if (m->stopping) {
         next = m->stop_deadline_ms;
     } else {
-        for (int i = 0; i < m->nworkers; i++) {
+        for (int i = 0; i < SHM_MAX_SLOTS; i++) {
             int64_t at = m->workers[i].respawn_at_ms;
             if (m->workers[i].pid == 0 && at > 0 && (next == 0 || at < next))
                 next = at;
@@ -217,46 +389,45 @@ static void arm_timer(struct master *m)
     setitimer(ITIMER_REAL, &it, NULL);
 }
 
-static void respawn_due(struct master *m)
+static void on_alarm(struct master *m)
 {
     int64_t now = now_ms();
 
-    for (int i = 0; i < m->nworkers; i++) {
+    if (m->stopping) {
+        if (now >= m->stop_deadline_ms) {
+            log_warn("children did not finish in time: killing %d", alive(m));
+            for (int i = 0; i < SHM_MAX_SLOTS; i++)
+                signal_worker(&m->workers[i], SIGKILL);
+            m->stop_deadline_ms = now + 1000;
+        }
+        return;
+    }
+    for (int i = 0; i < SHM_MAX_SLOTS; i++) {
         struct worker *w = &m->workers[i];
         if (w->pid == 0 && w->respawn_at_ms > 0 && w->respawn_at_ms <= now)
             spawn(m, i);
     }
 }
 
-static void begin_stop(struct master *m)
-{
-    m->stopping++;
-    if (m->stopping == 1) {
-        log_info("stopping: %d children finish their pending work", alive(m));
-        m->stop_deadline_ms = now_ms() + STOP_GRACE_MS;
-        signal_children(m, SIGTERM);
-    } else {
-        log_warn("stopping at once: second stop signal");
-        signal_children(m, SIGKILL);
-    }
-}
-
-int supervise_run(const struct fcmd_options *o, int listen_fd, struct shm_region *shm)
+int supervise_run(int argc, char **argv, struct settings *settings, int listen_fd, struct shm_region *shm)
 {
     struct master m;
-    sigset_t blocked, none;
+    struct shm_totals t;
+    sigset_t none;
 
     memset(&m, 0, sizeof(m));
-    m.opts = o;
-    m.listen_fd = listen_fd;
+    m.argc = argc;
+    m.argv = argv;
     m.shm = shm;
-    m.nworkers = o->workers;
-    atomic_store(&shm->workers, (uint32_t)o->workers);
-    if (install_signals(&blocked) != 0)
+    m.cur.settings = settings;
+    m.cur.listen_fd = listen_fd;
+    m.cur.number = 1;
+    m.owe_ready = 1;
+    atomic_store(&shm->workers, (uint32_t)settings->o.workers);
+    if (install_signals() != 0)
         return 1;
     sigemptyset(&none);
-    for (int i = 0; i < m.nworkers; i++)
-        spawn(&m, i);
+    spawn_generation(&m);
 
     for (;;) {
         if (sig_child) {
@@ -265,29 +436,41 @@ int supervise_run(const struct fcmd_options *o, int listen_fd, struct shm_region
         }
         while (sig_term > m.stopping)
             begin_stop(&m);
+        if (sig_reload) {
+            sig_reload = 0;
+            if (!m.stopping)
+                reload(&m);
+        }
         if (sig_reopen) {
             sig_reopen = 0;
             if (log_reopen() != 0)
                 log_error("cannot reopen the log: %s", strerror(errno));
             else
                 log_info("log reopened");
-            signal_children(&m, SIGUSR1);
+            for (int i = 0; i < SHM_MAX_SLOTS; i++)
+                signal_worker(&m.workers[i], SIGUSR1);
+        }
+        if (sig_ready) {
+            sig_ready = 0;
+            on_ready(&m);
         }
         if (sig_alarm) {
             sig_alarm = 0;
-            if (m.stopping && now_ms() >= m.stop_deadline_ms) {
-                log_warn("children did not finish in time: killing %d", alive(&m));
-                signal_children(&m, SIGKILL);
-                m.stop_deadline_ms = now_ms() + 1000;
-            } else if (!m.stopping) {
-                respawn_due(&m);
-            }
+            on_alarm(&m);
         }
         if (m.stopping && alive(&m) == 0)
             break;
         arm_timer(&m);
         sigsuspend(&none);
     }
-    log_info("stopped");
+    shm_sum(shm, &t);
+    log_info("stopped; %llu targets were left unfinished", (unsigned long long)(t.counters[SHM_LOST] - m.lost_at_stop));
+    if (m.old.settings != NULL) {
+        close(m.old.listen_fd);
+        settings_free(m.old.settings);
+    }
+    close(m.cur.listen_fd);
+    listen_cleanup(&m.cur.settings->o);
+    settings_free(m.cur.settings);
     return 0;
 }

@@ -1,14 +1,15 @@
 /*
- * master/supervise.h - the master's cycle: fork children, reap and respawn
- * them, and act on signals.
+ * master/supervise.h - the master's cycle: fork generations of children,
+ * reap and respawn them, reload, and stop.
  */
 #ifndef FCMD_MASTER_SUPERVISE_H
 #define FCMD_MASTER_SUPERVISE_H
 
-struct fcmd_options;
+struct settings;
 struct shm_region;
 
-/* Runs until SIGTERM/SIGINT has stopped every child.  Returns the exit status. */
-int supervise_run(const struct fcmd_options *o, int listen_fd, struct shm_region *shm);
+/* Runs until SIGTERM/SIGINT has stopped every child; argv is kept for
+ * reloading.  Takes over settings and listen_fd.  Returns the exit status. */
+int supervise_run(int argc, char **argv, struct settings *settings, int listen_fd, struct shm_region *shm);
 
 #endif

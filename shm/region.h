@@ -46,7 +46,8 @@ struct shm_slot {
     _Atomic int64_t pending; /* accepted and not yet finished */
     _Atomic int32_t pid;     /* owner, 0 when free (set by the master) */
     _Atomic int32_t no_token; /* 1 while the child has no usable access token */
-    char pad[64 - 2 * sizeof(int32_t)];
+    _Atomic int32_t ready;    /* 1 once the child accepts connections */
+    char pad[64 - 3 * sizeof(int32_t)];
 };
 
 struct shm_region {

@@ -1,0 +1,27 @@
+/*
+ * master/config.h - the INI configuration file (see conf/fcmd.conf).
+ *
+ * Every command-line option has a key in a section; loading a file sets
+ * the options it names, and the command line is applied afterwards so it
+ * wins.  An unknown section or key, or a bad value, is an error that names
+ * the file, the line and the key.
+ */
+#ifndef FCMD_MASTER_CONFIG_H
+#define FCMD_MASTER_CONFIG_H
+
+#include <stddef.h>
+
+struct fcmd_options;
+
+/* Strings the file gave, owned here because the options only point at them. */
+struct config_strings {
+    char **v;
+    size_t n, cap;
+};
+
+/* Applies the file at path to o.  Returns 0, or -1 with "path:line: ..." in err. */
+int config_load(const char *path, struct fcmd_options *o, struct config_strings *owned, char *err, size_t errlen);
+
+void config_strings_free(struct config_strings *owned);
+
+#endif
