@@ -108,8 +108,8 @@ static int on_send(struct child *c, h2o_req_t *req)
 
     if (wrong_method(req, "POST"))
         return 0;
-    if (c->stopping)
-        return respond_busy(req, "shutting down");
+    /* A stopping child still takes requests on connections it already has
+     * (h2o closes them after this answer): its drain covers them too. */
     if ((h = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1)) >= 0) {
         ctype = req->headers.entries[h].value.base;
         ctype_len = req->headers.entries[h].value.len;

@@ -97,32 +97,31 @@ int main(int argc, char **argv)
     }
     if ((rc = log_open(s->o.logto)) != 0) {
         fprintf(stderr, "fcmd: --logto: cannot open \"%s\": %s\n", s->o.logto, strerror(-rc));
+        settings_free(s);
         return EXIT_USAGE;
     }
     log_set_level((enum log_level)options_log_level(&s->o));
     signal(SIGPIPE, SIG_IGN);
     if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK) {
-        fprintf(stderr, "fcmd: curl_global_init() failed\n");
-        return 1;
+        snprintf(err, sizeof(err), "curl_global_init() failed");
+        rc = 1;
+        goto fail;
     }
     if ((fd = listen_open(&s->o, err, sizeof(err))) < 0) {
-        fprintf(stderr, "fcmd: %s\n", err);
-        return EXIT_USAGE;
+        rc = EXIT_USAGE;
+        goto fail;
     }
+    rc = EXIT_USAGE;
     if (s->o.pidfile != NULL && write_pidfile(s->o.pidfile) != 0) {
-        fprintf(stderr, "fcmd: --pidfile: cannot write \"%s\": %s\n", s->o.pidfile, strerror(errno));
-        listen_cleanup(&s->o);
-        return EXIT_USAGE;
+        snprintf(err, sizeof(err), "--pidfile: cannot write \"%s\": %s", s->o.pidfile, strerror(errno));
+        goto fail_listen;
     }
-    if (s->o.user != NULL && drop_privileges(s->o.user, err, sizeof(err)) != 0) {
-        fprintf(stderr, "fcmd: %s\n", err);
-        listen_cleanup(&s->o);
-        return EXIT_USAGE;
-    }
+    if (s->o.user != NULL && drop_privileges(s->o.user, err, sizeof(err)) != 0)
+        goto fail_listen;
     if ((shm = shm_region_create(DRAIN_LIST_BYTES)) == NULL) {
-        fprintf(stderr, "fcmd: mmap() of the shared region failed: %s\n", strerror(errno));
-        listen_cleanup(&s->o);
-        return 1;
+        snprintf(err, sizeof(err), "mmap() of the shared region failed: %s", strerror(errno));
+        rc = 1;
+        goto fail_listen;
     }
     log_started(&s->o);
 
@@ -135,6 +134,15 @@ int main(int argc, char **argv)
     if (pidfile != NULL && unlink(pidpath) != 0)
         log_warn("cannot remove the pid file %s: %s", pidpath, strerror(errno));
     shm_region_destroy(shm);
+    curl_global_cleanup();
+    return rc;
+
+fail_listen:
+    close(fd);
+    listen_cleanup(&s->o);
+fail:
+    fprintf(stderr, "fcmd: %s\n", err);
+    settings_free(s);
     curl_global_cleanup();
     return rc;
 }

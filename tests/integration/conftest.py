@@ -87,7 +87,9 @@ class Fcmd:
         self.port = free_port()
         self.unix = unix
         self.log = tmp_path / f"fcmd-{self.port}.log"
-        cmd = [FCMD_BIN, "--workers", str(workers), "--logto", str(self.log)]
+        cmd = [FCMD_BIN, "--logto", str(self.log)]
+        if workers is not None:  # None: leave it to the config file
+            cmd += ["--workers", str(workers)]
         if apikey is not None:
             cmd += ["--apikey", apikey]
         if unix:
@@ -105,7 +107,7 @@ class Fcmd:
         if wait:
             try:
                 wait_until(self.healthy, what="fcmd to answer /healthz")
-                wait_until(lambda: len(self.children()) == workers, what=f"{workers} children")
+                wait_until(lambda: len(self.children()) == (workers or 1), what=f"{workers or 1} children")
             except BaseException:
                 self.stop(timeout=2)  # never leave a half-started server behind
                 raise

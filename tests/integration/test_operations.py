@@ -1,0 +1,317 @@
+"""Operations: the config file and --check-config, SIGHUP reloads without a
+refused connection, shutdown_timeout, systemd notifications, UNIX socket
+handling, --user, and the files in conf/."""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import API_KEY, FCMD_BIN, ROOT, free_port, wait_until
+
+CONF = os.path.join(ROOT, "conf")
+
+
+def run_fcmd(*args, timeout=10):
+    return subprocess.run([FCMD_BIN, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def write_conf(path, text):
+    path.write_text(text)
+    return path
+
+
+# ---- the config file ----
+
+def test_config_file_applies_and_flags_override(mock, start_fcmd, tmp_path):
+    conf = write_conf(tmp_path / "fcmd.conf", f"""
+[server]
+workers = 1
+[upstream]
+apikey = {API_KEY}
+gcm_url = {mock.url()}
+[send]
+retries = 0
+""")
+    f = start_fcmd(workers=2, apikey=None, args=["--config", str(conf)])  # --workers 2 wins over the file
+    assert f.report()["workers"] == 2
+    f.send_form(["unavail-once-only"], {})
+    r = f.wait_idle()
+    assert r["failures"] == 1 and r["retries"] == 0  # retries = 0 came from the file
+    assert mock.token("unavail-once-only")["attempts"] == 1
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("[server]\nport = 5601\nbogus = 1\n", ":3: unknown key \"bogus\" in [server]"),
+    ("[server]\nport = seventy\n", ":2: [server] port: \"seventy\" is not a number"),
+    ("[nowhere]\nport = 1\n", ":2: unknown key \"port\" in [nowhere]"),
+    ("[server]\nthis line has no equals sign\n", ":2: not a \"key = value\" line"),
+    ("[log]\nlevel = chatty\n", "--log-level"),
+    ("[server]\nsocket_mode = rw\n", "--socket-mode"),
+])
+def test_config_errors_name_file_line_and_key(tmp_path, text, needle):
+    conf = write_conf(tmp_path / "bad.conf", text)
+    r = run_fcmd("--config", str(conf), "--apikey", "k", "--port", str(free_port()))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+    if ":" in needle[:3]:
+        assert str(conf) in lines[0]
+
+
+def test_check_config(tmp_path):
+    good = write_conf(tmp_path / "good.conf", "[upstream]\napikey = k\n[send]\nretries = 5\n")
+    r = run_fcmd("--config", str(good), "--check-config")
+    assert r.returncode == 0 and r.stdout == "ok\n"
+    r = run_fcmd("--config", str(good), "--check-config", "--retries", "500")
+    assert r.returncode == 2 and "--retries" in r.stderr
+    missing_key = write_conf(tmp_path / "sa.conf", f"[upstream]\nservice_account = {tmp_path}/none.json\n")
+    r = run_fcmd("--config", str(missing_key), "--check-config")
+    assert r.returncode == 2 and "none.json" in r.stderr
+    r = run_fcmd("--config", str(tmp_path / "absent.conf"), "--check-config")
+    assert r.returncode == 2 and "cannot read" in r.stderr
+
+
+def test_example_config_is_complete_and_valid():
+    text = open(os.path.join(CONF, "fcmd.conf")).read()
+    r = run_fcmd("--config", os.path.join(CONF, "fcmd.conf"), "--apikey", "k", "--check-config")
+    assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
+    # Every flag but the ones that only make sense on a command line has its key in the example.
+    flags = set(re.findall(r"^  --([a-z0-9-]+)", run_fcmd("--help").stdout, re.M))
+    flags -= {"config", "check-config", "version", "help"}
+    for flag in flags:
+        assert f"flag: --{flag}" in text, f"--{flag} is not in conf/fcmd.conf"
+
+
+# ---- reload ----
+
+class Sender(threading.Thread):
+    """Sends one token per fresh connection until told to stop (at most 60 s)."""
+
+    def __init__(self, url):
+        super().__init__(daemon=True)
+        self.url, self.stop_at = url, time.monotonic() + 60
+        self.accepted, self.errors, self.statuses = [], [], {}
+        self.done = threading.Event()
+
+    def run(self):
+        i = 0
+        while not self.done.is_set() and time.monotonic() < self.stop_at:
+            tok = f"hup{i}"
+            i += 1
+            try:
+                r = requests.post(self.url, data={"tokens": tok, "payload": "{}"},
+                                  headers={"Connection": "close"}, timeout=5)
+                self.statuses[r.status_code] = self.statuses.get(r.status_code, 0) + 1
+                if r.status_code == 200:
+                    self.accepted.append(tok)
+            except requests.RequestException as e:
+                self.errors.append(repr(e))
+
+
+def generation_serving(f, n):
+    return lambda: f"generation {n} serves" in f.log_text()
+
+
+def test_sighup_three_times_under_load_refuses_nothing(mock, start_fcmd, tmp_path):
+    conf = write_conf(tmp_path / "fcmd.conf", "[send]\nretries = 0\n")
+    f = start_fcmd(mock, workers=2, args=["--config", str(conf)])
+    sender = Sender(f.url("/gcm/send"))
+    sender.start()
+    wait_until(lambda: len(sender.accepted) > 20, what="the sender to get going")
+    for n in (2, 3, 4):
+        old = set(f.children())
+        f.proc.send_signal(signal.SIGHUP)
+        wait_until(generation_serving(f, n), what=f"generation {n}")
+        wait_until(lambda: not (old & set(f.children())), timeout=15, what="the old generation to exit")
+        wait_until(lambda: len(sender.accepted) > 20 * n, what="more sends after the reload")
+    sender.done.set()
+    sender.join(10)
+    print(f"sent {len(sender.accepted)} over fresh connections across 3 reloads")
+    assert sender.errors == [] and set(sender.statuses) == {200}
+    r = f.wait_idle()
+    assert r["accepted"] == len(sender.accepted) and r["successes"] == len(sender.accepted)
+    toks = mock.stats()["tokens"]
+    assert all(toks[t]["delivered"] >= 1 for t in sender.accepted)
+    # New settings are in force: retries from 0 to 2.
+    conf.write_text("[send]\nretries = 2\n")
+    f.proc.send_signal(signal.SIGHUP)
+    wait_until(generation_serving(f, 5), what="generation 5")
+    f.send_form(["unavail-after-reload"], {})
+    f.wait_idle(timeout=20)
+    assert mock.token("unavail-after-reload")["attempts"] == 3
+
+
+def test_sighup_with_a_broken_config_keeps_serving(mock, start_fcmd, tmp_path):
+    conf = write_conf(tmp_path / "fcmd.conf", "[send]\nretries = 1\n")
+    f = start_fcmd(mock, workers=1, args=["--config", str(conf)])
+    before = f.children()
+    conf.write_text("[send]\nretries = lots\n")
+    f.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "reload failed" in f.log_text(), what="the reload to fail")
+    assert f"{conf}:2: [send] retries" in f.log_text()
+    assert f.children() == before
+    assert f.send_form(["still-here"], {}).status_code == 200
+    assert f.wait_idle()["successes"] == 1
+
+
+def test_reload_changes_the_worker_count(mock, start_fcmd, tmp_path):
+    conf = write_conf(tmp_path / "fcmd.conf", "[server]\nworkers = 1\n")
+    f = start_fcmd(mock, workers=None, args=["--config", str(conf)])
+    f.send_form(["before"], {})
+    f.wait_idle()
+    conf.write_text("[server]\nworkers = 2\n")
+    f.proc.send_signal(signal.SIGHUP)
+    wait_until(generation_serving(f, 2), what="generation 2")
+    wait_until(lambda: len(f.children()) == 2, what="two workers")
+    r = f.report()
+    assert r["workers"] == 2 and r["successes"] == 1  # counters carried over
+
+
+def test_reload_moves_to_a_new_port_without_a_gap(mock, tmp_path):
+    port1, port2 = free_port(), free_port()
+    conf = write_conf(tmp_path / "fcmd.conf",
+                      f"[server]\nhost = 127.0.0.1\nport = {port1}\nworkers = 1\n[upstream]\napikey = k\n"
+                      f"gcm_url = {mock.url()}\n")
+    log = tmp_path / "fcmd.log"
+    proc = subprocess.Popen([FCMD_BIN, "--config", str(conf), "--logto", str(log)], start_new_session=True)
+    try:
+        wait_until(lambda: _ok(f"http://127.0.0.1:{port1}/healthz"), what="the first port")
+        conf.write_text(conf.read_text().replace(f"port = {port1}", f"port = {port2}"))
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "generation 2 serves" in log.read_text(), what="generation 2")
+        assert _ok(f"http://127.0.0.1:{port2}/healthz")
+        wait_until(lambda: not _ok(f"http://127.0.0.1:{port1}/healthz"), what="the old port to close")
+        assert requests.get(f"http://127.0.0.1:{port2}/gcm/report").json()["workers"] == 1
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert proc.returncode == 0
+
+
+def _ok(url):
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+# ---- stopping ----
+
+def test_shutdown_timeout_bounds_the_drain(start_mock, start_fcmd):
+    mock = start_mock("--latency-ms", "8000")
+    f = start_fcmd(mock, workers=1, args=["--shutdown-timeout", "1"])
+    f.send_form(["slow-a", "slow-b"], {})
+    t0 = time.monotonic()
+    f.proc.send_signal(signal.SIGTERM)
+    assert f.proc.wait(15) == 0
+    assert time.monotonic() - t0 < 7  # well before the upstream would have answered
+    log = f.log_text()
+    assert "child stopping with 2 targets unfinished" in log
+    assert "stopped; 2 targets were left unfinished" in log
+
+
+def test_log_level_filters(mock, start_fcmd):
+    f = start_fcmd(mock, workers=1, args=["--log-level", "warn"])
+    f.send_form(["mismatch-lvl"], {})
+    f.wait_idle()
+    wait_until(lambda: "targets failed" in f.log_text(), what="the warning")
+    assert " info " not in f.log_text()
+
+
+# ---- systemd ----
+
+def test_sd_notify_ready_reloading_stopping(mock, tmp_path):
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(10)
+    port = free_port()
+    env = dict(os.environ, NOTIFY_SOCKET=path)
+    proc = subprocess.Popen([FCMD_BIN, "--apikey", "k", "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
+                             "--gcm-url", mock.url(), "--logto", str(tmp_path / "log")], env=env,
+                            start_new_session=True)
+    try:
+        def next_message():
+            return sock.recv(4096).decode()
+        first = next_message()
+        assert first.startswith("READY=1")
+        assert _ok(f"http://127.0.0.1:{port}/healthz")  # ready means accepting
+        proc.send_signal(signal.SIGHUP)
+        assert next_message() == "RELOADING=1"
+        assert next_message().startswith("READY=1")
+        proc.send_signal(signal.SIGTERM)
+        assert next_message() == "STOPPING=1"
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sock.close()
+
+
+def test_systemd_unit_verifies(tmp_path):
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.fail("systemd-analyze is required (Debian package systemd)")
+    unit = tmp_path / "fcmd.service"
+    unit.write_text(open(os.path.join(CONF, "fcmd.service")).read().replace("/usr/local/bin/fcmd", FCMD_BIN))
+    r = subprocess.run([tool, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    text = unit.read_text()
+    for needle in ("Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "NoNewPrivileges=yes", "ProtectSystem=",
+                   "PrivateTmp=yes"):
+        assert needle in text
+
+
+# ---- UNIX socket, pid file, user ----
+
+def test_unix_socket_stale_file_and_mode(mock, start_fcmd, tmp_path):
+    path = tmp_path / "fcmd.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()  # a crash leaves the file behind, with nobody listening
+    assert path.exists()
+    f = start_fcmd(mock, unix=path, workers=1, args=["--socket-mode", "0600"])
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    f.stop()
+    assert not path.exists()
+
+
+def test_unix_socket_in_use_is_refused(mock, start_fcmd, tmp_path):
+    path = tmp_path / "busy.sock"
+    f = start_fcmd(mock, unix=path, workers=1)
+    r = run_fcmd("--apikey", "k", "--unix", str(path))
+    assert r.returncode == 2 and "cannot listen" in r.stderr
+    assert f.healthy()  # the running server's socket was left alone
+
+
+def test_user_drops_privileges(mock, start_fcmd, tmp_path):
+    assert os.geteuid() == 0, "this test runs as root, as CI does"
+    os.chmod(tmp_path, 0o755)
+    f = start_fcmd(mock, workers=2, args=["--user", "nobody"])
+
+    def uid(pid):
+        with open(f"/proc/{pid}/status") as fh:
+            return int(re.search(r"^Uid:\s+(\d+)", fh.read(), re.M).group(1))
+    assert uid(f.proc.pid) == 65534
+    assert all(uid(c) == 65534 for c in f.children())
+    assert f.send_form(["as-nobody"], {}).status_code == 200
+    assert f.wait_idle()["successes"] == 1
+
+
+def test_unknown_user_exits_2():
+    r = run_fcmd("--apikey", "k", "--user", "no-such-user-fcmd", "--port", str(free_port()))
+    assert r.returncode == 2 and "no such user" in r.stderr
+
+
+def test_logrotate_config_present():
+    text = open(os.path.join(CONF, "fcmd.logrotate")).read()
+    assert "SIGUSR1" in text and "/var/log/fcmd/" in text
