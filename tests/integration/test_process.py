@@ -249,3 +249,13 @@ def test_ctrl_c_to_the_process_group_still_drains(start_mock, start_fcmd):
     toks = mock.stats()["tokens"]
     assert all(toks[t]["delivered"] == 1 for t in tokens)
     assert "stopping at once" not in f.log_text()
+
+
+def test_make_install_honours_prefix_and_destdir(tmp_path):
+    from conftest import ROOT
+    r = subprocess.run(["make", "-s", "-C", ROOT, "install", f"DESTDIR={tmp_path}", "PREFIX=/opt/fcmd"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    installed = tmp_path / "opt" / "fcmd" / "bin" / "fcmd"
+    assert os.access(installed, os.X_OK)
+    assert subprocess.run([str(installed), "--version"], capture_output=True, text=True).stdout.startswith("fcmd ")
