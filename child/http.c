@@ -11,6 +11,7 @@
 #include "../shm/region.h"
 #include "buf.h"
 #include "child.h"
+#include "metrics.h"
 #include "queue.h"
 #include "request.h"
 #include "sender.h"
@@ -119,14 +120,11 @@ static int on_send(struct child *c, h2o_req_t *req)
     if (rc == 0 && c->upstream->ops->check != NULL &&
         (rc = c->upstream->ops->check(c->upstream, &r, err, sizeof(err))) != 0)
         request_free(&r);
-    if (rc != 0) {
-        shm_add(c->slot, SHM_HTTP_REJECTED, 1);
+    if (rc != 0)
         return respond_error(req, rc, err);
-    }
     if (!queue_has_room(&c->queue, r.ntargets) || queue_accept(&c->queue, &r) != 0) {
         size_t n = r.ntargets;
         request_free(&r);
-        shm_add(c->slot, SHM_HTTP_BUSY, 1);
         return respond_busy(req, queue_has_room(&c->queue, n) ? "out of memory" : "queue full");
     }
     shm_add(c->slot, SHM_ACCEPTED, r.ntargets);
@@ -234,50 +232,17 @@ static int on_notregistered(struct child *c, h2o_req_t *req)
 
 static int on_metrics(struct child *c, h2o_req_t *req)
 {
-    static const struct {
-        enum shm_counter id;
-        const char *name, *help;
-    } counters[] = {
-        {SHM_ACCEPTED, "fcmd_accepted_targets_total", "Targets accepted at /gcm/send."},
-        {SHM_ATTEMPTS, "fcmd_attempts_total", "Targets sent upstream, every try counted."},
-        {SHM_SUCCESSES, "fcmd_successes_total", "Targets the upstream accepted."},
-        {SHM_FAILURES, "fcmd_failures_total", "Targets given up on."},
-        {SHM_RETRIES, "fcmd_retries_total", "Targets scheduled for another try."},
-        {SHM_CANONICALS, "fcmd_canonicals_total", "Canonical token replacements received."},
-        {SHM_NOTREGISTERED, "fcmd_notregistered_total", "Targets the upstream declared invalid."},
-        {SHM_LOST, "fcmd_lost_total", "Pending targets of children that died."},
-        {SHM_UPSTREAM_REQS, "fcmd_upstream_requests_total", "Upstream HTTP requests answered."},
-        {SHM_UPSTREAM_ERRS, "fcmd_upstream_errors_total", "Upstream requests that got no HTTP answer."},
-        {SHM_HTTP_REQUESTS, "fcmd_http_requests_total", "HTTP requests served."},
-        {SHM_HTTP_REJECTED, "fcmd_http_rejected_total", "/gcm/send requests refused as invalid."},
-        {SHM_HTTP_BUSY, "fcmd_http_busy_total", "/gcm/send requests refused with 503."},
-        {SHM_OAUTH_TOKENS, "fcmd_oauth_tokens_total", "OAuth2 access tokens obtained."},
-        {SHM_OAUTH_FAILURES, "fcmd_oauth_failures_total", "OAuth2 token requests that failed."},
-    };
     struct shm_totals t;
     struct buf b = BUF_INIT;
+    uint64_t now = (uint64_t)time(NULL), started = atomic_load(&c->shm->started_at);
+    struct metrics_context m = {c->upstream->ops->name, atomic_load(&c->shm->workers),
+                                now > started ? now - started : 0};
 
     if (wrong_method(req, "GET"))
         return 0;
     shm_sum(c->shm, &t);
-    for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
-        buf_addf(&b, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", counters[i].name, counters[i].help, counters[i].name,
-                 counters[i].name, (unsigned long long)t.counters[counters[i].id]);
-    buf_addf(&b,
-             "# HELP fcmd_pending Targets accepted and not yet finished.\n# TYPE fcmd_pending gauge\n"
-             "fcmd_pending %lld\n",
-             (long long)t.pending);
-    buf_addf(&b,
-             "# HELP fcmd_drain_dropped_total Drain-list records dropped because the list was full.\n"
-             "# TYPE fcmd_drain_dropped_total counter\n"
-             "fcmd_drain_dropped_total{list=\"canonical\"} %llu\n"
-             "fcmd_drain_dropped_total{list=\"notregistered\"} %llu\n",
-             (unsigned long long)t.canonical_dropped, (unsigned long long)t.notregistered_dropped);
-    buf_addf(&b,
-             "# HELP fcmd_build_info fcmd version.\n# TYPE fcmd_build_info gauge\n"
-             "fcmd_build_info{version=\"%s\",upstream=\"%s\"} 1\n",
-             FCMD_VERSION, c->upstream->ops->name);
-    respond_buf(req, "text/plain; version=0.0.4", &b);
+    metrics_prometheus(&b, &t, &m);
+    respond_buf(req, "text/plain; version=0.0.4; charset=utf-8", &b);
     buf_free(&b);
     return 0;
 }
@@ -291,33 +256,58 @@ static int on_healthz(struct child *c, h2o_req_t *req)
     return respond(req, 200, "OK", "text/plain", "ok\n", 3);
 }
 
+/* Like /healthz, and also 503 while the upstream cannot be used (no access token). */
+static int on_readyz(struct child *c, h2o_req_t *req)
+{
+    if (wrong_method(req, "GET"))
+        return 0;
+    if (c->stopping)
+        return respond(req, 503, "Service Unavailable", "text/plain", "draining\n", 9);
+    if (c->upstream->ops->ready != NULL && !c->upstream->ops->ready(c->upstream))
+        return respond(req, 503, "Service Unavailable", "text/plain", "no upstream access token\n", 25);
+    return respond(req, 200, "OK", "text/plain", "ok\n", 3);
+}
+
 /* ---- routing ---- */
 
 static const struct {
     const char *path;
     endpoint_fn fn;
+    enum endpoint id;
 } routes[] = {
-    {"/gcm/send", on_send},
-    {"/gcm/report", on_report},
-    {"/gcm/report/canonical", on_canonical},
-    {"/gcm/report/notregistered", on_notregistered},
-    {"/metrics", on_metrics},
-    {"/healthz", on_healthz},
+    {"/gcm/send", on_send, EP_SEND},
+    {"/gcm/report", on_report, EP_REPORT},
+    {"/gcm/report/canonical", on_canonical, EP_CANONICAL},
+    {"/gcm/report/notregistered", on_notregistered, EP_NOTREGISTERED},
+    {"/metrics", on_metrics, EP_METRICS},
+    {"/healthz", on_healthz, EP_HEALTHZ},
+    {"/readyz", on_readyz, EP_READYZ},
 };
 
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     struct child *c = ((struct fcmd_handler *)self)->child;
-    size_t plen = req->path_normalized.len;
+    size_t plen = req->path_normalized.len, i;
+    enum endpoint ep = EP_OTHER;
+    uint64_t start = uv_hrtime();
 
-    shm_add(c->slot, SHM_HTTP_REQUESTS, 1);
     /* Which child answered: for operators chasing a problem, and for tests. */
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-fcmd-worker"), 0, NULL, c->worker_id,
                           strlen(c->worker_id));
-    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+    for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
         if (h2o_memis(req->path_normalized.base, plen, routes[i].path, strlen(routes[i].path)))
-            return routes[i].fn(c, req);
-    return respond_error(req, 404, "no such endpoint");
+            break;
+    if (i < sizeof(routes) / sizeof(routes[0])) {
+        ep = routes[i].id;
+        routes[i].fn(c, req);
+    } else {
+        respond_error(req, 404, "no such endpoint");
+    }
+    /* Every answer is sent by now, so its status is known. */
+    atomic_fetch_add_explicit(&c->slot->http[ep][http_status_index(req->res.status)], 1, memory_order_relaxed);
+    if (ep == EP_SEND)
+        histogram_observe(&c->slot->send_latency, send_bounds_us, (uv_hrtime() - start) / 1000);
+    return 0;
 }
 
 int http_register(struct child *c, h2o_hostconf_t *host)

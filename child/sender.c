@@ -46,6 +46,7 @@ struct sender {
     size_t max_inflight;
     long http_version;
     int multiplex;
+    size_t sockets;        /* upstream sockets curl has us watch */
     struct buf ca_bundle;  /* system store + --ca-file, when one was given */
     struct target **batch; /* scratch for queue_take_batch */
     uint64_t rng;
@@ -94,6 +95,7 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
             uv_poll_stop(&w->poll);
             uv_close((uv_handle_t *)&w->poll, free_watch);
             curl_multi_assign(s->multi, fd, NULL);
+            s->sockets--;
         }
         return 0;
     }
@@ -107,6 +109,7 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
         w->fd = fd;
         w->sender = s;
         curl_multi_assign(s->multi, fd, w);
+        s->sockets++;
     }
     if (what & CURL_POLL_IN)
         events |= UV_READABLE;
@@ -271,11 +274,16 @@ static int apply(struct sender *s, struct target *t, struct outcome *o)
     case OUTCOME_RETRY:
         if (!out_of_retries(s, t)) {
             shm_add(s->slot, SHM_RETRIES, 1);
+            atomic_fetch_add_explicit(&s->slot->retries_by[o->cause], 1, memory_order_relaxed);
             return 1;
         }
         shm_add(s->slot, SHM_FAILURES, 1);
+        atomic_fetch_add_explicit(&s->slot->failures_by[CAUSE_RETRIES_EXHAUSTED], 1, memory_order_relaxed);
         break;
-    case OUTCOME_FAILED: shm_add(s->slot, SHM_FAILURES, 1); break;
+    case OUTCOME_FAILED:
+        shm_add(s->slot, SHM_FAILURES, 1);
+        atomic_fetch_add_explicit(&s->slot->failures_by[o->cause], 1, memory_order_relaxed);
+        break;
     }
     queue_finish(s->queue, t);
     shm_pending_add(s->slot, -1);
@@ -305,7 +313,11 @@ static void finish_job(struct sender *s, struct job *job, CURLcode code)
     unsigned attempt = 0;
     const char *retry_reason = "", *fail_reason = "";
 
+    curl_off_t elapsed_us = 0;
+
     curl_easy_getinfo(job->easy, CURLINFO_RESPONSE_CODE, &res.status);
+    curl_easy_getinfo(job->easy, CURLINFO_TOTAL_TIME_T, &elapsed_us);
+    histogram_observe(&s->slot->upstream_latency, upstream_bounds_us, (uint64_t)elapsed_us);
     if (code != CURLE_OK && job->error[0] == '\0')
         snprintf(job->error, sizeof(job->error), "%s", curl_easy_strerror(code));
     shm_add(s->slot, code == CURLE_OK ? SHM_UPSTREAM_REQS : SHM_UPSTREAM_ERRS, 1);
@@ -340,6 +352,15 @@ static void job_done(struct sender_transfer *t, CURLcode code)
     s->inflight--;
 }
 
+/* The gauges /metrics shows for this child. */
+static void publish_gauges(struct sender *s)
+{
+    shm_gauge_set(s->slot, SHM_QUEUE_DEPTH, (int64_t)s->queue->ready);
+    shm_gauge_set(s->slot, SHM_RETRY_WAITING, (int64_t)s->retries.waiting);
+    shm_gauge_set(s->slot, SHM_UPSTREAM_INFLIGHT, (int64_t)s->inflight);
+    shm_gauge_set(s->slot, SHM_UPSTREAM_SOCKETS, (int64_t)s->sockets);
+}
+
 static void collect_done(struct sender *s)
 {
     CURLMsg *msg;
@@ -356,6 +377,7 @@ static void collect_done(struct sender *s)
         t->done(t, code);
     }
     dispatch(s);
+    publish_gauges(s);
 }
 
 int sender_add(struct sender *s, CURL *easy, struct sender_transfer *t)
@@ -414,6 +436,7 @@ static void on_kick(uv_idle_t *idle)
 
     uv_idle_stop(idle);
     dispatch(s);
+    publish_gauges(s);
 }
 
 void sender_kick(struct sender *s)

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <uv.h>
 
+#include "../shm/metrics.h"
 #include "buf.h"
 #include "queue.h"
 
@@ -31,6 +32,7 @@ enum outcome_kind {
 
 struct outcome {
     enum outcome_kind kind;
+    enum cause cause;   /* OUTCOME_RETRY and OUTCOME_FAILED: why, for the metrics */
     char *canonical;    /* OUTCOME_CANONICAL: malloc'd new token */
     const char *reason; /* static text for logs: the upstream's error name */
 };

@@ -23,20 +23,21 @@ struct legacy {
 static const struct {
     const char *name;
     enum outcome_kind kind;
+    enum cause cause;
 } legacy_errors[] = {
-    {"NotRegistered", OUTCOME_INVALID},
-    {"InvalidRegistration", OUTCOME_INVALID},
-    {"Unavailable", OUTCOME_RETRY},
-    {"InternalServerError", OUTCOME_RETRY},
-    {"DeviceMessageRateExceeded", OUTCOME_RETRY},
-    {"TopicsMessageRateExceeded", OUTCOME_RETRY},
-    {"MissingRegistration", OUTCOME_FAILED},
-    {"MismatchSenderId", OUTCOME_FAILED},
-    {"InvalidPackageName", OUTCOME_FAILED},
-    {"MessageTooBig", OUTCOME_FAILED},
-    {"InvalidDataKey", OUTCOME_FAILED},
-    {"InvalidTtl", OUTCOME_FAILED},
-    {"InvalidApnsCredential", OUTCOME_FAILED},
+    {"NotRegistered", OUTCOME_INVALID, CAUSE_NONE},
+    {"InvalidRegistration", OUTCOME_INVALID, CAUSE_NONE},
+    {"Unavailable", OUTCOME_RETRY, CAUSE_UNAVAILABLE},
+    {"InternalServerError", OUTCOME_RETRY, CAUSE_INTERNAL},
+    {"DeviceMessageRateExceeded", OUTCOME_RETRY, CAUSE_RATE_LIMITED},
+    {"TopicsMessageRateExceeded", OUTCOME_RETRY, CAUSE_RATE_LIMITED},
+    {"MissingRegistration", OUTCOME_FAILED, CAUSE_MESSAGE_REJECTED},
+    {"MismatchSenderId", OUTCOME_FAILED, CAUSE_MESSAGE_REJECTED},
+    {"InvalidPackageName", OUTCOME_FAILED, CAUSE_MESSAGE_REJECTED},
+    {"MessageTooBig", OUTCOME_FAILED, CAUSE_MESSAGE_REJECTED},
+    {"InvalidDataKey", OUTCOME_FAILED, CAUSE_MESSAGE_REJECTED},
+    {"InvalidTtl", OUTCOME_FAILED, CAUSE_MESSAGE_REJECTED},
+    {"InvalidApnsCredential", OUTCOME_FAILED, CAUSE_THIRD_PARTY_AUTH},
 };
 
 void legacy_build_body(struct buf *b, const struct push *p, struct target *const *targets, size_t n)
@@ -73,10 +74,11 @@ void legacy_build_body(struct buf *b, const struct push *p, struct target *const
     buf_add(b, "}", 1);
 }
 
-static void set_all(struct outcome *out, size_t n, enum outcome_kind kind, const char *reason)
+static void set_all(struct outcome *out, size_t n, enum outcome_kind kind, enum cause cause, const char *reason)
 {
     for (size_t i = 0; i < n; i++) {
         out[i].kind = kind;
+        out[i].cause = cause;
         out[i].canonical = NULL;
         out[i].reason = reason;
     }
@@ -92,20 +94,24 @@ static void classify_result(const struct json_doc *d, int obj, struct outcome *o
         for (size_t k = 0; k < sizeof(legacy_errors) / sizeof(legacy_errors[0]); k++) {
             if (json_is(d, err, legacy_errors[k].name)) {
                 o->kind = legacy_errors[k].kind;
+                o->cause = legacy_errors[k].cause;
                 o->reason = legacy_errors[k].name;
                 return;
             }
         }
         o->kind = OUTCOME_FAILED;
+        o->cause = CAUSE_MESSAGE_REJECTED;
         o->reason = "unknown upstream error";
         return;
     }
     if (json_find(d, obj, "message_id") < 0) {
         o->kind = OUTCOME_RETRY;
+        o->cause = CAUSE_MALFORMED_RESPONSE;
         o->reason = "result without message_id";
         return;
     }
     o->kind = OUTCOME_DELIVERED;
+    o->cause = CAUSE_NONE;
     o->reason = "delivered";
     rid = json_find(d, obj, "registration_id");
     if (rid >= 0 && d->tok[rid].type == JSMN_STRING && json_toklen(d, rid) > 0) {
@@ -125,32 +131,33 @@ void legacy_classify(const struct upstream_result *res, enum target_kind kind, s
     int results;
 
     if (res->code != CURLE_OK)
-        return set_all(out, n, OUTCOME_RETRY, "no answer from upstream");
+        return set_all(out, n, OUTCOME_RETRY, CAUSE_NETWORK, "no answer from upstream");
     if (res->status == 429 || res->status >= 500)
-        return set_all(out, n, OUTCOME_RETRY, res->status == 429 ? "HTTP 429" : "HTTP 5xx");
+        return set_all(out, n, OUTCOME_RETRY, res->status == 429 ? CAUSE_HTTP_429 : CAUSE_HTTP_5XX,
+                       res->status == 429 ? "HTTP 429" : "HTTP 5xx");
     if (res->status == 401 || res->status == 403)
-        return set_all(out, n, OUTCOME_FAILED, "HTTP 401: the upstream refused the API key");
+        return set_all(out, n, OUTCOME_FAILED, CAUSE_UNAUTHORIZED, "HTTP 401: the upstream refused the API key");
     if (res->status == 400)
-        return set_all(out, n, OUTCOME_FAILED, "HTTP 400: the upstream rejected the request");
+        return set_all(out, n, OUTCOME_FAILED, CAUSE_BAD_REQUEST, "HTTP 400: the upstream rejected the request");
     if (res->status != 200)
-        return set_all(out, n, OUTCOME_FAILED, "unexpected HTTP status");
+        return set_all(out, n, OUTCOME_FAILED, CAUSE_UNEXPECTED_STATUS, "unexpected HTTP status");
     if (json_parse(&d, res->body, res->len) != 0 || d.tok[0].type != JSMN_OBJECT) {
         if (d.tok)
             json_free(&d);
-        return set_all(out, n, OUTCOME_RETRY, "malformed response");
+        return set_all(out, n, OUTCOME_RETRY, CAUSE_MALFORMED_RESPONSE, "malformed response");
     }
     if (kind != TARGET_TOKEN) {
         classify_result(&d, 0, &out[0]);
     } else if ((results = json_find(&d, 0, "results")) < 0 || d.tok[results].type != JSMN_ARRAY ||
                (size_t)d.tok[results].size != n) {
-        set_all(out, n, OUTCOME_RETRY, "malformed response");
+        set_all(out, n, OUTCOME_RETRY, CAUSE_MALFORMED_RESPONSE, "malformed response");
     } else {
         int r = results + 1;
         for (size_t i = 0; i < n; i++) {
             if (d.tok[r].type == JSMN_OBJECT)
                 classify_result(&d, r, &out[i]);
             else
-                set_all(&out[i], 1, OUTCOME_RETRY, "malformed response");
+                set_all(&out[i], 1, OUTCOME_RETRY, CAUSE_MALFORMED_RESPONSE, "malformed response");
             r = json_skip(&d, r);
         }
     }

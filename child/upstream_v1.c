@@ -145,12 +145,16 @@ void v1_build_body(struct buf *out, enum target_kind kind, const struct target *
 static const struct {
     const char *code;
     enum outcome_kind kind;
+    enum cause cause;
 } fcm_errors[] = {
-    {"UNREGISTERED", OUTCOME_INVALID},     {"SENDER_ID_MISMATCH", OUTCOME_INVALID},
-    {"QUOTA_EXCEEDED", OUTCOME_RETRY},     {"UNAVAILABLE", OUTCOME_RETRY},
-    {"INTERNAL", OUTCOME_RETRY},           {"THIRD_PARTY_AUTH_ERROR", OUTCOME_FAILED},
-    {"INVALID_ARGUMENT", OUTCOME_FAILED}, /* unless it names the token: see below */
-    {"UNSPECIFIED_ERROR", OUTCOME_FAILED},
+    {"UNREGISTERED", OUTCOME_INVALID, CAUSE_NONE},
+    {"SENDER_ID_MISMATCH", OUTCOME_INVALID, CAUSE_NONE},
+    {"QUOTA_EXCEEDED", OUTCOME_RETRY, CAUSE_RATE_LIMITED},
+    {"UNAVAILABLE", OUTCOME_RETRY, CAUSE_UNAVAILABLE},
+    {"INTERNAL", OUTCOME_RETRY, CAUSE_INTERNAL},
+    {"THIRD_PARTY_AUTH_ERROR", OUTCOME_FAILED, CAUSE_THIRD_PARTY_AUTH},
+    {"INVALID_ARGUMENT", OUTCOME_FAILED, CAUSE_INVALID_ARGUMENT}, /* unless it names the token: see below */
+    {"UNSPECIFIED_ERROR", OUTCOME_FAILED, CAUSE_UNEXPECTED_STATUS},
 };
 
 /* details[]: the FcmError's errorCode, and whether a BadRequest names the token. */
@@ -173,9 +177,10 @@ static int read_details(const struct json_doc *d, int details, int *token_violat
     return code;
 }
 
-static void set(struct outcome *out, enum outcome_kind kind, const char *reason)
+static void set(struct outcome *out, enum outcome_kind kind, enum cause cause, const char *reason)
 {
     out->kind = kind;
+    out->cause = cause;
     out->reason = reason;
     out->canonical = NULL;
 }
@@ -184,15 +189,16 @@ static void classify_status(long status, struct outcome *out, int *refused)
 {
     if (status == 401) {
         *refused = 1;
-        set(out, OUTCOME_RETRY, "HTTP 401: access token refused");
+        set(out, OUTCOME_RETRY, CAUSE_TOKEN_REFUSED, "HTTP 401: access token refused");
     } else if (status == 429 || status >= 500) {
-        set(out, OUTCOME_RETRY, status == 429 ? "HTTP 429" : "HTTP 5xx");
+        set(out, OUTCOME_RETRY, status == 429 ? CAUSE_HTTP_429 : CAUSE_HTTP_5XX,
+            status == 429 ? "HTTP 429" : "HTTP 5xx");
     } else if (status == 403) {
-        set(out, OUTCOME_FAILED, "HTTP 403: the service account may not send for this project");
+        set(out, OUTCOME_FAILED, CAUSE_UNAUTHORIZED, "HTTP 403: the service account may not send for this project");
     } else if (status == 404) {
-        set(out, OUTCOME_FAILED, "HTTP 404: check --fcm-url and project_id");
+        set(out, OUTCOME_FAILED, CAUSE_UNEXPECTED_STATUS, "HTTP 404: check --fcm-url and project_id");
     } else {
-        set(out, OUTCOME_FAILED, "unexpected HTTP status");
+        set(out, OUTCOME_FAILED, CAUSE_UNEXPECTED_STATUS, "unexpected HTTP status");
     }
 }
 
@@ -204,9 +210,9 @@ void v1_classify(const struct upstream_result *res, struct outcome *out, int *re
     *refused = 0;
     detail[0] = '\0';
     if (res->code != CURLE_OK)
-        return set(out, OUTCOME_RETRY, "no answer from upstream");
+        return set(out, OUTCOME_RETRY, CAUSE_NETWORK, "no answer from upstream");
     if (res->status == 200)
-        return set(out, OUTCOME_DELIVERED, "delivered");
+        return set(out, OUTCOME_DELIVERED, CAUSE_NONE, "delivered");
     if (json_parse(&d, res->body, res->len) != 0)
         return classify_status(res->status, out, refused);
     err = json_find(&d, 0, "error");
@@ -217,10 +223,10 @@ void v1_classify(const struct upstream_result *res, struct outcome *out, int *re
     for (size_t i = 0; code >= 0 && i < sizeof(fcm_errors) / sizeof(fcm_errors[0]); i++) {
         if (!json_is(&d, code, fcm_errors[i].code))
             continue;
-        set(out, fcm_errors[i].kind, fcm_errors[i].code);
+        set(out, fcm_errors[i].kind, fcm_errors[i].cause, fcm_errors[i].code);
         if (fcm_errors[i].kind == OUTCOME_FAILED && strcmp(fcm_errors[i].code, "INVALID_ARGUMENT") == 0 &&
             token_violation)
-            set(out, OUTCOME_INVALID, "INVALID_ARGUMENT (token)");
+            set(out, OUTCOME_INVALID, CAUSE_NONE, "INVALID_ARGUMENT (token)");
         if (strcmp(fcm_errors[i].code, "THIRD_PARTY_AUTH_ERROR") == 0)
             out->reason = "THIRD_PARTY_AUTH_ERROR: check the APNs or web push credentials of the Firebase project";
         json_free(&d);

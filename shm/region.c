@@ -50,16 +50,40 @@ void shm_region_destroy(struct shm_region *r)
         munmap(r, r->size);
 }
 
+#define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+static void sum_histogram(const struct histogram *h, uint64_t *buckets, uint64_t *count, uint64_t *sum_us)
+{
+    for (int b = 0; b < HIST_BUCKETS; b++)
+        buckets[b] += LOAD(((struct histogram *)h)->buckets[b]);
+    *count += LOAD(((struct histogram *)h)->count);
+    *sum_us += LOAD(((struct histogram *)h)->sum_us);
+}
+
 void shm_sum(const struct shm_region *r, struct shm_totals *out)
 {
     memset(out, 0, sizeof(*out));
     for (unsigned i = 0; i < SHM_MAX_SLOTS; i++) {
         struct shm_slot *s = (struct shm_slot *)&r->slots[i];
+        int alive = LOAD(s->pid) != 0;
         for (unsigned c = 0; c < SHM_NCOUNTERS; c++)
-            out->counters[c] += atomic_load_explicit(&s->counters[c], memory_order_relaxed);
-        out->pending += atomic_load_explicit(&s->pending, memory_order_relaxed);
-        if (atomic_load_explicit(&s->pid, memory_order_relaxed) != 0)
-            out->waiting_for_token += atomic_load_explicit(&s->no_token, memory_order_relaxed) != 0;
+            out->counters[c] += LOAD(s->counters[c]);
+        out->pending += LOAD(s->pending);
+        for (unsigned g = 0; g < SHM_NGAUGES; g++)
+            out->gauges[g] += LOAD(s->gauges[g]);
+        for (unsigned c = 0; c < CAUSE_COUNT; c++) {
+            out->failures_by[c] += LOAD(s->failures_by[c]);
+            out->retries_by[c] += LOAD(s->retries_by[c]);
+        }
+        for (unsigned e = 0; e < EP_COUNT; e++)
+            for (unsigned k = 0; k < HTTP_STATUS_COUNT; k++)
+                out->http[e][k] += LOAD(s->http[e][k]);
+        sum_histogram(&s->upstream_latency, out->upstream_latency, &out->upstream_latency_count,
+                      &out->upstream_latency_sum_us);
+        sum_histogram(&s->send_latency, out->send_latency, &out->send_latency_count, &out->send_latency_sum_us);
+        out->children += alive;
+        if (alive)
+            out->waiting_for_token += LOAD(s->no_token) != 0;
     }
     out->canonical_dropped = drainlist_dropped(r->canonical);
     out->notregistered_dropped = drainlist_dropped(r->notregistered);
@@ -73,5 +97,8 @@ int64_t shm_settle_slot(struct shm_region *r, unsigned slot)
     if (left > 0)
         shm_add(s, SHM_LOST, (uint64_t)left);
     atomic_store(&s->no_token, 0);
+    /* A dead child holds no queue, no requests and no connections. */
+    for (unsigned g = 0; g < SHM_NGAUGES; g++)
+        atomic_store(&s->gauges[g], 0);
     return left;
 }

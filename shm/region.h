@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "drainlist.h"
+#include "metrics.h"
 
 #define SHM_MAGIC 0x66636d64u /* "fcmd" */
 #define SHM_VERSION 1u
@@ -23,31 +24,42 @@
 
 /* One child's running totals.  Counts are of targets unless said otherwise. */
 enum shm_counter {
-    SHM_ACCEPTED,      /* targets answered 200 at /gcm/send */
-    SHM_ATTEMPTS,      /* targets sent upstream, every try counted */
-    SHM_SUCCESSES,     /* targets the upstream accepted */
-    SHM_FAILURES,      /* targets given up on (not counting notregistered) */
-    SHM_RETRIES,       /* targets scheduled for another try */
-    SHM_CANONICALS,    /* canonical replacements received */
-    SHM_NOTREGISTERED, /* targets the upstream declared dead */
-    SHM_LOST,          /* pending targets of a child that died */
-    SHM_UPSTREAM_REQS, /* upstream HTTP requests completed */
-    SHM_UPSTREAM_ERRS, /* upstream requests that got no HTTP answer */
-    SHM_HTTP_REQUESTS, /* requests served on any endpoint */
-    SHM_HTTP_REJECTED, /* /gcm/send answered 4xx */
-    SHM_HTTP_BUSY,     /* /gcm/send answered 503 (queue full) */
+    SHM_ACCEPTED,       /* targets answered 200 at /gcm/send */
+    SHM_ATTEMPTS,       /* targets sent upstream, every try counted */
+    SHM_SUCCESSES,      /* targets the upstream accepted */
+    SHM_FAILURES,       /* targets given up on (not counting notregistered) */
+    SHM_RETRIES,        /* targets scheduled for another try */
+    SHM_CANONICALS,     /* canonical replacements received */
+    SHM_NOTREGISTERED,  /* targets the upstream declared dead */
+    SHM_LOST,           /* pending targets of a child that died */
+    SHM_UPSTREAM_REQS,  /* upstream HTTP requests completed */
+    SHM_UPSTREAM_ERRS,  /* upstream requests that got no HTTP answer */
     SHM_OAUTH_TOKENS,   /* access tokens obtained */
     SHM_OAUTH_FAILURES, /* token requests that failed */
     SHM_NCOUNTERS
 };
 
+/* Gauges a child sets to its current value. */
+enum shm_gauge {
+    SHM_QUEUE_DEPTH,       /* targets waiting in the queue */
+    SHM_RETRY_WAITING,     /* targets waiting for their next try */
+    SHM_UPSTREAM_INFLIGHT, /* upstream requests in flight */
+    SHM_UPSTREAM_SOCKETS,  /* open upstream connections */
+    SHM_NGAUGES
+};
+
 struct shm_slot {
     _Atomic uint64_t counters[SHM_NCOUNTERS];
-    _Atomic int64_t pending; /* accepted and not yet finished */
-    _Atomic int32_t pid;     /* owner, 0 when free (set by the master) */
+    _Atomic int64_t pending;  /* accepted and not yet finished */
+    _Atomic int32_t pid;      /* owner, 0 when free (set by the master) */
     _Atomic int32_t no_token; /* 1 while the child has no usable access token */
     _Atomic int32_t ready;    /* 1 once the child accepts connections */
-    char pad[64 - 3 * sizeof(int32_t)];
+    _Atomic int64_t gauges[SHM_NGAUGES];
+    _Atomic uint64_t failures_by[CAUSE_COUNT];
+    _Atomic uint64_t retries_by[CAUSE_COUNT];
+    _Atomic uint64_t http[EP_COUNT][HTTP_STATUS_COUNT];
+    struct histogram upstream_latency;
+    struct histogram send_latency;
 };
 
 struct shm_region {
@@ -62,9 +74,17 @@ struct shm_region {
 };
 
 /* Totals over every slot, for reports. */
+/* Totals over every slot, for reports. */
 struct shm_totals {
     uint64_t counters[SHM_NCOUNTERS];
     int64_t pending;
+    int64_t gauges[SHM_NGAUGES];
+    uint64_t failures_by[CAUSE_COUNT];
+    uint64_t retries_by[CAUSE_COUNT];
+    uint64_t http[EP_COUNT][HTTP_STATUS_COUNT];
+    uint64_t upstream_latency[HIST_BUCKETS], upstream_latency_count, upstream_latency_sum_us;
+    uint64_t send_latency[HIST_BUCKETS], send_latency_count, send_latency_sum_us;
+    uint64_t children;          /* children alive */
     uint64_t waiting_for_token; /* children that have no usable access token */
     uint64_t canonical_dropped;
     uint64_t notregistered_dropped;
@@ -78,6 +98,11 @@ void shm_region_destroy(struct shm_region *r);
 static inline void shm_add(struct shm_slot *s, enum shm_counter c, uint64_t n)
 {
     atomic_fetch_add_explicit(&s->counters[c], n, memory_order_relaxed);
+}
+
+static inline void shm_gauge_set(struct shm_slot *s, enum shm_gauge g, int64_t v)
+{
+    atomic_store_explicit(&s->gauges[g], v, memory_order_relaxed);
 }
 
 static inline void shm_pending_add(struct shm_slot *s, int64_t n)

@@ -1,0 +1,27 @@
+/*
+ * child/metrics.h - the shared counters as text: Prometheus exposition for
+ * /metrics and carbon's plaintext protocol for Graphite.  Both print the
+ * same series, from one table.
+ */
+#ifndef FCMD_CHILD_METRICS_H
+#define FCMD_CHILD_METRICS_H
+
+#include <stdint.h>
+
+#include "buf.h"
+
+struct shm_totals;
+
+struct metrics_context {
+    const char *upstream; /* adapter name */
+    unsigned workers;     /* configured */
+    uint64_t uptime_seconds;
+};
+
+void metrics_prometheus(struct buf *b, const struct shm_totals *t, const struct metrics_context *m);
+
+/* Lines "prefix.name value timestamp\n". */
+void metrics_graphite(struct buf *b, const struct shm_totals *t, const struct metrics_context *m, const char *prefix,
+                      long long timestamp);
+
+#endif
