@@ -10,6 +10,7 @@
 #include "../master/log.h"
 #include "../master/options.h"
 #include "../shm/region.h"
+#include "graphite.h"
 #include "http.h"
 #include "sender.h"
 #include "upstream.h"
@@ -107,6 +108,8 @@ static void on_stop_signal(uv_signal_t *s, int signo)
         return;
     }
     c->stopping = 1;
+    graphite_stop(c->graphite);
+    c->graphite = NULL;
     uv_close(&c->listener.handle, NULL);
     h2o_context_request_shutdown(&c->ctx);
     c->stop_started = uv_now(&c->loop);
@@ -154,7 +157,7 @@ static int setup_http(struct child *c)
     return 0;
 }
 
-int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *shm, unsigned slot)
+int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *shm, unsigned slot, int reporter)
 {
     struct child *c = &child;
 
@@ -179,6 +182,9 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
         log_error("child set-up failed");
         return 1;
     }
+    if (reporter && o->graphite != NULL &&
+        (c->graphite = graphite_start(&c->loop, o, shm, c->upstream->ops->name)) == NULL)
+        log_error("graphite: cannot start (out of memory)");
     /* Tell the master this child accepts: it may now retire an older generation. */
     atomic_store(&c->slot->ready, 1);
     kill(getppid(), SIGUSR2);

@@ -18,6 +18,7 @@ struct shm_region;
 struct shm_slot;
 struct sender;
 struct upstream;
+struct graphite;
 
 /* After its pending work is done, a stopping child gives open HTTP
  * connections this long to finish the request they carry. */
@@ -44,13 +45,15 @@ struct child {
     struct queue queue;
     struct upstream *upstream;
     struct sender *sender;
-    size_t connections; /* open HTTP connections */
+    struct graphite *graphite; /* the reporter's, else NULL */
+    size_t connections;        /* open HTTP connections */
     int stopping;
     uint64_t stop_started;
     uint64_t stop_deadline;
 };
 
-/* Runs a child on the inherited listen descriptor; returns its exit status. */
-int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *shm, unsigned slot);
+/* Runs a child on the inherited listen descriptor; the reporter is the one
+ * child that sends to Graphite.  Returns its exit status. */
+int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *shm, unsigned slot, int reporter);
 
 #endif

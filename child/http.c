@@ -319,5 +319,12 @@ int http_register(struct child *c, h2o_hostconf_t *host)
         return -1;
     h->super.on_req = on_req;
     h->child = c;
+    if (c->opts->access_log != NULL) {
+        /* h2o's own logger, in Apache's combined format. */
+        h2o_access_log_filehandle_t *fh =
+            h2o_access_log_open_handle(c->opts->access_log, NULL, H2O_LOGCONF_ESCAPE_APACHE);
+        if (fh == NULL || h2o_access_log_register(path, fh) == NULL)
+            return -1;
+    }
     return 0;
 }

@@ -39,6 +39,10 @@ static const struct {
     {"send", "retries", "retries"},
     {"log", "file", "logto"},
     {"log", "level", "log-level"},
+    {"log", "access_log", "access-log"},
+    {"metrics", "graphite", "graphite"},
+    {"metrics", "graphite_prefix", "graphite-prefix"},
+    {"metrics", "graphite_interval", "graphite-interval"},
     {"spool", "dir", "spool"},
 };
 

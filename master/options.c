@@ -7,6 +7,7 @@
 #include "options.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -65,6 +66,10 @@ static const struct opt_def opt_table[] = {
     STR(user, "user"),
     STR(socket_mode, "socket-mode"),
     BOOL(check_config, "check-config"),
+    STR(graphite, "graphite"),
+    STR(graphite_prefix, "graphite-prefix"),
+    INT(graphite_interval, "graphite-interval", 1, 3600),
+    STR(access_log, "access-log"),
     BOOL(help, "help"),
     BOOL(help, "h"),
     BOOL(version, "version"),
@@ -94,6 +99,11 @@ const char options_usage[] =
     "  --shutdown-timeout S      how long stopping children may finish their work [30]\n"
     "  --logto FILE              log file [stderr]\n"
     "  --log-level LEVEL         error, warn, info or debug [info]\n"
+    "  --access-log FILE         one line per HTTP request (Apache combined format) [off]\n"
+    "Monitoring:\n"
+    "  --graphite HOST:PORT      send the counters to carbon's plaintext listener [off]\n"
+    "  --graphite-prefix P       prefix of the Graphite names [fcmd]\n"
+    "  --graphite-interval S     seconds between sends [10]\n"
     "  --pidfile FILE            write the master's pid here\n"
     "  --config FILE             INI configuration file; flags override it (see conf/fcmd.conf)\n"
     "  --check-config            check the configuration and credentials, print ok or the error\n"
@@ -114,6 +124,32 @@ void options_defaults(struct fcmd_options *o)
     o->queue_size = 500000;
     o->shutdown_timeout = 30;
     o->log_level = "info";
+    o->graphite_prefix = "fcmd";
+    o->graphite_interval = 10;
+}
+
+int options_graphite_address(const struct fcmd_options *o, char *host, size_t hostlen, int *port)
+{
+    const char *colon = o->graphite ? strrchr(o->graphite, ':') : NULL;
+    const char *h = o->graphite;
+    size_t n;
+    char *end;
+    long p;
+
+    if (colon == NULL || colon == h)
+        return -1;
+    n = (size_t)(colon - h);
+    if (h[0] == '[' && n >= 2 && h[n - 1] == ']') {
+        h++;
+        n -= 2;
+    }
+    p = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || p < 1 || p > 65535 || n == 0 || n >= hostlen)
+        return -1;
+    memcpy(host, h, n);
+    host[n] = '\0';
+    *port = (int)p;
+    return 0;
 }
 
 static const struct opt_def *find_opt(const char *name, size_t len)
@@ -259,6 +295,28 @@ int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
     if (o->user != NULL && getpwnam(o->user) == NULL) {
         snprintf(err, errlen, "--user: no such user \"%s\"", o->user);
         return -1;
+    }
+    if (o->graphite != NULL) {
+        char host[256];
+        int port;
+        if (options_graphite_address(o, host, sizeof(host), &port) != 0) {
+            snprintf(err, errlen, "--graphite: \"%s\" is not HOST:PORT", o->graphite);
+            return -1;
+        }
+        if (strspn(o->graphite_prefix, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") !=
+            strlen(o->graphite_prefix)) {
+            snprintf(err, errlen, "--graphite-prefix: \"%s\" may hold only letters, digits and _-.",
+                     o->graphite_prefix);
+            return -1;
+        }
+    }
+    if (o->access_log != NULL) {
+        int fd = open(o->access_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+        if (fd < 0) {
+            snprintf(err, errlen, "--access-log: cannot open \"%s\": %s", o->access_log, strerror(errno));
+            return -1;
+        }
+        close(fd);
     }
     if (o->apikey == NULL && o->service_account == NULL) {
         snprintf(err, errlen, "no upstream credentials: give --apikey KEY (legacy) or --service-account FILE");

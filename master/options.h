@@ -40,6 +40,10 @@ struct fcmd_options {
     const char *user;          /* drop to this user after binding */
     const char *socket_mode;   /* octal permissions of the UNIX socket */
     int check_config;          /* validate, print ok or the error, exit */
+    const char *graphite;        /* host:port of carbon's plaintext listener */
+    const char *graphite_prefix;
+    int graphite_interval;       /* seconds */
+    const char *access_log;      /* one line per HTTP request, or NULL */
     int help;
     int version;
     /* Loaded by main from service_account before the fork; children inherit it. */
@@ -59,6 +63,9 @@ int options_log_level(const struct fcmd_options *o);
 
 /* The UNIX socket's permission bits, or -1 when the options set none. */
 int options_socket_mode(const struct fcmd_options *o);
+
+/* Splits --graphite into host and port.  Returns 0 or -1. */
+int options_graphite_address(const struct fcmd_options *o, char *host, size_t hostlen, int *port);
 
 /* Parses argv[1..].  Returns 0, or -1 with a one-line reason in err. */
 int options_parse(struct fcmd_options *o, int argc, char **argv, char *err, size_t errlen);

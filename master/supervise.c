@@ -49,6 +49,7 @@ struct worker {
     int64_t respawn_at_ms; /* > 0: restart due then */
     unsigned deaths;       /* consecutive early deaths */
     int retiring;          /* of an older generation: never restarted */
+    int reporter;          /* sends to Graphite: one child per generation */
     int told_to_stop;      /* has had its SIGTERM */
 };
 
@@ -152,7 +153,7 @@ static void spawn(struct master *m, int slot)
     }
     if (pid == 0) {
         child_prepare(m, master_pid);
-        exit(child_main(&m->cur.settings->o, m->cur.listen_fd, m->shm, (unsigned)slot));
+        exit(child_main(&m->cur.settings->o, m->cur.listen_fd, m->shm, (unsigned)slot, w->reporter));
     }
     w->pid = pid;
     w->gen = m->cur.number;
@@ -174,6 +175,8 @@ static void spawn_generation(struct master *m)
         if (w->pid != 0 || w->respawn_at_ms != 0)
             continue;
         w->deaths = 0;
+        /* The first child of a generation reports to Graphite; a restart keeps the role. */
+        w->reporter = want == m->cur.settings->o.workers;
         spawn(m, i);
         want--;
     }
