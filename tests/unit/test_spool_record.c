@@ -1,0 +1,157 @@
+/*
+ * tests/unit/test_spool_record.c - spool records: CRC-32C, round trips, a
+ * torn tail and a corrupt record in the middle.
+ */
+#include "cmocka_all.h"
+
+#include <string.h>
+
+#include "../../child/crc32c.h"
+#include "../../child/spool_record.h"
+
+static void crc32c_check_value(void **state)
+{
+    (void)state;
+    assert_int_equal(crc32c(0, "123456789", 9), 0xE3069283u);
+    assert_int_equal(crc32c(crc32c(0, "1234", 4), "56789", 5), 0xE3069283u);
+}
+
+static struct send_request sample(char **targets, size_t n)
+{
+    struct send_request r;
+
+    memset(&r, 0, sizeof(r));
+    r.kind = TARGET_TOKEN;
+    r.targets = targets;
+    r.ntargets = n;
+    r.msg.payload = "{\"k\":1}";
+    r.msg.payload_len = 7;
+    r.msg.opt[ROPT_PRIORITY] = "\"high\"";
+    r.msg.opt_len[ROPT_PRIORITY] = 6;
+    return r;
+}
+
+static void round_trip(void **state)
+{
+    char *targets[] = {"tok-a", "tok-bb"};
+    struct send_request r = sample(targets, 2);
+    struct buf b = BUF_INIT;
+    struct spool_reader rd;
+    struct spool_rec rec;
+    struct spool_push p;
+    const unsigned char *idx;
+    const char *name;
+    uint32_t index, n;
+    uint64_t id;
+    size_t pos = 0, len, bad;
+
+    (void)state;
+    spool_encode_push(&b, 42, &r);
+    spool_encode_ack(&b, 42, (uint32_t[]){1}, 1);
+    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0};
+    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
+    assert_int_equal(spool_decode_push(&rec, &p), 0);
+    assert_int_equal(p.id, 42);
+    assert_int_equal(p.kind, TARGET_TOKEN);
+    assert_int_equal(p.ntargets, 2);
+    assert_memory_equal(p.msg.payload, "{\"k\":1}", 7);
+    assert_memory_equal(p.msg.opt[ROPT_PRIORITY], "\"high\"", 6);
+    assert_null(p.msg.opt[ROPT_ANDROID]);
+    assert_int_equal(spool_push_target(&p, &pos, &index, &name, &len), 0);
+    assert_int_equal(index, 0);
+    assert_memory_equal(name, "tok-a", len);
+    assert_int_equal(spool_push_target(&p, &pos, &index, &name, &len), 0);
+    assert_int_equal(index, 1);
+    assert_int_equal(len, 6);
+    assert_int_equal(spool_push_target(&p, &pos, &index, &name, &len), -1);
+    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
+    assert_int_equal(spool_decode_ack(&rec, &id, &n, &idx), 0);
+    assert_int_equal(id, 42);
+    assert_int_equal(n, 1);
+    assert_int_equal(spool_u32(idx), 1);
+    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_END);
+    buf_free(&b);
+}
+
+static void torn_tail_is_cut_off(void **state)
+{
+    char *targets[] = {"t"};
+    struct send_request r = sample(targets, 1);
+    struct buf b = BUF_INIT;
+    struct spool_reader rd;
+    struct spool_rec rec;
+    size_t first, bad;
+
+    (void)state;
+    spool_encode_push(&b, 1, &r);
+    first = b.len;
+    spool_encode_push(&b, 2, &r);
+    /* A crash in the middle of the second write. */
+    rd = (struct spool_reader){(unsigned char *)b.data, b.len - 5, 0};
+    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
+    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_TORN);
+    assert_int_equal(bad, first);
+    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_END);
+    /* Only part of a header. */
+    rd = (struct spool_reader){(unsigned char *)b.data, first + 7, 0};
+    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
+    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_TORN);
+    buf_free(&b);
+}
+
+static void corrupt_middle_record_is_skipped(void **state)
+{
+    char *targets[] = {"t"};
+    struct send_request r = sample(targets, 1);
+    struct buf b = BUF_INIT;
+    struct spool_reader rd;
+    struct spool_rec rec;
+    struct spool_push p;
+    size_t second, bad;
+
+    (void)state;
+    spool_encode_push(&b, 1, &r);
+    second = b.len;
+    spool_encode_push(&b, 2, &r);
+    spool_encode_push(&b, 3, &r);
+    b.data[second + SPOOL_HEADER + 3] ^= 0x40; /* a flipped bit in the second payload */
+    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0};
+    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
+    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_CORRUPT);
+    assert_int_equal(bad, second);
+    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
+    assert_int_equal(spool_decode_push(&rec, &p), 0);
+    assert_int_equal(p.id, 3);
+    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_END);
+    buf_free(&b);
+}
+
+static void garbage_length_does_not_read_past_the_end(void **state)
+{
+    char *targets[] = {"t"};
+    struct send_request r = sample(targets, 1);
+    struct buf b = BUF_INIT;
+    struct spool_reader rd;
+    struct spool_rec rec;
+    size_t bad;
+
+    (void)state;
+    spool_encode_push(&b, 1, &r);
+    b.data[9] = 0x7f; /* length now far beyond the data */
+    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0};
+    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_TORN);
+    assert_int_equal(bad, 0);
+    buf_free(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(crc32c_check_value),
+        cmocka_unit_test(round_trip),
+        cmocka_unit_test(torn_tail_is_cut_off),
+        cmocka_unit_test(corrupt_middle_record_is_skipped),
+        cmocka_unit_test(garbage_length_does_not_read_past_the_end),
+    };
+    return cmocka_run_group_tests_name("spool_record", tests, NULL, NULL);
+}
