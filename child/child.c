@@ -13,6 +13,7 @@
 #include "graphite.h"
 #include "http.h"
 #include "sender.h"
+#include "spool.h"
 #include "upstream.h"
 
 #include <h2o/socket/uv-binding.h>
@@ -141,6 +142,38 @@ static int watch_signals(struct child *c)
     return 0;
 }
 
+static void on_replayed(void *arg)
+{
+    sender_kick(arg);
+}
+
+static void on_push_done(void *arg, struct push *p)
+{
+    spool_push_done(arg, p);
+}
+
+static void on_rescan_signal(uv_signal_t *h, int signo)
+{
+    (void)signo;
+    spool_scan(((struct child *)h->data)->spool);
+}
+
+/* The spool, and at once the work that dead children left in it. */
+static int open_spool(struct child *c)
+{
+    if ((c->spool = spool_open(&c->loop, c->opts, c->shm, c->slot, &c->queue, on_replayed, c->sender)) == NULL)
+        return -1;
+    c->queue.on_push_done = on_push_done;
+    c->queue.arg = c->spool;
+    sender_set_spool(c->sender, c->spool);
+    if (uv_signal_init(&c->loop, &c->sigusr2) != 0 || uv_signal_start(&c->sigusr2, on_rescan_signal, SIGUSR2) != 0)
+        return -1;
+    c->sigusr2.data = c;
+    uv_unref((uv_handle_t *)&c->sigusr2);
+    spool_scan(c->spool);
+    return 0;
+}
+
 static int setup_http(struct child *c)
 {
     h2o_hostconf_t *host;
@@ -178,7 +211,8 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
     c->upstream = o->sa ? upstream_v1_create(o) : upstream_legacy_create(o);
     if (c->upstream == NULL || (c->sender = sender_create(&c->loop, o, &c->queue, c->upstream, shm, slot)) == NULL ||
         (c->upstream->ops->start && c->upstream->ops->start(c->upstream, c->sender, c->slot) != 0) ||
-        setup_http(c) != 0 || watch_signals(c) != 0 || open_listener(c, listen_fd) != 0) {
+        (o->spool != NULL && open_spool(c) != 0) || setup_http(c) != 0 || watch_signals(c) != 0 ||
+        open_listener(c, listen_fd) != 0) {
         log_error("child set-up failed");
         return 1;
     }
@@ -189,5 +223,6 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
     atomic_store(&c->slot->ready, 1);
     kill(getppid(), SIGUSR2);
     uv_run(&c->loop, UV_RUN_DEFAULT);
+    spool_close(c->spool);
     return 0;
 }

@@ -19,6 +19,7 @@ struct shm_slot;
 struct sender;
 struct upstream;
 struct graphite;
+struct spool;
 
 /* After its pending work is done, a stopping child gives open HTTP
  * connections this long to finish the request they carry. */
@@ -46,6 +47,8 @@ struct child {
     struct upstream *upstream;
     struct sender *sender;
     struct graphite *graphite; /* the reporter's, else NULL */
+    struct spool *spool;       /* with --spool, else NULL */
+    uv_signal_t sigusr2;       /* the master: a child died, look for its spool segments */
     size_t connections;        /* open HTTP connections */
     int stopping;
     uint64_t stop_started;

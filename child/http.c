@@ -15,6 +15,7 @@
 #include "queue.h"
 #include "request.h"
 #include "sender.h"
+#include "spool.h"
 #include "upstream.h"
 
 #include <stdio.h>
@@ -98,14 +99,113 @@ static int wrong_method(h2o_req_t *req, const char *allowed)
 
 /* ---- /gcm/send ---- */
 
+static int respond_accepted(h2o_req_t *req, int json, size_t n)
+{
+    char body[64];
+    int len;
+
+    if (!json)
+        return respond(req, 200, "OK", "text/plain; charset=utf-8", "ok\n", 3);
+    len = snprintf(body, sizeof(body), "{\"accepted\":%zu}\n", n);
+    return respond(req, 200, "OK", "application/json", body, (size_t)len);
+}
+
+/* An answer that waits for the spool's fsync.  The link lives in the
+ * request's pool: if the client goes away first, h2o disposes of it and the
+ * answer is dropped instead of written to freed memory. */
+struct deferred {
+    h2o_req_t *req;
+    struct deferred **link;
+    struct child *child;
+    int json;
+    size_t accepted;
+    uint64_t start;
+};
+
+static void on_request_gone(void *p)
+{
+    struct deferred *d = *(struct deferred **)p;
+
+    if (d != NULL)
+        d->req = NULL;
+}
+
+static void on_durable(void *arg, int ok)
+{
+    struct deferred *d = arg;
+    h2o_req_t *req = d->req;
+
+    if (req != NULL) {
+        *d->link = NULL;
+        if (ok)
+            respond_accepted(req, d->json, d->accepted);
+        else
+            respond_busy(req, "spool sync failed"); /* the push is queued; a resend may duplicate it */
+        atomic_fetch_add_explicit(&d->child->slot->http[EP_SEND][http_status_index(req->res.status)], 1,
+                                  memory_order_relaxed);
+        histogram_observe(&d->child->slot->send_latency, send_bounds_us, (uv_hrtime() - d->start) / 1000);
+    }
+    free(d);
+}
+
+/* Answers now, or once the spool has made the push durable. */
+static int answer_accepted(struct child *c, h2o_req_t *req, int json, size_t n, uint64_t start)
+{
+    struct deferred *d;
+
+    if (c->spool == NULL || (d = calloc(1, sizeof(*d))) == NULL)
+        return respond_accepted(req, json, n);
+    *d = (struct deferred){req, NULL, c, json, n, start};
+    d->link = h2o_mem_alloc_shared(&req->pool, sizeof(*d->link), on_request_gone);
+    *d->link = d;
+    if (spool_commit(c->spool, on_durable, d))
+        return 0;
+    *d->link = NULL;
+    free(d);
+    return respond_accepted(req, json, n);
+}
+
+/* Writes the push to the spool (if any) and queues it.  Returns NULL with
+ * the reason for a 503 in *why. */
+static struct push *accept_push(struct child *c, const struct send_request *r, size_t body_len, const char **why)
+{
+    struct spool_mark mark;
+    struct push *p;
+
+    if (!queue_has_room(&c->queue, r->ntargets)) {
+        *why = "queue full";
+        return NULL;
+    }
+    if (c->spool != NULL) {
+        if (!spool_has_room(c->spool, body_len + 64 * r->ntargets)) {
+            *why = "spool full";
+            return NULL;
+        }
+        if (spool_append(c->spool, r, &mark) != 0) {
+            *why = "spool write failed";
+            return NULL;
+        }
+    }
+    if ((p = queue_accept(&c->queue, r)) == NULL) {
+        if (c->spool != NULL)
+            spool_ack_all(c->spool, &mark, r->ntargets);
+        *why = "out of memory";
+        return NULL;
+    }
+    if (c->spool != NULL)
+        spool_bind(c->spool, &mark, p);
+    return p;
+}
+
 static int on_send(struct child *c, h2o_req_t *req)
 {
     struct send_request r;
-    const char *ctype = NULL;
-    size_t ctype_len = 0;
-    char err[256], body[64];
+    const char *ctype = NULL, *why;
+    size_t ctype_len = 0, n;
+    uint64_t start = uv_hrtime();
+    char err[256];
     ssize_t h;
-    int rc;
+    int rc, json;
 
     if (wrong_method(req, "POST"))
         return 0;
@@ -122,21 +222,17 @@ static int on_send(struct child *c, h2o_req_t *req)
         request_free(&r);
     if (rc != 0)
         return respond_error(req, rc, err);
-    if (!queue_has_room(&c->queue, r.ntargets) || queue_accept(&c->queue, &r) != 0) {
-        size_t n = r.ntargets;
+    if (accept_push(c, &r, req->entity.len, &why) == NULL) {
         request_free(&r);
-        return respond_busy(req, queue_has_room(&c->queue, n) ? "out of memory" : "queue full");
+        return respond_busy(req, why);
     }
-    shm_add(c->slot, SHM_ACCEPTED, r.ntargets);
-    shm_pending_add(c->slot, (int64_t)r.ntargets);
-    sender_kick(c->sender);
-    if (r.format == REQUEST_FORM) {
-        request_free(&r);
-        return respond(req, 200, "OK", "text/plain; charset=utf-8", "ok\n", 3);
-    }
-    rc = snprintf(body, sizeof(body), "{\"accepted\":%zu}\n", r.ntargets);
+    n = r.ntargets;
+    json = r.format == REQUEST_JSON;
     request_free(&r);
-    return respond(req, 200, "OK", "application/json", body, (size_t)rc);
+    shm_add(c->slot, SHM_ACCEPTED, n);
+    shm_pending_add(c->slot, (int64_t)n);
+    sender_kick(c->sender);
+    return answer_accepted(c, req, json, n, start);
 }
 
 /* ---- reports ---- */
@@ -158,6 +254,10 @@ static int on_report(struct child *c, h2o_req_t *req)
              U(t.counters[SHM_RETRIES]), U(t.counters[SHM_ACCEPTED]), U(t.counters[SHM_LOST]));
     buf_addf(&b, ",\"dropped\":%llu,\"canonical_dropped\":%llu,\"notregistered_dropped\":%llu",
              U(t.canonical_dropped + t.notregistered_dropped), U(t.canonical_dropped), U(t.notregistered_dropped));
+    if (c->opts->spool != NULL)
+        buf_addf(&b, ",\"spool_bytes\":%lld,\"spool_segments\":%lld,\"replayed\":%llu",
+                 (long long)t.gauges[SHM_SPOOL_BYTES], (long long)t.gauges[SHM_SPOOL_SEGMENTS],
+                 U(t.counters[SHM_REPLAYED]));
     if (c->opts->sa != NULL)
         buf_addf(&b, ",\"oauth_tokens\":%llu,\"oauth_failures\":%llu,\"waiting_for_token\":%llu",
                  U(t.counters[SHM_OAUTH_TOKENS]), U(t.counters[SHM_OAUTH_FAILURES]), U(t.waiting_for_token));
@@ -303,7 +403,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     } else {
         respond_error(req, 404, "no such endpoint");
     }
-    /* Every answer is sent by now, so its status is known. */
+    /* Every answer is sent by now, so its status is known - unless it waits
+     * for the spool, and then on_durable counts it. */
+    if (req->res.status == 0)
+        return 0;
     atomic_fetch_add_explicit(&c->slot->http[ep][http_status_index(req->res.status)], 1, memory_order_relaxed);
     if (ep == EP_SEND)
         histogram_observe(&c->slot->send_latency, send_bounds_us, (uv_hrtime() - start) / 1000);

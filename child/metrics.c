@@ -53,6 +53,10 @@ static size_t scalar_series(const struct shm_totals *t, const struct metrics_con
     ADD("waiting_for_token", "waiting_for_token", GAUGE, "Children without a usable OAuth2 access token.",
         t->waiting_for_token);
     ADD("uptime_seconds", "uptime_seconds", GAUGE, "Seconds since fcmd started.", m->uptime_seconds);
+    ADD("replayed_total", "replayed", COUNTER, "Targets re-queued from the spool segments of dead children.",
+        c[SHM_REPLAYED]);
+    ADD("spool_bytes", "spool_bytes", GAUGE, "Bytes of spool segments.", t->gauges[SHM_SPOOL_BYTES]);
+    ADD("spool_segments", "spool_segments", GAUGE, "Spool segment files.", t->gauges[SHM_SPOOL_SEGMENTS]);
 #undef ADD
     return n;
 }

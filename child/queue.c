@@ -34,13 +34,13 @@ static struct push *push_create(const struct send_request *r)
     return p;
 }
 
-int queue_accept(struct queue *q, const struct send_request *r)
+struct push *queue_accept(struct queue *q, const struct send_request *r)
 {
     struct target *head = NULL, **tailp = &head;
     struct push *p = push_create(r);
 
     if (p == NULL)
-        return -1;
+        return NULL;
     for (size_t i = 0; i < r->ntargets; i++) {
         size_t len = strlen(r->targets[i]);
         struct target *t = malloc(sizeof(*t) + len + 1);
@@ -51,11 +51,12 @@ int queue_accept(struct queue *q, const struct send_request *r)
                 head = next;
             }
             free(p);
-            return -1;
+            return NULL;
         }
         t->next = NULL;
         t->push = p;
         t->attempts = 0;
+        t->index = (uint32_t)i;
         t->len = (uint32_t)len;
         memcpy(t->name, r->targets[i], len + 1);
         *tailp = t;
@@ -66,7 +67,7 @@ int queue_accept(struct queue *q, const struct send_request *r)
     q->ready += r->ntargets;
     *q->tailp = head;
     q->tailp = tailp;
-    return 0;
+    return p;
 }
 
 void queue_requeue(struct queue *q, struct target *chain)
@@ -103,6 +104,8 @@ void queue_finish(struct queue *q, struct target *t)
     struct push *p = t->push;
 
     if (--p->refs == 0) {
+        if (q->on_push_done != NULL)
+            q->on_push_done(q->arg, p);
         free(p->encoded);
         free(p);
     }

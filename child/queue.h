@@ -15,12 +15,16 @@
 
 #include "request.h"
 
+struct segment;
+
 struct push {
     uint32_t refs; /* targets not yet finished */
     enum target_kind kind;
     struct message msg; /* payload and options */
     char *encoded;      /* an adapter's encoding shared by all targets, or NULL */
     size_t encoded_len;
+    struct segment *spool_seg; /* the spool segment holding its record, or NULL */
+    uint64_t spool_id;
     char text[]; /* storage for the strings above */
 };
 
@@ -28,6 +32,7 @@ struct target {
     struct target *next;
     struct push *push;
     uint32_t attempts; /* upstream sends so far */
+    uint32_t index;    /* position in its push, for spool acknowledgements */
     uint32_t len;
     char name[]; /* the token, topic or condition, NUL-terminated */
 };
@@ -35,9 +40,11 @@ struct target {
 struct queue {
     struct target *head;
     struct target **tailp;
-    size_t ready;    /* targets in the FIFO */
-    size_t pending;  /* accepted here and not finished */
-    size_t capacity; /* bound on pending */
+    size_t ready;                                    /* targets in the FIFO */
+    size_t pending;                                  /* accepted here and not finished */
+    size_t capacity;                                 /* bound on pending */
+    void (*on_push_done)(void *arg, struct push *p); /* before a push is freed */
+    void *arg;
 };
 
 void queue_init(struct queue *q, size_t capacity);
@@ -46,8 +53,8 @@ void queue_init(struct queue *q, size_t capacity);
 int queue_has_room(const struct queue *q, size_t n);
 
 /* Makes a push of r with one target per r->targets and appends them all.
- * Returns 0, or -1 when memory ran out (nothing is queued then). */
-int queue_accept(struct queue *q, const struct send_request *r);
+ * Returns the push, or NULL when memory ran out (nothing is queued then). */
+struct push *queue_accept(struct queue *q, const struct send_request *r);
 
 /* Appends targets (a NULL-terminated chain) that are pending already. */
 void queue_requeue(struct queue *q, struct target *chain);

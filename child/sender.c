@@ -15,6 +15,7 @@
 #include "backoff.h"
 #include "queue.h"
 #include "retry.h"
+#include "spool.h"
 #include "upstream.h"
 
 #include <stdio.h>
@@ -40,7 +41,8 @@ struct sender {
     uv_timer_t timer;
     uv_idle_t kick;
     struct retry_set retries;
-    CURL **pool; /* idle easy handles */
+    struct spool *spool; /* NULL without --spool */
+    CURL **pool;         /* idle easy handles */
     size_t npool;
     size_t inflight;
     size_t max_inflight;
@@ -304,6 +306,23 @@ static void log_job(const struct sender *s, const struct job *job, long status, 
                  retried, job->ntargets, retry_reason, sep, job->error);
 }
 
+/* Writes one acknowledgement for the targets of the job that are done for
+ * good, before they are freed. */
+static void ack_final(struct sender *s, struct job *job, const struct outcome *out)
+{
+    uint32_t one, *idx = job->ntargets == 1 ? &one : malloc(job->ntargets * sizeof(*idx));
+    size_t n = 0;
+
+    if (idx == NULL)
+        return; /* an acknowledgement lost is one more delivery after a crash */
+    for (size_t i = 0; i < job->ntargets; i++)
+        if (out[i].kind != OUTCOME_RETRY || out_of_retries(s, job->targets[i]))
+            idx[n++] = job->targets[i]->index;
+    spool_ack(s->spool, job->push, idx, n);
+    if (idx != &one)
+        free(idx);
+}
+
 static void finish_job(struct sender *s, struct job *job, CURLcode code)
 {
     struct outcome *out = job_outcomes(job);
@@ -322,6 +341,8 @@ static void finish_job(struct sender *s, struct job *job, CURLcode code)
         snprintf(job->error, sizeof(job->error), "%s", curl_easy_strerror(code));
     shm_add(s->slot, code == CURLE_OK ? SHM_UPSTREAM_REQS : SHM_UPSTREAM_ERRS, 1);
     s->up->ops->classify(s->up, job, &res, out);
+    if (s->spool != NULL)
+        ack_final(s, job, out);
     for (size_t i = 0; i < job->ntargets; i++) {
         struct target *t = job->targets[i];
         int gave_up = out[i].kind == OUTCOME_FAILED || (out[i].kind == OUTCOME_RETRY && out_of_retries(s, t));
@@ -447,6 +468,11 @@ void sender_kick(struct sender *s)
 static void kick_cb(void *arg)
 {
     sender_kick(arg);
+}
+
+void sender_set_spool(struct sender *s, struct spool *spool)
+{
+    s->spool = spool;
 }
 
 uv_loop_t *sender_loop(const struct sender *s)

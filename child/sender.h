@@ -39,6 +39,10 @@ int sender_add(struct sender *s, CURL *easy, struct sender_transfer *t);
 
 uv_loop_t *sender_loop(const struct sender *s);
 
+struct spool;
+/* With a spool, targets that finish are acknowledged in it. */
+void sender_set_spool(struct sender *s, struct spool *spool);
+
 /* Upstream requests in flight. */
 size_t sender_inflight(const struct sender *s);
 

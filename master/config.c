@@ -44,6 +44,9 @@ static const struct {
     {"metrics", "graphite_prefix", "graphite-prefix"},
     {"metrics", "graphite_interval", "graphite-interval"},
     {"spool", "dir", "spool"},
+    {"spool", "fsync", "spool-fsync"},
+    {"spool", "max_bytes", "spool-max-bytes"},
+    {"spool", "segment_bytes", "spool-segment-bytes"},
 };
 
 struct load {

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 enum opt_kind { OPT_STRING, OPT_INT, OPT_LONG, OPT_BOOL };
@@ -57,6 +58,9 @@ static const struct opt_def opt_table[] = {
     STR(ca_file, "ca-file"),
     INT(retries, "retries", 0, 100),
     STR(spool, "spool"),
+    STR(spool_fsync, "spool-fsync"),
+    LONG(spool_max_bytes, "spool-max-bytes", 65536, 1L << 50),
+    LONG(spool_segment_bytes, "spool-segment-bytes", 4096, 1L << 30),
     LONG(queue_size, "queue-size", 1, 100000000),
     INT(upstream_connections, "upstream-connections", 1, 1024),
     INT(max_inflight, "max-inflight", 1, 100000),
@@ -107,7 +111,10 @@ const char options_usage[] =
     "  --pidfile FILE            write the master's pid here\n"
     "  --config FILE             INI configuration file; flags override it (see conf/fcmd.conf)\n"
     "  --check-config            check the configuration and credentials, print ok or the error\n"
-    "  --spool DIR               durable spool directory\n"
+    "  --spool DIR               durable spool directory: accepted pushes survive crashes [off]\n"
+    "  --spool-fsync MODE        never, batch or always [batch]\n"
+    "  --spool-max-bytes N       bound on the spool; /gcm/send answers 503 beyond it [1 GiB]\n"
+    "  --spool-segment-bytes N   size at which a segment file is replaced [16 MiB]\n"
     "  --version, --help\n";
 
 void options_defaults(struct fcmd_options *o)
@@ -126,6 +133,9 @@ void options_defaults(struct fcmd_options *o)
     o->log_level = "info";
     o->graphite_prefix = "fcmd";
     o->graphite_interval = 10;
+    o->spool_fsync = "batch";
+    o->spool_max_bytes = 1L << 30;
+    o->spool_segment_bytes = 16L << 20;
 }
 
 int options_graphite_address(const struct fcmd_options *o, char *host, size_t hostlen, int *port)
@@ -280,8 +290,13 @@ static int url_ok(const char *u)
 
 int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
 {
-    if (o->spool != NULL) {
-        snprintf(err, errlen, "--spool: the durable spool is not supported by this build yet");
+    if (strcmp(o->spool_fsync, "never") != 0 && strcmp(o->spool_fsync, "batch") != 0 &&
+        strcmp(o->spool_fsync, "always") != 0) {
+        snprintf(err, errlen, "--spool-fsync: \"%s\" is not one of never, batch, always", o->spool_fsync);
+        return -1;
+    }
+    if (o->spool != NULL && ((mkdir(o->spool, 0750) != 0 && errno != EEXIST) || access(o->spool, W_OK | X_OK) != 0)) {
+        snprintf(err, errlen, "--spool: cannot use directory \"%s\": %s", o->spool, strerror(errno));
         return -1;
     }
     if (options_log_level(o) < 0) {

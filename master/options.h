@@ -31,6 +31,9 @@ struct fcmd_options {
     const char *ca_file;
     int retries;
     const char *spool;
+    const char *spool_fsync;     /* never, batch or always */
+    long spool_max_bytes;        /* all segments together */
+    long spool_segment_bytes;    /* a segment is replaced when it reaches this */
     long queue_size;           /* pending targets per child before 503 */
     int upstream_connections;  /* per child; 0 = by URL scheme */
     int max_inflight;          /* upstream requests in flight per child; 0 = 100 per HTTP/2 connection */

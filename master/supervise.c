@@ -200,9 +200,15 @@ static void schedule_respawn(struct worker *w, int slot)
         log_warn("child in slot %d keeps dying: next start in %lld ms", slot, (long long)delay);
 }
 
+static void signal_worker(struct worker *w, int signo)
+{
+    if (w->pid > 0 && kill(w->pid, signo) != 0 && errno != ESRCH)
+        log_error("kill(%d, %d) failed: %s", (int)w->pid, signo, strerror(errno));
+}
+
 static void reap(struct master *m)
 {
-    int status;
+    int status, died = 0;
     pid_t pid;
 
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
@@ -227,14 +233,15 @@ static void reap(struct master *m)
                 schedule_respawn(w, i);
             else
                 w->respawn_at_ms = 0;
+            died = 1;
         }
     }
-}
-
-static void signal_worker(struct worker *w, int signo)
-{
-    if (w->pid > 0 && kill(w->pid, signo) != 0 && errno != ESRCH)
-        log_error("kill(%d, %d) failed: %s", (int)w->pid, signo, strerror(errno));
+    /* What a dead child had accepted is in its spool segments: have a live
+     * child take them over now rather than at its next periodic look. */
+    if (died && m->cur.settings->o.spool != NULL)
+        for (int i = 0; i < SHM_MAX_SLOTS; i++)
+            if (m->workers[i].pid > 0 && atomic_load(&m->shm->slots[i].ready))
+                signal_worker(&m->workers[i], SIGUSR2);
 }
 
 /* SIGTERM, once, to every child matching retiring (or to all when -1). */

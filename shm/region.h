@@ -36,6 +36,7 @@ enum shm_counter {
     SHM_UPSTREAM_ERRS,  /* upstream requests that got no HTTP answer */
     SHM_OAUTH_TOKENS,   /* access tokens obtained */
     SHM_OAUTH_FAILURES, /* token requests that failed */
+    SHM_REPLAYED,       /* targets re-queued from an orphaned spool segment */
     SHM_NCOUNTERS
 };
 
@@ -45,6 +46,8 @@ enum shm_gauge {
     SHM_RETRY_WAITING,     /* targets waiting for their next try */
     SHM_UPSTREAM_INFLIGHT, /* upstream requests in flight */
     SHM_UPSTREAM_SOCKETS,  /* open upstream connections */
+    SHM_SPOOL_BYTES,      /* bytes of the spool segments the child holds */
+    SHM_SPOOL_SEGMENTS,   /* spool segments the child holds */
     SHM_NGAUGES
 };
 

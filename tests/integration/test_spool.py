@@ -1,0 +1,167 @@
+"""The durable spool: nothing accepted is lost to a killed child, a killed
+server, a torn or corrupt segment, or a full spool."""
+
+import os
+import signal
+import struct
+import time
+
+import pytest
+import requests
+
+from conftest import API_KEY, FCMD_BIN, Fcmd, wait_until
+
+
+def crc32c(data, crc=0):
+    crc ^= 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+    return crc ^ 0xFFFFFFFF
+
+
+def record(rtype, payload):
+    """One spool record, as docs/ARCHITECTURE.md describes it."""
+    head = struct.pack("<B3xI", rtype, len(payload))
+    return b"FCSP" + head + struct.pack("<I", crc32c(head + payload)) + payload
+
+
+def push_record(pid, tokens, payload=b"{}"):
+    body = struct.pack("<QB", pid, 0) + struct.pack("<I", len(payload)) + payload
+    body += struct.pack("<I", 0xFFFFFFFF) * 8  # no message options
+    body += struct.pack("<I", len(tokens))
+    for i, t in enumerate(tokens):
+        body += struct.pack("<IH", i, len(t)) + t.encode()
+    return record(1, body)
+
+
+def send_many(f, tokens):
+    """One request per token, each on a fresh connection, so every child gets its share."""
+    workers = set()
+    for t in tokens:
+        r = requests.post(f.url("/gcm/send"), data={"tokens": t, "payload": "{}"}, headers={"Connection": "close"},
+                          timeout=10)
+        assert r.status_code == 200
+        workers.add(r.headers["x-fcmd-worker"])
+    return workers
+
+
+def all_delivered(mock, tokens):
+    def check():
+        toks = mock.stats()["tokens"]
+        missing = [t for t in tokens if toks.get(t, {}).get("delivered", 0) < 1]
+        return not missing or None
+    return check
+
+
+def segments(spool):
+    return {p: os.path.getsize(os.path.join(spool, p)) for p in os.listdir(spool) if p.endswith(".seg")}
+
+
+@pytest.mark.parametrize("mode", ["never", "batch", "always"])
+def test_sigkill_one_child_loses_nothing(start_mock, start_fcmd, tmp_path, mode):
+    mock = start_mock("--latency-ms", "200")
+    spool = str(tmp_path / "spool")
+    f = start_fcmd(mock, workers=2, args=["--spool", spool, "--spool-fsync", mode, "--max-inflight", "25"])
+    tokens = [f"k{mode}{i}" for i in range(500)]
+    assert len(send_many(f, tokens)) == 2
+    assert f.report()["pending"] > 400  # most of it is still queued
+    victim = f.children()[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_until(all_delivered(mock, tokens), timeout=30, what="every accepted token at the mock")
+    r = f.wait_idle(timeout=30)
+    assert r["replayed"] > 0 and r["accepted"] == 500
+    assert "spool: replayed" in f.log_text()
+    # Nothing is left behind: live children's segments hold no records.
+    wait_until(lambda: all(size == 0 for size in segments(spool).values()), what="empty segments")
+
+
+def test_sigkill_everything_and_restart(start_mock, tmp_path):
+    mock = start_mock("--latency-ms", "500")
+    spool = str(tmp_path / "spool")
+    args = ["--spool", spool, "--max-inflight", "50"]
+    first = Fcmd(tmp_path, mock, workers=2, args=args)
+    tokens = [f"all{i}" for i in range(500)]
+    try:
+        send_many(first, tokens)
+        os.killpg(first.proc.pid, signal.SIGKILL)  # master and children at once, like a power cut to the service
+        first.proc.wait(10)
+    finally:
+        first.stop(timeout=1)
+    wait_until(lambda: not any(os.path.exists(f"/proc/{p}") for p in first.children()), what="the children to die")
+    assert segments(spool), "the killed server left its spool"
+    second = Fcmd(tmp_path, mock, workers=2, args=args)
+    try:
+        wait_until(all_delivered(mock, tokens), timeout=60, what="every token after the restart")
+        r = second.wait_idle(timeout=30)
+        assert r["replayed"] > 0
+    finally:
+        second.stop()
+    assert segments(spool) == {}, "a clean stop leaves no segments"
+
+
+def test_torn_tail_and_corrupt_middle(mock, start_fcmd, tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    a = [push_record(1, ["ta1"]), push_record(2, ["ta2"]), push_record(3, ["ta3", "ta4"])]
+    bad = bytearray(a[1])
+    bad[20] ^= 0x01  # a flipped bit inside the second record
+    (spool / "111-0.seg").write_bytes(a[0] + bytes(bad) + a[2] + record(2, struct.pack("<QII", 3, 1, 1)))
+    b = push_record(1, ["tb1"]) + push_record(2, ["tb2"])[:-7]  # the crash cut the last write short
+    (spool / "222-0.seg").write_bytes(b)
+    f = start_fcmd(mock, workers=1, args=["--spool", str(spool)])
+    wait_until(all_delivered(mock, ["ta1", "ta3", "tb1"]), what="the good records")
+    r = f.wait_idle()
+    toks = mock.stats()["tokens"]
+    assert "ta2" not in toks and "tb2" not in toks
+    assert "ta4" not in toks  # acknowledged in the segment: already delivered before the crash
+    assert r["replayed"] == 3
+    log = f.log_text()
+    assert f"111-0.seg: corrupt record at offset {len(a[0])} skipped" in log
+    assert f"222-0.seg: record cut short at offset {len(push_record(1, ['tb1']))}" in log
+    assert not (spool / "111-0.seg").exists() and not (spool / "222-0.seg").exists()
+
+
+def test_full_spool_answers_503_and_loses_nothing(start_mock, start_fcmd, tmp_path):
+    mock = start_mock("--latency-ms", "100")
+    spool = str(tmp_path / "spool")
+    f = start_fcmd(mock, workers=1, args=["--spool", spool, "--spool-max-bytes", "65536", "--max-inflight", "1"])
+    payload = {"blob": "x" * 2000}
+    accepted, refused = [], None
+    for i in range(200):
+        r = f.send_form([f"full{i}"], payload)
+        if r.status_code == 503:
+            refused = r
+            break
+        assert r.status_code == 200
+        accepted.append(f"full{i}")
+    assert refused is not None, "the spool never filled"
+    assert refused.headers["retry-after"] == "1" and refused.json()["error"] == "spool full"
+    assert 10 < len(accepted) < 40
+    wait_until(all_delivered(mock, accepted), timeout=30, what="everything accepted before the spool filled")
+    assert f.wait_idle()["spool_bytes"] == 0  # finished records make room again
+    m = requests.get(f.url("/metrics")).text
+    assert "fcmd_spool_bytes " in m and "fcmd_spool_segments " in m
+    assert f.send_form(["after-drain"], payload).status_code == 200
+
+
+def test_segments_rotate_and_finished_ones_go(start_mock, start_fcmd, tmp_path):
+    mock = start_mock("--latency-ms", "50")
+    spool = str(tmp_path / "spool")
+    f = start_fcmd(mock, workers=1, args=["--spool", spool, "--spool-segment-bytes", "4096"])
+    tokens = [f"rot{i}" for i in range(300)]
+    send_many(f, tokens)
+    wait_until(all_delivered(mock, tokens), timeout=30, what="all tokens")
+    f.wait_idle()
+    wait_until(lambda: sum(segments(spool).values()) == 0 and len(segments(spool)) <= 1, what="old segments deleted")
+    assert f.report()["spool_bytes"] == 0
+
+
+def test_spool_directory_must_be_usable(tmp_path):
+    import subprocess
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = subprocess.run([FCMD_BIN, "--apikey", API_KEY, "--spool", str(blocker / "sub")], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 2 and "--spool" in r.stderr
