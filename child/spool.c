@@ -5,7 +5,8 @@
  * is slow, so it runs on libuv's thread pool.  With spool_fsync = batch,
  * answers wait in a list and one fdatasync covers every request accepted in
  * a loop turn (a uv_check handle starts it); with always, each answer gets
- * its own.  A segment stays open while any of its pushes is unfinished or a
+ * its own.  At most one batch sync runs at a time: whatever arrives while it
+ * runs is covered by the next (group commit).  A segment stays open while any of its pushes is unfinished or a
  * sync is pending on it, and is deleted after.  The current segment is
  * replaced when it reaches spool_segment_bytes, and emptied as soon as it
  * holds no unfinished push, so an idle spool holds no records.
@@ -52,6 +53,7 @@ struct waiter {
 
 struct commit {
     uv_fs_t fs;
+    int batch; /* the batch policy's single sync in flight */
     struct spool *spool;
     struct segment *seg;
     struct waiter *waiters;
@@ -71,6 +73,7 @@ struct spool {
     uint64_t next_id;
     unsigned seq;
     struct waiter *waiting; /* batch: for the next fsync of cur */
+    int batch_in_flight;    /* batch: a sync is running; the next waits for it */
     uv_check_t check;
     uv_timer_t rescan;
     struct buf scratch;
@@ -206,11 +209,20 @@ static int empty_current(struct spool *s, struct segment *g)
 
 /* ---- commits ---- */
 
+static void on_check(uv_check_t *h);
+
 static void on_synced(uv_fs_t *fs)
 {
     struct commit *c = fs->data;
     struct spool *s = c->spool;
     int ok = fs->result >= 0;
+
+    /* Group commit: what arrived while this sync ran goes in the next one. */
+    if (c->batch) {
+        s->batch_in_flight = 0;
+        if (s->waiting != NULL)
+            uv_check_start(&s->check, on_check);
+    }
 
     if (!ok)
         log_error("spool: fdatasync(%s) failed: %s", c->seg->path, uv_strerror((int)fs->result));
@@ -227,7 +239,7 @@ static void on_synced(uv_fs_t *fs)
     free(c);
 }
 
-static void start_commit(struct spool *s, struct segment *g, struct waiter *waiters)
+static void start_commit(struct spool *s, struct segment *g, struct waiter *waiters, int batch)
 {
     struct commit *c = calloc(1, sizeof(*c));
 
@@ -245,9 +257,12 @@ static void start_commit(struct spool *s, struct segment *g, struct waiter *wait
         return;
     }
     c->fs.data = c;
+    c->batch = batch;
     c->spool = s;
     c->seg = g;
     c->waiters = waiters;
+    if (batch)
+        s->batch_in_flight = 1;
 }
 
 /* After the loop handled this turn's requests: one sync for all of them. */
@@ -257,10 +272,10 @@ static void on_check(uv_check_t *h)
     struct waiter *w = s->waiting;
 
     uv_check_stop(h);
-    if (w == NULL || s->cur == NULL)
+    if (w == NULL || s->cur == NULL || s->batch_in_flight)
         return;
     s->waiting = NULL;
-    start_commit(s, s->cur, w);
+    start_commit(s, s->cur, w, 1);
 }
 
 int spool_commit(struct spool *s, void (*done)(void *, int), void *arg)
@@ -276,12 +291,13 @@ int spool_commit(struct spool *s, void (*done)(void *, int), void *arg)
     if (s->policy == SPOOL_FSYNC_ALWAYS) {
         w->next = NULL;
         s->cur->holds++;
-        start_commit(s, s->cur, w);
+        start_commit(s, s->cur, w, 0);
         return 1;
     }
     if (s->waiting == NULL) {
         s->cur->holds++; /* released by the batch's commit */
-        uv_check_start(&s->check, on_check);
+        if (!s->batch_in_flight)
+            uv_check_start(&s->check, on_check);
     }
     w->next = s->waiting;
     s->waiting = w;
@@ -301,7 +317,7 @@ static void retire_current(struct spool *s)
         struct waiter *w = s->waiting;
         s->waiting = NULL;
         uv_check_stop(&s->check);
-        start_commit(s, g, w);
+        start_commit(s, g, w, 0);
     }
     g->current = 0;
     s->cur = NULL;

@@ -6,7 +6,8 @@
 # connections (one token per request, the GoCM form body), then waits until
 # the mock has received every accepted message and prints the figures.
 # Environment: DURATION (10), CONNECTIONS (64), LATENCY_MS (200), WORKERS (2),
-# UPSTREAM_CONNECTIONS (16), PORT (5650), UPSTREAM (legacy or v1; legacy).
+# UPSTREAM_CONNECTIONS (16), PORT (5650), UPSTREAM (legacy or v1; legacy),
+# SPOOL (off, never, batch or always: the spool's fsync mode; off).
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,7 @@ WORKERS=${WORKERS:-2}
 UPSTREAM_CONNECTIONS=${UPSTREAM_CONNECTIONS:-16}
 PORT=${PORT:-5650}
 UPSTREAM=${UPSTREAM:-legacy}
+SPOOL=${SPOOL:-off}
 work=$(mktemp -d)
 mock_pid=
 fcmd_pid=
@@ -68,13 +70,16 @@ if [ "$UPSTREAM" = v1 ]; then
 else
     set -- --apikey bench --gcm-url "$mock/fcm/send"
 fi
+if [ "$SPOOL" != off ]; then
+    set -- "$@" --spool "$work/spool" --spool-fsync "$SPOOL"
+fi
 ./fcmd --port "$PORT" --host 127.0.0.1 --workers "$WORKERS" --logto "$work/fcmd.log" \
     --upstream-connections "$UPSTREAM_CONNECTIONS" --ca-file "$work/cert.pem" "$@" &
 fcmd_pid=$!
 poll 200 curl -sf "http://127.0.0.1:$PORT/healthz"
 
 echo "== fcmd $(./fcmd --version | cut -d' ' -f2), $WORKERS workers, $(nproc) cores, $UPSTREAM upstream;" \
-    "mock HTTP/2+TLS at ${LATENCY_MS} ms, $UPSTREAM_CONNECTIONS connections per worker"
+    "mock HTTP/2+TLS at ${LATENCY_MS} ms, $UPSTREAM_CONNECTIONS connections per worker, spool $SPOOL"
 echo "== wrk -t2 -c$CONNECTIONS -d${DURATION}s --latency -s tools/wrk-send.lua"
 start=$(ms)
 wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s tools/wrk-send.lua "http://127.0.0.1:$PORT/gcm/send" \
