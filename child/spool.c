@@ -39,10 +39,11 @@ struct segment {
     int fd;
     char *path;
     uint64_t bytes;
-    size_t live;    /* unfinished pushes written here */
-    unsigned holds; /* syncs pending or waiting on it */
-    int current;    /* receives appends */
-    int orphan;     /* claimed from a dead child: deleted once its replay is durable */
+    size_t live;     /* unfinished pushes written here */
+    unsigned holds;  /* syncs pending or waiting on it */
+    int current;     /* receives appends */
+    struct buf acks; /* acknowledgements not yet written: flushed once a loop turn */
+    int orphan;      /* claimed from a dead child: deleted once its replay is durable */
 };
 
 struct waiter {
@@ -111,6 +112,7 @@ static void release(struct spool *s, struct segment *g)
     for (pp = &s->segments; *pp != g; pp = &(*pp)->next)
         ;
     *pp = g->next;
+    buf_free(&g->acks);
     if (unlink(g->path) != 0 && errno != ENOENT)
         log_error("spool: unlink(%s) failed: %s", g->path, strerror(errno));
     close(g->fd);
@@ -201,6 +203,7 @@ static int empty_current(struct spool *s, struct segment *g)
     if (g != s->cur)
         return 0;
     if (g->live == 0 && g->holds == 0 && s->waiting == NULL && g->bytes > 0 && ftruncate(g->fd, 0) == 0) {
+        buf_reset(&g->acks); /* every push in it is finished: its acknowledgements are moot */
         g->bytes = 0;
         publish(s);
     }
@@ -266,12 +269,26 @@ static void start_commit(struct spool *s, struct segment *g, struct waiter *wait
 }
 
 /* After the loop handled this turn's requests: one sync for all of them. */
+static int append(struct spool *s, struct segment *g, struct buf *b);
+
+static void flush_acks(struct spool *s)
+{
+    for (struct segment *g = s->segments; g; g = g->next) {
+        if (g->acks.len == 0)
+            continue;
+        append(s, g, &g->acks);
+        buf_reset(&g->acks);
+    }
+}
+
 static void on_check(uv_check_t *h)
 {
     struct spool *s = h->data;
-    struct waiter *w = s->waiting;
+    struct waiter *w;
 
     uv_check_stop(h);
+    flush_acks(s);
+    w = s->waiting;
     if (w == NULL || s->cur == NULL || s->batch_in_flight)
         return;
     s->waiting = NULL;
@@ -367,10 +384,12 @@ void spool_bind(struct spool *s, const struct spool_mark *m, struct push *p)
 
 static void ack(struct spool *s, struct segment *g, uint64_t id, const uint32_t *indexes, size_t n)
 {
-    buf_reset(&s->scratch);
-    spool_encode_ack(&s->scratch, id, indexes, n);
-    /* A lost acknowledgement only means one more delivery after a crash. */
-    append(s, g, &s->scratch);
+    /* Written with the others after this loop turn: a lost acknowledgement
+     * only means one more delivery after a crash. */
+    spool_encode_ack(&g->acks, id, indexes, n);
+    if (g->acks.failed)
+        buf_free(&g->acks);
+    uv_check_start(&s->check, on_check);
 }
 
 void spool_ack(struct spool *s, struct push *p, const uint32_t *indexes, size_t n)
@@ -658,6 +677,7 @@ void spool_close(struct spool *s)
 {
     if (s == NULL)
         return;
+    flush_acks(s);
     if (s->cur != NULL) {
         s->cur->current = 0;
         s->cur = NULL;
