@@ -98,6 +98,16 @@ static int on_entry(void *user, const char *section, const char *key, const char
     return 0;
 }
 
+static void describe(int line, const char *why, const char *path, char *err, size_t errlen)
+{
+    if (line < 0)
+        snprintf(err, errlen, "%s: cannot parse: out of memory", path);
+    else if (why[0] == '\0')
+        snprintf(err, errlen, "%s:%d: not a \"key = value\" line or a [section]", path, line);
+    else
+        snprintf(err, errlen, "%s:%d: %s", path, line, why);
+}
+
 int config_load(const char *path, struct fcmd_options *o, struct config_strings *owned, char *err, size_t errlen)
 {
     char why[300] = "";
@@ -113,12 +123,20 @@ int config_load(const char *path, struct fcmd_options *o, struct config_strings 
     fclose(f);
     if (line == 0)
         return 0;
-    if (line < 0)
-        snprintf(err, errlen, "%s: cannot parse: out of memory", path);
-    else if (why[0] == '\0')
-        snprintf(err, errlen, "%s:%d: not a \"key = value\" line or a [section]", path, line);
-    else
-        snprintf(err, errlen, "%s:%d: %s", path, line, why);
+    describe(line, why, path, err, errlen);
+    return -1;
+}
+
+int config_parse_string(const char *text, const char *name, struct fcmd_options *o, struct config_strings *owned,
+                        char *err, size_t errlen)
+{
+    char why[300] = "";
+    struct load l = {o, owned, why, sizeof(why)};
+    int line = ini_parse_string(text, on_entry, &l);
+
+    if (line == 0)
+        return 0;
+    describe(line, why, name, err, errlen);
     return -1;
 }
 

@@ -31,9 +31,9 @@ struct fcmd_options {
     const char *ca_file;
     int retries;
     const char *spool;
-    const char *spool_fsync;     /* never, batch or always */
-    long spool_max_bytes;        /* all segments together */
-    long spool_segment_bytes;    /* a segment is replaced when it reaches this */
+    const char *spool_fsync;   /* never, batch or always */
+    long spool_max_bytes;      /* all segments together */
+    long spool_segment_bytes;  /* a segment is replaced when it reaches this */
     long queue_size;           /* pending targets per child before 503 */
     int upstream_connections;  /* per child; 0 = by URL scheme */
     int max_inflight;          /* upstream requests in flight per child; 0 = 100 per HTTP/2 connection */
@@ -43,10 +43,10 @@ struct fcmd_options {
     const char *user;          /* drop to this user after binding */
     const char *socket_mode;   /* octal permissions of the UNIX socket */
     int check_config;          /* validate, print ok or the error, exit */
-    const char *graphite;        /* host:port of carbon's plaintext listener */
+    const char *graphite;      /* host:port of carbon's plaintext listener */
     const char *graphite_prefix;
-    int graphite_interval;       /* seconds */
-    const char *access_log;      /* one line per HTTP request, or NULL */
+    int graphite_interval;  /* seconds */
+    const char *access_log; /* one line per HTTP request, or NULL */
     int help;
     int version;
     /* Loaded by main from service_account before the fork; children inherit it. */

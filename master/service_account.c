@@ -80,26 +80,23 @@ static int check_url(const char *u)
     return strncmp(u, "https://", 8) == 0 || strncmp(u, "http://", 7) == 0;
 }
 
-int service_account_load(const char *path, struct service_account *sa, char *err, size_t errlen)
+int service_account_parse(const char *text, size_t len, const char *path, struct service_account *sa, char *err,
+                          size_t errlen)
 {
     struct json_doc d;
-    char *text, *type = NULL, *pem = NULL;
-    size_t len;
+    char *type = NULL, *pem = NULL;
     int rc = -1;
 
     memset(sa, 0, sizeof(*sa));
-    if ((text = read_file(path, &len, err, errlen)) == NULL)
-        return -1;
     if (json_parse(&d, text, len) != 0 || d.tok[0].type != JSMN_OBJECT) {
+        json_free(&d);
         snprintf(err, errlen, "--service-account: \"%s\" is not a JSON object", path);
-        OPENSSL_cleanse(text, len);
-        free(text);
         return -1;
     }
     if ((type = string_field(&d, "type", path, err, errlen)) == NULL)
         goto out;
     if (strcmp(type, "service_account") != 0) {
-        snprintf(err, errlen, "--service-account: \"%s\" has type \"%s\", not \"service_account\"", path, type);
+        snprintf(err, errlen, "--service-account: \"%s\" has type \"%.40s\", not \"service_account\"", path, type);
         goto out;
     }
     if ((sa->project_id = string_field(&d, "project_id", path, err, errlen)) == NULL ||
@@ -113,8 +110,7 @@ int service_account_load(const char *path, struct service_account *sa, char *err
         goto out;
     }
     if (strspn(sa->project_id, "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(sa->project_id)) {
-        snprintf(err, errlen, "--service-account: \"%s\": project_id \"%s\" is not a valid project id", path,
-                 sa->project_id);
+        snprintf(err, errlen, "--service-account: \"%s\": project_id is not a valid project id", path);
         goto out;
     }
     if ((sa->key = parse_key(pem)) == NULL) {
@@ -128,11 +124,23 @@ out:
         OPENSSL_cleanse(pem, strlen(pem));
         free(pem);
     }
-    OPENSSL_cleanse(text, len);
-    free(text);
     free(type);
     if (rc != 0)
         service_account_free(sa);
+    return rc;
+}
+
+int service_account_load(const char *path, struct service_account *sa, char *err, size_t errlen)
+{
+    size_t len;
+    char *text = read_file(path, &len, err, errlen);
+    int rc;
+
+    if (text == NULL)
+        return -1;
+    rc = service_account_parse(text, len, path, sa, err, errlen);
+    OPENSSL_cleanse(text, len);
+    free(text);
     return rc;
 }
 

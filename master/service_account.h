@@ -22,6 +22,10 @@ struct service_account {
 /* Loads path into sa.  Returns 0, or -1 with a one-line reason in err. */
 int service_account_load(const char *path, struct service_account *sa, char *err, size_t errlen);
 
+/* The same for a file's text already in memory; path only names it in errors. */
+int service_account_parse(const char *text, size_t len, const char *path, struct service_account *sa, char *err,
+                          size_t errlen);
+
 void service_account_free(struct service_account *sa);
 
 #endif

@@ -61,12 +61,13 @@ def segments(spool):
 
 @pytest.mark.parametrize("mode", ["never", "batch", "always"])
 def test_sigkill_one_child_loses_nothing(start_mock, start_fcmd, tmp_path, mode):
-    mock = start_mock("--latency-ms", "200")
+    mock = start_mock("--latency-ms", "500")
     spool = str(tmp_path / "spool")
     f = start_fcmd(mock, workers=2, args=["--spool", spool, "--spool-fsync", mode, "--max-inflight", "25"])
     tokens = [f"k{mode}{i}" for i in range(500)]
     assert len(send_many(f, tokens)) == 2
-    assert f.report()["pending"] > 400  # most of it is still queued
+    # At most 100 a second go upstream, so much of it is still queued when a child dies.
+    assert f.report()["pending"] > 100
     victim = f.children()[0]
     os.kill(victim, signal.SIGKILL)
     wait_until(all_delivered(mock, tokens), timeout=30, what="every accepted token at the mock")
