@@ -11,7 +11,7 @@ PYTHON = /usr/bin/python3
 
 # Debian packages fcmd builds with and tests with.
 DEPS = build-essential pkg-config libh2o-dev libuv1-dev libcurl4-openssl-dev libjsmn-dev libssl-dev \
-       libinih-dev libsystemd-dev libcmocka-dev python3 python3-pytest python3-requests python3-prometheus-client openssl curl wrk
+       libinih-dev libsystemd-dev libcmocka-dev clang libclang-rt-14-dev python3 python3-pytest python3-requests python3-prometheus-client openssl curl wrk
 
 BUILD = build
 # Where the binaries go: the top level for the normal build, the build tree
@@ -29,7 +29,7 @@ MOCK_OBJ = $(BUILD)/tools/mock_upstream.o $(BUILD)/tools/mock_v1.o $(BUILD)/chil
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test unit integration run install clean asan help bench-baseline
+.PHONY: all deps test unit integration run install clean asan test-asan help fuzz fuzz-build fuzz-smoke
 
 all: $(FCMD) $(MOCK)
 
@@ -38,7 +38,8 @@ help:
 	@echo "make              build fcmd and tools/mock-upstream"
 	@echo "make run          build, start fcmd on the bundled mock upstream, send a sample"
 	@echo "make test         unit and integration tests"
-	@echo "make asan         the tests again under AddressSanitizer and UBSan"
+	@echo "make asan         the tests again under AddressSanitizer and UBSan (also: make test-asan)"
+	@echo "make fuzz         each libFuzzer target for FUZZ_SECONDS (60); make fuzz-smoke: 3 s each"
 	@echo "make install      install fcmd into \$$(DESTDIR)\$$(PREFIX)/bin"
 
 deps:
@@ -82,13 +83,44 @@ ASAN_DIR = build-asan
 asan: deps
 	rm -f $(ASAN_DIR)/report.*
 	@mkdir -p $(ASAN_DIR)
-	ASAN_OPTIONS=log_path=$(CURDIR)/$(ASAN_DIR)/report:detect_leaks=1 \
+	ASAN_OPTIONS=log_path=$(CURDIR)/$(ASAN_DIR)/report:detect_leaks=1:halt_on_error=1 \
 	UBSAN_OPTIONS=log_path=$(CURDIR)/$(ASAN_DIR)/report:print_stacktrace=1 \
 	$(MAKE) BUILD=$(ASAN_DIR) BIN=$(ASAN_DIR) \
 		CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 		LDFLAGS="-fsanitize=address,undefined" unit integration
 	@if ls $(ASAN_DIR)/report.* >/dev/null 2>&1; then cat $(ASAN_DIR)/report.*; echo "sanitizer reports above"; exit 1; fi
 	@echo "asan: no sanitizer reports"
+
+# libFuzzer targets for every parser that sees outside bytes (tests/fuzz/).
+# make fuzz runs each for FUZZ_SECONDS; new corpus entries go to build-fuzz/.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS = $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_DIR = build-fuzz
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(FCMD_CFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer -o $@ $^ $(LDLIBS)
+
+fuzz-binaries: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
+
+fuzz-build: deps
+	$(MAKE) BUILD=$(FUZZ_DIR) BIN=$(FUZZ_DIR) CC=clang \
+		CFLAGS="-g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer" fuzz-binaries
+
+fuzz: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_DIR)/corpus/$$t; \
+		echo "== $$t ($(FUZZ_SECONDS) s)"; \
+		$(FUZZ_DIR)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 \
+			$(FUZZ_DIR)/corpus/$$t tests/fuzz/corpus/$$t 2>$(FUZZ_DIR)/$$t.log || { tail -40 $(FUZZ_DIR)/$$t.log; exit 1; }; \
+		grep -E "stat::number_of_executed_units|stat::average_exec_per_sec" $(FUZZ_DIR)/$$t.log; \
+	done
+
+# A few seconds each, for CI: the targets build and still find nothing.
+fuzz-smoke:
+	$(MAKE) fuzz FUZZ_SECONDS=3
+
+test-asan: asan
 
 run: deps
 	$(MAKE) all
@@ -99,6 +131,6 @@ install: $(FCMD)
 	install -m 0755 fcmd $(DESTDIR)$(PREFIX)/bin/fcmd
 
 clean:
-	rm -rf build build-asan fcmd tools/mock-upstream
+	rm -rf build build-asan build-fuzz fcmd tools/mock-upstream
 
 -include $(FCMD_OBJ:.o=.d) $(MOCK_OBJ:.o=.d)

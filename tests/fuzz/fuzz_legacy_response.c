@@ -1,0 +1,19 @@
+/* tests/fuzz/fuzz_legacy_response.c - answers of the legacy FCM API. */
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "../../child/upstream_legacy.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    struct outcome out[7];
+    struct upstream_result res = {CURLE_OK, 200, (const char *)data, size};
+    size_t pick = size > 0 ? (size_t)(data[0] % 8) : 0;
+    /* 0-6: that many tokens plus one; 7: a topic. */
+    size_t n = pick == 7 ? 1 : pick + 1;
+
+    legacy_classify(&res, pick == 7 ? TARGET_TOPIC : TARGET_TOKEN, n, out);
+    for (size_t i = 0; i < n; i++)
+        free(out[i].kind == OUTCOME_CANONICAL ? out[i].canonical : NULL);
+    return 0;
+}

@@ -1,0 +1,16 @@
+/* tests/fuzz/fuzz_v1_error.c - error bodies of FCM HTTP v1 (google.rpc.Status). */
+#include <stdint.h>
+
+#include "../../child/upstream_v1.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static const long statuses[] = {400, 401, 403, 404, 429, 500, 503, 200};
+    struct upstream_result res = {CURLE_OK, statuses[size % 8], (const char *)data, size};
+    struct outcome out;
+    char detail[256];
+    int refused;
+
+    v1_classify(&res, &out, &refused, detail, sizeof(detail));
+    return 0;
+}
