@@ -187,6 +187,7 @@ static int setup_http(struct child *c)
     h2o_context_init(&c->ctx, &c->loop, &c->config);
     c->accept_ctx.ctx = &c->ctx;
     c->accept_ctx.hosts = c->config.hosts;
+    c->accept_ctx.ssl_ctx = c->opts->tls_ctx;
     return 0;
 }
 
@@ -201,6 +202,7 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
     c->shm = shm;
     c->slot = &shm->slots[slot];
     snprintf(c->worker_id, sizeof(c->worker_id), "%u", slot);
+    c->auth_scopes = options_auth_scopes(o);
     queue_init(&c->queue, (size_t)o->queue_size);
     if (uv_loop_init(&c->loop) != 0) {
         log_error("uv_loop_init() failed");

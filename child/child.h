@@ -50,6 +50,7 @@ struct child {
     struct spool *spool;       /* with --spool, else NULL */
     uv_signal_t sigusr2;       /* the master: a child died, look for its spool segments */
     size_t connections;        /* open HTTP connections */
+    int auth_scopes;           /* AUTH_* bits the auth token protects */
     int stopping;
     uint64_t stop_started;
     uint64_t stop_deadline;

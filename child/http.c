@@ -18,9 +18,11 @@
 #include "spool.h"
 #include "upstream.h"
 
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 struct fcmd_handler {
@@ -50,6 +52,7 @@ static const char *reason_of(int status)
     case 200: return "OK";
     case 400: return "Bad Request";
     case 404: return "Not Found";
+    case 401: return "Unauthorized";
     case 405: return "Method Not Allowed";
     case 413: return "Payload Too Large";
     case 503: return "Service Unavailable";
@@ -374,15 +377,35 @@ static const struct {
     const char *path;
     endpoint_fn fn;
     enum endpoint id;
+    int scope; /* AUTH_* bit that --auth-token protects, 0 for the health checks */
 } routes[] = {
-    {"/gcm/send", on_send, EP_SEND},
-    {"/gcm/report", on_report, EP_REPORT},
-    {"/gcm/report/canonical", on_canonical, EP_CANONICAL},
-    {"/gcm/report/notregistered", on_notregistered, EP_NOTREGISTERED},
-    {"/metrics", on_metrics, EP_METRICS},
-    {"/healthz", on_healthz, EP_HEALTHZ},
-    {"/readyz", on_readyz, EP_READYZ},
+    {"/gcm/send", on_send, EP_SEND, AUTH_SEND},
+    {"/gcm/report", on_report, EP_REPORT, AUTH_REPORT},
+    {"/gcm/report/canonical", on_canonical, EP_CANONICAL, AUTH_REPORT},
+    {"/gcm/report/notregistered", on_notregistered, EP_NOTREGISTERED, AUTH_REPORT},
+    {"/metrics", on_metrics, EP_METRICS, AUTH_METRICS},
+    {"/healthz", on_healthz, EP_HEALTHZ, 0},
+    {"/readyz", on_readyz, EP_READYZ, 0},
 };
+
+/* Whether the request carries "Authorization: Bearer <token>", compared in
+ * constant time so the answer's timing says nothing about the token. */
+static int authorized(const struct child *c, h2o_req_t *req)
+{
+    const char *want = c->opts->auth_token;
+    size_t n = strlen(want);
+    ssize_t h = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    h2o_iovec_t v;
+
+    if (h < 0)
+        return 0;
+    v = req->headers.entries[h].value;
+    if (v.len != n + 7 || strncasecmp(v.base, "Bearer ", 7) != 0) {
+        CRYPTO_memcmp(want, want, n); /* the same work as a real comparison */
+        return 0;
+    }
+    return CRYPTO_memcmp(v.base + 7, want, n) == 0;
+}
 
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
@@ -399,7 +422,12 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             break;
     if (i < sizeof(routes) / sizeof(routes[0])) {
         ep = routes[i].id;
-        routes[i].fn(c, req);
+        if (c->opts->auth_token != NULL && (c->auth_scopes & routes[i].scope) && !authorized(c, req)) {
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
+            respond_error(req, 401, "missing or wrong bearer token");
+        } else {
+            routes[i].fn(c, req);
+        }
     } else {
         respond_error(req, 404, "no such endpoint");
     }

@@ -21,6 +21,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #define EXIT_USAGE 2
@@ -90,6 +91,9 @@ int main(int argc, char **argv)
         settings_free(s);
         return 0;
     }
+    /* Who may read this process's memory may read the keys in it. */
+    if (s->o.apikey != NULL || s->o.sa != NULL || s->o.auth_token != NULL || s->o.tls_ctx != NULL)
+        prctl(PR_SET_DUMPABLE, 0);
     if (s->o.check_config) {
         puts("ok");
         settings_free(s);

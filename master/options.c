@@ -74,6 +74,11 @@ static const struct opt_def opt_table[] = {
     STR(graphite_prefix, "graphite-prefix"),
     INT(graphite_interval, "graphite-interval", 1, 3600),
     STR(access_log, "access-log"),
+    STR(auth_token, "auth-token"),
+    STR(auth_token_file, "auth-token-file"),
+    STR(auth_scopes, "auth-scopes"),
+    STR(tls_cert, "tls-cert"),
+    STR(tls_key, "tls-key"),
     BOOL(help, "help"),
     BOOL(help, "h"),
     BOOL(version, "version"),
@@ -104,6 +109,11 @@ const char options_usage[] =
     "  --logto FILE              log file [stderr]\n"
     "  --log-level LEVEL         error, warn, info or debug [info]\n"
     "  --access-log FILE         one line per HTTP request (Apache combined format) [off]\n"
+    "Access:\n"
+    "  --auth-token TOKEN        clients must send Authorization: Bearer TOKEN [off]\n"
+    "  --auth-token-file FILE    the same, the token read from FILE\n"
+    "  --auth-scopes LIST        which of send,report,metrics need the token [send,report,metrics]\n"
+    "  --tls-cert FILE --tls-key FILE   TLS on the listener, HTTP/2 by ALPN [off]\n"
     "Monitoring:\n"
     "  --graphite HOST:PORT      send the counters to carbon's plaintext listener [off]\n"
     "  --graphite-prefix P       prefix of the Graphite names [fcmd]\n"
@@ -134,8 +144,31 @@ void options_defaults(struct fcmd_options *o)
     o->graphite_prefix = "fcmd";
     o->graphite_interval = 10;
     o->spool_fsync = "batch";
+    o->auth_scopes = "send,report,metrics";
     o->spool_max_bytes = 1L << 30;
     o->spool_segment_bytes = 16L << 20;
+}
+
+int options_auth_scopes(const struct fcmd_options *o)
+{
+    static const struct {
+        const char *word;
+        int bit;
+    } scopes[] = {{"send", AUTH_SEND}, {"report", AUTH_REPORT}, {"metrics", AUTH_METRICS}};
+    const char *p = o->auth_scopes;
+    int bits = 0;
+
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        int found = 0;
+        for (size_t i = 0; i < 3; i++)
+            if (n == strlen(scopes[i].word) && strncmp(p, scopes[i].word, n) == 0)
+                bits |= scopes[i].bit, found = 1;
+        if (!found && n > 0)
+            return -1;
+        p += n + (p[n] == ',');
+    }
+    return bits;
 }
 
 int options_graphite_address(const struct fcmd_options *o, char *host, size_t hostlen, int *port)
@@ -324,6 +357,18 @@ int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
                      o->graphite_prefix);
             return -1;
         }
+    }
+    if (options_auth_scopes(o) < 0) {
+        snprintf(err, errlen, "--auth-scopes: \"%s\" is not a list of send, report, metrics", o->auth_scopes);
+        return -1;
+    }
+    if (o->auth_token != NULL && o->auth_token_file != NULL) {
+        snprintf(err, errlen, "--auth-token and --auth-token-file: give one");
+        return -1;
+    }
+    if ((o->tls_cert == NULL) != (o->tls_key == NULL)) {
+        snprintf(err, errlen, "--tls-cert and --tls-key go together");
+        return -1;
     }
     if (o->access_log != NULL) {
         int fd = open(o->access_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);

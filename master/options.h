@@ -45,12 +45,18 @@ struct fcmd_options {
     int check_config;          /* validate, print ok or the error, exit */
     const char *graphite;      /* host:port of carbon's plaintext listener */
     const char *graphite_prefix;
-    int graphite_interval;  /* seconds */
-    const char *access_log; /* one line per HTTP request, or NULL */
+    int graphite_interval;       /* seconds */
+    const char *access_log;      /* one line per HTTP request, or NULL */
+    const char *auth_token;      /* Bearer token clients must present, or NULL */
+    const char *auth_token_file; /* the same, read from a file by the master */
+    const char *auth_scopes;     /* which of send, report, metrics need it */
+    const char *tls_cert;        /* TLS on the listener, with HTTP/2 by ALPN */
+    const char *tls_key;
     int help;
     int version;
-    /* Loaded by main from service_account before the fork; children inherit it. */
+    /* Loaded by the master before the fork; children inherit them. */
     const struct service_account *sa;
+    void *tls_ctx; /* SSL_CTX for the listener, when tls_cert is set */
 };
 
 /* Fills defaults (workers from the online CPU count). */
@@ -66,6 +72,14 @@ int options_log_level(const struct fcmd_options *o);
 
 /* The UNIX socket's permission bits, or -1 when the options set none. */
 int options_socket_mode(const struct fcmd_options *o);
+
+/* Scopes that --auth-token protects. */
+#define AUTH_SEND 1
+#define AUTH_REPORT 2
+#define AUTH_METRICS 4
+
+/* The scopes of --auth-scopes as AUTH_* bits, or -1 when a word is unknown. */
+int options_auth_scopes(const struct fcmd_options *o);
 
 /* Splits --graphite into host and port.  Returns 0 or -1. */
 int options_graphite_address(const struct fcmd_options *o, char *host, size_t hostlen, int *port);

@@ -17,6 +17,7 @@ struct settings {
     struct fcmd_options o;
     struct service_account sa; /* when o.service_account is set; o.sa points here */
     struct config_strings strings;
+    char *auth_token; /* read from auth_token_file; o.auth_token points here */
 };
 
 /* Builds settings from argv.  Returns a new settings, or NULL with a
