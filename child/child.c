@@ -58,7 +58,8 @@ static void on_accept(uv_stream_t *listener, int status)
         }
         conn = (uv_stream_t *)t;
     }
-    if (uv_accept(listener, conn) != 0) {
+    if (uv_accept(listener, conn) != 0 || c->connections >= (size_t)c->opts->max_connections) {
+        /* Over the limit the connection is closed at once: the other children may have room. */
         uv_close((uv_handle_t *)conn, free_handle);
         return;
     }
@@ -180,7 +181,13 @@ static int setup_http(struct child *c)
 
     h2o_config_init(&c->config);
     c->config.server_name = h2o_iovec_init(H2O_STRLIT("fcmd"));
-    c->config.max_request_entity_size = HTTP_MAX_ENTITY;
+    /* h2o refuses (with its own 413) what is far beyond the limit; up to
+     * twice it, fcmd answers with a JSON reason. */
+    c->config.max_request_entity_size =
+        (size_t)c->opts->max_body_bytes * 2 > HTTP_MAX_ENTITY ? (size_t)c->opts->max_body_bytes * 2 : HTTP_MAX_ENTITY;
+    /* Slow clients (slowloris) and idle connections are closed after this. */
+    c->config.http1.req_timeout = (uint64_t)c->opts->client_timeout * 1000;
+    c->config.http2.idle_timeout = (uint64_t)c->opts->client_timeout * 1000;
     host = h2o_config_register_host(&c->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     if (host == NULL || http_register(c, host) != 0)
         return -1;
@@ -203,6 +210,7 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
     c->slot = &shm->slots[slot];
     snprintf(c->worker_id, sizeof(c->worker_id), "%u", slot);
     c->auth_scopes = options_auth_scopes(o);
+    c->limits = (struct request_limits){(size_t)o->max_body_bytes, (size_t)o->max_tokens, (size_t)o->max_payload_bytes};
     queue_init(&c->queue, (size_t)o->queue_size);
     if (uv_loop_init(&c->loop) != 0) {
         log_error("uv_loop_init() failed");

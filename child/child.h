@@ -46,11 +46,12 @@ struct child {
     struct queue queue;
     struct upstream *upstream;
     struct sender *sender;
-    struct graphite *graphite; /* the reporter's, else NULL */
-    struct spool *spool;       /* with --spool, else NULL */
-    uv_signal_t sigusr2;       /* the master: a child died, look for its spool segments */
-    size_t connections;        /* open HTTP connections */
-    int auth_scopes;           /* AUTH_* bits the auth token protects */
+    struct graphite *graphite;    /* the reporter's, else NULL */
+    struct spool *spool;          /* with --spool, else NULL */
+    uv_signal_t sigusr2;          /* the master: a child died, look for its spool segments */
+    size_t connections;           /* open HTTP connections */
+    int auth_scopes;              /* AUTH_* bits the auth token protects */
+    struct request_limits limits; /* what one /gcm/send request may hold */
     int stopping;
     uint64_t stop_started;
     uint64_t stop_deadline;

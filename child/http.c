@@ -55,6 +55,7 @@ static const char *reason_of(int status)
     case 401: return "Unauthorized";
     case 405: return "Method Not Allowed";
     case 413: return "Payload Too Large";
+    case 431: return "Request Header Fields Too Large";
     case 503: return "Service Unavailable";
     default: return "Internal Server Error";
     }
@@ -218,7 +219,7 @@ static int on_send(struct child *c, h2o_req_t *req)
         ctype = req->headers.entries[h].value.base;
         ctype_len = req->headers.entries[h].value.len;
     }
-    rc = request_parse(ctype, ctype_len, req->entity.base ? req->entity.base : "", req->entity.len, &r, err,
+    rc = request_parse(ctype, ctype_len, req->entity.base ? req->entity.base : "", req->entity.len, &c->limits, &r, err,
                        sizeof(err));
     if (rc == 0 && c->upstream->ops->check != NULL &&
         (rc = c->upstream->ops->check(c->upstream, &r, err, sizeof(err))) != 0)
@@ -407,6 +408,15 @@ static int authorized(const struct child *c, h2o_req_t *req)
     return CRYPTO_memcmp(v.base + 7, want, n) == 0;
 }
 
+static size_t header_bytes(const h2o_req_t *req)
+{
+    size_t n = req->path.len;
+
+    for (size_t i = 0; i < req->headers.size; i++)
+        n += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
+    return n;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     struct child *c = ((struct fcmd_handler *)self)->child;
@@ -417,6 +427,11 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     /* Which child answered: for operators chasing a problem, and for tests. */
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-fcmd-worker"), 0, NULL, c->worker_id,
                           strlen(c->worker_id));
+    if (header_bytes(req) > (size_t)c->opts->max_header_bytes) {
+        respond_error(req, 431, "request headers are too large");
+        atomic_fetch_add_explicit(&c->slot->http[EP_OTHER][http_status_index(431)], 1, memory_order_relaxed);
+        return 0;
+    }
     for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
         if (h2o_memis(req->path_normalized.base, plen, routes[i].path, strlen(routes[i].path)))
             break;

@@ -48,13 +48,15 @@ static int check_target(const char *what, size_t idx, const char *s, size_t n, c
     return 0;
 }
 
-static int check_payload(const char *p, size_t n, char *err, size_t errlen)
+static int check_payload(const char *p, size_t n, const struct request_limits *lim, char *err, size_t errlen)
 {
     struct json_doc d;
     int is_object;
 
     if (n == 0)
         return ERR("payload is empty");
+    if (n > lim->max_payload)
+        return ERR("payload is larger than %zu bytes", lim->max_payload);
     if (json_parse(&d, p, n) != 0)
         return errno == ENOMEM ? (snprintf(err, errlen, "out of memory"), 500) : ERR("payload is not valid JSON");
     is_object = d.tok[0].type == JSMN_OBJECT;
@@ -96,7 +98,8 @@ static long form_decode(const char *s, size_t n, char *out)
     return (long)o;
 }
 
-static int parse_form(const char *body, size_t len, struct send_request *r, char *err, size_t errlen)
+static int parse_form(const char *body, size_t len, const struct request_limits *lim, struct send_request *r, char *err,
+                      size_t errlen)
 {
     size_t cap = 0, pos = 0;
     char *out;
@@ -126,8 +129,8 @@ static int parse_form(const char *body, size_t len, struct send_request *r, char
             *val = '\0';
         out = val + vlen + 1;
         if (strcmp(key, "tokens") == 0) {
-            if (r->ntargets >= REQUEST_MAX_TOKENS)
-                return ERR("too many tokens (at most %d)", REQUEST_MAX_TOKENS);
+            if (r->ntargets >= lim->max_tokens)
+                return ERR("too many tokens (at most %zu)", lim->max_tokens);
             if ((rc = check_target("token", r->ntargets, val, (size_t)vlen, err, errlen)) != 0)
                 return rc;
             if (add_target(r, &cap, val) != 0)
@@ -141,20 +144,21 @@ static int parse_form(const char *body, size_t len, struct send_request *r, char
         return ERR("no tokens");
     if (r->msg.payload == NULL)
         return ERR("payload is missing");
-    return check_payload(r->msg.payload, r->msg.payload_len, err, errlen);
+    return check_payload(r->msg.payload, r->msg.payload_len, lim, err, errlen);
 }
 
 /* ---- application/json ---- */
 
-static int json_tokens(const struct json_doc *d, int arr, struct send_request *r, char **out, char *err, size_t errlen)
+static int json_tokens(const struct json_doc *d, int arr, const struct request_limits *lim, struct send_request *r,
+                       char **out, char *err, size_t errlen)
 {
     size_t cap = 0;
     int rc;
 
     if (d->tok[arr].type != JSMN_ARRAY)
         return ERR("\"tokens\" must be an array of strings");
-    if (d->tok[arr].size > REQUEST_MAX_TOKENS)
-        return ERR("too many tokens (at most %d)", REQUEST_MAX_TOKENS);
+    if ((size_t)d->tok[arr].size > lim->max_tokens)
+        return ERR("too many tokens (at most %zu)", lim->max_tokens);
     for (int i = arr + 1, k = 0; k < d->tok[arr].size; k++, i++) {
         long n;
         if (d->tok[i].type != JSMN_STRING)
@@ -224,12 +228,13 @@ static int check_option(const struct json_doc *d, int v, enum request_opt o, cha
     }
 }
 
-static int json_member(const struct json_doc *d, int key, struct send_request *r, char **out, char *err, size_t errlen)
+static int json_member(const struct json_doc *d, int key, const struct request_limits *lim, struct send_request *r,
+                       char **out, char *err, size_t errlen)
 {
     int v = key + 1;
 
     if (json_is(d, key, "tokens"))
-        return json_tokens(d, v, r, out, err, errlen);
+        return json_tokens(d, v, lim, r, out, err, errlen);
     if (json_is(d, key, "topic"))
         return json_single_target(d, v, TARGET_TOPIC, r, out, err, errlen);
     if (json_is(d, key, "condition"))
@@ -237,6 +242,8 @@ static int json_member(const struct json_doc *d, int key, struct send_request *r
     if (json_is(d, key, "payload")) {
         if (d->tok[v].type != JSMN_OBJECT)
             return ERR("payload must be a JSON object");
+        if (json_toklen(d, v) > lim->max_payload)
+            return ERR("payload is larger than %zu bytes", lim->max_payload);
         r->msg.payload = json_tokptr(d, v);
         r->msg.payload_len = json_toklen(d, v);
         return 0;
@@ -285,7 +292,8 @@ char *message_copy(struct message *dst, const struct message *src, char *out)
     return out;
 }
 
-static int parse_json(const char *body, size_t len, struct send_request *r, char *err, size_t errlen)
+static int parse_json(const char *body, size_t len, const struct request_limits *lim, struct send_request *r, char *err,
+                      size_t errlen)
 {
     struct json_doc d;
     char *out;
@@ -309,7 +317,7 @@ static int parse_json(const char *body, size_t len, struct send_request *r, char
                  : json_is(&d, key, "topic")     ? 2u
                  : json_is(&d, key, "condition") ? 4u
                                                  : 0u;
-        rc = json_member(&d, key, r, &out, err, errlen);
+        rc = json_member(&d, key, lim, r, &out, err, errlen);
         key = json_skip(&d, key + 1);
     }
     json_free(&d);
@@ -341,22 +349,25 @@ static int ctype_is(const char *ct, size_t n, const char *want)
     return n == 0 || *ct == ';';
 }
 
-int request_parse(const char *ctype, size_t ctype_len, const char *body, size_t len, struct send_request *r, char *err,
-                  size_t errlen)
+int request_parse(const char *ctype, size_t ctype_len, const char *body, size_t len, const struct request_limits *lim,
+                  struct send_request *r, char *err, size_t errlen)
 {
+    static const struct request_limits defaults = {REQUEST_MAX_BODY, REQUEST_MAX_TOKENS, REQUEST_MAX_PAYLOAD};
     int rc;
 
+    if (lim == NULL)
+        lim = &defaults;
     memset(r, 0, sizeof(*r));
-    if (len > REQUEST_MAX_BODY) {
-        snprintf(err, errlen, "body is larger than %u bytes", REQUEST_MAX_BODY);
+    if (len > lim->max_body) {
+        snprintf(err, errlen, "body is larger than %zu bytes", lim->max_body);
         return 413;
     }
     if (ctype != NULL && ctype_is(ctype, ctype_len, "application/x-www-form-urlencoded")) {
         r->format = REQUEST_FORM;
-        rc = parse_form(body, len, r, err, errlen);
+        rc = parse_form(body, len, lim, r, err, errlen);
     } else if (ctype != NULL && ctype_is(ctype, ctype_len, "application/json")) {
         r->format = REQUEST_JSON;
-        rc = len == 0 ? ERR("body is empty") : parse_json(body, len, r, err, errlen);
+        rc = len == 0 ? ERR("body is empty") : parse_json(body, len, lim, r, err, errlen);
     } else {
         rc = ERR("unsupported content type: use application/x-www-form-urlencoded or application/json");
     }

@@ -14,6 +14,7 @@
 #define REQUEST_MAX_BODY (1u << 20)
 #define REQUEST_MAX_TOKENS 10000
 #define REQUEST_MAX_TOKEN_LEN 4096
+#define REQUEST_MAX_PAYLOAD (64u << 10)
 
 enum target_kind { TARGET_TOKEN, TARGET_TOPIC, TARGET_CONDITION };
 
@@ -59,10 +60,17 @@ struct send_request {
     char *storage; /* owns every string above */
 };
 
+/* What one request may hold; a NULL limits means the defaults above. */
+struct request_limits {
+    size_t max_body;    /* bytes */
+    size_t max_tokens;  /* targets */
+    size_t max_payload; /* bytes of the payload's JSON text */
+};
+
 /* Parses body according to the Content-Type value.  Returns 0, or the HTTP
  * status to answer (400, 413, 500) with a one-line reason in err. */
-int request_parse(const char *ctype, size_t ctype_len, const char *body, size_t len, struct send_request *r, char *err,
-                  size_t errlen);
+int request_parse(const char *ctype, size_t ctype_len, const char *body, size_t len, const struct request_limits *lim,
+                  struct send_request *r, char *err, size_t errlen);
 
 void request_free(struct send_request *r);
 

@@ -25,7 +25,6 @@
 #include <unistd.h>
 
 #define EXIT_USAGE 2
-#define DRAIN_LIST_BYTES (8u << 20)
 
 static int write_pidfile(const char *path)
 {
@@ -122,7 +121,7 @@ int main(int argc, char **argv)
     }
     if (s->o.user != NULL && drop_privileges(s->o.user, err, sizeof(err)) != 0)
         goto fail_listen;
-    if ((shm = shm_region_create(DRAIN_LIST_BYTES)) == NULL) {
+    if ((shm = shm_region_create((size_t)s->o.drain_list_bytes)) == NULL) {
         snprintf(err, sizeof(err), "mmap() of the shared region failed: %s", strerror(errno));
         rc = 1;
         goto fail_listen;

@@ -74,6 +74,13 @@ static const struct opt_def opt_table[] = {
     STR(graphite_prefix, "graphite-prefix"),
     INT(graphite_interval, "graphite-interval", 1, 3600),
     STR(access_log, "access-log"),
+    LONG(max_body_bytes, "max-body-bytes", 1024, 64L << 20),
+    LONG(max_tokens, "max-tokens", 1, 1000000),
+    LONG(max_payload_bytes, "max-payload-bytes", 2, 16L << 20),
+    LONG(max_connections, "max-connections", 1, 1000000),
+    LONG(max_header_bytes, "max-header-bytes", 1024, 256L << 10),
+    INT(client_timeout, "client-timeout", 1, 3600),
+    LONG(drain_list_bytes, "drain-list-bytes", 4096, 1L << 32),
     STR(auth_token, "auth-token"),
     STR(auth_token_file, "auth-token-file"),
     STR(auth_scopes, "auth-scopes"),
@@ -109,6 +116,14 @@ const char options_usage[] =
     "  --logto FILE              log file [stderr]\n"
     "  --log-level LEVEL         error, warn, info or debug [info]\n"
     "  --access-log FILE         one line per HTTP request (Apache combined format) [off]\n"
+    "Limits:\n"
+    "  --max-body-bytes N        largest /gcm/send body [1048576]\n"
+    "  --max-tokens N            targets per request [10000]\n"
+    "  --max-payload-bytes N     largest payload, as JSON text [65536]\n"
+    "  --max-connections N       open HTTP connections per child [10000]\n"
+    "  --max-header-bytes N      all request headers together [16384]\n"
+    "  --client-timeout S        time a client may take to send a request, or stay idle [10]\n"
+    "  --drain-list-bytes N      capacity of each drain list; beyond it entries are counted as dropped [8388608]\n"
     "Access:\n"
     "  --auth-token TOKEN        clients must send Authorization: Bearer TOKEN [off]\n"
     "  --auth-token-file FILE    the same, the token read from FILE\n"
@@ -145,6 +160,13 @@ void options_defaults(struct fcmd_options *o)
     o->graphite_interval = 10;
     o->spool_fsync = "batch";
     o->auth_scopes = "send,report,metrics";
+    o->max_body_bytes = 1L << 20;
+    o->max_tokens = 10000;
+    o->max_payload_bytes = 64L << 10;
+    o->max_connections = 10000;
+    o->max_header_bytes = 16L << 10;
+    o->client_timeout = 10;
+    o->drain_list_bytes = 8L << 20;
     o->spool_max_bytes = 1L << 30;
     o->spool_segment_bytes = 16L << 20;
 }

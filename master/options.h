@@ -48,6 +48,13 @@ struct fcmd_options {
     int graphite_interval;       /* seconds */
     const char *access_log;      /* one line per HTTP request, or NULL */
     const char *auth_token;      /* Bearer token clients must present, or NULL */
+    long max_body_bytes;         /* /gcm/send body */
+    long max_tokens;             /* targets per request */
+    long max_payload_bytes;      /* payload JSON text */
+    long max_connections;        /* open HTTP connections per child */
+    long max_header_bytes;       /* all request headers together */
+    int client_timeout;          /* seconds a client may take to send a request, or stay idle */
+    long drain_list_bytes;       /* capacity of each drain list */
     const char *auth_token_file; /* the same, read from a file by the master */
     const char *auth_scopes;     /* which of send, report, metrics need it */
     const char *tls_cert;        /* TLS on the listener, with HTTP/2 by ALPN */

@@ -16,7 +16,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct json_doc d;
     char err[256];
 
-    if (request_parse(ct, sizeof(ct) - 1, (const char *)data, size, &r, err, sizeof(err)) != 0)
+    if (request_parse(ct, sizeof(ct) - 1, (const char *)data, size, NULL, &r, err, sizeof(err)) != 0)
         return 0;
     /* Accepted input must encode to valid JSON. */
     buf_add(&b, "{\"m\":{\"x\":1", 11);

@@ -15,7 +15,7 @@
 
 static int parse(const char *ct, const char *body, struct send_request *r, char *err)
 {
-    return request_parse(ct, ct ? strlen(ct) : 0, body, strlen(body), r, err, 256);
+    return request_parse(ct, ct ? strlen(ct) : 0, body, strlen(body), NULL, r, err, 256);
 }
 
 static void form_gocm_example(void **state)
@@ -112,7 +112,7 @@ static void body_too_large(void **state)
 
     (void)state;
     memset(body, 'a', n);
-    assert_int_equal(request_parse(FORM, strlen(FORM), body, n, &r, err, sizeof(err)), 413);
+    assert_int_equal(request_parse(FORM, strlen(FORM), body, n, NULL, &r, err, sizeof(err)), 413);
     free(body);
 }
 
@@ -178,6 +178,30 @@ static void json_errors(void **state)
     expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{\"x\":01}}", 400, "not valid JSON");
 }
 
+static void limits_are_settings(void **state)
+{
+    struct request_limits lim = {64, 2, 10};
+    struct send_request r;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(
+        request_parse(FORM, strlen(FORM), "tokens=a&tokens=b&tokens=c&payload=%7B%7D", 41, &lim, &r, err, sizeof(err)),
+        400);
+    assert_non_null(strstr(err, "at most 2"));
+    assert_int_equal(request_parse(JSON, strlen(JSON), "{\"tokens\":[\"a\"],\"payload\":{\"k\":\"12345\"}}", 40, &lim,
+                                   &r, err, sizeof(err)),
+                     400);
+    assert_non_null(strstr(err, "larger than 10 bytes"));
+    assert_int_equal(request_parse(FORM, strlen(FORM),
+                                   "tokens=a&payload=%7B%7D&pad=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", 67, &lim,
+                                   &r, err, sizeof(err)),
+                     413);
+    assert_int_equal(
+        request_parse(FORM, strlen(FORM), "tokens=a&tokens=b&payload=%7B%7D", 32, &lim, &r, err, sizeof(err)), 0);
+    request_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -189,6 +213,7 @@ int main(void)
         cmocka_unit_test(json_tokens_and_options),
         cmocka_unit_test(json_topic_and_condition),
         cmocka_unit_test(json_errors),
+        cmocka_unit_test(limits_are_settings),
     };
     return cmocka_run_group_tests_name("request", tests, NULL, NULL);
 }

@@ -1,0 +1,105 @@
+"""Limits, each a setting with a safe default: body size, tokens, payload
+size, connections per child, slow clients, header size, drain lists."""
+
+import socket
+import time
+
+import requests
+
+from conftest import wait_until
+
+
+def test_body_tokens_and_payload_limits_are_settings(mock, start_fcmd):
+    f = start_fcmd(mock, workers=1, args=["--max-body-bytes", "2048", "--max-tokens", "3",
+                                          "--max-payload-bytes", "100"])
+    r = f.send_form(["a", "b", "c", "d"], {})
+    assert r.status_code == 400 and "at most 3" in r.json()["error"]
+    r = f.send_form(["a"], {"k": "x" * 200})
+    assert r.status_code == 400 and "100 bytes" in r.json()["error"]
+    r = requests.post(f.url("/gcm/send"), data={"tokens": "a", "payload": "{}", "pad": "x" * 3000})
+    assert r.status_code == 413 and "2048" in r.json()["error"]
+    assert f.send_form(["a", "b", "c"], {"k": 1}).status_code == 200
+    assert f.wait_idle()["accepted"] == 3
+
+
+def test_connections_per_child_are_capped(mock, start_fcmd):
+    f = start_fcmd(mock, workers=1, args=["--max-connections", "5", "--client-timeout", "30"])
+    held = [socket.create_connection(("127.0.0.1", f.port)) for _ in range(5)]
+    try:
+        wait_until(lambda: _closed_at_once(f.port), what="a sixth connection to be closed at once")
+    finally:
+        for s in held:
+            s.close()
+    wait_until(lambda: _ok(f.url("/healthz")), what="room again once the others closed")
+
+
+def _closed_at_once(port):
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(2)
+        try:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            return s.recv(100) == b""
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+
+
+def _ok(url):
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_slowloris_does_not_stop_others(mock, start_fcmd):
+    f = start_fcmd(mock, workers=1, args=["--client-timeout", "1"])
+    slow = []
+    for _ in range(100):
+        s = socket.create_connection(("127.0.0.1", f.port))
+        s.sendall(b"POST /gcm/send HTTP/1.1\r\nHost: x\r\n")
+        slow.append(s)
+    try:
+        deadline = time.monotonic() + 3
+        served = 0
+        while time.monotonic() < deadline:
+            for s in slow:  # trickle: one header byte now and then
+                try:
+                    s.send(b"X")
+                except OSError:
+                    pass
+            t0 = time.monotonic()
+            r = requests.post(f.url("/gcm/send"), data={"tokens": f"ok{served}", "payload": "{}"}, timeout=5)
+            assert r.status_code == 200 and time.monotonic() - t0 < 1.0
+            served += 1
+            time.sleep(0.2)
+        assert served >= 5
+        # The slow clients were cut off after the client timeout.
+        closed = 0
+        for s in slow:
+            s.settimeout(3)
+            try:
+                closed += s.recv(4096) is not None  # data (an error answer) or b"" (closed)
+            except (socket.timeout, OSError):
+                pass
+        assert closed == len(slow)
+    finally:
+        for s in slow:
+            s.close()
+
+
+def test_oversized_headers_are_refused_and_others_served(mock, start_fcmd):
+    f = start_fcmd(mock, workers=1, args=["--max-header-bytes", "4096"])
+    r = requests.get(f.url("/healthz"), headers={"X-Big": "a" * 5000})
+    assert r.status_code == 431 and "headers" in r.json()["error"]
+    assert requests.get(f.url("/healthz"), headers={"X-Fine": "a" * 3000}).status_code == 200
+    assert _ok(f.url("/healthz"))
+
+
+def test_drain_list_capacity_counts_what_did_not_fit(mock, start_fcmd):
+    f = start_fcmd(mock, workers=1, args=["--drain-list-bytes", "4096"])
+    tokens = [f"notreg-{i:04d}-" + "p" * 30 for i in range(300)]
+    assert f.send_json({"tokens": tokens, "payload": {}}).status_code == 200
+    r = f.wait_idle()
+    assert r["notregistered"] == 300
+    got = requests.get(f.url("/gcm/report/notregistered")).json()["tokens"]
+    assert 50 < len(got) < 300
+    assert r["notregistered_dropped"] == 300 - len(got) and r["dropped"] == 300 - len(got)
