@@ -36,6 +36,14 @@ def wait_until(pred, timeout=10.0, interval=0.02, what="condition"):
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def http_ok(url, **kw):
+    """Whether GET url answers 200 (False when nothing answers)."""
+    try:
+        return requests.get(url, timeout=2, **kw).status_code == 200
+    except requests.RequestException:
+        return False
+
+
 def stop_process(proc, sig=signal.SIGTERM, timeout=15.0):
     if proc.poll() is None:
         proc.send_signal(sig)

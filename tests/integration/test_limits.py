@@ -6,7 +6,7 @@ import time
 
 import requests
 
-from conftest import wait_until
+from conftest import http_ok, wait_until
 
 
 def test_body_tokens_and_payload_limits_are_settings(mock, start_fcmd):
@@ -30,7 +30,7 @@ def test_connections_per_child_are_capped(mock, start_fcmd):
     finally:
         for s in held:
             s.close()
-    wait_until(lambda: _ok(f.url("/healthz")), what="room again once the others closed")
+    wait_until(lambda: http_ok(f.url("/healthz")), what="room again once the others closed")
 
 
 def _closed_at_once(port):
@@ -42,12 +42,6 @@ def _closed_at_once(port):
         except (ConnectionResetError, BrokenPipeError):
             return True
 
-
-def _ok(url):
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def test_slowloris_does_not_stop_others(mock, start_fcmd):
@@ -91,7 +85,7 @@ def test_oversized_headers_are_refused_and_others_served(mock, start_fcmd):
     r = requests.get(f.url("/healthz"), headers={"X-Big": "a" * 5000})
     assert r.status_code == 431 and "headers" in r.json()["error"]
     assert requests.get(f.url("/healthz"), headers={"X-Fine": "a" * 3000}).status_code == 200
-    assert _ok(f.url("/healthz"))
+    assert http_ok(f.url("/healthz"))
 
 
 def test_drain_list_capacity_counts_what_did_not_fit(mock, start_fcmd):

@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 
-from conftest import API_KEY, FCMD_BIN, ROOT, free_port, wait_until
+from conftest import API_KEY, FCMD_BIN, ROOT, free_port, http_ok, wait_until
 
 CONF = os.path.join(ROOT, "conf")
 
@@ -184,24 +184,18 @@ def test_reload_moves_to_a_new_port_without_a_gap(mock, tmp_path):
     log = tmp_path / "fcmd.log"
     proc = subprocess.Popen([FCMD_BIN, "--config", str(conf), "--logto", str(log)], start_new_session=True)
     try:
-        wait_until(lambda: _ok(f"http://127.0.0.1:{port1}/healthz"), what="the first port")
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port1}/healthz"), what="the first port")
         conf.write_text(conf.read_text().replace(f"port = {port1}", f"port = {port2}"))
         proc.send_signal(signal.SIGHUP)
         wait_until(lambda: "generation 2 serves" in log.read_text(), what="generation 2")
-        assert _ok(f"http://127.0.0.1:{port2}/healthz")
-        wait_until(lambda: not _ok(f"http://127.0.0.1:{port1}/healthz"), what="the old port to close")
+        assert http_ok(f"http://127.0.0.1:{port2}/healthz")
+        wait_until(lambda: not http_ok(f"http://127.0.0.1:{port1}/healthz"), what="the old port to close")
         assert requests.get(f"http://127.0.0.1:{port2}/gcm/report").json()["workers"] == 1
     finally:
         proc.terminate()
         proc.wait(30)
     assert proc.returncode == 0
 
-
-def _ok(url):
-    try:
-        return requests.get(url, timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 # ---- stopping ----
@@ -244,7 +238,7 @@ def test_sd_notify_ready_reloading_stopping(mock, tmp_path):
             return sock.recv(4096).decode()
         first = next_message()
         assert first.startswith("READY=1")
-        assert _ok(f"http://127.0.0.1:{port}/healthz")  # ready means accepting
+        assert http_ok(f"http://127.0.0.1:{port}/healthz")  # ready means accepting
         proc.send_signal(signal.SIGHUP)
         assert next_message() == "RELOADING=1"
         assert next_message().startswith("READY=1")

@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from conftest import API_KEY, FCMD_BIN, free_port, wait_until
+from conftest import API_KEY, FCMD_BIN, free_port, http_ok, wait_until
 
 
 def run_fcmd(*args, timeout=10):
@@ -67,7 +67,7 @@ def test_single_dash_flags(mock, tmp_path):
                              "-workers=1", "-gcm-url", mock.url(), "-logto", str(log), "-retries=1"])
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _ok(base + "/healthz"), what="fcmd with single-dash flags")
+        wait_until(lambda: http_ok(base + "/healthz"), what="fcmd with single-dash flags")
         assert requests.post(base + "/gcm/send", data={"tokens": "s1", "payload": "{}"}).text == "ok\n"
         wait_until(lambda: "s1" in mock.stats()["tokens"], what="delivery")
         assert requests.get(base + "/gcm/report").json()["workers"] == 1
@@ -76,12 +76,6 @@ def test_single_dash_flags(mock, tmp_path):
         proc.wait(20)
     assert proc.returncode == 0
 
-
-def _ok(url):
-    try:
-        return requests.get(url, timeout=1).status_code == 200
-    except requests.ConnectionError:
-        return False
 
 
 def test_sigkill_child_is_respawned_and_counters_survive(mock, start_fcmd):

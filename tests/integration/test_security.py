@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import requests
 
-from conftest import FCMD_BIN, free_port, wait_until
+from conftest import FCMD_BIN, free_port, http_ok, wait_until
 
 TOKEN = "s3cret-operator-token-91"
 
@@ -75,7 +75,7 @@ def test_tls_listener_with_http2(mock, start_fcmd, tls_cert):
     cert, key = tls_cert
     f = start_fcmd(mock, workers=1, args=["--tls-cert", str(cert), "--tls-key", str(key)], wait=False)
     url = f"https://localhost:{f.port}"
-    wait_until(lambda: _tls_ok(url + "/healthz", cert), what="the TLS listener")
+    wait_until(lambda: http_ok(url + "/healthz", verify=str(cert)), what="the TLS listener")
     out = subprocess.run(["curl", "-s", "--http2", "--cacert", str(cert), "-o", "/dev/null", "-w", "%{http_version}",
                           "-d", "tokens=tls1&payload={}", url + "/gcm/send"], capture_output=True, text=True,
                          timeout=10)
@@ -86,12 +86,6 @@ def test_tls_listener_with_http2(mock, start_fcmd, tls_cert):
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{f.port}/healthz", timeout=2)
 
-
-def _tls_ok(url, cert):
-    try:
-        return requests.get(url, verify=str(cert), timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def test_processes_holding_keys_are_not_dumpable(mock):
@@ -108,7 +102,7 @@ def test_processes_holding_keys_are_not_dumpable(mock):
                              "--gcm-url", mock.url()], preexec_fn=become_nobody, start_new_session=True,
                             stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), what="fcmd as nobody")
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), what="fcmd as nobody")
         with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as fh:
             pids = [proc.pid] + [int(p) for p in fh.read().split()]
         for pid in pids:
@@ -121,9 +115,3 @@ def test_processes_holding_keys_are_not_dumpable(mock):
         proc.terminate()
         proc.wait(20)
 
-
-def _http_ok(url):
-    try:
-        return requests.get(url, timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
