@@ -29,9 +29,11 @@ MOCK_OBJ = $(BUILD)/tools/mock_upstream.o $(BUILD)/tools/mock_v1.o $(BUILD)/chil
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test unit integration run install clean asan test-asan help fuzz fuzz-build fuzz-smoke
+.PHONY: all deps test unit integration run install clean asan test-asan help fuzz fuzz-build fuzz-smoke bench bench-smoke
 
-all: $(FCMD) $(MOCK)
+BASELINE = $(BIN)/tools/baseline
+
+all: $(FCMD) $(MOCK) $(BASELINE)
 
 help:
 	@echo "make deps         install the Debian packages fcmd needs (apt-get, as root)"
@@ -40,6 +42,7 @@ help:
 	@echo "make test         unit and integration tests"
 	@echo "make asan         the tests again under AddressSanitizer and UBSan (also: make test-asan)"
 	@echo "make fuzz         each libFuzzer target for FUZZ_SECONDS (60); make fuzz-smoke: 3 s each"
+	@echo "make bench        the benchmark table (make bench-smoke: a few seconds of it)"
 	@echo "make install      install fcmd into \$$(DESTDIR)\$$(PREFIX)/bin"
 
 deps:
@@ -54,6 +57,10 @@ $(BUILD)/%.o: %.c
 	$(CC) $(FCMD_CFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
 
 $(FCMD): $(FCMD_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BASELINE): $(BUILD)/tools/baseline.o
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -122,6 +129,16 @@ fuzz-smoke:
 
 test-asan: asan
 
+# The benchmark table (tools/bench.sh; its header lists the settings).
+bench: deps
+	$(MAKE) all
+	tools/bench.sh
+
+# A few seconds of the same, for CI: the benchmark still runs end to end.
+bench-smoke: deps
+	$(MAKE) all
+	DURATION=2 CONNECTIONS=16 PORT=5651 tools/bench.sh
+
 run: deps
 	$(MAKE) all
 	tools/demo.sh
@@ -131,6 +148,6 @@ install: $(FCMD)
 	install -m 0755 fcmd $(DESTDIR)$(PREFIX)/bin/fcmd
 
 clean:
-	rm -rf build build-asan build-fuzz fcmd tools/mock-upstream
+	rm -rf build build-asan build-fuzz fcmd tools/mock-upstream tools/baseline
 
 -include $(FCMD_OBJ:.o=.d) $(MOCK_OBJ:.o=.d)

@@ -193,6 +193,11 @@ CURL *sender_new_easy(struct sender *s)
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)CONNECT_TIMEOUT_MS);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "fcmd/" FCMD_VERSION);
+    /* Requests and answers are small: curl's default 16 KiB download and
+     * 64 KiB upload buffers per handle would dominate memory with thousands
+     * of requests in flight. */
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L);
+    curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     if (s->ca_bundle.len > 0) {

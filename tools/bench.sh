@@ -1,37 +1,38 @@
 #!/bin/sh
-# tools/bench.sh - ingress and end-to-end delivery on this machine.
+# tools/bench.sh - what `make bench` runs: fcmd's ingress, latency, delivery,
+# memory and CPU on this machine, in one table.
 #
-# Starts the mock upstream (HTTP/2 over TLS, LATENCY_MS per request) and
-# fcmd, drives /gcm/send with wrk for DURATION seconds over CONNECTIONS
-# connections (one token per request, the GoCM form body), then waits until
-# the mock has received every accepted message and prints the figures.
-# Environment: DURATION (10), CONNECTIONS (64), LATENCY_MS (200), WORKERS (2),
-# UPSTREAM_CONNECTIONS (16), PORT (5650), UPSTREAM (legacy or v1; legacy),
-# SPOOL (off, never, batch or always: the spool's fsync mode; off).
+# It starts the bare-h2o baseline (tools/baseline, the ingress ceiling) and
+# drives it with wrk, then the mock upstream (HTTP/2 over TLS, LATENCY_MS per
+# request) and fcmd, drives /gcm/send the same way (the GoCM form body),
+# waits until the mock has every accepted message, and prints the figures.
+# Environment: DURATION (10 s), CONNECTIONS (64), TOKENS per request (1),
+# LATENCY_MS (200), WORKERS (2), UPSTREAM_CONNECTIONS (16), UPSTREAM (legacy
+# or v1), SPOOL (off, never, batch or always), PORT (5650).
 set -eu
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-64}
+TOKENS=${TOKENS:-1}
 LATENCY_MS=${LATENCY_MS:-200}
 WORKERS=${WORKERS:-2}
 UPSTREAM_CONNECTIONS=${UPSTREAM_CONNECTIONS:-16}
-PORT=${PORT:-5650}
 UPSTREAM=${UPSTREAM:-legacy}
 SPOOL=${SPOOL:-off}
+PORT=${PORT:-5650}
+export TOKENS
 work=$(mktemp -d)
-mock_pid=
-fcmd_pid=
+pids=
 
 cleanup() {
-    [ -z "$fcmd_pid" ] || kill -TERM "$fcmd_pid" 2>/dev/null || true
-    [ -z "$mock_pid" ] || kill -TERM "$mock_pid" 2>/dev/null || true
+    for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
 
-poll() { # command, tries of 50 ms
+poll() { # tries of 50 ms, then the command
     n=$1
     shift
     i=0
@@ -42,10 +43,26 @@ poll() { # command, tries of 50 ms
     done
 }
 ms() { date +%s%3N; }
-json_field() { sed -n "s/.*\"$1\":\([0-9-]*\).*/\1/p"; }
+field() { sed -n "s/.*\"$1\":\([0-9-]*\).*/\1/p"; }
+tree() { echo "$1 $(cat /proc/"$1"/task/"$1"/children 2>/dev/null)"; }
+# Sum of a /proc/PID/status field (kB) over a process tree.
+kb() { s=0; for p in $(tree "$1"); do v=$(awk -v f="$2:" '$1 == f {print $2}' /proc/"$p"/status 2>/dev/null); s=$((s + ${v:-0})); done; echo $s; }
+# CPU clock ticks (user + system) of a process tree.
+ticks() { s=0; for p in $(tree "$1"); do v=$(awk '{print $14 + $15}' /proc/"$p"/stat 2>/dev/null); s=$((s + ${v:-0})); done; echo $s; }
+wrk_run() { wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s tools/wrk-send.lua "$1" >"$2" 2>&1; }
+rps() { awk '/^Requests\/sec/ {printf "%d", $2}' "$1"; }
 
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
-    -addext subjectAltName=DNS:localhost -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+# ---- the baseline ----
+tools/baseline --port "$PORT" --workers "$WORKERS" &
+pids="$pids $!"
+poll 100 curl -sf "http://127.0.0.1:$PORT/"
+wrk_run "http://127.0.0.1:$PORT/gcm/send" "$work/baseline.wrk"
+kill -TERM $pids 2>/dev/null; wait 2>/dev/null || true
+pids=
+
+# ---- fcmd ----
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+    -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
 mock_key=
 if [ "$UPSTREAM" = v1 ]; then
     openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/sa-key.pem" 2>/dev/null
@@ -55,7 +72,7 @@ fi
 # shellcheck disable=SC2086 # mock_key is two words or none
 tools/mock-upstream --port 0 --latency-ms "$LATENCY_MS" --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" \
     $mock_key >"$work/mock.out" &
-mock_pid=$!
+pids="$pids $!"
 poll 100 grep -q listening "$work/mock.out"
 mock_port=$(sed -n 's/.*:\([0-9]*\) (https).*/\1/p' "$work/mock.out")
 mock="https://localhost:$mock_port"
@@ -76,21 +93,49 @@ fi
 ./fcmd --port "$PORT" --host 127.0.0.1 --workers "$WORKERS" --logto "$work/fcmd.log" \
     --upstream-connections "$UPSTREAM_CONNECTIONS" --ca-file "$work/cert.pem" "$@" &
 fcmd_pid=$!
-poll 200 curl -sf "http://127.0.0.1:$PORT/healthz"
+pids="$pids $fcmd_pid"
+poll 200 curl -sf "http://127.0.0.1:$PORT/readyz"
 
-echo "== fcmd $(./fcmd --version | cut -d' ' -f2), $WORKERS workers, $(nproc) cores, $UPSTREAM upstream;" \
-    "mock HTTP/2+TLS at ${LATENCY_MS} ms, $UPSTREAM_CONNECTIONS connections per worker, spool $SPOOL"
-echo "== wrk -t2 -c$CONNECTIONS -d${DURATION}s --latency -s tools/wrk-send.lua"
+rss_idle=$(kb "$fcmd_pid" VmRSS)
+ticks_start=$(ticks "$fcmd_pid")
 start=$(ms)
-wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s tools/wrk-send.lua "http://127.0.0.1:$PORT/gcm/send" \
-    | tee "$work/wrk.out"
+wrk_run "http://127.0.0.1:$PORT/gcm/send" "$work/fcmd.wrk"
 wrk_end=$(ms)
-accepted=$(curl -s "http://127.0.0.1:$PORT/gcm/report" | json_field accepted)
-delivered_all() { [ "$(stats | json_field delivered)" -ge "$accepted" ]; }
+report=$(curl -s "http://127.0.0.1:$PORT/gcm/report")
+pending=$(echo "$report" | field pending)
+rss_loaded=$(kb "$fcmd_pid" VmRSS)
+accepted=$(echo "$report" | field accepted)
+upstream_conns=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '$1 == "fcmd_upstream_connections" {print $2}')
+delivered_all() { [ "$(stats | field delivered)" -ge "$accepted" ]; }
 poll 12000 delivered_all
 done_at=$(ms)
-report=$(curl -s "http://127.0.0.1:$PORT/gcm/report")
-echo "== accepted $accepted messages; all delivered $((done_at - start)) ms after the first request"
-echo "   ($((done_at - wrk_end)) ms after wrk stopped; end to end $((accepted * 1000 / (done_at - start))) messages/s)"
-echo "== mock: $(stats)"
-echo "== report: $report"
+poll 600 sh -c "curl -s http://127.0.0.1:$PORT/gcm/report | grep -q '\"pending\":0,'"
+ticks_end=$(ticks "$fcmd_pid")
+rss_after=$(kb "$fcmd_pid" VmRSS)
+rss_peak=$(kb "$fcmd_pid" VmHWM)
+hz=$(getconf CLK_TCK)
+
+base_rps=$(rps "$work/baseline.wrk")
+fcmd_rps=$(rps "$work/fcmd.wrk")
+lat=$(sed -n 's/^latency_us //p' "$work/fcmd.wrk")
+errors=$(awk '/^requests/ {print $4}' "$work/fcmd.wrk")
+elapsed=$((done_at - start))
+printf '\n== fcmd %s | %s workers, %s cores | upstream %s (mock, HTTP/2+TLS, %s ms) | spool %s\n' \
+    "$(./fcmd --version | cut -d' ' -f2)" "$WORKERS" "$(nproc)" "$UPSTREAM" "$LATENCY_MS" "$SPOOL"
+printf '== wrk -t2 -c%s -d%ss, %s token(s) a request\n' "$CONNECTIONS" "$DURATION" "$TOKENS"
+printf '%-44s %s\n' "baseline ingress (bare h2o, requests/s)" "$base_rps"
+printf '%-44s %s (%s%% of the baseline)\n' "fcmd ingress (requests/s)" "$fcmd_rps" "$((fcmd_rps * 100 / (base_rps > 0 ? base_rps : 1)))"
+printf '%-44s %s\n' "latency p50 / p99 / p99.9 (us)" "$(echo "$lat" | awk '{print $2 " / " $4 " / " $6}')"
+printf '%-44s %s\n' "wrk errors" "$errors"
+printf '%-44s %s\n' "accepted targets" "$accepted"
+printf '%-44s %s ms (%s ms after wrk stopped)\n' "all at the upstream after" "$elapsed" "$((done_at - wrk_end))"
+printf '%-44s %s\n' "end-to-end delivered targets/s" "$((accepted * 1000 / (elapsed > 0 ? elapsed : 1)))"
+printf '%-44s %s\n' "upstream connections open (all workers)" "${upstream_conns:-?}"
+printf '%-44s %s KiB\n' "RSS idle (master + workers)" "$rss_idle"
+printf '%-44s %s KiB with %s targets pending\n' "RSS when wrk stopped" "$rss_loaded" "$pending"
+if [ "${pending:-0}" -gt 0 ]; then
+    printf '%-44s %s bytes\n' "RSS growth per pending target" "$(((rss_loaded - rss_idle) * 1024 / pending))"
+fi
+printf '%-44s %s KiB (peak %s KiB)\n' "RSS after the drain" "$rss_after" "$rss_peak"
+printf '%-44s %s\n' "CPU seconds per 1,000 targets (fcmd)" \
+    "$(awk -v t=$((ticks_end - ticks_start)) -v hz="$hz" -v n="$accepted" 'BEGIN {printf "%.3f", t / hz / (n / 1000)}')"
