@@ -29,6 +29,10 @@
 #define STREAMS_PER_CONNECTION 100
 #define REQUEST_TIMEOUT_MS 30000
 #define CONNECT_TIMEOUT_MS 10000
+/* Upstream work done per loop turn, so HTTP requests are read in between:
+ * transfers started, and finished transfers handled. */
+#define STARTS_PER_TURN 64
+#define FINISHES_PER_TURN 64
 
 struct sender {
     uv_loop_t *loop;
@@ -390,9 +394,10 @@ static void publish_gauges(struct sender *s)
 static void collect_done(struct sender *s)
 {
     CURLMsg *msg;
-    int left;
+    int left = 0, handled = 0;
 
-    while ((msg = curl_multi_info_read(s->multi, &left)) != NULL) {
+    while (handled < FINISHES_PER_TURN && (msg = curl_multi_info_read(s->multi, &left)) != NULL) {
+        handled++;
         struct sender_transfer *t = NULL;
         CURL *easy = msg->easy_handle;
         CURLcode code = msg->data.result;
@@ -402,6 +407,8 @@ static void collect_done(struct sender *s)
         curl_multi_remove_handle(s->multi, easy);
         t->done(t, code);
     }
+    if (left > 0)
+        sender_kick(s); /* the rest on the next turn */
     dispatch(s);
     publish_gauges(s);
 }
@@ -423,8 +430,14 @@ static void defer_batch(struct sender *s, struct target **batch, size_t n)
 /* Sends queued targets while there is room in flight. */
 static void dispatch(struct sender *s)
 {
+    int started = 0;
+
     while (s->inflight < s->max_inflight && s->queue->head != NULL &&
            (s->up->ops->ready == NULL || s->up->ops->ready(s->up))) {
+        if (started++ == STARTS_PER_TURN) {
+            sender_kick(s); /* more on the next turn */
+            return;
+        }
         size_t n = queue_take_batch(s->queue, s->batch, s->up->max_targets);
         struct job *job = job_new(s, s->batch, n);
         CURL *e = job ? easy_get(s) : NULL;
@@ -461,8 +474,7 @@ static void on_kick(uv_idle_t *idle)
     struct sender *s = idle->data;
 
     uv_idle_stop(idle);
-    dispatch(s);
-    publish_gauges(s);
+    collect_done(s); /* finishes left from the last turn, then dispatch */
 }
 
 void sender_kick(struct sender *s)
