@@ -112,14 +112,3 @@ void queue_finish(struct queue *q, struct target *t)
     free(t);
     q->pending--;
 }
-
-void queue_clear(struct queue *q)
-{
-    while (q->head) {
-        struct target *t = q->head;
-        q->head = t->next;
-        queue_finish(q, t);
-    }
-    q->tailp = &q->head;
-    q->ready = 0;
-}

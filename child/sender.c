@@ -497,11 +497,6 @@ uv_loop_t *sender_loop(const struct sender *s)
     return s->loop;
 }
 
-size_t sender_inflight(const struct sender *s)
-{
-    return s->inflight;
-}
-
 /* ---- set-up ---- */
 
 static int append_file(struct buf *b, const char *path)
@@ -587,17 +582,4 @@ fail:
     free(s->batch);
     free(s);
     return NULL;
-}
-
-void sender_destroy(struct sender *s)
-{
-    if (s == NULL)
-        return;
-    while (s->npool > 0)
-        curl_easy_cleanup(s->pool[--s->npool]);
-    curl_multi_cleanup(s->multi);
-    buf_free(&s->ca_bundle);
-    free(s->pool);
-    free(s->batch);
-    free(s);
 }

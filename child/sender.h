@@ -43,9 +43,6 @@ struct spool;
 /* With a spool, targets that finish are acknowledged in it. */
 void sender_set_spool(struct sender *s, struct spool *spool);
 
-/* Upstream requests in flight. */
-size_t sender_inflight(const struct sender *s);
 
-void sender_destroy(struct sender *s);
 
 #endif

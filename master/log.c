@@ -46,11 +46,6 @@ int log_reopen(void)
     return logger.path ? log_open(logger.path) : 0;
 }
 
-int log_fd(void)
-{
-    return logger.fd;
-}
-
 void log_set_level(enum log_level level)
 {
     logger.level = level;

@@ -18,9 +18,6 @@ int log_reopen(void);
 
 void log_set_level(enum log_level level);
 
-/* The log's descriptor, for a process that must keep writing after it lost
- * the right to reopen the file (after dropping privileges). */
-int log_fd(void);
 
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
