@@ -18,6 +18,7 @@
 #include "spool.h"
 #include "upstream.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,10 @@
  * transfers started, and finished transfers handled. */
 #define STARTS_PER_TURN 64
 #define FINISHES_PER_TURN 64
+/* After this long with nothing in flight, idle easy handles beyond a few
+ * are freed and the heap is given back to the system. */
+#define IDLE_TRIM_MS 1000
+#define POOL_KEEP 16
 
 struct sender {
     uv_loop_t *loop;
@@ -43,6 +48,7 @@ struct sender {
     struct shm_slot *slot;
     CURLM *multi;
     uv_timer_t timer;
+    uv_timer_t trim; /* frees idle handles once the worker has been idle a while */
     uv_idle_t kick;
     struct retry_set retries;
     struct spool *spool; /* NULL without --spool */
@@ -391,6 +397,17 @@ static void publish_gauges(struct sender *s)
     shm_gauge_set(s->slot, SHM_UPSTREAM_SOCKETS, (int64_t)s->sockets);
 }
 
+static void on_trim(uv_timer_t *t)
+{
+    struct sender *s = t->data;
+
+    if (s->inflight > 0 || s->queue->pending > 0)
+        return;
+    while (s->npool > POOL_KEEP)
+        curl_easy_cleanup(s->pool[--s->npool]);
+    malloc_trim(0);
+}
+
 static void collect_done(struct sender *s)
 {
     CURLMsg *msg;
@@ -411,6 +428,8 @@ static void collect_done(struct sender *s)
         sender_kick(s); /* the rest on the next turn */
     dispatch(s);
     publish_gauges(s);
+    if (s->inflight == 0 && s->queue->pending == 0 && s->npool > POOL_KEEP)
+        uv_timer_start(&s->trim, on_trim, IDLE_TRIM_MS, 0);
 }
 
 int sender_add(struct sender *s, CURL *easy, struct sender_transfer *t)
@@ -567,6 +586,9 @@ struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, stru
     s->timer.data = s;
     uv_idle_init(loop, &s->kick);
     s->kick.data = s;
+    uv_timer_init(loop, &s->trim);
+    s->trim.data = s;
+    uv_unref((uv_handle_t *)&s->trim);
     curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
     curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s);
     curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);

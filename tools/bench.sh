@@ -111,6 +111,12 @@ poll 12000 delivered_all
 done_at=$(ms)
 poll 600 sh -c "curl -s http://127.0.0.1:$PORT/gcm/report | grep -q '\"pending\":0,'"
 ticks_end=$(ticks "$fcmd_pid")
+# Idle workers give memory back after a second: wait (at most 5 s) for RSS to settle near idle.
+i=0
+while [ $i -lt 100 ] && [ "$(kb "$fcmd_pid" VmRSS)" -gt $((rss_idle * 11 / 10)) ]; do
+    sleep 0.05
+    i=$((i + 1))
+done
 rss_after=$(kb "$fcmd_pid" VmRSS)
 rss_peak=$(kb "$fcmd_pid" VmHWM)
 hz=$(getconf CLK_TCK)
