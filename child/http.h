@@ -8,8 +8,9 @@
 
 struct child;
 
-/* Largest body h2o buffers.  Bodies above REQUEST_MAX_BODY and up to this get
- * fcmd's JSON 413; h2o itself refuses anything larger. */
+/* The least h2o buffers of a body: twice --max-body-bytes when that is more.
+ * Up to that, fcmd answers an oversized body with a JSON 413; beyond it h2o
+ * refuses it itself. */
 #define HTTP_MAX_ENTITY (8u << 20)
 
 /* Registers every endpoint on host.  Returns 0 or -1 (out of memory). */

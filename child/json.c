@@ -15,7 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-int json_valid_number(const char *s, size_t n)
+/* Whether the bytes are exactly one valid JSON number. */
+static int json_valid_number(const char *s, size_t n)
 {
     size_t i = 0;
 

@@ -39,9 +39,6 @@ int json_is(const struct json_doc *d, int i, const char *s);
  * bytes) and NUL-terminates it.  Returns the length, or -1. */
 long json_unescape(const struct json_doc *d, int i, char *out);
 
-/* Whether the bytes are exactly one valid JSON number. */
-int json_valid_number(const char *s, size_t n);
-
 static inline size_t json_toklen(const struct json_doc *d, int i)
 {
     return (size_t)(d->tok[i].end - d->tok[i].start);

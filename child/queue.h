@@ -66,5 +66,4 @@ size_t queue_take_batch(struct queue *q, struct target **out, size_t max);
 /* A target reached a final outcome: frees it (and its push with the last). */
 void queue_finish(struct queue *q, struct target *t);
 
-
 #endif

@@ -43,6 +43,4 @@ struct spool;
 /* With a spool, targets that finish are acknowledged in it. */
 void sender_set_spool(struct sender *s, struct spool *spool);
 
-
-
 #endif

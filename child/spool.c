@@ -43,7 +43,6 @@ struct segment {
     unsigned holds;  /* syncs pending or waiting on it */
     int current;     /* receives appends */
     struct buf acks; /* acknowledgements not yet written: flushed once a loop turn */
-    int orphan;      /* claimed from a dead child: deleted once its replay is durable */
 };
 
 struct waiter {
@@ -536,7 +535,6 @@ static void replay(struct spool *s, int fd, char *path, size_t size)
         free(path);
         return;
     }
-    g->orphan = 1;
     rd = (struct spool_reader){data, size, 0};
     while ((st = spool_next(&rd, &rec, &bad)) != SPOOL_END) {
         if (st == SPOOL_TORN) {
