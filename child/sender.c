@@ -59,7 +59,7 @@ struct sender {
     long http_version;
     int multiplex;
     size_t sockets;        /* upstream sockets curl has us watch */
-    struct buf ca_bundle;  /* system store + --ca-file, when one was given */
+    char *ca_path;         /* the system CA directory, used with --ca-file */
     struct target **batch; /* scratch for queue_take_batch */
     uint64_t rng;
 };
@@ -210,9 +210,9 @@ CURL *sender_new_easy(struct sender *s)
     curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    if (s->ca_bundle.len > 0) {
-        struct curl_blob blob = {s->ca_bundle.data, s->ca_bundle.len, CURL_BLOB_NOCOPY};
-        curl_easy_setopt(e, CURLOPT_CAINFO_BLOB, &blob);
+    if (s->opts->ca_file != NULL) {
+        curl_easy_setopt(e, CURLOPT_CAINFO, s->opts->ca_file);
+        curl_easy_setopt(e, CURLOPT_CAPATH, s->ca_path);
     }
     return e;
 }
@@ -518,39 +518,28 @@ uv_loop_t *sender_loop(const struct sender *s)
 
 /* ---- set-up ---- */
 
-static int append_file(struct buf *b, const char *path)
-{
-    char chunk[16384];
-    size_t n;
-    FILE *f = fopen(path, "rb");
-
-    if (f == NULL)
-        return -1;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
-        buf_add(b, chunk, n);
-    fclose(f);
-    buf_add(b, "\n", 1);
-    return b->failed ? -1 : 0;
-}
-
-/* --ca-file adds to the system store: load both into one in-memory bundle. */
-static int load_ca_bundle(struct sender *s)
+/* --ca-file adds to the system store. OpenSSL reads the file as CAINFO and
+ * the system's hashed CA directory as CAPATH, so both verify. A path is
+ * matched by name when curl looks for a connection to reuse; an in-memory
+ * bundle (CURLOPT_CAINFO_BLOB) would be compared byte for byte, the whole
+ * system store, for every request. */
+static int find_ca_path(struct sender *s)
 {
     CURL *probe;
-    char *system_ca = NULL;
+    char *system_path = NULL;
 
     if (s->opts->ca_file == NULL)
         return 0;
-    if ((probe = curl_easy_init()) != NULL) {
-        curl_easy_getinfo(probe, CURLINFO_CAINFO, &system_ca);
-        if (system_ca != NULL && append_file(&s->ca_bundle, system_ca) != 0)
-            log_warn("cannot read the system CA bundle %s; using --ca-file alone", system_ca);
-        curl_easy_cleanup(probe);
-    }
-    if (append_file(&s->ca_bundle, s->opts->ca_file) != 0) {
-        log_error("cannot read --ca-file %s", s->opts->ca_file);
+    if ((probe = curl_easy_init()) == NULL)
         return -1;
-    }
+    curl_easy_getinfo(probe, CURLINFO_CAPATH, &system_path);
+    if (system_path != NULL)
+        s->ca_path = strdup(system_path);
+    curl_easy_cleanup(probe);
+    if (system_path == NULL)
+        log_warn("libcurl knows no system CA directory: upstream TLS trusts --ca-file alone");
+    else if (s->ca_path == NULL)
+        return -1;
     return 0;
 }
 
@@ -579,7 +568,7 @@ struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, stru
         o->max_inflight > 0 ? (size_t)o->max_inflight : (size_t)conns * (s->multiplex ? STREAMS_PER_CONNECTION : 1);
     s->pool = calloc(s->max_inflight, sizeof(*s->pool));
     s->batch = calloc(up->max_targets, sizeof(*s->batch));
-    if (s->pool == NULL || s->batch == NULL || load_ca_bundle(s) != 0 || (s->multi = curl_multi_init()) == NULL)
+    if (s->pool == NULL || s->batch == NULL || find_ca_path(s) != 0 || (s->multi = curl_multi_init()) == NULL)
         goto fail;
     retry_init(&s->retries, loop, q, kick_cb, s);
     uv_timer_init(loop, &s->timer);
@@ -599,7 +588,7 @@ struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, stru
     return s;
 fail:
     log_error("cannot set up the upstream sender");
-    buf_free(&s->ca_bundle);
+    free(s->ca_path);
     free(s->pool);
     free(s->batch);
     free(s);
