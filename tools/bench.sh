@@ -8,7 +8,9 @@
 # waits until the mock has every accepted message, and prints the figures.
 # Environment: DURATION (10 s), CONNECTIONS (64), TOKENS per request (1),
 # LATENCY_MS (200), WORKERS (2), UPSTREAM_CONNECTIONS (16), UPSTREAM (legacy
-# or v1), SPOOL (off, never, batch or always), PORT (5650).
+# or v1), SPOOL (off, never, batch or always), PORT (5650), MESSAGES (unset:
+# fcmd's wrk run stops once fcmd has accepted this many requests, or after
+# DURATION).
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -21,6 +23,7 @@ UPSTREAM_CONNECTIONS=${UPSTREAM_CONNECTIONS:-16}
 UPSTREAM=${UPSTREAM:-legacy}
 SPOOL=${SPOOL:-off}
 PORT=${PORT:-5650}
+MESSAGES=${MESSAGES:-}
 export TOKENS
 work=$(mktemp -d)
 pids=
@@ -49,14 +52,17 @@ tree() { echo "$1 $(cat /proc/"$1"/task/"$1"/children 2>/dev/null)"; }
 kb() { s=0; for p in $(tree "$1"); do v=$(awk -v f="$2:" '$1 == f {print $2}' /proc/"$p"/status 2>/dev/null); s=$((s + ${v:-0})); done; echo $s; }
 # CPU clock ticks (user + system) of a process tree.
 ticks() { s=0; for p in $(tree "$1"); do v=$(awk '{print $14 + $15}' /proc/"$p"/stat 2>/dev/null); s=$((s + ${v:-0})); done; echo $s; }
-wrk_run() { wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s tools/wrk-send.lua "$1" >"$2" 2>&1; }
+wrk_run() { # URL OUTPUT [MESSAGES]
+    MESSAGES=${3:-} WRK_THREADS=2 exec wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s tools/wrk-send.lua "$1" >"$2" 2>&1
+}
 rps() { awk '/^Requests\/sec/ {printf "%d", $2}' "$1"; }
 
 # ---- the baseline ----
 tools/baseline --port "$PORT" --workers "$WORKERS" &
 pids="$pids $!"
 poll 100 curl -sf "http://127.0.0.1:$PORT/"
-wrk_run "http://127.0.0.1:$PORT/gcm/send" "$work/baseline.wrk"
+(wrk_run "http://127.0.0.1:$PORT/gcm/send" "$work/baseline.wrk")
+# shellcheck disable=SC2086 # pids is a list
 kill -TERM $pids 2>/dev/null; wait 2>/dev/null || true
 pids=
 
@@ -97,14 +103,27 @@ pids="$pids $fcmd_pid"
 poll 200 curl -sf "http://127.0.0.1:$PORT/readyz"
 
 rss_idle=$(kb "$fcmd_pid" VmRSS)
+# The mock counts every connection, this script's own stats requests too.
+mock_conns0=$(stats | field connections)
 ticks_start=$(ticks "$fcmd_pid")
 start=$(ms)
-wrk_run "http://127.0.0.1:$PORT/gcm/send" "$work/fcmd.wrk"
+if [ -n "$MESSAGES" ]; then
+    # wrk always runs for its whole duration: stop it once fcmd has them all.
+    (wrk_run "http://127.0.0.1:$PORT/gcm/send" "$work/fcmd.wrk" "$MESSAGES") &
+    wrk_pid=$!
+    accepted_all() { [ "$(curl -s "http://127.0.0.1:$PORT/gcm/report" | field accepted)" -ge $((MESSAGES * TOKENS)) ]; }
+    poll $((DURATION * 20)) accepted_all
+    kill -INT $wrk_pid
+    wait $wrk_pid || true
+else
+    (wrk_run "http://127.0.0.1:$PORT/gcm/send" "$work/fcmd.wrk")
+fi
 wrk_end=$(ms)
 report=$(curl -s "http://127.0.0.1:$PORT/gcm/report")
 pending=$(echo "$report" | field pending)
 rss_loaded=$(kb "$fcmd_pid" VmRSS)
 accepted=$(echo "$report" | field accepted)
+mock_conns1=$(stats | field connections)
 upstream_conns=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '$1 == "fcmd_upstream_connections" {print $2}')
 delivered_all() { [ "$(stats | field delivered)" -ge "$accepted" ]; }
 poll 12000 delivered_all
@@ -124,24 +143,46 @@ hz=$(getconf CLK_TCK)
 base_rps=$(rps "$work/baseline.wrk")
 fcmd_rps=$(rps "$work/fcmd.wrk")
 lat=$(sed -n 's/^latency_us //p' "$work/fcmd.wrk")
+base_lat=$(sed -n 's/^latency_us //p' "$work/baseline.wrk")
 errors=$(awk '/^requests/ {print $4}' "$work/fcmd.wrk")
 elapsed=$((done_at - start))
 printf '\n== fcmd %s | %s workers, %s cores | upstream %s (mock, HTTP/2+TLS, %s ms) | spool %s\n' \
     "$(./fcmd --version | cut -d' ' -f2)" "$WORKERS" "$(nproc)" "$UPSTREAM" "$LATENCY_MS" "$SPOOL"
 printf '== wrk -t2 -c%s -d%ss, %s token(s) a request\n' "$CONNECTIONS" "$DURATION" "$TOKENS"
-printf '%-44s %s\n' "baseline ingress (bare h2o, requests/s)" "$base_rps"
-printf '%-44s %s (%s%% of the baseline)\n' "fcmd ingress (requests/s)" "$fcmd_rps" "$((fcmd_rps * 100 / (base_rps > 0 ? base_rps : 1)))"
-printf '%-44s %s\n' "latency p50 / p99 / p99.9 (us)" "$(echo "$lat" | awk '{print $2 " / " $4 " / " $6}')"
-printf '%-44s %s\n' "wrk errors" "$errors"
-printf '%-44s %s\n' "accepted targets" "$accepted"
-printf '%-44s %s ms (%s ms after wrk stopped)\n' "all at the upstream after" "$elapsed" "$((done_at - wrk_end))"
-printf '%-44s %s\n' "end-to-end delivered targets/s" "$((accepted * 1000 / (elapsed > 0 ? elapsed : 1)))"
-printf '%-44s %s\n' "upstream connections open (all workers)" "${upstream_conns:-?}"
-printf '%-44s %s KiB\n' "RSS idle (master + workers)" "$rss_idle"
-printf '%-44s %s KiB with %s targets pending\n' "RSS when wrk stopped" "$rss_loaded" "$pending"
+# One row of the table; every figure must be a number, or the run fails.
+missing=
+row() { # LABEL FORMAT FIGURE...
+    label=$1 format=$2
+    shift 2
+    for v in "$@"; do
+        case $v in '' | *[!0-9.]*) missing="$missing; $label" ;; esac
+    done
+    # shellcheck disable=SC2059 # the format is the caller's
+    printf "%-44s $format\n" "$label" "$@"
+}
+percentile() { echo "$1" | awk -v k="$2" '{for (i = 1; i < NF; i++) if ($i == k) print $(i + 1)}'; }
+summary=$(stats)
+row "baseline ingress (bare h2o, requests/s)" "%s" "$base_rps"
+row "baseline latency p50 / p99 / p99.9 (us)" "%s / %s / %s" \
+    "$(percentile "$base_lat" p50)" "$(percentile "$base_lat" p99)" "$(percentile "$base_lat" p99.9)"
+row "fcmd ingress (requests/s)" "%s (%s%% of the baseline)" "$fcmd_rps" \
+    "$((fcmd_rps * 100 / (base_rps > 0 ? base_rps : 1)))"
+row "latency p50 / p99 / p99.9 (us)" "%s / %s / %s" "$(percentile "$lat" p50)" "$(percentile "$lat" p99)" \
+    "$(percentile "$lat" p99.9)"
+row "answers not 200, and socket errors (wrk)" "%s" "$errors"
+row "accepted targets" "%s" "$accepted"
+row "all at the upstream after" "%s ms (%s ms after wrk stopped)" "$elapsed" "$((done_at - wrk_end))"
+row "end-to-end delivered targets/s" "%s" "$((accepted * 1000 / (elapsed > 0 ? elapsed : 1)))"
+row "at the upstream (mock)" "%s requests, %s targets delivered" "$(echo "$summary" | field requests)" \
+    "$(echo "$summary" | field delivered)"
+row "upstream connections open (all workers)" "%s" "$upstream_conns"
+row "upstream connections fcmd opened during wrk" "%s" "$((mock_conns1 - mock_conns0 - 1))"
+row "RSS idle (master + workers)" "%s KiB" "$rss_idle"
+row "RSS when wrk stopped" "%s KiB with %s targets pending" "$rss_loaded" "$pending"
 if [ "${pending:-0}" -gt 0 ]; then
-    printf '%-44s %s bytes\n' "RSS growth per pending target" "$(((rss_loaded - rss_idle) * 1024 / pending))"
+    row "RSS growth per pending target" "%s bytes" "$(((rss_loaded - rss_idle) * 1024 / pending))"
 fi
-printf '%-44s %s KiB (peak %s KiB)\n' "RSS after the drain" "$rss_after" "$rss_peak"
-printf '%-44s %s\n' "CPU seconds per 1,000 targets (fcmd)" \
+row "RSS after the drain" "%s KiB (peak %s KiB)" "$rss_after" "$rss_peak"
+row "CPU seconds per 1,000 targets (fcmd)" "%s" \
     "$(awk -v t=$((ticks_end - ticks_start)) -v hz="$hz" -v n="$accepted" 'BEGIN {printf "%.3f", t / hz / (n / 1000)}')"
+[ -z "$missing" ] || { echo "bench: no figure for${missing#;}" >&2; exit 1; }

@@ -1,12 +1,25 @@
 -- wrk script: POST the GoCM form body to /gcm/send, TOKENS tokens a request
 -- (environment, default 1), and print the latency percentiles fcmd's
--- benchmark table needs.
+-- benchmark table needs. With MESSAGES set (and WRK_THREADS, the -t given to
+-- wrk), each thread stops sending once it has its share of MESSAGES accepted
+-- (answered 200; a 503 "queue full" is counted as an error and sent again).
 local n = tonumber(os.getenv("TOKENS") or "1")
 local parts = {}
 for i = 1, n do parts[#parts + 1] = "tokens=token" .. i end
 wrk.method = "POST"
 wrk.body = table.concat(parts, "&") .. '&payload={"title": "hello"}'
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+
+local limit = tonumber(os.getenv("MESSAGES") or "") or 0
+if limit > 0 then
+    -- Only defined when needed: wrk parses answers for Lua only if it is.
+    local share = math.ceil(limit / tonumber(os.getenv("WRK_THREADS") or "1"))
+    local accepted = 0
+    function response(status, headers, body)
+        if status == 200 then accepted = accepted + 1 end
+        if accepted >= share then wrk.thread:stop() end
+    end
+end
 
 function done(summary, latency, requests)
     io.write(string.format("latency_us p50 %d p99 %d p99.9 %d\n", latency:percentile(50),
