@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,7 +36,8 @@
 #define STARTS_PER_TURN 64
 #define FINISHES_PER_TURN 64
 /* After this long with nothing in flight, idle easy handles beyond a few
- * are freed and the heap is given back to the system. */
+ * are freed and the heap is given back to the system; after
+ * --upstream-idle-timeout, the upstream connections are closed too. */
 #define IDLE_TRIM_MS 1000
 #define POOL_KEEP 16
 
@@ -47,8 +49,10 @@ struct sender {
     struct shm_region *shm;
     struct shm_slot *slot;
     CURLM *multi;
+    long connections; /* the cap per host */
+    size_t attached;  /* transfers on the multi handle, ours and the adapter's */
     uv_timer_t timer;
-    uv_timer_t trim; /* frees idle handles once the worker has been idle a while */
+    uv_timer_t trim; /* gives memory back once the worker has been idle a while */
     uv_idle_t kick;
     struct retry_set retries;
     struct spool *spool; /* NULL without --spool */
@@ -58,9 +62,10 @@ struct sender {
     size_t max_inflight;
     long http_version;
     int multiplex;
-    size_t sockets;        /* upstream sockets curl has us watch */
-    char *ca_path;         /* the system CA directory, used with --ca-file */
-    struct target **batch; /* scratch for queue_take_batch */
+    struct sock_watch *watches; /* the sockets curl has us watch: those of running transfers */
+    size_t connections_open;    /* sockets curl opened and has not closed, idle ones too */
+    char *ca_path;              /* the system CA directory, used with --ca-file */
+    struct target **batch;      /* scratch for queue_take_batch */
     uint64_t rng;
 };
 
@@ -68,6 +73,7 @@ struct sock_watch {
     uv_poll_t poll;
     curl_socket_t fd;
     struct sender *sender;
+    struct sock_watch *next, **prev; /* in sender->watches */
 };
 
 static void dispatch(struct sender *s);
@@ -95,6 +101,14 @@ static void on_poll(uv_poll_t *p, int status, int events)
     collect_done(w->sender);
 }
 
+static void unwatch(struct sock_watch *w)
+{
+    if ((*w->prev = w->next) != NULL)
+        w->next->prev = w->prev;
+    uv_poll_stop(&w->poll);
+    uv_close((uv_handle_t *)&w->poll, free_watch);
+}
+
 static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
     struct sender *s = userp;
@@ -103,12 +117,8 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
 
     (void)easy;
     if (what == CURL_POLL_REMOVE) {
-        if (w != NULL) {
-            uv_poll_stop(&w->poll);
-            uv_close((uv_handle_t *)&w->poll, free_watch);
-            curl_multi_assign(s->multi, fd, NULL);
-            s->sockets--;
-        }
+        if (w != NULL)
+            unwatch(w);
         return 0;
     }
     if (w == NULL) {
@@ -120,8 +130,11 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
         w->poll.data = w;
         w->fd = fd;
         w->sender = s;
+        if ((w->next = s->watches) != NULL)
+            w->next->prev = &w->next;
+        w->prev = &s->watches;
+        s->watches = w;
         curl_multi_assign(s->multi, fd, w);
-        s->sockets++;
     }
     if (what & CURL_POLL_IN)
         events |= UV_READABLE;
@@ -190,6 +203,27 @@ static size_t on_header(char *p, size_t size, size_t n, void *userp)
     return size * n;
 }
 
+/* Curl does not watch the sockets of idle connections: count them as they
+ * open and close, for the gauge and to know when there is any to close. */
+static curl_socket_t on_open_socket(void *userp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    struct sender *s = userp;
+    curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+
+    (void)purpose;
+    if (fd != CURL_SOCKET_BAD)
+        s->connections_open++;
+    return fd;
+}
+
+static int on_close_socket(void *userp, curl_socket_t fd)
+{
+    struct sender *s = userp;
+
+    s->connections_open--;
+    return close(fd);
+}
+
 CURL *sender_new_easy(struct sender *s)
 {
     CURL *e = curl_easy_init();
@@ -208,6 +242,10 @@ CURL *sender_new_easy(struct sender *s)
      * of requests in flight. */
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L);
     curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, s);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, s);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     if (s->opts->ca_file != NULL) {
@@ -394,18 +432,67 @@ static void publish_gauges(struct sender *s)
     shm_gauge_set(s->slot, SHM_QUEUE_DEPTH, (int64_t)s->queue->ready);
     shm_gauge_set(s->slot, SHM_RETRY_WAITING, (int64_t)s->retries.waiting);
     shm_gauge_set(s->slot, SHM_UPSTREAM_INFLIGHT, (int64_t)s->inflight);
-    shm_gauge_set(s->slot, SHM_UPSTREAM_SOCKETS, (int64_t)s->sockets);
+    shm_gauge_set(s->slot, SHM_UPSTREAM_SOCKETS, (int64_t)s->connections_open);
 }
 
+static int multi_open(struct sender *s)
+{
+    if ((s->multi = curl_multi_init()) == NULL)
+        return -1;
+    curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+    curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s);
+    curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+    curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s);
+    curl_multi_setopt(s->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS, s->connections);
+    curl_multi_setopt(s->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, (long)STREAMS_PER_CONNECTION);
+    return 0;
+}
+
+static int idle(const struct sender *s)
+{
+    return s->attached == 0 && s->queue->pending == 0;
+}
+
+/* Second stage of going idle: close the upstream connections, with their TLS
+ * and HTTP/2 state and curl's caches, by replacing the multi handle (curl
+ * has no call that closes only idle connections). The next send connects
+ * anew. */
+static void on_idle_close(uv_timer_t *t)
+{
+    struct sender *s = t->data;
+    CURLM *old = s->multi;
+    size_t open = s->connections_open;
+
+    if (!idle(s))
+        return;
+    if (multi_open(s) != 0) {
+        s->multi = old; /* out of memory: keep the connections */
+        return;
+    }
+    curl_multi_cleanup(old);
+    while (s->watches != NULL) /* curl removes its sockets as it closes them; any it did not are closed here */
+        unwatch(s->watches);
+    while (s->npool > 0)
+        curl_easy_cleanup(s->pool[--s->npool]);
+    publish_gauges(s);
+    malloc_trim(0);
+    log_debug("idle for %d s: closed %zu upstream connections", s->opts->upstream_idle_timeout, open);
+}
+
+/* First stage: free the easy handles beyond a few and trim the heap. */
 static void on_trim(uv_timer_t *t)
 {
     struct sender *s = t->data;
+    uint64_t close_ms = (uint64_t)s->opts->upstream_idle_timeout * 1000;
 
-    if (s->inflight > 0 || s->queue->pending > 0)
+    if (!idle(s))
         return;
     while (s->npool > POOL_KEEP)
         curl_easy_cleanup(s->pool[--s->npool]);
     malloc_trim(0);
+    if (s->connections_open > 0)
+        uv_timer_start(&s->trim, on_idle_close, close_ms > IDLE_TRIM_MS ? close_ms - IDLE_TRIM_MS : 0, 0);
 }
 
 static void collect_done(struct sender *s)
@@ -422,20 +509,24 @@ static void collect_done(struct sender *s)
             continue;
         curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&t);
         curl_multi_remove_handle(s->multi, easy);
+        s->attached--;
         t->done(t, code);
     }
     if (left > 0)
         sender_kick(s); /* the rest on the next turn */
     dispatch(s);
     publish_gauges(s);
-    if (s->inflight == 0 && s->queue->pending == 0 && s->npool > POOL_KEEP)
+    if (idle(s) && (s->npool > POOL_KEEP || s->connections_open > 0) && handled > 0)
         uv_timer_start(&s->trim, on_trim, IDLE_TRIM_MS, 0);
 }
 
 int sender_add(struct sender *s, CURL *easy, struct sender_transfer *t)
 {
     curl_easy_setopt(easy, CURLOPT_PRIVATE, t);
-    return curl_multi_add_handle(s->multi, easy) == CURLM_OK ? 0 : -1;
+    if (curl_multi_add_handle(s->multi, easy) != CURLM_OK)
+        return -1;
+    s->attached++;
+    return 0;
 }
 
 /* Puts a taken batch back, to be tried again shortly. */
@@ -548,7 +639,6 @@ struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, stru
 {
     struct sender *s = calloc(1, sizeof(*s));
     int https = strncmp(up->url, "https://", 8) == 0;
-    long conns;
 
     if (s == NULL)
         return NULL;
@@ -563,12 +653,12 @@ struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, stru
      * connection per request in flight. */
     s->multiplex = https || o->http2_prior_knowledge;
     s->http_version = o->http2_prior_knowledge ? CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE : CURL_HTTP_VERSION_2TLS;
-    conns = o->upstream_connections > 0 ? o->upstream_connections : s->multiplex ? 4 : 32;
-    s->max_inflight =
-        o->max_inflight > 0 ? (size_t)o->max_inflight : (size_t)conns * (s->multiplex ? STREAMS_PER_CONNECTION : 1);
+    s->connections = o->upstream_connections > 0 ? o->upstream_connections : s->multiplex ? 4 : 32;
+    s->max_inflight = o->max_inflight > 0 ? (size_t)o->max_inflight
+                                          : (size_t)s->connections * (s->multiplex ? STREAMS_PER_CONNECTION : 1);
     s->pool = calloc(s->max_inflight, sizeof(*s->pool));
     s->batch = calloc(up->max_targets, sizeof(*s->batch));
-    if (s->pool == NULL || s->batch == NULL || find_ca_path(s) != 0 || (s->multi = curl_multi_init()) == NULL)
+    if (s->pool == NULL || s->batch == NULL || find_ca_path(s) != 0 || multi_open(s) != 0)
         goto fail;
     retry_init(&s->retries, loop, q, kick_cb, s);
     uv_timer_init(loop, &s->timer);
@@ -578,13 +668,6 @@ struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, stru
     uv_timer_init(loop, &s->trim);
     s->trim.data = s;
     uv_unref((uv_handle_t *)&s->trim);
-    curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
-    curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s);
-    curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
-    curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s);
-    curl_multi_setopt(s->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
-    curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS, conns);
-    curl_multi_setopt(s->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, (long)STREAMS_PER_CONNECTION);
     return s;
 fail:
     log_error("cannot set up the upstream sender");

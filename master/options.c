@@ -64,6 +64,7 @@ static const struct opt_def opt_table[] = {
     LONG(queue_size, "queue-size", 1, 100000000),
     INT(upstream_connections, "upstream-connections", 1, 1024),
     INT(max_inflight, "max-inflight", 1, 100000),
+    INT(upstream_idle_timeout, "upstream-idle-timeout", 1, 86400),
     BOOL(http2_prior_knowledge, "http2-prior-knowledge"),
     INT(shutdown_timeout, "shutdown-timeout", 1, 3600),
     STR(log_level, "log-level"),
@@ -103,6 +104,7 @@ const char options_usage[] =
     "  --retries N               retries of a retryable failure [3]\n"
     "  --upstream-connections N  upstream connections per child [4 for HTTP/2, 32 for HTTP/1.1]\n"
     "  --max-inflight N          upstream requests in flight per child [100 per HTTP/2 connection]\n"
+    "  --upstream-idle-timeout S close upstream connections after S idle seconds [60]\n"
     "  --http2-prior-knowledge   speak HTTP/2 without Upgrade to http:// URLs\n"
     "Server:\n"
     "  --host ADDR, --ipaddress ADDR   TCP listen address [0.0.0.0]\n"
@@ -166,6 +168,7 @@ void options_defaults(struct fcmd_options *o)
     o->max_connections = 10000;
     o->max_header_bytes = 16L << 10;
     o->client_timeout = 10;
+    o->upstream_idle_timeout = 60;
     o->drain_list_bytes = 8L << 20;
     o->spool_max_bytes = 1L << 30;
     o->spool_segment_bytes = 16L << 20;

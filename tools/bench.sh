@@ -10,7 +10,8 @@
 # LATENCY_MS (200), WORKERS (2), UPSTREAM_CONNECTIONS (16), UPSTREAM (legacy
 # or v1), SPOOL (off, never, batch or always), PORT (5650), MESSAGES (unset:
 # fcmd's wrk run stops once fcmd has accepted this many requests, or after
-# DURATION).
+# DURATION), IDLE_TIMEOUT (fcmd's --upstream-idle-timeout, 2 s, so that "RSS
+# after the drain" is read with the idle upstream connections closed).
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,7 @@ UPSTREAM=${UPSTREAM:-legacy}
 SPOOL=${SPOOL:-off}
 PORT=${PORT:-5650}
 MESSAGES=${MESSAGES:-}
+IDLE_TIMEOUT=${IDLE_TIMEOUT:-2}
 export TOKENS
 work=$(mktemp -d)
 pids=
@@ -97,11 +99,24 @@ if [ "$SPOOL" != off ]; then
     set -- "$@" --spool "$work/spool" --spool-fsync "$SPOOL"
 fi
 ./fcmd --port "$PORT" --host 127.0.0.1 --workers "$WORKERS" --logto "$work/fcmd.log" \
-    --upstream-connections "$UPSTREAM_CONNECTIONS" --ca-file "$work/cert.pem" "$@" &
+    --upstream-connections "$UPSTREAM_CONNECTIONS" --upstream-idle-timeout "$IDLE_TIMEOUT" --ca-file "$work/cert.pem" "$@" &
 fcmd_pid=$!
 pids="$pids $fcmd_pid"
 poll 200 curl -sf "http://127.0.0.1:$PORT/readyz"
 
+rss_cold=$(kb "$fcmd_pid" VmRSS)
+# Warm up: a few sends load the TLS and HTTP/2 code and open connections, then
+# the idle workers close them. "RSS idle" is read after this, so that it and
+# "RSS after the drain" have the same code paged in.
+warm=20
+i=0
+while [ $i -lt $warm ]; do
+    curl -sf -o /dev/null --data "tokens=warm$i&payload={}" "http://127.0.0.1:$PORT/gcm/send"
+    i=$((i + 1))
+done
+closed() { curl -s "http://127.0.0.1:$PORT/metrics" | grep -q '^fcmd_upstream_connections 0$'; }
+warmed() { [ "$(stats | field delivered)" -ge $warm ] && closed; }
+poll $((IDLE_TIMEOUT * 20 + 200)) warmed
 rss_idle=$(kb "$fcmd_pid" VmRSS)
 # The mock counts every connection, this script's own stats requests too.
 mock_conns0=$(stats | field connections)
@@ -111,7 +126,7 @@ if [ -n "$MESSAGES" ]; then
     # wrk always runs for its whole duration: stop it once fcmd has them all.
     (wrk_run "http://127.0.0.1:$PORT/gcm/send" "$work/fcmd.wrk" "$MESSAGES") &
     wrk_pid=$!
-    accepted_all() { [ "$(curl -s "http://127.0.0.1:$PORT/gcm/report" | field accepted)" -ge $((MESSAGES * TOKENS)) ]; }
+    accepted_all() { [ "$(curl -s "http://127.0.0.1:$PORT/gcm/report" | field accepted)" -ge $((MESSAGES * TOKENS + warm)) ]; }
     poll $((DURATION * 20)) accepted_all
     kill -INT $wrk_pid
     wait $wrk_pid || true
@@ -122,17 +137,18 @@ wrk_end=$(ms)
 report=$(curl -s "http://127.0.0.1:$PORT/gcm/report")
 pending=$(echo "$report" | field pending)
 rss_loaded=$(kb "$fcmd_pid" VmRSS)
-accepted=$(echo "$report" | field accepted)
+accepted=$(($(echo "$report" | field accepted) - warm))
 mock_conns1=$(stats | field connections)
 upstream_conns=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '$1 == "fcmd_upstream_connections" {print $2}')
-delivered_all() { [ "$(stats | field delivered)" -ge "$accepted" ]; }
+delivered_all() { [ "$(stats | field delivered)" -ge $((accepted + warm)) ]; }
 poll 12000 delivered_all
 done_at=$(ms)
 poll 600 sh -c "curl -s http://127.0.0.1:$PORT/gcm/report | grep -q '\"pending\":0,'"
 ticks_end=$(ticks "$fcmd_pid")
-# Idle workers give memory back after a second: wait (at most 5 s) for RSS to settle near idle.
+# Idle workers give memory back after a second, and close their upstream
+# connections after IDLE_TIMEOUT: wait (at most 3 s more) for RSS to settle near idle.
 i=0
-while [ $i -lt 100 ] && [ "$(kb "$fcmd_pid" VmRSS)" -gt $((rss_idle * 11 / 10)) ]; do
+while [ $i -lt $((IDLE_TIMEOUT * 20 + 60)) ] && [ "$(kb "$fcmd_pid" VmRSS)" -gt $((rss_idle * 11 / 10)) ]; do
     sleep 0.05
     i=$((i + 1))
 done
@@ -177,12 +193,14 @@ row "at the upstream (mock)" "%s requests, %s targets delivered" "$(echo "$summa
     "$(echo "$summary" | field delivered)"
 row "upstream connections open (all workers)" "%s" "$upstream_conns"
 row "upstream connections fcmd opened during wrk" "%s" "$((mock_conns1 - mock_conns0 - 1))"
-row "RSS idle (master + workers)" "%s KiB" "$rss_idle"
+row "RSS at start (master + workers)" "%s KiB" "$rss_cold"
+row "RSS idle, after a warm-up" "%s KiB" "$rss_idle"
 row "RSS when wrk stopped" "%s KiB with %s targets pending" "$rss_loaded" "$pending"
 if [ "${pending:-0}" -gt 0 ]; then
     row "RSS growth per pending target" "%s bytes" "$(((rss_loaded - rss_idle) * 1024 / pending))"
 fi
-row "RSS after the drain" "%s KiB (peak %s KiB)" "$rss_after" "$rss_peak"
+row "RSS after the drain" "%s KiB = %s%% of idle (peak %s KiB)" "$rss_after" "$((rss_after * 100 / rss_idle))" \
+    "$rss_peak"
 row "CPU seconds per 1,000 targets (fcmd)" "%s" \
     "$(awk -v t=$((ticks_end - ticks_start)) -v hz="$hz" -v n="$accepted" 'BEGIN {printf "%.3f", t / hz / (n / 1000)}')"
 [ -z "$missing" ] || { echo "bench: no figure for${missing#;}" >&2; exit 1; }

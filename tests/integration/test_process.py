@@ -1,6 +1,7 @@
 """The master: flags, start-up errors, children, signals, listen addresses,
 and the upstream transport (HTTP/1.1, HTTP/2 over TLS)."""
 
+import json
 import os
 import signal
 import socket
@@ -173,6 +174,18 @@ def tls_cert(tmp_path):
     return cert, key
 
 
+def tls_mock_stats(mock, cert):
+    """The TLS mock keeps its stats to itself over plain HTTP: read them with curl over TLS."""
+    out = subprocess.run(["curl", "-s", "--cacert", str(cert), f"https://localhost:{mock.port}/stats?summary"],
+                         capture_output=True, text=True, timeout=10)
+    return json.loads(out.stdout)
+
+
+def upstream_connections(f):
+    metrics = requests.get(f.url("/metrics")).text
+    return int(next(line.split()[1] for line in metrics.splitlines() if line.startswith("fcmd_upstream_connections ")))
+
+
 def test_https_upstream_is_http2_multiplexed(start_mock, start_fcmd, tls_cert):
     cert, key = tls_cert
     mock = start_mock("--tls-cert", str(cert), "--tls-key", str(key), "--latency-ms", "300")
@@ -181,13 +194,25 @@ def test_https_upstream_is_http2_multiplexed(start_mock, start_fcmd, tls_cert):
         assert f.send_form([f"tls{i}"], {}).status_code == 200
     r = f.wait_idle()
     assert r["successes"] == 50, r
-    # The TLS mock keeps its stats to itself over plain HTTP: read them with curl over TLS.
-    out = subprocess.run(["curl", "-s", "--cacert", str(cert), f"https://localhost:{mock.port}/stats?summary"],
-                         capture_output=True, text=True, timeout=10)
-    import json
-    s = json.loads(out.stdout)
+    s = tls_mock_stats(mock, cert)
     assert s["http2_requests"] == 50
     assert s["connections"] <= 5  # 50 concurrent requests share a few connections (+1 for this curl)
+    # Idle connections stay open for the next sends (for --upstream-idle-timeout, 60 s), and count.
+    assert 1 <= upstream_connections(f) <= 4
+
+
+def test_idle_upstream_connections_are_closed_and_reopened(start_mock, start_fcmd, tls_cert):
+    cert, key = tls_cert
+    mock = start_mock("--tls-cert", str(cert), "--tls-key", str(key))
+    f = start_fcmd(mock, workers=1, args=["--ca-file", str(cert), "--upstream-idle-timeout", "1"],
+                   gcm_url=mock.url("localhost"))
+    for n in (1, 2):
+        assert f.send_form([f"idle{n}"], {}).status_code == 200
+        assert f.wait_idle()["successes"] == n
+        wait_until(lambda: upstream_connections(f) == 0, what="the idle upstream connection closed")
+    # Each send found its connection closed and opened a new one (+1 for the stats request).
+    s = tls_mock_stats(mock, cert)
+    assert s["delivered"] == 2 and s["connections"] == 3
 
 
 def test_https_upstream_without_trusted_ca_fails_cleanly(start_mock, start_fcmd, tls_cert):
