@@ -25,6 +25,7 @@ UPSTREAM=${UPSTREAM:-legacy}
 SPOOL=${SPOOL:-off}
 PORT=${PORT:-5650}
 MESSAGES=${MESSAGES:-}
+WRK_THREADS=${WRK_THREADS:-2}
 IDLE_TIMEOUT=${IDLE_TIMEOUT:-2}
 export TOKENS
 work=$(mktemp -d)
@@ -55,7 +56,7 @@ kb() { s=0; for p in $(tree "$1"); do v=$(awk -v f="$2:" '$1 == f {print $2}' /p
 # CPU clock ticks (user + system) of a process tree.
 ticks() { s=0; for p in $(tree "$1"); do v=$(awk '{print $14 + $15}' /proc/"$p"/stat 2>/dev/null); s=$((s + ${v:-0})); done; echo $s; }
 wrk_run() { # URL OUTPUT [MESSAGES]
-    MESSAGES=${3:-} WRK_THREADS=2 exec wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s tools/wrk-send.lua "$1" >"$2" 2>&1
+    MESSAGES=${3:-} WRK_THREADS=$WRK_THREADS exec wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" -s tools/wrk-send.lua "$1" >"$2" 2>&1
 }
 rps() { awk '/^Requests\/sec/ {printf "%d", $2}' "$1"; }
 
@@ -164,7 +165,7 @@ errors=$(awk '/^requests/ {print $4}' "$work/fcmd.wrk")
 elapsed=$((done_at - start))
 printf '\n== fcmd %s | %s workers, %s cores | upstream %s (mock, HTTP/2+TLS, %s ms) | spool %s\n' \
     "$(./fcmd --version | cut -d' ' -f2)" "$WORKERS" "$(nproc)" "$UPSTREAM" "$LATENCY_MS" "$SPOOL"
-printf '== wrk -t2 -c%s -d%ss, %s token(s) a request\n' "$CONNECTIONS" "$DURATION" "$TOKENS"
+printf '== wrk -t%s -c%s -d%ss, %s token(s) a request\n' "$WRK_THREADS" "$CONNECTIONS" "$DURATION" "$TOKENS"
 # One row of the table; every figure must be a number, or the run fails.
 missing=
 row() { # LABEL FORMAT FIGURE...
