@@ -126,6 +126,14 @@ static int good_at(const struct spool_reader *r, size_t pos, uint32_t *len)
     return 1;
 }
 
+static int all_zero(const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != 0)
+            return 0;
+    return 1;
+}
+
 enum spool_read spool_next(struct spool_reader *r, struct spool_rec *rec, size_t *bad)
 {
     const unsigned char *h;
@@ -142,8 +150,13 @@ enum spool_read spool_next(struct spool_reader *r, struct spool_rec *rec, size_t
         r->pos += SPOOL_HEADER + n;
         return SPOOL_RECORD;
     }
-    /* Not good here.  If no good record follows, this is a torn tail;
+    /* Not good here.  Zeros to the end are the space a writer keeps ahead of
+     * its records: the end.  If no good record follows, this is a torn tail;
      * otherwise a corrupt record, and reading resumes at the next good one. */
+    if (all_zero(r->data + r->pos, r->len - r->pos)) {
+        r->pos = r->len;
+        return SPOOL_END;
+    }
     *bad = r->pos;
     for (size_t p = r->pos + 1; p + SPOOL_HEADER <= r->len; p++) {
         if (r->data[p] == (SPOOL_MAGIC & 0xff) && good_at(r, p, &n)) {

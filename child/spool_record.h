@@ -5,8 +5,10 @@
  * type, length, CRC-32C of type, length and payload - then the payload:
  *   PUSH  id, kind, the message texts, and the targets with their index;
  *   ACK   id and the indexes of targets that reached a final outcome.
- * A reader stops at a torn tail (a record cut short by a crash) and skips
- * a corrupt record by looking for the next header that checks out.
+ * A segment may end in zeros, space its writer keeps ahead of the records.
+ * A reader stops at the zeros and at a torn tail (a record cut short by a
+ * crash), and skips a corrupt record by looking for the next header that
+ * checks out.
  */
 #ifndef FCMD_CHILD_SPOOL_RECORD_H
 #define FCMD_CHILD_SPOOL_RECORD_H

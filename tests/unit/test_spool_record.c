@@ -99,6 +99,49 @@ static void torn_tail_is_cut_off(void **state)
     buf_free(&b);
 }
 
+static void zero_tail_ends_the_records(void **state)
+{
+    char *targets[] = {"t"};
+    struct send_request r = sample(targets, 1);
+    struct buf b = BUF_INIT;
+    struct spool_reader rd;
+    struct spool_rec rec;
+    struct spool_push p;
+    size_t first, second, bad;
+    char zeros[4096] = {0};
+
+    (void)state;
+    spool_encode_push(&b, 1, &r);
+    first = b.len;
+    spool_encode_push(&b, 2, &r);
+    second = b.len;
+    buf_add(&b, zeros, sizeof(zeros)); /* the space a writer keeps ahead */
+    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0};
+    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
+    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
+    assert_int_equal(spool_decode_push(&rec, &p), 0);
+    assert_int_equal(p.id, 2);
+    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_END);
+    /* A crash in the middle of the second write, into the zeros: still a torn tail. */
+    memset(b.data + second - 5, 0, 5);
+    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0};
+    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
+    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_TORN);
+    assert_int_equal(bad, first);
+    /* Zeros where a record should be, with a good record after them: a corrupt record, skipped. */
+    b.len = second;
+    memset(b.data + first, 0, second - first);
+    spool_encode_push(&b, 3, &r);
+    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0};
+    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
+    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_CORRUPT);
+    assert_int_equal(bad, first);
+    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
+    assert_int_equal(spool_decode_push(&rec, &p), 0);
+    assert_int_equal(p.id, 3);
+    buf_free(&b);
+}
+
 static void corrupt_middle_record_is_skipped(void **state)
 {
     char *targets[] = {"t"};
@@ -150,6 +193,7 @@ int main(void)
         cmocka_unit_test(crc32c_check_value),
         cmocka_unit_test(round_trip),
         cmocka_unit_test(torn_tail_is_cut_off),
+        cmocka_unit_test(zero_tail_ends_the_records),
         cmocka_unit_test(corrupt_middle_record_is_skipped),
         cmocka_unit_test(garbage_length_does_not_read_past_the_end),
     };
