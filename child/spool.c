@@ -208,20 +208,43 @@ static int write_at(int fd, const void *data, size_t n, uint64_t off)
 
 /* Makes the file at least `need` bytes long, in zeros ahead of the records
  * (see the top of this file); page-cache writes, once a ZERO_AHEAD. */
+static const char zeros[65536];
+
+static int write_zeros(int fd, uint64_t from, uint64_t to)
+{
+    while (from < to) {
+        size_t n = to - from < sizeof(zeros) ? (size_t)(to - from) : sizeof(zeros);
+        if (write_at(fd, zeros, n, from) != 0)
+            return -1;
+        from += n;
+    }
+    return 0;
+}
+
 static int zero_ahead(struct spool *s, struct segment *g, uint64_t need)
 {
-    static const char zeros[65536];
     uint64_t segment = (uint64_t)s->opts->spool_segment_bytes;
     uint64_t to = need + (segment < ZERO_AHEAD ? segment : ZERO_AHEAD);
 
     if (s->policy == SPOOL_FSYNC_NEVER || need <= g->zeroed)
         return 0;
-    while (g->zeroed < to) {
-        size_t n = to - g->zeroed < sizeof(zeros) ? (size_t)(to - g->zeroed) : sizeof(zeros);
-        if (write_at(g->fd, zeros, n, g->zeroed) != 0)
-            return -1;
-        g->zeroed += n;
-    }
+    if (write_zeros(g->fd, g->zeroed, to) != 0)
+        return -1;
+    g->zeroed = to;
+    return 0;
+}
+
+/* Makes every record of g unreadable.  A few records are overwritten with
+ * zeros, so the file keeps the zeros it has ahead (truncating would make the
+ * next sync write and journal a whole ZERO_AHEAD again: at a few messages a
+ * second the spool empties after each one); many are cut off. */
+static int clear_records(struct segment *g)
+{
+    if (g->zeroed > 0 && g->bytes <= ZERO_AHEAD)
+        return write_zeros(g->fd, 0, g->bytes);
+    if (ftruncate(g->fd, 0) != 0)
+        return -1;
+    g->zeroed = 0;
     return 0;
 }
 
@@ -232,10 +255,9 @@ static int empty_current(struct spool *s, struct segment *g)
 {
     if (g != s->cur)
         return 0;
-    if (g->live == 0 && g->holds == 0 && s->waiting == NULL && g->bytes > 0 && ftruncate(g->fd, 0) == 0) {
+    if (g->live == 0 && g->holds == 0 && s->waiting == NULL && g->bytes > 0 && clear_records(g) == 0) {
         buf_reset(&g->acks); /* every push in it is finished: its acknowledgements are moot */
         g->bytes = 0;
-        g->zeroed = 0;
         publish(s);
     }
     return 1;

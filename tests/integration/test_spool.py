@@ -56,7 +56,11 @@ def all_delivered(mock, tokens):
 
 
 def segments(spool):
-    return {p: os.path.getsize(os.path.join(spool, p)) for p in os.listdir(spool) if p.endswith(".seg")}
+    """Each segment's bytes of records: under batch and always a file runs on in zeros after them."""
+    def used(name):
+        with open(os.path.join(spool, name), "rb") as f:
+            return len(f.read().rstrip(b"\0"))
+    return {p: used(p) for p in os.listdir(spool) if p.endswith(".seg")}
 
 
 @pytest.mark.parametrize("mode", ["never", "batch", "always"])
@@ -162,6 +166,21 @@ def test_segments_rotate_and_finished_ones_go(start_mock, start_fcmd, tmp_path):
     f.wait_idle()
     wait_until(lambda: sum(segments(spool).values()) == 0 and len(segments(spool)) <= 1, what="old segments deleted")
     assert f.report()["spool_bytes"] == 0
+
+
+def test_an_emptied_segment_keeps_its_zeros(mock, start_fcmd, tmp_path):
+    spool = str(tmp_path / "spool")
+    f = start_fcmd(mock, workers=1, args=["--spool", spool])  # batch
+    names = set()
+    for i in range(3):
+        assert f.send_form([f"z{i}"], {}).status_code == 200
+        assert f.wait_idle()["successes"] == i + 1
+        wait_until(lambda: list(segments(spool).values()) == [0], what="the segment emptied")
+        # Overwritten with zeros, not truncated: the next sync need not grow the file again.
+        (name,) = segments(spool)
+        assert os.path.getsize(os.path.join(spool, name)) >= 1 << 20
+        names.add(name)
+    assert len(names) == 1
 
 
 def test_spool_directory_must_be_usable(tmp_path):
