@@ -83,6 +83,9 @@ struct spool {
     unsigned seq;
     struct waiter *waiting; /* batch: for the next fsync of cur */
     int batch_in_flight;    /* batch: a sync is running; the next waits for it */
+    uint64_t bytes;         /* this child's, as published */
+    int64_t others;         /* the other children's bytes, as of others_at */
+    uint64_t others_at;     /* loop time of that reading; UINT64_MAX for none */
     uv_check_t check;
     uv_timer_t rescan;
     struct buf scratch;
@@ -106,6 +109,7 @@ static void publish(struct spool *s)
         bytes += g->bytes;
         n++;
     }
+    s->bytes = bytes;
     shm_gauge_set(s->slot, SHM_SPOOL_BYTES, (int64_t)bytes);
     shm_gauge_set(s->slot, SHM_SPOOL_SEGMENTS, (int64_t)n);
 }
@@ -405,13 +409,20 @@ static int append(struct spool *s, struct segment *g, struct buf *b)
     return 0;
 }
 
-int spool_has_room(const struct spool *s, size_t bytes)
+int spool_has_room(struct spool *s, size_t bytes)
 {
-    int64_t total = 0;
+    uint64_t now = uv_now(s->loop);
 
-    for (unsigned i = 0; i < SHM_MAX_SLOTS; i++)
-        total += atomic_load_explicit(&s->shm->slots[i].gauges[SHM_SPOOL_BYTES], memory_order_relaxed);
-    return (uint64_t)total + bytes <= (uint64_t)s->opts->spool_max_bytes;
+    /* Every slot is its own cache line: read the others at most once a
+     * millisecond, not on every request; this child's own bytes are exact. */
+    if (now != s->others_at) {
+        s->others = 0;
+        for (unsigned i = 0; i < SHM_MAX_SLOTS; i++)
+            if (&s->shm->slots[i] != s->slot)
+                s->others += atomic_load_explicit(&s->shm->slots[i].gauges[SHM_SPOOL_BYTES], memory_order_relaxed);
+        s->others_at = now;
+    }
+    return (uint64_t)(s->others > 0 ? s->others : 0) + s->bytes + bytes <= (uint64_t)s->opts->spool_max_bytes;
 }
 
 int spool_append(struct spool *s, const struct send_request *r, struct spool_mark *m)
@@ -716,6 +727,7 @@ struct spool *spool_open(uv_loop_t *loop, const struct fcmd_options *o, struct s
     s->on_replay = on_replay;
     s->arg = arg;
     s->policy = (enum spool_fsync)spool_fsync_policy(o->spool_fsync);
+    s->others_at = UINT64_MAX;
     uv_check_init(loop, &s->check);
     s->check.data = s;
     uv_timer_init(loop, &s->rescan);

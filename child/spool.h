@@ -37,8 +37,9 @@ struct spool_mark {
 struct spool *spool_open(uv_loop_t *loop, const struct fcmd_options *o, struct shm_region *shm, struct shm_slot *slot,
                          struct queue *q, void (*on_replay)(void *), void *arg);
 
-/* Whether bytes more fit under spool_max_bytes (all children together). */
-int spool_has_room(const struct spool *s, size_t bytes);
+/* Whether bytes more fit under spool_max_bytes (all children together; the
+ * other children's bytes as read at most a millisecond ago). */
+int spool_has_room(struct spool *s, size_t bytes);
 
 /* Writes a push record for r.  Returns 0, or -1 when the write failed. */
 int spool_append(struct spool *s, const struct send_request *r, struct spool_mark *m);

@@ -46,8 +46,8 @@ enum shm_gauge {
     SHM_RETRY_WAITING,     /* targets waiting for their next try */
     SHM_UPSTREAM_INFLIGHT, /* upstream requests in flight */
     SHM_UPSTREAM_SOCKETS,  /* open upstream connections */
-    SHM_SPOOL_BYTES,      /* bytes of the spool segments the child holds */
-    SHM_SPOOL_SEGMENTS,   /* spool segments the child holds */
+    SHM_SPOOL_BYTES,       /* bytes of the spool segments the child holds */
+    SHM_SPOOL_SEGMENTS,    /* spool segments the child holds */
     SHM_NGAUGES
 };
 
@@ -76,7 +76,6 @@ struct shm_region {
     struct drainlist *notregistered; /* records: token */
 };
 
-/* Totals over every slot, for reports. */
 /* Totals over every slot, for reports. */
 struct shm_totals {
     uint64_t counters[SHM_NCOUNTERS];
