@@ -57,6 +57,7 @@ static size_t scalar_series(const struct shm_totals *t, const struct metrics_con
         c[SHM_REPLAYED]);
     ADD("spool_bytes", "spool_bytes", GAUGE, "Bytes of spool segments.", t->gauges[SHM_SPOOL_BYTES]);
     ADD("spool_segments", "spool_segments", GAUGE, "Spool segment files.", t->gauges[SHM_SPOOL_SEGMENTS]);
+    ADD("spool_syncs_total", "spool_syncs", COUNTER, "Spool fdatasync calls (batch and always).", c[SHM_SPOOL_SYNCS]);
 #undef ADD
     return n;
 }

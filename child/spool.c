@@ -284,6 +284,7 @@ static void on_synced(uv_fs_t *fs)
             uv_check_start(&s->check, on_check);
     }
 
+    shm_add(s->slot, SHM_SPOOL_SYNCS, 1);
     if (!ok)
         log_error("spool: fdatasync(%s) failed: %s", c->seg->path, uv_strerror((int)fs->result));
     uv_fs_req_cleanup(fs);

@@ -2,7 +2,9 @@
 server, a torn or corrupt segment, or a full spool."""
 
 import os
+import re
 import signal
+import socket
 import struct
 import time
 
@@ -181,6 +183,65 @@ def test_an_emptied_segment_keeps_its_zeros(mock, start_fcmd, tmp_path):
         assert os.path.getsize(os.path.join(spool, name)) >= 1 << 20
         names.add(name)
     assert len(names) == 1
+
+
+def raw_send(token):
+    body = f"tokens={token}&payload=%7B%7D".encode()
+    return (b"POST /gcm/send HTTP/1.1\r\nHost: fcmd\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)) + body
+
+
+def read_status(sock):
+    """The status of the next answer on a kept-alive connection, its body read."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, "connection closed"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))
+    while len(body) < length:
+        body += sock.recv(4096)
+    return int(head.split()[1])
+
+
+def spool_syncs(f):
+    text = requests.get(f.url("/metrics"), timeout=5).text
+    return int(re.search(r"^fcmd_spool_syncs_total (\d+)$", text, re.M).group(1))
+
+
+def stopped(pid):
+    with open(f"/proc/{pid}/stat") as st:
+        return st.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+@pytest.mark.parametrize("mode,expected", [("never", (0, 0)), ("batch", (1, 1)), ("always", (40, 40))])
+def test_fsync_policy_syncs_per_request(mock, start_fcmd, tmp_path, mode, expected):
+    """40 requests read in one loop turn: batch makes them durable with one
+    fdatasync, always with one each, never with none."""
+    f = start_fcmd(mock, workers=1, args=["--spool", str(tmp_path / "spool"), "--spool-fsync", mode])
+    conns = [socket.create_connection(("127.0.0.1", f.port), timeout=10) for _ in range(40)]
+    try:
+        for i, c in enumerate(conns):  # every connection accepted and kept alive
+            c.sendall(raw_send(f"warm-{mode}-{i}"))
+            assert read_status(c) == 200
+        before = spool_syncs(f)
+        (child,) = f.children()
+        # Stopped, the worker finds all 40 requests readable when it wakes.
+        os.kill(child, signal.SIGSTOP)
+        try:
+            wait_until(lambda: stopped(child), what="the worker to stop")
+            for i, c in enumerate(conns):
+                c.sendall(raw_send(f"sync-{mode}-{i}"))
+        finally:
+            os.kill(child, signal.SIGCONT)
+        assert [read_status(c) for c in conns] == [200] * 40
+        low, high = expected
+        assert low <= spool_syncs(f) - before <= high
+    finally:
+        for c in conns:
+            c.close()
+    f.wait_idle()
 
 
 def test_spool_directory_must_be_usable(tmp_path):
