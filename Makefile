@@ -135,11 +135,13 @@ bench: deps
 	tools/bench.sh
 
 # A few seconds of the same, for CI: the benchmark still runs end to end and
-# produces every figure (tools/bench.sh fails otherwise), in both of its modes.
+# produces every figure (tools/bench.sh fails otherwise), in both of its modes,
+# and so does the spool's ratio.
 bench-smoke: deps
 	$(MAKE) all
 	DURATION=2 CONNECTIONS=16 PORT=5651 tools/bench.sh
 	UPSTREAM=v1 MESSAGES=2000 DURATION=5 CONNECTIONS=16 PORT=5651 tools/bench.sh
+	ROUNDS=1 MODES=batch DURATION=1 CONNECTIONS=16 PORT=5651 tools/spool-ratio.sh
 
 run: deps
 	$(MAKE) all
