@@ -51,6 +51,7 @@ struct segment {
     size_t live;     /* unfinished pushes written here */
     unsigned holds;  /* syncs pending or waiting on it */
     int current;     /* receives appends */
+    int dir_synced;  /* its name is durable in the directory */
     struct buf acks; /* acknowledgements not yet written: flushed once a loop turn */
 };
 
@@ -61,7 +62,10 @@ struct waiter {
 };
 
 struct commit {
-    uv_fs_t fs;
+    uv_work_t work;
+    int fd;    /* the segment's */
+    int dir;   /* the spool directory's, synced first; -1 if not needed */
+    int error; /* of the sync that failed, or 0 */
     int batch; /* the batch policy's single sync in flight */
     struct spool *spool;
     struct segment *seg;
@@ -77,6 +81,7 @@ struct spool {
     void (*on_replay)(void *);
     void *arg;
     enum spool_fsync policy;
+    int dir_fd; /* the spool directory, for syncing new segments' names */
     struct segment *segments;
     struct segment *cur;
     uint64_t next_id;
@@ -173,14 +178,6 @@ static struct segment *open_segment(struct spool *s)
         unlink(tmp);
         return NULL;
     }
-    if (s->policy != SPOOL_FSYNC_NEVER) {
-        /* The new name must survive a power loss too (rare: once a segment). */
-        int dir = open(s->opts->spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dir >= 0) {
-            fsync(dir);
-            close(dir);
-        }
-    }
     struct segment *g;
     char *p = strdup(path);
     if (p == NULL || (g = add_segment(s, fd, p, 0)) == NULL) {
@@ -271,11 +268,23 @@ static int empty_current(struct spool *s, struct segment *g)
 
 static void on_check(uv_check_t *h);
 
-static void on_synced(uv_fs_t *fs)
+/* On a thread-pool thread.  The first syncs of a new segment sync the
+ * directory too, so that its name survives a power loss with its records. */
+static void sync_work(uv_work_t *work)
 {
-    struct commit *c = fs->data;
+    struct commit *c = work->data;
+
+    if (c->dir >= 0 && fsync(c->dir) != 0)
+        c->error = errno;
+    else if (fdatasync(c->fd) != 0)
+        c->error = errno;
+}
+
+static void on_synced(uv_work_t *work, int status)
+{
+    struct commit *c = work->data;
     struct spool *s = c->spool;
-    int ok = fs->result >= 0;
+    int ok = status == 0 && c->error == 0;
 
     /* Group commit: what arrived while this sync ran goes in the next one. */
     if (c->batch) {
@@ -286,8 +295,9 @@ static void on_synced(uv_fs_t *fs)
 
     shm_add(s->slot, SHM_SPOOL_SYNCS, 1);
     if (!ok)
-        log_error("spool: fdatasync(%s) failed: %s", c->seg->path, uv_strerror((int)fs->result));
-    uv_fs_req_cleanup(fs);
+        log_error("spool: syncing %s failed: %s", c->seg->path, c->error ? strerror(c->error) : uv_strerror(status));
+    else if (c->dir >= 0)
+        c->seg->dir_synced = 1;
     while (c->waiters) {
         struct waiter *w = c->waiters;
         c->waiters = w->next;
@@ -304,7 +314,12 @@ static void start_commit(struct spool *s, struct segment *g, struct waiter *wait
 {
     struct commit *c = calloc(1, sizeof(*c));
 
-    if (c == NULL || uv_fs_fdatasync(s->loop, &c->fs, g->fd, on_synced) != 0) {
+    if (c != NULL) {
+        c->work.data = c;
+        c->fd = g->fd;
+        c->dir = g->dir_synced ? -1 : s->dir_fd;
+    }
+    if (c == NULL || uv_queue_work(s->loop, &c->work, sync_work, on_synced) != 0) {
         /* Cannot even ask: say so to everybody waiting. */
         while (waiters) {
             struct waiter *w = waiters;
@@ -317,7 +332,6 @@ static void start_commit(struct spool *s, struct segment *g, struct waiter *wait
         release(s, g);
         return;
     }
-    c->fs.data = c;
     c->batch = batch;
     c->spool = s;
     c->seg = g;
@@ -601,6 +615,7 @@ static void replay(struct spool *s, int fd, char *path, size_t size)
         free(path);
         return;
     }
+    g->dir_synced = 1; /* it was there before */
     rd = (struct spool_reader){data, size, 0};
     while ((st = spool_next(&rd, &rec, &bad)) != SPOOL_END) {
         if (st == SPOOL_TORN) {
@@ -729,6 +744,10 @@ struct spool *spool_open(uv_loop_t *loop, const struct fcmd_options *o, struct s
     s->arg = arg;
     s->policy = (enum spool_fsync)spool_fsync_policy(o->spool_fsync);
     s->others_at = UINT64_MAX;
+    s->dir_fd = -1;
+    if (s->policy != SPOOL_FSYNC_NEVER && (s->dir_fd = open(o->spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+        log_warn("spool: cannot open %s to sync it: %s (new segments' names are not synced)", o->spool,
+                 strerror(errno));
     uv_check_init(loop, &s->check);
     s->check.data = s;
     uv_timer_init(loop, &s->rescan);
@@ -743,6 +762,8 @@ void spool_close(struct spool *s)
     if (s == NULL)
         return;
     flush_acks(s);
+    if (s->dir_fd >= 0)
+        close(s->dir_fd);
     if (s->cur != NULL) {
         s->cur->current = 0;
         s->cur = NULL;

@@ -243,6 +243,32 @@ def test_fsync_policy_syncs_per_request(mock, start_fcmd, tmp_path, mode, syncs)
     f.wait_idle()
 
 
+def test_syncs_run_off_the_event_loop(mock, start_fcmd, tmp_path):
+    """Every fdatasync, and the directory fsync a new segment needs, runs on
+    a thread-pool thread: strace shows none from the worker's own thread."""
+    import subprocess
+    spool = str(tmp_path / "spool")
+    f = start_fcmd(mock, workers=1, args=["--spool", spool, "--spool-segment-bytes", "4096"])
+    (child,) = f.children()
+    trace, said = tmp_path / "strace.out", tmp_path / "strace.err"
+    with open(said, "w") as err:
+        tracer = subprocess.Popen(["strace", "-f", "-e", "trace=fsync,fdatasync", "-o", str(trace), "-p", str(child)],
+                                  stderr=err)
+    try:
+        wait_until(lambda: tracer.poll() is None and "attached" in said.read_text(), what="strace to attach")
+        payload = {"blob": "x" * 1000}  # four a segment: several new segments, each with its directory sync
+        for i in range(30):
+            assert f.send_form([f"loop{i}"], payload).status_code == 200
+    finally:
+        tracer.terminate()
+        tracer.wait(10)
+    lines = trace.read_text().splitlines()
+    calls = [(int(line.split()[0]), line.split()[1].split("(")[0]) for line in lines
+             if re.match(r"\d+ +f(data)?sync\(", line)]
+    assert {name for _, name in calls} == {"fsync", "fdatasync"}, lines
+    assert all(pid != child for pid, _ in calls), lines
+
+
 def test_spool_directory_must_be_usable(tmp_path):
     import subprocess
     blocker = tmp_path / "file"
