@@ -37,7 +37,7 @@ enum shm_counter {
     SHM_OAUTH_TOKENS,   /* access tokens obtained */
     SHM_OAUTH_FAILURES, /* token requests that failed */
     SHM_REPLAYED,       /* targets re-queued from an orphaned spool segment */
-    SHM_SPOOL_SYNCS,    /* fdatasync calls that made spooled pushes durable */
+    SHM_SPOOL_SYNCS,    /* spool syncs (batch, always) completed, failed ones too */
     SHM_NCOUNTERS
 };
 

@@ -6,6 +6,7 @@ import re
 import signal
 import socket
 import struct
+import subprocess
 import time
 
 import pytest
@@ -246,7 +247,6 @@ def test_fsync_policy_syncs_per_request(mock, start_fcmd, tmp_path, mode, syncs)
 def test_syncs_run_off_the_event_loop(mock, start_fcmd, tmp_path):
     """Every fdatasync, and the directory fsync a new segment needs, runs on
     a thread-pool thread: strace shows none from the worker's own thread."""
-    import subprocess
     spool = str(tmp_path / "spool")
     f = start_fcmd(mock, workers=1, args=["--spool", spool, "--spool-segment-bytes", "4096"])
     (child,) = f.children()
@@ -270,7 +270,6 @@ def test_syncs_run_off_the_event_loop(mock, start_fcmd, tmp_path):
 
 
 def test_spool_directory_must_be_usable(tmp_path):
-    import subprocess
     blocker = tmp_path / "file"
     blocker.write_text("x")
     r = subprocess.run([FCMD_BIN, "--apikey", API_KEY, "--spool", str(blocker / "sub")], capture_output=True,
