@@ -1,30 +1,46 @@
 /*
  * child/json.h - strict JSON reading on top of jsmn.
  *
- * jsmn tokenises; this module adds what a gateway needs before it forwards
- * someone else's JSON: exactly one root value, well-formed numbers and
- * literals, escapes checked, and helpers to walk objects and unescape
- * strings into caller-owned memory.
+ * jsmn tokenises but does not validate: it lets through missing commas,
+ * trailing commas, bad literals, invalid UTF-8, and its work grows with the
+ * nesting.  json_parse first checks the whole text against the JSON grammar
+ * in one linear pass (UTF-8 and escapes included, nesting bounded), which
+ * also counts the tokens, so jsmn then runs once into an exact array.
+ * Repeated keys are refused, at any depth.  Text it accepts can be embedded
+ * verbatim in an upstream request.
  */
 #ifndef FCMD_CHILD_JSON_H
 #define FCMD_CHILD_JSON_H
 
 #include <stddef.h>
 
+/* Parent links make jsmn's closing brackets cost the depth, not the size
+ * of what precedes them.  Every file that includes jsmn.h does so here. */
+#define JSMN_PARENT_LINKS
 #define JSMN_HEADER
 #include <jsmn.h>
+
+/* Deepest nesting of objects and arrays a document may have. */
+#define JSON_MAX_DEPTH 64
 
 struct json_doc {
     const char *js;
     size_t len;
     jsmntok_t *tok;
     int ntok;
+    const char *error; /* why json_parse refused the text */
+    size_t error_at;   /* at which byte */
 };
 
-/* Tokenises and validates js.  Returns 0, or -1 (invalid JSON or no memory;
- * errno tells ENOMEM apart).  On success free with json_free(). */
+/* Tokenises and validates js.  Returns 0, or -1 with errno EINVAL (d->error
+ * and d->error_at say what and where) or ENOMEM.  On success free with
+ * json_free(); after a failure there is nothing to free. */
 int json_parse(struct json_doc *d, const char *js, size_t len);
 void json_free(struct json_doc *d);
+
+/* Whether s[0..n) is valid UTF-8: no overlong forms, no surrogates, nothing
+ * past U+10FFFF. */
+int json_valid_utf8(const char *s, size_t n);
 
 /* Index of the token after value i and everything inside it. */
 int json_skip(const struct json_doc *d, int i);

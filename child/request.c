@@ -22,15 +22,30 @@ const char *const request_opt_names[ROPT_COUNT] = {
 
 #define ERR(...) (snprintf(err, errlen, __VA_ARGS__), 400)
 
-static int add_target(struct send_request *r, size_t *cap, char *s)
+/* One parse: the request being filled, what it may hold, where decoded
+ * text goes, and the one capacity of its targets array. */
+struct parse {
+    struct send_request *r;
+    const struct request_limits *lim;
+    size_t cap;
+    char *out;
+};
+
+/* Adds a target, counting it against the limit whatever part of the body
+ * it came from. */
+static int add_target(struct parse *ps, char *s, char *err, size_t errlen)
 {
-    if (r->ntargets == *cap) {
-        size_t ncap = *cap ? *cap * 2 : 16;
+    struct send_request *r = ps->r;
+
+    if (r->ntargets >= ps->lim->max_tokens)
+        return ERR("too many tokens (at most %zu)", ps->lim->max_tokens);
+    if (r->ntargets == ps->cap) {
+        size_t ncap = ps->cap ? ps->cap * 2 : 16;
         char **t = realloc(r->targets, ncap * sizeof(*t));
         if (t == NULL)
-            return -1;
+            return snprintf(err, errlen, "out of memory"), 500;
         r->targets = t;
-        *cap = ncap;
+        ps->cap = ncap;
     }
     r->targets[r->ntargets++] = s;
     return 0;
@@ -45,7 +60,19 @@ static int check_target(const char *what, size_t idx, const char *s, size_t n, c
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
             return ERR("%s %zu contains a control character", what, idx + 1);
+    if (!json_valid_utf8(s, n))
+        return ERR("%s %zu is not valid UTF-8", what, idx + 1);
     return 0;
+}
+
+/* The reason json_parse gave, for the caller. */
+static int json_error(const struct json_doc *d, const char *what, char *err, size_t errlen)
+{
+    if (errno == ENOMEM)
+        return snprintf(err, errlen, "out of memory"), 500;
+    if (d->error == NULL)
+        return ERR("%s is not valid JSON", what);
+    return ERR("%s is not valid JSON: %s at byte %zu", what, d->error, d->error_at);
 }
 
 static int check_payload(const char *p, size_t n, const struct request_limits *lim, char *err, size_t errlen)
@@ -58,7 +85,7 @@ static int check_payload(const char *p, size_t n, const struct request_limits *l
     if (n > lim->max_payload)
         return ERR("payload is larger than %zu bytes", lim->max_payload);
     if (json_parse(&d, p, n) != 0)
-        return errno == ENOMEM ? (snprintf(err, errlen, "out of memory"), 500) : ERR("payload is not valid JSON");
+        return json_error(&d, "payload", err, errlen);
     is_object = d.tok[0].type == JSMN_OBJECT;
     json_free(&d);
     return is_object ? 0 : ERR("payload must be a JSON object");
@@ -98,10 +125,10 @@ static long form_decode(const char *s, size_t n, char *out)
     return (long)o;
 }
 
-static int parse_form(const char *body, size_t len, const struct request_limits *lim, struct send_request *r, char *err,
-                      size_t errlen)
+static int parse_form(const char *body, size_t len, struct parse *ps, char *err, size_t errlen)
 {
-    size_t cap = 0, pos = 0;
+    struct send_request *r = ps->r;
+    size_t pos = 0;
     char *out;
     int rc;
 
@@ -129,13 +156,13 @@ static int parse_form(const char *body, size_t len, const struct request_limits 
             *val = '\0';
         out = val + vlen + 1;
         if (strcmp(key, "tokens") == 0) {
-            if (r->ntargets >= lim->max_tokens)
-                return ERR("too many tokens (at most %zu)", lim->max_tokens);
-            if ((rc = check_target("token", r->ntargets, val, (size_t)vlen, err, errlen)) != 0)
+            if ((rc = check_target("token", r->ntargets, val, (size_t)vlen, err, errlen)) != 0 ||
+                (rc = add_target(ps, val, err, errlen)) != 0)
                 return rc;
-            if (add_target(r, &cap, val) != 0)
-                return snprintf(err, errlen, "out of memory"), 500;
         } else if (strcmp(key, "payload") == 0) {
+            /* Two payloads: which one the sender meant is anybody's guess. */
+            if (r->msg.payload != NULL)
+                return ERR("payload is given twice");
             r->msg.payload = val;
             r->msg.payload_len = (size_t)vlen;
         }
@@ -144,32 +171,29 @@ static int parse_form(const char *body, size_t len, const struct request_limits 
         return ERR("no tokens");
     if (r->msg.payload == NULL)
         return ERR("payload is missing");
-    return check_payload(r->msg.payload, r->msg.payload_len, lim, err, errlen);
+    return check_payload(r->msg.payload, r->msg.payload_len, ps->lim, err, errlen);
 }
 
 /* ---- application/json ---- */
 
-static int json_tokens(const struct json_doc *d, int arr, const struct request_limits *lim, struct send_request *r,
-                       char **out, char *err, size_t errlen)
+static int json_tokens(const struct json_doc *d, int arr, struct parse *ps, char *err, size_t errlen)
 {
-    size_t cap = 0;
     int rc;
 
     if (d->tok[arr].type != JSMN_ARRAY)
         return ERR("\"tokens\" must be an array of strings");
-    if ((size_t)d->tok[arr].size > lim->max_tokens)
-        return ERR("too many tokens (at most %zu)", lim->max_tokens);
+    if ((size_t)d->tok[arr].size > ps->lim->max_tokens)
+        return ERR("too many tokens (at most %zu)", ps->lim->max_tokens);
     for (int i = arr + 1, k = 0; k < d->tok[arr].size; k++, i++) {
         long n;
         if (d->tok[i].type != JSMN_STRING)
             return ERR("\"tokens\" must be an array of strings");
-        if ((n = json_unescape(d, i, *out)) < 0)
+        if ((n = json_unescape(d, i, ps->out)) < 0)
             return ERR("token %d is not a valid JSON string", k + 1);
-        if ((rc = check_target("token", (size_t)k, *out, (size_t)n, err, errlen)) != 0)
+        if ((rc = check_target("token", (size_t)k, ps->out, (size_t)n, err, errlen)) != 0 ||
+            (rc = add_target(ps, ps->out, err, errlen)) != 0)
             return rc;
-        if (add_target(r, &cap, *out) != 0)
-            return snprintf(err, errlen, "out of memory"), 500;
-        *out += n + 1;
+        ps->out += n + 1;
     }
     return 0;
 }
@@ -182,12 +206,11 @@ static int topic_ok(const char *s)
     return 1;
 }
 
-static int json_single_target(const struct json_doc *d, int v, enum target_kind kind, struct send_request *r,
-                              char **out, char *err, size_t errlen)
+static int json_single_target(const struct json_doc *d, int v, enum target_kind kind, struct parse *ps, char *err,
+                              size_t errlen)
 {
     const char *what = kind == TARGET_TOPIC ? "topic" : "condition";
-    size_t cap = 0;
-    char *s = *out;
+    char *s = ps->out;
     long n;
     int rc;
 
@@ -201,18 +224,33 @@ static int json_single_target(const struct json_doc *d, int v, enum target_kind 
         return rc;
     if (kind == TARGET_TOPIC && !topic_ok(s))
         return ERR("topic may contain only letters, digits and -_.~%%");
-    if (add_target(r, &cap, s) != 0)
-        return snprintf(err, errlen, "out of memory"), 500;
-    r->kind = kind;
-    *out += n + 1;
+    if ((rc = add_target(ps, s, err, errlen)) != 0)
+        return rc;
+    ps->r->kind = kind;
+    ps->out += n + 1;
     return 0;
+}
+
+/* Whether the token is a whole number from 0 to max. */
+static int whole_number(const struct json_doc *d, int v, unsigned long max)
+{
+    const char *s = json_tokptr(d, v);
+    size_t n = json_toklen(d, v);
+    unsigned long x = 0;
+
+    if (d->tok[v].type != JSMN_PRIMITIVE || n == 0 || n > 10)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        x = x * 10 + (unsigned long)(s[i] - '0');
+    }
+    return x <= max;
 }
 
 static int check_option(const struct json_doc *d, int v, enum request_opt o, char *err, size_t errlen)
 {
     const char *name = request_opt_names[o];
-    const char *s = json_tokptr(d, v);
-    size_t n = json_toklen(d, v);
 
     switch (o) {
     case ROPT_COLLAPSE_KEY: return d->tok[v].type == JSMN_STRING ? 0 : ERR("\"%s\" must be a string", name);
@@ -221,29 +259,29 @@ static int check_option(const struct json_doc *d, int v, enum request_opt o, cha
             return 0;
         return ERR("\"priority\" must be \"high\" or \"normal\"");
     case ROPT_TIME_TO_LIVE:
-        if (d->tok[v].type != JSMN_PRIMITIVE || n > 7 || strspn(s, "0123456789") < n || atol(s) > 2419200)
+        if (!whole_number(d, v, 2419200))
             return ERR("\"time_to_live\" must be a whole number of seconds from 0 to 2419200");
         return 0;
     default: return d->tok[v].type == JSMN_OBJECT ? 0 : ERR("\"%s\" must be a JSON object", name);
     }
 }
 
-static int json_member(const struct json_doc *d, int key, const struct request_limits *lim, struct send_request *r,
-                       char **out, char *err, size_t errlen)
+static int json_member(const struct json_doc *d, int key, struct parse *ps, char *err, size_t errlen)
 {
+    struct send_request *r = ps->r;
     int v = key + 1;
 
     if (json_is(d, key, "tokens"))
-        return json_tokens(d, v, lim, r, out, err, errlen);
+        return json_tokens(d, v, ps, err, errlen);
     if (json_is(d, key, "topic"))
-        return json_single_target(d, v, TARGET_TOPIC, r, out, err, errlen);
+        return json_single_target(d, v, TARGET_TOPIC, ps, err, errlen);
     if (json_is(d, key, "condition"))
-        return json_single_target(d, v, TARGET_CONDITION, r, out, err, errlen);
+        return json_single_target(d, v, TARGET_CONDITION, ps, err, errlen);
     if (json_is(d, key, "payload")) {
         if (d->tok[v].type != JSMN_OBJECT)
             return ERR("payload must be a JSON object");
-        if (json_toklen(d, v) > lim->max_payload)
-            return ERR("payload is larger than %zu bytes", lim->max_payload);
+        if (json_toklen(d, v) > ps->lim->max_payload)
+            return ERR("payload is larger than %zu bytes", ps->lim->max_payload);
         r->msg.payload = json_tokptr(d, v);
         r->msg.payload_len = json_toklen(d, v);
         return 0;
@@ -292,22 +330,22 @@ char *message_copy(struct message *dst, const struct message *src, char *out)
     return out;
 }
 
-static int parse_json(const char *body, size_t len, const struct request_limits *lim, struct send_request *r, char *err,
-                      size_t errlen)
+static int parse_json(const char *body, size_t len, struct parse *ps, char *err, size_t errlen)
 {
+    struct send_request *r = ps->r;
     struct json_doc d;
-    char *out;
     int rc = 0, key;
     unsigned kinds = 0;
 
+    /* json_parse refuses repeated keys, so each member below is seen once. */
     if (json_parse(&d, body, len) != 0)
-        return errno == ENOMEM ? (snprintf(err, errlen, "out of memory"), 500) : ERR("body is not valid JSON");
+        return json_error(&d, "body", err, errlen);
     if (d.tok[0].type != JSMN_OBJECT) {
         json_free(&d);
         return ERR("body must be a JSON object");
     }
     /* Unescaped strings plus the raw texts never exceed twice the body. */
-    if ((r->storage = out = malloc(2 * len + 2 * ROPT_COUNT + 4)) == NULL) {
+    if ((r->storage = ps->out = malloc(2 * len + 2 * ROPT_COUNT + 4)) == NULL) {
         json_free(&d);
         return snprintf(err, errlen, "out of memory"), 500;
     }
@@ -317,7 +355,7 @@ static int parse_json(const char *body, size_t len, const struct request_limits 
                  : json_is(&d, key, "topic")     ? 2u
                  : json_is(&d, key, "condition") ? 4u
                                                  : 0u;
-        rc = json_member(&d, key, lim, r, &out, err, errlen);
+        rc = json_member(&d, key, ps, err, errlen);
         key = json_skip(&d, key + 1);
     }
     json_free(&d);
@@ -330,7 +368,7 @@ static int parse_json(const char *body, size_t len, const struct request_limits 
     if (r->msg.payload == NULL && r->msg.opt[ROPT_NOTIFICATION] == NULL)
         return ERR("payload is missing");
     /* The raw texts still point into the body: give them their own copies. */
-    message_copy(&r->msg, &r->msg, out);
+    message_copy(&r->msg, &r->msg, ps->out);
     return 0;
 }
 
@@ -353,21 +391,23 @@ int request_parse(const char *ctype, size_t ctype_len, const char *body, size_t 
                   struct send_request *r, char *err, size_t errlen)
 {
     static const struct request_limits defaults = {REQUEST_MAX_BODY, REQUEST_MAX_TOKENS, REQUEST_MAX_PAYLOAD};
+    struct parse ps;
     int rc;
 
     if (lim == NULL)
         lim = &defaults;
     memset(r, 0, sizeof(*r));
+    ps = (struct parse){r, lim, 0, NULL};
     if (len > lim->max_body) {
         snprintf(err, errlen, "body is larger than %zu bytes", lim->max_body);
         return 413;
     }
     if (ctype != NULL && ctype_is(ctype, ctype_len, "application/x-www-form-urlencoded")) {
         r->format = REQUEST_FORM;
-        rc = parse_form(body, len, lim, r, err, errlen);
+        rc = parse_form(body, len, &ps, err, errlen);
     } else if (ctype != NULL && ctype_is(ctype, ctype_len, "application/json")) {
         r->format = REQUEST_JSON;
-        rc = len == 0 ? ERR("body is empty") : parse_json(body, len, lim, r, err, errlen);
+        rc = len == 0 ? ERR("body is empty") : parse_json(body, len, &ps, err, errlen);
     } else {
         rc = ERR("unsupported content type: use application/x-www-form-urlencoded or application/json");
     }

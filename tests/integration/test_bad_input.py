@@ -24,6 +24,20 @@ CASES = [
     ("JSON payload a string", "application/json", '{"tokens": ["a"], "payload": "x"}', 400),
     ("JSON unknown field", "application/json", '{"tokens": ["a"], "payload": {}, "tokenz": 1}', 400),
     ("body over 1 MiB", FORM, "tokens=a&payload=" + "x" * (1 << 20), 413),
+    ("JSON repeated topic", "application/json",
+     '{"payload": {}' + "".join(f', "topic": "t{i}"' for i in range(40)) + "}", 400),
+    ("JSON two tokens arrays", "application/json", '{"tokens": ["a"], "tokens": ["b"], "payload": {}}', 400),
+    ("JSON repeated key in payload", "application/json", '{"tokens": ["a"], "payload": {"k": 1, "k": 2}}', 400),
+    ("JSON trailing comma", "application/json", '{"tokens": ["a"], "payload": {"k": [1,]}}', 400),
+    ("JSON missing comma", "application/json", '{"tokens": ["a" "b"], "payload": {}}', 400),
+    ("JSON invalid UTF-8", "application/json", b'{"tokens": ["a"], "payload": {"k": "\xff"}}', 400),
+    ("JSON overlong UTF-8", "application/json", b'{"tokens": ["a"], "payload": {"k": "\xc0\xaf"}}', 400),
+    ("JSON encoded surrogate", "application/json", b'{"tokens": ["a"], "payload": {"k": "\xed\xa0\x80"}}', 400),
+    ("JSON escaped lone surrogate", "application/json", '{"tokens": ["a"], "payload": {"k": "\\ud800"}}', 400),
+    ("JSON nested 65 deep", "application/json", '{"tokens": ["a"], "payload": {"k": ' + "[" * 63 + "]" * 63 + "}}",
+     400),
+    ("form invalid UTF-8 payload", FORM, "tokens=a&payload=%7B%22k%22%3A%22%FF%22%7D", 400),
+    ("form payload twice", FORM, "tokens=a&payload=%7B%7D&payload=%7B%7D", 400),
 ]
 
 
@@ -43,7 +57,8 @@ def test_rejected_with_json_reason(server, name, ctype, body, status):
     before = f.report()
     headers = {"Content-Type": ctype} if ctype else {}
     s = requests.Session()
-    req = requests.Request("POST", f.url("/gcm/send"), data=body.encode(), headers=headers).prepare()
+    data = body if isinstance(body, bytes) else body.encode()
+    req = requests.Request("POST", f.url("/gcm/send"), data=data, headers=headers).prepare()
     if ctype is None:
         req.headers.pop("Content-Type", None)
     resp = s.send(req, timeout=10)
@@ -90,3 +105,25 @@ def test_metrics_exposition(server):
     lines = resp.text.splitlines()
     assert "# TYPE fcmd_attempts_total counter" in lines
     assert any(line.startswith("fcmd_pending ") for line in lines)
+
+
+def test_hostile_bodies_neither_crash_nor_stall_a_worker(tmp_path, start_fcmd, mock):
+    """One worker: a body that once overflowed the heap, and one that once
+    took seconds of the worker's loop, are refused while the same worker
+    keeps answering; it is never replaced."""
+    f = start_fcmd(mock, workers=1)
+    pid = f.children()
+    repeated = '{"payload": {}' + "".join(f', "topic": "t{i}"' for i in range(40)) + "}"
+    deep = '{"tokens": ["a"], "payload": {"k": ' + "[" * 200000 + "]" * 200000 + "}}"
+    wide = '{"tokens": ["a"], "payload": {"k": [' + ",".join(["[]"] * 150000) + "]}}"
+    for body in (repeated, deep, wide, repeated):
+        # The deadline is generous; the quadratic reader took 17 s on `deep`.
+        r = requests.post(f.url("/gcm/send"), data=body, headers={"Content-Type": "application/json"}, timeout=5)
+        assert r.status_code in (400, 413), r.text
+        assert r.json()["error"]
+        assert requests.get(f.url("/healthz"), timeout=5).status_code == 200
+    assert f.children() == pid
+    assert "killed by signal" not in f.log_text() and "exited" not in f.log_text()
+    assert f.send_json({"tokens": ["ok-1"], "payload": {"k": "v"}}).status_code == 200
+    f.wait_idle()
+    assert mock.token("ok-1")

@@ -178,6 +178,49 @@ static void json_errors(void **state)
     expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{\"x\":01}}", 400, "not valid JSON");
 }
 
+/* Bodies that once wrote past the targets array or got past the limit. */
+static void hostile_bodies(void **state)
+{
+    char body[2048];
+    size_t n = 0;
+
+    (void)state;
+    n += (size_t)sprintf(body, "{\"payload\":{}");
+    for (int i = 0; i < 40; i++)
+        n += (size_t)sprintf(body + n, ",\"topic\":\"t%d\"", i);
+    sprintf(body + n, "}");
+    expect_error(JSON, body, 400, "repeated key");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"tokens\":[\"b\"],\"payload\":{}}", 400, "repeated key");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{},\"payload\":{}}", 400, "repeated key");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{\"k\":1,\"k\":2}}", 400, "repeated key");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{\"k\":\"\xff\"}}", 400, "invalid UTF-8");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{\"k\":\"\xc0\xaf\"}}", 400, "invalid UTF-8");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{\"k\":\"\\ud800\"}}", 400, "lone surrogate");
+    expect_error(JSON, "{\"tokens\":[\"a\\u0000b\"],\"payload\":{}}", 400, "control character");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{\"k\":[1,]}}", 400, "not valid JSON");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{},\"time_to_live\":99999999999}", 400, "time_to_live");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{},\"time_to_live\":1.5}", 400, "time_to_live");
+    /* A form's payload is held to the same rules, and tokens to UTF-8. */
+    expect_error(FORM, "tokens=a&payload=%7B%22k%22%3A%22%FF%22%7D", 400, "invalid UTF-8");
+    expect_error(FORM, "tokens=a%C0%AF&payload=%7B%7D", 400, "not valid UTF-8");
+    expect_error(FORM, "tokens=a&payload=%7B%7D&payload=%7B%22x%22%3A1%7D", 400, "given twice");
+}
+
+static void deep_nesting_is_refused_where_it_starts(void **state)
+{
+    size_t depth = 200000, n = 0;
+    char *body = malloc(2 * depth + 64);
+
+    (void)state;
+    assert_non_null(body);
+    n += (size_t)sprintf(body, "{\"tokens\":[\"a\"],\"payload\":{\"k\":");
+    memset(body + n, '[', depth);
+    memset(body + n + depth, ']', depth);
+    strcpy(body + n + 2 * depth, "}}");
+    expect_error(JSON, body, 400, "nested too deeply at byte 93");
+    free(body);
+}
+
 static void limits_are_settings(void **state)
 {
     struct request_limits lim = {64, 2, 10};
@@ -214,6 +257,8 @@ int main(void)
         cmocka_unit_test(json_topic_and_condition),
         cmocka_unit_test(json_errors),
         cmocka_unit_test(limits_are_settings),
+        cmocka_unit_test(hostile_bodies),
+        cmocka_unit_test(deep_nesting_is_refused_where_it_starts),
     };
     return cmocka_run_group_tests_name("request", tests, NULL, NULL);
 }
