@@ -110,6 +110,7 @@ static void on_stop_signal(uv_signal_t *s, int signo)
         return;
     }
     c->stopping = 1;
+    spool_stop(c->spool);
     graphite_stop(c->graphite);
     c->graphite = NULL;
     uv_close(&c->listener.handle, NULL);
@@ -211,7 +212,7 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
     snprintf(c->worker_id, sizeof(c->worker_id), "%u", slot);
     c->auth_scopes = options_auth_scopes(o);
     c->limits = (struct request_limits){(size_t)o->max_body_bytes, (size_t)o->max_tokens, (size_t)o->max_payload_bytes};
-    queue_init(&c->queue, (size_t)o->queue_size);
+    queue_init(&c->queue, (size_t)o->queue_size, (size_t)o->queue_max_bytes);
     if (uv_loop_init(&c->loop) != 0) {
         log_error("uv_loop_init() failed");
         return 1;

@@ -114,15 +114,19 @@ static int respond_accepted(h2o_req_t *req, int json, size_t n)
     return respond(req, 200, "OK", "application/json", body, (size_t)len);
 }
 
-/* An answer that waits for the spool's fsync.  The link lives in the
- * request's pool: if the client goes away first, h2o disposes of it and the
- * answer is dropped instead of written to freed memory. */
+/* A push accepted into the queue but held back (staged) until the spool
+ * says it is durable: nothing of it is sent, counted or answered 200
+ * before then, and if the sync fails it goes and the answer is 503.  The
+ * link lives in the request's pool: if the client goes away first, h2o
+ * disposes of it and the answer is dropped instead of written to freed
+ * memory; the push is still delivered once durable. */
 struct deferred {
+    struct spool_waiter waiter;
     h2o_req_t *req;
     struct deferred **link;
     struct child *child;
+    struct push *push;
     int json;
-    size_t accepted;
     uint64_t start;
 };
 
@@ -134,49 +138,51 @@ static void on_request_gone(void *p)
         d->req = NULL;
 }
 
+/* The push is in; count it and let the sender have it. */
+static void release_push(struct child *c, struct push *p)
+{
+    queue_commit(&c->queue, p);
+    shm_add(c->slot, SHM_ACCEPTED, p->ntargets);
+    shm_pending_add(c->slot, (int64_t)p->ntargets);
+    sender_kick(c->sender);
+}
+
 static void on_durable(void *arg, int ok)
 {
     struct deferred *d = arg;
+    struct child *c = d->child;
     h2o_req_t *req = d->req;
+    size_t n = d->push->ntargets;
 
+    if (ok) {
+        release_push(c, d->push);
+    } else {
+        struct spool_mark m = {d->push->spool_seg, d->push->spool_id};
+        spool_forget(c->spool, &m, n);
+        spool_push_done(c->spool, d->push);
+        queue_discard(&c->queue, d->push);
+    }
     if (req != NULL) {
         *d->link = NULL;
         if (ok)
-            respond_accepted(req, d->json, d->accepted);
+            respond_accepted(req, d->json, n);
         else
-            respond_busy(req, "spool sync failed"); /* the push is queued; a resend may duplicate it */
-        atomic_fetch_add_explicit(&d->child->slot->http[EP_SEND][http_status_index(req->res.status)], 1,
+            respond_busy(req, "spool sync failed");
+        atomic_fetch_add_explicit(&c->slot->http[EP_SEND][http_status_index(req->res.status)], 1,
                                   memory_order_relaxed);
-        histogram_observe(&d->child->slot->send_latency, send_bounds_us, (uv_hrtime() - d->start) / 1000);
+        histogram_observe(&c->slot->send_latency, send_bounds_us, (uv_hrtime() - d->start) / 1000);
     }
     free(d);
 }
 
-/* Answers now, or once the spool has made the push durable. */
-static int answer_accepted(struct child *c, h2o_req_t *req, int json, size_t n, uint64_t start)
-{
-    struct deferred *d;
-
-    if (c->spool == NULL || (d = calloc(1, sizeof(*d))) == NULL)
-        return respond_accepted(req, json, n);
-    *d = (struct deferred){req, NULL, c, json, n, start};
-    d->link = h2o_mem_alloc_shared(&req->pool, sizeof(*d->link), on_request_gone);
-    *d->link = d;
-    if (spool_commit(c->spool, on_durable, d))
-        return 0;
-    *d->link = NULL;
-    free(d);
-    return respond_accepted(req, json, n);
-}
-
-/* Writes the push to the spool (if any) and queues it.  Returns NULL with
- * the reason for a 503 in *why. */
-static struct push *accept_push(struct child *c, const struct send_request *r, size_t body_len, const char **why)
+/* Writes the push to the spool (if any) and stages it in the queue.
+ * Returns NULL with the reason for a 503 in *why. */
+static struct push *stage_push(struct child *c, const struct send_request *r, size_t body_len, const char **why)
 {
     struct spool_mark mark;
     struct push *p;
 
-    if (!queue_has_room(&c->queue, r->ntargets)) {
+    if (!queue_has_room(&c->queue, r)) {
         *why = "queue full";
         return NULL;
     }
@@ -190,10 +196,10 @@ static struct push *accept_push(struct child *c, const struct send_request *r, s
             return NULL;
         }
     }
-    if ((p = queue_accept(&c->queue, r)) == NULL) {
-        if (c->spool != NULL)
-            spool_ack_all(c->spool, &mark, r->ntargets);
+    if ((p = queue_stage(&c->queue, r)) == NULL) {
         *why = "out of memory";
+        if (c->spool != NULL)
+            spool_forget(c->spool, &mark, r->ntargets);
         return NULL;
     }
     if (c->spool != NULL)
@@ -207,6 +213,8 @@ static int on_send(struct child *c, h2o_req_t *req)
     const char *ctype = NULL, *why;
     size_t ctype_len = 0, n;
     uint64_t start = uv_hrtime();
+    struct deferred *d = NULL;
+    struct push *p;
     char err[256];
     ssize_t h;
     int rc, json;
@@ -224,19 +232,38 @@ static int on_send(struct child *c, h2o_req_t *req)
     if (rc == 0 && c->upstream->ops->check != NULL &&
         (rc = c->upstream->ops->check(c->upstream, &r, err, sizeof(err))) != 0)
         request_free(&r);
+    if (rc == 0 && !queue_could_fit(&c->queue, &r)) {
+        snprintf(err, sizeof(err), "request holds more than a worker's whole queue (--queue-size, --queue-max-bytes)");
+        request_free(&r);
+        rc = 413;
+    }
     if (rc != 0)
         return respond_error(req, rc, err);
-    if (accept_push(c, &r, req->entity.len, &why) == NULL) {
+    /* Whatever can fail is done before anything is written or queued. */
+    if (c->spool != NULL && (d = calloc(1, sizeof(*d))) == NULL) {
         request_free(&r);
+        return respond_busy(req, "out of memory");
+    }
+    if ((p = stage_push(c, &r, req->entity.len, &why)) == NULL) {
+        request_free(&r);
+        free(d);
         return respond_busy(req, why);
     }
     n = r.ntargets;
     json = r.format == REQUEST_JSON;
     request_free(&r);
-    shm_add(c->slot, SHM_ACCEPTED, n);
-    shm_pending_add(c->slot, (int64_t)n);
-    sender_kick(c->sender);
-    return answer_accepted(c, req, json, n, start);
+    if (d != NULL) {
+        *d = (struct deferred){.req = req, .child = c, .push = p, .json = json, .start = start};
+        if ((d->link = h2o_mem_alloc_shared(&req->pool, sizeof(*d->link), on_request_gone)) != NULL)
+            *d->link = d;
+        if (spool_commit(c->spool, &d->waiter, on_durable, d))
+            return 0;
+        if (d->link != NULL)
+            *d->link = NULL;
+        free(d);
+    }
+    release_push(c, p);
+    return respond_accepted(req, json, n);
 }
 
 /* ---- reports ---- */
@@ -356,19 +383,22 @@ static int on_healthz(struct child *c, h2o_req_t *req)
     if (wrong_method(req, "GET"))
         return 0;
     if (c->stopping)
-        return respond(req, 503, "Service Unavailable", "text/plain", "draining\n", 9);
+        return respond_error(req, 503, "draining");
     return respond(req, 200, "OK", "text/plain", "ok\n", 3);
 }
 
-/* Like /healthz, and also 503 while the upstream cannot be used (no access token). */
+/* Like /healthz, and also 503 while the upstream cannot be used (no access
+ * token) or the spool cannot be written. */
 static int on_readyz(struct child *c, h2o_req_t *req)
 {
     if (wrong_method(req, "GET"))
         return 0;
     if (c->stopping)
-        return respond(req, 503, "Service Unavailable", "text/plain", "draining\n", 9);
+        return respond_error(req, 503, "draining");
     if (c->upstream->ops->ready != NULL && !c->upstream->ops->ready(c->upstream))
-        return respond(req, 503, "Service Unavailable", "text/plain", "no upstream access token\n", 25);
+        return respond_error(req, 503, "no upstream access token");
+    if (c->spool != NULL && !spool_ready(c->spool))
+        return respond_error(req, 503, "the spool cannot be written");
     return respond(req, 200, "OK", "text/plain", "ok\n", 3);
 }
 

@@ -5,7 +5,10 @@
  * shared by all its targets through a reference count.  A target is one
  * token (or topic, or condition) still to deliver.  The queue is a FIFO of
  * targets ready to send; targets waiting for a retry or in flight are out
- * of it but still count as pending, and pending is what the bound limits.
+ * of it but still count as pending, and pending is what the bound limits,
+ * in targets and in bytes.  A push may be staged first: it holds its room
+ * in the queue but none of its targets can be sent until it is committed
+ * (the spool makes it durable in between).
  */
 #ifndef FCMD_CHILD_QUEUE_H
 #define FCMD_CHILD_QUEUE_H
@@ -25,6 +28,9 @@ struct push {
     size_t encoded_len;
     struct segment *spool_seg; /* the spool segment holding its record, or NULL */
     uint64_t spool_id;
+    size_t bytes;           /* what it holds, targets included, against max_bytes */
+    size_t ntargets;        /* targets it was made with */
+    struct target *staged;  /* its targets until queue_commit(), else NULL */
     char text[]; /* storage for the strings above */
 };
 
@@ -43,18 +49,32 @@ struct queue {
     size_t ready;                                    /* targets in the FIFO */
     size_t pending;                                  /* accepted here and not finished */
     size_t capacity;                                 /* bound on pending */
+    size_t bytes;                                    /* held by pending pushes */
+    size_t max_bytes;                                /* bound on bytes */
     void (*on_push_done)(void *arg, struct push *p); /* before a push is freed */
     void *arg;
 };
 
-void queue_init(struct queue *q, size_t capacity);
+void queue_init(struct queue *q, size_t capacity, size_t max_bytes);
 
-/* Whether n more targets fit under the bound. */
-int queue_has_room(const struct queue *q, size_t n);
+/* Bytes a push made of r holds while queued. */
+size_t queue_cost(const struct send_request *r);
+
+/* Whether a push of r fits under both bounds now. */
+int queue_has_room(const struct queue *q, const struct send_request *r);
+
+/* Whether a push of r would fit even in an empty queue. */
+int queue_could_fit(const struct queue *q, const struct send_request *r);
 
 /* Makes a push of r with one target per r->targets and appends them all.
  * Returns the push, or NULL when memory ran out (nothing is queued then). */
 struct push *queue_accept(struct queue *q, const struct send_request *r);
+
+/* Like queue_accept, but the targets wait until queue_commit() (or go with
+ * queue_discard()); the push counts against the bounds meanwhile. */
+struct push *queue_stage(struct queue *q, const struct send_request *r);
+void queue_commit(struct queue *q, struct push *p);
+void queue_discard(struct queue *q, struct push *p);
 
 /* Appends targets (a NULL-terminated chain) that are pending already. */
 void queue_requeue(struct queue *q, struct target *chain);

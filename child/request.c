@@ -387,10 +387,11 @@ static int ctype_is(const char *ct, size_t n, const char *want)
     return n == 0 || *ct == ';';
 }
 
+static const struct request_limits defaults = {REQUEST_MAX_BODY, REQUEST_MAX_TOKENS, REQUEST_MAX_PAYLOAD};
+
 int request_parse(const char *ctype, size_t ctype_len, const char *body, size_t len, const struct request_limits *lim,
                   struct send_request *r, char *err, size_t errlen)
 {
-    static const struct request_limits defaults = {REQUEST_MAX_BODY, REQUEST_MAX_TOKENS, REQUEST_MAX_PAYLOAD};
     struct parse ps;
     int rc;
 
@@ -423,4 +424,37 @@ void request_free(struct send_request *r)
     r->targets = NULL;
     r->storage = NULL;
     r->ntargets = 0;
+}
+
+int request_check(const struct send_request *r, const struct request_limits *lim, char *err, size_t errlen)
+{
+    const char *what = r->kind == TARGET_TOKEN ? "token" : r->kind == TARGET_TOPIC ? "topic" : "condition";
+    int rc;
+
+    if (lim == NULL)
+        lim = &defaults;
+    if (r->ntargets == 0 || (r->kind != TARGET_TOKEN && r->ntargets != 1))
+        return ERR("%zu targets of kind %s", r->ntargets, what);
+    for (size_t i = 0; i < r->ntargets; i++) {
+        if ((rc = check_target(what, i, r->targets[i], strlen(r->targets[i]), err, errlen)) != 0)
+            return rc;
+        if (r->kind == TARGET_TOPIC && !topic_ok(r->targets[i]))
+            return ERR("topic may contain only letters, digits and -_.~%%");
+    }
+    if (r->msg.payload == NULL && r->msg.opt[ROPT_NOTIFICATION] == NULL)
+        return ERR("payload is missing");
+    if (r->msg.payload != NULL && (rc = check_payload(r->msg.payload, r->msg.payload_len, lim, err, errlen)) != 0)
+        return rc;
+    for (int o = 0; o < ROPT_COUNT; o++) {
+        struct json_doc d;
+        if (r->msg.opt[o] == NULL)
+            continue;
+        if (json_parse(&d, r->msg.opt[o], r->msg.opt_len[o]) != 0)
+            return json_error(&d, request_opt_names[o], err, errlen);
+        rc = check_option(&d, 0, (enum request_opt)o, err, errlen);
+        json_free(&d);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
 }

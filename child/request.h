@@ -10,6 +10,7 @@
 #define FCMD_CHILD_REQUEST_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define REQUEST_MAX_BODY (1u << 20)
 #define REQUEST_MAX_TOKENS 10000
@@ -56,6 +57,7 @@ struct send_request {
     enum target_kind kind;
     char **targets; /* tokens, or the one topic or condition */
     size_t ntargets;
+    const uint32_t *index; /* each target's index in its push, when not its position (replay) */
     struct message msg;
     char *storage; /* owns every string above */
 };
@@ -71,6 +73,10 @@ struct request_limits {
  * status to answer (400, 413, 500) with a one-line reason in err. */
 int request_parse(const char *ctype, size_t ctype_len, const char *body, size_t len, const struct request_limits *lim,
                   struct send_request *r, char *err, size_t errlen);
+
+/* Checks a request that did not come from a client (a spool record) with
+ * the rules intake applies.  Returns 0, or 400 with a reason in err. */
+int request_check(const struct send_request *r, const struct request_limits *lim, char *err, size_t errlen);
 
 void request_free(struct send_request *r);
 

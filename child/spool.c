@@ -1,15 +1,16 @@
 /*
- * child/spool.c - segments, group commit and replay.
+ * child/spool.c - segments, group commit and adoption.
  *
  * Appends are plain write()s from the loop (to the page cache); only fsync
  * is slow, so it runs on libuv's thread pool.  With spool_fsync = batch,
  * answers wait in a list and one fdatasync covers every request accepted in
  * a loop turn (a uv_check handle starts it); with always, each answer gets
  * its own.  At most one batch sync runs at a time: whatever arrives while it
- * runs is covered by the next (group commit).  A segment stays open while any of its pushes is unfinished or a
- * sync is pending on it, and is deleted after.  The current segment is
- * replaced when it reaches spool_segment_bytes, and emptied as soon as it
- * holds no unfinished push, so an idle spool holds no records.
+ * runs is covered by the next (group commit).  A segment stays open while
+ * any of its pushes is unfinished or a sync is pending on it, and is deleted
+ * after.  The current segment is replaced when it reaches
+ * spool_segment_bytes, and emptied as soon as it holds no unfinished push,
+ * so an idle spool holds no records.
  *
  * Records are written with pwrite() at the segment's end of records.  When
  * syncs matter (batch, always), the file is kept up to ZERO_AHEAD bytes of
@@ -17,6 +18,12 @@
  * into blocks the file already has needs no journal commit for a new size,
  * which cuts what a sync costs by about 40%; the size grows once a
  * ZERO_AHEAD.  A reader takes an all-zero tail for the end of the records.
+ *
+ * A segment of a dead child is adopted, not copied: its records are already
+ * durable, so adopting needs no disk space and no sync, and acknowledgements
+ * go into that same file.  Its pushes enter the queue as the queue has room.
+ * Nothing on disk is trusted: every count is checked against the bytes, and
+ * every text against the rules intake applies.
  */
 #include "spool.h"
 #include "../master/log.h"
@@ -33,13 +40,33 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #define RESCAN_MS 10000
-#define MAX_REPLAY_BYTES (1ull << 30)
 #define ZERO_AHEAD (1u << 20)
+#define ERROR_LOG_MS 10000 /* repeated write errors: one line per this, with a count */
+#define PROBE_BYTES 4096
+
+/* What is left to queue of an adopted segment. */
+struct rpush {
+    struct spool_rec rec;  /* in the mapping */
+    uint64_t id;
+    uint32_t ntargets;
+    uint32_t acked;        /* targets acknowledged */
+    unsigned char *bits;   /* which ones */
+};
+
+struct orphan {
+    unsigned char *map; /* the file, read-only */
+    size_t map_len;
+    struct rpush *v; /* sorted by id */
+    size_t n;
+    size_t next; /* the first not yet queued */
+};
 
 struct segment {
     struct segment *next;
@@ -53,12 +80,7 @@ struct segment {
     int current;     /* receives appends */
     int dir_synced;  /* its name is durable in the directory */
     struct buf acks; /* acknowledgements not yet written: flushed once a loop turn */
-};
-
-struct waiter {
-    struct waiter *next;
-    void (*done)(void *, int);
-    void *arg;
+    struct orphan *orphan; /* adopted and not all queued yet, else NULL */
 };
 
 struct commit {
@@ -69,7 +91,7 @@ struct commit {
     int batch; /* the batch policy's single sync in flight */
     struct spool *spool;
     struct segment *seg;
-    struct waiter *waiters;
+    struct spool_waiter *waiters;
 };
 
 struct spool {
@@ -85,8 +107,7 @@ struct spool {
     struct segment *segments;
     struct segment *cur;
     uint64_t next_id;
-    unsigned seq;
-    struct waiter *waiting; /* batch: for the next fsync of cur */
+    struct spool_waiter *waiting; /* batch: for the next fsync of cur */
     int batch_in_flight;    /* batch: a sync is running; the next waits for it */
     uint64_t bytes;         /* this child's, as published */
     int64_t others;         /* the other children's bytes, as of others_at */
@@ -94,6 +115,15 @@ struct spool {
     uv_check_t check;
     uv_timer_t rescan;
     struct buf scratch;
+    size_t orphans;         /* adopted segments with pushes still to queue */
+    int stopping;           /* no adopting, no feeding */
+    int failing;            /* the last write failed */
+    struct request_limits limits; /* what intake allows, for adopted pushes */
+    uint64_t errors;        /* write errors not yet logged */
+    uint64_t error_logged;  /* loop time of the last error line */
+    dev_t skipped_dev[16];  /* files refused once, so they are not logged every scan */
+    ino_t skipped_ino[16];
+    unsigned nskipped;
 };
 
 int spool_fsync_policy(const char *word)
@@ -119,19 +149,63 @@ static void publish(struct spool *s)
     shm_gauge_set(s->slot, SHM_SPOOL_SEGMENTS, (int64_t)n);
 }
 
+/* Write errors come in floods (a full disk fails every request): one line
+ * per ERROR_LOG_MS, with how many there were. */
+static void write_error(struct spool *s, const char *path, const char *why)
+{
+    uint64_t now = uv_now(s->loop);
+
+    s->failing = 1;
+    s->errors++;
+    if (s->error_logged != 0 && now - s->error_logged < ERROR_LOG_MS)
+        return;
+    log_error("spool: cannot write %s: %s (%llu failed writes since the last such line)", path, why,
+              (unsigned long long)s->errors);
+    s->errors = 0;
+    s->error_logged = now;
+}
+
+/* Deletes path only while it still names the file open at fd: a name is
+ * never trusted to mean the file this child holds. */
+static void unlink_same(const char *path, int fd)
+{
+    struct stat held, named;
+
+    if (fstat(fd, &held) != 0 || lstat(path, &named) != 0) {
+        if (errno != ENOENT)
+            log_error("spool: stat(%s) failed: %s", path, strerror(errno));
+        return;
+    }
+    if (held.st_dev != named.st_dev || held.st_ino != named.st_ino) {
+        log_warn("spool: %s names another file than the one this worker held: left alone", path);
+        return;
+    }
+    if (unlink(path) != 0 && errno != ENOENT)
+        log_error("spool: unlink(%s) failed: %s", path, strerror(errno));
+}
+
+static void orphan_free(struct orphan *o)
+{
+    for (size_t i = o->next; i < o->n; i++)
+        free(o->v[i].bits);
+    free(o->v);
+    if (o->map != NULL)
+        munmap(o->map, o->map_len);
+    free(o);
+}
+
 /* Closes and deletes a segment nobody needs any more. */
 static void release(struct spool *s, struct segment *g)
 {
     struct segment **pp;
 
-    if (g->live > 0 || g->holds > 0 || g->current)
+    if (g->live > 0 || g->holds > 0 || g->current || g->orphan != NULL)
         return;
     for (pp = &s->segments; *pp != g; pp = &(*pp)->next)
         ;
     *pp = g->next;
     buf_free(&g->acks);
-    if (unlink(g->path) != 0 && errno != ENOENT)
-        log_error("spool: unlink(%s) failed: %s", g->path, strerror(errno));
+    unlink_same(g->path, g->fd);
     close(g->fd);
     free(g->path);
     free(g);
@@ -154,36 +228,49 @@ static struct segment *add_segment(struct spool *s, int fd, char *path, uint64_t
     return g;
 }
 
-/* A new segment: created under a temporary name, locked, then renamed, so a
- * scanning child never takes it for an orphan. */
+/* 128 random bits as hex: a segment's name, unique per process start
+ * whatever the process ids are (in a container every start has the same). */
+static int random_name(char out[33])
+{
+    unsigned char r[16];
+
+    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        return -1;
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", r[i]);
+    return 0;
+}
+
+/* A new segment: created under a temporary name with O_EXCL, locked, then
+ * renamed without replacing anything, so a scanning child never takes it
+ * for an orphan and no other file is ever overwritten. */
 static struct segment *open_segment(struct spool *s)
 {
-    char tmp[4200], path[4200];
-    int fd = -1;
+    char name[33], tmp[4200], path[4200];
+    int fd;
 
-    for (int tries = 0; tries < 1000 && fd < 0; tries++) {
-        snprintf(tmp, sizeof(tmp), "%s/%d-%u.tmp", s->opts->spool, (int)getpid(), s->seq++);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-        if (fd < 0 && errno != EEXIST)
-            break;
-    }
-    if (fd < 0) {
-        log_error("spool: cannot create a segment in %s: %s", s->opts->spool, strerror(errno));
+    if (random_name(name) != 0) {
+        write_error(s, s->opts->spool, "getrandom() failed");
         return NULL;
     }
-    snprintf(path, sizeof(path), "%.*s.seg", (int)(strlen(tmp) - 4), tmp);
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0 || rename(tmp, path) != 0) {
-        log_error("spool: cannot take %s: %s", tmp, strerror(errno));
+    snprintf(tmp, sizeof(tmp), "%s/%s.tmp", s->opts->spool, name);
+    snprintf(path, sizeof(path), "%s/%s.seg", s->opts->spool, name);
+    if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640)) < 0) {
+        write_error(s, tmp, strerror(errno));
+        return NULL;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0 || renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) != 0) {
+        write_error(s, path, strerror(errno));
+        unlink_same(tmp, fd);
         close(fd);
-        unlink(tmp);
         return NULL;
     }
     struct segment *g;
     char *p = strdup(path);
     if (p == NULL || (g = add_segment(s, fd, p, 0)) == NULL) {
         free(p);
+        unlink_same(path, fd);
         close(fd);
-        unlink(path);
         return NULL;
     }
     g->current = 1;
@@ -267,6 +354,7 @@ static int empty_current(struct spool *s, struct segment *g)
 /* ---- commits ---- */
 
 static void on_check(uv_check_t *h);
+static void feed(struct spool *s);
 
 /* On a thread-pool thread.  The first syncs of a new segment sync the
  * directory too, so that its name survives a power loss with its records. */
@@ -299,10 +387,9 @@ static void on_synced(uv_work_t *work, int status)
     else if (c->dir >= 0)
         c->seg->dir_synced = 1;
     while (c->waiters) {
-        struct waiter *w = c->waiters;
+        struct spool_waiter *w = c->waiters;
         c->waiters = w->next;
         w->done(w->arg, ok);
-        free(w);
     }
     c->seg->holds--;
     if (!empty_current(s, c->seg))
@@ -310,7 +397,7 @@ static void on_synced(uv_work_t *work, int status)
     free(c);
 }
 
-static void start_commit(struct spool *s, struct segment *g, struct waiter *waiters, int batch)
+static void start_commit(struct spool *s, struct segment *g, struct spool_waiter *waiters, int batch)
 {
     struct commit *c = calloc(1, sizeof(*c));
 
@@ -322,10 +409,9 @@ static void start_commit(struct spool *s, struct segment *g, struct waiter *wait
     if (c == NULL || uv_queue_work(s->loop, &c->work, sync_work, on_synced) != 0) {
         /* Cannot even ask: say so to everybody waiting. */
         while (waiters) {
-            struct waiter *w = waiters;
+            struct spool_waiter *w = waiters;
             waiters = w->next;
             w->done(w->arg, 0);
-            free(w);
         }
         g->holds--;
         free(c);
@@ -356,10 +442,11 @@ static void flush_acks(struct spool *s)
 static void on_check(uv_check_t *h)
 {
     struct spool *s = h->data;
-    struct waiter *w;
+    struct spool_waiter *w;
 
     uv_check_stop(h);
     flush_acks(s);
+    feed(s);
     w = s->waiting;
     if (w == NULL || s->cur == NULL || s->batch_in_flight)
         return;
@@ -367,13 +454,9 @@ static void on_check(uv_check_t *h)
     start_commit(s, s->cur, w, 1);
 }
 
-int spool_commit(struct spool *s, void (*done)(void *, int), void *arg)
+int spool_commit(struct spool *s, struct spool_waiter *w, void (*done)(void *, int), void *arg)
 {
-    struct waiter *w;
-
     if (s->policy == SPOOL_FSYNC_NEVER || s->cur == NULL)
-        return 0;
-    if ((w = malloc(sizeof(*w))) == NULL)
         return 0;
     w->done = done;
     w->arg = arg;
@@ -403,7 +486,7 @@ static void retire_current(struct spool *s)
         return;
     if (s->waiting != NULL) {
         /* The batch belongs to this segment: sync it now. */
-        struct waiter *w = s->waiting;
+        struct spool_waiter *w = s->waiting;
         s->waiting = NULL;
         uv_check_stop(&s->check);
         start_commit(s, g, w, 0);
@@ -416,12 +499,18 @@ static void retire_current(struct spool *s)
 static int append(struct spool *s, struct segment *g, struct buf *b)
 {
     if (b->failed || zero_ahead(s, g, g->bytes + b->len) != 0 || write_at(g->fd, b->data, b->len, g->bytes) != 0) {
-        log_error("spool: write to %s failed: %s", g->path, b->failed ? "out of memory" : strerror(errno));
+        write_error(s, g->path, b->failed ? "out of memory" : strerror(errno));
         return -1;
     }
     g->bytes += b->len;
+    s->failing = 0;
     publish(s);
     return 0;
+}
+
+int spool_ready(const struct spool *s)
+{
+    return !s->failing;
 }
 
 int spool_has_room(struct spool *s, size_t bytes)
@@ -477,12 +566,16 @@ void spool_ack(struct spool *s, struct push *p, const uint32_t *indexes, size_t 
         ack(s, p->spool_seg, p->spool_id, indexes, n);
 }
 
-void spool_ack_all(struct spool *s, const struct spool_mark *m, size_t ntargets)
+void spool_forget(struct spool *s, const struct spool_mark *m, size_t ntargets)
 {
-    uint32_t *idx = malloc(ntargets * sizeof(*idx));
+    uint32_t *idx = malloc((ntargets ? ntargets : 1) * sizeof(*idx));
 
-    if (idx == NULL)
+    /* Without memory for the acknowledgement the record stays; replaying it
+     * later delivers a push that was answered 503: at least once. */
+    if (idx == NULL || m->seg == NULL) {
+        free(idx);
         return;
+    }
     for (size_t i = 0; i < ntargets; i++)
         idx[i] = (uint32_t)i;
     ack(s, m->seg, m->id, idx, ntargets);
@@ -497,25 +590,27 @@ void spool_push_done(struct spool *s, struct push *p)
         return;
     p->spool_seg = NULL;
     g->live--;
+    if (s->orphans > 0)
+        uv_check_start(&s->check, on_check); /* room for more of an adopted segment */
     if (!empty_current(s, g))
         release(s, g);
 }
 
-/* ---- replay ---- */
+/* ---- adoption ---- */
 
-struct rpush {
-    struct spool_rec rec;
-    uint64_t id;
-    uint32_t ntargets;
-    unsigned char *acked; /* bitmap */
-};
+static int rpush_cmp(const void *a, const void *b)
+{
+    const struct rpush *x = a, *y = b;
+
+    return x->id < y->id ? -1 : x->id > y->id;
+}
 
 static struct rpush *find(struct rpush *v, size_t n, uint64_t id)
 {
     size_t lo = 0, hi = n;
 
     while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
+        size_t mid = lo + (hi - lo) / 2;
         if (v[mid].id == id)
             return &v[mid];
         if (v[mid].id < id)
@@ -526,206 +621,376 @@ static struct rpush *find(struct rpush *v, size_t n, uint64_t id)
     return NULL;
 }
 
-/* Re-spools and queues the unacknowledged targets of one push. */
-static size_t requeue(struct spool *s, struct rpush *rp)
+/* Whether a decoded PUSH adds up: as many targets as it says, each index
+ * below that count and given once, each name a sane target, nothing left
+ * over.  seen must hold ntargets bits, zeroed. */
+static const char *push_adds_up(const struct spool_push *p, unsigned char *seen)
+{
+    size_t pos = 0, count = 0, len;
+    uint32_t index;
+    const char *name;
+
+    while (spool_push_target(p, &pos, &index, &name, &len) == 0) {
+        if (index >= p->ntargets || (seen[index / 8] & (1u << (index % 8))))
+            return "a target index is out of range or repeated";
+        seen[index / 8] |= (unsigned char)(1u << (index % 8));
+        if (len == 0 || len > REQUEST_MAX_TOKEN_LEN || memchr(name, '\0', len) != NULL)
+            return "a target name is empty, too long or holds a NUL";
+        count++;
+    }
+    if (count != p->ntargets || pos != p->targets_len)
+        return "the target count does not match the bytes";
+    return NULL;
+}
+
+/* Reads the pushes of a mapped segment into o->v.  Returns the end of its
+ * good records (where acknowledgements go) or -1 when memory ran out. */
+static long long read_pushes(const char *path, struct orphan *o)
+{
+    struct spool_reader rd = {o->map, o->map_len, 0};
+    struct spool_rec rec;
+    struct spool_push p;
+    size_t bad, cap = 0, end = 0;
+    enum spool_read st;
+    const char *why;
+
+    while ((st = spool_next(&rd, &rec, &bad)) != SPOOL_END && st != SPOOL_TORN) {
+        if (st == SPOOL_CORRUPT) {
+            log_warn("spool: %s: corrupt record at offset %zu skipped", path, bad);
+            continue;
+        }
+        end = rec.offset + SPOOL_HEADER + rec.len;
+        if (rec.type != SPOOL_PUSH)
+            continue;
+        why = spool_decode_push(&rec, &p) != 0 ? "it cannot be decoded"
+              : p.ntargets == 0 || p.ntargets > p.targets_len / 7 ? "the target count does not match the bytes"
+                                                                  : NULL;
+        if (why == NULL && o->n == cap) {
+            struct rpush *nv = realloc(o->v, (cap = cap ? 2 * cap : 64) * sizeof(*nv));
+            if (nv == NULL)
+                return -1;
+            o->v = nv;
+        }
+        if (why == NULL) {
+            unsigned char *bits = calloc(((size_t)p.ntargets + 7) / 8, 1);
+            if (bits == NULL)
+                return -1;
+            if ((why = push_adds_up(&p, bits)) == NULL) {
+                memset(bits, 0, ((size_t)p.ntargets + 7) / 8); /* now: which are acknowledged */
+                o->v[o->n++] = (struct rpush){rec, p.id, p.ntargets, 0, bits};
+            } else {
+                free(bits);
+            }
+        }
+        if (why != NULL)
+            log_warn("spool: %s: push record at offset %zu skipped: %s", path, rec.offset, why);
+    }
+    if (st == SPOOL_TORN)
+        log_warn("spool: %s: record cut short at offset %zu: the rest is ignored", path, bad);
+    return (long long)end;
+}
+
+/* Marks what the ACK records acknowledge, and drops the pushes finished. */
+static void read_acks(const char *path, struct orphan *o)
+{
+    struct spool_reader rd = {o->map, o->map_len, 0};
+    struct spool_rec rec;
+    enum spool_read st;
+    size_t bad, kept = 0;
+
+    qsort(o->v, o->n, sizeof(*o->v), rpush_cmp);
+    for (size_t i = 0; i < o->n; i++) {
+        if (kept > 0 && o->v[kept - 1].id == o->v[i].id) {
+            log_warn("spool: %s: push record at offset %zu skipped: its id is repeated", path, o->v[i].rec.offset);
+            free(o->v[i].bits);
+            continue;
+        }
+        o->v[kept++] = o->v[i];
+    }
+    o->n = kept;
+    while ((st = spool_next(&rd, &rec, &bad)) != SPOOL_END && st != SPOOL_TORN) {
+        uint64_t id;
+        uint32_t n;
+        const unsigned char *idx;
+        struct rpush *rp;
+        if (st != SPOOL_RECORD || rec.type != SPOOL_ACK || spool_decode_ack(&rec, &id, &n, &idx) != 0 ||
+            (rp = find(o->v, o->n, id)) == NULL)
+            continue;
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t k = spool_u32(idx + 4 * (size_t)i);
+            if (k < rp->ntargets && !(rp->bits[k / 8] & (1u << (k % 8)))) {
+                rp->bits[k / 8] |= (unsigned char)(1u << (k % 8));
+                rp->acked++;
+            }
+        }
+    }
+    kept = 0;
+    for (size_t i = 0; i < o->n; i++) {
+        if (o->v[i].acked == o->v[i].ntargets)
+            free(o->v[i].bits);
+        else
+            o->v[kept++] = o->v[i];
+    }
+    o->n = kept;
+}
+
+/* A request of the unacknowledged targets of rp, each with its index in
+ * the record, so acknowledgements keep naming the record's targets. */
+static int unfinished(const struct rpush *rp, struct send_request *r, uint32_t **index)
 {
     struct spool_push p;
-    struct send_request r;
-    struct spool_mark m;
-    struct push *pushed;
-    size_t pos = 0, n = 0;
+    size_t pos = 0, len, left = rp->ntargets - rp->acked;
     const char *name;
-    size_t len;
-    uint32_t index;
+    uint32_t i;
     char *o;
 
+    memset(r, 0, sizeof(*r));
     if (spool_decode_push(&rp->rec, &p) != 0)
-        return 0;
-    memset(&r, 0, sizeof(r));
-    r.kind = p.kind;
-    r.msg = p.msg;
-    r.targets = calloc(p.ntargets ? p.ntargets : 1, sizeof(*r.targets));
-    r.storage = o = malloc(p.targets_len + p.ntargets + 1);
-    if (r.targets == NULL || o == NULL) {
-        request_free(&r);
-        return 0;
-    }
-    while (spool_push_target(&p, &pos, &index, &name, &len) == 0) {
-        if (index < rp->ntargets && (rp->acked[index / 8] & (1u << (index % 8))))
+        return -1;
+    r->kind = p.kind;
+    r->msg = p.msg;
+    r->targets = calloc(left, sizeof(*r->targets));
+    *index = calloc(left, sizeof(**index));
+    r->storage = o = malloc(p.targets_len + left + message_size(&p.msg));
+    if (r->targets == NULL || *index == NULL || o == NULL)
+        return -1;
+    while (spool_push_target(&p, &pos, &i, &name, &len) == 0 && r->ntargets < left) {
+        if (rp->bits[i / 8] & (1u << (i % 8)))
             continue;
         memcpy(o, name, len);
         o[len] = '\0';
-        r.targets[r.ntargets++] = o;
+        (*index)[r->ntargets] = i;
+        r->targets[r->ntargets++] = o;
         o += len + 1;
     }
-    if (r.ntargets > 0 && spool_append(s, &r, &m) == 0) {
-        if ((pushed = queue_accept(s->queue, &r)) != NULL) {
-            spool_bind(s, &m, pushed);
-            shm_pending_add(s->slot, (int64_t)r.ntargets);
-            shm_add(s->slot, SHM_REPLAYED, r.ntargets);
-            n = r.ntargets;
-        } else {
-            spool_ack_all(s, &m, r.ntargets);
-            log_error("spool: out of memory replaying %zu targets", r.ntargets);
-        }
-    }
-    request_free(&r);
-    return n;
+    r->index = *index;
+    /* The texts in the record are not NUL-terminated: copy them too. */
+    message_copy(&r->msg, &r->msg, o);
+    return 0;
 }
 
-static void orphan_durable(void *arg, int ok)
+/* Queues pushes of one adopted segment while the queue has room (an empty
+ * queue always takes one, however large).  Returns the targets queued. */
+static size_t feed_one(struct spool *s, struct segment *g)
 {
-    struct segment *g = arg;
+    struct orphan *o = g->orphan;
+    size_t queued = 0;
+    char err[256];
 
-    (void)ok;
-    g->holds--;
-    release(g->spool, g);
-}
-
-static unsigned char *read_file(int fd, size_t size)
-{
-    unsigned char *data = malloc(size ? size : 1);
-    size_t got = 0;
-
-    while (data && got < size) {
-        ssize_t n = pread(fd, data + got, size - got, (off_t)got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
+    while (o->next < o->n) {
+        struct rpush *rp = &o->v[o->next];
+        struct send_request r;
+        uint32_t *index = NULL;
+        struct push *p = NULL;
+        int rc = unfinished(rp, &r, &index);
+        if (rc == 0 && request_check(&r, &s->limits, err, sizeof(err)) != 0) {
+            log_warn("spool: %s: push record at offset %zu skipped: %s", g->path, rp->rec.offset, err);
+            shm_pending_add(s->slot, -(int64_t)(rp->ntargets - rp->acked));
+        } else if (rc == 0 && !queue_has_room(s->queue, &r) && s->queue->pending > 0) {
+            request_free(&r);
+            free(index);
             break;
-        got += (size_t)n;
+        } else if (rc != 0 || (p = queue_accept(s->queue, &r)) == NULL) {
+            request_free(&r);
+            free(index);
+            write_error(s, g->path, "out of memory queueing an adopted push");
+            break; /* the next push done or rescan tries again */
+        } else {
+            p->spool_seg = g;
+            p->spool_id = rp->id;
+            g->live++;
+            queued += r.ntargets;
+        }
+        request_free(&r);
+        free(index);
+        free(rp->bits);
+        o->next++;
     }
-    return data;
+    if (o->next == o->n) {
+        orphan_free(o);
+        g->orphan = NULL;
+        s->orphans--;
+        release(s, g);
+    }
+    return queued;
 }
 
-static void replay(struct spool *s, int fd, char *path, size_t size)
+static void feed(struct spool *s)
 {
-    struct spool_reader rd;
-    struct spool_rec rec;
-    struct rpush *v = NULL;
-    size_t nv = 0, cap = 0, bad, corrupt = 0, targets = 0, pushes = 0;
-    unsigned char *data = read_file(fd, size);
-    struct segment *g;
-    enum spool_read st;
+    size_t queued = 0;
 
-    if (data == NULL || (g = add_segment(s, fd, path, size)) == NULL) {
-        log_error("spool: out of memory replaying %s", path);
-        free(data);
-        close(fd);
-        free(path);
+    if (s->stopping)
+        return;
+    for (struct segment *g = s->segments, *next; g != NULL && s->orphans > 0; g = next) {
+        next = g->next; /* feed_one may release g */
+        if (g->orphan != NULL)
+            queued += feed_one(s, g);
+    }
+    if (queued > 0)
+        s->on_replay(s->arg);
+}
+
+/* Takes over the segment of a dead child, open and locked at fd. */
+static void adopt(struct spool *s, int fd, char *path, size_t size)
+{
+    struct orphan *o = calloc(1, sizeof(*o));
+    struct segment *g = NULL;
+    long long end = 0;
+    size_t targets = 0;
+
+    if (o == NULL)
+        goto fail;
+    if (size > 0 && (o->map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0)) == MAP_FAILED) {
+        log_error("spool: mmap(%s) failed: %s", path, strerror(errno));
+        o->map = NULL;
+        goto fail;
+    }
+    o->map_len = size;
+    if (size > 0 && (end = read_pushes(path, o)) < 0) {
+        log_error("spool: out of memory adopting %s: left for later", path);
+        goto fail;
+    }
+    read_acks(path, o);
+    if ((g = add_segment(s, fd, path, (uint64_t)end)) == NULL)
+        goto fail;
+    g->zeroed = size; /* whatever follows the records: acknowledgements overwrite it */
+    g->dir_synced = 1;
+    for (size_t i = 0; i < o->n; i++)
+        targets += o->v[i].ntargets - o->v[i].acked;
+    log_info("spool: adopted %s: %zu targets of %zu pushes to deliver", path, targets, o->n);
+    if (o->n == 0) {
+        orphan_free(o);
+        release(s, g);
         return;
     }
-    g->dir_synced = 1; /* it was there before */
-    rd = (struct spool_reader){data, size, 0};
-    while ((st = spool_next(&rd, &rec, &bad)) != SPOOL_END) {
-        if (st == SPOOL_TORN) {
-            log_warn("spool: %s: record cut short at offset %zu: the rest is ignored", path, bad);
-            break;
-        }
-        if (st == SPOOL_CORRUPT) {
-            log_warn("spool: %s: corrupt record at offset %zu skipped", path, bad);
-            corrupt++;
-            continue;
-        }
-        if (rec.type == SPOOL_PUSH && rec.len >= 9) {
-            struct spool_push p;
-            if (spool_decode_push(&rec, &p) != 0)
-                continue;
-            if (nv == cap) {
-                struct rpush *nvv = realloc(v, (cap = cap ? cap * 2 : 64) * sizeof(*v));
-                if (nvv == NULL)
-                    break;
-                v = nvv;
-            }
-            v[nv] = (struct rpush){rec, p.id, p.ntargets, calloc((p.ntargets + 7) / 8 + 1, 1)};
-            if (v[nv].acked != NULL)
-                nv++;
-        } else if (rec.type == SPOOL_ACK) {
-            uint64_t id;
-            uint32_t n;
-            const unsigned char *idx;
-            struct rpush *rp;
-            if (spool_decode_ack(&rec, &id, &n, &idx) != 0 || (rp = find(v, nv, id)) == NULL)
-                continue;
-            for (uint32_t i = 0; i < n; i++) {
-                uint32_t k = spool_u32(idx + 4 * i);
-                if (k < rp->ntargets)
-                    rp->acked[k / 8] |= (unsigned char)(1u << (k % 8));
-            }
-        }
+    g->orphan = o;
+    s->orphans++;
+    shm_pending_add(s->slot, (int64_t)targets);
+    shm_add(s->slot, SHM_REPLAYED, targets);
+    feed(s);
+    return;
+fail:
+    if (o != NULL) {
+        for (size_t i = 0; i < o->n; i++)
+            free(o->v[i].bits);
+        free(o->v);
+        if (o->map != NULL)
+            munmap(o->map, o->map_len);
+        free(o);
     }
-    for (size_t i = 0; i < nv; i++) {
-        size_t n = requeue(s, &v[i]);
-        targets += n;
-        pushes += n > 0;
-        free(v[i].acked);
-    }
-    free(v);
-    free(data);
-    log_info("spool: replayed %zu targets of %zu pushes from %s (%zu corrupt records skipped)", targets, pushes, path,
-             corrupt);
-    /* The old segment goes once its re-spooled copy is as durable as the policy asks. */
-    g->holds++;
-    if (spool_commit(s, orphan_durable, g) == 0)
-        g->holds--;
-    release(s, g);
-    if (targets > 0)
-        s->on_replay(s->arg);
+    close(fd); /* unlocked: the next scan tries again */
+    free(path);
 }
 
 static int ends_with(const char *s, const char *suffix)
 {
     size_t n = strlen(s), k = strlen(suffix);
 
-    return n >= k && strcmp(s + n - k, suffix) == 0;
+    return n > k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* A file in the spool directory that is not a segment this user could
+ * have written is refused, and said so once. */
+static void refuse_file(struct spool *s, const char *path, const struct stat *st, const char *why)
+{
+    for (unsigned i = 0; i < s->nskipped; i++)
+        if (s->skipped_dev[i] == st->st_dev && s->skipped_ino[i] == st->st_ino)
+            return;
+    if (s->nskipped < sizeof(s->skipped_ino) / sizeof(s->skipped_ino[0])) {
+        s->skipped_dev[s->nskipped] = st->st_dev;
+        s->skipped_ino[s->nskipped++] = st->st_ino;
+    }
+    log_warn("spool: %s skipped: %s", path, why);
+}
+
+/* Opens and locks a segment nobody holds; -1 when it is not one. */
+static int claim(struct spool *s, const char *path, struct stat *st)
+{
+    int fd = open(path, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+
+    if (fd < 0) {
+        if (errno == ELOOP && lstat(path, st) == 0)
+            refuse_file(s, path, st, "a symbolic link");
+        return -1;
+    }
+    /* Held by a live child (this one included): not an orphan.  Deleted by
+     * the child that held it a moment ago: gone. */
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0 || fstat(fd, st) != 0 || st->st_nlink == 0) {
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st->st_mode) || st->st_nlink != 1 || st->st_uid != geteuid()) {
+        refuse_file(s, path, st, "not a regular file of fcmd's user with one name");
+        close(fd);
+        return -1;
+    }
+    return fd;
 }
 
 void spool_scan(struct spool *s)
 {
-    DIR *d = opendir(s->opts->spool);
+    DIR *d;
     struct dirent *e;
 
-    if (d == NULL) {
+    if (s->stopping)
+        return;
+    if ((d = opendir(s->opts->spool)) == NULL) {
         log_error("spool: cannot read %s: %s", s->opts->spool, strerror(errno));
         return;
     }
     while ((e = readdir(d)) != NULL) {
-        char path[4200];
+        char path[4200], *p;
         struct stat st;
         int fd, tmp = ends_with(e->d_name, ".tmp");
-        if (!tmp && !ends_with(e->d_name, ".seg"))
+        if ((!tmp && !ends_with(e->d_name, ".seg")) || e->d_name[0] == '.')
             continue;
         snprintf(path, sizeof(path), "%s/%s", s->opts->spool, e->d_name);
-        if ((fd = open(path, O_RDWR | O_APPEND | O_CLOEXEC)) < 0)
+        if ((fd = claim(s, path, &st)) < 0)
             continue;
-        /* Held by a live child (this one included): not an orphan. */
-        if (flock(fd, LOCK_EX | LOCK_NB) != 0 || fstat(fd, &st) != 0 || st.st_nlink == 0) {
-            close(fd);
-            continue;
-        }
         if (tmp) {
             /* A child died creating it (no record is ever written there); a
              * young one may still be being created. */
             if (st.st_mtime < time(NULL) - 60)
-                unlink(path);
+                unlink_same(path, fd);
             close(fd);
             continue;
         }
-        if ((uint64_t)st.st_size > MAX_REPLAY_BYTES)
-            log_error("spool: %s is larger than 1 GiB: only its start is replayed", path);
-        char *p = strdup(path);
-        if (p == NULL) {
+        if ((p = strdup(path)) == NULL) {
             close(fd);
             continue;
         }
-        replay(s, fd, p, (size_t)((uint64_t)st.st_size > MAX_REPLAY_BYTES ? MAX_REPLAY_BYTES : (uint64_t)st.st_size));
+        adopt(s, fd, p, (size_t)st.st_size);
     }
     closedir(d);
 }
 
+/* While writes fail, a small write ahead of the current segment's records
+ * (or a new segment) finds out when they would succeed again, so the
+ * worker does not need a request to learn it is ready. */
+static void probe(struct spool *s)
+{
+    uint64_t at;
+
+    if (s->cur == NULL && (s->cur = open_segment(s)) == NULL)
+        return;
+    at = s->cur->zeroed > s->cur->bytes ? s->cur->zeroed : s->cur->bytes;
+    if (write_zeros(s->cur->fd, at, at + PROBE_BYTES) != 0) {
+        write_error(s, s->cur->path, strerror(errno));
+        return;
+    }
+    s->cur->zeroed = at + PROBE_BYTES;
+    s->failing = 0;
+    log_info("spool: %s can be written again", s->opts->spool);
+}
+
 static void on_rescan(uv_timer_t *t)
 {
-    spool_scan(t->data);
+    struct spool *s = t->data;
+
+    if (s->failing)
+        probe(s);
+    spool_scan(s);
+    feed(s);
 }
 
 struct spool *spool_open(uv_loop_t *loop, const struct fcmd_options *o, struct shm_region *shm, struct shm_slot *slot,
@@ -745,6 +1010,7 @@ struct spool *spool_open(uv_loop_t *loop, const struct fcmd_options *o, struct s
     s->policy = (enum spool_fsync)spool_fsync_policy(o->spool_fsync);
     s->others_at = UINT64_MAX;
     s->dir_fd = -1;
+    s->limits = (struct request_limits){(size_t)o->max_body_bytes, (size_t)o->max_tokens, (size_t)o->max_payload_bytes};
     if (s->policy != SPOOL_FSYNC_NEVER && (s->dir_fd = open(o->spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
         log_warn("spool: cannot open %s to sync it: %s (new segments' names are not synced)", o->spool,
                  strerror(errno));
@@ -755,6 +1021,14 @@ struct spool *spool_open(uv_loop_t *loop, const struct fcmd_options *o, struct s
     uv_timer_start(&s->rescan, on_rescan, RESCAN_MS, RESCAN_MS);
     uv_unref((uv_handle_t *)&s->rescan);
     return s;
+}
+
+void spool_stop(struct spool *s)
+{
+    if (s == NULL)
+        return;
+    s->stopping = 1;
+    uv_timer_stop(&s->rescan);
 }
 
 void spool_close(struct spool *s)
@@ -772,6 +1046,11 @@ void spool_close(struct spool *s)
     for (struct segment *g = s->segments, *next; g; g = next) {
         next = g->next;
         g->holds = 0;
+        if (g->orphan != NULL) {
+            orphan_free(g->orphan);
+            g->orphan = NULL;
+            g->live++; /* not finished: keep the file */
+        }
         if (g->live == 0)
             release(s, g);
     }

@@ -4,8 +4,10 @@
  * Each child appends every push it accepts to a segment file of its own
  * before it answers, and an acknowledgement when targets finish.  A child
  * holds an exclusive flock on each segment it writes; a segment nobody
- * holds belongs to a child that died, and any live child may claim it,
- * re-spool its unacknowledged targets as its own and delete it.
+ * holds belongs to a child that died, and any live child may adopt it:
+ * queue its unacknowledged targets (as the queue has room), acknowledge
+ * them in that same file, and delete it when they are all finished.
+ * Segment names are random, never derived from a process id.
  */
 #ifndef FCMD_CHILD_SPOOL_H
 #define FCMD_CHILD_SPOOL_H
@@ -32,8 +34,16 @@ struct spool_mark {
     uint64_t id;
 };
 
-/* Opens the spool of a child.  on_replay(arg) runs after targets were
- * re-queued from an orphaned segment.  NULL when it cannot (logged). */
+/* A caller's place in the list of those waiting for a sync: the caller
+ * owns it, so waiting never allocates and never fails. */
+struct spool_waiter {
+    struct spool_waiter *next;
+    void (*done)(void *arg, int ok);
+    void *arg;
+};
+
+/* Opens the spool of a child.  on_replay(arg) runs after targets of an
+ * adopted segment were queued.  NULL when it cannot (logged). */
 struct spool *spool_open(uv_loop_t *loop, const struct fcmd_options *o, struct shm_region *shm, struct shm_slot *slot,
                          struct queue *q, void (*on_replay)(void *), void *arg);
 
@@ -44,25 +54,33 @@ int spool_has_room(struct spool *s, size_t bytes);
 /* Writes a push record for r.  Returns 0, or -1 when the write failed. */
 int spool_append(struct spool *s, const struct send_request *r, struct spool_mark *m);
 
-/* Ties the queued push to its record. */
+/* Whether the spool takes writes: 0 after a failed write, until a write
+ * (or the periodic probe) succeeds again. */
+int spool_ready(const struct spool *s);
+
+/* Ties the push to its record. */
 void spool_bind(struct spool *s, const struct spool_mark *m, struct push *p);
+
+/* The record at m will not be delivered (it was never answered 200): all
+ * its targets are acknowledged, as far as that can still be written. */
+void spool_forget(struct spool *s, const struct spool_mark *m, size_t ntargets);
 
 /* Records that targets (by index) of p reached a final outcome. */
 void spool_ack(struct spool *s, struct push *p, const uint32_t *indexes, size_t n);
-
-/* Acknowledges every target of a record whose push could not be queued. */
-void spool_ack_all(struct spool *s, const struct spool_mark *m, size_t ntargets);
 
 /* The last target of p finished. */
 void spool_push_done(struct spool *s, struct push *p);
 
 /* Calls done(arg, ok) once what was appended so far is durable under the
- * fsync policy.  Returns 1 when that will happen later, 0 when the policy
- * needs no wait (done is then not called). */
-int spool_commit(struct spool *s, void (*done)(void *arg, int ok), void *arg);
+ * fsync policy, or is known not to be (ok = 0).  Returns 1 when that will
+ * happen later, 0 when the policy needs no wait (done is then not called). */
+int spool_commit(struct spool *s, struct spool_waiter *w, void (*done)(void *arg, int ok), void *arg);
 
-/* Claims and replays orphaned segments. */
+/* Adopts orphaned segments. */
 void spool_scan(struct spool *s);
+
+/* The child stops: no more adopting, no more feeding the queue. */
+void spool_stop(struct spool *s);
 
 /* At exit: deletes finished segments and lets go of the rest. */
 void spool_close(struct spool *s);

@@ -25,6 +25,7 @@ static const struct {
     {"server", "socket_mode", "socket-mode"},
     {"server", "workers", "workers"},
     {"server", "queue_size", "queue-size"},
+    {"server", "queue_max_bytes", "queue-max-bytes"},
     {"server", "user", "user"},
     {"server", "pidfile", "pidfile"},
     {"server", "shutdown_timeout", "shutdown-timeout"},

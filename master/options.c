@@ -62,6 +62,7 @@ static const struct opt_def opt_table[] = {
     LONG(spool_max_bytes, "spool-max-bytes", 65536, 1L << 50),
     LONG(spool_segment_bytes, "spool-segment-bytes", 4096, 1L << 30),
     LONG(queue_size, "queue-size", 1, 100000000),
+    LONG(queue_max_bytes, "queue-max-bytes", 65536, 1L << 50),
     INT(upstream_connections, "upstream-connections", 1, 1024),
     INT(max_inflight, "max-inflight", 1, 100000),
     INT(upstream_idle_timeout, "upstream-idle-timeout", 1, 86400),
@@ -156,6 +157,7 @@ void options_defaults(struct fcmd_options *o)
     o->fcm_url = "https://fcm.googleapis.com";
     o->retries = 3;
     o->queue_size = 500000;
+    o->queue_max_bytes = 256L << 20;
     o->shutdown_timeout = 30;
     o->log_level = "info";
     o->graphite_prefix = "fcmd";

@@ -35,6 +35,7 @@ struct fcmd_options {
     long spool_max_bytes;      /* all segments together */
     long spool_segment_bytes;  /* a segment is replaced when it reaches this */
     long queue_size;           /* pending targets per child before 503 */
+    long queue_max_bytes;      /* bytes those targets and their pushes may hold, per child */
     int upstream_connections;  /* per child; 0 = by URL scheme */
     int max_inflight;          /* upstream requests in flight per child; 0 = 100 per HTTP/2 connection */
     int upstream_idle_timeout; /* seconds without upstream work before a child closes its connections */

@@ -2,6 +2,7 @@
 traffic, Graphite pushes to a loopback carbon (also after an outage),
 /healthz during a drain, /readyz, and the access log."""
 
+import json
 import http.client
 import signal
 import socket
@@ -175,7 +176,8 @@ def test_healthz_is_503_while_draining(start_mock, start_fcmd):
         body = resp.read()
         assert resp.status in (200, 503)
         return (resp.status, body) if resp.status == 503 else None
-    assert wait_until(draining, what="/healthz to say draining") == (503, b"draining\n")
+    status, body = wait_until(draining, what="/healthz to say draining")
+    assert json.loads(body) == {"error": "draining"}
     conn.close()
     assert f.proc.wait(20) == 0
 

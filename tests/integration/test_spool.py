@@ -80,7 +80,7 @@ def test_sigkill_one_child_loses_nothing(start_mock, start_fcmd, tmp_path, mode)
     wait_until(all_delivered(mock, tokens), timeout=30, what="every accepted token at the mock")
     r = f.wait_idle(timeout=30)
     assert r["replayed"] > 0 and r["accepted"] == 500
-    assert "spool: replayed" in f.log_text()
+    assert "spool: adopted" in f.log_text()
     # Nothing is left behind: live children's segments hold no records.
     wait_until(lambda: all(size == 0 for size in segments(spool).values()), what="empty segments")
 
@@ -108,7 +108,7 @@ def test_sigkill_everything_and_restart(start_mock, tmp_path):
         r = second.wait_idle(timeout=30)
         assert r["replayed"] > 0
         log = second.log_text()
-        assert "spool: replayed" in log and " warn " not in log, log
+        assert "spool: adopted" in log and " warn " not in log, log
     finally:
         second.stop()
     assert segments(spool) == {}, "a clean stop leaves no segments"
@@ -133,7 +133,9 @@ def test_torn_tail_and_corrupt_middle(mock, start_fcmd, tmp_path):
     log = f.log_text()
     assert f"111-0.seg: corrupt record at offset {len(a[0])} skipped" in log
     assert f"222-0.seg: record cut short at offset {len(push_record(1, ['tb1']))}" in log
-    assert not (spool / "111-0.seg").exists() and not (spool / "222-0.seg").exists()
+    # Each goes once its last push has finished and its acknowledgement is in.
+    wait_until(lambda: not (spool / "111-0.seg").exists() and not (spool / "222-0.seg").exists(),
+               what="the adopted segments to be deleted")
 
 
 def test_full_spool_answers_503_and_loses_nothing(start_mock, start_fcmd, tmp_path):
@@ -216,10 +218,11 @@ def stopped(pid):
         return st.read().rsplit(")", 1)[1].split()[0] == "T"
 
 
-@pytest.mark.parametrize("mode,syncs", [("never", 0), ("batch", 1), ("always", 40)])
-def test_fsync_policy_syncs_per_request(mock, start_fcmd, tmp_path, mode, syncs):
-    """40 requests read in one loop turn: batch makes them durable with one
-    fdatasync, always with one each, never with none."""
+@pytest.mark.parametrize("mode,fewest,most", [("never", 0, 0), ("batch", 1, 20), ("always", 40, 80)])
+def test_fsync_policy_syncs_per_request(mock, start_fcmd, tmp_path, mode, fewest, most):
+    """40 requests read together: batch makes them durable with a few
+    fdatasyncs for all (group commit), always with at least one each, never
+    with none."""
     f = start_fcmd(mock, workers=1, args=["--spool", str(tmp_path / "spool"), "--spool-fsync", mode])
     conns = [socket.create_connection(("127.0.0.1", f.port), timeout=10) for _ in range(40)]
     try:
@@ -237,7 +240,7 @@ def test_fsync_policy_syncs_per_request(mock, start_fcmd, tmp_path, mode, syncs)
         finally:
             os.kill(child, signal.SIGCONT)
         assert [read_status(c) for c in conns] == [200] * 40
-        assert spool_syncs(f) - before == syncs
+        assert fewest <= spool_syncs(f) - before <= most
     finally:
         for c in conns:
             c.close()

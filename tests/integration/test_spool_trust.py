@@ -1,0 +1,196 @@
+"""The spool holds in containers and against what is on its disk: restarts
+in a PID namespace (every start gets the same process ids), crafted and
+damaged segment files, and a full disk."""
+
+import json
+import os
+import signal
+import struct
+import subprocess
+
+import requests
+
+from conftest import API_KEY, FCMD_BIN, free_port, stop_process, wait_until
+from test_spool import all_delivered, push_record, record
+
+
+class NamespacedFcmd:
+    """fcmd as a container runs it: pid 1 of a PID namespace of its own."""
+
+    def __init__(self, tmp_path, mock, spool, workers=2):
+        self.port = free_port()
+        self.log = tmp_path / f"ns-{self.port}.log"
+        self.proc = subprocess.Popen(
+            ["unshare", "--pid", "--fork", "--mount-proc", FCMD_BIN, "--logto", str(self.log), "--workers",
+             str(workers), "--apikey", API_KEY, "--host", "127.0.0.1", "--port", str(self.port), "--gcm-url",
+             mock.url(), "--spool", str(spool)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True)
+        self.base = f"http://127.0.0.1:{self.port}"
+        try:
+            wait_until(self.healthy, what="namespaced fcmd to answer")
+            self.master = self.init_pid()
+        except BaseException:
+            self.kill()
+            raise
+
+    def init_pid(self):
+        with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+            (pid,) = [int(p) for p in f.read().split()]
+        with open(f"/proc/{pid}/status") as f:
+            nspid = [line.split()[1:] for line in f if line.startswith("NSpid:")][0]
+        assert nspid[-1] == "1", nspid  # the master is pid 1 in its namespace, as in a container
+        return pid
+
+    def healthy(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"unshare/fcmd exited: {self.proc.stderr.read()}")
+        try:
+            return requests.get(self.base + "/healthz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    def kill(self):
+        """SIGKILL to the namespace's init takes every process in it down."""
+        try:
+            os.kill(self.master, signal.SIGKILL)
+        except (AttributeError, ProcessLookupError):
+            pass
+        stop_process(self.proc, signal.SIGKILL, timeout=10)
+        for f in (self.proc.stdout, self.proc.stderr):
+            f.close()
+
+
+def test_restarts_in_a_pid_namespace_lose_nothing(start_mock, tmp_path):
+    """Three rounds of start, accept 60, SIGKILL everything; then a start
+    against a working upstream delivers all 180.  Segment names once came
+    from process ids, which repeat in a namespace: a new segment took the
+    name of the orphan being replayed and deleted it."""
+    stuck = start_mock("--latency-ms", "60000")  # nothing finishes while a round runs
+    spool = tmp_path / "spool"
+    sent = []
+    for rnd in range(3):
+        f = NamespacedFcmd(tmp_path, stuck, spool)
+        try:
+            tokens = [f"ns{rnd}-{i}" for i in range(60)]
+            for t in tokens:
+                r = requests.post(f.base + "/gcm/send", data={"tokens": t, "payload": "{}"},
+                                  headers={"Connection": "close"}, timeout=10)
+                assert r.status_code == 200
+            sent += tokens
+        finally:
+            f.kill()
+        assert any(p.endswith(".seg") for p in os.listdir(spool)), f"round {rnd} left no spool"
+    working = start_mock()
+    f = NamespacedFcmd(tmp_path, working, spool)
+    try:
+        wait_until(all_delivered(working, sent), timeout=60, what="all 180 pushes after the last restart")
+        wait_until(lambda: requests.get(f.base + "/gcm/report", timeout=5).json()["pending"] == 0,
+                   what="nothing pending")
+    finally:
+        f.kill()
+
+
+def counted_push(pid, tokens, claimed, payload=b"{}", indexes=None):
+    """A CRC-valid PUSH whose target count says `claimed`, whatever it holds."""
+    body = struct.pack("<QB", pid, 0) + struct.pack("<I", len(payload)) + payload
+    body += struct.pack("<I", 0xFFFFFFFF) * 8
+    body += struct.pack("<I", claimed)
+    for i, t in enumerate(tokens):
+        body += struct.pack("<IH", indexes[i] if indexes else i, len(t)) + t.encode()
+    return record(1, body)
+
+
+def test_crafted_segments_are_skipped_not_trusted(mock, start_fcmd, tmp_path):
+    """Records that check out by CRC but do not add up are skipped with
+    their offset; files that are not fcmd's own segments are left alone; the
+    good records around them are delivered; no worker dies."""
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o750)
+    good1 = push_record(1, ["good-1"])
+    bad = [
+        counted_push(2, ["x1", "x2"], 1000),                  # says 1000, holds 2: overflowed the heap
+        counted_push(3, ["x3"], 0xFFFFFFFF),                   # a bitmap size computed in 32 bits
+        counted_push(4, ["x4", "x5"], 2, indexes=[0, 0]),      # one index twice
+        counted_push(5, ["x6"], 1, indexes=[7]),               # an index past the count
+        counted_push(6, ["x7"], 1, payload=b'{"k":"\xff"}'),   # text intake would refuse
+        counted_push(7, ["x\x01y"], 1),                        # a control character in a token
+    ]
+    acks = record(2, struct.pack("<QI", 9, 0x3FFFFFFF))  # claims a billion indexes, has none
+    good2 = push_record(9, ["good-2", "good-3"]) + record(2, struct.pack("<QII", 9, 1, 1))
+    data = good1 + b"".join(bad) + acks + good2
+    (spool / "crafted.seg").write_bytes(data)
+    # Not segments of fcmd's own: a symlink to a file elsewhere, a file with a second name.
+    outside = tmp_path / "outside.seg"
+    outside.write_bytes(push_record(1, ["via-symlink"]))
+    before = outside.read_bytes()
+    (spool / "link.seg").symlink_to(outside)
+    os.link(outside, spool / "hardlink.seg")
+    f = start_fcmd(mock, workers=1, args=["--spool", str(spool)])
+    (child,) = f.children()
+    wait_until(all_delivered(mock, ["good-1", "good-2"]), what="the good records")
+    f.wait_idle()
+    toks = mock.stats()["tokens"]
+    assert not any(t.startswith("x") for t in toks), toks
+    assert "good-3" not in toks and "via-symlink" not in toks
+    log = f.log_text()
+    offset = len(good1)
+    for rec in bad[:4]:
+        assert f"crafted.seg: push record at offset {offset} skipped" in log, log
+        offset += len(rec)
+    assert "invalid UTF-8" in log and "control character" in log
+    assert "link.seg skipped" in log and "hardlink.seg skipped" in log
+    assert f.children() == [child] and "killed by signal" not in log
+    assert outside.read_bytes() == before and (spool / "link.seg").is_symlink()
+    wait_until(lambda: not (spool / "crafted.seg").exists(), what="the crafted segment to go once done")
+
+
+def test_full_disk_loses_nothing_and_says_so_once(start_mock, start_fcmd, tmp_path):
+    """On a full disk a worker killed with SIGKILL leaves its segment; the
+    other worker adopts it without writing a copy (there is no room for
+    one) and delivers it.  Sends meanwhile get 503, /readyz says not ready,
+    the log says so once rather than per request, and it all recovers when
+    space comes back."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(spool)], check=True, timeout=10)
+    try:
+        mock = start_mock("--latency-ms", "400")
+        f = start_fcmd(mock, workers=2, args=["--spool", str(spool), "--max-inflight", "10"])
+        tokens = [f"full{i}" for i in range(300)]
+        workers = set()
+        for t in tokens:
+            r = requests.post(f.url("/gcm/send"), data={"tokens": t, "payload": "{}"},
+                              headers={"Connection": "close"}, timeout=10)
+            assert r.status_code == 200
+            workers.add(r.headers["x-fcmd-worker"])
+        assert len(workers) == 2
+        filler = spool / "filler"
+        with open(filler, "wb") as out:  # fill the disk
+            try:
+                while True:
+                    out.write(b"\1" * 65536)
+                    out.flush()
+            except OSError:
+                pass
+        refused = 0
+        for i in range(100):  # 3 MB: past the zeros each segment keeps ahead of its records
+            r = requests.post(f.url("/gcm/send"), timeout=10,
+                              data={"tokens": f"nospace{i}", "payload": json.dumps({"x": "y" * 30000})})
+            assert r.status_code in (200, 503)
+            refused += r.status_code == 503
+        assert refused > 0
+        wait_until(lambda: requests.get(f.url("/readyz"), timeout=5).status_code == 503, what="/readyz to say 503")
+        victim = f.children()[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(all_delivered(mock, tokens), timeout=60, what="every accepted push, the disk still full")
+        log = f.log_text()
+        assert "spool: adopted" in log
+        assert log.count("spool: cannot write") <= 4, log  # once per worker and outage, not per request
+        filler.unlink()
+        wait_until(lambda: requests.get(f.url("/readyz"), timeout=5).status_code == 200, timeout=30,
+                   what="/readyz to recover once space is back")
+        assert f.send_form(["after"], {}).status_code == 200
+        f.wait_idle(timeout=30)
+        f.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(spool)], timeout=10)
