@@ -106,13 +106,13 @@ FUZZ_DIR = build-fuzz
 
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(FCMD_CFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer -o $@ $^ $(LDLIBS)
+	$(CC) $(FCMD_CFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -o $@ $^ $(LDLIBS)
 
 fuzz-binaries: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
 
 fuzz-build: deps
 	$(MAKE) BUILD=$(FUZZ_DIR) BIN=$(FUZZ_DIR) CC=clang \
-		CFLAGS="-g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer" fuzz-binaries
+		CFLAGS="-g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" fuzz-binaries
 
 fuzz: fuzz-build
 	@for t in $(FUZZ_TARGETS); do \

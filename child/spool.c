@@ -32,6 +32,7 @@
 #include "buf.h"
 #include "queue.h"
 #include "spool_record.h"
+#include "spool_replay.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -51,21 +52,12 @@
 #define ERROR_LOG_MS 10000 /* repeated write errors: one line per this, with a count */
 #define PROBE_BYTES 4096
 
-/* What is left to queue of an adopted segment. */
-struct rpush {
-    struct spool_rec rec;  /* in the mapping */
-    uint64_t id;
-    uint32_t ntargets;
-    uint32_t acked;        /* targets acknowledged */
-    unsigned char *bits;   /* which ones */
-};
-
+/* An adopted segment: its file mapped read-only, and what is left of it
+ * to queue. */
 struct orphan {
-    unsigned char *map; /* the file, read-only */
+    unsigned char *map;
     size_t map_len;
-    struct rpush *v; /* sorted by id */
-    size_t n;
-    size_t next; /* the first not yet queued */
+    struct spool_replay left;
 };
 
 struct segment {
@@ -186,9 +178,7 @@ static void unlink_same(const char *path, int fd)
 
 static void orphan_free(struct orphan *o)
 {
-    for (size_t i = o->next; i < o->n; i++)
-        free(o->v[i].bits);
-    free(o->v);
+    spool_replay_free(&o->left);
     if (o->map != NULL)
         munmap(o->map, o->map_len);
     free(o);
@@ -598,191 +588,20 @@ void spool_push_done(struct spool *s, struct push *p)
 
 /* ---- adoption ---- */
 
-static int rpush_cmp(const void *a, const void *b)
-{
-    const struct rpush *x = a, *y = b;
-
-    return x->id < y->id ? -1 : x->id > y->id;
-}
-
-static struct rpush *find(struct rpush *v, size_t n, uint64_t id)
-{
-    size_t lo = 0, hi = n;
-
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (v[mid].id == id)
-            return &v[mid];
-        if (v[mid].id < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
-}
-
-/* Whether a decoded PUSH adds up: as many targets as it says, each index
- * below that count and given once, each name a sane target, nothing left
- * over.  seen must hold ntargets bits, zeroed. */
-static const char *push_adds_up(const struct spool_push *p, unsigned char *seen)
-{
-    size_t pos = 0, count = 0, len;
-    uint32_t index;
-    const char *name;
-
-    while (spool_push_target(p, &pos, &index, &name, &len) == 0) {
-        if (index >= p->ntargets || (seen[index / 8] & (1u << (index % 8))))
-            return "a target index is out of range or repeated";
-        seen[index / 8] |= (unsigned char)(1u << (index % 8));
-        if (len == 0 || len > REQUEST_MAX_TOKEN_LEN || memchr(name, '\0', len) != NULL)
-            return "a target name is empty, too long or holds a NUL";
-        count++;
-    }
-    if (count != p->ntargets || pos != p->targets_len)
-        return "the target count does not match the bytes";
-    return NULL;
-}
-
-/* Reads the pushes of a mapped segment into o->v.  Returns the end of its
- * good records (where acknowledgements go) or -1 when memory ran out. */
-static long long read_pushes(const char *path, struct orphan *o)
-{
-    struct spool_reader rd = {o->map, o->map_len, 0};
-    struct spool_rec rec;
-    struct spool_push p;
-    size_t bad, cap = 0, end = 0;
-    enum spool_read st;
-    const char *why;
-
-    while ((st = spool_next(&rd, &rec, &bad)) != SPOOL_END && st != SPOOL_TORN) {
-        if (st == SPOOL_CORRUPT) {
-            log_warn("spool: %s: corrupt record at offset %zu skipped", path, bad);
-            continue;
-        }
-        end = rec.offset + SPOOL_HEADER + rec.len;
-        if (rec.type != SPOOL_PUSH)
-            continue;
-        why = spool_decode_push(&rec, &p) != 0 ? "it cannot be decoded"
-              : p.ntargets == 0 || p.ntargets > p.targets_len / 7 ? "the target count does not match the bytes"
-                                                                  : NULL;
-        if (why == NULL && o->n == cap) {
-            struct rpush *nv = realloc(o->v, (cap = cap ? 2 * cap : 64) * sizeof(*nv));
-            if (nv == NULL)
-                return -1;
-            o->v = nv;
-        }
-        if (why == NULL) {
-            unsigned char *bits = calloc(((size_t)p.ntargets + 7) / 8, 1);
-            if (bits == NULL)
-                return -1;
-            if ((why = push_adds_up(&p, bits)) == NULL) {
-                memset(bits, 0, ((size_t)p.ntargets + 7) / 8); /* now: which are acknowledged */
-                o->v[o->n++] = (struct rpush){rec, p.id, p.ntargets, 0, bits};
-            } else {
-                free(bits);
-            }
-        }
-        if (why != NULL)
-            log_warn("spool: %s: push record at offset %zu skipped: %s", path, rec.offset, why);
-    }
-    if (st == SPOOL_TORN)
-        log_warn("spool: %s: record cut short at offset %zu: the rest is ignored", path, bad);
-    return (long long)end;
-}
-
-/* Marks what the ACK records acknowledge, and drops the pushes finished. */
-static void read_acks(const char *path, struct orphan *o)
-{
-    struct spool_reader rd = {o->map, o->map_len, 0};
-    struct spool_rec rec;
-    enum spool_read st;
-    size_t bad, kept = 0;
-
-    qsort(o->v, o->n, sizeof(*o->v), rpush_cmp);
-    for (size_t i = 0; i < o->n; i++) {
-        if (kept > 0 && o->v[kept - 1].id == o->v[i].id) {
-            log_warn("spool: %s: push record at offset %zu skipped: its id is repeated", path, o->v[i].rec.offset);
-            free(o->v[i].bits);
-            continue;
-        }
-        o->v[kept++] = o->v[i];
-    }
-    o->n = kept;
-    while ((st = spool_next(&rd, &rec, &bad)) != SPOOL_END && st != SPOOL_TORN) {
-        uint64_t id;
-        uint32_t n;
-        const unsigned char *idx;
-        struct rpush *rp;
-        if (st != SPOOL_RECORD || rec.type != SPOOL_ACK || spool_decode_ack(&rec, &id, &n, &idx) != 0 ||
-            (rp = find(o->v, o->n, id)) == NULL)
-            continue;
-        for (uint32_t i = 0; i < n; i++) {
-            uint32_t k = spool_u32(idx + 4 * (size_t)i);
-            if (k < rp->ntargets && !(rp->bits[k / 8] & (1u << (k % 8)))) {
-                rp->bits[k / 8] |= (unsigned char)(1u << (k % 8));
-                rp->acked++;
-            }
-        }
-    }
-    kept = 0;
-    for (size_t i = 0; i < o->n; i++) {
-        if (o->v[i].acked == o->v[i].ntargets)
-            free(o->v[i].bits);
-        else
-            o->v[kept++] = o->v[i];
-    }
-    o->n = kept;
-}
-
-/* A request of the unacknowledged targets of rp, each with its index in
- * the record, so acknowledgements keep naming the record's targets. */
-static int unfinished(const struct rpush *rp, struct send_request *r, uint32_t **index)
-{
-    struct spool_push p;
-    size_t pos = 0, len, left = rp->ntargets - rp->acked;
-    const char *name;
-    uint32_t i;
-    char *o;
-
-    memset(r, 0, sizeof(*r));
-    if (spool_decode_push(&rp->rec, &p) != 0)
-        return -1;
-    r->kind = p.kind;
-    r->msg = p.msg;
-    r->targets = calloc(left, sizeof(*r->targets));
-    *index = calloc(left, sizeof(**index));
-    r->storage = o = malloc(p.targets_len + left + message_size(&p.msg));
-    if (r->targets == NULL || *index == NULL || o == NULL)
-        return -1;
-    while (spool_push_target(&p, &pos, &i, &name, &len) == 0 && r->ntargets < left) {
-        if (rp->bits[i / 8] & (1u << (i % 8)))
-            continue;
-        memcpy(o, name, len);
-        o[len] = '\0';
-        (*index)[r->ntargets] = i;
-        r->targets[r->ntargets++] = o;
-        o += len + 1;
-    }
-    r->index = *index;
-    /* The texts in the record are not NUL-terminated: copy them too. */
-    message_copy(&r->msg, &r->msg, o);
-    return 0;
-}
-
 /* Queues pushes of one adopted segment while the queue has room (an empty
  * queue always takes one, however large).  Returns the targets queued. */
 static size_t feed_one(struct spool *s, struct segment *g)
 {
-    struct orphan *o = g->orphan;
+    struct spool_replay *o = &g->orphan->left;
     size_t queued = 0;
     char err[256];
 
     while (o->next < o->n) {
-        struct rpush *rp = &o->v[o->next];
+        struct spool_replay_push *rp = &o->v[o->next];
         struct send_request r;
         uint32_t *index = NULL;
         struct push *p = NULL;
-        int rc = unfinished(rp, &r, &index);
+        int rc = spool_replay_request(rp, &r, &index);
         if (rc == 0 && request_check(&r, &s->limits, err, sizeof(err)) != 0) {
             log_warn("spool: %s: push record at offset %zu skipped: %s", g->path, rp->rec.offset, err);
             shm_pending_add(s->slot, -(int64_t)(rp->ntargets - rp->acked));
@@ -807,7 +626,7 @@ static size_t feed_one(struct spool *s, struct segment *g)
         o->next++;
     }
     if (o->next == o->n) {
-        orphan_free(o);
+        orphan_free(g->orphan);
         g->orphan = NULL;
         s->orphans--;
         release(s, g);
@@ -834,9 +653,7 @@ static void feed(struct spool *s)
 static void adopt(struct spool *s, int fd, char *path, size_t size)
 {
     struct orphan *o = calloc(1, sizeof(*o));
-    struct segment *g = NULL;
-    long long end = 0;
-    size_t targets = 0;
+    struct segment *g;
 
     if (o == NULL)
         goto fail;
@@ -846,38 +663,27 @@ static void adopt(struct spool *s, int fd, char *path, size_t size)
         goto fail;
     }
     o->map_len = size;
-    if (size > 0 && (end = read_pushes(path, o)) < 0) {
-        log_error("spool: out of memory adopting %s: left for later", path);
-        goto fail;
-    }
-    read_acks(path, o);
-    if ((g = add_segment(s, fd, path, (uint64_t)end)) == NULL)
+    if (spool_replay_read(&o->left, o->map, size, path) != 0 ||
+        (g = add_segment(s, fd, path, o->left.records_end)) == NULL)
         goto fail;
     g->zeroed = size; /* whatever follows the records: acknowledgements overwrite it */
     g->dir_synced = 1;
-    for (size_t i = 0; i < o->n; i++)
-        targets += o->v[i].ntargets - o->v[i].acked;
-    log_info("spool: adopted %s: %zu targets of %zu pushes to deliver", path, targets, o->n);
-    if (o->n == 0) {
+    log_info("spool: adopted %s: %zu targets of %zu pushes to deliver", path, o->left.targets, o->left.n);
+    if (o->left.n == 0) {
         orphan_free(o);
         release(s, g);
         return;
     }
     g->orphan = o;
     s->orphans++;
-    shm_pending_add(s->slot, (int64_t)targets);
-    shm_add(s->slot, SHM_REPLAYED, targets);
+    shm_pending_add(s->slot, (int64_t)o->left.targets);
+    shm_add(s->slot, SHM_REPLAYED, o->left.targets);
     feed(s);
     return;
 fail:
-    if (o != NULL) {
-        for (size_t i = 0; i < o->n; i++)
-            free(o->v[i].bits);
-        free(o->v);
-        if (o->map != NULL)
-            munmap(o->map, o->map_len);
-        free(o);
-    }
+    log_error("spool: cannot adopt %s now: left for a later scan", path);
+    if (o != NULL)
+        orphan_free(o);
     close(fd); /* unlocked: the next scan tries again */
     free(path);
 }
