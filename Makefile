@@ -75,8 +75,16 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ)
 unit: $(UNIT_BIN)
 	@for t in $(UNIT_BIN); do echo "== $$t"; $$t || exit 1; done
 
-integration: all
-	FCMD_BIN=$(abspath $(FCMD)) MOCK_BIN=$(abspath $(MOCK)) $(PYTHON) -m pytest -q tests/integration
+# A preloaded fault for the tests (a disk that will not sync), built without
+# sanitizers so it can be preloaded into either build.
+FAULT_LIB = $(BUILD)/tests/fault_sync.so
+$(FAULT_LIB): tests/integration/fault_sync.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
+
+integration: all $(FAULT_LIB)
+	FCMD_BIN=$(abspath $(FCMD)) MOCK_BIN=$(abspath $(MOCK)) FAULT_LIB=$(abspath $(FAULT_LIB)) \
+		$(PYTHON) -m pytest -q tests/integration
 
 # test and run install what is missing first, then build in a fresh make so
 # pkg-config sees the freshly installed libraries.

@@ -43,6 +43,8 @@ static size_t scalar_series(const struct shm_totals *t, const struct metrics_con
     ADD("oauth_failures_total", "oauth_failures", COUNTER, "OAuth2 token requests that failed.", c[SHM_OAUTH_FAILURES]);
     ADD("pending", "pending", GAUGE, "Targets accepted and not yet finished.", t->pending);
     ADD("queue_depth", "queue_depth", GAUGE, "Targets waiting in the queues to be sent.", t->gauges[SHM_QUEUE_DEPTH]);
+    ADD("queue_bytes", "queue_bytes", GAUGE, "Bytes the pending pushes hold in the queues.",
+        t->gauges[SHM_QUEUE_BYTES]);
     ADD("retry_waiting", "retry_waiting", GAUGE, "Targets waiting for their next try.", t->gauges[SHM_RETRY_WAITING]);
     ADD("upstream_inflight", "upstream_inflight", GAUGE, "Upstream requests in flight.",
         t->gauges[SHM_UPSTREAM_INFLIGHT]);

@@ -430,6 +430,7 @@ static void job_done(struct sender_transfer *t, CURLcode code)
 static void publish_gauges(struct sender *s)
 {
     shm_gauge_set(s->slot, SHM_QUEUE_DEPTH, (int64_t)s->queue->ready);
+    shm_gauge_set(s->slot, SHM_QUEUE_BYTES, (int64_t)s->queue->bytes);
     shm_gauge_set(s->slot, SHM_RETRY_WAITING, (int64_t)s->retries.waiting);
     shm_gauge_set(s->slot, SHM_UPSTREAM_INFLIGHT, (int64_t)s->inflight);
     shm_gauge_set(s->slot, SHM_UPSTREAM_SOCKETS, (int64_t)s->connections_open);

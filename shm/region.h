@@ -44,6 +44,7 @@ enum shm_counter {
 /* Gauges a child sets to its current value. */
 enum shm_gauge {
     SHM_QUEUE_DEPTH,       /* targets waiting in the queue */
+    SHM_QUEUE_BYTES,       /* bytes the pending pushes hold, against queue_max_bytes */
     SHM_RETRY_WAITING,     /* targets waiting for their next try */
     SHM_UPSTREAM_INFLIGHT, /* upstream requests in flight */
     SHM_UPSTREAM_SOCKETS,  /* open upstream connections */

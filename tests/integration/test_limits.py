@@ -1,6 +1,8 @@
 """Limits, each a setting with a safe default: body size, tokens, payload
 size, connections per child, slow clients, header size, drain lists."""
 
+import json
+import re
 import socket
 import time
 
@@ -97,3 +99,53 @@ def test_drain_list_capacity_counts_what_did_not_fit(mock, start_fcmd):
     got = requests.get(f.url("/gcm/report/notregistered")).json()["tokens"]
     assert 50 < len(got) < 300
     assert r["notregistered_dropped"] == 300 - len(got) and r["dropped"] == 300 - len(got)
+
+
+def queue_bytes(f):
+    text = requests.get(f.url("/metrics"), timeout=5).text
+    return int(re.search(r"^fcmd_queue_bytes (\d+)$", text, re.M).group(1))
+
+
+def test_queue_is_bounded_in_bytes(start_mock, start_fcmd):
+    """One-token pushes with large payloads fill the queue's bytes long
+    before its target count: 503 with Retry-After, and a request that could
+    never fit an empty queue is a 413, not a 503 for ever."""
+    mock = start_mock("--latency-ms", "3000")
+    f = start_fcmd(mock, workers=1, args=["--queue-max-bytes", "200000", "--max-payload-bytes", "300000",
+                                          "--max-body-bytes", "1000000", "--queue-size", "5"])
+    big = {"k": "x" * 60000}
+    codes = [f.send_form([f"big{i}"], big).status_code for i in range(5)]
+    assert codes[:3] == [200, 200, 200] and codes[3:] == [503, 503], codes
+    r = f.send_form(["late"], big)
+    assert r.status_code == 503 and r.headers["retry-after"] and "queue full" in r.json()["error"]
+    assert 180000 <= queue_bytes(f) <= 200000
+    r = f.send_form(["huge"], {"k": "x" * 250000})
+    assert r.status_code == 413 and "whole queue" in r.json()["error"]
+    r = f.send_form([f"t{i}" for i in range(6)], {})
+    assert r.status_code == 413 and "whole queue" in r.json()["error"]
+    rep = f.wait_idle(timeout=30)
+    assert rep["accepted"] == 3
+    toks = mock.stats()["tokens"]
+    assert sorted(t for t in toks) == ["big0", "big1", "big2"]
+
+
+def test_replay_respects_the_queue_bound(start_mock, start_fcmd, tmp_path):
+    """An adopted segment holding far more than the queue takes is fed to
+    the queue as room frees up: every push delivered, the bytes bound kept."""
+    from test_spool import push_record, all_delivered
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o750)
+    payload = json.dumps({"k": "y" * 20000}).encode()
+    tokens = [f"replay{i}" for i in range(40)]
+    (spool / "left.seg").write_bytes(b"".join(push_record(i + 1, [t], payload) for i, t in enumerate(tokens)))
+    mock = start_mock("--latency-ms", "200")
+    f = start_fcmd(mock, workers=1, args=["--spool", str(spool), "--queue-max-bytes", "65536"])
+    peak = 0
+
+    def done():
+        nonlocal peak
+        peak = max(peak, queue_bytes(f))
+        return all_delivered(mock, tokens)()
+    wait_until(done, timeout=60, interval=0.05, what="all 40 adopted pushes delivered")
+    assert 0 < peak <= 65536
+    assert f.wait_idle()["replayed"] == 40

@@ -8,6 +8,7 @@ import signal
 import struct
 import subprocess
 
+import pytest
 import requests
 
 from conftest import API_KEY, FCMD_BIN, free_port, stop_process, wait_until
@@ -194,3 +195,36 @@ def test_full_disk_loses_nothing_and_says_so_once(start_mock, start_fcmd, tmp_pa
         f.stop()
     finally:
         subprocess.run(["umount", "-l", str(spool)], timeout=10)
+
+
+FAULT_LIB = os.environ.get("FAULT_LIB", os.path.join(os.path.dirname(FCMD_BIN), "build", "tests", "fault_sync.so"))
+
+
+@pytest.mark.parametrize("mode", ["batch", "always"])
+def test_failed_sync_answers_503_and_queues_nothing(mock, start_fcmd, tmp_path, monkeypatch, mode):
+    """A push is answered 200 only once durable.  When the sync fails the
+    answer is 503 and the push is neither sent nor counted, nor replayed
+    after a restart; when syncs work again, so does the service."""
+    assert os.path.exists(FAULT_LIB), f"build {FAULT_LIB} first (make integration does)"
+    flag = tmp_path / "fail-sync"
+    spool = tmp_path / "spool"
+    monkeypatch.setenv("LD_PRELOAD", FAULT_LIB)
+    monkeypatch.setenv("FCMD_TEST_FAIL_SYNC", str(flag))
+    monkeypatch.setenv("ASAN_OPTIONS", os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0")
+    args = ["--spool", str(spool), "--spool-fsync", mode]
+    f = start_fcmd(mock, workers=1, args=args)
+    assert f.send_form(["before"], {}).status_code == 200
+    flag.write_text("")
+    for i in range(3):
+        r = f.send_json({"tokens": [f"during{i}"], "payload": {}})
+        assert r.status_code == 503 and "sync" in r.json()["error"] and r.headers["retry-after"]
+    assert f.report()["accepted"] == 1
+    flag.unlink()
+    assert f.send_form(["after"], {}).status_code == 200
+    f.wait_idle()
+    f.stop()
+    again = start_fcmd(mock, workers=1, args=args)
+    again.wait_idle()
+    toks = mock.stats()["tokens"]
+    assert "before" in toks and "after" in toks
+    assert not any(t.startswith("during") for t in toks), toks

@@ -1,0 +1,41 @@
+/*
+ * tests/integration/fault_sync.c - a preloaded fault for the spool tests.
+ *
+ * fdatasync() and fsync() fail with EIO while the file named by
+ * FCMD_TEST_FAIL_SYNC exists; otherwise they are the C library's own.  A
+ * disk that refuses to sync is otherwise hard to come by on a test machine.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static int failing(void)
+{
+    const char *flag = getenv("FCMD_TEST_FAIL_SYNC");
+
+    return flag != NULL && access(flag, F_OK) == 0;
+}
+
+int fdatasync(int fd)
+{
+    int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+
+    if (failing()) {
+        errno = EIO;
+        return -1;
+    }
+    return real(fd);
+}
+
+int fsync(int fd)
+{
+    int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+
+    if (failing()) {
+        errno = EIO;
+        return -1;
+    }
+    return real(fd);
+}
