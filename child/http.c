@@ -7,6 +7,7 @@
  * answers at once, and the upstream work happens later in the sender.
  */
 #include "http.h"
+#include "../master/log.h"
 #include "../master/options.h"
 #include "../shm/region.h"
 #include "buf.h"
@@ -99,6 +100,12 @@ static int wrong_method(h2o_req_t *req, const char *allowed)
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, allowed, strlen(allowed));
     respond_error(req, 405, "method not allowed");
     return 1;
+}
+
+static int refuse_head(h2o_req_t *req)
+{
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("GET"));
+    return respond_error(req, 405, "HEAD would drain the list without showing it: use GET");
 }
 
 /* ---- /gcm/send ---- */
@@ -318,34 +325,93 @@ static void emit_token(struct buf *b, const char *rec, size_t len)
     buf_add_json_string(b, rec, len);
 }
 
+/* A drain's answer.  The records taken from the list stay here until h2o
+ * says the answer was written (proceed): only then are they gone for good.
+ * If the client goes away first (stop), or the answer cannot be built,
+ * they go back into the list for the next drain. */
+struct drain_answer {
+    h2o_generator_t super;
+    struct drainlist *list;
+    unsigned char *recs;
+    size_t len;
+    uint64_t count;
+    struct buf body;
+};
+
+static void give_back(struct drain_answer *a)
+{
+    uint64_t back;
+
+    if (a->recs != NULL && (back = drainlist_giveback(a->list, a->recs, a->len, a->count)) < a->count)
+        log_warn("drain: the list filled up while an answer failed: %llu entries dropped",
+                 (unsigned long long)(a->count - back));
+    free(a->recs);
+    a->recs = NULL;
+}
+
+static void drain_written(h2o_generator_t *g, h2o_req_t *req)
+{
+    struct drain_answer *a = (struct drain_answer *)g;
+
+    free(a->recs);
+    a->recs = NULL;
+    h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
+}
+
+static void drain_stopped(h2o_generator_t *g, h2o_req_t *req)
+{
+    (void)req;
+    give_back((struct drain_answer *)g);
+}
+
+static void drain_disposed(void *p)
+{
+    struct drain_answer *a = p;
+
+    give_back(a); /* never started: nothing was sent */
+    buf_free(&a->body);
+}
+
 /* Drains a list and answers {"key": [records...]} or {"key": null}. */
 static int respond_drained(h2o_req_t *req, struct drainlist *l, const char *key, record_fn emit)
 {
-    struct buf b = BUF_INIT;
-    unsigned char *recs;
+    struct drain_answer *a;
     const unsigned char *rec;
-    size_t len, pos = 0, rlen;
-    uint64_t count;
+    size_t pos = 0, rlen;
+    h2o_iovec_t body;
 
+    /* A HEAD would take the entries and send none of them. */
+    if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")))
+        return refuse_head(req);
     if (wrong_method(req, "GET"))
         return 0;
-    if (drainlist_drain(l, &recs, &len, &count) != 0)
+    a = h2o_mem_alloc_shared(&req->pool, sizeof(*a), drain_disposed);
+    *a = (struct drain_answer){.super = {drain_written, drain_stopped}, .list = l, .body = BUF_INIT};
+    if (drainlist_drain(l, &a->recs, &a->len, &a->count) != 0)
         return respond_error(req, 500, "out of memory");
-    buf_addf(&b, "{\"%s\":", key);
-    if (recs == NULL) {
-        buf_adds(&b, "null}\n");
-    } else {
-        buf_add(&b, "[", 1);
-        for (int first = 1; (rec = drainlist_next(recs, len, &pos, &rlen)) != NULL; first = 0) {
-            if (!first)
-                buf_add(&b, ",", 1);
-            emit(&b, (const char *)rec, rlen);
-        }
-        buf_adds(&b, "]}\n");
+    buf_addf(&a->body, "{\"%s\":", key);
+    if (a->recs == NULL) {
+        buf_adds(&a->body, "null}\n");
+        return respond_buf(req, "application/json", &a->body);
     }
-    free(recs);
-    respond_buf(req, "application/json", &b);
-    buf_free(&b);
+    buf_add(&a->body, "[", 1);
+    for (int first = 1; (rec = drainlist_next(a->recs, a->len, &pos, &rlen)) != NULL; first = 0) {
+        if (!first)
+            buf_add(&a->body, ",", 1);
+        emit(&a->body, (const char *)rec, rlen);
+    }
+    buf_adds(&a->body, "]}\n");
+    if (a->body.failed) {
+        give_back(a);
+        return respond_error(req, 500, "out of memory");
+    }
+    req->res.status = 200;
+    req->res.reason = "OK";
+    req->res.content_length = a->body.len;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+    h2o_start_response(req, &a->super);
+    body = h2o_iovec_init(a->body.data, a->body.len);
+    h2o_send(req, &body, 1, H2O_SEND_STATE_IN_PROGRESS);
     return 0;
 }
 

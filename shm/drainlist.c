@@ -102,6 +102,32 @@ int drainlist_drain(struct drainlist *l, unsigned char **out, size_t *len, uint6
     return 0;
 }
 
+uint64_t drainlist_giveback(struct drainlist *l, const unsigned char *recs, size_t len, uint64_t count)
+{
+    size_t pos = 0, fit = 0, rlen;
+    uint64_t n = 0;
+
+    if (len == 0 || lock(l) != 0) {
+        atomic_fetch_add(&l->dropped, count);
+        return 0;
+    }
+    /* Whole records, from the oldest, as many as there is room for.  They
+     * go after what was appended meanwhile, written before `used` moves like
+     * any append, so a holder killed half-way leaves the list as it was. */
+    while (drainlist_next(recs, len, &pos, &rlen) != NULL && pos <= l->capacity - l->used) {
+        fit = pos;
+        n++;
+    }
+    memcpy(l->arena + l->used, recs, fit);
+    atomic_thread_fence(memory_order_release);
+    l->count += n;
+    l->used += fit;
+    pthread_mutex_unlock(&l->lock);
+    if (n < count)
+        atomic_fetch_add(&l->dropped, count - n);
+    return n;
+}
+
 const unsigned char *drainlist_next(const unsigned char *buf, size_t len, size_t *pos, size_t *rec_len)
 {
     size_t rec;

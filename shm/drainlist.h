@@ -2,7 +2,8 @@
  * shm/drainlist.h - a bounded list of byte records in shared memory.
  *
  * Any process appends; a drain takes every record at once, so each record is
- * handed out exactly once across all children.  Records live in a fixed arena
+ * handed out exactly once across all children; an answer that could not be
+ * sent gives its records back.  Records live in a fixed arena
  * and the list never grows: an append that does not fit is counted as dropped.
  * The lock is a robust process-shared mutex, so a child killed while holding
  * it cannot wedge the others.
@@ -40,6 +41,11 @@ int drainlist_append(struct drainlist *l, const void *a, size_t alen, const void
  * list was empty), its length to *len and the record count to *count.
  * Returns 0, or -1 when memory ran out (the list is then left intact). */
 int drainlist_drain(struct drainlist *l, unsigned char **out, size_t *len, uint64_t *count);
+
+/* Puts records taken by drainlist_drain back into the list (after those
+ * appended since), for an answer that never went out.  What no longer fits (the list filled up
+ * meanwhile) is counted in `dropped`.  Returns the records put back. */
+uint64_t drainlist_giveback(struct drainlist *l, const unsigned char *recs, size_t len, uint64_t count);
 
 /* Walks a drained buffer: returns the next record and its length, or NULL at
  * the end.  *pos starts at 0. */

@@ -1,0 +1,77 @@
+"""Drains hand each entry out exactly once: HEAD never drains, and an
+answer the client never received gives its entries back to the list."""
+
+import socket
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
+import requests
+
+from conftest import wait_until
+
+
+def fill_notregistered(f, n):
+    tokens = [f"notreg-{i:04d}" for i in range(n)]
+    assert f.send_json({"tokens": tokens, "payload": {"k": "v"}}).status_code == 200
+    assert f.wait_idle()["notregistered"] == n
+    return tokens
+
+
+def test_head_never_drains(mock, start_fcmd):
+    f = start_fcmd(mock, workers=1)
+    tokens = fill_notregistered(f, 5)
+    for path in ("/gcm/report/notregistered", "/gcm/report/canonical"):
+        r = requests.head(f.url(path), timeout=5)
+        assert r.status_code == 405 and r.headers["allow"] == "GET"
+    assert requests.get(f.url("/gcm/report/notregistered"), timeout=5).json() == {"tokens": tokens}
+    assert requests.get(f.url("/gcm/report/notregistered"), timeout=5).json() == {"tokens": None}
+
+
+def h2_cancelled_drain(port, path):
+    """Asks for a drain over HTTP/2 with a 16-byte flow-control window, so
+    the answer cannot be written past its start, reads the headers and what
+    fits, then cancels the stream and goes away.  Returns the status."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    conn.local_settings = h2.settings.Settings(client=True, initial_values={
+        h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 16})
+    conn.initiate_connection()
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(sid, [(":method", "GET"), (":path", path), (":scheme", "http"),
+                            (":authority", "localhost")], end_stream=True)
+    sock.sendall(conn.data_to_send())
+    status, got = None, 0
+    try:
+        for _ in range(200):  # bounded: a few frames are all that can come
+            data = sock.recv(65536)
+            if not data:
+                break
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.ResponseReceived):
+                    status = int(dict(ev.headers)[b":status"])
+                elif isinstance(ev, h2.events.DataReceived):
+                    got += len(ev.data)
+            sock.sendall(conn.data_to_send())
+            if status is not None and got >= 16:
+                break
+        conn.reset_stream(sid)
+        sock.sendall(conn.data_to_send())
+    finally:
+        sock.close()
+    return status, got
+
+
+def test_answer_not_received_gives_entries_back(mock, start_fcmd):
+    f = start_fcmd(mock, workers=1)
+    tokens = fill_notregistered(f, 200)  # about 3 KB of answer
+    status, got = h2_cancelled_drain(f.port, "/gcm/report/notregistered")
+    assert status == 200 and got == 16
+
+    def drained():
+        body = requests.get(f.url("/gcm/report/notregistered"), timeout=5).json()
+        return body if body["tokens"] else None
+    body = wait_until(drained, what="the entries back in the list")
+    assert sorted(body["tokens"]) == tokens  # every one, once
+    assert requests.get(f.url("/gcm/report/notregistered"), timeout=5).json() == {"tokens": None}
