@@ -103,10 +103,12 @@ void metrics_prometheus(struct buf *b, const struct shm_totals *t, const struct 
                 "# TYPE fcmd_http_requests_total counter\n");
     for (int e = 0; e < EP_COUNT; e++)
         for (int k = 0; k < HTTP_STATUS_COUNT; k++)
-            if (t->http[e][k] > 0 || k == 0)
-                buf_addf(b, "fcmd_http_requests_total{endpoint=\"%s\",status=\"%s%d\"} %" PRIu64 "\n",
-                         endpoint_names[e], k < HTTP_STATUS_COUNT - 1 ? "" : "other",
-                         k < HTTP_STATUS_COUNT - 1 ? http_statuses[k] : 0, t->http[e][k]);
+            if ((t->http[e][k] > 0 || k == 0) && k < HTTP_STATUS_COUNT - 1)
+                buf_addf(b, "fcmd_http_requests_total{endpoint=\"%s\",status=\"%d\"} %" PRIu64 "\n",
+                         endpoint_names[e], http_statuses[k], t->http[e][k]);
+            else if (t->http[e][k] > 0)
+                buf_addf(b, "fcmd_http_requests_total{endpoint=\"%s\",status=\"other\"} %" PRIu64 "\n",
+                         endpoint_names[e], t->http[e][k]);
     buf_addf(b,
              "# HELP fcmd_drain_dropped_total Drain-list records dropped because the list was full.\n"
              "# TYPE fcmd_drain_dropped_total counter\n"

@@ -26,7 +26,7 @@ const char *const endpoint_names[EP_COUNT] = {
     "send", "report", "canonical", "notregistered", "metrics", "healthz", "readyz", "other",
 };
 
-const int http_statuses[HTTP_STATUS_COUNT - 1] = {200, 400, 401, 404, 405, 413, 500, 503};
+const int http_statuses[HTTP_STATUS_COUNT - 1] = {200, 400, 401, 404, 405, 413, 431, 500, 503};
 
 int http_status_index(int status)
 {

@@ -48,7 +48,7 @@ enum endpoint {
 extern const char *const endpoint_names[EP_COUNT];
 
 /* The statuses fcmd answers; anything else counts as "other". */
-#define HTTP_STATUS_COUNT 9
+#define HTTP_STATUS_COUNT 10
 extern const int http_statuses[HTTP_STATUS_COUNT - 1];
 int http_status_index(int status);
 

@@ -2,6 +2,7 @@
 and nothing is queued or counted."""
 
 import json
+import socket
 
 import pytest
 import requests
@@ -127,3 +128,38 @@ def test_hostile_bodies_neither_crash_nor_stall_a_worker(tmp_path, start_fcmd, m
     assert f.send_json({"tokens": ["ok-1"], "payload": {"k": "v"}}).status_code == 200
     f.wait_idle()
     assert mock.token("ok-1")
+
+
+def raw_exchange(port, request):
+    """Sends raw bytes, returns everything the server answers until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(request)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+
+
+@pytest.mark.parametrize("framing", [
+    b"Content-Length: 24\r\nContent-Length: 5\r\n",
+    b"Content-Length: 24\r\nContent-Length: 24\r\n",
+    b"Content-Length: 24\r\nTransfer-Encoding: chunked\r\n",
+    b"Transfer-Encoding: chunked\r\ncontent-length: 24\r\n",
+])
+def test_ambiguous_framing_is_refused(server, framing):
+    """Two ways to find a body's end: a proxy that reads the other one would
+    see a different request boundary (request smuggling)."""
+    f, mock = server
+    before = f.report()["accepted"]
+    body = b"tokens=a&payload=%7B%7D\r\n"
+    answer = raw_exchange(f.port, b"POST /gcm/send HTTP/1.1\r\nHost: x\r\n"
+                          b"Content-Type: application/x-www-form-urlencoded\r\n" + framing + b"\r\n" + body[:24] +
+                          b"0\r\n\r\nGET /gcm/report HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert answer.count(b"HTTP/1.1 ") == 1  # closed: nothing after it was read as a request
+    assert f.report()["accepted"] == before
+    ok = raw_exchange(f.port, b"POST /gcm/send HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                      b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 23\r\n\r\n" + body[:23])
+    assert ok.startswith(b"HTTP/1.1 200 ")

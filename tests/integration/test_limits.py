@@ -88,6 +88,10 @@ def test_oversized_headers_are_refused_and_others_served(mock, start_fcmd):
     assert r.status_code == 431 and "headers" in r.json()["error"]
     assert requests.get(f.url("/healthz"), headers={"X-Fine": "a" * 3000}).status_code == 200
     assert http_ok(f.url("/healthz"))
+    # Counted under its own status, which Prometheus can tell apart.
+    text = requests.get(f.url("/metrics"), timeout=5).text
+    assert re.search(r'^fcmd_http_requests_total\{endpoint="other",status="431"\} 1$', text, re.M), text
+    assert 'status="other0"' not in text
 
 
 def test_drain_list_capacity_counts_what_did_not_fit(mock, start_fcmd):

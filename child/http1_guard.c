@@ -1,0 +1,62 @@
+/*
+ * child/http1_guard.c - HTTP/1.1 framing that could smuggle a request.
+ *
+ * libh2o 2.2.5 frames a request body by the first Content-Length header and
+ * lets Transfer-Encoding win over Content-Length, silently.  A proxy in
+ * front of fcmd that reads the other header sees a different end of the
+ * request, and the rest of the body becomes a request of its own.  fcmd
+ * refuses both shapes (RFC 9112, 6.3): this file interposes
+ * picohttpparser's phr_parse_request, which libh2o calls through its PLT,
+ * and reports such a request as malformed, so h2o answers 400 and closes.
+ */
+#include <dlfcn.h>
+#include <stddef.h>
+#include <strings.h>
+
+/* picohttpparser's header, as libh2o 2.2.5 was built with it. */
+struct phr_header {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+};
+
+typedef int (*parse_fn)(const char *, size_t, const char **, size_t *, const char **, size_t *, int *,
+                        struct phr_header *, size_t *, size_t);
+
+int phr_parse_request(const char *buf, size_t len, const char **method, size_t *method_len, const char **path,
+                      size_t *path_len, int *minor_version, struct phr_header *headers, size_t *num_headers,
+                      size_t last_len);
+
+static int is(const struct phr_header *h, const char *name, size_t n)
+{
+    return h->name_len == n && strncasecmp(h->name, name, n) == 0;
+}
+
+/* Whether the headers frame the body in more than one way. */
+static int ambiguous_framing(const struct phr_header *h, size_t n)
+{
+    size_t lengths = 0, encodings = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        lengths += is(&h[i], "content-length", 14);
+        encodings += is(&h[i], "transfer-encoding", 17);
+    }
+    return lengths > 1 || (lengths > 0 && encodings > 0);
+}
+
+int phr_parse_request(const char *buf, size_t len, const char **method, size_t *method_len, const char **path,
+                      size_t *path_len, int *minor_version, struct phr_header *headers, size_t *num_headers,
+                      size_t last_len)
+{
+    /* Resolved once; the same for the whole process. */
+    static parse_fn parse;
+    int rc;
+
+    if (parse == NULL && (parse = (parse_fn)dlsym(RTLD_NEXT, "phr_parse_request")) == NULL)
+        return -1;
+    rc = parse(buf, len, method, method_len, path, path_len, minor_version, headers, num_headers, last_len);
+    if (rc > 0 && ambiguous_framing(headers, *num_headers))
+        return -1;
+    return rc;
+}
