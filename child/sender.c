@@ -67,6 +67,7 @@ struct sender {
     char *ca_path;              /* the system CA directory, used with --ca-file */
     struct target **batch;      /* scratch for queue_take_batch */
     uint64_t rng;
+    struct log_limit failed_log, retried_log; /* an outage fails every request: a line per 10 s */
 };
 
 struct sock_watch {
@@ -345,18 +346,18 @@ static int apply(struct sender *s, struct target *t, struct outcome *o)
     return 0;
 }
 
-static void log_job(const struct sender *s, const struct job *job, long status, size_t retried, size_t failed,
+static void log_job(struct sender *s, const struct job *job, long status, size_t retried, size_t failed,
                     const char *retry_reason, const char *fail_reason)
 {
     const char *sep = job->error[0] ? ": " : "";
     const char *dsep = job->detail[0] ? ": " : "";
 
     if (failed > 0)
-        log_warn("%s upstream: HTTP %ld: %zu of %zu targets failed (%s)%s%s%s%s", s->up->ops->name, status, failed,
-                 job->ntargets, fail_reason, sep, job->error, dsep, job->detail);
+        log_limited(&s->failed_log, LOG_WARN, "%s upstream: HTTP %ld: %zu of %zu targets failed (%s)%s%s%s%s",
+                    s->up->ops->name, status, failed, job->ntargets, fail_reason, sep, job->error, dsep, job->detail);
     if (retried > 0)
-        log_info("%s upstream: HTTP %ld: %zu of %zu targets will be retried (%s)%s%s", s->up->ops->name, status,
-                 retried, job->ntargets, retry_reason, sep, job->error);
+        log_limited(&s->retried_log, LOG_INFO, "%s upstream: HTTP %ld: %zu of %zu targets will be retried (%s)%s%s",
+                    s->up->ops->name, status, retried, job->ntargets, retry_reason, sep, job->error);
 }
 
 /* Writes one acknowledgement for the targets of the job that are done for
@@ -649,6 +650,8 @@ struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, stru
     s->up = up;
     s->shm = shm;
     s->slot = &shm->slots[slot];
+    s->failed_log = (struct log_limit)LOG_LIMIT_INIT(10000);
+    s->retried_log = (struct log_limit)LOG_LIMIT_INIT(10000);
     s->rng = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ 0x9e3779b97f4a7c15ull;
     /* HTTP/2 multiplexes many requests on few connections; HTTP/1.1 needs one
      * connection per request in flight. */

@@ -111,8 +111,7 @@ struct spool {
     int stopping;           /* no adopting, no feeding */
     int failing;            /* the last write failed */
     struct request_limits limits; /* what intake allows, for adopted pushes */
-    uint64_t errors;        /* write errors not yet logged */
-    uint64_t error_logged;  /* loop time of the last error line */
+    struct log_limit error_log;
     dev_t skipped_dev[16];  /* files refused once, so they are not logged every scan */
     ino_t skipped_ino[16];
     unsigned nskipped;
@@ -141,20 +140,12 @@ static void publish(struct spool *s)
     shm_gauge_set(s->slot, SHM_SPOOL_SEGMENTS, (int64_t)n);
 }
 
-/* Write errors come in floods (a full disk fails every request): one line
- * per ERROR_LOG_MS, with how many there were. */
+/* Write errors come in floods (a full disk fails every request): the log
+ * says so once per ERROR_LOG_MS, with a count. */
 static void write_error(struct spool *s, const char *path, const char *why)
 {
-    uint64_t now = uv_now(s->loop);
-
     s->failing = 1;
-    s->errors++;
-    if (s->error_logged != 0 && now - s->error_logged < ERROR_LOG_MS)
-        return;
-    log_error("spool: cannot write %s: %s (%llu failed writes since the last such line)", path, why,
-              (unsigned long long)s->errors);
-    s->errors = 0;
-    s->error_logged = now;
+    log_limited(&s->error_log, LOG_ERROR, "spool: cannot write %s: %s", path, why);
 }
 
 /* Deletes path only while it still names the file open at fd: a name is
@@ -816,6 +807,7 @@ struct spool *spool_open(uv_loop_t *loop, const struct fcmd_options *o, struct s
     s->policy = (enum spool_fsync)spool_fsync_policy(o->spool_fsync);
     s->others_at = UINT64_MAX;
     s->dir_fd = -1;
+    s->error_log = (struct log_limit)LOG_LIMIT_INIT(ERROR_LOG_MS);
     s->limits = (struct request_limits){(size_t)o->max_body_bytes, (size_t)o->max_tokens, (size_t)o->max_payload_bytes};
     if (s->policy != SPOOL_FSYNC_NEVER && (s->dir_fd = open(o->spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
         log_warn("spool: cannot open %s to sync it: %s (new segments' names are not synced)", o->spool,

@@ -21,6 +21,19 @@ void log_set_level(enum log_level level);
 
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* A line that comes in floods (an upstream outage or a full disk fails
+ * every request): printed at most once per interval_ms, saying how many
+ * like it were held back since. */
+struct log_limit {
+    unsigned interval_ms;
+    unsigned long long last_ms; /* when one was last printed, 0 for never */
+    unsigned long long held;    /* not printed since */
+};
+
+#define LOG_LIMIT_INIT(ms) {(ms), 0, 0}
+
+void log_limited(struct log_limit *l, enum log_level level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 #define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)

@@ -199,3 +199,18 @@ def test_two_workers_share_one_report(mock, start_fcmd):
     a.pop("uptime_seconds"), b.pop("uptime_seconds")
     assert a == b
     assert a["accepted"] == 300 and a["attempts"] == 300 and a["successes"] == 300 and a["pending"] == 0
+
+
+def test_an_outage_is_logged_once_per_interval_not_per_request(mock, start_fcmd):
+    """Every request to an upstream that fails: the log says so with a
+    count, not a line per request."""
+    f = start_fcmd(mock, workers=1, args=["--retries", "0"])
+    for i in range(200):
+        assert f.send_form([f"http500-{i}"], {}).status_code == 200
+    assert f.wait_idle()["failures"] == 200
+    lines = [line for line in f.log_text().splitlines() if "targets failed" in line]
+    assert 1 <= len(lines) <= 2, lines
+    for i in range(5):
+        f.send_form([f"http500-late-{i}"], {})
+    f.wait_idle()
+    assert len([line for line in f.log_text().splitlines() if "targets failed" in line]) <= 2
