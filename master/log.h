@@ -10,14 +10,17 @@
 
 enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
-/* Opens path for appending (NULL = stderr).  Returns 0 or -errno. */
+/* Makes path the log, opened for appending (NULL = stderr); the logger keeps
+ * its own copy of path.  Returns 0, or -errno with the previous log kept. */
 int log_open(const char *path);
 
 /* Reopens the same path (after logrotate moved it).  Returns 0 or -errno. */
 int log_reopen(void);
 
-void log_set_level(enum log_level level);
+/* The log's path, or NULL while it is stderr. */
+const char *log_path(void);
 
+void log_set_level(enum log_level level);
 
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -311,6 +311,16 @@ static void on_ready(struct master *m)
     }
 }
 
+static void reopen_log(void)
+{
+    int rc = log_reopen();
+
+    if (rc != 0)
+        log_error("open(%s) failed, the log stays where it was: %s", log_path(), strerror(-rc));
+    else
+        log_info("log reopened");
+}
+
 static void reload(struct master *m)
 {
     struct settings *next;
@@ -318,10 +328,7 @@ static void reload(struct master *m)
     int fd;
 
     sd_notify(0, "RELOADING=1");
-    if (log_reopen() != 0)
-        log_error("cannot reopen the log: %s", strerror(errno));
-    else
-        log_info("log reopened");
+    reopen_log();
     log_info("reloading the configuration");
     if ((next = settings_load(m->argc, m->argv, 1, err, sizeof(err))) == NULL) {
         log_error("reload failed, still serving the previous configuration: %s", err);
@@ -453,10 +460,7 @@ int supervise_run(int argc, char **argv, struct settings *settings, int listen_f
         }
         if (sig_reopen) {
             sig_reopen = 0;
-            if (log_reopen() != 0)
-                log_error("cannot reopen the log: %s", strerror(errno));
-            else
-                log_info("log reopened");
+            reopen_log();
             for (int i = 0; i < SHM_MAX_SLOTS; i++)
                 signal_worker(&m.workers[i], SIGUSR1);
         }

@@ -2,6 +2,7 @@
 refused connection, shutdown_timeout, systemd notifications, UNIX socket
 handling, --user, and the files in conf/."""
 
+import contextlib
 import os
 import re
 import shutil
@@ -195,6 +196,49 @@ def test_reload_moves_to_a_new_port_without_a_gap(mock, tmp_path):
         proc.terminate()
         proc.wait(30)
     assert proc.returncode == 0
+
+
+
+@contextlib.contextmanager
+def configured_fcmd(conf, cwd=None):
+    """fcmd started with --config alone, so the log, pid file and address come
+    from the file; always stopped afterwards."""
+    proc = subprocess.Popen([FCMD_BIN, "--config", str(conf)], cwd=cwd, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def text_of(path):
+    return path.read_text() if path.exists() else ""
+
+
+def test_log_named_in_the_config_is_reopened_after_reloads(mock, tmp_path):
+    # A reload frees the settings that named the log; the log must still be
+    # reopened at its own path (it once went to a file named after freed memory).
+    work = tmp_path / "cwd"
+    work.mkdir()
+    log, port = tmp_path / "fcmd.log", free_port()
+    conf = write_conf(tmp_path / "fcmd.conf",
+                      f"[server]\nhost = 127.0.0.1\nport = {port}\nworkers = 1\n[upstream]\napikey = k\n"
+                      f"gcm_url = {mock.url()}\n[log]\nfile = {log}\n")
+    with configured_fcmd(conf, cwd=work) as proc:
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), what="fcmd to start")
+        for n in (2, 3):
+            proc.send_signal(signal.SIGHUP)
+            wait_until(lambda: f"generation {n} serves" in text_of(log), what=f"generation {n} in the log")
+        before = text_of(log).count("log reopened")
+        proc.send_signal(signal.SIGUSR1)
+        wait_until(lambda: text_of(log).count("log reopened") > before, what="SIGUSR1's line in the log")
+        assert os.listdir(work) == [], "the log was reopened somewhere else"
 
 
 
