@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 enum opt_kind { OPT_STRING, OPT_INT, OPT_LONG, OPT_BOOL };
@@ -351,10 +350,6 @@ int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
     if (strcmp(o->spool_fsync, "never") != 0 && strcmp(o->spool_fsync, "batch") != 0 &&
         strcmp(o->spool_fsync, "always") != 0) {
         snprintf(err, errlen, "--spool-fsync: \"%s\" is not one of never, batch, always", o->spool_fsync);
-        return -1;
-    }
-    if (o->spool != NULL && ((mkdir(o->spool, 0750) != 0 && errno != EEXIST) || access(o->spool, W_OK | X_OK) != 0)) {
-        snprintf(err, errlen, "--spool: cannot use directory \"%s\": %s", o->spool, strerror(errno));
         return -1;
     }
     if (options_log_level(o) < 0) {

@@ -3,17 +3,35 @@
  *
  * The command line is parsed twice: once to find --config (and to report
  * a bad flag before anything else), and once more after the file has been
- * applied, so that flags override the file.
+ * applied, so that flags override the file.  The spool directory is
+ * checked for the user the workers will run as, not for the root that may
+ * be starting them.
  */
 #include "settings.h"
 
+#include <errno.h>
+#include <grp.h>
 #include <h2o.h>
 #include <h2o/http2.h>
+#include <limits.h>
 #include <openssl/crypto.h>
 #include <openssl/ssl.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Who the master and workers run as once started. */
+struct runas {
+    uid_t uid;
+    gid_t gid;
+    int become; /* this process is root and will switch to uid (--user) */
+    char name[64];
+};
 
 static int load_token(struct settings *s, char *err, size_t errlen)
 {
@@ -39,6 +57,100 @@ static int load_token(struct settings *s, char *err, size_t errlen)
     return 0;
 }
 
+static void runas_resolve(const struct fcmd_options *o, struct runas *r)
+{
+    struct passwd *pw = NULL;
+
+    r->uid = geteuid();
+    r->gid = getegid();
+    /* Only root can switch; anyone else stays who it is (main says so). */
+    if (o->user != NULL && r->uid == 0 && (pw = getpwnam(o->user)) != NULL) {
+        r->uid = pw->pw_uid;
+        r->gid = pw->pw_gid;
+    } else {
+        pw = getpwuid(r->uid);
+    }
+    r->become = r->uid != geteuid();
+    if (pw != NULL)
+        snprintf(r->name, sizeof(r->name), "%s", pw->pw_name);
+    else
+        snprintf(r->name, sizeof(r->name), "uid %u", (unsigned)r->uid);
+}
+
+/* 0 when r's user can create and remove files in dir, else an errno value.
+ * When this process will switch users, a forked helper becomes that user and
+ * tries it, so groups, ACLs and read-only mounts count as they will for the
+ * workers. */
+static int runas_try_dir(const struct runas *r, const char *dir)
+{
+    char path[PATH_MAX];
+    int status, fd;
+    pid_t pid;
+
+    if (!r->become)
+        return access(dir, W_OK | X_OK) == 0 ? 0 : errno;
+    if (snprintf(path, sizeof(path), "%s/.fcmd-write-check-XXXXXX", dir) >= (int)sizeof(path))
+        return ENAMETOOLONG;
+    if ((pid = fork()) < 0)
+        return errno;
+    if (pid == 0) {
+        if (initgroups(r->name, r->gid) != 0 || setgid(r->gid) != 0 || setuid(r->uid) != 0)
+            _exit(errno);
+        if ((fd = mkstemp(path)) < 0)
+            _exit(errno);
+        close(fd);
+        _exit(unlink(path) == 0 ? 0 : errno);
+    }
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return errno;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : EIO;
+}
+
+/* The spool: created for r's user when missing; refused when others could
+ * plant files in it (a symbolic link, group- or world-writable, another
+ * user's), or when r's user cannot write in it. */
+static int check_spool(const struct runas *r, const char *dir, char *err, size_t errlen)
+{
+    struct stat st;
+    int e;
+
+    if (lstat(dir, &st) != 0) {
+        if (errno != ENOENT) {
+            snprintf(err, errlen, "--spool: cannot use directory \"%s\": lstat() failed: %s", dir, strerror(errno));
+            return -1;
+        }
+        if (mkdir(dir, 0750) != 0 || (r->become && chown(dir, r->uid, r->gid) != 0) || lstat(dir, &st) != 0) {
+            snprintf(err, errlen, "--spool: cannot create directory \"%s\" for user %s: %s", dir, r->name,
+                     strerror(errno));
+            return -1;
+        }
+    }
+    if (S_ISLNK(st.st_mode)) {
+        snprintf(err, errlen, "--spool: \"%s\" is a symbolic link; give the directory itself", dir);
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "--spool: \"%s\" is not a directory", dir);
+        return -1;
+    }
+    if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+        snprintf(err, errlen, "--spool: \"%s\" is writable by other users (mode %04o); make it 0750",
+                 dir, (unsigned)(st.st_mode & 07777));
+        return -1;
+    }
+    if (st.st_uid != r->uid && st.st_uid != 0) {
+        snprintf(err, errlen, "--spool: \"%s\" belongs to uid %u, not to %s, who runs the workers", dir,
+                 (unsigned)st.st_uid, r->name);
+        return -1;
+    }
+    if ((e = runas_try_dir(r, dir)) != 0) {
+        snprintf(err, errlen, "--spool: user %s cannot create files in \"%s\": %s", r->name, dir, strerror(e));
+        return -1;
+    }
+    return 0;
+}
+
 /* The listener's TLS context, with HTTP/2 offered by ALPN. */
 static void *tls_context(const struct fcmd_options *o, char *err, size_t errlen)
 {
@@ -59,6 +171,7 @@ struct settings *settings_load(int argc, char **argv, int validate, char *err, s
 {
     struct settings *s = calloc(1, sizeof(*s));
     struct fcmd_options flags;
+    struct runas r;
 
     if (s == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -76,6 +189,9 @@ struct settings *settings_load(int argc, char **argv, int validate, char *err, s
     if (!validate || s->o.help || s->o.version)
         return s;
     if (options_validate(&s->o, err, errlen) != 0)
+        goto fail;
+    runas_resolve(&s->o, &r);
+    if (s->o.spool != NULL && check_spool(&r, s->o.spool, err, errlen) != 0)
         goto fail;
     if (s->o.auth_token_file != NULL && load_token(s, err, errlen) != 0)
         goto fail;

@@ -4,12 +4,14 @@ handling, --user, and the files in conf/."""
 
 import contextlib
 import os
+import pathlib
 import re
 import shutil
 import signal
 import socket
 import stat
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -348,6 +350,70 @@ def test_user_drops_privileges(mock, start_fcmd, tmp_path):
 def test_unknown_user_exits_2():
     r = run_fcmd("--apikey", "k", "--user", "no-such-user-fcmd", "--port", str(free_port()))
     assert r.returncode == 2 and "no such user" in r.stderr
+
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def open_dir():
+    """A directory every user can reach (pytest's own are root's alone), so a
+    test can hand its subdirectories to nobody; removed afterwards."""
+    d = tempfile.mkdtemp(prefix="fcmd-test-")
+    os.chmod(d, 0o755)
+    yield pathlib.Path(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def one_line_exit_2(r, *needles):
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, (r.returncode, r.stdout, r.stderr)
+    assert all(n in lines[0] for n in needles), lines[0]
+
+
+def test_user_gets_a_spool_it_can_write(mock, start_fcmd, open_dir):
+    spool = open_dir / "spool"
+    f = start_fcmd(mock, workers=1, args=["--user", "nobody", "--spool", str(spool)])
+    st = os.stat(spool)
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (NOBODY, 0o750)
+    r = f.send_form(["spooled-as-nobody"], {})
+    assert r.status_code == 200, r.text
+    assert f.wait_idle()["successes"] == 1
+
+
+@pytest.mark.parametrize("check", [True, False], ids=["check-config", "start"])
+def test_user_who_cannot_write_the_spool_exits_2(open_dir, check):
+    spool = open_dir / "spool"
+    spool.mkdir(mode=0o750)  # root's: nobody cannot write in it
+    args = ["--check-config"] if check else ["--host", "127.0.0.1", "--port", str(free_port()), "--workers", "1"]
+    r = run_fcmd("--apikey", "k", "--user", "nobody", "--spool", str(spool), *args)
+    one_line_exit_2(r, "--spool", "nobody", str(spool))
+    assert os.listdir(spool) == []  # the write check left nothing behind
+
+
+@pytest.mark.parametrize("kind,needle", [
+    ("symlink", "symbolic link"),
+    ("0777", "writable by other users"),
+    ("0770", "writable by other users"),
+    ("1777", "writable by other users"),
+    ("other-owner", "belongs to uid"),
+])
+@pytest.mark.parametrize("check", [True, False], ids=["check-config", "start"])
+def test_spool_others_could_plant_files_in_is_refused(tmp_path, kind, needle, check):
+    real = tmp_path / "real"
+    real.mkdir(mode=0o750)
+    spool = tmp_path / "spool"
+    if kind == "symlink":
+        spool.symlink_to(real)
+    elif kind == "other-owner":
+        spool.mkdir(mode=0o750)
+        os.chown(spool, NOBODY, NOBODY)  # fcmd runs as root here, not as nobody
+    else:
+        spool.mkdir()
+        os.chmod(spool, int(kind, 8))
+    args = ["--check-config"] if check else ["--host", "127.0.0.1", "--port", str(free_port()), "--workers", "1"]
+    r = run_fcmd("--apikey", "k", "--spool", str(spool), *args)
+    one_line_exit_2(r, "--spool", str(spool), needle)
 
 
 def test_logrotate_config_present():
