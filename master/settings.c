@@ -3,9 +3,9 @@
  *
  * The command line is parsed twice: once to find --config (and to report
  * a bad flag before anything else), and once more after the file has been
- * applied, so that flags override the file.  The spool directory is
- * checked for the user the workers will run as, not for the root that may
- * be starting them.
+ * applied, so that flags override the file.  The directories fcmd writes
+ * are checked for the user the workers will run as, not for the root that
+ * may be starting them.
  */
 #include "settings.h"
 
@@ -151,6 +151,28 @@ static int check_spool(const struct runas *r, const char *dir, char *err, size_t
     return 0;
 }
 
+/* The master writes the pid file as r's user and removes it at exit, so
+ * that user must be able to create and remove files in its directory. */
+static int check_pidfile_dir(const struct runas *r, const char *path, char *err, size_t errlen)
+{
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    int e;
+
+    if (slash == NULL)
+        snprintf(dir, sizeof(dir), ".");
+    else
+        snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    if ((e = runas_try_dir(r, dir)) != 0) {
+        snprintf(err, errlen,
+                 "--pidfile: user %s cannot create and remove files in \"%s\": %s; "
+                 "use a directory it can write, such as /run/fcmd",
+                 r->name, dir, strerror(e));
+        return -1;
+    }
+    return 0;
+}
+
 /* The listener's TLS context, with HTTP/2 offered by ALPN. */
 static void *tls_context(const struct fcmd_options *o, char *err, size_t errlen)
 {
@@ -192,6 +214,8 @@ struct settings *settings_load(int argc, char **argv, int validate, char *err, s
         goto fail;
     runas_resolve(&s->o, &r);
     if (s->o.spool != NULL && check_spool(&r, s->o.spool, err, errlen) != 0)
+        goto fail;
+    if (s->o.pidfile != NULL && check_pidfile_dir(&r, s->o.pidfile, err, errlen) != 0)
         goto fail;
     if (s->o.auth_token_file != NULL && load_token(s, err, errlen) != 0)
         goto fail;

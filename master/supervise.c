@@ -24,11 +24,14 @@
 #include "settings.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <systemd/sd-daemon.h>
@@ -311,6 +314,44 @@ static void on_ready(struct master *m)
     }
 }
 
+int supervise_write_pidfile(const char *path, char *err, size_t errlen)
+{
+    char tmp[PATH_MAX], line[32];
+    const char *call = NULL;
+    int fd, n, e;
+
+    if (snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path) >= (int)sizeof(tmp)) {
+        snprintf(err, errlen, "--pidfile: \"%s\" is too long", path);
+        return -1;
+    }
+    if ((fd = mkostemp(tmp, O_CLOEXEC)) < 0) {
+        snprintf(err, errlen, "--pidfile: cannot write \"%s\": mkostemp() failed: %s", path, strerror(errno));
+        return -1;
+    }
+    n = snprintf(line, sizeof(line), "%d\n", (int)getpid());
+    if (fchmod(fd, 0644) != 0)
+        call = "fchmod()";
+    else if (write(fd, line, (size_t)n) != n)
+        call = "write()";
+    if (close(fd) != 0 && call == NULL)
+        call = "close()";
+    if (call == NULL && rename(tmp, path) != 0)
+        call = "rename()";
+    if (call != NULL) {
+        e = errno;
+        unlink(tmp);
+        snprintf(err, errlen, "--pidfile: cannot write \"%s\": %s failed: %s", path, call, strerror(e));
+        return -1;
+    }
+    return 0;
+}
+
+static void remove_pidfile(const char *path)
+{
+    if (path != NULL && unlink(path) != 0 && errno != ENOENT)
+        log_warn("unlink(%s) failed, the pid file stays: %s", path, strerror(errno));
+}
+
 static void reopen_log(void)
 {
     int rc = log_reopen();
@@ -441,8 +482,10 @@ int supervise_run(int argc, char **argv, struct settings *settings, int listen_f
     m.cur.number = 1;
     m.owe_ready = 1;
     atomic_store(&shm->workers, (uint32_t)settings->o.workers);
-    if (install_signals() != 0)
+    if (install_signals() != 0) {
+        remove_pidfile(settings->o.pidfile);
         return 1;
+    }
     sigemptyset(&none);
     spawn_generation(&m);
 
@@ -479,6 +522,7 @@ int supervise_run(int argc, char **argv, struct settings *settings, int listen_f
     }
     shm_sum(shm, &t);
     log_info("stopped; %llu targets were left unfinished", (unsigned long long)(t.counters[SHM_LOST] - m.lost_at_stop));
+    remove_pidfile(m.cur.settings->o.pidfile);
     if (m.old.settings != NULL) {
         close(m.old.listen_fd);
         settings_free(m.old.settings);

@@ -416,6 +416,31 @@ def test_spool_others_could_plant_files_in_is_refused(tmp_path, kind, needle, ch
     one_line_exit_2(r, "--spool", str(spool), needle)
 
 
+@pytest.mark.parametrize("sticky", [False, True], ids=["runtime-dir", "sticky-dir"])
+def test_user_pid_file_is_removed_at_exit(mock, start_fcmd, open_dir, sticky):
+    run = open_dir / "run"
+    run.mkdir()
+    if sticky:
+        os.chmod(run, 0o1777)  # as /tmp: only a file's owner may remove it
+    else:
+        os.chown(run, NOBODY, NOBODY)  # as systemd's RuntimeDirectory= makes it
+    pidfile = run / "fcmd.pid"
+    f = start_fcmd(mock, workers=1, args=["--user", "nobody", "--pidfile", str(pidfile)])
+    assert int(pidfile.read_text()) == f.proc.pid
+    assert f.stop() == 0
+    assert not pidfile.exists()
+    assert "pid file" not in f.log_text()  # no warning that it could not be removed
+
+
+@pytest.mark.parametrize("check", [True, False], ids=["check-config", "start"])
+def test_user_who_could_not_remove_the_pid_file_exits_2(open_dir, check):
+    pidfile = open_dir / "fcmd.pid"  # root's directory: nobody could not remove it at exit
+    args = ["--check-config"] if check else ["--host", "127.0.0.1", "--port", str(free_port()), "--workers", "1"]
+    r = run_fcmd("--apikey", "k", "--user", "nobody", "--pidfile", str(pidfile), *args)
+    one_line_exit_2(r, "--pidfile", "nobody", str(open_dir))
+    assert not pidfile.exists()
+
+
 def test_logrotate_config_present():
     text = open(os.path.join(CONF, "fcmd.logrotate")).read()
     assert "SIGUSR1" in text and "/var/log/fcmd/" in text
