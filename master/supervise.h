@@ -12,7 +12,8 @@ struct shm_region;
 
 /* Runs until SIGTERM/SIGINT has stopped every child; argv is kept for
  * reloading.  Takes over settings and listen_fd, and the pid file that
- * settings name: the exit removes it.  Returns the exit status. */
+ * settings name: a reload replaces it, the exit removes it.  Returns the
+ * exit status. */
 int supervise_run(int argc, char **argv, struct settings *settings, int listen_fd, struct shm_region *shm);
 
 /* Writes this process's pid to path, replacing the file whole (a reader

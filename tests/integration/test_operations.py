@@ -244,6 +244,63 @@ def test_log_named_in_the_config_is_reopened_after_reloads(mock, tmp_path):
 
 
 
+def test_reload_moves_the_log_and_the_pid_file(mock, tmp_path):
+    log1, log2 = tmp_path / "one.log", tmp_path / "two.log"
+    pid1, pid2 = tmp_path / "one.pid", tmp_path / "two.pid"
+    port = free_port()
+    base = (f"[server]\nhost = 127.0.0.1\nport = {port}\nworkers = 1\n[upstream]\napikey = k\n"
+            f"gcm_url = {mock.url()}\n")
+    conf = write_conf(tmp_path / "fcmd.conf", base + f"[server]\npidfile = {pid1}\n[log]\nfile = {log1}\n")
+    with configured_fcmd(conf) as proc:
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), what="fcmd to start")
+        assert int(pid1.read_text()) == proc.pid
+        conf.write_text(base + f"[server]\npidfile = {pid2}\n[log]\nfile = {log2}\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "generation 2 serves" in text_of(log2), what="generation 2 in the new log")
+        assert int(pid2.read_text()) == proc.pid and not pid1.exists()
+        assert f"reload: opening the log at {log2}" in log1.read_text()
+        new = log2.read_text()
+        assert f"log reopened at {log2} (was {log1})" in new
+        assert f"reload: pid file now {pid2} (was {pid1})" in new
+        # The new generation's workers write there too.
+        requests.post(f"http://127.0.0.1:{port}/gcm/send", data={"tokens": "mismatch-moved", "payload": "{}"},
+                      timeout=5)
+        wait_until(lambda: "targets failed" in text_of(log2), what="a worker line in the new log")
+        # SIGUSR1 reopens the new path.
+        os.rename(log2, tmp_path / "two.log.1")
+        proc.send_signal(signal.SIGUSR1)
+        wait_until(lambda: "log reopened" in text_of(log2), what="the new path reopened")
+    assert proc.returncode == 0 and not pid2.exists()
+
+
+def test_reload_that_cannot_move_the_log_changes_nothing(mock, tmp_path):
+    log, pid1, pid2 = tmp_path / "fcmd.log", tmp_path / "one.pid", tmp_path / "two.pid"
+    port = free_port()
+    base = f"[server]\nhost = 127.0.0.1\nport = {port}\nworkers = 1\n[upstream]\napikey = k\ngcm_url = {mock.url()}\n"
+    conf = write_conf(tmp_path / "fcmd.conf", base + f"[server]\npidfile = {pid1}\n[log]\nfile = {log}\n")
+    with configured_fcmd(conf) as proc:
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), what="fcmd to start")
+        conf.write_text(base + f"[server]\npidfile = {pid2}\n[log]\nfile = {tmp_path}/missing/fcmd.log\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "reload failed" in text_of(log), what="the reload to fail")
+        assert "--logto: cannot open" in text_of(log)
+        assert int(pid1.read_text()) == proc.pid and not pid2.exists()
+        assert "generation 2" not in text_of(log)
+        assert http_ok(f"http://127.0.0.1:{port}/healthz")
+
+
+def test_reload_says_which_settings_need_a_restart(mock, start_fcmd, tmp_path):
+    conf = write_conf(tmp_path / "fcmd.conf", "[server]\ndrain_list_bytes = 65536\n")
+    f = start_fcmd(mock, workers=1, args=["--config", str(conf)])
+    conf.write_text("[server]\ndrain_list_bytes = 131072\nuser = nobody\n")
+    f.proc.send_signal(signal.SIGHUP)
+    wait_until(generation_serving(f, 2), what="generation 2")
+    log = f.log_text()
+    assert "reload: drain_list_bytes is ignored until a restart; the drain lists keep 65536 bytes" in log
+    assert "reload: user is ignored until a restart" in log
+
+
+
 # ---- stopping ----
 
 def test_shutdown_timeout_bounds_the_drain(start_mock, start_fcmd):
