@@ -10,6 +10,7 @@
 #include "settings.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <h2o.h>
 #include <h2o/http2.h>
@@ -33,28 +34,82 @@ struct runas {
     char name[64];
 };
 
+/* The longest token line --auth-token-file may hold. */
+#define TOKEN_FILE_MAX (64 * 1024)
+
+/* Reads the first line of path, of any length up to TOKEN_FILE_MAX, into
+ * buf (TOKEN_FILE_MAX + 2 bytes) with read(), so that no stdio buffer keeps
+ * a copy of the token.  Returns its length, -1 with errno set, or
+ * TOKEN_FILE_MAX + 1 when it is longer. */
+static ssize_t read_first_line(const char *path, char *buf)
+{
+    size_t len = 0, cap = TOKEN_FILE_MAX + 1;
+    const char *eol = NULL;
+    ssize_t got = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC), e;
+
+    if (fd < 0)
+        return -1;
+    while (eol == NULL && len < cap) {
+        if ((got = read(fd, buf + len, cap - len)) < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break;
+        eol = memchr(buf + len, '\n', (size_t)got);
+        len += (size_t)got;
+    }
+    e = errno;
+    close(fd);
+    if (eol == NULL && len < cap && got < 0) {
+        errno = e;
+        return -1;
+    }
+    return eol != NULL ? eol - buf : (ssize_t)len;
+}
+
 static int load_token(struct settings *s, char *err, size_t errlen)
 {
-    FILE *f = fopen(s->o.auth_token_file, "r");
-    char line[1024];
-    size_t n;
+    const char *path = s->o.auth_token_file;
+    char *buf = malloc(TOKEN_FILE_MAX + 2);
+    ssize_t n;
+    int rc = -1;
 
-    if (f == NULL || fgets(line, sizeof(line), f) == NULL) {
-        snprintf(err, errlen, "--auth-token-file: cannot read a token from \"%s\"", s->o.auth_token_file);
-        if (f)
-            fclose(f);
+    if (buf == NULL) {
+        snprintf(err, errlen, "--auth-token-file: out of memory");
         return -1;
     }
-    fclose(f);
-    n = strcspn(line, "\r\n");
-    line[n] = '\0';
-    if (n == 0 || (s->auth_token = strdup(line)) == NULL) {
-        snprintf(err, errlen, "--auth-token-file: \"%s\" holds no token", s->o.auth_token_file);
-        return -1;
+    if ((n = read_first_line(path, buf)) < 0) {
+        snprintf(err, errlen, "--auth-token-file: cannot read a token from \"%s\": %s", path, strerror(errno));
+        goto done;
     }
-    OPENSSL_cleanse(line, sizeof(line));
+    if (n > TOKEN_FILE_MAX) {
+        snprintf(err, errlen, "--auth-token-file: the first line of \"%s\" is longer than %d bytes", path,
+                 TOKEN_FILE_MAX);
+        goto done;
+    }
+    if (n > 0 && buf[n - 1] == '\r')
+        n--;
+    buf[n] = '\0';
+    for (ssize_t i = 0; i < n; i++) {
+        if ((unsigned char)buf[i] < 0x20 || buf[i] == 0x7f) {
+            snprintf(err, errlen, "--auth-token-file: the token in \"%s\" has a control character", path);
+            goto done;
+        }
+    }
+    if (n == 0) {
+        snprintf(err, errlen, "--auth-token-file: \"%s\" holds no token", path);
+        goto done;
+    }
+    if ((s->auth_token = strdup(buf)) == NULL) {
+        snprintf(err, errlen, "--auth-token-file: out of memory");
+        goto done;
+    }
     s->o.auth_token = s->auth_token;
-    return 0;
+    rc = 0;
+done:
+    OPENSSL_cleanse(buf, TOKEN_FILE_MAX + 2);
+    free(buf);
+    return rc;
 }
 
 static void runas_resolve(const struct fcmd_options *o, struct runas *r)
