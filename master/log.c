@@ -3,7 +3,8 @@
  *
  * The logger owns a copy of its path: the settings that named it are freed
  * by a reload, and the log is reopened at that path long afterwards (SIGUSR1,
- * logrotate).  Every process writes whole lines with one write() each.
+ * logrotate).  Every process writes whole lines with one write() each, and
+ * names URLs through log_url(), which leaves their passwords out.
  */
 #include "log.h"
 
@@ -78,6 +79,20 @@ int log_reopen(void)
 const char *log_path(void)
 {
     return logger.path;
+}
+
+const char *log_url(const char *url, char *out, size_t outlen)
+{
+    const char *sep = strstr(url, "://");
+    const char *host = sep != NULL ? sep + 3 : url;
+    size_t end = strcspn(host, "/?#");
+    const char *at = memrchr(host, '@', end);
+
+    if (at == NULL)
+        snprintf(out, outlen, "%s", url);
+    else
+        snprintf(out, outlen, "%.*s***%s", (int)(host - url), url, at);
+    return out;
 }
 
 void log_set_level(enum log_level level)

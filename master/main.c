@@ -28,16 +28,17 @@
 
 static void log_started(const struct fcmd_options *o)
 {
-    char where[300], upstream[600];
+    char where[300], upstream[600], url[512];
 
     if (o->unix_path)
         snprintf(where, sizeof(where), "unix:%s", o->unix_path);
     else
         snprintf(where, sizeof(where), "%s port %d", o->host, o->port);
     if (o->sa)
-        snprintf(upstream, sizeof(upstream), "FCM v1 upstream %s, project %s", o->fcm_url, o->sa->project_id);
+        snprintf(upstream, sizeof(upstream), "FCM v1 upstream %s, project %s", log_url(o->fcm_url, url, sizeof(url)),
+                 o->sa->project_id);
     else
-        snprintf(upstream, sizeof(upstream), "legacy upstream %s", o->gcm_url);
+        snprintf(upstream, sizeof(upstream), "legacy upstream %s", log_url(o->gcm_url, url, sizeof(url)));
     log_info("fcmd %s listening on %s with %d workers, %s", FCMD_VERSION, where, o->workers, upstream);
 }
 

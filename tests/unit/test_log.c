@@ -1,6 +1,7 @@
 /*
  * tests/unit/test_log.c - the logger keeps its own copy of the path it was
- * given, and a failed open leaves the previous log in place.
+ * given, a failed open leaves the previous log in place, and URLs are
+ * printed without their user and password.
  */
 #include "cmocka_all.h"
 
@@ -90,12 +91,33 @@ static void stderr_has_no_path(void **state)
     assert_int_equal(log_reopen(), 0);
 }
 
+static void url_without_credentials(void **state)
+{
+    static const char *const cases[][2] = {
+        {"https://user:pass@fcm.example/v1", "https://***@fcm.example/v1"},
+        {"http://key@127.0.0.1:8080/fcm/send?x=a@b", "http://***@127.0.0.1:8080/fcm/send?x=a@b"},
+        {"https://u:p@ss@host", "https://***@host"},
+        {"https://fcm.googleapis.com/fcm/send", "https://fcm.googleapis.com/fcm/send"},
+        {"https://host/path@not-userinfo", "https://host/path@not-userinfo"},
+        {"user:pass@host/x", "***@host/x"},
+        {"", ""},
+    };
+    char out[128];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        assert_string_equal(log_url(cases[i][0], out, sizeof(out)), cases[i][1]);
+    /* Cut short rather than overflow. */
+    assert_string_equal(log_url("https://u:p@abcdefgh", out, 12), "https://***");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(keeps_its_own_path),
         cmocka_unit_test(failed_open_keeps_the_previous_log),
         cmocka_unit_test(stderr_has_no_path),
+        cmocka_unit_test(url_without_credentials),
     };
     return cmocka_run_group_tests_name("log", tests, make_dir, remove_dir);
 }
