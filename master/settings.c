@@ -190,8 +190,8 @@ static int check_spool(const struct runas *r, const char *dir, char *err, size_t
         return -1;
     }
     if (st.st_mode & (S_IWGRP | S_IWOTH)) {
-        snprintf(err, errlen, "--spool: \"%s\" is writable by other users (mode %04o); make it 0750",
-                 dir, (unsigned)(st.st_mode & 07777));
+        snprintf(err, errlen, "--spool: \"%s\" is writable by other users (mode %04o); make it 0750", dir,
+                 (unsigned)(st.st_mode & 07777));
         return -1;
     }
     if (st.st_uid != r->uid && st.st_uid != 0) {
