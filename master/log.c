@@ -1,8 +1,10 @@
 /*
  * master/log.c - the process-wide log.
  *
- * The log's state is a handful of settings fixed by the master at start-up;
- * every process writes whole lines with one write() each.
+ * The logger owns a copy of its path: the settings that named it are freed
+ * by a reload, and the log is reopened at that path long afterwards (SIGUSR1,
+ * logrotate).  Every process writes whole lines with one write() each, and
+ * names URLs through log_url(), which leaves their passwords out.
  */
 #include "log.h"
 
@@ -10,6 +12,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
@@ -17,33 +20,79 @@
 
 static struct {
     int fd;
-    const char *path;
+    char *path; /* owned; NULL while the log is stderr */
     enum log_level level;
 } logger = {STDERR_FILENO, NULL, LOG_INFO};
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
-int log_open(const char *path)
+static int open_file(const char *path)
 {
-    int fd;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 
-    logger.path = path;
-    if (path == NULL) {
-        logger.fd = STDERR_FILENO;
-        return 0;
-    }
-    fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-    if (fd < 0)
-        return -errno;
-    if (logger.fd != STDERR_FILENO)
+    return fd < 0 ? -errno : fd;
+}
+
+/* Makes fd the log, closing the one it replaces. */
+static void use_fd(int fd)
+{
+    if (logger.fd != STDERR_FILENO && logger.fd != fd)
         close(logger.fd);
     logger.fd = fd;
+}
+
+int log_open(const char *path)
+{
+    char *copy;
+    int fd;
+
+    if (path == NULL) {
+        use_fd(STDERR_FILENO);
+        free(logger.path);
+        logger.path = NULL;
+        return 0;
+    }
+    if ((copy = strdup(path)) == NULL)
+        return -ENOMEM;
+    if ((fd = open_file(path)) < 0) {
+        free(copy);
+        return fd;
+    }
+    use_fd(fd);
+    free(logger.path);
+    logger.path = copy;
     return 0;
 }
 
 int log_reopen(void)
 {
-    return logger.path ? log_open(logger.path) : 0;
+    int fd;
+
+    if (logger.path == NULL)
+        return 0;
+    if ((fd = open_file(logger.path)) < 0)
+        return fd;
+    use_fd(fd);
+    return 0;
+}
+
+const char *log_path(void)
+{
+    return logger.path;
+}
+
+const char *log_url(const char *url, char *out, size_t outlen)
+{
+    const char *sep = strstr(url, "://");
+    const char *host = sep != NULL ? sep + 3 : url;
+    size_t end = strcspn(host, "/?#");
+    const char *at = memrchr(host, '@', end);
+
+    if (at == NULL)
+        snprintf(out, outlen, "%s", url);
+    else
+        snprintf(out, outlen, "%.*s***%s", (int)(host - url), url, at);
+    return out;
 }
 
 void log_set_level(enum log_level level)

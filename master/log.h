@@ -3,21 +3,32 @@
  *
  * The master opens the log before forking and the children inherit it.  Each
  * line goes out in a single write() to an O_APPEND descriptor, so lines from
- * different processes never interleave.  Never pass secrets or token lists.
+ * different processes never interleave.  Never pass secrets or token lists;
+ * a URL goes through log_url() first, since it may carry a password.
  */
 #ifndef FCMD_MASTER_LOG_H
 #define FCMD_MASTER_LOG_H
 
+#include <stddef.h>
+
 enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
-/* Opens path for appending (NULL = stderr).  Returns 0 or -errno. */
+/* Makes path the log, opened for appending (NULL = stderr); the logger keeps
+ * its own copy of path.  Returns 0, or -errno with the previous log kept. */
 int log_open(const char *path);
 
 /* Reopens the same path (after logrotate moved it).  Returns 0 or -errno. */
 int log_reopen(void);
 
+/* The log's path, or NULL while it is stderr. */
+const char *log_path(void);
+
 void log_set_level(enum log_level level);
 
+/* url written to out with the user and password before its host replaced
+ * by three asterisks ("https://user:pw@host/p" is printed with "***@host/p"
+ * after the scheme): print URLs only through this.  Returns out. */
+const char *log_url(const char *url, char *out, size_t outlen);
 
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

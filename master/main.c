@@ -26,28 +26,19 @@
 
 #define EXIT_USAGE 2
 
-static int write_pidfile(const char *path)
-{
-    FILE *f = fopen(path, "w");
-
-    if (f == NULL)
-        return -1;
-    fprintf(f, "%d\n", (int)getpid());
-    return fclose(f);
-}
-
 static void log_started(const struct fcmd_options *o)
 {
-    char where[300], upstream[600];
+    char where[300], upstream[600], url[512];
 
     if (o->unix_path)
         snprintf(where, sizeof(where), "unix:%s", o->unix_path);
     else
         snprintf(where, sizeof(where), "%s port %d", o->host, o->port);
     if (o->sa)
-        snprintf(upstream, sizeof(upstream), "FCM v1 upstream %s, project %s", o->fcm_url, o->sa->project_id);
+        snprintf(upstream, sizeof(upstream), "FCM v1 upstream %s, project %s", log_url(o->fcm_url, url, sizeof(url)),
+                 o->sa->project_id);
     else
-        snprintf(upstream, sizeof(upstream), "legacy upstream %s", o->gcm_url);
+        snprintf(upstream, sizeof(upstream), "legacy upstream %s", log_url(o->gcm_url, url, sizeof(url)));
     log_info("fcmd %s listening on %s with %d workers, %s", FCMD_VERSION, where, o->workers, upstream);
 }
 
@@ -115,31 +106,26 @@ int main(int argc, char **argv)
         goto fail;
     }
     rc = EXIT_USAGE;
-    if (s->o.pidfile != NULL && write_pidfile(s->o.pidfile) != 0) {
-        snprintf(err, sizeof(err), "--pidfile: cannot write \"%s\": %s", s->o.pidfile, strerror(errno));
-        goto fail_listen;
-    }
     if (s->o.user != NULL && drop_privileges(s->o.user, err, sizeof(err)) != 0)
+        goto fail_listen;
+    /* Written as the user the master runs as from now on, so that it can
+     * remove the file at exit. */
+    if (s->o.pidfile != NULL && supervise_write_pidfile(s->o.pidfile, err, sizeof(err)) != 0)
         goto fail_listen;
     if ((shm = shm_region_create((size_t)s->o.drain_list_bytes)) == NULL) {
         snprintf(err, sizeof(err), "mmap() of the shared region failed: %s", strerror(errno));
         rc = 1;
-        goto fail_listen;
+        goto fail_pidfile;
     }
     log_started(&s->o);
-
-    const char *pidfile = s->o.pidfile;
-    char pidpath[4096];
-    if (pidfile != NULL)
-        snprintf(pidpath, sizeof(pidpath), "%s", pidfile);
     rc = supervise_run(argc, argv, s, fd, shm);
-
-    if (pidfile != NULL && unlink(pidpath) != 0)
-        log_warn("cannot remove the pid file %s: %s", pidpath, strerror(errno));
     shm_region_destroy(shm);
     curl_global_cleanup();
     return rc;
 
+fail_pidfile:
+    if (s->o.pidfile != NULL)
+        unlink(s->o.pidfile);
 fail_listen:
     close(fd);
     listen_cleanup(&s->o);

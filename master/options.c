@@ -5,6 +5,7 @@
  * parser walks argv against it.  Adding an option is one table row.
  */
 #include "options.h"
+#include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 enum opt_kind { OPT_STRING, OPT_INT, OPT_LONG, OPT_BOOL };
@@ -350,13 +350,11 @@ static int url_ok(const char *u)
 
 int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
 {
+    char url[512];
+
     if (strcmp(o->spool_fsync, "never") != 0 && strcmp(o->spool_fsync, "batch") != 0 &&
         strcmp(o->spool_fsync, "always") != 0) {
         snprintf(err, errlen, "--spool-fsync: \"%s\" is not one of never, batch, always", o->spool_fsync);
-        return -1;
-    }
-    if (o->spool != NULL && ((mkdir(o->spool, 0750) != 0 && errno != EEXIST) || access(o->spool, W_OK | X_OK) != 0)) {
-        snprintf(err, errlen, "--spool: cannot use directory \"%s\": %s", o->spool, strerror(errno));
         return -1;
     }
     if (options_log_level(o) < 0) {
@@ -410,11 +408,13 @@ int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
         return -1;
     }
     if (!url_ok(o->gcm_url)) {
-        snprintf(err, errlen, "--gcm-url: \"%s\" is not an http:// or https:// URL", o->gcm_url);
+        snprintf(err, errlen, "--gcm-url: \"%s\" is not an http:// or https:// URL",
+                 log_url(o->gcm_url, url, sizeof(url)));
         return -1;
     }
     if (!url_ok(o->fcm_url)) {
-        snprintf(err, errlen, "--fcm-url: \"%s\" is not an http:// or https:// URL", o->fcm_url);
+        snprintf(err, errlen, "--fcm-url: \"%s\" is not an http:// or https:// URL",
+                 log_url(o->fcm_url, url, sizeof(url)));
         return -1;
     }
     if (o->ca_file != NULL && access(o->ca_file, R_OK) != 0) {

@@ -3,39 +3,228 @@
  *
  * The command line is parsed twice: once to find --config (and to report
  * a bad flag before anything else), and once more after the file has been
- * applied, so that flags override the file.
+ * applied, so that flags override the file.  The directories fcmd writes
+ * are checked for the user the workers will run as, not for the root that
+ * may be starting them.
  */
 #include "settings.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
 #include <h2o.h>
 #include <h2o/http2.h>
+#include <limits.h>
 #include <openssl/crypto.h>
 #include <openssl/ssl.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Who the master and workers run as once started. */
+struct runas {
+    uid_t uid;
+    gid_t gid;
+    int become; /* this process is root and will switch to uid (--user) */
+    char name[64];
+};
+
+/* The longest token line --auth-token-file may hold. */
+#define TOKEN_FILE_MAX (64 * 1024)
+
+/* Reads the first line of path, of any length up to TOKEN_FILE_MAX, into
+ * buf (TOKEN_FILE_MAX + 2 bytes) with read(), so that no stdio buffer keeps
+ * a copy of the token.  Returns its length, -1 with errno set, or
+ * TOKEN_FILE_MAX + 1 when it is longer. */
+static ssize_t read_first_line(const char *path, char *buf)
+{
+    size_t len = 0, cap = TOKEN_FILE_MAX + 1;
+    const char *eol = NULL;
+    ssize_t got = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC), e;
+
+    if (fd < 0)
+        return -1;
+    while (eol == NULL && len < cap) {
+        if ((got = read(fd, buf + len, cap - len)) < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break;
+        eol = memchr(buf + len, '\n', (size_t)got);
+        len += (size_t)got;
+    }
+    e = errno;
+    close(fd);
+    if (eol == NULL && len < cap && got < 0) {
+        errno = e;
+        return -1;
+    }
+    return eol != NULL ? eol - buf : (ssize_t)len;
+}
 
 static int load_token(struct settings *s, char *err, size_t errlen)
 {
-    FILE *f = fopen(s->o.auth_token_file, "r");
-    char line[1024];
-    size_t n;
+    const char *path = s->o.auth_token_file;
+    char *buf = malloc(TOKEN_FILE_MAX + 2);
+    ssize_t n;
+    int rc = -1;
 
-    if (f == NULL || fgets(line, sizeof(line), f) == NULL) {
-        snprintf(err, errlen, "--auth-token-file: cannot read a token from \"%s\"", s->o.auth_token_file);
-        if (f)
-            fclose(f);
+    if (buf == NULL) {
+        snprintf(err, errlen, "--auth-token-file: out of memory");
         return -1;
     }
-    fclose(f);
-    n = strcspn(line, "\r\n");
-    line[n] = '\0';
-    if (n == 0 || (s->auth_token = strdup(line)) == NULL) {
-        snprintf(err, errlen, "--auth-token-file: \"%s\" holds no token", s->o.auth_token_file);
-        return -1;
+    if ((n = read_first_line(path, buf)) < 0) {
+        snprintf(err, errlen, "--auth-token-file: cannot read a token from \"%s\": %s", path, strerror(errno));
+        goto done;
     }
-    OPENSSL_cleanse(line, sizeof(line));
+    if (n > TOKEN_FILE_MAX) {
+        snprintf(err, errlen, "--auth-token-file: the first line of \"%s\" is longer than %d bytes", path,
+                 TOKEN_FILE_MAX);
+        goto done;
+    }
+    if (n > 0 && buf[n - 1] == '\r')
+        n--;
+    buf[n] = '\0';
+    for (ssize_t i = 0; i < n; i++) {
+        if ((unsigned char)buf[i] < 0x20 || buf[i] == 0x7f) {
+            snprintf(err, errlen, "--auth-token-file: the token in \"%s\" has a control character", path);
+            goto done;
+        }
+    }
+    if (n == 0) {
+        snprintf(err, errlen, "--auth-token-file: \"%s\" holds no token", path);
+        goto done;
+    }
+    if ((s->auth_token = strdup(buf)) == NULL) {
+        snprintf(err, errlen, "--auth-token-file: out of memory");
+        goto done;
+    }
     s->o.auth_token = s->auth_token;
+    rc = 0;
+done:
+    OPENSSL_cleanse(buf, TOKEN_FILE_MAX + 2);
+    free(buf);
+    return rc;
+}
+
+static void runas_resolve(const struct fcmd_options *o, struct runas *r)
+{
+    struct passwd *pw = NULL;
+
+    r->uid = geteuid();
+    r->gid = getegid();
+    /* Only root can switch; anyone else stays who it is (main says so). */
+    if (o->user != NULL && r->uid == 0 && (pw = getpwnam(o->user)) != NULL) {
+        r->uid = pw->pw_uid;
+        r->gid = pw->pw_gid;
+    } else {
+        pw = getpwuid(r->uid);
+    }
+    r->become = r->uid != geteuid();
+    if (pw != NULL)
+        snprintf(r->name, sizeof(r->name), "%s", pw->pw_name);
+    else
+        snprintf(r->name, sizeof(r->name), "uid %u", (unsigned)r->uid);
+}
+
+/* 0 when r's user can create and remove files in dir, else an errno value.
+ * When this process will switch users, a forked helper becomes that user and
+ * tries it, so groups, ACLs and read-only mounts count as they will for the
+ * workers. */
+static int runas_try_dir(const struct runas *r, const char *dir)
+{
+    char path[PATH_MAX];
+    int status, fd;
+    pid_t pid;
+
+    if (!r->become)
+        return access(dir, W_OK | X_OK) == 0 ? 0 : errno;
+    if (snprintf(path, sizeof(path), "%s/.fcmd-write-check-XXXXXX", dir) >= (int)sizeof(path))
+        return ENAMETOOLONG;
+    if ((pid = fork()) < 0)
+        return errno;
+    if (pid == 0) {
+        if (initgroups(r->name, r->gid) != 0 || setgid(r->gid) != 0 || setuid(r->uid) != 0)
+            _exit(errno);
+        if ((fd = mkstemp(path)) < 0)
+            _exit(errno);
+        close(fd);
+        _exit(unlink(path) == 0 ? 0 : errno);
+    }
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return errno;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : EIO;
+}
+
+/* The spool: created for r's user when missing; refused when others could
+ * plant files in it (a symbolic link, group- or world-writable, another
+ * user's), or when r's user cannot write in it. */
+static int check_spool(const struct runas *r, const char *dir, char *err, size_t errlen)
+{
+    struct stat st;
+    int e;
+
+    if (lstat(dir, &st) != 0) {
+        if (errno != ENOENT) {
+            snprintf(err, errlen, "--spool: cannot use directory \"%s\": lstat() failed: %s", dir, strerror(errno));
+            return -1;
+        }
+        if (mkdir(dir, 0750) != 0 || (r->become && chown(dir, r->uid, r->gid) != 0) || lstat(dir, &st) != 0) {
+            snprintf(err, errlen, "--spool: cannot create directory \"%s\" for user %s: %s", dir, r->name,
+                     strerror(errno));
+            return -1;
+        }
+    }
+    if (S_ISLNK(st.st_mode)) {
+        snprintf(err, errlen, "--spool: \"%s\" is a symbolic link; give the directory itself", dir);
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "--spool: \"%s\" is not a directory", dir);
+        return -1;
+    }
+    if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+        snprintf(err, errlen, "--spool: \"%s\" is writable by other users (mode %04o); make it 0750", dir,
+                 (unsigned)(st.st_mode & 07777));
+        return -1;
+    }
+    if (st.st_uid != r->uid && st.st_uid != 0) {
+        snprintf(err, errlen, "--spool: \"%s\" belongs to uid %u, not to %s, who runs the workers", dir,
+                 (unsigned)st.st_uid, r->name);
+        return -1;
+    }
+    if ((e = runas_try_dir(r, dir)) != 0) {
+        snprintf(err, errlen, "--spool: user %s cannot create files in \"%s\": %s", r->name, dir, strerror(e));
+        return -1;
+    }
+    return 0;
+}
+
+/* The master writes the pid file as r's user and removes it at exit, so
+ * that user must be able to create and remove files in its directory. */
+static int check_pidfile_dir(const struct runas *r, const char *path, char *err, size_t errlen)
+{
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    int e;
+
+    if (slash == NULL)
+        snprintf(dir, sizeof(dir), ".");
+    else
+        snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    if ((e = runas_try_dir(r, dir)) != 0) {
+        snprintf(err, errlen,
+                 "--pidfile: user %s cannot create and remove files in \"%s\": %s; "
+                 "use a directory it can write, such as /run/fcmd",
+                 r->name, dir, strerror(e));
+        return -1;
+    }
     return 0;
 }
 
@@ -59,6 +248,7 @@ struct settings *settings_load(int argc, char **argv, int validate, char *err, s
 {
     struct settings *s = calloc(1, sizeof(*s));
     struct fcmd_options flags;
+    struct runas r;
 
     if (s == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -76,6 +266,11 @@ struct settings *settings_load(int argc, char **argv, int validate, char *err, s
     if (!validate || s->o.help || s->o.version)
         return s;
     if (options_validate(&s->o, err, errlen) != 0)
+        goto fail;
+    runas_resolve(&s->o, &r);
+    if (s->o.spool != NULL && check_spool(&r, s->o.spool, err, errlen) != 0)
+        goto fail;
+    if (s->o.pidfile != NULL && check_pidfile_dir(&r, s->o.pidfile, err, errlen) != 0)
         goto fail;
     if (s->o.auth_token_file != NULL && load_token(s, err, errlen) != 0)
         goto fail;

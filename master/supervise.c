@@ -6,10 +6,11 @@
  *   SIGCHLD  reap; restart a child of the current generation, with a
  *            back-off that grows while it keeps dying young;
  *   SIGHUP   reload: load the configuration again; if it is good, bind the
- *            new address first if it changed, fork a new generation, and
- *            once every new child accepts, tell the old generation to stop
- *            accepting and finish its work.  The listen socket stays open
- *            throughout, so no connection is refused;
+ *            new address first if it changed, write a new pid file and open
+ *            a new log if they moved, fork a new generation, and once every
+ *            new child accepts, tell the old generation to stop accepting
+ *            and finish its work.  The listen socket stays open throughout,
+ *            so no connection is refused;
  *   SIGUSR2  a child accepts connections now (see above, and READY=1);
  *   SIGUSR1  reopen the log (SIGHUP does too);
  *   SIGTERM, SIGINT  stop: children finish their work within
@@ -24,11 +25,14 @@
 #include "settings.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <systemd/sd-daemon.h>
@@ -70,6 +74,9 @@ struct master {
     int64_t stop_deadline_ms;
     uint64_t lost_at_stop;
     int owe_ready; /* READY=1 once the current generation accepts */
+    /* What only a restart changes, as the master started with it. */
+    char user[256]; /* "" when none */
+    long drain_list_bytes;
 };
 
 static void on_signal(int signo)
@@ -311,6 +318,98 @@ static void on_ready(struct master *m)
     }
 }
 
+static int same(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+int supervise_write_pidfile(const char *path, char *err, size_t errlen)
+{
+    char tmp[PATH_MAX], line[32];
+    const char *call = NULL;
+    int fd, n, e;
+
+    if (snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path) >= (int)sizeof(tmp)) {
+        snprintf(err, errlen, "--pidfile: \"%s\" is too long", path);
+        return -1;
+    }
+    if ((fd = mkostemp(tmp, O_CLOEXEC)) < 0) {
+        snprintf(err, errlen, "--pidfile: cannot write \"%s\": mkostemp() failed: %s", path, strerror(errno));
+        return -1;
+    }
+    n = snprintf(line, sizeof(line), "%d\n", (int)getpid());
+    if (fchmod(fd, 0644) != 0)
+        call = "fchmod()";
+    else if (write(fd, line, (size_t)n) != n)
+        call = "write()";
+    if (close(fd) != 0 && call == NULL)
+        call = "close()";
+    if (call == NULL && rename(tmp, path) != 0)
+        call = "rename()";
+    if (call != NULL) {
+        e = errno;
+        unlink(tmp);
+        snprintf(err, errlen, "--pidfile: cannot write \"%s\": %s failed: %s", path, call, strerror(e));
+        return -1;
+    }
+    return 0;
+}
+
+static void remove_pidfile(const char *path)
+{
+    if (path != NULL && unlink(path) != 0 && errno != ENOENT)
+        log_warn("unlink(%s) failed, the pid file stays: %s", path, strerror(errno));
+}
+
+static void reopen_log(void)
+{
+    int rc = log_reopen();
+
+    if (rc != 0)
+        log_error("open(%s) failed, the log stays where it was: %s", log_path(), strerror(-rc));
+    else
+        log_info("log reopened");
+}
+
+/* A moved pid file and a moved log are made before the reload commits, so a
+ * failure leaves everything as it was; the old pid file goes last. */
+static int move_files(const struct fcmd_options *cur, const struct fcmd_options *next, char *err, size_t errlen)
+{
+    int pid_moved = !same(cur->pidfile, next->pidfile), rc;
+    char was[PATH_MAX];
+
+    if (pid_moved && next->pidfile != NULL && supervise_write_pidfile(next->pidfile, err, errlen) != 0)
+        return -1;
+    if (!same(log_path(), next->logto)) {
+        snprintf(was, sizeof(was), "%s", log_path() ? log_path() : "stderr");
+        log_info("reload: opening the log at %s", next->logto ? next->logto : "stderr");
+        if ((rc = log_open(next->logto)) != 0) {
+            snprintf(err, errlen, "--logto: cannot open \"%s\": %s", next->logto, strerror(-rc));
+            if (pid_moved)
+                remove_pidfile(next->pidfile);
+            return -1;
+        }
+        log_info("log reopened at %s (was %s)", next->logto ? next->logto : "stderr", was);
+    }
+    if (pid_moved) {
+        remove_pidfile(cur->pidfile);
+        log_info("reload: pid file now %s (was %s)", next->pidfile ? next->pidfile : "none",
+                 cur->pidfile ? cur->pidfile : "none");
+    }
+    return 0;
+}
+
+/* One line for each setting the reload cannot apply. */
+static void log_ignored(const struct master *m, const struct fcmd_options *next)
+{
+    if (!same(m->user[0] ? m->user : NULL, next->user))
+        log_warn("reload: user is ignored until a restart; still running as %s",
+                 m->user[0] ? m->user : "the starting user");
+    if (next->drain_list_bytes != m->drain_list_bytes)
+        log_warn("reload: drain_list_bytes is ignored until a restart; the drain lists keep %ld bytes",
+                 m->drain_list_bytes);
+}
+
 static void reload(struct master *m)
 {
     struct settings *next;
@@ -318,10 +417,7 @@ static void reload(struct master *m)
     int fd;
 
     sd_notify(0, "RELOADING=1");
-    if (log_reopen() != 0)
-        log_error("cannot reopen the log: %s", strerror(errno));
-    else
-        log_info("log reopened");
+    reopen_log();
     log_info("reloading the configuration");
     if ((next = settings_load(m->argc, m->argv, 1, err, sizeof(err))) == NULL) {
         log_error("reload failed, still serving the previous configuration: %s", err);
@@ -336,9 +432,17 @@ static void reload(struct master *m)
         sd_notify(0, "READY=1");
         return;
     }
-    if ((next->o.user == NULL) != (m->cur.settings->o.user == NULL) ||
-        (next->o.user && strcmp(next->o.user, m->cur.settings->o.user) != 0))
-        log_warn("reload: a new user takes effect only after a restart");
+    if (move_files(&m->cur.settings->o, &next->o, err, sizeof(err)) != 0) {
+        log_error("reload failed, still serving the previous configuration: %s", err);
+        if (fd != m->cur.listen_fd) {
+            close(fd);
+            listen_cleanup(&next->o);
+        }
+        settings_free(next);
+        sd_notify(0, "READY=1");
+        return;
+    }
+    log_ignored(m, &next->o);
     log_set_level((enum log_level)options_log_level(&next->o));
     /* A reload before the last one finished: the last one's old generation goes now. */
     if (m->old.settings != NULL)
@@ -433,9 +537,13 @@ int supervise_run(int argc, char **argv, struct settings *settings, int listen_f
     m.cur.listen_fd = listen_fd;
     m.cur.number = 1;
     m.owe_ready = 1;
+    snprintf(m.user, sizeof(m.user), "%s", settings->o.user ? settings->o.user : "");
+    m.drain_list_bytes = settings->o.drain_list_bytes;
     atomic_store(&shm->workers, (uint32_t)settings->o.workers);
-    if (install_signals() != 0)
+    if (install_signals() != 0) {
+        remove_pidfile(settings->o.pidfile);
         return 1;
+    }
     sigemptyset(&none);
     spawn_generation(&m);
 
@@ -453,10 +561,7 @@ int supervise_run(int argc, char **argv, struct settings *settings, int listen_f
         }
         if (sig_reopen) {
             sig_reopen = 0;
-            if (log_reopen() != 0)
-                log_error("cannot reopen the log: %s", strerror(errno));
-            else
-                log_info("log reopened");
+            reopen_log();
             for (int i = 0; i < SHM_MAX_SLOTS; i++)
                 signal_worker(&m.workers[i], SIGUSR1);
         }
@@ -475,6 +580,7 @@ int supervise_run(int argc, char **argv, struct settings *settings, int listen_f
     }
     shm_sum(shm, &t);
     log_info("stopped; %llu targets were left unfinished", (unsigned long long)(t.counters[SHM_LOST] - m.lost_at_stop));
+    remove_pidfile(m.cur.settings->o.pidfile);
     if (m.old.settings != NULL) {
         close(m.old.listen_fd);
         settings_free(m.old.settings);

@@ -2,13 +2,16 @@
 refused connection, shutdown_timeout, systemd notifications, UNIX socket
 handling, --user, and the files in conf/."""
 
+import contextlib
 import os
+import pathlib
 import re
 import shutil
 import signal
 import socket
 import stat
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -198,6 +201,106 @@ def test_reload_moves_to_a_new_port_without_a_gap(mock, tmp_path):
 
 
 
+@contextlib.contextmanager
+def configured_fcmd(conf, cwd=None):
+    """fcmd started with --config alone, so the log, pid file and address come
+    from the file; always stopped afterwards."""
+    proc = subprocess.Popen([FCMD_BIN, "--config", str(conf)], cwd=cwd, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def text_of(path):
+    return path.read_text() if path.exists() else ""
+
+
+def test_log_named_in_the_config_is_reopened_after_reloads(mock, tmp_path):
+    # A reload frees the settings that named the log; the log must still be
+    # reopened at its own path (it once went to a file named after freed memory).
+    work = tmp_path / "cwd"
+    work.mkdir()
+    log, port = tmp_path / "fcmd.log", free_port()
+    conf = write_conf(tmp_path / "fcmd.conf",
+                      f"[server]\nhost = 127.0.0.1\nport = {port}\nworkers = 1\n[upstream]\napikey = k\n"
+                      f"gcm_url = {mock.url()}\n[log]\nfile = {log}\n")
+    with configured_fcmd(conf, cwd=work) as proc:
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), what="fcmd to start")
+        for n in (2, 3):
+            proc.send_signal(signal.SIGHUP)
+            wait_until(lambda: f"generation {n} serves" in text_of(log), what=f"generation {n} in the log")
+        before = text_of(log).count("log reopened")
+        proc.send_signal(signal.SIGUSR1)
+        wait_until(lambda: text_of(log).count("log reopened") > before, what="SIGUSR1's line in the log")
+        assert os.listdir(work) == [], "the log was reopened somewhere else"
+
+
+
+def test_reload_moves_the_log_and_the_pid_file(mock, tmp_path):
+    log1, log2 = tmp_path / "one.log", tmp_path / "two.log"
+    pid1, pid2 = tmp_path / "one.pid", tmp_path / "two.pid"
+    port = free_port()
+    base = (f"[server]\nhost = 127.0.0.1\nport = {port}\nworkers = 1\n[upstream]\napikey = k\n"
+            f"gcm_url = {mock.url()}\n")
+    conf = write_conf(tmp_path / "fcmd.conf", base + f"[server]\npidfile = {pid1}\n[log]\nfile = {log1}\n")
+    with configured_fcmd(conf) as proc:
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), what="fcmd to start")
+        assert int(pid1.read_text()) == proc.pid
+        conf.write_text(base + f"[server]\npidfile = {pid2}\n[log]\nfile = {log2}\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "generation 2 serves" in text_of(log2), what="generation 2 in the new log")
+        assert int(pid2.read_text()) == proc.pid and not pid1.exists()
+        assert f"reload: opening the log at {log2}" in log1.read_text()
+        new = log2.read_text()
+        assert f"log reopened at {log2} (was {log1})" in new
+        assert f"reload: pid file now {pid2} (was {pid1})" in new
+        # The new generation's workers write there too.
+        requests.post(f"http://127.0.0.1:{port}/gcm/send", data={"tokens": "mismatch-moved", "payload": "{}"},
+                      timeout=5)
+        wait_until(lambda: "targets failed" in text_of(log2), what="a worker line in the new log")
+        # SIGUSR1 reopens the new path.
+        os.rename(log2, tmp_path / "two.log.1")
+        proc.send_signal(signal.SIGUSR1)
+        wait_until(lambda: "log reopened" in text_of(log2), what="the new path reopened")
+    assert proc.returncode == 0 and not pid2.exists()
+
+
+def test_reload_that_cannot_move_the_log_changes_nothing(mock, tmp_path):
+    log, pid1, pid2 = tmp_path / "fcmd.log", tmp_path / "one.pid", tmp_path / "two.pid"
+    port = free_port()
+    base = f"[server]\nhost = 127.0.0.1\nport = {port}\nworkers = 1\n[upstream]\napikey = k\ngcm_url = {mock.url()}\n"
+    conf = write_conf(tmp_path / "fcmd.conf", base + f"[server]\npidfile = {pid1}\n[log]\nfile = {log}\n")
+    with configured_fcmd(conf) as proc:
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), what="fcmd to start")
+        conf.write_text(base + f"[server]\npidfile = {pid2}\n[log]\nfile = {tmp_path}/missing/fcmd.log\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "reload failed" in text_of(log), what="the reload to fail")
+        assert "--logto: cannot open" in text_of(log)
+        assert int(pid1.read_text()) == proc.pid and not pid2.exists()
+        assert "generation 2" not in text_of(log)
+        assert http_ok(f"http://127.0.0.1:{port}/healthz")
+
+
+def test_reload_says_which_settings_need_a_restart(mock, start_fcmd, tmp_path):
+    conf = write_conf(tmp_path / "fcmd.conf", "[server]\ndrain_list_bytes = 65536\n")
+    f = start_fcmd(mock, workers=1, args=["--config", str(conf)])
+    conf.write_text("[server]\ndrain_list_bytes = 131072\nuser = nobody\n")
+    f.proc.send_signal(signal.SIGHUP)
+    wait_until(generation_serving(f, 2), what="generation 2")
+    log = f.log_text()
+    assert "reload: drain_list_bytes is ignored until a restart; the drain lists keep 65536 bytes" in log
+    assert "reload: user is ignored until a restart" in log
+
+
+
 # ---- stopping ----
 
 def test_shutdown_timeout_bounds_the_drain(start_mock, start_fcmd):
@@ -304,6 +407,95 @@ def test_user_drops_privileges(mock, start_fcmd, tmp_path):
 def test_unknown_user_exits_2():
     r = run_fcmd("--apikey", "k", "--user", "no-such-user-fcmd", "--port", str(free_port()))
     assert r.returncode == 2 and "no such user" in r.stderr
+
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def open_dir():
+    """A directory every user can reach (pytest's own are root's alone), so a
+    test can hand its subdirectories to nobody; removed afterwards."""
+    d = tempfile.mkdtemp(prefix="fcmd-test-")
+    os.chmod(d, 0o755)
+    yield pathlib.Path(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def one_line_exit_2(r, *needles):
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, (r.returncode, r.stdout, r.stderr)
+    assert all(n in lines[0] for n in needles), lines[0]
+
+
+def test_user_gets_a_spool_it_can_write(mock, start_fcmd, open_dir):
+    spool = open_dir / "spool"
+    f = start_fcmd(mock, workers=1, args=["--user", "nobody", "--spool", str(spool)])
+    st = os.stat(spool)
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (NOBODY, 0o750)
+    r = f.send_form(["spooled-as-nobody"], {})
+    assert r.status_code == 200, r.text
+    assert f.wait_idle()["successes"] == 1
+
+
+@pytest.mark.parametrize("check", [True, False], ids=["check-config", "start"])
+def test_user_who_cannot_write_the_spool_exits_2(open_dir, check):
+    spool = open_dir / "spool"
+    spool.mkdir(mode=0o750)  # root's: nobody cannot write in it
+    args = ["--check-config"] if check else ["--host", "127.0.0.1", "--port", str(free_port()), "--workers", "1"]
+    r = run_fcmd("--apikey", "k", "--user", "nobody", "--spool", str(spool), *args)
+    one_line_exit_2(r, "--spool", "nobody", str(spool))
+    assert os.listdir(spool) == []  # the write check left nothing behind
+
+
+@pytest.mark.parametrize("kind,needle", [
+    ("symlink", "symbolic link"),
+    ("0777", "writable by other users"),
+    ("0770", "writable by other users"),
+    ("1777", "writable by other users"),
+    ("other-owner", "belongs to uid"),
+])
+@pytest.mark.parametrize("check", [True, False], ids=["check-config", "start"])
+def test_spool_others_could_plant_files_in_is_refused(tmp_path, kind, needle, check):
+    real = tmp_path / "real"
+    real.mkdir(mode=0o750)
+    spool = tmp_path / "spool"
+    if kind == "symlink":
+        spool.symlink_to(real)
+    elif kind == "other-owner":
+        spool.mkdir(mode=0o750)
+        os.chown(spool, NOBODY, NOBODY)  # fcmd runs as root here, not as nobody
+    else:
+        spool.mkdir()
+        os.chmod(spool, int(kind, 8))
+    args = ["--check-config"] if check else ["--host", "127.0.0.1", "--port", str(free_port()), "--workers", "1"]
+    r = run_fcmd("--apikey", "k", "--spool", str(spool), *args)
+    one_line_exit_2(r, "--spool", str(spool), needle)
+
+
+@pytest.mark.parametrize("sticky", [False, True], ids=["runtime-dir", "sticky-dir"])
+def test_user_pid_file_is_removed_at_exit(mock, start_fcmd, open_dir, sticky):
+    run = open_dir / "run"
+    run.mkdir()
+    if sticky:
+        os.chmod(run, 0o1777)  # as /tmp: only a file's owner may remove it
+    else:
+        os.chown(run, NOBODY, NOBODY)  # as systemd's RuntimeDirectory= makes it
+    pidfile = run / "fcmd.pid"
+    f = start_fcmd(mock, workers=1, args=["--user", "nobody", "--pidfile", str(pidfile)])
+    assert int(pidfile.read_text()) == f.proc.pid
+    assert f.stop() == 0
+    assert not pidfile.exists()
+    assert "pid file" not in f.log_text()  # no warning that it could not be removed
+
+
+@pytest.mark.parametrize("check", [True, False], ids=["check-config", "start"])
+def test_user_who_could_not_remove_the_pid_file_exits_2(open_dir, check):
+    pidfile = open_dir / "fcmd.pid"  # root's directory: nobody could not remove it at exit
+    args = ["--check-config"] if check else ["--host", "127.0.0.1", "--port", str(free_port()), "--workers", "1"]
+    r = run_fcmd("--apikey", "k", "--user", "nobody", "--pidfile", str(pidfile), *args)
+    one_line_exit_2(r, "--pidfile", "nobody", str(open_dir))
+    assert not pidfile.exists()
 
 
 def test_logrotate_config_present():

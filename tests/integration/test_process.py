@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from conftest import API_KEY, FCMD_BIN, free_port, http_ok, wait_until
+from conftest import API_KEY, FCMD_BIN, free_port, http_ok, wait_until, write_service_account
 
 
 def run_fcmd(*args, timeout=10):
@@ -278,3 +278,24 @@ def test_make_install_honours_prefix_and_destdir(tmp_path):
     installed = tmp_path / "opt" / "fcmd" / "bin" / "fcmd"
     assert os.access(installed, os.X_OK)
     assert subprocess.run([str(installed), "--version"], capture_output=True, text=True).stdout.startswith("fcmd ")
+
+
+def test_url_credentials_never_printed_or_logged(mock, start_fcmd, tmp_path, signing_key):
+    # Legacy: the start-up line names the upstream without its user and password.
+    url = f"http://fcmuser:url-secret-7731@127.0.0.1:{mock.port}/fcm/send"
+    f = start_fcmd(workers=1, gcm_url=url)
+    wait_until(lambda: "legacy upstream" in f.log_text(), what="the start-up line")
+    assert f"legacy upstream http://***@127.0.0.1:{mock.port}/fcm/send" in f.log_text()
+    assert "url-secret-7731" not in f.log_text() and "fcmuser" not in f.log_text()
+    # v1: the same for --fcm-url.
+    sa = write_service_account(tmp_path / "sa.json", signing_key[0], "http://127.0.0.1:1/token")
+    g = start_fcmd(workers=1, apikey=None, args=["--service-account", str(sa), "--fcm-url",
+                                                  "https://fcmuser:url-secret-7731@fcm.example/base"])
+    wait_until(lambda: "FCM v1 upstream" in g.log_text(), what="the start-up line")
+    assert "FCM v1 upstream https://***@fcm.example/base, project" in g.log_text()
+    assert "url-secret-7731" not in g.log_text() and "fcmuser" not in g.log_text()
+    # A URL refused at start is named without them too.
+    for flag in ("--gcm-url", "--fcm-url"):
+        r = run_fcmd("--apikey", "k", flag, "ftp://fcmuser:url-secret-7731@fcm.example/x", "--check-config")
+        assert r.returncode == 2 and flag in r.stderr and "ftp://***@fcm.example/x" in r.stderr
+        assert "url-secret-7731" not in r.stderr and "fcmuser" not in r.stderr

@@ -115,3 +115,28 @@ def test_processes_holding_keys_are_not_dumpable(mock):
         proc.terminate()
         proc.wait(20)
 
+
+
+def test_a_long_auth_token_file_is_read_whole(mock, start_fcmd, tmp_path):
+    token = "".join(chr(ord("a") + i % 26) for i in range(5000))
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\r\n")  # a CRLF file too
+    f = start_fcmd(mock, workers=1, args=["--auth-token-file", str(token_file), "--max-header-bytes", "65536"])
+    assert call(f, "GET", "/gcm/report", token[:1023]).status_code == 401
+    assert call(f, "GET", "/gcm/report", token[:-1]).status_code == 401
+    assert call(f, "GET", "/gcm/report", token).status_code == 200
+    assert token[:64] not in f.log_text()
+
+
+@pytest.mark.parametrize("length,ok", [(65536, True), (65537, False)])
+def test_auth_token_file_is_bounded(tmp_path, length, ok):
+    token_file = tmp_path / "token"
+    token_file.write_text("t" * length + "\nsecond line\n")
+    r = subprocess.run([FCMD_BIN, "--apikey", "k", "--auth-token-file", str(token_file), "--check-config"],
+                       capture_output=True, text=True, timeout=10)
+    if ok:
+        assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
+    else:
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1, r.stderr
+        assert "--auth-token-file" in lines[0] and "65536 bytes" in lines[0] and "ttt" not in lines[0]

@@ -116,7 +116,7 @@ def test_sigkill_everything_and_restart(start_mock, tmp_path):
 
 def test_torn_tail_and_corrupt_middle(mock, start_fcmd, tmp_path):
     spool = tmp_path / "spool"
-    spool.mkdir()
+    spool.mkdir(mode=0o750)  # fcmd refuses a spool others can write in
     a = [push_record(1, ["ta1"]), push_record(2, ["ta2"]), push_record(3, ["ta3", "ta4"])]
     bad = bytearray(a[1])
     bad[20] ^= 0x01  # a flipped bit inside the second record

@@ -1,0 +1,123 @@
+/*
+ * tests/unit/test_settings.c - --auth-token-file: the whole first line, of
+ * any length up to 64 KiB, without its line ending.
+ */
+#include "cmocka_all.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../master/settings.h"
+
+static char path[] = "/tmp/fcmd-test-token-XXXXXX";
+
+static int make_file(void **state)
+{
+    int fd = mkstemp(path);
+
+    (void)state;
+    if (fd < 0)
+        return -1;
+    close(fd);
+    return 0;
+}
+
+static int remove_file(void **state)
+{
+    (void)state;
+    return unlink(path);
+}
+
+/* Writes n copies of c, then tail, to the token file. */
+static void write_token(size_t n, char c, const char *tail)
+{
+    FILE *f = fopen(path, "w");
+
+    assert_non_null(f);
+    for (size_t i = 0; i < n; i++)
+        fputc(c, f);
+    fputs(tail, f);
+    assert_int_equal(fclose(f), 0);
+}
+
+static struct settings *load(char *err, size_t errlen)
+{
+    char *argv[] = {"fcmd", "--apikey", "k", "--auth-token-file", path};
+
+    return settings_load(5, argv, 1, err, errlen);
+}
+
+static void whole_first_line(void **state)
+{
+    char err[600];
+    struct settings *s;
+
+    (void)state;
+    write_token(5000, 'a', "\nsecond line\n");
+    s = load(err, sizeof(err));
+    assert_non_null(s);
+    assert_int_equal(strlen(s->o.auth_token), 5000);
+    assert_int_equal(strspn(s->o.auth_token, "a"), 5000);
+    settings_free(s);
+}
+
+static void crlf_and_no_line_end(void **state)
+{
+    char err[600];
+    struct settings *s;
+
+    (void)state;
+    write_token(3, 'b', "\r\n");
+    assert_non_null(s = load(err, sizeof(err)));
+    assert_string_equal(s->o.auth_token, "bbb");
+    settings_free(s);
+    write_token(4, 'c', "");
+    assert_non_null(s = load(err, sizeof(err)));
+    assert_string_equal(s->o.auth_token, "cccc");
+    settings_free(s);
+}
+
+static void bounded_at_64_kib(void **state)
+{
+    char err[600];
+    struct settings *s;
+
+    (void)state;
+    write_token(65536, 't', "\n");
+    assert_non_null(s = load(err, sizeof(err)));
+    assert_int_equal(strlen(s->o.auth_token), 65536);
+    settings_free(s);
+    write_token(65536, 't', "");
+    assert_non_null(s = load(err, sizeof(err)));
+    settings_free(s);
+    write_token(65537, 't', "\n");
+    assert_null(load(err, sizeof(err)));
+    assert_non_null(strstr(err, "longer than 65536 bytes"));
+    assert_null(strstr(err, "ttt"));
+}
+
+static void no_token(void **state)
+{
+    char err[600];
+
+    (void)state;
+    write_token(0, 'x', "\nlater\n");
+    assert_null(load(err, sizeof(err)));
+    assert_non_null(strstr(err, "holds no token"));
+    write_token(2, 'x', "\tx\n");
+    assert_null(load(err, sizeof(err)));
+    assert_non_null(strstr(err, "control character"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(whole_first_line),
+        cmocka_unit_test(crlf_and_no_line_end),
+        cmocka_unit_test(bounded_at_64_kib),
+        cmocka_unit_test(no_token),
+    };
+    return cmocka_run_group_tests_name("settings", tests, make_file, remove_file);
+}
