@@ -131,7 +131,7 @@ static void describe_failure(struct oauth *o, long status, CURLcode code, char *
 
 static void failed(struct oauth *o, long status, CURLcode code)
 {
-    char why[320];
+    char why[320], uri[512];
     uint64_t delay;
 
     o->failures++;
@@ -142,8 +142,9 @@ static void failed(struct oauth *o, long status, CURLcode code)
     if (delay < MIN_RETRY_MS)
         delay = MIN_RETRY_MS;
     describe_failure(o, status, code, why, sizeof(why));
-    log_warn("oauth: token request to %s failed (%s)%s; next try in %llu ms", o->sa->token_uri, why,
-             o->header ? "" : ": nothing is sent until it succeeds", (unsigned long long)delay);
+    log_warn("oauth: token request to %s failed (%s)%s; next try in %llu ms",
+             log_url(o->sa->token_uri, uri, sizeof(uri)), why, o->header ? "" : ": nothing is sent until it succeeds",
+             (unsigned long long)delay);
     uv_timer_start(&o->timer, on_timer, delay, 0);
 }
 
@@ -151,7 +152,7 @@ static void on_done(struct sender_transfer *t, CURLcode code)
 {
     struct oauth *o = (struct oauth *)t;
     long status = 0, lifetime;
-    char *token;
+    char *token, uri[512];
     struct buf header = BUF_INIT;
 
     o->fetching = 0;
@@ -171,7 +172,8 @@ static void on_done(struct sender_transfer *t, CURLcode code)
     o->failures = 0;
     atomic_store(&o->slot->no_token, 0);
     shm_add(o->slot, SHM_OAUTH_TOKENS, 1);
-    log_info("oauth: new access token from %s, valid for %ld s", o->sa->token_uri, lifetime);
+    log_info("oauth: new access token from %s, valid for %ld s", log_url(o->sa->token_uri, uri, sizeof(uri)),
+             lifetime);
     /* Refresh at 80% of the lifetime, while the current token still works. */
     uv_timer_start(&o->timer, on_timer, (uint64_t)lifetime * 800, 0);
     o->on_token(o->arg);

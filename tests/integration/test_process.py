@@ -287,13 +287,17 @@ def test_url_credentials_never_printed_or_logged(mock, start_fcmd, tmp_path, sig
     wait_until(lambda: "legacy upstream" in f.log_text(), what="the start-up line")
     assert f"legacy upstream http://***@127.0.0.1:{mock.port}/fcm/send" in f.log_text()
     assert "url-secret-7731" not in f.log_text() and "fcmuser" not in f.log_text()
-    # v1: the same for --fcm-url.
-    sa = write_service_account(tmp_path / "sa.json", signing_key[0], "http://127.0.0.1:1/token")
+    # v1: the same for --fcm-url, and for the token endpoint named in the
+    # service account, which a worker logs when a token request fails.
+    sa = write_service_account(tmp_path / "sa.json", signing_key[0], "http://tokuser:tok-secret-5521@127.0.0.1:1/token")
     g = start_fcmd(workers=1, apikey=None, args=["--service-account", str(sa), "--fcm-url",
                                                   "https://fcmuser:url-secret-7731@fcm.example/base"])
     wait_until(lambda: "FCM v1 upstream" in g.log_text(), what="the start-up line")
     assert "FCM v1 upstream https://***@fcm.example/base, project" in g.log_text()
     assert "url-secret-7731" not in g.log_text() and "fcmuser" not in g.log_text()
+    wait_until(lambda: "oauth: token request to http://***@127.0.0.1:1/token failed" in g.log_text(),
+               what="the failed token request's line")
+    assert "tok-secret-5521" not in g.log_text() and "tokuser" not in g.log_text()
     # A URL refused at start is named without them too.
     for flag in ("--gcm-url", "--fcm-url"):
         r = run_fcmd("--apikey", "k", flag, "ftp://fcmuser:url-secret-7731@fcm.example/x", "--check-config")
