@@ -67,7 +67,8 @@ struct sender {
     char *ca_path;              /* the system CA directory, used with --ca-file */
     struct target **batch;      /* scratch for queue_take_batch */
     uint64_t rng;
-    struct log_limit failed_log, retried_log; /* an outage fails every request: a line per 10 s */
+    /* An outage fails every request: a line per cause and 10 s. */
+    struct log_limit failed_log[CAUSE_COUNT], retried_log[CAUSE_COUNT];
 };
 
 struct sock_watch {
@@ -347,16 +348,17 @@ static int apply(struct sender *s, struct target *t, struct outcome *o)
 }
 
 static void log_job(struct sender *s, const struct job *job, long status, size_t retried, size_t failed,
-                    const char *retry_reason, const char *fail_reason)
+                    const struct outcome *retry, const struct outcome *fail)
 {
+    const char *retry_reason = retry ? retry->reason : "", *fail_reason = fail ? fail->reason : "";
     const char *sep = job->error[0] ? ": " : "";
     const char *dsep = job->detail[0] ? ": " : "";
 
     if (failed > 0)
-        log_limited(&s->failed_log, LOG_WARN, "%s upstream: HTTP %ld: %zu of %zu targets failed (%s)%s%s%s%s",
+        log_limited(&s->failed_log[fail->cause], LOG_WARN, "%s upstream: HTTP %ld: %zu of %zu targets failed (%s)%s%s%s%s",
                     s->up->ops->name, status, failed, job->ntargets, fail_reason, sep, job->error, dsep, job->detail);
     if (retried > 0)
-        log_limited(&s->retried_log, LOG_INFO, "%s upstream: HTTP %ld: %zu of %zu targets will be retried (%s)%s%s",
+        log_limited(&s->retried_log[retry->cause], LOG_INFO, "%s upstream: HTTP %ld: %zu of %zu targets will be retried (%s)%s%s",
                     s->up->ops->name, status, retried, job->ntargets, retry_reason, sep, job->error);
 }
 
@@ -384,7 +386,7 @@ static void finish_job(struct sender *s, struct job *job, CURLcode code)
     struct target *retry_head = NULL, **retry_tail = &retry_head;
     size_t retried = 0, failed = 0;
     unsigned attempt = 0;
-    const char *retry_reason = "", *fail_reason = "";
+    const struct outcome *retry = NULL, *fail = NULL;
 
     curl_off_t elapsed_us = 0;
 
@@ -401,16 +403,16 @@ static void finish_job(struct sender *s, struct job *job, CURLcode code)
         struct target *t = job->targets[i];
         int gave_up = out[i].kind == OUTCOME_FAILED || (out[i].kind == OUTCOME_RETRY && out_of_retries(s, t));
         if (gave_up && failed++ == 0)
-            fail_reason = out[i].reason;
+            fail = &out[i];
         if (apply(s, t, &out[i])) {
             if (retried++ == 0)
-                retry_reason = out[i].reason;
+                retry = &out[i];
             *retry_tail = t;
             retry_tail = &t->next;
             attempt = t->attempts > attempt ? t->attempts : attempt;
         }
     }
-    log_job(s, job, res.status, retried, failed, retry_reason, fail_reason);
+    log_job(s, job, res.status, retried, failed, retry, fail);
     if (retry_head != NULL)
         retry_schedule(&s->retries, retry_head, retried,
                        backoff_delay_ms(attempt > 0 ? attempt - 1 : 0, job->retry_after_ms, backoff_random(&s->rng)));
@@ -650,8 +652,10 @@ struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, stru
     s->up = up;
     s->shm = shm;
     s->slot = &shm->slots[slot];
-    s->failed_log = (struct log_limit)LOG_LIMIT_INIT(10000);
-    s->retried_log = (struct log_limit)LOG_LIMIT_INIT(10000);
+    for (int i = 0; i < CAUSE_COUNT; i++) {
+        s->failed_log[i] = (struct log_limit)LOG_LIMIT_INIT(10000);
+        s->retried_log[i] = (struct log_limit)LOG_LIMIT_INIT(10000);
+    }
     s->rng = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ 0x9e3779b97f4a7c15ull;
     /* HTTP/2 multiplexes many requests on few connections; HTTP/1.1 needs one
      * connection per request in flight. */

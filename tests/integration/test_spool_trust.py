@@ -153,7 +153,7 @@ def test_full_disk_loses_nothing_and_says_so_once(start_mock, start_fcmd, tmp_pa
     space comes back."""
     spool = tmp_path / "spool"
     spool.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(spool)], check=True, timeout=10)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0750", "tmpfs", str(spool)], check=True, timeout=10)
     try:
         mock = start_mock("--latency-ms", "400")
         f = start_fcmd(mock, workers=2, args=["--spool", str(spool), "--max-inflight", "10"])
