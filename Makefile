@@ -11,7 +11,7 @@ PYTHON = /usr/bin/python3
 
 # Debian packages fcmd builds with and tests with.
 DEPS = build-essential pkg-config libh2o-dev libuv1-dev libcurl4-openssl-dev libjsmn-dev libssl-dev \
-       libinih-dev libsystemd-dev libcmocka-dev clang libclang-rt-14-dev python3 python3-pytest python3-requests python3-prometheus-client openssl curl wrk strace
+       libinih-dev libsystemd-dev libcmocka-dev libjansson-dev clang libclang-rt-14-dev python3 python3-pytest python3-requests python3-prometheus-client openssl curl wrk strace
 
 BUILD = build
 # Where the binaries go: the top level for the normal build, the build tree
@@ -25,7 +25,11 @@ SHM_SRC = $(wildcard shm/*.c)
 LIB_SRC = $(CHILD_SRC) $(SHM_SRC) master/log.c master/options.c master/service_account.c master/config.c master/settings.c
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 FCMD_OBJ = $(LIB_OBJ) $(BUILD)/master/main.o $(BUILD)/master/listen.o $(BUILD)/master/supervise.o
-MOCK_OBJ = $(BUILD)/tools/mock_upstream.o $(BUILD)/tools/mock_v1.o $(BUILD)/child/json.o $(BUILD)/child/buf.o
+# The mock reads JSON with jansson, never with fcmd's own parser; fcmd
+# itself does not link it.
+JANSSON_CFLAGS = $(shell pkg-config --cflags jansson 2>/dev/null)
+JANSSON_LIBS = $(shell pkg-config --libs jansson 2>/dev/null)
+MOCK_OBJ = $(BUILD)/tools/mock_upstream.o $(BUILD)/tools/mock_v1.o $(BUILD)/tools/mock_text.o
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
@@ -64,9 +68,11 @@ $(BASELINE): $(BUILD)/tools/baseline.o
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+$(MOCK_OBJ): FCMD_CFLAGS += $(JANSSON_CFLAGS)
+
 $(MOCK): $(MOCK_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(JANSSON_LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
