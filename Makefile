@@ -110,9 +110,11 @@ FUZZ_SECONDS ?= 60
 FUZZ_TARGETS = $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_DIR = build-fuzz
 
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_OBJ)
+# Targets that judge fcmd's JSON do it with jansson (tests/fuzz/oracle.h).
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_OBJ) tests/fuzz/oracle.h
 	@mkdir -p $(dir $@)
-	$(CC) $(FCMD_CFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer -o $@ $^ $(LDLIBS)
+	$(CC) $(FCMD_CFLAGS) $(JANSSON_CFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer \
+		-o $@ $(filter-out %.h,$^) $(LDLIBS) $(JANSSON_LIBS)
 
 fuzz-binaries: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
 
