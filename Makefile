@@ -11,7 +11,7 @@ PYTHON = /usr/bin/python3
 
 # Debian packages fcmd builds with and tests with.
 DEPS = build-essential pkg-config libh2o-dev libuv1-dev libcurl4-openssl-dev libjsmn-dev libssl-dev \
-       libinih-dev libsystemd-dev libcmocka-dev clang libclang-rt-14-dev python3 python3-pytest python3-requests python3-prometheus-client openssl curl wrk strace
+       libinih-dev libsystemd-dev libcmocka-dev libjansson-dev clang libclang-rt-14-dev python3 python3-pytest python3-requests python3-prometheus-client openssl curl wrk strace
 
 BUILD = build
 # Where the binaries go: the top level for the normal build, the build tree
@@ -25,7 +25,11 @@ SHM_SRC = $(wildcard shm/*.c)
 LIB_SRC = $(CHILD_SRC) $(SHM_SRC) master/log.c master/options.c master/service_account.c master/config.c master/settings.c
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 FCMD_OBJ = $(LIB_OBJ) $(BUILD)/master/main.o $(BUILD)/master/listen.o $(BUILD)/master/supervise.o
-MOCK_OBJ = $(BUILD)/tools/mock_upstream.o $(BUILD)/tools/mock_v1.o $(BUILD)/child/json.o $(BUILD)/child/buf.o
+# The mock and the tests' oracles read JSON with jansson, never with fcmd's
+# own parser; fcmd itself does not link it.
+JANSSON_CFLAGS = $(shell pkg-config --cflags jansson 2>/dev/null)
+JANSSON_LIBS = $(shell pkg-config --libs jansson 2>/dev/null)
+MOCK_OBJ = $(BUILD)/tools/mock_upstream.o $(BUILD)/tools/mock_v1.o $(BUILD)/tools/mock_text.o
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
@@ -64,13 +68,15 @@ $(BASELINE): $(BUILD)/tools/baseline.o
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+$(MOCK_OBJ): FCMD_CFLAGS += $(JANSSON_CFLAGS)
+
 $(MOCK): $(MOCK_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(JANSSON_LIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ)
+$(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ) $(wildcard tests/unit/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(FCMD_CFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+	$(CC) $(FCMD_CFLAGS) $(JANSSON_CFLAGS) $(CFLAGS) -o $@ $(filter-out %.h,$^) $(LDLIBS) $(JANSSON_LIBS) -lcmocka
 
 unit: $(UNIT_BIN)
 	@for t in $(UNIT_BIN); do echo "== $$t"; $$t || exit 1; done
@@ -112,9 +118,11 @@ FUZZ_SECONDS ?= 60
 FUZZ_TARGETS = $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_DIR = build-fuzz
 
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_OBJ)
+# Targets that judge fcmd's JSON do it with jansson (tests/fuzz/oracle.h).
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_OBJ) tests/fuzz/oracle.h
 	@mkdir -p $(dir $@)
-	$(CC) $(FCMD_CFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -o $@ $^ $(LDLIBS)
+	$(CC) $(FCMD_CFLAGS) $(JANSSON_CFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+		-fno-omit-frame-pointer -o $@ $(filter-out %.h,$^) $(LDLIBS) $(JANSSON_LIBS)
 
 fuzz-binaries: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
 
@@ -126,7 +134,8 @@ fuzz: fuzz-build
 	@for t in $(FUZZ_TARGETS); do \
 		mkdir -p $(FUZZ_DIR)/corpus/$$t; \
 		echo "== $$t ($(FUZZ_SECONDS) s)"; \
-		$(FUZZ_DIR)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 \
+		dict=; [ -f tests/fuzz/$$t.dict ] && dict=-dict=tests/fuzz/$$t.dict; \
+		$(FUZZ_DIR)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 $$dict \
 			$(FUZZ_DIR)/corpus/$$t tests/fuzz/corpus/$$t 2>$(FUZZ_DIR)/$$t.log || { tail -40 $(FUZZ_DIR)/$$t.log; exit 1; }; \
 		grep -E "stat::number_of_executed_units|stat::average_exec_per_sec" $(FUZZ_DIR)/$$t.log; \
 	done

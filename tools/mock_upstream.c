@@ -7,6 +7,8 @@
  * answers for a token depends on the token's prefix (see usage below), so
  * one mock instance can play every upstream behaviour at once, and GET
  * /stats tells tests exactly what it received, per token and per attempt.
+ * It reads JSON with jansson, never with fcmd's parser, so that a parser
+ * bug in fcmd cannot hide behind the same bug in the mock.
  */
 #include "mock_upstream.h"
 
@@ -27,6 +29,7 @@ static const char usage[] =
     "                     [--oauth-public-key PEM] [--token-ttl SECONDS] [--oauth-fail N]\n"
     "                     [--http1-only]   (TLS without HTTP/2 in ALPN)\n"
     "\n"
+    "Request bodies must be JSON without repeated keys (jansson's reading); anything else gets 400.\n"
     "POST /fcm/send  legacy GCM/FCM API.  What a token gets depends on its prefix:\n"
     "  notreg...       error NotRegistered          invalid...   error InvalidRegistration\n"
     "  canon...        delivered, registration_id \"canonical-<token>\"\n"
@@ -67,7 +70,7 @@ static struct token_stat *slot_for(struct token_stat *t, size_t cap, const char 
 {
     size_t i = hash(s, n) & (cap - 1);
 
-    while (t[i].token && !(strlen(t[i].token) == n && memcmp(t[i].token, s, n) == 0))
+    while (t[i].token && !(t[i].len == n && memcmp(t[i].token, s, n) == 0))
         i = (i + 1) & (cap - 1);
     return &t[i];
 }
@@ -83,15 +86,19 @@ struct token_stat *mock_stat(const char *s, size_t n)
             abort();
         for (size_t i = 0; i < mock.table_cap; i++)
             if (mock.table[i].token)
-                *slot_for(t, cap, mock.table[i].token, strlen(mock.table[i].token)) = mock.table[i];
+                *slot_for(t, cap, mock.table[i].token, mock.table[i].len) = mock.table[i];
         free(mock.table);
         mock.table = t;
         mock.table_cap = cap;
     }
     e = slot_for(mock.table, mock.table_cap, s, n);
     if (e->token == NULL) {
-        if ((e->token = strndup(s, n)) == NULL)
+        /* Tokens may hold a NUL (JSON allows \u0000): keep their length. */
+        if ((e->token = malloc(n + 1)) == NULL)
             abort();
+        memcpy(e->token, s, n);
+        e->token[n] = '\0';
+        e->len = n;
         mock.table_used++;
     }
     return e;
@@ -101,8 +108,8 @@ static void stats_reset(void)
 {
     for (size_t i = 0; i < mock.table_cap; i++) {
         free(mock.table[i].token);
-        free(mock.table[i].data);
-        free(mock.table[i].message);
+        json_decref(mock.table[i].data);
+        json_decref(mock.table[i].message);
     }
     free(mock.table);
     mock.table = NULL;
@@ -113,16 +120,31 @@ static void stats_reset(void)
     mock.oauth_requests = mock.oauth_rejected = mock.v1_unauthorized = 0;
 }
 
-void mock_record_delivery(struct token_stat *e, const char *data, size_t dlen, const char *msg, size_t mlen)
+void mock_record_delivery(struct token_stat *e, json_t *data, json_t *msg)
 {
     mock.delivered++;
     mock.last_delivery_ms = uv_now(mock.loop);
     if (e->delivered++ == 0)
         mock.unique_delivered++;
-    free(e->data);
-    free(e->message);
-    e->data = data ? strndup(data, dlen) : NULL;
-    e->message = msg ? strndup(msg, mlen) : NULL;
+    json_decref(e->data);
+    json_decref(e->message);
+    e->data = json_incref(data);
+    e->message = json_incref(msg);
+}
+
+json_t *mock_decode(h2o_req_t *req, char *why, size_t size)
+{
+    json_error_t err;
+    json_t *v = json_loadb(req->entity.base ? req->entity.base : "", req->entity.len, MOCK_JSON_FLAGS, &err);
+
+    if (v != NULL)
+        return v;
+    /* jansson quotes the bytes near the error, which may be anything. */
+    snprintf(why, size, "%s (byte %d)", err.text, err.position);
+    for (size_t i = 0; i < size && why[i] != '\0'; i++)
+        if ((unsigned char)why[i] < 0x20 || (unsigned char)why[i] >= 0x7f)
+            why[i] = '?';
+    return NULL;
 }
 
 /* ---- answering after the latency ---- */
@@ -133,7 +155,7 @@ struct delayed {
     struct delayed **link; /* lives in req->pool; cleared when we answer */
     int status;
     char retry_after[16];
-    struct buf body;
+    struct mtext body;
 };
 
 static void on_req_gone(void *p)
@@ -159,7 +181,7 @@ static void free_delayed(uv_handle_t *h)
 {
     struct delayed *d = h->data;
 
-    buf_free(&d->body);
+    mtext_free(&d->body);
     free(d);
 }
 
@@ -176,7 +198,7 @@ static void on_due(uv_timer_t *t)
 }
 
 /* Answers now, or after the latency with the same status and body. */
-int mock_answer(h2o_req_t *req, int status, int with_retry_after, struct buf *body)
+int mock_answer(h2o_req_t *req, int status, int with_retry_after, struct mtext *body)
 {
     struct delayed *d;
 
@@ -184,7 +206,7 @@ int mock_answer(h2o_req_t *req, int status, int with_retry_after, struct buf *bo
         char ra[16];
         snprintf(ra, sizeof(ra), "%u", mock.retry_after);
         mock_send_now(req, status, with_retry_after ? ra : NULL, body->data ? body->data : "", body->len);
-        buf_free(body);
+        mtext_free(body);
         return 0;
     }
     d->req = req;
@@ -204,9 +226,9 @@ int mock_answer(h2o_req_t *req, int status, int with_retry_after, struct buf *bo
 
 static int answer_text(h2o_req_t *req, int status, const char *text)
 {
-    struct buf b = BUF_INIT;
+    struct mtext b = MTEXT_INIT;
 
-    buf_adds(&b, text);
+    mtext_adds(&b, text);
     return mock_answer(req, status, 0, &b);
 }
 
@@ -220,11 +242,11 @@ int mock_has_prefix(const char *s, size_t n, const char *p)
 }
 
 /* What one token gets; writes its result object to b and counts it. */
-static void legacy_result(struct buf *b, const char *tok, size_t n, const char *data, size_t dlen, unsigned *ok,
-                          unsigned *fail, unsigned *canon)
+static void legacy_result(struct mtext *b, json_t *tokv, json_t *data, unsigned *ok, unsigned *fail, unsigned *canon)
 {
+    const char *tok = json_string_value(tokv), *error = NULL;
+    size_t n = json_string_length(tokv);
     struct token_stat *e = mock_stat(tok, n);
-    const char *error = NULL;
 
     if (mock_has_prefix(tok, n, "notreg"))
         error = "NotRegistered";
@@ -239,30 +261,36 @@ static void legacy_result(struct buf *b, const char *tok, size_t n, const char *
     else if (mock_has_prefix(tok, n, "mismatch"))
         error = "MismatchSenderId";
     if (error != NULL) {
-        buf_addf(b, "{\"error\":\"%s\"}", error);
+        mtext_addf(b, "{\"error\":\"%s\"}", error);
         (*fail)++;
         return;
     }
-    mock_record_delivery(e, data, dlen, NULL, 0);
+    mock_record_delivery(e, data, NULL);
     (*ok)++;
     if (mock_has_prefix(tok, n, "canon")) {
-        buf_addf(b, "{\"message_id\":\"0:%llu\",\"registration_id\":\"canonical-", (unsigned long long)mock.delivered);
-        buf_add(b, tok, n);
-        buf_adds(b, "\"}");
+        json_t *canonical = json_sprintf("canonical-%s", tok);
+        if (canonical == NULL)
+            abort();
+        mtext_addf(b, "{\"message_id\":\"0:%llu\",\"registration_id\":", (unsigned long long)mock.delivered);
+        mtext_add_json(b, canonical);
+        mtext_adds(b, "}");
+        json_decref(canonical);
         (*canon)++;
     } else {
-        buf_addf(b, "{\"message_id\":\"0:%llu\"}", (unsigned long long)mock.delivered);
+        mtext_addf(b, "{\"message_id\":\"0:%llu\"}", (unsigned long long)mock.delivered);
     }
 }
 
 /* A whole-request status forced by one of the tokens, or 0. */
-static int forced_status(const struct json_doc *d, int ids)
+static int forced_status(json_t *ids)
 {
     int status = 0;
+    size_t k;
+    json_t *t;
 
-    for (int i = ids + 1, k = 0; k < d->tok[ids].size; k++, i++) {
-        const char *s = json_tokptr(d, i);
-        size_t n = json_toklen(d, i);
+    json_array_foreach (ids, k, t) {
+        const char *s = json_string_value(t);
+        size_t n = json_string_length(t);
         if (mock_has_prefix(s, n, "http503once") && mock_stat(s, n)->attempts == 1)
             status = 503;
         else if (mock_has_prefix(s, n, "http500"))
@@ -287,14 +315,64 @@ static int authorized(h2o_req_t *req)
     return h >= 0 && h2o_memis(req->headers.entries[h].value.base, req->headers.entries[h].value.len, want, (size_t)n);
 }
 
+/* Whether ids is an array of strings only. */
+static int all_strings(json_t *ids)
+{
+    size_t k;
+    json_t *t;
+
+    json_array_foreach (ids, k, t) {
+        if (!json_is_string(t))
+            return 0;
+    }
+    return 1;
+}
+
+/* registration_ids: one result per token, in order, or a forced status. */
+static int legacy_tokens(h2o_req_t *req, json_t *ids, json_t *data)
+{
+    struct mtext b = MTEXT_INIT;
+    unsigned ok = 0, fail = 0, canon = 0;
+    int status;
+    size_t k;
+    json_t *t;
+
+    json_array_foreach (ids, k, t) {
+        mock_stat(json_string_value(t), json_string_length(t))->attempts++;
+        mock.targets++;
+    }
+    if ((status = forced_status(ids)) != 0) {
+        mtext_addf(&b, "forced %d\n", status);
+        return mock_answer(req, status, status == 503, &b);
+    }
+    mtext_adds(&b, "{\"multicast_id\":1,\"results\":[");
+    json_array_foreach (ids, k, t) {
+        if (k)
+            mtext_add(&b, ",", 1);
+        legacy_result(&b, t, data, &ok, &fail, &canon);
+    }
+    mtext_addf(&b, "],\"success\":%u,\"failure\":%u,\"canonical_ids\":%u}", ok, fail, canon);
+    return mock_answer(req, 200, 0, &b);
+}
+
+/* Topics and conditions: counted under their own text. */
+static int legacy_topic(h2o_req_t *req, json_t *to, json_t *data)
+{
+    struct mtext b = MTEXT_INIT;
+    struct token_stat *e = mock_stat(json_string_value(to), json_string_length(to));
+
+    e->attempts++;
+    mock.targets++;
+    mock_record_delivery(e, data, NULL);
+    mtext_addf(&b, "{\"message_id\":%llu}", (unsigned long long)mock.delivered);
+    return mock_answer(req, 200, 0, &b);
+}
+
 static int on_legacy(h2o_req_t *req)
 {
-    struct json_doc d;
-    struct buf b = BUF_INIT;
-    unsigned ok = 0, fail = 0, canon = 0;
-    int ids, data, to, status;
-    const char *dtext = NULL;
-    size_t dlen = 0;
+    char why[200 + sizeof(((json_error_t *)0)->text)], text[sizeof(why) + 40];
+    json_t *d, *ids, *to;
+    int rc;
 
     mock.requests++;
     if (mock.first_request_ms == 0)
@@ -305,87 +383,90 @@ static int on_legacy(h2o_req_t *req)
         mock.auth_failures++;
         return answer_text(req, 401, "Unauthorized\n");
     }
-    if (json_parse(&d, req->entity.base ? req->entity.base : "", req->entity.len) != 0 || d.tok[0].type != JSMN_OBJECT)
+    if ((d = mock_decode(req, why, sizeof(why))) == NULL) {
+        snprintf(text, sizeof(text), "JSON_PARSING_ERROR: %s\n", why);
+        return answer_text(req, 400, text);
+    }
+    if (!json_is_object(d)) {
+        json_decref(d);
         return answer_text(req, 400, "body is not a JSON object\n");
-    if ((data = json_find(&d, 0, "data")) >= 0) {
-        dtext = json_tokptr(&d, data);
-        dlen = json_toklen(&d, data);
     }
-    ids = json_find(&d, 0, "registration_ids");
-    to = json_find(&d, 0, "to");
-    if (to < 0)
-        to = json_find(&d, 0, "condition");
-    if (ids >= 0 && d.tok[ids].type == JSMN_ARRAY) {
-        for (int i = ids + 1, k = 0; k < d.tok[ids].size; k++, i++) {
-            mock_stat(json_tokptr(&d, i), json_toklen(&d, i))->attempts++;
-            mock.targets++;
-        }
-        if ((status = forced_status(&d, ids)) != 0) {
-            json_free(&d);
-            buf_addf(&b, "forced %d\n", status);
-            return mock_answer(req, status, status == 503, &b);
-        }
-        buf_adds(&b, "{\"multicast_id\":1,\"results\":[");
-        for (int i = ids + 1, k = 0; k < d.tok[ids].size; k++, i++) {
-            if (k)
-                buf_add(&b, ",", 1);
-            legacy_result(&b, json_tokptr(&d, i), json_toklen(&d, i), dtext, dlen, &ok, &fail, &canon);
-        }
-        buf_addf(&b, "],\"success\":%u,\"failure\":%u,\"canonical_ids\":%u}", ok, fail, canon);
-    } else if (to >= 0 && d.tok[to].type == JSMN_STRING) {
-        /* Topics and conditions: counted under their own text. */
-        struct token_stat *e = mock_stat(json_tokptr(&d, to), json_toklen(&d, to));
-        e->attempts++;
-        mock.targets++;
-        mock_record_delivery(e, dtext, dlen, NULL, 0);
-        buf_addf(&b, "{\"message_id\":%llu}", (unsigned long long)mock.delivered);
-    } else {
-        json_free(&d);
-        return answer_text(req, 400, "no registration_ids, to or condition\n");
-    }
-    json_free(&d);
-    return mock_answer(req, 200, 0, &b);
+    ids = json_object_get(d, "registration_ids");
+    if ((to = json_object_get(d, "to")) == NULL)
+        to = json_object_get(d, "condition");
+    if (json_is_array(ids))
+        rc = all_strings(ids) ? legacy_tokens(req, ids, json_object_get(d, "data"))
+                              : answer_text(req, 400, "registration_ids must be strings\n");
+    else if (json_is_string(to))
+        rc = legacy_topic(req, to, json_object_get(d, "data"));
+    else
+        rc = answer_text(req, 400, "no registration_ids, to or condition\n");
+    json_decref(d);
+    return rc;
 }
 
 /* ---- statistics endpoint ---- */
 
+/* Appends v as JSON, or null. */
+static void add_or_null(struct mtext *b, const json_t *v)
+{
+    if (v != NULL)
+        mtext_add_json(b, v);
+    else
+        mtext_adds(b, "null");
+}
+
+/* ,"tokens":{"<token>":{"attempts":..,"delivered":..,"data":..,"message":..},...} */
+static void stats_tokens(struct mtext *b)
+{
+    int first = 1;
+
+    mtext_adds(b, ",\"tokens\":{");
+    for (size_t i = 0; i < mock.table_cap; i++) {
+        struct token_stat *e = &mock.table[i];
+        json_t *name;
+        if (e->token == NULL)
+            continue;
+        if ((name = json_stringn(e->token, e->len)) == NULL)
+            abort();
+        if (!first)
+            mtext_add(b, ",", 1);
+        first = 0;
+        mtext_add_json(b, name);
+        json_decref(name);
+        mtext_addf(b, ":{\"attempts\":%u,\"delivered\":%u,\"data\":", e->attempts, e->delivered);
+        add_or_null(b, e->data);
+        mtext_adds(b, ",\"message\":");
+        add_or_null(b, e->message);
+        mtext_adds(b, "}");
+    }
+    mtext_adds(b, "}");
+}
+
 static int on_stats(h2o_req_t *req)
 {
-    struct buf b = BUF_INIT;
+    struct mtext b = MTEXT_INIT;
     int summary = req->query_at != SIZE_MAX;
     uint64_t now = uv_now(mock.loop);
 
-    buf_addf(&b,
-             "{\"requests\":%llu,\"http2_requests\":%llu,\"connections\":%llu,\"targets\":%llu,\"delivered\":%llu,"
-             "\"unique_tokens\":%zu,\"unique_delivered\":%llu,\"auth_failures\":%llu,\"inflight\":%zu,"
-             "\"max_inflight\":%zu,\"first_request_ms_ago\":%lld,\"last_delivery_ms_ago\":%lld,"
-             "\"oauth_requests\":%llu,\"oauth_rejected\":%llu,\"tokens_issued\":%zu,\"v1_unauthorized\":%llu",
-             (unsigned long long)mock.requests, (unsigned long long)mock.http2_requests,
-             (unsigned long long)mock.connections, (unsigned long long)mock.targets, (unsigned long long)mock.delivered,
-             mock.table_used, (unsigned long long)mock.unique_delivered, (unsigned long long)mock.auth_failures,
-             mock.inflight, mock.max_inflight, mock.first_request_ms ? (long long)(now - mock.first_request_ms) : -1LL,
-             mock.last_delivery_ms ? (long long)(now - mock.last_delivery_ms) : -1LL,
-             (unsigned long long)mock.oauth_requests, (unsigned long long)mock.oauth_rejected, mock.nissued,
-             (unsigned long long)mock.v1_unauthorized);
-    if (!summary) {
-        int first = 1;
-        buf_adds(&b, ",\"tokens\":{");
-        for (size_t i = 0; i < mock.table_cap; i++) {
-            struct token_stat *e = &mock.table[i];
-            if (e->token == NULL)
-                continue;
-            if (!first)
-                buf_add(&b, ",", 1);
-            first = 0;
-            buf_add_json_string(&b, e->token, strlen(e->token));
-            buf_addf(&b, ":{\"attempts\":%u,\"delivered\":%u,\"data\":%s,\"message\":%s}", e->attempts, e->delivered,
-                     e->data ? e->data : "null", e->message ? e->message : "null");
-        }
-        buf_adds(&b, "}");
-    }
-    buf_adds(&b, "}\n");
+    mtext_addf(&b,
+               "{\"requests\":%llu,\"http2_requests\":%llu,\"connections\":%llu,\"targets\":%llu,\"delivered\":%llu,"
+               "\"unique_tokens\":%zu,\"unique_delivered\":%llu,\"auth_failures\":%llu,\"inflight\":%zu,"
+               "\"max_inflight\":%zu,\"first_request_ms_ago\":%lld,\"last_delivery_ms_ago\":%lld,"
+               "\"oauth_requests\":%llu,\"oauth_rejected\":%llu,\"tokens_issued\":%zu,\"v1_unauthorized\":%llu",
+               (unsigned long long)mock.requests, (unsigned long long)mock.http2_requests,
+               (unsigned long long)mock.connections, (unsigned long long)mock.targets,
+               (unsigned long long)mock.delivered, mock.table_used, (unsigned long long)mock.unique_delivered,
+               (unsigned long long)mock.auth_failures, mock.inflight, mock.max_inflight,
+               mock.first_request_ms ? (long long)(now - mock.first_request_ms) : -1LL,
+               mock.last_delivery_ms ? (long long)(now - mock.last_delivery_ms) : -1LL,
+               (unsigned long long)mock.oauth_requests, (unsigned long long)mock.oauth_rejected, mock.nissued,
+               (unsigned long long)mock.v1_unauthorized);
+    if (!summary)
+        stats_tokens(&b);
+    mtext_adds(&b, "}\n");
     mock_send_now(req, 200, NULL, b.data, b.len);
-    buf_free(&b);
+    mtext_free(&b);
     return 0;
 }
 

@@ -6,11 +6,15 @@
 #define FCMD_TOOLS_MOCK_UPSTREAM_H
 
 #include <h2o.h>
+#include <jansson.h>
 #include <openssl/evp.h>
 #include <uv.h>
 
-#include "../child/buf.h"
-#include "../child/json.h"
+#include "mock_text.h"
+
+/* Every request body is decoded with these: a repeated key is an error, as
+ * it is to FCM; a \u0000 inside a string value is valid JSON. */
+#define MOCK_JSON_FLAGS (JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL)
 
 struct issued {
     char token[48];
@@ -19,10 +23,11 @@ struct issued {
 
 struct token_stat {
     char *token;
+    size_t len;
     unsigned attempts;
     unsigned delivered;
-    char *data;    /* last delivered data object, JSON text */
-    char *message; /* v1: the last delivered message object, JSON text */
+    json_t *data;    /* last delivered data value, or NULL */
+    json_t *message; /* v1: the last delivered message object, or NULL */
 };
 
 struct mock {
@@ -56,13 +61,17 @@ extern struct mock mock;
 /* The statistics entry of a token (or topic), made on first sight. */
 struct token_stat *mock_stat(const char *s, size_t n);
 
-/* Counts a delivery to e, keeping copies of its data and (v1) message. */
-void mock_record_delivery(struct token_stat *e, const char *data, size_t dlen, const char *msg, size_t mlen);
+/* Counts a delivery to e, keeping references to its data and (v1) message. */
+void mock_record_delivery(struct token_stat *e, json_t *data, json_t *msg);
+
+/* The request body decoded with MOCK_JSON_FLAGS, or NULL with jansson's
+ * reason (printable ASCII) in why. */
+json_t *mock_decode(h2o_req_t *req, char *why, size_t size);
 
 int mock_has_prefix(const char *s, size_t n, const char *p);
 
 /* Answers now, or after --latency-ms; takes over body. */
-int mock_answer(h2o_req_t *req, int status, int with_retry_after, struct buf *body);
+int mock_answer(h2o_req_t *req, int status, int with_retry_after, struct mtext *body);
 
 void mock_send_now(h2o_req_t *req, int status, const char *retry_after, const char *body, size_t len);
 

@@ -90,11 +90,58 @@ static long b64url_decode(const char *s, size_t n, unsigned char *out)
     return len < 0 ? -1 : len - (long)(padded - n);
 }
 
-static long long number(const struct json_doc *d, int obj, const char *key)
+/* An integer claim, or -1. */
+static long long int_claim(json_t *claims, const char *key)
 {
-    int v = json_find(d, obj, key);
+    json_t *v = json_object_get(claims, key);
 
-    return v >= 0 && d->tok[v].type == JSMN_PRIMITIVE ? atoll(json_tokptr(d, v)) : -1;
+    return json_is_integer(v) ? (long long)json_integer_value(v) : -1;
+}
+
+static int is_string(json_t *obj, const char *key, const char *want)
+{
+    json_t *v = json_object_get(obj, key);
+
+    return json_is_string(v) && json_string_length(v) == strlen(want) && strcmp(json_string_value(v), want) == 0;
+}
+
+/* Why a decoded JWT header is not Google's, or NULL. */
+static const char *check_header(json_t *h)
+{
+    if (!is_string(h, "alg", "RS256") || !is_string(h, "typ", "JWT") || json_object_get(h, "kid") == NULL)
+        return "JWT header must say alg RS256, typ JWT and name a kid";
+    return NULL;
+}
+
+/* Why decoded JWT claims are not what the token endpoint wants, or NULL. */
+static const char *check_claims(json_t *c)
+{
+    long long iat = int_claim(c, "iat"), exp = int_claim(c, "exp"), now = (long long)time(NULL);
+    json_t *aud = json_object_get(c, "aud");
+    size_t alen = json_string_length(aud);
+
+    if (json_object_get(c, "iss") == NULL || !is_string(c, "scope", SCOPE))
+        return "JWT claims need iss and the firebase.messaging scope";
+    if (!json_is_string(aud) || alen < 6 || memcmp(json_string_value(aud) + alen - 6, "/token", 6) != 0)
+        return "JWT aud is not this token endpoint";
+    if (iat < now - 300 || iat > now + 300 || exp != iat + 3600)
+        return "JWT iat must be now and exp one hour later";
+    return NULL;
+}
+
+/* Decodes one JWT part and checks it; returns NULL when good. */
+static const char *check_part(const unsigned char *text, long len, const char *not_json, const char *(*check)(json_t *))
+{
+    json_t *v = json_loadb((const char *)text, (size_t)len, MOCK_JSON_FLAGS, NULL);
+    const char *why;
+
+    if (!json_is_object(v)) {
+        json_decref(v);
+        return not_json;
+    }
+    why = check(v);
+    json_decref(v);
+    return why;
 }
 
 /* Checks a JWT-bearer assertion; returns NULL when good, else why not. */
@@ -103,11 +150,9 @@ static const char *check_assertion(const char *jwt)
     const char *dot1 = strchr(jwt, '.'), *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
     unsigned char head[1024], claims[2048], sig[1024];
     long hlen, clen, slen;
-    struct json_doc h, c;
-    const char *why = NULL;
-    long long iat, exp, now = (long long)time(NULL);
+    const char *why;
     EVP_MD_CTX *ctx;
-    int aud, ok;
+    int ok;
 
     if (dot1 == NULL || dot2 == NULL || strchr(dot2 + 1, '.') != NULL)
         return "assertion is not a JWT";
@@ -116,28 +161,8 @@ static const char *check_assertion(const char *jwt)
         (clen = b64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), claims)) < 0 ||
         (slen = b64url_decode(dot2 + 1, strlen(dot2 + 1), sig)) < 0)
         return "assertion is not base64url";
-    if (json_parse(&h, (char *)head, (size_t)hlen) != 0)
-        return "JWT header is not JSON";
-    if (!json_is(&h, json_find(&h, 0, "alg"), "RS256") || !json_is(&h, json_find(&h, 0, "typ"), "JWT") ||
-        json_find(&h, 0, "kid") < 0)
-        why = "JWT header must say alg RS256, typ JWT and name a kid";
-    json_free(&h);
-    if (why)
-        return why;
-    if (json_parse(&c, (char *)claims, (size_t)clen) != 0)
-        return "JWT claims are not JSON";
-    iat = number(&c, 0, "iat");
-    exp = number(&c, 0, "exp");
-    aud = json_find(&c, 0, "aud");
-    if (json_find(&c, 0, "iss") < 0 || !json_is(&c, json_find(&c, 0, "scope"), SCOPE))
-        why = "JWT claims need iss and the firebase.messaging scope";
-    else if (aud < 0 || json_toklen(&c, aud) < 6 ||
-             memcmp(json_tokptr(&c, aud) + json_toklen(&c, aud) - 6, "/token", 6))
-        why = "JWT aud is not this token endpoint";
-    else if (iat < now - 300 || iat > now + 300 || exp != iat + 3600)
-        why = "JWT iat must be now and exp one hour later";
-    json_free(&c);
-    if (why)
+    if ((why = check_part(head, hlen, "JWT header is not JSON", check_header)) != NULL ||
+        (why = check_part(claims, clen, "JWT claims are not JSON", check_claims)) != NULL)
         return why;
     if (mock.oauth_key == NULL)
         return "the mock has no --oauth-public-key";
@@ -150,9 +175,9 @@ static const char *check_assertion(const char *jwt)
 
 static int oauth_error(h2o_req_t *req, int status, const char *error, const char *desc)
 {
-    struct buf b = BUF_INIT;
+    struct mtext b = MTEXT_INIT;
 
-    buf_addf(&b, "{\"error\":\"%s\",\"error_description\":\"%s\"}", error, desc);
+    mtext_addf(&b, "{\"error\":\"%s\",\"error_description\":\"%s\"}", error, desc);
     return mock_answer(req, status, 0, &b);
 }
 
@@ -179,7 +204,7 @@ int mock_oauth(h2o_req_t *req)
     const char *body = req->entity.base ? req->entity.base : "", *why;
     char *grant = form_value(body, req->entity.len, "grant_type");
     char *assertion = form_value(body, req->entity.len, "assertion");
-    struct buf b = BUF_INIT;
+    struct mtext b = MTEXT_INIT;
     int rc;
 
     mock.oauth_requests++;
@@ -193,8 +218,8 @@ int mock_oauth(h2o_req_t *req)
         mock.oauth_rejected++;
         rc = oauth_error(req, 400, "invalid_grant", assertion ? why : "no assertion");
     } else {
-        buf_addf(&b, "{\"access_token\":\"%s\",\"expires_in\":%u,\"token_type\":\"Bearer\"}", issue_token(),
-                 mock.token_ttl);
+        mtext_addf(&b, "{\"access_token\":\"%s\",\"expires_in\":%u,\"token_type\":\"Bearer\"}", issue_token(),
+                   mock.token_ttl);
         rc = mock_answer(req, 200, 0, &b);
     }
     free(grant);
@@ -221,33 +246,51 @@ static int bearer_ok(h2o_req_t *req)
     return 0;
 }
 
+/* FCM's details[]: an FcmError with code, a BadRequest naming field. */
+static json_t *v1_details(const char *code, const char *field, const char *message)
+{
+    json_t *d = json_array();
+
+    if (d != NULL && code != NULL)
+        json_array_append_new(d, json_pack("{s:s,s:s}", "@type", "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+                                           "errorCode", code));
+    if (d != NULL && field != NULL)
+        json_array_append_new(d, json_pack("{s:s,s:[{s:s,s:s}]}", "@type", "type.googleapis.com/google.rpc.BadRequest",
+                                           "fieldViolations", "field", field, "description", message));
+    return d;
+}
+
+/* Answers a google.rpc.Status error; message may be any text. */
 static int v1_error(h2o_req_t *req, int http, const char *status, const char *code, const char *field,
                     const char *message, int retry_after)
 {
-    struct buf b = BUF_INIT;
+    struct mtext b = MTEXT_INIT;
+    json_t *e = json_pack("{s:{s:i,s:s,s:s,s:o}}", "error", "code", http, "message", message, "status", status,
+                          "details", v1_details(code, field, message));
 
-    buf_addf(&b, "{\"error\":{\"code\":%d,\"message\":\"%s\",\"status\":\"%s\",\"details\":[", http, message, status);
-    if (code)
-        buf_addf(&b, "{\"@type\":\"type.googleapis.com/google.firebase.fcm.v1.FcmError\",\"errorCode\":\"%s\"}", code);
-    if (field)
-        buf_addf(&b,
-                 "%s{\"@type\":\"type.googleapis.com/google.rpc.BadRequest\",\"fieldViolations\":[{\"field\":\"%s\","
-                 "\"description\":\"%s\"}]}",
-                 code ? "," : "", field, message);
-    buf_adds(&b, "]}}");
+    if (e == NULL) {
+        fprintf(stderr, "mock-upstream: cannot build an error answer\n");
+        abort();
+    }
+    mtext_add_json(&b, e);
+    json_decref(e);
     return mock_answer(req, http, retry_after, &b);
 }
 
 /* Data values must all be strings, as FCM requires. */
-static int data_ok(const struct json_doc *d, int data)
+static int data_ok(json_t *data)
 {
-    if (data < 0)
+    const char *k;
+    json_t *v;
+
+    if (data == NULL)
         return 1;
-    if (d->tok[data].type != JSMN_OBJECT)
+    if (!json_is_object(data))
         return 0;
-    for (int k = data + 1, m = 0; m < d->tok[data].size; m++, k = json_skip(d, k + 1))
-        if (d->tok[k + 1].type != JSMN_STRING)
+    json_object_foreach (data, k, v) {
+        if (!json_is_string(v))
             return 0;
+    }
     return 1;
 }
 
@@ -281,12 +324,56 @@ static int prefixed_error(h2o_req_t *req, const char *t, size_t n, const struct 
     return 0;
 }
 
+/* The message's target as the statistics key, or NULL; *is_token says
+ * whether token prefixes apply. */
+static json_t *target_key(json_t *msg, int *is_token)
+{
+    json_t *t;
+
+    *is_token = 0;
+    if (json_is_string(t = json_object_get(msg, "token"))) {
+        *is_token = 1;
+        return json_incref(t);
+    }
+    if (json_is_string(t = json_object_get(msg, "topic")))
+        return json_sprintf("/topics/%s", json_string_value(t));
+    if (json_is_string(t = json_object_get(msg, "condition")))
+        return json_incref(t);
+    return NULL;
+}
+
+/* One decoded message: its target's outcome. */
+static int v1_deliver(h2o_req_t *req, json_t *msg)
+{
+    struct mtext b = MTEXT_INIT;
+    struct token_stat *e;
+    json_t *key, *data = json_object_get(msg, "data");
+    int is_token, rc;
+
+    if ((key = target_key(msg, &is_token)) == NULL)
+        return v1_error(req, 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", "message", "no token, topic or condition", 0);
+    e = mock_stat(json_string_value(key), json_string_length(key));
+    e->attempts++;
+    mock.targets++;
+    if (!data_ok(data)) {
+        rc = v1_error(req, 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", "message.data",
+                      "Invalid value at message.data: values must be strings", 0);
+    } else if (!is_token || !(rc = prefixed_error(req, json_string_value(key), json_string_length(key), e))) {
+        mock_record_delivery(e, data, msg);
+        mtext_addf(&b, "{\"name\":\"projects/mock/messages/%llu\"}", (unsigned long long)mock.delivered);
+        rc = mock_answer(req, 200, 0, &b);
+    } else {
+        rc = 0;
+    }
+    json_decref(key);
+    return rc;
+}
+
 int mock_v1_send(h2o_req_t *req)
 {
-    struct json_doc d;
-    struct buf b = BUF_INIT, key = BUF_INIT;
-    struct token_stat *e;
-    int msg, target, data, is_token = 0, rc;
+    char why[200 + sizeof(((json_error_t *)0)->text)], text[sizeof(why) + 40];
+    json_t *d, *msg;
+    int rc;
 
     mock.requests++;
     if (mock.first_request_ms == 0)
@@ -297,35 +384,14 @@ int mock_v1_send(h2o_req_t *req)
         mock.v1_unauthorized++;
         return v1_error(req, 401, "UNAUTHENTICATED", NULL, NULL, "Request had invalid authentication credentials.", 0);
     }
-    if (json_parse(&d, req->entity.base ? req->entity.base : "", req->entity.len) != 0 ||
-        (msg = json_find(&d, 0, "message")) < 0 || d.tok[msg].type != JSMN_OBJECT)
-        return v1_error(req, 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", "message", "no message object", 0);
-    if ((target = json_find(&d, msg, "token")) >= 0) {
-        is_token = 1;
-    } else if ((target = json_find(&d, msg, "topic")) >= 0) {
-        buf_adds(&key, "/topics/");
-    } else if ((target = json_find(&d, msg, "condition")) < 0) {
-        json_free(&d);
-        return v1_error(req, 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", "message", "no token, topic or condition", 0);
+    if ((d = mock_decode(req, why, sizeof(why))) == NULL) {
+        snprintf(text, sizeof(text), "Invalid JSON payload received. %s", why);
+        return v1_error(req, 400, "INVALID_ARGUMENT", NULL, NULL, text, 0);
     }
-    buf_add(&key, json_tokptr(&d, target), json_toklen(&d, target));
-    e = mock_stat(key.data, key.len);
-    e->attempts++;
-    mock.targets++;
-    data = json_find(&d, msg, "data");
-    if (!data_ok(&d, data)) {
-        rc = v1_error(req, 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", "message.data",
-                      "Invalid value at message.data: values must be strings", 0);
-    } else if (!is_token || !(rc = prefixed_error(req, key.data, key.len, e))) {
-        size_t dlen = 0, mlen;
-        const char *dtext = data >= 0 ? json_raw(&d, data, &dlen) : NULL, *mtext = json_raw(&d, msg, &mlen);
-        mock_record_delivery(e, dtext, dlen, mtext, mlen);
-        buf_addf(&b, "{\"name\":\"projects/mock/messages/%llu\"}", (unsigned long long)mock.delivered);
-        rc = mock_answer(req, 200, 0, &b);
-    } else {
-        rc = 0;
-    }
-    buf_free(&key);
-    json_free(&d);
+    if (!json_is_object(msg = json_object_get(d, "message")))
+        rc = v1_error(req, 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", "message", "no message object", 0);
+    else
+        rc = v1_deliver(req, msg);
+    json_decref(d);
     return rc;
 }

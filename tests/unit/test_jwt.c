@@ -1,6 +1,8 @@
 /*
  * tests/unit/test_jwt.c - service-account files, the RS256 assertion
- * (checked with OpenSSL's verifier), and token endpoint answers.
+ * (checked with OpenSSL's verifier, its JSON read with jansson), and token
+ * endpoint answers.  Test files are written with jansson too, so fcmd's
+ * JSON code is never both the writer and the reader of a test's text.
  */
 #include "cmocka_all.h"
 
@@ -11,10 +13,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../../child/json.h"
 #include "../../child/jwt.h"
 #include "../../child/oauth.h"
 #include "../../master/service_account.h"
+#include "oracle.h"
 
 static EVP_PKEY *test_key;
 static char *test_pem; /* the key as PEM, with real newlines */
@@ -46,23 +48,18 @@ static int teardown(void **state)
 /* Writes a service-account file; fields NULL are left out. */
 static void write_sa(const char *path, const char *type, const char *project, const char *pem, const char *uri)
 {
-    FILE *f = fopen(path, "w");
-    struct buf b = BUF_INIT;
+    json_t *sa = json_pack("{s:s,s:s,s:s}", "private_key_id", "kid-1", "client_email", "svc@p.iam.gserviceaccount.com",
+                           "private_key", pem);
 
-    buf_adds(&b, "{");
+    assert_non_null(sa);
     if (type)
-        buf_addf(&b, "\"type\":\"%s\",", type);
+        assert_int_equal(json_object_set_new(sa, "type", json_string(type)), 0);
     if (project)
-        buf_addf(&b, "\"project_id\":\"%s\",", project);
-    buf_adds(&b, "\"private_key_id\":\"kid-1\",\"client_email\":\"svc@p.iam.gserviceaccount.com\",");
+        assert_int_equal(json_object_set_new(sa, "project_id", json_string(project)), 0);
     if (uri)
-        buf_addf(&b, "\"token_uri\":\"%s\",", uri);
-    buf_adds(&b, "\"private_key\":");
-    buf_add_json_string(&b, pem, strlen(pem));
-    buf_adds(&b, "}");
-    fputs(b.data, f);
-    fclose(f);
-    buf_free(&b);
+        assert_int_equal(json_object_set_new(sa, "token_uri", json_string(uri)), 0);
+    assert_int_equal(json_dump_file(sa, path, JSON_COMPACT), 0);
+    json_decref(sa);
 }
 
 static void loads_a_good_file(void **state)
@@ -139,7 +136,7 @@ static void jwt_is_signed_and_claims_are_right(void **state)
     struct buf jwt = BUF_INIT;
     unsigned char part[4096];
     char *dot1, *dot2;
-    struct json_doc d;
+    json_t *d;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     long n;
 
@@ -151,19 +148,22 @@ static void jwt_is_signed_and_claims_are_right(void **state)
     assert_non_null(dot2);
     assert_null(strpbrk(jwt.data, "+/="));
     n = b64url_decode(jwt.data, (size_t)(dot1 - jwt.data), part);
-    assert_int_equal(json_parse(&d, (char *)part, (size_t)n), 0);
-    assert_true(json_is(&d, json_find(&d, 0, "alg"), "RS256"));
-    assert_true(json_is(&d, json_find(&d, 0, "typ"), "JWT"));
-    assert_true(json_is(&d, json_find(&d, 0, "kid"), "kid-1"));
-    json_free(&d);
+    d = oracle_decode((char *)part, (size_t)n);
+    assert_int_equal(json_object_size(d), 3);
+    assert_string_equal(oracle_string(d, "alg"), "RS256");
+    assert_string_equal(oracle_string(d, "typ"), "JWT");
+    assert_string_equal(oracle_string(d, "kid"), "kid-1");
+    json_decref(d);
     n = b64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), part);
-    assert_int_equal(json_parse(&d, (char *)part, (size_t)n), 0);
-    assert_true(json_is(&d, json_find(&d, 0, "iss"), "svc@p.iam.gserviceaccount.com"));
-    assert_true(json_is(&d, json_find(&d, 0, "scope"), JWT_SCOPE));
-    assert_true(json_is(&d, json_find(&d, 0, "aud"), "https://oauth2.example/token"));
-    assert_int_equal(atol(json_tokptr(&d, json_find(&d, 0, "iat"))), 1700000000);
-    assert_int_equal(atol(json_tokptr(&d, json_find(&d, 0, "exp"))), 1700003600);
-    json_free(&d);
+    d = oracle_decode((char *)part, (size_t)n);
+    assert_int_equal(json_object_size(d), 5);
+    assert_string_equal(oracle_string(d, "iss"), "svc@p.iam.gserviceaccount.com");
+    assert_string_equal(oracle_string(d, "scope"), JWT_SCOPE);
+    assert_string_equal(oracle_string(d, "aud"), "https://oauth2.example/token");
+    assert_true(json_is_integer(json_object_get(d, "iat")));
+    assert_int_equal(json_integer_value(json_object_get(d, "iat")), 1700000000);
+    assert_int_equal(json_integer_value(json_object_get(d, "exp")), 1700003600);
+    json_decref(d);
     n = b64url_decode(dot2 + 1, strlen(dot2 + 1), part);
     assert_int_equal(n, 256);
     assert_int_equal(EVP_DigestVerifyInit(ctx, NULL, EVP_sha256(), NULL, test_key), 1);

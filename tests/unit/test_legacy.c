@@ -1,14 +1,14 @@
 /*
- * tests/unit/test_legacy.c - the legacy adapter: request bodies and the
- * classification of every kind of answer.
+ * tests/unit/test_legacy.c - the legacy adapter: request bodies (read back
+ * with jansson, see oracle.h) and the classification of every kind of answer.
  */
 #include "cmocka_all.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../child/json.h"
 #include "../../child/upstream_legacy.h"
+#include "oracle.h"
 
 static struct target *mk_target(struct push *p, const char *name)
 {
@@ -26,7 +26,7 @@ static void body_for_tokens(void **state)
     struct push p = {0};
     struct target *t[2];
     struct buf b = BUF_INIT;
-    struct json_doc d;
+    json_t *body, *ids;
 
     (void)state;
     p.kind = TARGET_TOKEN;
@@ -40,8 +40,14 @@ static void body_for_tokens(void **state)
     assert_false(b.failed);
     assert_string_equal(
         b.data, "{\"registration_ids\":[\"tok1\",\"to\\\"k2\"],\"data\":{\"msg\":\"hi\"},\"priority\":\"high\"}");
-    assert_int_equal(json_parse(&d, b.data, b.len), 0);
-    json_free(&d);
+    body = oracle_decode(b.data, b.len);
+    ids = json_object_get(body, "registration_ids");
+    assert_int_equal(json_array_size(ids), 2);
+    assert_string_equal(json_string_value(json_array_get(ids, 0)), "tok1");
+    assert_string_equal(json_string_value(json_array_get(ids, 1)), "to\"k2");
+    assert_string_equal(oracle_string(body, "data.msg"), "hi");
+    assert_string_equal(oracle_string(body, "priority"), "high");
+    json_decref(body);
     buf_free(&b);
     free(t[0]);
     free(t[1]);
@@ -52,6 +58,7 @@ static void body_for_topic(void **state)
     struct push p = {0};
     struct target *t;
     struct buf b = BUF_INIT;
+    json_t *body;
 
     (void)state;
     p.kind = TARGET_TOPIC;
@@ -60,6 +67,9 @@ static void body_for_topic(void **state)
     t = mk_target(&p, "news");
     legacy_build_body(&b, &p, &t, 1);
     assert_string_equal(b.data, "{\"to\":\"/topics/news\",\"data\":{}}");
+    body = oracle_decode(b.data, b.len);
+    assert_string_equal(oracle_string(body, "to"), "/topics/news");
+    json_decref(body);
     buf_free(&b);
     free(t);
 }
