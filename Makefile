@@ -114,6 +114,7 @@ asan: deps
 
 # libFuzzer targets for every parser that sees outside bytes (tests/fuzz/).
 # make fuzz runs each for FUZZ_SECONDS; new corpus entries go to build-fuzz/.
+# tests/fuzz/NAME.dict is the target's dictionary, NAME.flags its extra flags.
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS = $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_DIR = build-fuzz
@@ -135,7 +136,8 @@ fuzz: fuzz-build
 		mkdir -p $(FUZZ_DIR)/corpus/$$t; \
 		echo "== $$t ($(FUZZ_SECONDS) s)"; \
 		dict=; [ -f tests/fuzz/$$t.dict ] && dict=-dict=tests/fuzz/$$t.dict; \
-		$(FUZZ_DIR)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 $$dict \
+		flags=$$(cat tests/fuzz/$$t.flags 2>/dev/null); \
+		$(FUZZ_DIR)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 $$dict $$flags \
 			$(FUZZ_DIR)/corpus/$$t tests/fuzz/corpus/$$t 2>$(FUZZ_DIR)/$$t.log || { tail -40 $(FUZZ_DIR)/$$t.log; exit 1; }; \
 		grep -E "stat::number_of_executed_units|stat::average_exec_per_sec" $(FUZZ_DIR)/$$t.log; \
 	done
