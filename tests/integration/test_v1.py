@@ -159,7 +159,7 @@ def test_v1_1000_sends_share_the_capped_connections(v1):
     assert r["successes"] == 1000
     s = mock.stats(summary=True)
     assert s["requests"] == s["http2_requests"] == 1000
-    assert s["max_inflight"] > 100  # multiplexed, not one at a time
+    assert s["max_inflight"] > 2    # multiplexed: more requests at once than connections
     assert s["connections"] <= 3    # fcmd's cap of 2, plus this test's stats connection
 
 
