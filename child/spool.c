@@ -110,7 +110,7 @@ struct spool {
     size_t orphans;         /* adopted segments with pushes still to queue */
     int stopping;           /* no adopting, no feeding */
     int failing;            /* the last write failed */
-    struct request_limits limits; /* what intake allows, for adopted pushes */
+    struct request_limits limits; /* for checking adopted pushes */
     struct log_limit error_log;
     dev_t skipped_dev[16];  /* files refused once, so they are not logged every scan */
     ino_t skipped_ino[16];
@@ -808,7 +808,9 @@ struct spool *spool_open(uv_loop_t *loop, const struct fcmd_options *o, struct s
     s->others_at = UINT64_MAX;
     s->dir_fd = -1;
     s->error_log = (struct log_limit)LOG_LIMIT_INIT(ERROR_LOG_MS);
-    s->limits = (struct request_limits){(size_t)o->max_body_bytes, (size_t)o->max_tokens, (size_t)o->max_payload_bytes};
+    /* What a record holds is checked for validity, not size: it was accepted
+     * under the limits of its day, which may have been looser than today's. */
+    s->limits = (struct request_limits){SIZE_MAX, SIZE_MAX, SIZE_MAX};
     if (s->policy != SPOOL_FSYNC_NEVER && (s->dir_fd = open(o->spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
         log_warn("spool: cannot open %s to sync it: %s (new segments' names are not synced)", o->spool,
                  strerror(errno));

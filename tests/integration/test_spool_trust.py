@@ -228,3 +228,16 @@ def test_failed_sync_answers_503_and_queues_nothing(mock, start_fcmd, tmp_path, 
     toks = mock.stats()["tokens"]
     assert "before" in toks and "after" in toks
     assert not any(t.startswith("during") for t in toks), toks
+
+
+def test_replay_keeps_pushes_accepted_under_looser_limits(mock, start_fcmd, tmp_path):
+    """A push accepted when --max-payload-bytes was larger is still a valid
+    push after a restart with a smaller limit: replay checks validity, not
+    today's sizes."""
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o750)
+    big = json.dumps({"k": "v" * 5000}).encode()
+    (spool / "old.seg").write_bytes(push_record(1, ["older-limits"], big))
+    f = start_fcmd(mock, workers=1, args=["--spool", str(spool), "--max-payload-bytes", "100"])
+    wait_until(all_delivered(mock, ["older-limits"]), what="the push accepted under the old limit")
+    assert f.send_form(["new"], {"k": "v" * 200}).status_code == 400  # today's limit still holds at intake
