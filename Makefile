@@ -36,8 +36,9 @@ UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 .PHONY: all deps test unit integration run install clean asan test-asan help fuzz fuzz-build fuzz-smoke bench bench-smoke
 
 BASELINE = $(BIN)/tools/baseline
+BODY_COST = $(BIN)/tools/body-cost
 
-all: $(FCMD) $(MOCK) $(BASELINE)
+all: $(FCMD) $(MOCK) $(BASELINE) $(BODY_COST)
 
 help:
 	@echo "make deps         install the Debian packages fcmd needs (apt-get, as root)"
@@ -69,6 +70,10 @@ $(BASELINE): $(BUILD)/tools/baseline.o
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(MOCK_OBJ): FCMD_CFLAGS += $(JANSSON_CFLAGS)
+
+$(BODY_COST): $(BUILD)/tools/body_cost.o $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(MOCK): $(MOCK_OBJ)
 	@mkdir -p $(dir $@)
@@ -151,6 +156,7 @@ test-asan: asan
 # The benchmark table (tools/bench.sh; its header lists the settings).
 bench: deps
 	$(MAKE) all
+	$(BODY_COST)
 	tools/bench.sh
 
 # A few seconds of the same, for CI: the benchmark still runs end to end and
@@ -158,6 +164,7 @@ bench: deps
 # and so does the spool's ratio.
 bench-smoke: deps
 	$(MAKE) all
+	$(BODY_COST)
 	DURATION=2 CONNECTIONS=16 PORT=5651 tools/bench.sh
 	UPSTREAM=v1 MESSAGES=2000 DURATION=5 CONNECTIONS=16 PORT=5651 tools/bench.sh
 	ROUNDS=1 MODES=batch DURATION=1 CONNECTIONS=16 PORT=5651 tools/spool-ratio.sh
@@ -171,6 +178,6 @@ install: $(FCMD)
 	install -m 0755 fcmd $(DESTDIR)$(PREFIX)/bin/fcmd
 
 clean:
-	rm -rf build build-asan build-fuzz fcmd tools/mock-upstream tools/baseline
+	rm -rf build build-asan build-fuzz fcmd tools/mock-upstream tools/baseline tools/body-cost
 
 -include $(FCMD_OBJ:.o=.d) $(MOCK_OBJ:.o=.d)

@@ -283,7 +283,6 @@ static int scan(struct scan *sc)
 /* ---- repeated keys ---- */
 
 struct key {
-    int obj;
     size_t len;
     const char *s; /* unescaped */
 };
@@ -292,60 +291,81 @@ static int key_cmp(const void *a, const void *b)
 {
     const struct key *x = a, *y = b;
 
-    if (x->obj != y->obj)
-        return x->obj < y->obj ? -1 : 1;
     if (x->len != y->len)
         return x->len < y->len ? -1 : 1;
     return memcmp(x->s, y->s, x->len);
 }
 
-/* Returns 0, 1 when an object repeats a key (d->error_at is its offset), or
- * -1 when memory ran out.  Keys compare unescaped: "a" and "\u0061" are the
- * same key to every other reader. */
+static int is_key(const struct json_doc *d, int i)
+{
+    int p = d->tok[i].parent;
+
+    return d->tok[i].type == JSMN_STRING && p >= 0 && d->tok[p].type == JSMN_OBJECT;
+}
+
+/* Returns 0, 1 when an object repeats a key (d->error_at is the object's
+ * offset), or -1 when memory ran out.  Keys compare unescaped: "a" and
+ * "\u0061" are the same key to every other reader.  Each object's keys are
+ * sorted on their own (placed by a counting pass, since an object's keys
+ * are interleaved with those of the objects inside it), so the work is the
+ * keys times the log of the largest object, not of all keys. */
 static int find_repeated_key(struct json_doc *d)
 {
-    size_t nkeys = 0, escaped = 0, k = 0;
-    struct key *keys;
-    char *text, *o;
+    size_t nkeys = 0, escaped = 0, off = 0;
+    size_t *at = NULL;
+    struct key *keys = NULL;
+    char *text = NULL, *o;
     int rc = 0;
 
     for (int i = 0; i < d->ntok; i++) {
-        int p = d->tok[i].parent;
-        if (d->tok[i].type == JSMN_STRING && p >= 0 && d->tok[p].type == JSMN_OBJECT) {
-            nkeys++;
-            if (memchr(json_tokptr(d, i), '\\', json_toklen(d, i)) != NULL)
-                escaped += json_toklen(d, i) + 1;
-        }
+        if (d->tok[i].type == JSMN_OBJECT)
+            nkeys += (size_t)d->tok[i].size;
+        else if (is_key(d, i) && memchr(json_tokptr(d, i), '\\', json_toklen(d, i)) != NULL)
+            escaped += json_toklen(d, i) + 1;
     }
     if (nkeys < 2)
         return 0;
+    at = malloc((size_t)d->ntok * sizeof(*at));
     keys = malloc(nkeys * sizeof(*keys));
     text = o = malloc(escaped ? escaped : 1);
-    if (keys == NULL || text == NULL) {
-        free(keys);
-        free(text);
-        return -1;
+    if (at == NULL || keys == NULL || text == NULL) {
+        rc = -1;
+        goto out;
     }
     for (int i = 0; i < d->ntok; i++) {
-        int p = d->tok[i].parent;
-        if (d->tok[i].type != JSMN_STRING || p < 0 || d->tok[p].type != JSMN_OBJECT)
+        if (d->tok[i].type == JSMN_OBJECT) {
+            at[i] = off;
+            off += (size_t)d->tok[i].size;
+        }
+    }
+    for (int i = 0; i < d->ntok; i++) {
+        struct key *k;
+        if (!is_key(d, i))
             continue;
-        keys[k] = (struct key){p, json_toklen(d, i), json_tokptr(d, i)};
-        if (memchr(keys[k].s, '\\', keys[k].len) != NULL) {
+        k = &keys[at[d->tok[i].parent]++];
+        *k = (struct key){json_toklen(d, i), json_tokptr(d, i)};
+        if (memchr(k->s, '\\', k->len) != NULL) {
             long n = json_unescape(d, i, o);
-            keys[k].s = o;
-            keys[k].len = n < 0 ? 0 : (size_t)n;
-            o += keys[k].len + 1;
-        }
-        k++;
-    }
-    qsort(keys, nkeys, sizeof(*keys), key_cmp);
-    for (k = 1; k < nkeys && rc == 0; k++) {
-        if (key_cmp(&keys[k - 1], &keys[k]) == 0) {
-            d->error_at = (size_t)d->tok[keys[k].obj].start;
-            rc = 1;
+            k->s = o;
+            k->len = n < 0 ? 0 : (size_t)n;
+            o += k->len + 1;
         }
     }
+    off = 0;
+    for (int i = 0; i < d->ntok && rc == 0; i++) {
+        size_t m = d->tok[i].type == JSMN_OBJECT ? (size_t)d->tok[i].size : 0;
+        if (m > 1)
+            qsort(keys + off, m, sizeof(*keys), key_cmp);
+        for (size_t k = 1; k < m && rc == 0; k++) {
+            if (key_cmp(&keys[off + k - 1], &keys[off + k]) == 0) {
+                d->error_at = (size_t)d->tok[i].start;
+                rc = 1;
+            }
+        }
+        off += m;
+    }
+out:
+    free(at);
     free(keys);
     free(text);
     return rc;
