@@ -181,10 +181,9 @@ static int setup_http(struct child *c)
 
     h2o_config_init(&c->config);
     c->config.server_name = h2o_iovec_init(H2O_STRLIT("fcmd"));
-    /* h2o refuses (with its own 413) what is far beyond the limit; up to
-     * twice it, fcmd answers with a JSON reason. */
-    c->config.max_request_entity_size =
-        (size_t)c->opts->max_body_bytes * 2 > HTTP_MAX_ENTITY ? (size_t)c->opts->max_body_bytes * 2 : HTTP_MAX_ENTITY;
+    /* h2o refuses what is far beyond the limit (HTTP/1.1: its own 413;
+     * HTTP/2: RST_STREAM); a little beyond it, fcmd answers a JSON 413. */
+    c->config.max_request_entity_size = (size_t)c->opts->max_body_bytes + HTTP_ENTITY_SLACK;
     /* Slow clients (slowloris) and idle connections are closed after this. */
     c->config.http1.req_timeout = (uint64_t)c->opts->client_timeout * 1000;
     c->config.http2.idle_timeout = (uint64_t)c->opts->client_timeout * 1000;
