@@ -5,10 +5,12 @@ The clients speak HTTP/2 with prior knowledge over plain TCP (and once over
 TLS) with Debian's python3-h2, or with hand-made frames where h2 would not
 send what a hostile client sends.  Every wait polls with a deadline."""
 
+import os
 import select
 import socket
 import ssl
 import struct
+import subprocess
 import time
 
 import h2.config
@@ -286,6 +288,51 @@ def test_d_busy_client_keeps_its_connection(fcmd, tmp_path, spool):
     finally:
         c.close()
     assert f.wait_idle()["accepted"] == sent
+
+
+def traced(pid, tid):
+    with open(f"/proc/{pid}/task/{tid}/status") as f:
+        return "TracerPid:\t0\n" not in f.read()
+
+
+def test_d_connection_owed_an_answer_is_not_cut(fcmd, tmp_path):
+    """strace holds every fdatasync of the worker for 2.5 s: the answer to a
+    /gcm/send waits for the spool's sync, longer than the client timeout,
+    and the connection, which sends nothing but PINGs meanwhile, is kept
+    until the answer is out."""
+    f = fcmd("--spool", str(tmp_path / "spool"))
+    (child,) = f.children()
+    said = tmp_path / "strace.err"
+    tids = sorted(os.listdir(f"/proc/{child}/task"))
+    with open(said, "w") as err:
+        tracer = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=fdatasync", "-e",
+                                   "inject=fdatasync:delay_enter=2500000", "-o", "/dev/null",
+                                   *[a for t in tids for a in ("-p", t)]], stderr=err)
+    c = None
+    try:
+        wait_until(lambda: tracer.poll() is None and all(traced(child, t) for t in tids), what="strace to attach")
+        c = H2Client(f.port)
+        sid = c.open_post()
+        t0 = time.monotonic()
+        assert c.send_body(sid, b"tokens=owed&payload=%7B%7D", end=True)
+        def done():
+            return c.responses.get(sid, {}).get("done")
+
+        while not done() and not c.closed and time.monotonic() - t0 < 10:
+            c.ping()
+            c.pump(0.1)
+        assert done(), f"no answer (closed={c.closed})"
+        assert c.responses[sid]["status"] == 200 and time.monotonic() - t0 > 2 * TIMEOUT
+        tracer.terminate()
+        tracer.wait(10)
+        # Answered, it is an idle connection again: closed after the timeout.
+        assert held_open_for(c, 8 * TIMEOUT, c.ping) <= TIMEOUT * 3 and c.closed
+    finally:
+        if tracer.poll() is None:
+            tracer.terminate()
+            tracer.wait(10)
+        if c is not None:
+            c.close()
 
 
 # ---- (e) PINGs do not lock a normal client out ----
