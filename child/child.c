@@ -7,10 +7,10 @@
  * pending targets are finished (or shutdown_timeout passes), and exits.
  */
 #include "child.h"
-#include "conn.h"
 #include "../master/log.h"
 #include "../master/options.h"
 #include "../shm/region.h"
+#include "conn.h"
 #include "graphite.h"
 #include "http.h"
 #include "sender.h"

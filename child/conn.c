@@ -33,10 +33,10 @@ struct conn {
     uint64_t progress_at; /* loop time of the accept, of the last request handed over or answer */
     int cut;              /* shut down by the sweep */
     /* What the current sweep found: */
-    int http1;             /* h2o serves it as HTTP/1 */
-    int owed;              /* fcmd owes an answer on it */
-    int slow;              /* a request has been arriving for --client-timeout */
-    unsigned unfinished;   /* requests arriving for longer than a sweep */
+    int http1;           /* h2o serves it as HTTP/1 */
+    int owed;            /* fcmd owes an answer on it */
+    int slow;            /* a request has been arriving for --client-timeout */
+    unsigned unfinished; /* requests arriving for longer than a sweep */
 };
 
 static struct conn *of_fd(struct conn_set *cs, int fd)
@@ -118,8 +118,8 @@ void conn_accept(struct conn_set *cs, uv_stream_t *listener, int is_unix)
         uv_close(&cn->io.handle, free_refused);
         return;
     }
-    if (!is_unix)
-        uv_tcp_nodelay(&cn->io.tcp, 1);
+    if (!is_unix && uv_tcp_nodelay(&cn->io.tcp, 1) != 0)
+        log_debug("uv_tcp_nodelay() failed on an accepted connection");
     cs->count++;
     h2o_linklist_insert(&cs->all, &cn->link);
     cn->progress_at = uv_now(cs->loop);

@@ -31,13 +31,13 @@ struct conn_set {
     uv_loop_t *loop;
     h2o_context_t *ctx;
     h2o_accept_ctx_t *accept_ctx;
-    uint64_t timeout_ms;   /* --client-timeout */
-    uint64_t sweep_ms;     /* between two sweeps */
-    size_t max;            /* --max-connections */
-    size_t count;          /* open connections */
-    struct conn **by_fd;   /* open connections by descriptor: how a request finds its own */
+    uint64_t timeout_ms; /* --client-timeout */
+    uint64_t sweep_ms;   /* between two sweeps */
+    size_t max;          /* --max-connections */
+    size_t count;        /* open connections */
+    struct conn **by_fd; /* open connections by descriptor: how a request finds its own */
     size_t by_fd_len;
-    h2o_linklist_t all;    /* every open connection */
+    h2o_linklist_t all; /* every open connection */
     uv_timer_t sweep;
 };
 
