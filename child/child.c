@@ -10,13 +10,13 @@
 #include "../master/log.h"
 #include "../master/options.h"
 #include "../shm/region.h"
+#include "conn.h"
 #include "graphite.h"
 #include "http.h"
 #include "sender.h"
 #include "spool.h"
 #include "upstream.h"
 
-#include <h2o/socket/uv-binding.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,50 +24,12 @@
 
 static struct child child; /* this process's state; reachable for leak checkers */
 
-static void free_handle(uv_handle_t *h)
-{
-    free(h);
-}
-
-static void on_conn_closed(uv_handle_t *h)
-{
-    child.connections--;
-    free(h);
-}
-
 static void on_accept(uv_stream_t *listener, int status)
 {
     struct child *c = listener->data;
-    uv_stream_t *conn;
-    h2o_socket_t *sock;
 
-    if (status != 0)
-        return;
-    if (c->is_unix) {
-        uv_pipe_t *p = malloc(sizeof(*p));
-        if (p == NULL || uv_pipe_init(&c->loop, p, 0) != 0) {
-            free(p);
-            return;
-        }
-        conn = (uv_stream_t *)p;
-    } else {
-        uv_tcp_t *t = malloc(sizeof(*t));
-        if (t == NULL || uv_tcp_init(&c->loop, t) != 0) {
-            free(t);
-            return;
-        }
-        conn = (uv_stream_t *)t;
-    }
-    if (uv_accept(listener, conn) != 0 || c->connections >= (size_t)c->opts->max_connections) {
-        /* Over the limit the connection is closed at once: the other children may have room. */
-        uv_close((uv_handle_t *)conn, free_handle);
-        return;
-    }
-    if (!c->is_unix)
-        uv_tcp_nodelay((uv_tcp_t *)conn, 1);
-    c->connections++;
-    sock = h2o_uv_socket_create(conn, on_conn_closed);
-    h2o_accept(&c->accept_ctx, sock);
+    if (status == 0)
+        conn_accept(&c->conns, listener, c->is_unix);
 }
 
 static int open_listener(struct child *c, int fd)
@@ -91,7 +53,7 @@ static void on_stop_tick(uv_timer_t *t)
 {
     struct child *c = t->data;
     uint64_t now = uv_now(&c->loop);
-    int http_done = c->connections == 0 || now >= c->stop_started + CHILD_HTTP_GRACE_MS;
+    int http_done = c->conns.count == 0 || now >= c->stop_started + CHILD_HTTP_GRACE_MS;
 
     if ((c->queue.pending > 0 || !http_done) && now < c->stop_deadline)
         return;
@@ -182,11 +144,12 @@ static int setup_http(struct child *c)
 
     h2o_config_init(&c->config);
     c->config.server_name = h2o_iovec_init(H2O_STRLIT("fcmd"));
-    /* h2o refuses (with its own 413) what is far beyond the limit; up to
-     * twice it, fcmd answers with a JSON reason. */
-    c->config.max_request_entity_size =
-        (size_t)c->opts->max_body_bytes * 2 > HTTP_MAX_ENTITY ? (size_t)c->opts->max_body_bytes * 2 : HTTP_MAX_ENTITY;
-    /* Slow clients (slowloris) and idle connections are closed after this. */
+    /* h2o refuses what is far beyond the limit (HTTP/1.1: its own 413;
+     * HTTP/2: RST_STREAM); a little beyond it, fcmd answers a JSON 413. */
+    c->config.max_request_entity_size = (size_t)c->opts->max_body_bytes + HTTP_ENTITY_SLACK;
+    /* Slow clients (slowloris) and idle connections are closed after this;
+     * conn.c does what h2o cannot for HTTP/2. */
+    c->config.handshake_timeout = (uint64_t)c->opts->client_timeout * 1000;
     c->config.http1.req_timeout = (uint64_t)c->opts->client_timeout * 1000;
     c->config.http2.idle_timeout = (uint64_t)c->opts->client_timeout * 1000;
     host = h2o_config_register_host(&c->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
@@ -196,7 +159,8 @@ static int setup_http(struct child *c)
     c->accept_ctx.ctx = &c->ctx;
     c->accept_ctx.hosts = c->config.hosts;
     c->accept_ctx.ssl_ctx = c->opts->tls_ctx;
-    return 0;
+    return conn_init(&c->conns, &c->ctx, &c->accept_ctx, (unsigned)c->opts->client_timeout,
+                     (size_t)c->opts->max_connections);
 }
 
 int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *shm, unsigned slot, int reporter)

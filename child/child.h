@@ -11,6 +11,7 @@
 #include <h2o.h>
 #include <uv.h>
 
+#include "conn.h"
 #include "queue.h"
 
 struct fcmd_options;
@@ -49,7 +50,7 @@ struct child {
     struct graphite *graphite;    /* the reporter's, else NULL */
     struct spool *spool;          /* with --spool, else NULL */
     uv_signal_t sigusr2;          /* the master: a child died, look for its spool segments */
-    size_t connections;           /* open HTTP connections */
+    struct conn_set conns;        /* open HTTP connections */
     int auth_scopes;              /* AUTH_* bits the auth token protects */
     struct request_limits limits; /* what one /gcm/send request may hold */
     int stopping;

@@ -171,6 +171,7 @@ static void on_durable(void *arg, int ok)
     }
     if (req != NULL) {
         *d->link = NULL;
+        conn_progress(&d->child->conns, req); /* answered: the client timeout starts again */
         if (ok)
             respond_accepted(req, d->json, n);
         else
@@ -520,6 +521,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     enum endpoint ep = EP_OTHER;
     uint64_t start = uv_hrtime();
 
+    conn_progress(&c->conns, req); /* handed to fcmd: the connection is not idle */
     /* Which child answered: for operators chasing a problem, and for tests. */
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-fcmd-worker"), 0, NULL, c->worker_id,
                           strlen(c->worker_id));

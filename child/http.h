@@ -8,10 +8,10 @@
 
 struct child;
 
-/* The least h2o buffers of a body: twice --max-body-bytes when that is more.
- * Up to that, fcmd answers an oversized body with a JSON 413; beyond it h2o
- * refuses it itself. */
-#define HTTP_MAX_ENTITY (8u << 20)
+/* How far beyond --max-body-bytes h2o still buffers a body: up to that, fcmd
+ * answers an oversized body with a JSON 413; beyond it h2o refuses it itself
+ * (HTTP/1.1: a plain 413; HTTP/2: RST_STREAM REFUSED_STREAM). */
+#define HTTP_ENTITY_SLACK (64u << 10)
 
 /* Registers every endpoint on host.  Returns 0 or -1 (out of memory). */
 int http_register(struct child *c, h2o_hostconf_t *host);
