@@ -640,26 +640,61 @@ static void feed(struct spool *s)
         s->on_replay(s->arg);
 }
 
-/* Takes over the segment of a dead child, open and locked at fd. */
-static void adopt(struct spool *s, int fd, char *path, size_t size)
+/* An adoption in progress: the file is mapped and read on the thread pool
+ * (a large or crafted file must not hold up the loop), then taken over on
+ * the loop. */
+struct adoption {
+    uv_work_t work;
+    struct spool *spool;
+    int fd; /* open and locked */
+    char *path;
+    size_t size;
+    struct orphan *orphan;
+    int error; /* errno of what failed on the pool, or 0 */
+};
+
+/* On a thread-pool thread: touches nothing but the adoption. */
+static void adopt_read(uv_work_t *w)
 {
+    struct adoption *a = w->data;
     struct orphan *o = calloc(1, sizeof(*o));
+
+    if ((a->orphan = o) == NULL) {
+        a->error = ENOMEM;
+        return;
+    }
+    if (a->size > 0 && (o->map = mmap(NULL, a->size, PROT_READ, MAP_PRIVATE, a->fd, 0)) == MAP_FAILED) {
+        a->error = errno;
+        o->map = NULL;
+        return;
+    }
+    o->map_len = a->size;
+    if (spool_replay_read(&o->left, o->map, a->size, a->path) != 0)
+        a->error = ENOMEM;
+}
+
+static void adopt_done(uv_work_t *w, int status)
+{
+    struct adoption *a = w->data;
+    struct spool *s = a->spool;
+    struct orphan *o = a->orphan;
     struct segment *g;
 
-    if (o == NULL)
-        goto fail;
-    if (size > 0 && (o->map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0)) == MAP_FAILED) {
-        log_error("spool: mmap(%s) failed: %s", path, strerror(errno));
-        o->map = NULL;
-        goto fail;
+    if (status != 0 || a->error != 0 || s->stopping || (g = add_segment(s, a->fd, a->path, o->left.records_end)) == NULL) {
+        if (!s->stopping)
+            log_error("spool: cannot adopt %s now (%s): left for a later scan", a->path,
+                      a->error ? strerror(a->error) : status ? uv_strerror(status) : "out of memory");
+        if (o != NULL)
+            orphan_free(o);
+        close(a->fd); /* unlocked: the next scan tries again */
+        free(a->path);
+        free(a);
+        return;
     }
-    o->map_len = size;
-    if (spool_replay_read(&o->left, o->map, size, path) != 0 ||
-        (g = add_segment(s, fd, path, o->left.records_end)) == NULL)
-        goto fail;
-    g->zeroed = size; /* whatever follows the records: acknowledgements overwrite it */
+    g->zeroed = a->size; /* whatever follows the records: acknowledgements overwrite it */
     g->dir_synced = 1;
-    log_info("spool: adopted %s: %zu targets of %zu pushes to deliver", path, o->left.targets, o->left.n);
+    free(a);
+    log_info("spool: adopted %s: %zu targets of %zu pushes to deliver", g->path, o->left.targets, o->left.n);
     if (o->left.n == 0) {
         orphan_free(o);
         release(s, g);
@@ -670,13 +705,23 @@ static void adopt(struct spool *s, int fd, char *path, size_t size)
     shm_pending_add(s->slot, (int64_t)o->left.targets);
     shm_add(s->slot, SHM_REPLAYED, o->left.targets);
     feed(s);
-    return;
-fail:
-    log_error("spool: cannot adopt %s now: left for a later scan", path);
-    if (o != NULL)
-        orphan_free(o);
-    close(fd); /* unlocked: the next scan tries again */
-    free(path);
+}
+
+/* Takes over the segment of a dead child, open and locked at fd. */
+static void adopt(struct spool *s, int fd, char *path, size_t size)
+{
+    struct adoption *a = calloc(1, sizeof(*a));
+
+    if (a != NULL) {
+        *a = (struct adoption){.spool = s, .fd = fd, .path = path, .size = size};
+        a->work.data = a;
+    }
+    if (a == NULL || uv_queue_work(s->loop, &a->work, adopt_read, adopt_done) != 0) {
+        log_error("spool: cannot adopt %s now: left for a later scan", path);
+        free(a);
+        close(fd);
+        free(path);
+    }
 }
 
 static int ends_with(const char *s, const char *suffix)
@@ -700,6 +745,13 @@ static void refuse_file(struct spool *s, const char *path, const struct stat *st
     log_warn("spool: %s skipped: %s", path, why);
 }
 
+/* The largest file a segment can be: the whole spool's bound, one more
+ * record (a body, twice over), and the zeros kept ahead. */
+static uint64_t max_segment_file(const struct spool *s)
+{
+    return (uint64_t)s->opts->spool_max_bytes + 2 * (uint64_t)s->opts->max_body_bytes + 2 * ZERO_AHEAD;
+}
+
 /* Opens and locks a segment nobody holds; -1 when it is not one. */
 static int claim(struct spool *s, const char *path, struct stat *st)
 {
@@ -718,6 +770,11 @@ static int claim(struct spool *s, const char *path, struct stat *st)
     }
     if (!S_ISREG(st->st_mode) || st->st_nlink != 1 || st->st_uid != geteuid()) {
         refuse_file(s, path, st, "not a regular file of fcmd's user with one name");
+        close(fd);
+        return -1;
+    }
+    if ((uint64_t)st->st_size > max_segment_file(s)) {
+        refuse_file(s, path, st, "larger than any segment fcmd writes under these settings");
         close(fd);
         return -1;
     }

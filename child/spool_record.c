@@ -109,8 +109,14 @@ void spool_encode_ack(struct buf *b, uint64_t id, const uint32_t *indexes, size_
     finish(b, at);
 }
 
+/* Checksum work spent on headers that turn out bad, at most. */
+static size_t search_budget(const struct spool_reader *r)
+{
+    return 2 * r->len + (1u << 20);
+}
+
 /* Whether a whole, good record starts at pos; *len gets its payload length. */
-static int good_at(const struct spool_reader *r, size_t pos, uint32_t *len)
+static int good_at(struct spool_reader *r, size_t pos, uint32_t *len)
 {
     const unsigned char *h = r->data + pos;
     uint32_t n;
@@ -118,10 +124,12 @@ static int good_at(const struct spool_reader *r, size_t pos, uint32_t *len)
     if (r->len - pos < SPOOL_HEADER || spool_u32(h) != SPOOL_MAGIC)
         return 0;
     n = spool_u32(h + 8);
-    if (n > SPOOL_MAX_PAYLOAD || r->len - pos - SPOOL_HEADER < n)
+    if (n > SPOOL_MAX_PAYLOAD || r->len - pos - SPOOL_HEADER < n || r->searched > search_budget(r))
         return 0;
-    if (crc32c(crc32c(0, h + 4, 8), h + SPOOL_HEADER, n) != spool_u32(h + 12))
+    if (crc32c(crc32c(0, h + 4, 8), h + SPOOL_HEADER, n) != spool_u32(h + 12)) {
+        r->searched += (size_t)n + 8;
         return 0;
+    }
     *len = n;
     return 1;
 }
@@ -158,7 +166,7 @@ enum spool_read spool_next(struct spool_reader *r, struct spool_rec *rec, size_t
         return SPOOL_END;
     }
     *bad = r->pos;
-    for (size_t p = r->pos + 1; p + SPOOL_HEADER <= r->len; p++) {
+    for (size_t p = r->pos + 1; p + SPOOL_HEADER <= r->len && r->searched <= search_budget(r); p++) {
         if (r->data[p] == (SPOOL_MAGIC & 0xff) && good_at(r, p, &n)) {
             r->pos = p;
             return SPOOL_CORRUPT;

@@ -8,7 +8,9 @@
  * A segment may end in zeros, space its writer keeps ahead of the records.
  * A reader stops at the zeros and at a torn tail (a record cut short by a
  * crash), and skips a corrupt record by looking for the next header that
- * checks out.
+ * checks out.  Headers whose checksum fails cost the reader the bytes they
+ * claim; past about two passes over the file of such work, the rest of the
+ * file counts as torn, so a file of fake headers costs what its size costs.
  */
 #ifndef FCMD_CHILD_SPOOL_RECORD_H
 #define FCMD_CHILD_SPOOL_RECORD_H
@@ -35,6 +37,7 @@ struct spool_reader {
     const unsigned char *data;
     size_t len;
     size_t pos;
+    size_t searched; /* bytes checksummed in vain: bounded, see spool_next */
 };
 
 struct spool_rec {

@@ -60,7 +60,7 @@ static const char *push_adds_up(const struct spool_push *p, unsigned char *seen)
 /* Reads the push records into o->v, and where the good records end. */
 static int read_pushes(struct spool_replay *o, const unsigned char *data, size_t len, const char *path)
 {
-    struct spool_reader rd = {data, len, 0};
+    struct spool_reader rd = {data, len, 0, 0};
     struct spool_rec rec;
     struct spool_push p;
     size_t bad, cap = 0, end = 0;
@@ -107,7 +107,7 @@ static int read_pushes(struct spool_replay *o, const unsigned char *data, size_t
 /* Marks what the ACK records acknowledge, and drops the pushes finished. */
 static void read_acks(struct spool_replay *o, const unsigned char *data, size_t len, const char *path)
 {
-    struct spool_reader rd = {data, len, 0};
+    struct spool_reader rd = {data, len, 0, 0};
     struct spool_rec rec;
     enum spool_read st;
     size_t bad, kept = 0;

@@ -5,7 +5,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct spool_reader r = {data, size, 0};
+    struct spool_reader r = {data, size, 0, 0};
     struct spool_rec rec;
     struct spool_push p;
     enum spool_read st;

@@ -241,3 +241,27 @@ def test_replay_keeps_pushes_accepted_under_looser_limits(mock, start_fcmd, tmp_
     f = start_fcmd(mock, workers=1, args=["--spool", str(spool), "--max-payload-bytes", "100"])
     wait_until(all_delivered(mock, ["older-limits"]), what="the push accepted under the old limit")
     assert f.send_form(["new"], {"k": "v" * 200}).status_code == 400  # today's limit still holds at intake
+
+
+def test_crafted_files_cost_what_their_size_costs(mock, start_fcmd, tmp_path):
+    """A segment of fake headers, each claiming the rest of the file with a
+    wrong checksum, once took a worker minutes to read, on its loop, before
+    it listened; a sparse file of any size was mapped whole.  Now the first
+    is read in bounded work on the thread pool while the worker serves, and
+    the second is refused by its size."""
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o750)
+    size = 1 << 20
+    fake = bytearray(size)
+    for at in range(0, size - 16, 16):
+        fake[at:at + 16] = b"FCSP\x01\0\0\0" + struct.pack("<I", size - at - 16) + b"\xee" * 4
+    (spool / "fake-headers.seg").write_bytes(push_record(1, ["before-the-fakes"]) + bytes(fake))
+    with open(spool / "sparse.seg", "wb") as sparse:
+        sparse.truncate(8 << 30)  # 8 GiB, no blocks: larger than any segment under these settings
+    f = start_fcmd(mock, workers=1, args=["--spool", str(spool), "--spool-max-bytes", str(1 << 30)])
+    assert f.send_form(["while-reading"], {}).status_code == 200
+    wait_until(all_delivered(mock, ["before-the-fakes", "while-reading"]), what="the good record and a new push")
+    log = f.log_text()
+    assert "fake-headers.seg: record cut short" in log, log
+    assert "sparse.seg skipped: larger than any segment" in log, log
+    assert (spool / "sparse.seg").exists()

@@ -4,6 +4,7 @@
  */
 #include "cmocka_all.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "../../child/crc32c.h"
@@ -48,7 +49,7 @@ static void round_trip(void **state)
     (void)state;
     spool_encode_push(&b, 42, &r);
     spool_encode_ack(&b, 42, (uint32_t[]){1}, 1);
-    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0};
+    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0, 0};
     assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
     assert_int_equal(spool_decode_push(&rec, &p), 0);
     assert_int_equal(p.id, 42);
@@ -87,13 +88,13 @@ static void torn_tail_is_cut_off(void **state)
     first = b.len;
     spool_encode_push(&b, 2, &r);
     /* A crash in the middle of the second write. */
-    rd = (struct spool_reader){(unsigned char *)b.data, b.len - 5, 0};
+    rd = (struct spool_reader){(unsigned char *)b.data, b.len - 5, 0, 0};
     assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
     assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_TORN);
     assert_int_equal(bad, first);
     assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_END);
     /* Only part of a header. */
-    rd = (struct spool_reader){(unsigned char *)b.data, first + 7, 0};
+    rd = (struct spool_reader){(unsigned char *)b.data, first + 7, 0, 0};
     assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
     assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_TORN);
     buf_free(&b);
@@ -116,7 +117,7 @@ static void zero_tail_ends_the_records(void **state)
     spool_encode_push(&b, 2, &r);
     second = b.len;
     buf_add(&b, zeros, sizeof(zeros)); /* the space a writer keeps ahead */
-    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0};
+    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0, 0};
     assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
     assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
     assert_int_equal(spool_decode_push(&rec, &p), 0);
@@ -124,7 +125,7 @@ static void zero_tail_ends_the_records(void **state)
     assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_END);
     /* A crash in the middle of the second write, into the zeros: still a torn tail. */
     memset(b.data + second - 5, 0, 5);
-    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0};
+    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0, 0};
     assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
     assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_TORN);
     assert_int_equal(bad, first);
@@ -132,7 +133,7 @@ static void zero_tail_ends_the_records(void **state)
     b.len = second;
     memset(b.data + first, 0, second - first);
     spool_encode_push(&b, 3, &r);
-    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0};
+    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0, 0};
     assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
     assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_CORRUPT);
     assert_int_equal(bad, first);
@@ -158,7 +159,7 @@ static void corrupt_middle_record_is_skipped(void **state)
     spool_encode_push(&b, 2, &r);
     spool_encode_push(&b, 3, &r);
     b.data[second + SPOOL_HEADER + 3] ^= 0x40; /* a flipped bit in the second payload */
-    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0};
+    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0, 0};
     assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
     assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_CORRUPT);
     assert_int_equal(bad, second);
@@ -181,10 +182,43 @@ static void garbage_length_does_not_read_past_the_end(void **state)
     (void)state;
     spool_encode_push(&b, 1, &r);
     b.data[9] = 0x7f; /* length now far beyond the data */
-    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0};
+    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0, 0};
     assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_TORN);
     assert_int_equal(bad, 0);
     buf_free(&b);
+}
+
+/* A file of fake headers, one every 16 bytes, each claiming the rest of the
+ * file with a wrong checksum: reading it once cost the square of its size.
+ * Now the checksums spent on bad headers are bounded by a few passes over
+ * the file, and the reader calls the rest torn. */
+static void fake_headers_cost_a_bounded_search(void **state)
+{
+    size_t len = 1u << 20;
+    unsigned char *d = calloc(1, len);
+    struct spool_reader rd;
+    struct spool_rec rec;
+    size_t bad;
+    enum spool_read st;
+    int steps = 0;
+
+    (void)state;
+    assert_non_null(d);
+    for (size_t at = 0; at + SPOOL_HEADER <= len; at += 16) {
+        uint32_t n = (uint32_t)(len - at - SPOOL_HEADER);
+        memcpy(d + at, "FCSP\1\0\0\0", 8);
+        d[at + 8] = (unsigned char)n;
+        d[at + 9] = (unsigned char)(n >> 8);
+        d[at + 10] = (unsigned char)(n >> 16);
+        d[at + 11] = (unsigned char)(n >> 24);
+        memset(d + at + 12, 0xee, 4); /* never the checksum */
+    }
+    rd = (struct spool_reader){d, len, 0, 0};
+    while ((st = spool_next(&rd, &rec, &bad)) == SPOOL_CORRUPT || st == SPOOL_RECORD)
+        assert_true(++steps < 1000);
+    assert_int_equal(st, SPOOL_TORN);
+    assert_true(rd.searched <= 3 * len + (1u << 20));
+    free(d);
 }
 
 int main(void)
@@ -196,6 +230,7 @@ int main(void)
         cmocka_unit_test(zero_tail_ends_the_records),
         cmocka_unit_test(corrupt_middle_record_is_skipped),
         cmocka_unit_test(garbage_length_does_not_read_past_the_end),
+        cmocka_unit_test(fake_headers_cost_a_bounded_search),
     };
     return cmocka_run_group_tests_name("spool_record", tests, NULL, NULL);
 }
