@@ -143,6 +143,7 @@ static int setup_http(struct child *c)
     h2o_hostconf_t *host;
 
     h2o_config_init(&c->config);
+    h2o_linklist_init_anchor(&c->drains);
     c->config.server_name = h2o_iovec_init(H2O_STRLIT("fcmd"));
     /* h2o refuses what is far beyond the limit (HTTP/1.1: its own 413;
      * HTTP/2: RST_STREAM); a little beyond it, fcmd answers a JSON 413. */
@@ -198,6 +199,7 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
     atomic_store(&c->slot->ready, 1);
     kill(getppid(), SIGUSR2);
     uv_run(&c->loop, UV_RUN_DEFAULT);
+    http_give_back_drains(c);
     spool_close(c->spool);
     return 0;
 }

@@ -51,6 +51,7 @@ struct child {
     struct spool *spool;          /* with --spool, else NULL */
     uv_signal_t sigusr2;          /* the master: a child died, look for its spool segments */
     struct conn_set conns;        /* open HTTP connections */
+    h2o_linklist_t drains;        /* drain answers holding entries until written */
     int auth_scopes;              /* AUTH_* bits the auth token protects */
     struct request_limits limits; /* what one /gcm/send request may hold */
     int stopping;

@@ -332,12 +332,22 @@ static void emit_token(struct buf *b, const char *rec, size_t len)
  * they go back into the list for the next drain. */
 struct drain_answer {
     h2o_generator_t super;
+    h2o_linklist_t link; /* in child->drains while it holds entries */
     struct drainlist *list;
     unsigned char *recs;
     size_t len;
     uint64_t count;
     struct buf body;
 };
+
+/* The entries are in an answer that went out: gone for good. */
+static void let_go(struct drain_answer *a)
+{
+    free(a->recs);
+    a->recs = NULL;
+    if (h2o_linklist_is_linked(&a->link))
+        h2o_linklist_unlink(&a->link);
+}
 
 static void give_back(struct drain_answer *a)
 {
@@ -346,16 +356,18 @@ static void give_back(struct drain_answer *a)
     if (a->recs != NULL && (back = drainlist_giveback(a->list, a->recs, a->len, a->count)) < a->count)
         log_warn("drain: the list filled up while an answer failed: %llu entries dropped",
                  (unsigned long long)(a->count - back));
-    free(a->recs);
-    a->recs = NULL;
+    let_go(a);
+}
+
+void http_give_back_drains(struct child *c)
+{
+    while (!h2o_linklist_is_empty(&c->drains))
+        give_back(H2O_STRUCT_FROM_MEMBER(struct drain_answer, link, c->drains.next));
 }
 
 static void drain_written(h2o_generator_t *g, h2o_req_t *req)
 {
-    struct drain_answer *a = (struct drain_answer *)g;
-
-    free(a->recs);
-    a->recs = NULL;
+    let_go((struct drain_answer *)g);
     h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
 }
 
@@ -374,7 +386,7 @@ static void drain_disposed(void *p)
 }
 
 /* Drains a list and answers {"key": [records...]} or {"key": null}. */
-static int respond_drained(h2o_req_t *req, struct drainlist *l, const char *key, record_fn emit)
+static int respond_drained(struct child *c, h2o_req_t *req, struct drainlist *l, const char *key, record_fn emit)
 {
     struct drain_answer *a;
     const unsigned char *rec;
@@ -390,6 +402,8 @@ static int respond_drained(h2o_req_t *req, struct drainlist *l, const char *key,
     *a = (struct drain_answer){.super = {drain_written, drain_stopped}, .list = l, .body = BUF_INIT};
     if (drainlist_drain(l, &a->recs, &a->len, &a->count) != 0)
         return respond_error(req, 500, "out of memory");
+    if (a->recs != NULL)
+        h2o_linklist_insert(&c->drains, &a->link);
     buf_addf(&a->body, "{\"%s\":", key);
     if (a->recs == NULL) {
         buf_adds(&a->body, "null}\n");
@@ -418,12 +432,12 @@ static int respond_drained(h2o_req_t *req, struct drainlist *l, const char *key,
 
 static int on_canonical(struct child *c, h2o_req_t *req)
 {
-    return respond_drained(req, c->shm->canonical, "canonical_replacements", emit_pair);
+    return respond_drained(c, req, c->shm->canonical, "canonical_replacements", emit_pair);
 }
 
 static int on_notregistered(struct child *c, h2o_req_t *req)
 {
-    return respond_drained(req, c->shm->notregistered, "tokens", emit_token);
+    return respond_drained(c, req, c->shm->notregistered, "tokens", emit_token);
 }
 
 /* ---- operations ---- */

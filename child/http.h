@@ -16,4 +16,8 @@ struct child;
 /* Registers every endpoint on host.  Returns 0 or -1 (out of memory). */
 int http_register(struct child *c, h2o_hostconf_t *host);
 
+/* At exit: the entries of drain answers not yet written go back into their
+ * lists, for the next drain. */
+void http_give_back_drains(struct child *c);
+
 #endif

@@ -1,6 +1,8 @@
 """Drains hand each entry out exactly once: HEAD never drains, and an
 answer the client never received gives its entries back to the list."""
 
+import os
+import signal
 import socket
 
 import h2.config
@@ -75,3 +77,36 @@ def test_answer_not_received_gives_entries_back(mock, start_fcmd):
     body = wait_until(drained, what="the entries back in the list")
     assert sorted(body["tokens"]) == tokens  # every one, once
     assert requests.get(f.url("/gcm/report/notregistered"), timeout=5).json() == {"tokens": None}
+
+
+def test_worker_stopping_with_an_unwritten_answer_gives_entries_back(mock, start_fcmd):
+    """A reload replaces the worker while a client is not reading its drain
+    answer: the worker exits after its grace period, and the entries go back
+    to the list rather than out of the world."""
+    f = start_fcmd(mock, workers=1)
+    tokens = fill_notregistered(f, 200)
+    old = f.children()
+    sock = socket.create_connection(("127.0.0.1", f.port), timeout=10)
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    conn.local_settings = h2.settings.Settings(client=True, initial_values={
+        h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 16})
+    conn.initiate_connection()
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(sid, [(":method", "GET"), (":path", "/gcm/report/notregistered"), (":scheme", "http"),
+                            (":authority", "localhost")], end_stream=True)
+    sock.sendall(conn.data_to_send())
+    try:
+        def answer_started():
+            for ev in conn.receive_data(sock.recv(65536)):
+                if isinstance(ev, h2.events.ResponseReceived):
+                    return True
+            sock.sendall(conn.data_to_send())
+            return None
+        wait_until(answer_started, what="the drain answer to start")
+        os.kill(f.proc.pid, signal.SIGHUP)
+        wait_until(lambda: f.children() and not set(f.children()) & set(old), timeout=20,
+                   what="the old worker to exit")
+    finally:
+        sock.close()
+    body = requests.get(f.url("/gcm/report/notregistered"), timeout=5).json()
+    assert sorted(body["tokens"] or []) == tokens
