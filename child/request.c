@@ -330,6 +330,16 @@ char *message_copy(struct message *dst, const struct message *src, char *out)
     return out;
 }
 
+/* Bytes of the payload and the options, as JSON texts. */
+static size_t texts_len(const struct message *m)
+{
+    size_t n = m->payload_len;
+
+    for (int o = 0; o < ROPT_COUNT; o++)
+        n += m->opt[o] ? m->opt_len[o] : 0;
+    return n;
+}
+
 static int parse_json(const char *body, size_t len, struct parse *ps, char *err, size_t errlen)
 {
     struct send_request *r = ps->r;
@@ -367,6 +377,9 @@ static int parse_json(const char *body, size_t len, struct parse *ps, char *err,
         return ERR("no tokens");
     if (r->msg.payload == NULL && r->msg.opt[ROPT_NOTIFICATION] == NULL)
         return ERR("payload is missing");
+    /* Every target carries the options too: they count with the payload. */
+    if (texts_len(&r->msg) > ps->lim->max_payload)
+        return ERR("payload and message options are larger than %zu bytes together", ps->lim->max_payload);
     /* The raw texts still point into the body: give them their own copies. */
     message_copy(&r->msg, &r->msg, ps->out);
     return 0;

@@ -341,8 +341,17 @@ static int v1_check(struct upstream *u, const struct send_request *r, char *err,
     int rc = 0;
 
     (void)u;
-    if (r->msg.payload == NULL)
-        return 0;
+    if (v1_encode_shared(&data, &r->msg) != 0 || data.failed) {
+        snprintf(err, errlen, "message cannot be encoded for FCM");
+        rc = 400;
+    } else if (data.len > V1_MAX_SHARED) {
+        snprintf(err, errlen, "message fields are %zu bytes for FCM, over the %d-byte limit per message", data.len,
+                 V1_MAX_SHARED);
+        rc = 400;
+    }
+    buf_free(&data);
+    if (rc != 0 || r->msg.payload == NULL)
+        return rc;
     if (v1_stringify_data(&data, r->msg.payload, r->msg.payload_len) != 0) {
         snprintf(err, errlen, "payload cannot be encoded as FCM data");
         rc = 400;

@@ -8,6 +8,10 @@
 #include "upstream.h"
 
 #define V1_MAX_DATA 4096 /* FCM's limit on the data payload */
+/* The message fields shared by every target (data, notification and the
+ * platform blocks, each limited to about 4 KB by FCM): sent once per target,
+ * so a bound on them is a bound on what one request makes fcmd upload. */
+#define V1_MAX_SHARED (16 * 1024)
 
 /* Appends payload (a JSON object) with every value turned into a string:
  * strings as they are, anything else as its JSON text.  Returns 0 or -1. */

@@ -217,3 +217,21 @@ def test_v1_over_plain_http_speaks_http1(start_mock, start_fcmd, signing_key, tm
     assert f.wait_idle()["successes"] == 2
     s = mock.stats(summary=True)
     assert s["requests"] == 2 and s["http2_requests"] == 0
+
+
+def test_v1_message_fields_are_bounded(v1):
+    """v1 sends the message fields once per target: a 900 KB webpush object
+    with 1,000 tokens would have made fcmd upload 900 MB.  Options count with
+    the payload against --max-payload-bytes, and FCM's fields together
+    against the per-message bound."""
+    mock, f = v1()
+    tokens = [f"amp{i}" for i in range(1000)]
+    r = f.send_json({"tokens": tokens, "payload": {"k": "v"}, "webpush": {"data": {"blob": "x" * 900000}}})
+    assert r.status_code == 400 and "options are larger than" in r.json()["error"]
+    r = f.send_json({"tokens": tokens, "payload": {"k": "v"},
+                     "webpush": {"data": {"blob": "x" * 9000}}, "apns": {"payload": {"blob": "y" * 9000}}})
+    assert r.status_code == 400 and "over the 16384-byte limit" in r.json()["error"]
+    assert f.report()["accepted"] == 0
+    assert f.send_json({"tokens": ["fine"], "payload": {"k": "v"}, "webpush": {"data": {"k": "w"}}}).status_code == 200
+    f.wait_idle()
+    assert mock.stats(summary=True)["requests"] == 1

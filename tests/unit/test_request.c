@@ -236,6 +236,11 @@ static void limits_are_settings(void **state)
                                    &r, err, sizeof(err)),
                      400);
     assert_non_null(strstr(err, "larger than 10 bytes"));
+    /* Options count with the payload: each target carries them all. */
+    assert_int_equal(request_parse(JSON, strlen(JSON), "{\"tokens\":[\"a\"],\"payload\":{},\"webpush\":{\"k\":\"x\"}}",
+                                   49, &lim, &r, err, sizeof(err)),
+                     400);
+    assert_non_null(strstr(err, "options are larger than 10 bytes together"));
     assert_int_equal(request_parse(FORM, strlen(FORM),
                                    "tokens=a&payload=%7B%7D&pad=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", 67, &lim,
                                    &r, err, sizeof(err)),
