@@ -469,10 +469,21 @@ int json_find(const struct json_doc *d, int obj, const char *key)
 
 int json_is(const struct json_doc *d, int i, const char *s)
 {
-    size_t n = strlen(s);
+    size_t n = strlen(s), len;
+    char spelled[6 * 64 + 1];
+    long got;
 
-    return i >= 0 && i < d->ntok && d->tok[i].type == JSMN_STRING && json_toklen(d, i) == n &&
-           memcmp(json_tokptr(d, i), s, n) == 0;
+    if (i < 0 || i >= d->ntok || d->tok[i].type != JSMN_STRING)
+        return 0;
+    len = json_toklen(d, i);
+    if (memchr(json_tokptr(d, i), '\\', len) == NULL)
+        return len == n && memcmp(json_tokptr(d, i), s, n) == 0;
+    /* Escaped ("\u0061" is "a" to every reader): never shorter than what it
+     * spells, and at most six bytes for each byte of it. */
+    if (len < n || len > 6 * n || len >= sizeof(spelled))
+        return 0;
+    got = json_unescape(d, i, spelled);
+    return got == (long)n && memcmp(spelled, s, n) == 0;
 }
 
 static size_t put_utf8(char *o, unsigned long cp)

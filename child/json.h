@@ -48,7 +48,8 @@ int json_skip(const struct json_doc *d, int i);
 /* Value token of key in object obj, or -1. */
 int json_find(const struct json_doc *d, int obj, const char *key);
 
-/* Whether token i is a string equal to s. */
+/* Whether token i is a string equal to s once unescaped (s of at most 64
+ * bytes when the token holds escapes). */
 int json_is(const struct json_doc *d, int i, const char *s);
 
 /* Unescapes string token i into out (which must hold token length + 1

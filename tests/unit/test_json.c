@@ -224,6 +224,13 @@ static void helpers(void **state)
     assert_int_equal(json_find(&d, 0, "zz"), -1);
     assert_int_equal(json_find(&d, 8, "b"), -1);
     json_free(&d);
+    /* Names match however they are spelled. */
+    assert_int_equal(json_parse(&d, "{\"tok\\u0065ns\":\"\\u0068igh\"}", 27), 0);
+    assert_true(json_is(&d, 1, "tokens"));
+    assert_true(json_is(&d, 2, "high"));
+    assert_false(json_is(&d, 2, "hig"));
+    assert_int_equal(json_find(&d, 0, "tokens"), 2);
+    json_free(&d);
 }
 
 int main(void)

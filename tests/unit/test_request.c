@@ -206,6 +206,20 @@ static void hostile_bodies(void **state)
     expect_error(FORM, "tokens=a&payload=%7B%7D&payload=%7B%22x%22%3A1%7D", 400, "given twice");
 }
 
+/* Field names and option words spelled with escapes are what they spell. */
+static void escaped_names_are_their_names(void **state)
+{
+    struct send_request r;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(parse(JSON, "{\"tok\\u0065ns\":[\"a\"],\"p\\u0061yload\":{},\"priority\":\"\\u0068igh\"}", &r, err), 0);
+    assert_int_equal(r.ntargets, 1);
+    assert_non_null(r.msg.payload);
+    request_free(&r);
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"tok\\u0065ns\":[\"b\"],\"payload\":{}}", 400, "repeated key");
+}
+
 static void deep_nesting_is_refused_where_it_starts(void **state)
 {
     size_t depth = 200000, n = 0;
@@ -264,6 +278,7 @@ int main(void)
         cmocka_unit_test(limits_are_settings),
         cmocka_unit_test(hostile_bodies),
         cmocka_unit_test(deep_nesting_is_refused_where_it_starts),
+        cmocka_unit_test(escaped_names_are_their_names),
     };
     return cmocka_run_group_tests_name("request", tests, NULL, NULL);
 }

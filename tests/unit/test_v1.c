@@ -117,6 +117,28 @@ static void explicit_android_fields_win(void **state)
     buf_free(&b);
 }
 
+/* The client's android fields win however they are spelled: a key given
+ * with escapes is the same key, and fcmd must not add it a second time. */
+static void escaped_android_fields_win(void **state)
+{
+    struct message m = msg_with(NULL);
+    struct buf b = BUF_INIT;
+    json_t *msg;
+
+    (void)state;
+    set_opt(&m, ROPT_ANDROID, "{\"tt\\u006c\":\"5s\",\"priorit\\u0079\":\"NORMAL\",\"collapse\\u005fkey\":\"in\"}");
+    set_opt(&m, ROPT_TIME_TO_LIVE, "60");
+    set_opt(&m, ROPT_PRIORITY, "\"high\"");
+    set_opt(&m, ROPT_COLLAPSE_KEY, "\"out\"");
+    assert_int_equal(v1_encode_shared(&b, &m), 0);
+    msg = decode_shared(&b); /* repeated keys would not decode */
+    assert_string_equal(oracle_string(msg, "android.ttl"), "5s");
+    assert_string_equal(oracle_string(msg, "android.priority"), "NORMAL");
+    assert_string_equal(oracle_string(msg, "android.collapse_key"), "in");
+    json_decref(msg);
+    buf_free(&b);
+}
+
 static void bodies_for_each_target_kind(void **state)
 {
     char mem[sizeof(struct target) + 16];
@@ -204,6 +226,7 @@ int main(void)
         cmocka_unit_test(stringify_data),
         cmocka_unit_test(encode_maps_legacy_options_under_android),
         cmocka_unit_test(explicit_android_fields_win),
+        cmocka_unit_test(escaped_android_fields_win),
         cmocka_unit_test(bodies_for_each_target_kind),
         cmocka_unit_test(classify_every_fcm_error),
         cmocka_unit_test(classify_without_fcm_details),
