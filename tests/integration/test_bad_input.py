@@ -147,6 +147,10 @@ def raw_exchange(port, request):
     b"Content-Length: 24\r\nContent-Length: 24\r\n",
     b"Content-Length: 24\r\nTransfer-Encoding: chunked\r\n",
     b"Transfer-Encoding: chunked\r\ncontent-length: 24\r\n",
+    b"Transfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n",
+    b"Transfer-Encoding: chunked, identity\r\n",
+    b"Content-Length: 24\r\n 5\r\n",                 # a folded continuation of the length
+    b"X-Note: a\nContent-Length: 24\r\n",            # a bare LF hides a header from CRLF readers
 ])
 def test_ambiguous_framing_is_refused(server, framing):
     """Two ways to find a body's end: a proxy that reads the other one would
@@ -163,3 +167,12 @@ def test_ambiguous_framing_is_refused(server, framing):
     ok = raw_exchange(f.port, b"POST /gcm/send HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                       b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 23\r\n\r\n" + body[:23])
     assert ok.startswith(b"HTTP/1.1 200 ")
+
+
+def test_one_way_to_frame_a_body_is_served(server):
+    f, _ = server
+    body = b"tokens=a&payload=%7B%7D"
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    ok = raw_exchange(f.port, b"POST /gcm/send HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                      b"Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked)
+    assert ok.startswith(b"HTTP/1.1 200 "), ok
