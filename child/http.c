@@ -291,6 +291,8 @@ static int on_report(struct child *c, h2o_req_t *req)
              U(t.counters[SHM_CANONICALS]), U(t.counters[SHM_NOTREGISTERED]));
     buf_addf(&b, ",\"successes\":%llu,\"retries\":%llu,\"accepted\":%llu,\"lost\":%llu", U(t.counters[SHM_SUCCESSES]),
              U(t.counters[SHM_RETRIES]), U(t.counters[SHM_ACCEPTED]), U(t.counters[SHM_LOST]));
+    if (c->opts->spool != NULL)
+        buf_addf(&b, ",\"left_in_spool\":%llu", U(t.counters[SHM_LEFT_IN_SPOOL]));
     buf_addf(&b, ",\"dropped\":%llu,\"canonical_dropped\":%llu,\"notregistered_dropped\":%llu",
              U(t.canonical_dropped + t.notregistered_dropped), U(t.canonical_dropped), U(t.notregistered_dropped));
     if (c->opts->spool != NULL)

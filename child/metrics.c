@@ -35,6 +35,9 @@ static size_t scalar_series(const struct shm_totals *t, const struct metrics_con
     ADD("notregistered_total", "notregistered", COUNTER, "Targets the upstream declared invalid for good.",
         c[SHM_NOTREGISTERED]);
     ADD("lost_total", "lost", COUNTER, "Pending targets of children that died or ran out of time.", c[SHM_LOST]);
+    ADD("left_in_spool_total", "left_in_spool", COUNTER,
+        "Pending targets of children that died or stopped, left in the spool for another to adopt.",
+        c[SHM_LEFT_IN_SPOOL]);
     ADD("upstream_requests_total", "upstream_requests", COUNTER, "Upstream HTTP requests answered.",
         c[SHM_UPSTREAM_REQS]);
     ADD("upstream_errors_total", "upstream_errors", COUNTER, "Upstream requests that got no HTTP answer.",

@@ -215,7 +215,7 @@ static void signal_worker(struct worker *w, int signo)
 
 static void reap(struct master *m)
 {
-    int status, died = 0;
+    int status, died = 0, spooled = m->cur.settings->o.spool != NULL;
     pid_t pid;
 
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
@@ -227,13 +227,13 @@ static void reap(struct master *m)
             w->pid = 0;
             atomic_store(&m->shm->slots[i].pid, 0);
             atomic_store(&m->shm->slots[i].ready, 0);
-            lost = shm_settle_slot(m->shm, (unsigned)i);
+            lost = shm_settle_slot(m->shm, (unsigned)i, spooled);
             if (WIFSIGNALED(status))
-                log_warn("child %d killed by signal %d, %lld pending targets lost", (int)pid, WTERMSIG(status),
-                         (long long)lost);
+                log_warn("child %d killed by signal %d, %lld pending targets %s", (int)pid, WTERMSIG(status),
+                         (long long)lost, spooled ? "left in the spool" : "lost");
             else if (WEXITSTATUS(status) != 0 || lost > 0)
-                log_warn("child %d exited with status %d, %lld pending targets lost", (int)pid, WEXITSTATUS(status),
-                         (long long)lost);
+                log_warn("child %d exited with status %d, %lld pending targets %s", (int)pid, WEXITSTATUS(status),
+                         (long long)lost, spooled ? "left in the spool" : "lost");
             else
                 log_info("child %d exited", (int)pid);
             if (!m->stopping && !w->retiring)
@@ -467,7 +467,7 @@ static void begin_stop(struct master *m)
     m->stopping++;
     if (m->stopping == 1) {
         shm_sum(m->shm, &t);
-        m->lost_at_stop = t.counters[SHM_LOST];
+        m->lost_at_stop = t.counters[SHM_LOST] + t.counters[SHM_LEFT_IN_SPOOL];
         sd_notify(0, "STOPPING=1");
         log_info("stopping: %d children finish their pending work", alive(m));
         m->stop_deadline_ms = now_ms() + (int64_t)m->cur.settings->o.shutdown_timeout * 1000 + STOP_SLACK_MS;
@@ -579,7 +579,9 @@ int supervise_run(int argc, char **argv, struct settings *settings, int listen_f
         sigsuspend(&none);
     }
     shm_sum(shm, &t);
-    log_info("stopped; %llu targets were left unfinished", (unsigned long long)(t.counters[SHM_LOST] - m.lost_at_stop));
+    log_info("stopped; %llu targets were left unfinished%s",
+             (unsigned long long)(t.counters[SHM_LOST] + t.counters[SHM_LEFT_IN_SPOOL] - m.lost_at_stop),
+             m.cur.settings->o.spool != NULL ? ", in the spool for the next start" : "");
     remove_pidfile(m.cur.settings->o.pidfile);
     if (m.old.settings != NULL) {
         close(m.old.listen_fd);

@@ -32,6 +32,7 @@ enum shm_counter {
     SHM_CANONICALS,     /* canonical replacements received */
     SHM_NOTREGISTERED,  /* targets the upstream declared dead */
     SHM_LOST,           /* pending targets of a child that died */
+    SHM_LEFT_IN_SPOOL,  /* the same with --spool: left in its segments for adoption */
     SHM_UPSTREAM_REQS,  /* upstream HTTP requests completed */
     SHM_UPSTREAM_ERRS,  /* upstream requests that got no HTTP answer */
     SHM_OAUTH_TOKENS,   /* access tokens obtained */
@@ -117,7 +118,9 @@ static inline void shm_pending_add(struct shm_slot *s, int64_t n)
 void shm_sum(const struct shm_region *r, struct shm_totals *out);
 
 /* Called by the master once a child is reaped: its unfinished targets can no
- * longer finish, so they move from pending to lost.  Returns how many. */
-int64_t shm_settle_slot(struct shm_region *r, unsigned slot);
+ * longer finish there, so they move from pending to lost - or, with a spool,
+ * to left-in-spool: another worker adopts them, and counts them again in
+ * pending and replayed.  Returns how many. */
+int64_t shm_settle_slot(struct shm_region *r, unsigned slot, int spooled);
 
 #endif

@@ -80,6 +80,9 @@ def test_sigkill_one_child_loses_nothing(start_mock, start_fcmd, tmp_path, mode)
     wait_until(all_delivered(mock, tokens), timeout=30, what="every accepted token at the mock")
     r = f.wait_idle(timeout=30)
     assert r["replayed"] > 0 and r["accepted"] == 500
+    # Nothing was lost: the dead worker's targets were left in the spool, and adopted.
+    assert r["lost"] == 0 and r["left_in_spool"] == r["replayed"]
+    assert "pending targets left in the spool" in f.log_text()
     assert "spool: adopted" in f.log_text()
     # Nothing is left behind: live children's segments hold no records.
     wait_until(lambda: all(size == 0 for size in segments(spool).values()), what="empty segments")
