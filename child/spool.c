@@ -596,6 +596,9 @@ static size_t feed_one(struct spool *s, struct segment *g)
         if (rc == 0 && request_check(&r, &s->limits, err, sizeof(err)) != 0) {
             log_warn("spool: %s: push record at offset %zu skipped: %s", g->path, rp->rec.offset, err);
             shm_pending_add(s->slot, -(int64_t)(rp->ntargets - rp->acked));
+            shm_add(s->slot, SHM_FAILURES, rp->ntargets - rp->acked);
+            atomic_fetch_add_explicit(&s->slot->failures_by[CAUSE_SPOOL_RECORD], rp->ntargets - rp->acked,
+                                      memory_order_relaxed);
         } else if (rc == 0 && !queue_has_room(s->queue, &r) && s->queue->pending > 0) {
             request_free(&r);
             free(index);

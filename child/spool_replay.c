@@ -77,6 +77,7 @@ static int read_pushes(struct spool_replay *o, const unsigned char *data, size_t
             continue;
         why = spool_decode_push(&rec, &p) != 0 ? "it cannot be decoded"
               : p.ntargets == 0 || p.ntargets > p.targets_len / 7 ? "the target count does not match the bytes"
+              : p.ntargets > SPOOL_REPLAY_MAX_TARGETS                ? "more targets than any request may hold"
                                                                   : NULL;
         if (why == NULL && o->n == cap) {
             struct spool_replay_push *nv = realloc(o->v, (cap = cap ? 2 * cap : 64) * sizeof(*nv));

@@ -16,6 +16,9 @@
 #include "request.h"
 #include "spool_record.h"
 
+/* The most targets any request may hold (--max-tokens at its largest). */
+#define SPOOL_REPLAY_MAX_TARGETS 1000000
+
 struct spool_replay_push {
     struct spool_rec rec; /* points into the segment's bytes */
     uint64_t id;

@@ -20,6 +20,7 @@ const char *const cause_names[CAUSE_COUNT] = {
     "message_rejected",
     "unexpected_status",
     "retries_exhausted",
+    "spool_record",
 };
 
 const char *const endpoint_names[EP_COUNT] = {

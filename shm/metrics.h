@@ -28,6 +28,7 @@ enum cause {
     CAUSE_MESSAGE_REJECTED, /* legacy: a per-token error that is not the token's death */
     CAUSE_UNEXPECTED_STATUS,
     CAUSE_RETRIES_EXHAUSTED, /* retryable, but out of retries */
+    CAUSE_SPOOL_RECORD,      /* an adopted spool record intake would refuse */
     CAUSE_COUNT
 };
 

@@ -139,6 +139,9 @@ def test_crafted_segments_are_skipped_not_trusted(mock, start_fcmd, tmp_path):
         assert f"crafted.seg: push record at offset {offset} skipped" in log, log
         offset += len(rec)
     assert "invalid UTF-8" in log and "control character" in log
+    # The two whose texts intake would refuse are counted as failures, with their cause.
+    metrics = requests.get(f.url("/metrics"), timeout=5).text
+    assert 'fcmd_failures_total{reason="spool_record"} 2' in metrics, metrics
     assert "link.seg skipped" in log and "hardlink.seg skipped" in log
     assert f.children() == [child] and "killed by signal" not in log
     assert outside.read_bytes() == before and (spool / "link.seg").is_symlink()
