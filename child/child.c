@@ -200,6 +200,7 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
     kill(getppid(), SIGUSR2);
     uv_run(&c->loop, UV_RUN_DEFAULT);
     http_give_back_drains(c);
+    sender_flush_log(c->sender, 1);
     spool_close(c->spool);
     return 0;
 }

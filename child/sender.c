@@ -39,6 +39,7 @@
  * are freed and the heap is given back to the system; after
  * --upstream-idle-timeout, the upstream connections are closed too. */
 #define IDLE_TRIM_MS 1000
+#define LOG_FLUSH_MS 10000
 #define POOL_KEEP 16
 
 struct sender {
@@ -69,6 +70,7 @@ struct sender {
     uint64_t rng;
     /* An outage fails every request: a line per cause and 10 s. */
     struct log_limit failed_log[CAUSE_COUNT], retried_log[CAUSE_COUNT];
+    uv_timer_t log_flush; /* says what the limits held back, once a flood is over */
 };
 
 struct sock_watch {
@@ -601,6 +603,19 @@ static void kick_cb(void *arg)
     sender_kick(arg);
 }
 
+void sender_flush_log(struct sender *s, int force)
+{
+    for (int i = 0; i < CAUSE_COUNT; i++) {
+        log_limit_flush(&s->failed_log[i], LOG_WARN, "upstream failures", force);
+        log_limit_flush(&s->retried_log[i], LOG_INFO, "upstream retries", force);
+    }
+}
+
+static void on_log_flush(uv_timer_t *t)
+{
+    sender_flush_log(t->data, 0);
+}
+
 void sender_set_spool(struct sender *s, struct spool *spool)
 {
     s->spool = spool;
@@ -676,6 +691,10 @@ struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, stru
     uv_timer_init(loop, &s->trim);
     s->trim.data = s;
     uv_unref((uv_handle_t *)&s->trim);
+    uv_timer_init(loop, &s->log_flush);
+    s->log_flush.data = s;
+    uv_timer_start(&s->log_flush, on_log_flush, LOG_FLUSH_MS, LOG_FLUSH_MS);
+    uv_unref((uv_handle_t *)&s->log_flush);
     return s;
 fail:
     log_error("cannot set up the upstream sender");

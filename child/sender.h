@@ -43,4 +43,8 @@ struct spool;
 /* With a spool, targets that finish are acknowledged in it. */
 void sender_set_spool(struct sender *s, struct spool *spool);
 
+/* Says what the log limits held back: once their interval has passed, or
+ * at once with force (at exit). */
+void sender_flush_log(struct sender *s, int force);
+
 #endif

@@ -846,6 +846,7 @@ static void on_rescan(uv_timer_t *t)
 
     if (s->failing)
         probe(s);
+    log_limit_flush(&s->error_log, LOG_ERROR, "spool write errors", 0);
     spool_scan(s);
     feed(s);
 }
@@ -896,6 +897,7 @@ void spool_close(struct spool *s)
     if (s == NULL)
         return;
     flush_acks(s);
+    log_limit_flush(&s->error_log, LOG_ERROR, "spool write errors", 1);
     if (s->dir_fd >= 0)
         close(s->dir_fd);
     if (s->cur != NULL) {

@@ -135,17 +135,35 @@ void log_msg(enum log_level level, const char *fmt, ...)
     va_end(ap);
 }
 
-void log_limited(struct log_limit *l, enum log_level level, const char *fmt, ...)
+static unsigned long long monotonic_ms(void)
 {
     struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (unsigned long long)ts.tv_sec * 1000 + (unsigned long long)ts.tv_nsec / 1000000 + 1;
+}
+
+void log_limit_flush(struct log_limit *l, enum log_level level, const char *what, int force)
+{
+    unsigned long long now = monotonic_ms();
+
+    if (l->held == 0 || (!force && now - l->last_ms < l->interval_ms))
+        return;
+    log_msg(level, "%s: %llu more like the last one in the last %llu s", what, l->held,
+            (now - l->last_ms + 500) / 1000);
+    l->held = 0;
+    l->last_ms = now;
+}
+
+void log_limited(struct log_limit *l, enum log_level level, const char *fmt, ...)
+{
     unsigned long long now;
     char suffix[96] = "";
     va_list ap;
 
     if (level > logger.level)
         return;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    now = (unsigned long long)ts.tv_sec * 1000 + (unsigned long long)ts.tv_nsec / 1000000 + 1;
+    now = monotonic_ms();
     if (l->last_ms != 0 && now - l->last_ms < l->interval_ms) {
         l->held++;
         return;

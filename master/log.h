@@ -45,6 +45,11 @@ struct log_limit {
 
 void log_limited(struct log_limit *l, enum log_level level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* Says how many lines like `what` were held back, if any, once the
+ * interval since the last has passed (force: at once); called now and then,
+ * so the tail of a flood is not silent. */
+void log_limit_flush(struct log_limit *l, enum log_level level, const char *what, int force);
+
 #define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)

@@ -2,6 +2,7 @@
 formats, outcomes, drains, retries and the queue bound."""
 
 import json
+import re
 import subprocess
 import time
 
@@ -214,3 +215,10 @@ def test_an_outage_is_logged_once_per_interval_not_per_request(mock, start_fcmd)
         f.send_form([f"http500-late-{i}"], {})
     f.wait_idle()
     assert len([line for line in f.log_text().splitlines() if "targets failed" in line]) <= 2
+    # What was held back is said too, at the latest when the worker stops:
+    # the lines printed and the counts they give add up to every failure.
+    f.stop()
+    text = f.log_text()
+    printed = len([line for line in text.splitlines() if "targets failed" in line])
+    held = sum(int(n) for n in re.findall(r"(\d+) more like (?:it|the last one)", text))
+    assert printed + held == 205, text
