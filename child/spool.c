@@ -802,13 +802,14 @@ void spool_scan(struct spool *s)
         if ((!tmp && !ends_with(e->d_name, ".seg")) || e->d_name[0] == '.')
             continue;
         snprintf(path, sizeof(path), "%s/%s", s->opts->spool, e->d_name);
+        /* A young .tmp may be a segment another worker is creating: even a
+         * moment's lock on it would fail that worker's rename. */
+        if (tmp && (lstat(path, &st) != 0 || st.st_mtime >= time(NULL) - 60))
+            continue;
         if ((fd = claim(s, path, &st)) < 0)
             continue;
         if (tmp) {
-            /* A child died creating it (no record is ever written there); a
-             * young one may still be being created. */
-            if (st.st_mtime < time(NULL) - 60)
-                unlink_same(path, fd);
+            unlink_same(path, fd); /* a child died creating it: no record is ever written there */
             close(fd);
             continue;
         }

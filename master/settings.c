@@ -244,6 +244,24 @@ static void *tls_context(const struct fcmd_options *o, char *err, size_t errlen)
     return ctx;
 }
 
+/* A token no client could present is refused: one longer than a header may
+ * be, or one with spaces at an end (HTTP trims those from a header). */
+static int usable_token(const struct fcmd_options *o, char *err, size_t errlen)
+{
+    size_t n = strlen(o->auth_token);
+
+    if (n + sizeof("authorization: Bearer ") + 4 > (size_t)o->max_header_bytes) {
+        snprintf(err, errlen, "the auth token (%zu bytes) does not fit in --max-header-bytes (%ld)", n,
+                 o->max_header_bytes);
+        return -1;
+    }
+    if (n > 0 && (strchr(" \t", o->auth_token[0]) != NULL || strchr(" \t", o->auth_token[n - 1]) != NULL)) {
+        snprintf(err, errlen, "the auth token begins or ends with a space, which no HTTP header can carry");
+        return -1;
+    }
+    return 0;
+}
+
 struct settings *settings_load(int argc, char **argv, int validate, char *err, size_t errlen)
 {
     struct settings *s = calloc(1, sizeof(*s));
@@ -273,6 +291,8 @@ struct settings *settings_load(int argc, char **argv, int validate, char *err, s
     if (s->o.pidfile != NULL && check_pidfile_dir(&r, s->o.pidfile, err, errlen) != 0)
         goto fail;
     if (s->o.auth_token_file != NULL && load_token(s, err, errlen) != 0)
+        goto fail;
+    if (s->o.auth_token != NULL && usable_token(&s->o, err, errlen) != 0)
         goto fail;
     if (s->o.tls_cert != NULL && (s->o.tls_ctx = tls_context(&s->o, err, errlen)) == NULL)
         goto fail;

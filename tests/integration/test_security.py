@@ -132,11 +132,22 @@ def test_a_long_auth_token_file_is_read_whole(mock, start_fcmd, tmp_path):
 def test_auth_token_file_is_bounded(tmp_path, length, ok):
     token_file = tmp_path / "token"
     token_file.write_text("t" * length + "\nsecond line\n")
-    r = subprocess.run([FCMD_BIN, "--apikey", "k", "--auth-token-file", str(token_file), "--check-config"],
-                       capture_output=True, text=True, timeout=10)
+    r = subprocess.run([FCMD_BIN, "--apikey", "k", "--auth-token-file", str(token_file), "--check-config",
+                        "--max-header-bytes", "262144"], capture_output=True, text=True, timeout=10)
     if ok:
         assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
     else:
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1, r.stderr
         assert "--auth-token-file" in lines[0] and "65536 bytes" in lines[0] and "ttt" not in lines[0]
+
+
+@pytest.mark.parametrize("args,why", [
+    (["--auth-token", "t" * 20000], "does not fit in --max-header-bytes"),
+    (["--auth-token", "secret "], "begins or ends with a space"),
+    (["--auth-token", "\tsecret"], "begins or ends with a space"),
+])
+def test_a_token_no_client_could_present_is_refused(args, why):
+    r = subprocess.run([FCMD_BIN, "--apikey", "k", "--check-config", *args], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 2 and why in r.stderr and "secret" not in r.stderr and "ttt" not in r.stderr, r.stderr
