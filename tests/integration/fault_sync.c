@@ -18,24 +18,24 @@ static int failing(void)
     return flag != NULL && access(flag, F_OK) == 0;
 }
 
-int fdatasync(int fd)
+/* The C library's call by name, or EIO while the flag file exists. */
+static int sync_or_fail(const char *name, int fd)
 {
-    int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+    int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, name);
 
-    if (failing()) {
+    if (failing() || real == NULL) {
         errno = EIO;
         return -1;
     }
     return real(fd);
 }
 
+int fdatasync(int fd)
+{
+    return sync_or_fail("fdatasync", fd);
+}
+
 int fsync(int fd)
 {
-    int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
-
-    if (failing()) {
-        errno = EIO;
-        return -1;
-    }
-    return real(fd);
+    return sync_or_fail("fsync", fd);
 }
