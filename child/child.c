@@ -83,11 +83,17 @@ static void on_stop_signal(uv_signal_t *s, int signo)
     uv_timer_start(&c->stop_timer, on_stop_tick, 0, 50);
 }
 
+/* The master relays SIGUSR1 (logrotate) to every worker: each holds its own
+ * descriptors for both logs. */
 static void on_reopen_signal(uv_signal_t *s, int signo)
 {
-    (void)s;
+    struct child *c = s->data;
+    int rc;
+
     (void)signo;
-    log_reopen();
+    if ((rc = log_reopen()) != 0)
+        log_error("open(%s) failed, the log stays where it was: %s", log_path(), strerror(-rc));
+    http_reopen_access_log(c);
 }
 
 static int watch_signals(struct child *c)

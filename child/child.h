@@ -54,6 +54,8 @@ struct child {
     h2o_linklist_t drains;        /* drain answers holding entries until written */
     int auth_scopes;              /* AUTH_* bits the auth token protects */
     struct request_limits limits; /* what one /gcm/send request may hold */
+    int access_log_fd;            /* with --access-log: where h2o's lines go; SIGUSR1 reopens it */
+    int access_log_failing;       /* a write to it failed and was logged; said again only after a success */
     int stopping;
     uint64_t stop_started;
     uint64_t stop_deadline;

@@ -19,12 +19,15 @@
 #include "spool.h"
 #include "upstream.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 struct fcmd_handler {
     h2o_handler_t super;
@@ -570,6 +573,70 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     return 0;
 }
 
+/* The access log, one line per request in Apache's combined format.  h2o
+ * formats the line; fcmd owns the descriptor, because h2o's own access-log
+ * handle keeps its descriptor private and never reopens it (logrotate). */
+struct access_logger {
+    h2o_logger_t super;
+    h2o_logconf_t *conf;
+    struct child *child;
+};
+
+static int open_access_log(const char *path)
+{
+    return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+}
+
+static void log_access(h2o_logger_t *logger, h2o_req_t *req)
+{
+    struct access_logger *al = (struct access_logger *)logger;
+    struct child *c = al->child;
+    char buf[4096], *line;
+    size_t len = sizeof(buf);
+
+    line = h2o_log_request(al->conf, req, &len, buf);
+    /* One write() per line, so workers sharing the file never interleave. */
+    if (write(c->access_log_fd, line, len) < 0) {
+        if (!c->access_log_failing)
+            log_error("write(%s) failed, access-log lines are lost until it works again: %s", c->opts->access_log,
+                      strerror(errno));
+        c->access_log_failing = 1;
+    } else {
+        c->access_log_failing = 0;
+    }
+    if (line != buf)
+        free(line);
+}
+
+static void dispose_access_log(h2o_logger_t *logger)
+{
+    h2o_logconf_dispose(((struct access_logger *)logger)->conf);
+}
+
+static int register_access_log(struct child *c, h2o_pathconf_t *path)
+{
+    static const char combined[] = "%h %l %u %t \"%r\" %s %b \"%{Referer}i\" \"%{User-agent}i\"";
+    char errbuf[256];
+    h2o_logconf_t *conf = h2o_logconf_compile(combined, H2O_LOGCONF_ESCAPE_APACHE, errbuf);
+    struct access_logger *al;
+
+    if (conf == NULL) {
+        log_error("h2o_logconf_compile() failed: %s", errbuf);
+        return -1;
+    }
+    if ((c->access_log_fd = open_access_log(c->opts->access_log)) < 0) {
+        log_error("open(%s) failed: %s", c->opts->access_log, strerror(errno));
+        h2o_logconf_dispose(conf);
+        return -1;
+    }
+    al = (struct access_logger *)h2o_create_logger(path, sizeof(*al));
+    al->super.log_access = log_access;
+    al->super.dispose = dispose_access_log;
+    al->conf = conf;
+    al->child = c;
+    return 0;
+}
+
 int http_register(struct child *c, h2o_hostconf_t *host)
 {
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
@@ -579,12 +646,27 @@ int http_register(struct child *c, h2o_hostconf_t *host)
         return -1;
     h->super.on_req = on_req;
     h->child = c;
-    if (c->opts->access_log != NULL) {
-        /* h2o's own logger, in Apache's combined format. */
-        h2o_access_log_filehandle_t *fh =
-            h2o_access_log_open_handle(c->opts->access_log, NULL, H2O_LOGCONF_ESCAPE_APACHE);
-        if (fh == NULL || h2o_access_log_register(path, fh) == NULL)
-            return -1;
-    }
+    if (c->opts->access_log != NULL && register_access_log(c, path) != 0)
+        return -1;
     return 0;
+}
+
+void http_reopen_access_log(struct child *c)
+{
+    int fd;
+
+    if (c->opts->access_log == NULL)
+        return;
+    if ((fd = open_access_log(c->opts->access_log)) < 0) {
+        log_error("open(%s) failed, the access log stays where it was: %s", c->opts->access_log, strerror(errno));
+        return;
+    }
+    /* dup2() puts the new file under the old descriptor in one step: there is
+     * no moment without an access log, and the logger needs no update. */
+    if (dup2(fd, c->access_log_fd) < 0)
+        log_error("dup2() of the access log failed, it stays where it was: %s", strerror(errno));
+    else
+        log_info("access log reopened at %s", c->opts->access_log);
+    close(fd);
+    c->access_log_failing = 0;
 }

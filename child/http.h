@@ -16,6 +16,10 @@ struct child;
 /* Registers every endpoint on host.  Returns 0 or -1 (out of memory). */
 int http_register(struct child *c, h2o_hostconf_t *host);
 
+/* On SIGUSR1 (logrotate): the access log is opened anew at its path and
+ * takes the place of the old one; if that fails, it stays where it was. */
+void http_reopen_access_log(struct child *c);
+
 /* At exit: the entries of drain answers not yet written go back into their
  * lists, for the next drain. */
 void http_give_back_drains(struct child *c);
