@@ -1,0 +1,95 @@
+"""The shipped systemd unit, conf/fcmd.service: systemd itself accepts it, and
+its sandbox lets fcmd write every path the docs suggest."""
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import FCMD_BIN, ROOT
+
+UNIT = os.path.join(ROOT, "conf", "fcmd.service")
+CONF = os.path.join(ROOT, "conf", "fcmd.conf")
+README = os.path.join(ROOT, "README.md")
+SHIPPED_BIN = "/usr/local/bin/fcmd"
+
+
+def unit_entries():
+    """[(section, key, value)] of the unit, comments and blank lines left out."""
+    entries, section = [], None
+    for line in open(UNIT):
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        entries.append((section, key.strip(), value.strip()))
+    return entries
+
+
+def service(key):
+    return [v for s, k, v in unit_entries() if s == "Service" and k == key]
+
+
+def writable_roots():
+    """Where the unit's sandbox (ProtectSystem=strict) lets fcmd write."""
+    roots = []
+    for v in service("ReadWritePaths"):
+        roots += [p.lstrip("-+") for p in v.split()]
+    for key, base in (("StateDirectory", "/var/lib"), ("LogsDirectory", "/var/log"),
+                      ("RuntimeDirectory", "/run"), ("CacheDirectory", "/var/cache")):
+        for v in service(key):
+            roots += [f"{base}/{name.split(':')[0]}" for name in v.split()]
+    if "yes" in service("PrivateTmp"):
+        roots += ["/tmp", "/var/tmp"]
+    return roots
+
+
+def under(path, root):
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def suggested_paths():
+    """Every path under /var or /run that the unit's command lines, the
+    example config or the README name: fcmd writes each (log, access log, pid
+    file, UNIX socket, spool)."""
+    texts = {"the unit's command lines": " ".join(v for s, k, v in unit_entries() if k.startswith("Exec")),
+             "conf/fcmd.conf": open(CONF).read(), "README.md": open(README).read()}
+    found = {}
+    for where, text in texts.items():
+        for m in re.finditer(r"(?<![\w./])/(?:var|run)/[\w./*-]+", text):
+            found.setdefault(m.group(0).rstrip("."), where)
+    return found
+
+
+def test_unit_passes_systemd_analyze_verify(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (make deps)")
+    text = open(UNIT).read()
+    assert SHIPPED_BIN in text
+    # verify checks that every Exec binary exists: point them at the built one.
+    unit = tmp_path / "fcmd.service"
+    unit.write_text(text.replace(SHIPPED_BIN, os.path.abspath(FCMD_BIN)))
+    r = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    ours = [l for l in (r.stdout + r.stderr).splitlines() if "fcmd" in l]
+    assert r.returncode == 0 and not ours, f"systemd-analyze verify ({r.returncode}):\n{r.stdout}{r.stderr}"
+
+
+def test_unit_sandbox_lets_fcmd_write_every_path_the_docs_suggest():
+    assert "strict" in service("ProtectSystem"), "the unit's hardening is gone"
+    roots = writable_roots()
+    paths = suggested_paths()
+    assert "/var/lib/fcmd/spool" in paths and "/var/log/fcmd/fcmd.log" in paths and "/run/fcmd/fcmd.pid" in paths
+    blocked = {p: where for p, where in paths.items() if not any(under(p, r) for r in roots)}
+    assert not blocked, f"the unit lets fcmd write only {roots}, but these are suggested: {blocked}"
+
+
+def test_unit_says_where_the_spool_goes():
+    text = open(UNIT).read()
+    assert "/var/lib/fcmd/spool" in text, "the unit does not say where the spool goes"
+
