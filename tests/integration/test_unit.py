@@ -1,5 +1,6 @@
-"""The shipped systemd unit, conf/fcmd.service: systemd itself accepts it, and
-its sandbox lets fcmd write every path the docs suggest."""
+"""The shipped systemd unit, conf/fcmd.service: systemd itself accepts it, its
+sandbox lets fcmd write every path the docs suggest, and no secret is on its
+command lines."""
 
 import os
 import re
@@ -93,3 +94,27 @@ def test_unit_says_where_the_spool_goes():
     text = open(UNIT).read()
     assert "/var/lib/fcmd/spool" in text, "the unit does not say where the spool goes"
 
+
+def test_unit_command_lines_carry_no_secret():
+    """Any local user can read a command line (ps, /proc/PID/cmdline)."""
+    secret_flags = ("apikey", "auth-token")
+    for key, value in ((k, v) for s, k, v in unit_entries() if k.startswith("Exec")):
+        for word in value.split():
+            flag = word.lstrip("-").split("=")[0] if word.startswith("-") else None
+            assert flag not in secret_flags, f"{key} passes a secret on the command line: {value}"
+
+
+def test_unit_shows_how_to_hand_over_a_key_file_with_load_credential():
+    comments = "".join(l for l in open(UNIT) if l.startswith("#"))
+    assert re.search(r"LoadCredential=(\S+):/etc/fcmd/\S+", comments), "no LoadCredential= example"
+    for name in re.findall(r"LoadCredential=([^:\s]+):", comments):
+        assert f"%d/{name}" in comments, f"the credential {name} is loaded but never named on a command line"
+
+
+def test_example_config_gives_every_secret_a_file_alternative():
+    """Next to each secret in conf/fcmd.conf, the way to keep it in a file instead."""
+    text = open(CONF).read()
+    for key, flag in (("apikey", "apikey"), ("auth_token", "auth-token")):
+        assert re.search(rf"^;{key} = ", text, re.M), f"{key} is no longer in the example"
+        assert re.search(rf"^;{key}_file = /etc/fcmd/", text, re.M), f"{key} has no {key}_file next to it"
+        assert f"flag: --{flag}-file" in text
