@@ -348,6 +348,38 @@ static int url_ok(const char *u)
     return (strncmp(u, "http://", 7) == 0 && u[7] != '\0') || (strncmp(u, "https://", 8) == 0 && u[8] != '\0');
 }
 
+/* Whether the access log can be written, without creating it: the workers
+ * create it when they start, and --check-config must leave nothing behind.
+ * An existing file must open for appending; a missing one needs a directory
+ * that can be written and searched. */
+static int check_access_log(const char *path, char *err, size_t errlen)
+{
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    int fd = open(path, O_WRONLY | O_APPEND | O_NOCTTY | O_CLOEXEC);
+
+    if (fd >= 0) {
+        close(fd);
+        return 0;
+    }
+    if (errno != ENOENT) {
+        snprintf(err, errlen, "--access-log: cannot open \"%s\": open() failed: %s", path, strerror(errno));
+        return -1;
+    }
+    if (slash == NULL)
+        snprintf(dir, sizeof(dir), ".");
+    else if (snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path) >= (int)sizeof(dir)) {
+        snprintf(err, errlen, "--access-log: \"%s\" is too long a path", path);
+        return -1;
+    }
+    if (access(dir, W_OK | X_OK) != 0) {
+        snprintf(err, errlen, "--access-log: cannot create \"%s\": access() to its directory failed: %s", path,
+                 strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
 {
     char url[512];
@@ -395,14 +427,8 @@ int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
         snprintf(err, errlen, "--tls-cert and --tls-key go together");
         return -1;
     }
-    if (o->access_log != NULL) {
-        int fd = open(o->access_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-        if (fd < 0) {
-            snprintf(err, errlen, "--access-log: cannot open \"%s\": %s", o->access_log, strerror(errno));
-            return -1;
-        }
-        close(fd);
-    }
+    if (o->access_log != NULL && check_access_log(o->access_log, err, errlen) != 0)
+        return -1;
     if (o->apikey == NULL && o->service_account == NULL) {
         snprintf(err, errlen, "no upstream credentials: give --apikey KEY (legacy) or --service-account FILE");
         return -1;
