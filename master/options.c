@@ -44,6 +44,7 @@ struct opt_def {
 
 static const struct opt_def opt_table[] = {
     STR(apikey, "apikey"),
+    STR(apikey_file, "apikey-file"),
     STR(service_account, "service-account"),
     STR(host, "host"),
     STR(host, "ipaddress"),
@@ -97,7 +98,9 @@ const char options_usage[] =
     "Usage: fcmd [options]   (one dash or two; --opt VALUE or --opt=VALUE)\n"
     "\n"
     "Upstream:\n"
-    "  --apikey KEY              legacy GCM/FCM server key (enables the legacy upstream)\n"
+    "  --apikey-file FILE        legacy GCM/FCM server key, the first line of FILE (enables the legacy\n"
+    "                            upstream; or set FCMD_APIKEY)\n"
+    "  --apikey KEY              the same on the command line, where any local user can read it\n"
     "  --service-account FILE    FCM HTTP v1 service-account JSON\n"
     "  --gcm-url URL             legacy send endpoint [https://fcm.googleapis.com/fcm/send]\n"
     "  --fcm-url URL             v1 base URL [https://fcm.googleapis.com]\n"
@@ -128,8 +131,9 @@ const char options_usage[] =
     "  --client-timeout S        time a client may take to send a request, or stay idle [10]\n"
     "  --drain-list-bytes N      capacity of each drain list; beyond it entries are counted as dropped [8388608]\n"
     "Access:\n"
-    "  --auth-token TOKEN        clients must send Authorization: Bearer TOKEN [off]\n"
-    "  --auth-token-file FILE    the same, the token read from FILE\n"
+    "  --auth-token-file FILE    clients must send Authorization: Bearer TOKEN, TOKEN the first line\n"
+    "                            of FILE (or set FCMD_AUTH_TOKEN) [off]\n"
+    "  --auth-token TOKEN        the same on the command line, where any local user can read it\n"
     "  --auth-scopes LIST        which of send,report,metrics need the token [send,report,metrics]\n"
     "  --tls-cert FILE --tls-key FILE   TLS on the listener, HTTP/2 by ALPN [off]\n"
     "Monitoring:\n"
@@ -143,7 +147,8 @@ const char options_usage[] =
     "  --spool-fsync MODE        never, batch or always [batch]\n"
     "  --spool-max-bytes N       bound on the spool; /gcm/send answers 503 beyond it [1 GiB]\n"
     "  --spool-segment-bytes N   size at which a segment file is replaced [16 MiB]\n"
-    "  --version, --help\n";
+    "  --version, --help\n"
+    "A flag wins over the config file, which wins over FCMD_APIKEY and FCMD_AUTH_TOKEN.\n";
 
 void options_defaults(struct fcmd_options *o)
 {
@@ -429,8 +434,14 @@ int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
     }
     if (o->access_log != NULL && check_access_log(o->access_log, err, errlen) != 0)
         return -1;
-    if (o->apikey == NULL && o->service_account == NULL) {
-        snprintf(err, errlen, "no upstream credentials: give --apikey KEY (legacy) or --service-account FILE");
+    if (o->apikey != NULL && o->apikey_file != NULL) {
+        snprintf(err, errlen, "--apikey and --apikey-file: give one");
+        return -1;
+    }
+    if (o->apikey == NULL && o->apikey_file == NULL && o->service_account == NULL) {
+        snprintf(err, errlen,
+                 "no upstream credentials: give --service-account FILE, or a legacy key with --apikey-file FILE "
+                 "or FCMD_APIKEY");
         return -1;
     }
     if (!url_ok(o->gcm_url)) {
