@@ -66,7 +66,8 @@ if [ "$UPSTREAM" = v1 ]; then
     setsid "$FCMD_BIN" --service-account "$work/sa.json" --fcm-url "$mock" --port "$PORT" &
 else
     echo "mock upstream (legacy FCM API, ${LATENCY_MS} ms latency) on $mock"
-    setsid "$FCMD_BIN" --apikey demo-server-key --port "$PORT" --gcm-url "$mock/fcm/send" &
+    # The key from the environment, not the command line, where any local user could read it.
+    FCMD_APIKEY=demo-server-key setsid "$FCMD_BIN" --port "$PORT" --gcm-url "$mock/fcm/send" &
 fi
 fcmd_pid=$!
 poll curl -sf "http://127.0.0.1:$PORT/healthz"

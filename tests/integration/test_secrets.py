@@ -4,6 +4,7 @@ config file and the file over the environment; none of them readable in
 /proc/PID/cmdline or /proc/PID/environ of the master or a worker."""
 
 import os
+import re
 import signal
 import subprocess
 
@@ -151,3 +152,23 @@ def test_a_reload_keeps_the_key_from_the_environment(start_mock, start_fcmd):
     stats = mock.stats(summary=True)
     assert stats["auth_failures"] == 0 and stats["delivered"] == 1, stats
     assert "reload failed" not in f.log_text()
+
+
+def test_no_example_puts_a_secret_on_the_command_line():
+    # Every command shown in the docs, the config examples and `make run` gives
+    # the key and the token as files or in the environment.
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    docs = [os.path.join(root, "README.md")] + [os.path.join(root, "docs", n) for n in
+                                                sorted(os.listdir(os.path.join(root, "docs"))) if n.endswith(".md")]
+    flag = re.compile(r"--(apikey|auth-token)[ =]")
+    for path in docs:
+        in_block = False
+        for n, line in enumerate(open(path), 1):
+            if line.startswith("```"):
+                in_block = not in_block
+            elif in_block:
+                assert not flag.search(line), f"{path}:{n}: {line.strip()}"
+    for path in [os.path.join(root, "tools", "demo.sh")] + [os.path.join(root, "conf", n) for n in
+                                                             os.listdir(os.path.join(root, "conf"))]:
+        for n, line in enumerate(open(path), 1):
+            assert not flag.search(line), f"{path}:{n}: {line.strip()}"
