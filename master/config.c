@@ -30,6 +30,7 @@ static const struct {
     {"server", "pidfile", "pidfile"},
     {"server", "shutdown_timeout", "shutdown-timeout"},
     {"upstream", "apikey", "apikey"},
+    {"upstream", "apikey_file", "apikey-file"},
     {"upstream", "service_account", "service-account"},
     {"upstream", "gcm_url", "gcm-url"},
     {"upstream", "fcm_url", "fcm-url"},

@@ -63,14 +63,22 @@ static int drop_privileges(const char *user, char *err, size_t errlen)
 
 int main(int argc, char **argv)
 {
+    struct settings_env env;
     struct settings *s;
     struct shm_region *shm;
     char err[600];
     int fd, rc;
 
-    /* Also what --check-config reports: the first problem, or "ok" below. */
-    if ((s = settings_load(argc, argv, 1, err, sizeof(err))) == NULL) {
+    /* Before anything else, so no child and no later reader of
+     * /proc/PID/environ sees the secrets the environment carried. */
+    if (settings_env_take(&env, err, sizeof(err)) != 0) {
         fprintf(stderr, "fcmd: %s\n", err);
+        return EXIT_USAGE;
+    }
+    /* Also what --check-config reports: the first problem, or "ok" below. */
+    if ((s = settings_load(argc, argv, &env, 1, err, sizeof(err))) == NULL) {
+        fprintf(stderr, "fcmd: %s\n", err);
+        settings_env_free(&env);
         return EXIT_USAGE;
     }
     if (s->o.help || s->o.version) {
@@ -79,6 +87,7 @@ int main(int argc, char **argv)
         else
             printf("fcmd %s (%s)\n", FCMD_VERSION, curl_version());
         settings_free(s);
+        settings_env_free(&env);
         return 0;
     }
     /* Who may read this process's memory may read the keys in it. */
@@ -87,11 +96,13 @@ int main(int argc, char **argv)
     if (s->o.check_config) {
         puts("ok");
         settings_free(s);
+        settings_env_free(&env);
         return 0;
     }
     if ((rc = log_open(s->o.logto)) != 0) {
         fprintf(stderr, "fcmd: --logto: cannot open \"%s\": %s\n", s->o.logto, strerror(-rc));
         settings_free(s);
+        settings_env_free(&env);
         return EXIT_USAGE;
     }
     log_set_level((enum log_level)options_log_level(&s->o));
@@ -121,6 +132,7 @@ int main(int argc, char **argv)
     rc = supervise_run(argc, argv, s, fd, shm);
     shm_region_destroy(shm);
     curl_global_cleanup();
+    settings_env_free(&env);
     return rc;
 
 fail_pidfile:
@@ -132,6 +144,7 @@ fail_listen:
 fail:
     fprintf(stderr, "fcmd: %s\n", err);
     settings_free(s);
+    settings_env_free(&env);
     curl_global_cleanup();
     return rc;
 }

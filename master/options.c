@@ -44,6 +44,7 @@ struct opt_def {
 
 static const struct opt_def opt_table[] = {
     STR(apikey, "apikey"),
+    STR(apikey_file, "apikey-file"),
     STR(service_account, "service-account"),
     STR(host, "host"),
     STR(host, "ipaddress"),
@@ -97,7 +98,9 @@ const char options_usage[] =
     "Usage: fcmd [options]   (one dash or two; --opt VALUE or --opt=VALUE)\n"
     "\n"
     "Upstream:\n"
-    "  --apikey KEY              legacy GCM/FCM server key (enables the legacy upstream)\n"
+    "  --apikey-file FILE        legacy GCM/FCM server key, the first line of FILE (enables the legacy\n"
+    "                            upstream; or set FCMD_APIKEY)\n"
+    "  --apikey KEY              the same on the command line, where any local user can read it\n"
     "  --service-account FILE    FCM HTTP v1 service-account JSON\n"
     "  --gcm-url URL             legacy send endpoint [https://fcm.googleapis.com/fcm/send]\n"
     "  --fcm-url URL             v1 base URL [https://fcm.googleapis.com]\n"
@@ -128,8 +131,9 @@ const char options_usage[] =
     "  --client-timeout S        time a client may take to send a request, or stay idle [10]\n"
     "  --drain-list-bytes N      capacity of each drain list; beyond it entries are counted as dropped [8388608]\n"
     "Access:\n"
-    "  --auth-token TOKEN        clients must send Authorization: Bearer TOKEN [off]\n"
-    "  --auth-token-file FILE    the same, the token read from FILE\n"
+    "  --auth-token-file FILE    clients must send Authorization: Bearer TOKEN, TOKEN the first line\n"
+    "                            of FILE (or set FCMD_AUTH_TOKEN) [off]\n"
+    "  --auth-token TOKEN        the same on the command line, where any local user can read it\n"
     "  --auth-scopes LIST        which of send,report,metrics need the token [send,report,metrics]\n"
     "  --tls-cert FILE --tls-key FILE   TLS on the listener, HTTP/2 by ALPN [off]\n"
     "Monitoring:\n"
@@ -143,7 +147,8 @@ const char options_usage[] =
     "  --spool-fsync MODE        never, batch or always [batch]\n"
     "  --spool-max-bytes N       bound on the spool; /gcm/send answers 503 beyond it [1 GiB]\n"
     "  --spool-segment-bytes N   size at which a segment file is replaced [16 MiB]\n"
-    "  --version, --help\n";
+    "  --version, --help\n"
+    "A flag wins over the config file, which wins over FCMD_APIKEY and FCMD_AUTH_TOKEN.\n";
 
 void options_defaults(struct fcmd_options *o)
 {
@@ -348,6 +353,38 @@ static int url_ok(const char *u)
     return (strncmp(u, "http://", 7) == 0 && u[7] != '\0') || (strncmp(u, "https://", 8) == 0 && u[8] != '\0');
 }
 
+/* Whether the access log can be written, without creating it: the workers
+ * create it when they start, and --check-config must leave nothing behind.
+ * An existing file must open for appending; a missing one needs a directory
+ * that can be written and searched. */
+static int check_access_log(const char *path, char *err, size_t errlen)
+{
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    int fd = open(path, O_WRONLY | O_APPEND | O_NOCTTY | O_CLOEXEC);
+
+    if (fd >= 0) {
+        close(fd);
+        return 0;
+    }
+    if (errno != ENOENT) {
+        snprintf(err, errlen, "--access-log: cannot open \"%s\": open() failed: %s", path, strerror(errno));
+        return -1;
+    }
+    if (slash == NULL)
+        snprintf(dir, sizeof(dir), ".");
+    else if (snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path) >= (int)sizeof(dir)) {
+        snprintf(err, errlen, "--access-log: \"%s\" is too long a path", path);
+        return -1;
+    }
+    if (access(dir, W_OK | X_OK) != 0) {
+        snprintf(err, errlen, "--access-log: cannot create \"%s\": access() to its directory failed: %s", path,
+                 strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
 {
     char url[512];
@@ -395,16 +432,16 @@ int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
         snprintf(err, errlen, "--tls-cert and --tls-key go together");
         return -1;
     }
-    if (o->access_log != NULL) {
-        int fd = open(o->access_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-        if (fd < 0) {
-            snprintf(err, errlen, "--access-log: cannot open \"%s\": %s", o->access_log, strerror(errno));
-            return -1;
-        }
-        close(fd);
+    if (o->access_log != NULL && check_access_log(o->access_log, err, errlen) != 0)
+        return -1;
+    if (o->apikey != NULL && o->apikey_file != NULL) {
+        snprintf(err, errlen, "--apikey and --apikey-file: give one");
+        return -1;
     }
-    if (o->apikey == NULL && o->service_account == NULL) {
-        snprintf(err, errlen, "no upstream credentials: give --apikey KEY (legacy) or --service-account FILE");
+    if (o->apikey == NULL && o->apikey_file == NULL && o->service_account == NULL) {
+        snprintf(err, errlen,
+                 "no upstream credentials: give --service-account FILE, or a legacy key with --apikey-file FILE "
+                 "or FCMD_APIKEY");
         return -1;
     }
     if (!url_ok(o->gcm_url)) {

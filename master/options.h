@@ -18,6 +18,7 @@ struct service_account;
 
 struct fcmd_options {
     const char *apikey;          /* legacy server key; never printed */
+    const char *apikey_file;     /* the same, read from a file by the master */
     const char *service_account; /* v1 credentials file */
     const char *host;            /* TCP listen address */
     int port;

@@ -67,24 +67,25 @@ static ssize_t read_first_line(const char *path, char *buf)
     return eol != NULL ? eol - buf : (ssize_t)len;
 }
 
-static int load_token(struct settings *s, char *err, size_t errlen)
+/* Reads a secret from the first line of path (CR/LF stripped) into a new
+ * string in *out.  flag names the setting in errors; the secret never
+ * appears in them. */
+static int load_secret_file(const char *flag, const char *path, const char *what, char **out, char *err, size_t errlen)
 {
-    const char *path = s->o.auth_token_file;
     char *buf = malloc(TOKEN_FILE_MAX + 2);
     ssize_t n;
     int rc = -1;
 
     if (buf == NULL) {
-        snprintf(err, errlen, "--auth-token-file: out of memory");
+        snprintf(err, errlen, "%s: malloc() failed: out of memory", flag);
         return -1;
     }
     if ((n = read_first_line(path, buf)) < 0) {
-        snprintf(err, errlen, "--auth-token-file: cannot read a token from \"%s\": %s", path, strerror(errno));
+        snprintf(err, errlen, "%s: cannot read a %s from \"%s\": %s", flag, what, path, strerror(errno));
         goto done;
     }
     if (n > TOKEN_FILE_MAX) {
-        snprintf(err, errlen, "--auth-token-file: the first line of \"%s\" is longer than %d bytes", path,
-                 TOKEN_FILE_MAX);
+        snprintf(err, errlen, "%s: the first line of \"%s\" is longer than %d bytes", flag, path, TOKEN_FILE_MAX);
         goto done;
     }
     if (n > 0 && buf[n - 1] == '\r')
@@ -92,24 +93,132 @@ static int load_token(struct settings *s, char *err, size_t errlen)
     buf[n] = '\0';
     for (ssize_t i = 0; i < n; i++) {
         if ((unsigned char)buf[i] < 0x20 || buf[i] == 0x7f) {
-            snprintf(err, errlen, "--auth-token-file: the token in \"%s\" has a control character", path);
+            snprintf(err, errlen, "%s: the %s in \"%s\" has a control character", flag, what, path);
             goto done;
         }
     }
     if (n == 0) {
-        snprintf(err, errlen, "--auth-token-file: \"%s\" holds no token", path);
+        snprintf(err, errlen, "%s: \"%s\" holds no %s", flag, path, what);
         goto done;
     }
-    if ((s->auth_token = strdup(buf)) == NULL) {
-        snprintf(err, errlen, "--auth-token-file: out of memory");
+    if ((*out = strdup(buf)) == NULL) {
+        snprintf(err, errlen, "%s: strdup() failed: out of memory", flag);
         goto done;
     }
-    s->o.auth_token = s->auth_token;
     rc = 0;
 done:
     OPENSSL_cleanse(buf, TOKEN_FILE_MAX + 2);
     free(buf);
     return rc;
+}
+
+/* A secret from the environment, checked as one from a file would be. */
+static int env_secret(const char *name, const char *value, const char *what, char **out, char *err, size_t errlen)
+{
+    size_t n = strlen(value);
+
+    if (n == 0) {
+        snprintf(err, errlen, "%s is set but empty: give the %s, or unset it", name, what);
+        return -1;
+    }
+    if (n > TOKEN_FILE_MAX) {
+        snprintf(err, errlen, "%s is longer than %d bytes", name, TOKEN_FILE_MAX);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)value[i] < 0x20 || value[i] == 0x7f) {
+            snprintf(err, errlen, "the %s in %s has a control character", what, name);
+            return -1;
+        }
+    }
+    if ((*out = strdup(value)) == NULL) {
+        snprintf(err, errlen, "%s: strdup() failed: out of memory", name);
+        return -1;
+    }
+    return 0;
+}
+
+/* The legacy key: from --apikey-file, else from FCMD_APIKEY when neither
+ * the flags nor the config file gave one. */
+static int load_apikey(struct settings *s, char *err, size_t errlen)
+{
+    if (s->o.apikey_file != NULL) {
+        if (load_secret_file("--apikey-file", s->o.apikey_file, "key", &s->apikey, err, errlen) != 0)
+            return -1;
+    } else if (s->o.apikey == NULL && s->env != NULL && s->env->apikey != NULL) {
+        if (env_secret("FCMD_APIKEY", s->env->apikey, "key", &s->apikey, err, errlen) != 0)
+            return -1;
+    } else {
+        return 0;
+    }
+    s->o.apikey = s->apikey;
+    return 0;
+}
+
+/* The clients' token: from --auth-token-file, else from FCMD_AUTH_TOKEN
+ * when neither the flags nor the config file gave one. */
+static int load_token(struct settings *s, char *err, size_t errlen)
+{
+    if (s->o.auth_token_file != NULL) {
+        if (load_secret_file("--auth-token-file", s->o.auth_token_file, "token", &s->auth_token, err, errlen) != 0)
+            return -1;
+    } else if (s->o.auth_token == NULL && s->env != NULL && s->env->auth_token != NULL) {
+        if (env_secret("FCMD_AUTH_TOKEN", s->env->auth_token, "token", &s->auth_token, err, errlen) != 0)
+            return -1;
+    } else {
+        return 0;
+    }
+    s->o.auth_token = s->auth_token;
+    return 0;
+}
+
+/* Copies the value of the variable name into *out, wipes every copy of it in
+ * the environment block (several entries may carry the name) and unsets it. */
+static int env_take_one(const char *name, char **out, char *err, size_t errlen)
+{
+    size_t len = strlen(name);
+
+    *out = NULL;
+    for (char **e = environ; e != NULL && *e != NULL; e++) {
+        if (strncmp(*e, name, len) != 0 || (*e)[len] != '=')
+            continue;
+        if (*out == NULL && (*out = strdup(*e + len + 1)) == NULL) {
+            snprintf(err, errlen, "%s: strdup() failed: out of memory", name);
+            return -1;
+        }
+        OPENSSL_cleanse(*e + len + 1, strlen(*e + len + 1));
+    }
+    if (*out != NULL && unsetenv(name) != 0) {
+        snprintf(err, errlen, "%s: unsetenv() failed: %s", name, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int settings_env_take(struct settings_env *env, char *err, size_t errlen)
+{
+    memset(env, 0, sizeof(*env));
+    if (env_take_one("FCMD_APIKEY", &env->apikey, err, errlen) != 0 ||
+        env_take_one("FCMD_AUTH_TOKEN", &env->auth_token, err, errlen) != 0) {
+        settings_env_free(env);
+        return -1;
+    }
+    return 0;
+}
+
+static void free_secret(char *p)
+{
+    if (p != NULL) {
+        OPENSSL_cleanse(p, strlen(p));
+        free(p);
+    }
+}
+
+void settings_env_free(struct settings_env *env)
+{
+    free_secret(env->apikey);
+    free_secret(env->auth_token);
+    env->apikey = env->auth_token = NULL;
 }
 
 static void runas_resolve(const struct fcmd_options *o, struct runas *r)
@@ -262,27 +371,51 @@ static int usable_token(const struct fcmd_options *o, char *err, size_t errlen)
     return 0;
 }
 
-struct settings *settings_load(int argc, char **argv, int validate, char *err, size_t errlen)
+/* A secret and its -file form both in the config file is an error; either
+ * given as a flag replaces both of the file's. */
+static int merge_secret(const char *path, const char *section, const char *key, const char **value, const char **file,
+                        const char *flag_value, const char *flag_file, char *err, size_t errlen)
+{
+    if (*value != NULL && *file != NULL) {
+        snprintf(err, errlen, "%s: [%s] %s and %s_file: give one", path, section, key, key);
+        return -1;
+    }
+    if (flag_value != NULL || flag_file != NULL)
+        *value = *file = NULL;
+    return 0;
+}
+
+struct settings *settings_load(int argc, char **argv, const struct settings_env *env, int validate, char *err,
+                               size_t errlen)
 {
     struct settings *s = calloc(1, sizeof(*s));
     struct fcmd_options flags;
     struct runas r;
 
     if (s == NULL) {
-        snprintf(err, errlen, "out of memory");
+        snprintf(err, errlen, "calloc() failed: out of memory");
         return NULL;
     }
+    s->env = env;
     options_defaults(&flags);
     if (options_parse(&flags, argc, argv, err, errlen) != 0)
         goto fail;
     options_defaults(&s->o);
     if (flags.config != NULL && !flags.help && !flags.version &&
-        config_load(flags.config, &s->o, &s->strings, err, errlen) != 0)
+        (config_load(flags.config, &s->o, &s->strings, err, errlen) != 0 ||
+         merge_secret(flags.config, "upstream", "apikey", &s->o.apikey, &s->o.apikey_file, flags.apikey,
+                      flags.apikey_file, err, errlen) != 0 ||
+         merge_secret(flags.config, "server", "auth_token", &s->o.auth_token, &s->o.auth_token_file, flags.auth_token,
+                      flags.auth_token_file, err, errlen) != 0))
         goto fail;
     if (options_parse(&s->o, argc, argv, err, errlen) != 0)
         goto fail;
     if (!validate || s->o.help || s->o.version)
         return s;
+    /* A key only the environment gives counts as credentials, so it is
+     * taken before validation; the files are read after it. */
+    if (s->o.apikey_file == NULL && load_apikey(s, err, errlen) != 0)
+        goto fail;
     if (options_validate(&s->o, err, errlen) != 0)
         goto fail;
     runas_resolve(&s->o, &r);
@@ -290,7 +423,9 @@ struct settings *settings_load(int argc, char **argv, int validate, char *err, s
         goto fail;
     if (s->o.pidfile != NULL && check_pidfile_dir(&r, s->o.pidfile, err, errlen) != 0)
         goto fail;
-    if (s->o.auth_token_file != NULL && load_token(s, err, errlen) != 0)
+    if (s->o.apikey_file != NULL && load_apikey(s, err, errlen) != 0)
+        goto fail;
+    if (load_token(s, err, errlen) != 0)
         goto fail;
     if (s->o.auth_token != NULL && usable_token(&s->o, err, errlen) != 0)
         goto fail;
@@ -315,10 +450,8 @@ void settings_free(struct settings *s)
     if (s->o.sa != NULL)
         service_account_free(&s->sa);
     SSL_CTX_free(s->o.tls_ctx);
-    if (s->auth_token != NULL) {
-        OPENSSL_cleanse(s->auth_token, strlen(s->auth_token));
-        free(s->auth_token);
-    }
+    free_secret(s->auth_token);
+    free_secret(s->apikey);
     config_strings_free(&s->strings);
     free(s);
 }

@@ -13,17 +13,40 @@
 #include "options.h"
 #include "service_account.h"
 
+/* Secrets the master took from its environment at start (FCMD_APIKEY,
+ * FCMD_AUTH_TOKEN), kept for every reload.  NULL when the variable was not
+ * set, "" when it was set empty. */
+struct settings_env {
+    char *apikey;
+    char *auth_token;
+};
+
 struct settings {
     struct fcmd_options o;
     struct service_account sa; /* when o.service_account is set; o.sa points here */
     struct config_strings strings;
-    char *auth_token; /* read from auth_token_file; o.auth_token points here */
+    char *auth_token;               /* read from auth_token_file; o.auth_token points here */
+    char *apikey;                   /* read from apikey_file; o.apikey points here */
+    const struct settings_env *env; /* what settings_load was given, for the next reload */
 };
 
-/* Builds settings from argv.  Returns a new settings, or NULL with a
- * one-line reason in err.  Flags like --help are only parsed: the caller
- * acts on them before anything is validated. */
-struct settings *settings_load(int argc, char **argv, int validate, char *err, size_t errlen);
+/* Copies the secret variables out of the environment, then wipes their
+ * values where they were (so /proc/PID/environ no longer shows them) and
+ * unsets them (so children never see them).  Returns 0, or -1 with a
+ * reason in err. */
+int settings_env_take(struct settings_env *env, char *err, size_t errlen);
+
+/* Wipes and frees what settings_env_take kept. */
+void settings_env_free(struct settings_env *env);
+
+/* Builds settings from argv, then env (which may be NULL).  For each
+ * secret a flag wins over the config file, which wins over the
+ * environment; a value and its -file form from the same place is an
+ * error.  Returns a new settings, or NULL with a one-line reason in err.
+ * Flags like --help are only parsed: the caller acts on them before
+ * anything is validated. */
+struct settings *settings_load(int argc, char **argv, const struct settings_env *env, int validate, char *err,
+                               size_t errlen);
 
 void settings_free(struct settings *s);
 

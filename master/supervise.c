@@ -419,7 +419,7 @@ static void reload(struct master *m)
     sd_notify(0, "RELOADING=1");
     reopen_log();
     log_info("reloading the configuration");
-    if ((next = settings_load(m->argc, m->argv, 1, err, sizeof(err))) == NULL) {
+    if ((next = settings_load(m->argc, m->argv, m->cur.settings->env, 1, err, sizeof(err))) == NULL) {
         log_error("reload failed, still serving the previous configuration: %s", err);
         sd_notify(0, "READY=1");
         return;

@@ -6,12 +6,20 @@
 # UPSTREAM=v1 (the default) uses FCM HTTP v1 with a throw-away service
 # account whose key the mock's token endpoint trusts; UPSTREAM=legacy uses
 # the legacy API with an API key, as GoCM did.
+#
+# Ctrl-C in a terminal signals the whole foreground process group.  fcmd
+# and the mock therefore run in sessions of their own (setsid), and this
+# script alone turns Ctrl-C into one SIGTERM each and waits for them: a
+# second stop signal would make fcmd stop at once and kill its workers.
+# FCMD_BIN and MOCK_BIN name other builds (the sanitizer build, say).
 set -eu
 cd "$(dirname "$0")/.."
 
 PORT=${PORT:-5601}
 LATENCY_MS=${LATENCY_MS:-200}
 UPSTREAM=${UPSTREAM:-v1}
+FCMD_BIN=${FCMD_BIN:-./fcmd}
+MOCK_BIN=${MOCK_BIN:-tools/mock-upstream}
 work=$(mktemp -d)
 mock_pid=
 fcmd_pid=
@@ -42,7 +50,7 @@ else
     mock_key=
 fi
 # shellcheck disable=SC2086 # mock_key is two words or none
-tools/mock-upstream --port 0 --latency-ms "$LATENCY_MS" $mock_key >"$work/mock.out" &
+setsid "$MOCK_BIN" --port 0 --latency-ms "$LATENCY_MS" $mock_key >"$work/mock.out" &
 mock_pid=$!
 poll grep -q listening "$work/mock.out"
 mock_port=$(sed -n 's/.*:\([0-9]*\) (http).*/\1/p' "$work/mock.out")
@@ -55,10 +63,11 @@ if [ "$UPSTREAM" = v1 ]; then
     printf '"private_key":"%s","client_email":"fcmd-demo@demo-project.iam.gserviceaccount.com",' "$pem" >>"$work/sa.json"
     printf '"token_uri":"%s/token"}\n' "$mock" >>"$work/sa.json"
     echo "mock upstream (FCM HTTP v1 + OAuth2 token endpoint, ${LATENCY_MS} ms latency) on $mock"
-    ./fcmd --service-account "$work/sa.json" --fcm-url "$mock" --port "$PORT" &
+    setsid "$FCMD_BIN" --service-account "$work/sa.json" --fcm-url "$mock" --port "$PORT" &
 else
     echo "mock upstream (legacy FCM API, ${LATENCY_MS} ms latency) on $mock"
-    ./fcmd --apikey demo-server-key --port "$PORT" --gcm-url "$mock/fcm/send" &
+    # The key from the environment, not the command line, where any local user could read it.
+    FCMD_APIKEY=demo-server-key setsid "$FCMD_BIN" --port "$PORT" --gcm-url "$mock/fcm/send" &
 fi
 fcmd_pid=$!
 poll curl -sf "http://127.0.0.1:$PORT/healthz"

@@ -91,7 +91,7 @@ class Mock:
 
 class Fcmd:
     def __init__(self, tmp_path, mock=None, args=(), workers=2, apikey=API_KEY, unix=None, host="127.0.0.1",
-                 wait=True, gcm_url=None):
+                 wait=True, gcm_url=None, env=None):
         self.port = free_port()
         self.unix = unix
         self.log = tmp_path / f"fcmd-{self.port}.log"
@@ -111,7 +111,7 @@ class Fcmd:
         self.base = f"http://{self.host}:{self.port}"
         # A session of its own: signals meant for the test runner's group do not reach it.
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     start_new_session=True)
+                                     start_new_session=True, env=env)
         if wait:
             try:
                 wait_until(self.healthy, what="fcmd to answer /healthz")

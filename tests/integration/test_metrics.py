@@ -213,3 +213,27 @@ def test_access_log_off_by_default(mock, start_fcmd, tmp_path):
     f = start_fcmd(mock, workers=1)
     f.send_form(["x"], {})
     assert not any(p.name.startswith("access") for p in tmp_path.iterdir())
+
+
+def test_check_config_leaves_no_access_log_behind(tmp_path):
+    path = tmp_path / "access.log"
+    r = subprocess.run([FCMD_BIN, "--apikey", "k", "--access-log", str(path), "--check-config"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
+    assert not path.exists()
+    # One that exists is checked for writing, and left as it was.
+    path.write_text("old line\n")
+    r = subprocess.run([FCMD_BIN, "--apikey", "k", "--access-log", str(path), "--check-config"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0 and path.read_text() == "old line\n", r.stderr
+
+
+@pytest.mark.parametrize("where", ["no-such-dir/access.log", "", "file/access.log"])
+def test_check_config_refuses_an_access_log_it_could_not_write(tmp_path, where):
+    (tmp_path / "file").write_text("")
+    path = tmp_path / where if where else tmp_path  # "": a directory, not a file
+    r = subprocess.run([FCMD_BIN, "--apikey", "k", "--access-log", str(path), "--check-config"],
+                       capture_output=True, text=True, timeout=10)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "--access-log" in lines[0] and str(path) in lines[0], r.stderr
+    assert not (tmp_path / "no-such-dir").exists()

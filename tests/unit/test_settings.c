@@ -47,7 +47,7 @@ static struct settings *load(char *err, size_t errlen)
     /* Headers large enough for the longest token a file may hold. */
     char *argv[] = {"fcmd", "--apikey", "k", "--auth-token-file", path, "--max-header-bytes", "262144"};
 
-    return settings_load(7, argv, 1, err, errlen);
+    return settings_load(7, argv, NULL, 1, err, errlen);
 }
 
 static void whole_first_line(void **state)
