@@ -50,7 +50,7 @@
 #define RESCAN_MS 10000
 #define ZERO_AHEAD (1u << 20)
 #define ERROR_LOG_MS 10000 /* repeated write errors: one line per this, with a count */
-#define PROBE_BYTES 4096
+#define PROBE_BYTES 65536
 
 /* An adopted segment: its file mapped read-only, and what is left of it
  * to queue. */
@@ -822,21 +822,33 @@ void spool_scan(struct spool *s)
     closedir(d);
 }
 
-/* While writes fail, a small write ahead of the current segment's records
- * (or a new segment) finds out when they would succeed again, so the
+/* While writes fail, allocating 64 KiB past the current segment's end (or
+ * making a new segment) finds out when writes would succeed again, so the
  * worker does not need a request to learn it is ready. */
 static void probe(struct spool *s)
 {
+    struct stat st;
     uint64_t at;
+    int rc;
 
     if (s->cur == NULL && (s->cur = open_segment(s)) == NULL)
         return;
-    at = s->cur->zeroed > s->cur->bytes ? s->cur->zeroed : s->cur->bytes;
-    if (write_zeros(s->cur->fd, at, at + PROBE_BYTES) != 0) {
+    /* Past every block the file may have (a failed write can leave some
+     * allocated): space that is there already proves nothing. */
+    if (fstat(s->cur->fd, &st) != 0) {
         write_error(s, s->cur->path, strerror(errno));
         return;
     }
-    s->cur->zeroed = at + PROBE_BYTES;
+    at = (uint64_t)st.st_size > s->cur->zeroed ? (uint64_t)st.st_size : s->cur->zeroed;
+    at = (at + PROBE_BYTES - 1) / PROBE_BYTES * PROBE_BYTES + PROBE_BYTES;
+    rc = fallocate(s->cur->fd, 0, (off_t)at, PROBE_BYTES);
+    if (rc != 0 && errno == EOPNOTSUPP)
+        rc = write_zeros(s->cur->fd, at, at + PROBE_BYTES);
+    if (rc != 0) {
+        write_error(s, s->cur->path, strerror(errno));
+        return;
+    }
+    s->cur->zeroed = at + PROBE_BYTES; /* a hole up to at reads as zeros */
     s->failing = 0;
     log_info("spool: %s can be written again", s->opts->spool);
 }
