@@ -5,6 +5,7 @@
  * parser walks argv against it.  Adding an option is one table row.
  */
 #include "options.h"
+#include "../child/redis_url.h"
 #include "log.h"
 
 #include <errno.h>
@@ -88,6 +89,7 @@ static const struct opt_def opt_table[] = {
     STR(auth_scopes, "auth-scopes"),
     STR(tls_cert, "tls-cert"),
     STR(tls_key, "tls-key"),
+    STR(redis, "redis"),
     BOOL(help, "help"),
     BOOL(help, "h"),
     BOOL(version, "version"),
@@ -143,6 +145,8 @@ const char options_usage[] =
     "  --spool-fsync MODE        never, batch or always [batch]\n"
     "  --spool-max-bytes N       bound on the spool; /gcm/send answers 503 beyond it [1 GiB]\n"
     "  --spool-segment-bytes N   size at which a segment file is replaced [16 MiB]\n"
+    "Fleet:\n"
+    "  --redis URL               redis://[:PASSWORD@]HOST[:PORT][/DB] or unix:///PATH: report fleet totals [off]\n"
     "  --version, --help\n";
 
 void options_defaults(struct fcmd_options *o)
@@ -348,6 +352,17 @@ static int url_ok(const char *u)
     return (strncmp(u, "http://", 7) == 0 && u[7] != '\0') || (strncmp(u, "https://", 8) == 0 && u[8] != '\0');
 }
 
+static int validate_redis(const struct fcmd_options *o, char *err, size_t errlen)
+{
+    struct redis_url u;
+    char why[200], url[512];
+
+    if (o->redis == NULL || redis_url_parse(o->redis, &u, why, sizeof(why)) == 0)
+        return 0;
+    snprintf(err, errlen, "--redis: \"%s\": %s", redis_url_printable(o->redis, url, sizeof(url)), why);
+    return -1;
+}
+
 int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
 {
     char url[512];
@@ -425,5 +440,5 @@ int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
         snprintf(err, errlen, "--apikey: the key contains a line break");
         return -1;
     }
-    return 0;
+    return validate_redis(o, err, errlen);
 }
