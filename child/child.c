@@ -11,6 +11,7 @@
 #include "../master/options.h"
 #include "../shm/region.h"
 #include "conn.h"
+#include "fleet.h"
 #include "graphite.h"
 #include "http.h"
 #include "sender.h"
@@ -56,6 +57,9 @@ static void on_stop_tick(uv_timer_t *t)
     int http_done = c->conns.count == 0 || now >= c->stop_started + CHILD_HTTP_GRACE_MS;
 
     if ((c->queue.pending > 0 || !http_done) && now < c->stop_deadline)
+        return;
+    /* What this child counted reaches Redis before it goes (fleet mode). */
+    if (c->fleet != NULL && !fleet_flushed(c->fleet) && now < c->stop_deadline)
         return;
     if (c->queue.pending > 0)
         log_warn("child stopping with %zu targets unfinished", c->queue.pending);
@@ -193,7 +197,9 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
     c->upstream = o->sa ? upstream_v1_create(o) : upstream_legacy_create(o);
     if (c->upstream == NULL || (c->sender = sender_create(&c->loop, o, &c->queue, c->upstream, shm, slot)) == NULL ||
         (c->upstream->ops->start && c->upstream->ops->start(c->upstream, c->sender, c->slot) != 0) ||
-        (o->spool != NULL && open_spool(c) != 0) || setup_http(c) != 0 || watch_signals(c) != 0 ||
+        (o->spool != NULL && open_spool(c) != 0) ||
+        (o->redis != NULL && (c->fleet = fleet_start(&c->loop, o->redis, shm, slot)) == NULL) || setup_http(c) != 0 ||
+        watch_signals(c) != 0 ||
         open_listener(c, listen_fd) != 0) {
         log_error("child set-up failed");
         return 1;

@@ -12,6 +12,7 @@
 #include "../shm/region.h"
 #include "buf.h"
 #include "child.h"
+#include "fleet.h"
 #include "metrics.h"
 #include "queue.h"
 #include "request.h"
@@ -279,14 +280,57 @@ static int on_send(struct child *c, h2o_req_t *req)
 
 /* ---- reports ---- */
 
+/* ?scope=local or ?scope=fleet (the default): 1 for local, 0 for fleet, -1
+ * for anything else. */
+static int report_scope(const h2o_req_t *req)
+{
+    const char *q, *end;
+
+    if (req->query_at == SIZE_MAX)
+        return 0;
+    q = req->path.base + req->query_at + 1;
+    end = req->path.base + req->path.len;
+    if (h2o_memis(q, (size_t)(end - q), H2O_STRLIT("scope=local")))
+        return 1;
+    return h2o_memis(q, (size_t)(end - q), H2O_STRLIT("scope=fleet")) || q == end ? 0 : -1;
+}
+
+/* The fleet's totals, as the last flush brought them (child/fleet.c). */
+static int respond_fleet(struct child *c, h2o_req_t *req, const struct fleet_totals *t)
+{
+    struct buf b = BUF_INIT;
+    const uint64_t *n = t->counters;
+
+    buf_addf(&b, "{\"attempts\":%llu,\"failures\":%llu,\"pending\":%lld,\"canonicals\":%llu,\"notregistered\":%llu",
+             U(n[SHM_ATTEMPTS]), U(n[SHM_FAILURES]), (long long)t->pending, U(n[SHM_CANONICALS]),
+             U(n[SHM_NOTREGISTERED]));
+    buf_addf(&b, ",\"successes\":%llu,\"retries\":%llu,\"accepted\":%llu,\"lost\":%llu", U(n[SHM_SUCCESSES]),
+             U(n[SHM_RETRIES]), U(n[SHM_ACCEPTED]), U(n[SHM_LOST]));
+    buf_addf(&b, ",\"left_in_spool\":%llu,\"replayed\":%llu", U(n[SHM_LEFT_IN_SPOOL]), U(n[SHM_REPLAYED]));
+    buf_addf(&b, ",\"dropped\":%llu,\"canonical_dropped\":%llu,\"notregistered_dropped\":%llu",
+             U(t->canonical_dropped + t->notregistered_dropped), U(t->canonical_dropped),
+             U(t->notregistered_dropped));
+    buf_addf(&b, ",\"instances\":%llu,\"scope\":\"fleet\",\"redis\":\"ok\",\"age_ms\":%llu,\"upstream\":\"%s\"}\n",
+             U(t->instances), U(t->age_ms), c->upstream->ops->name);
+    respond_buf(req, "application/json", &b);
+    buf_free(&b);
+    return 0;
+}
+
 static int on_report(struct child *c, h2o_req_t *req)
 {
     struct shm_totals t;
+    struct fleet_totals ft;
     struct buf b = BUF_INIT;
     uint64_t now = (uint64_t)time(NULL), started = atomic_load(&c->shm->started_at);
+    int scope = c->fleet != NULL ? report_scope(req) : 1;
 
     if (wrong_method(req, "GET"))
         return 0;
+    if (scope < 0)
+        return respond_error(req, 400, "scope is fleet or local");
+    if (scope == 0 && fleet_totals(c->fleet, &ft) == 0)
+        return respond_fleet(c, req, &ft);
     shm_sum(c->shm, &t);
     /* GoCM's five keys first, in GoCM's order. */
     buf_addf(&b, "{\"attempts\":%llu,\"failures\":%llu,\"pending\":%lld,\"canonicals\":%llu,\"notregistered\":%llu",
@@ -305,6 +349,8 @@ static int on_report(struct child *c, h2o_req_t *req)
     if (c->opts->sa != NULL)
         buf_addf(&b, ",\"oauth_tokens\":%llu,\"oauth_failures\":%llu,\"waiting_for_token\":%llu",
                  U(t.counters[SHM_OAUTH_TOKENS]), U(t.counters[SHM_OAUTH_FAILURES]), U(t.waiting_for_token));
+    if (c->fleet != NULL) /* this instance alone: asked for, or Redis cannot be reached */
+        buf_addf(&b, ",\"scope\":\"local\",\"redis\":\"%s\"", fleet_ready(c->fleet) ? "ok" : "unreachable");
     buf_addf(&b, ",\"upstream\":\"%s\",\"workers\":%u,\"uptime_seconds\":%llu}\n", c->upstream->ops->name,
              (unsigned)atomic_load(&c->shm->workers), U(now > started ? now - started : 0));
     respond_buf(req, "application/json", &b);
@@ -485,6 +531,8 @@ static int on_readyz(struct child *c, h2o_req_t *req)
         return respond_error(req, 503, "no upstream access token");
     if (c->spool != NULL && !spool_ready(c->spool))
         return respond_error(req, 503, "the spool cannot be written");
+    if (c->fleet != NULL && !fleet_ready(c->fleet))
+        return respond_error(req, 503, "redis unreachable");
     return respond(req, 200, "OK", "text/plain", "ok\n", 3);
 }
 

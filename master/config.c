@@ -62,6 +62,7 @@ static const struct {
     {"spool", "fsync", "spool-fsync"},
     {"spool", "max_bytes", "spool-max-bytes"},
     {"spool", "segment_bytes", "spool-segment-bytes"},
+    {"redis", "url", "redis"},
 };
 
 struct load {

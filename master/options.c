@@ -5,6 +5,7 @@
  * parser walks argv against it.  Adding an option is one table row.
  */
 #include "options.h"
+#include "../child/redis_url.h"
 #include "log.h"
 
 #include <errno.h>
@@ -89,6 +90,7 @@ static const struct opt_def opt_table[] = {
     STR(auth_scopes, "auth-scopes"),
     STR(tls_cert, "tls-cert"),
     STR(tls_key, "tls-key"),
+    STR(redis, "redis"),
     BOOL(help, "help"),
     BOOL(help, "h"),
     BOOL(version, "version"),
@@ -147,6 +149,8 @@ const char options_usage[] =
     "  --spool-fsync MODE        never, batch or always [batch]\n"
     "  --spool-max-bytes N       bound on the spool; /gcm/send answers 503 beyond it [1 GiB]\n"
     "  --spool-segment-bytes N   size at which a segment file is replaced [16 MiB]\n"
+    "Fleet:\n"
+    "  --redis URL               redis://[:PASSWORD@]HOST[:PORT][/DB] or unix:///PATH: report fleet totals [off]\n"
     "  --version, --help\n"
     "A flag wins over the config file, which wins over FCMD_APIKEY and FCMD_AUTH_TOKEN.\n";
 
@@ -385,6 +389,17 @@ static int check_access_log(const char *path, char *err, size_t errlen)
     return 0;
 }
 
+static int validate_redis(const struct fcmd_options *o, char *err, size_t errlen)
+{
+    struct redis_url u;
+    char why[200], url[512];
+
+    if (o->redis == NULL || redis_url_parse(o->redis, &u, why, sizeof(why)) == 0)
+        return 0;
+    snprintf(err, errlen, "--redis: \"%s\": %s", redis_url_printable(o->redis, url, sizeof(url)), why);
+    return -1;
+}
+
 int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
 {
     char url[512];
@@ -462,5 +477,5 @@ int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
         snprintf(err, errlen, "--apikey: the key contains a line break");
         return -1;
     }
-    return 0;
+    return validate_redis(o, err, errlen);
 }

@@ -62,6 +62,7 @@ struct fcmd_options {
     const char *auth_scopes;     /* which of send, report, metrics need it */
     const char *tls_cert;        /* TLS on the listener, with HTTP/2 by ALPN */
     const char *tls_key;
+    const char *redis; /* fleet mode: redis:// or unix:// URL; may hold a password, print with log_url */
     int help;
     int version;
     /* Loaded by the master before the fork; children inherit them. */

@@ -8,13 +8,28 @@
 #include "region.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <time.h>
 
 static size_t align64(size_t n)
 {
     return (n + 63) & ~(size_t)63;
+}
+
+/* A fresh id per run: a restarted instance must never add to the marks of
+ * the run before it (child/fleet.c). */
+static int name_instance(struct shm_region *r)
+{
+    unsigned char b[8];
+
+    if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b))
+        return errno ? errno : EIO;
+    for (size_t i = 0; i < sizeof(b); i++)
+        snprintf(r->instance + 2 * i, 3, "%02x", b[i]);
+    return 0;
 }
 
 struct shm_region *shm_region_create(size_t list_bytes)
@@ -36,7 +51,7 @@ struct shm_region *shm_region_create(size_t list_bytes)
     r->canonical = (struct drainlist *)((char *)r + head);
     r->notregistered = (struct drainlist *)((char *)r + head + list);
     if ((err = drainlist_init(r->canonical, list_bytes)) != 0 ||
-        (err = drainlist_init(r->notregistered, list_bytes)) != 0) {
+        (err = drainlist_init(r->notregistered, list_bytes)) != 0 || (err = name_instance(r)) != 0) {
         munmap(r, size);
         errno = err;
         return NULL;

@@ -19,7 +19,7 @@
 #include "metrics.h"
 
 #define SHM_MAGIC 0x66636d64u /* "fcmd" */
-#define SHM_VERSION 1u
+#define SHM_VERSION 2u
 #define SHM_MAX_SLOTS 256
 
 /* One child's running totals.  Counts are of targets unless said otherwise. */
@@ -66,6 +66,9 @@ struct shm_slot {
     _Atomic uint64_t http[EP_COUNT][HTTP_STATUS_COUNT];
     struct histogram upstream_latency;
     struct histogram send_latency;
+    /* Fleet mode: the counters as of the last flush Redis confirmed, so a
+     * respawned child goes on from there (child/fleet.c). */
+    _Atomic uint64_t fleet_base[SHM_NCOUNTERS];
 };
 
 struct shm_region {
@@ -74,6 +77,8 @@ struct shm_region {
     size_t size; /* bytes mapped, for munmap */
     _Atomic uint64_t started_at;
     _Atomic uint32_t workers; /* configured child count */
+    char instance[17];        /* this run's random id in hex, named in Redis (fleet mode) */
+    _Atomic uint64_t fleet_dropped_base[2]; /* canonical, notregistered drops Redis confirmed */
     struct shm_slot slots[SHM_MAX_SLOTS];
     struct drainlist *canonical;     /* records: original '\0' canonical */
     struct drainlist *notregistered; /* records: token */
@@ -95,8 +100,9 @@ struct shm_totals {
     uint64_t notregistered_dropped;
 };
 
-/* Maps and initialises a region whose drain lists hold list_bytes each.
- * Returns NULL with errno set on failure. */
+/* Maps and initialises a region whose drain lists hold list_bytes each, and
+ * names the instance with 64 random bits.  Returns NULL with errno set on
+ * failure. */
 struct shm_region *shm_region_create(size_t list_bytes);
 void shm_region_destroy(struct shm_region *r);
 

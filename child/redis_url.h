@@ -1,0 +1,33 @@
+/*
+ * child/redis_url.h - the --redis URL, split into what a connection needs.
+ *
+ * redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N].  The
+ * parser only fills the caller's struct and says in words what is wrong;
+ * its messages never quote the password.
+ */
+#ifndef FCMD_CHILD_REDIS_URL_H
+#define FCMD_CHILD_REDIS_URL_H
+
+#include <stddef.h>
+
+#define REDIS_URL_DEFAULT_PORT 6379
+#define REDIS_URL_MAX_DB 1000000
+
+struct redis_url {
+    int is_unix;
+    char host[256];     /* TCP: a name or an address, without IPv6 brackets */
+    char path[108];     /* UNIX: the socket's path (sun_path's size) */
+    int port;           /* TCP: 6379 unless given */
+    int db;             /* SELECT this database when not 0 */
+    char user[128];     /* Redis 6 ACL user, empty for the default user */
+    char password[512]; /* empty when the URL has none; percent-decoded */
+};
+
+/* The URL as it may be printed: anything up to its last '@' (which may be a
+ * password, even one holding a '/') becomes "***".  Returns out. */
+const char *redis_url_printable(const char *url, char *out, size_t outlen);
+
+/* Parses url into out.  Returns 0, or -1 with a one-line reason in err. */
+int redis_url_parse(const char *url, struct redis_url *out, char *err, size_t errlen);
+
+#endif

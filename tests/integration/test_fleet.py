@@ -1,0 +1,258 @@
+"""Fleet mode (--redis): a real redis-server and a real haproxy (round robin) in
+front of several fcmd instances.  Counts must add up exactly: through the
+balancer, across a Redis outage, and across a worker killed and respawned."""
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+
+import pytest
+import requests
+
+from conftest import FCMD_BIN, free_port, stop_process, wait_until
+
+
+def redis_ping(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class Redis:
+    """redis-server on a free loopback port, its data (AOF) in a temp dir, so
+    a restart on the same port and dir finds what it had."""
+
+    def __init__(self, tmp_path):
+        self.port = free_port()
+        self.dir = tmp_path / "redis"
+        self.dir.mkdir(exist_ok=True)
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--dir", str(self.dir), "--save", "", "--appendonly", "yes"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: redis_ping(self.port), what="redis-server to answer PING")
+
+    def stop(self):
+        if self.proc is not None:
+            stop_process(self.proc)  # SIGTERM: Redis writes its AOF out before it exits
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+
+class Haproxy:
+    def __init__(self, tmp_path, backends):
+        self.port = free_port()
+        servers = "\n".join(f"    server f{i} 127.0.0.1:{p} check inter 200ms fall 1 rise 1"
+                            for i, p in enumerate(backends))
+        conf = tmp_path / "haproxy.cfg"
+        conf.write_text(f"""global
+    maxconn 512
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 10s
+    timeout server 10s
+    retries 3
+    retry-on all-retryable-errors
+    option redispatch 1
+frontend fe
+    bind 127.0.0.1:{self.port}
+    default_backend fcmd
+backend fcmd
+    balance roundrobin
+    option httpchk GET /healthz
+{servers}
+""")
+        self.proc = subprocess.Popen(["haproxy", "-db", "-f", str(conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        self.base = f"http://127.0.0.1:{self.port}"
+        wait_until(self.answers, what="haproxy to forward /healthz")
+
+    def answers(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"haproxy exited: {self.proc.stderr.read()}")
+        try:
+            return requests.get(self.base + "/healthz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def stop(self):
+        stop_process(self.proc)
+        self.proc.stderr.close()
+
+
+@pytest.fixture
+def redis(tmp_path):
+    r = Redis(tmp_path)
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def start_haproxy(tmp_path):
+    started = []
+
+    def start(backends):
+        h = Haproxy(tmp_path, backends)
+        started.append(h)
+        return h
+
+    yield start
+    for h in started:
+        h.stop()
+
+
+def fleet_report(base, **params):
+    r = requests.get(base + "/gcm/report", params=params, timeout=5)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def send(base, n_tokens, session=requests):
+    r = session.post(base + "/gcm/send", data={"tokens": [f"tok{i}" for i in range(n_tokens)],
+                                               "payload": '{"k": "v"}'}, timeout=5)
+    return r.status_code
+
+
+def settled(base, want, extra=lambda r: True, answers=3):
+    """Polls until `answers` reports in a row (through a balancer: from
+    different instances) all show `want` accepted and delivered."""
+    def check():
+        reps = [fleet_report(base) for _ in range(answers)]
+        ok = all(r.get("scope") == "fleet" and r["accepted"] == want and r["successes"] == want
+                 and r["pending"] == 0 and extra(r) for r in reps)
+        return reps[-1] if ok else None
+    return wait_until(check, timeout=20, interval=0.2, what=f"fleet totals of {want}")
+
+
+def test_fleet_totals_through_the_balancer(redis, mock, start_fcmd, start_haproxy):
+    inst = [start_fcmd(mock, workers=1, args=["--redis", redis.url]) for _ in range(3)]
+    lb = start_haproxy([f.port for f in inst])
+    session = requests.Session()
+    sent = 0
+    for i in range(30):
+        n = 1 + i % 4
+        assert send(lb.base, n, session) == 200
+        sent += n
+    session.close()
+    rep = settled(lb.base, sent, lambda r: r["instances"] == 3)
+    assert list(rep)[:5] == ["attempts", "failures", "pending", "canonicals", "notregistered"]
+    assert rep["attempts"] == sent and rep["failures"] == 0
+    # Round robin spread the work; each instance alone shows its own share.
+    local = [fleet_report(f.base, scope="local") for f in inst]
+    assert all(r["scope"] == "local" and r["redis"] == "ok" and r["accepted"] > 0 for r in local)
+    assert sum(r["accepted"] for r in local) == sent
+    # An instance stopped: it stops counting as live, its counts stay.
+    inst[0].stop()
+    settled(lb.base, sent, lambda r: r["instances"] == 2)
+    # An instance killed outright (master and workers): the same.
+    os.killpg(inst[1].proc.pid, signal.SIGKILL)
+    inst[1].proc.wait(5)
+    settled(lb.base, sent, lambda r: r["instances"] == 1)
+
+
+def test_redis_outage_under_traffic(redis, mock, start_fcmd):
+    inst = [start_fcmd(mock, workers=2, args=["--redis", redis.url]) for _ in range(2)]
+    sent = [0]
+    stop = threading.Event()
+    refused = []
+
+    def traffic():
+        s = requests.Session()
+        i = 0
+        while not stop.is_set():
+            code = send(inst[i % 2].base, 2, s)
+            if code == 200:
+                sent[0] += 2
+            else:
+                refused.append(code)
+            i += 1
+        s.close()
+
+    t = threading.Thread(target=traffic)
+    t.start()
+    try:
+        wait_until(lambda: sent[0] >= 40, what="some traffic")
+        redis.stop()
+        # Every worker notices; /readyz says so, sends still succeed (the queue is local).
+        for f in inst:
+            wait_until(lambda: all(requests.get(f.url("/readyz"), timeout=2).status_code == 503 for _ in range(4)),
+                       what="/readyz 503 on every worker")
+            r = requests.get(f.url("/readyz"), timeout=2)
+            assert r.json() == {"error": "redis unreachable"}
+            rep = fleet_report(f.base)
+            assert rep["redis"] == "unreachable" and rep["scope"] == "local"
+        during = sent[0]
+        wait_until(lambda: sent[0] >= during + 40, what="traffic while Redis is down")
+        redis.start()
+        for f in inst:
+            wait_until(lambda: all(requests.get(f.url("/readyz"), timeout=2).status_code == 200 for _ in range(4)),
+                       what="/readyz 200 again")
+        wait_until(lambda: sent[0] >= during + 80, what="traffic after Redis is back")
+    finally:
+        stop.set()
+        t.join(10)
+    assert refused == []
+    settled(inst[0].base, sent[0], lambda r: r["instances"] == 2)
+    settled(inst[1].base, sent[0])
+    for f in inst:
+        log = f.log_text()
+        # One line when it went down and one when it was back, per worker.
+        assert log.count("redis: lost") == 2, log
+        assert log.count("reachable again") == 2, log
+        assert "cannot reach" not in log
+
+
+def test_worker_killed_and_respawned_counts_once(redis, mock, start_fcmd):
+    f = start_fcmd(mock, workers=2, args=["--redis", redis.url])
+    s = requests.Session()
+    for _ in range(20):
+        assert send(f.base, 3, s) == 200
+    settled(f.base, 60)
+    # More, then a worker killed at once, before its next flush can carry them.
+    for _ in range(20):
+        assert send(f.base, 1, s) == 200
+    s.close()
+    before = f.children()
+    os.kill(before[0], signal.SIGKILL)
+    wait_until(lambda: len(f.children()) == 2 and before[0] not in f.children(), what="the worker respawned")
+    rep = settled(f.base, 80, answers=4)
+    assert rep["lost"] == 0
+    # The respawned worker went on from the slot's counts: nothing added twice
+    # over the next flushes either.
+    for _ in range(3):
+        wait_until(lambda: fleet_report(f.base)["age_ms"] < 500, interval=0.1, what="a fresh flush")
+        assert fleet_report(f.base)["accepted"] == 80
+
+
+def test_redis_unreachable_at_start(mock, start_fcmd):
+    port = free_port()  # nothing listens here
+    f = start_fcmd(mock, workers=1, args=["--redis", f"redis://:hunter2@127.0.0.1:{port}/2"])
+    assert requests.get(f.url("/readyz"), timeout=2).status_code == 503
+    assert f.send_form(["a"], {"k": "v"}).status_code == 200
+    rep = fleet_report(f.base)
+    assert rep["redis"] == "unreachable" and rep["accepted"] == 1
+    assert requests.get(f.url("/gcm/report?scope=nope"), timeout=2).status_code == 400
+    wait_until(lambda: "cannot reach" in f.log_text(), what="the outage in the log")
+    log = f.log_text()
+    assert log.count("cannot reach") == 1 and "hunter2" not in log and "redis://***@127.0.0.1" in log
+
+
+@pytest.mark.parametrize("url", ["localhost:6379", "redis://:hunter2@host:99999", "redis://:hunter2@host/x",
+                                 "unix://relative"])
+def test_bad_redis_url_is_refused_at_start(url):
+    r = subprocess.run([FCMD_BIN, "--apikey", "k", "--redis", url, "--check-config"], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 2
+    assert "--redis" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "hunter2" not in r.stderr + r.stdout
