@@ -3,8 +3,10 @@
  *
  * One catch-all h2o handler looks the exact path up in a route table, so
  * each endpoint is one small function and unknown paths get a JSON 404.
- * Every answer is complete when the handler returns: /gcm/send queues and
- * answers at once, and the upstream work happens later in the sender.
+ * Most answers are complete when the handler returns.  Two are not: a
+ * /gcm/send answer waits while the spool makes the push durable, and a
+ * drain answer is sent through a generator, so its entries leave the list
+ * only once it is written.  The upstream work happens later, in the sender.
  */
 #include "http.h"
 #include "../master/log.h"

@@ -2,7 +2,8 @@
  * child/oauth.h - the child's OAuth2 access token for FCM HTTP v1.
  *
  * Each child trades a signed JWT for an access token at the service
- * account's token_uri, on its own curl multi handle, and keeps it fresh:
+ * account's token_uri, as a transfer on the sender's curl multi handle, and
+ * keeps it fresh:
  * a new one is fetched at 80% of its lifetime, at once after FCM refused
  * it with 401, and with back-off while the token endpoint fails.  Sends
  * wait for a token instead of failing.

@@ -4,9 +4,10 @@
  * curl tells us which sockets to watch (socket callback -> uv_poll_t) and
  * when to call it back (timer callback -> one uv_timer_t); we hand both
  * events back with curl_multi_socket_action and then collect finished
- * transfers.  New work is started from a uv_idle callback so that all the
- * targets accepted in one loop turn are batched, and never from inside a
- * curl callback.  Easy handles are pooled and keep their fixed options.
+ * transfers.  New work is started from a uv_idle callback (sender_kick) and
+ * after finished transfers are collected, so that all the targets accepted
+ * in one loop turn are batched, and never from inside a curl callback.
+ * Easy handles are pooled and keep their fixed options.
  */
 #include "sender.h"
 #include "../master/log.h"

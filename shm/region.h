@@ -3,9 +3,9 @@
  *
  * The master maps one anonymous MAP_SHARED region before the first fork, so
  * every child sees the same bytes.  Each child owns one counter slot and is
- * its only writer; a report is the sum over all slots, which makes it the
- * same whichever child answers and lets the master settle a dead child's
- * slot.  The drain lists are shared by everybody and guarded by a robust
+ * its only writer while it lives; the master writes a slot only once its
+ * child is dead (it settles pending and zeroes the gauges).  A report is the
+ * sum over all slots, which makes it the same whichever child answers.  The drain lists are shared by everybody and guarded by a robust
  * process-shared mutex (see drainlist.h).
  */
 #ifndef FCMD_SHM_REGION_H
