@@ -129,8 +129,10 @@ static void on_connected(uv_connect_t *c, int status)
 
     if (g->stopped)
         return;
-    if (status < 0)
-        return drop(g, "connecting to", status);
+    if (status < 0) {
+        drop(g, "connecting to", status);
+        return;
+    }
     if (g->failures > 0)
         log_info("graphite: connected to %s:%s again", g->host, g->service);
     g->failures = 0;
@@ -148,11 +150,14 @@ static void on_resolved(uv_getaddrinfo_t *r, int status, struct addrinfo *res)
         uv_freeaddrinfo(res);
         return;
     }
-    if (status < 0)
-        return drop(g, "resolving", status);
+    if (status < 0) {
+        drop(g, "resolving", status);
+        return;
+    }
     if ((g->tcp = malloc(sizeof(*g->tcp))) == NULL) {
         uv_freeaddrinfo(res);
-        return drop(g, "connecting to", UV_ENOMEM);
+        drop(g, "connecting to", UV_ENOMEM);
+        return;
     }
     uv_tcp_init(g->loop, g->tcp);
     g->tcp->data = g;

@@ -158,13 +158,17 @@ static void on_done(struct sender_transfer *t, CURLcode code)
     o->fetching = 0;
     curl_easy_getinfo(o->easy, CURLINFO_RESPONSE_CODE, &status);
     if (code != CURLE_OK || status != 200 ||
-        oauth_parse_response(o->answer.data, o->answer.len, &token, &lifetime) != 0)
-        return failed(o, status, code);
+        oauth_parse_response(o->answer.data, o->answer.len, &token, &lifetime) != 0) {
+        failed(o, status, code);
+        return;
+    }
     buf_adds(&header, "Authorization: Bearer ");
     buf_adds(&header, token);
     free(token);
-    if (header.failed)
-        return failed(o, status, code);
+    if (header.failed) {
+        failed(o, status, code);
+        return;
+    }
     free(o->header);
     o->header = header.data;
     o->gen++;
@@ -191,12 +195,15 @@ static void fetch(struct oauth *o)
     if (jwt_make(o->sa, time(NULL), &o->request) != 0 || o->request.failed) {
         log_error("oauth: cannot sign the token request");
         buf_free(&o->request);
-        return failed(o, 0, CURLE_OUT_OF_MEMORY);
+        failed(o, 0, CURLE_OUT_OF_MEMORY);
+        return;
     }
     curl_easy_setopt(o->easy, CURLOPT_POSTFIELDS, o->request.data);
     curl_easy_setopt(o->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o->request.len);
-    if (sender_add(o->sender, o->easy, &o->xfer) != 0)
-        return failed(o, 0, CURLE_FAILED_INIT);
+    if (sender_add(o->sender, o->easy, &o->xfer) != 0) {
+        failed(o, 0, CURLE_FAILED_INIT);
+        return;
+    }
     o->fetching = 1;
 }
 

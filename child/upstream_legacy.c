@@ -130,21 +130,32 @@ void legacy_classify(const struct upstream_result *res, enum target_kind kind, s
     struct json_doc d;
     int results;
 
-    if (res->code != CURLE_OK)
-        return set_all(out, n, OUTCOME_RETRY, CAUSE_NETWORK, "no answer from upstream");
-    if (res->status == 429 || res->status >= 500)
-        return set_all(out, n, OUTCOME_RETRY, res->status == 429 ? CAUSE_HTTP_429 : CAUSE_HTTP_5XX,
-                       res->status == 429 ? "HTTP 429" : "HTTP 5xx");
-    if (res->status == 401 || res->status == 403)
-        return set_all(out, n, OUTCOME_FAILED, CAUSE_UNAUTHORIZED, "HTTP 401: the upstream refused the API key");
-    if (res->status == 400)
-        return set_all(out, n, OUTCOME_FAILED, CAUSE_BAD_REQUEST, "HTTP 400: the upstream rejected the request");
-    if (res->status != 200)
-        return set_all(out, n, OUTCOME_FAILED, CAUSE_UNEXPECTED_STATUS, "unexpected HTTP status");
+    if (res->code != CURLE_OK) {
+        set_all(out, n, OUTCOME_RETRY, CAUSE_NETWORK, "no answer from upstream");
+        return;
+    }
+    if (res->status == 429 || res->status >= 500) {
+        set_all(out, n, OUTCOME_RETRY, res->status == 429 ? CAUSE_HTTP_429 : CAUSE_HTTP_5XX,
+                res->status == 429 ? "HTTP 429" : "HTTP 5xx");
+        return;
+    }
+    if (res->status == 401 || res->status == 403) {
+        set_all(out, n, OUTCOME_FAILED, CAUSE_UNAUTHORIZED, "HTTP 401: the upstream refused the API key");
+        return;
+    }
+    if (res->status == 400) {
+        set_all(out, n, OUTCOME_FAILED, CAUSE_BAD_REQUEST, "HTTP 400: the upstream rejected the request");
+        return;
+    }
+    if (res->status != 200) {
+        set_all(out, n, OUTCOME_FAILED, CAUSE_UNEXPECTED_STATUS, "unexpected HTTP status");
+        return;
+    }
     if (json_parse(&d, res->body, res->len) != 0 || d.tok[0].type != JSMN_OBJECT) {
         if (d.tok)
             json_free(&d);
-        return set_all(out, n, OUTCOME_RETRY, CAUSE_MALFORMED_RESPONSE, "malformed response");
+        set_all(out, n, OUTCOME_RETRY, CAUSE_MALFORMED_RESPONSE, "malformed response");
+        return;
     }
     if (kind != TARGET_TOKEN) {
         classify_result(&d, 0, &out[0]);

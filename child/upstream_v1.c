@@ -209,12 +209,18 @@ void v1_classify(const struct upstream_result *res, struct outcome *out, int *re
 
     *refused = 0;
     detail[0] = '\0';
-    if (res->code != CURLE_OK)
-        return set(out, OUTCOME_RETRY, CAUSE_NETWORK, "no answer from upstream");
-    if (res->status == 200)
-        return set(out, OUTCOME_DELIVERED, CAUSE_NONE, "delivered");
-    if (json_parse(&d, res->body, res->len) != 0)
-        return classify_status(res->status, out, refused);
+    if (res->code != CURLE_OK) {
+        set(out, OUTCOME_RETRY, CAUSE_NETWORK, "no answer from upstream");
+        return;
+    }
+    if (res->status == 200) {
+        set(out, OUTCOME_DELIVERED, CAUSE_NONE, "delivered");
+        return;
+    }
+    if (json_parse(&d, res->body, res->len) != 0) {
+        classify_status(res->status, out, refused);
+        return;
+    }
     err = json_find(&d, 0, "error");
     msg = json_find(&d, err, "message");
     if (msg >= 0 && d.tok[msg].type == JSMN_STRING)
