@@ -18,6 +18,7 @@
 #include "spool.h"
 #include "upstream.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,6 +117,20 @@ static int watch_signals(struct child *c)
     return 0;
 }
 
+/* The master forks children with its relayed signals blocked; once every
+ * handler is in place, what arrived meanwhile is delivered to them. */
+static int unblock_signals(void)
+{
+    sigset_t none;
+
+    sigemptyset(&none);
+    if (sigprocmask(SIG_SETMASK, &none, NULL) != 0) {
+        log_error("sigprocmask() failed: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 static void on_replayed(void *arg)
 {
     sender_kick(arg);
@@ -199,7 +214,7 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
         (c->upstream->ops->start && c->upstream->ops->start(c->upstream, c->sender, c->slot) != 0) ||
         (o->spool != NULL && open_spool(c) != 0) ||
         (o->redis != NULL && (c->fleet = fleet_start(&c->loop, o->redis, shm, slot)) == NULL) || setup_http(c) != 0 ||
-        watch_signals(c) != 0 ||
+        watch_signals(c) != 0 || unblock_signals() != 0 ||
         open_listener(c, listen_fd) != 0) {
         log_error("child set-up failed");
         return 1;

@@ -130,14 +130,23 @@ static int install_signals(void)
 static void child_prepare(const struct master *m, pid_t master_pid)
 {
     struct sigaction sa;
-    sigset_t none;
+    sigset_t early;
 
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = SIG_DFL;
     for (size_t i = 0; i < NSIGNALS; i++)
         sigaction(handled_signals[i], &sa, NULL);
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
+    /* The signals the master relays stay blocked until the child has its
+     * own handlers (child/child.c unblocks them): a SIGUSR1 from logrotate
+     * or a SIGTERM during set-up waits for them instead of killing it. */
+    sigemptyset(&early);
+    sigaddset(&early, SIGTERM);
+    sigaddset(&early, SIGUSR1);
+    sigaddset(&early, SIGUSR2);
+    sigaddset(&early, SIGHUP);
+    sigaddset(&early, SIGINT);
+    if (sigprocmask(SIG_SETMASK, &early, NULL) != 0)
+        log_error("sigprocmask() failed: %s", strerror(errno));
     if (m->old.settings != NULL && m->old.listen_fd != m->cur.listen_fd)
         close(m->old.listen_fd);
     /* If the master vanishes, finish the work in hand and go. */

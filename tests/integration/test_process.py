@@ -304,3 +304,17 @@ def test_url_credentials_never_printed_or_logged(mock, start_fcmd, tmp_path, sig
         r = run_fcmd("--apikey", "k", flag, "ftp://fcmuser:url-secret-7731@fcm.example/x", "--check-config")
         assert r.returncode == 2 and flag in r.stderr and "ftp://***@fcm.example/x" in r.stderr
         assert "url-secret-7731" not in r.stderr and "fcmuser" not in r.stderr
+
+
+def test_signals_during_a_childs_start_wait_for_its_handlers(mock, start_fcmd, tmp_path):
+    """A reload and a log rotation close together: the master relays SIGUSR1
+    to children still setting up, which once died of it (the default action)."""
+    f = start_fcmd(mock, workers=2, args=["--access-log", str(tmp_path / "access.log")])
+    for _ in range(10):
+        before = set(f.children())
+        os.kill(f.proc.pid, signal.SIGHUP)
+        os.kill(f.proc.pid, signal.SIGUSR1)
+        wait_until(lambda: len(f.children()) == 2 and not set(f.children()) & before, timeout=20,
+                   what="the new generation alone")
+    wait_until(f.healthy, what="fcmd to answer")
+    assert "killed by signal" not in f.log_text(), f.log_text()
