@@ -711,10 +711,10 @@ void http_reopen_access_log(struct child *c)
         log_error("open(%s) failed, the access log stays where it was: %s", c->opts->access_log, strerror(errno));
         return;
     }
-    /* dup2() puts the new file under the old descriptor in one step: there is
+    /* dup3() puts the new file under the old descriptor in one step: there is
      * no moment without an access log, and the logger needs no update. */
-    if (dup2(fd, c->access_log_fd) < 0)
-        log_error("dup2() of the access log failed, it stays where it was: %s", strerror(errno));
+    if (dup3(fd, c->access_log_fd, O_CLOEXEC) < 0)
+        log_error("dup3() of the access log failed, it stays where it was: %s", strerror(errno));
     else
         log_info("access log reopened at %s", c->opts->access_log);
     close(fd);

@@ -359,7 +359,8 @@ static int usable_token(const struct fcmd_options *o, char *err, size_t errlen)
 {
     size_t n = strlen(o->auth_token);
 
-    if (n + sizeof("authorization: Bearer ") + 4 > (size_t)o->max_header_bytes) {
+    /* The rest of a request's headers need room too: 1 KiB of it. */
+    if (n + sizeof("authorization: Bearer ") + 1024 > (size_t)o->max_header_bytes) {
         snprintf(err, errlen, "the auth token (%zu bytes) does not fit in --max-header-bytes (%ld)", n,
                  o->max_header_bytes);
         return -1;
