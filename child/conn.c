@@ -26,6 +26,13 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
+/* The stream's fields read here are private to h2o and may change with any
+ * release: a new libh2o must be checked against stream_of() and
+ * note_arriving() before this line is changed. */
+#if H2O_LIBRARY_VERSION_MAJOR != 0 || H2O_LIBRARY_VERSION_MINOR != 13
+#error "child/conn.c reads libh2o 0.13's (h2o 2.2's) HTTP/2 stream; check it against this libh2o"
+#endif
+
 struct conn {
     union {
         uv_handle_t handle;
