@@ -53,7 +53,7 @@ struct conn {
     int slow;        /* a request has been arriving for --client-timeout */
     int moved;       /* a stream moved CONN_H2_MOVED_MIN bytes since it last counted */
     unsigned parked; /* requests arriving for longer than a sweep, no body bytes since the last */
-    uint64_t held;   /* body bytes of requests arriving for longer than a sweep */
+    uint64_t held;   /* header and body bytes of requests arriving for longer than a sweep */
 };
 
 /* What the sweep saw of one HTTP/2 stream.  Stream ids are never reused
@@ -279,10 +279,23 @@ static void note_answer(struct sweep *s, struct conn *cn, h2o_req_t *req)
     cn->moved |= note_bytes(s, cn, stream_of(req)->stream_id, 1, req->bytes_sent, &grew);
 }
 
+/* The bytes of a request's decoded headers: with its body, what a request
+ * still arriving makes the worker hold (h2o's pool adds a little). */
+static uint64_t header_bytes(const h2o_req_t *req)
+{
+    uint64_t n = req->input.authority.len + req->input.method.len + req->input.path.len;
+    size_t i;
+
+    for (i = 0; i != req->headers.size; ++i)
+        n += req->headers.entries[i].name->len + req->headers.entries[i].value.len;
+    return n;
+}
+
 /* A request whose headers or body are still arriving.  As a whole it must
  * arrive within --client-timeout, however fast its bytes come; until then it
  * keeps its connection busy while its body moves, and counts against the
- * connection's bounds once it is older than a sweep. */
+ * connection's bounds once it is older than a sweep: a body that moved not at
+ * all since the last sweep is parked, and headers and body are held. */
 static void note_arriving(struct sweep *s, struct conn *cn, h2o_req_t *req)
 {
     h2o_http2_stream_t *st = stream_of(req);
@@ -294,7 +307,7 @@ static void note_arriving(struct sweep *s, struct conn *cn, h2o_req_t *req)
     cn->slow |= age >= s->cs->timeout_ms;
     if (age >= s->cs->sweep_ms) {
         cn->parked += !grew;
-        cn->held += body;
+        cn->held += header_bytes(req) + body;
     }
 }
 
@@ -347,7 +360,7 @@ static const char *verdict(struct conn *cn, uint64_t now)
     if (cn->parked > CONN_H2_UNFINISHED_MAX)
         return "too many requests parked while still arriving";
     if (cn->held > CONN_H2_UNFINISHED_MAX * (uint64_t)cs->ctx->globalconf->max_request_entity_size)
-        return "too many body bytes held by requests still arriving";
+        return "too many bytes held by requests still arriving";
     if (cn->moved)
         cn->progress_at = now;
     if (now - cn->progress_at >= cs->timeout_ms)

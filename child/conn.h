@@ -22,8 +22,8 @@
 /* Requests still arriving, for longer than a sweep, that one HTTP/2
  * connection may hold parked (no body bytes came for them since the last
  * sweep); and, in bodies' worth (the body limit h2o is given, --max-body-bytes
- * plus HTTP_ENTITY_SLACK), the body bytes such requests may hold together,
- * moving or not. */
+ * plus HTTP_ENTITY_SLACK), the header and body bytes such requests may hold
+ * together, moving or not. */
 #define CONN_H2_UNFINISHED_MAX 4
 
 /* Bytes one stream must move, of its body arriving or of its answer going

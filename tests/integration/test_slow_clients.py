@@ -580,3 +580,31 @@ def test_f_unfinished_bodies_holding_too_many_bytes_close_the_connection(fcmd):
         assert time.monotonic() - t0 <= 6
     finally:
         c.close()
+
+
+def test_f_unfinished_requests_with_large_headers_close_the_connection(fcmd):
+    """Requests with 40 KB of headers each, opened one after another, their
+    bodies all kept moving a byte at a time: none is parked, but sixteen
+    hold more than four bodies' worth (4 x 128 KiB here), so the connection
+    is closed long before the client timeout."""
+    f = fcmd("--max-body-bytes", str(MAX_BODY), "--client-timeout", "30")
+    c = H2Client(f.port)
+    try:
+        sids = []
+        t0 = time.monotonic()
+        while not c.closed and time.monotonic() - t0 < 10:
+            if len(sids) < 16:
+                sid = c.conn.get_next_available_stream_id()
+                c.conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":authority", "localhost"),
+                                          (":path", "/gcm/send"), ("content-type", FORM),
+                                          ("x-pad", f"{len(sids) % 10}" * 40000)])
+                c.flush()
+                sids.append(sid)
+            for sid in sids:
+                c.send_body(sid, b"t", seconds=1)
+            c.pump_until(lambda: False, 0.1)
+        assert c.closed, "sixteen requests holding 40 KB of headers each stayed open"
+        assert time.monotonic() - t0 <= 8
+        assert not c.resets  # closed by the sweep, not refused by h2o
+    finally:
+        c.close()
