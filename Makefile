@@ -62,6 +62,10 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(FCMD_CFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
 
+# The sweep reads h2o's HTTP/2 streams, whose header includes a khash.h that
+# libh2o-dev does not install (child/h2o-compat/khash.h says why that is enough).
+$(BUILD)/child/conn.o: FCMD_CFLAGS += -Ichild/h2o-compat
+
 $(FCMD): $(FCMD_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)

@@ -6,18 +6,32 @@
  * The sweep learns what each HTTP/2 connection is doing from h2o's own list
  * of live requests (the protocol's foreach_request callback): a request not
  * yet handed to fcmd is still arriving, one handed over and not answered is
- * an answer fcmd owes.  It never reads h2o's private HTTP/2 structures, and
- * closes with shutdown(2), so h2o reads end-of-file and frees all as usual.
+ * an answer fcmd owes, one answered and still listed is an answer h2o is
+ * still sending.  Whether a stream moves is told by its bytes: those of its
+ * answer sent (h2o_req_t's bytes_sent) and those of its body received, which
+ * h2o 2.2.5 keeps only in the stream around the request (h2o/http2_internal.h,
+ * installed with the library; read, never written).  The sweep keeps what it
+ * saw of each stream until the next one, and closes with shutdown(2), so h2o
+ * reads end-of-file and frees all as usual.
  */
 #include "conn.h"
 #include "../master/log.h"
 
 #include <errno.h>
+#include <h2o/http2.h> /* before its internals, which need its types */
+#include <h2o/http2_internal.h>
 #include <h2o/socket/uv-binding.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+
+/* The stream's fields read here are private to h2o and may change with any
+ * release: a new libh2o must be checked against stream_of() and
+ * note_arriving() before this line is changed. */
+#if H2O_LIBRARY_VERSION_MAJOR != 0 || H2O_LIBRARY_VERSION_MINOR != 13
+#error "child/conn.c reads libh2o 0.13's (h2o 2.2's) HTTP/2 stream; check it against this libh2o"
+#endif
 
 struct conn {
     union {
@@ -30,13 +44,26 @@ struct conn {
     h2o_linklist_t link; /* in set->all */
     h2o_socket_t *sock;
     int fd;
-    uint64_t progress_at; /* loop time of the accept, of the last request handed over or answer */
+    uint64_t id;          /* its name in the sweep's marks */
+    uint64_t progress_at; /* loop time of the accept, of the last request handed over or answer, of bytes moving */
     int cut;              /* shut down by the sweep */
     /* What the current sweep found: */
-    int http1;           /* h2o serves it as HTTP/1 */
-    int owed;            /* fcmd owes an answer on it */
-    int slow;            /* a request has been arriving for --client-timeout */
-    unsigned unfinished; /* requests arriving for longer than a sweep */
+    int http1;       /* h2o serves it as HTTP/1 */
+    int owed;        /* fcmd owes an answer on it */
+    int slow;        /* a request has been arriving for --client-timeout */
+    int moved;       /* a stream moved CONN_H2_MOVED_MIN bytes since it last counted */
+    unsigned parked; /* requests arriving for longer than a sweep, no body bytes since the last */
+    uint64_t held;   /* header and body bytes of requests arriving for longer than a sweep */
+};
+
+/* What the sweep saw of one HTTP/2 stream.  Stream ids are never reused
+ * within a connection, so (conn, stream) names one stream for good. */
+struct conn_mark {
+    uint64_t conn;
+    uint32_t stream;
+    int answer;     /* its bytes are those of the answer, not of the body */
+    uint64_t seen;  /* its bytes at the last sweep */
+    uint64_t moved; /* its bytes when it last counted as moving */
 };
 
 static struct conn *of_fd(struct conn_set *cs, int fd)
@@ -121,6 +148,7 @@ void conn_accept(struct conn_set *cs, uv_stream_t *listener, int is_unix)
     if (!is_unix && uv_tcp_nodelay(&cn->io.tcp, 1) != 0)
         log_debug("uv_tcp_nodelay() failed on an accepted connection");
     cs->count++;
+    cn->id = ++cs->next_id;
     h2o_linklist_insert(&cs->all, &cn->link);
     cn->progress_at = uv_now(cs->loop);
     cn->sock = h2o_uv_socket_create(&cn->io.stream, on_closed);
@@ -140,6 +168,7 @@ void conn_progress(struct conn_set *cs, h2o_req_t *req)
 struct sweep {
     struct conn_set *cs;
     struct timeval now;
+    int short_of_memory; /* a mark was lost: said once per sweep */
 };
 
 static uint64_t ms_since(const struct timeval *then, const struct timeval *now)
@@ -158,24 +187,146 @@ static int note_http1(h2o_req_t *req, void *arg)
     return 0;
 }
 
-/* One HTTP/2 request: handed to fcmd and not answered, or still arriving. */
+/* ---- what each stream moved ---- */
+
+static int cmp_mark(const void *a, const void *b)
+{
+    const struct conn_mark *x = a, *y = b;
+
+    if (x->conn != y->conn)
+        return x->conn < y->conn ? -1 : 1;
+    return x->stream < y->stream ? -1 : x->stream > y->stream;
+}
+
+/* What the last sweep saw of a stream, or NULL if it is new. */
+static const struct conn_mark *last_mark(const struct conn_set *cs, uint64_t conn, uint32_t stream)
+{
+    const struct conn_mark key = {conn, stream, 0, 0, 0};
+
+    if (cs->marks[0].len == 0)
+        return NULL; /* bsearch() may not be handed a null array */
+    return bsearch(&key, cs->marks[0].v, cs->marks[0].len, sizeof(key), cmp_mark);
+}
+
+static int add_mark(struct conn_marks *m, const struct conn_mark *mk)
+{
+    size_t cap = m->cap ? m->cap * 2 : 64;
+    struct conn_mark *v;
+
+    if (m->len == m->cap) {
+        if ((v = realloc(m->v, cap * sizeof(*v))) == NULL)
+            return -1;
+        m->v = v;
+        m->cap = cap;
+    }
+    m->v[m->len++] = *mk;
+    return 0;
+}
+
+/* Notes a stream's byte count, of its answer sent or of its body received,
+ * for the next sweep.  Returns whether it moved CONN_H2_MOVED_MIN bytes since
+ * it last counted as moving; *grew says whether it moved at all since the
+ * last sweep. */
+static int note_bytes(struct sweep *s, struct conn *cn, uint32_t stream, int answer, uint64_t bytes, int *grew)
+{
+    const struct conn_mark *last = last_mark(s->cs, cn->id, stream);
+    struct conn_mark mk;
+    int moved;
+
+    if (last != NULL && last->answer != answer)
+        last = NULL; /* its answer has started: a count of its own, from zero */
+    mk = (struct conn_mark){cn->id, stream, answer, bytes, last != NULL ? last->moved : 0};
+    moved = bytes >= mk.moved + CONN_H2_MOVED_MIN;
+
+    *grew = bytes > (last != NULL ? last->seen : 0);
+    if (moved)
+        mk.moved = bytes;
+    /* Without room the stream is new to the next sweep: it may count as
+     * moving once more, and no connection is cut for want of memory. */
+    if (add_mark(&s->cs->marks[1], &mk) != 0 && !s->short_of_memory) {
+        s->short_of_memory = 1;
+        log_warn("sweep: out of memory for what the HTTP/2 streams moved");
+    }
+    return moved;
+}
+
+/* The sorted marks of this sweep become the last sweep's. */
+static void keep_marks(struct conn_set *cs)
+{
+    struct conn_marks last = cs->marks[0];
+
+    if (cs->marks[1].len != 0)
+        qsort(cs->marks[1].v, cs->marks[1].len, sizeof(*cs->marks[1].v), cmp_mark);
+    cs->marks[0] = cs->marks[1];
+    cs->marks[1] = last;
+    cs->marks[1].len = 0;
+}
+
+/* ---- what each HTTP/2 connection is doing ---- */
+
+/* Every request h2o's HTTP/2 foreach_request lists lives in a stream. */
+static h2o_http2_stream_t *stream_of(h2o_req_t *req)
+{
+    return H2O_STRUCT_FROM_MEMBER(h2o_http2_stream_t, req, req);
+}
+
+/* An answer h2o is still sending: its connection is busy while the client
+ * takes it fast enough. */
+static void note_answer(struct sweep *s, struct conn *cn, h2o_req_t *req)
+{
+    int grew;
+
+    cn->moved |= note_bytes(s, cn, stream_of(req)->stream_id, 1, req->bytes_sent, &grew);
+}
+
+/* The bytes of a request's decoded headers: with its body, what a request
+ * still arriving makes the worker hold (h2o's pool adds a little). */
+static uint64_t header_bytes(const h2o_req_t *req)
+{
+    uint64_t n = req->input.authority.len + req->input.method.len + req->input.path.len;
+    size_t i;
+
+    for (i = 0; i != req->headers.size; ++i)
+        n += req->headers.entries[i].name->len + req->headers.entries[i].value.len;
+    return n;
+}
+
+/* A request whose headers or body are still arriving.  As a whole it must
+ * arrive within --client-timeout, however fast its bytes come; until then it
+ * keeps its connection busy while its body moves, and counts against the
+ * connection's bounds once it is older than a sweep: a body that moved not at
+ * all since the last sweep is parked, and headers and body are held. */
+static void note_arriving(struct sweep *s, struct conn *cn, h2o_req_t *req)
+{
+    h2o_http2_stream_t *st = stream_of(req);
+    uint64_t body = st->_req_body != NULL ? st->_req_body->size : 0;
+    uint64_t age = ms_since(&req->timestamps.request_begin_at, &s->now);
+    int grew;
+
+    cn->moved |= note_bytes(s, cn, st->stream_id, 0, body, &grew);
+    cn->slow |= age >= s->cs->timeout_ms;
+    if (age >= s->cs->sweep_ms) {
+        cn->parked += !grew;
+        cn->held += header_bytes(req) + body;
+    }
+}
+
+/* One HTTP/2 request: answered and still being sent, handed to fcmd and not
+ * answered, or still arriving. */
 static int note_http2(h2o_req_t *req, void *arg)
 {
     struct sweep *s = arg;
     struct conn *cn = of_req(s->cs, req);
-    uint64_t age;
 
-    if (cn == NULL || req->res.status != 0)
-        return 0; /* answered: what is left is h2o's to send */
-    if (req->processed_at.at.tv_sec != 0) {
-        cn->owed = 1;
+    if (cn == NULL)
         return 0;
-    }
-    if (req->timestamps.request_begin_at.tv_sec == 0)
-        return 0; /* a stream that only a PRIORITY frame opened */
-    age = ms_since(&req->timestamps.request_begin_at, &s->now);
-    cn->slow |= age >= s->cs->timeout_ms;
-    cn->unfinished += age >= s->cs->sweep_ms;
+    if (req->res.status != 0)
+        note_answer(s, cn, req);
+    else if (req->processed_at.at.tv_sec != 0)
+        cn->owed = 1;
+    else if (req->timestamps.request_begin_at.tv_sec != 0)
+        note_arriving(s, cn, req);
+    /* else a stream that only a PRIORITY frame opened */
     return 0;
 }
 
@@ -193,19 +344,27 @@ static int is_http2(const struct conn *cn)
     return h2o_memis(alpn.base, alpn.len, H2O_STRLIT("h2"));
 }
 
-/* Why an HTTP/2 connection is to be closed now, or NULL. */
+/* Why an HTTP/2 connection is to be closed now, or NULL.  Bytes moving
+ * never excuse a request that is too slow as a whole, nor a connection
+ * holding too much. */
 static const char *verdict(struct conn *cn, uint64_t now)
 {
+    const struct conn_set *cs = cn->set;
+
     if (cn->owed) {
         cn->progress_at = now; /* its idle time starts once it is answered */
         return NULL;
     }
     if (cn->slow)
         return "a request still arriving after the client timeout";
-    if (cn->unfinished > CONN_H2_UNFINISHED_MAX)
-        return "too many requests still arriving";
-    if (now - cn->progress_at >= cn->set->timeout_ms)
-        return "no request for the client timeout";
+    if (cn->parked > CONN_H2_UNFINISHED_MAX)
+        return "too many requests parked while still arriving";
+    if (cn->held > CONN_H2_UNFINISHED_MAX * (uint64_t)cs->ctx->globalconf->max_request_entity_size)
+        return "too many bytes held by requests still arriving";
+    if (cn->moved)
+        cn->progress_at = now;
+    if (now - cn->progress_at >= cs->timeout_ms)
+        return "nothing moved for the client timeout";
     return NULL;
 }
 
@@ -227,20 +386,22 @@ static void judge(struct conn *cn, uint64_t now)
 
     if (!cn->cut && !uv_is_closing(&cn->io.handle) && is_http2(cn) && (why = verdict(cn, now)) != NULL)
         cut(cn, why);
-    cn->http1 = cn->owed = cn->slow = 0;
-    cn->unfinished = 0;
+    cn->http1 = cn->owed = cn->slow = cn->moved = 0;
+    cn->parked = 0;
+    cn->held = 0;
 }
 
 static void on_sweep(uv_timer_t *t)
 {
     struct conn_set *cs = t->data;
-    struct sweep s = {cs, {0, 0}};
+    struct sweep s = {cs, {0, 0}, 0};
     uint64_t now = uv_now(cs->loop);
     h2o_linklist_t *node;
 
     gettimeofday(&s.now, NULL); /* the clock h2o stamps requests with */
     cs->ctx->globalconf->http1.callbacks.foreach_request(cs->ctx, note_http1, &s);
     cs->ctx->globalconf->http2.callbacks.foreach_request(cs->ctx, note_http2, &s);
+    keep_marks(cs);
     for (node = cs->all.next; node != &cs->all; node = node->next)
         judge(H2O_STRUCT_FROM_MEMBER(struct conn, link, node), now);
 }

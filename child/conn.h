@@ -5,11 +5,13 @@
  * h2o times out HTTP/1.1 requests itself, but its HTTP/2 idle timer restarts
  * on every frame (a PING keeps a connection for ever) and it holds up to 100
  * unfinished requests per connection.  A sweep that runs a few times per
- * --client-timeout closes, with shutdown(2), an HTTP/2 connection that has
- * handed fcmd no request for --client-timeout, that carries a request still
- * arriving after --client-timeout, or that holds more than
- * CONN_H2_UNFINISHED_MAX requests still arriving - never one that fcmd owes an
- * answer.  h2o then reads end-of-file and frees the connection as usual.
+ * --client-timeout closes, with shutdown(2), an HTTP/2 connection on which
+ * nothing moved for --client-timeout (no request handed to fcmd or answered,
+ * and no stream moving CONN_H2_MOVED_MIN bytes of its body or its answer),
+ * that carries a request still arriving after --client-timeout, or that holds
+ * more requests still arriving than the bounds below - never one that fcmd
+ * owes an answer.  h2o then reads end-of-file and frees the connection as
+ * usual.
  */
 #ifndef FCMD_CHILD_CONN_H
 #define FCMD_CHILD_CONN_H
@@ -17,15 +19,29 @@
 #include <h2o.h>
 #include <uv.h>
 
-/* Requests whose headers or body are still arriving one HTTP/2 connection may
- * hold for longer than a sweep; each holds at most the body limit h2o is
- * given (--max-body-bytes plus HTTP_ENTITY_SLACK). */
+/* Requests still arriving, for longer than a sweep, that one HTTP/2
+ * connection may hold parked (no body bytes came for them since the last
+ * sweep); and, in bodies' worth (the body limit h2o is given, --max-body-bytes
+ * plus HTTP_ENTITY_SLACK), the header and body bytes such requests may hold
+ * together, moving or not. */
 #define CONN_H2_UNFINISHED_MAX 4
+
+/* Bytes one stream must move, of its body arriving or of its answer going
+ * out, within --client-timeout for its connection to count as busy: a client
+ * reading or sending slower than that does not keep a connection. */
+#define CONN_H2_MOVED_MIN 512
 
 /* The longest time between two sweeps, in milliseconds. */
 #define CONN_SWEEP_MAX_MS 1000
 
 struct conn;
+struct conn_mark;
+
+/* What the sweeps saw of every live HTTP/2 stream. */
+struct conn_marks {
+    struct conn_mark *v;
+    size_t len, cap;
+};
 
 struct conn_set {
     uv_loop_t *loop;
@@ -38,6 +54,8 @@ struct conn_set {
     struct conn **by_fd; /* open connections by descriptor: how a request finds its own */
     size_t by_fd_len;
     h2o_linklist_t all; /* every open connection */
+    uint64_t next_id;   /* names connections in the marks, as their addresses are reused */
+    struct conn_marks marks[2]; /* [0] the last sweep's, sorted; [1] the one this sweep fills */
     uv_timer_t sweep;
 };
 

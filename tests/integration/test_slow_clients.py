@@ -18,6 +18,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.settings
 import hpack
 import pytest
 import requests
@@ -33,7 +34,7 @@ class H2Client:
     """One HTTP/2 connection; `closed` once the server sent GOAWAY, closed
     the connection or reset it."""
 
-    def __init__(self, port, cafile=None):
+    def __init__(self, port, cafile=None, window=None, auto_ack=True):
         raw = socket.create_connection(("127.0.0.1", port), timeout=5)
         if cafile:
             ctx = ssl.create_default_context(cafile=str(cafile))
@@ -47,6 +48,11 @@ class H2Client:
         self.goaway = None
         self.resets = {}     # stream id -> error code of the server's RST_STREAM
         self.responses = {}  # stream id -> {"status": int, "body": bytes, "done": bool}
+        self.auto_ack = auto_ack
+        self.unacked = []  # (stream id, length) of DATA not yet acknowledged, without auto_ack
+        if window is not None:  # the server may send this much per stream before a WINDOW_UPDATE
+            self.conn.local_settings = h2.settings.Settings(
+                client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
         self.conn.initiate_connection()
         self.flush()
 
@@ -92,7 +98,10 @@ class H2Client:
             self.responses[e.stream_id] = {"status": int(dict(e.headers)[":status"]), "body": b"", "done": False}
         elif isinstance(e, h2.events.DataReceived):
             self.responses[e.stream_id]["body"] += e.data
-            self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+            if self.auto_ack:
+                self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+            else:
+                self.unacked.append((e.stream_id, e.flow_controlled_length))
         elif isinstance(e, h2.events.StreamEnded):
             self.responses[e.stream_id]["done"] = True
 
@@ -102,6 +111,20 @@ class H2Client:
         while not pred() and not self.closed and time.monotonic() < deadline:
             self.pump(0.05)
         return pred()
+
+    def ack(self):
+        """Acknowledges the DATA read so far: the server may send as much again."""
+        for sid, n in self.unacked:
+            self.conn.acknowledge_received_data(n, sid)
+        self.unacked = []
+        self.flush()
+
+    def get(self, path):
+        sid = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(sid, [(":method", "GET"), (":scheme", "http"), (":authority", "localhost"),
+                                     (":path", path)], end_stream=True)
+        self.flush()
+        return sid
 
     def ping(self):
         if not self.closed:
@@ -445,5 +468,143 @@ def test_f_streams_beyond_h2o_s_fixed_limit_are_refused(fcmd):
         assert c.pump_until(lambda: sids[-1] in c.resets, 5)
         assert c.resets[sids[-1]] == REFUSED
         assert not any(s in c.resets for s in sids[:-1])
+    finally:
+        c.close()
+
+
+# ---- (g) slow but moving: answers read slowly, bodies sent in parallel ----
+
+def read_slowly(c, sid, pause, seconds):
+    """Reads one answer a flow-control window at a time, acknowledging each
+    window only `pause` seconds after it came, as a slow link would; returns
+    how long the answer took (or seconds, if it never ended)."""
+    t0 = time.monotonic()
+    def done():
+        return c.responses.get(sid, {}).get("done")
+
+    while not done() and not c.closed and sid not in c.resets and time.monotonic() - t0 < seconds:
+        if c.pump_until(lambda: c.unacked or done(), 1) and not done():
+            c.pump_until(lambda: False, pause)  # the link is busy: nothing more can come meanwhile
+            c.ack()
+    return time.monotonic() - t0
+
+
+def test_g_slow_reader_of_a_large_answer_gets_all_of_it(fcmd):
+    """/metrics (about 7 KB) through a 1 KiB window, each KiB acknowledged
+    0.3 s after it came: about twice the client timeout in all, with no new
+    request meanwhile, and the answer arrives whole."""
+    f = fcmd()
+    size = len(requests.get(f.url("/metrics"), timeout=5).content)
+    assert size > 6 * 1024, size  # at least seven windows
+    c = H2Client(f.port, window=1024, auto_ack=False)
+    try:
+        sid = c.get("/metrics")
+        took = read_slowly(c, sid, 0.3, 10 * TIMEOUT)
+        r = c.responses.get(sid)
+        assert r is not None and r["done"], f"answer cut after {len(r['body']) if r else 0} bytes (closed={c.closed})"
+        assert r["status"] == 200 and len(r["body"]) > 6 * 1024 and r["body"].endswith(b"\n")
+        assert took > 1.5 * TIMEOUT  # it did take longer than the client timeout
+    finally:
+        c.close()
+
+
+def test_g_reader_slower_than_the_floor_is_cut(fcmd):
+    """The same answer through a 16-byte window acknowledged every 0.1 s,
+    160 bytes a second: less than 512 bytes in a client timeout is too slow
+    to hold the connection."""
+    f = fcmd()
+    c = H2Client(f.port, window=16, auto_ack=False)
+    try:
+        sid = c.get("/metrics")
+        took = read_slowly(c, sid, 0.1, 8 * TIMEOUT)
+        assert c.closed, "a reader taking 16 bytes at a time kept its connection"
+        assert took <= TIMEOUT * 3
+        assert not c.responses.get(sid, {}).get("done")
+    finally:
+        c.close()
+
+
+def json_body(i, size):
+    pad = "x" * (size - 60)
+    return f'{{"tokens":["up{i:04d}"],"payload":{{"pad":"{pad}"}}}}'.encode()
+
+
+def upload_in_parallel(c, bodies, seconds, chunk=4096):
+    """Sends the bodies on as many streams, interleaved a chunk at a time at
+    an even pace so that the last byte goes out after `seconds`; returns the
+    stream ids, or None if the connection closed on the way."""
+    sids = [c.open_post(content_type="application/json") for _ in bodies]
+    pieces = [(sid, b[i:i + chunk], i + chunk >= len(b)) for i in range(0, max(map(len, bodies)), chunk)
+              for sid, b in zip(sids, bodies) if i < len(b)]
+    t0 = time.monotonic()
+    for k, (sid, piece, last) in enumerate(pieces):
+        due = t0 + seconds * (k + 1) / len(pieces)
+        c.pump_until(lambda: time.monotonic() >= due, seconds)  # the pace of the uplink
+        if not c.send_body(sid, piece, end=last, seconds=2):
+            return None
+    return sids
+
+
+def test_g_parallel_uploads_flowing_steadily_are_all_answered(fcmd):
+    """Six 30 KB bodies at once, interleaved over 2.6 s (about 70 KB/s):
+    within the client timeout of 4 s as a whole, but across at least two
+    sweeps (a second apart) whatever their phase.  All six are answered
+    and the connection stays."""
+    f = fcmd("--client-timeout", "4")
+    c = H2Client(f.port)
+    try:
+        sids = upload_in_parallel(c, [json_body(i, 30000) for i in range(6)], 2.6)
+        assert sids is not None, f"the connection was closed during the uploads (resets={c.resets})"
+        assert c.pump_until(lambda: all(c.responses.get(s, {}).get("done") for s in sids), 5), (c.closed, c.resets)
+        assert [c.responses[s]["status"] for s in sids] == [200] * 6
+        assert not c.closed
+    finally:
+        c.close()
+    assert f.wait_idle()["accepted"] == 6
+
+
+def test_f_unfinished_bodies_holding_too_many_bytes_close_the_connection(fcmd):
+    """Twelve bodies that all keep moving, but together hold more than four
+    bodies' worth (4 x (64 KiB + 64 KiB) here): the connection is closed,
+    long before the client timeout."""
+    f = fcmd("--max-body-bytes", str(MAX_BODY), "--client-timeout", "30")
+    c = H2Client(f.port)
+    try:
+        sids = [c.open_post() for _ in range(12)]
+        t0 = time.monotonic()
+        while not c.closed and time.monotonic() - t0 < 8:
+            for sid in sids:
+                c.send_body(sid, b"t" * 8192, seconds=1)
+            c.pump_until(lambda: False, 0.3)
+        assert c.closed, "twelve growing bodies of up to 96 KiB each stayed open"
+        assert time.monotonic() - t0 <= 6
+    finally:
+        c.close()
+
+
+def test_f_unfinished_requests_with_large_headers_close_the_connection(fcmd):
+    """Requests with 40 KB of headers each, opened one after another, their
+    bodies all kept moving a byte at a time: none is parked, but sixteen
+    hold more than four bodies' worth (4 x 128 KiB here), so the connection
+    is closed long before the client timeout."""
+    f = fcmd("--max-body-bytes", str(MAX_BODY), "--client-timeout", "30")
+    c = H2Client(f.port)
+    try:
+        sids = []
+        t0 = time.monotonic()
+        while not c.closed and time.monotonic() - t0 < 10:
+            if len(sids) < 16:
+                sid = c.conn.get_next_available_stream_id()
+                c.conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":authority", "localhost"),
+                                          (":path", "/gcm/send"), ("content-type", FORM),
+                                          ("x-pad", f"{len(sids) % 10}" * 40000)])
+                c.flush()
+                sids.append(sid)
+            for sid in sids:
+                c.send_body(sid, b"t", seconds=1)
+            c.pump_until(lambda: False, 0.1)
+        assert c.closed, "sixteen requests holding 40 KB of headers each stayed open"
+        assert time.monotonic() - t0 <= 8
+        assert not c.resets  # closed by the sweep, not refused by h2o
     finally:
         c.close()
