@@ -717,10 +717,10 @@ static void connect_begin(struct fleet *f)
 
 /* ---- the interface ---- */
 
-struct fleet *fleet_start(uv_loop_t *loop, const char *url, struct shm_region *shm, unsigned slot)
+struct fleet *fleet_start(uv_loop_t *loop, const char *url, const char *password, struct shm_region *shm,
+                          unsigned slot)
 {
     struct fleet *f = calloc(1, sizeof(*f));
-    const char *password = getenv("FCMD_REDIS_PASSWORD");
     char err[200];
     const char *names[NKEYS] = {"totals", NULL, NULL, "pending", "live"};
 

@@ -34,9 +34,12 @@ struct fleet_totals {
     uint64_t age_ms;    /* since the flush that brought them */
 };
 
-/* Starts connecting to the (validated) URL.  The password comes from the URL
- * or else from FCMD_REDIS_PASSWORD.  Returns NULL, logged, on failure. */
-struct fleet *fleet_start(uv_loop_t *loop, const char *url, struct shm_region *shm, unsigned slot);
+/* Starts connecting to the (validated) URL.  The password comes from the URL,
+ * or else from password (NULL for none), which the master read from
+ * --redis-password-file or FCMD_REDIS_PASSWORD.  Returns NULL, logged, on
+ * failure. */
+struct fleet *fleet_start(uv_loop_t *loop, const char *url, const char *password, struct shm_region *shm,
+                          unsigned slot);
 
 /* Whether this worker's last flush reached Redis and was counted. */
 int fleet_ready(const struct fleet *f);
