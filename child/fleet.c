@@ -99,9 +99,9 @@ struct link {
     uv_connect_t connect;
     struct fleet *f;
     redisReader *reader;
-    redisReplyObjectFunctions fn; /* hiredis' own, with arrays capped */
+    redisReplyObjectFunctions fn;               /* hiredis' own, with arrays capped */
     void *(*array)(const redisReadTask *, int); /* hiredis' own array maker */
-    size_t unparsed;              /* bytes fed since the reader last held no partial reply */
+    size_t unparsed;                            /* bytes fed since the reader last held no partial reply */
     unsigned char want[NWANT];
     unsigned nwant, first;
 };
@@ -117,32 +117,32 @@ struct fleet {
     struct shm_region *shm;
     struct shm_slot *slot;
     struct redis_url url;
-    char printable[300];        /* the URL without its password, for the log */
-    char member[40];            /* "instance:slot" */
+    char printable[300]; /* the URL without its password, for the log */
+    char member[40];     /* "instance:slot" */
     char keys[NKEYS][64];
-    struct link *link;          /* NULL while not connected or connecting */
+    struct link *link; /* NULL while not connected or connecting */
     uv_getaddrinfo_t resolver;
-    int resolving;              /* the resolver is in use */
-    int resolve_late;           /* ...and its answer, past the deadline, is to be ignored */
-    uv_timer_t tick;            /* flushes; also the resolve, connect and reply deadlines */
-    uv_timer_t retry;           /* the reconnect back-off */
-    char sha[41];               /* the loaded script, "" until SCRIPT LOAD answered */
-    int up;                     /* a flush succeeded on this connection and none failed since */
+    int resolving;    /* the resolver is in use */
+    int resolve_late; /* ...and its answer, past the deadline, is to be ignored */
+    uv_timer_t tick;  /* flushes; also the resolve, connect and reply deadlines */
+    uv_timer_t retry; /* the reconnect back-off */
+    char sha[41];     /* the loaded script, "" until SCRIPT LOAD answered */
+    int up;           /* a flush succeeded on this connection and none failed since */
     int ever_up;
-    int outage;                 /* an outage is logged and not yet over */
-    unsigned attempt;           /* failed connects since the last success */
-    unsigned probation;         /* clean flushes still needed before a server that broke
-                                   the protocol counts as reachable again */
-    unsigned refusals;          /* flushes refused in a row on this connection */
-    char refusal[160];          /* the last refusal logged, "" when none */
+    int outage;         /* an outage is logged and not yet over */
+    unsigned attempt;   /* failed connects since the last success */
+    unsigned probation; /* clean flushes still needed before a server that broke
+                           the protocol counts as reachable again */
+    unsigned refusals;  /* flushes refused in a row on this connection */
+    char refusal[160];  /* the last refusal logged, "" when none */
     uint64_t rng;
     uint64_t connect_at, down_since, sent_at, next_flush_at;
-    int inflight;               /* a flush awaits its reply */
-    uint64_t sent[NTRIPLES];    /* what that flush carried */
+    int inflight;            /* a flush awaits its reply */
+    uint64_t sent[NTRIPLES]; /* what that flush carried */
     struct fleet_totals totals;
     int have_totals;
     uint64_t totals_at;
-    char rbuf[64 * 1024];       /* libuv reads into this; the reader copies it */
+    char rbuf[64 * 1024]; /* libuv reads into this; the reader copies it */
 };
 
 static void connect_begin(struct fleet *f);
@@ -384,8 +384,7 @@ static int read_totals(const redisReply *r, struct fleet_totals *t)
         if (read_field(h->element[i], h->element[i + 1], t) != 0)
             return -1;
     if (r->element[1]->type != REDIS_REPLY_INTEGER || r->element[2]->type != REDIS_REPLY_INTEGER ||
-        reply_u64(r->element[1], &t->instances) != 0 || reply_u64(r->element[2], &pending) != 0 ||
-        pending > INT64_MAX)
+        reply_u64(r->element[1], &t->instances) != 0 || reply_u64(r->element[2], &pending) != 0 || pending > INT64_MAX)
         return -1;
     t->pending = (int64_t)pending;
     return 0;
@@ -717,8 +716,7 @@ static void connect_begin(struct fleet *f)
 
 /* ---- the interface ---- */
 
-struct fleet *fleet_start(uv_loop_t *loop, const char *url, const char *password, struct shm_region *shm,
-                          unsigned slot)
+struct fleet *fleet_start(uv_loop_t *loop, const char *url, const char *password, struct shm_region *shm, unsigned slot)
 {
     struct fleet *f = calloc(1, sizeof(*f));
     char err[200];

@@ -15,13 +15,13 @@
 
 #include "../shm/region.h"
 
-#define FLEET_FLUSH_MS 1000      /* a flush (and heartbeat) per worker this often */
-#define FLEET_HEARTBEAT_MS 5000  /* a worker not heard from for this long is not live */
-#define FLEET_TIMEOUT_MS 3000    /* a connect or a reply taking longer counts as an outage */
-#define FLEET_RETRY_MIN_MS 100   /* reconnect back-off: doubling from this... */
-#define FLEET_RETRY_MAX_MS 5000  /* ...up to this */
+#define FLEET_FLUSH_MS 1000       /* a flush (and heartbeat) per worker this often */
+#define FLEET_HEARTBEAT_MS 5000   /* a worker not heard from for this long is not live */
+#define FLEET_TIMEOUT_MS 3000     /* a connect or a reply taking longer counts as an outage */
+#define FLEET_RETRY_MIN_MS 100    /* reconnect back-off: doubling from this... */
+#define FLEET_RETRY_MAX_MS 5000   /* ...up to this */
 #define FLEET_PROBATION_FLUSHES 3 /* clean flushes that end an outage caused by a bad reply */
-#define FLEET_MARK_TTL_S 86400   /* Redis forgets the marks of an instance silent this long */
+#define FLEET_MARK_TTL_S 86400    /* Redis forgets the marks of an instance silent this long */
 
 struct fleet;
 

@@ -185,8 +185,7 @@ static int load_redis_password(struct settings *s, char *err, size_t errlen)
                              errlen) != 0)
             return -1;
     } else if (s->env != NULL && s->env->redis_password != NULL) {
-        if (env_secret("FCMD_REDIS_PASSWORD", s->env->redis_password, "password", &s->redis_password, err,
-                       errlen) != 0)
+        if (env_secret("FCMD_REDIS_PASSWORD", s->env->redis_password, "password", &s->redis_password, err, errlen) != 0)
             return -1;
     } else {
         return 0;
