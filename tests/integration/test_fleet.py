@@ -229,6 +229,10 @@ def test_worker_killed_and_respawned_counts_once(redis, mock, start_fcmd):
     for _ in range(20):
         assert send(f.base, 1, s) == 200
     s.close()
+    # Delivered (the local report reads shared memory at once), so the kill
+    # loses no target in flight; the next flush is still up to a second away.
+    wait_until(lambda: (lambda r: r["successes"] == 80 and r["pending"] == 0)(fleet_report(f.base, scope="local")),
+               interval=0.01, what="the targets delivered")
     before = f.children()
     os.kill(before[0], signal.SIGKILL)
     wait_until(lambda: len(f.children()) == 2 and before[0] not in f.children(), what="the worker respawned")
