@@ -106,11 +106,20 @@ struct link {
     unsigned nwant, first;
 };
 
-/* A command on its way out; freed by its write callback. */
+/* A command on its way out; wiped (AUTH carries the password) and freed by
+ * its write callback. */
 struct out {
     uv_write_t req;
     char *cmd;
+    size_t len;
 };
+
+static void out_free(struct out *o)
+{
+    explicit_bzero(o->cmd, o->len);
+    redisFreeCommand(o->cmd);
+    free(o);
+}
 
 struct fleet {
     uv_loop_t *loop;
@@ -240,8 +249,7 @@ static void on_written(uv_write_t *req, int status)
     struct out *o = (struct out *)req;
     struct link *l = req->data;
 
-    redisFreeCommand(o->cmd);
-    free(o);
+    out_free(o);
     if (status != 0 && status != UV_ECANCELED && l->f->link == l)
         drop(l->f, uv_strerror(status));
 }
@@ -265,11 +273,11 @@ static int send_command(struct fleet *f, enum want w, int argc, const char **arg
         drop(f, "cannot format a command: out of memory");
         return -1;
     }
+    o->len = (size_t)n;
     uv_buf_t buf = uv_buf_init(o->cmd, (unsigned)n);
     o->req.data = l;
     if ((rc = uv_write(&o->req, &l->u.stream, &buf, 1, on_written)) != 0) {
-        redisFreeCommand(o->cmd);
-        free(o);
+        out_free(o);
         drop(f, uv_strerror(rc));
         return -1;
     }
