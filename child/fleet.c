@@ -4,17 +4,20 @@
  * The one idea: a flush sends the slot's absolute counters, and a Lua script
  * adds to the fleet's totals only what exceeds the (instance, slot) mark it
  * keeps, so a flush resent after a lost reply, or sent again by a respawned
- * worker, adds nothing twice.  One hiredis connection per worker, on the
- * worker's loop; nothing here ever waits for Redis.
+ * worker, adds nothing twice.  One connection per worker, on the worker's
+ * loop, that fcmd owns: a libuv socket, hiredis' reply parser, and a queue of
+ * the replies it awaits.  A reply it did not ask for, or larger than any it
+ * asks for, is never parsed further: the connection is dropped and made
+ * again after a back-off.  Nothing here waits for Redis or aborts on it.
  */
 #include "fleet.h"
 #include "../master/log.h"
 #include "backoff.h"
 #include "redis_url.h"
 
-#include <hiredis/adapters/libuv.h>
-#include <hiredis/async.h>
+#include <errno.h>
 #include <hiredis/hiredis.h>
+#include <hiredis/read.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,32 +82,76 @@ static const char flush_script[] =
 #define NKEYS 5
 #define NTRIPLES (SHM_NCOUNTERS + 2)
 #define NARGS (3 + NKEYS + 5 + 3 * NTRIPLES)
+#define NWANT 8 /* replies a connection can await: AUTH, SELECT, SCRIPT LOAD, a flush */
+
+/* What a reply on the connection answers, in the order the commands went. */
+enum want { WANT_AUTH, WANT_SELECT, WANT_LOAD, WANT_FLUSH };
+
+/* One connection: the socket, its reply parser and the replies it awaits.
+ * Freed when libuv has closed the socket, so a late callback finds it. */
+struct link {
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } u;
+    uv_connect_t connect;
+    struct fleet *f;
+    redisReader *reader;
+    redisReplyObjectFunctions fn;               /* hiredis' own, with arrays capped */
+    void *(*array)(const redisReadTask *, int); /* hiredis' own array maker */
+    size_t unparsed;                            /* bytes fed since the reader last held no partial reply */
+    unsigned char want[NWANT];
+    unsigned nwant, first;
+};
+
+/* A command on its way out; wiped (AUTH carries the password) and freed by
+ * its write callback. */
+struct out {
+    uv_write_t req;
+    char *cmd;
+    size_t len;
+};
+
+static void out_free(struct out *o)
+{
+    explicit_bzero(o->cmd, o->len);
+    redisFreeCommand(o->cmd);
+    free(o);
+}
 
 struct fleet {
     uv_loop_t *loop;
     struct shm_region *shm;
     struct shm_slot *slot;
     struct redis_url url;
-    char printable[300];        /* the URL without its password, for the log */
-    char member[40];            /* "instance:slot" */
+    char printable[300]; /* the URL without its password, for the log */
+    char member[40];     /* "instance:slot" */
     char keys[NKEYS][64];
-    redisAsyncContext *ac;      /* NULL while not connected or connecting */
+    struct link *link; /* NULL while not connected or connecting */
     uv_getaddrinfo_t resolver;
-    int resolving;
-    uv_timer_t tick;            /* flushes; also the connect and reply deadlines */
-    uv_timer_t retry;           /* the reconnect back-off */
-    char sha[41];               /* the loaded script */
-    int up;                     /* connected, authenticated, script loaded */
+    int resolving;    /* the resolver is in use */
+    int resolve_late; /* ...and its answer, past the deadline, is to be ignored */
+    uv_timer_t tick;  /* flushes; also the resolve, connect and reply deadlines */
+    uv_timer_t retry; /* the reconnect back-off */
+    char sha[41];     /* the loaded script, "" until SCRIPT LOAD answered */
+    int up;           /* a flush succeeded on this connection and none failed since */
     int ever_up;
-    int outage;                 /* an outage is logged and not yet over */
-    unsigned attempt;           /* failed connects since the last success */
+    int outage;         /* an outage is logged and not yet over */
+    unsigned attempt;   /* failed connects since the last success */
+    unsigned probation; /* clean flushes still needed before a server that broke
+                           the protocol counts as reachable again */
+    unsigned refusals;  /* flushes refused in a row on this connection */
+    char refusal[160];  /* the last refusal logged, "" when none */
     uint64_t rng;
-    uint64_t connect_at, down_since, sent_at;
-    int inflight;               /* a flush awaits its reply */
-    uint64_t sent[NTRIPLES];    /* what that flush carried */
+    uint64_t connect_at, down_since, sent_at, next_flush_at;
+    int inflight;            /* a flush awaits its reply */
+    uint64_t sent[NTRIPLES]; /* what that flush carried */
     struct fleet_totals totals;
     int have_totals;
     uint64_t totals_at;
+    char rbuf[64 * 1024]; /* libuv reads into this; the reader copies it */
 };
 
 static void connect_begin(struct fleet *f);
@@ -114,41 +161,71 @@ static void on_retry(uv_timer_t *t)
     connect_begin(t->data);
 }
 
+/* Back-off from FLEET_RETRY_MIN_MS doubling to FLEET_RETRY_MAX_MS, half of it
+ * jitter so a fleet's workers do not retry in step. */
+static uint64_t backoff_ms(struct fleet *f, unsigned n)
+{
+    uint64_t delay = (uint64_t)FLEET_RETRY_MIN_MS << (n < 6 ? n : 6);
+
+    if (delay > FLEET_RETRY_MAX_MS)
+        delay = FLEET_RETRY_MAX_MS;
+    return delay / 2 + backoff_random(&f->rng) % (delay / 2 + 1);
+}
+
 /* ---- outages ---- */
+
+/* Logs the start of an outage once; the line after it is now_up()'s. */
+static void outage_begins(struct fleet *f, const char *why)
+{
+    f->up = 0;
+    f->have_totals = 0;
+    if (f->outage)
+        return;
+    f->outage = 1;
+    f->down_since = uv_now(f->loop);
+    if (f->ever_up)
+        log_warn("redis: lost %s: %.200s; counting locally until it is back", f->printable, why);
+    else
+        log_warn("redis: cannot reach %s: %.200s; counting locally, retrying", f->printable, why);
+}
 
 static void outage(struct fleet *f, const char *why)
 {
-    uint64_t delay = FLEET_RETRY_MIN_MS << (f->attempt < 6 ? f->attempt : 6);
-
-    f->up = 0;
+    outage_begins(f, why);
     f->inflight = 0;
-    f->have_totals = 0;
-    if (!f->outage) {
-        f->outage = 1;
-        f->down_since = uv_now(f->loop);
-        if (f->ever_up)
-            log_warn("redis: lost %s: %s; counting locally until it is back", f->printable, why);
-        else
-            log_warn("redis: cannot reach %s: %s; counting locally, retrying", f->printable, why);
-    }
-    if (delay > FLEET_RETRY_MAX_MS)
-        delay = FLEET_RETRY_MAX_MS;
-    /* Half fixed, half jitter, so a fleet's workers do not reconnect in step. */
-    delay = delay / 2 + backoff_random(&f->rng) % (delay / 2 + 1);
-    f->attempt++;
-    uv_timer_start(&f->retry, on_retry, delay, 0);
+    uv_timer_start(&f->retry, on_retry, backoff_ms(f, f->attempt++), 0);
 }
 
-/* Gives the connection up (its pending callbacks run with no reply) and
- * reconnects after the back-off. */
+static void link_closed(uv_handle_t *h)
+{
+    struct link *l = h->data;
+
+    if (l->reader != NULL)
+        redisReaderFree(l->reader);
+    free(l);
+}
+
+/* Gives the connection up and reconnects after the back-off.  Callbacks of
+ * the old connection still to come see it is no longer f->link. */
 static void drop(struct fleet *f, const char *why)
 {
-    redisAsyncContext *ac = f->ac;
+    struct link *l = f->link;
 
-    f->ac = NULL; /* the callbacks this free runs see the context is gone */
-    if (ac != NULL)
-        redisAsyncFree(ac);
+    f->link = NULL;
+    f->sha[0] = '\0';
+    f->refusals = 0;
+    if (l != NULL)
+        uv_close(&l->u.handle, link_closed);
     outage(f, why);
+}
+
+/* The server sent what no Redis would: every connection to it is likely to
+ * end the same way, so it stays an outage (one log line, growing back-off)
+ * until a connection to it has carried a few clean flushes. */
+static void drop_bad(struct fleet *f, const char *why)
+{
+    f->probation = FLEET_PROBATION_FLUSHES;
+    drop(f, why);
 }
 
 static void now_up(struct fleet *f)
@@ -162,6 +239,50 @@ static void now_up(struct fleet *f)
         log_info("redis: connected to %s as instance %s", f->printable, f->shm->instance);
     f->outage = 0;
     f->ever_up = 1;
+    f->refusal[0] = '\0';
+}
+
+/* ---- the transport ---- */
+
+static void on_written(uv_write_t *req, int status)
+{
+    struct out *o = (struct out *)req;
+    struct link *l = req->data;
+
+    out_free(o);
+    if (status != 0 && status != UV_ECANCELED && l->f->link == l)
+        drop(l->f, uv_strerror(status));
+}
+
+/* Sends one command and notes the reply it awaits.  Returns 0, or -1 with
+ * the connection dropped. */
+static int send_command(struct fleet *f, enum want w, int argc, const char **argv)
+{
+    struct link *l = f->link;
+    struct out *o = malloc(sizeof(*o));
+    long long n;
+    int rc;
+
+    if (l->nwant == NWANT || o == NULL) {
+        free(o);
+        drop(f, l->nwant == NWANT ? "too many commands awaiting replies" : "out of memory");
+        return -1;
+    }
+    if ((n = redisFormatCommandArgv(&o->cmd, argc, argv, NULL)) < 0) {
+        free(o);
+        drop(f, "cannot format a command: out of memory");
+        return -1;
+    }
+    o->len = (size_t)n;
+    uv_buf_t buf = uv_buf_init(o->cmd, (unsigned)n);
+    o->req.data = l;
+    if ((rc = uv_write(&o->req, &l->u.stream, &buf, 1, on_written)) != 0) {
+        out_free(o);
+        drop(f, uv_strerror(rc));
+        return -1;
+    }
+    l->want[(l->first + l->nwant++) % NWANT] = (unsigned char)w;
+    return 0;
 }
 
 /* ---- flushes ---- */
@@ -188,8 +309,6 @@ static const char *name_of(unsigned i)
     return i < SHM_NCOUNTERS ? counter_names[i] : dropped_names[i - SHM_NCOUNTERS];
 }
 
-static void on_flushed(redisAsyncContext *ac, void *reply, void *arg);
-
 static void flush(struct fleet *f)
 {
     const char *argv[NARGS];
@@ -214,20 +333,47 @@ static void flush(struct fleet *f)
         argv[n++] = NUM(base_of(f, i));
     }
 #undef NUM
-    if (redisAsyncCommandArgv(f->ac, on_flushed, NULL, (int)n, argv, NULL) != REDIS_OK) {
-        drop(f, "cannot queue a command");
+    if (send_command(f, WANT_FLUSH, (int)n, argv) != 0)
         return;
-    }
     f->inflight = 1;
     f->sent_at = uv_now(f->loop);
 }
 
-static uint64_t reply_u64(const redisReply *r)
+/* A count Redis sent: a non-negative integer, or a string of digits only. */
+static int reply_u64(const redisReply *r, uint64_t *out)
 {
-    if (r->type == REDIS_REPLY_INTEGER)
-        return r->integer > 0 ? (uint64_t)r->integer : 0;
-    if (r->type == REDIS_REPLY_STRING)
-        return strtoull(r->str, NULL, 10);
+    char *end;
+
+    if (r->type == REDIS_REPLY_INTEGER && r->integer >= 0) {
+        *out = (uint64_t)r->integer;
+        return 0;
+    }
+    if (r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > 20 || strspn(r->str, "0123456789") != r->len)
+        return -1;
+    errno = 0;
+    *out = strtoull(r->str, &end, 10);
+    return errno == 0 && *end == '\0' ? 0 : -1;
+}
+
+/* Stores the value of the hash field named by k, if fcmd knows that name. */
+static int read_field(const redisReply *k, const redisReply *v, struct fleet_totals *t)
+{
+    uint64_t n;
+
+    if (k->type != REDIS_REPLY_STRING)
+        return -1;
+    for (unsigned c = 0; c < NTRIPLES; c++) {
+        if (strcmp(k->str, name_of(c)) != 0)
+            continue;
+        if (reply_u64(v, &n) != 0)
+            return -1;
+        if (c < SHM_NCOUNTERS)
+            t->counters[c] = n;
+        else if (c == SHM_NCOUNTERS)
+            t->canonical_dropped = n;
+        else
+            t->notregistered_dropped = n;
+    }
     return 0;
 }
 
@@ -235,28 +381,20 @@ static uint64_t reply_u64(const redisReply *r)
 static int read_totals(const redisReply *r, struct fleet_totals *t)
 {
     const redisReply *h;
+    uint64_t pending;
 
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 || r->element[0]->type != REDIS_REPLY_ARRAY ||
-        r->element[1]->type != REDIS_REPLY_INTEGER || r->element[2]->type != REDIS_REPLY_INTEGER)
+        r->element[0]->elements % 2 != 0)
         return -1;
     memset(t, 0, sizeof(*t));
     h = r->element[0];
-    for (size_t i = 0; i + 1 < h->elements; i += 2) {
-        if (h->element[i]->type != REDIS_REPLY_STRING)
+    for (size_t i = 0; i + 1 < h->elements; i += 2)
+        if (read_field(h->element[i], h->element[i + 1], t) != 0)
             return -1;
-        for (unsigned c = 0; c < NTRIPLES; c++) {
-            if (strcmp(h->element[i]->str, name_of(c)) != 0)
-                continue;
-            if (c < SHM_NCOUNTERS)
-                t->counters[c] = reply_u64(h->element[i + 1]);
-            else if (c == SHM_NCOUNTERS)
-                t->canonical_dropped = reply_u64(h->element[i + 1]);
-            else
-                t->notregistered_dropped = reply_u64(h->element[i + 1]);
-        }
-    }
-    t->instances = reply_u64(r->element[1]);
-    t->pending = r->element[2]->integer;
+    if (r->element[1]->type != REDIS_REPLY_INTEGER || r->element[2]->type != REDIS_REPLY_INTEGER ||
+        reply_u64(r->element[1], &t->instances) != 0 || reply_u64(r->element[2], &pending) != 0 || pending > INT64_MAX)
+        return -1;
+    t->pending = (int64_t)pending;
     return 0;
 }
 
@@ -274,26 +412,46 @@ static void confirm(struct fleet *f)
     }
 }
 
-static void on_flushed(redisAsyncContext *ac, void *reply, void *arg)
+/* Redis refused the flush but the connection is fine (WRONGTYPE, OOM,
+ * READONLY...): keep it, try again after the back-off, and log a refusal
+ * once until it changes or a flush succeeds. */
+static void refused(struct fleet *f, const char *err)
 {
-    struct fleet *f = ac->data;
-    redisReply *r = reply;
+    char why[sizeof(f->refusal)];
 
-    (void)arg;
+    snprintf(why, sizeof(why), "the flush was refused: %s", err);
+    f->next_flush_at = uv_now(f->loop) + backoff_ms(f, f->refusals++);
+    if (strcmp(why, f->refusal) == 0)
+        return;
+    if (f->outage)
+        log_warn("redis: %s: %s; still counting locally", f->printable, why);
+    outage_begins(f, why);
+    memcpy(f->refusal, why, sizeof(why));
+}
+
+static void on_flushed(struct fleet *f, const redisReply *r)
+{
     f->inflight = 0;
-    if (r == NULL || f->ac != ac)
-        return; /* the connection is going: outage() has it */
+    if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+        drop(f, r->str); /* a new connection loads the script again */
+        return;
+    }
     if (r->type == REDIS_REPLY_ERROR) {
-        drop(f, r->str); /* NOSCRIPT too: a new connection loads the script again */
+        refused(f, r->str);
         return;
     }
     if (read_totals(r, &f->totals) != 0) {
-        drop(f, "the flush script answered something unexpected");
+        drop_bad(f, "the flush script answered something unexpected");
         return;
     }
     confirm(f);
+    f->refusals = 0;
     f->have_totals = 1;
     f->totals_at = uv_now(f->loop);
+    if (f->probation > 0)
+        f->probation--;
+    if (!f->up && f->probation == 0)
+        now_up(f);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -301,8 +459,15 @@ static void on_tick(uv_timer_t *t)
     struct fleet *f = t->data;
     uint64_t now = uv_now(f->loop);
 
-    if (!f->up) {
-        if (f->ac != NULL && now - f->connect_at >= FLEET_TIMEOUT_MS)
+    if (f->resolving && !f->resolve_late && now - f->connect_at >= FLEET_TIMEOUT_MS) {
+        f->resolve_late = 1; /* libuv cannot take the lookup back: its answer is ignored */
+        outage(f, "no address for the host within 3 s");
+        return;
+    }
+    if (f->link == NULL)
+        return;
+    if (f->sha[0] == '\0') {
+        if (now - f->connect_at >= FLEET_TIMEOUT_MS)
             drop(f, "no answer within 3 s");
         return;
     }
@@ -311,128 +476,226 @@ static void on_tick(uv_timer_t *t)
             drop(f, "no reply within 3 s");
         return;
     }
-    flush(f);
+    if (now >= f->next_flush_at)
+        flush(f);
 }
 
-/* ---- connecting ---- */
+/* ---- replies ---- */
 
-static void on_handshake(redisAsyncContext *ac, void *reply, void *arg)
+static void on_handshake(struct fleet *f, enum want w, const redisReply *r)
 {
-    struct fleet *f = ac->data;
-    redisReply *r = reply;
     char why[300];
 
-    if (r == NULL || f->ac != ac)
-        return;
     if (r->type == REDIS_REPLY_ERROR) {
-        snprintf(why, sizeof(why), "%s refused: %s", (const char *)arg, r->str);
+        snprintf(why, sizeof(why), "%s refused: %.200s", w == WANT_AUTH ? "AUTH" : "SELECT", r->str);
         drop(f, why);
     }
 }
 
-static void on_loaded(redisAsyncContext *ac, void *reply, void *arg)
+static void on_loaded(struct fleet *f, const redisReply *r)
 {
-    struct fleet *f = ac->data;
-    redisReply *r = reply;
     char why[300];
 
-    (void)arg;
-    if (r == NULL || f->ac != ac)
-        return;
     if (r->type != REDIS_REPLY_STRING || r->len != 40) {
-        snprintf(why, sizeof(why), "SCRIPT LOAD refused: %s", r->type == REDIS_REPLY_ERROR ? r->str : "?");
+        snprintf(why, sizeof(why), "SCRIPT LOAD refused: %.200s", r->type == REDIS_REPLY_ERROR ? r->str : "?");
         drop(f, why);
         return;
     }
     memcpy(f->sha, r->str, 40);
     f->sha[40] = '\0';
-    now_up(f);
+    f->next_flush_at = 0;
     flush(f); /* at once: counters kept during an outage, and a fresh report */
 }
 
+/* Hands a reply to what awaits it; one nobody awaits drops the connection. */
+static void dispatch(struct fleet *f, struct link *l, const redisReply *r)
+{
+    enum want w;
+
+    if (l->nwant == 0) {
+        drop_bad(f, "a reply to no command");
+        return;
+    }
+    w = (enum want)l->want[l->first];
+    l->first = (l->first + 1) % NWANT;
+    l->nwant--;
+    if (w == WANT_FLUSH)
+        on_flushed(f, r);
+    else if (w == WANT_LOAD)
+        on_loaded(f, r);
+    else
+        on_handshake(f, w, r);
+}
+
+/* The largest reply fcmd's commands can bring (the totals hash, an error)
+ * is a few KiB: anything far larger is not an answer to them. */
+#define REPLY_MAX_BYTES (256 * 1024)
+#define REPLY_MAX_ELEMENTS 4096
+
+static void *capped_array(const redisReadTask *task, int n)
+{
+    struct link *l = task->privdata;
+
+    return n > REPLY_MAX_ELEMENTS ? NULL : l->array(task, n);
+}
+
+/* Feeds what was read to the parser and hands out every complete reply. */
+static void parse(struct fleet *f, struct link *l, const char *buf, size_t n)
+{
+    void *reply;
+    char why[200];
+
+    if (redisReaderFeed(l->reader, buf, n) != REDIS_OK) {
+        drop(f, "out of memory for a reply");
+        return;
+    }
+    l->unparsed += n;
+    for (;;) {
+        if (redisReaderGetReply(l->reader, &reply) != REDIS_OK) {
+            /* The only "out of memory" a capped reply can cause is an array over the cap. */
+            snprintf(why, sizeof(why), "an unreadable reply: %s",
+                     l->reader->err == REDIS_ERR_OOM ? "an array larger than any fcmd asks for" : l->reader->errstr);
+            drop_bad(f, why);
+            return;
+        }
+        if (reply == NULL)
+            break;
+        dispatch(f, l, reply);
+        freeReplyObject(reply);
+        if (f->link != l)
+            return;
+    }
+    if (l->reader->ridx < 0 && l->reader->pos == l->reader->len)
+        l->unparsed = 0;
+    else if (l->unparsed > REPLY_MAX_BYTES)
+        drop_bad(f, "a reply larger than any fcmd asks for");
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct link *l = h->data;
+
+    (void)hint;
+    *buf = uv_buf_init(l->f->rbuf, sizeof(l->f->rbuf));
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct link *l = s->data;
+
+    if (l->f->link != l || n == 0)
+        return;
+    if (n < 0)
+        drop(l->f, n == UV_EOF ? "connection closed" : uv_strerror((int)n));
+    else
+        parse(l->f, l, buf->base, (size_t)n);
+}
+
+/* ---- connecting ---- */
+
 /* AUTH, SELECT and SCRIPT LOAD go out as soon as the connection is made. */
-static int handshake(struct fleet *f)
+static void handshake(struct fleet *f)
 {
-    redisAsyncContext *ac = f->ac;
-    int rc = REDIS_OK;
+    const char *auth[3] = {"AUTH"}, *load[3] = {"SCRIPT", "LOAD", flush_script};
+    char db[16];
+    const char *select[2] = {"SELECT", db};
+    int n = 1;
 
-    if (f->url.password[0] != '\0' && f->url.user[0] != '\0')
-        rc = redisAsyncCommand(ac, on_handshake, "AUTH", "AUTH %s %s", f->url.user, f->url.password);
-    else if (f->url.password[0] != '\0')
-        rc = redisAsyncCommand(ac, on_handshake, "AUTH", "AUTH %s", f->url.password);
-    if (rc == REDIS_OK && f->url.db != 0)
-        rc = redisAsyncCommand(ac, on_handshake, "SELECT", "SELECT %d", f->url.db);
-    if (rc == REDIS_OK)
-        rc = redisAsyncCommand(ac, on_loaded, NULL, "SCRIPT LOAD %s", flush_script);
-    return rc;
-}
-
-static void on_connect(const redisAsyncContext *ac, int status)
-{
-    struct fleet *f = ac->data;
-
-    if (status == REDIS_OK || f->ac != ac)
+    snprintf(db, sizeof(db), "%d", f->url.db);
+    if (f->url.user[0] != '\0')
+        auth[n++] = f->url.user;
+    auth[n++] = f->url.password;
+    if (f->url.password[0] != '\0' && send_command(f, WANT_AUTH, n, auth) != 0)
         return;
-    f->ac = NULL; /* hiredis frees it after this callback */
-    outage(f, ac->errstr[0] ? ac->errstr : "cannot connect");
-}
-
-static void on_disconnect(const redisAsyncContext *ac, int status)
-{
-    struct fleet *f = ac->data;
-
-    if (f->ac != ac)
+    if (f->url.db != 0 && send_command(f, WANT_SELECT, 2, select) != 0)
         return;
-    f->ac = NULL;
-    outage(f, status == REDIS_OK || !ac->errstr[0] ? "connection closed" : ac->errstr);
+    send_command(f, WANT_LOAD, 3, load);
 }
 
-static void open_context(struct fleet *f, const char *ip)
+static void on_connected(uv_connect_t *req, int status)
 {
-    redisAsyncContext *ac = ip ? redisAsyncConnect(ip, f->url.port) : redisAsyncConnectUnix(f->url.path);
-    char why[400];
+    struct link *l = req->data;
+    struct fleet *f = l->f;
+    int rc;
 
-    if (ac == NULL) {
+    if (f->link != l)
+        return;
+    if (status != 0) {
+        drop(f, uv_strerror(status));
+        return;
+    }
+    if ((rc = uv_read_start(&l->u.stream, on_alloc, on_read)) != 0) {
+        drop(f, uv_strerror(rc));
+        return;
+    }
+    handshake(f);
+}
+
+/* A parser whose arrays are capped: hiredis' own reply objects otherwise. */
+static int link_reader(struct link *l)
+{
+    if ((l->reader = redisReaderCreate()) == NULL)
+        return -1;
+    l->fn = *l->reader->fn;
+    l->array = l->fn.createArray;
+    l->fn.createArray = capped_array;
+    l->reader->fn = &l->fn;
+    l->reader->privdata = l;
+    return 0;
+}
+
+/* Opens a socket to addr (TCP) or to the URL's path (UNIX) and starts connecting. */
+static void open_link(struct fleet *f, const struct sockaddr *addr)
+{
+    struct link *l = calloc(1, sizeof(*l));
+    int rc;
+
+    if (l == NULL || link_reader(l) != 0) {
+        free(l);
         outage(f, "out of memory");
         return;
     }
-    if (ac->err) {
-        snprintf(why, sizeof(why), "%s", ac->errstr);
-        redisAsyncFree(ac);
-        outage(f, why);
+    l->f = f;
+    rc = addr ? uv_tcp_init(f->loop, &l->u.tcp) : uv_pipe_init(f->loop, &l->u.pipe, 0);
+    if (rc != 0) {
+        redisReaderFree(l->reader);
+        free(l);
+        outage(f, uv_strerror(rc));
         return;
     }
-    ac->data = f;
-    if (redisLibuvAttach(ac, f->loop) != REDIS_OK) {
-        redisAsyncFree(ac);
-        outage(f, "cannot watch the socket");
-        return;
-    }
-    f->ac = ac;
-    if (redisAsyncSetConnectCallback(ac, on_connect) != REDIS_OK ||
-        redisAsyncSetDisconnectCallback(ac, on_disconnect) != REDIS_OK || handshake(f) != REDIS_OK)
-        drop(f, "cannot queue the handshake");
+    l->u.handle.data = l->connect.data = l;
+    f->link = l;
+    if (addr == NULL)
+        uv_pipe_connect(&l->connect, &l->u.pipe, f->url.path, on_connected);
+    else if ((rc = uv_tcp_connect(&l->connect, &l->u.tcp, addr, on_connected)) != 0)
+        drop(f, uv_strerror(rc));
 }
 
-/* hiredis resolves names with a blocking getaddrinfo(): do it on libuv's
- * thread pool and hand hiredis the address. */
+/* Names are resolved on libuv's thread pool: the loop never waits. */
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
     struct fleet *f = req->data;
-    char ip[INET6_ADDRSTRLEN] = "", why[400];
+    struct sockaddr_storage addr;
+    char why[400];
 
     f->resolving = 0;
+    if (f->resolve_late) {
+        f->resolve_late = 0; /* the retry timer, already started, tries again */
+        uv_freeaddrinfo(res);
+        return;
+    }
     if (status != 0) {
         snprintf(why, sizeof(why), "cannot resolve %s: %s", f->url.host, uv_strerror(status));
         outage(f, why);
         return;
     }
+    memcpy(&addr, res->ai_addr, res->ai_addrlen < sizeof(addr) ? res->ai_addrlen : sizeof(addr));
     if (res->ai_family == AF_INET6)
-        uv_ip6_name((const struct sockaddr_in6 *)res->ai_addr, ip, sizeof(ip));
+        ((struct sockaddr_in6 *)&addr)->sin6_port = htons((uint16_t)f->url.port);
     else
-        uv_ip4_name((const struct sockaddr_in *)res->ai_addr, ip, sizeof(ip));
+        ((struct sockaddr_in *)&addr)->sin_port = htons((uint16_t)f->url.port);
     uv_freeaddrinfo(res);
-    open_context(f, ip);
+    open_link(f, (const struct sockaddr *)&addr);
 }
 
 static void connect_begin(struct fleet *f)
@@ -441,9 +704,13 @@ static void connect_begin(struct fleet *f)
     int rc;
     char why[400];
 
+    if (f->resolving) { /* a lookup past its deadline still runs: wait for it */
+        outage(f, "no address for the host within 3 s");
+        return;
+    }
     f->connect_at = uv_now(f->loop);
     if (f->url.is_unix) {
-        open_context(f, NULL);
+        open_link(f, NULL);
         return;
     }
     f->resolver.data = f;
@@ -457,10 +724,9 @@ static void connect_begin(struct fleet *f)
 
 /* ---- the interface ---- */
 
-struct fleet *fleet_start(uv_loop_t *loop, const char *url, struct shm_region *shm, unsigned slot)
+struct fleet *fleet_start(uv_loop_t *loop, const char *url, const char *password, struct shm_region *shm, unsigned slot)
 {
     struct fleet *f = calloc(1, sizeof(*f));
-    const char *pw = getenv("FCMD_REDIS_PASSWORD");
     char err[200];
     const char *names[NKEYS] = {"totals", NULL, NULL, "pending", "live"};
 
@@ -473,8 +739,12 @@ struct fleet *fleet_start(uv_loop_t *loop, const char *url, struct shm_region *s
         free(f);
         return NULL;
     }
-    if (f->url.password[0] == '\0' && pw != NULL && strlen(pw) < sizeof(f->url.password))
-        strcpy(f->url.password, pw);
+    if (f->url.password[0] == '\0' && password != NULL &&
+        snprintf(f->url.password, sizeof(f->url.password), "%s", password) >= (int)sizeof(f->url.password)) {
+        log_error("redis: the password is longer than %zu bytes", sizeof(f->url.password) - 1);
+        free(f);
+        return NULL;
+    }
     redis_url_printable(url, f->printable, sizeof(f->printable));
     f->loop = loop;
     f->shm = shm;

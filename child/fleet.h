@@ -2,8 +2,8 @@
  * child/fleet.h - fleet mode (--redis): this worker's counters go to Redis
  * once a second, and the fleet's totals come back with the same round trip.
  *
- * Each worker has one asynchronous Redis connection on its own loop and
- * never waits for it: while Redis is unreachable the counters stay in the
+ * Each worker has one Redis connection on its own loop (fcmd's own transport
+ * around hiredis' reply parser) and never waits for it: while Redis is unreachable the counters stay in the
  * worker's shared-memory slot and are sent when it is back.  See
  * docs/FLEET.md for the keys and what the report shows.
  */
@@ -15,12 +15,13 @@
 
 #include "../shm/region.h"
 
-#define FLEET_FLUSH_MS 1000      /* a flush (and heartbeat) per worker this often */
-#define FLEET_HEARTBEAT_MS 5000  /* a worker not heard from for this long is not live */
-#define FLEET_TIMEOUT_MS 3000    /* a connect or a reply taking longer counts as an outage */
-#define FLEET_RETRY_MIN_MS 100   /* reconnect back-off: doubling from this... */
-#define FLEET_RETRY_MAX_MS 5000  /* ...up to this */
-#define FLEET_MARK_TTL_S 86400   /* Redis forgets the marks of an instance silent this long */
+#define FLEET_FLUSH_MS 1000       /* a flush (and heartbeat) per worker this often */
+#define FLEET_HEARTBEAT_MS 5000   /* a worker not heard from for this long is not live */
+#define FLEET_TIMEOUT_MS 3000     /* a connect or a reply taking longer counts as an outage */
+#define FLEET_RETRY_MIN_MS 100    /* reconnect back-off: doubling from this... */
+#define FLEET_RETRY_MAX_MS 5000   /* ...up to this */
+#define FLEET_PROBATION_FLUSHES 3 /* clean flushes that end an outage caused by a bad reply */
+#define FLEET_MARK_TTL_S 86400    /* Redis forgets the marks of an instance silent this long */
 
 struct fleet;
 
@@ -33,11 +34,14 @@ struct fleet_totals {
     uint64_t age_ms;    /* since the flush that brought them */
 };
 
-/* Starts connecting to the (validated) URL.  The password comes from the URL
- * or else from FCMD_REDIS_PASSWORD.  Returns NULL, logged, on failure. */
-struct fleet *fleet_start(uv_loop_t *loop, const char *url, struct shm_region *shm, unsigned slot);
+/* Starts connecting to the (validated) URL.  The password comes from the URL,
+ * or else from password (NULL for none), which the master read from
+ * --redis-password-file or FCMD_REDIS_PASSWORD.  Returns NULL, logged, on
+ * failure. */
+struct fleet *fleet_start(uv_loop_t *loop, const char *url, const char *password, struct shm_region *shm,
+                          unsigned slot);
 
-/* Whether this worker is connected to Redis (authenticated, script loaded). */
+/* Whether this worker's last flush reached Redis and was counted. */
 int fleet_ready(const struct fleet *f);
 
 /* Copies the fleet's totals.  Returns 0, or -1 while Redis is unreachable or

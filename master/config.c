@@ -63,6 +63,7 @@ static const struct {
     {"spool", "max_bytes", "spool-max-bytes"},
     {"spool", "segment_bytes", "spool-segment-bytes"},
     {"redis", "url", "redis"},
+    {"redis", "password_file", "redis-password-file"},
 };
 
 struct load {

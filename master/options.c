@@ -91,6 +91,7 @@ static const struct opt_def opt_table[] = {
     STR(tls_cert, "tls-cert"),
     STR(tls_key, "tls-key"),
     STR(redis, "redis"),
+    STR(redis_password_file, "redis-password-file"),
     BOOL(help, "help"),
     BOOL(help, "h"),
     BOOL(version, "version"),
@@ -150,9 +151,11 @@ const char options_usage[] =
     "  --spool-max-bytes N       bound on the spool; /gcm/send answers 503 beyond it [1 GiB]\n"
     "  --spool-segment-bytes N   size at which a segment file is replaced [16 MiB]\n"
     "Fleet:\n"
-    "  --redis URL               redis://[:PASSWORD@]HOST[:PORT][/DB] or unix:///PATH: report fleet totals [off]\n"
+    "  --redis URL               redis://HOST[:PORT][/DB] or unix:///PATH[?db=N]: report fleet totals [off]\n"
+    "  --redis-password-file F   Redis' password, from the first line of F (or FCMD_REDIS_PASSWORD);\n"
+    "                            a password in the URL (redis://:PW@HOST) is readable by every local user\n"
     "  --version, --help\n"
-    "A flag wins over the config file, which wins over FCMD_APIKEY and FCMD_AUTH_TOKEN.\n";
+    "A flag wins over the config file, which wins over FCMD_APIKEY, FCMD_AUTH_TOKEN and FCMD_REDIS_PASSWORD.\n";
 
 void options_defaults(struct fcmd_options *o)
 {

@@ -62,12 +62,14 @@ struct fcmd_options {
     const char *auth_scopes;     /* which of send, report, metrics need it */
     const char *tls_cert;        /* TLS on the listener, with HTTP/2 by ALPN */
     const char *tls_key;
-    const char *redis; /* fleet mode: redis:// or unix:// URL; may hold a password, print with log_url */
+    const char *redis;               /* fleet mode: redis:// or unix:// URL; may hold a password, print with log_url */
+    const char *redis_password_file; /* Redis' password, read from a file by the master */
     int help;
     int version;
     /* Loaded by the master before the fork; children inherit them. */
     const struct service_account *sa;
-    void *tls_ctx; /* SSL_CTX for the listener, when tls_cert is set */
+    void *tls_ctx;              /* SSL_CTX for the listener, when tls_cert is set */
+    const char *redis_password; /* from redis_password_file or FCMD_REDIS_PASSWORD, or NULL */
 };
 
 /* Fills defaults (workers from the online CPU count). */

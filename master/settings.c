@@ -8,6 +8,7 @@
  * may be starting them.
  */
 #include "settings.h"
+#include "../child/redis_url.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -172,6 +173,38 @@ static int load_token(struct settings *s, char *err, size_t errlen)
     return 0;
 }
 
+/* Redis' password: from --redis-password-file, else from FCMD_REDIS_PASSWORD.
+ * One a worker could not send (longer than its buffer) is refused here, at
+ * start, rather than dropped silently in every worker. */
+static int load_redis_password(struct settings *s, char *err, size_t errlen)
+{
+    struct redis_url u;
+
+    if (s->o.redis_password_file != NULL) {
+        if (load_secret_file("--redis-password-file", s->o.redis_password_file, "password", &s->redis_password, err,
+                             errlen) != 0)
+            return -1;
+    } else if (s->env != NULL && s->env->redis_password != NULL) {
+        if (env_secret("FCMD_REDIS_PASSWORD", s->env->redis_password, "password", &s->redis_password, err, errlen) != 0)
+            return -1;
+    } else {
+        return 0;
+    }
+    s->o.redis_password = s->redis_password;
+    if (strlen(s->redis_password) >= sizeof(u.password)) {
+        snprintf(err, errlen, "the Redis password is longer than %zu bytes", sizeof(u.password) - 1);
+        return -1;
+    }
+    if (s->o.redis != NULL && s->o.redis_password_file != NULL && redis_url_parse(s->o.redis, &u, err, errlen) == 0 &&
+        u.password[0] != '\0') {
+        OPENSSL_cleanse(u.password, sizeof(u.password));
+        snprintf(err, errlen, "--redis-password-file and a password in the --redis URL: give one");
+        return -1;
+    }
+    OPENSSL_cleanse(u.password, sizeof(u.password));
+    return 0;
+}
+
 /* Copies the value of the variable name into *out, wipes every copy of it in
  * the environment block (several entries may carry the name) and unsets it. */
 static int env_take_one(const char *name, char **out, char *err, size_t errlen)
@@ -199,7 +232,8 @@ int settings_env_take(struct settings_env *env, char *err, size_t errlen)
 {
     memset(env, 0, sizeof(*env));
     if (env_take_one("FCMD_APIKEY", &env->apikey, err, errlen) != 0 ||
-        env_take_one("FCMD_AUTH_TOKEN", &env->auth_token, err, errlen) != 0) {
+        env_take_one("FCMD_AUTH_TOKEN", &env->auth_token, err, errlen) != 0 ||
+        env_take_one("FCMD_REDIS_PASSWORD", &env->redis_password, err, errlen) != 0) {
         settings_env_free(env);
         return -1;
     }
@@ -218,7 +252,8 @@ void settings_env_free(struct settings_env *env)
 {
     free_secret(env->apikey);
     free_secret(env->auth_token);
-    env->apikey = env->auth_token = NULL;
+    free_secret(env->redis_password);
+    env->apikey = env->auth_token = env->redis_password = NULL;
 }
 
 static void runas_resolve(const struct fcmd_options *o, struct runas *r)
@@ -428,6 +463,8 @@ struct settings *settings_load(int argc, char **argv, const struct settings_env 
         goto fail;
     if (load_token(s, err, errlen) != 0)
         goto fail;
+    if (load_redis_password(s, err, errlen) != 0)
+        goto fail;
     if (s->o.auth_token != NULL && usable_token(&s->o, err, errlen) != 0)
         goto fail;
     if (s->o.tls_cert != NULL && (s->o.tls_ctx = tls_context(&s->o, err, errlen)) == NULL)
@@ -453,6 +490,7 @@ void settings_free(struct settings *s)
     SSL_CTX_free(s->o.tls_ctx);
     free_secret(s->auth_token);
     free_secret(s->apikey);
+    free_secret(s->redis_password);
     config_strings_free(&s->strings);
     free(s);
 }

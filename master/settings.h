@@ -14,11 +14,12 @@
 #include "service_account.h"
 
 /* Secrets the master took from its environment at start (FCMD_APIKEY,
- * FCMD_AUTH_TOKEN), kept for every reload.  NULL when the variable was not
+ * FCMD_AUTH_TOKEN, FCMD_REDIS_PASSWORD), kept for every reload.  NULL when the variable was not
  * set, "" when it was set empty. */
 struct settings_env {
     char *apikey;
     char *auth_token;
+    char *redis_password;
 };
 
 struct settings {
@@ -27,6 +28,7 @@ struct settings {
     struct config_strings strings;
     char *auth_token;               /* read from auth_token_file; o.auth_token points here */
     char *apikey;                   /* read from apikey_file; o.apikey points here */
+    char *redis_password;           /* read from redis_password_file; o.redis_password points here */
     const struct settings_env *env; /* what settings_load was given, for the next reload */
 };
 

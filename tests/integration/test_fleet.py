@@ -18,7 +18,7 @@ def redis_ping(port):
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
             s.sendall(b"PING\r\n")
-            return s.recv(64).startswith(b"+PONG")
+            return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 
@@ -27,7 +27,8 @@ class Redis:
     """redis-server on a free loopback port, its data (AOF) in a temp dir, so
     a restart on the same port and dir finds what it had."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, *args):
+        self.args = list(args)
         self.port = free_port()
         self.dir = tmp_path / "redis"
         self.dir.mkdir(exist_ok=True)
@@ -36,7 +37,7 @@ class Redis:
 
     def start(self):
         self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--dir", str(self.dir), "--save", "", "--appendonly", "yes"],
+                                      "--dir", str(self.dir), "--save", "", "--appendonly", "yes", *self.args],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(lambda: redis_ping(self.port), what="redis-server to answer PING")
 
@@ -129,10 +130,15 @@ def settled(base, want, extra=lambda r: True, answers=3):
     different instances) all show `want` accepted and delivered."""
     def check():
         reps = [fleet_report(base) for _ in range(answers)]
+        check.last = reps
         ok = all(r.get("scope") == "fleet" and r["accepted"] == want and r["successes"] == want
                  and r["pending"] == 0 and extra(r) for r in reps)
         return reps[-1] if ok else None
-    return wait_until(check, timeout=20, interval=0.2, what=f"fleet totals of {want}")
+    check.last = None
+    try:
+        return wait_until(check, timeout=20, interval=0.2, what=f"fleet totals of {want}")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; the last reports: {check.last}") from None
 
 
 def test_fleet_totals_through_the_balancer(redis, mock, start_fcmd, start_haproxy):
@@ -223,6 +229,10 @@ def test_worker_killed_and_respawned_counts_once(redis, mock, start_fcmd):
     for _ in range(20):
         assert send(f.base, 1, s) == 200
     s.close()
+    # Delivered (the local report reads shared memory at once), so the kill
+    # loses no target in flight; the next flush is still up to a second away.
+    wait_until(lambda: (lambda r: r["successes"] == 80 and r["pending"] == 0)(fleet_report(f.base, scope="local")),
+               interval=0.01, what="the targets delivered")
     before = f.children()
     os.kill(before[0], signal.SIGKILL)
     wait_until(lambda: len(f.children()) == 2 and before[0] not in f.children(), what="the worker respawned")
@@ -256,3 +266,50 @@ def test_bad_redis_url_is_refused_at_start(url):
     assert r.returncode == 2
     assert "--redis" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert "hunter2" not in r.stderr + r.stdout
+
+
+def environ_of(pid):
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        return f.read()
+
+
+def test_redis_password_from_a_file(tmp_path, mock, start_fcmd):
+    r = Redis(tmp_path, "--requirepass", "s3cret-from-file")
+    try:
+        pw = tmp_path / "redis-password"
+        pw.write_text("s3cret-from-file\n")
+        pw.chmod(0o600)
+        f = start_fcmd(mock, workers=1, args=["--redis", r.url, "--redis-password-file", str(pw)])
+        wait_until(lambda: requests.get(f.url("/readyz"), timeout=2).status_code == 200, what="/readyz 200")
+        assert f.send_form(["a"], {"k": "v"}).status_code == 200
+        settled(f.base, 1)
+        assert "s3cret" not in f.log_text()
+    finally:
+        r.stop()
+
+
+def test_redis_password_from_the_environment_is_wiped(tmp_path, mock, start_fcmd):
+    r = Redis(tmp_path, "--requirepass", "s3cret-from-env")
+    try:
+        env = dict(os.environ, FCMD_REDIS_PASSWORD="s3cret-from-env")
+        f = start_fcmd(mock, workers=2, args=["--redis", r.url], env=env)
+        wait_until(lambda: requests.get(f.url("/readyz"), timeout=2).status_code == 200, what="/readyz 200")
+        for pid in [f.proc.pid] + f.children():
+            # The name may stay in the block /proc shows; its value is wiped.
+            assert b"s3cret" not in environ_of(pid)
+    finally:
+        r.stop()
+
+
+@pytest.mark.parametrize("how", ["file", "env"])
+def test_redis_password_too_long_is_refused_at_start(tmp_path, how):
+    pw = "p" * 600
+    args, env = [], dict(os.environ)
+    if how == "file":
+        (tmp_path / "pw").write_text(pw + "\n")
+        args = ["--redis-password-file", str(tmp_path / "pw")]
+    else:
+        env["FCMD_REDIS_PASSWORD"] = pw
+    r = subprocess.run([FCMD_BIN, "--apikey", "k", "--redis", "redis://127.0.0.1:1", *args, "--check-config"],
+                       capture_output=True, text=True, timeout=10, env=env)
+    assert r.returncode == 2 and "longer than" in r.stderr and pw not in r.stderr + r.stdout
