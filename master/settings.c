@@ -139,38 +139,47 @@ static int env_secret(const char *name, const char *value, const char *what, cha
     return 0;
 }
 
-/* The legacy key: from --apikey-file, else from FCMD_APIKEY when neither
- * the flags nor the config file gave one. */
-static int load_apikey(struct settings *s, char *err, size_t errlen)
+/* A secret from its file flag, else from its environment variable when
+ * neither the flags nor the config file gave it; *target then points at the
+ * copy the settings own. */
+struct secret_source {
+    const char *file_flag; /* "--apikey-file" */
+    const char *file;      /* its value, or NULL */
+    const char *env_name;  /* "FCMD_APIKEY" */
+    const char *env_value; /* taken from the environment at start, or NULL */
+    const char *what;      /* "key", for messages */
+};
+
+static int load_secret(const struct secret_source *src, char **owned, const char **target, char *err, size_t errlen)
 {
-    if (s->o.apikey_file != NULL) {
-        if (load_secret_file("--apikey-file", s->o.apikey_file, "key", &s->apikey, err, errlen) != 0)
+    if (src->file != NULL) {
+        if (load_secret_file(src->file_flag, src->file, src->what, owned, err, errlen) != 0)
             return -1;
-    } else if (s->o.apikey == NULL && s->env != NULL && s->env->apikey != NULL) {
-        if (env_secret("FCMD_APIKEY", s->env->apikey, "key", &s->apikey, err, errlen) != 0)
+    } else if (*target == NULL && src->env_value != NULL) {
+        if (env_secret(src->env_name, src->env_value, src->what, owned, err, errlen) != 0)
             return -1;
     } else {
         return 0;
     }
-    s->o.apikey = s->apikey;
+    *target = *owned;
     return 0;
 }
 
-/* The clients' token: from --auth-token-file, else from FCMD_AUTH_TOKEN
- * when neither the flags nor the config file gave one. */
+/* The legacy key and the clients' token. */
+static int load_apikey(struct settings *s, char *err, size_t errlen)
+{
+    struct secret_source src = {"--apikey-file", s->o.apikey_file, "FCMD_APIKEY",
+                                s->env != NULL ? s->env->apikey : NULL, "key"};
+
+    return load_secret(&src, &s->apikey, &s->o.apikey, err, errlen);
+}
+
 static int load_token(struct settings *s, char *err, size_t errlen)
 {
-    if (s->o.auth_token_file != NULL) {
-        if (load_secret_file("--auth-token-file", s->o.auth_token_file, "token", &s->auth_token, err, errlen) != 0)
-            return -1;
-    } else if (s->o.auth_token == NULL && s->env != NULL && s->env->auth_token != NULL) {
-        if (env_secret("FCMD_AUTH_TOKEN", s->env->auth_token, "token", &s->auth_token, err, errlen) != 0)
-            return -1;
-    } else {
-        return 0;
-    }
-    s->o.auth_token = s->auth_token;
-    return 0;
+    struct secret_source src = {"--auth-token-file", s->o.auth_token_file, "FCMD_AUTH_TOKEN",
+                                s->env != NULL ? s->env->auth_token : NULL, "token"};
+
+    return load_secret(&src, &s->auth_token, &s->o.auth_token, err, errlen);
 }
 
 /* Redis' password: from --redis-password-file, else from FCMD_REDIS_PASSWORD.
