@@ -191,12 +191,13 @@ static void on_durable(void *arg, int ok)
 
 /* Writes the push to the spool (if any) and stages it in the queue.
  * Returns NULL with the reason for a 503 in *why. */
-static struct push *stage_push(struct child *c, const struct send_request *r, size_t body_len, const char **why)
+static struct push *stage_push(struct child *c, const struct send_request *r, size_t cost, size_t body_len,
+                               const char **why)
 {
     struct spool_mark mark;
     struct push *p;
 
-    if (!queue_has_room(&c->queue, r)) {
+    if (!queue_has_room(&c->queue, r->ntargets, cost)) {
         *why = "queue full";
         return NULL;
     }
@@ -225,7 +226,7 @@ static int on_send(struct child *c, h2o_req_t *req)
 {
     struct send_request r;
     const char *ctype = NULL, *why;
-    size_t ctype_len = 0, n;
+    size_t ctype_len = 0, n, cost = 0;
     uint64_t start = uv_hrtime();
     struct deferred *d = NULL;
     struct push *p;
@@ -246,7 +247,7 @@ static int on_send(struct child *c, h2o_req_t *req)
     if (rc == 0 && c->upstream->ops->check != NULL &&
         (rc = c->upstream->ops->check(c->upstream, &r, err, sizeof(err))) != 0)
         request_free(&r);
-    if (rc == 0 && !queue_could_fit(&c->queue, &r)) {
+    if (rc == 0 && !queue_could_fit(&c->queue, r.ntargets, cost = queue_cost(&r))) {
         snprintf(err, sizeof(err), "request holds more than a worker's whole queue (--queue-size, --queue-max-bytes)");
         request_free(&r);
         rc = 413;
@@ -258,7 +259,7 @@ static int on_send(struct child *c, h2o_req_t *req)
         request_free(&r);
         return respond_busy(req, "out of memory");
     }
-    if ((p = stage_push(c, &r, req->entity.len, &why)) == NULL) {
+    if ((p = stage_push(c, &r, cost, req->entity.len, &why)) == NULL) {
         request_free(&r);
         free(d);
         return respond_busy(req, why);

@@ -29,14 +29,14 @@ size_t queue_cost(const struct send_request *r)
     return bytes;
 }
 
-int queue_has_room(const struct queue *q, const struct send_request *r)
+int queue_has_room(const struct queue *q, size_t n, size_t bytes)
 {
-    return q->pending + r->ntargets <= q->capacity && q->bytes + queue_cost(r) <= q->max_bytes;
+    return q->pending + n <= q->capacity && q->bytes + bytes <= q->max_bytes;
 }
 
-int queue_could_fit(const struct queue *q, const struct send_request *r)
+int queue_could_fit(const struct queue *q, size_t n, size_t bytes)
 {
-    return r->ntargets <= q->capacity && queue_cost(r) <= q->max_bytes;
+    return n <= q->capacity && bytes <= q->max_bytes;
 }
 
 static void free_chain(struct target *t)
@@ -59,6 +59,7 @@ static struct push *push_create(const struct send_request *r)
     memset(p, 0, sizeof(*p));
     p->kind = r->kind;
     message_copy(&p->msg, &r->msg, p->text);
+    p->bytes = sizeof(*p) + message_size(&r->msg); /* and each target's, below: what queue_cost says */
     tailp = &p->staged;
     for (size_t i = 0; i < r->ntargets; i++) {
         size_t len = strlen(r->targets[i]);
@@ -74,12 +75,12 @@ static struct push *push_create(const struct send_request *r)
         t->index = r->index != NULL ? r->index[i] : (uint32_t)i;
         t->len = (uint32_t)len;
         memcpy(t->name, r->targets[i], len + 1);
+        p->bytes += sizeof(*t) + len + 1;
         *tailp = t;
         tailp = &t->next;
     }
     p->refs = (uint32_t)r->ntargets;
     p->ntargets = r->ntargets;
-    p->bytes = queue_cost(r);
     return p;
 }
 

@@ -60,11 +60,12 @@ void queue_init(struct queue *q, size_t capacity, size_t max_bytes);
 /* Bytes a push made of r holds while queued. */
 size_t queue_cost(const struct send_request *r);
 
-/* Whether a push of r fits under both bounds now. */
-int queue_has_room(const struct queue *q, const struct send_request *r);
+/* Whether a push of n targets holding bytes (its queue_cost) fits under
+ * both bounds now. */
+int queue_has_room(const struct queue *q, size_t n, size_t bytes);
 
-/* Whether a push of r would fit even in an empty queue. */
-int queue_could_fit(const struct queue *q, const struct send_request *r);
+/* Whether it would fit even in an empty queue. */
+int queue_could_fit(const struct queue *q, size_t n, size_t bytes);
 
 /* Makes a push of r with one target per r->targets and appends them all.
  * Returns the push, or NULL when memory ran out (nothing is queued then). */

@@ -599,14 +599,15 @@ static size_t feed_one(struct spool *s, struct segment *g)
             shm_add(s->slot, SHM_FAILURES, rp->ntargets - rp->acked);
             atomic_fetch_add_explicit(&s->slot->failures_by[CAUSE_SPOOL_RECORD], rp->ntargets - rp->acked,
                                       memory_order_relaxed);
-        } else if (rc == 0 && !queue_has_room(s->queue, &r) && s->queue->pending > 0) {
+        } else if (rc == 0 && !queue_has_room(s->queue, r.ntargets, queue_cost(&r)) && s->queue->pending > 0) {
             request_free(&r);
             free(index);
             break;
         } else if (rc != 0 || (p = queue_accept(s->queue, &r)) == NULL) {
             request_free(&r);
             free(index);
-            write_error(s, g->path, "out of memory queueing an adopted push");
+            /* Not a write failure: the spool stays ready; log like one, though. */
+            log_limited(&s->error_log, LOG_ERROR, "spool: out of memory queueing a push of %s", g->path);
             break; /* the next push done or rescan tries again */
         } else {
             p->spool_seg = g;
