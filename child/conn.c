@@ -46,12 +46,14 @@ struct conn {
     int fd;
     uint64_t id;          /* its name in the sweep's marks */
     uint64_t progress_at; /* loop time of the accept, of the last request handed over or answer, of bytes moving */
+    uint64_t taken_at;    /* loop time of the accept, or of the last request handed over or answered */
     int cut;              /* shut down by the sweep */
     /* What the current sweep found: */
-    int http1;       /* h2o serves it as HTTP/1 */
-    int owed;        /* fcmd owes an answer on it */
-    int slow;        /* a request has been arriving for --client-timeout */
-    int moved;       /* a stream moved CONN_H2_MOVED_MIN bytes since it last counted */
+    int http1;     /* h2o serves it as HTTP/1 */
+    int owed;      /* fcmd owes an answer on it */
+    int slow;      /* a request has been arriving for --client-timeout */
+    int answering; /* an answer moved CONN_H2_MOVED_MIN bytes since it last counted */
+    int uploading; /* a body still arriving did */
     unsigned parked; /* requests arriving for longer than a sweep, no body bytes since the last */
     uint64_t held;   /* header and body bytes of requests arriving for longer than a sweep */
 };
@@ -150,7 +152,7 @@ void conn_accept(struct conn_set *cs, uv_stream_t *listener, int is_unix)
     cs->count++;
     cn->id = ++cs->next_id;
     h2o_linklist_insert(&cs->all, &cn->link);
-    cn->progress_at = uv_now(cs->loop);
+    cn->progress_at = cn->taken_at = uv_now(cs->loop);
     cn->sock = h2o_uv_socket_create(&cn->io.stream, on_closed);
     h2o_accept(cs->accept_ctx, cn->sock);
 }
@@ -160,7 +162,7 @@ void conn_progress(struct conn_set *cs, h2o_req_t *req)
     struct conn *cn = of_req(cs, req);
 
     if (cn != NULL)
-        cn->progress_at = uv_now(cs->loop);
+        cn->progress_at = cn->taken_at = uv_now(cs->loop);
 }
 
 /* ---- the sweep ---- */
@@ -276,7 +278,7 @@ static void note_answer(struct sweep *s, struct conn *cn, h2o_req_t *req)
 {
     int grew;
 
-    cn->moved |= note_bytes(s, cn, stream_of(req)->stream_id, 1, req->bytes_sent, &grew);
+    cn->answering |= note_bytes(s, cn, stream_of(req)->stream_id, 1, req->bytes_sent, &grew);
 }
 
 /* The bytes of a request's decoded headers: with its body, what a request
@@ -303,7 +305,7 @@ static void note_arriving(struct sweep *s, struct conn *cn, h2o_req_t *req)
     uint64_t age = ms_since(&req->timestamps.request_begin_at, &s->now);
     int grew;
 
-    cn->moved |= note_bytes(s, cn, st->stream_id, 0, body, &grew);
+    cn->uploading |= note_bytes(s, cn, st->stream_id, 0, body, &grew);
     cn->slow |= age >= s->cs->timeout_ms;
     if (age >= s->cs->sweep_ms) {
         cn->parked += !grew;
@@ -346,7 +348,11 @@ static int is_http2(const struct conn *cn)
 
 /* Why an HTTP/2 connection is to be closed now, or NULL.  Bytes moving
  * never excuse a request that is too slow as a whole, nor a connection
- * holding too much. */
+ * holding too much.  Bodies moving excuse a connection only while it also
+ * delivers requests: each must arrive whole within --client-timeout, so a
+ * connection whose bodies keep moving and none of which arrives in
+ * CONN_H2_UPLOAD_SPAN timeouts is resetting its streams before they count
+ * as slow. */
 static const char *verdict(struct conn *cn, uint64_t now)
 {
     const struct conn_set *cs = cn->set;
@@ -361,7 +367,7 @@ static const char *verdict(struct conn *cn, uint64_t now)
         return "too many requests parked while still arriving";
     if (cn->held > CONN_H2_UNFINISHED_MAX * (uint64_t)cs->ctx->globalconf->max_request_entity_size)
         return "too many bytes held by requests still arriving";
-    if (cn->moved)
+    if (cn->answering || (cn->uploading && now - cn->taken_at < CONN_H2_UPLOAD_SPAN * cs->timeout_ms))
         cn->progress_at = now;
     if (now - cn->progress_at >= cs->timeout_ms)
         return "nothing moved for the client timeout";
@@ -386,7 +392,7 @@ static void judge(struct conn *cn, uint64_t now)
 
     if (!cn->cut && !uv_is_closing(&cn->io.handle) && is_http2(cn) && (why = verdict(cn, now)) != NULL)
         cut(cn, why);
-    cn->http1 = cn->owed = cn->slow = cn->moved = 0;
+    cn->http1 = cn->owed = cn->slow = cn->answering = cn->uploading = 0;
     cn->parked = 0;
     cn->held = 0;
 }

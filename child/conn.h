@@ -10,7 +10,8 @@
  * and no stream moving CONN_H2_MOVED_MIN bytes of its body or its answer),
  * that carries a request still arriving after --client-timeout, or that holds
  * more requests still arriving than the bounds below - never one that fcmd
- * owes an answer.  h2o then reads end-of-file and frees the connection as
+ * owes an answer.  Bodies moving keep a connection only while its requests
+ * also arrive whole.  h2o then reads end-of-file and frees the connection as
  * usual.
  */
 #ifndef FCMD_CHILD_CONN_H
@@ -30,6 +31,11 @@
  * out, within --client-timeout for its connection to count as busy: a client
  * reading or sending slower than that does not keep a connection. */
 #define CONN_H2_MOVED_MIN 512
+
+/* Client timeouts for which bodies moving keep a connection busy without a
+ * request arriving whole: a client that sends some body and resets each
+ * stream before it is complete does not keep a connection. */
+#define CONN_H2_UPLOAD_SPAN 2
 
 /* The longest time between two sweeps, in milliseconds. */
 #define CONN_SWEEP_MAX_MS 1000

@@ -252,6 +252,40 @@ def test_b_body_trickled_a_byte_at_a_time_is_cut(fcmd):
         c.close()
 
 
+def test_b_bodies_reset_before_they_arrive_do_not_hold_the_connection(fcmd):
+    """A new stream every quarter timeout sends more than the bytes that
+    count as moving; each is reset before --client-timeout can call it slow.
+    Every sweep sees a body move, yet no request ever arrives: the
+    connection is closed within a few timeouts (two in which moving bodies
+    still count, then the timeout)."""
+    f = fcmd()
+    c = H2Client(f.port)
+    live = []  # (stream id, when it opened)
+    state = {"next": 0.0, "streams": 0}
+
+    def reset_after_some_body():
+        now = time.monotonic()
+        while live and now - live[0][1] >= TIMEOUT * 0.7:
+            c.conn.reset_stream(live.pop(0)[0], h2.errors.ErrorCodes.CANCEL)
+            c.flush()
+        if now >= state["next"]:
+            state["next"] = now + TIMEOUT / 4
+            sid = c.open_post()
+            if c.send_body(sid, b"tokens=a&payload=" + b"x" * 700, seconds=1):
+                live.append((sid, now))
+                state["streams"] += 1
+
+    try:
+        open_for = held_open_for(c, 12 * TIMEOUT, reset_after_some_body)
+        assert c.closed, f"a connection resetting every body stayed open ({state['streams']} streams)"
+        assert open_for >= TIMEOUT * 2  # the moving bodies did count, for a while
+        assert open_for <= TIMEOUT * 6
+        assert not c.responses  # no request reached fcmd
+    finally:
+        c.close()
+    assert http_ok(f.url("/healthz"))  # the worker serves others as before
+
+
 # ---- (c) headers trickled in CONTINUATION frames ----
 
 def frame(ftype, flags, sid, payload):
