@@ -214,6 +214,7 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
         (c->upstream->ops->start && c->upstream->ops->start(c->upstream, c->sender, c->slot) != 0) ||
         (o->spool != NULL && open_spool(c) != 0) ||
         (o->redis != NULL && (c->fleet = fleet_start(&c->loop, o->redis, o->redis_password, shm, slot)) == NULL) ||
+        (sender_set_fleet(c->sender, c->fleet), 0) ||
         setup_http(c) != 0 || watch_signals(c) != 0 || unblock_signals() != 0 || open_listener(c, listen_fd) != 0) {
         log_error("child set-up failed");
         return 1;

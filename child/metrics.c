@@ -51,6 +51,11 @@ static size_t scalar_series(const struct shm_totals *t, const struct metrics_con
     ADD("retry_waiting", "retry_waiting", GAUGE, "Targets waiting for their next try.", t->gauges[SHM_RETRY_WAITING]);
     ADD("upstream_inflight", "upstream_inflight", GAUGE, "Upstream requests in flight.",
         t->gauges[SHM_UPSTREAM_INFLIGHT]);
+    ADD("upstream_limit", "upstream_limit", GAUGE, "Upstream requests allowed in flight now (found by additive increase, multiplicative decrease).",
+        t->gauges[SHM_UPSTREAM_LIMIT]);
+    ADD("rate_limit", "rate_limit", GAUGE,
+        "Messages a second this instance may send upstream: its share of --rate-limit (0: no limit).",
+        t->gauges[SHM_RATE_SHARE]);
     ADD("upstream_connections", "upstream_connections", GAUGE, "Open upstream connections.",
         t->gauges[SHM_UPSTREAM_SOCKETS]);
     ADD("children", "children", GAUGE, "Child processes alive.", t->children);

@@ -14,6 +14,8 @@
 #include "../master/options.h"
 #include "../shm/region.h"
 #include "backoff.h"
+#include "fleet.h"
+#include "pace.h"
 #include "queue.h"
 #include "retry.h"
 #include "spool.h"
@@ -42,6 +44,14 @@
 #define IDLE_TRIM_MS 1000
 #define LOG_FLUSH_MS 10000
 #define POOL_KEEP 16
+/* Upstream connections per worker over HTTP/2 without --upstream-connections,
+ * at most; the requests allowed in flight start at a quarter of the most. */
+#define H2_CONNECTIONS_MAX 16
+#define H2_START_DIVISOR 4
+/* The least requests in flight that throttling halves the limit to. */
+#define INFLIGHT_FLOOR 8
+/* How often a worker's share of --rate-limit is worked out again. */
+#define RATE_SHARE_MS 1000
 
 struct sender {
     uv_loop_t *loop;
@@ -51,7 +61,7 @@ struct sender {
     struct shm_region *shm;
     struct shm_slot *slot;
     CURLM *multi;
-    long connections; /* the cap per host */
+    long connections; /* the cap per host: the connections the limit needs */
     size_t attached;  /* transfers on the multi handle, ours and the adapter's */
     uv_timer_t timer;
     uv_timer_t trim; /* gives memory back once the worker has been idle a while */
@@ -61,7 +71,13 @@ struct sender {
     CURL **pool;         /* idle easy handles */
     size_t npool;
     size_t inflight;
-    size_t max_inflight;
+    size_t max_inflight; /* the ceiling of pace.limit */
+    struct pace pace;    /* requests allowed in flight, messages allowed to start */
+    int capped;          /* the last dispatch left targets waiting at the limit */
+    uv_timer_t pace_wait;  /* the rate's next message */
+    uv_timer_t rate_share; /* works out this worker's share of --rate-limit */
+    struct fleet *fleet;   /* with --redis: how many instances share the rate */
+    uint64_t instances;    /* live instances, as last known */
     long http_version;
     int multiplex;
     struct sock_watch *watches; /* the sockets curl has us watch: those of running transfers */
@@ -365,6 +381,57 @@ static void log_job(struct sender *s, const struct job *job, long status, size_t
                     s->up->ops->name, status, retried, job->ntargets, retry_reason, sep, job->error);
 }
 
+/* ---- pace: requests in flight and messages a second ---- */
+
+/* The connections a limit of requests in flight needs. */
+static long connections_for(const struct sender *s, size_t limit)
+{
+    size_t n;
+
+    if (!s->multiplex)
+        return s->connections;
+    n = (limit + STREAMS_PER_CONNECTION - 1) / STREAMS_PER_CONNECTION;
+    return n < 1 ? 1 : (long)n;
+}
+
+/* A job finished: the limit may grow (every request allowed was in flight
+ * and targets were waiting) or halve (the upstream throttles). */
+static void pace_job_done(struct sender *s, int throttled)
+{
+    if (!pace_finished(&s->pace, throttled, s->capped))
+        return;
+    if (s->multiplex) {
+        s->connections = connections_for(s, s->pace.limit);
+        curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS, s->connections);
+    }
+    log_debug("upstream: %zu requests in flight allowed (%s)", s->pace.limit, throttled ? "throttled" : "saturated");
+}
+
+/* This worker's share of --rate-limit: the instance's (or with --redis the
+ * fleet's, divided by the live instances) divided by the workers. */
+static void on_rate_share(uv_timer_t *t)
+{
+    struct sender *s = t->data;
+    struct fleet_totals ft;
+    double share = (double)s->opts->rate_limit / (s->opts->workers > 0 ? s->opts->workers : 1);
+
+    if (s->fleet != NULL && fleet_totals(s->fleet, &ft) == 0 && ft.instances > 0)
+        s->instances = ft.instances;
+    share /= (double)(s->instances > 0 ? s->instances : 1);
+    pace_set_rate(&s->pace, share, uv_now(s->loop));
+    shm_gauge_set(s->slot, SHM_RATE_SHARE, (int64_t)(share + 0.5));
+}
+
+static void on_pace_wait(uv_timer_t *t)
+{
+    sender_kick(t->data);
+}
+
+void sender_set_fleet(struct sender *s, struct fleet *f)
+{
+    s->fleet = f;
+}
+
 /* Writes one acknowledgement for the targets of the job that are done for
  * good, before they are freed. */
 static void ack_final(struct sender *s, struct job *job, const struct outcome *out)
@@ -395,6 +462,7 @@ static void finish_job(struct sender *s, struct job *job, CURLcode code)
 
     curl_easy_getinfo(job->easy, CURLINFO_RESPONSE_CODE, &res.status);
     curl_easy_getinfo(job->easy, CURLINFO_TOTAL_TIME_T, &elapsed_us);
+    pace_job_done(s, res.status == 429);
     histogram_observe(&s->slot->upstream_latency, upstream_bounds_us, (uint64_t)elapsed_us);
     if (code != CURLE_OK && job->error[0] == '\0')
         snprintf(job->error, sizeof(job->error), "%s", curl_easy_strerror(code));
@@ -440,6 +508,7 @@ static void publish_gauges(struct sender *s)
     shm_gauge_set(s->slot, SHM_RETRY_WAITING, (int64_t)s->retries.waiting);
     shm_gauge_set(s->slot, SHM_UPSTREAM_INFLIGHT, (int64_t)s->inflight);
     shm_gauge_set(s->slot, SHM_UPSTREAM_SOCKETS, (int64_t)s->connections_open);
+    shm_gauge_set(s->slot, SHM_UPSTREAM_LIMIT, (int64_t)s->pace.limit);
 }
 
 static int multi_open(struct sender *s)
@@ -549,13 +618,19 @@ static void dispatch(struct sender *s)
 {
     int started = 0;
 
-    while (s->inflight < s->max_inflight && s->queue->head != NULL &&
+    while (s->inflight < s->pace.limit && s->queue->head != NULL &&
            (s->up->ops->ready == NULL || s->up->ops->ready(s->up))) {
+        size_t allowed = pace_messages(&s->pace, uv_now(s->loop));
+        if (allowed == 0) { /* the rate holds them back, not the limit */
+            uv_timer_start(&s->pace_wait, on_pace_wait, pace_wait_ms(&s->pace, uv_now(s->loop)), 0);
+            s->capped = 0;
+            return;
+        }
         if (started++ == STARTS_PER_TURN) {
             sender_kick(s); /* more on the next turn */
             return;
         }
-        size_t n = queue_take_batch(s->queue, s->batch, s->up->max_targets);
+        size_t n = queue_take_batch(s->queue, s->batch, allowed < s->up->max_targets ? allowed : s->up->max_targets);
         struct job *job = job_new(s, s->batch, n);
         CURL *e = job ? easy_get(s) : NULL;
 
@@ -576,6 +651,7 @@ static void dispatch(struct sender *s)
         for (size_t i = 0; i < n; i++)
             job->targets[i]->attempts++;
         shm_add(s->slot, SHM_ATTEMPTS, n);
+        pace_spend(&s->pace, n);
         if (sender_add(s, e, &job->xfer) != 0) {
             finish_job(s, job, CURLE_FAILED_INIT);
             easy_put(s, e);
@@ -584,6 +660,9 @@ static void dispatch(struct sender *s)
         }
         s->inflight++;
     }
+    /* Finishes come in batches, handled before the next dispatch: each of
+     * them counts as saturated if this one stopped at the limit. */
+    s->capped = s->inflight >= s->pace.limit && s->queue->head != NULL;
 }
 
 static void on_kick(uv_idle_t *idle)
@@ -677,9 +756,15 @@ struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, stru
      * connection per request in flight. */
     s->multiplex = https || o->http2_prior_knowledge;
     s->http_version = o->http2_prior_knowledge ? CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE : CURL_HTTP_VERSION_2TLS;
-    s->connections = o->upstream_connections > 0 ? o->upstream_connections : s->multiplex ? 4 : 32;
+    /* With HTTP/2 the requests in flight start at a quarter of the ceiling
+     * (400 of 1,600 by default) and grow while targets wait; with HTTP/1.1
+     * each needs its own connection and they start at the ceiling. */
+    s->connections = o->upstream_connections > 0 ? o->upstream_connections : s->multiplex ? H2_CONNECTIONS_MAX : 32;
     s->max_inflight = o->max_inflight > 0 ? (size_t)o->max_inflight
                                           : (size_t)s->connections * (s->multiplex ? STREAMS_PER_CONNECTION : 1);
+    pace_init(&s->pace, INFLIGHT_FLOOR, s->multiplex ? s->max_inflight / H2_START_DIVISOR : s->max_inflight,
+              s->max_inflight);
+    s->connections = connections_for(s, s->pace.limit);
     s->pool = calloc(s->max_inflight, sizeof(*s->pool));
     s->batch = calloc(up->max_targets, sizeof(*s->batch));
     if (s->pool == NULL || s->batch == NULL || find_ca_path(s) != 0 || multi_open(s) != 0)
@@ -692,6 +777,15 @@ struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, stru
     uv_timer_init(loop, &s->trim);
     s->trim.data = s;
     uv_unref((uv_handle_t *)&s->trim);
+    uv_timer_init(loop, &s->pace_wait);
+    s->pace_wait.data = s;
+    uv_timer_init(loop, &s->rate_share);
+    s->rate_share.data = s;
+    if (o->rate_limit > 0) {
+        on_rate_share(&s->rate_share);
+        uv_timer_start(&s->rate_share, on_rate_share, RATE_SHARE_MS, RATE_SHARE_MS);
+        uv_unref((uv_handle_t *)&s->rate_share);
+    }
     uv_timer_init(loop, &s->log_flush);
     s->log_flush.data = s;
     uv_timer_start(&s->log_flush, on_log_flush, LOG_FLUSH_MS, LOG_FLUSH_MS);

@@ -43,6 +43,10 @@ struct spool;
 /* With a spool, targets that finish are acknowledged in it. */
 void sender_set_spool(struct sender *s, struct spool *spool);
 
+/* With --redis: the fleet whose live instances share --rate-limit. */
+struct fleet;
+void sender_set_fleet(struct sender *s, struct fleet *f);
+
 /* Says what the log limits held back: once their interval has passed, or
  * at once with force (at exit). */
 void sender_flush_log(struct sender *s, int force);

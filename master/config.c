@@ -37,6 +37,7 @@ static const struct {
     {"upstream", "ca_file", "ca-file"},
     {"upstream", "connections", "upstream-connections"},
     {"upstream", "max_inflight", "max-inflight"},
+    {"upstream", "rate_limit", "rate-limit"},
     {"upstream", "idle_timeout", "upstream-idle-timeout"},
     {"upstream", "http2_prior_knowledge", "http2-prior-knowledge"},
     {"send", "retries", "retries"},

@@ -67,6 +67,7 @@ static const struct opt_def opt_table[] = {
     LONG(queue_max_bytes, "queue-max-bytes", 65536, 1L << 50),
     INT(upstream_connections, "upstream-connections", 1, 1024),
     INT(max_inflight, "max-inflight", 1, 100000),
+    LONG(rate_limit, "rate-limit", 0, 100000000),
     INT(upstream_idle_timeout, "upstream-idle-timeout", 1, 86400),
     BOOL(http2_prior_knowledge, "http2-prior-knowledge"),
     INT(shutdown_timeout, "shutdown-timeout", 1, 3600),
@@ -109,8 +110,10 @@ const char options_usage[] =
     "  --fcm-url URL             v1 base URL [https://fcm.googleapis.com]\n"
     "  --ca-file FILE            extra CA bundle for upstream TLS [system store]\n"
     "  --retries N               retries of a retryable failure [3]\n"
-    "  --upstream-connections N  upstream connections per child [4 for HTTP/2, 32 for HTTP/1.1]\n"
-    "  --max-inflight N          upstream requests in flight per child [100 per HTTP/2 connection]\n"
+    "  --upstream-connections N  upstream connections per child, at most [16 for HTTP/2, 32 for HTTP/1.1]\n"
+    "  --max-inflight N          upstream requests in flight per child, at most [100 per HTTP/2 connection];\n"
+    "                            over HTTP/2 the limit starts at 400, grows while messages wait, halves on 429\n"
+    "  --rate-limit N            messages a second upstream per instance, or per fleet with --redis [no limit]\n"
     "  --upstream-idle-timeout S close upstream connections after S idle seconds [60]\n"
     "  --http2-prior-knowledge   speak HTTP/2 without Upgrade to http:// URLs\n"
     "Server:\n"

@@ -38,7 +38,8 @@ struct fcmd_options {
     long queue_size;           /* pending targets per child before 503 */
     long queue_max_bytes;      /* bytes those targets and their pushes may hold, per child */
     int upstream_connections;  /* per child; 0 = by URL scheme */
-    int max_inflight;          /* upstream requests in flight per child; 0 = 100 per HTTP/2 connection */
+    int max_inflight;          /* upstream requests in flight per child, at most; 0 = 100 per HTTP/2 connection */
+    long rate_limit;           /* messages a second upstream, per instance (per fleet with --redis); 0 = none */
     int upstream_idle_timeout; /* seconds without upstream work before a child closes its connections */
     int http2_prior_knowledge; /* h2c without Upgrade on http:// URLs */
     int shutdown_timeout;      /* seconds a stopping child may take to finish its work */

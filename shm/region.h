@@ -49,6 +49,8 @@ enum shm_gauge {
     SHM_RETRY_WAITING,     /* targets waiting for their next try */
     SHM_UPSTREAM_INFLIGHT, /* upstream requests in flight */
     SHM_UPSTREAM_SOCKETS,  /* open upstream connections */
+    SHM_UPSTREAM_LIMIT,    /* upstream requests allowed in flight now */
+    SHM_RATE_SHARE,        /* messages a second this child may send (--rate-limit), 0 without a limit */
     SHM_SPOOL_BYTES,       /* bytes of the spool segments the child holds */
     SHM_SPOOL_SEGMENTS,    /* spool segments the child holds */
     SHM_NGAUGES

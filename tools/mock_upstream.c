@@ -27,6 +27,8 @@ static const char usage[] =
     "Usage: mock-upstream [--host ADDR] [--port N] [--latency-ms N] [--apikey KEY]\n"
     "                     [--retry-after SECONDS] [--tls-cert FILE --tls-key FILE]\n"
     "                     [--oauth-public-key PEM] [--token-ttl SECONDS] [--oauth-fail N]\n"
+    "                     [--quota N]      (messages admitted per second, like a project's quota;\n"
+    "                                       beyond it: 429, QUOTA_EXCEEDED on v1)\n"
     "                     [--http1-only]   (TLS without HTTP/2 in ALPN)\n"
     "\n"
     "Request bodies must be JSON without repeated keys (jansson's reading); anything else gets 400.\n"
@@ -48,7 +50,8 @@ static const char usage[] =
     "                 (400 INVALID_ARGUMENT on message.android), quota1 (429 QUOTA_EXCEEDED once),\n"
     "                 unavail1 / unavail (503 UNAVAILABLE once / always), internal1 (500 INTERNAL\n"
     "                 once), thirdparty (401 THIRD_PARTY_AUTH_ERROR), refuse1 (401 UNAUTHENTICATED once)\n"
-    "GET /stats       JSON: requests, connections, per-token attempts and deliveries\n"
+    "GET /stats       JSON: requests, connections, per-token attempts and deliveries, quota_peak (the\n"
+    "                 most messages admitted in one second) and quota_refused\n"
     "GET /stats?summary   the same without the per-token map\n"
     "POST /stats/reset    forget everything\n"
     "Port 0 picks a free port; the chosen one is printed on stdout.\n";
@@ -118,6 +121,7 @@ static void stats_reset(void)
     mock.auth_failures = mock.first_request_ms = mock.last_delivery_ms = 0;
     mock.max_inflight = mock.inflight;
     mock.oauth_requests = mock.oauth_rejected = mock.v1_unauthorized = 0;
+    mock.quota_used = mock.quota_peak = mock.quota_refused = 0;
 }
 
 void mock_record_delivery(struct token_stat *e, json_t *data, json_t *msg)
@@ -234,6 +238,26 @@ static int answer_text(h2o_req_t *req, int status, const char *text)
 
 /* ---- the legacy API ---- */
 
+int mock_quota_admit(size_t n)
+{
+    uint64_t second = uv_now(mock.loop) / 1000;
+
+    if (mock.quota == 0)
+        return 1;
+    if (second != mock.quota_second) {
+        mock.quota_second = second;
+        mock.quota_used = 0;
+    }
+    if (mock.quota_used + n > mock.quota) {
+        mock.quota_refused += n;
+        return 0;
+    }
+    mock.quota_used += n;
+    if (mock.quota_used > mock.quota_peak)
+        mock.quota_peak = mock.quota_used;
+    return 1;
+}
+
 int mock_has_prefix(const char *s, size_t n, const char *p)
 {
     size_t k = strlen(p);
@@ -340,6 +364,10 @@ static int legacy_tokens(h2o_req_t *req, json_t *ids, json_t *data)
     json_array_foreach (ids, k, t) {
         mock_stat(json_string_value(t), json_string_length(t))->attempts++;
         mock.targets++;
+    }
+    if (!mock_quota_admit(json_array_size(ids))) {
+        mtext_adds(&b, "quota exceeded\n");
+        return mock_answer(req, 429, 1, &b);
     }
     if ((status = forced_status(ids)) != 0) {
         mtext_addf(&b, "forced %d\n", status);
@@ -453,7 +481,8 @@ static int on_stats(h2o_req_t *req)
                "{\"requests\":%llu,\"http2_requests\":%llu,\"connections\":%llu,\"targets\":%llu,\"delivered\":%llu,"
                "\"unique_tokens\":%zu,\"unique_delivered\":%llu,\"auth_failures\":%llu,\"inflight\":%zu,"
                "\"max_inflight\":%zu,\"first_request_ms_ago\":%lld,\"last_delivery_ms_ago\":%lld,"
-               "\"oauth_requests\":%llu,\"oauth_rejected\":%llu,\"tokens_issued\":%zu,\"v1_unauthorized\":%llu",
+               "\"oauth_requests\":%llu,\"oauth_rejected\":%llu,\"tokens_issued\":%zu,\"v1_unauthorized\":%llu,"
+               "\"quota_peak\":%llu,\"quota_refused\":%llu",
                (unsigned long long)mock.requests, (unsigned long long)mock.http2_requests,
                (unsigned long long)mock.connections, (unsigned long long)mock.targets,
                (unsigned long long)mock.delivered, mock.table_used, (unsigned long long)mock.unique_delivered,
@@ -461,7 +490,8 @@ static int on_stats(h2o_req_t *req)
                mock.first_request_ms ? (long long)(now - mock.first_request_ms) : -1LL,
                mock.last_delivery_ms ? (long long)(now - mock.last_delivery_ms) : -1LL,
                (unsigned long long)mock.oauth_requests, (unsigned long long)mock.oauth_rejected, mock.nissued,
-               (unsigned long long)mock.v1_unauthorized);
+               (unsigned long long)mock.v1_unauthorized, (unsigned long long)mock.quota_peak,
+               (unsigned long long)mock.quota_refused);
     if (!summary)
         stats_tokens(&b);
     mtext_adds(&b, "}\n");
@@ -605,6 +635,8 @@ int main(int argc, char **argv)
                 return 2;
         } else if (strcmp(a, "token-ttl") == 0)
             mock.token_ttl = (unsigned)atoi(v);
+        else if (strcmp(a, "quota") == 0)
+            mock.quota = strtoull(v, NULL, 10);
         else if (strcmp(a, "oauth-fail") == 0)
             mock.oauth_fail = (unsigned)atoi(v);
         else {

@@ -47,6 +47,8 @@ struct mock {
     uint64_t requests, http2_requests, connections, targets, delivered, unique_delivered, auth_failures;
     uint64_t first_request_ms, last_delivery_ms;
     size_t inflight, max_inflight;
+    /* --quota: messages admitted per second of the mock's clock, 0 for no limit */
+    uint64_t quota, quota_second, quota_used, quota_peak, quota_refused;
     /* FCM HTTP v1 and OAuth (mock_v1.c) */
     EVP_PKEY *oauth_key;   /* verifies assertions; NULL: v1 answers 401 to all */
     unsigned token_ttl;    /* seconds */
@@ -69,6 +71,9 @@ void mock_record_delivery(struct token_stat *e, json_t *data, json_t *msg);
 json_t *mock_decode(h2o_req_t *req, char *why, size_t size);
 
 int mock_has_prefix(const char *s, size_t n, const char *p);
+
+/* Whether n more messages fit this second's --quota; counts them either way. */
+int mock_quota_admit(size_t n);
 
 /* Answers now, or after --latency-ms; takes over body. */
 int mock_answer(h2o_req_t *req, int status, int with_retry_after, struct mtext *body);

@@ -355,7 +355,9 @@ static int v1_deliver(h2o_req_t *req, json_t *msg)
     e = mock_stat(json_string_value(key), json_string_length(key));
     e->attempts++;
     mock.targets++;
-    if (!data_ok(data)) {
+    if (!mock_quota_admit(1)) {
+        rc = v1_error(req, 429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED", NULL, "Quota exceeded for quota metric.", 1);
+    } else if (!data_ok(data)) {
         rc = v1_error(req, 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", "message.data",
                       "Invalid value at message.data: values must be strings", 0);
     } else if (!is_token || !(rc = prefixed_error(req, json_string_value(key), json_string_length(key), e))) {
