@@ -7,7 +7,8 @@
 # request) and fcmd, drives /gcm/send the same way (the GoCM form body),
 # waits until the mock has every accepted message, and prints the figures.
 # Environment: DURATION (10 s), CONNECTIONS (64), TOKENS per request (1),
-# LATENCY_MS (200), WORKERS (2), UPSTREAM_CONNECTIONS (16), UPSTREAM (legacy
+# LATENCY_MS (200), WORKERS (2), UPSTREAM_CONNECTIONS (16; "default" for
+# fcmd's own), UPSTREAM (legacy
 # or v1), SPOOL (off, never, batch or always), PORT (5650), MESSAGES (unset:
 # fcmd's wrk run stops once fcmd has accepted this many requests, or after
 # DURATION), IDLE_TIMEOUT (fcmd's --upstream-idle-timeout, 2 s, so that "RSS
@@ -60,11 +61,22 @@ wrk_run() { # URL OUTPUT [MESSAGES]
 }
 rps() { awk '/^Requests\/sec/ {printf "%d", $2}' "$1"; }
 
+# Runs a command; prints the CPU seconds it used (getrusage of the child: finer than clock ticks).
+cpu_of() {
+    /usr/bin/python3 -c 'import resource, subprocess, sys
+subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print("%.6f" % (r.ru_utime + r.ru_stime))' "$@"
+}
+
 # ---- the baseline ----
 tools/baseline --port "$PORT" --workers "$WORKERS" &
-pids="$pids $!"
+base_pid=$!
+pids="$pids $base_pid"
 poll 100 curl -sf "http://127.0.0.1:$PORT/"
+base_ticks0=$(ticks "$base_pid")
 (wrk_run "http://127.0.0.1:$PORT/gcm/send" "$work/baseline.wrk")
+base_ticks=$(($(ticks "$base_pid") - base_ticks0))
 # shellcheck disable=SC2086 # pids is a list
 kill -TERM $pids 2>/dev/null; wait 2>/dev/null || true
 pids=
@@ -101,8 +113,10 @@ fi
 if [ "$SPOOL" != off ]; then
     set -- "$@" --spool "$work/spool" --spool-fsync "$SPOOL"
 fi
+# UPSTREAM_CONNECTIONS=default: fcmd's own (16 a worker, the limit found as it goes).
+[ "$UPSTREAM_CONNECTIONS" = default ] || set -- "$@" --upstream-connections "$UPSTREAM_CONNECTIONS"
 ./fcmd --port "$PORT" --host 127.0.0.1 --workers "$WORKERS" --logto "$work/fcmd.log" \
-    --upstream-connections "$UPSTREAM_CONNECTIONS" --upstream-idle-timeout "$IDLE_TIMEOUT" --ca-file "$work/cert.pem" "$@" &
+    --upstream-idle-timeout "$IDLE_TIMEOUT" --ca-file "$work/cert.pem" "$@" &
 fcmd_pid=$!
 pids="$pids $fcmd_pid"
 poll 200 curl -sf "http://127.0.0.1:$PORT/readyz"
@@ -158,6 +172,18 @@ done
 rss_after=$(kb "$fcmd_pid" VmRSS)
 rss_peak=$(kb "$fcmd_pid" VmHWM)
 hz=$(getconf CLK_TCK)
+summary=$(stats)
+
+# ---- the floor of delivery: h2load sends fcmd's upstream request ----
+# The same request (the legacy body of one token; v1's is about as large),
+# to the same mock, over as many connections as fcmd had open, 100 streams
+# each: what an HTTP/2 client spends per request, with nothing of fcmd's.
+floor_conns=$((upstream_conns > 0 ? upstream_conns : WORKERS))
+floor_n=$((accepted > 10000 ? accepted : 10000))
+printf '{"registration_ids":["token1"],"data":{"title": "hello"}}' >"$work/floor.json"
+h2load_cpu=$(cpu_of sh -c 'exec h2load "$@" >"$0" 2>&1' "$work/h2load.out" -n "$floor_n" -c "$floor_conns" -m 100 \
+    -t 1 -d "$work/floor.json" -H 'content-type: application/json' -H 'authorization: key=bench' "$mock/fcm/send")
+h2load_ok=$(sed -n 's/^requests: .* \([0-9]*\) succeeded.*/\1/p' "$work/h2load.out")
 
 base_rps=$(rps "$work/baseline.wrk")
 fcmd_rps=$(rps "$work/fcmd.wrk")
@@ -180,7 +206,6 @@ row() { # LABEL FORMAT FIGURE...
     printf "%-44s $format\n" "$label" "$@"
 }
 percentile() { echo "$1" | awk -v k="$2" '{for (i = 1; i < NF; i++) if ($i == k) print $(i + 1)}'; }
-summary=$(stats)
 row "baseline ingress (bare h2o, requests/s)" "%s" "$base_rps"
 row "baseline latency p50 / p99 / p99.9 (us)" "%s / %s / %s" \
     "$(percentile "$base_lat" p50)" "$(percentile "$base_lat" p99)" "$(percentile "$base_lat" p99.9)"
@@ -204,6 +229,17 @@ if [ "${pending:-0}" -gt 0 ]; then
 fi
 row "RSS after the drain" "%s KiB = %s%% of idle (peak %s KiB)" "$rss_after" "$((rss_after * 100 / rss_idle))" \
     "$rss_peak"
+fcmd_us=$(awk -v t=$((ticks_end - ticks_start)) -v hz="$hz" -v n="$accepted" 'BEGIN {printf "%.1f", t / hz / n * 1e6}')
+base_us=$(awk -v t="$base_ticks" -v hz="$hz" -v n="$(awk '/^requests/ {print $2}' "$work/baseline.wrk")" \
+    'BEGIN {printf "%.1f", t / hz / n * 1e6}')
+h2load_us=$(awk -v s="$h2load_cpu" -v n="${h2load_ok:-0}" 'BEGIN {if (n > 0) printf "%.1f", s / n * 1e6}')
 row "CPU seconds per 1,000 targets (fcmd)" "%s" \
     "$(awk -v t=$((ticks_end - ticks_start)) -v hz="$hz" -v n="$accepted" 'BEGIN {printf "%.3f", t / hz / (n / 1000)}')"
+row "CPU us per message: fcmd, end to end" "%s" "$fcmd_us"
+row "CPU us per request: bare h2o server (floor)" "%s" "$base_us"
+row "CPU us per request: h2load upstream (floor)" "%s (%s requests, %s connections x 100 streams)" "$h2load_us" \
+    "${h2load_ok:-0}" "$floor_conns"
+row "fcmd CPU / floor" "%s" "$(awk -v f="$fcmd_us" -v a="$base_us" -v b="$h2load_us" 'BEGIN {printf "%.2f", f / (a + b)}')"
+row "send p99 / bare server p99" "%s" "$(awk -v f="$(percentile "$lat" p99)" -v b="$(percentile "$base_lat" p99)" \
+    'BEGIN {printf "%.2f", f / (b > 0 ? b : 1)}')"
 [ -z "$missing" ] || { echo "bench: no figure for${missing#;}" >&2; exit 1; }
