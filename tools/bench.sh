@@ -8,11 +8,12 @@
 # waits until the mock has every accepted message, and prints the figures.
 # Environment: DURATION (10 s), CONNECTIONS (64), TOKENS per request (1),
 # LATENCY_MS (200), WORKERS (2), UPSTREAM_CONNECTIONS (16; "default" for
-# fcmd's own), UPSTREAM (legacy
-# or v1), SPOOL (off, never, batch or always), PORT (5650), MESSAGES (unset:
-# fcmd's wrk run stops once fcmd has accepted this many requests, or after
-# DURATION), IDLE_TIMEOUT (fcmd's --upstream-idle-timeout, 2 s, so that "RSS
-# after the drain" is read with the idle upstream connections closed).
+# fcmd's own), UPSTREAM (legacy or v1), SPOOL (off, never, batch or always),
+# PORT (5650), MESSAGES (unset: fcmd's wrk run stops once fcmd has accepted
+# this many requests, or after DURATION), IDLE_TIMEOUT (fcmd's
+# --upstream-idle-timeout, 2 s, so that "RSS after the drain" is read with the
+# idle upstream connections closed), STEADY (3 s: a light steady load, run
+# against the bare server and again while fcmd delivers its backlog).
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,7 @@ PORT=${PORT:-5650}
 MESSAGES=${MESSAGES:-}
 WRK_THREADS=${WRK_THREADS:-2}
 IDLE_TIMEOUT=${IDLE_TIMEOUT:-2}
+STEADY=${STEADY:-3}
 export TOKENS
 work=$(mktemp -d)
 pids=
@@ -59,6 +61,12 @@ ticks() { s=0; for p in $(tree "$1"); do v=$(awk '{print $14 + $15}' /proc/"$p"/
 wrk_run() { # URL OUTPUT [MESSAGES]
     MESSAGES=${3:-} WRK_THREADS=$WRK_THREADS exec wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" -s tools/wrk-send.lua "$1" >"$2" 2>&1
 }
+# A steady, light load: 8 connections, each a request per 10 ms (at most 800 a
+# second), for STEADY seconds: the latency of /gcm/send while the worker is busy
+# with something else, against the bare server's under the same load.
+steady_run() { # URL OUTPUT
+    DELAY_MS=10 exec wrk -t1 -c8 -d"${STEADY}s" -s tools/wrk-send.lua "$1" >"$2" 2>&1
+}
 rps() { awk '/^Requests\/sec/ {printf "%d", $2}' "$1"; }
 
 # Runs a command; prints the CPU seconds it used (getrusage of the child: finer than clock ticks).
@@ -77,6 +85,7 @@ poll 100 curl -sf "http://127.0.0.1:$PORT/"
 base_ticks0=$(ticks "$base_pid")
 (wrk_run "http://127.0.0.1:$PORT/gcm/send" "$work/baseline.wrk")
 base_ticks=$(($(ticks "$base_pid") - base_ticks0))
+(steady_run "http://127.0.0.1:$PORT/gcm/send" "$work/baseline-steady.wrk")
 # shellcheck disable=SC2086 # pids is a list
 kill -TERM $pids 2>/dev/null; wait 2>/dev/null || true
 pids=
@@ -157,6 +166,10 @@ rss_loaded=$(kb "$fcmd_pid" VmRSS)
 accepted=$(($(echo "$report" | field accepted) - warm))
 mock_conns1=$(stats | field connections)
 upstream_conns=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '$1 == "fcmd_upstream_connections" {print $2}')
+# The same light load as the bare server's, while the backlog is delivered at full rate.
+(steady_run "http://127.0.0.1:$PORT/gcm/send" "$work/steady.wrk")
+steady_pending=$(curl -s "http://127.0.0.1:$PORT/gcm/report" | field pending)
+accepted=$(($(curl -s "http://127.0.0.1:$PORT/gcm/report" | field accepted) - warm))
 delivered_all() { [ "$(stats | field delivered)" -ge $((accepted + warm)) ]; }
 poll 12000 delivered_all
 done_at=$(ms)
@@ -214,6 +227,12 @@ row "fcmd ingress (requests/s)" "%s (%s%% of the baseline)" "$fcmd_rps" \
 row "latency p50 / p99 / p99.9 (us)" "%s / %s / %s" "$(percentile "$lat" p50)" "$(percentile "$lat" p99)" \
     "$(percentile "$lat" p99.9)"
 row "answers not 200, and socket errors (wrk)" "%s" "$errors"
+steady_lat=$(sed -n 's/^latency_us //p' "$work/steady.wrk")
+base_steady_lat=$(sed -n 's/^latency_us //p' "$work/baseline-steady.wrk")
+row "steady 800/s: bare server p50 / p99 (us)" "%s / %s" "$(percentile "$base_steady_lat" p50)" \
+    "$(percentile "$base_steady_lat" p99)"
+row "steady 800/s while delivering: p50 / p99 (us)" "%s / %s (%s pending when it began, %s when it ended)" \
+    "$(percentile "$steady_lat" p50)" "$(percentile "$steady_lat" p99)" "$pending" "$steady_pending"
 row "accepted targets" "%s" "$accepted"
 row "all at the upstream after" "%s ms (%s ms after wrk stopped)" "$elapsed" "$((done_at - wrk_end))"
 row "end-to-end delivered targets/s" "%s" "$((accepted * 1000 / (elapsed > 0 ? elapsed : 1)))"
@@ -240,6 +259,7 @@ row "CPU us per request: bare h2o server (floor)" "%s" "$base_us"
 row "CPU us per request: h2load upstream (floor)" "%s (%s requests, %s connections x 100 streams)" "$h2load_us" \
     "${h2load_ok:-0}" "$floor_conns"
 row "fcmd CPU / floor" "%s" "$(awk -v f="$fcmd_us" -v a="$base_us" -v b="$h2load_us" 'BEGIN {printf "%.2f", f / (a + b)}')"
-row "send p99 / bare server p99" "%s" "$(awk -v f="$(percentile "$lat" p99)" -v b="$(percentile "$base_lat" p99)" \
+row "send p99 while delivering / bare p99, steady" "%s" \
+    "$(awk -v f="$(percentile "$steady_lat" p99)" -v b="$(percentile "$base_steady_lat" p99)" \
     'BEGIN {printf "%.2f", f / (b > 0 ? b : 1)}')"
 [ -z "$missing" ] || { echo "bench: no figure for${missing#;}" >&2; exit 1; }

@@ -21,6 +21,12 @@ if limit > 0 then
     end
 end
 
+-- DELAY_MS: each connection waits this long before its next request (a steady load).
+local delay_ms = tonumber(os.getenv("DELAY_MS") or "") or 0
+if delay_ms > 0 then
+    function delay() return delay_ms end
+end
+
 function done(summary, latency, requests)
     io.write(string.format("latency_us p50 %d p99 %d p99.9 %d\n", latency:percentile(50),
         latency:percentile(99), latency:percentile(99.9)))
