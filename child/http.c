@@ -9,8 +9,8 @@
  * only once it is written.  The upstream work happens later, in the sender.
  */
 #include "http.h"
-#include "../master/log.h"
-#include "../master/options.h"
+#include "../common/log.h"
+#include "../common/options.h"
 #include "../shm/region.h"
 #include "buf.h"
 #include "child.h"

@@ -7,7 +7,7 @@
  * both formats share.
  */
 #include "request.h"
-#include "json.h"
+#include "../common/json.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -8,10 +8,10 @@
  * google.rpc.Status whose details carry FCM's own errorCode.
  */
 #include "upstream_v1.h"
-#include "../master/log.h"
-#include "../master/options.h"
-#include "../master/service_account.h"
-#include "json.h"
+#include "../common/log.h"
+#include "../common/options.h"
+#include "../common/service_account.h"
+#include "../common/json.h"
 #include "oauth.h"
 #include "request.h"
 #include "sender.h"

@@ -8,7 +8,7 @@
  * may be starting them.
  */
 #include "settings.h"
-#include "../child/redis_url.h"
+#include "../common/redis_url.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -20,8 +20,8 @@
 #include "../child/child.h"
 #include "../shm/region.h"
 #include "listen.h"
-#include "log.h"
-#include "options.h"
+#include "../common/log.h"
+#include "../common/options.h"
 #include "settings.h"
 
 #include <errno.h>

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../child/json.h"
+#include "../../common/json.h"
 #include "oracle.h"
 
 static void disagree(const uint8_t *data, size_t size, const char *what)

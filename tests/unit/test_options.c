@@ -5,7 +5,7 @@
 
 #include <string.h>
 
-#include "../../master/options.h"
+#include "../../common/options.h"
 
 static int parse(struct fcmd_options *o, int argc, char **argv, char *err)
 {

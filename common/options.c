@@ -5,7 +5,7 @@
  * parser walks argv against it.  Adding an option is one table row.
  */
 #include "options.h"
-#include "../child/redis_url.h"
+#include "redis_url.h"
 #include "log.h"
 
 #include <errno.h>

@@ -6,7 +6,7 @@
  * OpenSSL has parsed it.
  */
 #include "service_account.h"
-#include "../child/json.h"
+#include "json.h"
 
 #include <errno.h>
 #include <openssl/crypto.h>
