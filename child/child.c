@@ -7,6 +7,7 @@
  * pending targets are finished (or shutdown_timeout passes), and exits.
  */
 #include "child.h"
+#include "entry.h"
 #include "../common/log.h"
 #include "../common/options.h"
 #include "../shm/region.h"

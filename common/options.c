@@ -1,5 +1,5 @@
 /*
- * master/options.c - GoCM-compatible command-line parsing.
+ * common/options.c - GoCM-compatible command-line parsing.
  *
  * One table names every option, its kind and where its value goes; the
  * parser walks argv against it.  Adding an option is one table row.

@@ -1,13 +1,13 @@
 /*
- * master/options.h - fcmd's settings and the command-line parser.
+ * common/options.h - fcmd's settings and the command-line parser.
  *
  * Flags follow Go's `flag` package, as GoCM's users type them: one dash or
  * two, and the value either as the next word or after '='.  The parser only
  * fills the struct and reports the first problem in words; main decides what
  * to do with it.  Strings point into argv, which lives as long as the process.
  */
-#ifndef FCMD_MASTER_OPTIONS_H
-#define FCMD_MASTER_OPTIONS_H
+#ifndef FCMD_COMMON_OPTIONS_H
+#define FCMD_COMMON_OPTIONS_H
 
 #include <stddef.h>
 

@@ -1,5 +1,5 @@
 /*
- * master/service_account.c - reading a Google service-account JSON key.
+ * common/service_account.c - reading a Google service-account JSON key.
  *
  * The file is small and read once; every field fcmd needs is checked here,
  * and the PEM text of the private key is wiped from memory as soon as

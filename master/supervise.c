@@ -17,7 +17,7 @@
  *            shutdown_timeout; a second signal stops them at once.
  */
 #include "supervise.h"
-#include "../child/child.h"
+#include "../child/entry.h"
 #include "../shm/region.h"
 #include "listen.h"
 #include "../common/log.h"
