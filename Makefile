@@ -5,7 +5,7 @@ DESTDIR ?=
 CC ?= cc
 PKGS = libh2o libuv libcurl openssl inih libsystemd hiredis
 CFLAGS ?= -O2 -g
-FCMD_CFLAGS = -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+FCMD_CFLAGS = -std=gnu11 -Wall -Wextra -Wpedantic -Werror -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
 PYTHON = /usr/bin/python3
 
