@@ -5,13 +5,13 @@
  */
 #include "cmocka_all.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
-#include <poll.h>
 #include <unistd.h>
 
 #include "../../shm/region.h"
@@ -344,12 +344,16 @@ static void slot_settlement(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(append_and_drain_once),   cmocka_unit_test(full_list_counts_drops),
-        cmocka_unit_test(children_share_one_list), cmocka_unit_test(concurrent_drains_exactly_once),
-        cmocka_unit_test(giveback_keeps_what_fits), cmocka_unit_test(writer_killed_mid_append),
+        cmocka_unit_test(append_and_drain_once),
+        cmocka_unit_test(full_list_counts_drops),
+        cmocka_unit_test(children_share_one_list),
+        cmocka_unit_test(concurrent_drains_exactly_once),
+        cmocka_unit_test(giveback_keeps_what_fits),
+        cmocka_unit_test(writer_killed_mid_append),
         cmocka_unit_test(writer_killed_between_count_and_length),
         cmocka_unit_test(drainer_killed_between_length_and_count),
-        cmocka_unit_test(dead_holder_does_not_wedge), cmocka_unit_test(slot_settlement),
+        cmocka_unit_test(dead_holder_does_not_wedge),
+        cmocka_unit_test(slot_settlement),
     };
     return cmocka_run_group_tests_name("drainlist", tests, NULL, NULL);
 }

@@ -114,11 +114,8 @@ static void error_results(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(dash_styles),
-        cmocka_unit_test(defaults),
-        cmocka_unit_test(bad_flags),
-        cmocka_unit_test(booleans),
-        cmocka_unit_test(error_results),
+        cmocka_unit_test(dash_styles), cmocka_unit_test(defaults),      cmocka_unit_test(bad_flags),
+        cmocka_unit_test(booleans),    cmocka_unit_test(error_results),
     };
     return cmocka_run_group_tests_name("options", tests, NULL, NULL);
 }
