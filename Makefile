@@ -5,7 +5,7 @@ DESTDIR ?=
 CC ?= cc
 PKGS = libh2o libuv libcurl openssl inih libsystemd hiredis
 CFLAGS ?= -O2 -g
-FCMD_CFLAGS = -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+FCMD_CFLAGS = -std=gnu11 -Wall -Wextra -Wpedantic -Werror -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
 PYTHON = /usr/bin/python3
 
@@ -23,7 +23,8 @@ MOCK = $(BIN)/tools/mock-upstream
 MASTER_SRC = $(wildcard master/*.c)
 CHILD_SRC = $(wildcard child/*.c)
 SHM_SRC = $(wildcard shm/*.c)
-LIB_SRC = $(CHILD_SRC) $(SHM_SRC) master/log.c master/options.c master/service_account.c master/config.c master/settings.c
+COMMON_SRC = $(wildcard common/*.c)
+LIB_SRC = $(COMMON_SRC) $(CHILD_SRC) $(SHM_SRC) master/config.c master/settings.c
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 FCMD_OBJ = $(LIB_OBJ) $(BUILD)/master/main.o $(BUILD)/master/listen.o $(BUILD)/master/supervise.o
 # The mock and the tests' oracles read JSON with jansson, never with fcmd's
@@ -34,7 +35,7 @@ MOCK_OBJ = $(BUILD)/tools/mock_upstream.o $(BUILD)/tools/mock_v1.o $(BUILD)/tool
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test unit integration run install clean asan test-asan help fuzz fuzz-build fuzz-smoke bench bench-smoke
+.PHONY: all deps test layout unit integration run install clean asan test-asan help fuzz fuzz-build fuzz-smoke bench bench-smoke
 
 BASELINE = $(BIN)/tools/baseline
 BODY_COST = $(BIN)/tools/body-cost
@@ -45,7 +46,7 @@ help:
 	@echo "make deps         install the Debian packages fcmd needs (apt-get, as root)"
 	@echo "make              build fcmd and tools/mock-upstream"
 	@echo "make run          build, start fcmd on the bundled mock upstream, send a sample"
-	@echo "make test         unit and integration tests"
+	@echo "make test         the layout check, unit and integration tests"
 	@echo "make asan         the tests again under AddressSanitizer and UBSan (also: make test-asan)"
 	@echo "make fuzz         each libFuzzer target for FUZZ_SECONDS (60); make fuzz-smoke: 3 s each"
 	@echo "make bench        the benchmark table (make bench-smoke: a few seconds of it)"
@@ -105,7 +106,12 @@ integration: all $(FAULT_LIB)
 # test and run install what is missing first, then build in a fresh make so
 # pkg-config sees the freshly installed libraries.
 test: deps
-	$(MAKE) unit integration
+	$(MAKE) layout unit integration
+
+# Which folder may include which (docs/ARCHITECTURE.md), and a mock built
+# from its own files only.
+layout:
+	$(PYTHON) tools/check-layout
 
 # The same tests built with AddressSanitizer and UBSan, in a tree of their own.
 # Children's stderr is not the test's, so sanitizer reports go to files, and

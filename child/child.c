@@ -7,8 +7,9 @@
  * pending targets are finished (or shutdown_timeout passes), and exits.
  */
 #include "child.h"
-#include "../master/log.h"
-#include "../master/options.h"
+#include "entry.h"
+#include "../common/log.h"
+#include "../common/options.h"
 #include "../shm/region.h"
 #include "conn.h"
 #include "fleet.h"

@@ -63,8 +63,4 @@ struct child {
     uint64_t stop_deadline;
 };
 
-/* Runs a child on the inherited listen descriptor; the reporter is the one
- * child that sends to Graphite.  Returns its exit status. */
-int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *shm, unsigned slot, int reporter);
-
 #endif

@@ -15,7 +15,7 @@
  * reads end-of-file and frees all as usual.
  */
 #include "conn.h"
-#include "../master/log.h"
+#include "../common/log.h"
 
 #include <errno.h>
 #include <h2o/http2.h> /* before its internals, which need its types */

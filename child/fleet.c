@@ -11,9 +11,9 @@
  * again after a back-off.  Nothing here waits for Redis or aborts on it.
  */
 #include "fleet.h"
-#include "../master/log.h"
+#include "../common/log.h"
 #include "backoff.h"
-#include "redis_url.h"
+#include "../common/redis_url.h"
 
 #include <errno.h>
 #include <hiredis/hiredis.h>

@@ -8,8 +8,8 @@
  * to 60 s), and the log says so once per outage.
  */
 #include "graphite.h"
-#include "../master/log.h"
-#include "../master/options.h"
+#include "../common/log.h"
+#include "../common/options.h"
 #include "../shm/region.h"
 #include "buf.h"
 #include "metrics.h"

@@ -9,8 +9,8 @@
  * only once it is written.  The upstream work happens later, in the sender.
  */
 #include "http.h"
-#include "../master/log.h"
-#include "../master/options.h"
+#include "../common/log.h"
+#include "../common/options.h"
 #include "../shm/region.h"
 #include "buf.h"
 #include "child.h"
@@ -250,10 +250,10 @@ static int on_send(struct child *c, h2o_req_t *req)
     if (rc == 0 && !queue_could_fit(&c->queue, r.ntargets, cost = queue_cost(&r))) {
         snprintf(err, sizeof(err), "request holds more than a worker's whole queue (--queue-size, --queue-max-bytes)");
         request_free(&r);
-        rc = 413;
+        rc = -EMSGSIZE;
     }
     if (rc != 0)
-        return respond_error(req, rc, err);
+        return respond_error(req, request_status(rc), err);
     /* Whatever can fail is done before anything is written or queued. */
     if (c->spool != NULL && (d = calloc(1, sizeof(*d))) == NULL) {
         request_free(&r);

@@ -15,6 +15,7 @@
  */
 #include <dlfcn.h>
 #include <stddef.h>
+#include <string.h>
 #include <strings.h>
 
 /* picohttpparser's header, as libh2o 2.2.5 was built with it. */
@@ -71,8 +72,15 @@ int phr_parse_request(const char *buf, size_t len, const char **method, size_t *
     static parse_fn parse;
     int rc;
 
-    if (parse == NULL && (parse = (parse_fn)dlsym(RTLD_NEXT, "phr_parse_request")) == NULL)
-        return -1;
+    if (parse == NULL) {
+        /* POSIX has dlsym's void * hold a function's address; ISO C has no
+         * conversion between the two, so the bytes are copied. */
+        void *sym = dlsym(RTLD_NEXT, "phr_parse_request");
+        _Static_assert(sizeof(sym) == sizeof(parse), "a function pointer is as wide as a void *");
+        if (sym == NULL)
+            return -1;
+        memcpy(&parse, &sym, sizeof(parse));
+    }
     rc = parse(buf, len, method, method_len, path, path_len, minor_version, headers, num_headers, last_len);
     if (rc > 0 && ambiguous_framing(buf, (size_t)rc, headers, *num_headers))
         return -1;

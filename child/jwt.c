@@ -6,7 +6,7 @@
  * hour, and an RSA-SHA256 signature over both.
  */
 #include "jwt.h"
-#include "../master/service_account.h"
+#include "../common/service_account.h"
 
 #include <openssl/evp.h>
 #include <stdlib.h>

@@ -7,7 +7,7 @@
  * same values under dotted names.
  */
 #include "metrics.h"
-#include "../master/options.h"
+#include "../common/options.h"
 #include "../shm/region.h"
 
 #include <inttypes.h>

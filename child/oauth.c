@@ -7,12 +7,12 @@
  * never in a log line.
  */
 #include "oauth.h"
-#include "../master/log.h"
-#include "../master/service_account.h"
+#include "../common/log.h"
+#include "../common/service_account.h"
 #include "../shm/region.h"
 #include "backoff.h"
 #include "buf.h"
-#include "json.h"
+#include "../common/json.h"
 #include "jwt.h"
 #include "sender.h"
 #include "upstream.h"

@@ -7,7 +7,7 @@
  * both formats share.
  */
 #include "request.h"
-#include "json.h"
+#include "../common/json.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -20,7 +20,7 @@ const char *const request_opt_names[ROPT_COUNT] = {
     "notification", "android", "apns", "webpush", "fcm_options", "collapse_key", "priority", "time_to_live",
 };
 
-#define ERR(...) (snprintf(err, errlen, __VA_ARGS__), 400)
+#define ERR(...) (snprintf(err, errlen, __VA_ARGS__), -EINVAL)
 
 /* One parse: the request being filled, what it may hold, where decoded
  * text goes, and the one capacity of its targets array. */
@@ -43,7 +43,7 @@ static int add_target(struct parse *ps, char *s, char *err, size_t errlen)
         size_t ncap = ps->cap ? ps->cap * 2 : 16;
         char **t = realloc(r->targets, ncap * sizeof(*t));
         if (t == NULL)
-            return snprintf(err, errlen, "out of memory"), 500;
+            return snprintf(err, errlen, "out of memory"), -ENOMEM;
         r->targets = t;
         ps->cap = ncap;
     }
@@ -69,7 +69,7 @@ static int check_target(const char *what, size_t idx, const char *s, size_t n, c
 static int json_error(const struct json_doc *d, const char *what, char *err, size_t errlen)
 {
     if (errno == ENOMEM)
-        return snprintf(err, errlen, "out of memory"), 500;
+        return snprintf(err, errlen, "out of memory"), -ENOMEM;
     if (d->error == NULL)
         return ERR("%s is not valid JSON", what);
     return ERR("%s is not valid JSON: %s at byte %zu", what, d->error, d->error_at);
@@ -134,7 +134,7 @@ static int parse_form(const char *body, size_t len, struct parse *ps, char *err,
 
     /* Decoded text is never longer than the body; each field adds one NUL. */
     if ((r->storage = out = malloc(2 * len + 2)) == NULL)
-        return snprintf(err, errlen, "out of memory"), 500;
+        return snprintf(err, errlen, "out of memory"), -ENOMEM;
     while (pos < len) {
         const char *field = body + pos, *amp = memchr(field, '&', len - pos), *eq;
         size_t flen = amp ? (size_t)(amp - field) : len - pos;
@@ -357,7 +357,7 @@ static int parse_json(const char *body, size_t len, struct parse *ps, char *err,
     /* Unescaped strings plus the raw texts never exceed twice the body. */
     if ((r->storage = ps->out = malloc(2 * len + 2 * ROPT_COUNT + 4)) == NULL) {
         json_free(&d);
-        return snprintf(err, errlen, "out of memory"), 500;
+        return snprintf(err, errlen, "out of memory"), -ENOMEM;
     }
     key = 1;
     for (int m = 0; m < d.tok[0].size && rc == 0; m++) {
@@ -414,7 +414,7 @@ int request_parse(const char *ctype, size_t ctype_len, const char *body, size_t 
     ps = (struct parse){r, lim, 0, NULL};
     if (len > lim->max_body) {
         snprintf(err, errlen, "body is larger than %zu bytes", lim->max_body);
-        return 413;
+        return -EMSGSIZE;
     }
     if (ctype != NULL && ctype_is(ctype, ctype_len, "application/x-www-form-urlencoded")) {
         r->format = REQUEST_FORM;

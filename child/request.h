@@ -9,6 +9,7 @@
 #ifndef FCMD_CHILD_REQUEST_H
 #define FCMD_CHILD_REQUEST_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -69,14 +70,22 @@ struct request_limits {
     size_t max_payload; /* bytes of the payload's JSON text */
 };
 
-/* Parses body according to the Content-Type value.  Returns 0, or the HTTP
- * status to answer (400, 413, 500) with a one-line reason in err. */
+/* Parses body according to the Content-Type value.  Returns 0, or with a
+ * one-line reason in err: -EINVAL (the request is wrong), -EMSGSIZE (it is
+ * too large) or -ENOMEM. */
 int request_parse(const char *ctype, size_t ctype_len, const char *body, size_t len, const struct request_limits *lim,
                   struct send_request *r, char *err, size_t errlen);
 
 /* Checks a request that did not come from a client (a spool record) with
- * the rules intake applies.  Returns 0, or 400 with a reason in err. */
+ * the rules intake applies.  Returns 0, or -EINVAL or -ENOMEM with a reason
+ * in err. */
 int request_check(const struct send_request *r, const struct request_limits *lim, char *err, size_t errlen);
+
+/* The HTTP status that answers a request whose reading returned rc. */
+static inline int request_status(int rc)
+{
+    return rc == 0 ? 200 : rc == -EMSGSIZE ? 413 : rc == -ENOMEM ? 500 : 400;
+}
 
 void request_free(struct send_request *r);
 

@@ -10,8 +10,8 @@
  * Easy handles are pooled and keep their fixed options.
  */
 #include "sender.h"
-#include "../master/log.h"
-#include "../master/options.h"
+#include "../common/log.h"
+#include "../common/options.h"
 #include "../shm/region.h"
 #include "backoff.h"
 #include "fleet.h"

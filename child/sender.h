@@ -34,7 +34,7 @@ void sender_kick(struct sender *s);
 CURL *sender_new_easy(struct sender *s);
 
 /* Runs easy on the multi handle; t->done() is called when it finished.
- * Returns 0 or -1. */
+ * Returns 0, or -1 when curl refused the handle (not logged). */
 int sender_add(struct sender *s, CURL *easy, struct sender_transfer *t);
 
 uv_loop_t *sender_loop(const struct sender *s);

@@ -26,8 +26,8 @@
  * every text against the rules intake applies.
  */
 #include "spool.h"
-#include "../master/log.h"
-#include "../master/options.h"
+#include "../common/log.h"
+#include "../common/options.h"
 #include "../shm/region.h"
 #include "buf.h"
 #include "queue.h"

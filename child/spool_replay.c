@@ -7,7 +7,7 @@
  * never used before the bytes are known to hold that many.
  */
 #include "spool_replay.h"
-#include "../master/log.h"
+#include "../common/log.h"
 
 #include <stdlib.h>
 #include <string.h>

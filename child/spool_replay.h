@@ -42,7 +42,8 @@ int spool_replay_read(struct spool_replay *r, const unsigned char *data, size_t 
 /* A request of the unacknowledged targets of p, each with its index in the
  * record, so that acknowledgements keep naming the record's targets.  The
  * caller frees it with request_free() and *index with free(), also after a
- * failure.  Returns 0 or -1. */
+ * failure.  Returns 0, or -1 when the record does not decode or memory ran
+ * out (not logged). */
 int spool_replay_request(const struct spool_replay_push *p, struct send_request *req, uint32_t **index);
 
 /* Frees what is left from r->next on. */

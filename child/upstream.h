@@ -74,7 +74,7 @@ struct upstream_ops {
      * once the sender exists.  Returns 0 or -1. */
     int (*start)(struct upstream *u, struct sender *s, struct shm_slot *slot);
     /* Optional: extra checks of a /gcm/send request for this upstream.
-     * Returns 0, or 400 with a one-line reason in err. */
+     * Returns 0, or -EINVAL with a one-line reason in err. */
     int (*check)(struct upstream *u, const struct send_request *r, char *err, size_t errlen);
     /* Optional: whether a request can be built now (e.g. a token is at hand).
      * When it says no, the adapter kicks the sender once it can. */

@@ -7,8 +7,8 @@
  * is positional: the i-th result is the i-th target's outcome.
  */
 #include "upstream_legacy.h"
-#include "../master/options.h"
-#include "json.h"
+#include "../common/options.h"
+#include "../common/json.h"
 
 #include <stdlib.h>
 #include <string.h>

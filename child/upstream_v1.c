@@ -8,14 +8,15 @@
  * google.rpc.Status whose details carry FCM's own errorCode.
  */
 #include "upstream_v1.h"
-#include "../master/log.h"
-#include "../master/options.h"
-#include "../master/service_account.h"
-#include "json.h"
+#include "../common/log.h"
+#include "../common/options.h"
+#include "../common/service_account.h"
+#include "../common/json.h"
 #include "oauth.h"
 #include "request.h"
 #include "sender.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -349,21 +350,21 @@ static int v1_check(struct upstream *u, const struct send_request *r, char *err,
     (void)u;
     if (v1_encode_shared(&data, &r->msg) != 0 || data.failed) {
         snprintf(err, errlen, "message cannot be encoded for FCM");
-        rc = 400;
+        rc = -EINVAL;
     } else if (data.len > V1_MAX_SHARED) {
         snprintf(err, errlen, "message fields are %zu bytes for FCM, over the %d-byte limit per message", data.len,
                  V1_MAX_SHARED);
-        rc = 400;
+        rc = -EINVAL;
     }
     buf_free(&data);
     if (rc != 0 || r->msg.payload == NULL)
         return rc;
     if (v1_stringify_data(&data, r->msg.payload, r->msg.payload_len) != 0) {
         snprintf(err, errlen, "payload cannot be encoded as FCM data");
-        rc = 400;
+        rc = -EINVAL;
     } else if (data.len > V1_MAX_DATA) {
         snprintf(err, errlen, "payload is %zu bytes as FCM data, over FCM's %d-byte limit", data.len, V1_MAX_DATA);
-        rc = 400;
+        rc = -EINVAL;
     }
     buf_free(&data);
     return rc;

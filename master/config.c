@@ -7,7 +7,7 @@
  * handler keeps the reason.
  */
 #include "config.h"
-#include "options.h"
+#include "../common/options.h"
 
 #include <errno.h>
 #include <ini.h>

@@ -5,7 +5,7 @@
  * with exit status 2 and the children all accept from the same descriptor.
  */
 #include "listen.h"
-#include "options.h"
+#include "../common/options.h"
 
 #include <errno.h>
 #include <fcntl.h>

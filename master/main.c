@@ -9,8 +9,8 @@
  */
 #include "../shm/region.h"
 #include "listen.h"
-#include "log.h"
-#include "options.h"
+#include "../common/log.h"
+#include "../common/options.h"
 #include "settings.h"
 #include "supervise.h"
 

@@ -8,7 +8,7 @@
  * may be starting them.
  */
 #include "settings.h"
-#include "../child/redis_url.h"
+#include "../common/redis_url.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -285,10 +285,10 @@ static void runas_resolve(const struct fcmd_options *o, struct runas *r)
         snprintf(r->name, sizeof(r->name), "uid %u", (unsigned)r->uid);
 }
 
-/* 0 when r's user can create and remove files in dir, else an errno value.
- * When this process will switch users, a forked helper becomes that user and
- * tries it, so groups, ACLs and read-only mounts count as they will for the
- * workers. */
+/* 0 when r's user can create and remove files in dir, else -errno.  When
+ * this process will switch users, a forked helper becomes that user and
+ * tries it (its exit status is the errno), so groups, ACLs and read-only
+ * mounts count as they will for the workers. */
 static int runas_try_dir(const struct runas *r, const char *dir)
 {
     char path[PATH_MAX];
@@ -296,11 +296,11 @@ static int runas_try_dir(const struct runas *r, const char *dir)
     pid_t pid;
 
     if (!r->become)
-        return access(dir, W_OK | X_OK) == 0 ? 0 : errno;
+        return access(dir, W_OK | X_OK) == 0 ? 0 : -errno;
     if (snprintf(path, sizeof(path), "%s/.fcmd-write-check-XXXXXX", dir) >= (int)sizeof(path))
-        return ENAMETOOLONG;
+        return -ENAMETOOLONG;
     if ((pid = fork()) < 0)
-        return errno;
+        return -errno;
     if (pid == 0) {
         if (initgroups(r->name, r->gid) != 0 || setgid(r->gid) != 0 || setuid(r->uid) != 0)
             _exit(errno);
@@ -311,8 +311,8 @@ static int runas_try_dir(const struct runas *r, const char *dir)
     }
     while (waitpid(pid, &status, 0) < 0)
         if (errno != EINTR)
-            return errno;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : EIO;
+            return -errno;
+    return WIFEXITED(status) ? -WEXITSTATUS(status) : -EIO;
 }
 
 /* The spool: created for r's user when missing; refused when others could
@@ -353,7 +353,7 @@ static int check_spool(const struct runas *r, const char *dir, char *err, size_t
         return -1;
     }
     if ((e = runas_try_dir(r, dir)) != 0) {
-        snprintf(err, errlen, "--spool: user %s cannot create files in \"%s\": %s", r->name, dir, strerror(e));
+        snprintf(err, errlen, "--spool: user %s cannot create files in \"%s\": %s", r->name, dir, strerror(-e));
         return -1;
     }
     return 0;
@@ -375,7 +375,7 @@ static int check_pidfile_dir(const struct runas *r, const char *path, char *err,
         snprintf(err, errlen,
                  "--pidfile: user %s cannot create and remove files in \"%s\": %s; "
                  "use a directory it can write, such as /run/fcmd",
-                 r->name, dir, strerror(e));
+                 r->name, dir, strerror(-e));
         return -1;
     }
     return 0;

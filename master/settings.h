@@ -10,8 +10,8 @@
 #define FCMD_MASTER_SETTINGS_H
 
 #include "config.h"
-#include "options.h"
-#include "service_account.h"
+#include "../common/options.h"
+#include "../common/service_account.h"
 
 /* Secrets the master took from its environment at start (FCMD_APIKEY,
  * FCMD_AUTH_TOKEN, FCMD_REDIS_PASSWORD), kept for every reload.  NULL when the variable was not

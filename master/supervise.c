@@ -17,11 +17,11 @@
  *            shutdown_timeout; a second signal stops them at once.
  */
 #include "supervise.h"
-#include "../child/child.h"
+#include "../child/entry.h"
 #include "../shm/region.h"
 #include "listen.h"
-#include "log.h"
-#include "options.h"
+#include "../common/log.h"
+#include "../common/options.h"
 #include "settings.h"
 
 #include <errno.h>

@@ -2,8 +2,10 @@
  * shm/drainlist.c - bounded shared record list behind a robust mutex.
  *
  * An append writes the record bytes first and moves `used` last, so if the
- * writer dies half-way the next locker (told EOWNERDEAD) finds the list as it
- * was before that append and only has to mark the mutex consistent.
+ * writer dies half-way the next locker (told EOWNERDEAD) finds the bytes as
+ * they were before that append.  `count` moves just before `used`, so that
+ * locker counts the records in the committed bytes again before it marks the
+ * mutex consistent.
  */
 #include "drainlist.h"
 
@@ -24,12 +26,12 @@ int drainlist_init(struct drainlist *l, size_t capacity)
     int err;
 
     if ((err = pthread_mutexattr_init(&attr)) != 0)
-        return err;
+        return -err;
     if ((err = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED)) != 0 ||
         (err = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST)) != 0 ||
         (err = pthread_mutex_init(&l->lock, &attr)) != 0) {
         pthread_mutexattr_destroy(&attr);
-        return err;
+        return -err;
     }
     pthread_mutexattr_destroy(&attr);
     l->capacity = capacity;
@@ -39,15 +41,28 @@ int drainlist_init(struct drainlist *l, size_t capacity)
     return 0;
 }
 
+/* The records in the committed bytes. */
+static uint64_t recount(const struct drainlist *l)
+{
+    size_t pos = 0, len;
+    uint64_t n = 0;
+
+    while (drainlist_next(l->arena, l->used, &pos, &len) != NULL)
+        n++;
+    return n;
+}
+
 static int lock(struct drainlist *l)
 {
     int err = pthread_mutex_lock(&l->lock);
 
     if (err == EOWNERDEAD) {
-        /* The dead holder never committed its record: the list is whole. */
+        /* The dead holder committed its change to the bytes or not at all,
+         * but it may have moved `count` without `used`. */
+        l->count = recount(l);
         err = pthread_mutex_consistent(&l->lock);
     }
-    return err;
+    return -err;
 }
 
 int drainlist_append(struct drainlist *l, const void *a, size_t alen, const void *b, size_t blen)

@@ -21,8 +21,9 @@
 struct drainlist {
     pthread_mutex_t lock;
     size_t capacity; /* bytes in arena[] */
-    size_t used;     /* committed bytes; written last, so a torn append is invisible */
-    uint64_t count;  /* committed records */
+    size_t used;     /* committed bytes; moved last, so a torn append is invisible */
+    uint64_t count;  /* records in those bytes; moved just before used, so counted
+                        again from them when a holder died */
     _Atomic uint64_t dropped;
     unsigned char arena[];
 };
@@ -30,7 +31,7 @@ struct drainlist {
 /* Bytes a list of `capacity` arena bytes needs. */
 size_t drainlist_footprint(size_t capacity);
 
-/* Initialises a list placed in shared memory.  Returns 0 or a positive errno. */
+/* Initialises a list placed in shared memory.  Returns 0 or -errno. */
 int drainlist_init(struct drainlist *l, size_t capacity);
 
 /* Appends one record made of two parts (the second may be empty). Returns 0,

@@ -26,7 +26,7 @@ static int name_instance(struct shm_region *r)
     unsigned char b[8];
 
     if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b))
-        return errno ? errno : EIO;
+        return errno ? -errno : -EIO;
     for (size_t i = 0; i < sizeof(b); i++)
         snprintf(r->instance + 2 * i, 3, "%02x", b[i]);
     return 0;
@@ -53,7 +53,7 @@ struct shm_region *shm_region_create(size_t list_bytes)
     if ((err = drainlist_init(r->canonical, list_bytes)) != 0 ||
         (err = drainlist_init(r->notregistered, list_bytes)) != 0 || (err = name_instance(r)) != 0) {
         munmap(r, size);
-        errno = err;
+        errno = -err;
         return NULL;
     }
     return r;

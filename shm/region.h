@@ -2,11 +2,13 @@
  * shm/region.h - the shared region: per-slot counters and the two drain lists.
  *
  * The master maps one anonymous MAP_SHARED region before the first fork, so
- * every child sees the same bytes.  Each child owns one counter slot and is
- * its only writer while it lives; the master writes a slot only once its
- * child is dead (it settles pending and zeroes the gauges).  A report is the
- * sum over all slots, which makes it the same whichever child answers.  The drain lists are shared by everybody and guarded by a robust
- * process-shared mutex (see drainlist.h).
+ * every child sees the same bytes.  Each child owns one slot.  While it
+ * lives, the master writes only the slot's pid (after the fork) and ready
+ * (cleared before it); the child writes everything else.  Once the child is
+ * dead, the master clears both and settles the rest (pending into lost,
+ * gauges to zero).  A report is the sum over all slots, which makes it the
+ * same whichever child answers.  The drain lists are shared by everybody
+ * and guarded by a robust process-shared mutex (see drainlist.h).
  */
 #ifndef FCMD_SHM_REGION_H
 #define FCMD_SHM_REGION_H

@@ -197,7 +197,7 @@ int main(void)
         qsort(t, (size_t)rounds, sizeof(t[0]), cmp);
         if (i == 0)
             base = t[rounds / 2] / (double)shapes[i].len;
-        printf("%-34s %9zu %7d %10.2f %8.2f  %.60s\n", shapes[i].name, shapes[i].len, status ? status : 200,
+        printf("%-34s %9zu %7d %10.2f %8.2f  %.60s\n", shapes[i].name, shapes[i].len, request_status(status),
                t[rounds / 2] * 1e3, t[rounds / 2] / (double)shapes[i].len / base, status ? err : "accepted");
         free(shapes[i].body);
     }

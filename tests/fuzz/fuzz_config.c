@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "../../master/config.h"
-#include "../../master/options.h"
+#include "../../common/options.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -1,5 +1,5 @@
 /*
- * tests/fuzz/fuzz_json.c - child/json.c against jansson: json_parse must
+ * tests/fuzz/fuzz_json.c - common/json.c against jansson: json_parse must
  * accept exactly what jansson accepts (oracle.h's flags), and read the same
  * values from it.  Skipped, as documented differences: jansson's limits
  * (numbers beyond a double, NUL in keys) and nesting deeper than
@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../child/json.h"
+#include "../../common/json.h"
 #include "oracle.h"
 
 static void disagree(const uint8_t *data, size_t size, const char *what)

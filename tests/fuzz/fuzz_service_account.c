@@ -1,7 +1,7 @@
 /* tests/fuzz/fuzz_service_account.c - service-account key files. */
 #include <stdint.h>
 
-#include "../../master/service_account.h"
+#include "../../common/service_account.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -12,7 +12,7 @@
 
 #include "../../child/crc32c.h"
 #include "../../child/spool_replay.h"
-#include "../../master/log.h"
+#include "../../common/log.h"
 
 static void fix_crcs(unsigned char *d, size_t len)
 {

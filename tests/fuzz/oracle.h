@@ -1,6 +1,6 @@
 /*
  * tests/fuzz/oracle.h - jansson as the fuzz targets' judge of JSON, so that
- * child/json.c never checks its own work.  Two limits of jansson that are
+ * common/json.c never checks its own work.  Two limits of jansson that are
  * not JSON's are named here once: numbers beyond a double and NUL bytes in
  * object keys.
  */

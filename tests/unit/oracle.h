@@ -1,6 +1,6 @@
 /*
  * tests/unit/oracle.h - reading what fcmd produced with jansson, a parser
- * fcmd does not use, so a bug in child/json.c cannot hide itself by
+ * fcmd does not use, so a bug in common/json.c cannot hide itself by
  * approving its own output.  Include after cmocka_all.h.
  */
 #ifndef FCMD_TESTS_ORACLE_H

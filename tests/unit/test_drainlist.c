@@ -1,17 +1,17 @@
 /*
  * tests/unit/test_drainlist.c - shared drain lists: order, exactly-once
  * draining by concurrent processes (some giving their records back),
- * bounded size, and a writer killed in the middle of an append.
+ * bounded size, and a holder killed in the middle of an append or a drain.
  */
 #include "cmocka_all.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
-#include <poll.h>
 #include <unistd.h>
 
 #include "../../shm/region.h"
@@ -243,6 +243,57 @@ static void writer_killed_mid_append(void **state)
     shm_region_destroy(r);
 }
 
+/* Killed between the two moves that commit an append (count, then used):
+ * the count the next drain reports matches the records it hands out. */
+static void writer_killed_between_count_and_length(void **state)
+{
+    struct shm_region *r = shm_region_create(1024);
+    char got[8][32];
+    size_t n;
+    pid_t pid;
+
+    (void)state;
+    assert_int_equal(drainlist_append(r->notregistered, "kept", 4, NULL, 0), 0);
+    if ((pid = fork()) == 0) {
+        struct drainlist *l = r->notregistered;
+        pthread_mutex_lock(&l->lock);
+        l->arena[l->used] = 3;
+        l->arena[l->used + 1] = 0;
+        memcpy(l->arena + l->used + 2, "new", 3);
+        l->count++;
+        kill(getpid(), SIGKILL);
+    }
+    waitpid(pid, NULL, 0);
+    collect(r->notregistered, got, &n); /* asserts the count matches */
+    assert_int_equal(n, 1);
+    assert_string_equal(got[0], "kept");
+    shm_region_destroy(r);
+}
+
+/* Killed in a drain after it emptied the bytes and before the count. */
+static void drainer_killed_between_length_and_count(void **state)
+{
+    struct shm_region *r = shm_region_create(1024);
+    char got[8][32];
+    size_t n;
+    pid_t pid;
+
+    (void)state;
+    assert_int_equal(drainlist_append(r->notregistered, "gone", 4, NULL, 0), 0);
+    if ((pid = fork()) == 0) {
+        struct drainlist *l = r->notregistered;
+        pthread_mutex_lock(&l->lock);
+        l->used = 0;
+        kill(getpid(), SIGKILL);
+    }
+    waitpid(pid, NULL, 0);
+    assert_int_equal(drainlist_append(r->notregistered, "after", 5, NULL, 0), 0);
+    collect(r->notregistered, got, &n);
+    assert_int_equal(n, 1);
+    assert_string_equal(got[0], "after");
+    shm_region_destroy(r);
+}
+
 static void dead_holder_does_not_wedge(void **state)
 {
     struct shm_region *r = shm_region_create(1024);
@@ -293,10 +344,16 @@ static void slot_settlement(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(append_and_drain_once),   cmocka_unit_test(full_list_counts_drops),
-        cmocka_unit_test(children_share_one_list), cmocka_unit_test(concurrent_drains_exactly_once),
-        cmocka_unit_test(giveback_keeps_what_fits), cmocka_unit_test(writer_killed_mid_append),
-        cmocka_unit_test(dead_holder_does_not_wedge), cmocka_unit_test(slot_settlement),
+        cmocka_unit_test(append_and_drain_once),
+        cmocka_unit_test(full_list_counts_drops),
+        cmocka_unit_test(children_share_one_list),
+        cmocka_unit_test(concurrent_drains_exactly_once),
+        cmocka_unit_test(giveback_keeps_what_fits),
+        cmocka_unit_test(writer_killed_mid_append),
+        cmocka_unit_test(writer_killed_between_count_and_length),
+        cmocka_unit_test(drainer_killed_between_length_and_count),
+        cmocka_unit_test(dead_holder_does_not_wedge),
+        cmocka_unit_test(slot_settlement),
     };
     return cmocka_run_group_tests_name("drainlist", tests, NULL, NULL);
 }

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../child/json.h"
+#include "../../common/json.h"
 
 static void accept(const char *js)
 {

@@ -15,7 +15,7 @@
 
 #include "../../child/jwt.h"
 #include "../../child/oauth.h"
-#include "../../master/service_account.h"
+#include "../../common/service_account.h"
 #include "oracle.h"
 
 static EVP_PKEY *test_key;

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../../master/log.h"
+#include "../../common/log.h"
 
 static char dir[] = "/tmp/fcmd-test-log-XXXXXX";
 

@@ -3,9 +3,10 @@
  */
 #include "cmocka_all.h"
 
+#include <errno.h>
 #include <string.h>
 
-#include "../../master/options.h"
+#include "../../common/options.h"
 
 static int parse(struct fcmd_options *o, int argc, char **argv, char *err)
 {
@@ -88,13 +89,33 @@ static void booleans(void **state)
     assert_int_equal(o.help, 1);
 }
 
+/* Failures are -1 with a reason, or -errno where callers tell causes apart. */
+static void error_results(void **state)
+{
+    struct fcmd_options o;
+    char err[256] = "";
+
+    (void)state;
+    options_defaults(&o);
+    assert_int_equal(options_set(&o, "no-such-option", "1", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "no-such-option"));
+    assert_int_equal(options_set(&o, "port", "6001", err, sizeof(err)), 0);
+    assert_int_equal(o.port, 6001);
+    assert_int_equal(options_socket_mode(&o), -ENOENT);
+    o.socket_mode = "0660";
+    assert_int_equal(options_socket_mode(&o), 0660);
+    o.socket_mode = "0980";
+    assert_int_equal(options_socket_mode(&o), -EINVAL);
+    o.unix_path = "/tmp/fcmd-test.sock";
+    assert_int_equal(options_validate(&o, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "--socket-mode"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(dash_styles),
-        cmocka_unit_test(defaults),
-        cmocka_unit_test(bad_flags),
-        cmocka_unit_test(booleans),
+        cmocka_unit_test(dash_styles), cmocka_unit_test(defaults),      cmocka_unit_test(bad_flags),
+        cmocka_unit_test(booleans),    cmocka_unit_test(error_results),
     };
     return cmocka_run_group_tests_name("options", tests, NULL, NULL);
 }

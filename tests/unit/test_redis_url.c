@@ -4,7 +4,7 @@
  */
 #include "cmocka_all.h"
 
-#include "../../child/redis_url.h"
+#include "../../common/redis_url.h"
 
 #include <string.h>
 

@@ -4,6 +4,7 @@
  */
 #include "cmocka_all.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,18 +66,18 @@ static void expect_error(const char *ct, const char *body, int status, const cha
 static void form_errors(void **state)
 {
     (void)state;
-    expect_error(FORM, "payload=%7B%7D", 400, "no tokens");
-    expect_error(FORM, "tokens=a", 400, "payload is missing");
-    expect_error(FORM, "tokens=a&payload=", 400, "payload is empty");
-    expect_error(FORM, "tokens=a&payload=nope", 400, "not valid JSON");
-    expect_error(FORM, "tokens=a&payload=%5B1%5D", 400, "JSON object");
-    expect_error(FORM, "tokens=a&payload=%7B%7D%7B%7D", 400, "not valid JSON");
-    expect_error(FORM, "tokens=a%0Ab&payload=%7B%7D", 400, "control character");
-    expect_error(FORM, "tokens=&payload=%7B%7D", 400, "empty");
-    expect_error(FORM, "tokens=a%zz&payload=%7B%7D", 400, "percent-encoding");
-    expect_error(FORM, "tokens=a&payload=%7", 400, "percent-encoding");
-    expect_error(NULL, "tokens=a&payload=%7B%7D", 400, "content type");
-    expect_error("text/plain", "tokens=a&payload=%7B%7D", 400, "content type");
+    expect_error(FORM, "payload=%7B%7D", -EINVAL, "no tokens");
+    expect_error(FORM, "tokens=a", -EINVAL, "payload is missing");
+    expect_error(FORM, "tokens=a&payload=", -EINVAL, "payload is empty");
+    expect_error(FORM, "tokens=a&payload=nope", -EINVAL, "not valid JSON");
+    expect_error(FORM, "tokens=a&payload=%5B1%5D", -EINVAL, "JSON object");
+    expect_error(FORM, "tokens=a&payload=%7B%7D%7B%7D", -EINVAL, "not valid JSON");
+    expect_error(FORM, "tokens=a%0Ab&payload=%7B%7D", -EINVAL, "control character");
+    expect_error(FORM, "tokens=&payload=%7B%7D", -EINVAL, "empty");
+    expect_error(FORM, "tokens=a%zz&payload=%7B%7D", -EINVAL, "percent-encoding");
+    expect_error(FORM, "tokens=a&payload=%7", -EINVAL, "percent-encoding");
+    expect_error(NULL, "tokens=a&payload=%7B%7D", -EINVAL, "content type");
+    expect_error("text/plain", "tokens=a&payload=%7B%7D", -EINVAL, "content type");
 }
 
 static void too_many_tokens(void **state)
@@ -90,7 +91,7 @@ static void too_many_tokens(void **state)
     for (size_t i = 0; i < n; i++)
         p += sprintf(p, "tokens=t%zu&", i);
     strcpy(p, "payload=%7B%7D");
-    assert_int_equal(parse(FORM, body, &r, err), 400);
+    assert_int_equal(parse(FORM, body, &r, err), -EINVAL);
     assert_non_null(strstr(err, "too many tokens"));
     /* Exactly the limit is fine. */
     p = body;
@@ -112,8 +113,18 @@ static void body_too_large(void **state)
 
     (void)state;
     memset(body, 'a', n);
-    assert_int_equal(request_parse(FORM, strlen(FORM), body, n, NULL, &r, err, sizeof(err)), 413);
+    assert_int_equal(request_parse(FORM, strlen(FORM), body, n, NULL, &r, err, sizeof(err)), -EMSGSIZE);
     free(body);
+}
+
+/* A reading's result is the answer's status: too large is 413, wrong 400. */
+static void results_are_statuses(void **state)
+{
+    (void)state;
+    assert_int_equal(request_status(0), 200);
+    assert_int_equal(request_status(-EINVAL), 400);
+    assert_int_equal(request_status(-EMSGSIZE), 413);
+    assert_int_equal(request_status(-ENOMEM), 500);
 }
 
 static void json_tokens_and_options(void **state)
@@ -158,24 +169,24 @@ static void json_topic_and_condition(void **state)
 static void json_errors(void **state)
 {
     (void)state;
-    expect_error(JSON, "", 400, "empty");
-    expect_error(JSON, "{", 400, "not valid JSON");
-    expect_error(JSON, "[1]", 400, "JSON object");
-    expect_error(JSON, "{\"payload\":{}}", 400, "no tokens");
-    expect_error(JSON, "{\"tokens\":[],\"payload\":{}}", 400, "no tokens");
-    expect_error(JSON, "{\"tokens\":\"a\",\"payload\":{}}", 400, "array of strings");
-    expect_error(JSON, "{\"tokens\":[1],\"payload\":{}}", 400, "array of strings");
-    expect_error(JSON, "{\"tokens\":[\"a\"]}", 400, "payload is missing");
-    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":\"x\"}", 400, "JSON object");
-    expect_error(JSON, "{\"tokens\":[\"a\\n\"],\"payload\":{}}", 400, "control character");
-    expect_error(JSON, "{\"tokens\":[\"a\"],\"topic\":\"b\",\"payload\":{}}", 400, "one of");
-    expect_error(JSON, "{\"topic\":\"a b\",\"payload\":{}}", 400, "topic may contain");
-    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{},\"bogus\":1}", 400, "unknown field");
-    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{},\"priority\":\"urgent\"}", 400, "priority");
-    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{},\"time_to_live\":-1}", 400, "time_to_live");
-    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{},\"android\":[]}", 400, "JSON object");
-    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{\"x\":tru}}", 400, "not valid JSON");
-    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{\"x\":01}}", 400, "not valid JSON");
+    expect_error(JSON, "", -EINVAL, "empty");
+    expect_error(JSON, "{", -EINVAL, "not valid JSON");
+    expect_error(JSON, "[1]", -EINVAL, "JSON object");
+    expect_error(JSON, "{\"payload\":{}}", -EINVAL, "no tokens");
+    expect_error(JSON, "{\"tokens\":[],\"payload\":{}}", -EINVAL, "no tokens");
+    expect_error(JSON, "{\"tokens\":\"a\",\"payload\":{}}", -EINVAL, "array of strings");
+    expect_error(JSON, "{\"tokens\":[1],\"payload\":{}}", -EINVAL, "array of strings");
+    expect_error(JSON, "{\"tokens\":[\"a\"]}", -EINVAL, "payload is missing");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":\"x\"}", -EINVAL, "JSON object");
+    expect_error(JSON, "{\"tokens\":[\"a\\n\"],\"payload\":{}}", -EINVAL, "control character");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"topic\":\"b\",\"payload\":{}}", -EINVAL, "one of");
+    expect_error(JSON, "{\"topic\":\"a b\",\"payload\":{}}", -EINVAL, "topic may contain");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{},\"bogus\":1}", -EINVAL, "unknown field");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{},\"priority\":\"urgent\"}", -EINVAL, "priority");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{},\"time_to_live\":-1}", -EINVAL, "time_to_live");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{},\"android\":[]}", -EINVAL, "JSON object");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{\"x\":tru}}", -EINVAL, "not valid JSON");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{\"x\":01}}", -EINVAL, "not valid JSON");
 }
 
 /* Bodies that once wrote past the targets array or got past the limit. */
@@ -189,21 +200,21 @@ static void hostile_bodies(void **state)
     for (int i = 0; i < 40; i++)
         n += (size_t)sprintf(body + n, ",\"topic\":\"t%d\"", i);
     sprintf(body + n, "}");
-    expect_error(JSON, body, 400, "repeated key");
-    expect_error(JSON, "{\"tokens\":[\"a\"],\"tokens\":[\"b\"],\"payload\":{}}", 400, "repeated key");
-    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{},\"payload\":{}}", 400, "repeated key");
-    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{\"k\":1,\"k\":2}}", 400, "repeated key");
-    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{\"k\":\"\xff\"}}", 400, "invalid UTF-8");
-    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{\"k\":\"\xc0\xaf\"}}", 400, "invalid UTF-8");
-    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{\"k\":\"\\ud800\"}}", 400, "lone surrogate");
-    expect_error(JSON, "{\"tokens\":[\"a\\u0000b\"],\"payload\":{}}", 400, "control character");
-    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{\"k\":[1,]}}", 400, "not valid JSON");
-    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{},\"time_to_live\":99999999999}", 400, "time_to_live");
-    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{},\"time_to_live\":1.5}", 400, "time_to_live");
+    expect_error(JSON, body, -EINVAL, "repeated key");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"tokens\":[\"b\"],\"payload\":{}}", -EINVAL, "repeated key");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{},\"payload\":{}}", -EINVAL, "repeated key");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{\"k\":1,\"k\":2}}", -EINVAL, "repeated key");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{\"k\":\"\xff\"}}", -EINVAL, "invalid UTF-8");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{\"k\":\"\xc0\xaf\"}}", -EINVAL, "invalid UTF-8");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{\"k\":\"\\ud800\"}}", -EINVAL, "lone surrogate");
+    expect_error(JSON, "{\"tokens\":[\"a\\u0000b\"],\"payload\":{}}", -EINVAL, "control character");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{\"k\":[1,]}}", -EINVAL, "not valid JSON");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{},\"time_to_live\":99999999999}", -EINVAL, "time_to_live");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"payload\":{},\"time_to_live\":1.5}", -EINVAL, "time_to_live");
     /* A form's payload is held to the same rules, and tokens to UTF-8. */
-    expect_error(FORM, "tokens=a&payload=%7B%22k%22%3A%22%FF%22%7D", 400, "invalid UTF-8");
-    expect_error(FORM, "tokens=a%C0%AF&payload=%7B%7D", 400, "not valid UTF-8");
-    expect_error(FORM, "tokens=a&payload=%7B%7D&payload=%7B%22x%22%3A1%7D", 400, "given twice");
+    expect_error(FORM, "tokens=a&payload=%7B%22k%22%3A%22%FF%22%7D", -EINVAL, "invalid UTF-8");
+    expect_error(FORM, "tokens=a%C0%AF&payload=%7B%7D", -EINVAL, "not valid UTF-8");
+    expect_error(FORM, "tokens=a&payload=%7B%7D&payload=%7B%22x%22%3A1%7D", -EINVAL, "given twice");
 }
 
 /* Field names and option words spelled with escapes are what they spell. */
@@ -217,7 +228,7 @@ static void escaped_names_are_their_names(void **state)
     assert_int_equal(r.ntargets, 1);
     assert_non_null(r.msg.payload);
     request_free(&r);
-    expect_error(JSON, "{\"tokens\":[\"a\"],\"tok\\u0065ns\":[\"b\"],\"payload\":{}}", 400, "repeated key");
+    expect_error(JSON, "{\"tokens\":[\"a\"],\"tok\\u0065ns\":[\"b\"],\"payload\":{}}", -EINVAL, "repeated key");
 }
 
 static void deep_nesting_is_refused_where_it_starts(void **state)
@@ -231,7 +242,7 @@ static void deep_nesting_is_refused_where_it_starts(void **state)
     memset(body + n, '[', depth);
     memset(body + n + depth, ']', depth);
     strcpy(body + n + 2 * depth, "}}");
-    expect_error(JSON, body, 400, "nested too deeply at byte 93");
+    expect_error(JSON, body, -EINVAL, "nested too deeply at byte 93");
     free(body);
 }
 
@@ -244,21 +255,21 @@ static void limits_are_settings(void **state)
     (void)state;
     assert_int_equal(
         request_parse(FORM, strlen(FORM), "tokens=a&tokens=b&tokens=c&payload=%7B%7D", 41, &lim, &r, err, sizeof(err)),
-        400);
+        -EINVAL);
     assert_non_null(strstr(err, "at most 2"));
     assert_int_equal(request_parse(JSON, strlen(JSON), "{\"tokens\":[\"a\"],\"payload\":{\"k\":\"12345\"}}", 40, &lim,
                                    &r, err, sizeof(err)),
-                     400);
+                     -EINVAL);
     assert_non_null(strstr(err, "larger than 10 bytes"));
     /* Options count with the payload: each target carries them all. */
     assert_int_equal(request_parse(JSON, strlen(JSON), "{\"tokens\":[\"a\"],\"payload\":{},\"webpush\":{\"k\":\"x\"}}",
                                    49, &lim, &r, err, sizeof(err)),
-                     400);
+                     -EINVAL);
     assert_non_null(strstr(err, "options are larger than 10 bytes together"));
     assert_int_equal(request_parse(FORM, strlen(FORM),
                                    "tokens=a&payload=%7B%7D&pad=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", 67, &lim,
                                    &r, err, sizeof(err)),
-                     413);
+                     -EMSGSIZE);
     assert_int_equal(
         request_parse(FORM, strlen(FORM), "tokens=a&tokens=b&payload=%7B%7D", 32, &lim, &r, err, sizeof(err)), 0);
     request_free(&r);
@@ -277,6 +288,7 @@ int main(void)
         cmocka_unit_test(json_errors),
         cmocka_unit_test(limits_are_settings),
         cmocka_unit_test(hostile_bodies),
+        cmocka_unit_test(results_are_statuses),
         cmocka_unit_test(deep_nesting_is_refused_where_it_starts),
         cmocka_unit_test(escaped_names_are_their_names),
     };

@@ -1,12 +1,12 @@
 /*
- * master/service_account.h - an FCM HTTP v1 service-account key file.
+ * common/service_account.h - an FCM HTTP v1 service-account key file.
  *
  * The master reads and checks the file before it forks, so a bad file ends
  * the start with exit status 2; the children inherit the parsed key.  Error
  * messages name the file and the field, never the key material.
  */
-#ifndef FCMD_MASTER_SERVICE_ACCOUNT_H
-#define FCMD_MASTER_SERVICE_ACCOUNT_H
+#ifndef FCMD_COMMON_SERVICE_ACCOUNT_H
+#define FCMD_COMMON_SERVICE_ACCOUNT_H
 
 #include <openssl/evp.h>
 #include <stddef.h>

@@ -1,13 +1,13 @@
 /*
- * master/options.h - fcmd's settings and the command-line parser.
+ * common/options.h - fcmd's settings and the command-line parser.
  *
  * Flags follow Go's `flag` package, as GoCM's users type them: one dash or
  * two, and the value either as the next word or after '='.  The parser only
  * fills the struct and reports the first problem in words; main decides what
  * to do with it.  Strings point into argv, which lives as long as the process.
  */
-#ifndef FCMD_MASTER_OPTIONS_H
-#define FCMD_MASTER_OPTIONS_H
+#ifndef FCMD_COMMON_OPTIONS_H
+#define FCMD_COMMON_OPTIONS_H
 
 #include <stddef.h>
 
@@ -77,14 +77,15 @@ struct fcmd_options {
 void options_defaults(struct fcmd_options *o);
 
 /* Sets the option called name (as on the command line, without dashes)
- * from its text.  Returns 0, -1 with a reason in err, or -2 when there is
- * no such option. */
+ * from its text.  Returns 0, or -1 with a reason in err (also when there is
+ * no such option). */
 int options_set(struct fcmd_options *o, const char *name, const char *value, char *err, size_t errlen);
 
 /* The log level the options name (they are validated). */
 int options_log_level(const struct fcmd_options *o);
 
-/* The UNIX socket's permission bits, or -1 when the options set none. */
+/* The UNIX socket's permission bits; -ENOENT when the options set none,
+ * -EINVAL when they are not an octal mode. */
 int options_socket_mode(const struct fcmd_options *o);
 
 /* Scopes that --auth-token protects. */
@@ -95,7 +96,8 @@ int options_socket_mode(const struct fcmd_options *o);
 /* The scopes of --auth-scopes as AUTH_* bits, or -1 when a word is unknown. */
 int options_auth_scopes(const struct fcmd_options *o);
 
-/* Splits --graphite into host and port.  Returns 0 or -1. */
+/* Splits --graphite into host and port.  Returns 0, or -1 when it is not
+ * HOST:PORT (options_validate says so). */
 int options_graphite_address(const struct fcmd_options *o, char *host, size_t hostlen, int *port);
 
 /* Parses argv[1..].  Returns 0, or -1 with a one-line reason in err. */

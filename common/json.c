@@ -1,5 +1,5 @@
 /*
- * child/json.c - the strict check, jsmn instantiation, and helpers.
+ * common/json.c - the strict check, jsmn instantiation, and helpers.
  *
  * The one idea: nothing reaches jsmn that is not already known to be valid
  * JSON.  scan() walks the text once with an explicit stack bounded by

@@ -1,11 +1,11 @@
 /*
- * master/options.c - GoCM-compatible command-line parsing.
+ * common/options.c - GoCM-compatible command-line parsing.
  *
  * One table names every option, its kind and where its value goes; the
  * parser walks argv against it.  Adding an option is one table row.
  */
 #include "options.h"
-#include "../child/redis_url.h"
+#include "redis_url.h"
 #include "log.h"
 
 #include <errno.h>
@@ -300,7 +300,11 @@ int options_set(struct fcmd_options *o, const char *name, const char *value, cha
 {
     const struct opt_def *d = find_opt(name, strlen(name));
 
-    return d == NULL ? -2 : set_value(o, d, value, err, errlen);
+    if (d == NULL) {
+        snprintf(err, errlen, "no option \"%s\"", name);
+        return -1;
+    }
+    return set_value(o, d, value, err, errlen);
 }
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
@@ -319,9 +323,9 @@ int options_socket_mode(const struct fcmd_options *o)
     long mode;
 
     if (o->socket_mode == NULL)
-        return -1;
+        return -ENOENT;
     mode = strtol(o->socket_mode, &end, 8);
-    return *end == '\0' && end != o->socket_mode && mode >= 0 && mode <= 0777 ? (int)mode : -2;
+    return *end == '\0' && end != o->socket_mode && mode >= 0 && mode <= 0777 ? (int)mode : -EINVAL;
 }
 
 int options_parse(struct fcmd_options *o, int argc, char **argv, char *err, size_t errlen)
@@ -419,7 +423,7 @@ int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
         snprintf(err, errlen, "--log-level: \"%s\" is not one of error, warn, info, debug", o->log_level);
         return -1;
     }
-    if (options_socket_mode(o) == -2) {
+    if (options_socket_mode(o) == -EINVAL) {
         snprintf(err, errlen, "--socket-mode: \"%s\" is not an octal mode such as 0660", o->socket_mode);
         return -1;
     }

@@ -1,5 +1,5 @@
 /*
- * child/json.h - strict JSON reading on top of jsmn.
+ * common/json.h - strict JSON reading on top of jsmn.
  *
  * jsmn tokenises but does not validate: it lets through missing commas,
  * trailing commas, bad literals, invalid UTF-8, and its work grows with the
@@ -9,8 +9,8 @@
  * Repeated keys are refused, at any depth.  Text it accepts can be embedded
  * verbatim in an upstream request.
  */
-#ifndef FCMD_CHILD_JSON_H
-#define FCMD_CHILD_JSON_H
+#ifndef FCMD_COMMON_JSON_H
+#define FCMD_COMMON_JSON_H
 
 #include <stddef.h>
 

@@ -1,5 +1,5 @@
 /*
- * child/redis_url.c - parsing of the --redis URL.
+ * common/redis_url.c - parsing of the --redis URL.
  *
  * The one idea: everything is checked here, once, so the master can refuse a
  * bad URL at start and a worker can trust the struct; user and password are

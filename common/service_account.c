@@ -1,12 +1,12 @@
 /*
- * master/service_account.c - reading a Google service-account JSON key.
+ * common/service_account.c - reading a Google service-account JSON key.
  *
  * The file is small and read once; every field fcmd needs is checked here,
  * and the PEM text of the private key is wiped from memory as soon as
  * OpenSSL has parsed it.
  */
 #include "service_account.h"
-#include "../child/json.h"
+#include "json.h"
 
 #include <errno.h>
 #include <openssl/crypto.h>

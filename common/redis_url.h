@@ -1,12 +1,12 @@
 /*
- * child/redis_url.h - the --redis URL, split into what a connection needs.
+ * common/redis_url.h - the --redis URL, split into what a connection needs.
  *
  * redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N].  The
  * parser only fills the caller's struct and says in words what is wrong;
  * its messages never quote the password.
  */
-#ifndef FCMD_CHILD_REDIS_URL_H
-#define FCMD_CHILD_REDIS_URL_H
+#ifndef FCMD_COMMON_REDIS_URL_H
+#define FCMD_COMMON_REDIS_URL_H
 
 #include <stddef.h>
 

@@ -1,13 +1,13 @@
 /*
- * master/log.h - one line per event: ISO 8601 time, level, pid, message.
+ * common/log.h - one line per event: ISO 8601 time, level, pid, message.
  *
  * The master opens the log before forking and the children inherit it.  Each
  * line goes out in a single write() to an O_APPEND descriptor, so lines from
  * different processes never interleave.  Never pass secrets or token lists;
  * a URL goes through log_url() first, since it may carry a password.
  */
-#ifndef FCMD_MASTER_LOG_H
-#define FCMD_MASTER_LOG_H
+#ifndef FCMD_COMMON_LOG_H
+#define FCMD_COMMON_LOG_H
 
 #include <stddef.h>
 

@@ -1,5 +1,5 @@
 /*
- * master/log.c - the process-wide log.
+ * common/log.c - the process-wide log.
  *
  * The logger owns a copy of its path: the settings that named it are freed
  * by a reload, and the log is reopened at that path long afterwards (SIGUSR1,

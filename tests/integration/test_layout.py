@@ -1,0 +1,103 @@
+"""The source layout: tools/check-layout passes on the tree, and fails, naming
+the file, for every kind of crossing it is there to catch (run on a copy of
+the tree with one crossing added)."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+CHECK = os.path.join(ROOT, "tools", "check-layout")
+
+
+def run_check(root):
+    return subprocess.run([sys.executable, CHECK, "--root", root], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A copy of what the check reads: the sources, the Makefile and the docs."""
+    root = tmp_path / "tree"
+    root.mkdir()
+    for d in ("common", "shm", "master", "child", "tools", "docs"):
+        shutil.copytree(os.path.join(ROOT, d), root / d,
+                        ignore=shutil.ignore_patterns("mock-upstream", "baseline", "body-cost"))
+    shutil.copy(os.path.join(ROOT, "Makefile"), root / "Makefile")
+    return root
+
+
+def add_line(path, line, after):
+    text = path.read_text()
+    assert after in text, f"{path} no longer holds {after!r}"
+    path.write_text(text.replace(after, after + line + "\n", 1))
+
+
+def test_the_tree_follows_the_table():
+    r = run_check(ROOT)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+    assert "follow the include table" in r.stdout
+
+
+def test_a_copy_of_the_tree_passes(tree):
+    r = run_check(str(tree))
+    assert r.returncode == 0, r.stderr
+
+
+CROSSINGS = [
+    # (file, line put first in it, words the report must hold)
+    ("child/queue.c", '#include "../master/settings.h"', "child/queue.c:"),
+    ("master/listen.c", '#include "../child/child.h"', "master/listen.c:"),
+    ("master/main.c", "#include <uv.h>", "master/main.c:"),
+    ("common/log.c", '#include "../shm/region.h"', "common/log.c:"),
+    ("common/log.c", '#include "../master/settings.h"', "common/log.c:"),
+    ("common/json.c", "#include <h2o.h>", "common/json.c:"),
+    ("common/options.c", "#include <curl/curl.h>", "common/options.c:"),
+    ("shm/region.c", '#include "../child/queue.h"', "shm/region.c:"),
+    ("child/entry.h", '#include "../common/options.h"', "child/entry.h:"),
+    ("tools/mock_text.c", '#include "../common/json.h"', "tools/mock_text.c:"),
+    ("child/buf.c", '#include "no_such_header.h"', "no file of the tree"),
+]
+
+
+@pytest.mark.parametrize("path,line,words", CROSSINGS, ids=[f"{c[0]}:{c[1]}" for c in CROSSINGS])
+def test_an_include_across_the_lines_fails(tree, path, line, words):
+    f = tree / path
+    f.write_text(line + "\n" + f.read_text())
+    r = run_check(str(tree))
+    assert r.returncode == 1
+    assert words in r.stderr, r.stderr
+    assert len(r.stderr.splitlines()) == 1, r.stderr
+
+
+def test_the_mock_linked_with_a_product_object_fails(tree):
+    add_line(tree / "Makefile", "MOCK_OBJ += $(BUILD)/common/json.o",
+             "MOCK_OBJ = $(BUILD)/tools/mock_upstream.o $(BUILD)/tools/mock_v1.o $(BUILD)/tools/mock_text.o\n")
+    r = run_check(str(tree))
+    assert r.returncode == 1
+    assert "the mock upstream is built from common/json.c" in r.stderr, r.stderr
+
+
+def test_the_mock_linked_with_the_product_library_fails(tree):
+    mk = tree / "Makefile"
+    text = mk.read_text()
+    old = "$(MOCK): $(MOCK_OBJ)\n"
+    assert old in text
+    mk.write_text(text.replace(old, "$(MOCK): $(MOCK_OBJ) $(LIB_OBJ)\n", 1))
+    r = run_check(str(tree))
+    assert r.returncode == 1
+    assert "the mock upstream is built from child/sender.c" in r.stderr, r.stderr
+
+
+def test_a_table_in_the_docs_that_differs_fails(tree):
+    doc = tree / "docs" / "ARCHITECTURE.md"
+    text = doc.read_text()
+    row = "| `child/` | a worker process only"
+    assert row in text
+    doc.write_text(text.replace("`child/`, `common/`, `shm/` | — |", "`child/`, `common/`, `shm/`, `master/` | — |", 1))
+    r = run_check(str(tree))
+    assert r.returncode == 1
+    assert "docs/ARCHITECTURE.md does not hold the include table" in r.stderr, r.stderr
