@@ -98,7 +98,8 @@ static const struct opt_def opt_table[] = {
     BOOL(version, "version"),
 };
 
-const char options_usage[] =
+/* In parts: C11 promises string literals of 4095 bytes, not more. */
+const char *const options_usage[] = {
     "Usage: fcmd [options]   (one dash or two; --opt VALUE or --opt=VALUE)\n"
     "\n"
     "Upstream:\n"
@@ -115,7 +116,7 @@ const char options_usage[] =
     "                            over HTTP/2 the limit starts at 400, grows while messages wait, halves on 429\n"
     "  --rate-limit N            messages a second upstream per instance, or per fleet with --redis [no limit]\n"
     "  --upstream-idle-timeout S close upstream connections after S idle seconds [60]\n"
-    "  --http2-prior-knowledge   speak HTTP/2 without Upgrade to http:// URLs\n"
+    "  --http2-prior-knowledge   speak HTTP/2 without Upgrade to http:// URLs\n",
     "Server:\n"
     "  --host ADDR, --ipaddress ADDR   TCP listen address [0.0.0.0]\n"
     "  --port N                  TCP port [5601]\n"
@@ -158,7 +159,9 @@ const char options_usage[] =
     "  --redis-password-file F   Redis' password, from the first line of F (or FCMD_REDIS_PASSWORD);\n"
     "                            a password in the URL (redis://:PW@HOST) is readable by every local user\n"
     "  --version, --help\n"
-    "A flag wins over the config file, which wins over FCMD_APIKEY, FCMD_AUTH_TOKEN and FCMD_REDIS_PASSWORD.\n";
+    "A flag wins over the config file, which wins over FCMD_APIKEY, FCMD_AUTH_TOKEN and FCMD_REDIS_PASSWORD.\n",
+    NULL,
+};
 
 void options_defaults(struct fcmd_options *o)
 {

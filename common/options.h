@@ -107,7 +107,7 @@ int options_parse(struct fcmd_options *o, int argc, char **argv, char *err, size
  * Returns 0, or -1 with a one-line reason in err. */
 int options_validate(const struct fcmd_options *o, char *err, size_t errlen);
 
-/* The --help text. */
-extern const char options_usage[];
+/* The --help text, in parts to print one after the other; NULL ends it. */
+extern const char *const options_usage[];
 
 #endif

@@ -83,7 +83,8 @@ int main(int argc, char **argv)
     }
     if (s->o.help || s->o.version) {
         if (s->o.help)
-            fputs(options_usage, stdout);
+            for (const char *const *part = options_usage; *part != NULL; part++)
+                fputs(*part, stdout);
         else
             printf("fcmd %s (%s)\n", FCMD_VERSION, curl_version());
         settings_free(s);

@@ -124,7 +124,7 @@ if [ "$SPOOL" != off ]; then
 fi
 # UPSTREAM_CONNECTIONS=default: fcmd's own (16 a worker, the limit found as it goes).
 [ "$UPSTREAM_CONNECTIONS" = default ] || set -- "$@" --upstream-connections "$UPSTREAM_CONNECTIONS"
-./fcmd --port "$PORT" --host 127.0.0.1 --workers "$WORKERS" --logto "$work/fcmd.log" \
+env ${FCMD_PRELOAD:+LD_PRELOAD="$FCMD_PRELOAD"} ./fcmd --port "$PORT" --host 127.0.0.1 --workers "$WORKERS" --logto "$work/fcmd.log" \
     --upstream-idle-timeout "$IDLE_TIMEOUT" --ca-file "$work/cert.pem" "$@" &
 fcmd_pid=$!
 pids="$pids $fcmd_pid"
