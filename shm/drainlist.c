@@ -220,8 +220,8 @@ uint64_t drainlist_dropped(const struct drainlist *l)
     return atomic_load(&((struct drainlist *)l)->dropped);
 }
 
-int drainlist_reserve(struct drainlist *l, size_t max, uint64_t now_ms, uint64_t lease_ms, unsigned char **out,
-                      size_t *len, uint64_t *count, uint64_t *seq)
+int drainlist_reserve(struct drainlist *l, uint32_t owner, size_t max, uint64_t now_ms, uint64_t lease_ms,
+                      unsigned char **out, size_t *len, uint64_t *count, uint64_t *seq)
 {
     size_t pos, end, rlen;
     uint64_t n = 0;
@@ -231,7 +231,7 @@ int drainlist_reserve(struct drainlist *l, size_t max, uint64_t now_ms, uint64_t
     *count = 0;
     if (lock(l) != 0)
         return -1;
-    if (batch_valid(l) && now_ms < l->batch_lease) {
+    if (batch_valid(l) && now_ms < l->batch_lease && owner != l->batch_owner) {
         pthread_mutex_unlock(&l->lock);
         return 1;
     }
@@ -249,6 +249,7 @@ int drainlist_reserve(struct drainlist *l, size_t max, uint64_t now_ms, uint64_t
         l->batch_start = l->head;
     }
     l->batch_lease = now_ms + lease_ms;
+    l->batch_owner = owner;
     if ((*out = malloc(l->batch_end - l->batch_start)) == NULL) {
         l->batch_lease = 0;
         pthread_mutex_unlock(&l->lock);

@@ -38,6 +38,7 @@ struct drainlist {
     uint64_t batch_seq;           /* the last batch number handed out */
     size_t batch_start, batch_end; /* the batch being moved: valid while head == batch_start < batch_end */
     uint64_t batch_lease;         /* monotonic ms until which its mover is trusted to finish */
+    uint32_t batch_owner;         /* that mover (a worker slot + 1) */
     size_t compact_len;           /* a compaction's length... */
     int compacting;               /* ...while it moves the records to the arena's start */
     unsigned char arena[];
@@ -69,15 +70,14 @@ const unsigned char *drainlist_next(const unsigned char *buf, size_t len, size_t
 
 uint64_t drainlist_dropped(const struct drainlist *l);
 
-/* Fleet mode: the batch to send to Redis now, as whole records from the
- * head, at most max bytes (at least one record).  A batch already reserved
- * whose lease has not run out (now_ms, monotonic) is someone else's: returns
- * 1.  Otherwise returns 0 with a malloc'd copy in *out (NULL when the list is
- * empty), its length, record count and sequence number; the lease runs to
- * now_ms + lease_ms.  A batch whose mover went away (lease over) is handed
- * out again as it was, under the same number.  -1: out of memory. */
-int drainlist_reserve(struct drainlist *l, size_t max, uint64_t now_ms, uint64_t lease_ms, unsigned char **out,
-                      size_t *len, uint64_t *count, uint64_t *seq);
+/* Fleet mode: the batch owner (a worker slot + 1) sends to Redis now, as
+ * whole records from the head, at most max bytes (at least one record).  A
+ * batch already reserved by another owner whose lease has not run out
+ * (now_ms, monotonic) is not this one's: returns 1.  Otherwise returns 0 with a malloc'd copy in *out (NULL when the
+ * list is empty), its length, record count and sequence number; the lease runs to now_ms + lease_ms.  A batch whose
+ * mover went away (lease over) is handed out again as it was, under the same number.  -1: out of memory. */
+int drainlist_reserve(struct drainlist *l, uint32_t owner, size_t max, uint64_t now_ms, uint64_t lease_ms,
+                      unsigned char **out, size_t *len, uint64_t *count, uint64_t *seq);
 
 /* Redis confirmed batch seq: its records leave the list.  A batch already
  * committed (by another worker that sent it too) is not removed twice. */

@@ -290,16 +290,17 @@ static void slot_settlement(void **state)
     shm_region_destroy(r);
 }
 
-#define reserved(l, max, now, rc, want, seq) reserved_(l, max, now, rc, want, sizeof(want) - 1, seq)
+#define reserved(l, max, now, rc, want, seq) reserved_(l, 1, max, now, rc, want, sizeof(want) - 1, seq)
+#define reserved_by(o, l, max, now, rc, want, seq) reserved_(l, o, max, now, rc, want, sizeof(want) - 1, seq)
 
-static void reserved_(struct drainlist *l, size_t max, uint64_t now, int want_rc, const char *want, size_t want_len,
-                      uint64_t *seq)
+static void reserved_(struct drainlist *l, uint32_t owner, size_t max, uint64_t now, int want_rc, const char *want,
+                      size_t want_len, uint64_t *seq)
 {
     unsigned char *recs;
     size_t len;
     uint64_t count;
 
-    assert_int_equal(drainlist_reserve(l, max, now, 1000, &recs, &len, &count, seq), want_rc);
+    assert_int_equal(drainlist_reserve(l, owner, max, now, 1000, &recs, &len, &count, seq), want_rc);
     if (want_rc != 0)
         return;
     assert_int_equal(len, want_len);
@@ -324,7 +325,9 @@ static void batches_leave_only_when_committed(void **state)
         assert_int_equal(drainlist_append(l, t, 2, NULL, 0), 0);
     reserved(l, 8, 100, 0, "\2\0aa\2\0bb", &seq);
     assert_int_equal(seq, 1);
-    reserved(l, 8, 500, 1, "", &again); /* its mover's lease runs */
+    reserved_by(2, l, 8, 500, 1, "", &again);       /* its mover's lease runs: not another's */
+    reserved(l, 8, 600, 0, "\2\0aa\2\0bb", &again); /* its own mover (respawned) sends it again */
+    assert_int_equal(again, 1);
     assert_int_equal(drainlist_append(l, "dd", 2, NULL, 0), 0);
     collect(l, got, &n); /* what follows the batch only */
     assert_int_equal(n, 2);
@@ -332,7 +335,7 @@ static void batches_leave_only_when_committed(void **state)
     assert_string_equal(got[1], "dd");
     assert_int_equal(drainlist_count(l), 2);
     /* The mover went away: the same batch, the same number, for the next. */
-    reserved(l, 64, 1100, 0, "\2\0aa\2\0bb", &again);
+    reserved_by(2, l, 64, 1700, 0, "\2\0aa\2\0bb", &again);
     assert_int_equal(again, 1);
     drainlist_commit(l, 1);
     drainlist_commit(l, 1); /* confirmed twice (both movers sent it): removed once */
