@@ -264,6 +264,8 @@ struct fleet {
     struct fleet_drain *drains;          /* drains not yet settled with Redis */
     uint64_t drain_lease_ms;
     uint64_t nonce, ndrains; /* names this worker's drain keys */
+    int stopping;            /* fleet_flushed() was called: the worker stops */
+    uint64_t stop_target[FLEET_NLISTS]; /* records put into each list before it began to */
     int up;           /* a flush succeeded on this connection and none failed since */
     int ever_up;
     int outage;         /* an outage is logged and not yet over */
@@ -1244,10 +1246,21 @@ int fleet_flushed(struct fleet *f)
 
     if (!f->up)
         return 1;
-    /* The drain lists' entries reach Redis too: the instance's shared
-     * memory goes with its last worker.  And Redis hears how every drain
-     * ended, rather than waiting for the leases. */
-    if (f->drains != NULL || drainlist_count(f->shm->canonical) > 0 || drainlist_count(f->shm->notregistered) > 0) {
+    /* The entries the lists held when the worker began to stop reach Redis
+     * too (moved by any worker of the instance): its shared memory goes with
+     * its last worker.  And Redis hears how every drain ended, rather than
+     * waiting for the leases. */
+    int waiting = f->drains != NULL;
+    for (int i = 0; i < FLEET_NLISTS; i++) {
+        uint64_t added, removed;
+
+        drainlist_progress(list_of(f, i), &added, &removed);
+        if (!f->stopping)
+            f->stop_target[i] = added;
+        waiting |= removed < f->stop_target[i];
+    }
+    f->stopping = 1;
+    if (waiting) {
         lists_tick(f);
         return 0;
     }

@@ -46,6 +46,7 @@ int drainlist_init(struct drainlist *l, size_t capacity)
     atomic_init(&l->dropped, 0);
     l->head = l->batch_start = l->batch_end = l->compact_len = 0;
     l->batch_seq = l->batch_lease = 0;
+    l->added = l->removed = 0;
     l->compacting = 0;
     return 0;
 }
@@ -132,6 +133,7 @@ int drainlist_append(struct drainlist *l, const void *a, size_t alen, const void
         atomic_thread_fence(memory_order_release);
         l->count++;
         l->used += REC_HDR + rec;
+        l->added++;
         rc = 0;
     } else {
         atomic_fetch_add(&l->dropped, 1);
@@ -166,6 +168,7 @@ int drainlist_drain(struct drainlist *l, unsigned char **out, size_t *len, uint6
         *count = 0;
         for (size_t pos = 0, rlen; drainlist_next(copy, *len, &pos, &rlen) != NULL;)
             (*count)++;
+        l->removed += *count;
         if (l->used == l->head)
             compact(l);
     }
@@ -195,6 +198,7 @@ uint64_t drainlist_giveback(struct drainlist *l, const unsigned char *recs, size
     atomic_thread_fence(memory_order_release);
     l->count += n;
     l->used += fit;
+    l->added += n;
     pthread_mutex_unlock(&l->lock);
     if (n < count)
         atomic_fetch_add(&l->dropped, count - n);
@@ -278,6 +282,7 @@ void drainlist_commit(struct drainlist *l, uint64_t seq)
         l->head = l->batch_end; /* the commit: the batch is no longer valid */
         ORDERED();
         l->count -= n < l->count ? n : l->count;
+        l->removed += n;
         l->batch_lease = 0;
         if (l->used == l->head)
             compact(l);
@@ -294,4 +299,14 @@ uint64_t drainlist_count(struct drainlist *l)
     n = l->count;
     pthread_mutex_unlock(&l->lock);
     return n;
+}
+
+void drainlist_progress(struct drainlist *l, uint64_t *added, uint64_t *removed)
+{
+    *added = *removed = 0;
+    if (lock(l) != 0)
+        return;
+    *added = l->added;
+    *removed = l->removed;
+    pthread_mutex_unlock(&l->lock);
 }

@@ -41,6 +41,7 @@ struct drainlist {
     uint32_t batch_owner;         /* that mover (a worker slot + 1) */
     size_t compact_len;           /* a compaction's length... */
     int compacting;               /* ...while it moves the records to the arena's start */
+    uint64_t added, removed;      /* records ever put in and taken out (moved, drained) */
     unsigned char arena[];
 };
 
@@ -82,6 +83,10 @@ int drainlist_reserve(struct drainlist *l, uint32_t owner, size_t max, uint64_t 
 /* Redis confirmed batch seq: its records leave the list.  A batch already
  * committed (by another worker that sent it too) is not removed twice. */
 void drainlist_commit(struct drainlist *l, uint64_t seq);
+
+/* Records ever put into the list and ever taken out of it: once removed
+ * reaches an earlier added, everything in the list then has left it. */
+void drainlist_progress(struct drainlist *l, uint64_t *added, uint64_t *removed);
 
 /* Records waiting in the list, the reserved batch included. */
 uint64_t drainlist_count(struct drainlist *l);

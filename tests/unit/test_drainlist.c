@@ -347,9 +347,16 @@ static void batches_leave_only_when_committed(void **state)
     drainlist_commit(l, 1); /* a stale confirmation removes nothing */
     assert_int_equal(drainlist_count(l), 2);
     drainlist_commit(l, 2);
+    /* Six records in; "cc" and "dd" drained, three batches' worth moved. */
+    uint64_t added, removed;
+    drainlist_progress(l, &added, &removed);
+    assert_int_equal(added, 6);
+    assert_int_equal(removed, 5);
     collect(l, got, &n);
     assert_int_equal(n, 1);
     assert_string_equal(got[0], "ff");
+    drainlist_progress(l, &added, &removed);
+    assert_int_equal(removed, 6);
     shm_region_destroy(r);
 }
 
