@@ -33,6 +33,15 @@ def redis_cmd(r, *args):
     return out.stdout.strip()
 
 
+def rejected_evalshas(r):
+    """EVALSHA calls Redis refused or failed (OOM...), from INFO commandstats."""
+    for line in redis_cmd(r, "INFO", "commandstats").split():
+        if line.startswith("cmdstat_evalsha:"):
+            fields = dict(kv.split("=") for kv in line.split(":", 1)[1].split(","))
+            return int(fields.get("rejected_calls", 0)) + int(fields.get("failed_calls", 0))
+    return 0
+
+
 def in_redis(r, name):
     """Entries waiting in a fleet list in Redis (not those held by a drain)."""
     return int(redis_cmd(r, "LLEN", f"fcmd:list:{name}"))
@@ -57,13 +66,22 @@ def drain_json(base, path, session=requests):
     return r.json()
 
 
-def drain_all(base, path, want, key, session=requests, timeout=20):
-    """Drains until `want` entries came out (and no more come).  Returns them."""
+def busy(r):
+    """A drain answered 503 as a client must retry: a worker not connected (yet, or again)."""
+    return (r.status_code == 503 and r.headers.get("retry-after") == "1"
+            and r.json()["error"].startswith("redis"))
+
+
+def drain_all(base, path, want, key, session=requests, timeout=20, busy_ok=True):
+    """Drains until `want` entries came out, retrying a busy answer.  Returns them."""
     got = []
 
     def step():
-        body = drain_json(base, path, session)
-        got.extend(body[key] or [])
+        r = session.get(base + path, timeout=10)
+        if busy_ok and busy(r):
+            return False
+        assert r.status_code == 200, r.text
+        got.extend(r.json()[key] or [])
         return len(got) >= want
     wait_until(step, timeout=timeout, interval=0.1, what=f"{want} entries from {path} (got {len(got)})")
     return got
@@ -93,7 +111,11 @@ def test_drains_exactly_once_through_the_balancer(redis, mock, start_fcmd, start
             deadline = time.monotonic() + 30
             empty = 0
             while time.monotonic() < deadline and empty < 3:
-                body = drain_json(lb.base, path, s)
+                r = s.get(lb.base + path, timeout=10)
+                if busy(r):
+                    continue
+                assert r.status_code == 200, r.text
+                body = r.json()
                 if body[key] is None:
                     empty += 1
                     continue
@@ -205,6 +227,67 @@ def test_worker_killed_mid_answer_entries_come_back_after_the_lease(redis, mock,
     assert sorted(got) == tokens
     assert drain_json(f.base, NOTREG) == {"tokens": None}
     assert redis_cmd(redis, "ZCARD", "fcmd:inflight:notregistered") == "0"
+
+
+def test_slow_reader_keeps_its_entries_past_the_lease(redis, mock, start_fcmd):  # noqa: F811
+    """The worker renews an answer's lease while it writes it: a client
+    slower than the lease does not see its entries handed to another."""
+    f = start_fcmd(mock, workers=2, args=["--redis", redis.url, "--redis-drain-lease", "2"])
+    tokens, _ = produce(f, "slow", 100, 0)
+    wait_until(lambda: in_redis(redis, "notregistered") == 100, what="the entries in Redis")
+    sock = h2_drain_left_unread(f.port, NOTREG)
+    try:
+        deadline = time.monotonic() + 5  # two and a half leases
+        while time.monotonic() < deadline:
+            assert drain_json(f.base, NOTREG) == {"tokens": None}
+            time.sleep(0.25)
+        assert redis_cmd(redis, "ZCARD", "fcmd:inflight:notregistered") == "1"
+    finally:
+        sock.close()  # gone without reading: the entries go back at once
+    got = drain_all(f.base, NOTREG, 100, "tokens", timeout=5)
+    assert sorted(got) == tokens
+
+
+def test_reload_with_an_unread_answer_gives_entries_back(redis, mock, start_fcmd):  # noqa: F811
+    f = start_fcmd(mock, workers=1, args=["--redis", redis.url])
+    tokens, _ = produce(f, "r", 100, 0)
+    wait_until(lambda: in_redis(redis, "notregistered") == 100, what="the entries in Redis")
+    old = f.children()
+    sock = h2_drain_left_unread(f.port, NOTREG)
+    try:
+        os.kill(f.proc.pid, signal.SIGHUP)
+        wait_until(lambda: f.children() and not set(f.children()) & set(old), timeout=20,
+                   what="the old worker to exit")
+    finally:
+        sock.close()
+    # Given back by the stopping worker itself, not by the lease (30 s).
+    assert in_redis(redis, "notregistered") == 100
+    assert redis_cmd(redis, "ZCARD", "fcmd:inflight:notregistered") == "0"
+    wait_until(lambda: requests.get(f.url("/readyz"), timeout=2).status_code == 200, what="/readyz 200")
+    got = drain_all(f.base, NOTREG, 100, "tokens", timeout=5)
+    assert sorted(got) == tokens
+
+
+def test_refused_moves_keep_the_entries_and_log_once(redis, mock, start_fcmd):  # noqa: F811
+    f = start_fcmd(mock, workers=2, args=["--redis", redis.url])
+    wait_until(lambda: requests.get(f.url("/readyz"), timeout=2).status_code == 200, what="/readyz 200")
+    redis_cmd(redis, "CONFIG", "SET", "maxmemory", "1")  # every write is refused: OOM
+    try:
+        tokens, _ = produce(f, "oom", 60, 0)
+        wait_until(lambda: f.log_text().count("moving entries to Redis was refused: OOM") >= 1,
+                   what="the refusal in the log")
+        # The flush is refused too: no drain while the fleet cannot be counted.
+        wait_until(lambda: requests.get(f.url(NOTREG), timeout=5).status_code == 503, what="a 503 drain")
+        # Tried again every second, logged once (by the worker holding the batch; at most once each).
+        first = rejected_evalshas(redis)
+        wait_until(lambda: rejected_evalshas(redis) >= first + 6, what="several refused tries")
+        assert 1 <= f.log_text().count("moving entries to Redis was refused") <= 2
+        assert in_redis(redis, "notregistered") == 0
+    finally:
+        redis_cmd(redis, "CONFIG", "SET", "maxmemory", "0")
+    got = drain_all(f.base, NOTREG, 60, "tokens", timeout=15)
+    assert sorted(got) == tokens
+    assert f.report()["notregistered_dropped"] == 0
 
 
 def test_stopped_instance_moves_its_entries_first(redis, mock, start_fcmd):  # noqa: F811
