@@ -814,8 +814,8 @@ static void on_taken(struct fleet *f, void *arg, const redisReply *r)
         return;
     }
     if (r->type != REDIS_REPLY_STRING || !whole_records((const unsigned char *)r->str, r->len)) {
-        take_failed(d, "redis answered the drain with something unexpected");
         drop_bad(f, "the lists script answered something unexpected");
+        take_failed(d, "redis answered the drain with something unexpected"); /* told on the next connection */
         return;
     }
     if (r->len == 0) { /* nothing was taken */
