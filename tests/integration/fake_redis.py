@@ -49,6 +49,7 @@ class FakeRedis:
         self.connections = 0
         self.evalshas = 0
         self.takes = 0
+        self.list_ops = []
         self.lists_sha = None
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -102,6 +103,9 @@ class FakeRedis:
 
     def answer_lists(self, cmd, s):
         op = cmd[3 + int(cmd[2])]
+        self.list_ops.append(op.decode())
+        if self.lists_mode == "badend":  # a drain gets one entry; every other call a string, not a count
+            return b"$7\r\n\x05\x00dead1\r\n" if op == b"take" else b"$3\r\nxyz\r\n"
         if op != b"take":
             return b":1\r\n"
         self.takes += 1

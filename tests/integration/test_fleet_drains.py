@@ -342,6 +342,25 @@ def test_garbage_drain_reply_drops_the_connection_not_the_worker(fake, mock, sta
     assert requests.get(f.url(NOTREG), timeout=5).status_code == 503  # still on probation
 
 
+def test_garbage_after_the_take_drops_the_connection_not_the_worker(fake, mock, start_fcmd):
+    """Moves, renewals and a drain's end answered with a string instead of a
+    count: the connection goes, the worker stays, the answer is still right."""
+    r = fake("ok", "badend")
+    f = start_fcmd(mock, workers=1, args=["--redis", r.url])
+    pids = f.children()
+    wait_until(lambda: requests.get(f.url("/readyz"), timeout=2).status_code == 200, what="/readyz 200")
+    assert drain_json(f.base, NOTREG) == {"tokens": ["dead1"]}
+    wait_until(lambda: "done" in r.list_ops, what="the drain's end sent")
+    produce(f, "g", 3, 0)  # something to move: its reply is garbage too
+    wait_until(lambda: "move" in r.list_ops, what="a move")
+    wait_until(lambda: "answered something unexpected" in f.log_text(), what="the dropped connection in the log")
+    assert requests.get(f.url("/healthz"), timeout=2).status_code == 200
+    assert f.children() == pids and "killed by signal" not in f.log_text()
+    # The drain's end is told again on the next connection (it was never confirmed).
+    wait_until(lambda: r.list_ops.count("done") >= 2, timeout=15, what="the drain's end sent again")
+    assert f.children() == pids
+
+
 @pytest.mark.parametrize("value", ["1", "3601", "x"])
 def test_bad_drain_lease_is_refused_at_start(value):
     from conftest import FCMD_BIN
