@@ -502,7 +502,7 @@ static void on_fleet_taken(void *arg, const unsigned char *recs, size_t len, con
 /* Fleet mode: the entries come from Redis; the answer waits for them. */
 static int respond_fleet_drained(struct drain_answer *a, h2o_req_t *req, int which)
 {
-    size_t budget = (size_t)a->c->opts->drain_list_bytes;
+    size_t budget = a->list->capacity; /* drain_list_bytes as the lists were made (a reload keeps them) */
 
     if (budget > FLEET_DRAIN_MAX_BYTES)
         budget = FLEET_DRAIN_MAX_BYTES;
