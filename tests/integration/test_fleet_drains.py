@@ -102,6 +102,7 @@ def test_drains_exactly_once_through_the_balancer(redis, mock, start_fcmd, start
         wait_until(lambda: in_redis(redis, "notregistered") >= len(want_notreg)
                    and in_redis(redis, "canonical") >= len(want_canon), what="the entries in Redis")
     got = {NOTREG: [], CANON: []}
+    answers = {NOTREG: [], CANON: []}
     errors = []
     lock = threading.Lock()
 
@@ -122,6 +123,7 @@ def test_drains_exactly_once_through_the_balancer(redis, mock, start_fcmd, start
                 assert len(body[key]) > 0
                 with lock:
                     got[path].extend(body[key])
+                    answers[path].append(body[key])
         except Exception as e:  # reported below, with the others
             errors.append(e)
         finally:
@@ -138,7 +140,11 @@ def test_drains_exactly_once_through_the_balancer(redis, mock, start_fcmd, start
     assert len(got[NOTREG]) == len(want_notreg) and sorted(got[NOTREG]) == sorted(want_notreg)
     pairs = [(p["original"], p["canonical"]) for p in got[CANON]]
     assert sorted(pairs) == sorted((t, f"canonical-{t}") for t in want_canon)
-    # Several answers were needed (the budget is 4 KiB), and the lists are empty now.
+    # Several answers were needed: each holds at most the 4 KiB budget of records (two length
+    # bytes and the entry each), and the lists are empty now.
+    assert len(answers[NOTREG]) > 3 and len(answers[CANON]) > 1
+    assert max(sum(2 + len(t) for t in a) for a in answers[NOTREG]) <= 4096
+    assert max(sum(3 + len(p["original"]) + len(p["canonical"]) for p in a) for a in answers[CANON]) <= 4096
     assert drain_json(lb.base, NOTREG) == {"tokens": None}
     assert drain_json(lb.base, CANON) == {"canonical_replacements": None}
     assert in_redis(redis, "notregistered") == 0 and redis_cmd(redis, "ZCARD", "fcmd:inflight:notregistered") == "0"
