@@ -841,6 +841,13 @@ struct fleet_drain *fleet_drain_take(struct fleet *f, int list, size_t budget, f
 
     if (!f->up || !lists_usable(f) || (d = calloc(1, sizeof(*d))) == NULL)
         return NULL;
+    /* This instance's entries not yet moved go first: Redis runs a
+     * connection's commands in order, so the take sees them. */
+    move(f, list);
+    if (!lists_usable(f)) { /* the move dropped the connection */
+        free(d);
+        return NULL;
+    }
     *d = (struct fleet_drain){.f = f, .state = DRAIN_TAKING, .list = list, .cb = cb, .arg = arg};
     snprintf(d->key, sizeof(d->key), "fcmd:drain:%s:%s:%016" PRIx64 ":%" PRIu64, list_names[list], f->member, f->nonce,
              ++f->ndrains);

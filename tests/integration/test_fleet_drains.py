@@ -305,6 +305,16 @@ def test_stopped_instance_moves_its_entries_first(redis, mock, start_fcmd):  # n
     assert sorted(got) == tokens
 
 
+def test_a_drain_sees_its_instance_entries_at_once(redis, mock, start_fcmd):  # noqa: F811
+    """The answering worker moves what its instance holds just before it
+    takes: no waiting for the next second's move."""
+    f = start_fcmd(mock, workers=1, args=["--redis", redis.url])
+    wait_until(lambda: requests.get(f.url("/readyz"), timeout=2).status_code == 200, what="/readyz 200")
+    for k in range(3):
+        tokens, _ = produce(f, f"now{k}", 20, 0)
+        assert sorted(drain_json(f.base, NOTREG)["tokens"] or []) == tokens
+
+
 def test_head_on_a_fleet_drain_takes_nothing(redis, mock, start_fcmd):  # noqa: F811
     f = start_fcmd(mock, workers=1, args=["--redis", redis.url])
     tokens, _ = produce(f, "h", 5, 0)
