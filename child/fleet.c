@@ -220,8 +220,8 @@ struct link {
     redisReader *reader;
     redisReplyObjectFunctions fn;               /* hiredis' own, with arrays capped */
     void *(*array)(const redisReadTask *, int); /* hiredis' own array maker */
-    uint64_t fed;      /* bytes fed to the reader */
-    uint64_t boundary; /* ...up to the end of the last complete reply */
+    uint64_t fed;                               /* bytes fed to the reader */
+    uint64_t boundary;                          /* ...up to the end of the last complete reply */
     struct want want[NWANT];
     unsigned nwant, first;
 };
@@ -263,8 +263,8 @@ struct fleet {
     char list_refusal[160];              /* the last refusal of a drain-list command logged */
     struct fleet_drain *drains;          /* drains not yet settled with Redis */
     uint64_t drain_lease_ms;
-    uint64_t nonce, ndrains; /* names this worker's drain keys */
-    int stopping;            /* fleet_flushed() was called: the worker stops */
+    uint64_t nonce, ndrains;            /* names this worker's drain keys */
+    int stopping;                       /* fleet_flushed() was called: the worker stops */
     uint64_t stop_target[FLEET_NLISTS]; /* records put into each list before it began to */
     int up;           /* a flush succeeded on this connection and none failed since */
     int ever_up;

@@ -34,14 +34,14 @@ struct drainlist {
     size_t used;     /* end of the committed bytes; written last, so a torn append is invisible */
     uint64_t count;  /* committed records */
     _Atomic uint64_t dropped;
-    size_t head;                  /* start of the records; > 0 only in fleet mode */
-    uint64_t batch_seq;           /* the last batch number handed out */
+    size_t head;                   /* start of the records; > 0 only in fleet mode */
+    uint64_t batch_seq;            /* the last batch number handed out */
     size_t batch_start, batch_end; /* the batch being moved: valid while head == batch_start < batch_end */
-    uint64_t batch_lease;         /* monotonic ms until which its mover is trusted to finish */
-    uint32_t batch_owner;         /* that mover (a worker slot + 1) */
-    size_t compact_len;           /* a compaction's length... */
-    int compacting;               /* ...while it moves the records to the arena's start */
-    uint64_t added, removed;      /* records ever put in and taken out (moved, drained) */
+    uint64_t batch_lease;          /* monotonic ms until which its mover is trusted to finish */
+    uint32_t batch_owner;          /* that mover (a worker slot + 1) */
+    size_t compact_len;            /* a compaction's length... */
+    int compacting;                /* ...while it moves the records to the arena's start */
+    uint64_t added, removed;       /* records ever put in and taken out (moved, drained) */
     unsigned char arena[];
 };
 

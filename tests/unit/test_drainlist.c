@@ -420,11 +420,16 @@ static void killed_mid_compaction(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(append_and_drain_once),   cmocka_unit_test(full_list_counts_drops),
-        cmocka_unit_test(children_share_one_list), cmocka_unit_test(concurrent_drains_exactly_once),
-        cmocka_unit_test(giveback_keeps_what_fits), cmocka_unit_test(writer_killed_mid_append),
-        cmocka_unit_test(dead_holder_does_not_wedge), cmocka_unit_test(slot_settlement),
-        cmocka_unit_test(batches_leave_only_when_committed), cmocka_unit_test(commits_make_room),
+        cmocka_unit_test(append_and_drain_once),
+        cmocka_unit_test(full_list_counts_drops),
+        cmocka_unit_test(children_share_one_list),
+        cmocka_unit_test(concurrent_drains_exactly_once),
+        cmocka_unit_test(giveback_keeps_what_fits),
+        cmocka_unit_test(writer_killed_mid_append),
+        cmocka_unit_test(dead_holder_does_not_wedge),
+        cmocka_unit_test(slot_settlement),
+        cmocka_unit_test(batches_leave_only_when_committed),
+        cmocka_unit_test(commits_make_room),
         cmocka_unit_test(killed_mid_compaction),
     };
     return cmocka_run_group_tests_name("drainlist", tests, NULL, NULL);
