@@ -60,6 +60,10 @@ static void on_stop_tick(uv_timer_t *t)
 
     if ((c->queue.pending > 0 || !http_done) && now < c->stop_deadline)
         return;
+    /* Fleet mode: drain answers not written by now go back to the lists
+     * through Redis, which takes a round trip the loop must still run. */
+    if (c->fleet != NULL)
+        http_give_back_drains(c);
     /* What this child counted reaches Redis before it goes (fleet mode). */
     if (c->fleet != NULL && !fleet_flushed(c->fleet) && now < c->stop_deadline)
         return;
@@ -214,7 +218,8 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
     if (c->upstream == NULL || (c->sender = sender_create(&c->loop, o, &c->queue, c->upstream, shm, slot)) == NULL ||
         (c->upstream->ops->start && c->upstream->ops->start(c->upstream, c->sender, c->slot) != 0) ||
         (o->spool != NULL && open_spool(c) != 0) ||
-        (o->redis != NULL && (c->fleet = fleet_start(&c->loop, o->redis, o->redis_password, shm, slot)) == NULL) ||
+        (o->redis != NULL && (c->fleet = fleet_start(&c->loop, o->redis, o->redis_password, shm, slot,
+                                                     (unsigned)o->redis_drain_lease)) == NULL) ||
         (sender_set_fleet(c->sender, c->fleet), 0) ||
         setup_http(c) != 0 || watch_signals(c) != 0 || unblock_signals() != 0 || open_listener(c, listen_fd) != 0) {
         log_error("child set-up failed");

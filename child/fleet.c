@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Field names in Redis, one per shm counter. */
 static const char *const counter_names[SHM_NCOUNTERS] = {
@@ -79,13 +80,131 @@ static const char flush_script[] =
     "end\n"
     "return {redis.call('HGETALL', KEYS[1]), instances, pending}\n";
 
+/*
+ * The drain lists (docs/FLEET.md, "Drains").  KEYS: 1 the list, 2 its
+ * in-flight set (zset: drain key -> lease end, ms of Redis' clock), 3 the
+ * instance's move mark (move) or one drain's key (the others).  ARGV[1] is
+ * the operation.  Records travel as the shared-memory lists hold them: a
+ * two-byte little-endian length, then the bytes.  Every call first returns
+ * a few in-flight batches whose lease has run out to the list's head.
+ *   move  ARGV 2 batch number, 3 records, 4 mark ttl s: appends them unless
+ *         this instance's batch of that number was appended already
+ *   take  ARGV 2 budget in bytes, 3 lease ms: pops up to the budget (one
+ *         record at least), keeps them under KEYS[3], returns them
+ *   renew ARGV 2 lease ms: 1, or 0 when the lease had run out already
+ *   done  the answer was written: 1, or 0 when the lease had run out
+ *   back  the answer was not written: the records return to the head
+ */
+static const char lists_script[] =
+    "local function records(blob)\n"
+    "  local out, i, n = {}, 1, #blob\n"
+    "  while i + 1 <= n do\n"
+    "    local len = string.byte(blob, i) + 256 * string.byte(blob, i + 1)\n"
+    "    if i + 1 + len > n then break end\n"
+    "    out[#out + 1] = string.sub(blob, i + 2, i + 1 + len)\n"
+    "    i = i + 2 + len\n"
+    "  end\n"
+    "  return out\n"
+    "end\n"
+    "local function back(key)\n"
+    "  if redis.call('ZREM', KEYS[2], key) == 0 then return 0 end\n"
+    "  local blob = redis.call('GET', key)\n"
+    "  redis.call('DEL', key)\n"
+    "  if not blob then return 0 end\n"
+    "  local r = records(blob)\n"
+    "  for j = #r, 1, -1 do redis.call('LPUSH', KEYS[1], r[j]) end\n"
+    "  return #r\n"
+    "end\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "for _, k in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 16)) do back(k) end\n"
+    "local op = ARGV[1]\n"
+    "if op == 'move' then\n"
+    "  if tonumber(ARGV[2]) > tonumber(redis.call('GET', KEYS[3]) or '0') then\n"
+    "    for _, e in ipairs(records(ARGV[3])) do redis.call('RPUSH', KEYS[1], e) end\n"
+    "    redis.call('SET', KEYS[3], ARGV[2])\n"
+    "  end\n"
+    "  redis.call('EXPIRE', KEYS[3], ARGV[4])\n"
+    "  return redis.call('LLEN', KEYS[1])\n"
+    "elseif op == 'take' then\n"
+    "  local budget, out, used = tonumber(ARGV[2]), {}, 0\n"
+    "  while true do\n"
+    "    local e = redis.call('LINDEX', KEYS[1], 0)\n"
+    "    if not e then break end\n"
+    "    if #e <= 65535 then\n"
+    "      if used > 0 and used + 2 + #e > budget then break end\n"
+    "      out[#out + 1] = string.char(#e % 256, math.floor(#e / 256)) .. e\n"
+    "      used = used + 2 + #e\n"
+    "    end\n"
+    "    redis.call('LPOP', KEYS[1])\n"
+    "  end\n"
+    "  local blob = table.concat(out)\n"
+    "  if #blob > 0 then\n"
+    "    redis.call('SET', KEYS[3], blob)\n"
+    "    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), KEYS[3])\n"
+    "  end\n"
+    "  return blob\n"
+    "elseif op == 'renew' then\n"
+    "  if not redis.call('ZSCORE', KEYS[2], KEYS[3]) then return 0 end\n"
+    "  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), KEYS[3])\n"
+    "  return 1\n"
+    "elseif op == 'done' then\n"
+    "  local held = redis.call('ZREM', KEYS[2], KEYS[3])\n"
+    "  redis.call('DEL', KEYS[3])\n"
+    "  return held\n"
+    "elseif op == 'back' then\n"
+    "  back(KEYS[3])\n"
+    "  return 1\n"
+    "end\n"
+    "return redis.error_reply('unknown operation')\n";
+
+static const char *const list_names[FLEET_NLISTS] = {"canonical", "notregistered"};
+
+#define MOVE_MAX_BYTES (256 * 1024) /* records per move command */
+#define MOVE_LEASE_MS 5000          /* a mover not heard from this long: another sends its batch */
+
+/* A drain answered from Redis (see fleet.h). */
+enum drain_state {
+    DRAIN_TAKING,    /* the take is sent, its reply awaited */
+    DRAIN_ANSWERING, /* the records are taken and being written; renewed each tick */
+    DRAIN_DONE,      /* written: Redis is to forget them (op "done") */
+    DRAIN_BACK,      /* not written, or unknown: Redis is to return them (op "back") */
+};
+
+struct fleet_drain {
+    struct fleet_drain *next;
+    struct fleet *f;
+    enum drain_state state;
+    int list;
+    int busy;      /* a command about it awaits its reply */
+    int cancelled; /* the caller went away while the take was under way */
+    fleet_taken_fn cb;
+    void *arg;
+    char key[112];
+};
+
 #define NKEYS 5
 #define NTRIPLES (SHM_NCOUNTERS + 2)
 #define NARGS (3 + NKEYS + 5 + 3 * NTRIPLES)
-#define NWANT 8 /* replies a connection can await: AUTH, SELECT, SCRIPT LOAD, a flush */
+#define NWANT 64 /* replies a connection can await at once */
 
-/* What a reply on the connection answers, in the order the commands went. */
-enum want { WANT_AUTH, WANT_SELECT, WANT_LOAD, WANT_FLUSH };
+/* The largest reply most commands can bring (the totals hash, an error) is
+ * a few KiB: anything far larger is not an answer to them.  A command that
+ * expects more says so. */
+#define REPLY_MAX_BYTES (256 * 1024)
+#define REPLY_MAX_ELEMENTS 4096
+
+/* Handles the reply to one command; r is NULL when the connection was
+ * dropped before that reply came (the command may or may not have run). */
+typedef void (*reply_fn)(struct fleet *f, void *arg, const redisReply *r);
+
+/* A reply the connection awaits, in the order the commands went. */
+struct want {
+    reply_fn fn;
+    void *arg;
+    size_t cap;       /* bytes: a larger reply drops the connection */
+    uint64_t sent_at; /* for the reply deadline */
+};
 
 /* One connection: the socket, its reply parser and the replies it awaits.
  * Freed when libuv has closed the socket, so a late callback finds it. */
@@ -101,8 +220,9 @@ struct link {
     redisReader *reader;
     redisReplyObjectFunctions fn;               /* hiredis' own, with arrays capped */
     void *(*array)(const redisReadTask *, int); /* hiredis' own array maker */
-    size_t unparsed;                            /* bytes fed since the reader last held no partial reply */
-    unsigned char want[NWANT];
+    uint64_t fed;                               /* bytes fed to the reader */
+    uint64_t boundary;                          /* ...up to the end of the last complete reply */
+    struct want want[NWANT];
     unsigned nwant, first;
 };
 
@@ -136,6 +256,16 @@ struct fleet {
     uv_timer_t tick;  /* flushes; also the resolve, connect and reply deadlines */
     uv_timer_t retry; /* the reconnect back-off */
     char sha[41];     /* the loaded script, "" until SCRIPT LOAD answered */
+    char lists_sha[41];                  /* the drain lists' script, likewise */
+    char list_keys[FLEET_NLISTS][3][80]; /* the list, its in-flight set, this instance's move mark */
+    int moving[FLEET_NLISTS];            /* a move awaits its reply */
+    uint64_t move_seq[FLEET_NLISTS];     /* ...of this batch */
+    char list_refusal[160];              /* the last refusal of a drain-list command logged */
+    struct fleet_drain *drains;          /* drains not yet settled with Redis */
+    uint64_t drain_lease_ms;
+    uint64_t nonce, ndrains;            /* names this worker's drain keys */
+    int stopping;                       /* fleet_flushed() was called: the worker stops */
+    uint64_t stop_target[FLEET_NLISTS]; /* records put into each list before it began to */
     int up;           /* a flush succeeded on this connection and none failed since */
     int ever_up;
     int outage;         /* an outage is logged and not yet over */
@@ -145,7 +275,7 @@ struct fleet {
     unsigned refusals;  /* flushes refused in a row on this connection */
     char refusal[160];  /* the last refusal logged, "" when none */
     uint64_t rng;
-    uint64_t connect_at, down_since, sent_at, next_flush_at;
+    uint64_t connect_at, down_since, next_flush_at;
     int inflight;            /* a flush awaits its reply */
     uint64_t sent[NTRIPLES]; /* what that flush carried */
     struct fleet_totals totals;
@@ -213,10 +343,19 @@ static void drop(struct fleet *f, const char *why)
 
     f->link = NULL;
     f->sha[0] = '\0';
+    f->lists_sha[0] = '\0';
     f->refusals = 0;
-    if (l != NULL)
-        uv_close(&l->u.handle, link_closed);
     outage(f, why);
+    if (l == NULL)
+        return;
+    uv_close(&l->u.handle, link_closed);
+    /* Whoever awaits a reply on it learns it will not come. */
+    while (l->nwant > 0) {
+        struct want w = l->want[l->first];
+        l->first = (l->first + 1) % NWANT;
+        l->nwant--;
+        w.fn(f, w.arg, NULL);
+    }
 }
 
 /* The server sent what no Redis would: every connection to it is likely to
@@ -254,21 +393,25 @@ static void on_written(uv_write_t *req, int status)
         drop(l->f, uv_strerror(status));
 }
 
-/* Sends one command and notes the reply it awaits.  Returns 0, or -1 with
- * the connection dropped. */
-static int send_command(struct fleet *f, enum want w, int argc, const char **argv)
+/* Sends one command (argvlen NULL: C strings) and notes that fn handles its
+ * reply, of at most cap bytes.  Returns 0; 1 when too many replies are
+ * awaited already (nothing sent, the connection kept); -1 with the
+ * connection dropped. */
+static int send_command(struct fleet *f, reply_fn fn, void *arg, size_t cap, int argc, const char **argv,
+                        const size_t *argvlen)
 {
     struct link *l = f->link;
-    struct out *o = malloc(sizeof(*o));
+    struct out *o;
     long long n;
     int rc;
 
-    if (l->nwant == NWANT || o == NULL) {
-        free(o);
-        drop(f, l->nwant == NWANT ? "too many commands awaiting replies" : "out of memory");
+    if (l->nwant == NWANT)
+        return 1;
+    if ((o = malloc(sizeof(*o))) == NULL) {
+        drop(f, "out of memory");
         return -1;
     }
-    if ((n = redisFormatCommandArgv(&o->cmd, argc, argv, NULL)) < 0) {
+    if ((n = redisFormatCommandArgv(&o->cmd, argc, argv, argvlen)) < 0) {
         free(o);
         drop(f, "cannot format a command: out of memory");
         return -1;
@@ -281,7 +424,7 @@ static int send_command(struct fleet *f, enum want w, int argc, const char **arg
         drop(f, uv_strerror(rc));
         return -1;
     }
-    l->want[(l->first + l->nwant++) % NWANT] = (unsigned char)w;
+    l->want[(l->first + l->nwant++) % NWANT] = (struct want){fn, arg, cap, uv_now(f->loop)};
     return 0;
 }
 
@@ -309,6 +452,8 @@ static const char *name_of(unsigned i)
     return i < SHM_NCOUNTERS ? counter_names[i] : dropped_names[i - SHM_NCOUNTERS];
 }
 
+static void on_flushed(struct fleet *f, void *arg, const redisReply *r);
+
 static void flush(struct fleet *f)
 {
     const char *argv[NARGS];
@@ -333,10 +478,9 @@ static void flush(struct fleet *f)
         argv[n++] = NUM(base_of(f, i));
     }
 #undef NUM
-    if (send_command(f, WANT_FLUSH, (int)n, argv) != 0)
+    if (send_command(f, on_flushed, NULL, REPLY_MAX_BYTES, (int)n, argv, NULL) != 0)
         return;
     f->inflight = 1;
-    f->sent_at = uv_now(f->loop);
 }
 
 /* A count Redis sent: a non-negative integer, or a string of digits only. */
@@ -429,9 +573,12 @@ static void refused(struct fleet *f, const char *err)
     memcpy(f->refusal, why, sizeof(why));
 }
 
-static void on_flushed(struct fleet *f, const redisReply *r)
+static void on_flushed(struct fleet *f, void *arg, const redisReply *r)
 {
+    (void)arg;
     f->inflight = 0;
+    if (r == NULL)
+        return;
     if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
         drop(f, r->str); /* a new connection loads the script again */
         return;
@@ -454,6 +601,301 @@ static void on_flushed(struct fleet *f, const redisReply *r)
         now_up(f);
 }
 
+/* ---- the drain lists ---- */
+
+static uint64_t mono_ms(void)
+{
+    return uv_hrtime() / 1000000;
+}
+
+static struct drainlist *list_of(const struct fleet *f, int i)
+{
+    return i == FLEET_CANONICAL ? f->shm->canonical : f->shm->notregistered;
+}
+
+/* Redis refused a drain-list command (OOM, READONLY...): what it concerns
+ * stays where it is and is tried again; each distinct refusal is logged once. */
+static void lists_refused(struct fleet *f, const char *what, const char *err)
+{
+    char why[sizeof(f->list_refusal)];
+
+    snprintf(why, sizeof(why), "%s was refused: %.100s", what, err);
+    if (strcmp(why, f->list_refusal) == 0)
+        return;
+    memcpy(f->list_refusal, why, sizeof(why));
+    log_warn("redis: %s: %s; the entries stay where they are", f->printable, why);
+}
+
+static int lists_usable(const struct fleet *f)
+{
+    return f->link != NULL && f->lists_sha[0] != '\0';
+}
+
+/* Sends the lists script: op on list i, KEYS[3] = key3, then extra ARGV. */
+static int lists_command(struct fleet *f, reply_fn fn, void *arg, size_t cap, int i, const char *key3, const char *op,
+                         int nextra, const char **extra, const size_t *extralen)
+{
+    const char *argv[12] = {"EVALSHA", f->lists_sha, "3", f->list_keys[i][0], f->list_keys[i][1], key3, op};
+    size_t lens[12];
+    int n = 7;
+
+    for (int k = 0; k < n; k++)
+        lens[k] = strlen(argv[k]);
+    for (int k = 0; k < nextra; k++, n++) {
+        argv[n] = extra[k];
+        lens[n] = extralen != NULL ? extralen[k] : strlen(extra[k]);
+    }
+    return send_command(f, fn, arg, cap, n, argv, lens);
+}
+
+static void move(struct fleet *f, int i);
+
+static void on_moved(struct fleet *f, void *arg, const redisReply *r)
+{
+    int i = (int)(intptr_t)arg;
+
+    f->moving[i] = 0;
+    if (r == NULL) /* the batch stays reserved, sent again on the next connection */
+        return;
+    if (r->type == REDIS_REPLY_ERROR) {
+        lists_refused(f, "moving entries to Redis", r->str);
+        return;
+    }
+    if (r->type != REDIS_REPLY_INTEGER) {
+        drop_bad(f, "the lists script answered something unexpected");
+        return;
+    }
+    f->list_refusal[0] = '\0';
+    drainlist_commit(list_of(f, i), f->move_seq[i]);
+    move(f, i); /* what came meanwhile, at once */
+}
+
+/* Sends the next batch of list i to Redis, if there is one and no other
+ * worker of the instance is sending it. */
+static void move(struct fleet *f, int i)
+{
+    unsigned char *recs;
+    size_t len;
+    uint64_t count, seq;
+    char nseq[24], ttl[24];
+    const char *extra[3] = {nseq, NULL, ttl};
+    size_t lens[3];
+
+    if (f->moving[i] || !lists_usable(f))
+        return;
+    if (drainlist_reserve(list_of(f, i), (uint32_t)(f->slot - f->shm->slots) + 1, MOVE_MAX_BYTES, mono_ms(),
+                          MOVE_LEASE_MS, &recs, &len, &count, &seq) != 0 ||
+        recs == NULL)
+        return;
+    snprintf(nseq, sizeof(nseq), "%" PRIu64, seq);
+    snprintf(ttl, sizeof(ttl), "%d", FLEET_MARK_TTL_S);
+    extra[1] = (const char *)recs;
+    lens[0] = strlen(nseq);
+    lens[1] = len;
+    lens[2] = strlen(ttl);
+    if (lists_command(f, on_moved, (void *)(intptr_t)i, REPLY_MAX_BYTES, i, f->list_keys[i][2], "move", 3, extra,
+                      lens) == 0) {
+        f->moving[i] = 1;
+        f->move_seq[i] = seq;
+    }
+    free(recs);
+}
+
+static void drain_free(struct fleet_drain *d)
+{
+    struct fleet_drain **p = &d->f->drains;
+
+    while (*p != d)
+        p = &(*p)->next;
+    *p = d->next;
+    free(d);
+}
+
+static void settle(struct fleet_drain *d);
+
+/* After a reply about d: what it must still tell Redis, if anything. */
+static void drain_replied(struct fleet_drain *d)
+{
+    d->busy = 0;
+    if (d->state == DRAIN_DONE || d->state == DRAIN_BACK)
+        settle(d);
+}
+
+static void on_settled(struct fleet *f, void *arg, const redisReply *r)
+{
+    struct fleet_drain *d = arg;
+
+    d->busy = 0;
+    if (r == NULL) /* told again on the next connection */
+        return;
+    if (r->type == REDIS_REPLY_ERROR) {
+        lists_refused(f, "a drain's end", r->str); /* told again on the next tick */
+        return;
+    }
+    if (r->type != REDIS_REPLY_INTEGER) {
+        drop_bad(f, "the lists script answered something unexpected");
+        return;
+    }
+    if (d->state == DRAIN_DONE && r->integer == 0)
+        log_warn("drain: an answer was written after its lease ran out: its entries went back to the list and may "
+                 "be handed out again");
+    drain_free(d);
+}
+
+/* Tells Redis a drain's end: "done" (forget the records) or "back". */
+static void settle(struct fleet_drain *d)
+{
+    struct fleet *f = d->f;
+
+    if (d->busy || !lists_usable(f))
+        return;
+    if (lists_command(f, on_settled, d, REPLY_MAX_BYTES, d->list, d->key, d->state == DRAIN_DONE ? "done" : "back", 0,
+                      NULL, NULL) == 0)
+        d->busy = 1;
+}
+
+static void on_renewed(struct fleet *f, void *arg, const redisReply *r)
+{
+    struct fleet_drain *d = arg;
+
+    if (r != NULL && r->type != REDIS_REPLY_INTEGER && r->type != REDIS_REPLY_ERROR) {
+        d->busy = 0;
+        drop_bad(f, "the lists script answered something unexpected");
+        return;
+    }
+    drain_replied(d);
+}
+
+static void renew(struct fleet_drain *d)
+{
+    struct fleet *f = d->f;
+    char lease[24];
+    const char *extra[1] = {lease};
+
+    snprintf(lease, sizeof(lease), "%" PRIu64, f->drain_lease_ms);
+    if (!d->busy && lists_usable(f) &&
+        lists_command(f, on_renewed, d, REPLY_MAX_BYTES, d->list, d->key, "renew", 1, extra, NULL) == 0)
+        d->busy = 1;
+}
+
+/* Whether buf is whole records and nothing else. */
+static int whole_records(const unsigned char *buf, size_t len)
+{
+    size_t pos = 0, rlen;
+
+    while (drainlist_next(buf, len, &pos, &rlen) != NULL)
+        ;
+    return pos == len;
+}
+
+/* The take failed or its outcome is unknown: whatever it took returns. */
+static void take_failed(struct fleet_drain *d, const char *why)
+{
+    d->state = DRAIN_BACK;
+    if (!d->cancelled) {
+        d->cancelled = 1;
+        d->cb(d->arg, NULL, 0, why);
+    }
+    settle(d);
+}
+
+static void on_taken(struct fleet *f, void *arg, const redisReply *r)
+{
+    struct fleet_drain *d = arg;
+
+    d->busy = 0;
+    if (r == NULL) {
+        take_failed(d, "redis became unreachable during the drain");
+        return;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        lists_refused(f, "a drain", r->str);
+        take_failed(d, "redis refused the drain");
+        return;
+    }
+    if (r->type != REDIS_REPLY_STRING || !whole_records((const unsigned char *)r->str, r->len)) {
+        drop_bad(f, "the lists script answered something unexpected");
+        take_failed(d, "redis answered the drain with something unexpected"); /* told on the next connection */
+        return;
+    }
+    if (r->len == 0) { /* nothing was taken */
+        if (!d->cancelled)
+            d->cb(d->arg, NULL, 0, NULL);
+        drain_free(d);
+        return;
+    }
+    if (d->cancelled) { /* the client went away meanwhile */
+        d->state = DRAIN_BACK;
+        settle(d);
+        return;
+    }
+    d->state = DRAIN_ANSWERING;
+    d->cb(d->arg, (const unsigned char *)r->str, r->len, NULL);
+}
+
+struct fleet_drain *fleet_drain_take(struct fleet *f, int list, size_t budget, fleet_taken_fn cb, void *arg)
+{
+    struct fleet_drain *d;
+    char nbudget[24], lease[24];
+    const char *extra[2] = {nbudget, lease};
+
+    if (!f->up || !lists_usable(f) || (d = calloc(1, sizeof(*d))) == NULL)
+        return NULL;
+    /* This instance's entries not yet moved go first: Redis runs a
+     * connection's commands in order, so the take sees them. */
+    move(f, list);
+    if (!lists_usable(f)) { /* the move dropped the connection */
+        free(d);
+        return NULL;
+    }
+    *d = (struct fleet_drain){.f = f, .state = DRAIN_TAKING, .list = list, .cb = cb, .arg = arg};
+    snprintf(d->key, sizeof(d->key), "fcmd:drain:%s:%s:%016" PRIx64 ":%" PRIu64, list_names[list], f->member, f->nonce,
+             ++f->ndrains);
+    snprintf(nbudget, sizeof(nbudget), "%zu", budget);
+    snprintf(lease, sizeof(lease), "%" PRIu64, f->drain_lease_ms);
+    /* The reply: the budget, one record past it at most, and RESP's framing. */
+    if (lists_command(f, on_taken, d, budget + DRAINLIST_MAX_RECORD + 1024, list, d->key, "take", 2, extra, NULL) !=
+        0) {
+        free(d);
+        return NULL;
+    }
+    d->busy = 1;
+    d->next = f->drains;
+    f->drains = d;
+    return d;
+}
+
+void fleet_drain_finish(struct fleet_drain *d, int written)
+{
+    if (d->state == DRAIN_TAKING) {
+        d->cancelled = 1; /* its reply gives the records back */
+        return;
+    }
+    if (d->state != DRAIN_ANSWERING)
+        return;
+    d->state = written ? DRAIN_DONE : DRAIN_BACK;
+    settle(d);
+}
+
+/* Once a second, and on a new connection: batches to move, leases to renew,
+ * drains' ends Redis has not heard of yet. */
+static void lists_tick(struct fleet *f)
+{
+    struct fleet_drain *d, *next;
+
+    if (!lists_usable(f))
+        return;
+    for (d = f->drains; d != NULL && f->link != NULL; d = next) {
+        next = d->next; /* settling never frees at once: a reply does */
+        if (d->state == DRAIN_ANSWERING)
+            renew(d);
+        else if (d->state != DRAIN_TAKING)
+            settle(d);
+    }
+    for (int i = 0; i < FLEET_NLISTS; i++)
+        move(f, i);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct fleet *f = t->data;
@@ -471,31 +913,35 @@ static void on_tick(uv_timer_t *t)
             drop(f, "no answer within 3 s");
         return;
     }
-    if (f->inflight) {
-        if (now - f->sent_at >= FLEET_TIMEOUT_MS)
-            drop(f, "no reply within 3 s");
+    if (f->link->nwant > 0 && now - f->link->want[f->link->first].sent_at >= FLEET_TIMEOUT_MS) {
+        drop(f, "no reply within 3 s");
         return;
     }
-    if (now >= f->next_flush_at)
+    if (!f->inflight && now >= f->next_flush_at)
         flush(f);
+    lists_tick(f);
 }
 
 /* ---- replies ---- */
 
-static void on_handshake(struct fleet *f, enum want w, const redisReply *r)
+/* arg: the command's name. */
+static void on_handshake(struct fleet *f, void *arg, const redisReply *r)
 {
     char why[300];
 
-    if (r->type == REDIS_REPLY_ERROR) {
-        snprintf(why, sizeof(why), "%s refused: %.200s", w == WANT_AUTH ? "AUTH" : "SELECT", r->str);
+    if (r != NULL && r->type == REDIS_REPLY_ERROR) {
+        snprintf(why, sizeof(why), "%s refused: %.200s", (const char *)arg, r->str);
         drop(f, why);
     }
 }
 
-static void on_loaded(struct fleet *f, const redisReply *r)
+static void on_loaded(struct fleet *f, void *arg, const redisReply *r)
 {
     char why[300];
 
+    (void)arg;
+    if (r == NULL)
+        return;
     if (r->type != REDIS_REPLY_STRING || r->len != 40) {
         snprintf(why, sizeof(why), "SCRIPT LOAD refused: %.200s", r->type == REDIS_REPLY_ERROR ? r->str : "?");
         drop(f, why);
@@ -507,30 +953,37 @@ static void on_loaded(struct fleet *f, const redisReply *r)
     flush(f); /* at once: counters kept during an outage, and a fresh report */
 }
 
+static void on_lists_loaded(struct fleet *f, void *arg, const redisReply *r)
+{
+    char why[300];
+
+    (void)arg;
+    if (r == NULL)
+        return;
+    if (r->type != REDIS_REPLY_STRING || r->len != 40) {
+        snprintf(why, sizeof(why), "SCRIPT LOAD refused: %.200s", r->type == REDIS_REPLY_ERROR ? r->str : "?");
+        drop(f, why);
+        return;
+    }
+    memcpy(f->lists_sha, r->str, 40);
+    f->lists_sha[40] = '\0';
+    lists_tick(f); /* at once: drains' ends kept during an outage first */
+}
+
 /* Hands a reply to what awaits it; one nobody awaits drops the connection. */
 static void dispatch(struct fleet *f, struct link *l, const redisReply *r)
 {
-    enum want w;
+    struct want w;
 
     if (l->nwant == 0) {
         drop_bad(f, "a reply to no command");
         return;
     }
-    w = (enum want)l->want[l->first];
+    w = l->want[l->first];
     l->first = (l->first + 1) % NWANT;
     l->nwant--;
-    if (w == WANT_FLUSH)
-        on_flushed(f, r);
-    else if (w == WANT_LOAD)
-        on_loaded(f, r);
-    else
-        on_handshake(f, w, r);
+    w.fn(f, w.arg, r);
 }
-
-/* The largest reply fcmd's commands can bring (the totals hash, an error)
- * is a few KiB: anything far larger is not an answer to them. */
-#define REPLY_MAX_BYTES (256 * 1024)
-#define REPLY_MAX_ELEMENTS 4096
 
 static void *capped_array(const redisReadTask *task, int n)
 {
@@ -549,7 +1002,7 @@ static void parse(struct fleet *f, struct link *l, const char *buf, size_t n)
         drop(f, "out of memory for a reply");
         return;
     }
-    l->unparsed += n;
+    l->fed += n;
     for (;;) {
         if (redisReaderGetReply(l->reader, &reply) != REDIS_OK) {
             /* The only "out of memory" a capped reply can cause is an array over the cap. */
@@ -560,14 +1013,15 @@ static void parse(struct fleet *f, struct link *l, const char *buf, size_t n)
         }
         if (reply == NULL)
             break;
+        /* What the reader holds unread belongs to the replies after this one. */
+        l->boundary = l->fed - (l->reader->len - l->reader->pos);
         dispatch(f, l, reply);
         freeReplyObject(reply);
         if (f->link != l)
             return;
     }
-    if (l->reader->ridx < 0 && l->reader->pos == l->reader->len)
-        l->unparsed = 0;
-    else if (l->unparsed > REPLY_MAX_BYTES)
+    /* The reply being read is capped by the command it answers. */
+    if (l->fed - l->boundary > (l->nwant > 0 ? l->want[l->first].cap : REPLY_MAX_BYTES))
         drop_bad(f, "a reply larger than any fcmd asks for");
 }
 
@@ -596,7 +1050,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 /* AUTH, SELECT and SCRIPT LOAD go out as soon as the connection is made. */
 static void handshake(struct fleet *f)
 {
-    const char *auth[3] = {"AUTH"}, *load[3] = {"SCRIPT", "LOAD", flush_script};
+    const char *auth[3] = {"AUTH"}, *load[3] = {"SCRIPT", "LOAD", flush_script},
+               *load_lists[3] = {"SCRIPT", "LOAD", lists_script};
     char db[16];
     const char *select[2] = {"SELECT", db};
     int n = 1;
@@ -605,11 +1060,13 @@ static void handshake(struct fleet *f)
     if (f->url.user[0] != '\0')
         auth[n++] = f->url.user;
     auth[n++] = f->url.password;
-    if (f->url.password[0] != '\0' && send_command(f, WANT_AUTH, n, auth) != 0)
+    if (f->url.password[0] != '\0' && send_command(f, on_handshake, "AUTH", REPLY_MAX_BYTES, n, auth, NULL) != 0)
         return;
-    if (f->url.db != 0 && send_command(f, WANT_SELECT, 2, select) != 0)
+    if (f->url.db != 0 && send_command(f, on_handshake, "SELECT", REPLY_MAX_BYTES, 2, select, NULL) != 0)
         return;
-    send_command(f, WANT_LOAD, 3, load);
+    if (send_command(f, on_loaded, NULL, REPLY_MAX_BYTES, 3, load, NULL) != 0)
+        return;
+    send_command(f, on_lists_loaded, NULL, REPLY_MAX_BYTES, 3, load_lists, NULL);
 }
 
 static void on_connected(uv_connect_t *req, int status)
@@ -724,7 +1181,8 @@ static void connect_begin(struct fleet *f)
 
 /* ---- the interface ---- */
 
-struct fleet *fleet_start(uv_loop_t *loop, const char *url, const char *password, struct shm_region *shm, unsigned slot)
+struct fleet *fleet_start(uv_loop_t *loop, const char *url, const char *password, struct shm_region *shm, unsigned slot,
+                          unsigned drain_lease_s)
 {
     struct fleet *f = calloc(1, sizeof(*f));
     char err[200];
@@ -755,6 +1213,13 @@ struct fleet *fleet_start(uv_loop_t *loop, const char *url, const char *password
         snprintf(f->keys[i], sizeof(f->keys[i]), "fcmd:%s", names[i] ? names[i] : "");
     snprintf(f->keys[1], sizeof(f->keys[1]), "fcmd:mark:%s", f->member);
     snprintf(f->keys[2], sizeof(f->keys[2]), "fcmd:mark:%s:lists", shm->instance);
+    for (int i = 0; i < FLEET_NLISTS; i++) {
+        snprintf(f->list_keys[i][0], sizeof(f->list_keys[i][0]), "fcmd:list:%s", list_names[i]);
+        snprintf(f->list_keys[i][1], sizeof(f->list_keys[i][1]), "fcmd:inflight:%s", list_names[i]);
+        snprintf(f->list_keys[i][2], sizeof(f->list_keys[i][2]), "fcmd:moved:%s:%s", shm->instance, list_names[i]);
+    }
+    f->drain_lease_ms = (uint64_t)drain_lease_s * 1000;
+    f->nonce = backoff_random(&f->rng) ^ ((uint64_t)getpid() << 32);
     if (uv_timer_init(loop, &f->tick) != 0 || uv_timer_init(loop, &f->retry) != 0 ||
         uv_timer_start(&f->tick, on_tick, FLEET_FLUSH_MS, FLEET_FLUSH_MS) != 0) {
         log_error("redis: cannot start its timers");
@@ -788,6 +1253,24 @@ int fleet_flushed(struct fleet *f)
 
     if (!f->up)
         return 1;
+    /* The entries the lists held when the worker began to stop reach Redis
+     * too (moved by any worker of the instance): its shared memory goes with
+     * its last worker.  And Redis hears how every drain ended, rather than
+     * waiting for the leases. */
+    int waiting = f->drains != NULL;
+    for (int i = 0; i < FLEET_NLISTS; i++) {
+        uint64_t added, removed;
+
+        drainlist_progress(list_of(f, i), &added, &removed);
+        if (!f->stopping)
+            f->stop_target[i] = added;
+        waiting |= removed < f->stop_target[i];
+    }
+    f->stopping = 1;
+    if (waiting) {
+        lists_tick(f);
+        return 0;
+    }
     snapshot(f, now);
     for (unsigned i = 0; i < NTRIPLES; i++)
         if (now[i] != base_of(f, i))

@@ -22,8 +22,19 @@
 #define FLEET_RETRY_MAX_MS 5000   /* ...up to this */
 #define FLEET_PROBATION_FLUSHES 3 /* clean flushes that end an outage caused by a bad reply */
 #define FLEET_MARK_TTL_S 86400    /* Redis forgets the marks of an instance silent this long */
+#define FLEET_DRAIN_MAX_BYTES (64u << 20) /* a drain's answer from Redis at most (and drain_list_bytes) */
 
 struct fleet;
+struct fleet_drain;
+
+/* The drain lists, in Redis in fleet mode. */
+enum { FLEET_CANONICAL, FLEET_NOTREGISTERED, FLEET_NLISTS };
+
+/* A drain's records arrived (len > 0: records as drainlist_next() walks
+ * them; the caller answers with them and then calls fleet_drain_finish()),
+ * or the list was empty (len 0), or it failed (error set, records NULL).
+ * In the last two cases the drain is settled: the caller forgets it. */
+typedef void (*fleet_taken_fn)(void *arg, const unsigned char *recs, size_t len, const char *error);
 
 /* The fleet's totals as of this worker's last flush. */
 struct fleet_totals {
@@ -38,8 +49,8 @@ struct fleet_totals {
  * or else from password (NULL for none), which the master read from
  * --redis-password-file or FCMD_REDIS_PASSWORD.  Returns NULL, logged, on
  * failure. */
-struct fleet *fleet_start(uv_loop_t *loop, const char *url, const char *password, struct shm_region *shm,
-                          unsigned slot);
+struct fleet *fleet_start(uv_loop_t *loop, const char *url, const char *password, struct shm_region *shm, unsigned slot,
+                          unsigned drain_lease_s);
 
 /* Whether this worker's last flush reached Redis and was counted. */
 int fleet_ready(const struct fleet *f);
@@ -52,5 +63,15 @@ int fleet_totals(const struct fleet *f, struct fleet_totals *out);
  * cannot be reached; otherwise starts a last flush if none is under way and
  * returns 0.  The caller polls it until 1 or its deadline. */
 int fleet_flushed(struct fleet *f);
+
+/* Takes up to budget bytes of records from a fleet list (at least one
+ * record) and parks them in Redis under a lease this worker renews; cb gets
+ * them.  NULL when Redis cannot be reached now (answer 503). */
+struct fleet_drain *fleet_drain_take(struct fleet *f, int list, size_t budget, fleet_taken_fn cb, void *arg);
+
+/* The answer with a drain's records was written (they are gone for good),
+ * or not (they return to the list's head).  Before cb has run: the caller
+ * went away; cb is then never called and the records return. */
+void fleet_drain_finish(struct fleet_drain *d, int written);
 
 #endif

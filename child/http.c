@@ -383,7 +383,8 @@ static void emit_token(struct buf *b, const char *rec, size_t len)
 /* A drain's answer.  The records taken from the list stay here until h2o
  * says the answer was written (proceed): only then are they gone for good.
  * If the client goes away first (stop), or the answer cannot be built,
- * they go back into the list for the next drain. */
+ * they go back into the list for the next drain.  In fleet mode the
+ * records are held in Redis instead (fd), and the answer waits for them. */
 struct drain_answer {
     h2o_generator_t super;
     h2o_linklist_t link; /* in child->drains while it holds entries */
@@ -391,6 +392,12 @@ struct drain_answer {
     unsigned char *recs;
     size_t len;
     uint64_t count;
+    struct fleet_drain *fd; /* fleet mode: the records Redis holds for this answer */
+    struct child *c;
+    h2o_req_t *req;
+    const char *key;
+    record_fn emit;
+    enum endpoint ep;
     struct buf body;
 };
 
@@ -399,6 +406,9 @@ static void let_go(struct drain_answer *a)
 {
     free(a->recs);
     a->recs = NULL;
+    if (a->fd != NULL)
+        fleet_drain_finish(a->fd, 1);
+    a->fd = NULL;
     if (h2o_linklist_is_linked(&a->link))
         h2o_linklist_unlink(&a->link);
 }
@@ -410,6 +420,11 @@ static void give_back(struct drain_answer *a)
     if (a->recs != NULL && (back = drainlist_giveback(a->list, a->recs, a->len, a->count)) < a->count)
         log_warn("drain: the list filled up while an answer failed: %llu entries dropped",
                  (unsigned long long)(a->count - back));
+    free(a->recs);
+    a->recs = NULL;
+    if (a->fd != NULL)
+        fleet_drain_finish(a->fd, 0);
+    a->fd = NULL;
     let_go(a);
 }
 
@@ -439,13 +454,71 @@ static void drain_disposed(void *p)
     buf_free(&a->body);
 }
 
-/* Drains a list and answers {"key": [records...]} or {"key": null}. */
-static int respond_drained(struct child *c, h2o_req_t *req, struct drainlist *l, const char *key, record_fn emit)
+/* {"key": [records...]} or {"key": null} into a->body. */
+static void build_drained(struct drain_answer *a, const unsigned char *recs, size_t len)
 {
-    struct drain_answer *a;
     const unsigned char *rec;
     size_t pos = 0, rlen;
-    h2o_iovec_t body;
+
+    buf_addf(&a->body, "{\"%s\":", a->key);
+    if (len == 0) {
+        buf_adds(&a->body, "null}\n");
+        return;
+    }
+    buf_add(&a->body, "[", 1);
+    for (int first = 1; (rec = drainlist_next(recs, len, &pos, &rlen)) != NULL; first = 0) {
+        if (!first)
+            buf_add(&a->body, ",", 1);
+        a->emit(&a->body, (const char *)rec, rlen);
+    }
+    buf_adds(&a->body, "]}\n");
+}
+
+static int start_drained(struct drain_answer *a, h2o_req_t *req);
+
+/* Fleet mode: the records Redis took for this answer, or why not. */
+static void on_fleet_taken(void *arg, const unsigned char *recs, size_t len, const char *error)
+{
+    struct drain_answer *a = arg;
+    h2o_req_t *req = a->req;
+
+    if (error != NULL || len == 0) { /* settled: nothing is held for this answer */
+        a->fd = NULL;
+        if (h2o_linklist_is_linked(&a->link))
+            h2o_linklist_unlink(&a->link);
+    }
+    if (error != NULL) {
+        respond_busy(req, error);
+    } else {
+        build_drained(a, recs, len);
+        if (len == 0)
+            respond_buf(req, "application/json", &a->body);
+        else
+            start_drained(a, req);
+    }
+    atomic_fetch_add_explicit(&a->c->slot->http[a->ep][http_status_index(req->res.status)], 1, memory_order_relaxed);
+}
+
+/* Fleet mode: the entries come from Redis; the answer waits for them. */
+static int respond_fleet_drained(struct drain_answer *a, h2o_req_t *req, int which)
+{
+    size_t budget = a->list->capacity; /* drain_list_bytes as the lists were made (a reload keeps them) */
+
+    if (budget > FLEET_DRAIN_MAX_BYTES)
+        budget = FLEET_DRAIN_MAX_BYTES;
+    a->req = req;
+    if ((a->fd = fleet_drain_take(a->c->fleet, which, budget, on_fleet_taken, a)) == NULL)
+        return respond_busy(req, "redis unreachable: the drain lists wait in Redis and in each instance until it "
+                                 "is back");
+    h2o_linklist_insert(&a->c->drains, &a->link);
+    return 0;
+}
+
+/* Drains a list and answers {"key": [records...]} or {"key": null}. */
+static int respond_drained(struct child *c, h2o_req_t *req, struct drainlist *l, int which, const char *key,
+                           record_fn emit)
+{
+    struct drain_answer *a;
 
     /* A HEAD would take the entries and send none of them. */
     if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")))
@@ -453,23 +526,31 @@ static int respond_drained(struct child *c, h2o_req_t *req, struct drainlist *l,
     if (wrong_method(req, "GET"))
         return 0;
     a = h2o_mem_alloc_shared(&req->pool, sizeof(*a), drain_disposed);
-    *a = (struct drain_answer){.super = {drain_written, drain_stopped}, .list = l, .body = BUF_INIT};
+    *a = (struct drain_answer){.super = {drain_written, drain_stopped},
+                               .list = l,
+                               .c = c,
+                               .key = key,
+                               .emit = emit,
+                               .ep = which == FLEET_CANONICAL ? EP_CANONICAL : EP_NOTREGISTERED,
+                               .body = BUF_INIT};
+    if (c->fleet != NULL)
+        return respond_fleet_drained(a, req, which);
     if (drainlist_drain(l, &a->recs, &a->len, &a->count) != 0)
         return respond_error(req, 500, "out of memory");
     if (a->recs != NULL)
         h2o_linklist_insert(&c->drains, &a->link);
-    buf_addf(&a->body, "{\"%s\":", key);
-    if (a->recs == NULL) {
-        buf_adds(&a->body, "null}\n");
+    build_drained(a, a->recs, a->len);
+    if (a->recs == NULL)
         return respond_buf(req, "application/json", &a->body);
-    }
-    buf_add(&a->body, "[", 1);
-    for (int first = 1; (rec = drainlist_next(a->recs, a->len, &pos, &rlen)) != NULL; first = 0) {
-        if (!first)
-            buf_add(&a->body, ",", 1);
-        emit(&a->body, (const char *)rec, rlen);
-    }
-    buf_adds(&a->body, "]}\n");
+    return start_drained(a, req);
+}
+
+/* Sends the built answer through the generator, so that the entries are
+ * let go only once it is written. */
+static int start_drained(struct drain_answer *a, h2o_req_t *req)
+{
+    h2o_iovec_t body;
+
     if (a->body.failed) {
         give_back(a);
         return respond_error(req, 500, "out of memory");
@@ -486,12 +567,12 @@ static int respond_drained(struct child *c, h2o_req_t *req, struct drainlist *l,
 
 static int on_canonical(struct child *c, h2o_req_t *req)
 {
-    return respond_drained(c, req, c->shm->canonical, "canonical_replacements", emit_pair);
+    return respond_drained(c, req, c->shm->canonical, FLEET_CANONICAL, "canonical_replacements", emit_pair);
 }
 
 static int on_notregistered(struct child *c, h2o_req_t *req)
 {
-    return respond_drained(c, req, c->shm->notregistered, "tokens", emit_token);
+    return respond_drained(c, req, c->shm->notregistered, FLEET_NOTREGISTERED, "tokens", emit_token);
 }
 
 /* ---- operations ---- */

@@ -93,6 +93,7 @@ static const struct opt_def opt_table[] = {
     STR(tls_key, "tls-key"),
     STR(redis, "redis"),
     STR(redis_password_file, "redis-password-file"),
+    INT(redis_drain_lease, "redis-drain-lease", 2, 3600),
     BOOL(help, "help"),
     BOOL(help, "h"),
     BOOL(version, "version"),
@@ -158,6 +159,7 @@ const char *const options_usage[] = {
     "  --redis URL               redis://HOST[:PORT][/DB] or unix:///PATH[?db=N]: report fleet totals [off]\n"
     "  --redis-password-file F   Redis' password, from the first line of F (or FCMD_REDIS_PASSWORD);\n"
     "                            a password in the URL (redis://:PW@HOST) is readable by every local user\n"
+    "  --redis-drain-lease S     seconds a drain answer's entries stay taken without news from their worker [30]\n"
     "  --version, --help\n"
     "A flag wins over the config file, which wins over FCMD_APIKEY, FCMD_AUTH_TOKEN and FCMD_REDIS_PASSWORD.\n",
     NULL,
@@ -190,6 +192,7 @@ void options_defaults(struct fcmd_options *o)
     o->client_timeout = 10;
     o->upstream_idle_timeout = 60;
     o->drain_list_bytes = 8L << 20;
+    o->redis_drain_lease = 30;
     o->spool_max_bytes = 1L << 30;
     o->spool_segment_bytes = 16L << 20;
 }

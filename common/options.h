@@ -65,6 +65,7 @@ struct fcmd_options {
     const char *tls_key;
     const char *redis;               /* fleet mode: redis:// or unix:// URL; may hold a password, print with log_url */
     const char *redis_password_file; /* Redis' password, read from a file by the master */
+    int redis_drain_lease;           /* seconds a drain's entries stay taken without their worker's renewal */
     int help;
     int version;
     /* Loaded by the master before the fork; children inherit them. */

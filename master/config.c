@@ -65,6 +65,7 @@ static const struct {
     {"spool", "segment_bytes", "spool-segment-bytes"},
     {"redis", "url", "redis"},
     {"redis", "password_file", "redis-password-file"},
+    {"redis", "drain_lease", "redis-drain-lease"},
 };
 
 struct load {

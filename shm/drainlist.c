@@ -2,10 +2,16 @@
  * shm/drainlist.c - bounded shared record list behind a robust mutex.
  *
  * An append writes the record bytes first and moves `used` last, so if the
- * writer dies half-way the next locker (told EOWNERDEAD) finds the bytes as
- * they were before that append.  `count` moves just before `used`, so that
- * locker counts the records in the committed bytes again before it marks the
- * mutex consistent.
+ * writer dies half-way the next locker (told EOWNERDEAD) finds the list as it
+ * was before that append and only has to mark the mutex consistent.
+ *
+ * Fleet mode adds a head (records leave from the front in batches) and so a
+ * compaction, which moves the records to the arena's start only when they
+ * do not overlap their new place: the source stays intact, so a locker that
+ * finds `compacting` set simply does the copy again.  A batch is valid only
+ * while head == batch_start: committing it is the one store head =
+ * batch_end, and its number is drawn before its bounds are written, so a
+ * number Redis has seen is never reused for other records.
  */
 #include "drainlist.h"
 
@@ -38,18 +44,37 @@ int drainlist_init(struct drainlist *l, size_t capacity)
     l->used = 0;
     l->count = 0;
     atomic_init(&l->dropped, 0);
+    l->head = l->batch_start = l->batch_end = l->compact_len = 0;
+    l->batch_seq = l->batch_lease = 0;
+    l->added = l->removed = 0;
+    l->compacting = 0;
     return 0;
 }
 
-/* The records in the committed bytes. */
-static uint64_t recount(const struct drainlist *l)
+#define ORDERED() atomic_thread_fence(memory_order_seq_cst) /* stores before it land before those after */
+
+static void recount(struct drainlist *l)
 {
-    size_t pos = 0, len;
+    size_t pos = l->head, rlen;
     uint64_t n = 0;
 
-    while (drainlist_next(l->arena, l->used, &pos, &len) != NULL)
+    while (drainlist_next(l->arena, l->used, &pos, &rlen) != NULL)
         n++;
-    return n;
+    l->count = n;
+}
+
+/* The end of a compaction that its holder did not finish. */
+static void finish_compaction(struct drainlist *l)
+{
+    if (l->head != 0)
+        memcpy(l->arena, l->arena + l->head, l->compact_len);
+    ORDERED();
+    l->head = 0;
+    l->batch_start = l->batch_end = 0;
+    ORDERED();
+    l->used = l->compact_len;
+    ORDERED();
+    l->compacting = 0;
 }
 
 static int lock(struct drainlist *l)
@@ -57,12 +82,34 @@ static int lock(struct drainlist *l)
     int err = pthread_mutex_lock(&l->lock);
 
     if (err == EOWNERDEAD) {
-        /* The dead holder committed its change to the bytes or not at all,
-         * but it may have moved `count` without `used`. */
-        l->count = recount(l);
+        /* The dead holder never committed its record: the list is whole,
+         * but for a compaction it may have left half-way. */
+        if (l->compacting)
+            finish_compaction(l);
+        recount(l);
         err = pthread_mutex_consistent(&l->lock);
     }
     return -err;
+}
+
+static int batch_valid(const struct drainlist *l)
+{
+    return l->head == l->batch_start && l->batch_start < l->batch_end;
+}
+
+/* Moves the records to the arena's start when that frees room and they do
+ * not overlap their new place (no batch may be reserved). */
+static void compact(struct drainlist *l)
+{
+    size_t n = l->used - l->head;
+
+    if (l->head == 0 || n > l->head || batch_valid(l))
+        return;
+    l->compact_len = n;
+    ORDERED();
+    l->compacting = 1;
+    ORDERED();
+    finish_compaction(l);
 }
 
 int drainlist_append(struct drainlist *l, const void *a, size_t alen, const void *b, size_t blen)
@@ -74,6 +121,8 @@ int drainlist_append(struct drainlist *l, const void *a, size_t alen, const void
         atomic_fetch_add(&l->dropped, 1);
         return -1;
     }
+    if (l->capacity - l->used < REC_HDR + rec)
+        compact(l);
     if (l->capacity - l->used >= REC_HDR + rec) {
         unsigned char *p = l->arena + l->used;
         p[0] = (unsigned char)(rec & 0xff);
@@ -84,6 +133,7 @@ int drainlist_append(struct drainlist *l, const void *a, size_t alen, const void
         atomic_thread_fence(memory_order_release);
         l->count++;
         l->used += REC_HDR + rec;
+        l->added++;
         rc = 0;
     } else {
         atomic_fetch_add(&l->dropped, 1);
@@ -99,19 +149,28 @@ int drainlist_drain(struct drainlist *l, unsigned char **out, size_t *len, uint6
     *out = NULL;
     *len = 0;
     *count = 0;
+    size_t from;
+
     if (lock(l) != 0)
         return -1;
-    if (l->used > 0) {
-        if ((copy = malloc(l->used)) == NULL) {
+    /* A batch on its way to Redis is not this drain's to take. */
+    from = batch_valid(l) ? l->batch_end : l->head;
+    if (l->used > from) {
+        if ((copy = malloc(l->used - from)) == NULL) {
             pthread_mutex_unlock(&l->lock);
             return -1;
         }
-        memcpy(copy, l->arena, l->used);
+        memcpy(copy, l->arena + from, l->used - from);
         *out = copy;
-        *len = l->used;
-        *count = l->count;
-        l->used = 0;
-        l->count = 0;
+        *len = l->used - from;
+        l->used = from;
+        recount(l);
+        *count = 0;
+        for (size_t pos = 0, rlen; drainlist_next(copy, *len, &pos, &rlen) != NULL;)
+            (*count)++;
+        l->removed += *count;
+        if (l->used == l->head)
+            compact(l);
     }
     pthread_mutex_unlock(&l->lock);
     return 0;
@@ -126,6 +185,8 @@ uint64_t drainlist_giveback(struct drainlist *l, const unsigned char *recs, size
         atomic_fetch_add(&l->dropped, count);
         return 0;
     }
+    if (l->capacity - l->used < len)
+        compact(l);
     /* Whole records, from the oldest, as many as there is room for.  They
      * go after what was appended meanwhile, written before `used` moves like
      * any append, so a holder killed half-way leaves the list as it was. */
@@ -137,6 +198,7 @@ uint64_t drainlist_giveback(struct drainlist *l, const unsigned char *recs, size
     atomic_thread_fence(memory_order_release);
     l->count += n;
     l->used += fit;
+    l->added += n;
     pthread_mutex_unlock(&l->lock);
     if (n < count)
         atomic_fetch_add(&l->dropped, count - n);
@@ -160,4 +222,91 @@ const unsigned char *drainlist_next(const unsigned char *buf, size_t len, size_t
 uint64_t drainlist_dropped(const struct drainlist *l)
 {
     return atomic_load(&((struct drainlist *)l)->dropped);
+}
+
+int drainlist_reserve(struct drainlist *l, uint32_t owner, size_t max, uint64_t now_ms, uint64_t lease_ms,
+                      unsigned char **out, size_t *len, uint64_t *count, uint64_t *seq)
+{
+    size_t pos, end, rlen;
+    uint64_t n = 0;
+
+    *out = NULL;
+    *len = 0;
+    *count = 0;
+    if (lock(l) != 0)
+        return -1;
+    if (batch_valid(l) && now_ms < l->batch_lease && owner != l->batch_owner) {
+        pthread_mutex_unlock(&l->lock);
+        return 1;
+    }
+    if (!batch_valid(l)) {
+        if (l->used == l->head) {
+            pthread_mutex_unlock(&l->lock);
+            return 0;
+        }
+        for (pos = end = l->head; drainlist_next(l->arena, l->used, &pos, &rlen) != NULL; end = pos)
+            if (pos - l->head > max && end > l->head)
+                break;
+        l->batch_seq++; /* first: a number once sent is never reused */
+        ORDERED();
+        l->batch_end = end;
+        l->batch_start = l->head;
+    }
+    l->batch_lease = now_ms + lease_ms;
+    l->batch_owner = owner;
+    if ((*out = malloc(l->batch_end - l->batch_start)) == NULL) {
+        l->batch_lease = 0;
+        pthread_mutex_unlock(&l->lock);
+        return -1;
+    }
+    *len = l->batch_end - l->batch_start;
+    memcpy(*out, l->arena + l->batch_start, *len);
+    for (pos = 0; drainlist_next(*out, *len, &pos, &rlen) != NULL;)
+        n++;
+    *count = n;
+    *seq = l->batch_seq;
+    pthread_mutex_unlock(&l->lock);
+    return 0;
+}
+
+void drainlist_commit(struct drainlist *l, uint64_t seq)
+{
+    uint64_t n = 0;
+    size_t pos, rlen;
+
+    if (lock(l) != 0)
+        return;
+    if (batch_valid(l) && l->batch_seq == seq) {
+        for (pos = l->batch_start; drainlist_next(l->arena, l->batch_end, &pos, &rlen) != NULL;)
+            n++;
+        l->head = l->batch_end; /* the commit: the batch is no longer valid */
+        ORDERED();
+        l->count -= n < l->count ? n : l->count;
+        l->removed += n;
+        l->batch_lease = 0;
+        if (l->used == l->head)
+            compact(l);
+    }
+    pthread_mutex_unlock(&l->lock);
+}
+
+uint64_t drainlist_count(struct drainlist *l)
+{
+    uint64_t n;
+
+    if (lock(l) != 0)
+        return 0;
+    n = l->count;
+    pthread_mutex_unlock(&l->lock);
+    return n;
+}
+
+void drainlist_progress(struct drainlist *l, uint64_t *added, uint64_t *removed)
+{
+    *added = *removed = 0;
+    if (lock(l) != 0)
+        return;
+    *added = l->added;
+    *removed = l->removed;
+    pthread_mutex_unlock(&l->lock);
 }

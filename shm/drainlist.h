@@ -18,13 +18,30 @@
 
 #define DRAINLIST_MAX_RECORD 65535
 
+/*
+ * Fleet mode moves records to Redis in batches: a batch is reserved at the
+ * head of the list, sent under its sequence number, and leaves the list
+ * only when Redis has confirmed it (drainlist_commit).  Until then any
+ * worker may send the same batch again (Redis applies a sequence number
+ * once), so a worker dying in between loses nothing and doubles nothing.
+ * Records are in arena[head, used); every change that spans several
+ * fields is ordered so that a holder killed half-way leaves a list the next
+ * locker can repair (see drainlist.c).
+ */
 struct drainlist {
     pthread_mutex_t lock;
     size_t capacity; /* bytes in arena[] */
-    size_t used;     /* committed bytes; moved last, so a torn append is invisible */
-    uint64_t count;  /* records in those bytes; moved just before used, so counted
-                        again from them when a holder died */
+    size_t used;     /* end of the committed bytes; written last, so a torn append is invisible */
+    uint64_t count;  /* committed records; counted again from the bytes when a holder died */
     _Atomic uint64_t dropped;
+    size_t head;                   /* start of the records; > 0 only in fleet mode */
+    uint64_t batch_seq;            /* the last batch number handed out */
+    size_t batch_start, batch_end; /* the batch being moved: valid while head == batch_start < batch_end */
+    uint64_t batch_lease;          /* monotonic ms until which its mover is trusted to finish */
+    uint32_t batch_owner;          /* that mover (a worker slot + 1) */
+    size_t compact_len;            /* a compaction's length... */
+    int compacting;                /* ...while it moves the records to the arena's start */
+    uint64_t added, removed;       /* records ever put in and taken out (moved, drained) */
     unsigned char arena[];
 };
 
@@ -53,5 +70,25 @@ uint64_t drainlist_giveback(struct drainlist *l, const unsigned char *recs, size
 const unsigned char *drainlist_next(const unsigned char *buf, size_t len, size_t *pos, size_t *rec_len);
 
 uint64_t drainlist_dropped(const struct drainlist *l);
+
+/* Fleet mode: the batch owner (a worker slot + 1) sends to Redis now, as
+ * whole records from the head, at most max bytes (at least one record).  A
+ * batch already reserved by another owner whose lease has not run out
+ * (now_ms, monotonic) is not this one's: returns 1.  Otherwise returns 0 with a malloc'd copy in *out (NULL when the
+ * list is empty), its length, record count and sequence number; the lease runs to now_ms + lease_ms.  A batch whose
+ * mover went away (lease over) is handed out again as it was, under the same number.  -1: out of memory. */
+int drainlist_reserve(struct drainlist *l, uint32_t owner, size_t max, uint64_t now_ms, uint64_t lease_ms,
+                      unsigned char **out, size_t *len, uint64_t *count, uint64_t *seq);
+
+/* Redis confirmed batch seq: its records leave the list.  A batch already
+ * committed (by another worker that sent it too) is not removed twice. */
+void drainlist_commit(struct drainlist *l, uint64_t seq);
+
+/* Records ever put into the list and ever taken out of it: once removed
+ * reaches an earlier added, everything in the list then has left it. */
+void drainlist_progress(struct drainlist *l, uint64_t *added, uint64_t *removed);
+
+/* Records waiting in the list, the reserved batch included. */
+uint64_t drainlist_count(struct drainlist *l);
 
 #endif

@@ -341,6 +341,133 @@ static void slot_settlement(void **state)
     shm_region_destroy(r);
 }
 
+#define reserved(l, max, now, rc, want, seq) reserved_(l, 1, max, now, rc, want, sizeof(want) - 1, seq)
+#define reserved_by(o, l, max, now, rc, want, seq) reserved_(l, o, max, now, rc, want, sizeof(want) - 1, seq)
+
+static void reserved_(struct drainlist *l, uint32_t owner, size_t max, uint64_t now, int want_rc, const char *want,
+                      size_t want_len, uint64_t *seq)
+{
+    unsigned char *recs;
+    size_t len;
+    uint64_t count;
+
+    assert_int_equal(drainlist_reserve(l, owner, max, now, 1000, &recs, &len, &count, seq), want_rc);
+    if (want_rc != 0)
+        return;
+    assert_int_equal(len, want_len);
+    if (len > 0)
+        assert_memory_equal(recs, want, len);
+    free(recs);
+}
+
+/* Fleet mode: a batch leaves only once committed, under one number however
+ * often it is sent, and a local drain never takes it. */
+static void batches_leave_only_when_committed(void **state)
+{
+    struct shm_region *r = shm_region_create(1024);
+    struct drainlist *l = r->notregistered;
+    char got[8][32];
+    size_t n;
+    uint64_t seq = 0, again = 0;
+
+    (void)state;
+    reserved(l, 8, 0, 0, "", &seq); /* empty: nothing to send */
+    for (const char *t = "aa\0bb\0cc\0"; *t; t += 3)
+        assert_int_equal(drainlist_append(l, t, 2, NULL, 0), 0);
+    reserved(l, 8, 100, 0, "\2\0aa\2\0bb", &seq);
+    assert_int_equal(seq, 1);
+    reserved_by(2, l, 8, 500, 1, "", &again);       /* its mover's lease runs: not another's */
+    reserved(l, 8, 600, 0, "\2\0aa\2\0bb", &again); /* its own mover (respawned) sends it again */
+    assert_int_equal(again, 1);
+    assert_int_equal(drainlist_append(l, "dd", 2, NULL, 0), 0);
+    collect(l, got, &n); /* what follows the batch only */
+    assert_int_equal(n, 2);
+    assert_string_equal(got[0], "cc");
+    assert_string_equal(got[1], "dd");
+    assert_int_equal(drainlist_count(l), 2);
+    /* The mover went away: the same batch, the same number, for the next. */
+    reserved_by(2, l, 64, 1700, 0, "\2\0aa\2\0bb", &again);
+    assert_int_equal(again, 1);
+    drainlist_commit(l, 1);
+    drainlist_commit(l, 1); /* confirmed twice (both movers sent it): removed once */
+    assert_int_equal(drainlist_count(l), 0);
+    assert_int_equal(drainlist_append(l, "ee", 2, NULL, 0), 0);
+    assert_int_equal(drainlist_append(l, "ff", 2, NULL, 0), 0);
+    reserved(l, 4, 2000, 0, "\2\0ee", &seq);
+    assert_int_equal(seq, 2);
+    drainlist_commit(l, 1); /* a stale confirmation removes nothing */
+    assert_int_equal(drainlist_count(l), 2);
+    drainlist_commit(l, 2);
+    /* Six records in; "cc" and "dd" drained, three batches' worth moved. */
+    uint64_t added, removed;
+    drainlist_progress(l, &added, &removed);
+    assert_int_equal(added, 6);
+    assert_int_equal(removed, 5);
+    collect(l, got, &n);
+    assert_int_equal(n, 1);
+    assert_string_equal(got[0], "ff");
+    drainlist_progress(l, &added, &removed);
+    assert_int_equal(removed, 6);
+    shm_region_destroy(r);
+}
+
+/* Committed batches free the arena's front: an append that does not fit
+ * at the end moves the records there, in order. */
+static void commits_make_room(void **state)
+{
+    struct shm_region *r = shm_region_create(20); /* five 2-byte records */
+    struct drainlist *l = r->notregistered;
+    char got[8][32];
+    size_t n;
+    uint64_t seq;
+
+    (void)state;
+    for (const char *t = "aa\0bb\0cc\0dd\0ee\0"; *t; t += 3)
+        assert_int_equal(drainlist_append(l, t, 2, NULL, 0), 0);
+    reserved(l, 16, 0, 0, "\2\0aa\2\0bb\2\0cc\2\0dd", &seq);
+    drainlist_commit(l, seq);
+    assert_int_equal(drainlist_append(l, "ff", 2, NULL, 0), 0);
+    assert_int_equal(drainlist_append(l, "gg", 2, NULL, 0), 0);
+    assert_int_equal(drainlist_dropped(l), 0);
+    collect(l, got, &n);
+    assert_int_equal(n, 3);
+    assert_string_equal(got[0], "ee");
+    assert_string_equal(got[2], "gg");
+    shm_region_destroy(r);
+}
+
+/* A holder killed in the middle of a compaction: the next locker finishes it. */
+static void killed_mid_compaction(void **state)
+{
+    struct shm_region *r = shm_region_create(20);
+    struct drainlist *l = r->notregistered;
+    char got[8][32];
+    size_t n;
+    uint64_t seq;
+    pid_t pid;
+
+    (void)state;
+    for (const char *t = "aa\0bb\0cc\0dd\0ee\0"; *t; t += 3)
+        assert_int_equal(drainlist_append(l, t, 2, NULL, 0), 0);
+    reserved(l, 12, 0, 0, "\2\0aa\2\0bb\2\0cc", &seq);
+    drainlist_commit(l, seq);
+    if ((pid = fork()) == 0) {
+        pthread_mutex_lock(&l->lock);
+        l->compact_len = l->used - l->head;
+        l->compacting = 1;
+        memcpy(l->arena, l->arena + l->head, 3); /* part of the copy */
+        kill(getpid(), SIGKILL);
+    }
+    waitpid(pid, NULL, 0);
+    assert_int_equal(drainlist_append(l, "ff", 2, NULL, 0), 0);
+    collect(l, got, &n);
+    assert_int_equal(n, 3);
+    assert_string_equal(got[0], "dd");
+    assert_string_equal(got[1], "ee");
+    assert_string_equal(got[2], "ff");
+    shm_region_destroy(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -354,6 +481,9 @@ int main(void)
         cmocka_unit_test(drainer_killed_between_length_and_count),
         cmocka_unit_test(dead_holder_does_not_wedge),
         cmocka_unit_test(slot_settlement),
+        cmocka_unit_test(batches_leave_only_when_committed),
+        cmocka_unit_test(commits_make_room),
+        cmocka_unit_test(killed_mid_compaction),
     };
     return cmocka_run_group_tests_name("drainlist", tests, NULL, NULL);
 }
