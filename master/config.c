@@ -64,6 +64,11 @@ static const struct {
     {"spool", "segment_bytes", "spool-segment-bytes"},
     {"redis", "url", "redis"},
     {"redis", "password_file", "redis-password-file"},
+    {"apns", "key", "apns-key"},
+    {"apns", "key_id", "apns-key-id"},
+    {"apns", "team_id", "apns-team-id"},
+    {"apns", "topic", "apns-topic"},
+    {"apns", "url", "apns-url"},
 };
 
 struct load {

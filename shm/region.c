@@ -51,7 +51,8 @@ struct shm_region *shm_region_create(size_t list_bytes)
     r->canonical = (struct drainlist *)((char *)r + head);
     r->notregistered = (struct drainlist *)((char *)r + head + list);
     if ((err = drainlist_init(r->canonical, list_bytes)) != 0 ||
-        (err = drainlist_init(r->notregistered, list_bytes)) != 0 || (err = name_instance(r)) != 0) {
+        (err = drainlist_init(r->notregistered, list_bytes)) != 0 || (err = provider_token_init(&r->apns_token)) != 0 ||
+        (err = name_instance(r)) != 0) {
         munmap(r, size);
         errno = err;
         return NULL;

@@ -17,9 +17,10 @@
 
 #include "drainlist.h"
 #include "metrics.h"
+#include "provider_token.h"
 
 #define SHM_MAGIC 0x66636d64u /* "fcmd" */
-#define SHM_VERSION 2u
+#define SHM_VERSION 3u
 #define SHM_MAX_SLOTS 256
 
 /* One child's running totals.  Counts are of targets unless said otherwise. */
@@ -80,6 +81,7 @@ struct shm_region {
     char instance[17];        /* this run's random id in hex, named in Redis (fleet mode) */
     _Atomic uint64_t fleet_dropped_base[2]; /* canonical, notregistered drops Redis confirmed */
     struct shm_slot slots[SHM_MAX_SLOTS];
+    struct provider_token apns_token; /* the APNs provider token all workers use */
     struct drainlist *canonical;     /* records: original '\0' canonical */
     struct drainlist *notregistered; /* records: token */
 };
