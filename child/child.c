@@ -212,6 +212,8 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
     c->upstream = o->sa ? upstream_v1_create(o) : upstream_legacy_create(o);
     if (c->upstream == NULL || (c->sender = sender_create(&c->loop, o, &c->queue, c->upstream, shm, slot)) == NULL ||
         (c->upstream->ops->start && c->upstream->ops->start(c->upstream, c->sender, c->slot) != 0) ||
+        (o->apns_pkey != NULL && ((c->apns = upstream_apns_create(o, shm)) == NULL ||
+                                  sender_set_upstream(c->sender, UPSTREAM_APNS, c->apns) != 0)) ||
         (o->spool != NULL && open_spool(c) != 0) ||
         (o->redis != NULL && (c->fleet = fleet_start(&c->loop, o->redis, o->redis_password, shm, slot)) == NULL) ||
         setup_http(c) != 0 || watch_signals(c) != 0 || unblock_signals() != 0 || open_listener(c, listen_fd) != 0) {

@@ -47,6 +47,7 @@ struct child {
     uv_timer_t stop_timer;
     struct queue queue;
     struct upstream *upstream;
+    struct upstream *apns; /* with --apns-key, else NULL */
     struct sender *sender;
     struct graphite *graphite;    /* the reporter's, else NULL */
     struct spool *spool;          /* with --spool, else NULL */

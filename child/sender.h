@@ -26,6 +26,10 @@ struct sender;
 struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, struct queue *q, struct upstream *up,
                              struct shm_region *shm, unsigned slot);
 
+/* Pushes for upstream kind k go to up (the one given to sender_create
+ * serves FCM).  Returns 0, or -1 when memory ran out. */
+int sender_set_upstream(struct sender *s, int kind, struct upstream *up);
+
 /* New targets are in the queue: send them on the next loop turn. */
 void sender_kick(struct sender *s);
 
