@@ -91,7 +91,8 @@ int main(int argc, char **argv)
         return 0;
     }
     /* Who may read this process's memory may read the keys in it. */
-    if (s->o.apikey != NULL || s->o.sa != NULL || s->o.auth_token != NULL || s->o.tls_ctx != NULL)
+    if (s->o.apikey != NULL || s->o.sa != NULL || s->o.auth_token != NULL || s->o.tls_ctx != NULL ||
+        s->o.apns_pkey != NULL)
         prctl(PR_SET_DUMPABLE, 0);
     if (s->o.check_config) {
         puts("ok");
