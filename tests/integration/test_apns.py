@@ -134,18 +134,18 @@ def test_fcm_and_apns_side_by_side(start_apns, apns_mock):
 
 # ---- one provider token for every worker ----
 
-def send_until_every_worker_sent(f, workers, prefix):
-    """Sends one token per fresh connection until each worker took some."""
+def send_until_every_worker_sent(f, workers, prefix, per_request=1):
+    """Sends per_request tokens per fresh connection until each worker took some."""
     seen, sent, i = set(), [], 0
     deadline = time.monotonic() + 20
     while len(seen) < workers and time.monotonic() < deadline:
-        t = tok(prefix, i)
-        i += 1
-        r = requests.post(f.url("/apns/send"), data={"tokens": t, "payload": '{"aps":{}}'},
+        batch = [tok(prefix, i + k) for k in range(per_request)]
+        i += per_request
+        r = requests.post(f.url("/apns/send"), data={"tokens": batch, "payload": '{"aps":{}}'},
                           headers={"Connection": "close"}, timeout=5)
         assert r.status_code == 200
         seen.add(r.headers["x-fcmd-worker"])
-        sent.append(t)
+        sent += batch
     assert len(seen) == workers, f"only workers {seen} took requests"
     return sent
 
@@ -157,12 +157,13 @@ def test_all_workers_share_one_token_and_renew_it_once(start_apns, apns_mock, ke
     s = apns_mock.stats(summary=True)
     assert len(s["apns_jwts"]) == 1 and s["apns_bad_jwt"] == 0
     assert f.report()["apns"]["provider_tokens"] == 1
-    # Apple calls it expired: every worker gets 403 ExpiredProviderToken, one renews.
+    # Apple calls it expired: the requests in flight with it all get 403 ExpiredProviderToken
+    # (20 at once on the first worker to send), and one new token is made for all.
     apns_mock.session.post(apns_mock.base + "/apns/expire", verify=apns_mock.cafile).raise_for_status()
-    sent += send_until_every_worker_sent(f, 3, "b2")
+    sent += send_until_every_worker_sent(f, 3, "b2", per_request=20)
     report = f.wait_idle(timeout=30)
     s = apns_mock.stats()
-    assert s["apns_expired_answers"] >= 1
+    assert s["apns_expired_answers"] >= 2
     assert len(s["apns_jwts"]) == 2, "one new token for all workers"
     python_verify(s["apns_jwts"][1], key[1])
     assert report["apns"]["provider_tokens"] == 2
@@ -287,3 +288,23 @@ def test_spooled_apns_push_survives_a_kill(start_apns, apns_mock, tmp_path):
                                 "apns-collapse-id": "durable"}
     assert entry["data"] == {"aps": {"alert": "kept"}}
     assert report["replayed"] == 1 and report["apns"]["successes"] == 1
+
+
+def test_fcm_without_a_token_does_not_hold_apns_back(start_mock, start_fcmd, tls_cert, signing_key, key, tmp_path):
+    from conftest import write_service_account
+    cert, tkey = tls_cert
+    private_pem, public = signing_key
+    m = start_mock("--tls-cert", str(cert), "--tls-key", str(tkey), "--oauth-public-key", str(public),
+                   "--oauth-fail", "100000", "--apns-public-key", str(key[1]), "--apns-key-id", KEY_ID,
+                   "--apns-team-id", TEAM_ID, "--apns-topic", TOPIC, cafile=str(cert))
+    sa = write_service_account(tmp_path / "sa.json", private_pem, f"https://localhost:{m.port}/token")
+    f = start_fcmd(workers=1, apikey=None,
+                   args=["--service-account", str(sa), "--fcm-url", f"https://localhost:{m.port}",
+                         "--ca-file", str(cert), "--shutdown-timeout", "1", *apns_args(key[0], m.base)])
+    # The FCM push is first in the queue, and cannot go while there is no access token.
+    assert f.send_form(["fcm-waits"], {"a": 1}).status_code == 200
+    assert apns_form(f, [tok("ab")], {"aps": {}}).status_code == 200
+    wait_until(lambda: (m.token(tok("ab")) or {}).get("delivered") == 1, timeout=10, what="the APNs delivery")
+    report = f.report()
+    assert report["apns"]["successes"] == 1 and report["pending"] == 1 and report["fcm"]["attempts"] == 0
+    assert m.token("fcm-waits") is None
