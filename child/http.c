@@ -287,6 +287,11 @@ static int send_to(struct child *c, h2o_req_t *req, enum upstream_kind kind, str
 
 static int on_send(struct child *c, h2o_req_t *req)
 {
+    if (c->upstream == NULL) {
+        if (!wrong_method(req, "POST"))
+            respond_error(req, 404, "FCM is not configured: start fcmd with --service-account or --apikey-file");
+        return 0;
+    }
     return send_to(c, req, UPSTREAM_FCM, c->upstream);
 }
 
@@ -333,7 +338,7 @@ static int respond_fleet(struct child *c, h2o_req_t *req, const struct fleet_tot
              U(t->canonical_dropped + t->notregistered_dropped), U(t->canonical_dropped),
              U(t->notregistered_dropped));
     buf_addf(&b, ",\"instances\":%llu,\"scope\":\"fleet\",\"redis\":\"ok\",\"age_ms\":%llu,\"upstream\":\"%s\"}\n",
-             U(t->instances), U(t->age_ms), c->upstream->ops->name);
+             U(t->instances), U(t->age_ms), child_upstream_name(c));
     respond_buf(req, "application/json", &b);
     buf_free(&b);
     return 0;
@@ -388,7 +393,7 @@ static int on_report(struct child *c, h2o_req_t *req)
         report_upstreams(&b, &t);
     if (c->fleet != NULL) /* this instance alone: asked for, or Redis cannot be reached */
         buf_addf(&b, ",\"scope\":\"local\",\"redis\":\"%s\"", fleet_ready(c->fleet) ? "ok" : "unreachable");
-    buf_addf(&b, ",\"upstream\":\"%s\",\"workers\":%u,\"uptime_seconds\":%llu}\n", c->upstream->ops->name,
+    buf_addf(&b, ",\"upstream\":\"%s\",\"workers\":%u,\"uptime_seconds\":%llu}\n", child_upstream_name(c),
              (unsigned)atomic_load(&c->shm->workers), U(now > started ? now - started : 0));
     respond_buf(req, "application/json", &b);
     buf_free(&b);
@@ -535,7 +540,7 @@ static int on_metrics(struct child *c, h2o_req_t *req)
     struct shm_totals t;
     struct buf b = BUF_INIT;
     uint64_t now = (uint64_t)time(NULL), started = atomic_load(&c->shm->started_at);
-    struct metrics_context m = {c->upstream->ops->name, atomic_load(&c->shm->workers),
+    struct metrics_context m = {child_upstream_name(c), atomic_load(&c->shm->workers),
                                 now > started ? now - started : 0};
 
     if (wrong_method(req, "GET"))
@@ -564,7 +569,7 @@ static int on_readyz(struct child *c, h2o_req_t *req)
         return 0;
     if (c->stopping)
         return respond_error(req, 503, "draining");
-    if (c->upstream->ops->ready != NULL && !c->upstream->ops->ready(c->upstream))
+    if (c->upstream != NULL && c->upstream->ops->ready != NULL && !c->upstream->ops->ready(c->upstream))
         return respond_error(req, 503, "no upstream access token");
     if (c->spool != NULL && !spool_ready(c->spool))
         return respond_error(req, 503, "the spool cannot be written");

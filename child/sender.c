@@ -47,7 +47,6 @@ struct sender {
     uv_loop_t *loop;
     const struct fcmd_options *opts;
     struct queue *queue;
-    struct upstream *up;                    /* FCM's */
     struct upstream *ups[UPSTREAM_KINDS];   /* by push->upstream; NULL: not configured */
     size_t batch_cap;                       /* targets s->batch holds */
     struct shm_region *shm;
@@ -739,18 +738,20 @@ static int find_ca_path(struct sender *s)
     return 0;
 }
 
-struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, struct queue *q, struct upstream *up,
-                             struct shm_region *shm, unsigned slot)
+struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, struct queue *q, int kind,
+                             struct upstream *up, struct shm_region *shm, unsigned slot)
 {
     struct sender *s = calloc(1, sizeof(*s));
     int https = strncmp(up->url, "https://", 8) == 0;
 
-    if (s == NULL)
+    if (s == NULL || kind < 0 || kind >= UPSTREAM_KINDS) {
+        free(s);
         return NULL;
+    }
     s->loop = loop;
     s->opts = o;
     s->queue = q;
-    s->up = s->ups[UPSTREAM_FCM] = up;
+    s->ups[kind] = up;
     s->batch_cap = up->max_targets;
     s->shm = shm;
     s->slot = &shm->slots[slot];

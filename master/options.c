@@ -514,10 +514,10 @@ int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
         snprintf(err, errlen, "--apikey and --apikey-file: give one");
         return -1;
     }
-    if (o->apikey == NULL && o->apikey_file == NULL && o->service_account == NULL) {
+    if (o->apikey == NULL && o->apikey_file == NULL && o->service_account == NULL && o->apns_key == NULL) {
         snprintf(err, errlen,
                  "no upstream credentials: give --service-account FILE, or a legacy key with --apikey-file FILE "
-                 "or FCMD_APIKEY");
+                 "or FCMD_APIKEY, or an APNs key with --apns-key FILE");
         return -1;
     }
     if (!url_ok(o->gcm_url)) {

@@ -308,3 +308,15 @@ def test_fcm_without_a_token_does_not_hold_apns_back(start_mock, start_fcmd, tls
     report = f.report()
     assert report["apns"]["successes"] == 1 and report["pending"] == 1 and report["fcm"]["attempts"] == 0
     assert m.token("fcm-waits") is None
+
+
+def test_apns_alone_without_fcm_credentials(start_fcmd, apns_mock, tls_cert, key):
+    f = start_fcmd(workers=1, apikey=None, args=["--ca-file", str(tls_cert[0]), *apns_args(key[0], apns_mock.base)])
+    r = f.send_form([tok("ab")], {"aps": {}})
+    assert r.status_code == 404 and "FCM is not configured" in r.json()["error"]
+    assert apns_form(f, [tok("ab")], {"aps": {"alert": "alone"}}).status_code == 200
+    report = f.wait_idle()
+    assert report["upstream"] == "apns" and report["apns"]["successes"] == 1 and report["successes"] == 1
+    assert apns_mock.token(tok("ab"))["delivered"] == 1
+    assert requests.get(f.url("/readyz"), timeout=5).status_code == 200
+    assert "no FCM upstream, APNs upstream" in f.log_text()

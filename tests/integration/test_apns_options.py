@@ -103,3 +103,9 @@ def test_config_file_errors_name_the_key(keys, tmp_path):
     assert r.returncode == 2 and "--apns-key-id" in r.stderr, r.stderr
     r = run([], tmp_path=tmp_path, conf="[apns]\nunknown = 1\n")
     assert r.returncode == 2 and 'unknown key "unknown" in [apns]' in r.stderr, r.stderr
+
+
+def test_no_credentials_at_all_names_every_kind():
+    r = subprocess.run([FCMD_BIN, "--check-config", "--port", str(free_port())], capture_output=True, text=True,
+                       timeout=20, env={"PATH": "/usr/bin:/bin"})
+    assert r.returncode == 2 and "no upstream credentials" in r.stderr and "--apns-key" in r.stderr, r.stderr
