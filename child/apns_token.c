@@ -14,8 +14,8 @@
 #include "jwt.h"
 
 #include <openssl/ecdsa.h>
-#include <openssl/x509.h>
 #include <openssl/evp.h>
+#include <openssl/x509.h>
 #include <stdlib.h>
 #include <string.h>
 

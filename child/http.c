@@ -184,8 +184,7 @@ static void on_durable(void *arg, int ok)
             respond_accepted(req, d->json, n);
         else
             respond_busy(req, "spool sync failed");
-        atomic_fetch_add_explicit(&c->slot->http[d->ep][http_status_index(req->res.status)], 1,
-                                  memory_order_relaxed);
+        atomic_fetch_add_explicit(&c->slot->http[d->ep][http_status_index(req->res.status)], 1, memory_order_relaxed);
         histogram_observe(&c->slot->send_latency, send_bounds_us, (uv_hrtime() - d->start) / 1000);
     }
     free(d);
@@ -271,7 +270,11 @@ static int send_to(struct child *c, h2o_req_t *req, enum upstream_kind kind, str
     json = r.format == REQUEST_JSON;
     request_free(&r);
     if (d != NULL) {
-        *d = (struct deferred){.req = req, .child = c, .push = p, .json = json, .start = start,
+        *d = (struct deferred){.req = req,
+                               .child = c,
+                               .push = p,
+                               .json = json,
+                               .start = start,
                                .ep = kind == UPSTREAM_APNS ? EP_APNS_SEND : EP_SEND};
         if ((d->link = h2o_mem_alloc_shared(&req->pool, sizeof(*d->link), on_request_gone)) != NULL)
             *d->link = d;
@@ -299,7 +302,8 @@ static int on_apns_send(struct child *c, h2o_req_t *req)
 {
     if (c->apns == NULL) {
         if (!wrong_method(req, "POST"))
-            respond_error(req, 404, "APNs is not configured: start fcmd with --apns-key, --apns-key-id and --apns-team-id");
+            respond_error(req, 404,
+                          "APNs is not configured: start fcmd with --apns-key, --apns-key-id and --apns-team-id");
         return 0;
     }
     return send_to(c, req, UPSTREAM_APNS, c->apns);

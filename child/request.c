@@ -18,7 +18,7 @@
 #include <strings.h>
 
 const char *const request_opt_names[ROPT_COUNT] = {
-    "notification", "android", "apns",  "webpush",   "fcm_options", "collapse_key", "priority",
+    "notification", "android", "apns",      "webpush",  "fcm_options", "collapse_key", "priority",
     "time_to_live", "topic",   "push_type", "priority", "expiration",  "collapse_id",
 };
 
@@ -375,11 +375,11 @@ static int parse_json(const char *body, size_t len, struct parse *ps, char *err,
     }
     key = 1;
     for (int m = 0; m < d.tok[0].size && rc == 0; m++) {
-        kinds |= json_is(&d, key, "tokens")                   ? 1u
-                 : ps->apns                                   ? 0u /* its topic is a header */
-                 : json_is(&d, key, "topic")                  ? 2u
-                 : json_is(&d, key, "condition")              ? 4u
-                                                              : 0u;
+        kinds |= json_is(&d, key, "tokens")      ? 1u
+                 : ps->apns                      ? 0u /* its topic is a header */
+                 : json_is(&d, key, "topic")     ? 2u
+                 : json_is(&d, key, "condition") ? 4u
+                                                 : 0u;
         rc = json_member(&d, key, ps, err, errlen);
         key = json_skip(&d, key + 1);
     }

@@ -23,9 +23,8 @@ static const struct {
     const char *name;
     enum request_opt opt;
 } fields[] = {
-    {"topic", ROPT_APNS_TOPIC},           {"push_type", ROPT_APNS_PUSH_TYPE},
-    {"priority", ROPT_APNS_PRIORITY},     {"expiration", ROPT_APNS_EXPIRATION},
-    {"collapse_id", ROPT_APNS_COLLAPSE_ID},
+    {"topic", ROPT_APNS_TOPIC},           {"push_type", ROPT_APNS_PUSH_TYPE},     {"priority", ROPT_APNS_PRIORITY},
+    {"expiration", ROPT_APNS_EXPIRATION}, {"collapse_id", ROPT_APNS_COLLAPSE_ID},
 };
 
 int apns_push_type_ok(const char *s, size_t n)

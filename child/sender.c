@@ -47,8 +47,8 @@ struct sender {
     uv_loop_t *loop;
     const struct fcmd_options *opts;
     struct queue *queue;
-    struct upstream *ups[UPSTREAM_KINDS];   /* by push->upstream; NULL: not configured */
-    size_t batch_cap;                       /* targets s->batch holds */
+    struct upstream *ups[UPSTREAM_KINDS]; /* by push->upstream; NULL: not configured */
+    size_t batch_cap;                     /* targets s->batch holds */
     struct shm_region *shm;
     struct shm_slot *slot;
     CURLM *multi;
@@ -374,11 +374,13 @@ static void log_job(struct sender *s, const struct job *job, long status, size_t
     const char *dsep = job->detail[0] ? ": " : "";
 
     if (failed > 0)
-        log_limited(&s->failed_log[fail->cause], LOG_WARN, "%s upstream: HTTP %ld: %zu of %zu targets failed (%s)%s%s%s%s",
-                    name, status, failed, job->ntargets, fail_reason, sep, job->error, dsep, job->detail);
+        log_limited(&s->failed_log[fail->cause], LOG_WARN,
+                    "%s upstream: HTTP %ld: %zu of %zu targets failed (%s)%s%s%s%s", name, status, failed,
+                    job->ntargets, fail_reason, sep, job->error, dsep, job->detail);
     if (retried > 0)
-        log_limited(&s->retried_log[retry->cause], LOG_INFO, "%s upstream: HTTP %ld: %zu of %zu targets will be retried (%s)%s%s",
-                    name, status, retried, job->ntargets, retry_reason, sep, job->error);
+        log_limited(&s->retried_log[retry->cause], LOG_INFO,
+                    "%s upstream: HTTP %ld: %zu of %zu targets will be retried (%s)%s%s", name, status, retried,
+                    job->ntargets, retry_reason, sep, job->error);
 }
 
 /* Writes one acknowledgement for the targets of the job that are done for

@@ -50,7 +50,8 @@ EVP_PKEY *apns_key_parse(const char *text, size_t len, const char *path, char *e
         return NULL;
     }
     if (memmem(text, len, "-----BEGIN ", 11) == NULL) {
-        snprintf(err, errlen, "--apns-key: \"%s\" is not a PEM file (Apple's .p8 key begins with -----BEGIN PRIVATE KEY-----)",
+        snprintf(err, errlen,
+                 "--apns-key: \"%s\" is not a PEM file (Apple's .p8 key begins with -----BEGIN PRIVATE KEY-----)",
                  path);
         return NULL;
     }
@@ -69,7 +70,9 @@ EVP_PKEY *apns_key_parse(const char *text, size_t len, const char *path, char *e
     if (EVP_PKEY_base_id(key) != EVP_PKEY_EC) {
         int id = EVP_PKEY_base_id(key);
         snprintf(err, errlen, "--apns-key: \"%s\" is %s key; APNs needs the EC P-256 key from Apple's .p8 file", path,
-                 id == EVP_PKEY_RSA ? "an RSA" : id == EVP_PKEY_ED25519 ? "an Ed25519" : "another kind of");
+                 id == EVP_PKEY_RSA       ? "an RSA"
+                 : id == EVP_PKEY_ED25519 ? "an Ed25519"
+                                          : "another kind of");
         EVP_PKEY_free(key);
         return NULL;
     }

@@ -15,8 +15,8 @@
 #include <time.h>
 
 const char *const shm_upstream_names[SHM_UPSTREAMS] = {"fcm", "apns"};
-const char *const shm_upstream_counter_names[SHM_UP_NCOUNTERS] = {
-    "accepted", "attempts", "successes", "failures", "retries", "canonicals", "notregistered"};
+const char *const shm_upstream_counter_names[SHM_UP_NCOUNTERS] = {"accepted", "attempts",   "successes",    "failures",
+                                                                  "retries",  "canonicals", "notregistered"};
 
 static size_t align64(size_t n)
 {

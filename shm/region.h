@@ -94,13 +94,13 @@ struct shm_region {
     uint32_t version;
     size_t size; /* bytes mapped, for munmap */
     _Atomic uint64_t started_at;
-    _Atomic uint32_t workers; /* configured child count */
-    char instance[17];        /* this run's random id in hex, named in Redis (fleet mode) */
+    _Atomic uint32_t workers;               /* configured child count */
+    char instance[17];                      /* this run's random id in hex, named in Redis (fleet mode) */
     _Atomic uint64_t fleet_dropped_base[2]; /* canonical, notregistered drops Redis confirmed */
     struct shm_slot slots[SHM_MAX_SLOTS];
     struct provider_token apns_token; /* the APNs provider token all workers use */
-    struct drainlist *canonical;     /* records: original '\0' canonical */
-    struct drainlist *notregistered; /* records: token */
+    struct drainlist *canonical;      /* records: original '\0' canonical */
+    struct drainlist *notregistered;  /* records: token */
 };
 
 /* Totals over every slot, for reports. */

@@ -74,8 +74,9 @@ void mock_apns_expire(void)
 
 void mock_apns_stats(struct mtext *b)
 {
-    mtext_addf(b, ",\"apns_requests\":%llu,\"apns_http1_refused\":%llu,\"apns_bad_jwt\":%llu,"
-                  "\"apns_expired_answers\":%llu,\"apns_jwts\":[",
+    mtext_addf(b,
+               ",\"apns_requests\":%llu,\"apns_http1_refused\":%llu,\"apns_bad_jwt\":%llu,"
+               "\"apns_expired_answers\":%llu,\"apns_jwts\":[",
                (unsigned long long)apns.requests, (unsigned long long)apns.http1_refused,
                (unsigned long long)apns.bad_jwt, (unsigned long long)apns.expired_answers);
     for (size_t i = 0; i < apns.njwts; i++)
@@ -163,8 +164,7 @@ static const char *check_jwt(const char *jwt, size_t n)
         return "InvalidProviderToken";
     head = decode_part(jwt, (size_t)(d1 - jwt));
     claims = decode_part(d1 + 1, (size_t)(d2 - d1 - 1));
-    if (!json_is_object(head) || !json_is_object(claims) ||
-        !json_is_string(json_object_get(head, "alg")) ||
+    if (!json_is_object(head) || !json_is_object(claims) || !json_is_string(json_object_get(head, "alg")) ||
         strcmp(json_string_value(json_object_get(head, "alg")), "ES256") != 0 ||
         !json_is_string(json_object_get(head, "kid")) ||
         (apns.key_id && strcmp(json_string_value(json_object_get(head, "kid")), apns.key_id) != 0) ||
@@ -238,8 +238,9 @@ static int is(h2o_iovec_t v, const char *s)
 /* The apns-* headers as Apple reads them; the reason when one is wrong. */
 static const char *check_headers(h2o_req_t *req, json_t *seen, int *voip)
 {
-    static const char *const types[] = {"alert", "background", "location", "voip", "complication", "fileprovider",
-                                        "mdm", "liveactivity", "pushtotalk", "widgets", "controls"};
+    static const char *const types[] = {"alert",        "background",   "location", "voip",
+                                        "complication", "fileprovider", "mdm",      "liveactivity",
+                                        "pushtotalk",   "widgets",      "controls"};
     static const char *const names[] = {"apns-topic", "apns-push-type", "apns-priority", "apns-expiration",
                                         "apns-collapse-id"};
     h2o_iovec_t v;

@@ -69,8 +69,8 @@ static void check_accepted(const struct send_request *r)
         disagree("the spool record does not read back");
     for (int o = 0; o < ROPT_COUNT; o++)
         if ((p.msg.opt[o] == NULL) != (r->msg.opt[o] == NULL) ||
-            (p.msg.opt[o] && (p.msg.opt_len[o] != r->msg.opt_len[o] ||
-                              memcmp(p.msg.opt[o], r->msg.opt[o], r->msg.opt_len[o]) != 0)))
+            (p.msg.opt[o] &&
+             (p.msg.opt_len[o] != r->msg.opt_len[o] || memcmp(p.msg.opt[o], r->msg.opt[o], r->msg.opt_len[o]) != 0)))
             disagree("a field changed in the spool record");
     buf_free(&b);
 }

@@ -224,8 +224,7 @@ static void jwt_is_es256_with_kid_iss_iat(void **state)
 
 static struct provider_token *shared_map(void)
 {
-    struct provider_token *p =
-        mmap(NULL, sizeof(*p), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    struct provider_token *p = mmap(NULL, sizeof(*p), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 
     assert_true(p != MAP_FAILED);
     assert_int_equal(provider_token_init(p), 0);

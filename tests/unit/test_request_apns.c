@@ -108,8 +108,8 @@ static void every_rule(void **state)
     /* 4096 bytes, or 5120 for voip */
     snprintf(big, sizeof(big), "{\"tokens\":[\"" TOK "\"],\"payload\":{\"aps\":{},\"x\":\"%4086d\"}}", 1);
     expect_400(big, "4096-byte limit");
-    snprintf(big, sizeof(big), "{\"tokens\":[\"" TOK "\"],\"push_type\":\"voip\",\"payload\":{\"aps\":{},\"x\":\"%5110d\"}}",
-             1);
+    snprintf(big, sizeof(big),
+             "{\"tokens\":[\"" TOK "\"],\"push_type\":\"voip\",\"payload\":{\"aps\":{},\"x\":\"%5110d\"}}", 1);
     expect_400(big, "5120-byte limit");
 }
 
@@ -124,8 +124,8 @@ static void limits_are_inclusive(void **state)
     assert_int_equal(parse_json(body, &r, err, sizeof(err)), 0);
     assert_int_equal(r.msg.payload_len, 4096);
     request_free(&r);
-    snprintf(body, sizeof(body), "{\"tokens\":[\"" TOK "\"],\"push_type\":\"voip\",\"payload\":{\"aps\":{},\"x\":\"%5103d\"}}",
-             1);
+    snprintf(body, sizeof(body),
+             "{\"tokens\":[\"" TOK "\"],\"push_type\":\"voip\",\"payload\":{\"aps\":{},\"x\":\"%5103d\"}}", 1);
     assert_int_equal(parse_json(body, &r, err, sizeof(err)), 0);
     assert_int_equal(r.msg.payload_len, 5120);
     request_free(&r);
@@ -136,9 +136,9 @@ static void limits_are_inclusive(void **state)
                                 sizeof(err)),
                      0);
     request_free(&r);
-    for (const char *const *t = (const char *const[]){"alert", "background", "location", "voip", "complication",
-                                                      "fileprovider", "liveactivity", "pushtotalk", "widgets",
-                                                      "controls", NULL};
+    for (const char *const *t =
+             (const char *const[]){"alert", "background", "location", "voip", "complication", "fileprovider",
+                                   "liveactivity", "pushtotalk", "widgets", "controls", NULL};
          *t; t++)
         assert_true(apns_push_type_ok(*t, strlen(*t)));
 }

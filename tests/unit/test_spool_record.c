@@ -221,7 +221,6 @@ static void fake_headers_cost_a_bounded_search(void **state)
     free(d);
 }
 
-
 /* ---- record versions ---- */
 
 static void le32(unsigned char *p, uint32_t v)
@@ -246,7 +245,7 @@ static size_t old_push_record(unsigned char *out)
             le32(p + n, 0xffffffffu), n += 4;
         }
     }
-    le32(p + n, 1), n += 4;                                                   /* one target */
+    le32(p + n, 1), n += 4;                                                          /* one target */
     le32(p + n, 0), p[n + 4] = 3, p[n + 5] = 0, memcpy(p + n + 6, "old", 3), n += 9; /* index, length, name */
     memcpy(out, "FCSP", 4);
     out[4] = 1, out[5] = out[6] = out[7] = 0;
