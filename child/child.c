@@ -214,9 +214,15 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
     }
     uv_timer_init(&c->loop, &c->stop_timer);
     c->stop_timer.data = c;
-    c->upstream = o->sa ? upstream_v1_create(o) : upstream_legacy_create(o);
-    if (c->upstream == NULL || (c->sender = sender_create(&c->loop, o, &c->queue, c->upstream, shm, slot)) == NULL ||
-        (c->upstream->ops->start && c->upstream->ops->start(c->upstream, c->sender, c->slot) != 0) ||
+    if (o->sa != NULL || o->apikey != NULL)
+        c->upstream = o->sa ? upstream_v1_create(o) : upstream_legacy_create(o);
+    if (o->apns_pkey != NULL)
+        c->apns = upstream_apns_create(o, shm);
+    if ((c->upstream == NULL && (o->sa != NULL || o->apikey != NULL)) || (c->apns == NULL && o->apns_pkey != NULL) ||
+        (c->sender = c->upstream ? sender_create(&c->loop, o, &c->queue, UPSTREAM_FCM, c->upstream, shm, slot)
+                                 : sender_create(&c->loop, o, &c->queue, UPSTREAM_APNS, c->apns, shm, slot)) == NULL ||
+        (c->upstream && c->upstream->ops->start && c->upstream->ops->start(c->upstream, c->sender, c->slot) != 0) ||
+        (c->upstream && c->apns && sender_set_upstream(c->sender, UPSTREAM_APNS, c->apns) != 0) ||
         (o->spool != NULL && open_spool(c) != 0) ||
         (o->redis != NULL && (c->fleet = fleet_start(&c->loop, o->redis, o->redis_password, shm, slot,
                                                      (unsigned)o->redis_drain_lease)) == NULL) ||
@@ -226,7 +232,7 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
         return 1;
     }
     if (reporter && o->graphite != NULL &&
-        (c->graphite = graphite_start(&c->loop, o, shm, c->upstream->ops->name)) == NULL)
+        (c->graphite = graphite_start(&c->loop, o, shm, child_upstream_name(c))) == NULL)
         log_error("graphite: cannot start (out of memory)");
     /* Tell the master this child accepts: it may now retire an older generation. */
     atomic_store(&c->slot->ready, 1);

@@ -13,6 +13,7 @@
 
 #include "conn.h"
 #include "queue.h"
+#include "upstream.h"
 
 struct fcmd_options;
 struct shm_region;
@@ -46,7 +47,8 @@ struct child {
     uv_signal_t sigterm, sigusr1;
     uv_timer_t stop_timer;
     struct queue queue;
-    struct upstream *upstream;
+    struct upstream *upstream; /* FCM's (v1 or legacy); NULL without FCM credentials */
+    struct upstream *apns;     /* with --apns-key, else NULL */
     struct sender *sender;
     struct graphite *graphite;    /* the reporter's, else NULL */
     struct spool *spool;          /* with --spool, else NULL */
@@ -62,5 +64,11 @@ struct child {
     uint64_t stop_started;
     uint64_t stop_deadline;
 };
+
+/* The name the report and the metrics give the upstream: FCM's, else "apns". */
+static inline const char *child_upstream_name(const struct child *c)
+{
+    return c->upstream != NULL ? c->upstream->ops->name : "apns";
+}
 
 #endif

@@ -140,6 +140,7 @@ struct deferred {
     struct child *child;
     struct push *push;
     int json;
+    enum endpoint ep;
     uint64_t start;
 };
 
@@ -156,6 +157,7 @@ static void release_push(struct child *c, struct push *p)
 {
     queue_commit(&c->queue, p);
     shm_add(c->slot, SHM_ACCEPTED, p->ntargets);
+    shm_up_add(c->slot, (unsigned)p->upstream, SHM_UP_ACCEPTED, p->ntargets);
     shm_pending_add(c->slot, (int64_t)p->ntargets);
     sender_kick(c->sender);
 }
@@ -182,8 +184,7 @@ static void on_durable(void *arg, int ok)
             respond_accepted(req, d->json, n);
         else
             respond_busy(req, "spool sync failed");
-        atomic_fetch_add_explicit(&c->slot->http[EP_SEND][http_status_index(req->res.status)], 1,
-                                  memory_order_relaxed);
+        atomic_fetch_add_explicit(&c->slot->http[d->ep][http_status_index(req->res.status)], 1, memory_order_relaxed);
         histogram_observe(&c->slot->send_latency, send_bounds_us, (uv_hrtime() - d->start) / 1000);
     }
     free(d);
@@ -222,7 +223,9 @@ static struct push *stage_push(struct child *c, const struct send_request *r, si
     return p;
 }
 
-static int on_send(struct child *c, h2o_req_t *req)
+/* /gcm/send and /apns/send: the same answers, limits and durability; only
+ * the request's rules and the upstream differ. */
+static int send_to(struct child *c, h2o_req_t *req, enum upstream_kind kind, struct upstream *up)
 {
     struct send_request r;
     const char *ctype = NULL, *why;
@@ -242,10 +245,9 @@ static int on_send(struct child *c, h2o_req_t *req)
         ctype = req->headers.entries[h].value.base;
         ctype_len = req->headers.entries[h].value.len;
     }
-    rc = request_parse(ctype, ctype_len, req->entity.base ? req->entity.base : "", req->entity.len, &c->limits, &r, err,
-                       sizeof(err));
-    if (rc == 0 && c->upstream->ops->check != NULL &&
-        (rc = c->upstream->ops->check(c->upstream, &r, err, sizeof(err))) != 0)
+    rc = request_parse_for(kind, ctype, ctype_len, req->entity.base ? req->entity.base : "", req->entity.len,
+                           &c->limits, &r, err, sizeof(err));
+    if (rc == 0 && up->ops->check != NULL && (rc = up->ops->check(up, &r, err, sizeof(err))) != 0)
         request_free(&r);
     if (rc == 0 && !queue_could_fit(&c->queue, r.ntargets, cost = queue_cost(&r))) {
         snprintf(err, sizeof(err), "request holds more than a worker's whole queue (--queue-size, --queue-max-bytes)");
@@ -268,7 +270,12 @@ static int on_send(struct child *c, h2o_req_t *req)
     json = r.format == REQUEST_JSON;
     request_free(&r);
     if (d != NULL) {
-        *d = (struct deferred){.req = req, .child = c, .push = p, .json = json, .start = start};
+        *d = (struct deferred){.req = req,
+                               .child = c,
+                               .push = p,
+                               .json = json,
+                               .start = start,
+                               .ep = kind == UPSTREAM_APNS ? EP_APNS_SEND : EP_SEND};
         if ((d->link = h2o_mem_alloc_shared(&req->pool, sizeof(*d->link), on_request_gone)) != NULL)
             *d->link = d;
         if (spool_commit(c->spool, &d->waiter, on_durable, d))
@@ -279,6 +286,27 @@ static int on_send(struct child *c, h2o_req_t *req)
     }
     release_push(c, p);
     return respond_accepted(req, json, n);
+}
+
+static int on_send(struct child *c, h2o_req_t *req)
+{
+    if (c->upstream == NULL) {
+        if (!wrong_method(req, "POST"))
+            respond_error(req, 404, "FCM is not configured: start fcmd with --service-account or --apikey-file");
+        return 0;
+    }
+    return send_to(c, req, UPSTREAM_FCM, c->upstream);
+}
+
+static int on_apns_send(struct child *c, h2o_req_t *req)
+{
+    if (c->apns == NULL) {
+        if (!wrong_method(req, "POST"))
+            respond_error(req, 404,
+                          "APNs is not configured: start fcmd with --apns-key, --apns-key-id and --apns-team-id");
+        return 0;
+    }
+    return send_to(c, req, UPSTREAM_APNS, c->apns);
 }
 
 /* ---- reports ---- */
@@ -314,10 +342,23 @@ static int respond_fleet(struct child *c, h2o_req_t *req, const struct fleet_tot
              U(t->canonical_dropped + t->notregistered_dropped), U(t->canonical_dropped),
              U(t->notregistered_dropped));
     buf_addf(&b, ",\"instances\":%llu,\"scope\":\"fleet\",\"redis\":\"ok\",\"age_ms\":%llu,\"upstream\":\"%s\"}\n",
-             U(t->instances), U(t->age_ms), c->upstream->ops->name);
+             U(t->instances), U(t->age_ms), child_upstream_name(c));
     respond_buf(req, "application/json", &b);
     buf_free(&b);
     return 0;
+}
+
+/* The outcomes per upstream, next to the totals: "fcm": {...}, "apns": {...}. */
+static void report_upstreams(struct buf *b, const struct shm_totals *t)
+{
+    for (int u = 0; u < SHM_UPSTREAMS; u++) {
+        buf_addf(b, ",\"%s\":{", shm_upstream_names[u]);
+        for (int k = 0; k < SHM_UP_NCOUNTERS; k++)
+            buf_addf(b, "%s\"%s\":%llu", k ? "," : "", shm_upstream_counter_names[k], U(t->by_upstream[u][k]));
+        if (u == UPSTREAM_APNS)
+            buf_addf(b, ",\"provider_tokens\":%llu", U(t->apns_tokens_made));
+        buf_adds(b, "}");
+    }
 }
 
 static int on_report(struct child *c, h2o_req_t *req)
@@ -352,9 +393,11 @@ static int on_report(struct child *c, h2o_req_t *req)
     if (c->opts->sa != NULL)
         buf_addf(&b, ",\"oauth_tokens\":%llu,\"oauth_failures\":%llu,\"waiting_for_token\":%llu",
                  U(t.counters[SHM_OAUTH_TOKENS]), U(t.counters[SHM_OAUTH_FAILURES]), U(t.waiting_for_token));
+    if (c->apns != NULL)
+        report_upstreams(&b, &t);
     if (c->fleet != NULL) /* this instance alone: asked for, or Redis cannot be reached */
         buf_addf(&b, ",\"scope\":\"local\",\"redis\":\"%s\"", fleet_ready(c->fleet) ? "ok" : "unreachable");
-    buf_addf(&b, ",\"upstream\":\"%s\",\"workers\":%u,\"uptime_seconds\":%llu}\n", c->upstream->ops->name,
+    buf_addf(&b, ",\"upstream\":\"%s\",\"workers\":%u,\"uptime_seconds\":%llu}\n", child_upstream_name(c),
              (unsigned)atomic_load(&c->shm->workers), U(now > started ? now - started : 0));
     respond_buf(req, "application/json", &b);
     buf_free(&b);
@@ -582,7 +625,7 @@ static int on_metrics(struct child *c, h2o_req_t *req)
     struct shm_totals t;
     struct buf b = BUF_INIT;
     uint64_t now = (uint64_t)time(NULL), started = atomic_load(&c->shm->started_at);
-    struct metrics_context m = {c->upstream->ops->name, atomic_load(&c->shm->workers),
+    struct metrics_context m = {child_upstream_name(c), atomic_load(&c->shm->workers),
                                 now > started ? now - started : 0};
 
     if (wrong_method(req, "GET"))
@@ -611,7 +654,7 @@ static int on_readyz(struct child *c, h2o_req_t *req)
         return 0;
     if (c->stopping)
         return respond_error(req, 503, "draining");
-    if (c->upstream->ops->ready != NULL && !c->upstream->ops->ready(c->upstream))
+    if (c->upstream != NULL && c->upstream->ops->ready != NULL && !c->upstream->ops->ready(c->upstream))
         return respond_error(req, 503, "no upstream access token");
     if (c->spool != NULL && !spool_ready(c->spool))
         return respond_error(req, 503, "the spool cannot be written");
@@ -629,6 +672,7 @@ static const struct {
     int scope; /* AUTH_* bit that --auth-token protects, 0 for the health checks */
 } routes[] = {
     {"/gcm/send", on_send, EP_SEND, AUTH_SEND},
+    {"/apns/send", on_apns_send, EP_APNS_SEND, AUTH_SEND},
     {"/gcm/report", on_report, EP_REPORT, AUTH_REPORT},
     {"/gcm/report/canonical", on_canonical, EP_CANONICAL, AUTH_REPORT},
     {"/gcm/report/notregistered", on_notregistered, EP_NOTREGISTERED, AUTH_REPORT},
@@ -700,7 +744,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     if (req->res.status == 0)
         return 0;
     atomic_fetch_add_explicit(&c->slot->http[ep][http_status_index(req->res.status)], 1, memory_order_relaxed);
-    if (ep == EP_SEND)
+    if (ep == EP_SEND || ep == EP_APNS_SEND)
         histogram_observe(&c->slot->send_latency, send_bounds_us, (uv_hrtime() - start) / 1000);
     return 0;
 }

@@ -123,6 +123,16 @@ void metrics_prometheus(struct buf *b, const struct shm_totals *t, const struct 
              "fcmd_drain_dropped_total{list=\"canonical\"} %" PRIu64 "\n"
              "fcmd_drain_dropped_total{list=\"notregistered\"} %" PRIu64 "\n",
              t->canonical_dropped, t->notregistered_dropped);
+    buf_adds(b, "# HELP fcmd_upstream_targets_total Targets by upstream and outcome (the totals above are the sums).\n"
+                "# TYPE fcmd_upstream_targets_total counter\n");
+    for (int u = 0; u < SHM_UPSTREAMS; u++)
+        for (int k = 0; k < SHM_UP_NCOUNTERS; k++)
+            buf_addf(b, "fcmd_upstream_targets_total{upstream=\"%s\",outcome=\"%s\"} %" PRIu64 "\n",
+                     shm_upstream_names[u], shm_upstream_counter_names[k], t->by_upstream[u][k]);
+    buf_addf(b,
+             "# HELP fcmd_apns_provider_tokens_total APNs provider tokens made (one at a time, for all workers).\n"
+             "# TYPE fcmd_apns_provider_tokens_total counter\nfcmd_apns_provider_tokens_total %" PRIu64 "\n",
+             t->apns_tokens_made);
     histogram(b, "upstream_request_seconds", "Upstream request duration, from curl.", t->upstream_latency,
               upstream_bounds_us, t->upstream_latency_count, t->upstream_latency_sum_us);
     histogram(b, "send_handling_seconds", "Time to parse, check and queue a /gcm/send request.", t->send_latency,
@@ -152,6 +162,11 @@ void metrics_graphite(struct buf *b, const struct shm_totals *t, const struct me
     }
     buf_addf(b, "%s.failures %" PRIu64 " %lld\n%s.retries %" PRIu64 " %lld\n", prefix, failures, ts, prefix, retries,
              ts);
+    for (int u = 0; u < SHM_UPSTREAMS; u++)
+        for (int k = 0; k < SHM_UP_NCOUNTERS; k++)
+            if (t->by_upstream[u][k])
+                buf_addf(b, "%s.upstream.%s.%s %" PRIu64 " %lld\n", prefix, shm_upstream_names[u],
+                         shm_upstream_counter_names[k], t->by_upstream[u][k], ts);
     buf_addf(b, "%s.upstream_request_seconds.count %" PRIu64 " %lld\n", prefix, t->upstream_latency_count, ts);
     buf_addf(b, "%s.upstream_request_seconds.sum %.6f %lld\n", prefix, (double)t->upstream_latency_sum_us / 1e6, ts);
 }

@@ -58,6 +58,7 @@ static struct push *push_create(const struct send_request *r)
         return NULL;
     memset(p, 0, sizeof(*p));
     p->kind = r->kind;
+    p->upstream = r->upstream;
     message_copy(&p->msg, &r->msg, p->text);
     p->bytes = sizeof(*p) + message_size(&r->msg); /* and each target's, below: what queue_cost says */
     tailp = &p->staged;

@@ -22,6 +22,7 @@ struct segment;
 
 struct push {
     uint32_t refs; /* targets not yet finished */
+    enum upstream_kind upstream;
     enum target_kind kind;
     struct message msg; /* payload and options */
     char *encoded;      /* an adapter's encoding shared by all targets, or NULL */

@@ -8,6 +8,7 @@
  */
 #include "request.h"
 #include "../common/json.h"
+#include "request_apns.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -17,7 +18,8 @@
 #include <strings.h>
 
 const char *const request_opt_names[ROPT_COUNT] = {
-    "notification", "android", "apns", "webpush", "fcm_options", "collapse_key", "priority", "time_to_live",
+    "notification", "android", "apns",      "webpush",  "fcm_options", "collapse_key", "priority",
+    "time_to_live", "topic",   "push_type", "priority", "expiration",  "collapse_id",
 };
 
 #define ERR(...) (snprintf(err, errlen, __VA_ARGS__), -EINVAL)
@@ -26,6 +28,7 @@ const char *const request_opt_names[ROPT_COUNT] = {
  * text goes, and the one capacity of its targets array. */
 struct parse {
     struct send_request *r;
+    int apns; /* the /apns/send rules */
     const struct request_limits *lim;
     size_t cap;
     char *out;
@@ -165,13 +168,17 @@ static int parse_form(const char *body, size_t len, struct parse *ps, char *err,
                 return ERR("payload is given twice");
             r->msg.payload = val;
             r->msg.payload_len = (size_t)vlen;
+        } else if (ps->apns && (rc = apns_form_field(key, val, (size_t)vlen, &r->msg, err, errlen)) != 0) {
+            return rc;
         }
     }
     if (r->ntargets == 0)
         return ERR("no tokens");
     if (r->msg.payload == NULL)
         return ERR("payload is missing");
-    return check_payload(r->msg.payload, r->msg.payload_len, ps->lim, err, errlen);
+    if ((rc = check_payload(r->msg.payload, r->msg.payload_len, ps->lim, err, errlen)) != 0)
+        return rc;
+    return ps->apns ? apns_check_request(r, err, errlen) : 0;
 }
 
 /* ---- application/json ---- */
@@ -273,6 +280,13 @@ static int json_member(const struct json_doc *d, int key, struct parse *ps, char
 
     if (json_is(d, key, "tokens"))
         return json_tokens(d, v, ps, err, errlen);
+    if (ps->apns && !json_is(d, key, "payload")) {
+        int rc = apns_json_member(d, key, &r->msg, &ps->out, err, errlen);
+        if (rc >= 0)
+            return rc;
+        return ERR("unknown field \"%.*s\"", (int)(json_toklen(d, key) > 64 ? 64 : json_toklen(d, key)),
+                   json_tokptr(d, key));
+    }
     if (json_is(d, key, "topic"))
         return json_single_target(d, v, TARGET_TOPIC, ps, err, errlen);
     if (json_is(d, key, "condition"))
@@ -286,7 +300,7 @@ static int json_member(const struct json_doc *d, int key, struct parse *ps, char
         r->msg.payload_len = json_toklen(d, v);
         return 0;
     }
-    for (int o = 0; o < ROPT_COUNT; o++) {
+    for (int o = 0; o < ROPT_FCM_COUNT; o++) {
         if (json_is(d, key, request_opt_names[o])) {
             r->msg.opt[o] = json_raw(d, v, &r->msg.opt_len[o]);
             return check_option(d, v, (enum request_opt)o, err, errlen);
@@ -362,6 +376,7 @@ static int parse_json(const char *body, size_t len, struct parse *ps, char *err,
     key = 1;
     for (int m = 0; m < d.tok[0].size && rc == 0; m++) {
         kinds |= json_is(&d, key, "tokens")      ? 1u
+                 : ps->apns                      ? 0u /* its topic is a header */
                  : json_is(&d, key, "topic")     ? 2u
                  : json_is(&d, key, "condition") ? 4u
                                                  : 0u;
@@ -382,7 +397,7 @@ static int parse_json(const char *body, size_t len, struct parse *ps, char *err,
         return ERR("payload and message options are larger than %zu bytes together", ps->lim->max_payload);
     /* The raw texts still point into the body: give them their own copies. */
     message_copy(&r->msg, &r->msg, ps->out);
-    return 0;
+    return ps->apns ? apns_check_request(r, err, errlen) : 0;
 }
 
 static int ctype_is(const char *ct, size_t n, const char *want)
@@ -405,13 +420,20 @@ static const struct request_limits defaults = {REQUEST_MAX_BODY, REQUEST_MAX_TOK
 int request_parse(const char *ctype, size_t ctype_len, const char *body, size_t len, const struct request_limits *lim,
                   struct send_request *r, char *err, size_t errlen)
 {
+    return request_parse_for(UPSTREAM_FCM, ctype, ctype_len, body, len, lim, r, err, errlen);
+}
+
+int request_parse_for(enum upstream_kind upstream, const char *ctype, size_t ctype_len, const char *body, size_t len,
+                      const struct request_limits *lim, struct send_request *r, char *err, size_t errlen)
+{
     struct parse ps;
     int rc;
 
     if (lim == NULL)
         lim = &defaults;
     memset(r, 0, sizeof(*r));
-    ps = (struct parse){r, lim, 0, NULL};
+    r->upstream = upstream;
+    ps = (struct parse){r, upstream == UPSTREAM_APNS, lim, 0, NULL};
     if (len > lim->max_body) {
         snprintf(err, errlen, "body is larger than %zu bytes", lim->max_body);
         return -EMSGSIZE;
@@ -458,7 +480,11 @@ int request_check(const struct send_request *r, const struct request_limits *lim
         return ERR("payload is missing");
     if (r->msg.payload != NULL && (rc = check_payload(r->msg.payload, r->msg.payload_len, lim, err, errlen)) != 0)
         return rc;
-    for (int o = 0; o < ROPT_COUNT; o++) {
+    if (r->upstream == UPSTREAM_APNS)
+        return r->kind == TARGET_TOKEN ? apns_check_request(r, err, errlen) : ERR("APNs sends to device tokens only");
+    if (r->upstream != UPSTREAM_FCM)
+        return ERR("unknown upstream %d", (int)r->upstream);
+    for (int o = 0; o < ROPT_FCM_COUNT; o++) {
         struct json_doc d;
         if (r->msg.opt[o] == NULL)
             continue;

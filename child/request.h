@@ -20,7 +20,11 @@
 
 enum target_kind { TARGET_TOKEN, TARGET_TOPIC, TARGET_CONDITION };
 
-/* Message options a JSON request may carry, kept as their raw JSON text. */
+/* Which upstream a request is for: /gcm/send is FCM's, /apns/send Apple's. */
+enum upstream_kind { UPSTREAM_FCM, UPSTREAM_APNS, UPSTREAM_KINDS };
+
+/* Message options a request may carry: FCM's as their raw JSON text,
+ * APNs' as the text of their header (request_apns.h). */
 enum request_opt {
     ROPT_NOTIFICATION,
     ROPT_ANDROID,
@@ -30,6 +34,12 @@ enum request_opt {
     ROPT_COLLAPSE_KEY,
     ROPT_PRIORITY,
     ROPT_TIME_TO_LIVE,
+    ROPT_FCM_COUNT, /* the FCM options end here; APNs' follow, as plain text */
+    ROPT_APNS_TOPIC = ROPT_FCM_COUNT,
+    ROPT_APNS_PUSH_TYPE,
+    ROPT_APNS_PRIORITY,
+    ROPT_APNS_EXPIRATION,
+    ROPT_APNS_COLLAPSE_ID,
     ROPT_COUNT
 };
 
@@ -54,6 +64,7 @@ size_t message_size(const struct message *m);
 char *message_copy(struct message *dst, const struct message *src, char *storage);
 
 struct send_request {
+    enum upstream_kind upstream;
     enum request_format format;
     enum target_kind kind;
     char **targets; /* tokens, or the one topic or condition */
@@ -75,6 +86,10 @@ struct request_limits {
  * too large) or -ENOMEM. */
 int request_parse(const char *ctype, size_t ctype_len, const char *body, size_t len, const struct request_limits *lim,
                   struct send_request *r, char *err, size_t errlen);
+
+/* The same for upstream's endpoint (request_parse is FCM's). */
+int request_parse_for(enum upstream_kind upstream, const char *ctype, size_t ctype_len, const char *body, size_t len,
+                      const struct request_limits *lim, struct send_request *r, char *err, size_t errlen);
 
 /* Checks a request that did not come from a client (a spool record) with
  * the rules intake applies.  Returns 0, or -EINVAL or -ENOMEM with a reason

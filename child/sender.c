@@ -57,7 +57,8 @@ struct sender {
     uv_loop_t *loop;
     const struct fcmd_options *opts;
     struct queue *queue;
-    struct upstream *up;
+    struct upstream *ups[UPSTREAM_KINDS]; /* by push->upstream; NULL: not configured */
+    size_t batch_cap;                     /* targets s->batch holds */
     struct shm_region *shm;
     struct shm_slot *slot;
     CURLM *multi;
@@ -96,6 +97,8 @@ struct sock_watch {
     struct sender *sender;
     struct sock_watch *next, **prev; /* in sender->watches */
 };
+
+_Static_assert((int)UPSTREAM_KINDS == SHM_UPSTREAMS, "one set of shared counters per upstream");
 
 static void dispatch(struct sender *s);
 static void collect_done(struct sender *s);
@@ -293,7 +296,7 @@ static void easy_put(struct sender *s, CURL *e)
 
 static void job_done(struct sender_transfer *t, CURLcode code);
 
-static struct job *job_new(struct sender *s, struct target **batch, size_t n)
+static struct job *job_new(struct sender *s, struct upstream *up, struct target **batch, size_t n)
 {
     struct job *job = calloc(1, sizeof(*job) + n * (sizeof(struct target *) + sizeof(struct outcome)));
 
@@ -301,6 +304,7 @@ static struct job *job_new(struct sender *s, struct target **batch, size_t n)
         return NULL;
     job->xfer.done = job_done;
     job->sender = s;
+    job->up = up;
     job->targets = (struct target **)(job + 1);
     memcpy(job->targets, batch, n * sizeof(*batch));
     job->ntargets = n;
@@ -311,7 +315,7 @@ static struct job *job_new(struct sender *s, struct target **batch, size_t n)
 
 static void job_free(struct job *job)
 {
-    struct upstream *up = job->sender->up;
+    struct upstream *up = job->up;
 
     if (up->ops->release != NULL)
         up->ops->release(up, job);
@@ -333,31 +337,42 @@ static int out_of_retries(const struct sender *s, const struct target *t)
 /* Applies one target's outcome; returns 1 when the target waits for a retry. */
 static int apply(struct sender *s, struct target *t, struct outcome *o)
 {
+    unsigned up = (unsigned)t->push->upstream;
+
     switch (o->kind) {
     case OUTCOME_CANONICAL:
         shm_add(s->slot, SHM_CANONICALS, 1);
+        shm_up_add(s->slot, up, SHM_UP_CANONICALS, 1);
+        shm_up_add(s->slot, up, SHM_UP_SUCCESSES, 1);
         /* Record: original '\0' canonical. */
         drainlist_append(s->shm->canonical, t->name, (size_t)t->len + 1, o->canonical, strlen(o->canonical));
         free(o->canonical);
         o->canonical = NULL;
         shm_add(s->slot, SHM_SUCCESSES, 1);
         break;
-    case OUTCOME_DELIVERED: shm_add(s->slot, SHM_SUCCESSES, 1); break;
+    case OUTCOME_DELIVERED:
+        shm_add(s->slot, SHM_SUCCESSES, 1);
+        shm_up_add(s->slot, up, SHM_UP_SUCCESSES, 1);
+        break;
     case OUTCOME_INVALID:
         shm_add(s->slot, SHM_NOTREGISTERED, 1);
+        shm_up_add(s->slot, up, SHM_UP_NOTREGISTERED, 1);
         drainlist_append(s->shm->notregistered, t->name, t->len, NULL, 0);
         break;
     case OUTCOME_RETRY:
         if (!out_of_retries(s, t)) {
             shm_add(s->slot, SHM_RETRIES, 1);
+            shm_up_add(s->slot, up, SHM_UP_RETRIES, 1);
             atomic_fetch_add_explicit(&s->slot->retries_by[o->cause], 1, memory_order_relaxed);
             return 1;
         }
         shm_add(s->slot, SHM_FAILURES, 1);
+        shm_up_add(s->slot, up, SHM_UP_FAILURES, 1);
         atomic_fetch_add_explicit(&s->slot->failures_by[CAUSE_RETRIES_EXHAUSTED], 1, memory_order_relaxed);
         break;
     case OUTCOME_FAILED:
         shm_add(s->slot, SHM_FAILURES, 1);
+        shm_up_add(s->slot, up, SHM_UP_FAILURES, 1);
         atomic_fetch_add_explicit(&s->slot->failures_by[o->cause], 1, memory_order_relaxed);
         break;
     }
@@ -369,16 +384,19 @@ static int apply(struct sender *s, struct target *t, struct outcome *o)
 static void log_job(struct sender *s, const struct job *job, long status, size_t retried, size_t failed,
                     const struct outcome *retry, const struct outcome *fail)
 {
+    const char *name = job->up->ops->name;
     const char *retry_reason = retry ? retry->reason : "", *fail_reason = fail ? fail->reason : "";
     const char *sep = job->error[0] ? ": " : "";
     const char *dsep = job->detail[0] ? ": " : "";
 
     if (failed > 0)
-        log_limited(&s->failed_log[fail->cause], LOG_WARN, "%s upstream: HTTP %ld: %zu of %zu targets failed (%s)%s%s%s%s",
-                    s->up->ops->name, status, failed, job->ntargets, fail_reason, sep, job->error, dsep, job->detail);
+        log_limited(&s->failed_log[fail->cause], LOG_WARN,
+                    "%s upstream: HTTP %ld: %zu of %zu targets failed (%s)%s%s%s%s", name, status, failed,
+                    job->ntargets, fail_reason, sep, job->error, dsep, job->detail);
     if (retried > 0)
-        log_limited(&s->retried_log[retry->cause], LOG_INFO, "%s upstream: HTTP %ld: %zu of %zu targets will be retried (%s)%s%s",
-                    s->up->ops->name, status, retried, job->ntargets, retry_reason, sep, job->error);
+        log_limited(&s->retried_log[retry->cause], LOG_INFO,
+                    "%s upstream: HTTP %ld: %zu of %zu targets will be retried (%s)%s%s", name, status, retried,
+                    job->ntargets, retry_reason, sep, job->error);
 }
 
 /* ---- pace: requests in flight and messages a second ---- */
@@ -467,7 +485,7 @@ static void finish_job(struct sender *s, struct job *job, CURLcode code)
     if (code != CURLE_OK && job->error[0] == '\0')
         snprintf(job->error, sizeof(job->error), "%s", curl_easy_strerror(code));
     shm_add(s->slot, code == CURLE_OK ? SHM_UPSTREAM_REQS : SHM_UPSTREAM_ERRS, 1);
-    s->up->ops->classify(s->up, job, &res, out);
+    job->up->ops->classify(job->up, job, &res, out);
     if (s->spool != NULL)
         ack_final(s, job, out);
     for (size_t i = 0; i < job->ntargets; i++) {
@@ -613,30 +631,84 @@ static void defer_batch(struct sender *s, struct target **batch, size_t n)
     retry_schedule(&s->retries, batch[0], n, 1000);
 }
 
+/* Targets whose upstream this start has no credentials for (spooled by an
+ * earlier start): given up on, with a line in the log. */
+static void fail_unconfigured(struct sender *s, struct target **batch, size_t n)
+{
+    uint32_t *idx = s->spool != NULL ? calloc(n, sizeof(*idx)) : NULL;
+
+    log_limited(&s->failed_log[CAUSE_NOT_CONFIGURED], LOG_WARN,
+                "%zu targets of a spooled push for an upstream that is not configured: failed", n);
+    if (idx != NULL) { /* without it, one more failure after a crash */
+        for (size_t i = 0; i < n; i++)
+            idx[i] = batch[i]->index;
+        spool_ack(s->spool, batch[0]->push, idx, n);
+        free(idx);
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct outcome o = {OUTCOME_FAILED, CAUSE_NOT_CONFIGURED, NULL, "upstream not configured"};
+        apply(s, batch[i], &o);
+    }
+}
+
+/* The upstream that serves the target at the head of the queue. */
+static struct upstream *head_upstream(const struct sender *s)
+{
+    unsigned k = (unsigned)s->queue->head->push->upstream;
+
+    return k < UPSTREAM_KINDS ? s->ups[k] : NULL;
+}
+
+static int several_upstreams(const struct sender *s)
+{
+    int n = 0;
+
+    for (int k = 0; k < UPSTREAM_KINDS; k++)
+        n += s->ups[k] != NULL;
+    return n > 1;
+}
+
 /* Sends queued targets while there is room in flight. */
 static void dispatch(struct sender *s)
 {
     int started = 0;
 
-    while (s->inflight < s->pace.limit && s->queue->head != NULL &&
-           (s->up->ops->ready == NULL || s->up->ops->ready(s->up))) {
+    while (s->inflight < s->pace.limit && s->queue->head != NULL) {
+        struct upstream *up = head_upstream(s);
+        if (started++ == STARTS_PER_TURN) {
+            sender_kick(s); /* more on the next turn */
+            return;
+        }
+        if (up == NULL) {
+            size_t n = queue_take_batch(s->queue, s->batch, s->batch_cap);
+            fail_unconfigured(s, s->batch, n);
+            continue;
+        }
+        if (up->ops->ready != NULL && !up->ops->ready(up)) {
+            /* It kicks the sender when it can send.  Alone, it holds the
+             * queue; beside another upstream, its targets wait aside so the
+             * other's are not held up behind them. */
+            if (!several_upstreams(s)) {
+                s->capped = 0;
+                return;
+            }
+            size_t n = queue_take_batch(s->queue, s->batch, up->max_targets);
+            defer_batch(s, s->batch, n);
+            continue;
+        }
         size_t allowed = pace_messages(&s->pace, uv_now(s->loop));
         if (allowed == 0) { /* the rate holds them back, not the limit */
             uv_timer_start(&s->pace_wait, on_pace_wait, pace_wait_ms(&s->pace, uv_now(s->loop)), 0);
             s->capped = 0;
             return;
         }
-        if (started++ == STARTS_PER_TURN) {
-            sender_kick(s); /* more on the next turn */
-            return;
-        }
-        size_t n = queue_take_batch(s->queue, s->batch, allowed < s->up->max_targets ? allowed : s->up->max_targets);
-        struct job *job = job_new(s, s->batch, n);
+        size_t n = queue_take_batch(s->queue, s->batch, allowed < up->max_targets ? allowed : up->max_targets);
+        struct job *job = job_new(s, up, s->batch, n);
         CURL *e = job ? easy_get(s) : NULL;
 
         if (e != NULL)
             job->easy = e;
-        if (e == NULL || s->up->ops->prepare(s->up, job) != 0) {
+        if (e == NULL || up->ops->prepare(up, job) != 0) {
             log_error("cannot build an upstream request for %zu targets: out of memory", n);
             if (e)
                 easy_put(s, e);
@@ -651,6 +723,7 @@ static void dispatch(struct sender *s)
         for (size_t i = 0; i < n; i++)
             job->targets[i]->attempts++;
         shm_add(s->slot, SHM_ATTEMPTS, n);
+        shm_up_add(s->slot, (unsigned)job->push->upstream, SHM_UP_ATTEMPTS, n);
         pace_spend(&s->pace, n);
         if (sender_add(s, e, &job->xfer) != 0) {
             finish_job(s, job, CURLE_FAILED_INIT);
@@ -696,6 +769,21 @@ static void on_log_flush(uv_timer_t *t)
     sender_flush_log(t->data, 0);
 }
 
+int sender_set_upstream(struct sender *s, int kind, struct upstream *up)
+{
+    if (kind < 0 || kind >= UPSTREAM_KINDS)
+        return -1;
+    if (up->max_targets > s->batch_cap) {
+        struct target **b = realloc(s->batch, up->max_targets * sizeof(*b));
+        if (b == NULL)
+            return -1;
+        s->batch = b;
+        s->batch_cap = up->max_targets;
+    }
+    s->ups[kind] = up;
+    return 0;
+}
+
 void sender_set_spool(struct sender *s, struct spool *spool)
 {
     s->spool = spool;
@@ -733,18 +821,21 @@ static int find_ca_path(struct sender *s)
     return 0;
 }
 
-struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, struct queue *q, struct upstream *up,
-                             struct shm_region *shm, unsigned slot)
+struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, struct queue *q, int kind,
+                             struct upstream *up, struct shm_region *shm, unsigned slot)
 {
     struct sender *s = calloc(1, sizeof(*s));
     int https = strncmp(up->url, "https://", 8) == 0;
 
-    if (s == NULL)
+    if (s == NULL || kind < 0 || kind >= UPSTREAM_KINDS) {
+        free(s);
         return NULL;
+    }
     s->loop = loop;
     s->opts = o;
     s->queue = q;
-    s->up = up;
+    s->ups[kind] = up;
+    s->batch_cap = up->max_targets;
     s->shm = shm;
     s->slot = &shm->slots[slot];
     for (int i = 0; i < CAUSE_COUNT; i++) {

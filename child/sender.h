@@ -22,9 +22,15 @@ struct sender_transfer;
 
 struct sender;
 
-/* Returns NULL when curl or memory failed (logged). */
-struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, struct queue *q, struct upstream *up,
-                             struct shm_region *shm, unsigned slot);
+/* A sender whose first upstream, up, serves pushes of kind (an
+ * enum upstream_kind); its URL decides HTTP/2 multiplexing.  Returns NULL
+ * when curl or memory failed (logged). */
+struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, struct queue *q, int kind,
+                             struct upstream *up, struct shm_region *shm, unsigned slot);
+
+/* Pushes for upstream kind k go to up as well.  Returns 0, or -1 when
+ * memory ran out. */
+int sender_set_upstream(struct sender *s, int kind, struct upstream *up);
 
 /* New targets are in the queue: send them on the next loop turn. */
 void sender_kick(struct sender *s);

@@ -81,12 +81,17 @@ static void put_text(struct buf *b, const char *s, size_t n)
 
 void spool_encode_push(struct buf *b, uint64_t id, const struct send_request *r)
 {
-    size_t at = begin(b, SPOOL_PUSH);
+    /* FCM pushes keep the first format, which every version reads. */
+    int v2 = r->upstream != UPSTREAM_FCM;
+    int nopts = v2 ? ROPT_COUNT : ROPT_FCM_COUNT;
+    size_t at = begin(b, v2 ? SPOOL_PUSH2 : SPOOL_PUSH);
 
     put_u64(b, id);
+    if (v2)
+        buf_add(b, (unsigned char[2]){(unsigned char)r->upstream, (unsigned char)nopts}, 2);
     buf_add(b, (unsigned char[1]){(unsigned char)r->kind}, 1);
     put_text(b, r->msg.payload, r->msg.payload_len);
-    for (int o = 0; o < ROPT_COUNT; o++)
+    for (int o = 0; o < nopts; o++)
         put_text(b, r->msg.opt[o], r->msg.opt_len[o]);
     put_u32(b, (uint32_t)r->ntargets);
     for (size_t i = 0; i < r->ntargets; i++) {
@@ -200,16 +205,28 @@ static int get_text(const unsigned char *p, size_t len, size_t *pos, const char 
 int spool_decode_push(const struct spool_rec *rec, struct spool_push *out)
 {
     const unsigned char *p = rec->payload;
-    size_t len = rec->len, pos = 9;
+    size_t len = rec->len, pos = 8;
+    unsigned nopts = ROPT_FCM_COUNT;
 
     memset(out, 0, sizeof(*out));
-    if (rec->type != SPOOL_PUSH || len < 9 || p[8] > TARGET_CONDITION)
+    if (!spool_is_push(rec->type) || len < 8)
         return -1;
     out->id = get_u64(p);
-    out->kind = (enum target_kind)p[8];
+    out->upstream = UPSTREAM_FCM;
+    if (rec->type == SPOOL_PUSH2) {
+        /* A later version may know more upstreams or options: not this one. */
+        if (len < 10 || p[8] >= UPSTREAM_KINDS || p[9] > ROPT_COUNT)
+            return -1;
+        out->upstream = (enum upstream_kind)p[8];
+        nopts = p[9];
+        pos = 10;
+    }
+    if (len - pos < 1 || p[pos] > TARGET_CONDITION)
+        return -1;
+    out->kind = (enum target_kind)p[pos++];
     if (get_text(p, len, &pos, &out->msg.payload, &out->msg.payload_len) != 0)
         return -1;
-    for (int o = 0; o < ROPT_COUNT; o++)
+    for (unsigned o = 0; o < nopts; o++)
         if (get_text(p, len, &pos, &out->msg.opt[o], &out->msg.opt_len[o]) != 0)
             return -1;
     if (len - pos < 4)

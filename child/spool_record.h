@@ -4,6 +4,7 @@
  * A segment is a sequence of records, each a 16-byte header - magic,
  * type, length, CRC-32C of type, length and payload - then the payload:
  *   PUSH  id, kind, the message texts, and the targets with their index;
+ *   PUSH2 the same with the upstream and the count of option texts;
  *   ACK   id and the indexes of targets that reached a final outcome.
  * A segment may end in zeros, space its writer keeps ahead of the records.
  * A reader stops at the zeros and at a torn tail (a record cut short by a
@@ -25,9 +26,16 @@
 #define SPOOL_HEADER 16
 #define SPOOL_MAX_PAYLOAD (64u << 20)
 
-enum spool_type { SPOOL_PUSH = 1, SPOOL_ACK = 2 };
+/* PUSH is an FCM push, as every version wrote it; PUSH2 names its upstream
+ * and how many option texts follow (APNs pushes). */
+enum spool_type { SPOOL_PUSH = 1, SPOOL_ACK = 2, SPOOL_PUSH2 = 3 };
 
-/* Appends a PUSH record for request r to b. */
+static inline int spool_is_push(enum spool_type t)
+{
+    return t == SPOOL_PUSH || t == SPOOL_PUSH2;
+}
+
+/* Appends a push record for request r to b: PUSH for FCM, PUSH2 otherwise. */
 void spool_encode_push(struct buf *b, uint64_t id, const struct send_request *r);
 
 /* Appends an ACK record to b. */
@@ -59,6 +67,7 @@ enum spool_read spool_next(struct spool_reader *r, struct spool_rec *rec, size_t
 /* A decoded PUSH; message texts and target names point into the record. */
 struct spool_push {
     uint64_t id;
+    enum upstream_kind upstream; /* UPSTREAM_FCM for a PUSH record */
     enum target_kind kind;
     struct message msg; /* texts are not NUL-terminated */
     uint32_t ntargets;

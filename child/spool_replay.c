@@ -73,7 +73,7 @@ static int read_pushes(struct spool_replay *o, const unsigned char *data, size_t
             continue;
         }
         end = rec.offset + SPOOL_HEADER + rec.len;
-        if (rec.type != SPOOL_PUSH)
+        if (!spool_is_push(rec.type))
             continue;
         why = spool_decode_push(&rec, &p) != 0 ? "it cannot be decoded"
               : p.ntargets == 0 || p.ntargets > p.targets_len / 7 ? "the target count does not match the bytes"
@@ -163,6 +163,7 @@ int spool_replay_request(const struct spool_replay_push *rp, struct send_request
     memset(r, 0, sizeof(*r));
     if (spool_decode_push(&rp->rec, &p) != 0)
         return -1;
+    r->upstream = p.upstream;
     r->kind = p.kind;
     r->msg = p.msg;
     r->targets = calloc(left, sizeof(*r->targets));

@@ -21,6 +21,7 @@ struct fcmd_options;
 struct sender;
 struct send_request;
 struct shm_slot;
+struct shm_region;
 
 enum outcome_kind {
     OUTCOME_DELIVERED, /* the upstream took it */
@@ -46,7 +47,8 @@ struct sender_transfer {
 struct job {
     struct sender_transfer xfer; /* first: the easy handle's PRIVATE */
     struct sender *sender;
-    void *adapter_data; /* the adapter's, released by ops->release */
+    struct upstream *up; /* the adapter that built it */
+    void *adapter_data;  /* the adapter's, released by ops->release */
     struct push *push;
     struct target **targets;
     size_t ntargets;
@@ -100,5 +102,13 @@ struct upstream *upstream_legacy_create(const struct fcmd_options *o);
 
 /* The FCM HTTP v1 adapter (upstream_v1.c).  NULL when out of memory. */
 struct upstream *upstream_v1_create(const struct fcmd_options *o);
+
+/* The APNs adapter (upstream_apns.c), for /apns/send.  NULL when out of
+ * memory. */
+struct upstream *upstream_apns_create(const struct fcmd_options *o, struct shm_region *shm);
+
+/* Reads one APNs answer into out; *expired says Apple called the provider
+ * token expired, detail gets Apple's reason.  Returns 0. */
+int apns_classify(const struct upstream_result *res, struct outcome *out, int *expired, char *detail, size_t dlen);
 
 #endif

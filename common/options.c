@@ -5,6 +5,7 @@
  * parser walks argv against it.  Adding an option is one table row.
  */
 #include "options.h"
+#include "apns_key.h"
 #include "redis_url.h"
 #include "log.h"
 
@@ -94,6 +95,11 @@ static const struct opt_def opt_table[] = {
     STR(redis, "redis"),
     STR(redis_password_file, "redis-password-file"),
     INT(redis_drain_lease, "redis-drain-lease", 2, 3600),
+    STR(apns_key, "apns-key"),
+    STR(apns_key_id, "apns-key-id"),
+    STR(apns_team_id, "apns-team-id"),
+    STR(apns_topic, "apns-topic"),
+    STR(apns_url, "apns-url"),
     BOOL(help, "help"),
     BOOL(help, "h"),
     BOOL(version, "version"),
@@ -117,7 +123,14 @@ const char *const options_usage[] = {
     "                            over HTTP/2 the limit starts at 400, grows while messages wait, halves on 429\n"
     "  --rate-limit N            messages a second upstream per instance, or per fleet with --redis [no limit]\n"
     "  --upstream-idle-timeout S close upstream connections after S idle seconds [60]\n"
-    "  --http2-prior-knowledge   speak HTTP/2 without Upgrade to http:// URLs\n",
+    "  --http2-prior-knowledge   speak HTTP/2 without Upgrade to http:// URLs\n"
+    "APNs (enables POST /apns/send):\n"
+    "  --apns-key FILE           the .p8 signing key from Apple's developer account\n"
+    "  --apns-key-id ID          its key id (10 characters)\n"
+    "  --apns-team-id ID         the team id (10 characters)\n"
+    "  --apns-topic BUNDLE_ID    default apns-topic (a request's topic wins)\n"
+    "  --apns-url URL            https://api.push.apple.com, or https://api.sandbox.push.apple.com\n"
+    "                            [https://api.push.apple.com]\n",
     "Server:\n"
     "  --host ADDR, --ipaddress ADDR   TCP listen address [0.0.0.0]\n"
     "  --port N                  TCP port [5601]\n"
@@ -175,6 +188,7 @@ void options_defaults(struct fcmd_options *o)
     o->workers = cpus < 1 ? 1 : cpus > OPTIONS_MAX_WORKERS ? OPTIONS_MAX_WORKERS : (int)cpus;
     o->gcm_url = "https://fcm.googleapis.com/fcm/send";
     o->fcm_url = "https://fcm.googleapis.com";
+    o->apns_url = OPTIONS_APNS_URL;
     o->retries = 3;
     o->queue_size = 500000;
     o->queue_max_bytes = 256L << 20;
@@ -416,6 +430,50 @@ static int validate_redis(const struct fcmd_options *o, char *err, size_t errlen
     return -1;
 }
 
+/* The ids and URL that go with --apns-key; the key itself is read later,
+ * with the other credentials. */
+static int validate_apns(const struct fcmd_options *o, char *err, size_t errlen)
+{
+    char url[512];
+
+    if (o->apns_key == NULL) {
+        const char *stray = o->apns_key_id    ? "--apns-key-id"
+                            : o->apns_team_id ? "--apns-team-id"
+                            : o->apns_topic   ? "--apns-topic"
+                                              : NULL;
+        if (stray != NULL) {
+            snprintf(err, errlen, "%s needs --apns-key FILE", stray);
+            return -1;
+        }
+        return 0;
+    }
+    if (o->apns_key_id == NULL || o->apns_team_id == NULL) {
+        snprintf(err, errlen, "--apns-key needs %s", o->apns_key_id == NULL ? "--apns-key-id ID" : "--apns-team-id ID");
+        return -1;
+    }
+    if (!apns_id_ok(o->apns_key_id)) {
+        snprintf(err, errlen, "--apns-key-id: \"%.40s\" is not an APNs key id (10 upper-case letters and digits)",
+                 o->apns_key_id);
+        return -1;
+    }
+    if (!apns_id_ok(o->apns_team_id)) {
+        snprintf(err, errlen, "--apns-team-id: \"%.40s\" is not a team id (10 upper-case letters and digits)",
+                 o->apns_team_id);
+        return -1;
+    }
+    if (o->apns_topic != NULL && !apns_topic_ok(o->apns_topic, strlen(o->apns_topic))) {
+        snprintf(err, errlen, "--apns-topic: \"%.80s\" is not a bundle id (letters, digits, '.', '-', '_')",
+                 o->apns_topic);
+        return -1;
+    }
+    if (!url_ok(o->apns_url)) {
+        snprintf(err, errlen, "--apns-url: \"%s\" is not an http:// or https:// URL",
+                 log_url(o->apns_url, url, sizeof(url)));
+        return -1;
+    }
+    return 0;
+}
+
 int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
 {
     char url[512];
@@ -469,10 +527,10 @@ int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
         snprintf(err, errlen, "--apikey and --apikey-file: give one");
         return -1;
     }
-    if (o->apikey == NULL && o->apikey_file == NULL && o->service_account == NULL) {
+    if (o->apikey == NULL && o->apikey_file == NULL && o->service_account == NULL && o->apns_key == NULL) {
         snprintf(err, errlen,
                  "no upstream credentials: give --service-account FILE, or a legacy key with --apikey-file FILE "
-                 "or FCMD_APIKEY");
+                 "or FCMD_APIKEY, or an APNs key with --apns-key FILE");
         return -1;
     }
     if (!url_ok(o->gcm_url)) {
@@ -493,5 +551,7 @@ int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
         snprintf(err, errlen, "--apikey: the key contains a line break");
         return -1;
     }
+    if (validate_apns(o, err, errlen) != 0)
+        return -1;
     return validate_redis(o, err, errlen);
 }

@@ -15,6 +15,7 @@ struct service_account;
 
 #define FCMD_VERSION "0.1.0"
 #define OPTIONS_MAX_WORKERS 64
+#define OPTIONS_APNS_URL "https://api.push.apple.com"
 
 struct fcmd_options {
     const char *apikey;          /* legacy server key; never printed */
@@ -66,12 +67,18 @@ struct fcmd_options {
     const char *redis;               /* fleet mode: redis:// or unix:// URL; may hold a password, print with log_url */
     const char *redis_password_file; /* Redis' password, read from a file by the master */
     int redis_drain_lease;           /* seconds a drain's entries stay taken without their worker's renewal */
+    const char *apns_key;            /* APNs .p8 signing key file: enables /apns/send */
+    const char *apns_key_id;         /* its key id (kid) */
+    const char *apns_team_id;        /* the team id (iss) */
+    const char *apns_topic;          /* default apns-topic: the app's bundle id */
+    const char *apns_url;            /* APNs base URL */
     int help;
     int version;
     /* Loaded by the master before the fork; children inherit them. */
     const struct service_account *sa;
     void *tls_ctx;              /* SSL_CTX for the listener, when tls_cert is set */
     const char *redis_password; /* from redis_password_file or FCMD_REDIS_PASSWORD, or NULL */
+    void *apns_pkey;            /* EVP_PKEY of apns_key, when set */
 };
 
 /* Fills defaults (workers from the online CPU count). */

@@ -66,6 +66,11 @@ static const struct {
     {"redis", "url", "redis"},
     {"redis", "password_file", "redis-password-file"},
     {"redis", "drain_lease", "redis-drain-lease"},
+    {"apns", "key", "apns-key"},
+    {"apns", "key_id", "apns-key-id"},
+    {"apns", "team_id", "apns-team-id"},
+    {"apns", "topic", "apns-topic"},
+    {"apns", "url", "apns-url"},
 };
 
 struct load {

@@ -28,7 +28,7 @@
 
 static void log_started(const struct fcmd_options *o)
 {
-    char where[300], upstream[600], url[512];
+    char where[300], upstream[600], url[512], apns[600] = "";
 
     if (o->unix_path)
         snprintf(where, sizeof(where), "unix:%s", o->unix_path);
@@ -37,9 +37,14 @@ static void log_started(const struct fcmd_options *o)
     if (o->sa)
         snprintf(upstream, sizeof(upstream), "FCM v1 upstream %s, project %s", log_url(o->fcm_url, url, sizeof(url)),
                  o->sa->project_id);
-    else
+    else if (o->apikey)
         snprintf(upstream, sizeof(upstream), "legacy upstream %s", log_url(o->gcm_url, url, sizeof(url)));
-    log_info("fcmd %s listening on %s with %d workers, %s", FCMD_VERSION, where, o->workers, upstream);
+    else
+        snprintf(upstream, sizeof(upstream), "no FCM upstream");
+    if (o->apns_pkey)
+        snprintf(apns, sizeof(apns), ", APNs upstream %s (key id %s, team %s)", log_url(o->apns_url, url, sizeof(url)),
+                 o->apns_key_id, o->apns_team_id);
+    log_info("fcmd %s listening on %s with %d workers, %s%s", FCMD_VERSION, where, o->workers, upstream, apns);
 }
 
 /* The master binds and reads credentials as root, then master and children
@@ -92,7 +97,8 @@ int main(int argc, char **argv)
         return 0;
     }
     /* Who may read this process's memory may read the keys in it. */
-    if (s->o.apikey != NULL || s->o.sa != NULL || s->o.auth_token != NULL || s->o.tls_ctx != NULL)
+    if (s->o.apikey != NULL || s->o.sa != NULL || s->o.auth_token != NULL || s->o.tls_ctx != NULL ||
+        s->o.apns_pkey != NULL)
         prctl(PR_SET_DUMPABLE, 0);
     if (s->o.check_config) {
         puts("ok");

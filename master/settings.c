@@ -8,6 +8,7 @@
  * may be starting them.
  */
 #include "settings.h"
+#include "../common/apns_key.h"
 #include "../common/redis_url.h"
 
 #include <errno.h>
@@ -484,6 +485,8 @@ struct settings *settings_load(int argc, char **argv, const struct settings_env 
             goto fail;
         s->o.sa = &s->sa;
     }
+    if (s->o.apns_key != NULL && (s->o.apns_pkey = apns_key_load(s->o.apns_key, err, errlen)) == NULL)
+        goto fail;
     return s;
 fail:
     settings_free(s);
@@ -497,6 +500,7 @@ void settings_free(struct settings *s)
     if (s->o.sa != NULL)
         service_account_free(&s->sa);
     SSL_CTX_free(s->o.tls_ctx);
+    EVP_PKEY_free(s->o.apns_pkey);
     free_secret(s->auth_token);
     free_secret(s->apikey);
     free_secret(s->redis_password);

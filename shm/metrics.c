@@ -21,10 +21,11 @@ const char *const cause_names[CAUSE_COUNT] = {
     "unexpected_status",
     "retries_exhausted",
     "spool_record",
+    "not_configured",
 };
 
 const char *const endpoint_names[EP_COUNT] = {
-    "send", "report", "canonical", "notregistered", "metrics", "healthz", "readyz", "other",
+    "send", "apns_send", "report", "canonical", "notregistered", "metrics", "healthz", "readyz", "other",
 };
 
 const int http_statuses[HTTP_STATUS_COUNT - 1] = {200, 400, 401, 404, 405, 413, 431, 500, 503};

@@ -29,6 +29,7 @@ enum cause {
     CAUSE_UNEXPECTED_STATUS,
     CAUSE_RETRIES_EXHAUSTED, /* retryable, but out of retries */
     CAUSE_SPOOL_RECORD,      /* an adopted spool record intake would refuse */
+    CAUSE_NOT_CONFIGURED,    /* a spooled push for an upstream this start has no credentials for */
     CAUSE_COUNT
 };
 
@@ -36,6 +37,7 @@ extern const char *const cause_names[CAUSE_COUNT];
 
 enum endpoint {
     EP_SEND,
+    EP_APNS_SEND,
     EP_REPORT,
     EP_CANONICAL,
     EP_NOTREGISTERED,

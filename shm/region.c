@@ -14,6 +14,10 @@
 #include <sys/random.h>
 #include <time.h>
 
+const char *const shm_upstream_names[SHM_UPSTREAMS] = {"fcm", "apns"};
+const char *const shm_upstream_counter_names[SHM_UP_NCOUNTERS] = {"accepted", "attempts",   "successes",    "failures",
+                                                                  "retries",  "canonicals", "notregistered"};
+
 static size_t align64(size_t n)
 {
     return (n + 63) & ~(size_t)63;
@@ -51,7 +55,8 @@ struct shm_region *shm_region_create(size_t list_bytes)
     r->canonical = (struct drainlist *)((char *)r + head);
     r->notregistered = (struct drainlist *)((char *)r + head + list);
     if ((err = drainlist_init(r->canonical, list_bytes)) != 0 ||
-        (err = drainlist_init(r->notregistered, list_bytes)) != 0 || (err = name_instance(r)) != 0) {
+        (err = drainlist_init(r->notregistered, list_bytes)) != 0 || (err = provider_token_init(&r->apns_token)) != 0 ||
+        (err = name_instance(r)) != 0) {
         munmap(r, size);
         errno = -err;
         return NULL;
@@ -83,6 +88,9 @@ void shm_sum(const struct shm_region *r, struct shm_totals *out)
         int alive = LOAD(s->pid) != 0;
         for (unsigned c = 0; c < SHM_NCOUNTERS; c++)
             out->counters[c] += LOAD(s->counters[c]);
+        for (unsigned u = 0; u < SHM_UPSTREAMS; u++)
+            for (unsigned c = 0; c < SHM_UP_NCOUNTERS; c++)
+                out->by_upstream[u][c] += LOAD(s->by_upstream[u][c]);
         out->pending += LOAD(s->pending);
         for (unsigned g = 0; g < SHM_NGAUGES; g++)
             out->gauges[g] += LOAD(s->gauges[g]);
@@ -100,6 +108,7 @@ void shm_sum(const struct shm_region *r, struct shm_totals *out)
         if (alive)
             out->waiting_for_token += LOAD(s->no_token) != 0;
     }
+    out->apns_tokens_made = atomic_load(&((struct shm_region *)r)->apns_token.made);
     out->canonical_dropped = drainlist_dropped(r->canonical);
     out->notregistered_dropped = drainlist_dropped(r->notregistered);
 }

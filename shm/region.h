@@ -19,9 +19,10 @@
 
 #include "drainlist.h"
 #include "metrics.h"
+#include "provider_token.h"
 
 #define SHM_MAGIC 0x66636d64u /* "fcmd" */
-#define SHM_VERSION 2u
+#define SHM_VERSION 3u
 #define SHM_MAX_SLOTS 256
 
 /* One child's running totals.  Counts are of targets unless said otherwise. */
@@ -44,6 +45,22 @@ enum shm_counter {
     SHM_NCOUNTERS
 };
 
+/* The same outcomes per upstream (FCM, APNs): the totals above stay the sums. */
+#define SHM_UPSTREAMS 2
+enum shm_upstream_counter {
+    SHM_UP_ACCEPTED,
+    SHM_UP_ATTEMPTS,
+    SHM_UP_SUCCESSES,
+    SHM_UP_FAILURES,
+    SHM_UP_RETRIES,
+    SHM_UP_CANONICALS,
+    SHM_UP_NOTREGISTERED,
+    SHM_UP_NCOUNTERS
+};
+
+extern const char *const shm_upstream_names[SHM_UPSTREAMS];
+extern const char *const shm_upstream_counter_names[SHM_UP_NCOUNTERS];
+
 /* Gauges a child sets to its current value. */
 enum shm_gauge {
     SHM_QUEUE_DEPTH,       /* targets waiting in the queue */
@@ -60,6 +77,7 @@ enum shm_gauge {
 
 struct shm_slot {
     _Atomic uint64_t counters[SHM_NCOUNTERS];
+    _Atomic uint64_t by_upstream[SHM_UPSTREAMS][SHM_UP_NCOUNTERS];
     _Atomic int64_t pending;  /* accepted and not yet finished */
     _Atomic int32_t pid;      /* owner, 0 when free (set by the master) */
     _Atomic int32_t no_token; /* 1 while the child has no usable access token */
@@ -80,17 +98,20 @@ struct shm_region {
     uint32_t version;
     size_t size; /* bytes mapped, for munmap */
     _Atomic uint64_t started_at;
-    _Atomic uint32_t workers; /* configured child count */
-    char instance[17];        /* this run's random id in hex, named in Redis (fleet mode) */
+    _Atomic uint32_t workers;               /* configured child count */
+    char instance[17];                      /* this run's random id in hex, named in Redis (fleet mode) */
     _Atomic uint64_t fleet_dropped_base[2]; /* canonical, notregistered drops Redis confirmed */
     struct shm_slot slots[SHM_MAX_SLOTS];
-    struct drainlist *canonical;     /* records: original '\0' canonical */
-    struct drainlist *notregistered; /* records: token */
+    struct provider_token apns_token; /* the APNs provider token all workers use */
+    struct drainlist *canonical;      /* records: original '\0' canonical */
+    struct drainlist *notregistered;  /* records: token */
 };
 
 /* Totals over every slot, for reports. */
 struct shm_totals {
     uint64_t counters[SHM_NCOUNTERS];
+    uint64_t by_upstream[SHM_UPSTREAMS][SHM_UP_NCOUNTERS];
+    uint64_t apns_tokens_made; /* APNs provider tokens made */
     int64_t pending;
     int64_t gauges[SHM_NGAUGES];
     uint64_t failures_by[CAUSE_COUNT];
@@ -113,6 +134,12 @@ void shm_region_destroy(struct shm_region *r);
 static inline void shm_add(struct shm_slot *s, enum shm_counter c, uint64_t n)
 {
     atomic_fetch_add_explicit(&s->counters[c], n, memory_order_relaxed);
+}
+
+static inline void shm_up_add(struct shm_slot *s, unsigned upstream, enum shm_upstream_counter c, uint64_t n)
+{
+    if (upstream < SHM_UPSTREAMS)
+        atomic_fetch_add_explicit(&s->by_upstream[upstream][c], n, memory_order_relaxed);
 }
 
 static inline void shm_gauge_set(struct shm_slot *s, enum shm_gauge g, int64_t v)

@@ -30,6 +30,7 @@ static const char usage[] =
     "                     [--quota N]      (messages admitted per second, like a project's quota;\n"
     "                                       beyond it: 429, QUOTA_EXCEEDED on v1)\n"
     "                     [--http1-only]   (TLS without HTTP/2 in ALPN)\n"
+    "                     [--apns-public-key PEM] [--apns-key-id ID] [--apns-team-id ID] [--apns-topic T]\n"
     "\n"
     "Request bodies must be JSON without repeated keys (jansson's reading); anything else gets 400.\n"
     "POST /fcm/send  legacy GCM/FCM API.  What a token gets depends on its prefix:\n"
@@ -50,6 +51,13 @@ static const char usage[] =
     "                 (400 INVALID_ARGUMENT on message.android), quota1 (429 QUOTA_EXCEEDED once),\n"
     "                 unavail1 / unavail (503 UNAVAILABLE once / always), internal1 (500 INTERNAL\n"
     "                 once), thirdparty (401 THIRD_PARTY_AUTH_ERROR), refuse1 (401 UNAUTHENTICATED once)\n"
+    "POST /3/device/TOKEN   APNs, HTTP/2 only: checks the ES256 bearer JWT against --apns-public-key\n"
+    "                 (kid, iss, iat within the hour), apns-topic (--apns-topic or it plus a suffix),\n"
+    "                 the other apns-* headers and the payload (4096 bytes, 5120 for voip).  Token\n"
+    "                 prefixes: dead (410 Unregistered), bad0 (400 BadDeviceToken), bad1 (400\n"
+    "                 DeviceTokenNotForTopic), bad2 (400 BadCollapseId), 0429 / 0500 / 0503 (429, 500,\n"
+    "                 503 on the first attempt), 5555 (503 always), 510e (answered after 1 s)\n"
+    "POST /apns/expire   every provider token seen so far gets 403 ExpiredProviderToken from now on\n"
     "GET /stats       JSON: requests, connections, per-token attempts and deliveries, quota_peak (the\n"
     "                 most messages admitted in one second) and quota_refused\n"
     "GET /stats?summary   the same without the per-token map\n"
@@ -122,6 +130,7 @@ static void stats_reset(void)
     mock.max_inflight = mock.inflight;
     mock.oauth_requests = mock.oauth_rejected = mock.v1_unauthorized = 0;
     mock.quota_used = mock.quota_peak = mock.quota_refused = 0;
+    mock_apns_reset();
 }
 
 void mock_record_delivery(struct token_stat *e, json_t *data, json_t *msg)
@@ -204,9 +213,14 @@ static void on_due(uv_timer_t *t)
 /* Answers now, or after the latency with the same status and body. */
 int mock_answer(h2o_req_t *req, int status, int with_retry_after, struct mtext *body)
 {
+    return mock_answer_after(req, status, with_retry_after, body, mock.latency_ms);
+}
+
+int mock_answer_after(h2o_req_t *req, int status, int with_retry_after, struct mtext *body, unsigned delay_ms)
+{
     struct delayed *d;
 
-    if (mock.latency_ms == 0 || (d = calloc(1, sizeof(*d))) == NULL) {
+    if (delay_ms == 0 || (d = calloc(1, sizeof(*d))) == NULL) {
         char ra[16];
         snprintf(ra, sizeof(ra), "%u", mock.retry_after);
         mock_send_now(req, status, with_retry_after ? ra : NULL, body->data ? body->data : "", body->len);
@@ -222,7 +236,7 @@ int mock_answer(h2o_req_t *req, int status, int with_retry_after, struct mtext *
     *d->link = d;
     uv_timer_init(mock.loop, &d->timer);
     d->timer.data = d;
-    uv_timer_start(&d->timer, on_due, mock.latency_ms, 0);
+    uv_timer_start(&d->timer, on_due, delay_ms, 0);
     if (++mock.inflight > mock.max_inflight)
         mock.max_inflight = mock.inflight;
     return 0;
@@ -492,6 +506,7 @@ static int on_stats(h2o_req_t *req)
                (unsigned long long)mock.oauth_requests, (unsigned long long)mock.oauth_rejected, mock.nissued,
                (unsigned long long)mock.v1_unauthorized, (unsigned long long)mock.quota_peak,
                (unsigned long long)mock.quota_refused);
+    mock_apns_stats(&b);
     if (!summary)
         stats_tokens(&b);
     mtext_adds(&b, "}\n");
@@ -512,6 +527,13 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return mock_oauth(req);
     if (post && p.len > 13 && memcmp(p.base, "/v1/projects/", 13) == 0)
         return mock_v1_send(req);
+    if (post && p.len > 10 && memcmp(p.base, "/3/device/", 10) == 0)
+        return mock_apns_send(req);
+    if (post && h2o_memis(p.base, p.len, H2O_STRLIT("/apns/expire"))) {
+        mock_apns_expire();
+        mock_send_now(req, 200, NULL, H2O_STRLIT("{}\n"));
+        return 0;
+    }
     if (h2o_memis(p.base, p.len, H2O_STRLIT("/stats")))
         return on_stats(req);
     if (post && h2o_memis(p.base, p.len, H2O_STRLIT("/stats/reset"))) {
@@ -633,7 +655,16 @@ int main(int argc, char **argv)
         else if (strcmp(a, "oauth-public-key") == 0) {
             if (mock_v1_load_key(v) != 0)
                 return 2;
-        } else if (strcmp(a, "token-ttl") == 0)
+        } else if (strcmp(a, "apns-public-key") == 0) {
+            if (mock_apns_load_key(v) != 0)
+                return 2;
+        } else if (strcmp(a, "apns-key-id") == 0)
+            mock_apns_set(v, NULL, NULL);
+        else if (strcmp(a, "apns-team-id") == 0)
+            mock_apns_set(NULL, v, NULL);
+        else if (strcmp(a, "apns-topic") == 0)
+            mock_apns_set(NULL, NULL, v);
+        else if (strcmp(a, "token-ttl") == 0)
             mock.token_ttl = (unsigned)atoi(v);
         else if (strcmp(a, "quota") == 0)
             mock.quota = strtoull(v, NULL, 10);

@@ -80,6 +80,17 @@ int mock_answer(h2o_req_t *req, int status, int with_retry_after, struct mtext *
 
 void mock_send_now(h2o_req_t *req, int status, const char *retry_after, const char *body, size_t len);
 
+/* The same after delay_ms instead of --latency-ms. */
+int mock_answer_after(h2o_req_t *req, int status, int with_retry_after, struct mtext *body, unsigned delay_ms);
+
+/* mock_apns.c */
+int mock_apns_load_key(const char *path);
+void mock_apns_set(const char *key_id, const char *team_id, const char *topic);
+void mock_apns_reset(void);
+void mock_apns_expire(void);
+void mock_apns_stats(struct mtext *b);
+int mock_apns_send(h2o_req_t *req);
+
 /* mock_v1.c */
 int mock_v1_load_key(const char *path);
 int mock_oauth(h2o_req_t *req);

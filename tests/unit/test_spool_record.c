@@ -221,11 +221,122 @@ static void fake_headers_cost_a_bounded_search(void **state)
     free(d);
 }
 
+/* ---- record versions ---- */
+
+static void le32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)v, p[1] = (unsigned char)(v >> 8), p[2] = (unsigned char)(v >> 16),
+    p[3] = (unsigned char)(v >> 24);
+}
+
+/* A PUSH record laid out byte by byte as the versions before APNs wrote it. */
+static size_t old_push_record(unsigned char *out)
+{
+    unsigned char *p = out + 16;
+    size_t n = 0;
+
+    le32(p, 7), le32(p + 4, 0), n = 8; /* id */
+    p[n++] = TARGET_TOKEN;
+    le32(p + n, 7), memcpy(p + n + 4, "{\"k\":1}", 7), n += 11; /* payload */
+    for (int o = 0; o < 8; o++) {
+        if (o == 6) { /* priority */
+            le32(p + n, 6), memcpy(p + n + 4, "\"high\"", 6), n += 10;
+        } else {
+            le32(p + n, 0xffffffffu), n += 4;
+        }
+    }
+    le32(p + n, 1), n += 4;                                                          /* one target */
+    le32(p + n, 0), p[n + 4] = 3, p[n + 5] = 0, memcpy(p + n + 6, "old", 3), n += 9; /* index, length, name */
+    memcpy(out, "FCSP", 4);
+    out[4] = 1, out[5] = out[6] = out[7] = 0;
+    le32(out + 8, (uint32_t)n);
+    le32(out + 12, crc32c(crc32c(0, out + 4, 8), p, n));
+    return 16 + n;
+}
+
+static void old_push_records_still_decode(void **state)
+{
+    unsigned char rec_bytes[256];
+    size_t len = old_push_record(rec_bytes), bad, pos = 0, nlen;
+    struct spool_reader rd = {rec_bytes, len, 0, 0};
+    struct spool_rec rec;
+    struct spool_push p;
+    const char *name;
+    uint32_t index;
+
+    (void)state;
+    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
+    assert_true(spool_is_push(rec.type));
+    assert_int_equal(spool_decode_push(&rec, &p), 0);
+    assert_int_equal(p.upstream, UPSTREAM_FCM);
+    assert_int_equal(p.id, 7);
+    assert_memory_equal(p.msg.payload, "{\"k\":1}", 7);
+    assert_memory_equal(p.msg.opt[ROPT_PRIORITY], "\"high\"", 6);
+    for (int o = ROPT_FCM_COUNT; o < ROPT_COUNT; o++)
+        assert_null(p.msg.opt[o]);
+    assert_int_equal(spool_push_target(&p, &pos, &index, &name, &nlen), 0);
+    assert_memory_equal(name, "old", 3);
+}
+
+static void fcm_pushes_keep_the_old_format(void **state)
+{
+    char *targets[] = {"tok"};
+    struct send_request r = sample(targets, 1);
+    struct buf b = BUF_INIT;
+
+    (void)state;
+    spool_encode_push(&b, 1, &r);
+    assert_int_equal((unsigned char)b.data[4], SPOOL_PUSH);
+    buf_free(&b);
+}
+
+static void apns_pushes_carry_their_upstream_and_fields(void **state)
+{
+    char *targets[] = {"abababababababababababababababab"};
+    struct send_request r = sample(targets, 1);
+    struct buf b = BUF_INIT;
+    struct spool_reader rd;
+    struct spool_rec rec;
+    struct spool_push p;
+    size_t bad;
+
+    (void)state;
+    r.upstream = UPSTREAM_APNS;
+    r.msg.opt[ROPT_PRIORITY] = NULL;
+    r.msg.opt[ROPT_APNS_TOPIC] = "com.example.app";
+    r.msg.opt_len[ROPT_APNS_TOPIC] = 15;
+    r.msg.opt[ROPT_APNS_COLLAPSE_ID] = "c";
+    r.msg.opt_len[ROPT_APNS_COLLAPSE_ID] = 1;
+    spool_encode_push(&b, 9, &r);
+    assert_int_equal((unsigned char)b.data[4], SPOOL_PUSH2);
+    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0, 0};
+    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
+    assert_int_equal(spool_decode_push(&rec, &p), 0);
+    assert_int_equal(p.upstream, UPSTREAM_APNS);
+    assert_int_equal(p.id, 9);
+    assert_int_equal(p.ntargets, 1);
+    assert_memory_equal(p.msg.opt[ROPT_APNS_TOPIC], "com.example.app", 15);
+    assert_int_equal(p.msg.opt_len[ROPT_APNS_COLLAPSE_ID], 1);
+    assert_null(p.msg.opt[ROPT_APNS_PUSH_TYPE]);
+    assert_null(p.msg.opt[ROPT_PRIORITY]);
+    /* A later version's upstream or option count is refused, not misread. */
+    ((unsigned char *)b.data)[16 + 8] = 7;
+    rec.payload = (unsigned char *)b.data + 16;
+    assert_int_equal(spool_decode_push(&rec, &p), -1);
+    ((unsigned char *)b.data)[16 + 8] = UPSTREAM_APNS;
+    ((unsigned char *)b.data)[16 + 9] = ROPT_COUNT + 1;
+    assert_int_equal(spool_decode_push(&rec, &p), -1);
+    buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(crc32c_check_value),
         cmocka_unit_test(round_trip),
+        cmocka_unit_test(old_push_records_still_decode),
+        cmocka_unit_test(fcm_pushes_keep_the_old_format),
+        cmocka_unit_test(apns_pushes_carry_their_upstream_and_fields),
         cmocka_unit_test(torn_tail_is_cut_off),
         cmocka_unit_test(zero_tail_ends_the_records),
         cmocka_unit_test(corrupt_middle_record_is_skipped),

@@ -1,0 +1,132 @@
+/*
+ * common/apns_key.c - reading and checking the APNs .p8 signing key.
+ *
+ * The file is read with read(2) into one buffer that is wiped once OpenSSL
+ * has parsed it.  Only an EC private key on P-256 can sign ES256, so any
+ * other key (RSA, another curve) is refused here rather than at Apple.
+ */
+#include "apns_key.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int apns_id_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+
+    return n == APNS_ID_LEN && strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") == n;
+}
+
+int apns_topic_ok(const char *s, size_t n)
+{
+    static const char allowed[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_";
+
+    if (n == 0 || n > 255)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == '\0' || strchr(allowed, s[i]) == NULL)
+            return 0;
+    return 1;
+}
+
+EVP_PKEY *apns_key_parse(const char *text, size_t len, const char *path, char *err, size_t errlen)
+{
+    BIO *bio;
+    EVP_PKEY *key;
+    char curve[64];
+    size_t clen = 0;
+
+    if (len == 0) {
+        snprintf(err, errlen, "--apns-key: \"%s\" is empty", path);
+        return NULL;
+    }
+    if (memmem(text, len, "-----BEGIN ", 11) == NULL) {
+        snprintf(err, errlen,
+                 "--apns-key: \"%s\" is not a PEM file (Apple's .p8 key begins with -----BEGIN PRIVATE KEY-----)",
+                 path);
+        return NULL;
+    }
+    if ((bio = BIO_new_mem_buf(text, (int)len)) == NULL) {
+        snprintf(err, errlen, "--apns-key: out of memory");
+        return NULL;
+    }
+    key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+    BIO_free(bio);
+    ERR_clear_error();
+    if (key == NULL) {
+        snprintf(err, errlen, "--apns-key: \"%s\" holds no readable private key (expected Apple's .p8 PKCS#8 key)",
+                 path);
+        return NULL;
+    }
+    if (EVP_PKEY_base_id(key) != EVP_PKEY_EC) {
+        int id = EVP_PKEY_base_id(key);
+        snprintf(err, errlen, "--apns-key: \"%s\" is %s key; APNs needs the EC P-256 key from Apple's .p8 file", path,
+                 id == EVP_PKEY_RSA       ? "an RSA"
+                 : id == EVP_PKEY_ED25519 ? "an Ed25519"
+                                          : "another kind of");
+        EVP_PKEY_free(key);
+        return NULL;
+    }
+    if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, curve, sizeof(curve), &clen) != 1 ||
+        strcmp(curve, "prime256v1") != 0) {
+        snprintf(err, errlen, "--apns-key: \"%s\" is an EC key on curve %s; APNs needs P-256 (prime256v1)", path,
+                 clen > 0 ? curve : "(unknown)");
+        EVP_PKEY_free(key);
+        return NULL;
+    }
+    return key;
+}
+
+EVP_PKEY *apns_key_load(const char *path, char *err, size_t errlen)
+{
+    char *data;
+    EVP_PKEY *key = NULL;
+    struct stat st;
+    size_t len = 0;
+    ssize_t n;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+
+    if (fd < 0) {
+        snprintf(err, errlen, "--apns-key: cannot read \"%s\": %s", path, strerror(errno));
+        return NULL;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "--apns-key: \"%s\" is not a regular file", path);
+        close(fd);
+        return NULL;
+    }
+    if ((data = malloc(APNS_KEY_MAX_FILE + 1)) == NULL) {
+        snprintf(err, errlen, "--apns-key: out of memory");
+        close(fd);
+        return NULL;
+    }
+    /* One byte more than a key may have tells a file that is too large. */
+    while (len <= APNS_KEY_MAX_FILE && (n = read(fd, data + len, APNS_KEY_MAX_FILE + 1 - len)) != 0) {
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            snprintf(err, errlen, "--apns-key: cannot read \"%s\": %s", path, strerror(errno));
+            goto out;
+        }
+        len += (size_t)n;
+    }
+    if (len > APNS_KEY_MAX_FILE)
+        snprintf(err, errlen, "--apns-key: \"%s\" is larger than %d bytes: not an APNs .p8 key", path,
+                 APNS_KEY_MAX_FILE);
+    else
+        key = apns_key_parse(data, len, path, err, errlen);
+out:
+    OPENSSL_cleanse(data, APNS_KEY_MAX_FILE + 1);
+    free(data);
+    close(fd);
+    return key;
+}

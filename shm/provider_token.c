@@ -1,0 +1,42 @@
+/*
+ * shm/provider_token.c - the shared provider token's lock.
+ *
+ * The mutex is robust: a worker killed while it holds it must not wedge the
+ * others.  The next locker makes it consistent and throws the token away,
+ * because the dead holder may have been half way through writing it.
+ */
+#include "provider_token.h"
+
+#include <errno.h>
+
+int provider_token_init(struct provider_token *t)
+{
+    pthread_mutexattr_t attr;
+    int err;
+
+    if ((err = pthread_mutexattr_init(&attr)) != 0)
+        return err;
+    if ((err = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED)) == 0 &&
+        (err = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST)) == 0)
+        err = pthread_mutex_init(&t->lock, &attr);
+    pthread_mutexattr_destroy(&attr);
+    atomic_store(&t->gen, 0);
+    t->len = 0;
+    return err;
+}
+
+int provider_token_lock(struct provider_token *t)
+{
+    int err = pthread_mutex_lock(&t->lock);
+
+    if (err == EOWNERDEAD) {
+        t->len = 0;
+        err = pthread_mutex_consistent(&t->lock);
+    }
+    return err;
+}
+
+void provider_token_unlock(struct provider_token *t)
+{
+    pthread_mutex_unlock(&t->lock);
+}

@@ -1,0 +1,37 @@
+/*
+ * shm/provider_token.h - one signed provider token shared by every worker.
+ *
+ * APNs throttles changes of a team's provider token, so the workers share
+ * one: it lives in the shared region under a process-shared robust mutex,
+ * and is replaced only under that lock, by whichever worker first finds it
+ * missing, old or refused.  gen moves last (release), after the token's
+ * bytes, so a worker that sees its cached gen still current needs no lock.
+ */
+#ifndef FCMD_SHM_PROVIDER_TOKEN_H
+#define FCMD_SHM_PROVIDER_TOKEN_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define PROVIDER_TOKEN_MAX 1024
+
+struct provider_token {
+    pthread_mutex_t lock;     /* robust, process-shared */
+    _Atomic uint64_t gen;     /* bumped with each new token; 0 while there is none */
+    _Atomic uint64_t made;    /* tokens made so far, for the report */
+    int64_t made_ms;          /* CLOCK_MONOTONIC when made, ms */
+    unsigned char signer[32]; /* SHA-256 of the key, key id and team id that made it */
+    uint32_t len;             /* 0: none (or a holder died while writing it) */
+    char text[PROVIDER_TOKEN_MAX];
+};
+
+/* Initialises t in the shared mapping.  Returns 0 or an errno value. */
+int provider_token_init(struct provider_token *t);
+
+/* Locks t; a holder that died leaves the token marked missing, since it may
+ * have been half written.  Returns 0 or an errno value. */
+int provider_token_lock(struct provider_token *t);
+void provider_token_unlock(struct provider_token *t);
+
+#endif
