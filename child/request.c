@@ -282,7 +282,7 @@ static int json_member(const struct json_doc *d, int key, struct parse *ps, char
         return json_tokens(d, v, ps, err, errlen);
     if (ps->apns && !json_is(d, key, "payload")) {
         int rc = apns_json_member(d, key, &r->msg, &ps->out, err, errlen);
-        if (rc >= 0)
+        if (rc != APNS_NOT_MINE)
             return rc;
         return ERR("unknown field \"%.*s\"", (int)(json_toklen(d, key) > 64 ? 64 : json_toklen(d, key)),
                    json_tokptr(d, key));

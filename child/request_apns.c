@@ -10,10 +10,11 @@
 #include "request_apns.h"
 #include "../common/apns_key.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
-#define ERR(...) (snprintf(err, errlen, __VA_ARGS__), 400)
+#define ERR(...) (snprintf(err, errlen, __VA_ARGS__), -EINVAL)
 
 static const char *const push_types[] = {"alert",        "background",   "location", "voip",
                                          "complication", "fileprovider", "mdm",      "liveactivity",
@@ -122,7 +123,7 @@ int apns_json_member(const struct json_doc *d, int key, struct message *m, char 
         *out += n + 1;
         return set_field(m, o, fields[i].name, *out - n - 1, (size_t)n, err, errlen);
     }
-    return -1;
+    return APNS_NOT_MINE;
 }
 
 static int is_type(const struct message *m, const char *t)

@@ -21,12 +21,13 @@
 #define APNS_TOKEN_MAX_HEX 200
 
 /* A form field of /apns/send.  Returns 0 (also for a field that is not
- * APNs'), or 400 with a reason in err. */
+ * APNs'), or -EINVAL with a reason in err. */
 int apns_form_field(const char *key, const char *val, size_t n, struct message *m, char *err, size_t errlen);
 
 /* A JSON member (key, value at key + 1) of /apns/send; strings are
- * unescaped to *out, which moves past them.  Returns 0, 400 with a reason,
- * or -1 when the member is not an APNs field. */
+ * unescaped to *out, which moves past them.  Returns 0, -EINVAL with a
+ * reason, or APNS_NOT_MINE when the member is not an APNs field. */
+#define APNS_NOT_MINE 1
 int apns_json_member(const struct json_doc *d, int key, struct message *m, char **out, char *err, size_t errlen);
 
 /* Apple's rules over a whole request: device tokens, payload (an object

@@ -207,7 +207,7 @@ static int apns_check(struct upstream *u, const struct send_request *r, char *er
 
     if (r->msg.opt[ROPT_APNS_TOPIC] == NULL && a->default_topic == NULL) {
         snprintf(err, errlen, "no topic: give \"topic\" (the app's bundle id) or start fcmd with --apns-topic");
-        return 400;
+        return -EINVAL;
     }
     return 0;
 }

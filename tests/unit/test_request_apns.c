@@ -75,8 +75,8 @@ static void expect_400(const char *body, const char *needle)
 
     if (rc == 0)
         request_free(&r);
-    if (rc != 400 || strstr(err, needle) == NULL)
-        fail_msg("%s: got %d \"%s\", expected 400 with \"%s\"", body, rc, err, needle);
+    if (rc != -EINVAL || strstr(err, needle) == NULL)
+        fail_msg("%s: got %d \"%s\", expected -EINVAL (400) with \"%s\"", body, rc, err, needle);
 }
 
 static void every_rule(void **state)
