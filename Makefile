@@ -98,8 +98,15 @@ $(FAULT_LIB): tests/integration/fault_sync.c
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
 
-integration: all $(FAULT_LIB)
+# A resolver that answers late or never, for the fleet tests.
+RESOLVE_LIB = $(BUILD)/tests/fault_resolve.so
+$(RESOLVE_LIB): tests/integration/fault_resolve.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
+
+integration: all $(FAULT_LIB) $(RESOLVE_LIB)
 	FCMD_BIN=$(abspath $(FCMD)) MOCK_BIN=$(abspath $(MOCK)) FAULT_LIB=$(abspath $(FAULT_LIB)) \
+		RESOLVE_LIB=$(abspath $(RESOLVE_LIB)) \
 		$(PYTHON) -m pytest -q tests/integration
 
 # test and run install what is missing first, then build in a fresh make so

@@ -19,6 +19,10 @@
 #include <hiredis/hiredis.h>
 #include <hiredis/read.h>
 #include <inttypes.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,14 +133,15 @@ struct fleet {
     char printable[300]; /* the URL without its password, for the log */
     char member[40];     /* "instance:slot" */
     char keys[NKEYS][64];
-    struct link *link; /* NULL while not connected or connecting */
-    uv_getaddrinfo_t resolver;
-    int resolving;    /* the resolver is in use */
-    int resolve_late; /* ...and its answer, past the deadline, is to be ignored */
-    uv_timer_t tick;  /* flushes; also the resolve, connect and reply deadlines */
-    uv_timer_t retry; /* the reconnect back-off */
-    char sha[41];     /* the loaded script, "" until SCRIPT LOAD answered */
-    int up;           /* a flush succeeded on this connection and none failed since */
+    struct link *link;     /* NULL while not connected or connecting */
+    struct lookup *lookup; /* the name lookup under way, NULL when none */
+    uv_async_t looked_up;  /* its thread wakes the loop through this */
+    int resolving;         /* a lookup is under way */
+    int resolve_late;      /* ...and its answer, past the deadline, is to be ignored */
+    uv_timer_t tick;       /* flushes; also the resolve, connect and reply deadlines */
+    uv_timer_t retry;      /* the reconnect back-off */
+    char sha[41];          /* the loaded script, "" until SCRIPT LOAD answered */
+    int up;                /* a flush succeeded on this connection and none failed since */
     int ever_up;
     int outage;         /* an outage is logged and not yet over */
     unsigned attempt;   /* failed connects since the last success */
@@ -671,36 +676,103 @@ static void open_link(struct fleet *f, const struct sockaddr *addr)
         drop(f, uv_strerror(rc));
 }
 
-/* Names are resolved on libuv's thread pool: the loop never waits. */
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+/*
+ * Names are resolved on a detached thread of fcmd's own, one lookup at a time
+ * per worker: the loop never waits, and neither does the worker's exit.  On
+ * libuv's thread pool (uv_getaddrinfo) a lookup that never returns - a
+ * resolver that does not answer - would hold the exit up, as libuv joins its
+ * threads when the process exits.
+ */
+struct lookup {
+    char host[sizeof(((struct redis_url *)0)->host)];
+    uv_async_t *wake;
+    int status; /* getaddrinfo()'s */
+    int family;
+    struct sockaddr_storage addr;
+    _Atomic int done;
+};
+
+static void *lookup_run(void *arg)
 {
-    struct fleet *f = req->data;
+    struct lookup *q = arg;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    uv_async_t *wake = q->wake; /* q is the loop's to free once done is set */
+
+    if ((q->status = getaddrinfo(q->host, NULL, &hints, &res)) == 0) {
+        q->family = res->ai_family;
+        memcpy(&q->addr, res->ai_addr, res->ai_addrlen < sizeof(q->addr) ? res->ai_addrlen : sizeof(q->addr));
+        freeaddrinfo(res);
+    }
+    atomic_store_explicit(&q->done, 1, memory_order_release);
+    uv_async_send(wake);
+    return NULL;
+}
+
+/* Starts a lookup of the URL's host.  Returns 0, or an errno value. */
+static int lookup_start(struct fleet *f)
+{
+    struct lookup *q = calloc(1, sizeof(*q));
+    pthread_attr_t attr;
+    pthread_t thread;
+    sigset_t all, old;
+    int rc;
+
+    if (q == NULL)
+        return ENOMEM;
+    memcpy(q->host, f->url.host, sizeof(q->host));
+    q->wake = &f->looked_up;
+    if ((rc = pthread_attr_init(&attr)) != 0) {
+        free(q);
+        return rc;
+    }
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    /* The worker's signals stay with its loop's thread. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(&thread, &attr, lookup_run, q);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        free(q);
+        return rc;
+    }
+    f->lookup = q;
+    return 0;
+}
+
+static void on_resolved(uv_async_t *a)
+{
+    struct fleet *f = a->data;
+    struct lookup *q = f->lookup;
     struct sockaddr_storage addr;
     char why[400];
 
+    if (q == NULL || !atomic_load_explicit(&q->done, memory_order_acquire))
+        return;
+    f->lookup = NULL;
     f->resolving = 0;
     if (f->resolve_late) {
         f->resolve_late = 0; /* the retry timer, already started, tries again */
-        uv_freeaddrinfo(res);
+        free(q);
         return;
     }
-    if (status != 0) {
-        snprintf(why, sizeof(why), "cannot resolve %s: %s", f->url.host, uv_strerror(status));
+    if (q->status != 0) {
+        snprintf(why, sizeof(why), "cannot resolve %s: %s", f->url.host, gai_strerror(q->status));
+        free(q);
         outage(f, why);
         return;
     }
-    memcpy(&addr, res->ai_addr, res->ai_addrlen < sizeof(addr) ? res->ai_addrlen : sizeof(addr));
-    if (res->ai_family == AF_INET6)
+    addr = q->addr;
+    if (q->family == AF_INET6)
         ((struct sockaddr_in6 *)&addr)->sin6_port = htons((uint16_t)f->url.port);
     else
         ((struct sockaddr_in *)&addr)->sin_port = htons((uint16_t)f->url.port);
-    uv_freeaddrinfo(res);
+    free(q);
     open_link(f, (const struct sockaddr *)&addr);
 }
 
 static void connect_begin(struct fleet *f)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     int rc;
     char why[400];
 
@@ -713,9 +785,8 @@ static void connect_begin(struct fleet *f)
         open_link(f, NULL);
         return;
     }
-    f->resolver.data = f;
-    if ((rc = uv_getaddrinfo(f->loop, &f->resolver, on_resolved, f->url.host, NULL, &hints)) != 0) {
-        snprintf(why, sizeof(why), "cannot resolve %s: %s", f->url.host, uv_strerror(rc));
+    if ((rc = lookup_start(f)) != 0) {
+        snprintf(why, sizeof(why), "cannot resolve %s: %s", f->url.host, strerror(rc));
         outage(f, why);
         return;
     }
@@ -756,14 +827,16 @@ struct fleet *fleet_start(uv_loop_t *loop, const char *url, const char *password
     snprintf(f->keys[1], sizeof(f->keys[1]), "fcmd:mark:%s", f->member);
     snprintf(f->keys[2], sizeof(f->keys[2]), "fcmd:mark:%s:lists", shm->instance);
     if (uv_timer_init(loop, &f->tick) != 0 || uv_timer_init(loop, &f->retry) != 0 ||
+        uv_async_init(loop, &f->looked_up, on_resolved) != 0 ||
         uv_timer_start(&f->tick, on_tick, FLEET_FLUSH_MS, FLEET_FLUSH_MS) != 0) {
         log_error("redis: cannot start its timers");
         free(f);
         return NULL;
     }
-    f->tick.data = f->retry.data = f;
+    f->tick.data = f->retry.data = f->looked_up.data = f;
     uv_unref((uv_handle_t *)&f->tick);
     uv_unref((uv_handle_t *)&f->retry);
+    uv_unref((uv_handle_t *)&f->looked_up);
     connect_begin(f);
     return f;
 }

@@ -1,0 +1,245 @@
+"""Fleet mode in operation: a reload under traffic through a real haproxy, Redis
+over a UNIX socket, a Redis name that resolves late or never, an instance
+stopped while Redis is down, and Redis restarted under traffic.  Counts are
+checked against what the test sent, and against Redis itself (redis-cli)."""
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+
+import pytest
+import requests
+
+from conftest import FCMD_BIN, stop_process, wait_until
+from test_fleet import fleet_report, redis, send, settled, start_haproxy  # noqa: F401 (fixtures)
+
+RESOLVE_LIB = os.environ.get("RESOLVE_LIB",
+                             os.path.join(os.path.dirname(FCMD_BIN), "build", "tests", "fault_resolve.so"))
+
+
+def readyz(f):
+    return requests.get(f.url("/readyz"), timeout=2).status_code
+
+
+def all_workers_say(f, code, tries=6):
+    """Several /readyz in a row (on new connections, so different workers) all answer code."""
+    return all(readyz(f) == code for _ in range(tries))
+
+
+class Traffic:
+    """Threads sending pushes of 2 tokens through base until stopped; every
+    answer that is not 200, and every request that fails, is kept."""
+
+    def __init__(self, base, threads=2):
+        self.base = base
+        self.sent = 0
+        self.errors = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self.run) for _ in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def run(self):
+        s = requests.Session()
+        try:
+            while not self.stopping.is_set():
+                try:
+                    code = send(self.base, 2, s)
+                except requests.RequestException as e:
+                    code = repr(e)
+                with self.lock:
+                    if code == 200:
+                        self.sent += 2
+                    else:
+                        self.errors.append(code)
+        finally:
+            s.close()
+
+    def wait_for(self, more, what):
+        start = self.sent
+        wait_until(lambda: self.sent >= start + more, timeout=30, what=what)
+
+    def stop(self):
+        self.stopping.set()
+        for t in self.threads:
+            t.join(15)
+        assert not any(t.is_alive() for t in self.threads), "a traffic thread is stuck"
+
+
+@pytest.fixture
+def traffic():
+    started = []
+
+    def start(base, **kw):
+        t = Traffic(base, **kw)
+        started.append(t)
+        return t
+
+    yield start
+    for t in started:
+        if not t.stopping.is_set():
+            t.stop()
+
+
+def test_reload_under_traffic_through_the_balancer(redis, mock, start_fcmd, start_haproxy, traffic):
+    """SIGHUP replaces an instance's workers without refusing a connection
+    (contract §4): no client sees an error, the fleet keeps counting every
+    push once, and the instance count never moves."""
+    inst = [start_fcmd(mock, workers=2, args=["--redis", redis.url]) for _ in range(3)]
+    lb = start_haproxy([f.port for f in inst])
+    # Every worker's copy of the totals (up to a second old) knows all three.
+    wait_until(lambda: all(fleet_report(f.base).get("instances") == 3 for f in inst for _ in range(6)),
+               what="three instances live, as every worker sees it")
+    old = sorted(inst[1].children())
+    seen = []
+    t = traffic(lb.base)
+    t.wait_for(60, "traffic before the reload")
+    inst[1].proc.send_signal(signal.SIGHUP)
+
+    def replaced():
+        rep = fleet_report(lb.base)
+        if rep.get("scope") == "fleet":
+            seen.append(rep["instances"])
+        kids = inst[1].children()
+        return len(kids) == 2 and not set(kids) & set(old) and "previous one finishes" in inst[1].log_text()
+
+    wait_until(replaced, timeout=30, interval=0.1, what="the reloaded instance's new workers, alone")
+    # The new generation serves through the balancer too.
+    local = fleet_report(inst[1].base, scope="local")["accepted"]
+    t.wait_for(60, "traffic after the reload")
+    wait_until(lambda: fleet_report(inst[1].base, scope="local")["accepted"] > local, what="the new workers serving")
+    t.stop()
+    assert t.errors == []
+    assert t.sent >= 120
+    rep = settled(lb.base, t.sent, lambda r: r["instances"] == 3 and r["failures"] == 0 and r["lost"] == 0)
+    assert rep["attempts"] == t.sent
+    assert seen and set(seen) == {3}, seen
+    # Each instance's own share adds up to the fleet's.
+    assert sum(fleet_report(f.base, scope="local")["accepted"] for f in inst) == t.sent
+    # The retired workers' last counts were flushed (instance 1's share is complete in Redis).
+    assert "killed by signal" not in inst[1].log_text()
+
+
+def redis_cli(*args):
+    r = subprocess.run(["redis-cli", *args], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def unix_ping(path):
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(1)
+            s.connect(str(path))
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def unix_redis(tmp_path):
+    """redis-server on a UNIX socket only (no TCP port), AOF on."""
+    d = tmp_path / "redis-unix"
+    d.mkdir()
+    sock = d / "redis.sock"
+    proc = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+                             "--dir", str(d), "--save", "", "--appendonly", "yes"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: unix_ping(sock), what="redis-server to answer on its socket")
+        yield sock
+    finally:
+        stop_process(proc)
+
+
+def test_redis_over_a_unix_socket(unix_redis, mock, start_fcmd):
+    url = f"unix://{unix_redis}?db=3"
+    inst = [start_fcmd(mock, workers=2, args=["--redis", url]) for _ in range(2)]
+    s = requests.Session()
+    sent = 0
+    for i in range(20):
+        assert send(inst[i % 2].base, 1 + i % 3, s) == 200
+        sent += 1 + i % 3
+    s.close()
+    settled(inst[0].base, sent, lambda r: r["instances"] == 2)
+    settled(inst[1].base, sent, lambda r: r["instances"] == 2)
+    # Redis itself holds them, in the database the URL names and no other.
+    assert int(redis_cli("-s", str(unix_redis), "-n", "3", "HGET", "fcmd:totals", "accepted")) == sent
+    assert redis_cli("-s", str(unix_redis), "-n", "0", "EXISTS", "fcmd:totals") == "0"
+    for f in inst:
+        log = f.log_text()
+        assert log.count("redis: connected to unix://") == 2 and "cannot reach" not in log, log
+
+
+@pytest.mark.parametrize("resolve_ms, line", [(1000, "cannot resolve redis.slow.invalid"),
+                                              (60000, "no address for the host within 3 s")])
+def test_a_slow_or_silent_resolver_never_blocks_the_loop(mock, start_fcmd, monkeypatch, resolve_ms, line):
+    """The Redis host's name is looked up on libuv's thread pool: while the
+    lookup hangs, sends and the local report answer at once, /readyz says
+    503, and the log has one line per worker, not one per retry."""
+    assert os.path.exists(RESOLVE_LIB), f"build {RESOLVE_LIB} first (make integration does)"
+    monkeypatch.setenv("LD_PRELOAD", RESOLVE_LIB)
+    monkeypatch.setenv("FCMD_TEST_RESOLVE_MS", str(resolve_ms))
+    monkeypatch.setenv("ASAN_OPTIONS", os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0")
+    f = start_fcmd(mock, workers=2, args=["--redis", "redis://redis.slow.invalid:6379"])
+    pids = f.children()
+    s = requests.Session()
+    sent = 0
+    # Requests carry a 2 s deadline: a loop waiting for the lookup (1 s or
+    # 60 s) would miss it.  Keep going until each worker has declared the
+    # outage, which takes at least the lookup or its 3 s deadline.
+    def declared():
+        nonlocal sent
+        assert s.post(f.url("/gcm/send"), data={"tokens": ["a", "b"], "payload": "{}"}, timeout=2).status_code == 200
+        sent += 2
+        rep = requests.get(f.url("/gcm/report?scope=local"), timeout=2)
+        assert rep.status_code == 200 and rep.json()["scope"] == "local" and rep.json()["redis"] == "unreachable"
+        assert readyz(f) == 503
+        return f.log_text().count(line) == 2
+
+    wait_until(declared, timeout=20, interval=0.05, what="both workers to log the outage")
+    # Retries (back-off, each waiting for the lookup again) add no lines.
+    wait_until(lambda: declared() and sent >= 200, timeout=30, interval=0.05, what="more traffic")
+    s.close()
+    f.wait_idle()
+    rep = fleet_report(f.base)
+    assert rep["accepted"] == sent and rep["successes"] == sent and rep["redis"] == "unreachable"
+    assert f.children() == pids
+    redis_lines = [x for x in f.log_text().splitlines() if "redis:" in x]
+    assert len(redis_lines) == 2, redis_lines
+    # A lookup still hanging does not hold the stop up.
+    stop_process(f.proc, timeout=15)
+    assert f.proc.returncode == 0
+
+
+def test_redis_restarted_twice_under_traffic_through_the_balancer(redis, mock, start_fcmd, start_haproxy, traffic):
+    """Redis (AOF) stopped and started twice under traffic: every send still
+    answers 200, /readyz goes 503 and back to 200 by itself, the totals end
+    up equal to what was sent, and each worker logs two lines per outage."""
+    inst = [start_fcmd(mock, workers=1, args=["--redis", redis.url]) for _ in range(3)]
+    lb = start_haproxy([f.port for f in inst])
+    t = traffic(lb.base)
+    for outage in range(2):
+        t.wait_for(40, "traffic while Redis is up")
+        redis.stop()
+        for f in inst:
+            wait_until(lambda: all_workers_say(f, 503), what="/readyz 503 on every instance")
+            assert fleet_report(f.base)["redis"] == "unreachable"
+        t.wait_for(40, "traffic while Redis is down")
+        redis.start()
+        for f in inst:
+            wait_until(lambda: all_workers_say(f, 200), what="/readyz 200 again")
+    t.wait_for(40, "traffic after the last outage")
+    t.stop()
+    assert t.errors == []
+    settled(lb.base, t.sent, lambda r: r["instances"] == 3 and r["lost"] == 0)
+    assert int(redis_cli("-p", str(redis.port), "HGET", "fcmd:totals", "accepted")) == t.sent
+    for f in inst:
+        log = f.log_text()
+        assert log.count("redis: lost") == 2, log
+        assert log.count("reachable again") == 2, log
+        assert "cannot reach" not in log and "refused" not in log
