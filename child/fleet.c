@@ -871,3 +871,22 @@ unsent:
         flush(f);
     return 0;
 }
+
+void fleet_log_unconfirmed(const struct shm_region *shm)
+{
+    char line[600];
+    size_t len = 0;
+
+    for (unsigned c = 0; c < SHM_NCOUNTERS; c++) {
+        uint64_t n = 0;
+        for (unsigned i = 0; i < SHM_MAX_SLOTS; i++) {
+            uint64_t v = LOAD(shm->slots[i].counters[c]), base = LOAD(shm->slots[i].fleet_base[c]);
+            n += v > base ? v - base : 0;
+        }
+        if (n > 0 && len < sizeof(line))
+            len +=
+                (size_t)snprintf(line + len, sizeof(line) - len, "%s%s %" PRIu64, len ? ", " : "", counter_names[c], n);
+    }
+    if (len > 0)
+        log_warn("redis: stopping with counts Redis has not confirmed (%s): they stay out of the fleet's totals", line);
+}

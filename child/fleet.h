@@ -53,4 +53,9 @@ int fleet_totals(const struct fleet *f, struct fleet_totals *out);
  * returns 0.  The caller polls it until 1 or its deadline. */
 int fleet_flushed(struct fleet *f);
 
+/* For the master once every worker has gone: logs the counts no flush got
+ * confirmed (Redis down, or the last flush past the stop deadline), which
+ * will never reach the fleet's totals. */
+void fleet_log_unconfirmed(const struct shm_region *shm);
+
 #endif

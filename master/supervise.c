@@ -18,6 +18,7 @@
  */
 #include "supervise.h"
 #include "../child/child.h"
+#include "../child/fleet.h"
 #include "../shm/region.h"
 #include "listen.h"
 #include "log.h"
@@ -591,6 +592,8 @@ int supervise_run(int argc, char **argv, struct settings *settings, int listen_f
     log_info("stopped; %llu targets were left unfinished%s",
              (unsigned long long)(t.counters[SHM_LOST] + t.counters[SHM_LEFT_IN_SPOOL] - m.lost_at_stop),
              m.cur.settings->o.spool != NULL ? ", in the spool for the next start" : "");
+    if (m.cur.settings->o.redis != NULL)
+        fleet_log_unconfirmed(shm);
     remove_pidfile(m.cur.settings->o.pidfile);
     if (m.old.settings != NULL) {
         close(m.old.listen_fd);

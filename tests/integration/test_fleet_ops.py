@@ -216,6 +216,32 @@ def test_a_slow_or_silent_resolver_never_blocks_the_loop(mock, start_fcmd, monke
     assert f.proc.returncode == 0
 
 
+def test_instance_stopped_while_redis_is_down(redis, mock, start_fcmd):
+    """What an instance counted while Redis was down and could not flush
+    before it stopped is not in the fleet's totals (docs/FLEET.md); it says
+    so in its log, with the counts, and never counts anything twice."""
+    a = start_fcmd(mock, workers=1, args=["--redis", redis.url])
+    b = start_fcmd(mock, workers=1, args=["--redis", redis.url])
+    s = requests.Session()
+    for f in (a, b):
+        for _ in range(3):
+            assert send(f.base, 1, s) == 200
+    settled(b.base, 6, lambda r: r["instances"] == 2)
+    redis.stop()
+    wait_until(lambda: all_workers_say(a, 503), what="/readyz 503")
+    for _ in range(4):
+        assert send(a.base, 1, s) == 200
+    s.close()
+    wait_until(lambda: fleet_report(a.base)["successes"] == 7, what="instance a's targets delivered")
+    assert a.stop() == 0
+    log = a.log_text()
+    assert "Redis has not confirmed" in log and "accepted 4" in log, log
+    redis.start()
+    assert send(b.base, 2) == 200
+    # b's own counts arrive; a's four never do.
+    settled(b.base, 8, lambda r: r["instances"] == 1)
+
+
 def test_redis_restarted_twice_under_traffic_through_the_balancer(redis, mock, start_fcmd, start_haproxy, traffic):
     """Redis (AOF) stopped and started twice under traffic: every send still
     answers 200, /readyz goes 503 and back to 200 by itself, the totals end
