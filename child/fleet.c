@@ -89,7 +89,7 @@ static const char flush_script[] =
 #define NWANT 8 /* replies a connection can await: AUTH, SELECT, SCRIPT LOAD, a flush */
 
 /* What a reply on the connection answers, in the order the commands went. */
-enum want { WANT_AUTH, WANT_SELECT, WANT_LOAD, WANT_FLUSH };
+enum want { WANT_AUTH, WANT_SELECT, WANT_LOAD, WANT_FLUSH, WANT_SETTLE };
 
 /* One connection: the socket, its reply parser and the replies it awaits.
  * Freed when libuv has closed the socket, so a late callback finds it. */
@@ -152,6 +152,9 @@ struct fleet {
     uint64_t rng;
     uint64_t connect_at, down_since, sent_at, next_flush_at;
     int inflight;            /* a flush awaits its reply */
+    int settling;            /* a settle (see settle()) awaits its reply */
+    unsigned settle_slot;
+    uint64_t settle_sent[SHM_NCOUNTERS];
     uint64_t sent[NTRIPLES]; /* what that flush carried */
     struct fleet_totals totals;
     int have_totals;
@@ -197,7 +200,7 @@ static void outage_begins(struct fleet *f, const char *why)
 static void outage(struct fleet *f, const char *why)
 {
     outage_begins(f, why);
-    f->inflight = 0;
+    f->inflight = f->settling = 0;
     uv_timer_start(&f->retry, on_retry, backoff_ms(f, f->attempt++), 0);
 }
 
@@ -344,6 +347,65 @@ static void flush(struct fleet *f)
     f->sent_at = uv_now(f->loop);
 }
 
+/*
+ * A slot no worker runs in (its worker retired by a reload, or died and is
+ * not respawned yet) can hold counts Redis never confirmed: its worker went
+ * while Redis was unreachable.  A live worker of the instance sends them, the
+ * slot's absolute counters under the slot's own mark, so they are added once
+ * whoever sends them, and as soon as Redis takes them rather than when some
+ * later worker runs in that slot.  A heartbeat of 0 ms keeps the slot out of
+ * the live workers.  Returns the slot, or -1 when none needs it.
+ */
+static int unsettled_slot(const struct fleet *f)
+{
+    for (unsigned i = 0; i < SHM_MAX_SLOTS; i++) {
+        const struct shm_slot *s = &f->shm->slots[i];
+        if (s == f->slot || LOAD(s->pid) != 0)
+            continue;
+        for (unsigned c = 0; c < SHM_NCOUNTERS; c++)
+            if (LOAD(s->counters[c]) > LOAD(s->fleet_base[c]))
+                return (int)i;
+    }
+    return -1;
+}
+
+static void settle(struct fleet *f, unsigned i)
+{
+    struct shm_slot *s = &f->shm->slots[i];
+    const char *argv[NARGS];
+    char nums[4 + 2 * SHM_NCOUNTERS][24], member[40], mark[64];
+    uint64_t sent[SHM_NCOUNTERS];
+    unsigned n = 0, k = 0;
+
+#define NUM(v) (snprintf(nums[k], sizeof(nums[k]), "%" PRIu64, (uint64_t)(v)), nums[k++])
+    snprintf(member, sizeof(member), "%s:%u", f->shm->instance, i);
+    snprintf(mark, sizeof(mark), "fcmd:mark:%s", member);
+    argv[n++] = "EVALSHA";
+    argv[n++] = f->sha;
+    argv[n++] = "5";
+    argv[n++] = f->keys[0];
+    argv[n++] = mark;
+    for (unsigned j = 2; j < NKEYS; j++)
+        argv[n++] = f->keys[j];
+    argv[n++] = member;
+    argv[n++] = "0"; /* pending: the master settled it when the worker went */
+    argv[n++] = "0"; /* heartbeat: not a live worker */
+    argv[n++] = NUM(FLEET_MARK_TTL_S);
+    argv[n++] = NUM(SHM_NCOUNTERS);
+    for (unsigned c = 0; c < SHM_NCOUNTERS; c++) {
+        sent[c] = LOAD(s->counters[c]);
+        argv[n++] = counter_names[c];
+        argv[n++] = NUM(sent[c]);
+        argv[n++] = NUM(LOAD(s->fleet_base[c]));
+    }
+#undef NUM
+    if (send_command(f, WANT_SETTLE, (int)n, argv) != 0)
+        return;
+    f->settling = 1;
+    f->settle_slot = i;
+    memcpy(f->settle_sent, sent, sizeof(sent));
+}
+
 /* A count Redis sent: a non-negative integer, or a string of digits only. */
 static int reply_u64(const redisReply *r, uint64_t *out)
 {
@@ -436,6 +498,8 @@ static void refused(struct fleet *f, const char *err)
 
 static void on_flushed(struct fleet *f, const redisReply *r)
 {
+    int slot;
+
     f->inflight = 0;
     if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
         drop(f, r->str); /* a new connection loads the script again */
@@ -457,6 +521,29 @@ static void on_flushed(struct fleet *f, const redisReply *r)
         f->probation--;
     if (!f->up && f->probation == 0)
         now_up(f);
+    if (f->up && !f->settling && (slot = unsettled_slot(f)) >= 0)
+        settle(f, (unsigned)slot);
+}
+
+/* Redis counted the slot's counts: raise its base (its own worker, if one
+ * has started there since, may have confirmed more already). */
+static void on_settled(struct fleet *f, const redisReply *r)
+{
+    struct fleet_totals t;
+
+    f->settling = 0;
+    if (r->type == REDIS_REPLY_ERROR)
+        return; /* the flush meets the same refusal, and says so */
+    if (read_totals(r, &t) != 0) {
+        drop_bad(f, "the flush script answered something unexpected");
+        return;
+    }
+    for (unsigned c = 0; c < SHM_NCOUNTERS; c++) {
+        _Atomic uint64_t *b = &f->shm->slots[f->settle_slot].fleet_base[c];
+        uint64_t old = LOAD(*b);
+        while (old < f->settle_sent[c] && !atomic_compare_exchange_weak(b, &old, f->settle_sent[c]))
+            ;
+    }
 }
 
 static void on_tick(uv_timer_t *t)
@@ -526,6 +613,8 @@ static void dispatch(struct fleet *f, struct link *l, const redisReply *r)
     l->nwant--;
     if (w == WANT_FLUSH)
         on_flushed(f, r);
+    else if (w == WANT_SETTLE)
+        on_settled(f, r);
     else if (w == WANT_LOAD)
         on_loaded(f, r);
     else

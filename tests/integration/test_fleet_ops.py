@@ -269,3 +269,32 @@ def test_redis_restarted_twice_under_traffic_through_the_balancer(redis, mock, s
         assert log.count("redis: lost") == 2, log
         assert log.count("reachable again") == 2, log
         assert "cannot reach" not in log and "refused" not in log
+
+
+def test_reload_while_redis_is_down_loses_no_count(redis, mock, start_fcmd):
+    """Workers retired by a reload during an outage cannot flush before they
+    go; the new workers run in other slots.  Once Redis is back, a live worker
+    sends the retired slots' counts, once."""
+    f = start_fcmd(mock, workers=2, args=["--redis", redis.url])
+    s = requests.Session()
+    for _ in range(5):
+        assert send(f.base, 2, s) == 200
+    settled(f.base, 10)
+    redis.stop()
+    wait_until(lambda: all_workers_say(f, 503), what="/readyz 503")
+    for _ in range(6):
+        assert send(f.base, 1, s) == 200
+    f.wait_idle()
+    old = f.children()
+    f.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: len(f.children()) == 2 and not set(f.children()) & set(old), what="the new generation alone")
+    assert send(f.base, 3, s) == 200
+    s.close()
+    redis.start()
+    rep = settled(f.base, 19, answers=4)
+    assert rep["lost"] == 0
+    assert int(redis_cli("-p", str(redis.port), "HGET", "fcmd:totals", "accepted")) == 19
+    # Settled once: later flushes add nothing.
+    for _ in range(3):
+        wait_until(lambda: fleet_report(f.base)["age_ms"] < 500, interval=0.1, what="a fresh flush")
+        assert fleet_report(f.base)["accepted"] == 19
