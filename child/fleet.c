@@ -505,6 +505,12 @@ static void on_flushed(struct fleet *f, const redisReply *r)
         drop(f, r->str); /* a new connection loads the script again */
         return;
     }
+    if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "READONLY", 8) == 0) {
+        /* A replica now (a failover demoted it): a new connection looks the
+         * name up again and finds the new primary, if a proxy or DNS moved. */
+        drop(f, r->str);
+        return;
+    }
     if (r->type == REDIS_REPLY_ERROR) {
         refused(f, r->str);
         return;

@@ -12,7 +12,7 @@ import threading
 import pytest
 import requests
 
-from conftest import FCMD_BIN, stop_process, wait_until
+from conftest import FCMD_BIN, free_port, stop_process, wait_until
 from test_fleet import fleet_report, redis, send, settled, start_haproxy  # noqa: F401 (fixtures)
 
 RESOLVE_LIB = os.environ.get("RESOLVE_LIB",
@@ -298,3 +298,83 @@ def test_reload_while_redis_is_down_loses_no_count(redis, mock, start_fcmd):
     for _ in range(3):
         wait_until(lambda: fleet_report(f.base)["age_ms"] < 500, interval=0.1, what="a fresh flush")
         assert fleet_report(f.base)["accepted"] == 19
+
+
+def redis_at(tmp_path, host, port):
+    """redis-server bound to one loopback address (AOF on)."""
+    d = tmp_path / f"redis-{host}"
+    d.mkdir()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", host, "--dir", str(d), "--save", "",
+                             "--appendonly", "yes"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def ping():
+        try:
+            with socket.create_connection((host, port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    try:
+        wait_until(ping, what=f"redis-server on {host}")
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc
+
+
+def free_port_on(*hosts):
+    """A port free on every one of hosts."""
+    for _ in range(50):
+        port = free_port()
+        try:
+            for h in hosts:
+                with socket.socket() as s:
+                    s.bind((h, port))
+            return port
+        except OSError:
+            continue
+    raise AssertionError("no port free on " + ", ".join(hosts))
+
+
+def test_failover_by_dns_reaches_the_new_primary(tmp_path, mock, start_fcmd, monkeypatch):
+    """A managed Redis' failover as fcmd sees it: the replica is promoted, the
+    old primary is demoted (it answers READONLY) and the DNS name moves.  The
+    workers drop the connection on READONLY, look the name up again, and count
+    on the new primary; nothing replicated before the failover is lost."""
+    assert os.path.exists(RESOLVE_LIB), f"build {RESOLVE_LIB} first (make integration does)"
+    old_ip, new_ip = "127.0.0.2", "127.0.0.3"
+    port = free_port_on(old_ip, new_ip)
+    procs = []
+    try:
+        procs.append(redis_at(tmp_path, old_ip, port))
+        procs.append(redis_at(tmp_path, new_ip, port))
+        redis_cli("-h", new_ip, "-p", str(port), "REPLICAOF", old_ip, str(port))
+        dns = tmp_path / "dns"
+        dns.write_text(old_ip + "\n")
+        monkeypatch.setenv("LD_PRELOAD", RESOLVE_LIB)
+        monkeypatch.setenv("FCMD_TEST_RESOLVE_FILE", str(dns))
+        monkeypatch.setenv("ASAN_OPTIONS", os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0")
+        f = start_fcmd(mock, workers=2, args=["--redis", f"redis://redis.fleet.map.invalid:{port}"])
+        s = requests.Session()
+        for _ in range(5):
+            assert send(f.base, 2, s) == 200
+        settled(f.base, 10)
+        wait_until(lambda: redis_cli("-h", new_ip, "-p", str(port), "HGET", "fcmd:totals", "accepted") == "10",
+                   what="the replica to have the totals")
+        # The failover, in Sentinel's order: promote, move the name, demote.
+        redis_cli("-h", new_ip, "-p", str(port), "REPLICAOF", "NO", "ONE")
+        dns.write_text(new_ip + "\n")
+        redis_cli("-h", old_ip, "-p", str(port), "REPLICAOF", new_ip, str(port))
+        for _ in range(5):
+            assert send(f.base, 1, s) == 200
+        s.close()
+        settled(f.base, 15, answers=4)
+        assert redis_cli("-h", new_ip, "-p", str(port), "HGET", "fcmd:totals", "accepted") == "15"
+        wait_until(lambda: all_workers_say(f, 200), what="/readyz 200")
+        log = f.log_text()
+        assert log.count("reachable again") == 2, log
+        assert "READONLY" in log, log
+    finally:
+        for p in procs:
+            stop_process(p)
