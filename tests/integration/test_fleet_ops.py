@@ -12,7 +12,7 @@ import threading
 import pytest
 import requests
 
-from conftest import FCMD_BIN, free_port, stop_process, wait_until
+from conftest import FCMD_BIN, free_port, http_ok, stop_process, wait_until
 from test_fleet import fleet_report, redis, send, settled, start_haproxy  # noqa: F401 (fixtures)
 
 RESOLVE_LIB = os.environ.get("RESOLVE_LIB",
@@ -298,6 +298,84 @@ def test_reload_while_redis_is_down_loses_no_count(redis, mock, start_fcmd):
     for _ in range(3):
         wait_until(lambda: fleet_report(f.base)["age_ms"] < 500, interval=0.1, what="a fresh flush")
         assert fleet_report(f.base)["accepted"] == 19
+
+
+NGINX_CONF = """# The nginx example of docs/FLEET.md, on the test's ports and paths.
+worker_processes 1;
+error_log {dir}/error.log warn;
+pid {dir}/nginx.pid;
+events {{
+    worker_connections 512;
+}}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    upstream fcmd {{
+{servers}
+        keepalive 32;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://fcmd;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_next_upstream error timeout;
+        }}
+    }}
+}}
+"""
+
+
+@pytest.fixture
+def start_nginx(tmp_path):
+    started = []
+
+    def start(backends):
+        d = tmp_path / "nginx"
+        d.mkdir()
+        port = free_port()
+        servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;" for p in backends)
+        conf = d / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(dir=d, servers=servers, port=port))
+        check = subprocess.run(["nginx", "-t", "-p", str(d), "-c", str(conf)], capture_output=True, text=True,
+                               timeout=10)
+        assert check.returncode == 0, check.stderr
+        proc = subprocess.Popen(["nginx", "-p", str(d), "-c", str(conf), "-g", "daemon off;"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        started.append(proc)
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: proc.poll() is None and http_ok(base + "/healthz"), what="nginx to forward /healthz")
+        return base
+
+    yield start
+    for p in started:
+        stop_process(p, signal.SIGQUIT)  # nginx's graceful stop
+        p.stderr.close()
+
+
+def test_reload_under_traffic_through_nginx(redis, mock, start_fcmd, start_nginx, traffic):
+    """The same as through haproxy, with the nginx example: keep-alive
+    connections to the instances, a reload of one, no client error."""
+    inst = [start_fcmd(mock, workers=2, args=["--redis", redis.url]) for _ in range(3)]
+    lb = start_nginx([f.port for f in inst])
+    t = traffic(lb)
+    t.wait_for(60, "traffic before the reload")
+    old = inst[2].children()
+    inst[2].proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: len(inst[2].children()) == 2 and not set(inst[2].children()) & set(old)
+               and "previous one finishes" in inst[2].log_text(), timeout=30, what="the new workers, alone")
+    local = fleet_report(inst[2].base, scope="local")["accepted"]
+    wait_until(lambda: fleet_report(inst[2].base, scope="local")["accepted"] > local, what="the new workers serving")
+    t.wait_for(60, "traffic after the reload")
+    t.stop()
+    assert t.errors == []
+    settled(lb, t.sent, lambda r: r["instances"] == 3 and r["lost"] == 0)
+    assert sum(fleet_report(f.base, scope="local")["accepted"] for f in inst) == t.sent
 
 
 def redis_at(tmp_path, host, port):
