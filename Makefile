@@ -165,21 +165,24 @@ fuzz-smoke:
 
 test-asan: asan
 
-# The benchmark table (tools/bench.sh; its header lists the settings).
+# The benchmark table (tools/bench.sh; its header lists the settings), then
+# fleet mode's ingress against none (tools/fleet-ratio.sh).
 bench: deps
 	$(MAKE) all
 	$(BODY_COST)
 	tools/bench.sh
+	tools/fleet-ratio.sh
 
 # A few seconds of the same, for CI: the benchmark still runs end to end and
 # produces every figure (tools/bench.sh fails otherwise), in both of its modes,
-# and so does the spool's ratio.
+# and so do the spool's ratio and fleet mode's.
 bench-smoke: deps
 	$(MAKE) all
 	$(BODY_COST)
 	DURATION=2 CONNECTIONS=16 PORT=5651 tools/bench.sh
 	UPSTREAM=v1 MESSAGES=2000 DURATION=5 CONNECTIONS=16 PORT=5651 tools/bench.sh
 	ROUNDS=1 MODES=batch DURATION=1 CONNECTIONS=16 PORT=5651 tools/spool-ratio.sh
+	ROUNDS=1 DURATION=1 CONNECTIONS=16 PORT=5651 tools/fleet-ratio.sh
 
 run: deps
 	$(MAKE) all
