@@ -11,8 +11,8 @@ PYTHON = /usr/bin/python3
 
 # Debian packages fcmd builds with and tests with.
 DEPS = build-essential pkg-config libh2o-dev libuv1-dev libcurl4-openssl-dev libjsmn-dev libssl-dev \
-       libinih-dev libsystemd-dev libcmocka-dev libjansson-dev clang libclang-rt-14-dev python3 python3-pytest python3-requests python3-prometheus-client python3-h2 openssl curl wrk nghttp2-client strace logrotate systemd \
-       libhiredis-dev redis-server haproxy
+       libinih-dev libsystemd-dev libcmocka-dev libjansson-dev clang libclang-rt-14-dev python3 python3-pytest python3-requests python3-prometheus-client python3-h2 openssl curl wrk strace logrotate systemd \
+       libhiredis-dev redis-server haproxy nginx-light
 
 BUILD = build
 # Where the binaries go: the top level for the normal build, the build tree
@@ -99,8 +99,15 @@ $(FAULT_LIB): tests/integration/fault_sync.c
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
 
-integration: all $(FAULT_LIB)
+# A resolver that answers late or never, for the fleet tests.
+RESOLVE_LIB = $(BUILD)/tests/fault_resolve.so
+$(RESOLVE_LIB): tests/integration/fault_resolve.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
+
+integration: all $(FAULT_LIB) $(RESOLVE_LIB)
 	FCMD_BIN=$(abspath $(FCMD)) MOCK_BIN=$(abspath $(MOCK)) FAULT_LIB=$(abspath $(FAULT_LIB)) \
+		RESOLVE_LIB=$(abspath $(RESOLVE_LIB)) \
 		$(PYTHON) -m pytest -q tests/integration
 
 # test and run install what is missing first, then build in a fresh make so
@@ -164,21 +171,24 @@ fuzz-smoke:
 
 test-asan: asan
 
-# The benchmark table (tools/bench.sh; its header lists the settings).
+# The benchmark table (tools/bench.sh; its header lists the settings), then
+# fleet mode's ingress against none (tools/fleet-ratio.sh).
 bench: deps
 	$(MAKE) all
 	$(BODY_COST)
 	tools/bench.sh
+	tools/fleet-ratio.sh
 
 # A few seconds of the same, for CI: the benchmark still runs end to end and
 # produces every figure (tools/bench.sh fails otherwise), in both of its modes,
-# and so does the spool's ratio.
+# and so do the spool's ratio and fleet mode's.
 bench-smoke: deps
 	$(MAKE) all
 	$(BODY_COST)
 	DURATION=2 CONNECTIONS=16 PORT=5651 STEADY=1 tools/bench.sh
 	UPSTREAM=v1 MESSAGES=2000 DURATION=5 CONNECTIONS=16 PORT=5651 STEADY=1 tools/bench.sh
 	ROUNDS=1 MODES=batch DURATION=1 CONNECTIONS=16 PORT=5651 tools/spool-ratio.sh
+	ROUNDS=1 DURATION=1 CONNECTIONS=16 PORT=5651 tools/fleet-ratio.sh
 
 run: deps
 	$(MAKE) all

@@ -19,22 +19,15 @@
 #include <hiredis/hiredis.h>
 #include <hiredis/read.h>
 #include <inttypes.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-/* Field names in Redis, one per shm counter. */
-static const char *const counter_names[SHM_NCOUNTERS] = {
-    [SHM_ACCEPTED] = "accepted",           [SHM_ATTEMPTS] = "attempts",
-    [SHM_SUCCESSES] = "successes",         [SHM_FAILURES] = "failures",
-    [SHM_RETRIES] = "retries",             [SHM_CANONICALS] = "canonicals",
-    [SHM_NOTREGISTERED] = "notregistered", [SHM_LOST] = "lost",
-    [SHM_LEFT_IN_SPOOL] = "left_in_spool", [SHM_UPSTREAM_REQS] = "upstream_requests",
-    [SHM_UPSTREAM_ERRS] = "upstream_errors", [SHM_OAUTH_TOKENS] = "oauth_tokens",
-    [SHM_OAUTH_FAILURES] = "oauth_failures", [SHM_REPLAYED] = "replayed",
-    [SHM_SPOOL_SYNCS] = "spool_syncs",
-};
 static const char *const dropped_names[2] = {"canonical_dropped", "notregistered_dropped"};
 
 /*
@@ -249,13 +242,14 @@ struct fleet {
     char printable[300]; /* the URL without its password, for the log */
     char member[40];     /* "instance:slot" */
     char keys[NKEYS][64];
-    struct link *link; /* NULL while not connected or connecting */
-    uv_getaddrinfo_t resolver;
-    int resolving;    /* the resolver is in use */
-    int resolve_late; /* ...and its answer, past the deadline, is to be ignored */
-    uv_timer_t tick;  /* flushes; also the resolve, connect and reply deadlines */
-    uv_timer_t retry; /* the reconnect back-off */
-    char sha[41];     /* the loaded script, "" until SCRIPT LOAD answered */
+    struct link *link;     /* NULL while not connected or connecting */
+    struct lookup *lookup; /* the name lookup under way, NULL when none */
+    uv_async_t looked_up;  /* its thread wakes the loop through this */
+    int resolving;         /* a lookup is under way */
+    int resolve_late;      /* ...and its answer, past the deadline, is to be ignored */
+    uv_timer_t tick;       /* flushes; also the resolve, connect and reply deadlines */
+    uv_timer_t retry;      /* the reconnect back-off */
+    char sha[41];          /* the loaded script, "" until SCRIPT LOAD answered */
     char lists_sha[41];                  /* the drain lists' script, likewise */
     char list_keys[FLEET_NLISTS][3][80]; /* the list, its in-flight set, this instance's move mark */
     int moving[FLEET_NLISTS];            /* a move awaits its reply */
@@ -277,6 +271,9 @@ struct fleet {
     uint64_t rng;
     uint64_t connect_at, down_since, next_flush_at;
     int inflight;            /* a flush awaits its reply */
+    int settling;            /* a settle (see settle()) awaits its reply */
+    unsigned settle_slot;
+    uint64_t settle_sent[SHM_NCOUNTERS];
     uint64_t sent[NTRIPLES]; /* what that flush carried */
     struct fleet_totals totals;
     int have_totals;
@@ -322,7 +319,7 @@ static void outage_begins(struct fleet *f, const char *why)
 static void outage(struct fleet *f, const char *why)
 {
     outage_begins(f, why);
-    f->inflight = 0;
+    f->inflight = f->settling = 0;
     uv_timer_start(&f->retry, on_retry, backoff_ms(f, f->attempt++), 0);
 }
 
@@ -449,7 +446,7 @@ static uint64_t base_of(const struct fleet *f, unsigned i)
 
 static const char *name_of(unsigned i)
 {
-    return i < SHM_NCOUNTERS ? counter_names[i] : dropped_names[i - SHM_NCOUNTERS];
+    return i < SHM_NCOUNTERS ? shm_counter_names[i] : dropped_names[i - SHM_NCOUNTERS];
 }
 
 static void on_flushed(struct fleet *f, void *arg, const redisReply *r);
@@ -481,6 +478,67 @@ static void flush(struct fleet *f)
     if (send_command(f, on_flushed, NULL, REPLY_MAX_BYTES, (int)n, argv, NULL) != 0)
         return;
     f->inflight = 1;
+}
+
+/*
+ * A slot no worker runs in (its worker retired by a reload, or died and is
+ * not respawned yet) can hold counts Redis never confirmed: its worker went
+ * while Redis was unreachable.  A live worker of the instance sends them, the
+ * slot's absolute counters under the slot's own mark, so they are added once
+ * whoever sends them, and as soon as Redis takes them rather than when some
+ * later worker runs in that slot.  A heartbeat of 0 ms keeps the slot out of
+ * the live workers.  Returns the slot, or -1 when none needs it.
+ */
+static int unsettled_slot(const struct fleet *f)
+{
+    for (unsigned i = 0; i < SHM_MAX_SLOTS; i++) {
+        const struct shm_slot *s = &f->shm->slots[i];
+        if (s == f->slot || LOAD(s->pid) != 0)
+            continue;
+        for (unsigned c = 0; c < SHM_NCOUNTERS; c++)
+            if (LOAD(s->counters[c]) > LOAD(s->fleet_base[c]))
+                return (int)i;
+    }
+    return -1;
+}
+
+static void on_slot_settled(struct fleet *f, void *arg, const redisReply *r);
+
+static void settle_slot(struct fleet *f, unsigned i)
+{
+    struct shm_slot *s = &f->shm->slots[i];
+    const char *argv[NARGS];
+    char nums[4 + 2 * SHM_NCOUNTERS][24], member[40], mark[64];
+    uint64_t sent[SHM_NCOUNTERS];
+    unsigned n = 0, k = 0;
+
+#define NUM(v) (snprintf(nums[k], sizeof(nums[k]), "%" PRIu64, (uint64_t)(v)), nums[k++])
+    snprintf(member, sizeof(member), "%s:%u", f->shm->instance, i);
+    snprintf(mark, sizeof(mark), "fcmd:mark:%s", member);
+    argv[n++] = "EVALSHA";
+    argv[n++] = f->sha;
+    argv[n++] = "5";
+    argv[n++] = f->keys[0];
+    argv[n++] = mark;
+    for (unsigned j = 2; j < NKEYS; j++)
+        argv[n++] = f->keys[j];
+    argv[n++] = member;
+    argv[n++] = "0"; /* pending: the master settled it when the worker went */
+    argv[n++] = "0"; /* heartbeat: not a live worker */
+    argv[n++] = NUM(FLEET_MARK_TTL_S);
+    argv[n++] = NUM(SHM_NCOUNTERS);
+    for (unsigned c = 0; c < SHM_NCOUNTERS; c++) {
+        sent[c] = LOAD(s->counters[c]);
+        argv[n++] = shm_counter_names[c];
+        argv[n++] = NUM(sent[c]);
+        argv[n++] = NUM(LOAD(s->fleet_base[c]));
+    }
+#undef NUM
+    if (send_command(f, on_slot_settled, NULL, REPLY_MAX_BYTES, (int)n, argv, NULL) != 0)
+        return;
+    f->settling = 1;
+    f->settle_slot = i;
+    memcpy(f->settle_sent, sent, sizeof(sent));
 }
 
 /* A count Redis sent: a non-negative integer, or a string of digits only. */
@@ -575,12 +633,20 @@ static void refused(struct fleet *f, const char *err)
 
 static void on_flushed(struct fleet *f, void *arg, const redisReply *r)
 {
+    int slot;
+
     (void)arg;
     f->inflight = 0;
     if (r == NULL)
         return;
     if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
         drop(f, r->str); /* a new connection loads the script again */
+        return;
+    }
+    if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "READONLY", 8) == 0) {
+        /* A replica now (a failover demoted it): a new connection looks the
+         * name up again and finds the new primary, if a proxy or DNS moved. */
+        drop(f, r->str);
         return;
     }
     if (r->type == REDIS_REPLY_ERROR) {
@@ -599,6 +665,30 @@ static void on_flushed(struct fleet *f, void *arg, const redisReply *r)
         f->probation--;
     if (!f->up && f->probation == 0)
         now_up(f);
+    if (f->up && !f->settling && (slot = unsettled_slot(f)) >= 0)
+        settle_slot(f, (unsigned)slot);
+}
+
+/* Redis counted the slot's counts: raise its base (its own worker, if one
+ * has started there since, may have confirmed more already). */
+static void on_slot_settled(struct fleet *f, void *arg, const redisReply *r)
+{
+    struct fleet_totals t;
+
+    (void)arg;
+    f->settling = 0;
+    if (r == NULL || r->type == REDIS_REPLY_ERROR)
+        return; /* the flush meets the same refusal, and says so */
+    if (read_totals(r, &t) != 0) {
+        drop_bad(f, "the flush script answered something unexpected");
+        return;
+    }
+    for (unsigned c = 0; c < SHM_NCOUNTERS; c++) {
+        _Atomic uint64_t *b = &f->shm->slots[f->settle_slot].fleet_base[c];
+        uint64_t old = LOAD(*b);
+        while (old < f->settle_sent[c] && !atomic_compare_exchange_weak(b, &old, f->settle_sent[c]))
+            ;
+    }
 }
 
 /* ---- the drain lists ---- */
@@ -1128,36 +1218,103 @@ static void open_link(struct fleet *f, const struct sockaddr *addr)
         drop(f, uv_strerror(rc));
 }
 
-/* Names are resolved on libuv's thread pool: the loop never waits. */
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+/*
+ * Names are resolved on a detached thread of fcmd's own, one lookup at a time
+ * per worker: the loop never waits, and neither does the worker's exit.  On
+ * libuv's thread pool (uv_getaddrinfo) a lookup that never returns - a
+ * resolver that does not answer - would hold the exit up, as libuv joins its
+ * threads when the process exits.
+ */
+struct lookup {
+    char host[sizeof(((struct redis_url *)0)->host)];
+    uv_async_t *wake;
+    int status; /* getaddrinfo()'s */
+    int family;
+    struct sockaddr_storage addr;
+    _Atomic int done;
+};
+
+static void *lookup_run(void *arg)
 {
-    struct fleet *f = req->data;
+    struct lookup *q = arg;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    uv_async_t *wake = q->wake; /* q is the loop's to free once done is set */
+
+    if ((q->status = getaddrinfo(q->host, NULL, &hints, &res)) == 0) {
+        q->family = res->ai_family;
+        memcpy(&q->addr, res->ai_addr, res->ai_addrlen < sizeof(q->addr) ? res->ai_addrlen : sizeof(q->addr));
+        freeaddrinfo(res);
+    }
+    atomic_store_explicit(&q->done, 1, memory_order_release);
+    uv_async_send(wake);
+    return NULL;
+}
+
+/* Starts a lookup of the URL's host.  Returns 0, or an errno value. */
+static int lookup_start(struct fleet *f)
+{
+    struct lookup *q = calloc(1, sizeof(*q));
+    pthread_attr_t attr;
+    pthread_t thread;
+    sigset_t all, old;
+    int rc;
+
+    if (q == NULL)
+        return ENOMEM;
+    memcpy(q->host, f->url.host, sizeof(q->host));
+    q->wake = &f->looked_up;
+    if ((rc = pthread_attr_init(&attr)) != 0) {
+        free(q);
+        return rc;
+    }
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    /* The worker's signals stay with its loop's thread. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(&thread, &attr, lookup_run, q);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        free(q);
+        return rc;
+    }
+    f->lookup = q;
+    return 0;
+}
+
+static void on_resolved(uv_async_t *a)
+{
+    struct fleet *f = a->data;
+    struct lookup *q = f->lookup;
     struct sockaddr_storage addr;
     char why[400];
 
+    if (q == NULL || !atomic_load_explicit(&q->done, memory_order_acquire))
+        return;
+    f->lookup = NULL;
     f->resolving = 0;
     if (f->resolve_late) {
         f->resolve_late = 0; /* the retry timer, already started, tries again */
-        uv_freeaddrinfo(res);
+        free(q);
         return;
     }
-    if (status != 0) {
-        snprintf(why, sizeof(why), "cannot resolve %s: %s", f->url.host, uv_strerror(status));
+    if (q->status != 0) {
+        snprintf(why, sizeof(why), "cannot resolve %s: %s", f->url.host, gai_strerror(q->status));
+        free(q);
         outage(f, why);
         return;
     }
-    memcpy(&addr, res->ai_addr, res->ai_addrlen < sizeof(addr) ? res->ai_addrlen : sizeof(addr));
-    if (res->ai_family == AF_INET6)
+    addr = q->addr;
+    if (q->family == AF_INET6)
         ((struct sockaddr_in6 *)&addr)->sin6_port = htons((uint16_t)f->url.port);
     else
         ((struct sockaddr_in *)&addr)->sin_port = htons((uint16_t)f->url.port);
-    uv_freeaddrinfo(res);
+    free(q);
     open_link(f, (const struct sockaddr *)&addr);
 }
 
 static void connect_begin(struct fleet *f)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     int rc;
     char why[400];
 
@@ -1170,9 +1327,8 @@ static void connect_begin(struct fleet *f)
         open_link(f, NULL);
         return;
     }
-    f->resolver.data = f;
-    if ((rc = uv_getaddrinfo(f->loop, &f->resolver, on_resolved, f->url.host, NULL, &hints)) != 0) {
-        snprintf(why, sizeof(why), "cannot resolve %s: %s", f->url.host, uv_strerror(rc));
+    if ((rc = lookup_start(f)) != 0) {
+        snprintf(why, sizeof(why), "cannot resolve %s: %s", f->url.host, strerror(rc));
         outage(f, why);
         return;
     }
@@ -1221,14 +1377,16 @@ struct fleet *fleet_start(uv_loop_t *loop, const char *url, const char *password
     f->drain_lease_ms = (uint64_t)drain_lease_s * 1000;
     f->nonce = backoff_random(&f->rng) ^ ((uint64_t)getpid() << 32);
     if (uv_timer_init(loop, &f->tick) != 0 || uv_timer_init(loop, &f->retry) != 0 ||
+        uv_async_init(loop, &f->looked_up, on_resolved) != 0 ||
         uv_timer_start(&f->tick, on_tick, FLEET_FLUSH_MS, FLEET_FLUSH_MS) != 0) {
         log_error("redis: cannot start its timers");
         free(f);
         return NULL;
     }
-    f->tick.data = f->retry.data = f;
+    f->tick.data = f->retry.data = f->looked_up.data = f;
     uv_unref((uv_handle_t *)&f->tick);
     uv_unref((uv_handle_t *)&f->retry);
+    uv_unref((uv_handle_t *)&f->looked_up);
     connect_begin(f);
     return f;
 }

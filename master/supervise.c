@@ -26,9 +26,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -90,6 +93,28 @@ static void on_signal(int signo)
     case SIGUSR1: sig_reopen = 1; break;
     case SIGUSR2: sig_ready = 1; break;
     }
+}
+
+/* Fleet mode, once every worker has gone: the counts no flush got confirmed
+ * (Redis down, or the last flush past the stop deadline), which will never
+ * reach the fleet's totals. */
+static void log_unconfirmed(const struct shm_region *shm)
+{
+    char line[600];
+    size_t len = 0;
+
+    for (unsigned c = 0; c < SHM_NCOUNTERS; c++) {
+        uint64_t n = 0;
+        for (unsigned i = 0; i < SHM_MAX_SLOTS; i++) {
+            uint64_t v = atomic_load(&shm->slots[i].counters[c]), base = atomic_load(&shm->slots[i].fleet_base[c]);
+            n += v > base ? v - base : 0;
+        }
+        if (n > 0 && len < sizeof(line))
+            len += (size_t)snprintf(line + len, sizeof(line) - len, "%s%s %" PRIu64, len ? ", " : "",
+                                    shm_counter_names[c], n);
+    }
+    if (len > 0)
+        log_warn("redis: stopping with counts Redis has not confirmed (%s): they stay out of the fleet's totals", line);
 }
 
 static int64_t now_ms(void)
@@ -591,6 +616,8 @@ int supervise_run(int argc, char **argv, struct settings *settings, int listen_f
     log_info("stopped; %llu targets were left unfinished%s",
              (unsigned long long)(t.counters[SHM_LOST] + t.counters[SHM_LEFT_IN_SPOOL] - m.lost_at_stop),
              m.cur.settings->o.spool != NULL ? ", in the spool for the next start" : "");
+    if (m.cur.settings->o.redis != NULL)
+        log_unconfirmed(shm);
     remove_pidfile(m.cur.settings->o.pidfile);
     if (m.old.settings != NULL) {
         close(m.old.listen_fd);

@@ -14,6 +14,16 @@
 #include <sys/random.h>
 #include <time.h>
 
+const char *const shm_counter_names[SHM_NCOUNTERS] = {
+    [SHM_ACCEPTED] = "accepted",           [SHM_ATTEMPTS] = "attempts",
+    [SHM_SUCCESSES] = "successes",         [SHM_FAILURES] = "failures",
+    [SHM_RETRIES] = "retries",             [SHM_CANONICALS] = "canonicals",
+    [SHM_NOTREGISTERED] = "notregistered", [SHM_LOST] = "lost",
+    [SHM_LEFT_IN_SPOOL] = "left_in_spool", [SHM_UPSTREAM_REQS] = "upstream_requests",
+    [SHM_UPSTREAM_ERRS] = "upstream_errors", [SHM_OAUTH_TOKENS] = "oauth_tokens",
+    [SHM_OAUTH_FAILURES] = "oauth_failures", [SHM_REPLAYED] = "replayed",
+    [SHM_SPOOL_SYNCS] = "spool_syncs",
+};
 const char *const shm_upstream_names[SHM_UPSTREAMS] = {"fcm", "apns"};
 const char *const shm_upstream_counter_names[SHM_UP_NCOUNTERS] = {"accepted", "attempts",   "successes",    "failures",
                                                                   "retries",  "canonicals", "notregistered"};

@@ -60,6 +60,8 @@ enum shm_upstream_counter {
 
 extern const char *const shm_upstream_names[SHM_UPSTREAMS];
 extern const char *const shm_upstream_counter_names[SHM_UP_NCOUNTERS];
+/* Each counter's name: the field in Redis (fleet mode) and in the logs. */
+extern const char *const shm_counter_names[SHM_NCOUNTERS];
 
 /* Gauges a child sets to its current value. */
 enum shm_gauge {

@@ -13,7 +13,9 @@
 # this many requests, or after DURATION), IDLE_TIMEOUT (fcmd's
 # --upstream-idle-timeout, 2 s, so that "RSS after the drain" is read with the
 # idle upstream connections closed), STEADY (3 s: a light steady load, run
-# against the bare server and again while fcmd delivers its backlog).
+# against the bare server and again while fcmd delivers its backlog), REDIS
+# (off, or on: fleet mode's counters in a redis-server with appendonly yes,
+# appendfsync everysec, on REDIS_PORT, PORT + 1000; its CPU is printed too).
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -30,6 +32,8 @@ MESSAGES=${MESSAGES:-}
 WRK_THREADS=${WRK_THREADS:-2}
 IDLE_TIMEOUT=${IDLE_TIMEOUT:-2}
 STEADY=${STEADY:-3}
+REDIS=${REDIS:-off}
+REDIS_PORT=${REDIS_PORT:-$((PORT + 1000))}
 export TOKENS
 work=$(mktemp -d)
 pids=
@@ -122,6 +126,16 @@ fi
 if [ "$SPOOL" != off ]; then
     set -- "$@" --spool "$work/spool" --spool-fsync "$SPOOL"
 fi
+redis_pid=
+if [ "$REDIS" = on ]; then
+    mkdir "$work/redis"
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$work/redis" --save "" --appendonly yes \
+        --appendfsync everysec >"$work/redis.out" 2>&1 &
+    redis_pid=$!
+    pids="$pids $redis_pid"
+    poll 100 redis-cli -p "$REDIS_PORT" ping
+    set -- "$@" --redis "redis://127.0.0.1:$REDIS_PORT"
+fi
 # UPSTREAM_CONNECTIONS=default: fcmd's own (16 a worker, the limit found as it goes).
 [ "$UPSTREAM_CONNECTIONS" = default ] || set -- "$@" --upstream-connections "$UPSTREAM_CONNECTIONS"
 env ${FCMD_PRELOAD:+LD_PRELOAD="$FCMD_PRELOAD"} ./fcmd --port "$PORT" --host 127.0.0.1 --workers "$WORKERS" --logto "$work/fcmd.log" \
@@ -147,12 +161,13 @@ rss_idle=$(kb "$fcmd_pid" VmRSS)
 # The mock counts every connection, this script's own stats requests too.
 mock_conns0=$(stats | field connections)
 ticks_start=$(ticks "$fcmd_pid")
+redis_ticks_start=$([ -z "$redis_pid" ] || ticks "$redis_pid")
 start=$(ms)
 if [ -n "$MESSAGES" ]; then
     # wrk always runs for its whole duration: stop it once fcmd has them all.
     (wrk_run "http://127.0.0.1:$PORT/gcm/send" "$work/fcmd.wrk" "$MESSAGES") &
     wrk_pid=$!
-    accepted_all() { [ "$(curl -s "http://127.0.0.1:$PORT/gcm/report" | field accepted)" -ge $((MESSAGES * TOKENS + warm)) ]; }
+    accepted_all() { [ "$(curl -s "http://127.0.0.1:$PORT/gcm/report?scope=local" | field accepted)" -ge $((MESSAGES * TOKENS + warm)) ]; }
     poll $((DURATION * 20)) accepted_all
     kill -INT $wrk_pid
     wait $wrk_pid || true
@@ -160,7 +175,7 @@ else
     (wrk_run "http://127.0.0.1:$PORT/gcm/send" "$work/fcmd.wrk")
 fi
 wrk_end=$(ms)
-report=$(curl -s "http://127.0.0.1:$PORT/gcm/report")
+report=$(curl -s "http://127.0.0.1:$PORT/gcm/report?scope=local")
 pending=$(echo "$report" | field pending)
 rss_loaded=$(kb "$fcmd_pid" VmRSS)
 accepted=$(($(echo "$report" | field accepted) - warm))
@@ -173,8 +188,9 @@ accepted=$(($(curl -s "http://127.0.0.1:$PORT/gcm/report" | field accepted) - wa
 delivered_all() { [ "$(stats | field delivered)" -ge $((accepted + warm)) ]; }
 poll 12000 delivered_all
 done_at=$(ms)
-poll 600 sh -c "curl -s http://127.0.0.1:$PORT/gcm/report | grep -q '\"pending\":0,'"
+poll 600 sh -c "curl -s 'http://127.0.0.1:$PORT/gcm/report?scope=local' | grep -q '\"pending\":0,'"
 ticks_end=$(ticks "$fcmd_pid")
+redis_ticks_end=$([ -z "$redis_pid" ] || ticks "$redis_pid")
 # Idle workers give memory back after a second, and close their upstream
 # connections after IDLE_TIMEOUT: wait (at most 3 s more) for RSS to settle near idle.
 i=0
@@ -204,8 +220,8 @@ lat=$(sed -n 's/^latency_us //p' "$work/fcmd.wrk")
 base_lat=$(sed -n 's/^latency_us //p' "$work/baseline.wrk")
 errors=$(awk '/^requests/ {print $4}' "$work/fcmd.wrk")
 elapsed=$((done_at - start))
-printf '\n== fcmd %s | %s workers, %s cores | upstream %s (mock, HTTP/2+TLS, %s ms) | spool %s\n' \
-    "$(./fcmd --version | cut -d' ' -f2)" "$WORKERS" "$(nproc)" "$UPSTREAM" "$LATENCY_MS" "$SPOOL"
+printf '\n== fcmd %s | %s workers, %s cores | upstream %s (mock, HTTP/2+TLS, %s ms) | spool %s | redis %s\n' \
+    "$(./fcmd --version | cut -d' ' -f2)" "$WORKERS" "$(nproc)" "$UPSTREAM" "$LATENCY_MS" "$SPOOL" "$REDIS"
 printf '== wrk -t%s -c%s -d%ss, %s token(s) a request\n' "$WRK_THREADS" "$CONNECTIONS" "$DURATION" "$TOKENS"
 # One row of the table; every figure must be a number, or the run fails.
 missing=
@@ -262,4 +278,14 @@ row "fcmd CPU / floor" "%s" "$(awk -v f="$fcmd_us" -v a="$base_us" -v b="$h2load
 row "send p99 while delivering / bare p99, steady" "%s" \
     "$(awk -v f="$(percentile "$steady_lat" p99)" -v b="$(percentile "$base_steady_lat" p99)" \
     'BEGIN {printf "%.2f", f / (b > 0 ? b : 1)}')"
+if [ -n "$redis_pid" ]; then
+    fleet=$(curl -s "http://127.0.0.1:$PORT/gcm/report")
+    row "fleet totals: accepted (with warm-up), instances" "%s, %s" "$(echo "$fleet" | field accepted)" \
+        "$(echo "$fleet" | field instances)"
+    row "Redis CPU, from wrk to drained" "%s s over %s s = %s%% of one core" \
+        "$(awk -v t=$((redis_ticks_end - redis_ticks_start)) -v hz="$hz" 'BEGIN {printf "%.2f", t / hz}')" \
+        "$(awk -v e="$elapsed" 'BEGIN {printf "%.1f", e / 1000}')" \
+        "$(awk -v t=$((redis_ticks_end - redis_ticks_start)) -v hz="$hz" -v e="$elapsed" \
+            'BEGIN {printf "%.1f", t / hz * 100000 / (e > 0 ? e : 1)}')"
+fi
 [ -z "$missing" ] || { echo "bench: no figure for${missing#;}" >&2; exit 1; }
