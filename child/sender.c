@@ -7,6 +7,9 @@
  * transfers.  New work is started from a uv_idle callback (sender_kick) and
  * after finished transfers are collected, so that all the targets accepted
  * in one loop turn are batched, and never from inside a curl callback.
+ * Each loop turn has a budget of upstream work (sockets, starts, finishes),
+ * spent across every callback of the turn and renewed by a uv_check after
+ * the poll, so HTTP requests are read between any two slices of it.
  * Easy handles are pooled and keep their fixed options.
  */
 #include "sender.h"
@@ -35,9 +38,13 @@
 #define REQUEST_TIMEOUT_MS 30000
 #define CONNECT_TIMEOUT_MS 10000
 /* Upstream work done per loop turn, so HTTP requests are read in between:
- * transfers started, and finished transfers handled. */
-#define STARTS_PER_TURN 64
-#define FINISHES_PER_TURN 64
+ * upstream sockets handed to curl (each may carry a hundred answers),
+ * transfers started, and finished transfers handled.  A socket left over
+ * stays readable and is reported again on the next turn (libuv's polls are
+ * level-triggered); the rest is taken up by sender_kick. */
+#define SOCKETS_PER_TURN 4
+#define STARTS_PER_TURN 16
+#define FINISHES_PER_TURN 16
 /* After this long with nothing in flight, idle easy handles beyond a few
  * are freed and the heap is given back to the system; after
  * --upstream-idle-timeout, the upstream connections are closed too. */
@@ -67,6 +74,8 @@ struct sender {
     uv_timer_t timer;
     uv_timer_t trim; /* gives memory back once the worker has been idle a while */
     uv_idle_t kick;
+    uv_check_t turn; /* after each poll: this turn's budget of upstream work is spent */
+    unsigned turn_sockets, turn_starts, turn_finishes;
     struct retry_set retries;
     struct spool *spool; /* NULL without --spool */
     CURL **pool;         /* idle easy handles */
@@ -115,6 +124,9 @@ static void on_poll(uv_poll_t *p, int status, int events)
     struct sock_watch *w = p->data;
     int flags = 0, running;
 
+    if (status >= 0 && w->sender->turn_sockets >= SOCKETS_PER_TURN)
+        return; /* still ready on the next turn: HTTP requests first */
+    w->sender->turn_sockets++;
     if (status < 0)
         flags = CURL_CSELECT_ERR;
     if (events & UV_READABLE)
@@ -594,7 +606,8 @@ static void collect_done(struct sender *s)
     CURLMsg *msg;
     int left = 0, handled = 0;
 
-    while (handled < FINISHES_PER_TURN && (msg = curl_multi_info_read(s->multi, &left)) != NULL) {
+    while (s->turn_finishes < FINISHES_PER_TURN && (msg = curl_multi_info_read(s->multi, &left)) != NULL) {
+        s->turn_finishes++;
         handled++;
         struct sender_transfer *t = NULL;
         CURL *easy = msg->easy_handle;
@@ -606,8 +619,8 @@ static void collect_done(struct sender *s)
         s->attached--;
         t->done(t, code);
     }
-    if (left > 0)
-        sender_kick(s); /* the rest on the next turn */
+    if (left > 0 || s->turn_finishes >= FINISHES_PER_TURN)
+        sender_kick(s); /* the rest (if any) on the next turn */
     dispatch(s);
     publish_gauges(s);
     if (idle(s) && (s->npool > POOL_KEEP || s->connections_open > 0) && handled > 0)
@@ -671,11 +684,9 @@ static int several_upstreams(const struct sender *s)
 /* Sends queued targets while there is room in flight. */
 static void dispatch(struct sender *s)
 {
-    int started = 0;
-
     while (s->inflight < s->pace.limit && s->queue->head != NULL) {
         struct upstream *up = head_upstream(s);
-        if (started++ == STARTS_PER_TURN) {
+        if (s->turn_starts++ >= STARTS_PER_TURN) {
             sender_kick(s); /* more on the next turn */
             return;
         }
@@ -736,6 +747,13 @@ static void dispatch(struct sender *s)
     /* Finishes come in batches, handled before the next dispatch: each of
      * them counts as saturated if this one stopped at the limit. */
     s->capped = s->inflight >= s->pace.limit && s->queue->head != NULL;
+}
+
+static void on_turn_end(uv_check_t *c)
+{
+    struct sender *s = c->data;
+
+    s->turn_sockets = s->turn_starts = s->turn_finishes = 0;
 }
 
 static void on_kick(uv_idle_t *idle)
@@ -863,6 +881,10 @@ struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, stru
     retry_init(&s->retries, loop, q, kick_cb, s);
     uv_timer_init(loop, &s->timer);
     s->timer.data = s;
+    uv_check_init(loop, &s->turn);
+    s->turn.data = s;
+    uv_check_start(&s->turn, on_turn_end);
+    uv_unref((uv_handle_t *)&s->turn);
     uv_idle_init(loop, &s->kick);
     s->kick.data = s;
     uv_timer_init(loop, &s->trim);
