@@ -82,10 +82,25 @@ static const char flush_script[] =
 #define NKEYS 5
 #define NTRIPLES (SHM_NCOUNTERS + 2)
 #define NARGS (3 + NKEYS + 5 + 3 * NTRIPLES)
-#define NWANT 8 /* replies a connection can await: AUTH, SELECT, SCRIPT LOAD, a flush */
+#define NWANT 64 /* replies a connection can await at once */
 
-/* What a reply on the connection answers, in the order the commands went. */
-enum want { WANT_AUTH, WANT_SELECT, WANT_LOAD, WANT_FLUSH };
+/* The largest reply most commands can bring (the totals hash, an error) is
+ * a few KiB: anything far larger is not an answer to them.  A command that
+ * expects more says so. */
+#define REPLY_MAX_BYTES (256 * 1024)
+#define REPLY_MAX_ELEMENTS 4096
+
+/* Handles the reply to one command; r is NULL when the connection was
+ * dropped before that reply came (the command may or may not have run). */
+typedef void (*reply_fn)(struct fleet *f, void *arg, const redisReply *r);
+
+/* A reply the connection awaits, in the order the commands went. */
+struct want {
+    reply_fn fn;
+    void *arg;
+    size_t cap;       /* bytes: a larger reply drops the connection */
+    uint64_t sent_at; /* for the reply deadline */
+};
 
 /* One connection: the socket, its reply parser and the replies it awaits.
  * Freed when libuv has closed the socket, so a late callback finds it. */
@@ -101,8 +116,9 @@ struct link {
     redisReader *reader;
     redisReplyObjectFunctions fn;               /* hiredis' own, with arrays capped */
     void *(*array)(const redisReadTask *, int); /* hiredis' own array maker */
-    size_t unparsed;                            /* bytes fed since the reader last held no partial reply */
-    unsigned char want[NWANT];
+    uint64_t fed;      /* bytes fed to the reader */
+    uint64_t boundary; /* ...up to the end of the last complete reply */
+    struct want want[NWANT];
     unsigned nwant, first;
 };
 
@@ -145,7 +161,7 @@ struct fleet {
     unsigned refusals;  /* flushes refused in a row on this connection */
     char refusal[160];  /* the last refusal logged, "" when none */
     uint64_t rng;
-    uint64_t connect_at, down_since, sent_at, next_flush_at;
+    uint64_t connect_at, down_since, next_flush_at;
     int inflight;            /* a flush awaits its reply */
     uint64_t sent[NTRIPLES]; /* what that flush carried */
     struct fleet_totals totals;
@@ -214,9 +230,17 @@ static void drop(struct fleet *f, const char *why)
     f->link = NULL;
     f->sha[0] = '\0';
     f->refusals = 0;
-    if (l != NULL)
-        uv_close(&l->u.handle, link_closed);
     outage(f, why);
+    if (l == NULL)
+        return;
+    uv_close(&l->u.handle, link_closed);
+    /* Whoever awaits a reply on it learns it will not come. */
+    while (l->nwant > 0) {
+        struct want w = l->want[l->first];
+        l->first = (l->first + 1) % NWANT;
+        l->nwant--;
+        w.fn(f, w.arg, NULL);
+    }
 }
 
 /* The server sent what no Redis would: every connection to it is likely to
@@ -254,21 +278,25 @@ static void on_written(uv_write_t *req, int status)
         drop(l->f, uv_strerror(status));
 }
 
-/* Sends one command and notes the reply it awaits.  Returns 0, or -1 with
- * the connection dropped. */
-static int send_command(struct fleet *f, enum want w, int argc, const char **argv)
+/* Sends one command (argvlen NULL: C strings) and notes that fn handles its
+ * reply, of at most cap bytes.  Returns 0; 1 when too many replies are
+ * awaited already (nothing sent, the connection kept); -1 with the
+ * connection dropped. */
+static int send_command(struct fleet *f, reply_fn fn, void *arg, size_t cap, int argc, const char **argv,
+                        const size_t *argvlen)
 {
     struct link *l = f->link;
-    struct out *o = malloc(sizeof(*o));
+    struct out *o;
     long long n;
     int rc;
 
-    if (l->nwant == NWANT || o == NULL) {
-        free(o);
-        drop(f, l->nwant == NWANT ? "too many commands awaiting replies" : "out of memory");
+    if (l->nwant == NWANT)
+        return 1;
+    if ((o = malloc(sizeof(*o))) == NULL) {
+        drop(f, "out of memory");
         return -1;
     }
-    if ((n = redisFormatCommandArgv(&o->cmd, argc, argv, NULL)) < 0) {
+    if ((n = redisFormatCommandArgv(&o->cmd, argc, argv, argvlen)) < 0) {
         free(o);
         drop(f, "cannot format a command: out of memory");
         return -1;
@@ -281,7 +309,7 @@ static int send_command(struct fleet *f, enum want w, int argc, const char **arg
         drop(f, uv_strerror(rc));
         return -1;
     }
-    l->want[(l->first + l->nwant++) % NWANT] = (unsigned char)w;
+    l->want[(l->first + l->nwant++) % NWANT] = (struct want){fn, arg, cap, uv_now(f->loop)};
     return 0;
 }
 
@@ -309,6 +337,8 @@ static const char *name_of(unsigned i)
     return i < SHM_NCOUNTERS ? counter_names[i] : dropped_names[i - SHM_NCOUNTERS];
 }
 
+static void on_flushed(struct fleet *f, void *arg, const redisReply *r);
+
 static void flush(struct fleet *f)
 {
     const char *argv[NARGS];
@@ -333,10 +363,9 @@ static void flush(struct fleet *f)
         argv[n++] = NUM(base_of(f, i));
     }
 #undef NUM
-    if (send_command(f, WANT_FLUSH, (int)n, argv) != 0)
+    if (send_command(f, on_flushed, NULL, REPLY_MAX_BYTES, (int)n, argv, NULL) != 0)
         return;
     f->inflight = 1;
-    f->sent_at = uv_now(f->loop);
 }
 
 /* A count Redis sent: a non-negative integer, or a string of digits only. */
@@ -429,9 +458,12 @@ static void refused(struct fleet *f, const char *err)
     memcpy(f->refusal, why, sizeof(why));
 }
 
-static void on_flushed(struct fleet *f, const redisReply *r)
+static void on_flushed(struct fleet *f, void *arg, const redisReply *r)
 {
+    (void)arg;
     f->inflight = 0;
+    if (r == NULL)
+        return;
     if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
         drop(f, r->str); /* a new connection loads the script again */
         return;
@@ -471,31 +503,34 @@ static void on_tick(uv_timer_t *t)
             drop(f, "no answer within 3 s");
         return;
     }
-    if (f->inflight) {
-        if (now - f->sent_at >= FLEET_TIMEOUT_MS)
-            drop(f, "no reply within 3 s");
+    if (f->link->nwant > 0 && now - f->link->want[f->link->first].sent_at >= FLEET_TIMEOUT_MS) {
+        drop(f, "no reply within 3 s");
         return;
     }
-    if (now >= f->next_flush_at)
+    if (!f->inflight && now >= f->next_flush_at)
         flush(f);
 }
 
 /* ---- replies ---- */
 
-static void on_handshake(struct fleet *f, enum want w, const redisReply *r)
+/* arg: the command's name. */
+static void on_handshake(struct fleet *f, void *arg, const redisReply *r)
 {
     char why[300];
 
-    if (r->type == REDIS_REPLY_ERROR) {
-        snprintf(why, sizeof(why), "%s refused: %.200s", w == WANT_AUTH ? "AUTH" : "SELECT", r->str);
+    if (r != NULL && r->type == REDIS_REPLY_ERROR) {
+        snprintf(why, sizeof(why), "%s refused: %.200s", (const char *)arg, r->str);
         drop(f, why);
     }
 }
 
-static void on_loaded(struct fleet *f, const redisReply *r)
+static void on_loaded(struct fleet *f, void *arg, const redisReply *r)
 {
     char why[300];
 
+    (void)arg;
+    if (r == NULL)
+        return;
     if (r->type != REDIS_REPLY_STRING || r->len != 40) {
         snprintf(why, sizeof(why), "SCRIPT LOAD refused: %.200s", r->type == REDIS_REPLY_ERROR ? r->str : "?");
         drop(f, why);
@@ -510,27 +545,17 @@ static void on_loaded(struct fleet *f, const redisReply *r)
 /* Hands a reply to what awaits it; one nobody awaits drops the connection. */
 static void dispatch(struct fleet *f, struct link *l, const redisReply *r)
 {
-    enum want w;
+    struct want w;
 
     if (l->nwant == 0) {
         drop_bad(f, "a reply to no command");
         return;
     }
-    w = (enum want)l->want[l->first];
+    w = l->want[l->first];
     l->first = (l->first + 1) % NWANT;
     l->nwant--;
-    if (w == WANT_FLUSH)
-        on_flushed(f, r);
-    else if (w == WANT_LOAD)
-        on_loaded(f, r);
-    else
-        on_handshake(f, w, r);
+    w.fn(f, w.arg, r);
 }
-
-/* The largest reply fcmd's commands can bring (the totals hash, an error)
- * is a few KiB: anything far larger is not an answer to them. */
-#define REPLY_MAX_BYTES (256 * 1024)
-#define REPLY_MAX_ELEMENTS 4096
 
 static void *capped_array(const redisReadTask *task, int n)
 {
@@ -549,7 +574,7 @@ static void parse(struct fleet *f, struct link *l, const char *buf, size_t n)
         drop(f, "out of memory for a reply");
         return;
     }
-    l->unparsed += n;
+    l->fed += n;
     for (;;) {
         if (redisReaderGetReply(l->reader, &reply) != REDIS_OK) {
             /* The only "out of memory" a capped reply can cause is an array over the cap. */
@@ -560,14 +585,15 @@ static void parse(struct fleet *f, struct link *l, const char *buf, size_t n)
         }
         if (reply == NULL)
             break;
+        /* What the reader holds unread belongs to the replies after this one. */
+        l->boundary = l->fed - (l->reader->len - l->reader->pos);
         dispatch(f, l, reply);
         freeReplyObject(reply);
         if (f->link != l)
             return;
     }
-    if (l->reader->ridx < 0 && l->reader->pos == l->reader->len)
-        l->unparsed = 0;
-    else if (l->unparsed > REPLY_MAX_BYTES)
+    /* The reply being read is capped by the command it answers. */
+    if (l->fed - l->boundary > (l->nwant > 0 ? l->want[l->first].cap : REPLY_MAX_BYTES))
         drop_bad(f, "a reply larger than any fcmd asks for");
 }
 
@@ -605,11 +631,11 @@ static void handshake(struct fleet *f)
     if (f->url.user[0] != '\0')
         auth[n++] = f->url.user;
     auth[n++] = f->url.password;
-    if (f->url.password[0] != '\0' && send_command(f, WANT_AUTH, n, auth) != 0)
+    if (f->url.password[0] != '\0' && send_command(f, on_handshake, "AUTH", REPLY_MAX_BYTES, n, auth, NULL) != 0)
         return;
-    if (f->url.db != 0 && send_command(f, WANT_SELECT, 2, select) != 0)
+    if (f->url.db != 0 && send_command(f, on_handshake, "SELECT", REPLY_MAX_BYTES, 2, select, NULL) != 0)
         return;
-    send_command(f, WANT_LOAD, 3, load);
+    send_command(f, on_loaded, NULL, REPLY_MAX_BYTES, 3, load, NULL);
 }
 
 static void on_connected(uv_connect_t *req, int status)
