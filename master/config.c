@@ -65,6 +65,9 @@ static const struct {
     {"spool", "segment_bytes", "spool-segment-bytes"},
     {"redis", "url", "redis"},
     {"redis", "password_file", "redis-password-file"},
+    {"redis", "queue", "redis-queue"},
+    {"redis", "claim_after", "redis-claim-after"},
+    {"redis", "queue_max", "redis-queue-max"},
 };
 
 struct load {

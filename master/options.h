@@ -65,6 +65,9 @@ struct fcmd_options {
     const char *tls_key;
     const char *redis;               /* fleet mode: redis:// or unix:// URL; may hold a password, print with log_url */
     const char *redis_password_file; /* Redis' password, read from a file by the master */
+    int redis_queue;                 /* accepted pushes go to a Redis stream shared by the fleet */
+    int redis_claim_after;           /* seconds: pushes of a consumer silent this long are taken over */
+    long redis_queue_max;            /* pushes the stream may hold before /gcm/send answers 503 */
     int help;
     int version;
     /* Loaded by the master before the fork; children inherit them. */

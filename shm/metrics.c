@@ -21,6 +21,7 @@ const char *const cause_names[CAUSE_COUNT] = {
     "unexpected_status",
     "retries_exhausted",
     "spool_record",
+    "queue_entry",
 };
 
 const char *const endpoint_names[EP_COUNT] = {

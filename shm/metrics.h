@@ -29,6 +29,7 @@ enum cause {
     CAUSE_UNEXPECTED_STATUS,
     CAUSE_RETRIES_EXHAUSTED, /* retryable, but out of retries */
     CAUSE_SPOOL_RECORD,      /* an adopted spool record intake would refuse */
+    CAUSE_QUEUE_ENTRY,       /* an entry of the queue in Redis that is not a valid push (counts entries) */
     CAUSE_COUNT
 };
 

@@ -1,0 +1,180 @@
+"""The queue in Redis (--redis-queue): a real redis-server (appendonly yes), a
+real haproxy in front of three fcmd instances.  The oracle is the mock
+upstream's per-token counts and Redis itself, asked with redis-cli."""
+
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import requests
+
+from conftest import FCMD_BIN, wait_until
+from test_fleet import fleet_report, redis, start_haproxy  # noqa: F401 (fixtures)
+
+CLAIM = "2"
+
+
+def cli(redis, *args):
+    r = subprocess.run(["redis-cli", "-p", str(redis.port), "--no-raw", *args], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def cli_int(redis, *args):
+    out = cli(redis, *args)
+    assert out.startswith("(integer) "), out
+    return int(out.split()[1])
+
+
+def stream_len(redis):
+    return cli_int(redis, "XLEN", "fcmd:queue")
+
+
+def group_pending(redis):
+    # XPENDING's summary: the count is the first line.
+    out = cli(redis, "XPENDING", "fcmd:queue", "fcmd")
+    return int(out.splitlines()[0].split()[-1])
+
+
+def queued(mock, start_fcmd, redis, n=3, workers=1, extra=()):
+    return [start_fcmd(mock, workers=workers, args=["--redis", redis.url, "--redis-queue", "--redis-claim-after",
+                                                    CLAIM, *extra]) for _ in range(n)]
+
+
+def ready(f):
+    return requests.get(f.url("/readyz"), timeout=2).status_code == 200
+
+
+def post(base, tokens, session=requests, timeout=5):
+    return session.post(base + "/gcm/send", data={"tokens": tokens, "payload": '{"k": "v"}'}, timeout=timeout)
+
+
+def delivered(mock, tokens):
+    toks = mock.stats()["tokens"]
+    return {t: toks.get(t, {}).get("delivered", 0) for t in tokens}
+
+
+def drained(redis):
+    return stream_len(redis) == 0 and group_pending(redis) == 0
+
+
+def test_pushes_through_the_balancer_delivered_once(redis, mock, start_fcmd, start_haproxy):
+    inst = queued(mock, start_fcmd, redis)
+    for f in inst:
+        wait_until(lambda: ready(f), what="/readyz 200")
+    lb = start_haproxy([f.port for f in inst])
+    s = requests.Session()
+    tokens = []
+    for i in range(60):
+        batch = [f"q{i}-{k}" for k in range(1 + i % 3)]
+        r = post(lb.base, batch, s)
+        assert r.status_code == 200, r.text
+        tokens += batch
+    s.close()
+    wait_until(lambda: all(v == 1 for v in delivered(mock, tokens).values()), timeout=20,
+               what="every target delivered")
+    wait_until(lambda: drained(redis), what="the stream empty and nothing pending in the group")
+    # Exactly once when nothing fails, and the fleet's totals add up.
+    assert all(v == 1 for v in delivered(mock, tokens).values())
+
+    def totals():
+        r = fleet_report(lb.base)
+        return r if (r["scope"] == "fleet" and r["accepted"] == len(tokens) and r["successes"] == len(tokens)
+                     and r["pending"] == 0) else None
+    rep = wait_until(totals, timeout=10, interval=0.2, what="the fleet's totals")
+    assert rep["failures"] == 0 and rep["lost"] == 0 and rep["instances"] == 3
+    # Every instance answered some of them (counted where answered 200).
+    local = [fleet_report(f.base, scope="local") for f in inst]
+    assert all(r["accepted"] > 0 for r in local) and sum(r["accepted"] for r in local) == len(tokens)
+
+
+def test_instance_killed_others_deliver_its_pushes(redis, start_mock, start_fcmd):
+    slow = start_mock("--latency-ms", "60000")  # the doomed instance never finishes a push
+    fast = start_mock()
+    doomed = start_fcmd(slow, workers=2, args=["--redis", redis.url, "--redis-queue", "--redis-claim-after", CLAIM])
+    wait_until(lambda: ready(doomed), what="/readyz 200")
+    tokens = [f"k{i}" for i in range(40)]
+    s = requests.Session()
+    for i in range(0, len(tokens), 2):
+        assert post(doomed.base, tokens[i:i + 2], s).status_code == 200
+    s.close()
+    # It read them all and holds them in flight upstream.
+    wait_until(lambda: slow.stats(summary=True)["requests"] >= 20, what="the pushes in flight at the doomed one")
+    assert stream_len(redis) == 20 and group_pending(redis) == 20
+    os.killpg(doomed.proc.pid, signal.SIGKILL)
+    doomed.proc.wait(5)
+    others = queued(fast, start_fcmd, redis, n=2)
+    wait_until(lambda: all(v >= 1 for v in delivered(fast, tokens).values()), timeout=30,
+               what="the others to deliver every push of the killed instance")
+    wait_until(lambda: drained(redis), what="the stream empty")
+    # Claimed once each: one instance took each push.
+    assert all(v == 1 for v in delivered(fast, tokens).values())
+    assert any("took over" in f.log_text() for f in others)
+
+
+def test_redis_down_503_then_everything_accepted_is_delivered(redis, mock, start_fcmd):
+    inst = queued(mock, start_fcmd, redis, n=2)
+    for f in inst:
+        wait_until(lambda: ready(f), what="/readyz 200")
+    accepted, refused, stop = [], [], threading.Event()
+    slowest = [0.0]
+
+    def traffic():
+        s = requests.Session()
+        i = 0
+        while not stop.is_set():
+            toks = [f"o{i}"]
+            t0 = time.monotonic()
+            try:
+                r = post(inst[i % 2].base, toks, s)
+            except requests.RequestException:
+                r = None
+            took = time.monotonic() - t0
+            if r is not None and r.status_code == 200:
+                accepted.extend(toks)
+            elif r is not None:
+                assert r.status_code == 503, r.text
+                assert r.headers.get("Retry-After") == "1"
+                assert "redis" in r.json()["error"]
+                refused.append(took)
+            slowest[0] = max(slowest[0], took)
+            i += 1
+        s.close()
+
+    t = threading.Thread(target=traffic)
+    t.start()
+    try:
+        wait_until(lambda: len(accepted) >= 30, what="some traffic")
+        redis.stop()
+        wait_until(lambda: len(refused) >= 20, what="503s while Redis is down")
+        for f in inst:
+            wait_until(lambda: requests.get(f.url("/readyz"), timeout=2).status_code == 503, what="/readyz 503")
+        redis.start()
+        for f in inst:
+            wait_until(lambda: ready(f), timeout=15, what="/readyz 200 again")
+        n = len(accepted)
+        wait_until(lambda: len(accepted) >= n + 30, what="traffic after Redis is back")
+    finally:
+        stop.set()
+        t.join(10)
+    # Answered within about a second, never hanging on Redis.
+    assert max(refused) < 1.5, max(refused)
+    wait_until(lambda: all(v >= 1 for v in delivered(mock, accepted).values()), timeout=20,
+               what="every push answered 200 delivered")
+    wait_until(lambda: drained(redis), what="the stream empty")
+    for f in inst:
+        log = f.log_text()
+        assert log.count("redis: lost") == 1, log  # one worker each, one outage
+        assert log.count("reachable again") == 1, log
+
+
+def test_redis_queue_needs_redis_and_excludes_the_spool(tmp_path):
+    for args, why in ([["--redis-queue"], "--redis-queue needs --redis"],
+                      [["--redis", "redis://127.0.0.1:1", "--redis-queue", "--spool", str(tmp_path)],
+                       "--spool and --redis-queue"]):
+        r = subprocess.run([FCMD_BIN, "--apikey", "k", *args, "--check-config"], capture_output=True, text=True,
+                           timeout=10)
+        assert r.returncode == 2 and why in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
