@@ -98,7 +98,8 @@ struct batch {
     struct fleet_queue *fq;
     struct fq_waiter *head;
     size_t n;
-    int answered; /* the deadline passed: the waiters were told 503 */
+    int answered;     /* the deadline passed: the waiters were told 503 */
+    uint32_t *counts; /* ...and how many targets each push had, or NULL */
     struct batch *next;
 };
 
@@ -106,6 +107,7 @@ struct batch {
 struct idcmd {
     struct fleet_queue *fq;
     size_t n;
+    uint32_t *counts; /* targets per id, for a cancel */
     struct fq_id ids[];
 };
 
@@ -241,28 +243,40 @@ static void on_cancelled(struct fleet *f, void *arg, const redisReply *r)
      * fleet's totals would not add up. */
     if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == c->n)
         for (size_t i = 0; i < r->elements; i++)
-            kept += r->element[i]->type == REDIS_REPLY_INTEGER && r->element[i]->integer == 0;
+            if (r->element[i]->type == REDIS_REPLY_INTEGER && r->element[i]->integer == 0) {
+                shm_add(c->fq->slot, SHM_ACCEPTED, c->counts[i]);
+                kept++;
+            }
     if (kept > 0)
         log_warn("redis queue: %zu pushes answered 503 reached Redis late and are delivered anyway", kept);
+    free(c->counts);
     free(c);
 }
 
-/* Entries Redis added after their waiters were told 503: take them back. */
-static void cancel(struct fleet_queue *fq, const redisReply *r)
+/* Entries Redis added after their waiters were told 503: take them back.
+ * Should that fail (the connection lost meanwhile), they are delivered
+ * without being counted as accepted. */
+static void cancel(struct fleet_queue *fq, struct batch *b, const redisReply *r)
 {
     const char *head[5] = {"EVAL", cancel_script, "1", FQ_STREAM, FQ_GROUP};
     struct idcmd *c = malloc(sizeof(*c) + r->elements * sizeof(c->ids[0]));
 
-    if (c == NULL)
+    if (c == NULL || b->counts == NULL) {
+        free(c);
         return;
+    }
     c->fq = fq;
     c->n = 0;
+    c->counts = b->counts;
+    b->counts = NULL;
     for (size_t i = 0; i < r->elements; i++)
         if (r->element[i]->type == REDIS_REPLY_STRING &&
             parse_id(r->element[i]->str, r->element[i]->len, &c->ids[c->n]) == 0)
-            c->n++;
-    if (c->n == 0 || send_ids(fq, on_cancelled, c, 64 + 16 * c->n, head, 5, c->ids, c->n) != 0)
+            c->counts[c->n++] = c->counts[i];
+    if (c->n == 0 || send_ids(fq, on_cancelled, c, 64 + 16 * c->n, head, 5, c->ids, c->n) != 0) {
+        free(c->counts);
         free(c);
+    }
 }
 
 static void on_added(struct fleet *f, void *arg, const redisReply *r)
@@ -289,7 +303,7 @@ static void on_added(struct fleet *f, void *arg, const redisReply *r)
         refused(fq, "an add was answered", "something unexpected");
     if (b->answered) {
         if (ok_array)
-            cancel(fq, r);
+            cancel(fq, b, r);
     } else {
         for (w = b->head; w != NULL; w = next, i++) {
             enum fq_status st = r == NULL ? FQ_DOWN : !ok_array ? FQ_REFUSED
@@ -302,6 +316,7 @@ static void on_added(struct fleet *f, void *arg, const redisReply *r)
     }
     if (ok_array)
         fq->refusal[0] = '\0';
+    free(b->counts);
     free(b);
     kick(fq);
 }
@@ -387,10 +402,14 @@ static void deadlines(struct fleet_queue *fq, uint64_t now)
         late = 1;
     }
     for (struct batch *b = fq->flying; b != NULL; b = b->next) {
+        size_t i = 0;
         if (b->answered || now - b->head->at < FQ_DEADLINE_MS)
             continue;
-        for (struct fq_waiter *w = b->head, *next; w != NULL; w = next) {
+        b->counts = malloc(b->n * sizeof(*b->counts));
+        for (struct fq_waiter *w = b->head, *next; w != NULL; w = next, i++) {
             next = w->next;
+            if (b->counts != NULL)
+                b->counts[i] = (uint32_t)w->ntargets;
             answer(w, FQ_DOWN);
         }
         b->answered = 1;

@@ -178,3 +178,102 @@ def test_redis_queue_needs_redis_and_excludes_the_spool(tmp_path):
         r = subprocess.run([FCMD_BIN, "--apikey", "k", *args, "--check-config"], capture_output=True, text=True,
                            timeout=10)
         assert r.returncode == 2 and why in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_redis_too_slow_answers_503_within_a_second(redis, mock, start_fcmd):
+    inst = queued(mock, start_fcmd, redis, n=2)
+    for f in inst:
+        wait_until(lambda: ready(f), what="/readyz 200")
+    assert post(inst[0].base, ["before"]).status_code == 200
+    os.kill(redis.proc.pid, signal.SIGSTOP)  # Redis alive but silent
+    try:
+        t0 = time.monotonic()
+        r = post(inst[0].base, ["stalled"])
+        took = time.monotonic() - t0
+        assert r.status_code == 503 and r.headers.get("Retry-After") == "1", r.text
+        assert "redis" in r.json()["error"]
+        assert 0.9 < took < 1.6, took
+        # Known slow now: answered at once, and not ready.
+        t0 = time.monotonic()
+        assert post(inst[0].base, ["stalled2"]).status_code == 503
+        assert time.monotonic() - t0 < 0.5
+        assert requests.get(inst[0].url("/readyz"), timeout=2).status_code == 503
+    finally:
+        os.kill(redis.proc.pid, signal.SIGCONT)
+    for f in inst:
+        wait_until(lambda: ready(f), timeout=15, what="/readyz 200 again")
+    assert post(inst[1].base, ["after"]).status_code == 200
+    wait_until(lambda: delivered(mock, ["before", "after"]) == {"before": 1, "after": 1}, what="deliveries")
+    wait_until(lambda: drained(redis), what="the stream empty")
+    # A push answered 503 is either taken back or delivered and counted: the
+    # fleet's totals add up either way.
+    late = delivered(mock, ["stalled"])["stalled"]
+
+    def totals():
+        r = fleet_report(inst[0].base)
+        totals.last = (late, r, [f.log_text() for f in inst])
+        return r if r["scope"] == "fleet" and r["accepted"] == 2 + late == r["successes"] else None
+    try:
+        wait_until(totals, timeout=10, interval=0.2, what="the fleet's totals")
+    except AssertionError:
+        raise AssertionError(totals.last)
+    assert delivered(mock, ["stalled2"])["stalled2"] == 0
+
+
+def test_queue_max_refuses_then_recovers(redis, start_mock, start_fcmd):
+    mock = start_mock("--latency-ms", "1500")
+    f, = queued(mock, start_fcmd, redis, n=1, extra=["--redis-queue-max", "5"])
+    wait_until(lambda: ready(f), what="/readyz 200")
+    for i in range(5):
+        assert post(f.base, [f"m{i}"]).status_code == 200
+    r = post(f.base, ["over"])
+    assert r.status_code == 503 and r.headers.get("Retry-After") == "1"
+    assert r.json() == {"error": "the queue in redis is full (--redis-queue-max)"}
+    assert stream_len(redis) == 5
+    # As pushes finish, their entries go, and there is room again.
+    wait_until(lambda: post(f.base, ["later"]).status_code == 200, timeout=15, interval=0.2, what="room again")
+    wait_until(lambda: all(v == 1 for v in delivered(mock, [f"m{i}" for i in range(5)] + ["later"]).values()),
+               timeout=15, what="deliveries")
+    wait_until(lambda: drained(redis), what="the stream empty")
+    assert delivered(mock, ["over"])["over"] == 0
+
+
+def metric(f, name, **labels):
+    text = requests.get(f.url("/metrics"), timeout=5).text
+    want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+    for line in text.splitlines():
+        if line.startswith(want + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{want} not in /metrics")
+
+
+def test_garbage_entries_skipped_acknowledged_counted(redis, mock, start_fcmd):
+    f, = queued(mock, start_fcmd, redis, n=1, workers=2)
+    wait_until(lambda: ready(f), what="/readyz 200")
+    children = sorted(f.children())
+    ids = [cli(redis, "XADD", "fcmd:queue", "*", "p", "not a record"),
+           cli(redis, "XADD", "fcmd:queue", "*", "other", "field"),
+           cli(redis, "XADD", "fcmd:queue", "*", "p", "FCSP" + "\x01" * 40)]
+    wait_until(lambda: metric(f, "fcmd_failures_total", reason="queue_entry") == 3, what="the entries counted")
+    wait_until(lambda: drained(redis), what="the bad entries acknowledged and deleted")
+    # Logged with the entry's id (at most a line a second: a flood stays small).
+    log = f.log_text()
+    assert any(f"entry {i.strip(chr(34))} skipped" in log for i in ids), log
+    # The workers live on and deliver.
+    assert post(f.base, ["fine"]).status_code == 200
+    wait_until(lambda: delivered(mock, ["fine"]) == {"fine": 1}, what="a good push delivered")
+    assert sorted(f.children()) == children
+    rep = fleet_report(f.base, scope="local")
+    assert rep["failures"] == 0 and rep["accepted"] == 1 and rep["successes"] == 1
+
+
+def test_config_file_turns_the_queue_on(tmp_path, redis, mock, start_fcmd):
+    conf = tmp_path / "fcmd.conf"
+    conf.write_text(f"[redis]\nurl = {redis.url}\nqueue = on\nclaim_after = 2\nqueue_max = 100\n")
+    f = start_fcmd(mock, workers=1, args=["--config", str(conf)])
+    wait_until(lambda: ready(f), what="/readyz 200")
+    assert post(f.base, ["viaconf"]).status_code == 200
+    wait_until(lambda: delivered(mock, ["viaconf"]) == {"viaconf": 1}, what="delivery")
+    # It went through the stream: the group exists and delivered it.
+    assert "fcmd" in cli(redis, "XINFO", "GROUPS", "fcmd:queue")
+    wait_until(lambda: drained(redis), what="the stream empty")
