@@ -388,18 +388,19 @@ int fleet_queue_ready(const struct fleet_queue *fq)
     return fleet_connected(fq->f) && !fq->slow;
 }
 
-/* Pushes Redis has not taken within the deadline are answered 503. */
+/* Pushes Redis has not taken within the deadline are answered 503, and so
+ * are those not yet sent when the connection is known to be gone. */
 static void deadlines(struct fleet_queue *fq, uint64_t now)
 {
-    int late = 0;
+    int late = 0, down = !fleet_connected(fq->f);
 
-    while (fq->waiting != NULL && now - fq->waiting->at >= FQ_DEADLINE_MS) {
+    while (fq->waiting != NULL && (down || now - fq->waiting->at >= FQ_DEADLINE_MS)) {
         struct fq_waiter *w = fq->waiting;
         fq->waiting = w->next;
         if (fq->waiting == NULL)
             fq->waiting_tail = &fq->waiting;
         answer(w, FQ_DOWN);
-        late = 1;
+        late = !down;
     }
     for (struct batch *b = fq->flying; b != NULL; b = b->next) {
         size_t i = 0;
@@ -786,8 +787,10 @@ static void on_check(uv_check_t *h)
     struct fleet_queue *fq = h->data;
 
     uv_check_stop(h);
-    if (!fleet_connected(fq->f))
+    if (!fleet_connected(fq->f)) {
+        deadlines(fq, uv_now(fq->loop));
         return;
+    }
     send_adds(fq);
     send_acks(fq);
     read_entries(fq);

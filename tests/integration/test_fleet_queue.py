@@ -277,3 +277,19 @@ def test_config_file_turns_the_queue_on(tmp_path, redis, mock, start_fcmd):
     # It went through the stream: the group exists and delivered it.
     assert "fcmd" in cli(redis, "XINFO", "GROUPS", "fcmd:queue")
     wait_until(lambda: drained(redis), what="the stream empty")
+
+
+def test_a_push_waiting_for_its_retry_is_not_claimed(redis, start_mock, start_fcmd):
+    # The upstream asks to wait 5 s, over twice --redis-claim-after: the
+    # holder keeps refreshing the entry, so no other worker takes it over.
+    mock = start_mock("--retry-after", "5")
+    inst = queued(mock, start_fcmd, redis, n=2)
+    for f in inst:
+        wait_until(lambda: ready(f), what="/readyz 200")
+    assert post(inst[0].base, ["http503once-kept"]).status_code == 200
+    wait_until(lambda: (mock.token("http503once-kept") or {}).get("attempts", 0) >= 1, what="the first attempt")
+    wait_until(lambda: (mock.token("http503once-kept") or {}).get("delivered", 0) == 1, timeout=20,
+               what="the delivery after Retry-After")
+    wait_until(lambda: drained(redis), what="the stream empty")
+    assert mock.token("http503once-kept") == {**mock.token("http503once-kept"), "attempts": 2, "delivered": 1}
+    assert not any("took over" in f.log_text() for f in inst)
