@@ -12,7 +12,10 @@
 # or v1), SPOOL (off, never, batch or always), PORT (5650), MESSAGES (unset:
 # fcmd's wrk run stops once fcmd has accepted this many requests, or after
 # DURATION), IDLE_TIMEOUT (fcmd's --upstream-idle-timeout, 2 s, so that "RSS
-# after the drain" is read with the idle upstream connections closed).
+# after the drain" is read with the idle upstream connections closed),
+# FCMD_ARGS (more options for fcmd, split on spaces: tools/fleet-queue-ratio.sh
+# passes --redis URL --redis-queue).  Reports are read with ?scope=local, so
+# with --redis they are this instance's at once, not a flush old.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -115,6 +118,8 @@ if [ "$SPOOL" != off ]; then
 fi
 # UPSTREAM_CONNECTIONS=default: fcmd's own (16 a worker, the limit found as it goes).
 [ "$UPSTREAM_CONNECTIONS" = default ] || set -- "$@" --upstream-connections "$UPSTREAM_CONNECTIONS"
+# shellcheck disable=SC2086 # FCMD_ARGS is a list
+[ -z "${FCMD_ARGS:-}" ] || set -- "$@" $FCMD_ARGS
 ./fcmd --port "$PORT" --host 127.0.0.1 --workers "$WORKERS" --logto "$work/fcmd.log" \
     --upstream-idle-timeout "$IDLE_TIMEOUT" --ca-file "$work/cert.pem" "$@" &
 fcmd_pid=$!
@@ -143,7 +148,7 @@ if [ -n "$MESSAGES" ]; then
     # wrk always runs for its whole duration: stop it once fcmd has them all.
     (wrk_run "http://127.0.0.1:$PORT/gcm/send" "$work/fcmd.wrk" "$MESSAGES") &
     wrk_pid=$!
-    accepted_all() { [ "$(curl -s "http://127.0.0.1:$PORT/gcm/report" | field accepted)" -ge $((MESSAGES * TOKENS + warm)) ]; }
+    accepted_all() { [ "$(curl -s "http://127.0.0.1:$PORT/gcm/report?scope=local" | field accepted)" -ge $((MESSAGES * TOKENS + warm)) ]; }
     poll $((DURATION * 20)) accepted_all
     kill -INT $wrk_pid
     wait $wrk_pid || true
@@ -151,7 +156,7 @@ else
     (wrk_run "http://127.0.0.1:$PORT/gcm/send" "$work/fcmd.wrk")
 fi
 wrk_end=$(ms)
-report=$(curl -s "http://127.0.0.1:$PORT/gcm/report")
+report=$(curl -s "http://127.0.0.1:$PORT/gcm/report?scope=local")
 pending=$(echo "$report" | field pending)
 rss_loaded=$(kb "$fcmd_pid" VmRSS)
 accepted=$(($(echo "$report" | field accepted) - warm))
@@ -160,7 +165,7 @@ upstream_conns=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '$1 == "fcmd_ups
 delivered_all() { [ "$(stats | field delivered)" -ge $((accepted + warm)) ]; }
 poll 12000 delivered_all
 done_at=$(ms)
-poll 600 sh -c "curl -s http://127.0.0.1:$PORT/gcm/report | grep -q '\"pending\":0,'"
+poll 600 sh -c "curl -s 'http://127.0.0.1:$PORT/gcm/report?scope=local' | grep -q '\"pending\":0,'"
 ticks_end=$(ticks "$fcmd_pid")
 # Idle workers give memory back after a second, and close their upstream
 # connections after IDLE_TIMEOUT: wait (at most 3 s more) for RSS to settle near idle.

@@ -293,3 +293,26 @@ def test_a_push_waiting_for_its_retry_is_not_claimed(redis, start_mock, start_fc
     wait_until(lambda: drained(redis), what="the stream empty")
     assert mock.token("http503once-kept") == {**mock.token("http503once-kept"), "attempts": 2, "delivered": 1}
     assert not any("took over" in f.log_text() for f in inst)
+
+
+def test_workers_killed_their_pushes_are_claimed_not_lost(redis, start_mock, start_fcmd):
+    mock = start_mock("--latency-ms", "1500")
+    f, = queued(mock, start_fcmd, redis, n=1, workers=2)
+    wait_until(lambda: ready(f), what="/readyz 200")
+    tokens = [f"w{i}" for i in range(10)]
+    for t in tokens:
+        assert post(f.base, [t]).status_code == 200
+    wait_until(lambda: mock.stats(summary=True)["requests"] >= 10, what="every push in flight")
+    before = f.children()
+    for pid in before:
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: len(f.children()) == 2 and not set(before) & set(f.children()), what="the workers respawned")
+    # The new workers are new consumers: they take the dead ones' entries
+    # over after --redis-claim-after and send them again.
+    wait_until(lambda: all((mock.token(t) or {}).get("attempts", 0) >= 2 for t in tokens), timeout=20,
+               what="every push sent again")
+    wait_until(lambda: drained(redis), timeout=15, what="the stream empty")
+    rep = fleet_report(f.base, scope="local")
+    assert rep["lost"] == 0 and rep["pending"] == 0 and rep["accepted"] == 10, rep
+    log = f.log_text()
+    assert "left in the Redis queue" in log and "took over" in log, log
