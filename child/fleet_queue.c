@@ -45,6 +45,10 @@
 #define MAX_ACKS_FLYING 4
 #define READ_COUNT 64                 /* entries per read, at most */
 #define READY_LOW 512                 /* read while fewer targets than this wait to be sent */
+#define HOLD_MAX 8000                 /* ...and it holds fewer entries than this (refreshes stay few) */
+#define READ_CAP_MIN (96u << 20)      /* a reply to a read may be this large whatever this
+                                         instance's limits: an entry another instance with larger
+                                         limits wrote is then refused, not a dropped connection */
 #define CLEAN_EVERY_MS 60000          /* how often idle consumers are looked for */
 #define ID_LEN 44                     /* "ms-seq" */
 
@@ -524,8 +528,8 @@ static size_t read_count(const struct fleet_queue *fq)
 {
     size_t n = READ_COUNT, room;
 
-    if (fq->stopping || !fq->group_ready || fq->q->ready >= READY_LOW || fq->q->pending >= fq->q->capacity ||
-        fq->q->bytes >= fq->q->max_bytes / 2)
+    if (fq->stopping || !fq->group_ready || fq->q->ready >= READY_LOW || fq->nheld >= HOLD_MAX ||
+        fq->q->pending >= fq->q->capacity || fq->q->bytes >= fq->q->max_bytes / 2)
         return 0;
     room = (fq->q->max_bytes / 2 - fq->q->bytes) / fq->entry_max;
     return room < 1 ? 1 : room < n ? room : n;
@@ -539,6 +543,14 @@ static void group_lost(struct fleet_queue *fq, const redisReply *r)
         fq->group_ready = 0; /* the stream went (FLUSHDB...): make the group again */
         fq->group_asked = 0;
     }
+}
+
+/* The largest reply a read of n entries may bring. */
+static size_t read_cap(const struct fleet_queue *fq, size_t n)
+{
+    size_t cap = n * (fq->entry_max + 64);
+
+    return 4096 + (cap > READ_CAP_MIN ? cap : READ_CAP_MIN);
 }
 
 static void on_read(struct fleet *f, void *arg, const redisReply *r)
@@ -578,7 +590,7 @@ static void read_entries(struct fleet_queue *fq)
     if (n == 0 || fq->reading || !fleet_connected(fq->f))
         return;
     snprintf(count, sizeof(count), "%zu", n);
-    if (fleet_command(fq->f, on_read, fq, 4096 + n * fq->entry_max, 9, argv, NULL) == 0)
+    if (fleet_command(fq->f, on_read, fq, read_cap(fq, n), 9, argv, NULL) == 0)
         fq->reading = 1;
 }
 
@@ -620,7 +632,7 @@ static void claim(struct fleet_queue *fq)
         return;
     snprintf(idle, sizeof(idle), "%" PRIu64, fq->claim_ms);
     snprintf(count, sizeof(count), "%zu", n);
-    if (fleet_command(fq->f, on_claimed, fq, 4096 + n * (fq->entry_max + 64), 8, argv, NULL) == 0)
+    if (fleet_command(fq->f, on_claimed, fq, read_cap(fq, n), 8, argv, NULL) == 0)
         fq->claiming = 1;
 }
 
