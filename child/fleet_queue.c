@@ -136,6 +136,7 @@ struct fleet_queue {
     int read_again; /* the last read was full: more may wait */
     int stopping;
     int slow;       /* a deadline passed; until Redis answers again */
+    int slow_logged; /* ...said once, until a push is taken in time again */
     struct push *held; /* pushes read from the stream and not finished */
     size_t nheld;
     struct fq_id *acks; /* finished pushes whose entries are still to acknowledge */
@@ -320,6 +321,8 @@ static void on_added(struct fleet *f, void *arg, const redisReply *r)
     }
     if (ok_array)
         fq->refusal[0] = '\0';
+    if (ok_array && !b->answered)
+        fq->slow_logged = 0;
     free(b->counts);
     free(b);
     kick(fq);
@@ -420,10 +423,11 @@ static void deadlines(struct fleet_queue *fq, uint64_t now)
         b->answered = 1;
         late = 1;
     }
-    if (late && !fq->slow && fleet_connected(fq->f)) {
-        log_warn("redis queue: Redis did not take pushes within %d ms; answering 503 until it answers again",
-                 FQ_DEADLINE_MS);
-        fq->slow = 1;
+    if (late && fleet_connected(fq->f)) {
+        if (!fq->slow_logged)
+            log_warn("redis queue: Redis did not take pushes within %d ms; answering 503 until it answers again",
+                     FQ_DEADLINE_MS);
+        fq->slow = fq->slow_logged = 1;
     }
 }
 
