@@ -768,6 +768,7 @@ static void on_group(struct fleet *f, void *arg, const redisReply *r)
     fq->group_asked = 0;
     if (r == NULL)
         return;
+    fq->slow = 0;
     if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0) {
         refused(fq, "the consumer group cannot be made", r->str);
         return;
@@ -793,6 +794,7 @@ static void on_connect(void *arg)
     fq->group_ready = 0;
     fq->group_asked = 0;
     fq->reading = fq->claiming = fq->cleaning = 0;
+    fq->slow = 0; /* a new connection: pushes are taken again, under the deadline */
     make_group(fq);
     fq->next_refresh = 0; /* what it holds may have grown idle during the outage */
     kick(fq);
