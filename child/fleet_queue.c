@@ -50,6 +50,7 @@
                                          instance's limits: an entry another instance with larger
                                          limits wrote is then refused, not a dropped connection */
 #define CLEAN_EVERY_MS 60000          /* how often idle consumers are looked for */
+#define MAX_DELIVERIES 5              /* an entry taken this often and never finished is given up */
 #define ID_LEN 44                     /* "ms-seq" */
 
 /* KEYS[1] the stream.  ARGV[1] the bound in entries, then one record each.
@@ -93,6 +94,24 @@ static const char clean_script[] =
     "end\n"
     "return n\n";
 
+/* Gives up the entries that consumers took ARGV[3] times or more and that
+ * are idle again (each holder died or was cut off before finishing it): an
+ * entry that breaks every reader, or a push that kills every worker that
+ * tries it, must not go round the fleet for ever.  KEYS[1] the stream;
+ * ARGV[1] the group, ARGV[2] the idle time in ms, ARGV[4] how many to look at.
+ * Returns their ids. */
+static const char reap_script[] =
+    "local out = {}\n"
+    "for _, p in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', tonumber(ARGV[2]), '-', '+',\n"
+    "                               tonumber(ARGV[4]))) do\n"
+    "  if p[4] >= tonumber(ARGV[3]) then\n"
+    "    redis.call('XACK', KEYS[1], ARGV[1], p[1])\n"
+    "    redis.call('XDEL', KEYS[1], p[1])\n"
+    "    out[#out + 1] = p[1]\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
 struct fq_id {
     uint64_t ms, seq;
 };
@@ -132,7 +151,7 @@ struct fleet_queue {
     struct batch *flying, **flying_tail;       /* sent, in order */
     unsigned nflying;
     int group_ready, group_asked;
-    int reading, claiming, cleaning;
+    int reading, claiming, cleaning, reaping;
     int read_again; /* the last read was full: more may wait */
     int stopping;
     int slow;       /* a deadline passed; until Redis answers again */
@@ -626,6 +645,38 @@ static void on_claimed(struct fleet *f, void *arg, const redisReply *r)
         fq->next_claim = 0; /* more to look at: go on at the next tick */
 }
 
+static void on_reaped(struct fleet *f, void *arg, const redisReply *r)
+{
+    struct fleet_queue *fq = arg;
+
+    (void)f;
+    fq->reaping = 0;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY)
+        return;
+    for (size_t i = 0; i < r->elements; i++)
+        if (r->element[i]->type == REDIS_REPLY_STRING) {
+            log_limited(&fq->bad_log, LOG_ERROR,
+                        "redis queue: entry %s given up: taken %d times and never finished (it breaks its "
+                        "readers, or the workers that send it)",
+                        r->element[i]->str, MAX_DELIVERIES);
+            atomic_fetch_add_explicit(&fq->slot->failures_by[CAUSE_QUEUE_ENTRY], 1, memory_order_relaxed);
+        }
+}
+
+static void reap(struct fleet_queue *fq)
+{
+    char idle[24], most[24], count[24];
+    const char *argv[] = {"EVAL", reap_script, "1", FQ_STREAM, FQ_GROUP, idle, most, count};
+
+    if (fq->reaping || fq->stopping)
+        return;
+    snprintf(idle, sizeof(idle), "%" PRIu64, fq->claim_ms);
+    snprintf(most, sizeof(most), "%d", MAX_DELIVERIES);
+    snprintf(count, sizeof(count), "%d", READ_COUNT);
+    if (fleet_command(fq->f, on_reaped, fq, 4096 + 64 * READ_COUNT, 8, argv, NULL) == 0)
+        fq->reaping = 1;
+}
+
 static void claim(struct fleet_queue *fq)
 {
     char idle[24], count[24];
@@ -793,7 +844,7 @@ static void on_connect(void *arg)
 
     fq->group_ready = 0;
     fq->group_asked = 0;
-    fq->reading = fq->claiming = fq->cleaning = 0;
+    fq->reading = fq->claiming = fq->cleaning = fq->reaping = 0;
     fq->slow = 0; /* a new connection: pushes are taken again, under the deadline */
     make_group(fq);
     fq->next_refresh = 0; /* what it holds may have grown idle during the outage */
@@ -831,6 +882,7 @@ static void on_tick(uv_timer_t *t)
         fq->next_refresh = now + fq->claim_ms / 3;
     }
     if (now >= fq->next_claim && fq->group_ready) {
+        reap(fq);
         claim(fq);
         fq->next_claim = now + (fq->claim_ms / 2 > 500 ? fq->claim_ms / 2 : 500);
     }

@@ -160,8 +160,9 @@ def test_redis_down_503_then_everything_accepted_is_delivered(redis, mock, start
     finally:
         stop.set()
         t.join(10)
-    # Answered within about a second, never hanging on Redis.
-    assert max(refused) < 1.5, max(refused)
+    # Answered within about a second (the bound leaves room for a busy
+    # machine, and stays under the transport's 3 s reply timeout).
+    assert max(refused) < 2.5, max(refused)
     wait_until(lambda: all(v >= 1 for v in delivered(mock, accepted).values()), timeout=20,
                what="every push answered 200 delivered")
     wait_until(lambda: drained(redis), what="the stream empty")
@@ -192,11 +193,11 @@ def test_redis_too_slow_answers_503_within_a_second(redis, mock, start_fcmd):
         took = time.monotonic() - t0
         assert r.status_code == 503 and r.headers.get("Retry-After") == "1", r.text
         assert "redis" in r.json()["error"]
-        assert 0.9 < took < 1.6, took
+        assert 0.9 < took < 2.5, took  # the 1 s deadline, not the transport's 3 s
         # Known slow now: answered at once, and not ready.
         t0 = time.monotonic()
         assert post(inst[0].base, ["stalled2"]).status_code == 503
-        assert time.monotonic() - t0 < 0.5
+        assert time.monotonic() - t0 < 0.9  # not waiting for the deadline again
         assert requests.get(inst[0].url("/readyz"), timeout=2).status_code == 503
     finally:
         os.kill(redis.proc.pid, signal.SIGCONT)
@@ -316,3 +317,23 @@ def test_workers_killed_their_pushes_are_claimed_not_lost(redis, start_mock, sta
     assert rep["lost"] == 0 and rep["pending"] == 0 and rep["accepted"] == 10, rep
     log = f.log_text()
     assert "left in the Redis queue" in log and "took over" in log, log
+
+
+def test_an_entry_no_reader_can_take_is_given_up(redis, mock, start_fcmd):
+    # More fields than any reply fcmd reads may hold: every read or claim
+    # that meets it drops the connection.  After a few takes it is given up.
+    f, = queued(mock, start_fcmd, redis, n=1, extra=["--redis-claim-after", "1"])
+    wait_until(lambda: ready(f), what="/readyz 200")
+    children = f.children()
+    fields = []
+    for i in range(3000):
+        fields += [f"f{i}", "v"]
+    bad = cli(redis, "XADD", "fcmd:queue", "*", *fields).strip('"')
+    wait_until(lambda: f"entry {bad} given up" in f.log_text(), timeout=120, interval=0.5,
+               what="the entry given up")
+    wait_until(lambda: drained(redis), what="the stream empty")
+    assert f.children() == children
+    wait_until(lambda: ready(f), timeout=30, what="/readyz 200 again")
+    assert post(f.base, ["after-poison"]).status_code == 200
+    wait_until(lambda: delivered(mock, ["after-poison"]) == {"after-poison": 1}, what="a good push delivered")
+    assert metric(f, "fcmd_failures_total", reason="queue_entry") == 1
