@@ -13,6 +13,7 @@
 #include "../shm/region.h"
 #include "conn.h"
 #include "fleet.h"
+#include "fleet_queue.h"
 #include "graphite.h"
 #include "http.h"
 #include "sender.h"
@@ -67,6 +68,9 @@ static void on_stop_tick(uv_timer_t *t)
     /* What this child counted reaches Redis before it goes (fleet mode). */
     if (c->fleet != NULL && !fleet_flushed(c->fleet) && now < c->stop_deadline)
         return;
+    /* ...and so do the acknowledgements of the queue in Redis. */
+    if (c->fq != NULL && !fleet_queue_settled(c->fq) && now < c->stop_deadline)
+        return;
     if (c->queue.pending > 0)
         log_warn("child stopping with %zu targets unfinished", c->queue.pending);
     uv_stop(&c->loop);
@@ -83,6 +87,8 @@ static void on_stop_signal(uv_signal_t *s, int signo)
     }
     c->stopping = 1;
     spool_stop(c->spool);
+    if (c->fq != NULL)
+        fleet_queue_stop(c->fq);
     graphite_stop(c->graphite);
     c->graphite = NULL;
     uv_close(&c->listener.handle, NULL);
@@ -144,6 +150,24 @@ static void on_replayed(void *arg)
 static void on_push_done(void *arg, struct push *p)
 {
     spool_push_done(arg, p);
+}
+
+static void on_fq_push_done(void *arg, struct push *p)
+{
+    fleet_queue_push_done(arg, p);
+}
+
+/* With --redis-queue: pushes come from the stream, and go back to it as
+ * acknowledgements. */
+static int open_fleet_queue(struct child *c)
+{
+    c->fq = fleet_queue_start(&c->loop, c->fleet, c->opts, c->shm, (unsigned)(c->slot - c->shm->slots), &c->queue,
+                              c->sender, &c->limits);
+    if (c->fq == NULL)
+        return -1;
+    c->queue.on_push_done = on_fq_push_done;
+    c->queue.arg = c->fq;
+    return 0;
 }
 
 static void on_rescan_signal(uv_signal_t *h, int signo)
@@ -226,7 +250,7 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
         (o->spool != NULL && open_spool(c) != 0) ||
         (o->redis != NULL && (c->fleet = fleet_start(&c->loop, o->redis, o->redis_password, shm, slot,
                                                      (unsigned)o->redis_drain_lease)) == NULL) ||
-        (sender_set_fleet(c->sender, c->fleet), 0) ||
+        (sender_set_fleet(c->sender, c->fleet), 0) || (o->redis_queue && open_fleet_queue(c) != 0) ||
         setup_http(c) != 0 || watch_signals(c) != 0 || unblock_signals() != 0 || open_listener(c, listen_fd) != 0) {
         log_error("child set-up failed");
         return 1;

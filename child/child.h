@@ -23,6 +23,7 @@ struct upstream;
 struct graphite;
 struct spool;
 struct fleet;
+struct fleet_queue;
 
 /* After its pending work is done, a stopping child gives open HTTP
  * connections this long to finish the request they carry. */
@@ -53,6 +54,7 @@ struct child {
     struct graphite *graphite;    /* the reporter's, else NULL */
     struct spool *spool;          /* with --spool, else NULL */
     struct fleet *fleet;          /* with --redis, else NULL */
+    struct fleet_queue *fq;       /* with --redis-queue, else NULL */
     uv_signal_t sigusr2;          /* the master: a child died, look for its spool segments */
     struct conn_set conns;        /* open HTTP connections */
     h2o_linklist_t drains;        /* drain answers holding entries until written */

@@ -189,7 +189,7 @@ struct fleet_drain {
 
 /* Handles the reply to one command; r is NULL when the connection was
  * dropped before that reply came (the command may or may not have run). */
-typedef void (*reply_fn)(struct fleet *f, void *arg, const redisReply *r);
+typedef fleet_reply_fn reply_fn;
 
 /* A reply the connection awaits, in the order the commands went. */
 struct want {
@@ -278,6 +278,8 @@ struct fleet {
     struct fleet_totals totals;
     int have_totals;
     uint64_t totals_at;
+    void (*on_connect)(void *arg); /* fleet_on_connect() */
+    void *on_connect_arg;
     char rbuf[64 * 1024]; /* libuv reads into this; the reader copies it */
 };
 
@@ -1041,6 +1043,8 @@ static void on_loaded(struct fleet *f, void *arg, const redisReply *r)
     f->sha[40] = '\0';
     f->next_flush_at = 0;
     flush(f); /* at once: counters kept during an outage, and a fresh report */
+    if (f->on_connect != NULL && f->link != NULL)
+        f->on_connect(f->on_connect_arg);
 }
 
 static void on_lists_loaded(struct fleet *f, void *arg, const redisReply *r)
@@ -1389,6 +1393,25 @@ struct fleet *fleet_start(uv_loop_t *loop, const char *url, const char *password
     uv_unref((uv_handle_t *)&f->looked_up);
     connect_begin(f);
     return f;
+}
+
+int fleet_connected(const struct fleet *f)
+{
+    return f->link != NULL && f->sha[0] != '\0';
+}
+
+int fleet_command(struct fleet *f, fleet_reply_fn fn, void *arg, size_t cap, int argc, const char **argv,
+                  const size_t *argvlen)
+{
+    if (!fleet_connected(f))
+        return -1;
+    return send_command(f, fn, arg, cap, argc, argv, argvlen);
+}
+
+void fleet_on_connect(struct fleet *f, void (*fn)(void *arg), void *arg)
+{
+    f->on_connect = fn;
+    f->on_connect_arg = arg;
 }
 
 int fleet_ready(const struct fleet *f)

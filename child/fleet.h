@@ -52,6 +52,26 @@ struct fleet_totals {
 struct fleet *fleet_start(uv_loop_t *loop, const char *url, const char *password, struct shm_region *shm, unsigned slot,
                           unsigned drain_lease_s);
 
+/* The reply to a command sent with fleet_command(): r is NULL when the
+ * connection was dropped before it came (the command may or may not have
+ * run).  r is hiredis' reply, freed when the function returns. */
+struct redisReply;
+typedef void (*fleet_reply_fn)(struct fleet *f, void *arg, const struct redisReply *r);
+
+/* Whether commands can go out now: connected, and the handshake answered. */
+int fleet_connected(const struct fleet *f);
+
+/* Sends a command (argvlen NULL: C strings) on the worker's connection; fn
+ * handles its reply, of at most cap bytes (a larger one drops the
+ * connection).  Returns 0; 1 when too many replies are awaited already;
+ * -1 when not connected or the connection was just dropped.  On 1 and -1
+ * fn is never called for this command. */
+int fleet_command(struct fleet *f, fleet_reply_fn fn, void *arg, size_t cap, int argc, const char **argv,
+                  const size_t *argvlen);
+
+/* fn(arg) runs each time a connection becomes usable (fleet_connected). */
+void fleet_on_connect(struct fleet *f, void (*fn)(void *arg), void *arg);
+
 /* Whether this worker's last flush reached Redis and was counted. */
 int fleet_ready(const struct fleet *f);
 

@@ -15,6 +15,7 @@
 #include "buf.h"
 #include "child.h"
 #include "fleet.h"
+#include "fleet_queue.h"
 #include "metrics.h"
 #include "queue.h"
 #include "request.h"
@@ -135,6 +136,7 @@ static int respond_accepted(h2o_req_t *req, int json, size_t n)
  * memory; the push is still delivered once durable. */
 struct deferred {
     struct spool_waiter waiter;
+    struct fq_waiter fqw; /* with --redis-queue: waiting for Redis instead */
     h2o_req_t *req;
     struct deferred **link;
     struct child *child;
@@ -188,6 +190,64 @@ static void on_durable(void *arg, int ok)
         histogram_observe(&c->slot->send_latency, send_bounds_us, (uv_hrtime() - d->start) / 1000);
     }
     free(d);
+}
+
+static const char *const fq_refusal[] = {
+    [FQ_DOWN] = "redis unreachable: the push was not queued",
+    [FQ_FULL] = "the queue in redis is full (--redis-queue-max)",
+    [FQ_REFUSED] = "redis refused the push",
+};
+
+/* With --redis-queue: Redis answered for the push (or the deadline passed).
+ * The push is counted by the instance that answers 200; the worker that
+ * delivers it counts its outcome. */
+static void on_queued(void *arg, enum fq_status st, size_t n)
+{
+    struct deferred *d = arg;
+    struct child *c = d->child;
+    h2o_req_t *req = d->req;
+
+    if (st == FQ_OK)
+        shm_add(c->slot, SHM_ACCEPTED, n);
+    if (req != NULL) {
+        *d->link = NULL;
+        conn_progress(&c->conns, req);
+        if (st == FQ_OK)
+            respond_accepted(req, d->json, n);
+        else
+            respond_busy(req, fq_refusal[st]);
+        atomic_fetch_add_explicit(&c->slot->http[d->ep][http_status_index(req->res.status)], 1,
+                                  memory_order_relaxed);
+        histogram_observe(&c->slot->send_latency, send_bounds_us, (uv_hrtime() - d->start) / 1000);
+    }
+    free(d);
+}
+
+/* With --redis-queue the push goes to Redis, not to this worker's queue:
+ * the answer waits for Redis. */
+static int send_to_redis(struct child *c, h2o_req_t *req, struct send_request *r, uint64_t start, enum endpoint ep)
+{
+    struct deferred *d = calloc(1, sizeof(*d));
+    enum fq_status st;
+
+    if (d == NULL) {
+        request_free(r);
+        return respond_busy(req, "out of memory");
+    }
+    *d = (struct deferred){.req = req, .child = c, .json = r->format == REQUEST_JSON, .start = start, .ep = ep};
+    st = fleet_queue_add(c->fq, r, &d->fqw, on_queued, d);
+    request_free(r);
+    if (st != FQ_OK) {
+        free(d);
+        return respond_busy(req, fq_refusal[st]);
+    }
+    /* The link is made after the push waits: if it cannot be made, the
+     * answer is simply never written (as for a client gone). */
+    if ((d->link = h2o_mem_alloc_shared(&req->pool, sizeof(*d->link), on_request_gone)) != NULL)
+        *d->link = d;
+    else
+        d->req = NULL;
+    return 0;
 }
 
 /* Writes the push to the spool (if any) and stages it in the queue.
@@ -256,6 +316,8 @@ static int send_to(struct child *c, h2o_req_t *req, enum upstream_kind kind, str
     }
     if (rc != 0)
         return respond_error(req, request_status(rc), err);
+    if (c->fq != NULL)
+        return send_to_redis(c, req, &r, start, kind == UPSTREAM_APNS ? EP_APNS_SEND : EP_SEND);
     /* Whatever can fail is done before anything is written or queued. */
     if (c->spool != NULL && (d = calloc(1, sizeof(*d))) == NULL) {
         request_free(&r);
@@ -660,6 +722,8 @@ static int on_readyz(struct child *c, h2o_req_t *req)
         return respond_error(req, 503, "the spool cannot be written");
     if (c->fleet != NULL && !fleet_ready(c->fleet))
         return respond_error(req, 503, "redis unreachable");
+    if (c->fq != NULL && !fleet_queue_ready(c->fq))
+        return respond_error(req, 503, "redis does not take pushes in time");
     return respond(req, 200, "OK", "text/plain", "ok\n", 3);
 }
 

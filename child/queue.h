@@ -29,6 +29,8 @@ struct push {
     size_t encoded_len;
     struct segment *spool_seg; /* the spool segment holding its record, or NULL */
     uint64_t spool_id;
+    uint64_t fq_ms, fq_seq;           /* its entry in the queue in Redis ("ms-seq"), or 0-0 */
+    struct push *fq_prev, *fq_next;   /* the entries a worker holds (child/fleet_queue.c) */
     size_t bytes;           /* what it holds, targets included, against max_bytes */
     size_t ntargets;        /* targets it was made with */
     struct target *staged;  /* its targets until queue_commit(), else NULL */

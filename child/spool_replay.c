@@ -186,6 +186,35 @@ int spool_replay_request(const struct spool_replay_push *rp, struct send_request
     return 0;
 }
 
+const char *spool_replay_one(const unsigned char *data, size_t len, struct send_request *req, uint32_t **index)
+{
+    struct spool_reader rd = {data, len, 0, 0};
+    struct spool_rec rec;
+    struct spool_push p;
+    size_t bad;
+    const char *why;
+
+    memset(req, 0, sizeof(*req));
+    *index = NULL;
+    if (spool_next(&rd, &rec, &bad) != SPOOL_RECORD || rec.offset != 0 || SPOOL_HEADER + rec.len != len)
+        return "it is not one whole record";
+    if (!spool_is_push(rec.type) || spool_decode_push(&rec, &p) != 0)
+        return "it cannot be decoded";
+    if (p.ntargets == 0 || p.ntargets > p.targets_len / 7)
+        return "the target count does not match the bytes";
+    if (p.ntargets > SPOOL_REPLAY_MAX_TARGETS)
+        return "more targets than any request may hold";
+    struct spool_replay_push rp = {rec, p.id, p.ntargets, 0, calloc(((size_t)p.ntargets + 7) / 8, 1)};
+    if (rp.bits == NULL)
+        return "out of memory";
+    if ((why = push_adds_up(&p, rp.bits)) == NULL) {
+        memset(rp.bits, 0, ((size_t)p.ntargets + 7) / 8); /* none acknowledged */
+        if (spool_replay_request(&rp, req, index) != 0)
+            why = "out of memory";
+    }
+    free(rp.bits);
+    return why;
+}
 
 int spool_replay_read(struct spool_replay *r, const unsigned char *data, size_t len, const char *path)
 {

@@ -46,6 +46,12 @@ int spool_replay_read(struct spool_replay *r, const unsigned char *data, size_t 
  * out (not logged). */
 int spool_replay_request(const struct spool_replay_push *p, struct send_request *req, uint32_t **index);
 
+/* Reads one PUSH record that fills data..len exactly (an entry of the queue
+ * in Redis), checked as a record of a replayed segment is, into a request of
+ * all its targets (the caller frees it with request_free() and *index with
+ * free(), also after a failure).  Returns NULL, or why it was refused. */
+const char *spool_replay_one(const unsigned char *data, size_t len, struct send_request *req, uint32_t **index);
+
 /* Frees what is left from r->next on. */
 void spool_replay_free(struct spool_replay *r);
 

@@ -100,6 +100,9 @@ static const struct opt_def opt_table[] = {
     STR(apns_team_id, "apns-team-id"),
     STR(apns_topic, "apns-topic"),
     STR(apns_url, "apns-url"),
+    BOOL(redis_queue, "redis-queue"),
+    INT(redis_claim_after, "redis-claim-after", 1, 86400),
+    LONG(redis_queue_max, "redis-queue-max", 1, 1000000000),
     BOOL(help, "help"),
     BOOL(help, "h"),
     BOOL(version, "version"),
@@ -173,6 +176,9 @@ const char *const options_usage[] = {
     "  --redis-password-file F   Redis' password, from the first line of F (or FCMD_REDIS_PASSWORD);\n"
     "                            a password in the URL (redis://:PW@HOST) is readable by every local user\n"
     "  --redis-drain-lease S     seconds a drain answer's entries stay taken without news from their worker [30]\n"
+    "  --redis-queue             accepted pushes wait in a Redis stream every instance delivers from [off]\n"
+    "  --redis-claim-after S     pushes held by a worker silent this long are taken over [30]\n"
+    "  --redis-queue-max N       pushes the stream may hold; /gcm/send answers 503 beyond [1000000]\n"
     "  --version, --help\n"
     "A flag wins over the config file, which wins over FCMD_APIKEY, FCMD_AUTH_TOKEN and FCMD_REDIS_PASSWORD.\n",
     NULL,
@@ -209,6 +215,8 @@ void options_defaults(struct fcmd_options *o)
     o->redis_drain_lease = 30;
     o->spool_max_bytes = 1L << 30;
     o->spool_segment_bytes = 16L << 20;
+    o->redis_claim_after = 30;
+    o->redis_queue_max = 1000000;
 }
 
 int options_auth_scopes(const struct fcmd_options *o)
@@ -267,10 +275,10 @@ static const struct opt_def *find_opt(const char *name, size_t len)
 
 static int parse_bool(const char *v, int *out)
 {
-    static const char *const yes[] = {"1", "t", "T", "true", "TRUE", "True"};
-    static const char *const no[] = {"0", "f", "F", "false", "FALSE", "False"};
+    static const char *const yes[] = {"1", "t", "T", "true", "TRUE", "True", "on", "yes"};
+    static const char *const no[] = {"0", "f", "F", "false", "FALSE", "False", "off", "no"};
 
-    for (size_t i = 0; i < 6; i++) {
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
         if (strcmp(v, yes[i]) == 0)
             return *out = 1, 0;
         if (strcmp(v, no[i]) == 0)
@@ -424,6 +432,14 @@ static int validate_redis(const struct fcmd_options *o, char *err, size_t errlen
     struct redis_url u;
     char why[200], url[512];
 
+    if (o->redis_queue && o->redis == NULL) {
+        snprintf(err, errlen, "--redis-queue needs --redis URL");
+        return -1;
+    }
+    if (o->redis_queue && o->spool != NULL) {
+        snprintf(err, errlen, "--spool and --redis-queue: with the queue in Redis there is no local spool; give one");
+        return -1;
+    }
     if (o->redis == NULL || redis_url_parse(o->redis, &u, why, sizeof(why)) == 0)
         return 0;
     snprintf(err, errlen, "--redis: \"%s\": %s", redis_url_printable(o->redis, url, sizeof(url)), why);

@@ -72,6 +72,9 @@ struct fcmd_options {
     const char *apns_team_id;        /* the team id (iss) */
     const char *apns_topic;          /* default apns-topic: the app's bundle id */
     const char *apns_url;            /* APNs base URL */
+    int redis_queue;                 /* accepted pushes go to a Redis stream shared by the fleet */
+    int redis_claim_after;           /* seconds: pushes of a consumer silent this long are taken over */
+    long redis_queue_max;            /* pushes the stream may hold before /gcm/send answers 503 */
     int help;
     int version;
     /* Loaded by the master before the fork; children inherit them. */

@@ -71,6 +71,9 @@ static const struct {
     {"apns", "team_id", "apns-team-id"},
     {"apns", "topic", "apns-topic"},
     {"apns", "url", "apns-url"},
+    {"redis", "queue", "redis-queue"},
+    {"redis", "claim_after", "redis-claim-after"},
+    {"redis", "queue_max", "redis-queue-max"},
 };
 
 struct load {

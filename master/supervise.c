@@ -249,7 +249,8 @@ static void signal_worker(struct worker *w, int signo)
 
 static void reap(struct master *m)
 {
-    int status, died = 0, spooled = m->cur.settings->o.spool != NULL;
+    int status, died = 0, spooled = m->cur.settings->o.spool != NULL, queued = m->cur.settings->o.redis_queue;
+    const char *fate = queued ? "left in the Redis queue" : spooled ? "left in the spool" : "lost";
     pid_t pid;
 
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
@@ -261,13 +262,13 @@ static void reap(struct master *m)
             w->pid = 0;
             atomic_store(&m->shm->slots[i].pid, 0);
             atomic_store(&m->shm->slots[i].ready, 0);
-            lost = shm_settle_slot(m->shm, (unsigned)i, spooled);
+            lost = shm_settle_slot(m->shm, (unsigned)i, queued ? SHM_SETTLE_QUEUED : spooled ? SHM_SETTLE_SPOOLED : SHM_SETTLE_LOST);
             if (WIFSIGNALED(status))
                 log_warn("child %d killed by signal %d, %lld pending targets %s", (int)pid, WTERMSIG(status),
-                         (long long)lost, spooled ? "left in the spool" : "lost");
+                         (long long)lost, fate);
             else if (WEXITSTATUS(status) != 0 || lost > 0)
                 log_warn("child %d exited with status %d, %lld pending targets %s", (int)pid, WEXITSTATUS(status),
-                         (long long)lost, spooled ? "left in the spool" : "lost");
+                         (long long)lost, fate);
             else
                 log_info("child %d exited", (int)pid);
             if (!m->stopping && !w->retiring)

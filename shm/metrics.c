@@ -22,6 +22,7 @@ const char *const cause_names[CAUSE_COUNT] = {
     "retries_exhausted",
     "spool_record",
     "not_configured",
+    "queue_entry",
 };
 
 const char *const endpoint_names[EP_COUNT] = {

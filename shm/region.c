@@ -123,13 +123,15 @@ void shm_sum(const struct shm_region *r, struct shm_totals *out)
     out->notregistered_dropped = drainlist_dropped(r->notregistered);
 }
 
-int64_t shm_settle_slot(struct shm_region *r, unsigned slot, int spooled)
+int64_t shm_settle_slot(struct shm_region *r, unsigned slot, enum shm_settle how)
 {
     struct shm_slot *s = &r->slots[slot];
     int64_t left = atomic_exchange(&s->pending, 0);
 
-    if (left > 0)
-        shm_add(s, spooled ? SHM_LEFT_IN_SPOOL : SHM_LOST, (uint64_t)left);
+    /* Left in the queue in Redis, they are delivered by another worker and
+     * counted then. */
+    if (left > 0 && how != SHM_SETTLE_QUEUED)
+        shm_add(s, how == SHM_SETTLE_SPOOLED ? SHM_LEFT_IN_SPOOL : SHM_LOST, (uint64_t)left);
     atomic_store(&s->no_token, 0);
     /* A dead child holds no queue, no requests and no connections. */
     for (unsigned g = 0; g < SHM_NGAUGES; g++)

@@ -159,7 +159,9 @@ void shm_sum(const struct shm_region *r, struct shm_totals *out);
 /* Called by the master once a child is reaped: its unfinished targets can no
  * longer finish there, so they move from pending to lost - or, with a spool,
  * to left-in-spool: another worker adopts them, and counts them again in
- * pending and replayed.  Returns how many. */
-int64_t shm_settle_slot(struct shm_region *r, unsigned slot, int spooled);
+ * pending and replayed; with the queue in Redis, to nothing: another worker
+ * claims their entries and counts them when they finish.  Returns how many. */
+enum shm_settle { SHM_SETTLE_LOST, SHM_SETTLE_SPOOLED, SHM_SETTLE_QUEUED };
+int64_t shm_settle_slot(struct shm_region *r, unsigned slot, enum shm_settle how);
 
 #endif

@@ -15,7 +15,10 @@
 # idle upstream connections closed), STEADY (3 s: a light steady load, run
 # against the bare server and again while fcmd delivers its backlog), REDIS
 # (off, or on: fleet mode's counters in a redis-server with appendonly yes,
-# appendfsync everysec, on REDIS_PORT, PORT + 1000; its CPU is printed too).
+# appendfsync everysec, on REDIS_PORT, PORT + 1000; its CPU is printed too),
+# FCMD_ARGS (more options for fcmd, split on spaces: tools/fleet-queue-ratio.sh
+# passes --redis URL --redis-queue).  Reports are read with ?scope=local, so
+# with --redis they are this instance's at once, not a flush old.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -138,6 +141,8 @@ if [ "$REDIS" = on ]; then
 fi
 # UPSTREAM_CONNECTIONS=default: fcmd's own (16 a worker, the limit found as it goes).
 [ "$UPSTREAM_CONNECTIONS" = default ] || set -- "$@" --upstream-connections "$UPSTREAM_CONNECTIONS"
+# shellcheck disable=SC2086 # FCMD_ARGS is a list
+[ -z "${FCMD_ARGS:-}" ] || set -- "$@" $FCMD_ARGS
 env ${FCMD_PRELOAD:+LD_PRELOAD="$FCMD_PRELOAD"} ./fcmd --port "$PORT" --host 127.0.0.1 --workers "$WORKERS" --logto "$work/fcmd.log" \
     --upstream-idle-timeout "$IDLE_TIMEOUT" --ca-file "$work/cert.pem" "$@" &
 fcmd_pid=$!
@@ -183,8 +188,8 @@ mock_conns1=$(stats | field connections)
 upstream_conns=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '$1 == "fcmd_upstream_connections" {print $2}')
 # The same light load as the bare server's, while the backlog is delivered at full rate.
 (steady_run "http://127.0.0.1:$PORT/gcm/send" "$work/steady.wrk")
-steady_pending=$(curl -s "http://127.0.0.1:$PORT/gcm/report" | field pending)
-accepted=$(($(curl -s "http://127.0.0.1:$PORT/gcm/report" | field accepted) - warm))
+steady_pending=$(curl -s "http://127.0.0.1:$PORT/gcm/report?scope=local" | field pending)
+accepted=$(($(curl -s "http://127.0.0.1:$PORT/gcm/report?scope=local" | field accepted) - warm))
 delivered_all() { [ "$(stats | field delivered)" -ge $((accepted + warm)) ]; }
 poll 12000 delivered_all
 done_at=$(ms)

@@ -327,17 +327,24 @@ static void slot_settlement(void **state)
     shm_add(&r->slots[1], SHM_ACCEPTED, 2);
     shm_pending_add(&r->slots[1], 2);
     shm_pending_add(&r->slots[1], -2);
-    assert_int_equal(shm_settle_slot(r, 0, 0), 5);
+    assert_int_equal(shm_settle_slot(r, 0, SHM_SETTLE_LOST), 5);
     shm_sum(r, &t);
     assert_int_equal(t.counters[SHM_ACCEPTED], 7);
     assert_int_equal(t.counters[SHM_LOST], 5);
     assert_int_equal(t.pending, 0);
     /* With a spool, the same targets are left there, not lost. */
     shm_pending_add(&r->slots[1], 3);
-    assert_int_equal(shm_settle_slot(r, 1, 1), 3);
+    assert_int_equal(shm_settle_slot(r, 1, SHM_SETTLE_SPOOLED), 3);
     shm_sum(r, &t);
     assert_int_equal(t.counters[SHM_LOST], 5);
     assert_int_equal(t.counters[SHM_LEFT_IN_SPOOL], 3);
+    /* With the queue in Redis, neither: another worker counts them. */
+    shm_pending_add(&r->slots[2], 4);
+    assert_int_equal(shm_settle_slot(r, 2, SHM_SETTLE_QUEUED), 4);
+    shm_sum(r, &t);
+    assert_int_equal(t.counters[SHM_LOST], 5);
+    assert_int_equal(t.counters[SHM_LEFT_IN_SPOOL], 3);
+    assert_int_equal(t.pending, 0);
     shm_region_destroy(r);
 }
 

@@ -9,6 +9,7 @@
 
 #include "../../child/crc32c.h"
 #include "../../child/spool_record.h"
+#include "../../child/spool_replay.h"
 
 static void crc32c_check_value(void **state)
 {
@@ -329,6 +330,49 @@ static void apns_pushes_carry_their_upstream_and_fields(void **state)
     buf_free(&b);
 }
 
+/* An entry of the queue in Redis: exactly one PUSH record, checked. */
+static void one_record_is_a_request(void **state)
+{
+    char *targets[] = {"tok-a", "tok-bb"};
+    struct send_request r = sample(targets, 2), out;
+    struct buf b = BUF_INIT, two = BUF_INIT;
+    uint32_t *index;
+
+    (void)state;
+    spool_encode_push(&b, 0, &r);
+    assert_null(spool_replay_one((unsigned char *)b.data, b.len, &out, &index));
+    assert_int_equal(out.ntargets, 2);
+    assert_string_equal(out.targets[0], "tok-a");
+    assert_string_equal(out.targets[1], "tok-bb");
+    assert_int_equal(out.msg.payload_len, 7);
+    assert_memory_equal(out.msg.payload, "{\"k\":1}", 7);
+    request_free(&out);
+    free(index);
+    /* Cut short, with bytes after it, two records, an ACK, a bit flipped: refused. */
+    assert_non_null(spool_replay_one((unsigned char *)b.data, b.len - 1, &out, &index));
+    request_free(&out);
+    free(index);
+    spool_encode_push(&two, 0, &r);
+    spool_encode_push(&two, 1, &r);
+    assert_non_null(spool_replay_one((unsigned char *)two.data, two.len, &out, &index));
+    request_free(&out);
+    free(index);
+    buf_reset(&two);
+    spool_encode_ack(&two, 0, (uint32_t[]){0}, 1);
+    assert_non_null(spool_replay_one((unsigned char *)two.data, two.len, &out, &index));
+    request_free(&out);
+    free(index);
+    b.data[b.len - 2] ^= 1;
+    assert_non_null(spool_replay_one((unsigned char *)b.data, b.len, &out, &index));
+    request_free(&out);
+    free(index);
+    assert_non_null(spool_replay_one((const unsigned char *)"", 0, &out, &index));
+    request_free(&out);
+    free(index);
+    buf_free(&b);
+    buf_free(&two);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -342,6 +386,7 @@ int main(void)
         cmocka_unit_test(corrupt_middle_record_is_skipped),
         cmocka_unit_test(garbage_length_does_not_read_past_the_end),
         cmocka_unit_test(fake_headers_cost_a_bounded_search),
+        cmocka_unit_test(one_record_is_a_request),
     };
     return cmocka_run_group_tests_name("spool_record", tests, NULL, NULL);
 }

@@ -1,0 +1,339 @@
+"""The queue in Redis (--redis-queue): a real redis-server (appendonly yes), a
+real haproxy in front of three fcmd instances.  The oracle is the mock
+upstream's per-token counts and Redis itself, asked with redis-cli."""
+
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import requests
+
+from conftest import FCMD_BIN, wait_until
+from test_fleet import fleet_report, redis, start_haproxy  # noqa: F401 (fixtures)
+
+CLAIM = "2"
+
+
+def cli(redis, *args):
+    r = subprocess.run(["redis-cli", "-p", str(redis.port), "--no-raw", *args], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def cli_int(redis, *args):
+    out = cli(redis, *args)
+    assert out.startswith("(integer) "), out
+    return int(out.split()[1])
+
+
+def stream_len(redis):
+    return cli_int(redis, "XLEN", "fcmd:queue")
+
+
+def group_pending(redis):
+    # XPENDING's summary: the count is the first line.
+    out = cli(redis, "XPENDING", "fcmd:queue", "fcmd")
+    return int(out.splitlines()[0].split()[-1])
+
+
+def queued(mock, start_fcmd, redis, n=3, workers=1, extra=()):
+    return [start_fcmd(mock, workers=workers, args=["--redis", redis.url, "--redis-queue", "--redis-claim-after",
+                                                    CLAIM, *extra]) for _ in range(n)]
+
+
+def ready(f):
+    return requests.get(f.url("/readyz"), timeout=2).status_code == 200
+
+
+def post(base, tokens, session=requests, timeout=5):
+    return session.post(base + "/gcm/send", data={"tokens": tokens, "payload": '{"k": "v"}'}, timeout=timeout)
+
+
+def delivered(mock, tokens):
+    toks = mock.stats()["tokens"]
+    return {t: toks.get(t, {}).get("delivered", 0) for t in tokens}
+
+
+def drained(redis):
+    return stream_len(redis) == 0 and group_pending(redis) == 0
+
+
+def test_pushes_through_the_balancer_delivered_once(redis, mock, start_fcmd, start_haproxy):
+    inst = queued(mock, start_fcmd, redis)
+    for f in inst:
+        wait_until(lambda: ready(f), what="/readyz 200")
+    lb = start_haproxy([f.port for f in inst])
+    s = requests.Session()
+    tokens = []
+    for i in range(60):
+        batch = [f"q{i}-{k}" for k in range(1 + i % 3)]
+        r = post(lb.base, batch, s)
+        assert r.status_code == 200, r.text
+        tokens += batch
+    s.close()
+    wait_until(lambda: all(v == 1 for v in delivered(mock, tokens).values()), timeout=20,
+               what="every target delivered")
+    wait_until(lambda: drained(redis), what="the stream empty and nothing pending in the group")
+    # Exactly once when nothing fails, and the fleet's totals add up.
+    assert all(v == 1 for v in delivered(mock, tokens).values())
+
+    def totals():
+        r = fleet_report(lb.base)
+        return r if (r["scope"] == "fleet" and r["accepted"] == len(tokens) and r["successes"] == len(tokens)
+                     and r["pending"] == 0) else None
+    rep = wait_until(totals, timeout=10, interval=0.2, what="the fleet's totals")
+    assert rep["failures"] == 0 and rep["lost"] == 0 and rep["instances"] == 3
+    # Every instance answered some of them (counted where answered 200).
+    local = [fleet_report(f.base, scope="local") for f in inst]
+    assert all(r["accepted"] > 0 for r in local) and sum(r["accepted"] for r in local) == len(tokens)
+
+
+def test_instance_killed_others_deliver_its_pushes(redis, start_mock, start_fcmd):
+    slow = start_mock("--latency-ms", "60000")  # the doomed instance never finishes a push
+    fast = start_mock()
+    doomed = start_fcmd(slow, workers=2, args=["--redis", redis.url, "--redis-queue", "--redis-claim-after", CLAIM])
+    wait_until(lambda: ready(doomed), what="/readyz 200")
+    tokens = [f"k{i}" for i in range(40)]
+    s = requests.Session()
+    for i in range(0, len(tokens), 2):
+        assert post(doomed.base, tokens[i:i + 2], s).status_code == 200
+    s.close()
+    # It read them all and holds them in flight upstream.
+    wait_until(lambda: slow.stats(summary=True)["requests"] >= 20, what="the pushes in flight at the doomed one")
+    assert stream_len(redis) == 20 and group_pending(redis) == 20
+    os.killpg(doomed.proc.pid, signal.SIGKILL)
+    doomed.proc.wait(5)
+    others = queued(fast, start_fcmd, redis, n=2)
+    wait_until(lambda: all(v >= 1 for v in delivered(fast, tokens).values()), timeout=30,
+               what="the others to deliver every push of the killed instance")
+    wait_until(lambda: drained(redis), what="the stream empty")
+    # Claimed once each: one instance took each push.
+    assert all(v == 1 for v in delivered(fast, tokens).values())
+    assert any("took over" in f.log_text() for f in others)
+
+
+def test_redis_down_503_then_everything_accepted_is_delivered(redis, mock, start_fcmd):
+    inst = queued(mock, start_fcmd, redis, n=2)
+    for f in inst:
+        wait_until(lambda: ready(f), what="/readyz 200")
+    accepted, refused, stop = [], [], threading.Event()
+    slowest = [0.0]
+
+    def traffic():
+        s = requests.Session()
+        i = 0
+        while not stop.is_set():
+            toks = [f"o{i}"]
+            t0 = time.monotonic()
+            try:
+                r = post(inst[i % 2].base, toks, s)
+            except requests.RequestException:
+                r = None
+            took = time.monotonic() - t0
+            if r is not None and r.status_code == 200:
+                accepted.extend(toks)
+            elif r is not None:
+                assert r.status_code == 503, r.text
+                assert r.headers.get("Retry-After") == "1"
+                assert "redis" in r.json()["error"]
+                refused.append(took)
+            slowest[0] = max(slowest[0], took)
+            i += 1
+        s.close()
+
+    t = threading.Thread(target=traffic)
+    t.start()
+    try:
+        wait_until(lambda: len(accepted) >= 30, what="some traffic")
+        redis.stop()
+        wait_until(lambda: len(refused) >= 20, what="503s while Redis is down")
+        for f in inst:
+            wait_until(lambda: requests.get(f.url("/readyz"), timeout=2).status_code == 503, what="/readyz 503")
+        redis.start()
+        for f in inst:
+            wait_until(lambda: ready(f), timeout=15, what="/readyz 200 again")
+        n = len(accepted)
+        wait_until(lambda: len(accepted) >= n + 30, what="traffic after Redis is back")
+    finally:
+        stop.set()
+        t.join(10)
+    # Answered within about a second (the bound leaves room for a busy
+    # machine, and stays under the transport's 3 s reply timeout).
+    assert max(refused) < 2.5, max(refused)
+    wait_until(lambda: all(v >= 1 for v in delivered(mock, accepted).values()), timeout=20,
+               what="every push answered 200 delivered")
+    wait_until(lambda: drained(redis), what="the stream empty")
+    for f in inst:
+        log = f.log_text()
+        assert log.count("redis: lost") == 1, log  # one worker each, one outage
+        assert log.count("reachable again") == 1, log
+
+
+def test_redis_queue_needs_redis_and_excludes_the_spool(tmp_path):
+    for args, why in ([["--redis-queue"], "--redis-queue needs --redis"],
+                      [["--redis", "redis://127.0.0.1:1", "--redis-queue", "--spool", str(tmp_path)],
+                       "--spool and --redis-queue"]):
+        r = subprocess.run([FCMD_BIN, "--apikey", "k", *args, "--check-config"], capture_output=True, text=True,
+                           timeout=10)
+        assert r.returncode == 2 and why in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_redis_too_slow_answers_503_within_a_second(redis, mock, start_fcmd):
+    inst = queued(mock, start_fcmd, redis, n=2)
+    for f in inst:
+        wait_until(lambda: ready(f), what="/readyz 200")
+    assert post(inst[0].base, ["before"]).status_code == 200
+    os.kill(redis.proc.pid, signal.SIGSTOP)  # Redis alive but silent
+    try:
+        t0 = time.monotonic()
+        r = post(inst[0].base, ["stalled"])
+        took = time.monotonic() - t0
+        assert r.status_code == 503 and r.headers.get("Retry-After") == "1", r.text
+        assert "redis" in r.json()["error"]
+        assert 0.9 < took < 2.5, took  # the 1 s deadline, not the transport's 3 s
+        # Known slow now: answered at once, and not ready.
+        t0 = time.monotonic()
+        assert post(inst[0].base, ["stalled2"]).status_code == 503
+        assert time.monotonic() - t0 < 0.9  # not waiting for the deadline again
+        assert requests.get(inst[0].url("/readyz"), timeout=2).status_code == 503
+    finally:
+        os.kill(redis.proc.pid, signal.SIGCONT)
+    for f in inst:
+        wait_until(lambda: ready(f), timeout=15, what="/readyz 200 again")
+    assert post(inst[1].base, ["after"]).status_code == 200
+    wait_until(lambda: delivered(mock, ["before", "after"]) == {"before": 1, "after": 1}, what="deliveries")
+    wait_until(lambda: drained(redis), what="the stream empty")
+    # A push answered 503 is either taken back or delivered and counted: the
+    # fleet's totals add up either way.
+    late = delivered(mock, ["stalled"])["stalled"]
+
+    def totals():
+        r = fleet_report(inst[0].base)
+        totals.last = (late, r, [f.log_text() for f in inst])
+        return r if r["scope"] == "fleet" and r["accepted"] == 2 + late == r["successes"] else None
+    try:
+        wait_until(totals, timeout=10, interval=0.2, what="the fleet's totals")
+    except AssertionError:
+        raise AssertionError(totals.last)
+    assert delivered(mock, ["stalled2"])["stalled2"] == 0
+
+
+def test_queue_max_refuses_then_recovers(redis, start_mock, start_fcmd):
+    mock = start_mock("--latency-ms", "1500")
+    f, = queued(mock, start_fcmd, redis, n=1, extra=["--redis-queue-max", "5"])
+    wait_until(lambda: ready(f), what="/readyz 200")
+    for i in range(5):
+        assert post(f.base, [f"m{i}"]).status_code == 200
+    r = post(f.base, ["over"])
+    assert r.status_code == 503 and r.headers.get("Retry-After") == "1"
+    assert r.json() == {"error": "the queue in redis is full (--redis-queue-max)"}
+    assert stream_len(redis) == 5
+    # As pushes finish, their entries go, and there is room again.
+    wait_until(lambda: post(f.base, ["later"]).status_code == 200, timeout=15, interval=0.2, what="room again")
+    wait_until(lambda: all(v == 1 for v in delivered(mock, [f"m{i}" for i in range(5)] + ["later"]).values()),
+               timeout=15, what="deliveries")
+    wait_until(lambda: drained(redis), what="the stream empty")
+    assert delivered(mock, ["over"])["over"] == 0
+
+
+def metric(f, name, **labels):
+    text = requests.get(f.url("/metrics"), timeout=5).text
+    want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+    for line in text.splitlines():
+        if line.startswith(want + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{want} not in /metrics")
+
+
+def test_garbage_entries_skipped_acknowledged_counted(redis, mock, start_fcmd):
+    f, = queued(mock, start_fcmd, redis, n=1, workers=2)
+    wait_until(lambda: ready(f), what="/readyz 200")
+    children = sorted(f.children())
+    ids = [cli(redis, "XADD", "fcmd:queue", "*", "p", "not a record"),
+           cli(redis, "XADD", "fcmd:queue", "*", "other", "field"),
+           cli(redis, "XADD", "fcmd:queue", "*", "p", "FCSP" + "\x01" * 40)]
+    wait_until(lambda: metric(f, "fcmd_failures_total", reason="queue_entry") == 3, what="the entries counted")
+    wait_until(lambda: drained(redis), what="the bad entries acknowledged and deleted")
+    # Logged with the entry's id (at most a line a second: a flood stays small).
+    log = f.log_text()
+    assert any(f"entry {i.strip(chr(34))} skipped" in log for i in ids), log
+    # The workers live on and deliver.
+    assert post(f.base, ["fine"]).status_code == 200
+    wait_until(lambda: delivered(mock, ["fine"]) == {"fine": 1}, what="a good push delivered")
+    assert sorted(f.children()) == children
+    rep = fleet_report(f.base, scope="local")
+    assert rep["failures"] == 0 and rep["accepted"] == 1 and rep["successes"] == 1
+
+
+def test_config_file_turns_the_queue_on(tmp_path, redis, mock, start_fcmd):
+    conf = tmp_path / "fcmd.conf"
+    conf.write_text(f"[redis]\nurl = {redis.url}\nqueue = on\nclaim_after = 2\nqueue_max = 100\n")
+    f = start_fcmd(mock, workers=1, args=["--config", str(conf)])
+    wait_until(lambda: ready(f), what="/readyz 200")
+    assert post(f.base, ["viaconf"]).status_code == 200
+    wait_until(lambda: delivered(mock, ["viaconf"]) == {"viaconf": 1}, what="delivery")
+    # It went through the stream: the group exists and delivered it.
+    assert "fcmd" in cli(redis, "XINFO", "GROUPS", "fcmd:queue")
+    wait_until(lambda: drained(redis), what="the stream empty")
+
+
+def test_a_push_waiting_for_its_retry_is_not_claimed(redis, start_mock, start_fcmd):
+    # The upstream asks to wait 5 s, over twice --redis-claim-after: the
+    # holder keeps refreshing the entry, so no other worker takes it over.
+    mock = start_mock("--retry-after", "5")
+    inst = queued(mock, start_fcmd, redis, n=2)
+    for f in inst:
+        wait_until(lambda: ready(f), what="/readyz 200")
+    assert post(inst[0].base, ["http503once-kept"]).status_code == 200
+    wait_until(lambda: (mock.token("http503once-kept") or {}).get("attempts", 0) >= 1, what="the first attempt")
+    wait_until(lambda: (mock.token("http503once-kept") or {}).get("delivered", 0) == 1, timeout=20,
+               what="the delivery after Retry-After")
+    wait_until(lambda: drained(redis), what="the stream empty")
+    assert mock.token("http503once-kept") == {**mock.token("http503once-kept"), "attempts": 2, "delivered": 1}
+    assert not any("took over" in f.log_text() for f in inst)
+
+
+def test_workers_killed_their_pushes_are_claimed_not_lost(redis, start_mock, start_fcmd):
+    mock = start_mock("--latency-ms", "1500")
+    f, = queued(mock, start_fcmd, redis, n=1, workers=2)
+    wait_until(lambda: ready(f), what="/readyz 200")
+    tokens = [f"w{i}" for i in range(10)]
+    for t in tokens:
+        assert post(f.base, [t]).status_code == 200
+    wait_until(lambda: mock.stats(summary=True)["requests"] >= 10, what="every push in flight")
+    before = f.children()
+    for pid in before:
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: len(f.children()) == 2 and not set(before) & set(f.children()), what="the workers respawned")
+    # The new workers are new consumers: they take the dead ones' entries
+    # over after --redis-claim-after and send them again.
+    wait_until(lambda: all((mock.token(t) or {}).get("attempts", 0) >= 2 for t in tokens), timeout=20,
+               what="every push sent again")
+    wait_until(lambda: drained(redis), timeout=15, what="the stream empty")
+    rep = fleet_report(f.base, scope="local")
+    assert rep["lost"] == 0 and rep["pending"] == 0 and rep["accepted"] == 10, rep
+    log = f.log_text()
+    assert "left in the Redis queue" in log and "took over" in log, log
+
+
+def test_an_entry_no_reader_can_take_is_given_up(redis, mock, start_fcmd):
+    # More fields than any reply fcmd reads may hold: every read or claim
+    # that meets it drops the connection.  After a few takes it is given up.
+    f, = queued(mock, start_fcmd, redis, n=1, extra=["--redis-claim-after", "1"])
+    wait_until(lambda: ready(f), what="/readyz 200")
+    children = f.children()
+    fields = []
+    for i in range(3000):
+        fields += [f"f{i}", "v"]
+    bad = cli(redis, "XADD", "fcmd:queue", "*", *fields).strip('"')
+    wait_until(lambda: f"entry {bad} given up" in f.log_text(), timeout=120, interval=0.5,
+               what="the entry given up")
+    wait_until(lambda: drained(redis), what="the stream empty")
+    assert f.children() == children
+    wait_until(lambda: ready(f), timeout=30, what="/readyz 200 again")
+    assert post(f.base, ["after-poison"]).status_code == 200
+    wait_until(lambda: delivered(mock, ["after-poison"]) == {"after-poison": 1}, what="a good push delivered")
+    assert metric(f, "fcmd_failures_total", reason="queue_entry") == 1
