@@ -1027,20 +1027,29 @@ static void on_handshake(struct fleet *f, void *arg, const redisReply *r)
     }
 }
 
-static void on_loaded(struct fleet *f, void *arg, const redisReply *r)
+/* A SCRIPT LOAD's answer: the script's SHA1 into sha.  Returns 0, or -1
+ * with the connection dropped (or gone). */
+static int take_sha(struct fleet *f, const redisReply *r, char sha[41])
 {
     char why[300];
 
-    (void)arg;
     if (r == NULL)
-        return;
+        return -1;
     if (r->type != REDIS_REPLY_STRING || r->len != 40) {
         snprintf(why, sizeof(why), "SCRIPT LOAD refused: %.200s", r->type == REDIS_REPLY_ERROR ? r->str : "?");
         drop(f, why);
-        return;
+        return -1;
     }
-    memcpy(f->sha, r->str, 40);
-    f->sha[40] = '\0';
+    memcpy(sha, r->str, 40);
+    sha[40] = '\0';
+    return 0;
+}
+
+static void on_loaded(struct fleet *f, void *arg, const redisReply *r)
+{
+    (void)arg;
+    if (take_sha(f, r, f->sha) != 0)
+        return;
     f->next_flush_at = 0;
     flush(f); /* at once: counters kept during an outage, and a fresh report */
     if (f->on_connect != NULL && f->link != NULL)
@@ -1049,18 +1058,9 @@ static void on_loaded(struct fleet *f, void *arg, const redisReply *r)
 
 static void on_lists_loaded(struct fleet *f, void *arg, const redisReply *r)
 {
-    char why[300];
-
     (void)arg;
-    if (r == NULL)
+    if (take_sha(f, r, f->lists_sha) != 0)
         return;
-    if (r->type != REDIS_REPLY_STRING || r->len != 40) {
-        snprintf(why, sizeof(why), "SCRIPT LOAD refused: %.200s", r->type == REDIS_REPLY_ERROR ? r->str : "?");
-        drop(f, why);
-        return;
-    }
-    memcpy(f->lists_sha, r->str, 40);
-    f->lists_sha[40] = '\0';
     lists_tick(f); /* at once: drains' ends kept during an outage first */
 }
 

@@ -34,17 +34,7 @@ static struct {
 
 int mock_apns_load_key(const char *path)
 {
-    FILE *f = fopen(path, "r");
-
-    EVP_PKEY_free(apns.key);
-    if (f == NULL || (apns.key = PEM_read_PUBKEY(f, NULL, NULL, NULL)) == NULL) {
-        fprintf(stderr, "mock-upstream: cannot read a PEM public key from %s\n", path);
-        if (f)
-            fclose(f);
-        return -1;
-    }
-    fclose(f);
-    return 0;
+    return mock_load_pubkey(path, &apns.key);
 }
 
 void mock_apns_set(const char *key_id, const char *team_id, const char *topic)

@@ -16,6 +16,7 @@
 #include <h2o/http2.h>
 #include <h2o/socket/uv-binding.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -251,6 +252,21 @@ static int answer_text(h2o_req_t *req, int status, const char *text)
 }
 
 /* ---- the legacy API ---- */
+
+int mock_load_pubkey(const char *path, EVP_PKEY **key)
+{
+    FILE *f = fopen(path, "r");
+
+    EVP_PKEY_free(*key);
+    if (f == NULL || (*key = PEM_read_PUBKEY(f, NULL, NULL, NULL)) == NULL) {
+        fprintf(stderr, "mock-upstream: cannot read a PEM public key from %s\n", path);
+        if (f)
+            fclose(f);
+        return -1;
+    }
+    fclose(f);
+    return 0;
+}
 
 int mock_quota_admit(size_t n)
 {

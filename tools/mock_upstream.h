@@ -72,6 +72,10 @@ json_t *mock_decode(h2o_req_t *req, char *why, size_t size);
 
 int mock_has_prefix(const char *s, size_t n, const char *p);
 
+/* Reads a PEM public key from path into *key, replacing (and freeing) what
+ * it held.  Returns 0, or -1 with a line on stderr. */
+int mock_load_pubkey(const char *path, EVP_PKEY **key);
+
 /* Whether n more messages fit this second's --quota; counts them either way. */
 int mock_quota_admit(size_t n);
 

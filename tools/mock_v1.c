@@ -21,18 +21,7 @@
 
 int mock_v1_load_key(const char *path)
 {
-    FILE *f = fopen(path, "r");
-
-    /* A later --oauth-public-key replaces an earlier one. */
-    EVP_PKEY_free(mock.oauth_key);
-    if (f == NULL || (mock.oauth_key = PEM_read_PUBKEY(f, NULL, NULL, NULL)) == NULL) {
-        fprintf(stderr, "mock-upstream: cannot read a PEM public key from %s\n", path);
-        if (f)
-            fclose(f);
-        return -1;
-    }
-    fclose(f);
-    return 0;
+    return mock_load_pubkey(path, &mock.oauth_key); /* a later --oauth-public-key replaces an earlier one */
 }
 
 /* ---- OAuth ---- */
