@@ -17,7 +17,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from apns_keys import KEY_ID, TEAM_ID, TOPIC, make_p256
+from apns_keys import KEY_ID, TEAM_ID, TOPIC, make_p256, python_verify
 from conftest import FCMD_BIN, Fcmd, free_port, wait_until, write_service_account
 
 DEFAULT_KEY, ALPHA_KEY, ALPHA_KEY2 = "key-default-1", "key-alpha-1", "key-alpha-2"
@@ -145,6 +145,46 @@ def test_each_request_goes_to_its_apps_upstream_with_its_credentials(apps, start
     assert m[("alpha", "fcm", "successes")] == 2 and m[("beta", "fcm", "attempts")] == 2
     assert m[("ios", "apns", "successes")] == 1 and m[("default", "fcm", "accepted")] == 1
     assert m[("alpha", "apns", "successes")] == 0
+
+
+def test_apns_apps_sign_with_their_own_keys_and_share_a_token_each(apps, start_fcmd, start_mock, tls_cert,
+                                                                   tmp_path):
+    """Two APNs apps, each with its own key, key id and team: each app's
+    mock trusts only that app's key, and every worker of an app uses the
+    app's one provider token."""
+    key2, pub2 = make_p256(tmp_path, "Other")
+    kid2, team2, topic2 = "KEYB222222", "TEAM222222", "com.example.other"
+    cert, tkey = tls_cert
+    ios2 = start_mock("--tls-cert", str(cert), "--tls-key", str(tkey), "--apns-public-key", str(pub2),
+                      "--apns-key-id", kid2, "--apns-team-id", team2, "--apns-topic", topic2, cafile=str(cert))
+    extra = (f"[app ios2]\napns_key = {key2}\napns_key_id = {kid2}\napns_team_id = {team2}\n"
+             f"apns_topic = {topic2}\napns_url = {ios2.base}\n")
+    f = apps.start(start_fcmd, extra=extra)
+    sent, workers = {"ios": 0, "ios2": 0}, {"ios": set(), "ios2": set()}
+    # The apps' sends interleaved, until both workers have sent for each app
+    # (a worker sends what it accepted), waiting for each so they alternate
+    # upstream too.
+    while min(len(w) for w in workers.values()) < 2 and sent["ios"] < 200:
+        for app in sent:
+            r = requests.post(f.url("/apns/send"), data={"tokens": apns_tok(1000 + sent[app]),
+                                                         "payload": '{"aps":{}}', "app": app},
+                              headers={"Connection": "close"}, timeout=5)
+            assert r.status_code == 200, r.text
+            workers[app].add(r.headers["x-fcmd-worker"])
+            sent[app] += 1
+            f.wait_idle()
+    assert min(len(w) for w in workers.values()) == 2
+    rep = f.wait_idle()
+    assert rep["failures"] == 0 and rep["apps"]["ios"]["successes"] == sent["ios"]
+    assert rep["apps"]["ios2"]["successes"] == sent["ios2"]
+    assert rep["apns"]["provider_tokens"] == 2  # one per app, shared by the workers
+    for mock, pub, kid, team, n in ((apps.ios, apps.apns_key.with_suffix(".pub.pem"), KEY_ID, TEAM_ID, sent["ios"]),
+                                    (ios2, pub2, kid2, team2, sent["ios2"])):
+        s = mock.stats(summary=True)
+        assert s["apns_requests"] == n and s["apns_bad_jwt"] == 0
+        assert len(s["apns_jwts"]) == 1
+        head, claims = python_verify(s["apns_jwts"][0], pub)
+        assert head["kid"] == kid and claims["iss"] == team
 
 
 def test_a_request_names_a_known_app_once(apps, start_fcmd):
