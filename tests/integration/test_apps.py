@@ -256,21 +256,21 @@ def test_apps_alone_need_no_default_credentials(apps, start_fcmd):
 # ---- reload ----
 
 class Traffic(threading.Thread):
-    """Sends one push to the default app per fresh connection until stopped."""
+    """Sends one push to an app (None: the default app) per fresh connection until stopped."""
 
-    def __init__(self, f):
+    def __init__(self, f, app=None):
         super().__init__(daemon=True)
-        self.f, self.accepted, self.other = f, [], []
+        self.f, self.app, self.accepted, self.other = f, app, [], []
         self.done = threading.Event()
 
     def run(self):
         i = 0
         while not self.done.is_set():
-            t = f"traffic{i}"
+            t = f"traffic-{self.app}-{i}"
             i += 1
+            data = {"tokens": t, "payload": "{}", **({"app": self.app} if self.app else {})}
             try:
-                r = requests.post(self.f.url("/gcm/send"), data={"tokens": t, "payload": "{}"},
-                                  headers={"Connection": "close"}, timeout=5)
+                r = requests.post(self.f.url("/gcm/send"), data=data, headers={"Connection": "close"}, timeout=5)
                 (self.accepted if r.status_code == 200 else self.other).append((t, r.status_code))
             except requests.RequestException as e:
                 self.other.append((t, repr(e)))
@@ -280,35 +280,43 @@ def test_sighup_adds_changes_and_removes_apps_under_traffic(apps, start_fcmd):
     f = apps.start(start_fcmd)
     assert send(f, {"tokens": ["before"], "payload": {}, "app": "beta"}).ok
     f.wait_idle()
-    traffic = Traffic(f)
+    traffic, alpha = Traffic(f), Traffic(f, "alpha")
     traffic.start()
+    alpha.start()
     try:
-        wait_until(lambda: len(traffic.accepted) > 20, what="traffic")
+        wait_until(lambda: len(traffic.accepted) > 20 and len(alpha.accepted) > 20, what="traffic")
         old = set(f.children())
         gamma = f"[app gamma]\napikey = {ALPHA_KEY}\ngcm_url = {apps.alpha.url()}\n"
         apps.write(alpha_url=apps.alpha2.url(), alpha_key=ALPHA_KEY2, drop=("beta",), extra=gamma)
         f.proc.send_signal(signal.SIGHUP)
         wait_until(lambda: "generation 2 serves" in f.log_text(), what="generation 2")
         wait_until(lambda: not (old & set(f.children())), timeout=20, what="the old generation to go")
-        n = len(traffic.accepted)
-        wait_until(lambda: len(traffic.accepted) > n + 20, what="traffic after the reload")
+        n, na = len(traffic.accepted), len(alpha.accepted)
+        wait_until(lambda: len(traffic.accepted) > n + 20 and len(alpha.accepted) > na + 20,
+                   what="traffic after the reload")
     finally:
-        traffic.done.set()
-        traffic.join(10)
-    assert traffic.other == [] and len(traffic.accepted) > 40
+        for t in (traffic, alpha):
+            t.done.set()
+            t.join(10)
+    assert traffic.other == [] and len(traffic.accepted) > 40 and alpha.other == []
     assert send(f, {"tokens": ["changed"], "payload": {}, "app": "alpha"}).ok
     assert send(f, {"tokens": ["added"], "payload": {}, "app": "gamma"}).ok
     r = send(f, {"tokens": ["removed"], "payload": {}, "app": "beta"})
     assert r.status_code == 400 and "unknown app" in r.json()["error"]
     rep = f.wait_idle()
     assert rep["failures"] == 0
-    assert rep["successes"] == len(traffic.accepted) + 3
-    sent = {t for t, _ in traffic.accepted}
-    assert sent <= tokens(apps.default)
-    assert tokens(apps.alpha2) == {"changed"} and "added" in tokens(apps.alpha)
+    assert rep["successes"] == len(traffic.accepted) + len(alpha.accepted) + 3
+    assert {t for t, _ in traffic.accepted} <= tokens(apps.default)
+    # alpha's pushes went with its old key to its old upstream until the new
+    # generation took over, then with the new key to the new one; none lost.
+    alpha_sent = {t for t, _ in alpha.accepted}
+    old_side, new_side = tokens(apps.alpha) & alpha_sent, tokens(apps.alpha2) & alpha_sent
+    assert old_side | new_side == alpha_sent and old_side and new_side and not (old_side & new_side)
+    assert "changed" in tokens(apps.alpha2) and "added" in tokens(apps.alpha)
     assert "changed" not in tokens(apps.alpha)
     assert set(rep["apps"]) == {"default", "alpha", "gamma", "ios"}
-    assert rep["apps"]["gamma"]["successes"] == 1 and rep["apps"]["alpha"]["successes"] == 1
+    assert rep["apps"]["gamma"]["successes"] == 1
+    assert rep["apps"]["alpha"]["successes"] == len(alpha.accepted) + 1
     assert rep["apps"]["default"]["successes"] == len(traffic.accepted)
 
 
@@ -341,7 +349,7 @@ def test_a_key_that_breaks_at_reload_holds_only_its_app(apps, start_fcmd, tmp_pa
 def test_a_refused_service_account_holds_only_its_app(apps, start_fcmd, other_rsa, tmp_path):
     bad = write_service_account(tmp_path / "bad-sa.json", other_rsa, f"http://127.0.0.1:{apps.beta.port}/token",
                                 project="beta-project")
-    f = apps.start(start_fcmd, beta_sa=bad)
+    f = apps.start(start_fcmd, beta_sa=bad, args=["--shutdown-timeout", "1"])  # beta's push never finishes
     wait_until(lambda: requests.get(f.url("/readyz"), timeout=5).status_code == 200 and
                requests.get(f.url("/readyz"), timeout=5).headers["content-type"] == "application/json",
                what="/readyz to name the broken app")
@@ -384,6 +392,13 @@ def kill_all(f):
                    open(f"/proc/{pid}/stat").read().split()[2] == "Z", what=f"worker {pid} to die")
 
 
+def replayed_and_idle(f, n):
+    """The report once n targets were adopted from the spool and all finished
+    (adoption runs after the start, so pending alone may still be 0)."""
+    return wait_until(lambda: (lambda r: r if r["replayed"] >= n and r["pending"] == 0 else None)(report(f)),
+                      timeout=30, what=f"{n} replayed targets to finish")
+
+
 def spool_first_run(apps, start_fcmd, spool):
     dead = f"http://127.0.0.1:{free_port()}"
     f = apps.start(start_fcmd, args=["--spool", str(spool)], alpha_url=dead + "/fcm/send", ios_url=dead)
@@ -402,7 +417,7 @@ def test_spool_replay_keeps_each_pushs_app(apps, start_fcmd, tmp_path):
     f = Fcmd(tmp_path, apikey=None, args=["--config", str(apps.write()), "--ca-file", str(apps.cert),
                                           "--spool", str(spool)])
     try:
-        rep = f.wait_idle(timeout=30)
+        rep = replayed_and_idle(f, 3)
         assert rep["replayed"] == 3 and rep["failures"] == 0 and rep["successes"] == 3
         assert tokens(apps.alpha) == {"sp-a1", "sp-a2"} and tokens(apps.ios) == {apns_tok(9)}
         assert tokens(apps.default) == {"sp-d1"}
@@ -418,7 +433,7 @@ def test_spooled_pushes_of_a_removed_app_fail_without_a_crash(apps, start_fcmd, 
                                           str(apps.cert), "--spool", str(spool)])
     try:
         pids = set(f.children())
-        rep = f.wait_idle(timeout=30)
+        rep = replayed_and_idle(f, 3)
         assert rep["failures"] == 2 and rep["successes"] == 1 and tokens(apps.ios) == {apns_tok(9)}
         text = requests.get(f.url("/metrics"), timeout=5).text
         fams = {s.labels.get("reason"): s.value for fam in text_string_to_metric_families(text)
