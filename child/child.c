@@ -218,6 +218,77 @@ static int setup_http(struct child *c)
                      (size_t)c->opts->max_connections);
 }
 
+/* App a's adapters: its FCM one (v1 or legacy) and its APNs one, as its
+ * settings name them; an app whose credentials a reload could not read gets
+ * adapters that make its targets wait. */
+static int create_app_upstreams(struct child *c, unsigned a, const struct fcmd_options *o, int broken)
+{
+    struct provider_token *token = &c->shm->apps[a == 0 ? 0 : c->opts->apps[a - 1].shm].apns_token;
+    int fcm = o->sa != NULL || o->apikey != NULL || (broken && (o->service_account || o->apikey_file));
+    int apns = o->apns_pkey != NULL || (broken && o->apns_key != NULL);
+    struct upstream **u = c->ups[a];
+
+    if (fcm)
+        u[UPSTREAM_FCM] = broken ? upstream_wait_create(o->gcm_url)
+                          : o->sa ? upstream_v1_create(o)
+                                  : upstream_legacy_create(o);
+    if (apns)
+        u[UPSTREAM_APNS] = broken ? upstream_wait_create(o->apns_url) : upstream_apns_create(o, token);
+    if ((fcm && u[UPSTREAM_FCM] == NULL) || (apns && u[UPSTREAM_APNS] == NULL))
+        return -1;
+    for (int k = 0; k < UPSTREAM_KINDS; k++)
+        if (u[k] != NULL)
+            u[k]->app = a;
+    return 0;
+}
+
+static int create_upstreams(struct child *c)
+{
+    const struct fcmd_options *o = c->opts;
+
+    if (create_app_upstreams(c, APP_DEFAULT, o, 0) != 0)
+        return -1;
+    for (size_t i = 0; i < o->napps; i++)
+        if (create_app_upstreams(c, (unsigned)i + 1, &o->apps[i].o, o->apps[i].broken) != 0)
+            return -1;
+    c->upstream = c->ups[0][UPSTREAM_FCM];
+    c->apns = c->ups[0][UPSTREAM_APNS];
+    return 0;
+}
+
+/* The sender, with every app's adapters. */
+static struct sender *create_sender(struct child *c, unsigned slot)
+{
+    struct sender *s = NULL;
+
+    for (unsigned a = 0; a <= c->opts->napps; a++) {
+        for (int k = 0; k < UPSTREAM_KINDS; k++) {
+            struct upstream *up = c->ups[a][k];
+            if (up == NULL)
+                continue;
+            if (s == NULL)
+                s = sender_create(&c->loop, c->opts, &c->queue, k, up, c->shm, slot);
+            else if (sender_set_upstream(s, k, up) != 0)
+                return NULL;
+            if (s == NULL)
+                return NULL;
+        }
+    }
+    return s;
+}
+
+static int start_upstreams(struct child *c)
+{
+    for (unsigned a = 0; a <= c->opts->napps; a++) {
+        for (int k = 0; k < UPSTREAM_KINDS; k++) {
+            struct upstream *up = c->ups[a][k];
+            if (up != NULL && up->ops->start != NULL && up->ops->start(up, c->sender, c->slot) != 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
 int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *shm, unsigned slot, int reporter)
 {
     struct child *c = &child;
@@ -238,15 +309,7 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
     }
     uv_timer_init(&c->loop, &c->stop_timer);
     c->stop_timer.data = c;
-    if (o->sa != NULL || o->apikey != NULL)
-        c->upstream = o->sa ? upstream_v1_create(o) : upstream_legacy_create(o);
-    if (o->apns_pkey != NULL)
-        c->apns = upstream_apns_create(o, shm);
-    if ((c->upstream == NULL && (o->sa != NULL || o->apikey != NULL)) || (c->apns == NULL && o->apns_pkey != NULL) ||
-        (c->sender = c->upstream ? sender_create(&c->loop, o, &c->queue, UPSTREAM_FCM, c->upstream, shm, slot)
-                                 : sender_create(&c->loop, o, &c->queue, UPSTREAM_APNS, c->apns, shm, slot)) == NULL ||
-        (c->upstream && c->upstream->ops->start && c->upstream->ops->start(c->upstream, c->sender, c->slot) != 0) ||
-        (c->upstream && c->apns && sender_set_upstream(c->sender, UPSTREAM_APNS, c->apns) != 0) ||
+    if (create_upstreams(c) != 0 || (c->sender = create_sender(c, slot)) == NULL || start_upstreams(c) != 0 ||
         (o->spool != NULL && open_spool(c) != 0) ||
         (o->redis != NULL && (c->fleet = fleet_start(&c->loop, o->redis, o->redis_password, shm, slot,
                                                      (unsigned)o->redis_drain_lease)) == NULL) ||

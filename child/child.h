@@ -11,6 +11,8 @@
 #include <h2o.h>
 #include <uv.h>
 
+#include "../common/options.h"
+#include "../shm/region.h"
 #include "conn.h"
 #include "queue.h"
 #include "upstream.h"
@@ -48,8 +50,10 @@ struct child {
     uv_signal_t sigterm, sigusr1;
     uv_timer_t stop_timer;
     struct queue queue;
-    struct upstream *upstream; /* FCM's (v1 or legacy); NULL without FCM credentials */
-    struct upstream *apns;     /* with --apns-key, else NULL */
+    struct upstream *upstream; /* the default app's FCM adapter (v1 or legacy); NULL without FCM credentials */
+    struct upstream *apns;     /* the default app's APNs adapter: with --apns-key, else NULL */
+    /* Every app's adapters, by app index (0 the default app, i opts->apps[i - 1]) and upstream kind. */
+    struct upstream *ups[APPS_MAX + 1][UPSTREAM_KINDS];
     struct sender *sender;
     struct graphite *graphite;    /* the reporter's, else NULL */
     struct spool *spool;          /* with --spool, else NULL */
@@ -66,6 +70,15 @@ struct child {
     uint64_t stop_started;
     uint64_t stop_deadline;
 };
+
+/* The row of the region's app table that counts app index a's outcomes
+ * (SHM_APPS, which counts nowhere, for APP_NONE). */
+static inline unsigned child_app_row(const struct child *c, unsigned a)
+{
+    if (a == APP_DEFAULT)
+        return 0;
+    return a <= c->opts->napps ? c->opts->apps[a - 1].shm : SHM_APPS;
+}
 
 /* The name the report and the metrics give the upstream: FCM's, else "apns". */
 static inline const char *child_upstream_name(const struct child *c)

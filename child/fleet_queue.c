@@ -141,6 +141,7 @@ struct fleet_queue {
     struct queue *q;
     struct sender *s;
     const struct request_limits *limits;
+    const struct fcmd_options *opts; /* the apps a push may name */
     long max;             /* --redis-queue-max */
     uint64_t claim_ms;    /* --redis-claim-after */
     size_t entry_max;     /* the most bytes an entry of a valid push takes in a reply */
@@ -518,6 +519,10 @@ static void take_entry(struct fleet_queue *fq, const redisReply *e, int claimed)
     else if ((why = spool_replay_one((const unsigned char *)rec->str, rec->len, &req, &index)) == NULL &&
              request_check(&req, fq->limits, err, sizeof(err)) != 0)
         why = err;
+    if (why == NULL) { /* an app this instance does not have: its targets fail as not configured */
+        int a = options_app_find(fq->opts, req.app, req.app_len);
+        req.app_index = a < 0 ? APP_NONE : (unsigned)a;
+    }
     if (why != NULL) {
         log_limited(&fq->bad_log, LOG_WARN, "redis queue: entry %s skipped: %s", e->element[0]->str, why);
         atomic_fetch_add_explicit(&fq->slot->failures_by[CAUSE_QUEUE_ENTRY], 1, memory_order_relaxed);
@@ -907,6 +912,7 @@ struct fleet_queue *fleet_queue_start(uv_loop_t *loop, struct fleet *f, const st
     fq->q = q;
     fq->s = s;
     fq->limits = limits;
+    fq->opts = o;
     fq->max = o->redis_queue_max;
     fq->claim_ms = (uint64_t)o->redis_claim_after * 1000;
     fq->entry_max = (size_t)o->max_body_bytes + 8 * (size_t)o->max_tokens + 4096;

@@ -159,7 +159,7 @@ static void release_push(struct child *c, struct push *p)
 {
     queue_commit(&c->queue, p);
     shm_add(c->slot, SHM_ACCEPTED, p->ntargets);
-    shm_up_add(c->slot, (unsigned)p->upstream, SHM_UP_ACCEPTED, p->ntargets);
+    shm_app_add(c->shm, c->slot, child_app_row(c, p->app), (unsigned)p->upstream, SHM_UP_ACCEPTED, p->ntargets);
     shm_pending_add(c->slot, (int64_t)p->ntargets);
     sender_kick(c->sender);
 }
@@ -283,10 +283,83 @@ static struct push *stage_push(struct child *c, const struct send_request *r, si
     return p;
 }
 
+/* The app a request names: its "app" field, else its X-Fcmd-App header (if
+ * both, they must agree), else the default app.  Sets r->app_index (and
+ * r->app to the header's name when only the header gave one, or to NULL for
+ * the default app, so the spool records the app by its name) and returns
+ * the adapter of that app for kind, or NULL with a reason in err. */
+static struct upstream *select_app(struct child *c, h2o_req_t *req, enum upstream_kind kind, struct send_request *r,
+                                   char *err, size_t errlen)
+{
+    ssize_t h = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-fcmd-app"), -1);
+    const char *what = kind == UPSTREAM_APNS ? "APNs" : "FCM";
+    struct upstream *up;
+    int a;
+
+    if (h >= 0) {
+        h2o_iovec_t v = req->headers.entries[h].value;
+        if (!options_app_name_ok(v.base, v.len)) {
+            snprintf(err, errlen, "X-Fcmd-App must be 1 to %d letters, digits, '_', '.' or '-'", APP_NAME_MAX);
+            return NULL;
+        }
+        if (r->app != NULL && (r->app_len != v.len || memcmp(r->app, v.base, v.len) != 0)) {
+            snprintf(err, errlen, "the app field and the X-Fcmd-App header name different apps");
+            return NULL;
+        }
+        for (ssize_t o = h; (o = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-fcmd-app"), o)) >= 0;) {
+            h2o_iovec_t w = req->headers.entries[o].value;
+            if (w.len != v.len || memcmp(w.base, v.base, v.len) != 0) {
+                snprintf(err, errlen, "X-Fcmd-App headers name different apps");
+                return NULL;
+            }
+        }
+        r->app = v.base;
+        r->app_len = v.len;
+    }
+    if ((a = options_app_find(c->opts, r->app, r->app_len)) < 0) {
+        snprintf(err, errlen, "unknown app \"%.*s\"", (int)r->app_len, r->app);
+        return NULL;
+    }
+    if (a == APP_DEFAULT)
+        r->app = NULL, r->app_len = 0;
+    r->app_index = (unsigned)a;
+    if ((up = c->ups[a][kind]) == NULL) {
+        if (a == APP_DEFAULT)
+            snprintf(err, errlen, "the default app has no %s credentials: name an app with \"app\" or X-Fcmd-App",
+                     what);
+        else
+            snprintf(err, errlen, "app \"%s\" has no %s credentials", options_app_name(c->opts, (unsigned)a), what);
+    }
+    return up;
+}
+
+/* Whether any app can send to upstream kind. */
+static int serves(const struct child *c, enum upstream_kind kind)
+{
+    for (unsigned a = 0; a <= c->opts->napps; a++)
+        if (c->ups[a][kind] != NULL)
+            return 1;
+    return 0;
+}
+
+/* Whether app a can send now: each of its adapters is ready (an FCM v1 app
+ * has an access token; an app whose credentials a reload could not read
+ * never is). */
+static int app_healthy(const struct child *c, unsigned a)
+{
+    for (int k = 0; k < UPSTREAM_KINDS; k++) {
+        struct upstream *up = c->ups[a][k];
+        if (up != NULL && up->ops->ready != NULL && !up->ops->ready(up))
+            return 0;
+    }
+    return 1;
+}
+
 /* /gcm/send and /apns/send: the same answers, limits and durability; only
  * the request's rules and the upstream differ. */
-static int send_to(struct child *c, h2o_req_t *req, enum upstream_kind kind, struct upstream *up)
+static int send_to(struct child *c, h2o_req_t *req, enum upstream_kind kind)
 {
+    struct upstream *up = NULL;
     struct send_request r;
     const char *ctype = NULL, *why;
     size_t ctype_len = 0, n, cost = 0;
@@ -307,6 +380,10 @@ static int send_to(struct child *c, h2o_req_t *req, enum upstream_kind kind, str
     }
     rc = request_parse_for(kind, ctype, ctype_len, req->entity.base ? req->entity.base : "", req->entity.len,
                            &c->limits, &r, err, sizeof(err));
+    if (rc == 0 && (up = select_app(c, req, kind, &r, err, sizeof(err))) == NULL) {
+        request_free(&r);
+        rc = -EINVAL;
+    }
     if (rc == 0 && up->ops->check != NULL && (rc = up->ops->check(up, &r, err, sizeof(err))) != 0)
         request_free(&r);
     if (rc == 0 && !queue_could_fit(&c->queue, r.ntargets, cost = queue_cost(&r))) {
@@ -352,23 +429,23 @@ static int send_to(struct child *c, h2o_req_t *req, enum upstream_kind kind, str
 
 static int on_send(struct child *c, h2o_req_t *req)
 {
-    if (c->upstream == NULL) {
+    if (!serves(c, UPSTREAM_FCM)) {
         if (!wrong_method(req, "POST"))
             respond_error(req, 404, "FCM is not configured: start fcmd with --service-account or --apikey-file");
         return 0;
     }
-    return send_to(c, req, UPSTREAM_FCM, c->upstream);
+    return send_to(c, req, UPSTREAM_FCM);
 }
 
 static int on_apns_send(struct child *c, h2o_req_t *req)
 {
-    if (c->apns == NULL) {
+    if (!serves(c, UPSTREAM_APNS)) {
         if (!wrong_method(req, "POST"))
             respond_error(req, 404,
                           "APNs is not configured: start fcmd with --apns-key, --apns-key-id and --apns-team-id");
         return 0;
     }
-    return send_to(c, req, UPSTREAM_APNS, c->apns);
+    return send_to(c, req, UPSTREAM_APNS);
 }
 
 /* ---- reports ---- */
@@ -423,6 +500,71 @@ static void report_upstreams(struct buf *b, const struct shm_totals *t)
     }
 }
 
+/* One app's counters: {"accepted":..,...} summed over its upstreams. */
+static void report_app_totals(struct buf *b, const struct shm_app *a)
+{
+    for (int k = 0; k < SHM_UP_NCOUNTERS; k++) {
+        uint64_t n = 0;
+        for (int u = 0; u < SHM_UPSTREAMS; u++)
+            n += atomic_load_explicit(&((struct shm_app *)a)->by_upstream[u][k], memory_order_relaxed);
+        buf_addf(b, "%s\"%s\":%llu", k ? "," : "", shm_upstream_counter_names[k], U(n));
+    }
+}
+
+/* "apps": {"default": {...}, "NAME": {...}} after the totals. */
+static void report_apps(struct child *c, struct buf *b)
+{
+    buf_adds(b, ",\"apps\":{\"default\":{");
+    report_app_totals(b, &c->shm->apps[0]);
+    buf_adds(b, "}");
+    for (size_t i = 0; i < c->opts->napps; i++) {
+        buf_addf(b, ",\"%s\":{", c->opts->apps[i].name);
+        report_app_totals(b, &c->shm->apps[c->opts->apps[i].shm]);
+        buf_adds(b, "}");
+    }
+    buf_adds(b, "}");
+}
+
+/* The app named in ?app=NAME (n bytes), or NULL when the query names none. */
+static const char *query_app(const h2o_req_t *req, size_t *n)
+{
+    const char *q, *end;
+
+    if (req->query_at == SIZE_MAX)
+        return NULL;
+    q = req->path.base + req->query_at + 1;
+    end = req->path.base + req->path.len;
+    if ((size_t)(end - q) < 4 || memcmp(q, "app=", 4) != 0)
+        return NULL;
+    *n = (size_t)(end - q - 4);
+    return q + 4;
+}
+
+/* /gcm/report?app=NAME: that app's counters, this instance's alone. */
+static int respond_app_report(struct child *c, h2o_req_t *req, const char *name, size_t n)
+{
+    struct buf b = BUF_INIT;
+    int a = options_app_name_ok(name, n) ? options_app_find(c->opts, name, n) : -ENOENT;
+    unsigned row;
+
+    if (a < 0)
+        return respond_error(req, 400, "unknown app");
+    row = child_app_row(c, (unsigned)a);
+    buf_addf(&b, "{\"app\":\"%s\",", a == APP_DEFAULT ? "default" : options_app_name(c->opts, (unsigned)a));
+    report_app_totals(&b, &c->shm->apps[row]);
+    for (int u = 0; u < SHM_UPSTREAMS; u++) {
+        buf_addf(&b, ",\"%s\":{", shm_upstream_names[u]);
+        for (int k = 0; k < SHM_UP_NCOUNTERS; k++)
+            buf_addf(&b, "%s\"%s\":%llu", k ? "," : "", shm_upstream_counter_names[k],
+                     U(atomic_load_explicit(&c->shm->apps[row].by_upstream[u][k], memory_order_relaxed)));
+        buf_adds(&b, "}");
+    }
+    buf_addf(&b, ",\"unhealthy\":%s}\n", app_healthy(c, (unsigned)a) ? "false" : "true");
+    respond_buf(req, "application/json", &b);
+    buf_free(&b);
+    return 0;
+}
+
 static int on_report(struct child *c, h2o_req_t *req)
 {
     struct shm_totals t;
@@ -431,8 +573,13 @@ static int on_report(struct child *c, h2o_req_t *req)
     uint64_t now = (uint64_t)time(NULL), started = atomic_load(&c->shm->started_at);
     int scope = c->fleet != NULL ? report_scope(req) : 1;
 
+    const char *app;
+    size_t app_len = 0;
+
     if (wrong_method(req, "GET"))
         return 0;
+    if ((app = query_app(req, &app_len)) != NULL)
+        return respond_app_report(c, req, app, app_len);
     if (scope < 0)
         return respond_error(req, 400, "scope is fleet or local");
     if (scope == 0 && fleet_totals(c->fleet, &ft) == 0)
@@ -455,8 +602,10 @@ static int on_report(struct child *c, h2o_req_t *req)
     if (c->opts->sa != NULL)
         buf_addf(&b, ",\"oauth_tokens\":%llu,\"oauth_failures\":%llu,\"waiting_for_token\":%llu",
                  U(t.counters[SHM_OAUTH_TOKENS]), U(t.counters[SHM_OAUTH_FAILURES]), U(t.waiting_for_token));
-    if (c->apns != NULL)
+    if (serves(c, UPSTREAM_APNS))
         report_upstreams(&b, &t);
+    if (c->opts->napps > 0)
+        report_apps(c, &b);
     if (c->fleet != NULL) /* this instance alone: asked for, or Redis cannot be reached */
         buf_addf(&b, ",\"scope\":\"local\",\"redis\":\"%s\"", fleet_ready(c->fleet) ? "ok" : "unreachable");
     buf_addf(&b, ",\"upstream\":\"%s\",\"workers\":%u,\"uptime_seconds\":%llu}\n", child_upstream_name(c),
@@ -694,6 +843,7 @@ static int on_metrics(struct child *c, h2o_req_t *req)
         return 0;
     shm_sum(c->shm, &t);
     metrics_prometheus(&b, &t, &m);
+    metrics_apps(&b, c->shm, c->opts);
     respond_buf(req, "text/plain; version=0.0.4; charset=utf-8", &b);
     buf_free(&b);
     return 0;
@@ -708,6 +858,57 @@ static int on_healthz(struct child *c, h2o_req_t *req)
     return respond(req, 200, "OK", "text/plain", "ok\n", 3);
 }
 
+/* {"status": ..., "unhealthy_apps": [...]}: the apps that cannot send now. */
+static void unhealthy_apps(const struct child *c, struct buf *b, const char *status)
+{
+    int first = 1;
+
+    buf_addf(b, "{\"status\":\"%s\",\"unhealthy_apps\":[", status);
+    for (unsigned a = 0; a <= c->opts->napps; a++) {
+        if ((c->ups[a][UPSTREAM_FCM] == NULL && c->ups[a][UPSTREAM_APNS] == NULL) || app_healthy(c, a))
+            continue;
+        buf_addf(b, "%s\"%s\"", first ? "" : ",", a == APP_DEFAULT ? "default" : options_app_name(c->opts, a));
+        first = 0;
+    }
+    buf_adds(b, "]}\n");
+}
+
+/* With apps: 200 while any app can send, with a JSON body naming those that
+ * cannot (a load balancer must not drop an instance that serves the other
+ * apps fine); 503 when none can.  ?app=NAME asks about one app: 503 while
+ * it cannot send. */
+static int readyz_apps(struct child *c, h2o_req_t *req)
+{
+    struct buf b = BUF_INIT;
+    size_t n, healthy = 0, sick = 0;
+    const char *name = query_app(req, &n);
+    int a;
+
+    if (name != NULL) {
+        if (!options_app_name_ok(name, n) || (a = options_app_find(c->opts, name, n)) < 0)
+            return respond_error(req, 400, "unknown app");
+        if (!app_healthy(c, (unsigned)a))
+            return respond_error(req, 503, "the app cannot send now: no usable credentials");
+        return respond(req, 200, "OK", "text/plain", "ok\n", 3);
+    }
+    for (unsigned i = 0; i <= c->opts->napps; i++)
+        if (c->ups[i][UPSTREAM_FCM] != NULL || c->ups[i][UPSTREAM_APNS] != NULL)
+            *(app_healthy(c, i) ? &healthy : &sick) += 1;
+    if (sick == 0)
+        return respond(req, 200, "OK", "text/plain", "ok\n", 3);
+    unhealthy_apps(c, &b, healthy > 0 ? "degraded" : "unavailable");
+    if (b.failed) {
+        buf_free(&b);
+        return respond_error(req, 500, "out of memory");
+    }
+    if (healthy > 0)
+        respond_buf(req, "application/json", &b);
+    else
+        respond(req, 503, "Service Unavailable", "application/json", b.data, b.len);
+    buf_free(&b);
+    return 0;
+}
+
 /* Like /healthz, and also 503 while the upstream cannot be used (no access
  * token) or the spool cannot be written. */
 static int on_readyz(struct child *c, h2o_req_t *req)
@@ -716,14 +917,16 @@ static int on_readyz(struct child *c, h2o_req_t *req)
         return 0;
     if (c->stopping)
         return respond_error(req, 503, "draining");
-    if (c->upstream != NULL && c->upstream->ops->ready != NULL && !c->upstream->ops->ready(c->upstream))
-        return respond_error(req, 503, "no upstream access token");
     if (c->spool != NULL && !spool_ready(c->spool))
         return respond_error(req, 503, "the spool cannot be written");
     if (c->fleet != NULL && !fleet_ready(c->fleet))
         return respond_error(req, 503, "redis unreachable");
     if (c->fq != NULL && !fleet_queue_ready(c->fq))
         return respond_error(req, 503, "redis does not take pushes in time");
+    if (c->opts->napps > 0)
+        return readyz_apps(c, req);
+    if (c->upstream != NULL && c->upstream->ops->ready != NULL && !c->upstream->ops->ready(c->upstream))
+        return respond_error(req, 503, "no upstream access token");
     return respond(req, 200, "OK", "text/plain", "ok\n", 3);
 }
 

@@ -170,3 +170,24 @@ void metrics_graphite(struct buf *b, const struct shm_totals *t, const struct me
     buf_addf(b, "%s.upstream_request_seconds.count %" PRIu64 " %lld\n", prefix, t->upstream_latency_count, ts);
     buf_addf(b, "%s.upstream_request_seconds.sum %.6f %lld\n", prefix, (double)t->upstream_latency_sum_us / 1e6, ts);
 }
+
+/* One app's row: "app" label value and its counters. */
+static void app_lines(struct buf *b, const char *name, const struct shm_app *a)
+{
+    for (int u = 0; u < SHM_UPSTREAMS; u++)
+        for (int k = 0; k < SHM_UP_NCOUNTERS; k++)
+            buf_addf(b, "fcmd_app_targets_total{app=\"%s\",upstream=\"%s\",outcome=\"%s\"} %" PRIu64 "\n", name,
+                     shm_upstream_names[u], shm_upstream_counter_names[k],
+                     atomic_load_explicit(&((struct shm_app *)a)->by_upstream[u][k], memory_order_relaxed));
+}
+
+void metrics_apps(struct buf *b, const struct shm_region *r, const struct fcmd_options *o)
+{
+    if (o->napps == 0)
+        return;
+    buf_adds(b, "# HELP fcmd_app_targets_total Targets by app, upstream and outcome (fcmd_upstream_targets_total "
+                "is the sum over the apps).\n# TYPE fcmd_app_targets_total counter\n");
+    app_lines(b, "default", &r->apps[0]);
+    for (size_t i = 0; i < o->napps; i++)
+        app_lines(b, o->apps[i].name, &r->apps[o->apps[i].shm]);
+}

@@ -20,6 +20,12 @@ struct metrics_context {
 
 void metrics_prometheus(struct buf *b, const struct shm_totals *t, const struct metrics_context *m);
 
+struct shm_region;
+struct fcmd_options;
+/* fcmd_app_targets_total{app,upstream,outcome} for the default app ("default")
+ * and each app o names, when it names any. */
+void metrics_apps(struct buf *b, const struct shm_region *r, const struct fcmd_options *o);
+
 /* Lines "prefix.name value timestamp\n". */
 void metrics_graphite(struct buf *b, const struct shm_totals *t, const struct metrics_context *m, const char *prefix,
                       long long timestamp);

@@ -32,6 +32,7 @@ struct oauth {
     const struct service_account *sa;
     struct sender *sender;
     struct shm_slot *slot;
+    uint64_t bit; /* the app's bit in slot->no_token */
     void (*on_token)(void *);
     void *arg;
     CURL *easy;
@@ -137,12 +138,12 @@ static void failed(struct oauth *o, long status, CURLcode code)
     o->failures++;
     shm_add(o->slot, SHM_OAUTH_FAILURES, 1);
     if (o->header == NULL)
-        atomic_store(&o->slot->no_token, 1);
+        atomic_fetch_or(&o->slot->no_token, o->bit);
     delay = backoff_delay_ms(o->failures > 6 ? 6 : o->failures - 1, -1, backoff_random(&o->rng));
     if (delay < MIN_RETRY_MS)
         delay = MIN_RETRY_MS;
     describe_failure(o, status, code, why, sizeof(why));
-    log_warn("oauth: token request to %s failed (%s)%s; next try in %llu ms",
+    log_warn("oauth: token request for %s to %s failed (%s)%s; next try in %llu ms", o->sa->client_email,
              log_url(o->sa->token_uri, uri, sizeof(uri)), why, o->header ? "" : ": nothing is sent until it succeeds",
              (unsigned long long)delay);
     uv_timer_start(&o->timer, on_timer, delay, 0);
@@ -174,10 +175,10 @@ static void on_done(struct sender_transfer *t, CURLcode code)
     o->gen++;
     o->expires_at = uv_now(o->loop) + (uint64_t)lifetime * 1000;
     o->failures = 0;
-    atomic_store(&o->slot->no_token, 0);
+    atomic_fetch_and(&o->slot->no_token, ~o->bit);
     shm_add(o->slot, SHM_OAUTH_TOKENS, 1);
-    log_info("oauth: new access token from %s, valid for %ld s", log_url(o->sa->token_uri, uri, sizeof(uri)),
-             lifetime);
+    log_info("oauth: new access token for %s from %s, valid for %ld s", o->sa->client_email,
+             log_url(o->sa->token_uri, uri, sizeof(uri)), lifetime);
     /* Refresh at 80% of the lifetime, while the current token still works. */
     uv_timer_start(&o->timer, on_timer, (uint64_t)lifetime * 800, 0);
     o->on_token(o->arg);
@@ -212,7 +213,7 @@ const char *oauth_header(struct oauth *o, unsigned *gen)
     if (o->header != NULL && uv_now(o->loop) >= o->expires_at) {
         free(o->header);
         o->header = NULL;
-        atomic_store(&o->slot->no_token, 1);
+        atomic_fetch_or(&o->slot->no_token, o->bit);
         fetch(o);
     }
     *gen = o->gen;
@@ -226,12 +227,12 @@ void oauth_refused(struct oauth *o, unsigned gen)
     log_warn("oauth: FCM refused the access token; fetching a new one");
     free(o->header);
     o->header = NULL;
-    atomic_store(&o->slot->no_token, 1);
+    atomic_fetch_or(&o->slot->no_token, o->bit);
     fetch(o);
 }
 
 struct oauth *oauth_create(uv_loop_t *loop, const struct service_account *sa, struct sender *s, struct shm_slot *slot,
-                           void (*on_token)(void *), void *arg)
+                           unsigned app, void (*on_token)(void *), void *arg)
 {
     struct oauth *o = calloc(1, sizeof(*o));
 
@@ -244,6 +245,7 @@ struct oauth *oauth_create(uv_loop_t *loop, const struct service_account *sa, st
     o->sa = sa;
     o->sender = s;
     o->slot = slot;
+    o->bit = (uint64_t)1 << (app % 64);
     o->on_token = on_token;
     o->arg = arg;
     o->rng = ((uint64_t)getpid() << 20) ^ (uint64_t)time(NULL) ^ 0x2545f4914f6cdd1dull;
@@ -257,7 +259,7 @@ struct oauth *oauth_create(uv_loop_t *loop, const struct service_account *sa, st
     curl_easy_setopt(o->easy, CURLOPT_WRITEDATA, o);
     curl_easy_setopt(o->easy, CURLOPT_HEADERFUNCTION, ignore_header);
     curl_easy_setopt(o->easy, CURLOPT_ERRORBUFFER, o->error);
-    atomic_store(&slot->no_token, 1);
+    atomic_fetch_or(&slot->no_token, o->bit);
     fetch(o);
     return o;
 }

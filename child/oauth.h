@@ -19,9 +19,10 @@ struct sender;
 struct service_account;
 struct shm_slot;
 
-/* on_token(arg) runs whenever a new token arrives.  NULL when out of memory. */
+/* on_token(arg) runs whenever a new token arrives.  While there is none,
+ * bit app of slot->no_token is set.  NULL when out of memory. */
 struct oauth *oauth_create(uv_loop_t *loop, const struct service_account *sa, struct sender *s, struct shm_slot *slot,
-                           void (*on_token)(void *), void *arg);
+                           unsigned app, void (*on_token)(void *), void *arg);
 
 /* The "Authorization: Bearer ..." header for the current token, or NULL
  * when there is none yet (a request for one is then under way); *gen gets

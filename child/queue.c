@@ -59,6 +59,7 @@ static struct push *push_create(const struct send_request *r)
     memset(p, 0, sizeof(*p));
     p->kind = r->kind;
     p->upstream = r->upstream;
+    p->app = r->app_index;
     message_copy(&p->msg, &r->msg, p->text);
     p->bytes = sizeof(*p) + message_size(&r->msg); /* and each target's, below: what queue_cost says */
     tailp = &p->staged;

@@ -23,6 +23,7 @@ struct segment;
 struct push {
     uint32_t refs; /* targets not yet finished */
     enum upstream_kind upstream;
+    unsigned app; /* the child's app index (options_app_find), or APP_NONE */
     enum target_kind kind;
     struct message msg; /* payload and options */
     char *encoded;      /* an adapter's encoding shared by all targets, or NULL */

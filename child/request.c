@@ -8,6 +8,7 @@
  */
 #include "request.h"
 #include "../common/json.h"
+#include "../common/options.h"
 #include "request_apns.h"
 
 #include <ctype.h>
@@ -23,6 +24,18 @@ const char *const request_opt_names[ROPT_COUNT] = {
 };
 
 #define ERR(...) (snprintf(err, errlen, __VA_ARGS__), -EINVAL)
+
+/* The "app" field, in either format: a name, given once. */
+static int set_app(struct send_request *r, const char *name, size_t n, char *err, size_t errlen)
+{
+    if (r->app != NULL)
+        return ERR("app is given twice");
+    if (!options_app_name_ok(name, n))
+        return ERR("app must be 1 to %d letters, digits, '_', '.' or '-'", APP_NAME_MAX);
+    r->app = name;
+    r->app_len = n;
+    return 0;
+}
 
 /* One parse: the request being filled, what it may hold, where decoded
  * text goes, and the one capacity of its targets array. */
@@ -168,6 +181,9 @@ static int parse_form(const char *body, size_t len, struct parse *ps, char *err,
                 return ERR("payload is given twice");
             r->msg.payload = val;
             r->msg.payload_len = (size_t)vlen;
+        } else if (strcmp(key, "app") == 0) {
+            if ((rc = set_app(r, val, (size_t)vlen, err, errlen)) != 0)
+                return rc;
         } else if (ps->apns && (rc = apns_form_field(key, val, (size_t)vlen, &r->msg, err, errlen)) != 0) {
             return rc;
         }
@@ -280,6 +296,14 @@ static int json_member(const struct json_doc *d, int key, struct parse *ps, char
 
     if (json_is(d, key, "tokens"))
         return json_tokens(d, v, ps, err, errlen);
+    if (json_is(d, key, "app")) {
+        long n;
+        if (d->tok[v].type != JSMN_STRING || (n = json_unescape(d, v, ps->out)) < 0)
+            return ERR("\"app\" must be a string");
+        int rc = set_app(r, ps->out, (size_t)n, err, errlen);
+        ps->out += n + 1;
+        return rc;
+    }
     if (ps->apns && !json_is(d, key, "payload")) {
         int rc = apns_json_member(d, key, &r->msg, &ps->out, err, errlen);
         if (rc != APNS_NOT_MINE)

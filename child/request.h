@@ -70,6 +70,9 @@ struct send_request {
     char **targets; /* tokens, or the one topic or condition */
     size_t ntargets;
     const uint32_t *index; /* each target's index in its push, when not its position (replay) */
+    const char *app;       /* the app the request named (NUL-terminated, a valid name), or NULL */
+    size_t app_len;
+    unsigned app_index; /* the caller's: app looked up in the settings (0 the default app, or APP_NONE) */
     struct message msg;
     char *storage; /* owns every string above */
 };

@@ -64,7 +64,7 @@ struct sender {
     uv_loop_t *loop;
     const struct fcmd_options *opts;
     struct queue *queue;
-    struct upstream *ups[UPSTREAM_KINDS]; /* by push->upstream; NULL: not configured */
+    struct upstream *ups[APPS_MAX + 1][UPSTREAM_KINDS]; /* by push->app, push->upstream; NULL: not configured */
     size_t batch_cap;                     /* targets s->batch holds */
     struct shm_region *shm;
     struct shm_slot *slot;
@@ -347,15 +347,26 @@ static int out_of_retries(const struct sender *s, const struct target *t)
 }
 
 /* Applies one target's outcome; returns 1 when the target waits for a retry. */
+/* The row of the region's app table that counts push's outcomes. */
+static unsigned app_row(const struct sender *s, const struct push *p)
+{
+    if (p->app == APP_DEFAULT)
+        return 0;
+    return p->app <= s->opts->napps ? s->opts->apps[p->app - 1].shm : SHM_APPS;
+}
+
+static void count(struct sender *s, const struct push *p, enum shm_upstream_counter c, uint64_t n)
+{
+    shm_app_add(s->shm, s->slot, app_row(s, p), (unsigned)p->upstream, c, n);
+}
+
 static int apply(struct sender *s, struct target *t, struct outcome *o)
 {
-    unsigned up = (unsigned)t->push->upstream;
-
     switch (o->kind) {
     case OUTCOME_CANONICAL:
         shm_add(s->slot, SHM_CANONICALS, 1);
-        shm_up_add(s->slot, up, SHM_UP_CANONICALS, 1);
-        shm_up_add(s->slot, up, SHM_UP_SUCCESSES, 1);
+        count(s, t->push, SHM_UP_CANONICALS, 1);
+        count(s, t->push, SHM_UP_SUCCESSES, 1);
         /* Record: original '\0' canonical. */
         drainlist_append(s->shm->canonical, t->name, (size_t)t->len + 1, o->canonical, strlen(o->canonical));
         free(o->canonical);
@@ -364,27 +375,27 @@ static int apply(struct sender *s, struct target *t, struct outcome *o)
         break;
     case OUTCOME_DELIVERED:
         shm_add(s->slot, SHM_SUCCESSES, 1);
-        shm_up_add(s->slot, up, SHM_UP_SUCCESSES, 1);
+        count(s, t->push, SHM_UP_SUCCESSES, 1);
         break;
     case OUTCOME_INVALID:
         shm_add(s->slot, SHM_NOTREGISTERED, 1);
-        shm_up_add(s->slot, up, SHM_UP_NOTREGISTERED, 1);
+        count(s, t->push, SHM_UP_NOTREGISTERED, 1);
         drainlist_append(s->shm->notregistered, t->name, t->len, NULL, 0);
         break;
     case OUTCOME_RETRY:
         if (!out_of_retries(s, t)) {
             shm_add(s->slot, SHM_RETRIES, 1);
-            shm_up_add(s->slot, up, SHM_UP_RETRIES, 1);
+            count(s, t->push, SHM_UP_RETRIES, 1);
             atomic_fetch_add_explicit(&s->slot->retries_by[o->cause], 1, memory_order_relaxed);
             return 1;
         }
         shm_add(s->slot, SHM_FAILURES, 1);
-        shm_up_add(s->slot, up, SHM_UP_FAILURES, 1);
+        count(s, t->push, SHM_UP_FAILURES, 1);
         atomic_fetch_add_explicit(&s->slot->failures_by[CAUSE_RETRIES_EXHAUSTED], 1, memory_order_relaxed);
         break;
     case OUTCOME_FAILED:
         shm_add(s->slot, SHM_FAILURES, 1);
-        shm_up_add(s->slot, up, SHM_UP_FAILURES, 1);
+        count(s, t->push, SHM_UP_FAILURES, 1);
         atomic_fetch_add_explicit(&s->slot->failures_by[o->cause], 1, memory_order_relaxed);
         break;
     }
@@ -651,7 +662,7 @@ static void fail_unconfigured(struct sender *s, struct target **batch, size_t n)
     uint32_t *idx = s->spool != NULL ? calloc(n, sizeof(*idx)) : NULL;
 
     log_limited(&s->failed_log[CAUSE_NOT_CONFIGURED], LOG_WARN,
-                "%zu targets of a spooled push for an upstream that is not configured: failed", n);
+                "%zu targets of a spooled push for an app or upstream that is not configured: failed", n);
     if (idx != NULL) { /* without it, one more failure after a crash */
         for (size_t i = 0; i < n; i++)
             idx[i] = batch[i]->index;
@@ -667,17 +678,19 @@ static void fail_unconfigured(struct sender *s, struct target **batch, size_t n)
 /* The upstream that serves the target at the head of the queue. */
 static struct upstream *head_upstream(const struct sender *s)
 {
-    unsigned k = (unsigned)s->queue->head->push->upstream;
+    const struct push *p = s->queue->head->push;
+    unsigned k = (unsigned)p->upstream;
 
-    return k < UPSTREAM_KINDS ? s->ups[k] : NULL;
+    return k < UPSTREAM_KINDS && p->app <= APPS_MAX ? s->ups[p->app][k] : NULL;
 }
 
 static int several_upstreams(const struct sender *s)
 {
     int n = 0;
 
-    for (int k = 0; k < UPSTREAM_KINDS; k++)
-        n += s->ups[k] != NULL;
+    for (int a = 0; a <= APPS_MAX; a++)
+        for (int k = 0; k < UPSTREAM_KINDS; k++)
+            n += s->ups[a][k] != NULL;
     return n > 1;
 }
 
@@ -734,7 +747,7 @@ static void dispatch(struct sender *s)
         for (size_t i = 0; i < n; i++)
             job->targets[i]->attempts++;
         shm_add(s->slot, SHM_ATTEMPTS, n);
-        shm_up_add(s->slot, (unsigned)job->push->upstream, SHM_UP_ATTEMPTS, n);
+        count(s, job->push, SHM_UP_ATTEMPTS, n);
         pace_spend(&s->pace, n);
         if (sender_add(s, e, &job->xfer) != 0) {
             finish_job(s, job, CURLE_FAILED_INIT);
@@ -789,7 +802,7 @@ static void on_log_flush(uv_timer_t *t)
 
 int sender_set_upstream(struct sender *s, int kind, struct upstream *up)
 {
-    if (kind < 0 || kind >= UPSTREAM_KINDS)
+    if (kind < 0 || kind >= UPSTREAM_KINDS || up->app > APPS_MAX)
         return -1;
     if (up->max_targets > s->batch_cap) {
         struct target **b = realloc(s->batch, up->max_targets * sizeof(*b));
@@ -798,7 +811,7 @@ int sender_set_upstream(struct sender *s, int kind, struct upstream *up)
         s->batch = b;
         s->batch_cap = up->max_targets;
     }
-    s->ups[kind] = up;
+    s->ups[up->app][kind] = up;
     return 0;
 }
 
@@ -845,14 +858,14 @@ struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, stru
     struct sender *s = calloc(1, sizeof(*s));
     int https = strncmp(up->url, "https://", 8) == 0;
 
-    if (s == NULL || kind < 0 || kind >= UPSTREAM_KINDS) {
+    if (s == NULL || kind < 0 || kind >= UPSTREAM_KINDS || up->app > APPS_MAX) {
         free(s);
         return NULL;
     }
     s->loop = loop;
     s->opts = o;
     s->queue = q;
-    s->ups[kind] = up;
+    s->ups[up->app][kind] = up;
     s->batch_cap = up->max_targets;
     s->shm = shm;
     s->slot = &shm->slots[slot];

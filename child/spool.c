@@ -593,6 +593,10 @@ static size_t feed_one(struct spool *s, struct segment *g)
         uint32_t *index = NULL;
         struct push *p = NULL;
         int rc = spool_replay_request(rp, &r, &index);
+        if (rc == 0) { /* an app this start does not have: its targets fail as not configured */
+            int a = options_app_find(s->opts, r.app, r.app_len);
+            r.app_index = a < 0 ? APP_NONE : (unsigned)a;
+        }
         if (rc == 0 && request_check(&r, &s->limits, err, sizeof(err)) != 0) {
             log_warn("spool: %s: push record at offset %zu skipped: %s", g->path, rp->rec.offset, err);
             shm_pending_add(s->slot, -(int64_t)(rp->ntargets - rp->acked));

@@ -5,6 +5,7 @@
  * so a header with a bad length is caught like a bad payload.
  */
 #include "spool_record.h"
+#include "../common/options.h"
 #include "crc32c.h"
 
 #include <string.h>
@@ -81,14 +82,19 @@ static void put_text(struct buf *b, const char *s, size_t n)
 
 void spool_encode_push(struct buf *b, uint64_t id, const struct send_request *r)
 {
-    /* FCM pushes keep the first format, which every version reads. */
-    int v2 = r->upstream != UPSTREAM_FCM;
+    /* FCM pushes of the default app keep the first format, which every
+     * version reads; the default app's APNs pushes the second. */
+    int v3 = r->app != NULL, v2 = v3 || r->upstream != UPSTREAM_FCM;
     int nopts = v2 ? ROPT_COUNT : ROPT_FCM_COUNT;
-    size_t at = begin(b, v2 ? SPOOL_PUSH2 : SPOOL_PUSH);
+    size_t at = begin(b, v3 ? SPOOL_PUSH3 : v2 ? SPOOL_PUSH2 : SPOOL_PUSH);
 
     put_u64(b, id);
     if (v2)
         buf_add(b, (unsigned char[2]){(unsigned char)r->upstream, (unsigned char)nopts}, 2);
+    if (v3) { /* a valid name: at most APP_NAME_MAX bytes */
+        buf_add(b, (unsigned char[1]){(unsigned char)r->app_len}, 1);
+        buf_add(b, r->app, r->app_len);
+    }
     buf_add(b, (unsigned char[1]){(unsigned char)r->kind}, 1);
     put_text(b, r->msg.payload, r->msg.payload_len);
     for (int o = 0; o < nopts; o++)
@@ -213,13 +219,20 @@ int spool_decode_push(const struct spool_rec *rec, struct spool_push *out)
         return -1;
     out->id = get_u64(p);
     out->upstream = UPSTREAM_FCM;
-    if (rec->type == SPOOL_PUSH2) {
+    if (rec->type == SPOOL_PUSH2 || rec->type == SPOOL_PUSH3) {
         /* A later version may know more upstreams or options: not this one. */
         if (len < 10 || p[8] >= UPSTREAM_KINDS || p[9] > ROPT_COUNT)
             return -1;
         out->upstream = (enum upstream_kind)p[8];
         nopts = p[9];
         pos = 10;
+    }
+    if (rec->type == SPOOL_PUSH3) {
+        if (len - pos < 1 || len - pos - 1 < p[pos] || !options_app_name_ok((const char *)p + pos + 1, p[pos]))
+            return -1;
+        out->app = (const char *)p + pos + 1;
+        out->app_len = p[pos];
+        pos += 1 + (size_t)p[pos];
     }
     if (len - pos < 1 || p[pos] > TARGET_CONDITION)
         return -1;

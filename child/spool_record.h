@@ -5,6 +5,7 @@
  * type, length, CRC-32C of type, length and payload - then the payload:
  *   PUSH  id, kind, the message texts, and the targets with their index;
  *   PUSH2 the same with the upstream and the count of option texts;
+ *   PUSH3 the same as PUSH2 with the name of the app the push is for;
  *   ACK   id and the indexes of targets that reached a final outcome.
  * A segment may end in zeros, space its writer keeps ahead of the records.
  * A reader stops at the zeros and at a torn tail (a record cut short by a
@@ -26,16 +27,19 @@
 #define SPOOL_HEADER 16
 #define SPOOL_MAX_PAYLOAD (64u << 20)
 
-/* PUSH is an FCM push, as every version wrote it; PUSH2 names its upstream
- * and how many option texts follow (APNs pushes). */
-enum spool_type { SPOOL_PUSH = 1, SPOOL_ACK = 2, SPOOL_PUSH2 = 3 };
+/* PUSH is an FCM push of the default app, as every version wrote it; PUSH2
+ * names its upstream and how many option texts follow (APNs pushes of the
+ * default app); PUSH3 adds the name of its app (a push for a named app).  A
+ * version that does not know a type skips its records. */
+enum spool_type { SPOOL_PUSH = 1, SPOOL_ACK = 2, SPOOL_PUSH2 = 3, SPOOL_PUSH3 = 4 };
 
 static inline int spool_is_push(enum spool_type t)
 {
-    return t == SPOOL_PUSH || t == SPOOL_PUSH2;
+    return t == SPOOL_PUSH || t == SPOOL_PUSH2 || t == SPOOL_PUSH3;
 }
 
-/* Appends a push record for request r to b: PUSH for FCM, PUSH2 otherwise. */
+/* Appends a push record for request r to b: PUSH for FCM, PUSH2 otherwise,
+ * PUSH3 when r names an app (r->app). */
 void spool_encode_push(struct buf *b, uint64_t id, const struct send_request *r);
 
 /* Appends an ACK record to b. */
@@ -68,6 +72,8 @@ enum spool_read spool_next(struct spool_reader *r, struct spool_rec *rec, size_t
 struct spool_push {
     uint64_t id;
     enum upstream_kind upstream; /* UPSTREAM_FCM for a PUSH record */
+    const char *app;             /* PUSH3: its app's name (a valid name, not NUL-terminated); else NULL */
+    size_t app_len;
     enum target_kind kind;
     struct message msg; /* texts are not NUL-terminated */
     uint32_t ntargets;

@@ -164,6 +164,8 @@ int spool_replay_request(const struct spool_replay_push *rp, struct send_request
     if (spool_decode_push(&rp->rec, &p) != 0)
         return -1;
     r->upstream = p.upstream;
+    r->app = p.app; /* points into the record, like the texts before their copy */
+    r->app_len = p.app_len;
     r->kind = p.kind;
     r->msg = p.msg;
     r->targets = calloc(left, sizeof(*r->targets));

@@ -93,6 +93,7 @@ struct upstream_ops {
 
 struct upstream {
     const struct upstream_ops *ops;
+    unsigned app;       /* the app it serves: 0 the default, i the child's o->apps[i - 1] */
     size_t max_targets; /* targets one job may carry */
     const char *url;    /* where requests go; its scheme picks HTTP/2 or HTTP/1.1 */
 };
@@ -103,9 +104,15 @@ struct upstream *upstream_legacy_create(const struct fcmd_options *o);
 /* The FCM HTTP v1 adapter (upstream_v1.c).  NULL when out of memory. */
 struct upstream *upstream_v1_create(const struct fcmd_options *o);
 
-/* The APNs adapter (upstream_apns.c), for /apns/send.  NULL when out of
+/* The APNs adapter (upstream_apns.c), for /apns/send, signing with the
+ * provider token its app shares with every worker.  NULL when out of
  * memory. */
-struct upstream *upstream_apns_create(const struct fcmd_options *o, struct shm_region *shm);
+struct provider_token;
+struct upstream *upstream_apns_create(const struct fcmd_options *o, struct provider_token *token);
+
+/* The adapter of an app whose credentials could not be read: never ready,
+ * so its targets wait (upstream_wait.c).  NULL when out of memory. */
+struct upstream *upstream_wait_create(const char *url);
 
 /* Reads one APNs answer into out; *expired says Apple called the provider
  * token expired, detail gets Apple's reason.  Returns 0. */

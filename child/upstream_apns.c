@@ -230,7 +230,7 @@ static const struct upstream_ops apns_ops = {
     .destroy = apns_destroy,
 };
 
-struct upstream *upstream_apns_create(const struct fcmd_options *o, struct shm_region *shm)
+struct upstream *upstream_apns_create(const struct fcmd_options *o, struct provider_token *token)
 {
     struct apns *a = calloc(1, sizeof(*a));
     size_t n = strlen(o->apns_url);
@@ -240,7 +240,7 @@ struct upstream *upstream_apns_create(const struct fcmd_options *o, struct shm_r
     while (n > 0 && o->apns_url[n - 1] == '/')
         n--;
     a->url = strndup(o->apns_url, n);
-    a->token = apns_token_create(&shm->apns_token, o->apns_pkey, o->apns_key_id, o->apns_team_id);
+    a->token = apns_token_create(token, o->apns_pkey, o->apns_key_id, o->apns_team_id);
     if (a->url == NULL || a->token == NULL) {
         apns_token_free(a->token);
         free(a->url);

@@ -380,7 +380,7 @@ static int v1_start(struct upstream *u, struct sender *s, struct shm_slot *slot)
     struct v1 *v = (struct v1 *)u;
 
     v->sender = s;
-    v->oauth = oauth_create(sender_loop(s), v->sa, s, slot, on_token, s);
+    v->oauth = oauth_create(sender_loop(s), v->sa, s, slot, u->app, on_token, s);
     return v->oauth ? 0 : -1;
 }
 

@@ -543,7 +543,9 @@ int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
         snprintf(err, errlen, "--apikey and --apikey-file: give one");
         return -1;
     }
-    if (o->apikey == NULL && o->apikey_file == NULL && o->service_account == NULL && o->apns_key == NULL) {
+    /* With [app] sections the default app may have no credentials of its own. */
+    if (o->apikey == NULL && o->apikey_file == NULL && o->service_account == NULL && o->apns_key == NULL &&
+        o->napps == 0) {
         snprintf(err, errlen,
                  "no upstream credentials: give --service-account FILE, or a legacy key with --apikey-file FILE "
                  "or FCMD_APIKEY, or an APNs key with --apns-key FILE");
@@ -570,4 +572,32 @@ int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
     if (validate_apns(o, err, errlen) != 0)
         return -1;
     return validate_redis(o, err, errlen);
+}
+
+int options_app_name_ok(const char *name, size_t n)
+{
+    if (n == 0 || n > APP_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+              ch == '.' || ch == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+int options_app_find(const struct fcmd_options *o, const char *name, size_t n)
+{
+    if (name == NULL || (n == 7 && memcmp(name, "default", 7) == 0))
+        return APP_DEFAULT;
+    for (size_t i = 0; i < o->napps; i++)
+        if (strlen(o->apps[i].name) == n && memcmp(o->apps[i].name, name, n) == 0)
+            return (int)i + 1;
+    return -ENOENT;
+}
+
+const char *options_app_name(const struct fcmd_options *o, unsigned i)
+{
+    return i >= 1 && i <= o->napps ? o->apps[i - 1].name : "";
 }

@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 struct service_account;
+struct fcmd_app;
 
 #define FCMD_VERSION "0.1.0"
 #define OPTIONS_MAX_WORKERS 64
@@ -82,7 +83,36 @@ struct fcmd_options {
     void *tls_ctx;              /* SSL_CTX for the listener, when tls_cert is set */
     const char *redis_password; /* from redis_password_file or FCMD_REDIS_PASSWORD, or NULL */
     void *apns_pkey;            /* EVP_PKEY of apns_key, when set */
+    /* [app NAME] sections: each app's own settings, in the file's order. */
+    const struct fcmd_app *apps;
+    size_t napps;
 };
+
+/* Apps: a request names one with an "app" field or X-Fcmd-App; without one
+ * it is the default app's (the command line, [upstream] and [apns]).  An
+ * app's name is 1 to APP_NAME_MAX bytes of letters, digits and "_.-": inih
+ * keeps 49 bytes of a section's name, and "[app " takes four of them. */
+#define APP_NAME_MAX 44
+#define APPS_MAX 63 /* named apps; with the default app, 64 */
+#define APP_DEFAULT 0u
+#define APP_NONE 0xffu /* a spooled push for an app that no longer exists */
+
+struct fcmd_app {
+    char name[APP_NAME_MAX + 1];
+    unsigned shm;          /* its row in the region's app table (1..APPS_MAX); 0 is the default app's */
+    int broken;            /* a reload could not load its credentials: its sends wait */
+    struct fcmd_options o; /* the instance's options with the app's own credentials */
+};
+
+/* Whether name (n bytes) is a valid app name. */
+int options_app_name_ok(const char *name, size_t n);
+
+/* An app's index: 0 for NULL (the default app), 1 + its position in
+ * o->apps, or -ENOENT when no app has that name. */
+int options_app_find(const struct fcmd_options *o, const char *name, size_t n);
+
+/* The name of app index i ("" for the default app). */
+const char *options_app_name(const struct fcmd_options *o, unsigned i);
 
 /* Fills defaults (workers from the online CPU count). */
 void options_defaults(struct fcmd_options *o);

@@ -76,6 +76,26 @@ static const struct {
     {"redis", "queue_max", "redis-queue-max"},
 };
 
+/* What an [app NAME] section may hold: its credentials and where they go. */
+static const struct {
+    const char *key, *option;
+} app_keys[] = {
+    {"apikey", "apikey"},
+    {"apikey_file", "apikey-file"},
+    {"service_account", "service-account"},
+    {"gcm_url", "gcm-url"},
+    {"fcm_url", "fcm-url"},
+    {"apns_key", "apns-key"},
+    {"apns_key_id", "apns-key-id"},
+    {"apns_team_id", "apns-team-id"},
+    {"apns_topic", "apns-topic"},
+    {"apns_url", "apns-url"},
+};
+
+/* inih keeps this many bytes of a section's name (its INI_MAX_SECTION - 1):
+ * a section that long may have been cut. */
+#define SECTION_KEPT 49
+
 struct load {
     struct fcmd_options *o;
     struct config_strings *owned;
@@ -100,11 +120,59 @@ static char *keep(struct config_strings *owned, const char *s)
     return copy;
 }
 
+/* A key of an [app NAME] section: kept for settings_load, which applies it
+ * to the app's own copy of the settings once the flags are in. */
+static int on_app_entry(struct load *l, const char *section, const char *key, const char *value)
+{
+    const char *name = section + 4;
+    struct config_strings *owned = l->owned;
+    size_t i;
+
+    if (strlen(section) >= SECTION_KEPT) {
+        snprintf(l->err, l->errlen, "[%.20s...]: an app's name is at most %d bytes", section, APP_NAME_MAX);
+        return 0;
+    }
+    if (!options_app_name_ok(name, strlen(name)) || strcmp(name, "default") == 0) {
+        snprintf(l->err, l->errlen,
+                 "[%s]: an app's name is 1 to %d letters, digits, '_', '.' or '-', and not \"default\"", section,
+                 APP_NAME_MAX);
+        return 0;
+    }
+    for (i = 0; i < sizeof(app_keys) / sizeof(app_keys[0]); i++)
+        if (strcmp(app_keys[i].key, key) == 0)
+            break;
+    if (i == sizeof(app_keys) / sizeof(app_keys[0])) {
+        snprintf(l->err, l->errlen, "unknown key \"%s\" in [%s]", key, section);
+        return 0;
+    }
+    if (owned->napp == owned->appcap) {
+        size_t cap = owned->appcap ? owned->appcap * 2 : 8;
+        struct config_app_key *v = realloc(owned->app, cap * sizeof(*v));
+        if (v == NULL) {
+            snprintf(l->err, l->errlen, "out of memory");
+            return 0;
+        }
+        owned->app = v;
+        owned->appcap = cap;
+    }
+    struct config_app_key *k = &owned->app[owned->napp];
+    if ((k->app = keep(owned, name)) == NULL || (k->value = keep(owned, value)) == NULL) {
+        snprintf(l->err, l->errlen, "out of memory");
+        return 0;
+    }
+    k->option = app_keys[i].option;
+    owned->napp++;
+    return 1;
+}
+
 static int on_entry(void *user, const char *section, const char *key, const char *value)
 {
     struct load *l = user;
     char why[256];
     const char *v;
+
+    if (strncmp(section, "app ", 4) == 0)
+        return on_app_entry(l, section, key, value);
 
     for (size_t i = 0; i < sizeof(config_keys) / sizeof(config_keys[0]); i++) {
         if (strcmp(config_keys[i].section, section) != 0 || strcmp(config_keys[i].key, key) != 0)
@@ -172,6 +240,9 @@ void config_strings_free(struct config_strings *owned)
     for (size_t i = 0; i < owned->n; i++)
         free(owned->v[i]);
     free(owned->v);
+    free(owned->app);
     owned->v = NULL;
     owned->n = owned->cap = 0;
+    owned->app = NULL;
+    owned->napp = owned->appcap = 0;
 }

@@ -13,10 +13,21 @@
 
 struct fcmd_options;
 
-/* Strings the file gave, owned here because the options only point at them. */
+/* One key of an [app NAME] section: the option it sets in that app's copy
+ * of the settings (master/settings.c applies them after the flags). */
+struct config_app_key {
+    const char *app;    /* the section's NAME, a checked app name */
+    const char *option; /* the command-line option the key stands for */
+    const char *value;
+};
+
+/* Strings the file gave, owned here because the options only point at them,
+ * and the keys of its [app NAME] sections in the file's order. */
 struct config_strings {
     char **v;
     size_t n, cap;
+    struct config_app_key *app;
+    size_t napp, appcap;
 };
 
 /* Applies the file at path to o.  Returns 0, or -1 with "path:line: ..." in err. */

@@ -26,25 +26,38 @@
 
 #define EXIT_USAGE 2
 
+/* What an app (or the default app) sends with, for the start line. */
+static void describe_upstreams(const struct fcmd_options *o, char *upstream, size_t ulen, char *apns, size_t alen)
+{
+    char url[512];
+
+    apns[0] = '\0';
+    if (o->sa)
+        snprintf(upstream, ulen, "FCM v1 upstream %s, project %s", log_url(o->fcm_url, url, sizeof(url)),
+                 o->sa->project_id);
+    else if (o->apikey)
+        snprintf(upstream, ulen, "legacy upstream %s", log_url(o->gcm_url, url, sizeof(url)));
+    else
+        snprintf(upstream, ulen, "no FCM upstream");
+    if (o->apns_pkey)
+        snprintf(apns, alen, ", APNs upstream %s (key id %s, team %s)", log_url(o->apns_url, url, sizeof(url)),
+                 o->apns_key_id, o->apns_team_id);
+}
+
 static void log_started(const struct fcmd_options *o)
 {
-    char where[300], upstream[600], url[512], apns[600] = "";
+    char where[300], upstream[600], apns[600];
 
     if (o->unix_path)
         snprintf(where, sizeof(where), "unix:%s", o->unix_path);
     else
         snprintf(where, sizeof(where), "%s port %d", o->host, o->port);
-    if (o->sa)
-        snprintf(upstream, sizeof(upstream), "FCM v1 upstream %s, project %s", log_url(o->fcm_url, url, sizeof(url)),
-                 o->sa->project_id);
-    else if (o->apikey)
-        snprintf(upstream, sizeof(upstream), "legacy upstream %s", log_url(o->gcm_url, url, sizeof(url)));
-    else
-        snprintf(upstream, sizeof(upstream), "no FCM upstream");
-    if (o->apns_pkey)
-        snprintf(apns, sizeof(apns), ", APNs upstream %s (key id %s, team %s)", log_url(o->apns_url, url, sizeof(url)),
-                 o->apns_key_id, o->apns_team_id);
+    describe_upstreams(o, upstream, sizeof(upstream), apns, sizeof(apns));
     log_info("fcmd %s listening on %s with %d workers, %s%s", FCMD_VERSION, where, o->workers, upstream, apns);
+    for (size_t i = 0; i < o->napps; i++) {
+        describe_upstreams(&o->apps[i].o, upstream, sizeof(upstream), apns, sizeof(apns));
+        log_info("app %s: %s%s", o->apps[i].name, upstream, apns);
+    }
 }
 
 /* The master binds and reads credentials as root, then master and children
@@ -135,6 +148,8 @@ int main(int argc, char **argv)
         rc = 1;
         goto fail_pidfile;
     }
+    /* At most APPS_MAX apps, so there is a row for each. */
+    settings_assign_apps(s, NULL, shm, err, sizeof(err));
     log_started(&s->o);
     rc = supervise_run(argc, argv, s, fd, shm);
     shm_region_destroy(shm);

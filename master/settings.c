@@ -9,7 +9,9 @@
  */
 #include "settings.h"
 #include "../common/apns_key.h"
+#include "../common/log.h"
 #include "../common/redis_url.h"
+#include "../shm/region.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -431,6 +433,117 @@ static int merge_secret(const char *path, const char *section, const char *key, 
     return 0;
 }
 
+/* The distinct app names of the file's [app NAME] sections, in order. */
+static size_t app_names(const struct config_strings *cs, const char **names, size_t max)
+{
+    size_t n = 0, j;
+
+    for (size_t i = 0; i < cs->napp; i++) {
+        for (j = 0; j < n && strcmp(names[j], cs->app[i].app) != 0; j++)
+            ;
+        if (j == n) {
+            if (n == max)
+                return max + 1;
+            names[n++] = cs->app[i].app;
+        }
+    }
+    return n;
+}
+
+/* Each app starts as a copy of the instance's settings without their
+ * credentials (so URLs, limits and the rest are the instance's), then takes
+ * its section's keys. */
+static int build_apps(struct settings *s, char *err, size_t errlen)
+{
+    const char *names[APPS_MAX];
+    size_t n = app_names(&s->strings, names, APPS_MAX);
+    char why[256];
+
+    if (n == 0)
+        return 0;
+    if (n > APPS_MAX) {
+        snprintf(err, errlen, "%s: more than %d [app] sections", s->o.config, APPS_MAX);
+        return -1;
+    }
+    if ((s->apps = calloc(n, sizeof(*s->apps))) == NULL || (s->app_creds = calloc(n, sizeof(*s->app_creds))) == NULL) {
+        snprintf(err, errlen, "calloc() failed: out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct fcmd_options *o = &s->apps[i].o;
+        snprintf(s->apps[i].name, sizeof(s->apps[i].name), "%s", names[i]);
+        *o = s->o;
+        o->apps = NULL;
+        o->napps = 0;
+        o->apikey = o->apikey_file = o->service_account = NULL;
+        o->apns_key = o->apns_key_id = o->apns_team_id = o->apns_topic = NULL;
+        o->sa = NULL;
+        o->apns_pkey = NULL;
+        for (size_t k = 0; k < s->strings.napp; k++) {
+            const struct config_app_key *key = &s->strings.app[k];
+            if (strcmp(key->app, names[i]) != 0)
+                continue;
+            if (options_set(o, key->option, key->value, why, sizeof(why)) != 0) {
+                snprintf(err, errlen, "%s: [app %s]: %s", s->o.config, names[i], why);
+                return -1;
+            }
+        }
+    }
+    s->o.apps = s->apps;
+    s->o.napps = n;
+    return 0;
+}
+
+/* Checks app i's settings and reads the credentials they name.  Returns 0,
+ * or -1 with a reason in err. */
+static int load_app(struct settings *s, size_t i, char *err, size_t errlen)
+{
+    struct fcmd_app *a = &s->apps[i];
+    struct settings_app *cr = &s->app_creds[i];
+    char why[512];
+
+    if (options_validate(&a->o, why, sizeof(why)) != 0 ||
+        (a->o.apikey_file != NULL &&
+         load_secret_file("apikey_file", a->o.apikey_file, "key", &cr->apikey, why, sizeof(why)) != 0)) {
+        snprintf(err, errlen, "[app %s]: %s", a->name, why);
+        return -1;
+    }
+    if (cr->apikey != NULL)
+        a->o.apikey = cr->apikey;
+    if (a->o.service_account != NULL) {
+        if (service_account_load(a->o.service_account, &cr->sa, why, sizeof(why)) != 0) {
+            snprintf(err, errlen, "[app %s]: %s", a->name, why);
+            return -1;
+        }
+        a->o.sa = &cr->sa;
+    }
+    if (a->o.apns_key != NULL && (a->o.apns_pkey = apns_key_load(a->o.apns_key, why, sizeof(why))) == NULL) {
+        snprintf(err, errlen, "[app %s]: %s", a->name, why);
+        return -1;
+    }
+    return 0;
+}
+
+/* At start every app must load; on a reload an app whose credentials cannot
+ * be read is kept but marked broken (its sends wait, /readyz names it), so
+ * one app's bad key does not stop the others from taking the new settings. */
+static int load_apps(struct settings *s, int validate, char *err, size_t errlen)
+{
+    char why[600];
+
+    for (size_t i = 0; i < s->o.napps; i++) {
+        if (load_app(s, i, why, sizeof(why)) == 0)
+            continue;
+        if (validate != SETTINGS_RELOAD) {
+            snprintf(err, errlen, "%s", why);
+            return -1;
+        }
+        log_error("reload: %s: the app's sends wait until a reload loads its credentials", why);
+        s->apps[i].broken = 1;
+    }
+    return 0;
+}
+
 struct settings *settings_load(int argc, char **argv, const struct settings_env *env, int validate, char *err,
                                size_t errlen)
 {
@@ -455,6 +568,8 @@ struct settings *settings_load(int argc, char **argv, const struct settings_env 
                       flags.auth_token_file, err, errlen) != 0))
         goto fail;
     if (options_parse(&s->o, argc, argv, err, errlen) != 0)
+        goto fail;
+    if (build_apps(s, err, errlen) != 0)
         goto fail;
     if (!validate || s->o.help || s->o.version)
         return s;
@@ -487,6 +602,8 @@ struct settings *settings_load(int argc, char **argv, const struct settings_env 
     }
     if (s->o.apns_key != NULL && (s->o.apns_pkey = apns_key_load(s->o.apns_key, err, errlen)) == NULL)
         goto fail;
+    if (load_apps(s, validate, err, errlen) != 0)
+        goto fail;
     return s;
 fail:
     settings_free(s);
@@ -499,6 +616,14 @@ void settings_free(struct settings *s)
         return;
     if (s->o.sa != NULL)
         service_account_free(&s->sa);
+    for (size_t i = 0; s->apps != NULL && s->app_creds != NULL && i < s->o.napps; i++) {
+        if (s->apps[i].o.sa != NULL)
+            service_account_free(&s->app_creds[i].sa);
+        EVP_PKEY_free(s->apps[i].o.apns_pkey);
+        free_secret(s->app_creds[i].apikey);
+    }
+    free(s->apps);
+    free(s->app_creds);
     SSL_CTX_free(s->o.tls_ctx);
     EVP_PKEY_free(s->o.apns_pkey);
     free_secret(s->auth_token);
@@ -518,4 +643,21 @@ int settings_same_listener(const struct settings *a, const struct settings *b)
     if (a->o.unix_path || b->o.unix_path)
         return same(a->o.unix_path, b->o.unix_path) && same(a->o.socket_mode, b->o.socket_mode);
     return a->o.port == b->o.port && same(a->o.host, b->o.host);
+}
+
+int settings_assign_apps(struct settings *next, const struct settings *running, struct shm_region *r, char *err,
+                         size_t errlen)
+{
+    unsigned rows[APPS_MAX];
+
+    if (next->o.napps == 0)
+        return 0;
+    if (shm_apps_assign(r, next->apps, next->o.napps, running ? running->apps : NULL, running ? running->o.napps : 0,
+                        rows) != 0) {
+        snprintf(err, errlen, "more than %d apps between the running configuration and the new one", APPS_MAX);
+        return -1;
+    }
+    for (size_t i = 0; i < next->o.napps; i++)
+        next->apps[i].shm = rows[i];
+    return 0;
 }

@@ -22,8 +22,16 @@ struct settings_env {
     char *redis_password;
 };
 
+/* What one [app NAME] section loaded: the app's own credentials. */
+struct settings_app {
+    struct service_account sa; /* when its service_account is set; its o.sa points here */
+    char *apikey;              /* read from its apikey_file */
+};
+
 struct settings {
     struct fcmd_options o;
+    struct fcmd_app *apps;          /* o.apps points here: o.napps of them */
+    struct settings_app *app_creds; /* the same number */
     struct service_account sa; /* when o.service_account is set; o.sa points here */
     struct config_strings strings;
     char *auth_token;               /* read from auth_token_file; o.auth_token points here */
@@ -46,11 +54,20 @@ void settings_env_free(struct settings_env *env);
  * environment; a value and its -file form from the same place is an
  * error.  Returns a new settings, or NULL with a one-line reason in err.
  * Flags like --help are only parsed: the caller acts on them before
- * anything is validated. */
+ * anything is validated (validate 0). */
+#define SETTINGS_VALIDATE 1 /* check everything: a bad credential is an error */
+#define SETTINGS_RELOAD 2   /* the same, but an app whose credentials cannot be read is kept, marked broken */
 struct settings *settings_load(int argc, char **argv, const struct settings_env *env, int validate, char *err,
                                size_t errlen);
 
 void settings_free(struct settings *s);
+
+struct shm_region;
+/* Gives next's apps their rows in the region's app table, keeping the rows
+ * of the apps running (which may be NULL).  Returns 0, or -1 with a reason in
+ * err when the rows are all taken. */
+int settings_assign_apps(struct settings *next, const struct settings *running, struct shm_region *r, char *err,
+                         size_t errlen);
 
 /* Whether two settings listen on the same address. */
 int settings_same_listener(const struct settings *a, const struct settings *b);

@@ -454,8 +454,16 @@ static void reload(struct master *m)
     sd_notify(0, "RELOADING=1");
     reopen_log();
     log_info("reloading the configuration");
-    if ((next = settings_load(m->argc, m->argv, m->cur.settings->env, 1, err, sizeof(err))) == NULL) {
+    if ((next = settings_load(m->argc, m->argv, m->cur.settings->env, SETTINGS_RELOAD, err, sizeof(err))) == NULL) {
         log_error("reload failed, still serving the previous configuration: %s", err);
+        sd_notify(0, "READY=1");
+        return;
+    }
+    /* The rows of a reload before the last one finished may still be in
+     * use: keep those of the generation that has not gone yet as well. */
+    if (settings_assign_apps(next, m->cur.settings, m->shm, err, sizeof(err)) != 0) {
+        log_error("reload failed, still serving the previous configuration: %s", err);
+        settings_free(next);
         sd_notify(0, "READY=1");
         return;
     }

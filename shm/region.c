@@ -65,10 +65,16 @@ struct shm_region *shm_region_create(size_t list_bytes)
     r->canonical = (struct drainlist *)((char *)r + head);
     r->notregistered = (struct drainlist *)((char *)r + head + list);
     if ((err = drainlist_init(r->canonical, list_bytes)) != 0 ||
-        (err = drainlist_init(r->notregistered, list_bytes)) != 0 || (err = provider_token_init(&r->apns_token)) != 0 ||
-        (err = name_instance(r)) != 0) {
+        (err = drainlist_init(r->notregistered, list_bytes)) != 0 || (err = name_instance(r)) != 0) {
         munmap(r, size);
         errno = -err;
+        return NULL;
+    }
+    for (unsigned i = 0; i < SHM_APPS; i++) {
+        if ((err = provider_token_init(&r->apps[i].apns_token)) == 0)
+            continue;
+        munmap(r, size);
+        errno = err;
         return NULL;
     }
     return r;
@@ -118,7 +124,8 @@ void shm_sum(const struct shm_region *r, struct shm_totals *out)
         if (alive)
             out->waiting_for_token += LOAD(s->no_token) != 0;
     }
-    out->apns_tokens_made = atomic_load(&((struct shm_region *)r)->apns_token.made);
+    for (unsigned i = 0; i < SHM_APPS; i++)
+        out->apns_tokens_made += atomic_load(&((struct shm_region *)r)->apps[i].apns_token.made);
     out->canonical_dropped = drainlist_dropped(r->canonical);
     out->notregistered_dropped = drainlist_dropped(r->notregistered);
 }
@@ -132,9 +139,58 @@ int64_t shm_settle_slot(struct shm_region *r, unsigned slot, enum shm_settle how
      * counted then. */
     if (left > 0 && how != SHM_SETTLE_QUEUED)
         shm_add(s, how == SHM_SETTLE_SPOOLED ? SHM_LEFT_IN_SPOOL : SHM_LOST, (uint64_t)left);
-    atomic_store(&s->no_token, 0);
+    atomic_store(&s->no_token, (uint64_t)0);
     /* A dead child holds no queue, no requests and no connections. */
     for (unsigned g = 0; g < SHM_NGAUGES; g++)
         atomic_store(&s->gauges[g], 0);
     return left;
+}
+
+int shm_app_row(const struct shm_region *r, const char *name)
+{
+    for (int i = 1; i < SHM_APPS; i++)
+        if (r->apps[i].name[0] != '\0' && strcmp(r->apps[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+static int held(const struct fcmd_app *apps, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(apps[i].name, name) == 0)
+            return 1;
+    return 0;
+}
+
+static int unused(const struct shm_region *r, unsigned row)
+{
+    for (unsigned u = 0; u < SHM_UPSTREAMS; u++)
+        for (unsigned c = 0; c < SHM_UP_NCOUNTERS; c++)
+            if (LOAD(((struct shm_region *)r)->apps[row].by_upstream[u][c]) != 0)
+                return 0;
+    return r->apps[row].name[0] == '\0';
+}
+
+int shm_apps_assign(struct shm_region *r, const struct fcmd_app *apps, size_t n, const struct fcmd_app *running,
+                    size_t nrunning, unsigned *rows)
+{
+    for (size_t i = 0; i < n; i++) {
+        int row = shm_app_row(r, apps[i].name);
+        if (row < 0) /* never used first, then one no running generation holds */
+            for (int pass = 0; pass < 2 && row < 0; pass++)
+                for (unsigned k = 1; k < SHM_APPS && row < 0; k++)
+                    if (pass == 0 ? unused(r, k)
+                                  : !held(apps, n, r->apps[k].name) && !held(running, nrunning, r->apps[k].name))
+                        row = (int)k;
+        if (row < 0)
+            return -ENOSPC;
+        if (strcmp(r->apps[row].name, apps[i].name) != 0) {
+            for (unsigned u = 0; u < SHM_UPSTREAMS; u++)
+                for (unsigned c = 0; c < SHM_UP_NCOUNTERS; c++)
+                    atomic_store(&r->apps[row].by_upstream[u][c], (uint64_t)0);
+            snprintf(r->apps[row].name, sizeof(r->apps[row].name), "%s", apps[i].name);
+        }
+        rows[i] = (unsigned)row;
+    }
+    return 0;
 }

@@ -17,12 +17,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../common/options.h"
 #include "drainlist.h"
 #include "metrics.h"
 #include "provider_token.h"
 
 #define SHM_MAGIC 0x66636d64u /* "fcmd" */
-#define SHM_VERSION 3u
+#define SHM_VERSION 4u
 #define SHM_MAX_SLOTS 256
 
 /* One child's running totals.  Counts are of targets unless said otherwise. */
@@ -80,10 +81,10 @@ enum shm_gauge {
 struct shm_slot {
     _Atomic uint64_t counters[SHM_NCOUNTERS];
     _Atomic uint64_t by_upstream[SHM_UPSTREAMS][SHM_UP_NCOUNTERS];
-    _Atomic int64_t pending;  /* accepted and not yet finished */
-    _Atomic int32_t pid;      /* owner, 0 when free (set by the master) */
-    _Atomic int32_t no_token; /* 1 while the child has no usable access token */
-    _Atomic int32_t ready;    /* 1 once the child accepts connections */
+    _Atomic int64_t pending;   /* accepted and not yet finished */
+    _Atomic int32_t pid;       /* owner, 0 when free (set by the master) */
+    _Atomic uint64_t no_token; /* bit i: the child's app i has no usable access token */
+    _Atomic int32_t ready;     /* 1 once the child accepts connections */
     _Atomic int64_t gauges[SHM_NGAUGES];
     _Atomic uint64_t failures_by[CAUSE_COUNT];
     _Atomic uint64_t retries_by[CAUSE_COUNT];
@@ -95,6 +96,18 @@ struct shm_slot {
     _Atomic uint64_t fleet_base[SHM_NCOUNTERS];
 };
 
+/* The apps' rows: row 0 is the default app's, rows 1.. are named apps'.  The
+ * master gives each app of a new generation a row: its row under the
+ * generation before (same name), else one never used, else the row of an app
+ * that no running generation has (its counts start again at zero).  A removed
+ * app's row keeps its counts until it is reused. */
+#define SHM_APPS (APPS_MAX + 1)
+struct shm_app {
+    char name[APP_NAME_MAX + 1]; /* written by the master before the generation that uses it is forked */
+    _Atomic uint64_t by_upstream[SHM_UPSTREAMS][SHM_UP_NCOUNTERS];
+    struct provider_token apns_token; /* the app's APNs provider token, shared by every worker */
+};
+
 struct shm_region {
     uint32_t magic;
     uint32_t version;
@@ -104,9 +117,9 @@ struct shm_region {
     char instance[17];                      /* this run's random id in hex, named in Redis (fleet mode) */
     _Atomic uint64_t fleet_dropped_base[2]; /* canonical, notregistered drops Redis confirmed */
     struct shm_slot slots[SHM_MAX_SLOTS];
-    struct provider_token apns_token; /* the APNs provider token all workers use */
-    struct drainlist *canonical;      /* records: original '\0' canonical */
-    struct drainlist *notregistered;  /* records: token */
+    struct shm_app apps[SHM_APPS];
+    struct drainlist *canonical;     /* records: original '\0' canonical */
+    struct drainlist *notregistered; /* records: token */
 };
 
 /* Totals over every slot, for reports. */
@@ -143,6 +156,24 @@ static inline void shm_up_add(struct shm_slot *s, unsigned upstream, enum shm_up
     if (upstream < SHM_UPSTREAMS)
         atomic_fetch_add_explicit(&s->by_upstream[upstream][c], n, memory_order_relaxed);
 }
+
+/* The same, counted for the app in row app as well. */
+static inline void shm_app_add(struct shm_region *r, struct shm_slot *s, unsigned app, unsigned upstream,
+                               enum shm_upstream_counter c, uint64_t n)
+{
+    shm_up_add(s, upstream, c, n);
+    if (app < SHM_APPS && upstream < SHM_UPSTREAMS)
+        atomic_fetch_add_explicit(&r->apps[app].by_upstream[upstream][c], n, memory_order_relaxed);
+}
+
+/* Gives each of the n apps a row (see struct shm_app): keep[] are the rows
+ * of the apps the generation still running has (nkeep of them, by name in
+ * keep_names), rows[i] gets app i's.  Returns 0, or -ENOSPC. */
+int shm_apps_assign(struct shm_region *r, const struct fcmd_app *apps, size_t n, const struct fcmd_app *running,
+                    size_t nrunning, unsigned *rows);
+
+/* The row named name, or -1. */
+int shm_app_row(const struct shm_region *r, const char *name);
 
 static inline void shm_gauge_set(struct shm_slot *s, enum shm_gauge g, int64_t v)
 {

@@ -25,6 +25,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         o.service_account = NULL;
         o.user = NULL;
         options_validate(&o, err, sizeof(err));
+        /* Every [app NAME] the parser kept has a name a request could give. */
+        for (size_t i = 0; i < owned.napp; i++)
+            if (!options_app_name_ok(owned.app[i].app, strlen(owned.app[i].app)) ||
+                strcmp(owned.app[i].app, "default") == 0)
+                abort();
     }
     config_strings_free(&owned);
     free(text);

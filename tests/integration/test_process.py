@@ -296,7 +296,7 @@ def test_url_credentials_never_printed_or_logged(mock, start_fcmd, tmp_path, sig
     wait_until(lambda: "FCM v1 upstream" in g.log_text(), what="the start-up line")
     assert "FCM v1 upstream https://***@fcm.example/base, project" in g.log_text()
     assert "url-secret-7731" not in g.log_text() and "fcmuser" not in g.log_text()
-    wait_until(lambda: "oauth: token request to http://***@127.0.0.1:1/token failed" in g.log_text(),
+    wait_until(lambda: "to http://***@127.0.0.1:1/token failed" in g.log_text(),
                what="the failed token request's line")
     assert "tok-secret-5521" not in g.log_text() and "tokuser" not in g.log_text()
     # A URL refused at start is named without them too.

@@ -111,11 +111,35 @@ static void error_results(void **state)
     assert_non_null(strstr(err, "--socket-mode"));
 }
 
+static void app_names(void **state)
+{
+    struct fcmd_app apps[2] = {{.name = "shop"}, {.name = "game-2"}};
+    struct fcmd_options o;
+
+    (void)state;
+    options_defaults(&o);
+    o.apps = apps;
+    o.napps = 2;
+    assert_true(options_app_name_ok("a.B_c-9", 7));
+    assert_false(options_app_name_ok("", 0));
+    assert_false(options_app_name_ok("a b", 3));
+    assert_false(options_app_name_ok("a\0b", 3));
+    assert_false(options_app_name_ok("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", 45));
+    assert_int_equal(options_app_find(&o, NULL, 0), APP_DEFAULT);
+    assert_int_equal(options_app_find(&o, "default", 7), APP_DEFAULT);
+    assert_int_equal(options_app_find(&o, "shop", 4), 1);
+    assert_int_equal(options_app_find(&o, "game-2", 6), 2);
+    assert_int_equal(options_app_find(&o, "sho", 3), -ENOENT);
+    assert_int_equal(options_app_find(&o, "shopx", 5), -ENOENT);
+    assert_string_equal(options_app_name(&o, 2), "game-2");
+    assert_string_equal(options_app_name(&o, 0), "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(dash_styles), cmocka_unit_test(defaults),      cmocka_unit_test(bad_flags),
-        cmocka_unit_test(booleans),    cmocka_unit_test(error_results),
+        cmocka_unit_test(booleans),    cmocka_unit_test(error_results), cmocka_unit_test(app_names),
     };
     return cmocka_run_group_tests_name("options", tests, NULL, NULL);
 }

@@ -275,6 +275,34 @@ static void limits_are_settings(void **state)
     request_free(&r);
 }
 
+/* The "app" field: a name, once, in either format; the request keeps it. */
+static void app_field(void **state)
+{
+    struct send_request r;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(parse(FORM, "tokens=a&app=shop.eu-1&payload=%7B%7D", &r, err), 0);
+    assert_int_equal(r.app_len, 9);
+    assert_memory_equal(r.app, "shop.eu-1", 9);
+    request_free(&r);
+    assert_int_equal(parse(JSON, "{\"app\":\"sh\\u006fp\",\"tokens\":[\"a\"],\"payload\":{}}", &r, err), 0);
+    assert_int_equal(r.app_len, 4);
+    assert_memory_equal(r.app, "shop", 4);
+    assert_string_equal(r.targets[0], "a");
+    request_free(&r);
+    assert_int_equal(parse(JSON, "{\"tokens\":[\"a\"],\"payload\":{}}", &r, err), 0);
+    assert_null(r.app);
+    request_free(&r);
+    expect_error(FORM, "tokens=a&app=x&app=y&payload=%7B%7D", -EINVAL, "app is given twice");
+    expect_error(FORM, "tokens=a&app=&payload=%7B%7D", -EINVAL, "app must be");
+    expect_error(FORM, "tokens=a&app=a%2Fb&payload=%7B%7D", -EINVAL, "app must be");
+    expect_error(FORM, "tokens=a&app=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa&payload=%7B%7D", -EINVAL,
+                 "app must be");
+    expect_error(JSON, "{\"app\":1,\"tokens\":[\"a\"],\"payload\":{}}", -EINVAL, "must be a string");
+    expect_error(JSON, "{\"app\":\"a b\",\"tokens\":[\"a\"],\"payload\":{}}", -EINVAL, "app must be");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -286,6 +314,7 @@ int main(void)
         cmocka_unit_test(json_tokens_and_options),
         cmocka_unit_test(json_topic_and_condition),
         cmocka_unit_test(json_errors),
+        cmocka_unit_test(app_field),
         cmocka_unit_test(limits_are_settings),
         cmocka_unit_test(hostile_bodies),
         cmocka_unit_test(results_are_statuses),

@@ -112,6 +112,44 @@ static void no_token(void **state)
     assert_non_null(strstr(err, "control character"));
 }
 
+/* [app NAME] sections: each app the instance's settings with its own
+ * credentials; at a reload, an app whose key cannot be read is kept,
+ * marked broken, instead of failing the whole load. */
+static void apps_take_their_own_credentials(void **state)
+{
+    char conf[] = "/tmp/fcmd-test-conf-XXXXXX", err[600];
+    char *argv[] = {"fcmd", "--config", conf};
+    struct settings *s;
+    FILE *f;
+    int fd;
+
+    (void)state;
+    write_token(3, 'k', "\n"); /* the alpha app's key file */
+    assert_true((fd = mkstemp(conf)) >= 0);
+    assert_non_null(f = fdopen(fd, "w"));
+    fprintf(f, "[upstream]\napikey = dk\ngcm_url = http://127.0.0.1:9/fcm/send\n[send]\nretries = 7\n"
+               "[app alpha]\napikey_file = %s\n[app beta]\napikey = bk\ngcm_url = http://127.0.0.1:8/x\n"
+               "[app ios]\napns_key = /nonexistent.p8\napns_key_id = ABCDE12345\napns_team_id = TEAM987654\n",
+            path);
+    assert_int_equal(fclose(f), 0);
+    assert_null(settings_load(3, argv, NULL, SETTINGS_VALIDATE, err, sizeof(err)));
+    assert_non_null(strstr(err, "[app ios]"));
+    assert_non_null(s = settings_load(3, argv, NULL, SETTINGS_RELOAD, err, sizeof(err)));
+    assert_int_equal(s->o.napps, 3);
+    assert_string_equal(s->o.apikey, "dk");
+    assert_string_equal(s->apps[0].name, "alpha");
+    assert_string_equal(s->apps[0].o.apikey, "kkk");
+    assert_string_equal(s->apps[0].o.gcm_url, "http://127.0.0.1:9/fcm/send"); /* the instance's */
+    assert_int_equal(s->apps[0].o.retries, 7);
+    assert_string_equal(s->apps[1].o.apikey, "bk");
+    assert_string_equal(s->apps[1].o.gcm_url, "http://127.0.0.1:8/x");
+    assert_int_equal(s->apps[0].broken, 0);
+    assert_int_equal(s->apps[2].broken, 1);
+    assert_null(s->apps[2].o.apns_pkey);
+    settings_free(s);
+    unlink(conf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -119,6 +157,7 @@ int main(void)
         cmocka_unit_test(crlf_and_no_line_end),
         cmocka_unit_test(bounded_at_64_kib),
         cmocka_unit_test(no_token),
+        cmocka_unit_test(apps_take_their_own_credentials),
     };
     return cmocka_run_group_tests_name("settings", tests, make_file, remove_file);
 }

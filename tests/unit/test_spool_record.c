@@ -373,6 +373,55 @@ static void one_record_is_a_request(void **state)
     buf_free(&two);
 }
 
+/* A push for a named app is a PUSH3 that names it; the default app's
+ * pushes keep the formats every version reads, and decode with no app. */
+static void app_pushes_name_their_app(void **state)
+{
+    char *targets[] = {"tok1", "tok2"};
+    struct send_request r = sample(targets, 2);
+    struct buf b = BUF_INIT;
+    struct spool_reader rd;
+    struct spool_rec rec;
+    struct spool_push p;
+    size_t bad;
+
+    (void)state;
+    r.app = "alpha-1";
+    r.app_len = 7;
+    spool_encode_push(&b, 5, &r);
+    assert_int_equal((unsigned char)b.data[4], SPOOL_PUSH3);
+    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0, 0};
+    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
+    assert_int_equal(spool_decode_push(&rec, &p), 0);
+    assert_int_equal(p.id, 5);
+    assert_int_equal(p.upstream, UPSTREAM_FCM);
+    assert_int_equal(p.app_len, 7);
+    assert_memory_equal(p.app, "alpha-1", 7);
+    assert_int_equal(p.ntargets, 2);
+    assert_memory_equal(p.msg.payload, r.msg.payload, r.msg.payload_len);
+    /* A name no config could give, or one longer than the record, is refused. */
+    ((unsigned char *)b.data)[16 + 10 + 1] = '/';
+    assert_int_equal(spool_decode_push(&rec, &p), -1);
+    ((unsigned char *)b.data)[16 + 10 + 1] = 'a';
+    ((unsigned char *)b.data)[16 + 10] = 0;
+    assert_int_equal(spool_decode_push(&rec, &p), -1);
+    ((unsigned char *)b.data)[16 + 10] = 255;
+    rec.len = 16;
+    assert_int_equal(spool_decode_push(&rec, &p), -1);
+    buf_free(&b);
+    /* The default app: the old format, no app. */
+    b = (struct buf)BUF_INIT;
+    r.app = NULL;
+    r.app_len = 0;
+    spool_encode_push(&b, 6, &r);
+    assert_int_equal((unsigned char)b.data[4], SPOOL_PUSH);
+    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0, 0};
+    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
+    assert_int_equal(spool_decode_push(&rec, &p), 0);
+    assert_null(p.app);
+    buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -381,6 +430,7 @@ int main(void)
         cmocka_unit_test(old_push_records_still_decode),
         cmocka_unit_test(fcm_pushes_keep_the_old_format),
         cmocka_unit_test(apns_pushes_carry_their_upstream_and_fields),
+        cmocka_unit_test(app_pushes_name_their_app),
         cmocka_unit_test(torn_tail_is_cut_off),
         cmocka_unit_test(zero_tail_ends_the_records),
         cmocka_unit_test(corrupt_middle_record_is_skipped),
