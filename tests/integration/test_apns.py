@@ -320,3 +320,24 @@ def test_apns_alone_without_fcm_credentials(start_fcmd, apns_mock, tls_cert, key
     assert apns_mock.token(tok("ab"))["delivered"] == 1
     assert requests.get(f.url("/readyz"), timeout=5).status_code == 200
     assert "no FCM upstream, APNs upstream" in f.log_text()
+
+
+def test_apns_pushes_through_the_queue_in_redis_keep_their_fields(tmp_path, start_apns, apns_mock):
+    """With --redis-queue an APNs push waits in the stream as any other and
+    is delivered with its topic and apns-* fields."""
+    from test_fleet import Redis
+    redis = Redis(tmp_path)
+    try:
+        f = start_apns(args=["--redis", redis.url, "--redis-queue"], workers=2)
+        wait_until(lambda: requests.get(f.url("/readyz"), timeout=2).status_code == 200, what="redis reachable")
+        r = apns_form(f, [tok("ef", 1), tok("ef", 2)], {"aps": {"alert": "q"}}, push_type="alert", priority="5",
+                      collapse_id="cq")
+        assert (r.status_code, r.text) == (200, "ok\n")
+        wait_until(lambda: all(apns_mock.stats()["tokens"].get(t, {}).get("delivered") == 1
+                               for t in (tok("ef", 1), tok("ef", 2))), what="both delivered")
+        t = apns_mock.stats()["tokens"][tok("ef", 1)]
+        assert t["data"] == {"aps": {"alert": "q"}}
+        assert t["message"] == {"apns-topic": TOPIC, "apns-push-type": "alert", "apns-priority": "5",
+                                "apns-collapse-id": "cq"}
+    finally:
+        redis.stop()
