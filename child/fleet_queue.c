@@ -194,7 +194,9 @@ static int parse_id(const char *s, size_t len, struct fq_id *id)
     errno = 0;
     id->ms = strtoull(buf, &end, 10);
     id->seq = strtoull(dash + 1, &end, 10);
-    return errno == 0 ? 0 : -1;
+    /* No entry is 0-0 (Redis never gives it out), and a push marks with it
+     * that it did not come from the stream: an entry claiming it is refused. */
+    return errno == 0 && (id->ms != 0 || id->seq != 0) ? 0 : -1;
 }
 
 static void format_id(const struct fq_id *id, char out[ID_LEN])
@@ -643,6 +645,8 @@ static void on_claimed(struct fleet *f, void *arg, const redisReply *r)
     }
     memcpy(fq->cursor, r->element[0]->str, r->element[0]->len);
     fq->cursor[r->element[0]->len] = '\0';
+    if (strcmp(fq->cursor, "0-0") != 0 && parse_id(fq->cursor, strlen(fq->cursor), &(struct fq_id){0, 0}) != 0)
+        snprintf(fq->cursor, sizeof(fq->cursor), "0-0"); /* not an id: the next claim starts over */
     if (r->element[1]->elements > 0)
         log_info("redis queue: took over %zu pushes of a silent consumer", r->element[1]->elements);
     take_entries(fq, r->element[1], 1);

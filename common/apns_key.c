@@ -19,6 +19,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf, (void)size, (void)rwflag, (void)u;
+    return 0;
+}
+
 int apns_id_ok(const char *s)
 {
     size_t n = s ? strlen(s) : 0;
@@ -59,9 +65,17 @@ EVP_PKEY *apns_key_parse(const char *text, size_t len, const char *path, char *e
         snprintf(err, errlen, "--apns-key: out of memory");
         return NULL;
     }
-    key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+    /* A key under a passphrase is refused, never asked about: without this
+     * callback OpenSSL would prompt on the terminal and the start (or a
+     * reload) would wait there. */
+    key = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
     BIO_free(bio);
     ERR_clear_error();
+    if (key == NULL && memmem(text, len, "ENCRYPTED PRIVATE KEY", 21) != NULL) {
+        snprintf(err, errlen, "--apns-key: \"%s\" is encrypted with a passphrase; give Apple's .p8 as downloaded",
+                 path);
+        return NULL;
+    }
     if (key == NULL) {
         snprintf(err, errlen, "--apns-key: \"%s\" holds no readable private key (expected Apple's .p8 PKCS#8 key)",
                  path);

@@ -2,7 +2,12 @@
 missing or malformed id ends the start with exit status 2 and one line on
 stderr naming the problem, before any worker is forked."""
 
+import os
+import pty
+import select
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -109,3 +114,33 @@ def test_no_credentials_at_all_names_every_kind():
     r = subprocess.run([FCMD_BIN, "--check-config", "--port", str(free_port())], capture_output=True, text=True,
                        timeout=20, env={"PATH": "/usr/bin:/bin"})
     assert r.returncode == 2 and "no upstream credentials" in r.stderr and "--apns-key" in r.stderr, r.stderr
+
+
+def test_a_key_under_a_passphrase_is_refused_not_asked_about(keys, tmp_path):
+    """On a terminal, OpenSSL would ask for the passphrase and the start
+    would wait there; fcmd refuses the key with one line and exit 2."""
+    enc = tmp_path / "enc.p8"
+    subprocess.run(["openssl", "pkcs8", "-topk8", "-in", str(keys["good"]), "-out", str(enc), "-passout",
+                    "pass:secret"], check=True, capture_output=True, timeout=30)
+    pid, fd = pty.fork()  # the child gets the pty as its controlling terminal
+    if pid == 0:
+        os.execv(FCMD_BIN, [FCMD_BIN, "--check-config", "--apikey", API_KEY, *apns_args(enc)])
+    out, deadline = b"", time.monotonic() + 10
+    try:
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    pass
+        else:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"fcmd waited on the terminal: {out!r}")
+    finally:
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 2
+    assert b"pass phrase" not in out.lower() and b"encrypted with a passphrase" in out, out

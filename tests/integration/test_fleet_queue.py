@@ -3,11 +3,14 @@ real haproxy in front of three fcmd instances.  The oracle is the mock
 upstream's per-token counts and Redis itself, asked with redis-cli."""
 
 import os
+import re
+import socket
 import signal
 import subprocess
 import threading
 import time
 
+import pytest
 import requests
 
 from conftest import FCMD_BIN, wait_until
@@ -337,3 +340,69 @@ def test_an_entry_no_reader_can_take_is_given_up(redis, mock, start_fcmd):
     assert post(f.base, ["after-poison"]).status_code == 200
     wait_until(lambda: delivered(mock, ["after-poison"]) == {"after-poison": 1}, what="a good push delivered")
     assert metric(f, "fcmd_failures_total", reason="queue_entry") == 1
+
+
+class IdRewriter:
+    """A TCP proxy between fcmd and Redis that rewrites every stream id in
+    Redis' replies to 0-0, the id no entry has: a hostile or broken peer."""
+
+    ID = re.compile(rb"\$\d+\r\n\d{10,}-\d+\r\n")
+
+    def __init__(self, redis_port):
+        self.redis_port = redis_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.socks = []
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                c, _ = self.listener.accept()
+            except OSError:
+                return
+            r = socket.create_connection(("127.0.0.1", self.redis_port))
+            self.socks += [c, r]
+            threading.Thread(target=self.pipe, args=(c, r, False), daemon=True).start()
+            threading.Thread(target=self.pipe, args=(r, c, True), daemon=True).start()
+
+    def pipe(self, a, b, rewrite):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(self.ID.sub(b"$3\r\n0-0\r\n", d) if rewrite else d)
+        except OSError:
+            pass
+        finally:
+            try:
+                b.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.listener.close()
+        for s in self.socks:
+            s.close()
+
+
+def test_an_entry_with_the_id_no_entry_has_is_skipped(redis, mock, start_fcmd):
+    """0-0 is what a push not read from the stream carries: an entry that
+    claims it is refused (logged), and the worker lives on."""
+    proxy = IdRewriter(redis.port)
+    try:
+        f = start_fcmd(mock, workers=1, args=["--redis", f"redis://127.0.0.1:{proxy.port}", "--redis-queue",
+                                              "--redis-claim-after", CLAIM])
+        wait_until(lambda: ready(f), what="redis reachable through the proxy")
+        workers = f.children()
+        assert post(f.base, ["zero-id"]).status_code == 200
+        wait_until(lambda: "an entry without a readable id skipped" in f.log_text(), what="the entry refused")
+        # Through several refresh and claim rounds (a third of --redis-claim-after
+        # each), the same worker serves: none dies on the entry.
+        with pytest.raises(AssertionError):
+            wait_until(lambda: f.children() != workers, timeout=3 * int(CLAIM), what="a worker replaced")
+        assert requests.get(f.url("/healthz"), timeout=2).status_code == 200
+        assert delivered(mock, ["zero-id"]) == {"zero-id": 0}
+    finally:
+        proxy.close()
