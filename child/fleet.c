@@ -1428,17 +1428,28 @@ int fleet_totals(const struct fleet *f, struct fleet_totals *out)
     return 0;
 }
 
-int fleet_flushed(struct fleet *f)
+/* Whether Redis has confirmed every count of this worker's slot and of the
+ * instance's drops. */
+static int counts_confirmed(const struct fleet *f)
 {
     uint64_t now[NTRIPLES];
 
-    if (!f->up)
-        return 1;
+    snapshot(f, now);
+    for (unsigned i = 0; i < NTRIPLES; i++)
+        if (now[i] != base_of(f, i))
+            return 0;
+    return 1;
+}
+
+int fleet_flushed(struct fleet *f)
+{
+    int whole = atomic_load(&f->shm->stopping_all) != 0;
+    int waiting = f->drains != NULL;
+
     /* The entries the lists held when the worker began to stop reach Redis
      * too (moved by any worker of the instance): its shared memory goes with
      * its last worker.  And Redis hears how every drain ended, rather than
      * waiting for the leases. */
-    int waiting = f->drains != NULL;
     for (int i = 0; i < FLEET_NLISTS; i++) {
         uint64_t added, removed;
 
@@ -1448,16 +1459,29 @@ int fleet_flushed(struct fleet *f)
         waiting |= removed < f->stop_target[i];
     }
     f->stopping = 1;
+    /* When the whole instance stops, the counts of workers gone before
+     * (retired by a reload while Redis was down) have no later worker to
+     * send them: one of these does (a flush's answer settles them). */
+    if (whole && unsettled_slot(f) >= 0)
+        waiting = 1;
+    if (!f->up) {
+        /* A replaced worker's counts wait in its slot for the next workers.
+         * A whole stop waits, within the deadline, for Redis to come back:
+         * reconnecting goes on by itself. */
+        if (!whole || (!waiting && counts_confirmed(f)))
+            return 1;
+        if (atomic_exchange(&f->shm->stop_wait_logged, 1) == 0)
+            log_warn("redis: stopping while %s is unreachable: waiting, up to the shutdown timeout, for it "
+                     "to take the counts and drain entries it has not confirmed",
+                     f->printable);
+        return 0;
+    }
     if (waiting) {
         lists_tick(f);
         return 0;
     }
-    snapshot(f, now);
-    for (unsigned i = 0; i < NTRIPLES; i++)
-        if (now[i] != base_of(f, i))
-            goto unsent;
-    return 1;
-unsent:
+    if (counts_confirmed(f))
+        return 1;
     if (!f->inflight)
         flush(f);
     return 0;

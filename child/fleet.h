@@ -79,9 +79,12 @@ int fleet_ready(const struct fleet *f);
  * before the first flush has been answered. */
 int fleet_totals(const struct fleet *f, struct fleet_totals *out);
 
-/* For a stopping worker: 1 once everything it counted is in Redis, or Redis
- * cannot be reached; otherwise starts a last flush if none is under way and
- * returns 0.  The caller polls it until 1 or its deadline. */
+/* For a stopping worker: 1 once everything it counted is in Redis;
+ * otherwise starts a last flush if none is under way and returns 0.  While
+ * Redis cannot be reached, a worker that a reload replaces returns 1 (its
+ * slot keeps the counts for the instance's next workers to send), and a
+ * worker of a whole instance's stop returns 0 while it owes Redis anything,
+ * reconnecting meanwhile.  The caller polls it until 1 or its deadline. */
 int fleet_flushed(struct fleet *f);
 
 /* Takes up to budget bytes of records from a fleet list (at least one

@@ -70,7 +70,9 @@ void fleet_queue_push_done(struct fleet_queue *fq, struct push *p);
 void fleet_queue_stop(struct fleet_queue *fq);
 
 /* For a stopping worker: 1 once every acknowledgement it owes reached
- * Redis (or Redis cannot be reached); the caller polls it. */
+ * Redis (or Redis cannot be reached); the caller polls it.  In a whole
+ * instance's stop, fleet_flushed() has waited for Redis before: the pushes
+ * finished during an outage changed counts Redis had to take. */
 int fleet_queue_settled(struct fleet_queue *fq);
 
 #endif

@@ -514,6 +514,9 @@ static void begin_stop(struct master *m)
         sd_notify(0, "STOPPING=1");
         log_info("stopping: %d children finish their pending work", alive(m));
         m->stop_deadline_ms = now_ms() + (int64_t)m->cur.settings->o.shutdown_timeout * 1000 + STOP_SLACK_MS;
+        /* No worker follows these: what they owe Redis cannot be left in
+         * the region for the next ones (fleet mode). */
+        atomic_store(&m->shm->stopping_all, 1);
         tell_to_stop(m, -1);
     } else {
         log_warn("stopping at once: second stop signal");

@@ -23,7 +23,7 @@
 #include "provider_token.h"
 
 #define SHM_MAGIC 0x66636d64u /* "fcmd" */
-#define SHM_VERSION 4u
+#define SHM_VERSION 5u
 #define SHM_MAX_SLOTS 256
 
 /* One child's running totals.  Counts are of targets unless said otherwise. */
@@ -115,6 +115,8 @@ struct shm_region {
     _Atomic uint64_t started_at;
     _Atomic uint32_t workers;               /* configured child count */
     char instance[17];                      /* this run's random id in hex, named in Redis (fleet mode) */
+    _Atomic uint32_t stopping_all;          /* set by the master: the whole instance stops, no worker follows */
+    _Atomic uint32_t stop_wait_logged;      /* fleet mode: a worker has logged waiting for Redis at the stop */
     _Atomic uint64_t fleet_dropped_base[2]; /* canonical, notregistered drops Redis confirmed */
     struct shm_slot slots[SHM_MAX_SLOTS];
     struct shm_app apps[SHM_APPS];

@@ -259,7 +259,7 @@ def test_worker_killed_and_respawned_counts_once(redis, mock, start_fcmd):
 
 def test_redis_unreachable_at_start(mock, start_fcmd):
     port = free_port()  # nothing listens here
-    f = start_fcmd(mock, workers=1, args=["--redis", f"redis://:hunter2@127.0.0.1:{port}/2"])
+    f = start_fcmd(mock, workers=1, args=["--redis", f"redis://:hunter2@127.0.0.1:{port}/2", "--shutdown-timeout", "1"])
     assert requests.get(f.url("/readyz"), timeout=2).status_code == 503
     assert f.send_form(["a"], {"k": "v"}).status_code == 200
     rep = fleet_report(f.base)
@@ -268,6 +268,10 @@ def test_redis_unreachable_at_start(mock, start_fcmd):
     wait_until(lambda: "cannot reach" in f.log_text(), what="the outage in the log")
     log = f.log_text()
     assert log.count("cannot reach") == 1 and "hunter2" not in log and "redis://***@127.0.0.1" in log
+    # Stopping, it waits the shutdown timeout for Redis, saying so without the password.
+    assert f.stop() == 0
+    log = f.log_text()
+    assert "is unreachable: waiting" in log and "Redis has not confirmed" in log and "hunter2" not in log, log
 
 
 @pytest.mark.parametrize("url", ["localhost:6379", "redis://:hunter2@host:99999", "redis://:hunter2@host/x",

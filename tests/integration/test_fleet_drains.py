@@ -362,7 +362,7 @@ def test_garbage_after_the_take_drops_the_connection_not_the_worker(fake, mock, 
     """Moves, renewals and a drain's end answered with a string instead of a
     count: the connection goes, the worker stays, the answer is still right."""
     r = fake("ok", "badend")
-    f = start_fcmd(mock, workers=1, args=["--redis", r.url])
+    f = start_fcmd(mock, workers=1, args=["--redis", r.url, "--shutdown-timeout", "1"])
     pids = f.children()
     wait_until(lambda: requests.get(f.url("/readyz"), timeout=2).status_code == 200, what="/readyz 200")
     assert drain_json(f.base, NOTREG) == {"tokens": ["dead1"]}

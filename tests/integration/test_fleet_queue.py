@@ -406,3 +406,30 @@ def test_an_entry_with_the_id_no_entry_has_is_skipped(redis, mock, start_fcmd):
         assert delivered(mock, ["zero-id"]) == {"zero-id": 0}
     finally:
         proxy.close()
+
+
+def test_stop_while_redis_is_down_sends_the_acknowledgements_it_owes(redis, start_mock, start_fcmd):
+    """Pushes an instance finishes while Redis is down owe Redis their
+    acknowledgement; when the whole instance stops then, its workers wait
+    (within the shutdown timeout) for Redis and acknowledge them, so no other
+    instance delivers them again."""
+    slow = start_mock("--latency-ms", "1500")
+    f = start_fcmd(slow, workers=1, args=["--redis", redis.url, "--redis-queue", "--redis-claim-after", CLAIM])
+    wait_until(lambda: ready(f), what="/readyz 200")
+    tokens = [f"ack{i}" for i in range(6)]
+    s = requests.Session()
+    for i in range(0, len(tokens), 2):
+        assert post(f.base, tokens[i:i + 2], s).status_code == 200
+    s.close()
+    wait_until(lambda: slow.stats(summary=True)["requests"] >= 3, what="the pushes in flight upstream")
+    assert group_pending(redis) == 3
+    redis.stop()
+    # They finish while Redis is down: the acknowledgements wait.
+    wait_until(lambda: all(v == 1 for v in delivered(slow, tokens).values()), what="the pushes delivered")
+    f.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: "is unreachable: waiting" in f.log_text(), what="the line that it waits for Redis")
+    assert f.proc.poll() is None
+    redis.start()
+    wait_until(lambda: f.proc.poll() is not None, timeout=15, what="the instance to exit once Redis is back")
+    assert f.proc.returncode == 0, f.log_text()
+    assert drained(redis), (stream_len(redis), group_pending(redis))
