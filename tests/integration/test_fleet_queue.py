@@ -342,6 +342,42 @@ def test_an_entry_no_reader_can_take_is_given_up(redis, mock, start_fcmd):
     assert metric(f, "fcmd_failures_total", reason="queue_entry") == 1
 
 
+def test_the_group_made_again_when_the_stream_is_deleted(redis, mock, start_fcmd):
+    # DEL of the stream (or FLUSHDB) under running workers: their reads and
+    # claims get NOGROUP, and they make the group again.
+    f, = queued(mock, start_fcmd, redis, n=1, workers=2)
+    wait_until(lambda: ready(f), what="/readyz 200")
+    assert post(f.base, ["before-del"]).status_code == 200
+    wait_until(lambda: delivered(mock, ["before-del"]) == {"before-del": 1}, what="a push delivered")
+    wait_until(lambda: drained(redis), what="the stream empty")
+    assert cli_int(redis, "DEL", "fcmd:queue") == 1
+    wait_until(lambda: "NOGROUP" in f.log_text(), what="a read refused with NOGROUP")
+    assert post(f.base, ["after-del"]).status_code == 200
+    wait_until(lambda: delivered(mock, ["after-del"]) == {"after-del": 1}, what="a push after the DEL delivered")
+    wait_until(lambda: drained(redis), what="the stream empty again")
+    assert "fcmd" in cli(redis, "XINFO", "GROUPS", "fcmd:queue")
+
+
+def test_an_entry_taken_five_times_is_given_up(redis, mock, start_fcmd):
+    # An entry five holders in a row took and never finished (each died on
+    # it): the next claim round gives it up rather than take it again.
+    cli(redis, "XGROUP", "CREATE", "fcmd:queue", "fcmd", "$", "MKSTREAM")
+    bad = cli(redis, "XADD", "fcmd:queue", "*", "p", "kills its readers").strip('"')
+    cli(redis, "XREADGROUP", "GROUP", "fcmd", "ghost", "COUNT", "1", "STREAMS", "fcmd:queue", ">")
+    cli(redis, "XCLAIM", "fcmd:queue", "fcmd", "ghost", "0", bad, "RETRYCOUNT", "5", "JUSTID")
+    f, = queued(mock, start_fcmd, redis, n=1, extra=["--redis-claim-after", "1"])
+    wait_until(lambda: ready(f), what="/readyz 200")
+    children = f.children()
+    wait_until(lambda: f"entry {bad} given up" in f.log_text(), timeout=10, interval=0.2,
+               what="the entry given up")
+    wait_until(lambda: drained(redis), what="the stream empty")
+    assert "skipped" not in f.log_text()  # not claimed: given up first
+    assert f.children() == children
+    assert post(f.base, ["after-poison"]).status_code == 200
+    wait_until(lambda: delivered(mock, ["after-poison"]) == {"after-poison": 1}, what="a good push delivered")
+    assert metric(f, "fcmd_failures_total", reason="queue_entry") == 1
+
+
 class IdRewriter:
     """A TCP proxy between fcmd and Redis that rewrites every stream id in
     Redis' replies to 0-0, the id no entry has: a hostile or broken peer."""
