@@ -14,8 +14,9 @@
  * shared) and feeds them to the sender as pushes; an entry is read exactly
  * as a replayed spool record is checked.  The script hands back only each
  * entry's id and its field p, so a foreign entry (thousands of fields, a
- * huge field, a huge p) costs a skipped entry, never the connection.  When a push's last target has its final
- * outcome its entry is acknowledged and deleted (one script per loop turn).
+ * huge field, a huge p) costs a skipped entry, never the connection.
+ * When a push's last target has its final outcome its entry is
+ * acknowledged and deleted (one script per loop turn).
  * While it works on entries the worker refreshes their idle time every
  * third of --redis-claim-after, so only the entries of a worker that went
  * silent grow idle enough for XAUTOCLAIM, which every worker runs now and

@@ -424,9 +424,9 @@ def test_a_foreign_entry_claimed_from_a_silent_consumer_is_skipped(redis, mock, 
                                           *SMALL])
     wait_until(lambda: ready(f), what="/readyz 200")
     assert post(f.base, ["beside"]).status_code == 200
-    wait_until(lambda: metric(f, "fcmd_failures_total", reason="queue_entry") == 2, timeout=4,
+    wait_until(lambda: metric(f, "fcmd_failures_total", reason="queue_entry") == 2, timeout=8,
                what="the claimed entries counted")
-    wait_until(lambda: drained(redis), timeout=4, what="the claimed entries acknowledged and deleted")
+    wait_until(lambda: drained(redis), timeout=8, what="the claimed entries acknowledged and deleted")
     wait_until(lambda: delivered(mock, ["beside"]) == {"beside": 1}, what="the push beside them delivered")
     log = f.log_text()
     assert no_outage(f), log
