@@ -10,10 +10,13 @@
  * back unless a consumer already holds it.
  *
  * Delivery: while the local queue has little ready, the worker reads new
- * entries (XREADGROUP, never blocking: the connection is shared) and feeds
- * them to the sender as pushes; an entry is read exactly as a replayed
- * spool record is checked.  When a push's last target has its final
- * outcome its entry is acknowledged and deleted (one script per loop turn).
+ * entries (XREADGROUP in a script, never blocking: the connection is
+ * shared) and feeds them to the sender as pushes; an entry is read exactly
+ * as a replayed spool record is checked.  The script hands back only each
+ * entry's id and its field p, so a foreign entry (thousands of fields, a
+ * huge field, a huge p) costs a skipped entry, never the connection.
+ * When a push's last target has its final outcome its entry is
+ * acknowledged and deleted (one script per loop turn).
  * While it works on entries the worker refreshes their idle time every
  * third of --redis-claim-after, so only the entries of a worker that went
  * silent grow idle enough for XAUTOCLAIM, which every worker runs now and
@@ -46,9 +49,6 @@
 #define READ_COUNT 64                 /* entries per read, at most */
 #define READY_LOW 512                 /* read while fewer targets than this wait to be sent */
 #define HOLD_MAX 8000                 /* ...and it holds fewer entries than this (refreshes stay few) */
-#define READ_CAP_MIN (96u << 20)      /* a reply to a read may be this large whatever this
-                                         instance's limits: an entry another instance with larger
-                                         limits wrote is then refused, not a dropped connection */
 #define CLEAN_EVERY_MS 60000          /* how often idle consumers are looked for */
 #define MAX_DELIVERIES 5              /* an entry taken this often and never finished is given up */
 #define ID_LEN 44                     /* "ms-seq" */
@@ -63,6 +63,51 @@ static const char add_script[] =
     "  else ids[i - 1] = redis.call('XADD', KEYS[1], '*', 'p', ARGV[i]) end\n"
     "end\n"
     "return ids\n";
+
+/* What the read and claim scripts make of the entries Redis gave them
+ * (e, the most bytes of a push in ARGV[m]): per entry {id, p}, with p false
+ * when the entry has no field p, p's length when it is larger, and {} when
+ * the entry was deleted meanwhile; an entry without even an id (a claim on
+ * Redis 6.2 of a deleted one) is left out.  Nothing else of an entry leaves
+ * Redis, so a reply is bounded by the count and the size. */
+#define PICK_LUA                                                                                                       \
+    "local function pick(e, m)\n"                                                                                      \
+    "  local out, most = {}, tonumber(ARGV[m])\n"                                                                      \
+    "  for _, x in ipairs(e) do\n"                                                                                     \
+    "    if type(x) == 'table' then\n"                                                                                 \
+    "      local p = false\n"                                                                                          \
+    "      if type(x[2]) ~= 'table' then p = {}\n"                                                                     \
+    "      else\n"                                                                                                     \
+    "        for j = 1, #x[2] - 1, 2 do if x[2][j] == 'p' then p = x[2][j + 1] end end\n"                              \
+    "        if type(p) ~= 'string' then p = false elseif #p > most then p = #p end\n"                                 \
+    "      end\n"                                                                                                      \
+    "      out[#out + 1] = {x[1], p}\n"                                                                                \
+    "    end\n"                                                                                                        \
+    "  end\n"                                                                                                          \
+    "  return out\n"                                                                                                   \
+    "end\n"
+
+/* Reads new entries.  KEYS[1] the stream; ARGV[1] the group, ARGV[2] the
+ * consumer, ARGV[3] the count, ARGV[4] the most bytes of a push.  Returns
+ * the picked entries.  Errors (NOGROUP...) come back as they are: pcall
+ * keeps their text first. */
+static const char read_script[] =
+    PICK_LUA
+    "local r = redis.pcall('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS', KEYS[1], '>')\n"
+    "if type(r) == 'table' and r.err then return r end\n"
+    "if not r then return {} end\n"
+    "return pick(r[1][2], 4)\n";
+
+/* Claims the entries of silent consumers.  KEYS[1] the stream; ARGV[1] the
+ * group, ARGV[2] the consumer, ARGV[3] the count, ARGV[4] the most bytes of
+ * a push, ARGV[5] the idle time in ms, ARGV[6] the cursor.  Returns {next
+ * cursor, picked entries}.  The ids Redis 7 lists as deleted are left out:
+ * Redis has already removed them from the pending list. */
+static const char claim_script[] =
+    PICK_LUA
+    "local r = redis.pcall('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[5], ARGV[6], 'COUNT', ARGV[3])\n"
+    "if r.err then return r end\n"
+    "return {r[1], pick(r[2], 4)}\n";
 
 /* Takes back entries added after /gcm/send had answered 503: each that no
  * consumer holds yet is deleted (1); one already read, or finished, stays (0).
@@ -144,7 +189,7 @@ struct fleet_queue {
     const struct fcmd_options *opts; /* the apps a push may name */
     long max;             /* --redis-queue-max */
     uint64_t claim_ms;    /* --redis-claim-after */
-    size_t entry_max;     /* the most bytes an entry of a valid push takes in a reply */
+    size_t entry_max;     /* the most bytes of an entry's push (p) within this instance's limits */
     char consumer[80];
     uv_check_t check;     /* the adds and acknowledgements of a loop turn */
     uv_timer_t timer;     /* deadlines, reads, refreshes, claims */
@@ -401,7 +446,12 @@ enum fq_status fleet_queue_add(struct fleet_queue *fq, const struct send_request
     if (!fleet_queue_ready(fq))
         return FQ_DOWN;
     spool_encode_push(&b, 0, r);
-    if (b.failed) {
+    /* The read script hands a larger entry back as too large, and it would
+     * be skipped: a push within the limits never is (its bytes come from
+     * the body, plus a few a target), so this only guards that sum. */
+    if (!b.failed && b.len > fq->entry_max)
+        log_error("redis queue: a push of %zu bytes is over the %zu an entry may be; refused", b.len, fq->entry_max);
+    if (b.failed || b.len > fq->entry_max) {
         buf_free(&b);
         return FQ_REFUSED;
     }
@@ -488,15 +538,16 @@ static int have(const struct fleet_queue *fq, struct fq_id id)
     return 0;
 }
 
-/* One entry, [id, [field, value, ...]]: a push for the sender, or skipped. */
+/* One entry as the scripts pick it, [id, p]: a push for the sender, or
+ * skipped (no p, a p too large or not a push), or nothing (deleted). */
 static void take_entry(struct fleet_queue *fq, const redisReply *e, int claimed)
 {
-    const redisReply *fields, *rec = NULL;
+    const redisReply *rec;
     struct send_request req;
     uint32_t *index = NULL;
     struct fq_id id;
     struct push *p;
-    const char *why;
+    const char *why = NULL;
     char err[256];
 
     if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING ||
@@ -504,23 +555,23 @@ static void take_entry(struct fleet_queue *fq, const redisReply *e, int claimed)
         log_limited(&fq->bad_log, LOG_WARN, "redis queue: an entry without a readable id skipped");
         return;
     }
-    fields = e->element[1];
-    if (fields->type == REDIS_REPLY_NIL) { /* deleted meanwhile: nothing to deliver */
+    rec = e->element[1];
+    if (rec->type == REDIS_REPLY_ARRAY) { /* deleted meanwhile: nothing to deliver */
         add_ack(fq, id);
         return;
     }
     if (claimed && have(fq, id))
         return;
-    if (fields->type == REDIS_REPLY_ARRAY)
-        for (size_t i = 0; i + 1 < fields->elements; i += 2)
-            if (fields->element[i]->type == REDIS_REPLY_STRING && fields->element[i]->len == 1 &&
-                fields->element[i]->str[0] == 'p' && fields->element[i + 1]->type == REDIS_REPLY_STRING)
-                rec = fields->element[i + 1];
-    if (rec == NULL)
-        why = "it holds no push";
-    else if ((why = spool_replay_one((const unsigned char *)rec->str, rec->len, &req, &index)) == NULL &&
-             request_check(&req, fq->limits, err, sizeof(err)) != 0)
+    if (rec->type == REDIS_REPLY_INTEGER) {
+        snprintf(err, sizeof(err), "its push is %lld bytes, over the %zu this instance reads", rec->integer,
+                 fq->entry_max);
         why = err;
+    } else if (rec->type != REDIS_REPLY_STRING) {
+        why = "it holds no push";
+    } else if ((why = spool_replay_one((const unsigned char *)rec->str, rec->len, &req, &index)) == NULL &&
+               request_check(&req, fq->limits, err, sizeof(err)) != 0) {
+        why = err;
+    }
     if (why == NULL) { /* an app this instance does not have: its targets fail as not configured */
         int a = options_app_find(fq->opts, req.app, req.app_len);
         req.app_index = a < 0 ? APP_NONE : (unsigned)a;
@@ -538,7 +589,7 @@ static void take_entry(struct fleet_queue *fq, const redisReply *e, int claimed)
         hold(fq, p);
         shm_pending_add(fq->slot, (int64_t)p->ntargets);
     }
-    if (rec != NULL) {
+    if (rec->type == REDIS_REPLY_STRING) {
         request_free(&req);
         free(index);
     }
@@ -575,18 +626,17 @@ static void group_lost(struct fleet_queue *fq, const redisReply *r)
     }
 }
 
-/* The largest reply a read of n entries may bring. */
+/* The largest reply a read or claim of n entries may bring: the scripts
+ * return an id and at most entry_max bytes of p per entry, whatever the
+ * entries hold. */
 static size_t read_cap(const struct fleet_queue *fq, size_t n)
 {
-    size_t cap = n * (fq->entry_max + 64);
-
-    return 4096 + (cap > READ_CAP_MIN ? cap : READ_CAP_MIN);
+    return 4096 + n * (fq->entry_max + 2 * ID_LEN + 64);
 }
 
 static void on_read(struct fleet *f, void *arg, const redisReply *r)
 {
     struct fleet_queue *fq = arg;
-    const redisReply *s;
 
     (void)f;
     fq->reading = 0;
@@ -598,29 +648,27 @@ static void on_read(struct fleet *f, void *arg, const redisReply *r)
         refused(fq, "a read was refused", r->str);
         return;
     }
-    if (r->type == REDIS_REPLY_NIL)
-        return;
-    /* [[stream, [entries]]] */
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 1 || (s = r->element[0])->type != REDIS_REPLY_ARRAY ||
-        s->elements != 2 || s->element[1]->type != REDIS_REPLY_ARRAY) {
+    /* [entries] */
+    if (r->type != REDIS_REPLY_ARRAY) {
         refused(fq, "a read was answered", "something unexpected");
         return;
     }
-    take_entries(fq, s->element[1], 0);
-    fq->read_again = s->element[1]->elements > 0;
+    take_entries(fq, r, 0);
+    fq->read_again = r->elements > 0;
 }
 
 static void read_entries(struct fleet_queue *fq)
 {
-    char count[24];
+    char count[24], most[24];
     size_t n = read_count(fq);
-    const char *argv[] = {"XREADGROUP", "GROUP", FQ_GROUP, fq->consumer, "COUNT", count, "STREAMS", FQ_STREAM, ">"};
+    const char *argv[] = {"EVAL", read_script, "1", FQ_STREAM, FQ_GROUP, fq->consumer, count, most};
 
     fq->read_again = 0;
     if (n == 0 || fq->reading || !fleet_connected(fq->f))
         return;
     snprintf(count, sizeof(count), "%zu", n);
-    if (fleet_command(fq->f, on_read, fq, read_cap(fq, n), 9, argv, NULL) == 0)
+    snprintf(most, sizeof(most), "%zu", fq->entry_max);
+    if (fleet_command(fq->f, on_read, fq, read_cap(fq, n), 8, argv, NULL) == 0)
         fq->reading = 1;
 }
 
@@ -637,8 +685,8 @@ static void on_claimed(struct fleet *f, void *arg, const redisReply *r)
         refused(fq, "a claim was refused", r->str);
         return;
     }
-    /* [next cursor, [entries], [deleted ids] (Redis 7)] */
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 || r->element[0]->type != REDIS_REPLY_STRING ||
+    /* [next cursor, [entries]] */
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
         r->element[0]->len >= sizeof(fq->cursor) || r->element[1]->type != REDIS_REPLY_ARRAY) {
         refused(fq, "a claim was answered", "something unexpected");
         return;
@@ -688,15 +736,16 @@ static void reap(struct fleet_queue *fq)
 
 static void claim(struct fleet_queue *fq)
 {
-    char idle[24], count[24];
+    char idle[24], count[24], most[24];
     size_t n = read_count(fq);
-    const char *argv[] = {"XAUTOCLAIM", FQ_STREAM, FQ_GROUP, fq->consumer, idle, fq->cursor, "COUNT", count};
+    const char *argv[] = {"EVAL", claim_script, "1", FQ_STREAM, FQ_GROUP, fq->consumer, count, most, idle, fq->cursor};
 
     if (n == 0 || fq->claiming || !fleet_connected(fq->f))
         return;
     snprintf(idle, sizeof(idle), "%" PRIu64, fq->claim_ms);
     snprintf(count, sizeof(count), "%zu", n);
-    if (fleet_command(fq->f, on_claimed, fq, read_cap(fq, n), 8, argv, NULL) == 0)
+    snprintf(most, sizeof(most), "%zu", fq->entry_max);
+    if (fleet_command(fq->f, on_claimed, fq, read_cap(fq, n), 10, argv, NULL) == 0)
         fq->claiming = 1;
 }
 

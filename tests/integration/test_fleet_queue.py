@@ -2,6 +2,7 @@
 real haproxy in front of three fcmd instances.  The oracle is the mock
 upstream's per-token counts and Redis itself, asked with redis-cli."""
 
+import json
 import os
 import re
 import socket
@@ -322,21 +323,148 @@ def test_workers_killed_their_pushes_are_claimed_not_lost(redis, start_mock, sta
     assert "left in the Redis queue" in log and "took over" in log, log
 
 
-def test_an_entry_no_reader_can_take_is_given_up(redis, mock, start_fcmd):
-    # More fields than any reply fcmd reads may hold: every read or claim
-    # that meets it drops the connection.  After a few takes it is given up.
+def xadd(redis, *fields):
+    """XADD fcmd:queue * fields... over a raw socket (fields of any size and
+    number); the new entry's id."""
+    out = b"*%d\r\n" % (3 + len(fields))
+    for a in ("XADD", "fcmd:queue", "*", *fields):
+        a = a.encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    with socket.create_connection(("127.0.0.1", redis.port), timeout=10) as s:
+        s.sendall(out)
+        r = s.makefile("rb")
+        head = r.readline().decode()
+        assert head.startswith("$"), head
+        return r.readline().decode().strip()
+
+
+MANY_FIELDS = [x for i in range(3000) for x in (f"f{i}", "v")]  # past any array a reply of fcmd's may hold
+SMALL = ["--max-body-bytes", "16384", "--max-tokens", "100"]    # an entry of a push: at most 16384 + 800 + 4096
+BIG_P = "x" * 30000
+
+
+def no_outage(f):
+    log = f.log_text()
+    return "redis: lost" not in log and "an unreadable reply" not in log and "larger than any" not in log
+
+
+def test_foreign_entries_skipped_while_the_pushes_around_them_flow(redis, mock, start_fcmd):
+    # A long --redis-claim-after: nothing here may wait for a claim or the reaper.
+    inst = [start_fcmd(mock, workers=1, args=["--redis", redis.url, "--redis-queue", "--redis-claim-after", "30",
+                                              *SMALL]) for _ in range(2)]
+    for f in inst:
+        wait_until(lambda: ready(f), what="/readyz 200")
+    s = requests.Session()
+    tokens, bad = [], []
+
+    def pushes(tag):
+        for i in range(10):
+            t = f"{tag}-{i}"
+            r = post(inst[i % 2].base, [t], s)
+            assert r.status_code == 200, r.text
+            tokens.append(t)
+
+    def logs():
+        return "".join(f.log_text() for f in inst)
+
+    pushes("a")
+    # A p larger than an entry of a push this instance accepts may be: the
+    # first skip of a worker is always logged, so its reason is seen.
+    bad.append(xadd(redis, "p", BIG_P))
+    wait_until(lambda: metric(inst[0], "fcmd_failures_total", reason="queue_entry") +
+               metric(inst[1], "fcmd_failures_total", reason="queue_entry") == 1, timeout=5,
+               what="the entry with a large p counted")
+    assert f"skipped: its push is {len(BIG_P)} bytes, over the " in logs(), logs()
+    pushes("b")
+    bad.append(xadd(redis, *MANY_FIELDS))
+    pushes("c")
+    bad.append(xadd(redis, "other", "field"))
+    pushes("d")
+    s.close()
+    wait_until(lambda: all(v == 1 for v in delivered(mock, tokens).values()), timeout=5,
+               what="every push delivered")
+    wait_until(lambda: sum(metric(f, "fcmd_failures_total", reason="queue_entry") for f in inst) == 3, timeout=5,
+               what="the three foreign entries counted")
+    wait_until(lambda: drained(redis), timeout=5, what="the foreign entries acknowledged and deleted")
+    assert all(no_outage(f) for f in inst), logs()
+    assert "given up" not in logs()
+    assert all(v == 1 for v in delivered(mock, tokens).values())
+    assert sum(fleet_report(f.base, scope="local")["failures"] for f in inst) == 0
+
+
+def test_a_push_as_large_as_the_limits_allow_goes_through(redis, mock, start_fcmd):
+    # The reads hand back no entry larger than the limits make a push: the
+    # largest body with the most (shortest) tokens is still delivered.
+    f = start_fcmd(mock, workers=1, args=["--redis", redis.url, "--redis-queue", *SMALL])
+    wait_until(lambda: ready(f), what="/readyz 200")
+    tokens = [f"L{i:02d}" for i in range(100)]
+    body = json.dumps({"tokens": tokens, "payload": {"pad": ""}}, separators=(",", ":"))
+    body = body.replace('"pad":""', '"pad":"' + "y" * (16384 - len(body)) + '"')
+    assert len(body) == 16384
+    over = body.replace('"pad":"', '"pad":"y')  # one byte more is refused: this is the largest
+    r = requests.post(f.base + "/gcm/send", data=over, headers={"Content-Type": "application/json"}, timeout=5)
+    assert r.status_code == 413, r.text
+    r = requests.post(f.base + "/gcm/send", data=body, headers={"Content-Type": "application/json"}, timeout=5)
+    assert r.status_code == 200, r.text
+    wait_until(lambda: all(v == 1 for v in delivered(mock, tokens).values()), what="every target delivered")
+    wait_until(lambda: drained(redis), what="the stream empty")
+    assert metric(f, "fcmd_failures_total", reason="queue_entry") == 0
+
+
+def test_a_foreign_entry_claimed_from_a_silent_consumer_is_skipped(redis, mock, start_fcmd):
+    # A consumer that read a foreign entry and went silent: its entry is
+    # claimed, then skipped like a read one, and the connection stays.
+    cli(redis, "XGROUP", "CREATE", "fcmd:queue", "fcmd", "$", "MKSTREAM")
+    many = xadd(redis, *MANY_FIELDS)
+    big = xadd(redis, "p", BIG_P)
+    subprocess.run(["redis-cli", "-p", str(redis.port), "XREADGROUP", "GROUP", "fcmd", "ghost", "COUNT", "10",
+                    "STREAMS", "fcmd:queue", ">"], capture_output=True, timeout=10, check=True)
+    assert group_pending(redis) == 2
+    f = start_fcmd(mock, workers=1, args=["--redis", redis.url, "--redis-queue", "--redis-claim-after", "1",
+                                          *SMALL])
+    wait_until(lambda: ready(f), what="/readyz 200")
+    assert post(f.base, ["beside"]).status_code == 200
+    wait_until(lambda: metric(f, "fcmd_failures_total", reason="queue_entry") == 2, timeout=8,
+               what="the claimed entries counted")
+    wait_until(lambda: drained(redis), timeout=8, what="the claimed entries acknowledged and deleted")
+    wait_until(lambda: delivered(mock, ["beside"]) == {"beside": 1}, what="the push beside them delivered")
+    log = f.log_text()
+    assert no_outage(f), log
+    assert "took over 2 pushes" in log and "given up" not in log, log
+    assert f"entry {many} skipped: it holds no push" in log or f"entry {big} skipped: its push is" in log, log
+
+
+def test_the_group_made_again_when_the_stream_is_deleted(redis, mock, start_fcmd):
+    # DEL of the stream (or FLUSHDB) under running workers: their reads and
+    # claims get NOGROUP, and they make the group again.
+    f, = queued(mock, start_fcmd, redis, n=1, workers=2)
+    wait_until(lambda: ready(f), what="/readyz 200")
+    assert post(f.base, ["before-del"]).status_code == 200
+    wait_until(lambda: delivered(mock, ["before-del"]) == {"before-del": 1}, what="a push delivered")
+    wait_until(lambda: drained(redis), what="the stream empty")
+    assert cli_int(redis, "DEL", "fcmd:queue") == 1
+    wait_until(lambda: "NOGROUP" in f.log_text(), what="a read refused with NOGROUP")
+    assert post(f.base, ["after-del"]).status_code == 200
+    wait_until(lambda: delivered(mock, ["after-del"]) == {"after-del": 1}, what="a push after the DEL delivered")
+    wait_until(lambda: drained(redis), what="the stream empty again")
+    assert "fcmd" in cli(redis, "XINFO", "GROUPS", "fcmd:queue")
+
+
+def test_an_entry_taken_five_times_is_given_up(redis, mock, start_fcmd):
+    # An entry five holders in a row took and never finished (each died on
+    # it): the next claim round gives it up rather than take it again.
+    cli(redis, "XGROUP", "CREATE", "fcmd:queue", "fcmd", "$", "MKSTREAM")
+    bad = cli(redis, "XADD", "fcmd:queue", "*", "p", "kills its readers").strip('"')
+    cli(redis, "XREADGROUP", "GROUP", "fcmd", "ghost", "COUNT", "1", "STREAMS", "fcmd:queue", ">")
+    cli(redis, "XCLAIM", "fcmd:queue", "fcmd", "ghost", "0", bad, "RETRYCOUNT", "5", "JUSTID")
     f, = queued(mock, start_fcmd, redis, n=1, extra=["--redis-claim-after", "1"])
     wait_until(lambda: ready(f), what="/readyz 200")
     children = f.children()
-    fields = []
-    for i in range(3000):
-        fields += [f"f{i}", "v"]
-    bad = cli(redis, "XADD", "fcmd:queue", "*", *fields).strip('"')
-    wait_until(lambda: f"entry {bad} given up" in f.log_text(), timeout=120, interval=0.5,
+    wait_until(lambda: f"entry {bad} given up" in f.log_text(), timeout=10, interval=0.2,
                what="the entry given up")
     wait_until(lambda: drained(redis), what="the stream empty")
+    assert "skipped" not in f.log_text()  # not claimed: given up first
     assert f.children() == children
-    wait_until(lambda: ready(f), timeout=30, what="/readyz 200 again")
     assert post(f.base, ["after-poison"]).status_code == 200
     wait_until(lambda: delivered(mock, ["after-poison"]) == {"after-poison": 1}, what="a good push delivered")
     assert metric(f, "fcmd_failures_total", reason="queue_entry") == 1
