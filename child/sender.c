@@ -42,9 +42,9 @@
  * transfers started, and finished transfers handled.  A socket left over
  * stays readable and is reported again on the next turn (libuv's polls are
  * level-triggered); the rest is taken up by sender_kick. */
-#define SOCKETS_PER_TURN 4
-#define STARTS_PER_TURN 16
-#define FINISHES_PER_TURN 16
+#define SOCKETS_PER_TURN 2
+#define STARTS_PER_TURN 8
+#define FINISHES_PER_TURN 8
 /* After this long with nothing in flight, idle easy handles beyond a few
  * are freed and the heap is given back to the system; after
  * --upstream-idle-timeout, the upstream connections are closed too. */
