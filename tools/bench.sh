@@ -18,7 +18,9 @@
 # appendfsync everysec, on REDIS_PORT, PORT + 1000; its CPU is printed too),
 # FCMD_ARGS (more options for fcmd, split on spaces: tools/fleet-queue-ratio.sh
 # passes --redis URL --redis-queue).  Reports are read with ?scope=local, so
-# with --redis they are this instance's at once, not a flush old.
+# with --redis they are this instance's at once, not a flush old.  The steady
+# load also runs against the bare server (on PORT + 2) while h2load drives the
+# mock at the rate fcmd delivered: the tail of a server on a machine as busy.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -220,6 +222,24 @@ h2load_cpu=$(cpu_of sh -c 'exec h2load "$@" >"$0" 2>&1' "$work/h2load.out" -n "$
     -t 1 -d "$work/floor.json" -H 'content-type: application/json' -H 'authorization: key=bench' "$mock/fcm/send")
 h2load_ok=$(sed -n 's/^requests: .* \([0-9]*\) succeeded.*/\1/p' "$work/h2load.out")
 
+# ---- the bare server's tail with the machine as loaded as fcmd's was ----
+# While fcmd delivers, the mock (and its clients' TLS) share these cores with
+# it: the bare server gets the same steady load while h2load drives the mock at
+# the rate fcmd delivered, over as many connections, so the two p99s differ only
+# by what fcmd itself does.
+delivered_rate=$((accepted * 1000 / ((done_at - start) > 0 ? (done_at - start) : 1)))
+tools/baseline --port "$((PORT + 2))" --workers "$WORKERS" &
+loaded_pid=$!
+pids="$pids $loaded_pid"
+poll 100 curl -sf "http://127.0.0.1:$((PORT + 2))/"
+h2load -D "$((STEADY + 1))" -c "$floor_conns" -m 100 -t 1 --rps "$((delivered_rate / floor_conns + 1))" \
+    -d "$work/floor.json" -H 'content-type: application/json' -H 'authorization: key=bench' "$mock/fcm/send" \
+    >"$work/h2load-loaded.out" 2>&1 &
+loaded_h2load=$!
+(steady_run "http://127.0.0.1:$((PORT + 2))/gcm/send" "$work/loaded-steady.wrk")
+wait $loaded_h2load || true
+kill -TERM $loaded_pid 2>/dev/null || true
+
 base_rps=$(rps "$work/baseline.wrk")
 fcmd_rps=$(rps "$work/fcmd.wrk")
 lat=$(sed -n 's/^latency_us //p' "$work/fcmd.wrk")
@@ -253,6 +273,9 @@ steady_lat=$(sed -n 's/^latency_us //p' "$work/steady.wrk")
 base_steady_lat=$(sed -n 's/^latency_us //p' "$work/baseline-steady.wrk")
 row "steady 800/s: bare server p50 / p99 (us)" "%s / %s" "$(percentile "$base_steady_lat" p50)" \
     "$(percentile "$base_steady_lat" p99)"
+loaded_steady_lat=$(sed -n 's/^latency_us //p' "$work/loaded-steady.wrk")
+row "steady 800/s: bare server, mock at fcmd's rate" "%s / %s (h2load at %s requests/s)" \
+    "$(percentile "$loaded_steady_lat" p50)" "$(percentile "$loaded_steady_lat" p99)" "$delivered_rate"
 row "steady 800/s while delivering: p50 / p99 (us)" "%s / %s (%s pending when it began, %s when it ended)" \
     "$(percentile "$steady_lat" p50)" "$(percentile "$steady_lat" p99)" "$pending" "$steady_pending"
 row "accepted targets" "%s" "$accepted"
@@ -281,8 +304,10 @@ row "CPU us per request: bare h2o server (floor)" "%s" "$base_us"
 row "CPU us per request: h2load upstream (floor)" "%s (%s requests, %s connections x 100 streams)" "$h2load_us" \
     "${h2load_ok:-0}" "$floor_conns"
 row "fcmd CPU / floor" "%s" "$(awk -v f="$fcmd_us" -v a="$base_us" -v b="$h2load_us" 'BEGIN {printf "%.2f", f / (a + b)}')"
-row "send p99 while delivering / bare p99, steady" "%s" \
+row "send p99 while delivering / bare p99, steady" "%s (%s against the bare server with the mock as busy)" \
     "$(awk -v f="$(percentile "$steady_lat" p99)" -v b="$(percentile "$base_steady_lat" p99)" \
+    'BEGIN {printf "%.2f", f / (b > 0 ? b : 1)}')" \
+    "$(awk -v f="$(percentile "$steady_lat" p99)" -v b="$(percentile "$loaded_steady_lat" p99)" \
     'BEGIN {printf "%.2f", f / (b > 0 ? b : 1)}')"
 if [ -n "$redis_pid" ]; then
     fleet=$(curl -s "http://127.0.0.1:$PORT/gcm/report")
