@@ -35,6 +35,7 @@
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
+#include <openssl/evp.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,6 +109,50 @@ static const char claim_script[] =
     "local r = redis.pcall('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[5], ARGV[6], 'COUNT', ARGV[3])\n"
     "if r.err then return r end\n"
     "return {r[1], pick(r[2], 4)}\n";
+
+/* A script a worker runs many times a second (the reads): sent by its
+ * digest (EVALSHA) once Redis has it, with its body (EVAL, which caches it)
+ * on each new connection and after a NOSCRIPT (SCRIPT FLUSH, a failover to
+ * a server that never saw it).  Its body is a kilobyte Redis would
+ * otherwise read and hash on every call. */
+struct fq_script {
+    const char *body;
+    char sha[41];
+    int cached; /* Redis has answered a call of it on this connection */
+};
+
+static int script_init(struct fq_script *s, const char *body)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+
+    s->body = body;
+    s->cached = 0;
+    if (EVP_Digest(body, strlen(body), md, &len, EVP_sha1(), NULL) != 1 || len != 20)
+        return -1;
+    for (unsigned i = 0; i < len; i++)
+        snprintf(s->sha + 2 * i, 3, "%02x", md[i]);
+    return 0;
+}
+
+/* The command and script of a call: argv[0] and argv[1]. */
+static void script_call(const struct fq_script *s, const char **argv)
+{
+    argv[0] = s->cached ? "EVALSHA" : "EVAL";
+    argv[1] = s->cached ? s->sha : s->body;
+}
+
+/* A reply to a call: 1 when Redis no longer has the script (the call did
+ * not run: the next one sends the body); otherwise Redis has it now. */
+static int script_lost(struct fq_script *s, const redisReply *r)
+{
+    if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+        s->cached = 0;
+        return 1;
+    }
+    s->cached = 1;
+    return 0;
+}
 
 /* Takes back entries added after /gcm/send had answered 503: each that no
  * consumer holds yet is deleted (1); one already read, or finished, stays (0).
@@ -198,6 +243,7 @@ struct fleet_queue {
     unsigned nflying;
     int group_ready, group_asked;
     int reading, claiming, cleaning, reaping;
+    struct fq_script read_s, claim_s;
     int read_again; /* the last read was full: more may wait */
     int stopping;
     int slow;       /* a deadline passed; until Redis answers again */
@@ -597,10 +643,13 @@ static void take_entry(struct fleet_queue *fq, const redisReply *e, int claimed)
 
 static void take_entries(struct fleet_queue *fq, const redisReply *v, int claimed)
 {
+    /* An empty read must not start another at once: an idle worker looks
+     * again at its next tick. */
+    if (v->elements == 0)
+        return;
     for (size_t i = 0; i < v->elements; i++)
         take_entry(fq, v->element[i], claimed);
-    if (v->elements > 0)
-        sender_kick(fq->s);
+    sender_kick(fq->s);
     kick(fq); /* acknowledgements of skipped entries */
 }
 
@@ -643,6 +692,10 @@ static void on_read(struct fleet *f, void *arg, const redisReply *r)
     if (r == NULL)
         return;
     fq->slow = 0;
+    if (script_lost(&fq->read_s, r)) {
+        fq->read_again = 1;
+        return;
+    }
     if (r->type == REDIS_REPLY_ERROR) {
         group_lost(fq, r);
         refused(fq, "a read was refused", r->str);
@@ -661,13 +714,14 @@ static void read_entries(struct fleet_queue *fq)
 {
     char count[24], most[24];
     size_t n = read_count(fq);
-    const char *argv[] = {"EVAL", read_script, "1", FQ_STREAM, FQ_GROUP, fq->consumer, count, most};
+    const char *argv[] = {NULL, NULL, "1", FQ_STREAM, FQ_GROUP, fq->consumer, count, most};
 
     fq->read_again = 0;
     if (n == 0 || fq->reading || !fleet_connected(fq->f))
         return;
     snprintf(count, sizeof(count), "%zu", n);
     snprintf(most, sizeof(most), "%zu", fq->entry_max);
+    script_call(&fq->read_s, argv);
     if (fleet_command(fq->f, on_read, fq, read_cap(fq, n), 8, argv, NULL) == 0)
         fq->reading = 1;
 }
@@ -680,6 +734,10 @@ static void on_claimed(struct fleet *f, void *arg, const redisReply *r)
     fq->claiming = 0;
     if (r == NULL)
         return;
+    if (script_lost(&fq->claim_s, r)) {
+        fq->next_claim = 0; /* again at the next tick, with the body */
+        return;
+    }
     if (r->type == REDIS_REPLY_ERROR) {
         group_lost(fq, r);
         refused(fq, "a claim was refused", r->str);
@@ -738,13 +796,14 @@ static void claim(struct fleet_queue *fq)
 {
     char idle[24], count[24], most[24];
     size_t n = read_count(fq);
-    const char *argv[] = {"EVAL", claim_script, "1", FQ_STREAM, FQ_GROUP, fq->consumer, count, most, idle, fq->cursor};
+    const char *argv[] = {NULL, NULL, "1", FQ_STREAM, FQ_GROUP, fq->consumer, count, most, idle, fq->cursor};
 
     if (n == 0 || fq->claiming || !fleet_connected(fq->f))
         return;
     snprintf(idle, sizeof(idle), "%" PRIu64, fq->claim_ms);
     snprintf(count, sizeof(count), "%zu", n);
     snprintf(most, sizeof(most), "%zu", fq->entry_max);
+    script_call(&fq->claim_s, argv);
     if (fleet_command(fq->f, on_claimed, fq, read_cap(fq, n), 10, argv, NULL) == 0)
         fq->claiming = 1;
 }
@@ -903,6 +962,7 @@ static void on_connect(void *arg)
     fq->group_ready = 0;
     fq->group_asked = 0;
     fq->reading = fq->claiming = fq->cleaning = fq->reaping = 0;
+    fq->read_s.cached = fq->claim_s.cached = 0; /* perhaps another server: it may not have them */
     fq->slow = 0; /* a new connection: pushes are taken again, under the deadline */
     make_group(fq);
     fq->next_refresh = 0; /* what it holds may have grown idle during the outage */
@@ -974,6 +1034,10 @@ struct fleet_queue *fleet_queue_start(uv_loop_t *loop, struct fleet *f, const st
     fq->bad_log = (struct log_limit)LOG_LIMIT_INIT(1000);
     fq->oom_log = (struct log_limit)LOG_LIMIT_INIT(1000);
     snprintf(fq->cursor, sizeof(fq->cursor), "0-0");
+    if (script_init(&fq->read_s, read_script) != 0 || script_init(&fq->claim_s, claim_script) != 0) {
+        free(fq);
+        return NULL;
+    }
     /* Unique per process life: a respawned worker never inherits a dead
      * one's entries unnoticed, it claims them like any other worker. */
     snprintf(fq->consumer, sizeof(fq->consumer), "%s:%u:%08" PRIx32, shm->instance, slot,

@@ -56,6 +56,13 @@ def post(base, tokens, session=requests, timeout=5):
     return session.post(base + "/gcm/send", data={"tokens": tokens, "payload": '{"k": "v"}'}, timeout=timeout)
 
 
+def post_in_pairs(base, tokens):
+    """Sends the tokens two a push; every push answered 200."""
+    with requests.Session() as s:
+        for i in range(0, len(tokens), 2):
+            assert post(base, tokens[i:i + 2], s).status_code == 200
+
+
 def delivered(mock, tokens):
     toks = mock.stats()["tokens"]
     return {t: toks.get(t, {}).get("delivered", 0) for t in tokens}
@@ -101,10 +108,7 @@ def test_instance_killed_others_deliver_its_pushes(redis, start_mock, start_fcmd
     doomed = start_fcmd(slow, workers=2, args=["--redis", redis.url, "--redis-queue", "--redis-claim-after", CLAIM])
     wait_until(lambda: ready(doomed), what="/readyz 200")
     tokens = [f"k{i}" for i in range(40)]
-    s = requests.Session()
-    for i in range(0, len(tokens), 2):
-        assert post(doomed.base, tokens[i:i + 2], s).status_code == 200
-    s.close()
+    post_in_pairs(doomed.base, tokens)
     # It read them all and holds them in flight upstream.
     wait_until(lambda: slow.stats(summary=True)["requests"] >= 20, what="the pushes in flight at the doomed one")
     assert stream_len(redis) == 20 and group_pending(redis) == 20
@@ -545,10 +549,7 @@ def test_stop_while_redis_is_down_sends_the_acknowledgements_it_owes(redis, star
     f = start_fcmd(slow, workers=1, args=["--redis", redis.url, "--redis-queue", "--redis-claim-after", CLAIM])
     wait_until(lambda: ready(f), what="/readyz 200")
     tokens = [f"ack{i}" for i in range(6)]
-    s = requests.Session()
-    for i in range(0, len(tokens), 2):
-        assert post(f.base, tokens[i:i + 2], s).status_code == 200
-    s.close()
+    post_in_pairs(f.base, tokens)
     wait_until(lambda: slow.stats(summary=True)["requests"] >= 3, what="the pushes in flight upstream")
     assert group_pending(redis) == 3
     redis.stop()
@@ -561,3 +562,49 @@ def test_stop_while_redis_is_down_sends_the_acknowledgements_it_owes(redis, star
     wait_until(lambda: f.proc.poll() is not None, timeout=15, what="the instance to exit once Redis is back")
     assert f.proc.returncode == 0, f.log_text()
     assert drained(redis), (stream_len(redis), group_pending(redis))
+
+
+def command_calls(redis):
+    """Calls per command since the last CONFIG RESETSTAT, from INFO commandstats."""
+    calls = {}
+    for line in cli(redis, "INFO", "commandstats").split():
+        if line.startswith("cmdstat_"):
+            name, fields = line[len("cmdstat_"):].split(":", 1)
+            calls[name] = int(dict(kv.split("=") for kv in fields.split(","))["calls"])
+    return calls
+
+
+def test_idle_workers_read_at_their_tick_by_digest(redis, mock, start_fcmd):
+    """An idle worker looks for new entries once a tick (50 ms), not again as
+    soon as an empty read comes back, and sends the read script by its
+    digest (EVALSHA), not its kilobyte body, once Redis has it."""
+    f, = queued(mock, start_fcmd, redis, n=1, workers=2)
+    wait_until(lambda: ready(f), what="/readyz 200")
+    assert post(f.base, ["idle-0"]).status_code == 200  # every script has run once
+    wait_until(lambda: delivered(mock, ["idle-0"]) == {"idle-0": 1}, what="the push delivered")
+    wait_until(lambda: drained(redis), what="its entry acknowledged")
+    cli(redis, "CONFIG", "RESETSTAT")
+    began = time.monotonic()
+    wait_until(lambda: command_calls(redis).get("xreadgroup", 0) >= 80, what="reads by the idle workers")
+    calls, seconds = command_calls(redis), time.monotonic() - began
+    # Two workers at 20 reads a second, with room for a slow machine; an
+    # empty read that started the next at once made thousands.
+    assert calls["xreadgroup"] <= 3 * 2 * 20 * seconds + 10, (calls, seconds)
+    # The scripts that still go by body (the claims' reaper and cleaner, once
+    # a second or less) are few next to the reads.
+    assert calls.get("eval", 0) * 4 <= calls["xreadgroup"], calls
+
+
+def test_reads_go_on_after_redis_forgets_the_scripts(redis, mock, start_fcmd):
+    """SCRIPT FLUSH (or a failover to a server that never ran them): a read
+    sent by digest is answered NOSCRIPT, and the next one carries the body."""
+    f, = queued(mock, start_fcmd, redis, n=1, workers=1)
+    wait_until(lambda: ready(f), what="/readyz 200")
+    assert post(f.base, ["flush-0"]).status_code == 200
+    wait_until(lambda: delivered(mock, ["flush-0"]) == {"flush-0": 1}, what="the first push delivered")
+    cli(redis, "SCRIPT", "FLUSH")
+    tokens = [f"flush-{i}" for i in range(1, 21)]
+    post_in_pairs(f.base, tokens)
+    wait_until(lambda: all(v == 1 for v in delivered(mock, tokens).values()), what="every push after the flush")
+    wait_until(lambda: drained(redis), what="the stream empty")
+    assert "a read was refused" not in f.log_text()
