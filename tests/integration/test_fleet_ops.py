@@ -231,27 +231,33 @@ def exited(f):
 STOP_WAIT_LINE = "is unreachable: waiting, up to the shutdown timeout"
 
 
+def two_instances_then_an_outage(redis, mock, start_fcmd, a_workers, a_args=()):
+    """Instances a and b with three sends each counted in Redis, then Redis
+    stopped and four more sends to a, counted only locally."""
+    a = start_fcmd(mock, workers=a_workers, args=["--redis", redis.url, *a_args])
+    b = start_fcmd(mock, workers=1, args=["--redis", redis.url])
+    with requests.Session() as s:
+        for f in (a, b):
+            for _ in range(3):
+                assert send(f.base, 1, s) == 200
+        settled(b.base, 6, lambda r: r["instances"] == 2)
+        redis.stop()
+        wait_until(lambda: all_workers_say(a, 503), what="/readyz 503")
+        for _ in range(4):
+            assert send(a.base, 1, s) == 200
+    return a, b
+
+
 def test_instance_stopped_while_redis_is_down_waits_for_it(redis, mock, start_fcmd):
     """An instance stopped while Redis is down keeps its workers, within the
     shutdown timeout, until Redis is back and has taken what they counted
     during the outage: nothing is lost (contract: counters are added to Redis
     when it is back).  One line says it is waiting; none says counts stay out."""
-    a = start_fcmd(mock, workers=2, args=["--redis", redis.url])
-    b = start_fcmd(mock, workers=1, args=["--redis", redis.url])
-    s = requests.Session()
-    for f in (a, b):
-        for _ in range(3):
-            assert send(f.base, 1, s) == 200
-    settled(b.base, 6, lambda r: r["instances"] == 2)
-    redis.stop()
-    wait_until(lambda: all_workers_say(a, 503), what="/readyz 503")
-    for _ in range(4):
-        assert send(a.base, 1, s) == 200
+    a, b = two_instances_then_an_outage(redis, mock, start_fcmd, 2)
     # ...and entries for the drain lists, which wait in a's shared memory.
     notreg = ["notreg-outage-0", "notreg-outage-1"]
-    assert s.post(a.url("/gcm/send"), json={"tokens": notreg + ["canon-outage-0"], "payload": {"k": "v"}},
-                  timeout=5).status_code == 200
-    s.close()
+    assert requests.post(a.url("/gcm/send"), json={"tokens": notreg + ["canon-outage-0"], "payload": {"k": "v"}},
+                         timeout=5).status_code == 200
     wait_until(lambda: fleet_report(a.base)["pending"] == 0, what="instance a's targets finished")
     assert fleet_report(a.base)["accepted"] == 10
     stop_begins(a)
@@ -277,18 +283,7 @@ def test_instance_stopped_while_redis_stays_down(redis, mock, start_fcmd):
     at the timeout anyway (exit 0), and its last log line lists the counts
     that stay out of the fleet's totals (docs/FLEET.md); nothing is counted
     twice."""
-    a = start_fcmd(mock, workers=1, args=["--redis", redis.url, "--shutdown-timeout", "2"])
-    b = start_fcmd(mock, workers=1, args=["--redis", redis.url])
-    s = requests.Session()
-    for f in (a, b):
-        for _ in range(3):
-            assert send(f.base, 1, s) == 200
-    settled(b.base, 6, lambda r: r["instances"] == 2)
-    redis.stop()
-    wait_until(lambda: all_workers_say(a, 503), what="/readyz 503")
-    for _ in range(4):
-        assert send(a.base, 1, s) == 200
-    s.close()
+    a, b = two_instances_then_an_outage(redis, mock, start_fcmd, 1, ("--shutdown-timeout", "2"))
     wait_until(lambda: fleet_report(a.base)["successes"] == 7, what="instance a's targets delivered")
     stop_begins(a)
     wait_until(lambda: exited(a), timeout=15, what="a to exit at its shutdown timeout")
