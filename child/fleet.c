@@ -272,6 +272,7 @@ struct fleet {
     uint64_t connect_at, down_since, next_flush_at;
     int inflight;            /* a flush awaits its reply */
     int settling;            /* a settle (see settle()) awaits its reply */
+    int reloading;           /* SCRIPT LOADs after a NOSCRIPT await their replies */
     unsigned settle_slot;
     uint64_t settle_sent[SHM_NCOUNTERS];
     uint64_t sent[NTRIPLES]; /* what that flush carried */
@@ -321,7 +322,7 @@ static void outage_begins(struct fleet *f, const char *why)
 static void outage(struct fleet *f, const char *why)
 {
     outage_begins(f, why);
-    f->inflight = f->settling = 0;
+    f->inflight = f->settling = f->reloading = 0;
     uv_timer_start(&f->retry, on_retry, backoff_ms(f, f->attempt++), 0);
 }
 
@@ -633,6 +634,34 @@ static void refused(struct fleet *f, const char *err)
     memcpy(f->refusal, why, sizeof(why));
 }
 
+/* A SCRIPT LOAD after a NOSCRIPT: the server answers the digest fcmd already
+ * uses (arg), or it is not a Redis fcmd can talk to. */
+static void on_reloaded(struct fleet *f, void *arg, const redisReply *r)
+{
+    const char *sha = arg;
+
+    f->reloading = 0;
+    if (r == NULL)
+        return;
+    if (r->type != REDIS_REPLY_STRING || r->len != 40 || memcmp(r->str, sha, 40) != 0)
+        drop_bad(f, "SCRIPT LOAD answered something unexpected");
+}
+
+/* Redis forgot the scripts (SCRIPT FLUSH, a restart without them): load them
+ * again on this connection.  Commands after the loads find them; those
+ * already refused are sent again by their ticks. */
+static void reload_scripts(struct fleet *f)
+{
+    const char *load[3] = {"SCRIPT", "LOAD", flush_script}, *load_lists[3] = {"SCRIPT", "LOAD", lists_script};
+
+    if (f->reloading || f->link == NULL)
+        return;
+    log_info("redis: %s forgot fcmd's scripts (NOSCRIPT): loading them again", f->printable);
+    if (send_command(f, on_reloaded, f->sha, REPLY_MAX_BYTES, 3, load, NULL) == 0 &&
+        send_command(f, on_reloaded, f->lists_sha, REPLY_MAX_BYTES, 3, load_lists, NULL) == 0)
+        f->reloading = 1;
+}
+
 static void on_flushed(struct fleet *f, void *arg, const redisReply *r)
 {
     int slot;
@@ -642,7 +671,7 @@ static void on_flushed(struct fleet *f, void *arg, const redisReply *r)
     if (r == NULL)
         return;
     if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
-        drop(f, r->str); /* a new connection loads the script again */
+        reload_scripts(f); /* the next tick's flush finds it */
         return;
     }
     if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "READONLY", 8) == 0) {
@@ -676,6 +705,7 @@ static void on_flushed(struct fleet *f, void *arg, const redisReply *r)
 static void on_slot_settled(struct fleet *f, void *arg, const redisReply *r)
 {
     struct fleet_totals t;
+    int next;
 
     (void)arg;
     f->settling = 0;
@@ -691,6 +721,10 @@ static void on_slot_settled(struct fleet *f, void *arg, const redisReply *r)
         while (old < f->settle_sent[c] && !atomic_compare_exchange_weak(b, &old, f->settle_sent[c]))
             ;
     }
+    /* The next one at once: a reload that lowered the worker count during
+     * an outage leaves more such slots than workers to send them. */
+    if (f->up && (next = unsettled_slot(f)) >= 0)
+        settle_slot(f, (unsigned)next);
 }
 
 /* ---- the drain lists ---- */
@@ -711,6 +745,10 @@ static void lists_refused(struct fleet *f, const char *what, const char *err)
 {
     char why[sizeof(f->list_refusal)];
 
+    if (strncmp(err, "NOSCRIPT", 8) == 0) {
+        reload_scripts(f);
+        return;
+    }
     snprintf(why, sizeof(why), "%s was refused: %.100s", what, err);
     if (strcmp(why, f->list_refusal) == 0)
         return;
