@@ -244,7 +244,6 @@ struct fleet_queue {
     int group_ready, group_asked;
     int reading, claiming, cleaning, reaping;
     struct fq_script read_s, claim_s;
-    int read_again; /* the last read was full: more may wait */
     int stopping;
     int slow;       /* a deadline passed; until Redis answers again */
     int slow_logged; /* ...said once, until a push is taken in time again */
@@ -692,10 +691,8 @@ static void on_read(struct fleet *f, void *arg, const redisReply *r)
     if (r == NULL)
         return;
     fq->slow = 0;
-    if (script_lost(&fq->read_s, r)) {
-        fq->read_again = 1;
-        return;
-    }
+    if (script_lost(&fq->read_s, r))
+        return; /* again at the next tick, with the body */
     if (r->type == REDIS_REPLY_ERROR) {
         group_lost(fq, r);
         refused(fq, "a read was refused", r->str);
@@ -707,7 +704,6 @@ static void on_read(struct fleet *f, void *arg, const redisReply *r)
         return;
     }
     take_entries(fq, r, 0);
-    fq->read_again = r->elements > 0;
 }
 
 static void read_entries(struct fleet_queue *fq)
@@ -716,7 +712,6 @@ static void read_entries(struct fleet_queue *fq)
     size_t n = read_count(fq);
     const char *argv[] = {NULL, NULL, "1", FQ_STREAM, FQ_GROUP, fq->consumer, count, most};
 
-    fq->read_again = 0;
     if (n == 0 || fq->reading || !fleet_connected(fq->f))
         return;
     snprintf(count, sizeof(count), "%zu", n);
