@@ -544,3 +544,78 @@ def test_failover_by_dns_reaches_the_new_primary(tmp_path, mock, start_fcmd, mon
     finally:
         for p in procs:
             stop_process(p)
+
+
+def send_one(base, session):
+    r = session.post(base + "/gcm/send", data={"tokens": ["t"], "payload": '{"k": "v"}'}, timeout=5)
+    assert r.status_code == 200, r.text
+    return r.headers["x-fcmd-worker"]
+
+
+def test_stop_settles_every_retired_slot_within_the_timeout(tmp_path, redis, mock, start_fcmd):
+    """Eight workers count while Redis is down, a reload brings the instance
+    to one worker (eight retired slots hold counts), Redis comes back and the
+    instance is stopped at once.  Redis is up for the whole stop, so every
+    count reaches it within --shutdown-timeout: the worker settles the
+    retired slots one after another, not one a flush (a second each)."""
+    conf = tmp_path / "review.conf"
+    conf.write_text("[server]\nworkers = 8\n")
+    a = start_fcmd(mock, workers=None, wait=False,
+                   args=["--config", str(conf), "--redis", redis.url, "--shutdown-timeout", "4"])
+    wait_until(a.healthy, what="fcmd to answer /healthz")
+    wait_until(lambda: len(a.children()) == 8, what="8 children")
+    wait_until(lambda: all_workers_say(a, 200, tries=16), what="/readyz 200")
+    redis.stop()
+    wait_until(lambda: all_workers_say(a, 503, tries=16), what="/readyz 503")
+    seen, sent = set(), 0
+    with requests.Session() as s:
+        while len(seen) < 8 and sent < 2000:
+            s.close()  # a new connection: another worker, perhaps
+            seen.add(send_one(a.base, s))
+            sent += 1
+    assert len(seen) == 8, seen
+    wait_until(lambda: fleet_report(a.base, scope="local")["successes"] == sent, what="every send delivered")
+    old = set(a.children())
+    conf.write_text("[server]\nworkers = 1\n")
+    a.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: (lambda c: len(c) == 1 and not set(c) & old)(a.children()), timeout=20,
+               what="one new worker alone")
+    redis.start()
+    wait_until(lambda: "reachable again" in a.log_text(), timeout=15, what="the new worker reconnected")
+    began = time.monotonic()
+    a.proc.send_signal(signal.SIGTERM)
+    a.proc.wait(30)
+    took = time.monotonic() - began
+    log = a.log_text()
+    assert a.proc.returncode == 0, log
+    assert "Redis has not confirmed" not in log, (took, log[-2000:])
+    assert redis_cli("-p", str(redis.port), "HGET", "fcmd:totals", "accepted") == str(sent), (took, sent)
+
+
+def test_worker_killed_during_the_stop_its_counts_still_reach_redis(redis, mock, start_fcmd):
+    """A whole stop waiting for Redis; one of its workers is killed
+    (SIGKILL) meanwhile.  The master restarts nothing, and once Redis is
+    back the other worker sends the dead one's counts from its slot."""
+    a = start_fcmd(mock, workers=2, args=["--redis", redis.url, "--shutdown-timeout", "20"])
+    wait_until(lambda: all_workers_say(a, 200), what="/readyz 200")
+    redis.stop()
+    wait_until(lambda: all_workers_say(a, 503), what="/readyz 503")
+    seen, sent = set(), 0
+    with requests.Session() as s:
+        while len(seen) < 2 and sent < 500:
+            s.close()
+            seen.add(send_one(a.base, s))
+            sent += 1
+    wait_until(lambda: fleet_report(a.base, scope="local")["successes"] == sent, what="every send delivered")
+    kids = a.children()
+    a.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: "is unreachable: waiting" in a.log_text(), what="the line that it waits")
+    os.kill(kids[0], signal.SIGKILL)
+    wait_until(lambda: len(a.children()) == 1, what="the killed worker reaped, none restarted")
+    redis.start()
+    a.proc.wait(25)
+    log = a.log_text()
+    assert a.proc.returncode == 0, log
+    assert "Redis has not confirmed" not in log, log
+    assert log.count("is unreachable: waiting") == 1, log
+    assert redis_cli("-p", str(redis.port), "HGET", "fcmd:totals", "accepted") == str(sent)

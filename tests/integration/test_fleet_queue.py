@@ -595,16 +595,65 @@ def test_idle_workers_read_at_their_tick_by_digest(redis, mock, start_fcmd):
     assert calls.get("eval", 0) * 4 <= calls["xreadgroup"], calls
 
 
-def test_reads_go_on_after_redis_forgets_the_scripts(redis, mock, start_fcmd):
-    """SCRIPT FLUSH (or a failover to a server that never ran them): a read
-    sent by digest is answered NOSCRIPT, and the next one carries the body."""
+def test_script_flush_under_traffic_answers_no_503(redis, mock, start_fcmd):
+    """SCRIPT FLUSH while pushes are accepted: the queue's scripts go by
+    body again, the counters' flush and the drain lists' script are loaded
+    again on the same connection, and no send is answered 503 nor any read
+    refused: no outage."""
     f, = queued(mock, start_fcmd, redis, n=1, workers=1)
     wait_until(lambda: ready(f), what="/readyz 200")
-    assert post(f.base, ["flush-0"]).status_code == 200
-    wait_until(lambda: delivered(mock, ["flush-0"]) == {"flush-0": 1}, what="the first push delivered")
-    cli(redis, "SCRIPT", "FLUSH")
-    tokens = [f"flush-{i}" for i in range(1, 21)]
-    post_in_pairs(f.base, tokens)
-    wait_until(lambda: all(v == 1 for v in delivered(mock, tokens).values()), what="every push after the flush")
+    codes, tokens = [], []
+    with requests.Session() as s:
+        assert post(f.base, ["warm"], s).status_code == 200
+        cli(redis, "SCRIPT", "FLUSH")
+        # Until the counters' flush (once a second) has met NOSCRIPT and
+        # loaded the scripts again, and 50 sends after that.
+        after = 0
+        while after < 50 and len(codes) < 20000:
+            t = f"sf-{len(codes)}"
+            r = post(f.base, [t], s)
+            codes.append(r.status_code)
+            if r.status_code == 200:
+                tokens.append(t)
+            if "forgot fcmd's scripts" in f.log_text():
+                after += 1
+    assert after == 50, "the flush never met NOSCRIPT"
+    wait_until(lambda: all(v == 1 for v in delivered(mock, tokens).values()), what="accepted pushes delivered")
     wait_until(lambda: drained(redis), what="the stream empty")
-    assert "a read was refused" not in f.log_text()
+    log = f.log_text()
+    assert [c for c in codes if c != 200] == [], [x for x in log.splitlines() if "redis" in x][-5:]
+    assert "redis: lost" not in log and "a read was refused" not in log, log
+    assert log.count("forgot fcmd's scripts") == 1, log
+
+
+def test_hostile_entries_and_script_flushes_cost_nothing(redis, mock, start_fcmd):
+    """Entries with p given several times, a p that is no push, an entry a
+    silent consumer held and that was deleted before the claim, and
+    SCRIPT FLUSH between reads: every good push is delivered once, every
+    foreign entry is skipped once, nothing stays pending, no worker dies."""
+    cli(redis, "XGROUP", "CREATE", "fcmd:queue", "fcmd", "$", "MKSTREAM")
+    held = [xadd(redis, "p", "held-garbage"), xadd(redis, "p", "held-then-deleted")]
+    cli(redis, "XREADGROUP", "GROUP", "fcmd", "ghost", "COUNT", "10", "STREAMS", "fcmd:queue", ">")
+    assert group_pending(redis) == 2
+    assert cli_int(redis, "XDEL", "fcmd:queue", held[1]) == 1
+    f = start_fcmd(mock, workers=2, args=["--redis", redis.url, "--redis-queue", "--redis-claim-after", "1"])
+    wait_until(lambda: ready(f), what="/readyz 200")
+    children = f.children()
+    xadd(redis, "p", "first", "p", "second")
+    xadd(redis, "x", "p", "p", "x")  # a field named x whose value is p, then a field p
+    tokens = []
+    with requests.Session() as s:
+        for i in range(30):
+            if i % 10 == 5:
+                cli(redis, "SCRIPT", "FLUSH")
+            t = f"h-{i}"
+            r = post(f.base, [t], s)
+            if r.status_code == 200:
+                tokens.append(t)
+    wait_until(lambda: all(v == 1 for v in delivered(mock, tokens).values()), what="good pushes delivered")
+    wait_until(lambda: metric(f, "fcmd_failures_total", reason="queue_entry") == 3, timeout=10,
+               what="three foreign entries skipped")
+    wait_until(lambda: drained(redis) and group_pending(redis) == 0, timeout=10, what="nothing left")
+    assert f.children() == children
+    assert all(v == 1 for v in delivered(mock, tokens).values())
+    assert len(tokens) >= 20, len(tokens)
