@@ -236,9 +236,12 @@ h2load -D "$((STEADY + 1))" -c "$floor_conns" -m 100 -t 1 --rps "$((delivered_ra
     -d "$work/floor.json" -H 'content-type: application/json' -H 'authorization: key=bench' "$mock/fcm/send" \
     >"$work/h2load-loaded.out" 2>&1 &
 loaded_h2load=$!
+pids="$pids $loaded_h2load"
 (steady_run "http://127.0.0.1:$((PORT + 2))/gcm/send" "$work/loaded-steady.wrk")
 wait $loaded_h2load || true
 kill -TERM $loaded_pid 2>/dev/null || true
+wait $loaded_pid 2>/dev/null || true
+pids=$(echo "$pids" | sed "s/ $loaded_pid\b//; s/ $loaded_h2load\b//")
 
 base_rps=$(rps "$work/baseline.wrk")
 fcmd_rps=$(rps "$work/fcmd.wrk")
