@@ -223,7 +223,7 @@ static int setup_http(struct child *c)
  * adapters that make its targets wait. */
 static int create_app_upstreams(struct child *c, unsigned a, const struct fcmd_options *o, int broken)
 {
-    struct provider_token *token = &c->shm->apps[a == 0 ? 0 : c->opts->apps[a - 1].shm].apns_token;
+    struct provider_token *token = &c->shm->apps[child_app_row(c, a)].apns_token;
     int fcm = o->sa != NULL || o->apikey != NULL || (broken && (o->service_account || o->apikey_file));
     int apns = o->apns_pkey != NULL || (broken && o->apns_key != NULL);
     struct upstream **u = c->ups[a];

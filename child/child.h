@@ -75,9 +75,7 @@ struct child {
  * (SHM_APPS, which counts nowhere, for APP_NONE). */
 static inline unsigned child_app_row(const struct child *c, unsigned a)
 {
-    if (a == APP_DEFAULT)
-        return 0;
-    return a <= c->opts->napps ? c->opts->apps[a - 1].shm : SHM_APPS;
+    return shm_app_row_of(c->opts, a);
 }
 
 /* The name the report and the metrics give the upstream: FCM's, else "apns". */

@@ -346,20 +346,13 @@ static int out_of_retries(const struct sender *s, const struct target *t)
     return t->attempts > (uint32_t)s->opts->retries;
 }
 
-/* Applies one target's outcome; returns 1 when the target waits for a retry. */
-/* The row of the region's app table that counts push's outcomes. */
-static unsigned app_row(const struct sender *s, const struct push *p)
-{
-    if (p->app == APP_DEFAULT)
-        return 0;
-    return p->app <= s->opts->napps ? s->opts->apps[p->app - 1].shm : SHM_APPS;
-}
-
+/* Counts n of push's targets for its upstream and its app. */
 static void count(struct sender *s, const struct push *p, enum shm_upstream_counter c, uint64_t n)
 {
-    shm_app_add(s->shm, s->slot, app_row(s, p), (unsigned)p->upstream, c, n);
+    shm_app_add(s->shm, s->slot, shm_app_row_of(s->opts, p->app), (unsigned)p->upstream, c, n);
 }
 
+/* Applies one target's outcome; returns 1 when the target waits for a retry. */
 static int apply(struct sender *s, struct target *t, struct outcome *o)
 {
     switch (o->kind) {

@@ -159,6 +159,15 @@ static inline void shm_up_add(struct shm_slot *s, unsigned upstream, enum shm_up
         atomic_fetch_add_explicit(&s->by_upstream[upstream][c], n, memory_order_relaxed);
 }
 
+/* The row that counts the outcomes of app index a (0 the default app, i
+ * o->apps[i - 1]); SHM_APPS, which counts nowhere, for APP_NONE. */
+static inline unsigned shm_app_row_of(const struct fcmd_options *o, unsigned a)
+{
+    if (a == APP_DEFAULT)
+        return 0;
+    return a <= o->napps ? o->apps[a - 1].shm : SHM_APPS;
+}
+
 /* The same, counted for the app in row app as well. */
 static inline void shm_app_add(struct shm_region *r, struct shm_slot *s, unsigned app, unsigned upstream,
                                enum shm_upstream_counter c, uint64_t n)
@@ -168,9 +177,10 @@ static inline void shm_app_add(struct shm_region *r, struct shm_slot *s, unsigne
         atomic_fetch_add_explicit(&r->apps[app].by_upstream[upstream][c], n, memory_order_relaxed);
 }
 
-/* Gives each of the n apps a row (see struct shm_app): keep[] are the rows
- * of the apps the generation still running has (nkeep of them, by name in
- * keep_names), rows[i] gets app i's.  Returns 0, or -ENOSPC. */
+/* Gives each of the n apps a row (see struct shm_app), rows[i] app i's: an
+ * app keeps the row its name has; a new one takes a row never used, else
+ * one that neither apps nor the running generation's apps (nrunning of them,
+ * running may be NULL) name.  Returns 0, or -ENOSPC. */
 int shm_apps_assign(struct shm_region *r, const struct fcmd_app *apps, size_t n, const struct fcmd_app *running,
                     size_t nrunning, unsigned *rows);
 
