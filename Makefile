@@ -21,7 +21,8 @@ BIN = .
 FCMD = $(BIN)/fcmd
 MOCK = $(BIN)/tools/mock-upstream
 MASTER_SRC = $(wildcard master/*.c)
-CHILD_SRC = $(wildcard child/*.c)
+# The worker's rooms (docs/ARCHITECTURE.md): every .c under child/.
+CHILD_SRC = $(shell find child -name '*.c' | LC_ALL=C sort)
 SHM_SRC = $(wildcard shm/*.c)
 COMMON_SRC = $(wildcard common/*.c)
 LIB_SRC = $(COMMON_SRC) $(CHILD_SRC) $(SHM_SRC) master/config.c master/settings.c
@@ -64,8 +65,8 @@ $(BUILD)/%.o: %.c
 	$(CC) $(FCMD_CFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
 
 # The sweep reads h2o's HTTP/2 streams, whose header includes a khash.h that
-# libh2o-dev does not install (child/h2o-compat/khash.h says why that is enough).
-$(BUILD)/child/conn.o: FCMD_CFLAGS += -Ichild/h2o-compat
+# libh2o-dev does not install (child/http/h2o-compat/khash.h says why that is enough).
+$(BUILD)/child/http/conn.o: FCMD_CFLAGS += -Ichild/http/h2o-compat
 
 $(FCMD): $(FCMD_OBJ)
 	@mkdir -p $(dir $@)

@@ -11,14 +11,14 @@
 #include "../common/log.h"
 #include "../common/options.h"
 #include "../shm/region.h"
-#include "conn.h"
-#include "fleet.h"
-#include "fleet_queue.h"
-#include "graphite.h"
-#include "http.h"
-#include "sender.h"
-#include "spool.h"
-#include "upstream.h"
+#include "http/conn.h"
+#include "fleet/fleet.h"
+#include "fleet/fleet_queue.h"
+#include "observe/graphite.h"
+#include "http/http.h"
+#include "upstream/sender.h"
+#include "store/spool.h"
+#include "upstream/upstream.h"
 
 #include <errno.h>
 #include <signal.h>

@@ -13,9 +13,9 @@
 
 #include "../common/options.h"
 #include "../shm/region.h"
-#include "conn.h"
-#include "queue.h"
-#include "upstream.h"
+#include "http/conn.h"
+#include "core/queue.h"
+#include "upstream/upstream.h"
 
 struct fcmd_options;
 struct shm_region;

@@ -34,7 +34,7 @@ static size_t align64(size_t n)
 }
 
 /* A fresh id per run: a restarted instance must never add to the marks of
- * the run before it (child/fleet.c). */
+ * the run before it (child/fleet/fleet.c). */
 static int name_instance(struct shm_region *r)
 {
     unsigned char b[8];

@@ -92,7 +92,7 @@ struct shm_slot {
     struct histogram upstream_latency;
     struct histogram send_latency;
     /* Fleet mode: the counters as of the last flush Redis confirmed, so a
-     * respawned child goes on from there (child/fleet.c). */
+     * respawned child goes on from there (child/fleet/fleet.c). */
     _Atomic uint64_t fleet_base[SHM_NCOUNTERS];
 };
 

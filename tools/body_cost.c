@@ -14,7 +14,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "../child/request.h"
+#include "../child/core/request.h"
 
 static size_t target = 1u << 20; /* bytes per body, about: BYTES in the environment */
 #define TARGET target

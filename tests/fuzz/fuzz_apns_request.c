@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../child/request.h"
-#include "../../child/spool_record.h"
+#include "../../child/core/request.h"
+#include "../../child/store/spool_record.h"
 
 static void disagree(const char *why)
 {

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../child/request.h"
+#include "../../child/core/request.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../child/request.h"
-#include "../../child/upstream_v1.h"
+#include "../../child/core/request.h"
+#include "../../child/upstream/fcm/v1.h"
 #include "oracle.h"
 
 static void disagree(const char *why, const struct buf *b)

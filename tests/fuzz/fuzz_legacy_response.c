@@ -2,7 +2,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "../../child/upstream_legacy.h"
+#include "../../child/upstream/fcm/legacy.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../child/oauth.h"
+#include "../../child/upstream/fcm/oauth.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -1,7 +1,7 @@
 /* tests/fuzz/fuzz_spool_record.c - spool segments as replay reads them. */
 #include <stdint.h>
 
-#include "../../child/spool_record.h"
+#include "../../child/store/spool_record.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

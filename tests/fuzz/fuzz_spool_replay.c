@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../child/crc32c.h"
-#include "../../child/spool_replay.h"
+#include "../../child/store/crc32c.h"
+#include "../../child/store/spool_replay.h"
 #include "../../common/log.h"
 
 static void fix_crcs(unsigned char *d, size_t len)

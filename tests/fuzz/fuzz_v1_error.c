@@ -1,7 +1,7 @@
 /* tests/fuzz/fuzz_v1_error.c - error bodies of FCM HTTP v1 (google.rpc.Status). */
 #include <stdint.h>
 
-#include "../../child/upstream_v1.h"
+#include "../../child/upstream/fcm/v1.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

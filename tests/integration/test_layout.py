@@ -49,17 +49,17 @@ def test_a_copy_of_the_tree_passes(tree):
 
 CROSSINGS = [
     # (file, line put first in it, words the report must hold)
-    ("child/queue.c", '#include "../master/settings.h"', "child/queue.c:"),
+    ("child/core/queue.c", '#include "../master/settings.h"', "child/core/queue.c:"),
     ("master/listen.c", '#include "../child/child.h"', "master/listen.c:"),
     ("master/main.c", "#include <uv.h>", "master/main.c:"),
     ("common/log.c", '#include "../shm/region.h"', "common/log.c:"),
     ("common/log.c", '#include "../master/settings.h"', "common/log.c:"),
     ("common/json.c", "#include <h2o.h>", "common/json.c:"),
     ("common/options.c", "#include <curl/curl.h>", "common/options.c:"),
-    ("shm/region.c", '#include "../child/queue.h"', "shm/region.c:"),
+    ("shm/region.c", '#include "../child/core/queue.h"', "shm/region.c:"),
     ("child/entry.h", '#include "../common/options.h"', "child/entry.h:"),
     ("tools/mock_text.c", '#include "../common/json.h"', "tools/mock_text.c:"),
-    ("child/buf.c", '#include "no_such_header.h"', "no file of the tree"),
+    ("child/core/buf.c", '#include "no_such_header.h"', "no file of the tree"),
 ]
 
 
@@ -90,7 +90,7 @@ def test_the_mock_linked_with_the_product_library_fails(tree):
     mk.write_text(text.replace(old, "$(MOCK): $(MOCK_OBJ) $(LIB_OBJ)\n", 1))
     r = run_check(str(tree))
     assert r.returncode == 1
-    assert "the mock upstream is built from child/sender.c" in r.stderr, r.stderr
+    assert "the mock upstream is built from child/upstream/sender.c" in r.stderr, r.stderr
 
 
 def test_a_table_in_the_docs_that_differs_fails(tree):
@@ -102,3 +102,36 @@ def test_a_table_in_the_docs_that_differs_fails(tree):
     r = run_check(str(tree))
     assert r.returncode == 1
     assert "docs/ARCHITECTURE.md does not hold the include table" in r.stderr, r.stderr
+
+
+def test_a_file_in_no_room_list_fails(tree):
+    (tree / "child" / "core" / "stray.c").write_text("/* child/core/stray.c - in no list */\n")
+    r = run_check(str(tree))
+    assert r.returncode == 1
+    assert r.stderr == "child/core/stray.c is in no room's list in docs/ARCHITECTURE.md\n", r.stderr
+
+
+def test_a_listed_file_the_tree_lacks_fails(tree):
+    (tree / "child" / "observe" / "graphite.h").unlink()
+    r = run_check(str(tree))
+    assert r.returncode == 1
+    # graphite.c still includes it, and the list names it
+    assert "docs/ARCHITECTURE.md lists child/observe/graphite.h, which the tree does not have" in r.stderr, r.stderr
+
+
+def test_a_folder_that_is_no_room_fails(tree):
+    (tree / "child" / "extra").mkdir()
+    (tree / "child" / "extra" / "x.h").write_text("/* child/extra/x.h */\n")
+    r = run_check(str(tree))
+    assert r.returncode == 1
+    assert r.stderr == "child/extra/ holds sources but is no room of docs/ARCHITECTURE.md\n", r.stderr
+
+
+def test_a_room_listed_twice_fails(tree):
+    doc = tree / "docs" / "ARCHITECTURE.md"
+    text = doc.read_text()
+    row = next(l for l in text.splitlines(keepends=True) if l.startswith("| `child/store/` |"))
+    doc.write_text(text.replace(row, row + row, 1))
+    r = run_check(str(tree))
+    assert r.returncode == 1
+    assert "the room child/store/ has two rows" in r.stderr, r.stderr

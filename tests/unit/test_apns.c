@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../../child/apns_token.h"
+#include "../../child/upstream/apns/apns_token.h"
 #include "../../common/apns_key.h"
 #include "../../shm/provider_token.h"
 #include "oracle.h"

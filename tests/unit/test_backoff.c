@@ -3,7 +3,7 @@
  */
 #include "cmocka_all.h"
 
-#include "../../child/backoff.h"
+#include "../../child/core/backoff.h"
 
 static void full_jitter_bounds(void **state)
 {

@@ -13,8 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../../child/jwt.h"
-#include "../../child/oauth.h"
+#include "../../child/upstream/jwt.h"
+#include "../../child/upstream/fcm/oauth.h"
 #include "../../common/service_account.h"
 #include "oracle.h"
 

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../child/upstream_legacy.h"
+#include "../../child/upstream/fcm/legacy.h"
 #include "oracle.h"
 
 static struct target *mk_target(struct push *p, const char *name)

@@ -3,7 +3,7 @@
  */
 #include "cmocka_all.h"
 
-#include "../../child/pace.h"
+#include "../../child/upstream/pace.h"
 
 /* Finishes n requests, all saturated or none, none throttled. */
 static void finish(struct pace *p, size_t n, int saturated)

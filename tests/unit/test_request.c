@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../child/request.h"
+#include "../../child/core/request.h"
 
 #define FORM "application/x-www-form-urlencoded"
 #define JSON "application/json"

@@ -8,9 +8,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../../child/request.h"
-#include "../../child/request_apns.h"
-#include "../../child/upstream.h"
+#include "../../child/core/request.h"
+#include "../../child/upstream/apns/apns_request.h"
+#include "../../child/upstream/upstream.h"
 
 #define TOK "0123456789abcdef0123456789ABCDEF"
 

@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../child/crc32c.h"
-#include "../../child/spool_record.h"
-#include "../../child/spool_replay.h"
+#include "../../child/store/crc32c.h"
+#include "../../child/store/spool_record.h"
+#include "../../child/store/spool_replay.h"
 
 static void crc32c_check_value(void **state)
 {

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../child/upstream_v1.h"
+#include "../../child/upstream/fcm/v1.h"
 #include "oracle.h"
 
 /* The shared part of a message (",\"data\":{...},...") as an object. */

@@ -1,0 +1,110 @@
+/*
+ * child/core/request.h - parsing and validating a /gcm/send body.
+ *
+ * A request is either a GoCM form (tokens repeated, payload as JSON text) or
+ * a JSON object.  Parsing either gives the same struct; nothing is queued
+ * unless the whole request is valid.  The struct owns copies of what it
+ * keeps, so the body may be freed after parsing.
+ */
+#ifndef FCMD_CHILD_CORE_REQUEST_H
+#define FCMD_CHILD_CORE_REQUEST_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define REQUEST_MAX_BODY (1u << 20)
+#define REQUEST_MAX_TOKENS 10000
+#define REQUEST_MAX_TOKEN_LEN 4096
+#define REQUEST_MAX_PAYLOAD (64u << 10)
+
+enum target_kind { TARGET_TOKEN, TARGET_TOPIC, TARGET_CONDITION };
+
+/* Which upstream a request is for: /gcm/send is FCM's, /apns/send Apple's. */
+enum upstream_kind { UPSTREAM_FCM, UPSTREAM_APNS, UPSTREAM_KINDS };
+
+/* Message options a request may carry: FCM's as their raw JSON text,
+ * APNs' as the text of their header (request_apns.h). */
+enum request_opt {
+    ROPT_NOTIFICATION,
+    ROPT_ANDROID,
+    ROPT_APNS,
+    ROPT_WEBPUSH,
+    ROPT_FCM_OPTIONS,
+    ROPT_COLLAPSE_KEY,
+    ROPT_PRIORITY,
+    ROPT_TIME_TO_LIVE,
+    ROPT_FCM_COUNT, /* the FCM options end here; APNs' follow, as plain text */
+    ROPT_APNS_TOPIC = ROPT_FCM_COUNT,
+    ROPT_APNS_PUSH_TYPE,
+    ROPT_APNS_PRIORITY,
+    ROPT_APNS_EXPIRATION,
+    ROPT_APNS_COLLAPSE_ID,
+    ROPT_COUNT
+};
+
+extern const char *const request_opt_names[ROPT_COUNT];
+
+enum request_format { REQUEST_FORM, REQUEST_JSON };
+
+/* What a message carries besides its targets, as JSON texts.  A request
+ * and the push made of it both hold one. */
+struct message {
+    const char *payload; /* the data object's JSON text; NULL when absent */
+    size_t payload_len;
+    const char *opt[ROPT_COUNT];
+    size_t opt_len[ROPT_COUNT];
+};
+
+/* Bytes message_copy() writes for m. */
+size_t message_size(const struct message *m);
+
+/* Copies every text of src, NUL-terminated, to storage and points dst at the
+ * copies (dst may be src).  Returns the end of what it wrote. */
+char *message_copy(struct message *dst, const struct message *src, char *storage);
+
+struct send_request {
+    enum upstream_kind upstream;
+    enum request_format format;
+    enum target_kind kind;
+    char **targets; /* tokens, or the one topic or condition */
+    size_t ntargets;
+    const uint32_t *index; /* each target's index in its push, when not its position (replay) */
+    const char *app;       /* the app the request named (NUL-terminated, a valid name), or NULL */
+    size_t app_len;
+    unsigned app_index; /* the caller's: app looked up in the settings (0 the default app, or APP_NONE) */
+    struct message msg;
+    char *storage; /* owns every string above */
+};
+
+/* What one request may hold; a NULL limits means the defaults above. */
+struct request_limits {
+    size_t max_body;    /* bytes */
+    size_t max_tokens;  /* targets */
+    size_t max_payload; /* bytes of the payload's JSON text */
+};
+
+/* Parses body according to the Content-Type value.  Returns 0, or with a
+ * one-line reason in err: -EINVAL (the request is wrong), -EMSGSIZE (it is
+ * too large) or -ENOMEM. */
+int request_parse(const char *ctype, size_t ctype_len, const char *body, size_t len, const struct request_limits *lim,
+                  struct send_request *r, char *err, size_t errlen);
+
+/* The same for upstream's endpoint (request_parse is FCM's). */
+int request_parse_for(enum upstream_kind upstream, const char *ctype, size_t ctype_len, const char *body, size_t len,
+                      const struct request_limits *lim, struct send_request *r, char *err, size_t errlen);
+
+/* Checks a request that did not come from a client (a spool record) with
+ * the rules intake applies.  Returns 0, or -EINVAL or -ENOMEM with a reason
+ * in err. */
+int request_check(const struct send_request *r, const struct request_limits *lim, char *err, size_t errlen);
+
+/* The HTTP status that answers a request whose reading returned rc. */
+static inline int request_status(int rc)
+{
+    return rc == 0 ? 200 : rc == -EMSGSIZE ? 413 : rc == -ENOMEM ? 500 : 400;
+}
+
+void request_free(struct send_request *r);
+
+#endif

@@ -1,0 +1,33 @@
+/*
+ * child/observe/metrics.h - the shared counters as text: Prometheus exposition for
+ * /metrics and carbon's plaintext protocol for Graphite.  Both print the
+ * same series, from one table.
+ */
+#ifndef FCMD_CHILD_OBSERVE_METRICS_H
+#define FCMD_CHILD_OBSERVE_METRICS_H
+
+#include <stdint.h>
+
+#include "../core/buf.h"
+
+struct shm_totals;
+
+struct metrics_context {
+    const char *upstream; /* adapter name */
+    unsigned workers;     /* configured */
+    uint64_t uptime_seconds;
+};
+
+void metrics_prometheus(struct buf *b, const struct shm_totals *t, const struct metrics_context *m);
+
+struct shm_region;
+struct fcmd_options;
+/* fcmd_app_targets_total{app,upstream,outcome} for the default app ("default")
+ * and each app o names, when it names any. */
+void metrics_apps(struct buf *b, const struct shm_region *r, const struct fcmd_options *o);
+
+/* Lines "prefix.name value timestamp\n". */
+void metrics_graphite(struct buf *b, const struct shm_totals *t, const struct metrics_context *m, const char *prefix,
+                      long long timestamp);
+
+#endif

@@ -1,0 +1,91 @@
+/*
+ * child/store/spool.h - the durable spool (--spool DIR).
+ *
+ * Each child appends every push it accepts to a segment file of its own
+ * before it answers, and an acknowledgement when targets finish.  A child
+ * holds an exclusive flock on each segment it writes; a segment nobody
+ * holds belongs to a child that died, and any live child may adopt it:
+ * queue its unacknowledged targets (as the queue has room), acknowledge
+ * them in that same file, and delete it when they are all finished.
+ * Segment names are random, never derived from a process id.
+ */
+#ifndef FCMD_CHILD_STORE_SPOOL_H
+#define FCMD_CHILD_STORE_SPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "../core/request.h"
+
+struct fcmd_options;
+struct push;
+struct queue;
+struct shm_region;
+struct shm_slot;
+struct spool;
+struct segment;
+
+enum spool_fsync { SPOOL_FSYNC_NEVER, SPOOL_FSYNC_BATCH, SPOOL_FSYNC_ALWAYS };
+
+/* Where a push was written. */
+struct spool_mark {
+    struct segment *seg;
+    uint64_t id;
+};
+
+/* A caller's place in the list of those waiting for a sync: the caller
+ * owns it, so waiting never allocates and never fails. */
+struct spool_waiter {
+    struct spool_waiter *next;
+    void (*done)(void *arg, int ok);
+    void *arg;
+};
+
+/* Opens the spool of a child.  on_replay(arg) runs after targets of an
+ * adopted segment were queued.  NULL when it cannot (logged). */
+struct spool *spool_open(uv_loop_t *loop, const struct fcmd_options *o, struct shm_region *shm, struct shm_slot *slot,
+                         struct queue *q, void (*on_replay)(void *), void *arg);
+
+/* Whether bytes more fit under spool_max_bytes (all children together; the
+ * other children's bytes as read at most a millisecond ago). */
+int spool_has_room(struct spool *s, size_t bytes);
+
+/* Writes a push record for r.  Returns 0, or -1 when the write failed. */
+int spool_append(struct spool *s, const struct send_request *r, struct spool_mark *m);
+
+/* Whether the spool takes writes: 0 after a failed write, until a write
+ * (or the periodic probe) succeeds again. */
+int spool_ready(const struct spool *s);
+
+/* Ties the push to its record. */
+void spool_bind(struct spool *s, const struct spool_mark *m, struct push *p);
+
+/* The record at m will not be delivered (it was never answered 200): all
+ * its targets are acknowledged, as far as that can still be written. */
+void spool_forget(struct spool *s, const struct spool_mark *m, size_t ntargets);
+
+/* Records that targets (by index) of p reached a final outcome. */
+void spool_ack(struct spool *s, struct push *p, const uint32_t *indexes, size_t n);
+
+/* The last target of p finished. */
+void spool_push_done(struct spool *s, struct push *p);
+
+/* Calls done(arg, ok) once what was appended so far is durable under the
+ * fsync policy, or is known not to be (ok = 0).  Returns 1 when that will
+ * happen later, 0 when the policy needs no wait (done is then not called). */
+int spool_commit(struct spool *s, struct spool_waiter *w, void (*done)(void *arg, int ok), void *arg);
+
+/* Adopts orphaned segments. */
+void spool_scan(struct spool *s);
+
+/* The child stops: no more adopting, no more feeding the queue. */
+void spool_stop(struct spool *s);
+
+/* At exit: deletes finished segments and lets go of the rest. */
+void spool_close(struct spool *s);
+
+/* Parses the --spool-fsync word; -1 when unknown. */
+int spool_fsync_policy(const char *word);
+
+#endif

@@ -1,0 +1,238 @@
+/*
+ * child/store/spool_replay.c - reading a dead child's segment, distrusting it.
+ *
+ * Two passes over the records: the pushes first, each checked against its
+ * own bytes (target count, indexes given once and in range, names), then
+ * the acknowledgements, applied to the pushes sorted by id.  A count is
+ * never used before the bytes are known to hold that many.
+ */
+#include "spool_replay.h"
+#include "../../common/log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int push_cmp(const void *a, const void *b)
+{
+    const struct spool_replay_push *x = a, *y = b;
+
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static struct spool_replay_push *find(struct spool_replay_push *v, size_t n, uint64_t id)
+{
+    size_t lo = 0, hi = n;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (v[mid].id == id)
+            return &v[mid];
+        if (v[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+/* Whether a decoded PUSH adds up: as many targets as it says, each index
+ * below that count and given once, each name a sane target, nothing left
+ * over.  seen must hold ntargets bits, zeroed. */
+static const char *push_adds_up(const struct spool_push *p, unsigned char *seen)
+{
+    size_t pos = 0, count = 0, len;
+    uint32_t index;
+    const char *name;
+
+    while (spool_push_target(p, &pos, &index, &name, &len) == 0) {
+        if (index >= p->ntargets || (seen[index / 8] & (1u << (index % 8))))
+            return "a target index is out of range or repeated";
+        seen[index / 8] |= (unsigned char)(1u << (index % 8));
+        if (len == 0 || len > REQUEST_MAX_TOKEN_LEN || memchr(name, '\0', len) != NULL)
+            return "a target name is empty, too long or holds a NUL";
+        count++;
+    }
+    if (count != p->ntargets || pos != p->targets_len)
+        return "the target count does not match the bytes";
+    return NULL;
+}
+
+/* Reads the push records into o->v, and where the good records end. */
+static int read_pushes(struct spool_replay *o, const unsigned char *data, size_t len, const char *path)
+{
+    struct spool_reader rd = {data, len, 0, 0};
+    struct spool_rec rec;
+    struct spool_push p;
+    size_t bad, cap = 0, end = 0;
+    enum spool_read st;
+    const char *why;
+
+    while ((st = spool_next(&rd, &rec, &bad)) != SPOOL_END && st != SPOOL_TORN) {
+        if (st == SPOOL_CORRUPT) {
+            log_warn("spool: %s: corrupt record at offset %zu skipped", path, bad);
+            continue;
+        }
+        end = rec.offset + SPOOL_HEADER + rec.len;
+        if (!spool_is_push(rec.type))
+            continue;
+        why = spool_decode_push(&rec, &p) != 0 ? "it cannot be decoded"
+              : p.ntargets == 0 || p.ntargets > p.targets_len / 7 ? "the target count does not match the bytes"
+              : p.ntargets > SPOOL_REPLAY_MAX_TARGETS                ? "more targets than any request may hold"
+                                                                  : NULL;
+        if (why == NULL && o->n == cap) {
+            struct spool_replay_push *nv = realloc(o->v, (cap = cap ? 2 * cap : 64) * sizeof(*nv));
+            if (nv == NULL)
+                return -1;
+            o->v = nv;
+        }
+        if (why == NULL) {
+            unsigned char *bits = calloc(((size_t)p.ntargets + 7) / 8, 1);
+            if (bits == NULL)
+                return -1;
+            if ((why = push_adds_up(&p, bits)) == NULL) {
+                memset(bits, 0, ((size_t)p.ntargets + 7) / 8); /* now: which are acknowledged */
+                o->v[o->n++] = (struct spool_replay_push){rec, p.id, p.ntargets, 0, bits};
+            } else {
+                free(bits);
+            }
+        }
+        if (why != NULL)
+            log_warn("spool: %s: push record at offset %zu skipped: %s", path, rec.offset, why);
+    }
+    if (st == SPOOL_TORN)
+        log_warn("spool: %s: record cut short at offset %zu: the rest is ignored", path, bad);
+    o->records_end = end;
+    return 0;
+}
+
+/* Marks what the ACK records acknowledge, and drops the pushes finished. */
+static void read_acks(struct spool_replay *o, const unsigned char *data, size_t len, const char *path)
+{
+    struct spool_reader rd = {data, len, 0, 0};
+    struct spool_rec rec;
+    enum spool_read st;
+    size_t bad, kept = 0;
+
+    if (o->n > 1)
+        qsort(o->v, o->n, sizeof(*o->v), push_cmp);
+    for (size_t i = 0; i < o->n; i++) {
+        if (kept > 0 && o->v[kept - 1].id == o->v[i].id) {
+            log_warn("spool: %s: push record at offset %zu skipped: its id is repeated", path, o->v[i].rec.offset);
+            free(o->v[i].bits);
+            continue;
+        }
+        o->v[kept++] = o->v[i];
+    }
+    o->n = kept;
+    while ((st = spool_next(&rd, &rec, &bad)) != SPOOL_END && st != SPOOL_TORN) {
+        uint64_t id;
+        uint32_t n;
+        const unsigned char *idx;
+        struct spool_replay_push *rp;
+        if (st != SPOOL_RECORD || rec.type != SPOOL_ACK || spool_decode_ack(&rec, &id, &n, &idx) != 0 ||
+            (rp = find(o->v, o->n, id)) == NULL)
+            continue;
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t k = spool_u32(idx + 4 * (size_t)i);
+            if (k < rp->ntargets && !(rp->bits[k / 8] & (1u << (k % 8)))) {
+                rp->bits[k / 8] |= (unsigned char)(1u << (k % 8));
+                rp->acked++;
+            }
+        }
+    }
+    kept = 0;
+    for (size_t i = 0; i < o->n; i++) {
+        if (o->v[i].acked == o->v[i].ntargets) {
+            free(o->v[i].bits);
+        } else {
+            o->targets += o->v[i].ntargets - o->v[i].acked;
+            o->v[kept++] = o->v[i];
+        }
+    }
+    o->n = kept;
+}
+
+int spool_replay_request(const struct spool_replay_push *rp, struct send_request *r, uint32_t **index)
+{
+    struct spool_push p;
+    size_t pos = 0, len, left = rp->ntargets - rp->acked;
+    const char *name;
+    uint32_t i;
+    char *o;
+
+    memset(r, 0, sizeof(*r));
+    if (spool_decode_push(&rp->rec, &p) != 0)
+        return -1;
+    r->upstream = p.upstream;
+    r->app = p.app; /* points into the record, like the texts before their copy */
+    r->app_len = p.app_len;
+    r->kind = p.kind;
+    r->msg = p.msg;
+    r->targets = calloc(left, sizeof(*r->targets));
+    *index = calloc(left, sizeof(**index));
+    r->storage = o = malloc(p.targets_len + left + message_size(&p.msg));
+    if (r->targets == NULL || *index == NULL || o == NULL)
+        return -1;
+    while (spool_push_target(&p, &pos, &i, &name, &len) == 0 && r->ntargets < left) {
+        if (rp->bits[i / 8] & (1u << (i % 8)))
+            continue;
+        memcpy(o, name, len);
+        o[len] = '\0';
+        (*index)[r->ntargets] = i;
+        r->targets[r->ntargets++] = o;
+        o += len + 1;
+    }
+    r->index = *index;
+    /* The texts in the record are not NUL-terminated: copy them too. */
+    message_copy(&r->msg, &r->msg, o);
+    return 0;
+}
+
+const char *spool_replay_one(const unsigned char *data, size_t len, struct send_request *req, uint32_t **index)
+{
+    struct spool_reader rd = {data, len, 0, 0};
+    struct spool_rec rec;
+    struct spool_push p;
+    size_t bad;
+    const char *why;
+
+    memset(req, 0, sizeof(*req));
+    *index = NULL;
+    if (spool_next(&rd, &rec, &bad) != SPOOL_RECORD || rec.offset != 0 || SPOOL_HEADER + rec.len != len)
+        return "it is not one whole record";
+    if (!spool_is_push(rec.type) || spool_decode_push(&rec, &p) != 0)
+        return "it cannot be decoded";
+    if (p.ntargets == 0 || p.ntargets > p.targets_len / 7)
+        return "the target count does not match the bytes";
+    if (p.ntargets > SPOOL_REPLAY_MAX_TARGETS)
+        return "more targets than any request may hold";
+    struct spool_replay_push rp = {rec, p.id, p.ntargets, 0, calloc(((size_t)p.ntargets + 7) / 8, 1)};
+    if (rp.bits == NULL)
+        return "out of memory";
+    if ((why = push_adds_up(&p, rp.bits)) == NULL) {
+        memset(rp.bits, 0, ((size_t)p.ntargets + 7) / 8); /* none acknowledged */
+        if (spool_replay_request(&rp, req, index) != 0)
+            why = "out of memory";
+    }
+    free(rp.bits);
+    return why;
+}
+
+int spool_replay_read(struct spool_replay *r, const unsigned char *data, size_t len, const char *path)
+{
+    memset(r, 0, sizeof(*r));
+    if (read_pushes(r, data, len, path) != 0) {
+        spool_replay_free(r);
+        return -1;
+    }
+    read_acks(r, data, len, path);
+    return 0;
+}
+
+void spool_replay_free(struct spool_replay *r)
+{
+    for (size_t i = r->next; i < r->n; i++)
+        free(r->v[i].bits);
+    free(r->v);
+    memset(r, 0, sizeof(*r));
+}

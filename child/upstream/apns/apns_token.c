@@ -1,0 +1,232 @@
+/*
+ * child/upstream/apns/apns_token.c - ES256 provider tokens, shared through the region.
+ *
+ * A worker keeps a copy of the shared token and its generation; while the
+ * shared generation is unchanged and the token is young enough it uses the
+ * copy without locking.  Otherwise it takes the robust lock and, still
+ * under it, either copies a token another worker made or makes one: the
+ * decision and the replacement are one critical section, so one expired or
+ * aged token is replaced once, whoever notices first.
+ */
+#include "apns_token.h"
+#include "../../../common/log.h"
+#include "../../../shm/provider_token.h"
+#include "../jwt.h"
+
+#include <openssl/ecdsa.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HEADER_PREFIX "authorization: bearer "
+
+struct apns_token {
+    struct provider_token *shared;
+    EVP_PKEY *key;
+    const char *key_id, *team_id;
+    unsigned char signer[32];
+    uint64_t gen;    /* of the copy below; 0 for none */
+    int64_t made_ms; /* when the copy was made */
+    char header[sizeof(HEADER_PREFIX) + PROVIDER_TOKEN_MAX];
+};
+
+/* The DER ECDSA signature as JOSE wants it: r and s, 32 bytes each. */
+static int der_to_raw(const unsigned char *der, size_t len, unsigned char raw[64])
+{
+    ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &der, (long)len);
+    const BIGNUM *r, *s;
+    int ok;
+
+    if (sig == NULL)
+        return -1;
+    ECDSA_SIG_get0(sig, &r, &s);
+    ok = BN_bn2binpad(r, raw, 32) == 32 && BN_bn2binpad(s, raw + 32, 32) == 32;
+    ECDSA_SIG_free(sig);
+    return ok ? 0 : -1;
+}
+
+static int sign_es256(EVP_PKEY *key, const char *msg, size_t len, struct buf *out)
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    unsigned char der[80], raw[64];
+    size_t derlen = sizeof(der);
+    int rc = -1;
+
+    if (ctx != NULL && EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, key) == 1 &&
+        EVP_DigestSign(ctx, der, &derlen, (const unsigned char *)msg, len) == 1 && der_to_raw(der, derlen, raw) == 0) {
+        jwt_base64url(out, raw, sizeof(raw));
+        rc = out->failed ? -1 : 0;
+    }
+    EVP_MD_CTX_free(ctx);
+    return rc;
+}
+
+int apns_jwt_make(EVP_PKEY *key, const char *key_id, const char *team_id, time_t iat, struct buf *out)
+{
+    struct buf head = BUF_INIT, claims = BUF_INIT;
+    size_t start = out->len;
+    int rc = -1;
+
+    /* The ids were checked at start: upper-case letters and digits only. */
+    buf_addf(&head, "{\"alg\":\"ES256\",\"kid\":\"%s\"}", key_id);
+    buf_addf(&claims, "{\"iss\":\"%s\",\"iat\":%lld}", team_id, (long long)iat);
+    if (!head.failed && !claims.failed) {
+        jwt_base64url(out, (unsigned char *)head.data, head.len);
+        buf_add(out, ".", 1);
+        jwt_base64url(out, (unsigned char *)claims.data, claims.len);
+    }
+    if (!head.failed && !claims.failed && !out->failed) {
+        size_t n = out->len - start;
+        char *msg = malloc(n); /* signing appends to out, which may move */
+        if (msg != NULL) {
+            memcpy(msg, out->data + start, n);
+            buf_add(out, ".", 1);
+            rc = sign_es256(key, msg, n, out);
+            free(msg);
+        }
+    }
+    buf_free(&head);
+    buf_free(&claims);
+    return rc;
+}
+
+/* Names the credentials, so a reload with another key replaces the token. */
+static int fingerprint(EVP_PKEY *key, const char *key_id, const char *team_id, unsigned char out[32])
+{
+    unsigned char *der = NULL;
+    int n = i2d_PUBKEY(key, &der);
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    int ok;
+
+    ok = n > 0 && c != NULL && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 &&
+         EVP_DigestUpdate(c, der, (size_t)n) == 1 && EVP_DigestUpdate(c, key_id, strlen(key_id) + 1) == 1 &&
+         EVP_DigestUpdate(c, team_id, strlen(team_id) + 1) == 1 && EVP_DigestFinal_ex(c, out, NULL) == 1;
+    EVP_MD_CTX_free(c);
+    OPENSSL_free(der);
+    return ok ? 0 : -1;
+}
+
+int64_t apns_token_clock_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct apns_token *apns_token_create(struct provider_token *shared, EVP_PKEY *key, const char *key_id,
+                                     const char *team_id)
+{
+    struct apns_token *t = calloc(1, sizeof(*t));
+
+    if (t == NULL)
+        return NULL;
+    if (fingerprint(key, key_id, team_id, t->signer) != 0) {
+        free(t);
+        return NULL;
+    }
+    t->shared = shared;
+    t->key = key;
+    t->key_id = key_id;
+    t->team_id = team_id;
+    return t;
+}
+
+void apns_token_free(struct apns_token *t)
+{
+    free(t);
+}
+
+static int too_old(int64_t made_ms, int64_t now_ms)
+{
+    return now_ms - made_ms >= (int64_t)APNS_TOKEN_RENEW_S * 1000;
+}
+
+/* Under the lock: signs a new shared token. */
+static int make_shared(struct apns_token *t, int64_t now_ms, time_t wall)
+{
+    struct provider_token *s = t->shared;
+    struct buf jwt = BUF_INIT;
+
+    if (apns_jwt_make(t->key, t->key_id, t->team_id, wall, &jwt) != 0 || jwt.len >= PROVIDER_TOKEN_MAX) {
+        buf_free(&jwt);
+        return -1;
+    }
+    memcpy(s->text, jwt.data, jwt.len);
+    s->len = (uint32_t)jwt.len;
+    s->made_ms = now_ms;
+    memcpy(s->signer, t->signer, sizeof(s->signer));
+    atomic_fetch_add(&s->made, 1);
+    atomic_fetch_add_explicit(&s->gen, 1, memory_order_release);
+    buf_free(&jwt);
+    return 0;
+}
+
+/* Under the lock: takes the shared token as this worker's copy. */
+static void copy_shared(struct apns_token *t)
+{
+    struct provider_token *s = t->shared;
+
+    memcpy(t->header, HEADER_PREFIX, sizeof(HEADER_PREFIX) - 1);
+    memcpy(t->header + sizeof(HEADER_PREFIX) - 1, s->text, s->len);
+    t->header[sizeof(HEADER_PREFIX) - 1 + s->len] = '\0';
+    t->gen = atomic_load_explicit(&s->gen, memory_order_relaxed);
+    t->made_ms = s->made_ms;
+}
+
+static int shared_usable(const struct apns_token *t, int64_t now_ms)
+{
+    const struct provider_token *s = t->shared;
+
+    return s->len > 0 && atomic_load(&((struct provider_token *)s)->gen) != 0 &&
+           memcmp(s->signer, t->signer, sizeof(t->signer)) == 0 && !too_old(s->made_ms, now_ms);
+}
+
+const char *apns_token_header(struct apns_token *t, int64_t now_ms, time_t wall, uint64_t *gen)
+{
+    struct provider_token *s = t->shared;
+    int rc = 0;
+
+    if (t->gen != 0 && t->gen == atomic_load_explicit(&s->gen, memory_order_acquire) && !too_old(t->made_ms, now_ms)) {
+        *gen = t->gen;
+        return t->header;
+    }
+    if (provider_token_lock(s) != 0)
+        return NULL;
+    if (!shared_usable(t, now_ms)) {
+        rc = make_shared(t, now_ms, wall);
+        if (rc == 0)
+            log_info("apns: new provider token (key id %s, team %s)", t->key_id, t->team_id);
+    }
+    if (rc == 0)
+        copy_shared(t);
+    provider_token_unlock(s);
+    if (rc != 0) {
+        log_error("apns: cannot sign a provider token");
+        return NULL;
+    }
+    *gen = t->gen;
+    return t->header;
+}
+
+int apns_token_expired(struct apns_token *t, uint64_t gen, int64_t now_ms, time_t wall)
+{
+    struct provider_token *s = t->shared;
+    int rc = 0;
+
+    if (provider_token_lock(s) != 0)
+        return -1;
+    if (atomic_load(&s->gen) == gen || s->len == 0) {
+        long age = (long)((now_ms - s->made_ms) / 1000);
+        rc = make_shared(t, now_ms, wall) == 0 ? 1 : -1;
+        if (rc == 1)
+            log_warn("apns: Apple called the provider token expired after %ld s (it allows an hour: check this "
+                     "host's clock); made a new one",
+                     age);
+    }
+    if (rc >= 0 && s->len > 0)
+        copy_shared(t);
+    provider_token_unlock(s);
+    return rc;
+}

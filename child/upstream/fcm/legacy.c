@@ -1,0 +1,250 @@
+/*
+ * child/upstream/fcm/legacy.c - adapter for the legacy GCM/FCM HTTP protocol.
+ *
+ * One request carries up to 1000 tokens of one push as registration_ids
+ * (or one topic or condition), authenticated with `Authorization: key=`.
+ * The answer's results[] lines up with registration_ids, so classification
+ * is positional: the i-th result is the i-th target's outcome.
+ */
+#include "legacy.h"
+#include "../../../common/options.h"
+#include "../../../common/json.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct legacy {
+    struct upstream base;
+    char *url;
+    struct curl_slist *headers; /* built once: the key never changes in a child */
+};
+
+/* Legacy error names and what they mean for the target. */
+static const struct {
+    const char *name;
+    enum outcome_kind kind;
+    enum cause cause;
+} legacy_errors[] = {
+    {"NotRegistered", OUTCOME_INVALID, CAUSE_NONE},
+    {"InvalidRegistration", OUTCOME_INVALID, CAUSE_NONE},
+    {"Unavailable", OUTCOME_RETRY, CAUSE_UNAVAILABLE},
+    {"InternalServerError", OUTCOME_RETRY, CAUSE_INTERNAL},
+    {"DeviceMessageRateExceeded", OUTCOME_RETRY, CAUSE_RATE_LIMITED},
+    {"TopicsMessageRateExceeded", OUTCOME_RETRY, CAUSE_RATE_LIMITED},
+    {"MissingRegistration", OUTCOME_FAILED, CAUSE_MESSAGE_REJECTED},
+    {"MismatchSenderId", OUTCOME_FAILED, CAUSE_MESSAGE_REJECTED},
+    {"InvalidPackageName", OUTCOME_FAILED, CAUSE_MESSAGE_REJECTED},
+    {"MessageTooBig", OUTCOME_FAILED, CAUSE_MESSAGE_REJECTED},
+    {"InvalidDataKey", OUTCOME_FAILED, CAUSE_MESSAGE_REJECTED},
+    {"InvalidTtl", OUTCOME_FAILED, CAUSE_MESSAGE_REJECTED},
+    {"InvalidApnsCredential", OUTCOME_FAILED, CAUSE_THIRD_PARTY_AUTH},
+};
+
+void legacy_build_body(struct buf *b, const struct push *p, struct target *const *targets, size_t n)
+{
+    static const enum request_opt passed[] = {ROPT_NOTIFICATION, ROPT_COLLAPSE_KEY, ROPT_PRIORITY, ROPT_TIME_TO_LIVE};
+
+    if (p->kind == TARGET_TOPIC) {
+        buf_adds(b, "{\"to\":");
+        buf_add(b, "\"/topics/", 9);
+        buf_add(b, targets[0]->name, targets[0]->len); /* topic names need no escaping */
+        buf_add(b, "\"", 1);
+    } else if (p->kind == TARGET_CONDITION) {
+        buf_adds(b, "{\"condition\":");
+        buf_add_json_string(b, targets[0]->name, targets[0]->len);
+    } else {
+        buf_adds(b, "{\"registration_ids\":[");
+        for (size_t i = 0; i < n; i++) {
+            if (i)
+                buf_add(b, ",", 1);
+            buf_add_json_string(b, targets[i]->name, targets[i]->len);
+        }
+        buf_add(b, "]", 1);
+    }
+    if (p->msg.payload) {
+        buf_adds(b, ",\"data\":");
+        buf_add(b, p->msg.payload, p->msg.payload_len);
+    }
+    for (size_t i = 0; i < sizeof(passed) / sizeof(passed[0]); i++) {
+        if (p->msg.opt[passed[i]] == NULL)
+            continue;
+        buf_addf(b, ",\"%s\":", request_opt_names[passed[i]]);
+        buf_add(b, p->msg.opt[passed[i]], p->msg.opt_len[passed[i]]);
+    }
+    buf_add(b, "}", 1);
+}
+
+static void set_all(struct outcome *out, size_t n, enum outcome_kind kind, enum cause cause, const char *reason)
+{
+    for (size_t i = 0; i < n; i++) {
+        out[i].kind = kind;
+        out[i].cause = cause;
+        out[i].canonical = NULL;
+        out[i].reason = reason;
+    }
+}
+
+/* One result object: {"message_id":...,"registration_id":...} or {"error":...}. */
+static void classify_result(const struct json_doc *d, int obj, struct outcome *o)
+{
+    int err = json_find(d, obj, "error"), rid;
+
+    o->canonical = NULL;
+    if (err >= 0) {
+        for (size_t k = 0; k < sizeof(legacy_errors) / sizeof(legacy_errors[0]); k++) {
+            if (json_is(d, err, legacy_errors[k].name)) {
+                o->kind = legacy_errors[k].kind;
+                o->cause = legacy_errors[k].cause;
+                o->reason = legacy_errors[k].name;
+                return;
+            }
+        }
+        o->kind = OUTCOME_FAILED;
+        o->cause = CAUSE_MESSAGE_REJECTED;
+        o->reason = "unknown upstream error";
+        return;
+    }
+    if (json_find(d, obj, "message_id") < 0) {
+        o->kind = OUTCOME_RETRY;
+        o->cause = CAUSE_MALFORMED_RESPONSE;
+        o->reason = "result without message_id";
+        return;
+    }
+    o->kind = OUTCOME_DELIVERED;
+    o->cause = CAUSE_NONE;
+    o->reason = "delivered";
+    rid = json_find(d, obj, "registration_id");
+    if (rid >= 0 && d->tok[rid].type == JSMN_STRING && json_toklen(d, rid) > 0) {
+        char *c = malloc(json_toklen(d, rid) + 1);
+        if (c != NULL && json_unescape(d, rid, c) > 0) {
+            o->kind = OUTCOME_CANONICAL;
+            o->canonical = c;
+        } else {
+            free(c);
+        }
+    }
+}
+
+void legacy_classify(const struct upstream_result *res, enum target_kind kind, size_t n, struct outcome *out)
+{
+    struct json_doc d;
+    int results;
+
+    if (res->code != CURLE_OK) {
+        set_all(out, n, OUTCOME_RETRY, CAUSE_NETWORK, "no answer from upstream");
+        return;
+    }
+    if (res->status == 429 || res->status >= 500) {
+        set_all(out, n, OUTCOME_RETRY, res->status == 429 ? CAUSE_HTTP_429 : CAUSE_HTTP_5XX,
+                res->status == 429 ? "HTTP 429" : "HTTP 5xx");
+        return;
+    }
+    if (res->status == 401 || res->status == 403) {
+        set_all(out, n, OUTCOME_FAILED, CAUSE_UNAUTHORIZED, "HTTP 401: the upstream refused the API key");
+        return;
+    }
+    if (res->status == 400) {
+        set_all(out, n, OUTCOME_FAILED, CAUSE_BAD_REQUEST, "HTTP 400: the upstream rejected the request");
+        return;
+    }
+    if (res->status != 200) {
+        set_all(out, n, OUTCOME_FAILED, CAUSE_UNEXPECTED_STATUS, "unexpected HTTP status");
+        return;
+    }
+    if (json_parse(&d, res->body, res->len) != 0 || d.tok[0].type != JSMN_OBJECT) {
+        if (d.tok)
+            json_free(&d);
+        set_all(out, n, OUTCOME_RETRY, CAUSE_MALFORMED_RESPONSE, "malformed response");
+        return;
+    }
+    if (kind != TARGET_TOKEN) {
+        classify_result(&d, 0, &out[0]);
+    } else if ((results = json_find(&d, 0, "results")) < 0 || d.tok[results].type != JSMN_ARRAY ||
+               (size_t)d.tok[results].size != n) {
+        set_all(out, n, OUTCOME_RETRY, CAUSE_MALFORMED_RESPONSE, "malformed response");
+    } else {
+        int r = results + 1;
+        for (size_t i = 0; i < n; i++) {
+            if (d.tok[r].type == JSMN_OBJECT)
+                classify_result(&d, r, &out[i]);
+            else
+                set_all(&out[i], 1, OUTCOME_RETRY, CAUSE_MALFORMED_RESPONSE, "malformed response");
+            r = json_skip(&d, r);
+        }
+    }
+    json_free(&d);
+}
+
+static int legacy_prepare(struct upstream *u, struct job *job)
+{
+    struct legacy *l = (struct legacy *)u;
+
+    legacy_build_body(&job->body, job->push, job->targets, job->ntargets);
+    if (job->body.failed)
+        return -1;
+    curl_easy_setopt(job->easy, CURLOPT_URL, l->url);
+    curl_easy_setopt(job->easy, CURLOPT_HTTPHEADER, l->headers);
+    curl_easy_setopt(job->easy, CURLOPT_POSTFIELDS, job->body.data);
+    curl_easy_setopt(job->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)job->body.len);
+    return 0;
+}
+
+static void legacy_classify_job(struct upstream *u, struct job *job, const struct upstream_result *res,
+                                struct outcome *out)
+{
+    (void)u;
+    legacy_classify(res, job->push->kind, job->ntargets, out);
+}
+
+static void legacy_destroy(struct upstream *u)
+{
+    struct legacy *l = (struct legacy *)u;
+
+    curl_slist_free_all(l->headers);
+    free(l->url);
+    free(l);
+}
+
+static const struct upstream_ops legacy_ops = {
+    .name = "legacy",
+    .prepare = legacy_prepare,
+    .classify = legacy_classify_job,
+    .destroy = legacy_destroy,
+};
+
+struct upstream *upstream_legacy_create(const struct fcmd_options *o)
+{
+    struct legacy *l = calloc(1, sizeof(*l));
+    struct buf auth = BUF_INIT;
+    struct curl_slist *h = NULL, *next;
+
+    if (l == NULL)
+        return NULL;
+    l->base.ops = &legacy_ops;
+    l->base.max_targets = LEGACY_MAX_TOKENS;
+    buf_addf(&auth, "Authorization: key=%s", o->apikey);
+    l->url = strdup(o->gcm_url);
+    l->base.url = l->url;
+    if (auth.failed || l->url == NULL)
+        goto fail;
+    /* "Expect:" stops curl from waiting for 100-continue on large bodies. */
+    static const char *const fixed[] = {"Content-Type: application/json", "Expect:"};
+    for (size_t i = 0; i < 2; i++) {
+        if ((next = curl_slist_append(h, fixed[i])) == NULL)
+            goto fail;
+        h = next;
+    }
+    if ((next = curl_slist_append(h, auth.data)) == NULL)
+        goto fail;
+    l->headers = next;
+    /* The key is copied into the list; clear our copy. */
+    memset(auth.data, 0, auth.len);
+    buf_free(&auth);
+    return &l->base;
+fail:
+    curl_slist_free_all(h);
+    buf_free(&auth);
+    free(l->url);
+    free(l);
+    return NULL;
+}

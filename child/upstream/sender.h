@@ -1,0 +1,60 @@
+/*
+ * child/upstream/sender.h - the child's upstream engine: one curl multi handle driven
+ * by the child's libuv loop.
+ *
+ * The sender takes batches of targets from the queue, has the upstream
+ * adapter build each request, runs them multiplexed over a few HTTP/2
+ * connections (or a pool of HTTP/1.1 ones), and applies every outcome:
+ * shared counters, drain lists, retries.
+ */
+#ifndef FCMD_CHILD_UPSTREAM_SENDER_H
+#define FCMD_CHILD_UPSTREAM_SENDER_H
+
+#include <curl/curl.h>
+#include <stddef.h>
+#include <uv.h>
+
+struct fcmd_options;
+struct queue;
+struct shm_region;
+struct upstream;
+struct sender_transfer;
+
+struct sender;
+
+/* A sender whose first upstream, up, serves pushes of kind (an
+ * enum upstream_kind); its URL decides HTTP/2 multiplexing.  Returns NULL
+ * when curl or memory failed (logged). */
+struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, struct queue *q, int kind,
+                             struct upstream *up, struct shm_region *shm, unsigned slot);
+
+/* Pushes for upstream kind k go to up as well.  Returns 0, or -1 when
+ * memory ran out. */
+int sender_set_upstream(struct sender *s, int kind, struct upstream *up);
+
+/* New targets are in the queue: send them on the next loop turn. */
+void sender_kick(struct sender *s);
+
+/* A new easy handle with the sender's fixed options (TLS, timeouts, HTTP
+ * version), for transfers of the adapter's own such as token requests. */
+CURL *sender_new_easy(struct sender *s);
+
+/* Runs easy on the multi handle; t->done() is called when it finished.
+ * Returns 0, or -1 when curl refused the handle (not logged). */
+int sender_add(struct sender *s, CURL *easy, struct sender_transfer *t);
+
+uv_loop_t *sender_loop(const struct sender *s);
+
+struct spool;
+/* With a spool, targets that finish are acknowledged in it. */
+void sender_set_spool(struct sender *s, struct spool *spool);
+
+/* With --redis: the fleet whose live instances share --rate-limit. */
+struct fleet;
+void sender_set_fleet(struct sender *s, struct fleet *f);
+
+/* Says what the log limits held back: once their interval has passed, or
+ * at once with force (at exit). */
+void sender_flush_log(struct sender *s, int force);
+
+#endif

@@ -1,0 +1,121 @@
+/*
+ * child/upstream/upstream.h - the interface every upstream adapter implements.
+ *
+ * The sender knows nothing of any provider's protocol: it takes a batch of
+ * targets from the queue, asks the adapter to turn it into an HTTP request
+ * on a curl easy handle, and when the answer is in asks the adapter to say,
+ * for each target, what happened.  Adding a provider is one new file.
+ */
+#ifndef FCMD_CHILD_UPSTREAM_UPSTREAM_H
+#define FCMD_CHILD_UPSTREAM_UPSTREAM_H
+
+#include <curl/curl.h>
+#include <stddef.h>
+#include <uv.h>
+
+#include "../../shm/metrics.h"
+#include "../core/buf.h"
+#include "../core/queue.h"
+
+struct fcmd_options;
+struct sender;
+struct send_request;
+struct shm_slot;
+struct shm_region;
+
+enum outcome_kind {
+    OUTCOME_DELIVERED, /* the upstream took it */
+    OUTCOME_CANONICAL, /* delivered, and the device has a new token */
+    OUTCOME_INVALID,   /* the token is dead for good: notregistered */
+    OUTCOME_RETRY,     /* a transient failure: try again later */
+    OUTCOME_FAILED,    /* a permanent failure that is not the token's */
+};
+
+struct outcome {
+    enum outcome_kind kind;
+    enum cause cause;   /* OUTCOME_RETRY and OUTCOME_FAILED: why, for the metrics */
+    char *canonical;    /* OUTCOME_CANONICAL: malloc'd new token */
+    const char *reason; /* static text for logs: the upstream's error name */
+};
+
+/* A transfer on the sender's multi handle: done() runs when it finished. */
+struct sender_transfer {
+    void (*done)(struct sender_transfer *t, CURLcode code);
+};
+
+/* One upstream HTTP request in flight. */
+struct job {
+    struct sender_transfer xfer; /* first: the easy handle's PRIVATE */
+    struct sender *sender;
+    struct upstream *up; /* the adapter that built it */
+    void *adapter_data;  /* the adapter's, released by ops->release */
+    struct push *push;
+    struct target **targets;
+    size_t ntargets;
+    CURL *easy;
+    struct buf body;     /* request body, built by the adapter */
+    struct buf response; /* response body */
+    long retry_after_ms; /* from Retry-After, -1 when absent */
+    char detail[256];    /* the upstream's own words about a failure, for the log */
+    char error[CURL_ERROR_SIZE];
+};
+
+/* What came back for a job. */
+struct upstream_result {
+    CURLcode code; /* CURLE_OK when an HTTP answer arrived */
+    long status;   /* HTTP status */
+    const char *body;
+    size_t len;
+};
+
+struct upstream;
+
+struct upstream_ops {
+    const char *name;
+    /* Optional: starts what the adapter runs by itself (token refresh...)
+     * once the sender exists.  Returns 0 or -1. */
+    int (*start)(struct upstream *u, struct sender *s, struct shm_slot *slot);
+    /* Optional: extra checks of a /gcm/send request for this upstream.
+     * Returns 0, or -EINVAL with a one-line reason in err. */
+    int (*check)(struct upstream *u, const struct send_request *r, char *err, size_t errlen);
+    /* Optional: whether a request can be built now (e.g. a token is at hand).
+     * When it says no, the adapter kicks the sender once it can. */
+    int (*ready)(struct upstream *u);
+    /* Builds the request for job (body, URL, headers on job->easy).
+     * Returns 0, or -1 when memory ran out. */
+    int (*prepare)(struct upstream *u, struct job *job);
+    /* Fills out[0..job->ntargets) from the result. */
+    void (*classify)(struct upstream *u, struct job *job, const struct upstream_result *res, struct outcome *out);
+    /* Optional: frees what prepare attached to the job. */
+    void (*release)(struct upstream *u, struct job *job);
+    void (*destroy)(struct upstream *u);
+};
+
+struct upstream {
+    const struct upstream_ops *ops;
+    unsigned app;       /* the app it serves: 0 the default, i the child's o->apps[i - 1] */
+    size_t max_targets; /* targets one job may carry */
+    const char *url;    /* where requests go; its scheme picks HTTP/2 or HTTP/1.1 */
+};
+
+/* The legacy GCM/FCM adapter (upstream_legacy.c).  NULL when out of memory. */
+struct upstream *upstream_legacy_create(const struct fcmd_options *o);
+
+/* The FCM HTTP v1 adapter (upstream_v1.c).  NULL when out of memory. */
+struct upstream *upstream_v1_create(const struct fcmd_options *o);
+
+/* The APNs adapter (upstream_apns.c), for /apns/send, signing with the
+ * provider token its app shares with every worker.  NULL when out of
+ * memory. */
+struct provider_token;
+struct upstream *upstream_apns_create(const struct fcmd_options *o, struct provider_token *token);
+
+/* The adapter of an app whose credentials could not be read: never ready,
+ * so its targets wait (upstream_wait.c).  NULL when out of memory. */
+struct upstream *upstream_wait_create(const char *url);
+
+/* Reads one APNs answer into out; *expired says Apple called the provider
+ * token expired, detail gets Apple's reason.  Returns 0. */
+int apns_classify(const struct upstream_result *res, struct outcome *out, int *expired, char *detail, size_t dlen);
+
+#endif
