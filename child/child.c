@@ -18,9 +18,11 @@
 #include "http/http.h"
 #include "upstream/sender.h"
 #include "store/spool.h"
+#include "upstream/apns/apns_request.h"
 #include "upstream/upstream.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,7 +66,7 @@ static void on_stop_tick(uv_timer_t *t)
     /* Fleet mode: drain answers not written by now go back to the lists
      * through Redis, which takes a round trip the loop must still run. */
     if (c->fleet != NULL)
-        http_give_back_drains(c);
+        http_give_back_drains(&c->http);
     /* What this child counted reaches Redis before it goes (fleet mode). */
     if (c->fleet != NULL && !fleet_flushed(c->fleet) && now < c->stop_deadline)
         return;
@@ -109,7 +111,7 @@ static void on_reopen_signal(uv_signal_t *s, int signo)
     (void)signo;
     if ((rc = log_reopen()) != 0)
         log_error("open(%s) failed, the log stays where it was: %s", log_path(), strerror(-rc));
-    http_reopen_access_log(c);
+    http_reopen_access_log(&c->http);
 }
 
 static int watch_signals(struct child *c)
@@ -142,6 +144,7 @@ static int unblock_signals(void)
     return 0;
 }
 
+/* Pushes came from the spool or the queue in Redis: send them. */
 static void on_replayed(void *arg)
 {
     sender_kick(arg);
@@ -162,7 +165,7 @@ static void on_fq_push_done(void *arg, struct push *p)
 static int open_fleet_queue(struct child *c)
 {
     c->fq = fleet_queue_start(&c->loop, c->fleet, c->opts, c->shm, (unsigned)(c->slot - c->shm->slots), &c->queue,
-                              c->sender, &c->limits);
+                              on_replayed, c->sender, &c->limits);
     if (c->fq == NULL)
         return -1;
     c->queue.on_push_done = on_fq_push_done;
@@ -176,14 +179,29 @@ static void on_rescan_signal(uv_signal_t *h, int signo)
     spool_scan(((struct child *)h->data)->spool);
 }
 
+/* The sender's word that targets are done for good, for the spool. */
+static void ack_in_spool(void *spool, struct push *p, const uint32_t *indexes, size_t n)
+{
+    spool_ack(spool, p, indexes, n);
+}
+
+/* The fleet's live instances, for the sender's share of --rate-limit. */
+static unsigned live_instances(void *fleet)
+{
+    struct fleet_totals ft;
+
+    return fleet_totals(fleet, &ft) == 0 && ft.instances <= UINT_MAX ? (unsigned)ft.instances : 0;
+}
+
 /* The spool, and at once the work that dead children left in it. */
 static int open_spool(struct child *c)
 {
-    if ((c->spool = spool_open(&c->loop, c->opts, c->shm, c->slot, &c->queue, on_replayed, c->sender)) == NULL)
+    if ((c->spool = spool_open(&c->loop, c->opts, c->shm, c->slot, &c->queue, &c->limits, on_replayed,
+                                c->sender)) == NULL)
         return -1;
     c->queue.on_push_done = on_push_done;
     c->queue.arg = c->spool;
-    sender_set_spool(c->sender, c->spool);
+    sender_on_final(c->sender, ack_in_spool, c->spool);
     if (uv_signal_init(&c->loop, &c->sigusr2) != 0 || uv_signal_start(&c->sigusr2, on_rescan_signal, SIGUSR2) != 0)
         return -1;
     c->sigusr2.data = c;
@@ -197,7 +215,6 @@ static int setup_http(struct child *c)
     h2o_hostconf_t *host;
 
     h2o_config_init(&c->config);
-    h2o_linklist_init_anchor(&c->drains);
     c->config.server_name = h2o_iovec_init(H2O_STRLIT("fcmd"));
     /* h2o refuses what is far beyond the limit (HTTP/1.1: its own 413;
      * HTTP/2: RST_STREAM); a little beyond it, fcmd answers a JSON 413. */
@@ -208,7 +225,23 @@ static int setup_http(struct child *c)
     c->config.http1.req_timeout = (uint64_t)c->opts->client_timeout * 1000;
     c->config.http2.idle_timeout = (uint64_t)c->opts->client_timeout * 1000;
     host = h2o_config_register_host(&c->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
-    if (host == NULL || http_register(c, host) != 0)
+    c->http = (struct http_server){.opts = c->opts,
+                                   .shm = c->shm,
+                                   .slot = c->slot,
+                                   .worker_id = c->worker_id,
+                                   .upstream_name = child_upstream_name(c),
+                                   .queue = &c->queue,
+                                   .ups = c->ups,
+                                   .sender = c->sender,
+                                   .spool = c->spool,
+                                   .fleet = c->fleet,
+                                   .fq = c->fq,
+                                   .conns = &c->conns,
+                                   .limits = &c->limits,
+                                   .stopping = &c->stopping,
+                                   .auth_scopes = options_auth_scopes(c->opts),
+                                   .access_log_fd = -1};
+    if (host == NULL || http_register(&c->http, host) != 0)
         return -1;
     h2o_context_init(&c->ctx, &c->loop, &c->config);
     c->accept_ctx.ctx = &c->ctx;
@@ -300,8 +333,8 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
     c->shm = shm;
     c->slot = &shm->slots[slot];
     snprintf(c->worker_id, sizeof(c->worker_id), "%u", slot);
-    c->auth_scopes = options_auth_scopes(o);
-    c->limits = (struct request_limits){(size_t)o->max_body_bytes, (size_t)o->max_tokens, (size_t)o->max_payload_bytes};
+    c->limits = (struct request_limits){(size_t)o->max_body_bytes, (size_t)o->max_tokens, (size_t)o->max_payload_bytes,
+                                        .rules = {[UPSTREAM_APNS] = &apns_request_rules}};
     queue_init(&c->queue, (size_t)o->queue_size, (size_t)o->queue_max_bytes);
     if (uv_loop_init(&c->loop) != 0) {
         log_error("uv_loop_init() failed");
@@ -313,7 +346,7 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
         (o->spool != NULL && open_spool(c) != 0) ||
         (o->redis != NULL && (c->fleet = fleet_start(&c->loop, o->redis, o->redis_password, shm, slot,
                                                      (unsigned)o->redis_drain_lease)) == NULL) ||
-        (sender_set_fleet(c->sender, c->fleet), 0) || (o->redis_queue && open_fleet_queue(c) != 0) ||
+        (c->fleet != NULL && (sender_share_rate(c->sender, live_instances, c->fleet), 0)) || (o->redis_queue && open_fleet_queue(c) != 0) ||
         setup_http(c) != 0 || watch_signals(c) != 0 || unblock_signals() != 0 || open_listener(c, listen_fd) != 0) {
         log_error("child set-up failed");
         return 1;
@@ -325,7 +358,7 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
     atomic_store(&c->slot->ready, 1);
     kill(getppid(), SIGUSR2);
     uv_run(&c->loop, UV_RUN_DEFAULT);
-    http_give_back_drains(c);
+    http_give_back_drains(&c->http);
     sender_flush_log(c->sender, 1);
     spool_close(c->spool);
     return 0;

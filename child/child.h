@@ -14,6 +14,7 @@
 #include "../common/options.h"
 #include "../shm/region.h"
 #include "http/conn.h"
+#include "http/http.h"
 #include "core/queue.h"
 #include "upstream/upstream.h"
 
@@ -61,11 +62,8 @@ struct child {
     struct fleet_queue *fq;       /* with --redis-queue, else NULL */
     uv_signal_t sigusr2;          /* the master: a child died, look for its spool segments */
     struct conn_set conns;        /* open HTTP connections */
-    h2o_linklist_t drains;        /* drain answers holding entries until written */
-    int auth_scopes;              /* AUTH_* bits the auth token protects */
+    struct http_server http;      /* what the endpoints reach */
     struct request_limits limits; /* what one /gcm/send request may hold */
-    int access_log_fd;            /* with --access-log: where h2o's lines go; SIGUSR1 reopens it */
-    int access_log_failing;       /* a write to it failed and was logged; said again only after a success */
     int stopping;
     uint64_t stop_started;
     uint64_t stop_deadline;

@@ -170,7 +170,7 @@ static int cmp(const void *a, const void *b)
 int main(void)
 {
     static const char ct[] = "application/json";
-    struct request_limits lim = {64u << 20, 1000000, 16u << 20};
+    struct request_limits lim = {64u << 20, 1000000, 16u << 20, {NULL}};
     double base = 0;
     int rounds = getenv("ROUNDS") ? atoi(getenv("ROUNDS")) : 21;
 

@@ -9,7 +9,6 @@
 #include "request.h"
 #include "../../common/json.h"
 #include "../../common/options.h"
-#include "../upstream/apns/apns_request.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -41,7 +40,7 @@ static int set_app(struct send_request *r, const char *name, size_t n, char *err
  * text goes, and the one capacity of its targets array. */
 struct parse {
     struct send_request *r;
-    int apns; /* the /apns/send rules */
+    const struct request_rules *rules; /* the provider's, or NULL for FCM's body */
     const struct request_limits *lim;
     size_t cap;
     char *out;
@@ -184,7 +183,7 @@ static int parse_form(const char *body, size_t len, struct parse *ps, char *err,
         } else if (strcmp(key, "app") == 0) {
             if ((rc = set_app(r, val, (size_t)vlen, err, errlen)) != 0)
                 return rc;
-        } else if (ps->apns && (rc = apns_form_field(key, val, (size_t)vlen, &r->msg, err, errlen)) != 0) {
+        } else if (ps->rules != NULL && (rc = ps->rules->form_field(key, val, (size_t)vlen, &r->msg, err, errlen)) != 0) {
             return rc;
         }
     }
@@ -194,7 +193,7 @@ static int parse_form(const char *body, size_t len, struct parse *ps, char *err,
         return ERR("payload is missing");
     if ((rc = check_payload(r->msg.payload, r->msg.payload_len, ps->lim, err, errlen)) != 0)
         return rc;
-    return ps->apns ? apns_check_request(r, err, errlen) : 0;
+    return ps->rules != NULL ? ps->rules->check(r, err, errlen) : 0;
 }
 
 /* ---- application/json ---- */
@@ -304,9 +303,9 @@ static int json_member(const struct json_doc *d, int key, struct parse *ps, char
         ps->out += n + 1;
         return rc;
     }
-    if (ps->apns && !json_is(d, key, "payload")) {
-        int rc = apns_json_member(d, key, &r->msg, &ps->out, err, errlen);
-        if (rc != APNS_NOT_MINE)
+    if (ps->rules != NULL && !json_is(d, key, "payload")) {
+        int rc = ps->rules->json_member(d, key, &r->msg, &ps->out, err, errlen);
+        if (rc != -ENOENT)
             return rc;
         return ERR("unknown field \"%.*s\"", (int)(json_toklen(d, key) > 64 ? 64 : json_toklen(d, key)),
                    json_tokptr(d, key));
@@ -400,7 +399,7 @@ static int parse_json(const char *body, size_t len, struct parse *ps, char *err,
     key = 1;
     for (int m = 0; m < d.tok[0].size && rc == 0; m++) {
         kinds |= json_is(&d, key, "tokens")      ? 1u
-                 : ps->apns                      ? 0u /* its topic is a header */
+                 : ps->rules != NULL             ? 0u /* a provider's topic is its own */
                  : json_is(&d, key, "topic")     ? 2u
                  : json_is(&d, key, "condition") ? 4u
                                                  : 0u;
@@ -421,7 +420,7 @@ static int parse_json(const char *body, size_t len, struct parse *ps, char *err,
         return ERR("payload and message options are larger than %zu bytes together", ps->lim->max_payload);
     /* The raw texts still point into the body: give them their own copies. */
     message_copy(&r->msg, &r->msg, ps->out);
-    return ps->apns ? apns_check_request(r, err, errlen) : 0;
+    return ps->rules != NULL ? ps->rules->check(r, err, errlen) : 0;
 }
 
 static int ctype_is(const char *ct, size_t n, const char *want)
@@ -439,7 +438,7 @@ static int ctype_is(const char *ct, size_t n, const char *want)
     return n == 0 || *ct == ';';
 }
 
-static const struct request_limits defaults = {REQUEST_MAX_BODY, REQUEST_MAX_TOKENS, REQUEST_MAX_PAYLOAD};
+static const struct request_limits defaults = {REQUEST_MAX_BODY, REQUEST_MAX_TOKENS, REQUEST_MAX_PAYLOAD, {NULL}};
 
 int request_parse(const char *ctype, size_t ctype_len, const char *body, size_t len, const struct request_limits *lim,
                   struct send_request *r, char *err, size_t errlen)
@@ -457,7 +456,9 @@ int request_parse_for(enum upstream_kind upstream, const char *ctype, size_t cty
         lim = &defaults;
     memset(r, 0, sizeof(*r));
     r->upstream = upstream;
-    ps = (struct parse){r, upstream == UPSTREAM_APNS, lim, 0, NULL};
+    ps = (struct parse){r, upstream == UPSTREAM_FCM ? NULL : lim->rules[upstream], lim, 0, NULL};
+    if (upstream != UPSTREAM_FCM && ps.rules == NULL)
+        return ERR("this instance has no rules for upstream %d", (int)upstream);
     if (len > lim->max_body) {
         snprintf(err, errlen, "body is larger than %zu bytes", lim->max_body);
         return -EMSGSIZE;
@@ -504,10 +505,11 @@ int request_check(const struct send_request *r, const struct request_limits *lim
         return ERR("payload is missing");
     if (r->msg.payload != NULL && (rc = check_payload(r->msg.payload, r->msg.payload_len, lim, err, errlen)) != 0)
         return rc;
-    if (r->upstream == UPSTREAM_APNS)
-        return r->kind == TARGET_TOKEN ? apns_check_request(r, err, errlen) : ERR("APNs sends to device tokens only");
-    if (r->upstream != UPSTREAM_FCM)
-        return ERR("unknown upstream %d", (int)r->upstream);
+    if (r->upstream != UPSTREAM_FCM) {
+        if ((unsigned)r->upstream >= UPSTREAM_KINDS || lim->rules[r->upstream] == NULL)
+            return ERR("unknown upstream %d", (int)r->upstream);
+        return lim->rules[r->upstream]->check(r, err, errlen);
+    }
     for (int o = 0; o < ROPT_FCM_COUNT; o++) {
         struct json_doc d;
         if (r->msg.opt[o] == NULL)

@@ -24,7 +24,7 @@ enum target_kind { TARGET_TOKEN, TARGET_TOPIC, TARGET_CONDITION };
 enum upstream_kind { UPSTREAM_FCM, UPSTREAM_APNS, UPSTREAM_KINDS };
 
 /* Message options a request may carry: FCM's as their raw JSON text,
- * APNs' as the text of their header (request_apns.h). */
+ * APNs' as the text of their header (upstream/apns/apns_request.h). */
 enum request_opt {
     ROPT_NOTIFICATION,
     ROPT_ANDROID,
@@ -77,11 +77,33 @@ struct send_request {
     char *storage; /* owns every string above */
 };
 
-/* What one request may hold; a NULL limits means the defaults above. */
+/* What a provider adds to the GoCM body (tokens, payload, app, and FCM's
+ * topic, condition and options), so that the parser holds no provider's
+ * fields: each upstream kind other than FCM has one, in its own folder
+ * (child/upstream/apns/apns_request.c), and the worker names them in its
+ * request_limits.  With rules, every member but tokens, app and payload is
+ * the provider's to take or refuse. */
+struct json_doc;
+struct request_rules {
+    /* A form field that is not tokens, app or payload.  Returns 0 (also for
+     * a field it ignores), or -EINVAL with a reason in err. */
+    int (*form_field)(const char *key, const char *val, size_t n, struct message *m, char *err, size_t errlen);
+    /* A JSON member (key, its value at key + 1); strings are unescaped to
+     * *out, which moves past them.  Returns 0, -EINVAL with a reason, or
+     * -ENOENT when the member is none of the provider's. */
+    int (*json_member)(const struct json_doc *d, int key, struct message *m, char **out, char *err, size_t errlen);
+    /* The whole request, parsed or read back from a store, after the
+     * generic checks.  Returns 0, or -EINVAL with a reason in err. */
+    int (*check)(const struct send_request *r, char *err, size_t errlen);
+};
+
+/* What one request may hold; a NULL limits means the defaults above and
+ * FCM's body alone. */
 struct request_limits {
     size_t max_body;    /* bytes */
     size_t max_tokens;  /* targets */
     size_t max_payload; /* bytes of the payload's JSON text */
+    const struct request_rules *rules[UPSTREAM_KINDS]; /* by upstream kind; NULL for FCM */
 };
 
 /* Parses body according to the Content-Type value.  Returns 0, or with a
@@ -90,7 +112,8 @@ struct request_limits {
 int request_parse(const char *ctype, size_t ctype_len, const char *body, size_t len, const struct request_limits *lim,
                   struct send_request *r, char *err, size_t errlen);
 
-/* The same for upstream's endpoint (request_parse is FCM's). */
+/* The same for upstream's endpoint (request_parse is FCM's), with
+ * lim->rules[upstream]; a kind other than FCM without rules is -EINVAL. */
 int request_parse_for(enum upstream_kind upstream, const char *ctype, size_t ctype_len, const char *body, size_t len,
                       const struct request_limits *lim, struct send_request *r, char *err, size_t errlen);
 

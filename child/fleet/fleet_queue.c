@@ -29,7 +29,6 @@
 #include "../core/buf.h"
 #include "fleet.h"
 #include "../core/queue.h"
-#include "../upstream/sender.h"
 #include "../store/spool_record.h"
 #include "../store/spool_replay.h"
 
@@ -229,7 +228,8 @@ struct fleet_queue {
     struct fleet *f;
     struct shm_slot *slot;
     struct queue *q;
-    struct sender *s;
+    void (*taken)(void *arg); /* after a read brought entries: the worker sends them */
+    void *taken_arg;
     const struct request_limits *limits;
     const struct fcmd_options *opts; /* the apps a push may name */
     long max;             /* --redis-queue-max */
@@ -648,7 +648,7 @@ static void take_entries(struct fleet_queue *fq, const redisReply *v, int claime
         return;
     for (size_t i = 0; i < v->elements; i++)
         take_entry(fq, v->element[i], claimed);
-    sender_kick(fq->s);
+    fq->taken(fq->taken_arg);
     kick(fq); /* acknowledgements of skipped entries */
 }
 
@@ -1006,8 +1006,8 @@ static void on_tick(uv_timer_t *t)
 }
 
 struct fleet_queue *fleet_queue_start(uv_loop_t *loop, struct fleet *f, const struct fcmd_options *o,
-                                      struct shm_region *shm, unsigned slot, struct queue *q, struct sender *s,
-                                      const struct request_limits *limits)
+                                      struct shm_region *shm, unsigned slot, struct queue *q,
+                                      void (*taken)(void *arg), void *arg, const struct request_limits *limits)
 {
     struct fleet_queue *fq = calloc(1, sizeof(*fq));
     uint64_t rnd = uv_hrtime() ^ ((uint64_t)getpid() << 32);
@@ -1018,7 +1018,8 @@ struct fleet_queue *fleet_queue_start(uv_loop_t *loop, struct fleet *f, const st
     fq->f = f;
     fq->slot = &shm->slots[slot];
     fq->q = q;
-    fq->s = s;
+    fq->taken = taken;
+    fq->taken_arg = arg;
     fq->limits = limits;
     fq->opts = o;
     fq->max = o->redis_queue_max;

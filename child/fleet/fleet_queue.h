@@ -28,7 +28,6 @@
 struct fleet;
 struct fcmd_options;
 struct queue;
-struct sender;
 struct push;
 struct fleet_queue;
 
@@ -49,9 +48,11 @@ struct fq_waiter {
     uint64_t at; /* when it came: the deadline runs from here */
 };
 
+/* Entries taken from the stream go into q; taken(arg) is called after
+ * each read that brought some, so the worker sends them. */
 struct fleet_queue *fleet_queue_start(uv_loop_t *loop, struct fleet *f, const struct fcmd_options *o,
-                                      struct shm_region *shm, unsigned slot, struct queue *q, struct sender *s,
-                                      const struct request_limits *limits);
+                                      struct shm_region *shm, unsigned slot, struct queue *q,
+                                      void (*taken)(void *arg), void *arg, const struct request_limits *limits);
 
 /* Adds r to the stream; done(arg, status) runs from the loop once Redis
  * answered, or the deadline passed.  Returns 0, or the status for an answer

@@ -9,11 +9,11 @@
  * only once it is written.  The upstream work happens later, in the sender.
  */
 #include "http.h"
+#include "conn.h"
 #include "../../common/log.h"
 #include "../../common/options.h"
 #include "../../shm/region.h"
 #include "../core/buf.h"
-#include "../child.h"
 #include "../fleet/fleet.h"
 #include "../fleet/fleet_queue.h"
 #include "../observe/metrics.h"
@@ -35,10 +35,10 @@
 
 struct fcmd_handler {
     h2o_handler_t super;
-    struct child *child;
+    struct http_server *hs;
 };
 
-typedef int (*endpoint_fn)(struct child *c, h2o_req_t *req);
+typedef int (*endpoint_fn)(struct http_server *hs, h2o_req_t *req);
 
 #define U(x) ((unsigned long long)(x))
 
@@ -139,7 +139,7 @@ struct deferred {
     struct fq_waiter fqw; /* with --redis-queue: waiting for Redis instead */
     h2o_req_t *req;
     struct deferred **link;
-    struct child *child;
+    struct http_server *hs;
     struct push *push;
     int json;
     enum endpoint ep;
@@ -155,39 +155,39 @@ static void on_request_gone(void *p)
 }
 
 /* The push is in; count it and let the sender have it. */
-static void release_push(struct child *c, struct push *p)
+static void release_push(struct http_server *hs, struct push *p)
 {
-    queue_commit(&c->queue, p);
-    shm_add(c->slot, SHM_ACCEPTED, p->ntargets);
-    shm_app_add(c->shm, c->slot, child_app_row(c, p->app), (unsigned)p->upstream, SHM_UP_ACCEPTED, p->ntargets);
-    shm_pending_add(c->slot, (int64_t)p->ntargets);
-    sender_kick(c->sender);
+    queue_commit(hs->queue, p);
+    shm_add(hs->slot, SHM_ACCEPTED, p->ntargets);
+    shm_app_add(hs->shm, hs->slot, shm_app_row_of(hs->opts, p->app), (unsigned)p->upstream, SHM_UP_ACCEPTED, p->ntargets);
+    shm_pending_add(hs->slot, (int64_t)p->ntargets);
+    sender_kick(hs->sender);
 }
 
 static void on_durable(void *arg, int ok)
 {
     struct deferred *d = arg;
-    struct child *c = d->child;
+    struct http_server *hs = d->hs;
     h2o_req_t *req = d->req;
     size_t n = d->push->ntargets;
 
     if (ok) {
-        release_push(c, d->push);
+        release_push(hs, d->push);
     } else {
         struct spool_mark m = {d->push->spool_seg, d->push->spool_id};
-        spool_forget(c->spool, &m, n);
-        spool_push_done(c->spool, d->push);
-        queue_discard(&c->queue, d->push);
+        spool_forget(hs->spool, &m, n);
+        spool_push_done(hs->spool, d->push);
+        queue_discard(hs->queue, d->push);
     }
     if (req != NULL) {
         *d->link = NULL;
-        conn_progress(&d->child->conns, req); /* answered: the client timeout starts again */
+        conn_progress(d->hs->conns, req); /* answered: the client timeout starts again */
         if (ok)
             respond_accepted(req, d->json, n);
         else
             respond_busy(req, "spool sync failed");
-        atomic_fetch_add_explicit(&c->slot->http[d->ep][http_status_index(req->res.status)], 1, memory_order_relaxed);
-        histogram_observe(&c->slot->send_latency, send_bounds_us, (uv_hrtime() - d->start) / 1000);
+        atomic_fetch_add_explicit(&hs->slot->http[d->ep][http_status_index(req->res.status)], 1, memory_order_relaxed);
+        histogram_observe(&hs->slot->send_latency, send_bounds_us, (uv_hrtime() - d->start) / 1000);
     }
     free(d);
 }
@@ -204,28 +204,28 @@ static const char *const fq_refusal[] = {
 static void on_queued(void *arg, enum fq_status st, size_t n)
 {
     struct deferred *d = arg;
-    struct child *c = d->child;
+    struct http_server *hs = d->hs;
     h2o_req_t *req = d->req;
 
     if (st == FQ_OK)
-        shm_add(c->slot, SHM_ACCEPTED, n);
+        shm_add(hs->slot, SHM_ACCEPTED, n);
     if (req != NULL) {
         *d->link = NULL;
-        conn_progress(&c->conns, req);
+        conn_progress(hs->conns, req);
         if (st == FQ_OK)
             respond_accepted(req, d->json, n);
         else
             respond_busy(req, fq_refusal[st]);
-        atomic_fetch_add_explicit(&c->slot->http[d->ep][http_status_index(req->res.status)], 1,
+        atomic_fetch_add_explicit(&hs->slot->http[d->ep][http_status_index(req->res.status)], 1,
                                   memory_order_relaxed);
-        histogram_observe(&c->slot->send_latency, send_bounds_us, (uv_hrtime() - d->start) / 1000);
+        histogram_observe(&hs->slot->send_latency, send_bounds_us, (uv_hrtime() - d->start) / 1000);
     }
     free(d);
 }
 
 /* With --redis-queue the push goes to Redis, not to this worker's queue:
  * the answer waits for Redis. */
-static int send_to_redis(struct child *c, h2o_req_t *req, struct send_request *r, uint64_t start, enum endpoint ep)
+static int send_to_redis(struct http_server *hs, h2o_req_t *req, struct send_request *r, uint64_t start, enum endpoint ep)
 {
     struct deferred *d = calloc(1, sizeof(*d));
     enum fq_status st;
@@ -234,8 +234,8 @@ static int send_to_redis(struct child *c, h2o_req_t *req, struct send_request *r
         request_free(r);
         return respond_busy(req, "out of memory");
     }
-    *d = (struct deferred){.req = req, .child = c, .json = r->format == REQUEST_JSON, .start = start, .ep = ep};
-    st = fleet_queue_add(c->fq, r, &d->fqw, on_queued, d);
+    *d = (struct deferred){.req = req, .hs = hs, .json = r->format == REQUEST_JSON, .start = start, .ep = ep};
+    st = fleet_queue_add(hs->fq, r, &d->fqw, on_queued, d);
     request_free(r);
     if (st != FQ_OK) {
         free(d);
@@ -252,34 +252,34 @@ static int send_to_redis(struct child *c, h2o_req_t *req, struct send_request *r
 
 /* Writes the push to the spool (if any) and stages it in the queue.
  * Returns NULL with the reason for a 503 in *why. */
-static struct push *stage_push(struct child *c, const struct send_request *r, size_t cost, size_t body_len,
+static struct push *stage_push(struct http_server *hs, const struct send_request *r, size_t cost, size_t body_len,
                                const char **why)
 {
     struct spool_mark mark;
     struct push *p;
 
-    if (!queue_has_room(&c->queue, r->ntargets, cost)) {
+    if (!queue_has_room(hs->queue, r->ntargets, cost)) {
         *why = "queue full";
         return NULL;
     }
-    if (c->spool != NULL) {
-        if (!spool_has_room(c->spool, body_len + 64 * r->ntargets)) {
+    if (hs->spool != NULL) {
+        if (!spool_has_room(hs->spool, body_len + 64 * r->ntargets)) {
             *why = "spool full";
             return NULL;
         }
-        if (spool_append(c->spool, r, &mark) != 0) {
+        if (spool_append(hs->spool, r, &mark) != 0) {
             *why = "spool write failed";
             return NULL;
         }
     }
-    if ((p = queue_stage(&c->queue, r)) == NULL) {
+    if ((p = queue_stage(hs->queue, r)) == NULL) {
         *why = "out of memory";
-        if (c->spool != NULL)
-            spool_forget(c->spool, &mark, r->ntargets);
+        if (hs->spool != NULL)
+            spool_forget(hs->spool, &mark, r->ntargets);
         return NULL;
     }
-    if (c->spool != NULL)
-        spool_bind(c->spool, &mark, p);
+    if (hs->spool != NULL)
+        spool_bind(hs->spool, &mark, p);
     return p;
 }
 
@@ -288,7 +288,7 @@ static struct push *stage_push(struct child *c, const struct send_request *r, si
  * r->app to the header's name when only the header gave one, or to NULL for
  * the default app, so the spool records the app by its name) and returns
  * the adapter of that app for kind, or NULL with a reason in err. */
-static struct upstream *select_app(struct child *c, h2o_req_t *req, enum upstream_kind kind, struct send_request *r,
+static struct upstream *select_app(struct http_server *hs, h2o_req_t *req, enum upstream_kind kind, struct send_request *r,
                                    char *err, size_t errlen)
 {
     ssize_t h = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-fcmd-app"), -1);
@@ -316,28 +316,28 @@ static struct upstream *select_app(struct child *c, h2o_req_t *req, enum upstrea
         r->app = v.base;
         r->app_len = v.len;
     }
-    if ((a = options_app_find(c->opts, r->app, r->app_len)) < 0) {
+    if ((a = options_app_find(hs->opts, r->app, r->app_len)) < 0) {
         snprintf(err, errlen, "unknown app \"%.*s\"", (int)r->app_len, r->app);
         return NULL;
     }
     if (a == APP_DEFAULT)
         r->app = NULL, r->app_len = 0;
     r->app_index = (unsigned)a;
-    if ((up = c->ups[a][kind]) == NULL) {
+    if ((up = hs->ups[a][kind]) == NULL) {
         if (a == APP_DEFAULT)
             snprintf(err, errlen, "the default app has no %s credentials: name an app with \"app\" or X-Fcmd-App",
                      what);
         else
-            snprintf(err, errlen, "app \"%s\" has no %s credentials", options_app_name(c->opts, (unsigned)a), what);
+            snprintf(err, errlen, "app \"%s\" has no %s credentials", options_app_name(hs->opts, (unsigned)a), what);
     }
     return up;
 }
 
 /* Whether any app can send to upstream kind. */
-static int serves(const struct child *c, enum upstream_kind kind)
+static int serves(const struct http_server *hs, enum upstream_kind kind)
 {
-    for (unsigned a = 0; a <= c->opts->napps; a++)
-        if (c->ups[a][kind] != NULL)
+    for (unsigned a = 0; a <= hs->opts->napps; a++)
+        if (hs->ups[a][kind] != NULL)
             return 1;
     return 0;
 }
@@ -345,10 +345,10 @@ static int serves(const struct child *c, enum upstream_kind kind)
 /* Whether app a can send now: each of its adapters is ready (an FCM v1 app
  * has an access token; an app whose credentials a reload could not read
  * never is). */
-static int app_healthy(const struct child *c, unsigned a)
+static int app_healthy(const struct http_server *hs, unsigned a)
 {
     for (int k = 0; k < UPSTREAM_KINDS; k++) {
-        struct upstream *up = c->ups[a][k];
+        struct upstream *up = hs->ups[a][k];
         if (up != NULL && up->ops->ready != NULL && !up->ops->ready(up))
             return 0;
     }
@@ -357,7 +357,7 @@ static int app_healthy(const struct child *c, unsigned a)
 
 /* /gcm/send and /apns/send: the same answers, limits and durability; only
  * the request's rules and the upstream differ. */
-static int send_to(struct child *c, h2o_req_t *req, enum upstream_kind kind)
+static int send_to(struct http_server *hs, h2o_req_t *req, enum upstream_kind kind)
 {
     struct upstream *up = NULL;
     struct send_request r;
@@ -379,28 +379,28 @@ static int send_to(struct child *c, h2o_req_t *req, enum upstream_kind kind)
         ctype_len = req->headers.entries[h].value.len;
     }
     rc = request_parse_for(kind, ctype, ctype_len, req->entity.base ? req->entity.base : "", req->entity.len,
-                           &c->limits, &r, err, sizeof(err));
-    if (rc == 0 && (up = select_app(c, req, kind, &r, err, sizeof(err))) == NULL) {
+                           hs->limits, &r, err, sizeof(err));
+    if (rc == 0 && (up = select_app(hs, req, kind, &r, err, sizeof(err))) == NULL) {
         request_free(&r);
         rc = -EINVAL;
     }
     if (rc == 0 && up->ops->check != NULL && (rc = up->ops->check(up, &r, err, sizeof(err))) != 0)
         request_free(&r);
-    if (rc == 0 && !queue_could_fit(&c->queue, r.ntargets, cost = queue_cost(&r))) {
+    if (rc == 0 && !queue_could_fit(hs->queue, r.ntargets, cost = queue_cost(&r))) {
         snprintf(err, sizeof(err), "request holds more than a worker's whole queue (--queue-size, --queue-max-bytes)");
         request_free(&r);
         rc = -EMSGSIZE;
     }
     if (rc != 0)
         return respond_error(req, request_status(rc), err);
-    if (c->fq != NULL)
-        return send_to_redis(c, req, &r, start, kind == UPSTREAM_APNS ? EP_APNS_SEND : EP_SEND);
+    if (hs->fq != NULL)
+        return send_to_redis(hs, req, &r, start, kind == UPSTREAM_APNS ? EP_APNS_SEND : EP_SEND);
     /* Whatever can fail is done before anything is written or queued. */
-    if (c->spool != NULL && (d = calloc(1, sizeof(*d))) == NULL) {
+    if (hs->spool != NULL && (d = calloc(1, sizeof(*d))) == NULL) {
         request_free(&r);
         return respond_busy(req, "out of memory");
     }
-    if ((p = stage_push(c, &r, cost, req->entity.len, &why)) == NULL) {
+    if ((p = stage_push(hs, &r, cost, req->entity.len, &why)) == NULL) {
         request_free(&r);
         free(d);
         return respond_busy(req, why);
@@ -410,42 +410,42 @@ static int send_to(struct child *c, h2o_req_t *req, enum upstream_kind kind)
     request_free(&r);
     if (d != NULL) {
         *d = (struct deferred){.req = req,
-                               .child = c,
+                               .hs = hs,
                                .push = p,
                                .json = json,
                                .start = start,
                                .ep = kind == UPSTREAM_APNS ? EP_APNS_SEND : EP_SEND};
         if ((d->link = h2o_mem_alloc_shared(&req->pool, sizeof(*d->link), on_request_gone)) != NULL)
             *d->link = d;
-        if (spool_commit(c->spool, &d->waiter, on_durable, d))
+        if (spool_commit(hs->spool, &d->waiter, on_durable, d))
             return 0;
         if (d->link != NULL)
             *d->link = NULL;
         free(d);
     }
-    release_push(c, p);
+    release_push(hs, p);
     return respond_accepted(req, json, n);
 }
 
-static int on_send(struct child *c, h2o_req_t *req)
+static int on_send(struct http_server *hs, h2o_req_t *req)
 {
-    if (!serves(c, UPSTREAM_FCM)) {
+    if (!serves(hs, UPSTREAM_FCM)) {
         if (!wrong_method(req, "POST"))
             respond_error(req, 404, "FCM is not configured: start fcmd with --service-account or --apikey-file");
         return 0;
     }
-    return send_to(c, req, UPSTREAM_FCM);
+    return send_to(hs, req, UPSTREAM_FCM);
 }
 
-static int on_apns_send(struct child *c, h2o_req_t *req)
+static int on_apns_send(struct http_server *hs, h2o_req_t *req)
 {
-    if (!serves(c, UPSTREAM_APNS)) {
+    if (!serves(hs, UPSTREAM_APNS)) {
         if (!wrong_method(req, "POST"))
             respond_error(req, 404,
                           "APNs is not configured: start fcmd with --apns-key, --apns-key-id and --apns-team-id");
         return 0;
     }
-    return send_to(c, req, UPSTREAM_APNS);
+    return send_to(hs, req, UPSTREAM_APNS);
 }
 
 /* ---- reports ---- */
@@ -466,7 +466,7 @@ static int report_scope(const h2o_req_t *req)
 }
 
 /* The fleet's totals, as the last flush brought them (child/fleet/fleet.c). */
-static int respond_fleet(struct child *c, h2o_req_t *req, const struct fleet_totals *t)
+static int respond_fleet(struct http_server *hs, h2o_req_t *req, const struct fleet_totals *t)
 {
     struct buf b = BUF_INIT;
     const uint64_t *n = t->counters;
@@ -481,7 +481,7 @@ static int respond_fleet(struct child *c, h2o_req_t *req, const struct fleet_tot
              U(t->canonical_dropped + t->notregistered_dropped), U(t->canonical_dropped),
              U(t->notregistered_dropped));
     buf_addf(&b, ",\"instances\":%llu,\"scope\":\"fleet\",\"redis\":\"ok\",\"age_ms\":%llu,\"upstream\":\"%s\"}\n",
-             U(t->instances), U(t->age_ms), child_upstream_name(c));
+             U(t->instances), U(t->age_ms), hs->upstream_name);
     respond_buf(req, "application/json", &b);
     buf_free(&b);
     return 0;
@@ -512,14 +512,14 @@ static void report_app_totals(struct buf *b, const struct shm_app *a)
 }
 
 /* "apps": {"default": {...}, "NAME": {...}} after the totals. */
-static void report_apps(struct child *c, struct buf *b)
+static void report_apps(struct http_server *hs, struct buf *b)
 {
     buf_adds(b, ",\"apps\":{\"default\":{");
-    report_app_totals(b, &c->shm->apps[0]);
+    report_app_totals(b, &hs->shm->apps[0]);
     buf_adds(b, "}");
-    for (size_t i = 0; i < c->opts->napps; i++) {
-        buf_addf(b, ",\"%s\":{", c->opts->apps[i].name);
-        report_app_totals(b, &c->shm->apps[c->opts->apps[i].shm]);
+    for (size_t i = 0; i < hs->opts->napps; i++) {
+        buf_addf(b, ",\"%s\":{", hs->opts->apps[i].name);
+        report_app_totals(b, &hs->shm->apps[hs->opts->apps[i].shm]);
         buf_adds(b, "}");
     }
     buf_adds(b, "}");
@@ -541,37 +541,37 @@ static const char *query_app(const h2o_req_t *req, size_t *n)
 }
 
 /* /gcm/report?app=NAME: that app's counters, this instance's alone. */
-static int respond_app_report(struct child *c, h2o_req_t *req, const char *name, size_t n)
+static int respond_app_report(struct http_server *hs, h2o_req_t *req, const char *name, size_t n)
 {
     struct buf b = BUF_INIT;
-    int a = options_app_name_ok(name, n) ? options_app_find(c->opts, name, n) : -ENOENT;
+    int a = options_app_name_ok(name, n) ? options_app_find(hs->opts, name, n) : -ENOENT;
     unsigned row;
 
     if (a < 0)
         return respond_error(req, 400, "unknown app");
-    row = child_app_row(c, (unsigned)a);
-    buf_addf(&b, "{\"app\":\"%s\",", a == APP_DEFAULT ? "default" : options_app_name(c->opts, (unsigned)a));
-    report_app_totals(&b, &c->shm->apps[row]);
+    row = shm_app_row_of(hs->opts, (unsigned)a);
+    buf_addf(&b, "{\"app\":\"%s\",", a == APP_DEFAULT ? "default" : options_app_name(hs->opts, (unsigned)a));
+    report_app_totals(&b, &hs->shm->apps[row]);
     for (int u = 0; u < SHM_UPSTREAMS; u++) {
         buf_addf(&b, ",\"%s\":{", shm_upstream_names[u]);
         for (int k = 0; k < SHM_UP_NCOUNTERS; k++)
             buf_addf(&b, "%s\"%s\":%llu", k ? "," : "", shm_upstream_counter_names[k],
-                     U(atomic_load_explicit(&c->shm->apps[row].by_upstream[u][k], memory_order_relaxed)));
+                     U(atomic_load_explicit(&hs->shm->apps[row].by_upstream[u][k], memory_order_relaxed)));
         buf_adds(&b, "}");
     }
-    buf_addf(&b, ",\"unhealthy\":%s}\n", app_healthy(c, (unsigned)a) ? "false" : "true");
+    buf_addf(&b, ",\"unhealthy\":%s}\n", app_healthy(hs, (unsigned)a) ? "false" : "true");
     respond_buf(req, "application/json", &b);
     buf_free(&b);
     return 0;
 }
 
-static int on_report(struct child *c, h2o_req_t *req)
+static int on_report(struct http_server *hs, h2o_req_t *req)
 {
     struct shm_totals t;
     struct fleet_totals ft;
     struct buf b = BUF_INIT;
-    uint64_t now = (uint64_t)time(NULL), started = atomic_load(&c->shm->started_at);
-    int scope = c->fleet != NULL ? report_scope(req) : 1;
+    uint64_t now = (uint64_t)time(NULL), started = atomic_load(&hs->shm->started_at);
+    int scope = hs->fleet != NULL ? report_scope(req) : 1;
 
     const char *app;
     size_t app_len = 0;
@@ -579,37 +579,37 @@ static int on_report(struct child *c, h2o_req_t *req)
     if (wrong_method(req, "GET"))
         return 0;
     if ((app = query_app(req, &app_len)) != NULL)
-        return respond_app_report(c, req, app, app_len);
+        return respond_app_report(hs, req, app, app_len);
     if (scope < 0)
         return respond_error(req, 400, "scope is fleet or local");
-    if (scope == 0 && fleet_totals(c->fleet, &ft) == 0)
-        return respond_fleet(c, req, &ft);
-    shm_sum(c->shm, &t);
+    if (scope == 0 && fleet_totals(hs->fleet, &ft) == 0)
+        return respond_fleet(hs, req, &ft);
+    shm_sum(hs->shm, &t);
     /* GoCM's five keys first, in GoCM's order. */
     buf_addf(&b, "{\"attempts\":%llu,\"failures\":%llu,\"pending\":%lld,\"canonicals\":%llu,\"notregistered\":%llu",
              U(t.counters[SHM_ATTEMPTS]), U(t.counters[SHM_FAILURES]), (long long)t.pending,
              U(t.counters[SHM_CANONICALS]), U(t.counters[SHM_NOTREGISTERED]));
     buf_addf(&b, ",\"successes\":%llu,\"retries\":%llu,\"accepted\":%llu,\"lost\":%llu", U(t.counters[SHM_SUCCESSES]),
              U(t.counters[SHM_RETRIES]), U(t.counters[SHM_ACCEPTED]), U(t.counters[SHM_LOST]));
-    if (c->opts->spool != NULL)
+    if (hs->opts->spool != NULL)
         buf_addf(&b, ",\"left_in_spool\":%llu", U(t.counters[SHM_LEFT_IN_SPOOL]));
     buf_addf(&b, ",\"dropped\":%llu,\"canonical_dropped\":%llu,\"notregistered_dropped\":%llu",
              U(t.canonical_dropped + t.notregistered_dropped), U(t.canonical_dropped), U(t.notregistered_dropped));
-    if (c->opts->spool != NULL)
+    if (hs->opts->spool != NULL)
         buf_addf(&b, ",\"spool_bytes\":%lld,\"spool_segments\":%lld,\"replayed\":%llu",
                  (long long)t.gauges[SHM_SPOOL_BYTES], (long long)t.gauges[SHM_SPOOL_SEGMENTS],
                  U(t.counters[SHM_REPLAYED]));
-    if (c->opts->sa != NULL)
+    if (hs->opts->sa != NULL)
         buf_addf(&b, ",\"oauth_tokens\":%llu,\"oauth_failures\":%llu,\"waiting_for_token\":%llu",
                  U(t.counters[SHM_OAUTH_TOKENS]), U(t.counters[SHM_OAUTH_FAILURES]), U(t.waiting_for_token));
-    if (serves(c, UPSTREAM_APNS))
+    if (serves(hs, UPSTREAM_APNS))
         report_upstreams(&b, &t);
-    if (c->opts->napps > 0)
-        report_apps(c, &b);
-    if (c->fleet != NULL) /* this instance alone: asked for, or Redis cannot be reached */
-        buf_addf(&b, ",\"scope\":\"local\",\"redis\":\"%s\"", fleet_ready(c->fleet) ? "ok" : "unreachable");
-    buf_addf(&b, ",\"upstream\":\"%s\",\"workers\":%u,\"uptime_seconds\":%llu}\n", child_upstream_name(c),
-             (unsigned)atomic_load(&c->shm->workers), U(now > started ? now - started : 0));
+    if (hs->opts->napps > 0)
+        report_apps(hs, &b);
+    if (hs->fleet != NULL) /* this instance alone: asked for, or Redis cannot be reached */
+        buf_addf(&b, ",\"scope\":\"local\",\"redis\":\"%s\"", fleet_ready(hs->fleet) ? "ok" : "unreachable");
+    buf_addf(&b, ",\"upstream\":\"%s\",\"workers\":%u,\"uptime_seconds\":%llu}\n", hs->upstream_name,
+             (unsigned)atomic_load(&hs->shm->workers), U(now > started ? now - started : 0));
     respond_buf(req, "application/json", &b);
     buf_free(&b);
     return 0;
@@ -641,13 +641,13 @@ static void emit_token(struct buf *b, const char *rec, size_t len)
  * records are held in Redis instead (fd), and the answer waits for them. */
 struct drain_answer {
     h2o_generator_t super;
-    h2o_linklist_t link; /* in child->drains while it holds entries */
+    h2o_linklist_t link; /* in hs->drains while it holds entries */
     struct drainlist *list;
     unsigned char *recs;
     size_t len;
     uint64_t count;
     struct fleet_drain *fd; /* fleet mode: the records Redis holds for this answer */
-    struct child *c;
+    struct http_server *hs;
     h2o_req_t *req;
     const char *key;
     record_fn emit;
@@ -682,10 +682,10 @@ static void give_back(struct drain_answer *a)
     let_go(a);
 }
 
-void http_give_back_drains(struct child *c)
+void http_give_back_drains(struct http_server *hs)
 {
-    while (!h2o_linklist_is_empty(&c->drains))
-        give_back(H2O_STRUCT_FROM_MEMBER(struct drain_answer, link, c->drains.next));
+    while (!h2o_linklist_is_empty(&hs->drains))
+        give_back(H2O_STRUCT_FROM_MEMBER(struct drain_answer, link, hs->drains.next));
 }
 
 static void drain_written(h2o_generator_t *g, h2o_req_t *req)
@@ -750,7 +750,7 @@ static void on_fleet_taken(void *arg, const unsigned char *recs, size_t len, con
         else
             start_drained(a, req);
     }
-    atomic_fetch_add_explicit(&a->c->slot->http[a->ep][http_status_index(req->res.status)], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&a->hs->slot->http[a->ep][http_status_index(req->res.status)], 1, memory_order_relaxed);
 }
 
 /* Fleet mode: the entries come from Redis; the answer waits for them. */
@@ -761,15 +761,15 @@ static int respond_fleet_drained(struct drain_answer *a, h2o_req_t *req, int whi
     if (budget > FLEET_DRAIN_MAX_BYTES)
         budget = FLEET_DRAIN_MAX_BYTES;
     a->req = req;
-    if ((a->fd = fleet_drain_take(a->c->fleet, which, budget, on_fleet_taken, a)) == NULL)
+    if ((a->fd = fleet_drain_take(a->hs->fleet, which, budget, on_fleet_taken, a)) == NULL)
         return respond_busy(req, "redis unreachable: the drain lists wait in Redis and in each instance until it "
                                  "is back");
-    h2o_linklist_insert(&a->c->drains, &a->link);
+    h2o_linklist_insert(&a->hs->drains, &a->link);
     return 0;
 }
 
 /* Drains a list and answers {"key": [records...]} or {"key": null}. */
-static int respond_drained(struct child *c, h2o_req_t *req, struct drainlist *l, int which, const char *key,
+static int respond_drained(struct http_server *hs, h2o_req_t *req, struct drainlist *l, int which, const char *key,
                            record_fn emit)
 {
     struct drain_answer *a;
@@ -782,17 +782,17 @@ static int respond_drained(struct child *c, h2o_req_t *req, struct drainlist *l,
     a = h2o_mem_alloc_shared(&req->pool, sizeof(*a), drain_disposed);
     *a = (struct drain_answer){.super = {drain_written, drain_stopped},
                                .list = l,
-                               .c = c,
+                               .hs = hs,
                                .key = key,
                                .emit = emit,
                                .ep = which == FLEET_CANONICAL ? EP_CANONICAL : EP_NOTREGISTERED,
                                .body = BUF_INIT};
-    if (c->fleet != NULL)
+    if (hs->fleet != NULL)
         return respond_fleet_drained(a, req, which);
     if (drainlist_drain(l, &a->recs, &a->len, &a->count) != 0)
         return respond_error(req, 500, "out of memory");
     if (a->recs != NULL)
-        h2o_linklist_insert(&c->drains, &a->link);
+        h2o_linklist_insert(&hs->drains, &a->link);
     build_drained(a, a->recs, a->len);
     if (a->recs == NULL)
         return respond_buf(req, "application/json", &a->body);
@@ -819,55 +819,55 @@ static int start_drained(struct drain_answer *a, h2o_req_t *req)
     return 0;
 }
 
-static int on_canonical(struct child *c, h2o_req_t *req)
+static int on_canonical(struct http_server *hs, h2o_req_t *req)
 {
-    return respond_drained(c, req, c->shm->canonical, FLEET_CANONICAL, "canonical_replacements", emit_pair);
+    return respond_drained(hs, req, hs->shm->canonical, FLEET_CANONICAL, "canonical_replacements", emit_pair);
 }
 
-static int on_notregistered(struct child *c, h2o_req_t *req)
+static int on_notregistered(struct http_server *hs, h2o_req_t *req)
 {
-    return respond_drained(c, req, c->shm->notregistered, FLEET_NOTREGISTERED, "tokens", emit_token);
+    return respond_drained(hs, req, hs->shm->notregistered, FLEET_NOTREGISTERED, "tokens", emit_token);
 }
 
 /* ---- operations ---- */
 
-static int on_metrics(struct child *c, h2o_req_t *req)
+static int on_metrics(struct http_server *hs, h2o_req_t *req)
 {
     struct shm_totals t;
     struct buf b = BUF_INIT;
-    uint64_t now = (uint64_t)time(NULL), started = atomic_load(&c->shm->started_at);
-    struct metrics_context m = {child_upstream_name(c), atomic_load(&c->shm->workers),
+    uint64_t now = (uint64_t)time(NULL), started = atomic_load(&hs->shm->started_at);
+    struct metrics_context m = {hs->upstream_name, atomic_load(&hs->shm->workers),
                                 now > started ? now - started : 0};
 
     if (wrong_method(req, "GET"))
         return 0;
-    shm_sum(c->shm, &t);
+    shm_sum(hs->shm, &t);
     metrics_prometheus(&b, &t, &m);
-    metrics_apps(&b, c->shm, c->opts);
+    metrics_apps(&b, hs->shm, hs->opts);
     respond_buf(req, "text/plain; version=0.0.4; charset=utf-8", &b);
     buf_free(&b);
     return 0;
 }
 
-static int on_healthz(struct child *c, h2o_req_t *req)
+static int on_healthz(struct http_server *hs, h2o_req_t *req)
 {
     if (wrong_method(req, "GET"))
         return 0;
-    if (c->stopping)
+    if (*hs->stopping)
         return respond_error(req, 503, "draining");
     return respond(req, 200, "OK", "text/plain", "ok\n", 3);
 }
 
 /* {"status": ..., "unhealthy_apps": [...]}: the apps that cannot send now. */
-static void unhealthy_apps(const struct child *c, struct buf *b, const char *status)
+static void unhealthy_apps(const struct http_server *hs, struct buf *b, const char *status)
 {
     int first = 1;
 
     buf_addf(b, "{\"status\":\"%s\",\"unhealthy_apps\":[", status);
-    for (unsigned a = 0; a <= c->opts->napps; a++) {
-        if ((c->ups[a][UPSTREAM_FCM] == NULL && c->ups[a][UPSTREAM_APNS] == NULL) || app_healthy(c, a))
+    for (unsigned a = 0; a <= hs->opts->napps; a++) {
+        if ((hs->ups[a][UPSTREAM_FCM] == NULL && hs->ups[a][UPSTREAM_APNS] == NULL) || app_healthy(hs, a))
             continue;
-        buf_addf(b, "%s\"%s\"", first ? "" : ",", a == APP_DEFAULT ? "default" : options_app_name(c->opts, a));
+        buf_addf(b, "%s\"%s\"", first ? "" : ",", a == APP_DEFAULT ? "default" : options_app_name(hs->opts, a));
         first = 0;
     }
     buf_adds(b, "]}\n");
@@ -877,7 +877,7 @@ static void unhealthy_apps(const struct child *c, struct buf *b, const char *sta
  * cannot (a load balancer must not drop an instance that serves the other
  * apps fine); 503 when none can.  ?app=NAME asks about one app: 503 while
  * it cannot send. */
-static int readyz_apps(struct child *c, h2o_req_t *req)
+static int readyz_apps(struct http_server *hs, h2o_req_t *req)
 {
     struct buf b = BUF_INIT;
     size_t n, healthy = 0, sick = 0;
@@ -885,18 +885,18 @@ static int readyz_apps(struct child *c, h2o_req_t *req)
     int a;
 
     if (name != NULL) {
-        if (!options_app_name_ok(name, n) || (a = options_app_find(c->opts, name, n)) < 0)
+        if (!options_app_name_ok(name, n) || (a = options_app_find(hs->opts, name, n)) < 0)
             return respond_error(req, 400, "unknown app");
-        if (!app_healthy(c, (unsigned)a))
+        if (!app_healthy(hs, (unsigned)a))
             return respond_error(req, 503, "the app cannot send now: no usable credentials");
         return respond(req, 200, "OK", "text/plain", "ok\n", 3);
     }
-    for (unsigned i = 0; i <= c->opts->napps; i++)
-        if (c->ups[i][UPSTREAM_FCM] != NULL || c->ups[i][UPSTREAM_APNS] != NULL)
-            *(app_healthy(c, i) ? &healthy : &sick) += 1;
+    for (unsigned i = 0; i <= hs->opts->napps; i++)
+        if (hs->ups[i][UPSTREAM_FCM] != NULL || hs->ups[i][UPSTREAM_APNS] != NULL)
+            *(app_healthy(hs, i) ? &healthy : &sick) += 1;
     if (sick == 0)
         return respond(req, 200, "OK", "text/plain", "ok\n", 3);
-    unhealthy_apps(c, &b, healthy > 0 ? "degraded" : "unavailable");
+    unhealthy_apps(hs, &b, healthy > 0 ? "degraded" : "unavailable");
     if (b.failed) {
         buf_free(&b);
         return respond_error(req, 500, "out of memory");
@@ -911,21 +911,23 @@ static int readyz_apps(struct child *c, h2o_req_t *req)
 
 /* Like /healthz, and also 503 while the upstream cannot be used (no access
  * token) or the spool cannot be written. */
-static int on_readyz(struct child *c, h2o_req_t *req)
+static int on_readyz(struct http_server *hs, h2o_req_t *req)
 {
+    struct upstream *fcm = hs->ups[APP_DEFAULT][UPSTREAM_FCM];
+
     if (wrong_method(req, "GET"))
         return 0;
-    if (c->stopping)
+    if (*hs->stopping)
         return respond_error(req, 503, "draining");
-    if (c->spool != NULL && !spool_ready(c->spool))
+    if (hs->spool != NULL && !spool_ready(hs->spool))
         return respond_error(req, 503, "the spool cannot be written");
-    if (c->fleet != NULL && !fleet_ready(c->fleet))
+    if (hs->fleet != NULL && !fleet_ready(hs->fleet))
         return respond_error(req, 503, "redis unreachable");
-    if (c->fq != NULL && !fleet_queue_ready(c->fq))
+    if (hs->fq != NULL && !fleet_queue_ready(hs->fq))
         return respond_error(req, 503, "redis does not take pushes in time");
-    if (c->opts->napps > 0)
-        return readyz_apps(c, req);
-    if (c->upstream != NULL && c->upstream->ops->ready != NULL && !c->upstream->ops->ready(c->upstream))
+    if (hs->opts->napps > 0)
+        return readyz_apps(hs, req);
+    if (fcm != NULL && fcm->ops->ready != NULL && !fcm->ops->ready(fcm))
         return respond_error(req, 503, "no upstream access token");
     return respond(req, 200, "OK", "text/plain", "ok\n", 3);
 }
@@ -950,9 +952,9 @@ static const struct {
 
 /* Whether the request carries "Authorization: Bearer <token>", compared in
  * constant time so the answer's timing says nothing about the token. */
-static int authorized(const struct child *c, h2o_req_t *req)
+static int authorized(const struct http_server *hs, h2o_req_t *req)
 {
-    const char *want = c->opts->auth_token;
+    const char *want = hs->opts->auth_token;
     size_t n = strlen(want);
     ssize_t h = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
     h2o_iovec_t v;
@@ -978,18 +980,18 @@ static size_t header_bytes(const h2o_req_t *req)
 
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
-    struct child *c = ((struct fcmd_handler *)self)->child;
+    struct http_server *hs = ((struct fcmd_handler *)self)->hs;
     size_t plen = req->path_normalized.len, i;
     enum endpoint ep = EP_OTHER;
     uint64_t start = uv_hrtime();
 
-    conn_progress(&c->conns, req); /* handed to fcmd: the connection is not idle */
+    conn_progress(hs->conns, req); /* handed to fcmd: the connection is not idle */
     /* Which child answered: for operators chasing a problem, and for tests. */
-    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-fcmd-worker"), 0, NULL, c->worker_id,
-                          strlen(c->worker_id));
-    if (header_bytes(req) > (size_t)c->opts->max_header_bytes) {
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-fcmd-worker"), 0, NULL, hs->worker_id,
+                          strlen(hs->worker_id));
+    if (header_bytes(req) > (size_t)hs->opts->max_header_bytes) {
         respond_error(req, 431, "request headers are too large");
-        atomic_fetch_add_explicit(&c->slot->http[EP_OTHER][http_status_index(431)], 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&hs->slot->http[EP_OTHER][http_status_index(431)], 1, memory_order_relaxed);
         return 0;
     }
     for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
@@ -997,11 +999,11 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             break;
     if (i < sizeof(routes) / sizeof(routes[0])) {
         ep = routes[i].id;
-        if (c->opts->auth_token != NULL && (c->auth_scopes & routes[i].scope) && !authorized(c, req)) {
+        if (hs->opts->auth_token != NULL && (hs->auth_scopes & routes[i].scope) && !authorized(hs, req)) {
             h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
             respond_error(req, 401, "missing or wrong bearer token");
         } else {
-            routes[i].fn(c, req);
+            routes[i].fn(hs, req);
         }
     } else {
         respond_error(req, 404, "no such endpoint");
@@ -1010,9 +1012,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
      * for the spool, and then on_durable counts it. */
     if (req->res.status == 0)
         return 0;
-    atomic_fetch_add_explicit(&c->slot->http[ep][http_status_index(req->res.status)], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&hs->slot->http[ep][http_status_index(req->res.status)], 1, memory_order_relaxed);
     if (ep == EP_SEND || ep == EP_APNS_SEND)
-        histogram_observe(&c->slot->send_latency, send_bounds_us, (uv_hrtime() - start) / 1000);
+        histogram_observe(&hs->slot->send_latency, send_bounds_us, (uv_hrtime() - start) / 1000);
     return 0;
 }
 
@@ -1022,7 +1024,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 struct access_logger {
     h2o_logger_t super;
     h2o_logconf_t *conf;
-    struct child *child;
+    struct http_server *hs;
 };
 
 static int open_access_log(const char *path)
@@ -1033,19 +1035,19 @@ static int open_access_log(const char *path)
 static void log_access(h2o_logger_t *logger, h2o_req_t *req)
 {
     struct access_logger *al = (struct access_logger *)logger;
-    struct child *c = al->child;
+    struct http_server *hs = al->hs;
     char buf[4096], *line;
     size_t len = sizeof(buf);
 
     line = h2o_log_request(al->conf, req, &len, buf);
     /* One write() per line, so workers sharing the file never interleave. */
-    if (write(c->access_log_fd, line, len) < 0) {
-        if (!c->access_log_failing)
-            log_error("write(%s) failed, access-log lines are lost until it works again: %s", c->opts->access_log,
+    if (write(hs->access_log_fd, line, len) < 0) {
+        if (!hs->access_log_failing)
+            log_error("write(%s) failed, access-log lines are lost until it works again: %s", hs->opts->access_log,
                       strerror(errno));
-        c->access_log_failing = 1;
+        hs->access_log_failing = 1;
     } else {
-        c->access_log_failing = 0;
+        hs->access_log_failing = 0;
     }
     if (line != buf)
         free(line);
@@ -1056,7 +1058,7 @@ static void dispose_access_log(h2o_logger_t *logger)
     h2o_logconf_dispose(((struct access_logger *)logger)->conf);
 }
 
-static int register_access_log(struct child *c, h2o_pathconf_t *path)
+static int register_access_log(struct http_server *hs, h2o_pathconf_t *path)
 {
     static const char combined[] = "%h %l %u %t \"%r\" %s %b \"%{Referer}i\" \"%{User-agent}i\"";
     char errbuf[256];
@@ -1067,8 +1069,8 @@ static int register_access_log(struct child *c, h2o_pathconf_t *path)
         log_error("h2o_logconf_compile() failed: %s", errbuf);
         return -1;
     }
-    if ((c->access_log_fd = open_access_log(c->opts->access_log)) < 0) {
-        log_error("open(%s) failed: %s", c->opts->access_log, strerror(errno));
+    if ((hs->access_log_fd = open_access_log(hs->opts->access_log)) < 0) {
+        log_error("open(%s) failed: %s", hs->opts->access_log, strerror(errno));
         h2o_logconf_dispose(conf);
         return -1;
     }
@@ -1076,40 +1078,41 @@ static int register_access_log(struct child *c, h2o_pathconf_t *path)
     al->super.log_access = log_access;
     al->super.dispose = dispose_access_log;
     al->conf = conf;
-    al->child = c;
+    al->hs = hs;
     return 0;
 }
 
-int http_register(struct child *c, h2o_hostconf_t *host)
+int http_register(struct http_server *hs, h2o_hostconf_t *host)
 {
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     struct fcmd_handler *h = (struct fcmd_handler *)h2o_create_handler(path, sizeof(*h));
 
     if (h == NULL)
         return -1;
+    h2o_linklist_init_anchor(&hs->drains);
     h->super.on_req = on_req;
-    h->child = c;
-    if (c->opts->access_log != NULL && register_access_log(c, path) != 0)
+    h->hs = hs;
+    if (hs->opts->access_log != NULL && register_access_log(hs, path) != 0)
         return -1;
     return 0;
 }
 
-void http_reopen_access_log(struct child *c)
+void http_reopen_access_log(struct http_server *hs)
 {
     int fd;
 
-    if (c->opts->access_log == NULL)
+    if (hs->opts->access_log == NULL)
         return;
-    if ((fd = open_access_log(c->opts->access_log)) < 0) {
-        log_error("open(%s) failed, the access log stays where it was: %s", c->opts->access_log, strerror(errno));
+    if ((fd = open_access_log(hs->opts->access_log)) < 0) {
+        log_error("open(%s) failed, the access log stays where it was: %s", hs->opts->access_log, strerror(errno));
         return;
     }
     /* dup3() puts the new file under the old descriptor in one step: there is
      * no moment without an access log, and the logger needs no update. */
-    if (dup3(fd, c->access_log_fd, O_CLOEXEC) < 0)
+    if (dup3(fd, hs->access_log_fd, O_CLOEXEC) < 0)
         log_error("dup3() of the access log failed, it stays where it was: %s", strerror(errno));
     else
-        log_info("access log reopened at %s", c->opts->access_log);
+        log_info("access log reopened at %s", hs->opts->access_log);
     close(fd);
-    c->access_log_failing = 0;
+    hs->access_log_failing = 0;
 }

@@ -870,7 +870,7 @@ static void on_rescan(uv_timer_t *t)
 }
 
 struct spool *spool_open(uv_loop_t *loop, const struct fcmd_options *o, struct shm_region *shm, struct shm_slot *slot,
-                         struct queue *q, void (*on_replay)(void *), void *arg)
+                         struct queue *q, const struct request_limits *intake, void (*on_replay)(void *), void *arg)
 {
     struct spool *s = calloc(1, sizeof(*s));
 
@@ -888,8 +888,10 @@ struct spool *spool_open(uv_loop_t *loop, const struct fcmd_options *o, struct s
     s->dir_fd = -1;
     s->error_log = (struct log_limit)LOG_LIMIT_INIT(ERROR_LOG_MS);
     /* What a record holds is checked for validity, not size: it was accepted
-     * under the limits of its day, which may have been looser than today's. */
-    s->limits = (struct request_limits){SIZE_MAX, SIZE_MAX, SIZE_MAX};
+     * under the limits of its day, which may have been looser than today's;
+     * the providers' rules are intake's. */
+    s->limits = *intake;
+    s->limits.max_body = s->limits.max_tokens = s->limits.max_payload = SIZE_MAX;
     if (s->policy != SPOOL_FSYNC_NEVER && (s->dir_fd = open(o->spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
         log_warn("spool: cannot open %s to sync it: %s (new segments' names are not synced)", o->spool,
                  strerror(errno));

@@ -45,7 +45,7 @@ struct spool_waiter {
 /* Opens the spool of a child.  on_replay(arg) runs after targets of an
  * adopted segment were queued.  NULL when it cannot (logged). */
 struct spool *spool_open(uv_loop_t *loop, const struct fcmd_options *o, struct shm_region *shm, struct shm_slot *slot,
-                         struct queue *q, void (*on_replay)(void *), void *arg);
+                         struct queue *q, const struct request_limits *intake, void (*on_replay)(void *), void *arg);
 
 /* Whether bytes more fit under spool_max_bytes (all children together; the
  * other children's bytes as read at most a millisecond ago). */

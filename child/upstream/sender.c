@@ -17,11 +17,9 @@
 #include "../../common/options.h"
 #include "../../shm/region.h"
 #include "../core/backoff.h"
-#include "../fleet/fleet.h"
 #include "pace.h"
 #include "../core/queue.h"
 #include "../core/retry.h"
-#include "../store/spool.h"
 #include "upstream.h"
 
 #include <malloc.h>
@@ -77,7 +75,8 @@ struct sender {
     uv_check_t turn; /* after each poll: this turn's budget of upstream work is spent */
     unsigned turn_sockets, turn_starts, turn_finishes;
     struct retry_set retries;
-    struct spool *spool; /* NULL without --spool */
+    sender_ack_fn *ack;  /* with --spool: told of targets done for good */
+    void *ack_arg;
     CURL **pool;         /* idle easy handles */
     size_t npool;
     size_t inflight;
@@ -86,7 +85,8 @@ struct sender {
     int capped;          /* the last dispatch left targets waiting at the limit */
     uv_timer_t pace_wait;  /* the rate's next message */
     uv_timer_t rate_share; /* works out this worker's share of --rate-limit */
-    struct fleet *fleet;   /* with --redis: how many instances share the rate */
+    unsigned (*instances_of)(void *arg); /* with --redis: how many instances share the rate */
+    void *instances_arg;
     uint64_t instances;    /* live instances, as last known */
     long http_version;
     int multiplex;
@@ -446,11 +446,11 @@ static void pace_job_done(struct sender *s, int throttled)
 static void on_rate_share(uv_timer_t *t)
 {
     struct sender *s = t->data;
-    struct fleet_totals ft;
+    unsigned live;
     double share = (double)s->opts->rate_limit / (s->opts->workers > 0 ? s->opts->workers : 1);
 
-    if (s->fleet != NULL && fleet_totals(s->fleet, &ft) == 0 && ft.instances > 0)
-        s->instances = ft.instances;
+    if (s->instances_of != NULL && (live = s->instances_of(s->instances_arg)) > 0)
+        s->instances = live;
     share /= (double)(s->instances > 0 ? s->instances : 1);
     pace_set_rate(&s->pace, share, uv_now(s->loop));
     shm_gauge_set(s->slot, SHM_RATE_SHARE, (int64_t)(share + 0.5));
@@ -461,9 +461,10 @@ static void on_pace_wait(uv_timer_t *t)
     sender_kick(t->data);
 }
 
-void sender_set_fleet(struct sender *s, struct fleet *f)
+void sender_share_rate(struct sender *s, unsigned (*instances)(void *arg), void *arg)
 {
-    s->fleet = f;
+    s->instances_of = instances;
+    s->instances_arg = arg;
 }
 
 /* Writes one acknowledgement for the targets of the job that are done for
@@ -478,7 +479,7 @@ static void ack_final(struct sender *s, struct job *job, const struct outcome *o
     for (size_t i = 0; i < job->ntargets; i++)
         if (out[i].kind != OUTCOME_RETRY || out_of_retries(s, job->targets[i]))
             idx[n++] = job->targets[i]->index;
-    spool_ack(s->spool, job->push, idx, n);
+    s->ack(s->ack_arg, job->push, idx, n);
     if (idx != &one)
         free(idx);
 }
@@ -502,7 +503,7 @@ static void finish_job(struct sender *s, struct job *job, CURLcode code)
         snprintf(job->error, sizeof(job->error), "%s", curl_easy_strerror(code));
     shm_add(s->slot, code == CURLE_OK ? SHM_UPSTREAM_REQS : SHM_UPSTREAM_ERRS, 1);
     job->up->ops->classify(job->up, job, &res, out);
-    if (s->spool != NULL)
+    if (s->ack != NULL)
         ack_final(s, job, out);
     for (size_t i = 0; i < job->ntargets; i++) {
         struct target *t = job->targets[i];
@@ -652,14 +653,14 @@ static void defer_batch(struct sender *s, struct target **batch, size_t n)
  * earlier start): given up on, with a line in the log. */
 static void fail_unconfigured(struct sender *s, struct target **batch, size_t n)
 {
-    uint32_t *idx = s->spool != NULL ? calloc(n, sizeof(*idx)) : NULL;
+    uint32_t *idx = s->ack != NULL ? calloc(n, sizeof(*idx)) : NULL;
 
     log_limited(&s->failed_log[CAUSE_NOT_CONFIGURED], LOG_WARN,
                 "%zu targets of a spooled push for an app or upstream that is not configured: failed", n);
     if (idx != NULL) { /* without it, one more failure after a crash */
         for (size_t i = 0; i < n; i++)
             idx[i] = batch[i]->index;
-        spool_ack(s->spool, batch[0]->push, idx, n);
+        s->ack(s->ack_arg, batch[0]->push, idx, n);
         free(idx);
     }
     for (size_t i = 0; i < n; i++) {
@@ -808,9 +809,10 @@ int sender_set_upstream(struct sender *s, int kind, struct upstream *up)
     return 0;
 }
 
-void sender_set_spool(struct sender *s, struct spool *spool)
+void sender_on_final(struct sender *s, sender_ack_fn *ack, void *arg)
 {
-    s->spool = spool;
+    s->ack = ack;
+    s->ack_arg = arg;
 }
 
 uv_loop_t *sender_loop(const struct sender *s)

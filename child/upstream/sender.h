@@ -12,6 +12,7 @@
 
 #include <curl/curl.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 struct fcmd_options;
@@ -45,13 +46,17 @@ int sender_add(struct sender *s, CURL *easy, struct sender_transfer *t);
 
 uv_loop_t *sender_loop(const struct sender *s);
 
-struct spool;
-/* With a spool, targets that finish are acknowledged in it. */
-void sender_set_spool(struct sender *s, struct spool *spool);
+/* Told of the targets of push p at indexes[0..n) that are done for good
+ * (delivered, refused, or out of retries), before they are freed: with
+ * --spool, child.c has the spool acknowledge them.  The sender knows
+ * nothing of where pushes are stored. */
+struct push;
+typedef void sender_ack_fn(void *arg, struct push *p, const uint32_t *indexes, size_t n);
+void sender_on_final(struct sender *s, sender_ack_fn *ack, void *arg);
 
-/* With --redis: the fleet whose live instances share --rate-limit. */
-struct fleet;
-void sender_set_fleet(struct sender *s, struct fleet *f);
+/* With --redis: instances(arg) says how many live instances share
+ * --rate-limit (0 while unknown); asked once a second. */
+void sender_share_rate(struct sender *s, unsigned (*instances)(void *arg), void *arg);
 
 /* Says what the log limits held back: once their interval has passed, or
  * at once with force (at exit). */

@@ -4,7 +4,8 @@
  * The sender knows nothing of any provider's protocol: it takes a batch of
  * targets from the queue, asks the adapter to turn it into an HTTP request
  * on a curl easy handle, and when the answer is in asks the adapter to say,
- * for each target, what happened.  Adding a provider is one new file.
+ * for each target, what happened.  A provider is a folder of its own here
+ * (docs/ARCHITECTURE.md, "Adding a provider", lists what else it touches).
  */
 #ifndef FCMD_CHILD_UPSTREAM_UPSTREAM_H
 #define FCMD_CHILD_UPSTREAM_UPSTREAM_H
@@ -98,20 +99,20 @@ struct upstream {
     const char *url;    /* where requests go; its scheme picks HTTP/2 or HTTP/1.1 */
 };
 
-/* The legacy GCM/FCM adapter (upstream_legacy.c).  NULL when out of memory. */
+/* The legacy GCM/FCM adapter (fcm/legacy.c).  NULL when out of memory. */
 struct upstream *upstream_legacy_create(const struct fcmd_options *o);
 
-/* The FCM HTTP v1 adapter (upstream_v1.c).  NULL when out of memory. */
+/* The FCM HTTP v1 adapter (fcm/v1.c).  NULL when out of memory. */
 struct upstream *upstream_v1_create(const struct fcmd_options *o);
 
-/* The APNs adapter (upstream_apns.c), for /apns/send, signing with the
+/* The APNs adapter (apns/apns.c), for /apns/send, signing with the
  * provider token its app shares with every worker.  NULL when out of
  * memory. */
 struct provider_token;
 struct upstream *upstream_apns_create(const struct fcmd_options *o, struct provider_token *token);
 
 /* The adapter of an app whose credentials could not be read: never ready,
- * so its targets wait (upstream_wait.c).  NULL when out of memory. */
+ * so its targets wait (wait.c).  NULL when out of memory. */
 struct upstream *upstream_wait_create(const char *url);
 
 /* Reads one APNs answer into out; *expired says Apple called the provider

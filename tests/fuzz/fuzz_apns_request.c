@@ -12,6 +12,11 @@
 
 #include "../../child/core/request.h"
 #include "../../child/store/spool_record.h"
+#include "../../child/upstream/apns/apns_request.h"
+
+/* Intake's limits with the APNs rules, as a worker sets them. */
+static const struct request_limits apns_limits = {REQUEST_MAX_BODY, REQUEST_MAX_TOKENS, REQUEST_MAX_PAYLOAD,
+                                                  {[UPSTREAM_APNS] = &apns_request_rules}};
 
 static void disagree(const char *why)
 {
@@ -60,7 +65,7 @@ static void check_accepted(const struct send_request *r)
     for (int o = 0; o < ROPT_FCM_COUNT; o++)
         if (r->msg.opt[o] != NULL)
             disagree("an FCM field on an APNs request");
-    if (request_check(r, NULL, err, sizeof(err)) != 0)
+    if (request_check(r, &apns_limits, err, sizeof(err)) != 0)
         disagree("replay's check refuses what intake took");
     spool_encode_push(&b, 1, r);
     rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0, 0};
@@ -85,7 +90,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size == 0)
         return 0;
     ct = data[0] & 1 ? json : form;
-    if (request_parse_for(UPSTREAM_APNS, ct, strlen(ct), (const char *)data + 1, size - 1, NULL, &r, err,
+    if (request_parse_for(UPSTREAM_APNS, ct, strlen(ct), (const char *)data + 1, size - 1, &apns_limits, &r, err,
                           sizeof(err)) != 0)
         return 0;
     check_accepted(&r);

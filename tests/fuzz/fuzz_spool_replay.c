@@ -13,6 +13,11 @@
 #include "../../child/store/crc32c.h"
 #include "../../child/store/spool_replay.h"
 #include "../../common/log.h"
+#include "../../child/upstream/apns/apns_request.h"
+
+/* Intake's limits with the APNs rules, as a worker sets them. */
+static const struct request_limits apns_limits = {REQUEST_MAX_BODY, REQUEST_MAX_TOKENS, REQUEST_MAX_PAYLOAD,
+                                                  {[UPSTREAM_APNS] = &apns_request_rules}};
 
 static void fix_crcs(unsigned char *d, size_t len)
 {
@@ -68,7 +73,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             for (size_t i = 0; i < req.ntargets; i++)
                 if (index[i] >= p->ntargets || (p->bits[index[i] / 8] & (1u << (index[i] % 8))))
                     abort(); /* only unacknowledged targets, each a real one */
-            (void)request_check(&req, NULL, err, sizeof(err));
+            (void)request_check(&req, &apns_limits, err, sizeof(err));
         }
         request_free(&req);
         free(index);

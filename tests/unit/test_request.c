@@ -248,7 +248,7 @@ static void deep_nesting_is_refused_where_it_starts(void **state)
 
 static void limits_are_settings(void **state)
 {
-    struct request_limits lim = {64, 2, 10};
+    struct request_limits lim = {64, 2, 10, {NULL}};
     struct send_request r;
     char err[256];
 

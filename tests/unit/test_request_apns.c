@@ -12,11 +12,15 @@
 #include "../../child/upstream/apns/apns_request.h"
 #include "../../child/upstream/upstream.h"
 
+/* Intake's limits with the APNs rules, as a worker sets them. */
+static const struct request_limits apns_limits = {REQUEST_MAX_BODY, REQUEST_MAX_TOKENS, REQUEST_MAX_PAYLOAD,
+                                                  {[UPSTREAM_APNS] = &apns_request_rules}};
+
 #define TOK "0123456789abcdef0123456789ABCDEF"
 
 static int parse(const char *ct, const char *body, struct send_request *r, char *err, size_t errlen)
 {
-    return request_parse_for(UPSTREAM_APNS, ct, strlen(ct), body, strlen(body), NULL, r, err, errlen);
+    return request_parse_for(UPSTREAM_APNS, ct, strlen(ct), body, strlen(body), &apns_limits, r, err, errlen);
 }
 
 static int parse_json(const char *body, struct send_request *r, char *err, size_t errlen)
@@ -62,7 +66,7 @@ static void json_numbers_and_strings(void **state)
     assert_string_equal(r.msg.opt[ROPT_APNS_EXPIRATION], "0");
     assert_string_equal(r.msg.opt[ROPT_APNS_COLLAPSE_ID], "cA");
     assert_string_equal(r.msg.opt[ROPT_APNS_TOPIC], "t.v");
-    assert_int_equal(request_check(&r, NULL, err, sizeof(err)), 0);
+    assert_int_equal(request_check(&r, &apns_limits, err, sizeof(err)), 0);
     request_free(&r);
 }
 
@@ -187,9 +191,30 @@ static void every_answer(void **state)
     assert_int_equal(out.cause, CAUSE_NETWORK);
 }
 
+/* The parser holds no provider's rules: without them, an APNs body is
+ * refused, never read as FCM's, and so is a stored APNs push. */
+static void without_the_rules_nothing_passes(void **state)
+{
+    (void)state;
+    struct send_request r;
+    char err[256];
+    const char *body = "{\"tokens\":[\"" TOK "\"],\"payload\":{\"aps\":{}},\"topic\":\"com.example.app\"}";
+
+    assert_int_equal(request_parse_for(UPSTREAM_APNS, "application/json", 16, body, strlen(body), NULL, &r, err,
+                                       sizeof(err)),
+                     -EINVAL);
+    assert_string_equal(err, "this instance has no rules for upstream 1");
+    assert_int_equal(parse_json(body, &r, err, sizeof(err)), 0);
+    assert_int_equal(request_check(&r, &apns_limits, err, sizeof(err)), 0);
+    assert_int_equal(request_check(&r, NULL, err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "unknown upstream 1");
+    request_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(without_the_rules_nothing_passes),
         cmocka_unit_test(form_fields_become_header_texts),
         cmocka_unit_test(json_numbers_and_strings),
         cmocka_unit_test(every_rule),

@@ -94,7 +94,7 @@ static int set_field(struct message *m, enum request_opt o, const char *name, co
     return check_field(o, s, n, err, errlen);
 }
 
-int apns_form_field(const char *key, const char *val, size_t n, struct message *m, char *err, size_t errlen)
+static int form_field(const char *key, const char *val, size_t n, struct message *m, char *err, size_t errlen)
 {
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
         if (strcmp(key, fields[i].name) == 0)
@@ -102,7 +102,7 @@ int apns_form_field(const char *key, const char *val, size_t n, struct message *
     return 0; /* other fields are ignored, as /gcm/send ignores them */
 }
 
-int apns_json_member(const struct json_doc *d, int key, struct message *m, char **out, char *err, size_t errlen)
+static int json_member(const struct json_doc *d, int key, struct message *m, char **out, char *err, size_t errlen)
 {
     int v = key + 1;
 
@@ -123,7 +123,7 @@ int apns_json_member(const struct json_doc *d, int key, struct message *m, char 
         *out += n + 1;
         return set_field(m, o, fields[i].name, *out - n - 1, (size_t)n, err, errlen);
     }
-    return APNS_NOT_MINE;
+    return -ENOENT;
 }
 
 static int is_type(const struct message *m, const char *t)
@@ -160,7 +160,7 @@ static int check_payload(const struct message *m, char *err, size_t errlen)
     return 0;
 }
 
-int apns_check_request(const struct send_request *r, char *err, size_t errlen)
+static int check_request(const struct send_request *r, char *err, size_t errlen)
 {
     int rc;
 
@@ -180,3 +180,5 @@ int apns_check_request(const struct send_request *r, char *err, size_t errlen)
             return ERR("\"%s\" is an FCM field; /apns/send does not take it", request_opt_names[o]);
     return check_payload(&r->msg, err, errlen);
 }
+
+const struct request_rules apns_request_rules = {form_field, json_member, check_request};

@@ -20,20 +20,13 @@
 #define APNS_TOKEN_MIN_HEX 16
 #define APNS_TOKEN_MAX_HEX 200
 
-/* A form field of /apns/send.  Returns 0 (also for a field that is not
- * APNs'), or -EINVAL with a reason in err. */
-int apns_form_field(const char *key, const char *val, size_t n, struct message *m, char *err, size_t errlen);
-
-/* A JSON member (key, value at key + 1) of /apns/send; strings are
- * unescaped to *out, which moves past them.  Returns 0, -EINVAL with a
- * reason, or APNS_NOT_MINE when the member is not an APNs field. */
-#define APNS_NOT_MINE 1
-int apns_json_member(const struct json_doc *d, int key, struct message *m, char **out, char *err, size_t errlen);
-
-/* Apple's rules over a whole request: device tokens, payload (an object
- * with an aps object, at most 4096 bytes, 5120 for voip), and each field.
- * Returns 0, or 400 with a reason in err. */
-int apns_check_request(const struct send_request *r, char *err, size_t errlen);
+/* The request rules of /apns/send (core/request.h): its form fields and
+ * JSON members (the apns-* fields; other form fields are ignored, as
+ * /gcm/send ignores them, other JSON members refused), and Apple's rules
+ * over a whole request: device tokens only, a payload that is an object
+ * with an aps object (at most 4096 bytes, 5120 for voip), each field's
+ * shape, no FCM option.  The check returns 0, or -EINVAL with a reason. */
+extern const struct request_rules apns_request_rules;
 
 /* Whether s is one of Apple's apns-push-type values. */
 int apns_push_type_ok(const char *s, size_t n);
