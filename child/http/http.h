@@ -25,21 +25,21 @@ struct http_server {
     const struct fcmd_options *opts;
     struct shm_region *shm;
     struct shm_slot *slot;
-    const char *worker_id; /* sent as X-Fcmd-Worker */
+    const char *worker_id;     /* sent as X-Fcmd-Worker */
     const char *upstream_name; /* the report's and the metrics' name for the upstream */
     struct queue *queue;
     struct upstream *(*ups)[UPSTREAM_KINDS]; /* by app index and upstream kind; NULL where not served */
     struct sender *sender;
-    struct spool *spool;          /* with --spool, else NULL */
-    struct fleet *fleet;          /* with --redis, else NULL */
-    struct fleet_queue *fq;       /* with --redis-queue, else NULL */
-    struct conn_set *conns;       /* the worker's open connections */
+    struct spool *spool;    /* with --spool, else NULL */
+    struct fleet *fleet;    /* with --redis, else NULL */
+    struct fleet_queue *fq; /* with --redis-queue, else NULL */
+    struct conn_set *conns; /* the worker's open connections */
     const struct request_limits *limits;
-    const int *stopping;          /* the worker's flag: nonzero once it began to stop */
-    int auth_scopes;              /* AUTH_* bits the auth token protects */
-    h2o_linklist_t drains;        /* drain answers holding entries until written */
-    int access_log_fd;            /* with --access-log: where h2o's lines go; SIGUSR1 reopens it */
-    int access_log_failing;       /* a write to it failed and was logged; said again only after a success */
+    const int *stopping;    /* the worker's flag: nonzero once it began to stop */
+    int auth_scopes;        /* AUTH_* bits the auth token protects */
+    h2o_linklist_t drains;  /* drain answers holding entries until written */
+    int access_log_fd;      /* with --access-log: where h2o's lines go; SIGUSR1 reopens it */
+    int access_log_failing; /* a write to it failed and was logged; said again only after a success */
 };
 
 /* How far beyond --max-body-bytes h2o still buffers a body: up to that, fcmd

@@ -1,0 +1,58 @@
+/*
+ * child/http/endpoints.h - what the files of http/ share: the endpoints the
+ * route table in http.c calls, the answers they all give (respond.c), and
+ * what more than one endpoint asks about apps.
+ *
+ * An endpoint answers before it returns 0 (h2o's rule), or leaves the
+ * answer to a callback that counts it with http_count when it sends it.
+ */
+#ifndef FCMD_CHILD_HTTP_ENDPOINTS_H
+#define FCMD_CHILD_HTTP_ENDPOINTS_H
+
+#include <h2o.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../../shm/metrics.h"
+#include "../core/request.h"
+#include "http.h"
+
+struct buf;
+
+typedef int (*endpoint_fn)(struct http_server *hs, h2o_req_t *req);
+
+int http_on_send(struct http_server *hs, h2o_req_t *req);          /* send.c */
+int http_on_apns_send(struct http_server *hs, h2o_req_t *req);     /* send.c */
+int http_on_report(struct http_server *hs, h2o_req_t *req);        /* report.c */
+int http_on_canonical(struct http_server *hs, h2o_req_t *req);     /* drain.c */
+int http_on_notregistered(struct http_server *hs, h2o_req_t *req); /* drain.c */
+int http_on_metrics(struct http_server *hs, h2o_req_t *req);       /* ops.c */
+int http_on_healthz(struct http_server *hs, h2o_req_t *req);       /* ops.c */
+int http_on_readyz(struct http_server *hs, h2o_req_t *req);        /* ops.c */
+
+/* Each returns 0, h2o's "answered". */
+int http_respond(h2o_req_t *req, int status, const char *reason, const char *ctype, const char *body, size_t len);
+/* {"error": msg} with status. */
+int http_error(h2o_req_t *req, int status, const char *msg);
+/* 200 with b's text, or a 500 when building it ran out of memory. */
+int http_respond_buf(h2o_req_t *req, const char *ctype, struct buf *b);
+/* 503 with Retry-After: 1. */
+int http_busy(h2o_req_t *req, const char *msg);
+/* Answers 405 (with Allow) and returns 1 unless the method is allowed (GET
+ * takes HEAD too); returns 0 otherwise, having answered nothing. */
+int http_wrong_method(h2o_req_t *req, const char *allowed);
+/* 405 for a HEAD of a drain, which would take entries and show none. */
+int http_refuse_head(h2o_req_t *req);
+
+/* An answer of endpoint ep went out with status: counted by endpoint and
+ * status, and for a send the time since start (uv_hrtime) in its histogram. */
+void http_count(struct http_server *hs, enum endpoint ep, int status, uint64_t start);
+
+/* Whether any app can send to upstream kind. */
+int http_serves(const struct http_server *hs, enum upstream_kind kind);
+/* Whether app a can send now: each of its adapters is ready. */
+int http_app_healthy(const struct http_server *hs, unsigned a);
+/* The app named by ?app=NAME as the whole query, or NULL (*n its length). */
+const char *http_query_app(const h2o_req_t *req, size_t *n);
+
+#endif

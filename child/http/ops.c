@@ -1,0 +1,139 @@
+/*
+ * child/http/ops.c - what operators and load balancers probe: /metrics,
+ * /healthz and /readyz, and whether an app or an upstream can send now.
+ */
+#include "endpoints.h"
+#include "../../common/log.h"
+#include "../../common/options.h"
+#include "../../shm/region.h"
+#include "../core/buf.h"
+#include "../fleet/fleet.h"
+#include "../fleet/fleet_queue.h"
+#include "../observe/metrics.h"
+#include "../store/spool.h"
+#include "../upstream/upstream.h"
+
+#include <string.h>
+
+/* Whether any app can send to upstream kind. */
+int http_serves(const struct http_server *hs, enum upstream_kind kind)
+{
+    for (unsigned a = 0; a <= hs->opts->napps; a++)
+        if (hs->ups[a][kind] != NULL)
+            return 1;
+    return 0;
+}
+
+/* Whether app a can send now: each of its adapters is ready (an FCM v1 app
+ * has an access token; an app whose credentials a reload could not read
+ * never is). */
+int http_app_healthy(const struct http_server *hs, unsigned a)
+{
+    for (int k = 0; k < UPSTREAM_KINDS; k++) {
+        struct upstream *up = hs->ups[a][k];
+        if (up != NULL && up->ops->ready != NULL && !up->ops->ready(up))
+            return 0;
+    }
+    return 1;
+}
+
+int http_on_metrics(struct http_server *hs, h2o_req_t *req)
+{
+    struct shm_totals t;
+    struct buf b = BUF_INIT;
+    uint64_t now = (uint64_t)time(NULL), started = atomic_load(&hs->shm->started_at);
+    struct metrics_context m = {hs->upstream_name, atomic_load(&hs->shm->workers),
+                                now > started ? now - started : 0};
+
+    if (http_wrong_method(req, "GET"))
+        return 0;
+    shm_sum(hs->shm, &t);
+    metrics_prometheus(&b, &t, &m);
+    metrics_apps(&b, hs->shm, hs->opts);
+    http_respond_buf(req, "text/plain; version=0.0.4; charset=utf-8", &b);
+    buf_free(&b);
+    return 0;
+}
+
+int http_on_healthz(struct http_server *hs, h2o_req_t *req)
+{
+    if (http_wrong_method(req, "GET"))
+        return 0;
+    if (*hs->stopping)
+        return http_error(req, 503, "draining");
+    return http_respond(req, 200, "OK", "text/plain", "ok\n", 3);
+}
+
+/* {"status": ..., "unhealthy_apps": [...]}: the apps that cannot send now. */
+static void unhealthy_apps(const struct http_server *hs, struct buf *b, const char *status)
+{
+    int first = 1;
+
+    buf_addf(b, "{\"status\":\"%s\",\"unhealthy_apps\":[", status);
+    for (unsigned a = 0; a <= hs->opts->napps; a++) {
+        if ((hs->ups[a][UPSTREAM_FCM] == NULL && hs->ups[a][UPSTREAM_APNS] == NULL) || http_app_healthy(hs, a))
+            continue;
+        buf_addf(b, "%s\"%s\"", first ? "" : ",", a == APP_DEFAULT ? "default" : options_app_name(hs->opts, a));
+        first = 0;
+    }
+    buf_adds(b, "]}\n");
+}
+
+/* With apps: 200 while any app can send, with a JSON body naming those that
+ * cannot (a load balancer must not drop an instance that serves the other
+ * apps fine); 503 when none can.  ?app=NAME asks about one app: 503 while
+ * it cannot send. */
+static int readyz_apps(struct http_server *hs, h2o_req_t *req)
+{
+    struct buf b = BUF_INIT;
+    size_t n, healthy = 0, sick = 0;
+    const char *name = http_query_app(req, &n);
+    int a;
+
+    if (name != NULL) {
+        if (!options_app_name_ok(name, n) || (a = options_app_find(hs->opts, name, n)) < 0)
+            return http_error(req, 400, "unknown app");
+        if (!http_app_healthy(hs, (unsigned)a))
+            return http_error(req, 503, "the app cannot send now: no usable credentials");
+        return http_respond(req, 200, "OK", "text/plain", "ok\n", 3);
+    }
+    for (unsigned i = 0; i <= hs->opts->napps; i++)
+        if (hs->ups[i][UPSTREAM_FCM] != NULL || hs->ups[i][UPSTREAM_APNS] != NULL)
+            *(http_app_healthy(hs, i) ? &healthy : &sick) += 1;
+    if (sick == 0)
+        return http_respond(req, 200, "OK", "text/plain", "ok\n", 3);
+    unhealthy_apps(hs, &b, healthy > 0 ? "degraded" : "unavailable");
+    if (b.failed) {
+        buf_free(&b);
+        return http_error(req, 500, "out of memory");
+    }
+    if (healthy > 0)
+        http_respond_buf(req, "application/json", &b);
+    else
+        http_respond(req, 503, "Service Unavailable", "application/json", b.data, b.len);
+    buf_free(&b);
+    return 0;
+}
+
+/* Like /healthz, and also 503 while the upstream cannot be used (no access
+ * token) or the spool cannot be written. */
+int http_on_readyz(struct http_server *hs, h2o_req_t *req)
+{
+    struct upstream *fcm = hs->ups[APP_DEFAULT][UPSTREAM_FCM];
+
+    if (http_wrong_method(req, "GET"))
+        return 0;
+    if (*hs->stopping)
+        return http_error(req, 503, "draining");
+    if (hs->spool != NULL && !spool_ready(hs->spool))
+        return http_error(req, 503, "the spool cannot be written");
+    if (hs->fleet != NULL && !fleet_ready(hs->fleet))
+        return http_error(req, 503, "redis unreachable");
+    if (hs->fq != NULL && !fleet_queue_ready(hs->fq))
+        return http_error(req, 503, "redis does not take pushes in time");
+    if (hs->opts->napps > 0)
+        return readyz_apps(hs, req);
+    if (fcm != NULL && fcm->ops->ready != NULL && !fcm->ops->ready(fcm))
+        return http_error(req, 503, "no upstream access token");
+    return http_respond(req, 200, "OK", "text/plain", "ok\n", 3);
+}

@@ -1,0 +1,182 @@
+/*
+ * child/http/report.c - /gcm/report: the totals of this instance (every
+ * worker's slot of the shared region) or, with --redis, of the fleet as the
+ * last flush brought them, and per app with ?app=.
+ */
+#include "endpoints.h"
+#include "../../common/log.h"
+#include "../../common/options.h"
+#include "../../shm/region.h"
+#include "../core/buf.h"
+#include "../fleet/fleet.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define U(x) ((unsigned long long)(x))
+
+/* ?scope=local or ?scope=fleet (the default): 1 for local, 0 for fleet, -1
+ * for anything else. */
+static int report_scope(const h2o_req_t *req)
+{
+    const char *q, *end;
+
+    if (req->query_at == SIZE_MAX)
+        return 0;
+    q = req->path.base + req->query_at + 1;
+    end = req->path.base + req->path.len;
+    if (h2o_memis(q, (size_t)(end - q), H2O_STRLIT("scope=local")))
+        return 1;
+    return h2o_memis(q, (size_t)(end - q), H2O_STRLIT("scope=fleet")) || q == end ? 0 : -1;
+}
+
+/* The fleet's totals, as the last flush brought them (child/fleet/fleet.c). */
+static int respond_fleet(struct http_server *hs, h2o_req_t *req, const struct fleet_totals *t)
+{
+    struct buf b = BUF_INIT;
+    const uint64_t *n = t->counters;
+
+    buf_addf(&b, "{\"attempts\":%llu,\"failures\":%llu,\"pending\":%lld,\"canonicals\":%llu,\"notregistered\":%llu",
+             U(n[SHM_ATTEMPTS]), U(n[SHM_FAILURES]), (long long)t->pending, U(n[SHM_CANONICALS]),
+             U(n[SHM_NOTREGISTERED]));
+    buf_addf(&b, ",\"successes\":%llu,\"retries\":%llu,\"accepted\":%llu,\"lost\":%llu", U(n[SHM_SUCCESSES]),
+             U(n[SHM_RETRIES]), U(n[SHM_ACCEPTED]), U(n[SHM_LOST]));
+    buf_addf(&b, ",\"left_in_spool\":%llu,\"replayed\":%llu", U(n[SHM_LEFT_IN_SPOOL]), U(n[SHM_REPLAYED]));
+    buf_addf(&b, ",\"dropped\":%llu,\"canonical_dropped\":%llu,\"notregistered_dropped\":%llu",
+             U(t->canonical_dropped + t->notregistered_dropped), U(t->canonical_dropped),
+             U(t->notregistered_dropped));
+    buf_addf(&b, ",\"instances\":%llu,\"scope\":\"fleet\",\"redis\":\"ok\",\"age_ms\":%llu,\"upstream\":\"%s\"}\n",
+             U(t->instances), U(t->age_ms), hs->upstream_name);
+    http_respond_buf(req, "application/json", &b);
+    buf_free(&b);
+    return 0;
+}
+
+/* The outcomes per upstream, next to the totals: "fcm": {...}, "apns": {...}. */
+static void report_upstreams(struct buf *b, const struct shm_totals *t)
+{
+    for (int u = 0; u < SHM_UPSTREAMS; u++) {
+        buf_addf(b, ",\"%s\":{", shm_upstream_names[u]);
+        for (int k = 0; k < SHM_UP_NCOUNTERS; k++)
+            buf_addf(b, "%s\"%s\":%llu", k ? "," : "", shm_upstream_counter_names[k], U(t->by_upstream[u][k]));
+        if (u == UPSTREAM_APNS)
+            buf_addf(b, ",\"provider_tokens\":%llu", U(t->apns_tokens_made));
+        buf_adds(b, "}");
+    }
+}
+
+/* One app's counters: {"accepted":..,...} summed over its upstreams. */
+static void report_app_totals(struct buf *b, const struct shm_app *a)
+{
+    for (int k = 0; k < SHM_UP_NCOUNTERS; k++) {
+        uint64_t n = 0;
+        for (int u = 0; u < SHM_UPSTREAMS; u++)
+            n += atomic_load_explicit(&((struct shm_app *)a)->by_upstream[u][k], memory_order_relaxed);
+        buf_addf(b, "%s\"%s\":%llu", k ? "," : "", shm_upstream_counter_names[k], U(n));
+    }
+}
+
+/* "apps": {"default": {...}, "NAME": {...}} after the totals. */
+static void report_apps(struct http_server *hs, struct buf *b)
+{
+    buf_adds(b, ",\"apps\":{\"default\":{");
+    report_app_totals(b, &hs->shm->apps[0]);
+    buf_adds(b, "}");
+    for (size_t i = 0; i < hs->opts->napps; i++) {
+        buf_addf(b, ",\"%s\":{", hs->opts->apps[i].name);
+        report_app_totals(b, &hs->shm->apps[hs->opts->apps[i].shm]);
+        buf_adds(b, "}");
+    }
+    buf_adds(b, "}");
+}
+
+/* The app named in ?app=NAME (n bytes), or NULL when the query names none. */
+const char *http_query_app(const h2o_req_t *req, size_t *n)
+{
+    const char *q, *end;
+
+    if (req->query_at == SIZE_MAX)
+        return NULL;
+    q = req->path.base + req->query_at + 1;
+    end = req->path.base + req->path.len;
+    if ((size_t)(end - q) < 4 || memcmp(q, "app=", 4) != 0)
+        return NULL;
+    *n = (size_t)(end - q - 4);
+    return q + 4;
+}
+
+/* /gcm/report?app=NAME: that app's counters, this instance's alone. */
+static int respond_app_report(struct http_server *hs, h2o_req_t *req, const char *name, size_t n)
+{
+    struct buf b = BUF_INIT;
+    int a = options_app_name_ok(name, n) ? options_app_find(hs->opts, name, n) : -ENOENT;
+    unsigned row;
+
+    if (a < 0)
+        return http_error(req, 400, "unknown app");
+    row = shm_app_row_of(hs->opts, (unsigned)a);
+    buf_addf(&b, "{\"app\":\"%s\",", a == APP_DEFAULT ? "default" : options_app_name(hs->opts, (unsigned)a));
+    report_app_totals(&b, &hs->shm->apps[row]);
+    for (int u = 0; u < SHM_UPSTREAMS; u++) {
+        buf_addf(&b, ",\"%s\":{", shm_upstream_names[u]);
+        for (int k = 0; k < SHM_UP_NCOUNTERS; k++)
+            buf_addf(&b, "%s\"%s\":%llu", k ? "," : "", shm_upstream_counter_names[k],
+                     U(atomic_load_explicit(&hs->shm->apps[row].by_upstream[u][k], memory_order_relaxed)));
+        buf_adds(&b, "}");
+    }
+    buf_addf(&b, ",\"unhealthy\":%s}\n", http_app_healthy(hs, (unsigned)a) ? "false" : "true");
+    http_respond_buf(req, "application/json", &b);
+    buf_free(&b);
+    return 0;
+}
+
+int http_on_report(struct http_server *hs, h2o_req_t *req)
+{
+    struct shm_totals t;
+    struct fleet_totals ft;
+    struct buf b = BUF_INIT;
+    uint64_t now = (uint64_t)time(NULL), started = atomic_load(&hs->shm->started_at);
+    int scope = hs->fleet != NULL ? report_scope(req) : 1;
+
+    const char *app;
+    size_t app_len = 0;
+
+    if (http_wrong_method(req, "GET"))
+        return 0;
+    if ((app = http_query_app(req, &app_len)) != NULL)
+        return respond_app_report(hs, req, app, app_len);
+    if (scope < 0)
+        return http_error(req, 400, "scope is fleet or local");
+    if (scope == 0 && fleet_totals(hs->fleet, &ft) == 0)
+        return respond_fleet(hs, req, &ft);
+    shm_sum(hs->shm, &t);
+    /* GoCM's five keys first, in GoCM's order. */
+    buf_addf(&b, "{\"attempts\":%llu,\"failures\":%llu,\"pending\":%lld,\"canonicals\":%llu,\"notregistered\":%llu",
+             U(t.counters[SHM_ATTEMPTS]), U(t.counters[SHM_FAILURES]), (long long)t.pending,
+             U(t.counters[SHM_CANONICALS]), U(t.counters[SHM_NOTREGISTERED]));
+    buf_addf(&b, ",\"successes\":%llu,\"retries\":%llu,\"accepted\":%llu,\"lost\":%llu", U(t.counters[SHM_SUCCESSES]),
+             U(t.counters[SHM_RETRIES]), U(t.counters[SHM_ACCEPTED]), U(t.counters[SHM_LOST]));
+    if (hs->opts->spool != NULL)
+        buf_addf(&b, ",\"left_in_spool\":%llu", U(t.counters[SHM_LEFT_IN_SPOOL]));
+    buf_addf(&b, ",\"dropped\":%llu,\"canonical_dropped\":%llu,\"notregistered_dropped\":%llu",
+             U(t.canonical_dropped + t.notregistered_dropped), U(t.canonical_dropped), U(t.notregistered_dropped));
+    if (hs->opts->spool != NULL)
+        buf_addf(&b, ",\"spool_bytes\":%lld,\"spool_segments\":%lld,\"replayed\":%llu",
+                 (long long)t.gauges[SHM_SPOOL_BYTES], (long long)t.gauges[SHM_SPOOL_SEGMENTS],
+                 U(t.counters[SHM_REPLAYED]));
+    if (hs->opts->sa != NULL)
+        buf_addf(&b, ",\"oauth_tokens\":%llu,\"oauth_failures\":%llu,\"waiting_for_token\":%llu",
+                 U(t.counters[SHM_OAUTH_TOKENS]), U(t.counters[SHM_OAUTH_FAILURES]), U(t.waiting_for_token));
+    if (http_serves(hs, UPSTREAM_APNS))
+        report_upstreams(&b, &t);
+    if (hs->opts->napps > 0)
+        report_apps(hs, &b);
+    if (hs->fleet != NULL) /* this instance alone: asked for, or Redis cannot be reached */
+        buf_addf(&b, ",\"scope\":\"local\",\"redis\":\"%s\"", fleet_ready(hs->fleet) ? "ok" : "unreachable");
+    buf_addf(&b, ",\"upstream\":\"%s\",\"workers\":%u,\"uptime_seconds\":%llu}\n", hs->upstream_name,
+             (unsigned)atomic_load(&hs->shm->workers), U(now > started ? now - started : 0));
+    http_respond_buf(req, "application/json", &b);
+    buf_free(&b);
+    return 0;
+}

@@ -1,0 +1,331 @@
+/*
+ * child/http/send.c - /gcm/send and /apns/send: read the request, pick its
+ * app's adapter, stage the push and answer.
+ *
+ * An answer is not always complete when the handler returns: with a spool
+ * it waits until the push is durable, with --redis-queue until Redis took
+ * it.  The link to the request lives in its pool, so a client that went
+ * away is noticed and the push is still delivered.
+ */
+#include "endpoints.h"
+#include "conn.h"
+#include "../../common/log.h"
+#include "../../common/options.h"
+#include "../../shm/region.h"
+#include "../core/buf.h"
+#include "../core/queue.h"
+#include "../core/request.h"
+#include "../fleet/fleet_queue.h"
+#include "../store/spool.h"
+#include "../upstream/sender.h"
+#include "../upstream/upstream.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int respond_accepted(h2o_req_t *req, int json, size_t n)
+{
+    char body[64];
+    int len;
+
+    if (!json)
+        return http_respond(req, 200, "OK", "text/plain; charset=utf-8", "ok\n", 3);
+    len = snprintf(body, sizeof(body), "{\"accepted\":%zu}\n", n);
+    return http_respond(req, 200, "OK", "application/json", body, (size_t)len);
+}
+
+/* A push accepted into the queue but held back (staged) until the spool
+ * says it is durable: nothing of it is sent, counted or answered 200
+ * before then, and if the sync fails it goes and the answer is 503.  The
+ * link lives in the request's pool: if the client goes away first, h2o
+ * disposes of it and the answer is dropped instead of written to freed
+ * memory; the push is still delivered once durable. */
+struct deferred {
+    struct spool_waiter waiter;
+    struct fq_waiter fqw; /* with --redis-queue: waiting for Redis instead */
+    h2o_req_t *req;
+    struct deferred **link;
+    struct http_server *hs;
+    struct push *push;
+    int json;
+    enum endpoint ep;
+    uint64_t start;
+};
+
+static void on_request_gone(void *p)
+{
+    struct deferred *d = *(struct deferred **)p;
+
+    if (d != NULL)
+        d->req = NULL;
+}
+
+/* The push is in; count it and let the sender have it. */
+static void release_push(struct http_server *hs, struct push *p)
+{
+    queue_commit(hs->queue, p);
+    shm_add(hs->slot, SHM_ACCEPTED, p->ntargets);
+    shm_app_add(hs->shm, hs->slot, shm_app_row_of(hs->opts, p->app), (unsigned)p->upstream, SHM_UP_ACCEPTED, p->ntargets);
+    shm_pending_add(hs->slot, (int64_t)p->ntargets);
+    sender_kick(hs->sender);
+}
+
+static void on_durable(void *arg, int ok)
+{
+    struct deferred *d = arg;
+    struct http_server *hs = d->hs;
+    h2o_req_t *req = d->req;
+    size_t n = d->push->ntargets;
+
+    if (ok) {
+        release_push(hs, d->push);
+    } else {
+        struct spool_mark m = {d->push->spool_seg, d->push->spool_id};
+        spool_forget(hs->spool, &m, n);
+        spool_push_done(hs->spool, d->push);
+        queue_discard(hs->queue, d->push);
+    }
+    if (req != NULL) {
+        *d->link = NULL;
+        conn_progress(d->hs->conns, req); /* answered: the client timeout starts again */
+        if (ok)
+            respond_accepted(req, d->json, n);
+        else
+            http_busy(req, "spool sync failed");
+        http_count(hs, d->ep, req->res.status, d->start);
+    }
+    free(d);
+}
+
+static const char *const fq_refusal[] = {
+    [FQ_DOWN] = "redis unreachable: the push was not queued",
+    [FQ_FULL] = "the queue in redis is full (--redis-queue-max)",
+    [FQ_REFUSED] = "redis refused the push",
+};
+
+/* With --redis-queue: Redis answered for the push (or the deadline passed).
+ * The push is counted by the instance that answers 200; the worker that
+ * delivers it counts its outcome. */
+static void on_queued(void *arg, enum fq_status st, size_t n)
+{
+    struct deferred *d = arg;
+    struct http_server *hs = d->hs;
+    h2o_req_t *req = d->req;
+
+    if (st == FQ_OK)
+        shm_add(hs->slot, SHM_ACCEPTED, n);
+    if (req != NULL) {
+        *d->link = NULL;
+        conn_progress(hs->conns, req);
+        if (st == FQ_OK)
+            respond_accepted(req, d->json, n);
+        else
+            http_busy(req, fq_refusal[st]);
+        http_count(hs, d->ep, req->res.status, d->start);
+    }
+    free(d);
+}
+
+/* With --redis-queue the push goes to Redis, not to this worker's queue:
+ * the answer waits for Redis. */
+static int send_to_redis(struct http_server *hs, h2o_req_t *req, struct send_request *r, uint64_t start, enum endpoint ep)
+{
+    struct deferred *d = calloc(1, sizeof(*d));
+    enum fq_status st;
+
+    if (d == NULL) {
+        request_free(r);
+        return http_busy(req, "out of memory");
+    }
+    *d = (struct deferred){.req = req, .hs = hs, .json = r->format == REQUEST_JSON, .start = start, .ep = ep};
+    st = fleet_queue_add(hs->fq, r, &d->fqw, on_queued, d);
+    request_free(r);
+    if (st != FQ_OK) {
+        free(d);
+        return http_busy(req, fq_refusal[st]);
+    }
+    /* The link is made after the push waits: if it cannot be made, the
+     * answer is simply never written (as for a client gone). */
+    if ((d->link = h2o_mem_alloc_shared(&req->pool, sizeof(*d->link), on_request_gone)) != NULL)
+        *d->link = d;
+    else
+        d->req = NULL;
+    return 0;
+}
+
+/* Writes the push to the spool (if any) and stages it in the queue.
+ * Returns NULL with the reason for a 503 in *why. */
+static struct push *stage_push(struct http_server *hs, const struct send_request *r, size_t cost, size_t body_len,
+                               const char **why)
+{
+    struct spool_mark mark;
+    struct push *p;
+
+    if (!queue_has_room(hs->queue, r->ntargets, cost)) {
+        *why = "queue full";
+        return NULL;
+    }
+    if (hs->spool != NULL) {
+        if (!spool_has_room(hs->spool, body_len + 64 * r->ntargets)) {
+            *why = "spool full";
+            return NULL;
+        }
+        if (spool_append(hs->spool, r, &mark) != 0) {
+            *why = "spool write failed";
+            return NULL;
+        }
+    }
+    if ((p = queue_stage(hs->queue, r)) == NULL) {
+        *why = "out of memory";
+        if (hs->spool != NULL)
+            spool_forget(hs->spool, &mark, r->ntargets);
+        return NULL;
+    }
+    if (hs->spool != NULL)
+        spool_bind(hs->spool, &mark, p);
+    return p;
+}
+
+/* The app a request names: its "app" field, else its X-Fcmd-App header (if
+ * both, they must agree), else the default app.  Sets r->app_index (and
+ * r->app to the header's name when only the header gave one, or to NULL for
+ * the default app, so the spool records the app by its name) and returns
+ * the adapter of that app for kind, or NULL with a reason in err. */
+static struct upstream *select_app(struct http_server *hs, h2o_req_t *req, enum upstream_kind kind, struct send_request *r,
+                                   char *err, size_t errlen)
+{
+    ssize_t h = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-fcmd-app"), -1);
+    const char *what = kind == UPSTREAM_APNS ? "APNs" : "FCM";
+    struct upstream *up;
+    int a;
+
+    if (h >= 0) {
+        h2o_iovec_t v = req->headers.entries[h].value;
+        if (!options_app_name_ok(v.base, v.len)) {
+            snprintf(err, errlen, "X-Fcmd-App must be 1 to %d letters, digits, '_', '.' or '-'", APP_NAME_MAX);
+            return NULL;
+        }
+        if (r->app != NULL && (r->app_len != v.len || memcmp(r->app, v.base, v.len) != 0)) {
+            snprintf(err, errlen, "the app field and the X-Fcmd-App header name different apps");
+            return NULL;
+        }
+        for (ssize_t o = h; (o = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-fcmd-app"), o)) >= 0;) {
+            h2o_iovec_t w = req->headers.entries[o].value;
+            if (w.len != v.len || memcmp(w.base, v.base, v.len) != 0) {
+                snprintf(err, errlen, "X-Fcmd-App headers name different apps");
+                return NULL;
+            }
+        }
+        r->app = v.base;
+        r->app_len = v.len;
+    }
+    if ((a = options_app_find(hs->opts, r->app, r->app_len)) < 0) {
+        snprintf(err, errlen, "unknown app \"%.*s\"", (int)r->app_len, r->app);
+        return NULL;
+    }
+    if (a == APP_DEFAULT)
+        r->app = NULL, r->app_len = 0;
+    r->app_index = (unsigned)a;
+    if ((up = hs->ups[a][kind]) == NULL) {
+        if (a == APP_DEFAULT)
+            snprintf(err, errlen, "the default app has no %s credentials: name an app with \"app\" or X-Fcmd-App",
+                     what);
+        else
+            snprintf(err, errlen, "app \"%s\" has no %s credentials", options_app_name(hs->opts, (unsigned)a), what);
+    }
+    return up;
+}
+
+/* /gcm/send and /apns/send: the same answers, limits and durability; only
+ * the request's rules and the upstream differ. */
+static int send_to(struct http_server *hs, h2o_req_t *req, enum upstream_kind kind)
+{
+    struct upstream *up = NULL;
+    struct send_request r;
+    const char *ctype = NULL, *why;
+    size_t ctype_len = 0, n, cost = 0;
+    uint64_t start = uv_hrtime();
+    struct deferred *d = NULL;
+    struct push *p;
+    char err[256];
+    ssize_t h;
+    int rc, json;
+
+    if (http_wrong_method(req, "POST"))
+        return 0;
+    /* A stopping child still takes requests on connections it already has
+     * (h2o closes them after this answer): its drain covers them too. */
+    if ((h = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1)) >= 0) {
+        ctype = req->headers.entries[h].value.base;
+        ctype_len = req->headers.entries[h].value.len;
+    }
+    rc = request_parse_for(kind, ctype, ctype_len, req->entity.base ? req->entity.base : "", req->entity.len,
+                           hs->limits, &r, err, sizeof(err));
+    if (rc == 0 && (up = select_app(hs, req, kind, &r, err, sizeof(err))) == NULL) {
+        request_free(&r);
+        rc = -EINVAL;
+    }
+    if (rc == 0 && up->ops->check != NULL && (rc = up->ops->check(up, &r, err, sizeof(err))) != 0)
+        request_free(&r);
+    if (rc == 0 && !queue_could_fit(hs->queue, r.ntargets, cost = queue_cost(&r))) {
+        snprintf(err, sizeof(err), "request holds more than a worker's whole queue (--queue-size, --queue-max-bytes)");
+        request_free(&r);
+        rc = -EMSGSIZE;
+    }
+    if (rc != 0)
+        return http_error(req, request_status(rc), err);
+    if (hs->fq != NULL)
+        return send_to_redis(hs, req, &r, start, kind == UPSTREAM_APNS ? EP_APNS_SEND : EP_SEND);
+    /* Whatever can fail is done before anything is written or queued. */
+    if (hs->spool != NULL && (d = calloc(1, sizeof(*d))) == NULL) {
+        request_free(&r);
+        return http_busy(req, "out of memory");
+    }
+    if ((p = stage_push(hs, &r, cost, req->entity.len, &why)) == NULL) {
+        request_free(&r);
+        free(d);
+        return http_busy(req, why);
+    }
+    n = r.ntargets;
+    json = r.format == REQUEST_JSON;
+    request_free(&r);
+    if (d != NULL) {
+        *d = (struct deferred){.req = req,
+                               .hs = hs,
+                               .push = p,
+                               .json = json,
+                               .start = start,
+                               .ep = kind == UPSTREAM_APNS ? EP_APNS_SEND : EP_SEND};
+        if ((d->link = h2o_mem_alloc_shared(&req->pool, sizeof(*d->link), on_request_gone)) != NULL)
+            *d->link = d;
+        if (spool_commit(hs->spool, &d->waiter, on_durable, d))
+            return 0;
+        if (d->link != NULL)
+            *d->link = NULL;
+        free(d);
+    }
+    release_push(hs, p);
+    return respond_accepted(req, json, n);
+}
+
+int http_on_send(struct http_server *hs, h2o_req_t *req)
+{
+    if (!http_serves(hs, UPSTREAM_FCM)) {
+        if (!http_wrong_method(req, "POST"))
+            http_error(req, 404, "FCM is not configured: start fcmd with --service-account or --apikey-file");
+        return 0;
+    }
+    return send_to(hs, req, UPSTREAM_FCM);
+}
+
+int http_on_apns_send(struct http_server *hs, h2o_req_t *req)
+{
+    if (!http_serves(hs, UPSTREAM_APNS)) {
+        if (!http_wrong_method(req, "POST"))
+            http_error(req, 404,
+                          "APNs is not configured: start fcmd with --apns-key, --apns-key-id and --apns-team-id");
+        return 0;
+    }
+    return send_to(hs, req, UPSTREAM_APNS);
+}
