@@ -140,6 +140,7 @@ const char *const options_usage[] = {
     "  --unix PATH               listen on a UNIX socket instead of TCP\n"
     "  --workers N               child processes [online CPUs]\n"
     "  --queue-size N            pending targets per child before /gcm/send answers 503 [500000]\n"
+    "  --queue-max-bytes N       bytes those targets and their payloads may hold per child before 503 [256 MiB]\n"
     "  --socket-mode MODE        permissions of the UNIX socket, octal [umask]\n"
     "  --user NAME               drop to this user after binding (when started as root)\n"
     "  --shutdown-timeout S      how long stopping children may finish their work [30]\n"

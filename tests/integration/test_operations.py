@@ -94,6 +94,15 @@ def test_example_config_is_complete_and_valid():
         assert f"flag: --{flag}" in text, f"--{flag} is not in conf/fcmd.conf"
 
 
+def test_help_names_every_option_of_the_readme():
+    """The README's option table is what operators read; --help must name each of its flags."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    flags = set(re.findall(r"^\| `--([a-z0-9-]+)", readme, re.M))
+    assert len(flags) > 40
+    shown = set(re.findall(r"--([a-z0-9-]+)", run_fcmd("--help").stdout))
+    assert sorted(flags - shown) == []
+
+
 # ---- reload ----
 
 class Sender(threading.Thread):
