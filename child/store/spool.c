@@ -1,8 +1,8 @@
 /*
  * child/store/spool.c - segments, group commit and adoption.
  *
- * Appends are plain write()s from the loop (to the page cache); only fsync
- * is slow, so it runs on libuv's thread pool.  With spool_fsync = batch,
+ * Appends are pwrite()s from the loop (to the page cache, see below); only
+ * fsync is slow, so it runs on libuv's thread pool.  With spool_fsync = batch,
  * answers wait in a list and one fdatasync covers every request accepted in
  * a loop turn (a uv_check handle starts it); with always, each answer gets
  * its own.  At most one batch sync runs at a time: whatever arrives while it

@@ -25,7 +25,7 @@ struct sender;
 
 /* A sender whose first upstream, up, serves pushes of kind (an
  * enum upstream_kind); its URL decides HTTP/2 multiplexing.  Returns NULL
- * when curl or memory failed (logged). */
+ * when curl or memory failed (not logged: the caller's set-up fails). */
 struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, struct queue *q, int kind,
                              struct upstream *up, struct shm_region *shm, unsigned slot);
 
