@@ -81,11 +81,15 @@ const char *log_path(void)
     return logger.path;
 }
 
-const char *log_url(const char *url, char *out, size_t outlen)
+/* The one redaction of a URL: from after the scheme up to the userinfo's
+ * '@' becomes "***".  The '@' is the last one within the authority (up to
+ * the first '/', '?' or '#'), or with any_at the last one of all, for a
+ * URL whose reader lets a password hold those (fcmd's --redis). */
+static const char *redact(const char *url, int any_at, char *out, size_t outlen)
 {
     const char *sep = strstr(url, "://");
     const char *host = sep != NULL ? sep + 3 : url;
-    size_t end = strcspn(host, "/?#");
+    size_t end = any_at ? strlen(host) : strcspn(host, "/?#");
     const char *at = memrchr(host, '@', end);
 
     if (at == NULL)
@@ -93,6 +97,16 @@ const char *log_url(const char *url, char *out, size_t outlen)
     else
         snprintf(out, outlen, "%.*s***%s", (int)(host - url), url, at);
     return out;
+}
+
+const char *log_url(const char *url, char *out, size_t outlen)
+{
+    return redact(url, 0, out, outlen);
+}
+
+const char *log_url_any_at(const char *url, char *out, size_t outlen)
+{
+    return redact(url, 1, out, outlen);
 }
 
 void log_set_level(enum log_level level)

@@ -30,6 +30,11 @@ void log_set_level(enum log_level level);
  * after the scheme): print URLs only through this.  Returns out. */
 const char *log_url(const char *url, char *out, size_t outlen);
 
+/* The same for a URL whose password may hold '/', '?' or '#' (fcmd's
+ * --redis reader takes the userinfo up to the last '@'): anything up to the
+ * last '@' becomes "***". */
+const char *log_url_any_at(const char *url, char *out, size_t outlen);
+
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* A line that comes in floods (an upstream outage or a full disk fails

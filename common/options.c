@@ -443,7 +443,7 @@ static int validate_redis(const struct fcmd_options *o, char *err, size_t errlen
     }
     if (o->redis == NULL || redis_url_parse(o->redis, &u, why, sizeof(why)) == 0)
         return 0;
-    snprintf(err, errlen, "--redis: \"%s\": %s", redis_url_printable(o->redis, url, sizeof(url)), why);
+    snprintf(err, errlen, "--redis: \"%s\": %s", log_url_any_at(o->redis, url, sizeof(url)), why);
     return -1;
 }
 

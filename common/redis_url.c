@@ -6,48 +6,11 @@
  * percent-decoded (a password may hold '@' or '/'), nothing else is.
  */
 #include "redis_url.h"
+#include "percent.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Percent-decodes s[0..n) into out.  Returns 0, or -1 when it does not fit or
- * an escape is broken or decodes to NUL. */
-static int decode(const char *s, size_t n, char *out, size_t outlen)
-{
-    size_t o = 0;
-
-    for (size_t i = 0; i < n; i++) {
-        int c = (unsigned char)s[i];
-        if (c == '%') {
-            int hi, lo;
-            if (i + 2 >= n)
-                return -1;
-            hi = hexval(s[i + 1]);
-            lo = hexval(s[i + 2]);
-            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
-                return -1;
-            c = hi * 16 + lo;
-            i += 2;
-        }
-        if (o + 1 >= outlen)
-            return -1;
-        out[o++] = (char)c;
-    }
-    out[o] = '\0';
-    return 0;
-}
 
 /* A decimal number from min to max filling s[0..n) exactly, or -1. */
 static long number(const char *s, size_t n, long min, long max)
@@ -73,9 +36,9 @@ static int parse_userinfo(const char *s, size_t n, struct redis_url *u, char *er
 
     if (colon == NULL)
         FAIL("give the password as :PASSWORD@ (a user alone is not enough)");
-    if (decode(s, (size_t)(colon - s), u->user, sizeof(u->user)) != 0)
+    if (percent_decode(s, (size_t)(colon - s), u->user, sizeof(u->user), PERCENT_NO_NUL) < 0)
         FAIL("the user is too long or has a bad %%-escape");
-    if (decode(colon + 1, n - (size_t)(colon + 1 - s), u->password, sizeof(u->password)) != 0)
+    if (percent_decode(colon + 1, n - (size_t)(colon + 1 - s), u->password, sizeof(u->password), PERCENT_NO_NUL) < 0)
         FAIL("the password is too long or has a bad %%-escape");
     return 0;
 }
@@ -148,18 +111,6 @@ static int parse_unix(const char *s, struct redis_url *u, char *err, size_t errl
         (u->db = (int)number(s + plen + 4, strlen(s + plen + 4), 0, REDIS_URL_MAX_DB)) < 0)
         FAIL("after the path only ?db=N may follow (N from 0 to %d)", REDIS_URL_MAX_DB);
     return 0;
-}
-
-const char *redis_url_printable(const char *url, char *out, size_t outlen)
-{
-    const char *sep = strstr(url, "://");
-    const char *at = strrchr(url, '@');
-
-    if (sep == NULL || at == NULL || at < sep)
-        snprintf(out, outlen, "%s", url);
-    else
-        snprintf(out, outlen, "%.*s***%s", (int)(sep + 3 - url), url, at);
-    return out;
 }
 
 int redis_url_parse(const char *url, struct redis_url *out, char *err, size_t errlen)

@@ -3,7 +3,8 @@
  *
  * redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N].  The
  * parser only fills the caller's struct and says in words what is wrong;
- * its messages never quote the password.
+ * its messages never quote the password.  Such a URL is printed only
+ * through log_url_any_at() (common/log.h).
  */
 #ifndef FCMD_COMMON_REDIS_URL_H
 #define FCMD_COMMON_REDIS_URL_H
@@ -22,10 +23,6 @@ struct redis_url {
     char user[128];     /* Redis 6 ACL user, empty for the default user */
     char password[512]; /* empty when the URL has none; percent-decoded */
 };
-
-/* The URL as it may be printed: anything up to its last '@' (which may be a
- * password, even one holding a '/') becomes "***".  Returns out. */
-const char *redis_url_printable(const char *url, char *out, size_t outlen);
 
 /* Parses url into out.  Returns 0, or -1 with a one-line reason in err. */
 int redis_url_parse(const char *url, struct redis_url *out, char *err, size_t errlen);

@@ -8,6 +8,7 @@
  */
 #include "request.h"
 #include "../../common/json.h"
+#include "../../common/percent.h"
 #include "../../common/options.h"
 
 #include <ctype.h>
@@ -108,38 +109,6 @@ static int check_payload(const char *p, size_t n, const struct request_limits *l
 
 /* ---- application/x-www-form-urlencoded ---- */
 
-static int unhex(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = (char)tolower((unsigned char)c);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-/* Decodes s[0..n) into out, NUL-terminated.  Returns the length or -1. */
-static long form_decode(const char *s, size_t n, char *out)
-{
-    size_t o = 0;
-
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '+') {
-            out[o++] = ' ';
-        } else if (s[i] == '%') {
-            int hi, lo;
-            if (i + 2 >= n)
-                return -1;
-            if ((hi = unhex(s[i + 1])) < 0 || (lo = unhex(s[i + 2])) < 0)
-                return -1;
-            out[o++] = (char)(hi * 16 + lo);
-            i += 2;
-        } else {
-            out[o++] = s[i];
-        }
-    }
-    out[o] = '\0';
-    return (long)o;
-}
-
 static int parse_form(const char *body, size_t len, struct parse *ps, char *err, size_t errlen)
 {
     struct send_request *r = ps->r;
@@ -152,7 +121,7 @@ static int parse_form(const char *body, size_t len, struct parse *ps, char *err,
         return snprintf(err, errlen, "out of memory"), -ENOMEM;
     while (pos < len) {
         const char *field = body + pos, *amp = memchr(field, '&', len - pos), *eq;
-        size_t flen = amp ? (size_t)(amp - field) : len - pos;
+        size_t flen = amp ? (size_t)(amp - field) : len - pos, kn;
         long klen, vlen;
         char *key, *val;
 
@@ -160,12 +129,14 @@ static int parse_form(const char *body, size_t len, struct parse *ps, char *err,
         if (flen == 0)
             continue;
         eq = memchr(field, '=', flen);
+        kn = eq ? (size_t)(eq - field) : flen;
         key = out;
-        if ((klen = form_decode(field, eq ? (size_t)(eq - field) : flen, key)) < 0)
+        /* Decoded text is never longer than its source: n + 1 bytes fit it. */
+        if ((klen = percent_decode(field, kn, key, kn + 1, PERCENT_PLUS)) < 0)
             return ERR("malformed percent-encoding in form field");
         val = key + klen + 1;
         vlen = 0;
-        if (eq && (vlen = form_decode(eq + 1, flen - (size_t)(eq + 1 - field), val)) < 0)
+        if (eq && (vlen = percent_decode(eq + 1, flen - kn - 1, val, flen - kn, PERCENT_PLUS)) < 0)
             return ERR("malformed percent-encoding in form field \"%s\"", key);
         if (!eq)
             *val = '\0';

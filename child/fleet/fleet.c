@@ -1401,7 +1401,7 @@ struct fleet *fleet_start(uv_loop_t *loop, const char *url, const char *password
         free(f);
         return NULL;
     }
-    redis_url_printable(url, f->printable, sizeof(f->printable));
+    log_url_any_at(url, f->printable, sizeof(f->printable));
     f->loop = loop;
     f->shm = shm;
     f->slot = &shm->slots[slot];

@@ -4,6 +4,7 @@
  */
 #include "cmocka_all.h"
 
+#include "../../common/log.h"
 #include "../../common/redis_url.h"
 
 #include <string.h>
@@ -130,10 +131,10 @@ static void printable(void **state)
     char out[128];
 
     (void)state;
-    assert_string_equal(redis_url_printable("redis://h:1/2", out, sizeof(out)), "redis://h:1/2");
-    assert_string_equal(redis_url_printable("redis://:pw@h:1/2", out, sizeof(out)), "redis://***@h:1/2");
-    assert_string_equal(redis_url_printable("redis://:p/w@h", out, sizeof(out)), "redis://***@h");
-    assert_string_equal(redis_url_printable("unix:///tmp/s", out, sizeof(out)), "unix:///tmp/s");
+    assert_string_equal(log_url_any_at("redis://h:1/2", out, sizeof(out)), "redis://h:1/2");
+    assert_string_equal(log_url_any_at("redis://:pw@h:1/2", out, sizeof(out)), "redis://***@h:1/2");
+    assert_string_equal(log_url_any_at("redis://:p/w@h", out, sizeof(out)), "redis://***@h");
+    assert_string_equal(log_url_any_at("unix:///tmp/s", out, sizeof(out)), "unix:///tmp/s");
 }
 
 int main(void)
