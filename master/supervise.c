@@ -20,6 +20,7 @@
 #include "../child/entry.h"
 #include "../shm/region.h"
 #include "listen.h"
+#include "../common/backoff.h"
 #include "../common/log.h"
 #include "../common/options.h"
 #include "settings.h"
@@ -227,14 +228,13 @@ static void spawn_generation(struct master *m)
 
 static void schedule_respawn(struct worker *w, int slot)
 {
+    static const struct backoff respawn = {RESPAWN_MIN_MS, RESPAWN_MAX_MS, BACKOFF_EXACT};
     int64_t now = now_ms(), delay;
 
     if (now - w->started_ms >= HEALTHY_AFTER_MS)
         w->deaths = 0;
     /* The first early death restarts at once; then 100 ms, 200 ms, ... */
-    delay = w->deaths == 0 ? 0 : (int64_t)RESPAWN_MIN_MS << (w->deaths < 8 ? w->deaths - 1 : 7);
-    if (delay > RESPAWN_MAX_MS)
-        delay = RESPAWN_MAX_MS;
+    delay = w->deaths == 0 ? 0 : (int64_t)backoff_delay(&respawn, (unsigned)w->deaths - 1, 0);
     w->deaths++;
     w->respawn_at_ms = now + delay;
     if (delay > 0)

@@ -12,7 +12,7 @@
  */
 #include "fleet.h"
 #include "../../common/log.h"
-#include "../core/backoff.h"
+#include "../../common/backoff.h"
 #include "../../common/redis_url.h"
 
 #include <errno.h>
@@ -295,11 +295,9 @@ static void on_retry(uv_timer_t *t)
  * jitter so a fleet's workers do not retry in step. */
 static uint64_t backoff_ms(struct fleet *f, unsigned n)
 {
-    uint64_t delay = (uint64_t)FLEET_RETRY_MIN_MS << (n < 6 ? n : 6);
+    static const struct backoff retry = {FLEET_RETRY_MIN_MS, FLEET_RETRY_MAX_MS, BACKOFF_HALF};
 
-    if (delay > FLEET_RETRY_MAX_MS)
-        delay = FLEET_RETRY_MAX_MS;
-    return delay / 2 + backoff_random(&f->rng) % (delay / 2 + 1);
+    return backoff_delay(&retry, n, backoff_random(&f->rng));
 }
 
 /* ---- outages ---- */

@@ -8,6 +8,7 @@
  * to 60 s), and the log says so once per outage.
  */
 #include "graphite.h"
+#include "../../common/backoff.h"
 #include "../../common/log.h"
 #include "../../common/options.h"
 #include "../../shm/region.h"
@@ -58,10 +59,9 @@ static void free_tcp(uv_handle_t *h)
 
 static void drop(struct graphite *g, const char *what, int err)
 {
-    uint64_t delay = (uint64_t)RECONNECT_MIN_MS << (g->failures < 6 ? g->failures : 6);
+    static const struct backoff reconnect = {RECONNECT_MIN_MS, RECONNECT_MAX_MS, BACKOFF_EXACT};
+    uint64_t delay = backoff_delay(&reconnect, g->failures, 0);
 
-    if (delay > RECONNECT_MAX_MS)
-        delay = RECONNECT_MAX_MS;
     if (g->failures++ == 0)
         log_warn("graphite: %s %s:%s failed: %s; retrying with back-off", what, g->host, g->service, uv_strerror(err));
     g->next_connect = uv_now(g->loop) + delay;

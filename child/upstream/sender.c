@@ -16,7 +16,7 @@
 #include "../../common/log.h"
 #include "../../common/options.h"
 #include "../../shm/region.h"
-#include "../core/backoff.h"
+#include "../../common/backoff.h"
 #include "pace.h"
 #include "../core/queue.h"
 #include "../core/retry.h"

@@ -10,7 +10,7 @@
 #include "../../../common/log.h"
 #include "../../../common/service_account.h"
 #include "../../../shm/region.h"
-#include "../../core/backoff.h"
+#include "../../../common/backoff.h"
 #include "../../core/buf.h"
 #include "../../../common/json.h"
 #include "../jwt.h"
