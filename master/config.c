@@ -203,36 +203,31 @@ static void describe(int line, const char *why, const char *path, char *err, siz
         snprintf(err, errlen, "%s:%d: %s", path, line, why);
 }
 
-int config_load(const char *path, struct fcmd_options *o, struct config_strings *owned, char *err, size_t errlen)
+int config_read(FILE *f, const char *name, struct fcmd_options *o, struct config_strings *owned, char *err,
+                size_t errlen)
 {
     char why[300] = "";
     struct load l = {o, owned, why, sizeof(why)};
-    FILE *f = fopen(path, "r");
-    int line;
-
-    if (f == NULL) {
-        snprintf(err, errlen, "--config: cannot read \"%s\": %s", path, strerror(errno));
-        return -1;
-    }
-    line = ini_parse_file(f, on_entry, &l);
-    fclose(f);
-    if (line == 0)
-        return 0;
-    describe(line, why, path, err, errlen);
-    return -1;
-}
-
-int config_parse_string(const char *text, const char *name, struct fcmd_options *o, struct config_strings *owned,
-                        char *err, size_t errlen)
-{
-    char why[300] = "";
-    struct load l = {o, owned, why, sizeof(why)};
-    int line = ini_parse_string(text, on_entry, &l);
+    int line = ini_parse_file(f, on_entry, &l);
 
     if (line == 0)
         return 0;
     describe(line, why, name, err, errlen);
     return -1;
+}
+
+int config_load(const char *path, struct fcmd_options *o, struct config_strings *owned, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    int rc;
+
+    if (f == NULL) {
+        snprintf(err, errlen, "--config: cannot read \"%s\": %s", path, strerror(errno));
+        return -1;
+    }
+    rc = config_read(f, path, o, owned, err, errlen);
+    fclose(f);
+    return rc;
 }
 
 void config_strings_free(struct config_strings *owned)

@@ -10,6 +10,7 @@
 #define FCMD_MASTER_CONFIG_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 struct fcmd_options;
 
@@ -33,9 +34,9 @@ struct config_strings {
 /* Applies the file at path to o.  Returns 0, or -1 with "path:line: ..." in err. */
 int config_load(const char *path, struct fcmd_options *o, struct config_strings *owned, char *err, size_t errlen);
 
-/* The same for a file's text in memory (NUL-terminated); name is used in errors. */
-int config_parse_string(const char *text, const char *name, struct fcmd_options *o, struct config_strings *owned,
-                        char *err, size_t errlen);
+/* The same for an open file; name is used in errors. */
+int config_read(FILE *f, const char *name, struct fcmd_options *o, struct config_strings *owned, char *err,
+                size_t errlen);
 
 void config_strings_free(struct config_strings *owned);
 

@@ -290,17 +290,6 @@ void drainlist_commit(struct drainlist *l, uint64_t seq)
     pthread_mutex_unlock(&l->lock);
 }
 
-uint64_t drainlist_count(struct drainlist *l)
-{
-    uint64_t n;
-
-    if (lock(l) != 0)
-        return 0;
-    n = l->count;
-    pthread_mutex_unlock(&l->lock);
-    return n;
-}
-
 void drainlist_progress(struct drainlist *l, uint64_t *added, uint64_t *removed)
 {
     *added = *removed = 0;

@@ -88,7 +88,4 @@ void drainlist_commit(struct drainlist *l, uint64_t seq);
  * reaches an earlier added, everything in the list then has left it. */
 void drainlist_progress(struct drainlist *l, uint64_t *added, uint64_t *removed);
 
-/* Records waiting in the list, the reserved batch included. */
-uint64_t drainlist_count(struct drainlist *l);
-
 #endif

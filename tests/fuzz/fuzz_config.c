@@ -1,5 +1,6 @@
 /* tests/fuzz/fuzz_config.c - INI configuration files, then their validation. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,14 +11,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct fcmd_options o;
     struct config_strings owned = {0};
-    char err[600], *text = malloc(size + 1);
+    char err[600];
+    FILE *f = size > 0 ? fmemopen((void *)data, size, "r") : NULL;
+    int rc;
 
-    if (text == NULL)
+    if (f == NULL)
         return 0;
-    memcpy(text, data, size);
-    text[size] = '\0';
     options_defaults(&o);
-    if (config_parse_string(text, "fuzz.conf", &o, &owned, err, sizeof(err)) == 0) {
+    rc = config_read(f, "fuzz.conf", &o, &owned, err, sizeof(err));
+    fclose(f);
+    if (rc == 0) {
         /* No filesystem side effects from the fuzzer: drop what validation would touch. */
         o.spool = NULL;
         o.ca_file = NULL;
@@ -32,6 +35,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
     }
     config_strings_free(&owned);
-    free(text);
     return 0;
 }

@@ -16,6 +16,15 @@
 
 #include "../../shm/region.h"
 
+/* Entries the list holds: in, less out. */
+static uint64_t held(struct drainlist *l)
+{
+    uint64_t added, removed;
+
+    drainlist_progress(l, &added, &removed);
+    return added - removed;
+}
+
 static void collect(struct drainlist *l, char out[][32], size_t *n)
 {
     unsigned char *recs;
@@ -391,19 +400,19 @@ static void batches_leave_only_when_committed(void **state)
     assert_int_equal(n, 2);
     assert_string_equal(got[0], "cc");
     assert_string_equal(got[1], "dd");
-    assert_int_equal(drainlist_count(l), 2);
+    assert_int_equal(held(l), 2);
     /* The mover went away: the same batch, the same number, for the next. */
     reserved_by(2, l, 64, 1700, 0, "\2\0aa\2\0bb", &again);
     assert_int_equal(again, 1);
     drainlist_commit(l, 1);
     drainlist_commit(l, 1); /* confirmed twice (both movers sent it): removed once */
-    assert_int_equal(drainlist_count(l), 0);
+    assert_int_equal(held(l), 0);
     assert_int_equal(drainlist_append(l, "ee", 2, NULL, 0), 0);
     assert_int_equal(drainlist_append(l, "ff", 2, NULL, 0), 0);
     reserved(l, 4, 2000, 0, "\2\0ee", &seq);
     assert_int_equal(seq, 2);
     drainlist_commit(l, 1); /* a stale confirmation removes nothing */
-    assert_int_equal(drainlist_count(l), 2);
+    assert_int_equal(held(l), 2);
     drainlist_commit(l, 2);
     /* Six records in; "cc" and "dd" drained, three batches' worth moved. */
     uint64_t added, removed;
