@@ -1,16 +1,23 @@
 /*
- * child/upstream/jwt.c - RS256 JSON Web Tokens with OpenSSL's EVP API.
+ * child/upstream/jwt.c - JWS compact serialisation with OpenSSL's EVP API.
  *
- * The assertion is built fresh for each token request: a header naming the
- * key, claims binding it to the token endpoint and the FCM scope for one
- * hour, and an RSA-SHA256 signature over both.
+ * The signing input is the two base64url parts as they stand in out, signed
+ * before anything more is appended to out.  EVP gives an ECDSA signature in
+ * DER; JOSE wants the raw r||s, so ES256 converts it.
  */
 #include "jwt.h"
-#include "../../common/service_account.h"
 
-#include <openssl/evp.h>
+#include <openssl/ecdsa.h>
 #include <stdlib.h>
 #include <string.h>
+
+static const struct {
+    const char *name;     /* the header's "alg" */
+    const char *key_type; /* EVP_PKEY_is_a's name of the key it signs with */
+} algs[] = {
+    [JWT_RS256] = {"RS256", "RSA"},
+    [JWT_ES256] = {"ES256", "EC"},
+};
 
 void jwt_base64url(struct buf *out, const unsigned char *data, size_t len)
 {
@@ -35,17 +42,43 @@ void jwt_base64url(struct buf *out, const unsigned char *data, size_t len)
     }
 }
 
-static int sign(EVP_PKEY *key, const char *msg, size_t len, struct buf *out)
+/* The DER ECDSA signature as JOSE wants it: r and s, 32 bytes each. */
+static int der_to_raw(const unsigned char *der, size_t len, unsigned char raw[64])
 {
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    unsigned char *sig = NULL;
-    size_t siglen = 0;
-    int rc = -1;
+    ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &der, (long)len);
+    const BIGNUM *r, *s;
+    int ok;
 
-    if (ctx != NULL && EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, key) == 1 &&
-        EVP_DigestSign(ctx, NULL, &siglen, (const unsigned char *)msg, len) == 1 && (sig = malloc(siglen)) != NULL &&
-        EVP_DigestSign(ctx, sig, &siglen, (const unsigned char *)msg, len) == 1) {
-        jwt_base64url(out, sig, siglen);
+    if (sig == NULL)
+        return -1;
+    ECDSA_SIG_get0(sig, &r, &s);
+    ok = BN_bn2binpad(r, raw, 32) == 32 && BN_bn2binpad(s, raw + 32, 32) == 32;
+    ECDSA_SIG_free(sig);
+    return ok ? 0 : -1;
+}
+
+/* Appends "." and alg's signature over out's bytes from start on. */
+static int sign(EVP_PKEY *key, enum jwt_alg alg, struct buf *out, size_t start)
+{
+    const unsigned char *msg = (const unsigned char *)out->data + start, *part;
+    size_t len = out->len - start, siglen = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    unsigned char *sig = NULL, raw[64];
+    int ok, rc = -1;
+
+    ok = ctx != NULL && EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, key) == 1 &&
+         EVP_DigestSign(ctx, NULL, &siglen, msg, len) == 1 && (sig = malloc(siglen)) != NULL &&
+         EVP_DigestSign(ctx, sig, &siglen, msg, len) == 1;
+    part = sig;
+    if (ok && alg == JWT_ES256) {
+        ok = der_to_raw(sig, siglen, raw) == 0;
+        part = raw;
+        siglen = sizeof(raw);
+    }
+    if (ok) {
+        /* msg is not read again: appending may move out->data. */
+        buf_add(out, ".", 1);
+        jwt_base64url(out, part, siglen);
         rc = out->failed ? -1 : 0;
     }
     free(sig);
@@ -53,37 +86,29 @@ static int sign(EVP_PKEY *key, const char *msg, size_t len, struct buf *out)
     return rc;
 }
 
-int jwt_make(const struct service_account *sa, time_t now, struct buf *out)
+int jwt_sign(EVP_PKEY *key, const struct jwt_header *h, const char *claims, size_t len, struct buf *out)
 {
-    struct buf header = BUF_INIT, claims = BUF_INIT;
+    struct buf head = BUF_INIT;
     size_t start = out->len;
-    int rc;
+    int rc = -1;
 
-    buf_adds(&header, "{\"alg\":\"RS256\",\"typ\":\"JWT\",\"kid\":");
-    buf_add_json_string(&header, sa->private_key_id, strlen(sa->private_key_id));
-    buf_adds(&header, "}");
-    buf_adds(&claims, "{\"iss\":");
-    buf_add_json_string(&claims, sa->client_email, strlen(sa->client_email));
-    buf_adds(&claims, ",\"scope\":\"" JWT_SCOPE "\",\"aud\":");
-    buf_add_json_string(&claims, sa->token_uri, strlen(sa->token_uri));
-    buf_addf(&claims, ",\"iat\":%lld,\"exp\":%lld}", (long long)now, (long long)now + JWT_LIFETIME);
-    jwt_base64url(out, (unsigned char *)header.data, header.len);
-    buf_add(out, ".", 1);
-    jwt_base64url(out, (unsigned char *)claims.data, claims.len);
-    rc = header.failed || claims.failed || out->failed ? -1 : 0;
-    if (rc == 0) {
-        size_t signed_len = out->len - start;
-        /* Sign a copy: appending the signature may move out->data. */
-        char *msg = malloc(signed_len);
-        rc = -1;
-        if (msg != NULL) {
-            memcpy(msg, out->data + start, signed_len);
-            buf_add(out, ".", 1);
-            rc = sign(sa->key, msg, signed_len, out);
-            free(msg);
-        }
+    buf_addf(&head, "{\"alg\":\"%s\"", algs[h->alg].name);
+    if (h->typ != NULL) {
+        buf_adds(&head, ",\"typ\":");
+        buf_add_json_string(&head, h->typ, strlen(h->typ));
     }
-    buf_free(&header);
-    buf_free(&claims);
+    if (h->kid != NULL) {
+        buf_adds(&head, ",\"kid\":");
+        buf_add_json_string(&head, h->kid, strlen(h->kid));
+    }
+    buf_adds(&head, "}");
+    if (!head.failed && EVP_PKEY_is_a(key, algs[h->alg].key_type)) {
+        jwt_base64url(out, (const unsigned char *)head.data, head.len);
+        buf_add(out, ".", 1);
+        jwt_base64url(out, (const unsigned char *)claims, len);
+        if (!out->failed)
+            rc = sign(key, h->alg, out, start);
+    }
+    buf_free(&head);
     return rc;
 }

@@ -1,22 +1,37 @@
 /*
- * child/upstream/jwt.h - the signed assertion a service account trades for an OAuth2
- * access token (RFC 7523 JWT bearer grant, RS256).
+ * child/upstream/jwt.h - JSON Web Tokens, signed (RFC 7515 compact form), for
+ * every provider that authenticates with one: the FCM v1 OAuth2 assertion
+ * (RS256) and the APNs provider token (ES256).
+ *
+ * A caller brings its key and its claims; this builds the header, the
+ * base64url parts, the signing input and the signature, in JOSE's form.
  */
 #ifndef FCMD_CHILD_UPSTREAM_JWT_H
 #define FCMD_CHILD_UPSTREAM_JWT_H
 
-#include <time.h>
+#include <openssl/evp.h>
+#include <stddef.h>
 
 #include "../core/buf.h"
 
-struct service_account;
+enum jwt_alg {
+    JWT_RS256, /* RSASSA-PKCS1-v1_5 with SHA-256: an RSA key */
+    JWT_ES256, /* ECDSA with SHA-256: a P-256 key, the signature as r||s, 32 bytes each */
+};
 
-#define JWT_SCOPE "https://www.googleapis.com/auth/firebase.messaging"
-#define JWT_LIFETIME 3600
+/* The JOSE header: "alg", then "typ" and "kid" when they are not NULL, in
+ * that order. */
+struct jwt_header {
+    enum jwt_alg alg;
+    const char *typ;
+    const char *kid;
+};
 
-/* Appends header.claims.signature (base64url) for now to out.
- * Returns 0, or -1 when signing or memory failed. */
-int jwt_make(const struct service_account *sa, time_t now, struct buf *out);
+/* Appends header.claims.signature to out: h and claims (a JSON object's
+ * text, len bytes) in base64url, and h->alg's signature over both with key.
+ * Returns 0, or -1 when the key is not of h->alg's kind, or signing or
+ * memory failed. */
+int jwt_sign(EVP_PKEY *key, const struct jwt_header *h, const char *claims, size_t len, struct buf *out);
 
 /* Appends the base64url form (no padding) of data to out. */
 void jwt_base64url(struct buf *out, const unsigned char *data, size_t len);

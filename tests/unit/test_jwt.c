@@ -142,7 +142,7 @@ static void jwt_is_signed_and_claims_are_right(void **state)
 
     (void)state;
     sa.key = test_key;
-    assert_int_equal(jwt_make(&sa, 1700000000, &jwt), 0);
+    assert_int_equal(oauth_assertion(&sa, 1700000000, &jwt), 0);
     dot1 = strchr(jwt.data, '.');
     dot2 = strchr(dot1 + 1, '.');
     assert_non_null(dot2);
@@ -158,7 +158,7 @@ static void jwt_is_signed_and_claims_are_right(void **state)
     d = oracle_decode((char *)part, (size_t)n);
     assert_int_equal(json_object_size(d), 5);
     assert_string_equal(oracle_string(d, "iss"), "svc@p.iam.gserviceaccount.com");
-    assert_string_equal(oracle_string(d, "scope"), JWT_SCOPE);
+    assert_string_equal(oracle_string(d, "scope"), OAUTH_SCOPE);
     assert_string_equal(oracle_string(d, "aud"), "https://oauth2.example/token");
     assert_true(json_is_integer(json_object_get(d, "iat")));
     assert_int_equal(json_integer_value(json_object_get(d, "iat")), 1700000000);
@@ -175,6 +175,21 @@ static void jwt_is_signed_and_claims_are_right(void **state)
                          1);
     EVP_MD_CTX_free(ctx);
     buf_free(&jwt);
+}
+
+/* A key of another kind than the algorithm's is refused, not used. */
+static void the_key_must_fit_the_algorithm(void **state)
+{
+    EVP_PKEY *ec = EVP_EC_gen("P-256");
+    struct buf out = BUF_INIT;
+
+    (void)state;
+    assert_non_null(ec);
+    assert_int_equal(jwt_sign(ec, &(struct jwt_header){.alg = JWT_RS256}, "{}", 2, &out), -1);
+    assert_int_equal(jwt_sign(test_key, &(struct jwt_header){.alg = JWT_ES256}, "{}", 2, &out), -1);
+    assert_int_equal(jwt_sign(ec, &(struct jwt_header){.alg = JWT_ES256}, "{}", 2, &out), 0);
+    EVP_PKEY_free(ec);
+    buf_free(&out);
 }
 
 static void base64url_padding_cases(void **state)
@@ -218,6 +233,7 @@ int main(void)
         cmocka_unit_test(loads_a_good_file),
         cmocka_unit_test(each_bad_file_is_explained),
         cmocka_unit_test(jwt_is_signed_and_claims_are_right),
+        cmocka_unit_test(the_key_must_fit_the_algorithm),
         cmocka_unit_test(base64url_padding_cases),
         cmocka_unit_test(token_answers),
     };

@@ -13,7 +13,6 @@
 #include "../../../shm/provider_token.h"
 #include "../jwt.h"
 
-#include <openssl/ecdsa.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <stdlib.h>
@@ -31,62 +30,15 @@ struct apns_token {
     char header[sizeof(HEADER_PREFIX) + PROVIDER_TOKEN_MAX];
 };
 
-/* The DER ECDSA signature as JOSE wants it: r and s, 32 bytes each. */
-static int der_to_raw(const unsigned char *der, size_t len, unsigned char raw[64])
-{
-    ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &der, (long)len);
-    const BIGNUM *r, *s;
-    int ok;
-
-    if (sig == NULL)
-        return -1;
-    ECDSA_SIG_get0(sig, &r, &s);
-    ok = BN_bn2binpad(r, raw, 32) == 32 && BN_bn2binpad(s, raw + 32, 32) == 32;
-    ECDSA_SIG_free(sig);
-    return ok ? 0 : -1;
-}
-
-static int sign_es256(EVP_PKEY *key, const char *msg, size_t len, struct buf *out)
-{
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    unsigned char der[80], raw[64];
-    size_t derlen = sizeof(der);
-    int rc = -1;
-
-    if (ctx != NULL && EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, key) == 1 &&
-        EVP_DigestSign(ctx, der, &derlen, (const unsigned char *)msg, len) == 1 && der_to_raw(der, derlen, raw) == 0) {
-        jwt_base64url(out, raw, sizeof(raw));
-        rc = out->failed ? -1 : 0;
-    }
-    EVP_MD_CTX_free(ctx);
-    return rc;
-}
-
 int apns_jwt_make(EVP_PKEY *key, const char *key_id, const char *team_id, time_t iat, struct buf *out)
 {
-    struct buf head = BUF_INIT, claims = BUF_INIT;
-    size_t start = out->len;
-    int rc = -1;
+    const struct jwt_header h = {.alg = JWT_ES256, .kid = key_id};
+    struct buf claims = BUF_INIT;
+    int rc;
 
     /* The ids were checked at start: upper-case letters and digits only. */
-    buf_addf(&head, "{\"alg\":\"ES256\",\"kid\":\"%s\"}", key_id);
     buf_addf(&claims, "{\"iss\":\"%s\",\"iat\":%lld}", team_id, (long long)iat);
-    if (!head.failed && !claims.failed) {
-        jwt_base64url(out, (unsigned char *)head.data, head.len);
-        buf_add(out, ".", 1);
-        jwt_base64url(out, (unsigned char *)claims.data, claims.len);
-    }
-    if (!head.failed && !claims.failed && !out->failed) {
-        size_t n = out->len - start;
-        char *msg = malloc(n); /* signing appends to out, which may move */
-        if (msg != NULL) {
-            memcpy(msg, out->data + start, n);
-            buf_add(out, ".", 1);
-            rc = sign_es256(key, msg, n, out);
-            free(msg);
-        }
-    }
-    buf_free(&head);
+    rc = claims.failed ? -1 : jwt_sign(key, &h, claims.data, claims.len, out);
     buf_free(&claims);
     return rc;
 }

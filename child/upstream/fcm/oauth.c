@@ -49,6 +49,22 @@ struct oauth {
 
 static void fetch(struct oauth *o);
 
+int oauth_assertion(const struct service_account *sa, time_t now, struct buf *out)
+{
+    const struct jwt_header h = {.alg = JWT_RS256, .typ = "JWT", .kid = sa->private_key_id};
+    struct buf claims = BUF_INIT;
+    int rc;
+
+    buf_adds(&claims, "{\"iss\":");
+    buf_add_json_string(&claims, sa->client_email, strlen(sa->client_email));
+    buf_adds(&claims, ",\"scope\":\"" OAUTH_SCOPE "\",\"aud\":");
+    buf_add_json_string(&claims, sa->token_uri, strlen(sa->token_uri));
+    buf_addf(&claims, ",\"iat\":%lld,\"exp\":%lld}", (long long)now, (long long)now + OAUTH_ASSERTION_LIFETIME);
+    rc = claims.failed ? -1 : jwt_sign(sa->key, &h, claims.data, claims.len, out);
+    buf_free(&claims);
+    return rc;
+}
+
 int oauth_parse_response(const char *body, size_t len, char **token, long *expires_in)
 {
     struct json_doc d;
@@ -193,7 +209,7 @@ static void fetch(struct oauth *o)
     buf_reset(&o->answer);
     o->error[0] = '\0';
     buf_adds(&o->request, GRANT);
-    if (jwt_make(o->sa, time(NULL), &o->request) != 0 || o->request.failed) {
+    if (oauth_assertion(o->sa, time(NULL), &o->request) != 0 || o->request.failed) {
         log_error("oauth: cannot sign the token request");
         buf_free(&o->request);
         failed(o, 0, CURLE_OUT_OF_MEMORY);

@@ -12,8 +12,14 @@
 #define FCMD_CHILD_UPSTREAM_FCM_OAUTH_H
 
 #include <stddef.h>
+#include <time.h>
 #include <uv.h>
 
+/* What the assertion asks for, and for how long (RFC 7523). */
+#define OAUTH_SCOPE "https://www.googleapis.com/auth/firebase.messaging"
+#define OAUTH_ASSERTION_LIFETIME 3600
+
+struct buf;
 struct oauth;
 struct sender;
 struct service_account;
@@ -32,6 +38,11 @@ const char *oauth_header(struct oauth *o, unsigned *gen);
 /* FCM refused a request made with token generation gen: get a new token,
  * unless that already happened. */
 void oauth_refused(struct oauth *o, unsigned gen);
+
+/* Appends the signed assertion (an RS256 JWT naming the key, bound to
+ * sa's token_uri and OAUTH_SCOPE from now on) to out.  Returns 0, or -1
+ * when signing or memory failed. */
+int oauth_assertion(const struct service_account *sa, time_t now, struct buf *out);
 
 /* Reads a token endpoint answer.  Returns 0 with a malloc'd *token and its
  * lifetime in seconds, or -1. */
