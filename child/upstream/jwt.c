@@ -3,10 +3,12 @@
  *
  * The signing input is the two base64url parts as they stand in out, signed
  * before anything more is appended to out.  EVP gives an ECDSA signature in
- * DER; JOSE wants the raw r||s, so ES256 converts it.
+ * DER; JOSE wants the raw r||s, so ES256 converts it.  base64url is
+ * libh2o's, the one header of h2o's this room may include.
  */
 #include "jwt.h"
 
+#include <h2o/string_.h>
 #include <openssl/ecdsa.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,25 +23,10 @@ static const struct {
 
 void jwt_base64url(struct buf *out, const unsigned char *data, size_t len)
 {
-    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t i = 0;
-
-    if (buf_reserve(out, (len + 2) / 3 * 4) != 0)
+    /* The capacity counts the NUL h2o ends with; url mode has no padding. */
+    if (buf_reserve(out, h2o_base64_encode_capacity(len)) != 0)
         return;
-    for (; i + 2 < len; i += 3) {
-        unsigned v = (unsigned)data[i] << 16 | (unsigned)data[i + 1] << 8 | data[i + 2];
-        char q[4] = {alphabet[v >> 18], alphabet[(v >> 12) & 63], alphabet[(v >> 6) & 63], alphabet[v & 63]};
-        buf_add(out, q, 4);
-    }
-    if (len - i == 1) {
-        unsigned v = (unsigned)data[i] << 16;
-        char q[2] = {alphabet[v >> 18], alphabet[(v >> 12) & 63]};
-        buf_add(out, q, 2);
-    } else if (len - i == 2) {
-        unsigned v = (unsigned)data[i] << 16 | (unsigned)data[i + 1] << 8;
-        char q[3] = {alphabet[v >> 18], alphabet[(v >> 12) & 63], alphabet[(v >> 6) & 63]};
-        buf_add(out, q, 3);
-    }
+    out->len += h2o_base64_encode(out->data + out->len, data, len, 1);
 }
 
 /* The DER ECDSA signature as JOSE wants it: r and s, 32 bytes each. */

@@ -69,6 +69,10 @@ CROSSINGS = [
     ("child/upstream/sender.c", '#include "fcm/v1.h"', "child/upstream/sender.c:"),
     ("child/upstream/fcm/v1.c", '#include "../apns/apns_request.h"', "child/upstream/fcm/v1.c:"),
     ("child/upstream/apns/apns.c", "#include <hiredis/hiredis.h>", "child/upstream/apns/apns.c:"),
+    # upstream/ may include h2o's string functions, and no other header of h2o's
+    ("child/upstream/jwt.c", "#include <h2o/memory.h>", "child/upstream/jwt.c:"),
+    ("child/upstream/sender.c", "#include <h2o.h>", "child/upstream/sender.c:"),
+    ("child/upstream/fcm/v1.c", "#include <h2o/string_.h>", "child/upstream/fcm/v1.c:"),
     ("child/store/spool.c", '#include "../fleet/fleet.h"', "child/store/spool.c:"),
     ("child/store/spool.c", "#include <curl/curl.h>", "child/store/spool.c:"),
     ("child/fleet/fleet_queue.c", '#include "../upstream/sender.h"', "child/fleet/fleet_queue.c:"),

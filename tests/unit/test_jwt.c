@@ -208,6 +208,32 @@ static void base64url_padding_cases(void **state)
     buf_free(&b);
 }
 
+/* Every length and byte, against OpenSSL's base64 turned into base64url. */
+static void base64url_matches_openssl(void **state)
+{
+    unsigned char data[256];
+    char want[400];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (unsigned char)(255 - i);
+    for (size_t len = 0; len <= sizeof(data); len++) {
+        struct buf b = BUF_INIT;
+        int n = EVP_EncodeBlock((unsigned char *)want, data, (int)len);
+        for (int i = 0; i < n; i++)
+            want[i] = want[i] == '+' ? '-' : want[i] == '/' ? '_' : want[i];
+        while (n > 0 && want[n - 1] == '=')
+            n--;
+        want[n] = '\0';
+        buf_adds(&b, "x.");
+        jwt_base64url(&b, data, len);
+        assert_false(b.failed);
+        assert_int_equal(b.len, 2 + (size_t)n);
+        assert_string_equal(b.data + 2, want);
+        buf_free(&b);
+    }
+}
+
 static void token_answers(void **state)
 {
     char *token;
@@ -235,6 +261,7 @@ int main(void)
         cmocka_unit_test(jwt_is_signed_and_claims_are_right),
         cmocka_unit_test(the_key_must_fit_the_algorithm),
         cmocka_unit_test(base64url_padding_cases),
+        cmocka_unit_test(base64url_matches_openssl),
         cmocka_unit_test(token_answers),
     };
     return cmocka_run_group_tests_name("jwt", tests, setup, teardown);
