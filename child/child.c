@@ -262,11 +262,11 @@ static int create_app_upstreams(struct child *c, unsigned a, const struct fcmd_o
     struct upstream **u = c->ups[a];
 
     if (fcm)
-        u[UPSTREAM_FCM] = broken ? upstream_wait_create(o->gcm_url)
-                          : o->sa ? upstream_v1_create(o)
-                                  : upstream_legacy_create(o);
+        u[UPSTREAM_FCM] = broken ? wait_create(o->gcm_url)
+                          : o->sa ? v1_create(o)
+                                  : legacy_create(o);
     if (apns)
-        u[UPSTREAM_APNS] = broken ? upstream_wait_create(o->apns_url) : upstream_apns_create(o, token);
+        u[UPSTREAM_APNS] = broken ? wait_create(o->apns_url) : apns_create(o, token);
     if ((fcm && u[UPSTREAM_FCM] == NULL) || (apns && u[UPSTREAM_APNS] == NULL))
         return -1;
     for (int k = 0; k < UPSTREAM_KINDS; k++)

@@ -3,7 +3,7 @@
  */
 #include "metrics.h"
 
-const char *const cause_names[CAUSE_COUNT] = {
+const char *const shm_cause_names[CAUSE_COUNT] = {
     "none",
     "network",
     "http_5xx",
@@ -25,27 +25,28 @@ const char *const cause_names[CAUSE_COUNT] = {
     "queue_entry",
 };
 
-const char *const endpoint_names[EP_COUNT] = {
+const char *const shm_endpoint_names[EP_COUNT] = {
     "send", "apns_send", "report", "canonical", "notregistered", "metrics", "healthz", "readyz", "other",
 };
 
-const int http_statuses[HTTP_STATUS_COUNT - 1] = {200, 400, 401, 404, 405, 413, 431, 500, 503};
+const int shm_http_statuses[HTTP_STATUS_COUNT - 1] = {200, 400, 401, 404, 405, 413, 431, 500, 503};
 
-int http_status_index(int status)
+int shm_http_status_index(int status)
 {
     for (int i = 0; i < HTTP_STATUS_COUNT - 1; i++)
-        if (http_statuses[i] == status)
+        if (shm_http_statuses[i] == status)
             return i;
     return HTTP_STATUS_COUNT - 1;
 }
 
 /* 5 ms to 10 s: an upstream answers in 150-250 ms when it is well. */
-const uint64_t upstream_bounds_us[HIST_BUCKETS - 1] = {5000,   10000,   25000,   50000,   100000,  250000,
-                                                       500000, 1000000, 2500000, 5000000, 10000000};
+const uint64_t shm_upstream_bounds_us[HIST_BUCKETS - 1] = {5000,   10000,   25000,   50000,   100000,  250000,
+                                                           500000, 1000000, 2500000, 5000000, 10000000};
 /* 50 us to 100 ms: /gcm/send only parses and queues. */
-const uint64_t send_bounds_us[HIST_BUCKETS - 1] = {50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000};
+const uint64_t shm_send_bounds_us[HIST_BUCKETS - 1] = {50,   100,   250,   500,   1000,  2500,
+                                                       5000, 10000, 25000, 50000, 100000};
 
-void histogram_observe(struct histogram *h, const uint64_t *bounds_us, uint64_t us)
+void shm_histogram_observe(struct histogram *h, const uint64_t *bounds_us, uint64_t us)
 {
     int i = 0;
 

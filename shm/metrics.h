@@ -34,7 +34,7 @@ enum cause {
     CAUSE_COUNT
 };
 
-extern const char *const cause_names[CAUSE_COUNT];
+extern const char *const shm_cause_names[CAUSE_COUNT];
 
 enum endpoint {
     EP_SEND,
@@ -49,12 +49,12 @@ enum endpoint {
     EP_COUNT
 };
 
-extern const char *const endpoint_names[EP_COUNT];
+extern const char *const shm_endpoint_names[EP_COUNT];
 
 /* The statuses fcmd answers; anything else counts as "other". */
 #define HTTP_STATUS_COUNT 10
-extern const int http_statuses[HTTP_STATUS_COUNT - 1];
-int http_status_index(int status);
+extern const int shm_http_statuses[HTTP_STATUS_COUNT - 1];
+int shm_http_status_index(int status);
 
 #define HIST_BUCKETS 12 /* the last is +Inf */
 
@@ -65,9 +65,9 @@ struct histogram {
 };
 
 /* Upper bounds in microseconds of the first HIST_BUCKETS - 1 buckets. */
-extern const uint64_t upstream_bounds_us[HIST_BUCKETS - 1];
-extern const uint64_t send_bounds_us[HIST_BUCKETS - 1];
+extern const uint64_t shm_upstream_bounds_us[HIST_BUCKETS - 1];
+extern const uint64_t shm_send_bounds_us[HIST_BUCKETS - 1];
 
-void histogram_observe(struct histogram *h, const uint64_t *bounds_us, uint64_t us);
+void shm_histogram_observe(struct histogram *h, const uint64_t *bounds_us, uint64_t us);
 
 #endif

@@ -94,7 +94,7 @@ static void by_cause(struct buf *b, const char *name, const char *help, const ui
 {
     buf_addf(b, "# HELP fcmd_%s %s\n# TYPE fcmd_%s counter\n", name, help, name);
     for (int c = 1; c < CAUSE_COUNT; c++)
-        buf_addf(b, "fcmd_%s{reason=\"%s\"} %" PRIu64 "\n", name, cause_names[c], v[c]);
+        buf_addf(b, "fcmd_%s{reason=\"%s\"} %" PRIu64 "\n", name, shm_cause_names[c], v[c]);
 }
 
 void metrics_prometheus(struct buf *b, const struct shm_totals *t, const struct metrics_context *m)
@@ -113,10 +113,10 @@ void metrics_prometheus(struct buf *b, const struct shm_totals *t, const struct 
         for (int k = 0; k < HTTP_STATUS_COUNT; k++)
             if ((t->http[e][k] > 0 || k == 0) && k < HTTP_STATUS_COUNT - 1)
                 buf_addf(b, "fcmd_http_requests_total{endpoint=\"%s\",status=\"%d\"} %" PRIu64 "\n",
-                         endpoint_names[e], http_statuses[k], t->http[e][k]);
+                         shm_endpoint_names[e], shm_http_statuses[k], t->http[e][k]);
             else if (t->http[e][k] > 0)
                 buf_addf(b, "fcmd_http_requests_total{endpoint=\"%s\",status=\"other\"} %" PRIu64 "\n",
-                         endpoint_names[e], t->http[e][k]);
+                         shm_endpoint_names[e], t->http[e][k]);
     buf_addf(b,
              "# HELP fcmd_drain_dropped_total Drain-list records dropped because the list was full.\n"
              "# TYPE fcmd_drain_dropped_total counter\n"
@@ -134,9 +134,9 @@ void metrics_prometheus(struct buf *b, const struct shm_totals *t, const struct 
              "# TYPE fcmd_apns_provider_tokens_total counter\nfcmd_apns_provider_tokens_total %" PRIu64 "\n",
              t->apns_tokens_made);
     histogram(b, "upstream_request_seconds", "Upstream request duration, from curl.", t->upstream_latency,
-              upstream_bounds_us, t->upstream_latency_count, t->upstream_latency_sum_us);
+              shm_upstream_bounds_us, t->upstream_latency_count, t->upstream_latency_sum_us);
     histogram(b, "send_handling_seconds", "Time to parse, check and queue a /gcm/send request.", t->send_latency,
-              send_bounds_us, t->send_latency_count, t->send_latency_sum_us);
+              shm_send_bounds_us, t->send_latency_count, t->send_latency_sum_us);
     buf_addf(b,
              "# HELP fcmd_build_info fcmd's version and upstream.\n# TYPE fcmd_build_info gauge\n"
              "fcmd_build_info{version=\"%s\",upstream=\"%s\"} 1\n",
@@ -156,9 +156,9 @@ void metrics_graphite(struct buf *b, const struct shm_totals *t, const struct me
         failures += t->failures_by[c];
         retries += t->retries_by[c];
         if (t->failures_by[c])
-            buf_addf(b, "%s.failures_by.%s %" PRIu64 " %lld\n", prefix, cause_names[c], t->failures_by[c], ts);
+            buf_addf(b, "%s.failures_by.%s %" PRIu64 " %lld\n", prefix, shm_cause_names[c], t->failures_by[c], ts);
         if (t->retries_by[c])
-            buf_addf(b, "%s.retries_by.%s %" PRIu64 " %lld\n", prefix, cause_names[c], t->retries_by[c], ts);
+            buf_addf(b, "%s.retries_by.%s %" PRIu64 " %lld\n", prefix, shm_cause_names[c], t->retries_by[c], ts);
     }
     buf_addf(b, "%s.failures %" PRIu64 " %lld\n%s.retries %" PRIu64 " %lld\n", prefix, failures, ts, prefix, retries,
              ts);

@@ -498,7 +498,7 @@ static void finish_job(struct sender *s, struct job *job, CURLcode code)
     curl_easy_getinfo(job->easy, CURLINFO_RESPONSE_CODE, &res.status);
     curl_easy_getinfo(job->easy, CURLINFO_TOTAL_TIME_T, &elapsed_us);
     pace_job_done(s, res.status == 429);
-    histogram_observe(&s->slot->upstream_latency, upstream_bounds_us, (uint64_t)elapsed_us);
+    shm_histogram_observe(&s->slot->upstream_latency, shm_upstream_bounds_us, (uint64_t)elapsed_us);
     if (code != CURLE_OK && job->error[0] == '\0')
         snprintf(job->error, sizeof(job->error), "%s", curl_easy_strerror(code));
     shm_add(s->slot, code == CURLE_OK ? SHM_UPSTREAM_REQS : SHM_UPSTREAM_ERRS, 1);

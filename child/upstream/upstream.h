@@ -100,20 +100,20 @@ struct upstream {
 };
 
 /* The legacy GCM/FCM adapter (fcm/legacy.c).  NULL when out of memory. */
-struct upstream *upstream_legacy_create(const struct fcmd_options *o);
+struct upstream *legacy_create(const struct fcmd_options *o);
 
 /* The FCM HTTP v1 adapter (fcm/v1.c).  NULL when out of memory. */
-struct upstream *upstream_v1_create(const struct fcmd_options *o);
+struct upstream *v1_create(const struct fcmd_options *o);
 
 /* The APNs adapter (apns/apns.c), for /apns/send, signing with the
  * provider token its app shares with every worker.  NULL when out of
  * memory. */
 struct provider_token;
-struct upstream *upstream_apns_create(const struct fcmd_options *o, struct provider_token *token);
+struct upstream *apns_create(const struct fcmd_options *o, struct provider_token *token);
 
 /* The adapter of an app whose credentials could not be read: never ready,
  * so its targets wait (wait.c).  NULL when out of memory. */
-struct upstream *upstream_wait_create(const char *url);
+struct upstream *wait_create(const char *url);
 
 /* Reads one APNs answer into out; *expired says Apple called the provider
  * token expired, detail gets Apple's reason.  Returns 0. */

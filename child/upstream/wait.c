@@ -45,7 +45,7 @@ static const struct upstream_ops wait_ops = {
     .destroy = wait_destroy,
 };
 
-struct upstream *upstream_wait_create(const char *url)
+struct upstream *wait_create(const char *url)
 {
     struct upstream *u = calloc(1, sizeof(*u));
 

@@ -144,7 +144,7 @@ static void limits_are_inclusive(void **state)
              (const char *const[]){"alert", "background", "location", "voip", "complication", "fileprovider",
                                    "liveactivity", "pushtotalk", "widgets", "controls", NULL};
          *t; t++)
-        assert_true(apns_push_type_ok(*t, strlen(*t)));
+        assert_true(apns_request_push_type_ok(*t, strlen(*t)));
 }
 
 static void classify(long status, const char *body, enum outcome_kind kind, enum cause cause, int expired,

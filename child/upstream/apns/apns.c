@@ -230,7 +230,7 @@ static const struct upstream_ops apns_ops = {
     .destroy = apns_destroy,
 };
 
-struct upstream *upstream_apns_create(const struct fcmd_options *o, struct provider_token *token)
+struct upstream *apns_create(const struct fcmd_options *o, struct provider_token *token)
 {
     struct apns *a = calloc(1, sizeof(*a));
     size_t n = strlen(o->apns_url);

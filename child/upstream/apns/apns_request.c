@@ -28,7 +28,7 @@ static const struct {
     {"expiration", ROPT_APNS_EXPIRATION}, {"collapse_id", ROPT_APNS_COLLAPSE_ID},
 };
 
-int apns_push_type_ok(const char *s, size_t n)
+int apns_request_push_type_ok(const char *s, size_t n)
 {
     for (size_t i = 0; i < sizeof(push_types) / sizeof(push_types[0]); i++)
         if (strlen(push_types[i]) == n && memcmp(push_types[i], s, n) == 0)
@@ -36,7 +36,7 @@ int apns_push_type_ok(const char *s, size_t n)
     return 0;
 }
 
-int apns_device_token_ok(const char *s, size_t n)
+int apns_request_device_token_ok(const char *s, size_t n)
 {
     if (n < APNS_TOKEN_MIN_HEX || n > APNS_TOKEN_MAX_HEX || n % 2 != 0)
         return 0;
@@ -63,10 +63,11 @@ static int check_field(enum request_opt o, const char *s, size_t n, char *err, s
     case ROPT_APNS_TOPIC:
         return apns_topic_ok(s, n) ? 0 : ERR("\"topic\" must be a bundle id (letters, digits, '.', '-', '_')");
     case ROPT_APNS_PUSH_TYPE:
-        return apns_push_type_ok(s, n) ? 0
-                                       : ERR("\"push_type\" must be one of alert, background, location, voip, "
-                                             "complication, fileprovider, mdm, liveactivity, pushtotalk, widgets, "
-                                             "controls");
+        return apns_request_push_type_ok(s, n)
+                   ? 0
+                   : ERR("\"push_type\" must be one of alert, background, location, voip, "
+                         "complication, fileprovider, mdm, liveactivity, pushtotalk, widgets, "
+                         "controls");
     case ROPT_APNS_PRIORITY:
         return (n == 2 && memcmp(s, "10", 2) == 0) || (n == 1 && (*s == '5' || *s == '1'))
                    ? 0
@@ -167,7 +168,7 @@ static int check_request(const struct send_request *r, char *err, size_t errlen)
     if (r->kind != TARGET_TOKEN)
         return ERR("APNs sends to device tokens only");
     for (size_t i = 0; i < r->ntargets; i++)
-        if (!apns_device_token_ok(r->targets[i], strlen(r->targets[i])))
+        if (!apns_request_device_token_ok(r->targets[i], strlen(r->targets[i])))
             return ERR("token %zu is not an APNs device token (an even number of hex digits, %d to %d)", i + 1,
                        APNS_TOKEN_MIN_HEX, APNS_TOKEN_MAX_HEX);
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {

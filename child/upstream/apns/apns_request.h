@@ -29,9 +29,9 @@
 extern const struct request_rules apns_request_rules;
 
 /* Whether s is one of Apple's apns-push-type values. */
-int apns_push_type_ok(const char *s, size_t n);
+int apns_request_push_type_ok(const char *s, size_t n);
 
 /* Whether s is a device token: an even number of hex digits, 16 to 200. */
-int apns_device_token_ok(const char *s, size_t n);
+int apns_request_device_token_ok(const char *s, size_t n);
 
 #endif

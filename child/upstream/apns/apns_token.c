@@ -30,7 +30,7 @@ struct apns_token {
     char header[sizeof(HEADER_PREFIX) + PROVIDER_TOKEN_MAX];
 };
 
-int apns_jwt_make(EVP_PKEY *key, const char *key_id, const char *team_id, time_t iat, struct buf *out)
+int apns_token_sign(EVP_PKEY *key, const char *key_id, const char *team_id, time_t iat, struct buf *out)
 {
     const struct jwt_header h = {.alg = JWT_ES256, .kid = key_id};
     struct buf claims = BUF_INIT;
@@ -101,7 +101,7 @@ static int make_shared(struct apns_token *t, int64_t now_ms, time_t wall)
     struct provider_token *s = t->shared;
     struct buf jwt = BUF_INIT;
 
-    if (apns_jwt_make(t->key, t->key_id, t->team_id, wall, &jwt) != 0 || jwt.len >= PROVIDER_TOKEN_MAX) {
+    if (apns_token_sign(t->key, t->key_id, t->team_id, wall, &jwt) != 0 || jwt.len >= PROVIDER_TOKEN_MAX) {
         buf_free(&jwt);
         return -1;
     }

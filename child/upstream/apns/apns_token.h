@@ -26,7 +26,7 @@ struct provider_token;
 
 /* Appends header.claims.signature to out.  Returns 0, or -1 when signing or
  * memory failed. */
-int apns_jwt_make(EVP_PKEY *key, const char *key_id, const char *team_id, time_t iat, struct buf *out);
+int apns_token_sign(EVP_PKEY *key, const char *key_id, const char *team_id, time_t iat, struct buf *out);
 
 struct apns_token;
 

@@ -212,7 +212,7 @@ static const struct upstream_ops legacy_ops = {
     .destroy = legacy_destroy,
 };
 
-struct upstream *upstream_legacy_create(const struct fcmd_options *o)
+struct upstream *legacy_create(const struct fcmd_options *o)
 {
     struct legacy *l = calloc(1, sizeof(*l));
     struct buf auth = BUF_INIT;

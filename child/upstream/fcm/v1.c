@@ -404,7 +404,7 @@ static const struct upstream_ops v1_ops = {
     .destroy = v1_destroy,
 };
 
-struct upstream *upstream_v1_create(const struct fcmd_options *o)
+struct upstream *v1_create(const struct fcmd_options *o)
 {
     struct v1 *v = calloc(1, sizeof(*v));
     struct buf url = BUF_INIT;
