@@ -15,14 +15,14 @@ int provider_token_init(struct provider_token *t)
     int err;
 
     if ((err = pthread_mutexattr_init(&attr)) != 0)
-        return err;
+        return -err;
     if ((err = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED)) == 0 &&
         (err = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST)) == 0)
         err = pthread_mutex_init(&t->lock, &attr);
     pthread_mutexattr_destroy(&attr);
     atomic_store(&t->gen, 0);
     t->len = 0;
-    return err;
+    return -err;
 }
 
 int provider_token_lock(struct provider_token *t)
@@ -33,7 +33,7 @@ int provider_token_lock(struct provider_token *t)
         t->len = 0;
         err = pthread_mutex_consistent(&t->lock);
     }
-    return err;
+    return -err;
 }
 
 void provider_token_unlock(struct provider_token *t)

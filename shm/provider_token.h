@@ -26,11 +26,11 @@ struct provider_token {
     char text[PROVIDER_TOKEN_MAX];
 };
 
-/* Initialises t in the shared mapping.  Returns 0 or an errno value. */
+/* Initialises t in the shared mapping.  Returns 0 or a negative errno. */
 int provider_token_init(struct provider_token *t);
 
 /* Locks t; a holder that died leaves the token marked missing, since it may
- * have been half written.  Returns 0 or an errno value. */
+ * have been half written.  Returns 0 or a negative errno. */
 int provider_token_lock(struct provider_token *t);
 void provider_token_unlock(struct provider_token *t);
 

@@ -46,6 +46,17 @@ static int name_instance(struct shm_region *r)
     return 0;
 }
 
+/* Each app's APNs provider token.  Returns 0 or a negative errno. */
+static int init_tokens(struct shm_region *r)
+{
+    int err;
+
+    for (unsigned i = 0; i < SHM_APPS; i++)
+        if ((err = provider_token_init(&r->apps[i].apns_token)) != 0)
+            return err;
+    return 0;
+}
+
 struct shm_region *shm_region_create(size_t list_bytes)
 {
     size_t head = align64(sizeof(struct shm_region));
@@ -65,16 +76,10 @@ struct shm_region *shm_region_create(size_t list_bytes)
     r->canonical = (struct drainlist *)((char *)r + head);
     r->notregistered = (struct drainlist *)((char *)r + head + list);
     if ((err = drainlist_init(r->canonical, list_bytes)) != 0 ||
-        (err = drainlist_init(r->notregistered, list_bytes)) != 0 || (err = name_instance(r)) != 0) {
+        (err = drainlist_init(r->notregistered, list_bytes)) != 0 || (err = name_instance(r)) != 0 ||
+        (err = init_tokens(r)) != 0) {
         munmap(r, size);
         errno = -err;
-        return NULL;
-    }
-    for (unsigned i = 0; i < SHM_APPS; i++) {
-        if ((err = provider_token_init(&r->apps[i].apns_token)) == 0)
-            continue;
-        munmap(r, size);
-        errno = err;
         return NULL;
     }
     return r;
