@@ -397,19 +397,15 @@ int json_parse(struct json_doc *d, const char *js, size_t len)
     d->len = len;
     if (len >= INT_MAX) {
         d->error = "text too long";
-        errno = EINVAL;
-        return -1;
+        return -EINVAL;
     }
     if (scan(&sc) != 0) {
         d->error = sc.error;
         d->error_at = sc.pos;
-        errno = EINVAL;
-        return -1;
+        return -EINVAL;
     }
-    if ((d->tok = malloc(sc.ntok * sizeof(*d->tok))) == NULL) {
-        errno = ENOMEM;
-        return -1;
-    }
+    if ((d->tok = malloc(sc.ntok * sizeof(*d->tok))) == NULL)
+        return -ENOMEM;
     jsmn_init(&p);
     if (sc.ntok == 1 && first_is_primitive(js, len, &d->tok[0])) {
         d->ntok = 1; /* strict jsmn wants a delimiter after a primitive */
@@ -421,14 +417,12 @@ int json_parse(struct json_doc *d, const char *js, size_t len)
         /* Valid JSON that jsmn reads otherwise: refuse rather than guess. */
         json_free(d);
         d->error = "not understood";
-        errno = EINVAL;
-        return -1;
+        return -EINVAL;
     }
     if ((rc = find_repeated_key(d)) != 0) {
         json_free(d);
         d->error = rc > 0 ? "repeated key" : NULL;
-        errno = rc > 0 ? EINVAL : ENOMEM;
-        return -1;
+        return rc > 0 ? -EINVAL : -ENOMEM;
     }
     return 0;
 }

@@ -32,9 +32,9 @@ struct json_doc {
     size_t error_at;   /* at which byte */
 };
 
-/* Tokenises and validates js.  Returns 0, or -1 with errno EINVAL (d->error
- * and d->error_at say what and where) or ENOMEM.  On success free with
- * json_free(); after a failure there is nothing to free. */
+/* Tokenises and validates js.  Returns 0, -EINVAL (d->error and d->error_at
+ * say what and where) or -ENOMEM; errno is not its report.  On success free
+ * with json_free(); after a failure there is nothing to free. */
 int json_parse(struct json_doc *d, const char *js, size_t len);
 void json_free(struct json_doc *d);
 

@@ -81,10 +81,10 @@ static int check_target(const char *what, size_t idx, const char *s, size_t n, c
     return 0;
 }
 
-/* The reason json_parse gave, for the caller. */
-static int json_error(const struct json_doc *d, const char *what, char *err, size_t errlen)
+/* The reason json_parse gave (rc, its result), for the caller. */
+static int json_error(const struct json_doc *d, int rc, const char *what, char *err, size_t errlen)
 {
-    if (errno == ENOMEM)
+    if (rc == -ENOMEM)
         return snprintf(err, errlen, "out of memory"), -ENOMEM;
     if (d->error == NULL)
         return ERR("%s is not valid JSON", what);
@@ -94,14 +94,14 @@ static int json_error(const struct json_doc *d, const char *what, char *err, siz
 static int check_payload(const char *p, size_t n, const struct request_limits *lim, char *err, size_t errlen)
 {
     struct json_doc d;
-    int is_object;
+    int rc, is_object;
 
     if (n == 0)
         return ERR("payload is empty");
     if (n > lim->max_payload)
         return ERR("payload is larger than %zu bytes", lim->max_payload);
-    if (json_parse(&d, p, n) != 0)
-        return json_error(&d, "payload", err, errlen);
+    if ((rc = json_parse(&d, p, n)) != 0)
+        return json_error(&d, rc, "payload", err, errlen);
     is_object = d.tok[0].type == JSMN_OBJECT;
     json_free(&d);
     return is_object ? 0 : ERR("payload must be a JSON object");
@@ -356,8 +356,8 @@ static int parse_json(const char *body, size_t len, struct parse *ps, char *err,
     unsigned kinds = 0;
 
     /* json_parse refuses repeated keys, so each member below is seen once. */
-    if (json_parse(&d, body, len) != 0)
-        return json_error(&d, "body", err, errlen);
+    if ((rc = json_parse(&d, body, len)) != 0)
+        return json_error(&d, rc, "body", err, errlen);
     if (d.tok[0].type != JSMN_OBJECT) {
         json_free(&d);
         return ERR("body must be a JSON object");
@@ -485,8 +485,8 @@ int request_check(const struct send_request *r, const struct request_limits *lim
         struct json_doc d;
         if (r->msg.opt[o] == NULL)
             continue;
-        if (json_parse(&d, r->msg.opt[o], r->msg.opt_len[o]) != 0)
-            return json_error(&d, request_opt_names[o], err, errlen);
+        if ((rc = json_parse(&d, r->msg.opt[o], r->msg.opt_len[o])) != 0)
+            return json_error(&d, rc, request_opt_names[o], err, errlen);
         rc = check_option(&d, 0, (enum request_opt)o, err, errlen);
         json_free(&d);
         if (rc != 0)

@@ -134,8 +134,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct json_doc d;
     json_error_t err;
-    int ours = json_parse(&d, (const char *)data, size) == 0;
-    int nomem = !ours && errno == ENOMEM;
+    int rc = json_parse(&d, (const char *)data, size);
+    int ours = rc == 0, nomem = rc == -ENOMEM;
     json_t *theirs = oracle_load((const char *)data, size, 0, &err);
 
     if (nomem || (theirs == NULL && json_error_code(&err) == json_error_out_of_memory)) {
