@@ -145,12 +145,9 @@ static int send_to_redis(struct http_server *hs, h2o_req_t *req, struct send_req
         free(d);
         return http_busy(req, fq_refusal[st]);
     }
-    /* The link is made after the push waits: if it cannot be made, the
-     * answer is simply never written (as for a client gone). */
-    if ((d->link = h2o_mem_alloc_shared(&req->pool, sizeof(*d->link), on_request_gone)) != NULL)
-        *d->link = d;
-    else
-        d->req = NULL;
+    /* h2o_mem_alloc_shared aborts rather than return NULL. */
+    d->link = h2o_mem_alloc_shared(&req->pool, sizeof(*d->link), on_request_gone);
+    *d->link = d;
     return 0;
 }
 
@@ -297,12 +294,11 @@ static int send_to(struct http_server *hs, h2o_req_t *req, enum upstream_kind ki
                                .json = json,
                                .start = start,
                                .ep = kind == UPSTREAM_APNS ? EP_APNS_SEND : EP_SEND};
-        if ((d->link = h2o_mem_alloc_shared(&req->pool, sizeof(*d->link), on_request_gone)) != NULL)
-            *d->link = d;
+        d->link = h2o_mem_alloc_shared(&req->pool, sizeof(*d->link), on_request_gone);
+        *d->link = d;
         if (spool_commit(hs->spool, &d->waiter, on_durable, d))
             return 0;
-        if (d->link != NULL)
-            *d->link = NULL;
+        *d->link = NULL;
         free(d);
     }
     release_push(hs, p);
