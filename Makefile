@@ -106,9 +106,15 @@ $(RESOLVE_LIB): tests/integration/fault_resolve.c
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
 
-integration: all $(FAULT_LIB) $(RESOLVE_LIB)
+# Memory that runs out as a worker accepts a connection.
+ALLOC_LIB = $(BUILD)/tests/fault_alloc.so
+$(ALLOC_LIB): tests/integration/fault_alloc.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
+
+integration: all $(FAULT_LIB) $(RESOLVE_LIB) $(ALLOC_LIB)
 	FCMD_BIN=$(abspath $(FCMD)) MOCK_BIN=$(abspath $(MOCK)) FAULT_LIB=$(abspath $(FAULT_LIB)) \
-		RESOLVE_LIB=$(abspath $(RESOLVE_LIB)) \
+		RESOLVE_LIB=$(abspath $(RESOLVE_LIB)) ALLOC_LIB=$(abspath $(ALLOC_LIB)) \
 		$(PYTHON) -m pytest -q tests/integration
 
 # test and run install what is missing first, then build in a fresh make so

@@ -134,13 +134,54 @@ static struct conn *new_conn(struct conn_set *cs, int is_unix)
     return cn;
 }
 
+static void refuse(struct conn_set *cs, uv_stream_t *listener, int is_unix);
+
+static void on_refuse_closed(uv_handle_t *h)
+{
+    struct conn_set *cs = h->data;
+    uv_stream_t *listener = cs->waiting;
+
+    cs->refusing = 0;
+    cs->waiting = NULL;
+    if (listener != NULL && !uv_is_closing((uv_handle_t *)listener))
+        refuse(cs, listener, cs->waiting_unix);
+}
+
+/* Takes the connection libuv accepted on listener into the set's own handle,
+ * which needs no memory, and closes it.  While that handle is still closing
+ * from the last refusal the connection waits in libuv, which watches the
+ * listener again once the handle takes it (uv_accept restarts it). */
+static void refuse(struct conn_set *cs, uv_stream_t *listener, int is_unix)
+{
+    if (cs->refusing) {
+        cs->waiting = listener;
+        cs->waiting_unix = is_unix;
+        return;
+    }
+    /* Neither allocates nor fails: uv_tcp_init() makes no socket of its own. */
+    if (is_unix)
+        uv_pipe_init(cs->loop, &cs->refuse.pipe, 0);
+    else
+        uv_tcp_init(cs->loop, &cs->refuse.tcp);
+    cs->refuse.handle.data = cs;
+    cs->refusing = 1;
+    /* Should it fail, libuv has closed the connection itself. */
+    uv_accept(listener, &cs->refuse.stream);
+    uv_close(&cs->refuse.handle, on_refuse_closed);
+}
+
 void conn_accept(struct conn_set *cs, uv_stream_t *listener, int is_unix)
 {
     struct conn *cn = new_conn(cs, is_unix);
     uv_os_fd_t fd;
 
-    if (cn == NULL)
+    /* The connection is taken and closed all the same: left to libuv, it
+     * would stop this worker's accepting for good. */
+    if (cn == NULL) {
+        log_warn("no memory for a new connection: closed it");
+        refuse(cs, listener, is_unix);
         return;
+    }
     /* Over the limit the connection is closed at once: the other children may have room. */
     if (uv_accept(listener, &cn->io.stream) != 0 || cs->count >= cs->max || uv_fileno(&cn->io.handle, &fd) != 0 ||
         (cn->fd = fd, index_fd(cs, cn)) != 0) {

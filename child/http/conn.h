@@ -63,13 +63,25 @@ struct conn_set {
     uint64_t next_id;   /* names connections in the marks, as their addresses are reused */
     struct conn_marks marks[2]; /* [0] the last sweep's, sorted; [1] the one this sweep fills */
     uv_timer_t sweep;
+    /* Takes, to close it, a connection there is no memory for: libuv stops
+     * watching a listener whose accepted connection is left unclaimed. */
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } refuse;
+    int refusing;          /* refuse is closing */
+    uv_stream_t *waiting;  /* a listener whose connection waits for refuse, or NULL */
+    int waiting_unix;
 };
 
 /* Starts the sweep on ctx's loop.  Returns 0, or -1 if the timer fails. */
 int conn_init(struct conn_set *cs, h2o_context_t *ctx, h2o_accept_ctx_t *accept_ctx, unsigned timeout_s, size_t max);
 
 /* Accepts one connection from listener (a TCP or, with is_unix, a UNIX
- * socket) into h2o; over the limit it is closed at once. */
+ * socket) into h2o; over the limit, or without memory for it, it is closed
+ * at once. */
 void conn_accept(struct conn_set *cs, uv_stream_t *listener, int is_unix);
 
 /* A request was handed to fcmd, or fcmd answered it: its connection is busy

@@ -1,14 +1,19 @@
 """Limits, each a setting with a safe default: body size, tokens, payload
-size, connections per child, slow clients, header size, drain lists."""
+size, connections per child (and memory for them), slow clients, header
+size, drain lists."""
 
 import json
+import os
 import re
+import signal
 import socket
 import time
 
 import requests
 
-from conftest import http_ok, wait_until
+from conftest import FCMD_BIN, http_ok, wait_until
+
+ALLOC_LIB = os.environ.get("ALLOC_LIB", os.path.join(os.path.dirname(FCMD_BIN), "build", "tests", "fault_alloc.so"))
 
 
 def test_body_tokens_and_payload_limits_are_settings(mock, start_fcmd):
@@ -43,6 +48,53 @@ def _closed_at_once(port):
             return s.recv(100) == b""
         except (ConnectionResetError, BrokenPipeError):
             return True
+
+
+def _closed_by_server(s, timeout=5):
+    """Whether the server closes s within timeout (False if it stays open)."""
+    s.settimeout(timeout)
+    try:
+        return s.recv(100) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_a_connection_without_memory_is_closed_and_the_next_served(mock, start_fcmd, tmp_path, monkeypatch):
+    """A connection the worker finds no memory for is still accepted, and
+    closed at once; the worker goes on accepting.  libuv stops watching a
+    listener when its callback leaves a connection it accepted unclaimed, so
+    one such connection used to leave the worker serving nobody, for good.
+    tests/integration/fault_alloc.c fails the allocation that follows each
+    accept (the connection's) while the flag file exists.  The worker is
+    stopped while the clients connect, so that it finds them all waiting at
+    once and must refuse several in one go."""
+    assert os.path.exists(ALLOC_LIB), f"build {ALLOC_LIB} first (make integration does)"
+    flag = tmp_path / "fail-alloc"
+    monkeypatch.setenv("LD_PRELOAD", ALLOC_LIB)
+    monkeypatch.setenv("FCMD_TEST_FAIL_ALLOC", str(flag))
+    monkeypatch.setenv("ASAN_OPTIONS", os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0")
+    f = start_fcmd(mock, workers=1)
+    [worker] = f.children()
+    flag.write_text("")
+    refused = []
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        refused = [socket.create_connection(("127.0.0.1", f.port), timeout=5) for _ in range(4)]
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    try:
+        for i, s in enumerate(refused):
+            assert _closed_by_server(s), f"refused connection {i} was left open"
+    finally:
+        for s in refused:
+            s.close()
+    flag.unlink()
+    wait_until(lambda: http_ok(f.url("/healthz")), timeout=5, what="the worker to accept again")
+    assert f.send_form(["after-refusal"], {}).status_code == 200
+    wait_until(lambda: "after-refusal" in mock.stats()["tokens"], what="the push after the refusals")
+    assert f.log_text().count("no memory for a new connection") == len(refused)
 
 
 
