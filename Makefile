@@ -112,9 +112,15 @@ $(ALLOC_LIB): tests/integration/fault_alloc.c
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
 
-integration: all $(FAULT_LIB) $(RESOLVE_LIB) $(ALLOC_LIB)
+# A master that stays dumpable, as one holding no secret would.
+DUMP_LIB = $(BUILD)/tests/fault_dumpable.so
+$(DUMP_LIB): tests/integration/fault_dumpable.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $<
+
+integration: all $(FAULT_LIB) $(RESOLVE_LIB) $(ALLOC_LIB) $(DUMP_LIB)
 	FCMD_BIN=$(abspath $(FCMD)) MOCK_BIN=$(abspath $(MOCK)) FAULT_LIB=$(abspath $(FAULT_LIB)) \
-		RESOLVE_LIB=$(abspath $(RESOLVE_LIB)) ALLOC_LIB=$(abspath $(ALLOC_LIB)) \
+		RESOLVE_LIB=$(abspath $(RESOLVE_LIB)) ALLOC_LIB=$(abspath $(ALLOC_LIB)) DUMP_LIB=$(abspath $(DUMP_LIB)) \
 		$(PYTHON) -m pytest -q tests/integration
 
 # test and run install what is missing first, then build in a fresh make so

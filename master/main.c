@@ -109,9 +109,9 @@ int main(int argc, char **argv)
         settings_env_free(&env);
         return 0;
     }
-    /* Who may read this process's memory may read the keys in it. */
-    if (s->o.apikey != NULL || s->o.sa != NULL || s->o.auth_token != NULL || s->o.tls_ctx != NULL ||
-        s->o.apns_pkey != NULL)
+    /* Who may read this process's memory may read the keys in it; the
+     * children inherit the setting through fork. */
+    if (settings_holds_secret(s))
         prctl(PR_SET_DUMPABLE, 0);
     if (s->o.check_config) {
         puts("ok");
@@ -139,6 +139,9 @@ int main(int argc, char **argv)
     rc = EXIT_USAGE;
     if (s->o.user != NULL && drop_privileges(s->o.user, err, sizeof(err)) != 0)
         goto fail_listen;
+    /* A change of user sets it to fs.suid_dumpable, which may be 1. */
+    if (s->o.user != NULL && settings_holds_secret(s))
+        prctl(PR_SET_DUMPABLE, 0);
     /* Written as the user the master runs as from now on, so that it can
      * remove the file at exit. */
     if (s->o.pidfile != NULL && supervise_write_pidfile(s->o.pidfile, err, sizeof(err)) != 0)

@@ -633,6 +633,46 @@ void settings_free(struct settings *s)
     free(s);
 }
 
+/* Whether a URL carries a user or a password: an '@' before its path, where
+ * log_url() finds one. */
+static int url_has_userinfo(const char *url)
+{
+    const char *sep = url != NULL ? strstr(url, "://") : NULL;
+    const char *host = sep != NULL ? sep + 3 : url;
+
+    return host != NULL && memchr(host, '@', strcspn(host, "/?#")) != NULL;
+}
+
+/* The secrets of one app's options, once loaded: its upstream credentials and
+ * the passwords in its URLs. */
+static int app_holds_secret(const struct fcmd_options *o)
+{
+    return o->apikey != NULL || o->sa != NULL || o->apns_pkey != NULL || url_has_userinfo(o->gcm_url) ||
+           url_has_userinfo(o->fcm_url) || url_has_userinfo(o->apns_url);
+}
+
+static int nonempty(const char *secret)
+{
+    return secret != NULL && secret[0] != '\0';
+}
+
+int settings_holds_secret(const struct settings *s)
+{
+    const struct settings_env *env = s->env;
+
+    /* redis_url_printable() hides all up to the last '@', wherever it is. */
+    if (app_holds_secret(&s->o) || s->o.auth_token != NULL || s->o.tls_ctx != NULL || s->o.redis_password != NULL ||
+        (s->o.redis != NULL && strchr(s->o.redis, '@') != NULL))
+        return 1;
+    /* What the environment gave is kept for every reload, taken or not. */
+    if (env != NULL && (nonempty(env->apikey) || nonempty(env->auth_token) || nonempty(env->redis_password)))
+        return 1;
+    for (size_t i = 0; i < s->o.napps; i++)
+        if (app_holds_secret(&s->apps[i].o))
+            return 1;
+    return 0;
+}
+
 static int same(const char *a, const char *b)
 {
     return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);

@@ -62,6 +62,13 @@ struct settings *settings_load(int argc, char **argv, const struct settings_env 
 
 void settings_free(struct settings *s);
 
+/* Whether s holds a secret: an upstream credential of the default app or of
+ * any [app NAME], the auth token, the listener's TLS key, Redis' password, a
+ * password in a URL, or one the environment gave at start.  The master makes
+ * itself non-dumpable when it does, at start and on every reload, so that no
+ * other process of its user reads them in its memory or in a core dump. */
+int settings_holds_secret(const struct settings *s);
+
 struct shm_region;
 /* Gives next's apps their rows in the region's app table, keeping the rows
  * of the apps running (which may be NULL).  Returns 0, or -1 with a reason in

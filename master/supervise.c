@@ -459,6 +459,11 @@ static void reload(struct master *m)
         sd_notify(0, "READY=1");
         return;
     }
+    /* Its secrets are in this process's memory from here on, and in the
+     * children it forks, whether or not the reload goes through.  Never made
+     * dumpable again: the old settings' secrets may still be in memory. */
+    if (settings_holds_secret(next))
+        prctl(PR_SET_DUMPABLE, 0);
     /* The rows of a reload before the last one finished may still be in
      * use: keep those of the generation that has not gone yet as well. */
     if (settings_assign_apps(next, m->cur.settings, m->shm, err, sizeof(err)) != 0) {

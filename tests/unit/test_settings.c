@@ -1,6 +1,7 @@
 /*
  * tests/unit/test_settings.c - --auth-token-file: the whole first line, of
- * any length up to 64 KiB, without its line ending.
+ * any length up to 64 KiB, without its line ending; apps' own credentials;
+ * which settings hold a secret.
  */
 #include "cmocka_all.h"
 
@@ -150,6 +151,68 @@ static void apps_take_their_own_credentials(void **state)
     unlink(conf);
 }
 
+/* Settings holding nothing: the defaults, and one app with no credential
+ * (as a reload keeps an app whose key it could not read). */
+static void blank(struct settings *s, struct settings_env *env, struct fcmd_app *app)
+{
+    memset(s, 0, sizeof(*s));
+    memset(env, 0, sizeof(*env));
+    memset(app, 0, sizeof(*app));
+    options_defaults(&s->o);
+    app->o = s->o;
+    app->broken = 1;
+    s->o.apps = s->apps = app;
+    s->o.napps = 1;
+    s->env = env;
+}
+
+/* Each kind of secret, alone, is one; a URL is one only with a user or a
+ * password in it. */
+static void every_kind_of_secret_counts(void **state)
+{
+    struct service_account sa;
+    struct settings_env env;
+    struct fcmd_app app;
+    struct settings s;
+    int key; /* stands for an EVP_PKEY or an SSL_CTX: only their presence counts */
+
+    (void)state;
+    blank(&s, &env, &app);
+    assert_int_equal(settings_holds_secret(&s), 0);
+    s.o.redis = "redis://127.0.0.1:6379/0";
+    s.o.gcm_url = "http://127.0.0.1:9/fcm/send?to=a@b";
+    s.o.fcm_url = "https://fcm.example/v1@x";
+    assert_int_equal(settings_holds_secret(&s), 0);
+    env.apikey = "";
+    assert_int_equal(settings_holds_secret(&s), 0); /* set empty: no secret */
+
+#define ALONE(what)                                                                                                    \
+    do {                                                                                                               \
+        blank(&s, &env, &app);                                                                                         \
+        what;                                                                                                          \
+        assert_int_equal(settings_holds_secret(&s), 1);                                                                \
+    } while (0)
+    ALONE(s.o.apikey = "k");
+    ALONE(s.o.sa = &sa);
+    ALONE(s.o.apns_pkey = &key);
+    ALONE(s.o.auth_token = "t");
+    ALONE(s.o.tls_ctx = &key);
+    ALONE(s.o.redis_password = "p");
+    ALONE(s.o.redis = "redis://:p@127.0.0.1:6379/0");
+    ALONE(s.o.redis = "redis://user:p/w@127.0.0.1");
+    ALONE(s.o.gcm_url = "https://u:p@fcm.example/fcm/send");
+    ALONE(s.o.fcm_url = "https://u:p@fcm.example");
+    ALONE(s.o.apns_url = "https://u@apns.example");
+    ALONE(env.apikey = "k");
+    ALONE(env.auth_token = "t");
+    ALONE(env.redis_password = "p");
+    ALONE(app.o.apikey = "k");
+    ALONE(app.o.sa = &sa);
+    ALONE(app.o.apns_pkey = &key);
+    ALONE(app.o.gcm_url = "http://u:p@127.0.0.1:9/fcm/send");
+#undef ALONE
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -158,6 +221,7 @@ int main(void)
         cmocka_unit_test(bounded_at_64_kib),
         cmocka_unit_test(no_token),
         cmocka_unit_test(apps_take_their_own_credentials),
+        cmocka_unit_test(every_kind_of_secret_counts),
     };
     return cmocka_run_group_tests_name("settings", tests, make_file, remove_file);
 }
