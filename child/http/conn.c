@@ -13,6 +13,10 @@
  * installed with the library; read, never written).  The sweep keeps what it
  * saw of each stream until the next one, and closes with shutdown(2), so h2o
  * reads end-of-file and frees all as usual.
+ *
+ * The sweep also finishes what libuv and h2o leave hanging after a read
+ * error (see lost_write()): a client that resets its TLS connection would
+ * otherwise keep the worker's socket and a --max-connections slot for good.
  */
 #include "conn.h"
 #include "../../common/log.h"
@@ -26,9 +30,10 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
-/* The stream's fields read here are private to h2o and may change with any
- * release: a new libh2o must be checked against stream_of() and
- * note_arriving() before this line is changed. */
+/* The stream's fields read here, and the socket's write callback, are
+ * private to h2o and may change with any release: a new libh2o must be
+ * checked against stream_of(), note_arriving() and lost_write() before this
+ * line is changed. */
 #if H2O_LIBRARY_VERSION_MAJOR != 0 || H2O_LIBRARY_VERSION_MINOR != 13
 #error "child/http/conn.c reads libh2o 0.13's (h2o 2.2's) HTTP/2 stream; check it against this libh2o"
 #endif
@@ -48,6 +53,7 @@ struct conn {
     uint64_t progress_at; /* loop time of the accept, of the last request handed over or answer, of bytes moving */
     uint64_t taken_at;    /* loop time of the accept, or of the last request handed over or answered */
     int cut;              /* shut down by the sweep */
+    int lost;             /* sweeps in a row that found h2o waiting on a write libuv refused */
     /* What the current sweep found: */
     int http1;     /* h2o serves it as HTTP/1 */
     int owed;      /* fcmd owes an answer on it */
@@ -438,6 +444,44 @@ static void judge(struct conn *cn, uint64_t now)
     cn->held = 0;
 }
 
+/* A write libuv refused and h2o still waits on.  libuv (1.44) fails a
+ * stream on a read error such as a client's reset, and from then on
+ * uv_write() returns UV_EPIPE at once and never calls back; h2o 2.2.5
+ * ignores that return and waits for the callback.  So a TLS socket that
+ * closes after a reset (its close_notify is such a write), or an HTTP/2
+ * connection that had a write scheduled when the reset came, waits for
+ * ever: its descriptor, its memory and a --max-connections slot are never
+ * freed.  The stream is failed (not writable, not closing), libuv holds no
+ * write for it, and h2o's socket still has a write callback (h2o_socket_t's
+ * _cb.write, h2o's own field: read and cleared here the way h2o's write
+ * completion does).  A write that did complete calls back within a turn of
+ * the loop, so only what is seen at two sweeps in a row is lost. */
+static int lost_write(const struct conn *cn)
+{
+    return !uv_is_closing(&cn->io.handle) && !uv_is_writable(&cn->io.stream) &&
+           uv_stream_get_write_queue_size(&cn->io.stream) == 0 && cn->sock->_cb.write != NULL;
+}
+
+/* Hands h2o the failure of a lost write, as libuv would have: h2o then
+ * closes the connection on its own error path (a TLS socket may take one
+ * more lost write, its close_notify, and so one more round). */
+static void finish_lost_write(struct conn *cn)
+{
+    h2o_socket_cb cb;
+
+    if (!lost_write(cn)) {
+        cn->lost = 0;
+        return;
+    }
+    if (++cn->lost < 2)
+        return;
+    cn->lost = 0;
+    cb = cn->sock->_cb.write;
+    cn->sock->_cb.write = NULL;
+    log_debug("closing a connection whose stream failed: its last write was refused");
+    cb(cn->sock, h2o_socket_error_io);
+}
+
 static void on_sweep(uv_timer_t *t)
 {
     struct conn_set *cs = t->data;
@@ -449,8 +493,11 @@ static void on_sweep(uv_timer_t *t)
     cs->ctx->globalconf->http1.callbacks.foreach_request(cs->ctx, note_http1, &s);
     cs->ctx->globalconf->http2.callbacks.foreach_request(cs->ctx, note_http2, &s);
     keep_marks(cs);
-    for (node = cs->all.next; node != &cs->all; node = node->next)
-        judge(H2O_STRUCT_FROM_MEMBER(struct conn, link, node), now);
+    for (node = cs->all.next; node != &cs->all; node = node->next) {
+        struct conn *cn = H2O_STRUCT_FROM_MEMBER(struct conn, link, node);
+        judge(cn, now);
+        finish_lost_write(cn); /* a connection it closes stays listed until its close callback */
+    }
 }
 
 int conn_init(struct conn_set *cs, h2o_context_t *ctx, h2o_accept_ctx_t *accept_ctx, unsigned timeout_s, size_t max)

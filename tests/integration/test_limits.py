@@ -7,8 +7,11 @@ import os
 import re
 import signal
 import socket
+import ssl
+import struct
 import time
 
+import pytest
 import requests
 
 from conftest import FCMD_BIN, http_ok, wait_until
@@ -96,6 +99,66 @@ def test_a_connection_without_memory_is_closed_and_the_next_served(mock, start_f
     wait_until(lambda: "after-refusal" in mock.stats()["tokens"], what="the push after the refusals")
     assert f.log_text().count("no memory for a new connection") == len(refused)
 
+
+
+def _tls_connection_in_use(port, cafile, alpn):
+    """A TLS connection the worker has taken and now reads from: for h2 its
+    SETTINGS arrived, for HTTP/1.1 a request was answered in full (the
+    connection kept alive)."""
+    ctx = ssl.create_default_context(cafile=str(cafile))
+    ctx.set_alpn_protocols([alpn])
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname="localhost")
+    got = b""
+    if alpn == "h2":
+        assert s.selected_alpn_protocol() == "h2"
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\0\0\0\x04\0\0\0\0\0")  # preface, empty SETTINGS
+        while len(got) < 9 or got[3] != 4:  # the server's SETTINGS comes first
+            data = s.recv(65536)
+            assert data, "the worker closed the connection"
+            got += data
+    else:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        while not got.endswith(b"\r\n\r\nok\n"):
+            data = s.recv(65536)
+            assert data, f"the worker closed the connection: {got!r}"
+            got += data
+    return s
+
+
+def _reset(tls_socket):
+    """Closes with an RST instead of a FIN, as a client that aborts does."""
+    raw = socket.socket(fileno=tls_socket.detach())
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    raw.close()
+
+
+@pytest.mark.parametrize("alpn", ["h2", "http/1.1"])
+def test_a_tls_connection_the_client_resets_gives_its_slot_back(mock, start_fcmd, tls_cert, alpn):
+    """A reset read by the worker fails the stream in libuv, which then
+    refuses the TLS close_notify at once, without the callback h2o waits
+    for: the connection, its descriptor and its slot were kept for good.
+    With room for one connection, the next client must get in once the
+    sweep (every second here) has handed h2o that failure."""
+    cert, key = tls_cert
+    f = start_fcmd(mock, workers=1, args=["--tls-cert", str(cert), "--tls-key", str(key), "--max-connections", "1",
+                                          "--client-timeout", "30"], wait=False)
+    url = f"https://localhost:{f.port}/healthz"
+    wait_until(lambda: http_ok(url, verify=str(cert)), what="the TLS listener")
+    s = wait_until(lambda: _try(lambda: _tls_connection_in_use(f.port, cert, alpn)), what="the one connection")
+    try:
+        assert not http_ok(url, verify=str(cert)), "the slot was not taken: the test proves nothing"
+    finally:
+        _reset(s)
+    wait_until(lambda: http_ok(url, verify=str(cert)), timeout=10, what="the slot of the reset connection")
+
+
+def _try(connect):
+    """connect(), or None while the worker has no room yet (the last
+    client's connection not yet freed)."""
+    try:
+        return connect()
+    except (OSError, ssl.SSLError, AssertionError):
+        return None
 
 
 def test_slowloris_does_not_stop_others(mock, start_fcmd):
