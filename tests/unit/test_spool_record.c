@@ -1,6 +1,7 @@
 /*
- * tests/unit/test_spool_record.c - spool records: CRC-32C, round trips, a
- * torn tail and a corrupt record in the middle.
+ * tests/unit/test_spool_record.c - spool records: CRC-32C, each record type
+ * against bytes laid out from the documented format, round trips, a torn
+ * tail and a corrupt record in the middle.
  */
 #include "cmocka_all.h"
 
@@ -222,62 +223,372 @@ static void fake_headers_cost_a_bounded_search(void **state)
     free(d);
 }
 
-/* ---- record versions ---- */
+/* ---- golden bytes ----
+ *
+ * Each record below was laid out from the format in docs/ARCHITECTURE.md
+ * ("The spool"), field by field as the comments say, never by the code
+ * under test: little-endian integers, texts as a u32 length (0xffffffff
+ * when absent) and their bytes, the option texts in the documented order.
+ * Each CRC-32C constant was computed once, outside this file, with a plain
+ * bitwise loop over header bytes 4 to 11 followed by the payload (reflected
+ * polynomial 0x82F63B78, initial value and final XOR 0xffffffff; the same
+ * loop gives 0xE3069283 for "123456789"), in Python:
+ *
+ *     crc = 0xFFFFFFFF
+ *     for b in record[4:12] + record[16:]:
+ *         crc ^= b
+ *         for _ in range(8):
+ *             crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+ *     crc ^= 0xFFFFFFFF
+ *
+ * and written out as header bytes 12 to 15.  Records on disk outlive the
+ * version that wrote them: a change to the encoding breaks these tests on
+ * purpose, and then needs a new record type, not new constants here. */
 
-static void le32(unsigned char *p, uint32_t v)
+/* PUSH2: an APNs push of the default app, with all five APNs fields. */
+static const unsigned char golden_push2[] = {
+    0x46, 0x43, 0x53, 0x50,                                                 /* "FCSP" */
+    0x03, 0x00, 0x00, 0x00,                                                 /* type 3, padding */
+    0xab, 0x00, 0x00, 0x00,                                                 /* payload length 171 */
+    0x9b, 0xa4, 0x05, 0xd4,                                                 /* CRC-32C 0xd405a49b */
+    0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01,                         /* id 0x102030405060708 */
+    0x01, 0x0d,                                                             /* upstream 1 (APNs), 13 option texts */
+    0x00,                                                                   /* kind 0 (token) */
+    0x16, 0x00, 0x00, 0x00,                                                 /* payload: length 22 */
+    0x7b, 0x22, 0x61, 0x70, 0x73, 0x22, 0x3a, 0x7b, 0x22, 0x61, 0x6c, 0x65, /* "{\"aps\":{\"ale" */
+    0x72, 0x74, 0x22, 0x3a, 0x22, 0x68, 0x69, 0x22, 0x7d, 0x7d,             /* "rt\":\"hi\"}}" */
+    0xff, 0xff, 0xff, 0xff,                                                 /* notification: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* android: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* apns: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* webpush: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* fcm_options: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* collapse_key: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* priority: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* time_to_live: absent */
+    0x0f, 0x00, 0x00, 0x00,                                                 /* apns-topic: length 15 */
+    0x63, 0x6f, 0x6d, 0x2e, 0x65, 0x78, 0x61, 0x6d, 0x70, 0x6c, 0x65, 0x2e, /* "com.example." */
+    0x61, 0x70, 0x70,                                                       /* "app" */
+    0x05, 0x00, 0x00, 0x00,                                                 /* apns-push-type: length 5 */
+    0x61, 0x6c, 0x65, 0x72, 0x74,                                           /* "alert" */
+    0x02, 0x00, 0x00, 0x00,                                                 /* apns-priority: length 2 */
+    0x31, 0x30,                                                             /* "10" */
+    0x0a, 0x00, 0x00, 0x00,                                                 /* apns-expiration: length 10 */
+    0x31, 0x37, 0x36, 0x37, 0x32, 0x32, 0x35, 0x36, 0x30, 0x30,             /* "1767225600" */
+    0x02, 0x00, 0x00, 0x00,                                                 /* apns-collapse-id: length 2 */
+    0x63, 0x31,                                                             /* "c1" */
+    0x02, 0x00, 0x00, 0x00,                                                 /* 2 targets */
+    0x00, 0x00, 0x00, 0x00, 0x10, 0x00,                                     /* index 0, length 16 */
+    0x61, 0x31, 0x62, 0x32, 0x63, 0x33, 0x64, 0x34, 0x65, 0x35, 0x66, 0x36, /* "a1b2c3d4e5f6" */
+    0x30, 0x37, 0x31, 0x38,                                                 /* "0718" */
+    0x01, 0x00, 0x00, 0x00, 0x10, 0x00,                                     /* index 1, length 16 */
+    0x30, 0x66, 0x30, 0x65, 0x30, 0x64, 0x30, 0x63, 0x30, 0x62, 0x30, 0x61, /* "0f0e0d0c0b0a" */
+    0x30, 0x39, 0x30, 0x38,                                                 /* "0908" */
+};
+
+/* PUSH3: an FCM push with options for the app "alpha-1", three tokens. */
+static const unsigned char golden_push3[] = {
+    0x46, 0x43, 0x53, 0x50,                                                 /* "FCSP" */
+    0x04, 0x00, 0x00, 0x00,                                                 /* type 4, padding */
+    0x93, 0x00, 0x00, 0x00,                                                 /* payload length 147 */
+    0xff, 0x62, 0x1f, 0xbe,                                                 /* CRC-32C 0xbe1f62ff */
+    0x2a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,                         /* id 0x2a */
+    0x00, 0x0d,                                                             /* upstream 0 (FCM), 13 option texts */
+    0x07,                                                                   /* app length 7 */
+    0x61, 0x6c, 0x70, 0x68, 0x61, 0x2d, 0x31,                               /* "alpha-1" */
+    0x00,                                                                   /* kind 0 (token) */
+    0x07, 0x00, 0x00, 0x00,                                                 /* payload: length 7 */
+    0x7b, 0x22, 0x6b, 0x22, 0x3a, 0x31, 0x7d,                               /* "{\"k\":1}" */
+    0x0d, 0x00, 0x00, 0x00,                                                 /* notification: length 13 */
+    0x7b, 0x22, 0x74, 0x69, 0x74, 0x6c, 0x65, 0x22, 0x3a, 0x22, 0x74, 0x22, /* "{\"title\":\"t\"" */
+    0x7d,                                                                   /* "}" */
+    0xff, 0xff, 0xff, 0xff,                                                 /* android: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* apns: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* webpush: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* fcm_options: absent */
+    0x04, 0x00, 0x00, 0x00,                                                 /* collapse_key: length 4 */
+    0x22, 0x63, 0x6b, 0x22,                                                 /* "\"ck\"" */
+    0x06, 0x00, 0x00, 0x00,                                                 /* priority: length 6 */
+    0x22, 0x68, 0x69, 0x67, 0x68, 0x22,                                     /* "\"high\"" */
+    0x02, 0x00, 0x00, 0x00,                                                 /* time_to_live: length 2 */
+    0x36, 0x30,                                                             /* "60" */
+    0xff, 0xff, 0xff, 0xff,                                                 /* apns-topic: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* apns-push-type: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* apns-priority: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* apns-expiration: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* apns-collapse-id: absent */
+    0x03, 0x00, 0x00, 0x00,                                                 /* 3 targets */
+    0x00, 0x00, 0x00, 0x00, 0x05, 0x00,                                     /* index 0, length 5 */
+    0x74, 0x6f, 0x6b, 0x2d, 0x61,                                           /* "tok-a" */
+    0x01, 0x00, 0x00, 0x00, 0x06, 0x00,                                     /* index 1, length 6 */
+    0x74, 0x6f, 0x6b, 0x2d, 0x62, 0x62,                                     /* "tok-bb" */
+    0x02, 0x00, 0x00, 0x00, 0x07, 0x00,                                     /* index 2, length 7 */
+    0x74, 0x6f, 0x6b, 0x2d, 0x63, 0x63, 0x63,                               /* "tok-ccc" */
+};
+
+/* PUSH3: an APNs push for the app "beta", with some APNs fields. */
+static const unsigned char golden_push3_apns[] = {
+    0x46, 0x43, 0x53, 0x50,                                                 /* "FCSP" */
+    0x04, 0x00, 0x00, 0x00,                                                 /* type 4, padding */
+    0x9c, 0x00, 0x00, 0x00,                                                 /* payload length 156 */
+    0x2c, 0x85, 0xa6, 0xc0,                                                 /* CRC-32C 0xc0a6852c */
+    0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,                         /* id 0x7 */
+    0x01, 0x0d,                                                             /* upstream 1 (APNs), 13 option texts */
+    0x04,                                                                   /* app length 4 */
+    0x62, 0x65, 0x74, 0x61,                                                 /* "beta" */
+    0x00,                                                                   /* kind 0 (token) */
+    0x1f, 0x00, 0x00, 0x00,                                                 /* payload: length 31 */
+    0x7b, 0x22, 0x61, 0x70, 0x73, 0x22, 0x3a, 0x7b, 0x22, 0x63, 0x6f, 0x6e, /* "{\"aps\":{\"con" */
+    0x74, 0x65, 0x6e, 0x74, 0x2d, 0x61, 0x76, 0x61, 0x69, 0x6c, 0x61, 0x62, /* "tent-availab" */
+    0x6c, 0x65, 0x22, 0x3a, 0x31, 0x7d, 0x7d,                               /* "le\":1}}" */
+    0xff, 0xff, 0xff, 0xff,                                                 /* notification: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* android: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* apns: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* webpush: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* fcm_options: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* collapse_key: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* priority: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* time_to_live: absent */
+    0x10, 0x00, 0x00, 0x00,                                                 /* apns-topic: length 16 */
+    0x63, 0x6f, 0x6d, 0x2e, 0x65, 0x78, 0x61, 0x6d, 0x70, 0x6c, 0x65, 0x2e, /* "com.example." */
+    0x62, 0x65, 0x74, 0x61,                                                 /* "beta" */
+    0x0a, 0x00, 0x00, 0x00,                                                 /* apns-push-type: length 10 */
+    0x62, 0x61, 0x63, 0x6b, 0x67, 0x72, 0x6f, 0x75, 0x6e, 0x64,             /* "background" */
+    0x01, 0x00, 0x00, 0x00,                                                 /* apns-priority: length 1 */
+    0x35,                                                                   /* "5" */
+    0xff, 0xff, 0xff, 0xff,                                                 /* apns-expiration: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* apns-collapse-id: absent */
+    0x01, 0x00, 0x00, 0x00,                                                 /* 1 target */
+    0x00, 0x00, 0x00, 0x00, 0x10, 0x00,                                     /* index 0, length 16 */
+    0x66, 0x66, 0x65, 0x65, 0x64, 0x64, 0x63, 0x63, 0x62, 0x62, 0x61, 0x61, /* "ffeeddccbbaa" */
+    0x39, 0x39, 0x38, 0x38,                                                 /* "9988" */
+};
+
+/* PUSH: an FCM push of the default app to a topic, the format of the
+ * versions before APNs, which FCM pushes of the default app still use. */
+static const unsigned char golden_push1[] = {
+    0x46, 0x43, 0x53, 0x50,                         /* "FCSP" */
+    0x01, 0x00, 0x00, 0x00,                         /* type 1, padding */
+    0x48, 0x00, 0x00, 0x00,                         /* payload length 72 */
+    0xc0, 0x63, 0x2a, 0x11,                         /* CRC-32C 0x112a63c0 */
+    0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /* id 0x7 */
+    0x01,                                           /* kind 1 (topic) */
+    0x07, 0x00, 0x00, 0x00,                         /* payload: length 7 */
+    0x7b, 0x22, 0x6b, 0x22, 0x3a, 0x31, 0x7d,       /* "{\"k\":1}" */
+    0xff, 0xff, 0xff, 0xff,                         /* notification: absent */
+    0xff, 0xff, 0xff, 0xff,                         /* android: absent */
+    0xff, 0xff, 0xff, 0xff,                         /* apns: absent */
+    0xff, 0xff, 0xff, 0xff,                         /* webpush: absent */
+    0xff, 0xff, 0xff, 0xff,                         /* fcm_options: absent */
+    0xff, 0xff, 0xff, 0xff,                         /* collapse_key: absent */
+    0x06, 0x00, 0x00, 0x00,                         /* priority: length 6 */
+    0x22, 0x68, 0x69, 0x67, 0x68, 0x22,             /* "\"high\"" */
+    0xff, 0xff, 0xff, 0xff,                         /* time_to_live: absent */
+    0x01, 0x00, 0x00, 0x00,                         /* 1 target */
+    0x00, 0x00, 0x00, 0x00, 0x04, 0x00,             /* index 0, length 4 */
+    0x6e, 0x65, 0x77, 0x73,                         /* "news" */
+};
+
+/* ACK: targets 0 and 2 of push 42 reached a final outcome. */
+static const unsigned char golden_ack[] = {
+    0x46, 0x43, 0x53, 0x50,                         /* "FCSP" */
+    0x02, 0x00, 0x00, 0x00,                         /* type 2, padding */
+    0x14, 0x00, 0x00, 0x00,                         /* payload length 20 */
+    0x55, 0x2a, 0xa5, 0x29,                         /* CRC-32C 0x29a52a55 */
+    0x2a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /* id 0x2a */
+    0x02, 0x00, 0x00, 0x00,                         /* 2 indexes */
+    0x00, 0x00, 0x00, 0x00,                         /* index 0 */
+    0x02, 0x00, 0x00, 0x00,                         /* index 2 */
+};
+
+static void set_opt(struct send_request *r, enum request_opt o, const char *text)
 {
-    p[0] = (unsigned char)v, p[1] = (unsigned char)(v >> 8), p[2] = (unsigned char)(v >> 16),
-    p[3] = (unsigned char)(v >> 24);
+    r->msg.opt[o] = text;
+    r->msg.opt_len[o] = strlen(text);
 }
 
-/* A PUSH record laid out byte by byte as the versions before APNs wrote it. */
-static size_t old_push_record(unsigned char *out)
+/* The pushes the golden records hold, as intake would hand them over. */
+static struct send_request golden_request(const unsigned char *golden)
 {
-    unsigned char *p = out + 16;
-    size_t n = 0;
+    static char *apns_tokens[] = {"a1b2c3d4e5f60718", "0f0e0d0c0b0a0908"};
+    static char *fcm_tokens[] = {"tok-a", "tok-bb", "tok-ccc"};
+    static char *beta_tokens[] = {"ffeeddccbbaa9988"};
+    static char *topic[] = {"news"};
+    struct send_request r;
 
-    le32(p, 7), le32(p + 4, 0), n = 8; /* id */
-    p[n++] = TARGET_TOKEN;
-    le32(p + n, 7), memcpy(p + n + 4, "{\"k\":1}", 7), n += 11; /* payload */
-    for (int o = 0; o < 8; o++) {
-        if (o == 6) { /* priority */
-            le32(p + n, 6), memcpy(p + n + 4, "\"high\"", 6), n += 10;
-        } else {
-            le32(p + n, 0xffffffffu), n += 4;
-        }
+    memset(&r, 0, sizeof(r));
+    r.kind = TARGET_TOKEN;
+    if (golden == golden_push2) {
+        r.upstream = UPSTREAM_APNS;
+        r.targets = apns_tokens, r.ntargets = 2;
+        r.msg.payload = "{\"aps\":{\"alert\":\"hi\"}}", r.msg.payload_len = 22;
+        set_opt(&r, ROPT_APNS_TOPIC, "com.example.app");
+        set_opt(&r, ROPT_APNS_PUSH_TYPE, "alert");
+        set_opt(&r, ROPT_APNS_PRIORITY, "10");
+        set_opt(&r, ROPT_APNS_EXPIRATION, "1767225600");
+        set_opt(&r, ROPT_APNS_COLLAPSE_ID, "c1");
+    } else if (golden == golden_push3) {
+        r.app = "alpha-1", r.app_len = 7;
+        r.targets = fcm_tokens, r.ntargets = 3;
+        r.msg.payload = "{\"k\":1}", r.msg.payload_len = 7;
+        set_opt(&r, ROPT_NOTIFICATION, "{\"title\":\"t\"}");
+        set_opt(&r, ROPT_COLLAPSE_KEY, "\"ck\"");
+        set_opt(&r, ROPT_PRIORITY, "\"high\"");
+        set_opt(&r, ROPT_TIME_TO_LIVE, "60");
+    } else if (golden == golden_push3_apns) {
+        r.upstream = UPSTREAM_APNS;
+        r.app = "beta", r.app_len = 4;
+        r.targets = beta_tokens, r.ntargets = 1;
+        r.msg.payload = "{\"aps\":{\"content-available\":1}}", r.msg.payload_len = 31;
+        set_opt(&r, ROPT_APNS_TOPIC, "com.example.beta");
+        set_opt(&r, ROPT_APNS_PUSH_TYPE, "background");
+        set_opt(&r, ROPT_APNS_PRIORITY, "5");
+    } else {
+        r.kind = TARGET_TOPIC;
+        r.targets = topic, r.ntargets = 1;
+        r.msg.payload = "{\"k\":1}", r.msg.payload_len = 7;
+        set_opt(&r, ROPT_PRIORITY, "\"high\"");
     }
-    le32(p + n, 1), n += 4;                                                          /* one target */
-    le32(p + n, 0), p[n + 4] = 3, p[n + 5] = 0, memcpy(p + n + 6, "old", 3), n += 9; /* index, length, name */
-    memcpy(out, "FCSP", 4);
-    out[4] = 1, out[5] = out[6] = out[7] = 0;
-    le32(out + 8, (uint32_t)n);
-    le32(out + 12, crc32c(crc32c(0, out + 4, 8), p, n));
-    return 16 + n;
+    return r;
 }
 
-static void old_push_records_still_decode(void **state)
+struct golden {
+    const unsigned char *bytes;
+    size_t len;
+    enum spool_type type;
+    uint64_t id;
+};
+
+static const struct golden goldens[] = {
+    {golden_push2, sizeof(golden_push2), SPOOL_PUSH2, 0x0102030405060708u},
+    {golden_push3, sizeof(golden_push3), SPOOL_PUSH3, 42},
+    {golden_push3_apns, sizeof(golden_push3_apns), SPOOL_PUSH3, 7},
+    {golden_push1, sizeof(golden_push1), SPOOL_PUSH, 7},
+};
+
+static void pushes_encode_to_the_golden_bytes(void **state)
 {
-    unsigned char rec_bytes[256];
-    size_t len = old_push_record(rec_bytes), bad, pos = 0, nlen;
-    struct spool_reader rd = {rec_bytes, len, 0, 0};
-    struct spool_rec rec;
-    struct spool_push p;
-    const char *name;
-    uint32_t index;
+    (void)state;
+    for (size_t i = 0; i < sizeof(goldens) / sizeof(goldens[0]); i++) {
+        struct send_request r = golden_request(goldens[i].bytes);
+        struct buf b = BUF_INIT;
+
+        spool_encode_push(&b, goldens[i].id, &r);
+        assert_false(b.failed);
+        assert_int_equal(b.len, goldens[i].len);
+        assert_memory_equal(b.data, goldens[i].bytes, goldens[i].len);
+        buf_free(&b);
+    }
+}
+
+static void an_ack_encodes_to_the_golden_bytes(void **state)
+{
+    struct buf b = BUF_INIT;
 
     (void)state;
-    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
-    assert_true(spool_is_push(rec.type));
-    assert_int_equal(spool_decode_push(&rec, &p), 0);
-    assert_int_equal(p.upstream, UPSTREAM_FCM);
-    assert_int_equal(p.id, 7);
-    assert_memory_equal(p.msg.payload, "{\"k\":1}", 7);
-    assert_memory_equal(p.msg.opt[ROPT_PRIORITY], "\"high\"", 6);
-    for (int o = ROPT_FCM_COUNT; o < ROPT_COUNT; o++)
-        assert_null(p.msg.opt[o]);
-    assert_int_equal(spool_push_target(&p, &pos, &index, &name, &nlen), 0);
-    assert_memory_equal(name, "old", 3);
+    spool_encode_ack(&b, 42, (uint32_t[]){0, 2}, 2);
+    assert_int_equal(b.len, sizeof(golden_ack));
+    assert_memory_equal(b.data, golden_ack, sizeof(golden_ack));
+    buf_free(&b);
 }
+
+/* Checks a decoded push against the request it was made from: every field,
+ * every option text present or absent, every target with its index. */
+static void assert_push_is(const struct spool_push *p, uint64_t id, const struct send_request *r)
+{
+    size_t pos = 0, len;
+    uint32_t index;
+    const char *name;
+
+    assert_int_equal(p->id, id);
+    assert_int_equal(p->upstream, r->upstream);
+    if (r->app == NULL) {
+        assert_null(p->app);
+    } else {
+        assert_int_equal(p->app_len, r->app_len);
+        assert_memory_equal(p->app, r->app, r->app_len);
+    }
+    assert_int_equal(p->kind, r->kind);
+    assert_int_equal(p->msg.payload_len, r->msg.payload_len);
+    assert_memory_equal(p->msg.payload, r->msg.payload, r->msg.payload_len);
+    for (int o = 0; o < ROPT_COUNT; o++) {
+        if (r->msg.opt[o] == NULL) {
+            assert_null(p->msg.opt[o]);
+            continue;
+        }
+        assert_non_null(p->msg.opt[o]);
+        assert_int_equal(p->msg.opt_len[o], r->msg.opt_len[o]);
+        assert_memory_equal(p->msg.opt[o], r->msg.opt[o], r->msg.opt_len[o]);
+    }
+    assert_int_equal(p->ntargets, r->ntargets);
+    for (size_t i = 0; i < r->ntargets; i++) {
+        assert_int_equal(spool_push_target(p, &pos, &index, &name, &len), 0);
+        assert_int_equal(index, i);
+        assert_int_equal(len, strlen(r->targets[i]));
+        assert_memory_equal(name, r->targets[i], len);
+    }
+    assert_int_equal(spool_push_target(p, &pos, &index, &name, &len), -1);
+}
+
+/* A segment made of the golden records, as an older or this version wrote
+ * them: each reads back as the push or acknowledgement it holds. */
+static void golden_records_decode(void **state)
+{
+    struct buf seg = BUF_INIT;
+    struct spool_reader rd;
+    struct spool_rec rec;
+    struct spool_push p;
+    const unsigned char *idx;
+    uint64_t id;
+    uint32_t n;
+    size_t bad, at = 0;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(goldens) / sizeof(goldens[0]); i++)
+        buf_add(&seg, goldens[i].bytes, goldens[i].len);
+    buf_add(&seg, golden_ack, sizeof(golden_ack));
+    rd = (struct spool_reader){(unsigned char *)seg.data, seg.len, 0, 0};
+    for (size_t i = 0; i < sizeof(goldens) / sizeof(goldens[0]); i++) {
+        struct send_request r = golden_request(goldens[i].bytes);
+
+        assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
+        assert_int_equal(rec.type, goldens[i].type);
+        assert_int_equal(rec.offset, at);
+        assert_int_equal(rec.len, goldens[i].len - SPOOL_HEADER);
+        assert_int_equal(spool_decode_push(&rec, &p), 0);
+        assert_push_is(&p, goldens[i].id, &r);
+        at += goldens[i].len;
+    }
+    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
+    assert_int_equal(rec.type, SPOOL_ACK);
+    assert_int_equal(spool_decode_ack(&rec, &id, &n, &idx), 0);
+    assert_int_equal(id, 42);
+    assert_int_equal(n, 2);
+    assert_int_equal(spool_u32(idx), 0);
+    assert_int_equal(spool_u32(idx + 4), 2);
+    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_END);
+    buf_free(&seg);
+}
+
+/* The checksum in the golden bytes is the one the reader checks: with any
+ * one of its bytes changed, the record no longer reads. */
+static void golden_checksums_are_checked(void **state)
+{
+    unsigned char rec_bytes[sizeof(golden_push3)];
+    struct spool_reader rd;
+    struct spool_rec rec;
+    size_t bad;
+
+    (void)state;
+    for (int k = 12; k < 16; k++) {
+        memcpy(rec_bytes, golden_push3, sizeof(rec_bytes));
+        rec_bytes[k] ^= 0x01;
+        rd = (struct spool_reader){rec_bytes, sizeof(rec_bytes), 0, 0};
+        assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_TORN);
+        assert_int_equal(bad, 0);
+    }
+}
+
+/* ---- record versions ---- */
 
 static void fcm_pushes_keep_the_old_format(void **state)
 {
@@ -427,7 +738,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(crc32c_check_value),
         cmocka_unit_test(round_trip),
-        cmocka_unit_test(old_push_records_still_decode),
+        cmocka_unit_test(pushes_encode_to_the_golden_bytes),
+        cmocka_unit_test(an_ack_encodes_to_the_golden_bytes),
+        cmocka_unit_test(golden_records_decode),
+        cmocka_unit_test(golden_checksums_are_checked),
         cmocka_unit_test(fcm_pushes_keep_the_old_format),
         cmocka_unit_test(apns_pushes_carry_their_upstream_and_fields),
         cmocka_unit_test(app_pushes_name_their_app),
