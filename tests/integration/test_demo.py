@@ -5,7 +5,6 @@ so its workers finish and exit instead of being killed."""
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
@@ -18,6 +17,24 @@ def _children(pid):
             return [int(p) for p in f.read().split()]
     except (FileNotFoundError, ProcessLookupError):
         return []
+
+
+def _stat(pid):
+    """(state, start time) of a process from /proc/PID/stat, or None once
+    it is gone.  The command name is in parentheses and may hold spaces."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return fields[0], fields[19]
+
+
+def _still_running(pid, started_at):
+    """Whether pid is the process that was started at started_at and has not
+    exited (a zombie has: only its parent's wait is left)."""
+    st = _stat(pid)
+    return st is not None and st[1] == started_at and st[0] != "Z"
 
 
 def _kill_all(pids):
@@ -45,14 +62,19 @@ def test_ctrl_c_stops_the_demo_cleanly(tmp_path, upstream):
         started = _children(demo.pid)
         started += [w for p in started for w in _children(p)]
         assert len(started) >= 3, started  # the mock, fcmd and at least one worker
+        started_at = {pid: st[1] for pid in started if (st := _stat(pid))}  # tells a reused pid from ours
         os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C does
         assert demo.wait(30) == 0
         text = out.read_text()
         assert "stopped;" in text, text
         assert "killed by signal" not in text and "second stop signal" not in text, text
-        time.sleep(0.2)
-        for pid in started:  # the script waited for everything it started
-            assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z", pid
+        # The script waited for fcmd and the mock, and fcmd's master waited
+        # for its workers before it said "stopped;": once the script has
+        # exited, nothing it started runs, not even for a moment.  So this is
+        # checked at once, not polled: a script that stopped waiting would
+        # still see its processes gone a few milliseconds later.
+        running = [pid for pid in started if _still_running(pid, started_at.get(pid))]
+        assert not running, f"still running after the demo exited: {running}"
     finally:
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGKILL)
