@@ -1,5 +1,5 @@
 /*
- * child/fleet/fleet.c - fleet mode: a worker's counters in Redis, the fleet's totals back.
+ * child/fleet/link.c - fleet mode: a worker's counters in Redis, the fleet's totals back.
  *
  * The one idea: a flush sends the slot's absolute counters, and a Lua script
  * adds to the fleet's totals only what exceeds the (instance, slot) mark it
