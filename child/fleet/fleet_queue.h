@@ -7,7 +7,7 @@
  * acknowledged and deleted only once every target of its push has its final
  * outcome, and the entries of a worker silent for --redis-claim-after
  * seconds are taken over by the others.  Everything goes over the worker's
- * fleet connection (child/fleet/fleet.c); nothing here waits for Redis.  See
+ * fleet connection (child/fleet/link.c); nothing here waits for Redis.  See
  * docs/FLEET.md, "The queue in Redis".
  */
 #ifndef FCMD_CHILD_FLEET_FLEET_QUEUE_H

@@ -31,7 +31,7 @@ static int report_scope(const h2o_req_t *req)
     return h2o_memis(q, (size_t)(end - q), H2O_STRLIT("scope=fleet")) || q == end ? 0 : -1;
 }
 
-/* The fleet's totals, as the last flush brought them (child/fleet/fleet.c). */
+/* The fleet's totals, as the last flush brought them (child/fleet/counters.c). */
 static int respond_fleet(struct http_server *hs, h2o_req_t *req, const struct fleet_totals *t)
 {
     struct buf b = BUF_INIT;
