@@ -32,7 +32,7 @@ static const char *const dropped_names[2] = {"canonical_dropped", "notregistered
  * what the worker knows Redis has already counted, should a mark expire.
  * Returns {totals as HGETALL, live instances, pending of live workers}.
  */
-const char flush_script[] =
+static const char flush_script[] =
     "local function add(mark, f, v, base)\n"
     "  local old = tonumber(redis.call('HGET', mark, f) or '0')\n"
     "  if base > old then old = base end\n"
@@ -68,7 +68,7 @@ const char flush_script[] =
 
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
-void counters_init(struct fleet *f)
+int counters_init(struct fleet *f)
 {
     const char *names[NKEYS] = {"totals", NULL, NULL, "pending", "live"};
 
@@ -76,6 +76,10 @@ void counters_init(struct fleet *f)
         snprintf(f->keys[i], sizeof(f->keys[i]), "fcmd:%s", names[i] ? names[i] : "");
     snprintf(f->keys[1], sizeof(f->keys[1]), "fcmd:mark:%s", f->member);
     snprintf(f->keys[2], sizeof(f->keys[2]), "fcmd:mark:%s:lists", f->shm->instance);
+    if (fleet_script_init(&f->flush_s, flush_script) != 0)
+        return -1;
+    f->flush_s.by_link = 1;
+    return 0;
 }
 
 /* ---- flushes ---- */
@@ -106,12 +110,10 @@ static void flush(struct fleet *f)
 {
     const char *argv[NARGS];
     char nums[4 + 2 * NTRIPLES][24];
-    unsigned n = 0, k = 0;
+    unsigned n = 2, k = 0; /* argv[0] and argv[1] are fleet_script_run()'s */
 
 #define NUM(v) (snprintf(nums[k], sizeof(nums[k]), "%" PRIu64, (uint64_t)(v)), nums[k++])
     snapshot(f, f->sent);
-    argv[n++] = "EVALSHA";
-    argv[n++] = f->sha;
     argv[n++] = "5";
     for (unsigned i = 0; i < NKEYS; i++)
         argv[n++] = f->keys[i];
@@ -126,7 +128,7 @@ static void flush(struct fleet *f)
         argv[n++] = NUM(base_of(f, i));
     }
 #undef NUM
-    if (link_send(f, on_flushed, NULL, REPLY_MAX_BYTES, (int)n, argv, NULL) != 0)
+    if (fleet_script_run(f, &f->flush_s, on_flushed, NULL, REPLY_MAX_BYTES, (int)n, argv, NULL) != 0)
         return;
     f->inflight = 1;
 }
@@ -161,13 +163,11 @@ static void settle_slot(struct fleet *f, unsigned i)
     const char *argv[NARGS];
     char nums[4 + 2 * SHM_NCOUNTERS][24], member[40], mark[64];
     uint64_t sent[SHM_NCOUNTERS];
-    unsigned n = 0, k = 0;
+    unsigned n = 2, k = 0; /* argv[0] and argv[1] are fleet_script_run()'s */
 
 #define NUM(v) (snprintf(nums[k], sizeof(nums[k]), "%" PRIu64, (uint64_t)(v)), nums[k++])
     snprintf(member, sizeof(member), "%s:%u", f->shm->instance, i);
     snprintf(mark, sizeof(mark), "fcmd:mark:%s", member);
-    argv[n++] = "EVALSHA";
-    argv[n++] = f->sha;
     argv[n++] = "5";
     argv[n++] = f->keys[0];
     argv[n++] = mark;
@@ -185,7 +185,7 @@ static void settle_slot(struct fleet *f, unsigned i)
         argv[n++] = NUM(LOAD(s->fleet_base[c]));
     }
 #undef NUM
-    if (link_send(f, on_slot_settled, NULL, REPLY_MAX_BYTES, (int)n, argv, NULL) != 0)
+    if (fleet_script_run(f, &f->flush_s, on_slot_settled, NULL, REPLY_MAX_BYTES, (int)n, argv, NULL) != 0)
         return;
     f->settling = 1;
     f->settle_slot = i;
@@ -290,10 +290,8 @@ static void on_flushed(struct fleet *f, void *arg, const redisReply *r)
     f->inflight = 0;
     if (r == NULL)
         return;
-    if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
-        link_reload_scripts(f); /* the next tick's flush finds it */
-        return;
-    }
+    if (fleet_script_lost(f, &f->flush_s, r))
+        return; /* loaded again: the next tick's flush finds it */
     if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "READONLY", 8) == 0) {
         /* A replica now (a failover demoted it): a new connection looks the
          * name up again and finds the new primary, if a proxy or DNS moved. */

@@ -33,7 +33,7 @@
  *   done  the answer was written: 1, or 0 when the lease had run out
  *   back  the answer was not written: the records return to the head
  */
-const char lists_script[] =
+static const char lists_script[] =
     "local function records(blob)\n"
     "  local out, i, n = {}, 1, #blob\n"
     "  while i + 1 <= n do\n"
@@ -121,7 +121,7 @@ struct fleet_drain {
     char key[112];
 };
 
-void drains_init(struct fleet *f, unsigned drain_lease_s)
+int drains_init(struct fleet *f, unsigned drain_lease_s)
 {
     for (int i = 0; i < FLEET_NLISTS; i++) {
         snprintf(f->list_keys[i][0], sizeof(f->list_keys[i][0]), "fcmd:list:%s", list_names[i]);
@@ -130,6 +130,10 @@ void drains_init(struct fleet *f, unsigned drain_lease_s)
     }
     f->drain_lease_ms = (uint64_t)drain_lease_s * 1000;
     f->nonce = backoff_random(&f->rng) ^ ((uint64_t)getpid() << 32);
+    if (fleet_script_init(&f->lists_s, lists_script) != 0)
+        return -1;
+    f->lists_s.by_link = 1;
+    return 0;
 }
 
 static uint64_t mono_ms(void)
@@ -144,15 +148,13 @@ static struct drainlist *list_of(const struct fleet *f, int i)
 
 /* Redis refused a drain-list command (OOM, READONLY...): what it concerns
  * stays where it is and is tried again; each distinct refusal is logged once. */
-static void lists_refused(struct fleet *f, const char *what, const char *err)
+static void lists_refused(struct fleet *f, const char *what, const redisReply *r)
 {
     char why[sizeof(f->list_refusal)];
 
-    if (strncmp(err, "NOSCRIPT", 8) == 0) {
-        link_reload_scripts(f);
-        return;
-    }
-    snprintf(why, sizeof(why), "%s was refused: %.100s", what, err);
+    if (fleet_script_lost(f, &f->lists_s, r))
+        return; /* loaded again: tried again like any refusal */
+    snprintf(why, sizeof(why), "%s was refused: %.100s", what, r->str);
     if (strcmp(why, f->list_refusal) == 0)
         return;
     memcpy(f->list_refusal, why, sizeof(why));
@@ -161,24 +163,25 @@ static void lists_refused(struct fleet *f, const char *what, const char *err)
 
 static int lists_usable(const struct fleet *f)
 {
-    return f->link != NULL && f->lists_sha[0] != '\0';
+    return f->link != NULL && f->lists_s.loaded;
 }
 
 /* Sends the lists script: op on list i, KEYS[3] = key3, then extra ARGV. */
 static int lists_command(struct fleet *f, fleet_reply_fn fn, void *arg, size_t cap, int i, const char *key3,
                          const char *op, int nextra, const char **extra, const size_t *extralen)
 {
-    const char *argv[12] = {"EVALSHA", f->lists_sha, "3", f->list_keys[i][0], f->list_keys[i][1], key3, op};
+    /* argv[0] and argv[1] are fleet_script_run()'s. */
+    const char *argv[12] = {NULL, NULL, "3", f->list_keys[i][0], f->list_keys[i][1], key3, op};
     size_t lens[12];
     int n = 7;
 
-    for (int k = 0; k < n; k++)
+    for (int k = 2; k < n; k++)
         lens[k] = strlen(argv[k]);
     for (int k = 0; k < nextra; k++, n++) {
         argv[n] = extra[k];
         lens[n] = extralen != NULL ? extralen[k] : strlen(extra[k]);
     }
-    return link_send(f, fn, arg, cap, n, argv, lens);
+    return fleet_script_run(f, &f->lists_s, fn, arg, cap, n, argv, lens);
 }
 
 static void move(struct fleet *f, int i);
@@ -191,7 +194,7 @@ static void on_moved(struct fleet *f, void *arg, const redisReply *r)
     if (r == NULL) /* the batch stays reserved, sent again on the next connection */
         return;
     if (r->type == REDIS_REPLY_ERROR) {
-        lists_refused(f, "moving entries to Redis", r->str);
+        lists_refused(f, "moving entries to Redis", r);
         return;
     }
     if (r->type != REDIS_REPLY_INTEGER) {
@@ -262,7 +265,7 @@ static void on_settled(struct fleet *f, void *arg, const redisReply *r)
     if (r == NULL) /* told again on the next connection */
         return;
     if (r->type == REDIS_REPLY_ERROR) {
-        lists_refused(f, "a drain's end", r->str); /* told again on the next tick */
+        lists_refused(f, "a drain's end", r); /* told again on the next tick */
         return;
     }
     if (r->type != REDIS_REPLY_INTEGER) {
@@ -342,7 +345,7 @@ static void on_taken(struct fleet *f, void *arg, const redisReply *r)
         return;
     }
     if (r->type == REDIS_REPLY_ERROR) {
-        lists_refused(f, "a drain", r->str);
+        lists_refused(f, "a drain", r);
         take_failed(d, "redis refused the drain");
         return;
     }

@@ -13,6 +13,7 @@
 #include "../../common/redis_url.h"
 #include "../../shm/region.h"
 #include "fleet.h"
+#include "script.h"
 
 #define NKEYS 5                      /* the flush script's keys */
 #define NTRIPLES (SHM_NCOUNTERS + 2) /* the values a flush carries: the slot's counters, the instance's drops */
@@ -42,8 +43,6 @@ struct fleet {
     int resolve_late;      /* ...and its answer, past the deadline, is to be ignored */
     uv_timer_t tick;       /* flushes; also the resolve, connect and reply deadlines */
     uv_timer_t retry;      /* the reconnect back-off */
-    char sha[41];          /* the loaded script, "" until SCRIPT LOAD answered */
-    char lists_sha[41];    /* the drain lists' script, likewise */
     int reloading;         /* SCRIPT LOADs after a NOSCRIPT await their replies */
     int up;                /* a flush succeeded on this connection and none failed since */
     int ever_up;
@@ -57,6 +56,7 @@ struct fleet {
     char rbuf[64 * 1024]; /* libuv reads into this; the reader copies it */
 
     /* The counters (counters.c). */
+    struct fleet_script flush_s; /* loaded by the link: until then, not connected */
     char keys[NKEYS][64];
     unsigned refusals; /* flushes refused in a row on this connection */
     char refusal[160]; /* the last refusal logged, "" when none */
@@ -71,6 +71,7 @@ struct fleet {
     uint64_t totals_at;
 
     /* The drain lists (drains.c). */
+    struct fleet_script lists_s; /* loaded by the link after flush_s */
     char list_keys[FLEET_NLISTS][3][80]; /* the list, its in-flight set, this instance's move mark */
     int moving[FLEET_NLISTS];            /* a move awaits its reply */
     uint64_t move_seq[FLEET_NLISTS];     /* ...of this batch */
@@ -81,9 +82,6 @@ struct fleet {
     int stopping;                       /* fleet_flushed() was called: the worker stops */
     uint64_t stop_target[FLEET_NLISTS]; /* records put into each list before it began to */
 };
-
-/* The scripts the link loads on each connection (counters.c, drains.c). */
-extern const char flush_script[], lists_script[];
 
 /* ---- link.c ---- */
 
@@ -111,14 +109,14 @@ void link_now_up(struct fleet *f);
 /* The n-th delay of the back-off, with its jitter. */
 uint64_t link_backoff_ms(struct fleet *f, unsigned n);
 
-/* Redis forgot fcmd's scripts (NOSCRIPT): loads them again on this
- * connection, once until the loads are answered. */
+/* Redis forgot fleet mode's scripts (NOSCRIPT): loads flush_s and lists_s
+ * again on this connection, once until the loads are answered. */
 void link_reload_scripts(struct fleet *f);
 
 /* ---- counters.c ---- */
 
-/* The keys of the flush script. */
-void counters_init(struct fleet *f);
+/* The flush script and its keys.  Returns 0, or -1 (see fleet_script_init()). */
+int counters_init(struct fleet *f);
 
 /* Each tick: a flush of the slot's counters (and the heartbeat, and the
  * fleet's totals back) when one is due and none awaits its answer. */
@@ -129,8 +127,9 @@ void counters_connected(struct fleet *f);
 
 /* ---- drains.c ---- */
 
-/* The keys of the drain lists and the lease of a drain. */
-void drains_init(struct fleet *f, unsigned drain_lease_s);
+/* The drain lists' script and keys, and a drain's lease.  Returns 0, or -1
+ * (see fleet_script_init()). */
+int drains_init(struct fleet *f, unsigned drain_lease_s);
 
 /* Once a second, and on a new connection: batches to move, leases to renew,
  * drains' ends Redis has not heard of yet. */

@@ -28,13 +28,13 @@
 #include "../../shm/metrics.h"
 #include "../core/buf.h"
 #include "fleet.h"
+#include "script.h"
 #include "../core/queue.h"
 #include "../store/spool_record.h"
 #include "../store/spool_replay.h"
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
-#include <openssl/evp.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,50 +108,6 @@ static const char claim_script[] =
     "local r = redis.pcall('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[5], ARGV[6], 'COUNT', ARGV[3])\n"
     "if r.err then return r end\n"
     "return {r[1], pick(r[2], 4)}\n";
-
-/* A script a worker runs many times a second (the reads): sent by its
- * digest (EVALSHA) once Redis has it, with its body (EVAL, which caches it)
- * on each new connection and after a NOSCRIPT (SCRIPT FLUSH, a failover to
- * a server that never saw it).  Its body is a kilobyte Redis would
- * otherwise read and hash on every call. */
-struct fq_script {
-    const char *body;
-    char sha[41];
-    int cached; /* Redis has answered a call of it on this connection */
-};
-
-static int script_init(struct fq_script *s, const char *body)
-{
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-
-    s->body = body;
-    s->cached = 0;
-    if (EVP_Digest(body, strlen(body), md, &len, EVP_sha1(), NULL) != 1 || len != 20)
-        return -1;
-    for (unsigned i = 0; i < len; i++)
-        snprintf(s->sha + 2 * i, 3, "%02x", md[i]);
-    return 0;
-}
-
-/* The command and script of a call: argv[0] and argv[1]. */
-static void script_call(const struct fq_script *s, const char **argv)
-{
-    argv[0] = s->cached ? "EVALSHA" : "EVAL";
-    argv[1] = s->cached ? s->sha : s->body;
-}
-
-/* A reply to a call: 1 when Redis no longer has the script (the call did
- * not run: the next one sends the body); otherwise Redis has it now. */
-static int script_lost(struct fq_script *s, const redisReply *r)
-{
-    if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
-        s->cached = 0;
-        return 1;
-    }
-    s->cached = 1;
-    return 0;
-}
 
 /* Takes back entries added after /gcm/send had answered 503: each that no
  * consumer holds yet is deleted (1); one already read, or finished, stays (0).
@@ -243,7 +199,7 @@ struct fleet_queue {
     unsigned nflying;
     int group_ready, group_asked;
     int reading, claiming, cleaning, reaping;
-    struct fq_script read_s, claim_s;
+    struct fleet_script read_s, claim_s; /* the reads and claims go by digest (script.h) */
     int stopping;
     int slow;       /* a deadline passed; until Redis answers again */
     int slow_logged; /* ...said once, until a push is taken in time again */
@@ -686,12 +642,11 @@ static void on_read(struct fleet *f, void *arg, const redisReply *r)
 {
     struct fleet_queue *fq = arg;
 
-    (void)f;
     fq->reading = 0;
     if (r == NULL)
         return;
     fq->slow = 0;
-    if (script_lost(&fq->read_s, r))
+    if (fleet_script_lost(f, &fq->read_s, r))
         return; /* again at the next tick, with the body */
     if (r->type == REDIS_REPLY_ERROR) {
         group_lost(fq, r);
@@ -716,8 +671,7 @@ static void read_entries(struct fleet_queue *fq)
         return;
     snprintf(count, sizeof(count), "%zu", n);
     snprintf(most, sizeof(most), "%zu", fq->entry_max);
-    script_call(&fq->read_s, argv);
-    if (fleet_command(fq->f, on_read, fq, read_cap(fq, n), 8, argv, NULL) == 0)
+    if (fleet_script_run(fq->f, &fq->read_s, on_read, fq, read_cap(fq, n), 8, argv, NULL) == 0)
         fq->reading = 1;
 }
 
@@ -725,11 +679,10 @@ static void on_claimed(struct fleet *f, void *arg, const redisReply *r)
 {
     struct fleet_queue *fq = arg;
 
-    (void)f;
     fq->claiming = 0;
     if (r == NULL)
         return;
-    if (script_lost(&fq->claim_s, r)) {
+    if (fleet_script_lost(f, &fq->claim_s, r)) {
         fq->next_claim = 0; /* again at the next tick, with the body */
         return;
     }
@@ -798,8 +751,7 @@ static void claim(struct fleet_queue *fq)
     snprintf(idle, sizeof(idle), "%" PRIu64, fq->claim_ms);
     snprintf(count, sizeof(count), "%zu", n);
     snprintf(most, sizeof(most), "%zu", fq->entry_max);
-    script_call(&fq->claim_s, argv);
-    if (fleet_command(fq->f, on_claimed, fq, read_cap(fq, n), 10, argv, NULL) == 0)
+    if (fleet_script_run(fq->f, &fq->claim_s, on_claimed, fq, read_cap(fq, n), 10, argv, NULL) == 0)
         fq->claiming = 1;
 }
 
@@ -957,7 +909,7 @@ static void on_connect(void *arg)
     fq->group_ready = 0;
     fq->group_asked = 0;
     fq->reading = fq->claiming = fq->cleaning = fq->reaping = 0;
-    fq->read_s.cached = fq->claim_s.cached = 0; /* perhaps another server: it may not have them */
+    fq->read_s.loaded = fq->claim_s.loaded = 0; /* perhaps another server: it may not have them */
     fq->slow = 0; /* a new connection: pushes are taken again, under the deadline */
     make_group(fq);
     fq->next_refresh = 0; /* what it holds may have grown idle during the outage */
@@ -1030,7 +982,7 @@ struct fleet_queue *fleet_queue_start(uv_loop_t *loop, struct fleet *f, const st
     fq->bad_log = (struct log_limit)LOG_LIMIT_INIT(1000);
     fq->oom_log = (struct log_limit)LOG_LIMIT_INIT(1000);
     snprintf(fq->cursor, sizeof(fq->cursor), "0-0");
-    if (script_init(&fq->read_s, read_script) != 0 || script_init(&fq->claim_s, claim_script) != 0) {
+    if (fleet_script_init(&fq->read_s, read_script) != 0 || fleet_script_init(&fq->claim_s, claim_script) != 0) {
         free(fq);
         return NULL;
     }

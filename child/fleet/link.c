@@ -123,8 +123,7 @@ void link_drop(struct fleet *f, const char *why)
     struct link *l = f->link;
 
     f->link = NULL;
-    f->sha[0] = '\0';
-    f->lists_sha[0] = '\0';
+    f->flush_s.loaded = f->lists_s.loaded = 0;
     f->refusals = 0;
     outage(f, why);
     if (l == NULL)
@@ -222,9 +221,24 @@ static void on_handshake(struct fleet *f, void *arg, const redisReply *r)
     }
 }
 
-/* A SCRIPT LOAD's answer: the script's SHA1 into sha.  Returns 0, or -1
- * with the connection dropped (or gone). */
-static int take_sha(struct fleet *f, const redisReply *r, char sha[41])
+/* Sends SCRIPT LOAD of s; fn gets s as its argument. */
+static int load(struct fleet *f, struct fleet_script *s, fleet_reply_fn fn)
+{
+    const char *argv[3] = {"SCRIPT", "LOAD", s->body};
+
+    return link_send(f, fn, s, REPLY_MAX_BYTES, 3, argv, NULL);
+}
+
+/* Whether a SCRIPT LOAD's answer is s's digest: anything else is not a
+ * Redis fcmd can talk to. */
+static int is_digest(const redisReply *r, const struct fleet_script *s)
+{
+    return r->type == REDIS_REPLY_STRING && r->len == 40 && memcmp(r->str, s->sha, 40) == 0;
+}
+
+/* A SCRIPT LOAD's answer on a new connection: s is loaded.  Returns 0, or
+ * -1 with the connection dropped (or gone). */
+static int loaded(struct fleet *f, struct fleet_script *s, const redisReply *r)
 {
     char why[300];
 
@@ -235,15 +249,17 @@ static int take_sha(struct fleet *f, const redisReply *r, char sha[41])
         link_drop(f, why);
         return -1;
     }
-    memcpy(sha, r->str, 40);
-    sha[40] = '\0';
+    if (!is_digest(r, s)) {
+        link_drop_bad(f, "SCRIPT LOAD answered something unexpected");
+        return -1;
+    }
+    s->loaded = 1;
     return 0;
 }
 
 static void on_loaded(struct fleet *f, void *arg, const redisReply *r)
 {
-    (void)arg;
-    if (take_sha(f, r, f->sha) != 0)
+    if (loaded(f, arg, r) != 0)
         return;
     counters_connected(f);
     if (f->on_connect != NULL && f->link != NULL)
@@ -252,22 +268,19 @@ static void on_loaded(struct fleet *f, void *arg, const redisReply *r)
 
 static void on_lists_loaded(struct fleet *f, void *arg, const redisReply *r)
 {
-    (void)arg;
-    if (take_sha(f, r, f->lists_sha) != 0)
+    if (loaded(f, arg, r) != 0)
         return;
     drains_tick(f); /* at once: drains' ends kept during an outage first */
 }
 
-/* A SCRIPT LOAD after a NOSCRIPT: the server answers the digest fcmd already
- * uses (arg), or it is not a Redis fcmd can talk to. */
+/* A SCRIPT LOAD after a NOSCRIPT (arg: the script): the server answers its
+ * digest, or it is not a Redis fcmd can talk to. */
 static void on_reloaded(struct fleet *f, void *arg, const redisReply *r)
 {
-    const char *sha = arg;
-
     f->reloading = 0;
     if (r == NULL)
         return;
-    if (r->type != REDIS_REPLY_STRING || r->len != 40 || memcmp(r->str, sha, 40) != 0)
+    if (!is_digest(r, arg))
         link_drop_bad(f, "SCRIPT LOAD answered something unexpected");
 }
 
@@ -276,13 +289,10 @@ static void on_reloaded(struct fleet *f, void *arg, const redisReply *r)
  * already refused are sent again by their ticks. */
 void link_reload_scripts(struct fleet *f)
 {
-    const char *load[3] = {"SCRIPT", "LOAD", flush_script}, *load_lists[3] = {"SCRIPT", "LOAD", lists_script};
-
     if (f->reloading || f->link == NULL)
         return;
     log_info("redis: %s forgot fcmd's scripts (NOSCRIPT): loading them again", f->printable);
-    if (link_send(f, on_reloaded, f->sha, REPLY_MAX_BYTES, 3, load, NULL) == 0 &&
-        link_send(f, on_reloaded, f->lists_sha, REPLY_MAX_BYTES, 3, load_lists, NULL) == 0)
+    if (load(f, &f->flush_s, on_reloaded) == 0 && load(f, &f->lists_s, on_reloaded) == 0)
         f->reloading = 1;
 }
 
@@ -366,8 +376,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 /* AUTH, SELECT and SCRIPT LOAD go out as soon as the connection is made. */
 static void handshake(struct fleet *f)
 {
-    const char *auth[3] = {"AUTH"}, *load[3] = {"SCRIPT", "LOAD", flush_script},
-               *load_lists[3] = {"SCRIPT", "LOAD", lists_script};
+    const char *auth[3] = {"AUTH"};
     char db[16];
     const char *select[2] = {"SELECT", db};
     int n = 1;
@@ -380,9 +389,9 @@ static void handshake(struct fleet *f)
         return;
     if (f->url.db != 0 && link_send(f, on_handshake, "SELECT", REPLY_MAX_BYTES, 2, select, NULL) != 0)
         return;
-    if (link_send(f, on_loaded, NULL, REPLY_MAX_BYTES, 3, load, NULL) != 0)
+    if (load(f, &f->flush_s, on_loaded) != 0)
         return;
-    link_send(f, on_lists_loaded, NULL, REPLY_MAX_BYTES, 3, load_lists, NULL);
+    load(f, &f->lists_s, on_lists_loaded);
 }
 
 static void on_connected(uv_connect_t *req, int status)
@@ -575,7 +584,7 @@ static void on_tick(uv_timer_t *t)
     }
     if (f->link == NULL)
         return;
-    if (f->sha[0] == '\0') {
+    if (!f->flush_s.loaded) {
         if (now - f->connect_at >= FLEET_TIMEOUT_MS)
             link_drop(f, "no answer within 3 s");
         return;
@@ -617,8 +626,11 @@ struct fleet *fleet_start(uv_loop_t *loop, const char *url, const char *password
     f->slot = &shm->slots[slot];
     f->rng = uv_hrtime() | 1;
     snprintf(f->member, sizeof(f->member), "%s:%u", shm->instance, slot);
-    counters_init(f);
-    drains_init(f, drain_lease_s);
+    if (counters_init(f) != 0 || drains_init(f, drain_lease_s) != 0) {
+        log_error("redis: cannot compute the digests of fleet mode's scripts");
+        free(f);
+        return NULL;
+    }
     if (uv_timer_init(loop, &f->tick) != 0 || uv_timer_init(loop, &f->retry) != 0 ||
         uv_async_init(loop, &f->looked_up, on_resolved) != 0 ||
         uv_timer_start(&f->tick, on_tick, FLEET_FLUSH_MS, FLEET_FLUSH_MS) != 0) {
@@ -636,7 +648,7 @@ struct fleet *fleet_start(uv_loop_t *loop, const char *url, const char *password
 
 int fleet_connected(const struct fleet *f)
 {
-    return f->link != NULL && f->sha[0] != '\0';
+    return f->link != NULL && f->flush_s.loaded;
 }
 
 int fleet_command(struct fleet *f, fleet_reply_fn fn, void *arg, size_t cap, int argc, const char **argv,
