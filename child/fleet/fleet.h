@@ -63,9 +63,10 @@ int fleet_connected(const struct fleet *f);
 
 /* Sends a command (argvlen NULL: C strings) on the worker's connection; fn
  * handles its reply, of at most cap bytes (a larger one drops the
- * connection).  Returns 0; 1 when too many replies are awaited already;
- * -1 when not connected or the connection was just dropped.  On 1 and -1
- * fn is never called for this command. */
+ * connection).  Returns 0; -EAGAIN when too many replies are awaited
+ * already (the connection kept: try again later); -ENOTCONN when not
+ * connected or the connection was just dropped.  On an error fn is never
+ * called for this command. */
 int fleet_command(struct fleet *f, fleet_reply_fn fn, void *arg, size_t cap, int argc, const char **argv,
                   const size_t *argvlen);
 

@@ -85,13 +85,6 @@ struct fleet {
 
 /* ---- link.c ---- */
 
-/* Sends one command (argvlen NULL: C strings) and notes that fn handles its
- * reply, of at most cap bytes.  Returns 0; 1 when too many replies are
- * awaited already (nothing sent, the connection kept); -1 with the
- * connection dropped. */
-int link_send(struct fleet *f, fleet_reply_fn fn, void *arg, size_t cap, int argc, const char **argv,
-              const size_t *argvlen);
-
 /* Gives the connection up and reconnects after the back-off. */
 void link_drop(struct fleet *f, const char *why);
 

@@ -265,13 +265,13 @@ static int add_ack(struct fleet_queue *fq, struct fq_id id)
 }
 
 /* Sends cmd (a script) with the ids as its last arguments.  Returns what
- * fleet_command returns. */
+ * fleet_command returns, or -ENOMEM. */
 static int send_ids(struct fleet_queue *fq, fleet_reply_fn fn, void *arg, size_t cap, const char *const *head,
                     int nhead, const struct fq_id *ids, size_t n)
 {
     const char **argv = malloc((nhead + n) * sizeof(*argv));
     char(*text)[ID_LEN] = malloc(n * sizeof(*text));
-    int rc = -1;
+    int rc = -ENOMEM;
 
     if (argv != NULL && text != NULL) {
         for (int i = 0; i < nhead; i++)

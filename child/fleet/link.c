@@ -11,6 +11,7 @@
 #include "../../common/backoff.h"
 #include "../../common/redis_url.h"
 
+#include <errno.h>
 #include <hiredis/hiredis.h>
 #include <hiredis/read.h>
 #include <netdb.h>
@@ -173,12 +174,13 @@ static void on_written(uv_write_t *req, int status)
         link_drop(l->f, uv_strerror(status));
 }
 
-/* Sends one command (argvlen NULL: C strings) and notes that fn handles its
- * reply, of at most cap bytes.  Returns 0; 1 when too many replies are
- * awaited already (nothing sent, the connection kept); -1 with the
- * connection dropped. */
-int link_send(struct fleet *f, fleet_reply_fn fn, void *arg, size_t cap, int argc, const char **argv,
-              const size_t *argvlen)
+/* Sends one command (argvlen NULL: C strings) on the connection, which
+ * must be there (f->link), and notes that fn handles its reply, of at most
+ * cap bytes.  Returns 0; -EAGAIN when NWANT replies are awaited already
+ * (nothing sent, the connection kept); -ENOTCONN with the connection
+ * dropped.  fn is called only after 0. */
+static int send_command(struct fleet *f, fleet_reply_fn fn, void *arg, size_t cap, int argc, const char **argv,
+                        const size_t *argvlen)
 {
     struct link *l = f->link;
     struct out *o;
@@ -186,15 +188,15 @@ int link_send(struct fleet *f, fleet_reply_fn fn, void *arg, size_t cap, int arg
     int rc;
 
     if (l->nwant == NWANT)
-        return 1;
+        return -EAGAIN;
     if ((o = malloc(sizeof(*o))) == NULL) {
         link_drop(f, "out of memory");
-        return -1;
+        return -ENOTCONN;
     }
     if ((n = redisFormatCommandArgv(&o->cmd, argc, argv, argvlen)) < 0) {
         free(o);
         link_drop(f, "cannot format a command: out of memory");
-        return -1;
+        return -ENOTCONN;
     }
     o->len = (size_t)n;
     uv_buf_t buf = uv_buf_init(o->cmd, (unsigned)n);
@@ -202,7 +204,7 @@ int link_send(struct fleet *f, fleet_reply_fn fn, void *arg, size_t cap, int arg
     if ((rc = uv_write(&o->req, &l->u.stream, &buf, 1, on_written)) != 0) {
         out_free(o);
         link_drop(f, uv_strerror(rc));
-        return -1;
+        return -ENOTCONN;
     }
     l->want[(l->first + l->nwant++) % NWANT] = (struct want){fn, arg, cap, uv_now(f->loop)};
     return 0;
@@ -226,7 +228,7 @@ static int load(struct fleet *f, struct fleet_script *s, fleet_reply_fn fn)
 {
     const char *argv[3] = {"SCRIPT", "LOAD", s->body};
 
-    return link_send(f, fn, s, REPLY_MAX_BYTES, 3, argv, NULL);
+    return send_command(f, fn, s, REPLY_MAX_BYTES, 3, argv, NULL);
 }
 
 /* Whether a SCRIPT LOAD's answer is s's digest: anything else is not a
@@ -385,9 +387,9 @@ static void handshake(struct fleet *f)
     if (f->url.user[0] != '\0')
         auth[n++] = f->url.user;
     auth[n++] = f->url.password;
-    if (f->url.password[0] != '\0' && link_send(f, on_handshake, "AUTH", REPLY_MAX_BYTES, n, auth, NULL) != 0)
+    if (f->url.password[0] != '\0' && send_command(f, on_handshake, "AUTH", REPLY_MAX_BYTES, n, auth, NULL) != 0)
         return;
-    if (f->url.db != 0 && link_send(f, on_handshake, "SELECT", REPLY_MAX_BYTES, 2, select, NULL) != 0)
+    if (f->url.db != 0 && send_command(f, on_handshake, "SELECT", REPLY_MAX_BYTES, 2, select, NULL) != 0)
         return;
     if (load(f, &f->flush_s, on_loaded) != 0)
         return;
@@ -485,7 +487,8 @@ static void *lookup_run(void *arg)
     return NULL;
 }
 
-/* Starts a lookup of the URL's host.  Returns 0, or an errno value. */
+/* Starts a lookup of the URL's host.  Returns 0, or a negative errno
+ * (-ENOMEM, or pthread_attr_init()'s or pthread_create()'s). */
 static int lookup_start(struct fleet *f)
 {
     struct lookup *q = calloc(1, sizeof(*q));
@@ -495,12 +498,12 @@ static int lookup_start(struct fleet *f)
     int rc;
 
     if (q == NULL)
-        return ENOMEM;
+        return -ENOMEM;
     memcpy(q->host, f->url.host, sizeof(q->host));
     q->wake = &f->looked_up;
     if ((rc = pthread_attr_init(&attr)) != 0) {
         free(q);
-        return rc;
+        return -rc;
     }
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     /* The worker's signals stay with its loop's thread. */
@@ -511,7 +514,7 @@ static int lookup_start(struct fleet *f)
     pthread_attr_destroy(&attr);
     if (rc != 0) {
         free(q);
-        return rc;
+        return -rc; /* pthread_create() returns the errno value */
     }
     f->lookup = q;
     return 0;
@@ -563,7 +566,7 @@ static void connect_begin(struct fleet *f)
         return;
     }
     if ((rc = lookup_start(f)) != 0) {
-        snprintf(why, sizeof(why), "cannot resolve %s: %s", f->url.host, strerror(rc));
+        snprintf(why, sizeof(why), "cannot resolve %s: %s", f->url.host, strerror(-rc));
         outage(f, why);
         return;
     }
@@ -655,8 +658,8 @@ int fleet_command(struct fleet *f, fleet_reply_fn fn, void *arg, size_t cap, int
                   const size_t *argvlen)
 {
     if (!fleet_connected(f))
-        return -1;
-    return link_send(f, fn, arg, cap, argc, argv, argvlen);
+        return -ENOTCONN;
+    return send_command(f, fn, arg, cap, argc, argv, argvlen);
 }
 
 void fleet_on_connect(struct fleet *f, void (*fn)(void *arg), void *arg)
