@@ -265,9 +265,10 @@ static void confirm(struct fleet *f)
     }
 }
 
-/* Redis refused the flush but the connection is fine (WRONGTYPE, OOM,
- * READONLY...): keep it, try again after the back-off, and log a refusal
- * once until it changes or a flush succeeds. */
+/* Redis refused the flush with an error that leaves the connection usable
+ * (WRONGTYPE, OOM, MISCONF...; not NOSCRIPT or READONLY, see on_flushed()):
+ * keep it, count as an outage meanwhile, try again after the back-off, and
+ * log a refusal once until it changes or a flush succeeds. */
 static void refused(struct fleet *f, const char *err)
 {
     char why[sizeof(f->refusal)];
@@ -293,8 +294,9 @@ static void on_flushed(struct fleet *f, void *arg, const redisReply *r)
     if (fleet_script_lost(f, &f->flush_s, r))
         return; /* loaded again: the next tick's flush finds it */
     if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "READONLY", 8) == 0) {
-        /* A replica now (a failover demoted it): a new connection looks the
-         * name up again and finds the new primary, if a proxy or DNS moved. */
+        /* A replica now (a failover demoted it): reconnect, after the
+         * back-off.  The new connection looks the name up again, so it
+         * reaches the new primary if DNS or a proxy moved the name. */
         link_drop(f, r->str);
         return;
     }
@@ -328,7 +330,7 @@ static void on_slot_settled(struct fleet *f, void *arg, const redisReply *r)
     (void)arg;
     f->settling = 0;
     if (r == NULL || r->type == REDIS_REPLY_ERROR)
-        return; /* the flush meets the same refusal, and says so */
+        return; /* settled after a later flush, which meets any error too and deals with it */
     if (read_totals(r, &t) != 0) {
         link_drop_bad(f, "the flush script answered something unexpected");
         return;

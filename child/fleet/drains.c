@@ -146,8 +146,11 @@ static struct drainlist *list_of(const struct fleet *f, int i)
     return i == FLEET_CANONICAL ? f->shm->canonical : f->shm->notregistered;
 }
 
-/* Redis refused a drain-list command (OOM, READONLY...): what it concerns
- * stays where it is and is tried again; each distinct refusal is logged once. */
+/* Redis refused a drain-list command.  NOSCRIPT: the scripts are loaded
+ * again.  Any other error (OOM, MISCONF, READONLY...) keeps the connection
+ * (a READONLY server is left when the next flush meets it): what the
+ * command concerns stays where it is and is tried again, and each distinct
+ * refusal is logged once. */
 static void lists_refused(struct fleet *f, const char *what, const redisReply *r)
 {
     char why[sizeof(f->list_refusal)];

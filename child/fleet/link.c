@@ -4,7 +4,7 @@
  * and a queue of the replies it awaits.  A reply it did not ask for, or
  * larger than any it asks for, is never parsed further: the connection is
  * dropped and made again after a back-off.  Nothing here waits for Redis or
- * aborts on it.  Also the worker's tick, and fleet_start().
+ * aborts on it.  Also fleet_start() and the once-a-second tick.
  */
 #include "fleet_internal.h"
 #include "../../common/log.h"
@@ -86,7 +86,8 @@ uint64_t link_backoff_ms(struct fleet *f, unsigned n)
 
 /* ---- outages ---- */
 
-/* Logs the start of an outage once; the line after it is link_now_up()'s. */
+/* The worker is not up from here (no totals, /readyz 503) until
+ * link_now_up(); the start of an outage is logged once, its end there. */
 void link_outage_begins(struct fleet *f, const char *why)
 {
     f->up = 0;
@@ -101,6 +102,8 @@ void link_outage_begins(struct fleet *f, const char *why)
         log_warn("redis: cannot reach %s: %.200s; counting locally, retrying", f->printable, why);
 }
 
+/* An outage without a connection: no reply is awaited any more, and the
+ * retry timer connects again after the back-off. */
 static void outage(struct fleet *f, const char *why)
 {
     link_outage_begins(f, why);
@@ -117,7 +120,8 @@ static void link_closed(uv_handle_t *h)
     free(l);
 }
 
-/* Gives the connection up and reconnects after the back-off.  Callbacks of
+/* Gives the connection up (and what Redis held for it: the scripts loaded,
+ * the count of refusals) and reconnects after the back-off.  Callbacks of
  * the old connection still to come see it is no longer f->link. */
 void link_drop(struct fleet *f, const char *why)
 {
@@ -286,9 +290,10 @@ static void on_reloaded(struct fleet *f, void *arg, const redisReply *r)
         link_drop_bad(f, "SCRIPT LOAD answered something unexpected");
 }
 
-/* Redis forgot the scripts (SCRIPT FLUSH, a restart without them): load them
- * again on this connection.  Commands after the loads find them; those
- * already refused are sent again by their ticks. */
+/* Redis forgot the scripts on a connection that stayed up (SCRIPT FLUSH, a
+ * proxy now sending to a server that never saw them): load both again on
+ * it, once until the loads are answered.  Commands after the loads find
+ * them; those already refused are sent again by their ticks. */
 void link_reload_scripts(struct fleet *f)
 {
     if (f->reloading || f->link == NULL)
@@ -375,7 +380,9 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 
 /* ---- connecting ---- */
 
-/* AUTH, SELECT and SCRIPT LOAD go out as soon as the connection is made. */
+/* AUTH (with a password), SELECT (for a database other than 0) and the
+ * SCRIPT LOADs go out as soon as the connection is made; the connection is
+ * usable once the flush script's load is answered. */
 static void handshake(struct fleet *f)
 {
     const char *auth[3] = {"AUTH"};
@@ -575,13 +582,15 @@ static void connect_begin(struct fleet *f)
 
 /* ---- the tick ---- */
 
+/* Every FLEET_FLUSH_MS: the resolve, connect and reply deadlines, then the
+ * counters' flush when it is due and the drain lists' work. */
 static void on_tick(uv_timer_t *t)
 {
     struct fleet *f = t->data;
     uint64_t now = uv_now(f->loop);
 
     if (f->resolving && !f->resolve_late && now - f->connect_at >= FLEET_TIMEOUT_MS) {
-        f->resolve_late = 1; /* libuv cannot take the lookup back: its answer is ignored */
+        f->resolve_late = 1; /* its thread's getaddrinfo() cannot be taken back: its answer is ignored */
         outage(f, "no address for the host within 3 s");
         return;
     }
