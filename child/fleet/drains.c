@@ -9,7 +9,7 @@
 #include "fleet_internal.h"
 #include "../../common/log.h"
 #include "../../shm/drainlist.h"
-#include "../core/backoff.h"
+#include "../../common/backoff.h"
 
 #include <hiredis/hiredis.h>
 #include <inttypes.h>

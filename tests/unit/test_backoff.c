@@ -1,6 +1,6 @@
 /*
  * tests/unit/test_backoff.c - retry delays as docs/ARCHITECTURE.md ("Retries")
- * and child/core/backoff.h describe them: a uniform pick in
+ * and common/backoff.h describe them: a uniform pick in
  * [0, min(60 s, 500 ms * 2^attempt)] (full jitter), never less than the
  * upstream's Retry-After.
  *
