@@ -179,9 +179,18 @@ def test_redis_down_while_entries_are_made(redis, mock, start_fcmd):  # noqa: F8
             requests.get(f.url(NOTREG), timeout=5)), what="a 503 drain")[0]
         assert r.headers["retry-after"] == "1" and "redis unreachable" in r.json()["error"]
     redis.start()
+    # Each worker reconnects on its own back-off: wait until every worker of
+    # both instances has answered /readyz 200 (a worker is up for good once it is).
     for f in inst:
-        wait_until(lambda: all(requests.get(f.url("/readyz"), timeout=2).status_code == 200 for _ in range(4)),
-                   what="/readyz 200 again")
+        up = set()
+
+        def all_workers_up():
+            r = requests.get(f.url("/readyz"), timeout=2)
+            if r.status_code == 200:
+                up.add(r.headers["x-fcmd-worker"])
+            return len(up) == 2
+
+        wait_until(all_workers_up, what="/readyz 200 from both workers")
     got = drain_all(inst[1].base, NOTREG, len(want), "tokens")
     assert sorted(got) == sorted(want)
     for f in inst:
