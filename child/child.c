@@ -43,11 +43,11 @@ static int open_listener(struct child *c, int fd)
     int rc;
 
     c->is_unix = c->opts->unix_path != NULL;
-    if (c->is_unix)
-        rc = uv_pipe_init(&c->loop, &c->listener.pipe, 0) || uv_pipe_open(&c->listener.pipe, fd);
-    else
-        rc = uv_tcp_init(&c->loop, &c->listener.tcp) || uv_tcp_open(&c->listener.tcp, fd);
+    /* Each step's own libuv error, not "a || b" (which makes any of them 1). */
+    rc = c->is_unix ? uv_pipe_init(&c->loop, &c->listener.pipe, 0) : uv_tcp_init(&c->loop, &c->listener.tcp);
     c->listener.handle.data = c;
+    if (rc == 0)
+        rc = c->is_unix ? uv_pipe_open(&c->listener.pipe, fd) : uv_tcp_open(&c->listener.tcp, fd);
     if (rc == 0)
         rc = uv_listen(&c->listener.stream, 1024, on_accept);
     if (rc != 0)
