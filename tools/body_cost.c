@@ -56,7 +56,8 @@ static struct shape normal_tokens(void)
     put("{\"tokens\":[");
     for (int i = 0; len < TARGET - 200; i++) {
         char t[128];
-        snprintf(t, sizeof(t), "%s\"tok-%06d-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"",
+        snprintf(t, sizeof(t),
+                 "%s\"tok-%06d-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"",
                  i ? "," : "", i);
         put(t);
     }
@@ -179,8 +180,8 @@ int main(void)
     if (getenv("BYTES") != NULL && atol(getenv("BYTES")) >= 16384)
         target = (size_t)atol(getenv("BYTES"));
     setvbuf(stdout, NULL, _IOLBF, 0);
-    struct shape shapes[] = {normal_tokens(), normal_payload(), deep(), wide_empty(), nested_objects(),
-                             equal_prefix_keys(), escapes(), repeated_at_end()};
+    struct shape shapes[] = {normal_tokens(),  normal_payload(),    deep(),    wide_empty(),
+                             nested_objects(), equal_prefix_keys(), escapes(), repeated_at_end()};
     printf("%-34s %9s %7s %10s %8s  %s\n", "shape", "bytes", "status", "ms/body", "ratio", "answer");
     for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
         double t[MAX_ROUNDS];
@@ -189,7 +190,8 @@ int main(void)
         for (int r = 0; r < rounds; r++) {
             struct send_request req;
             double t0 = seconds();
-            status = request_parse(ct, sizeof(ct) - 1, shapes[i].body, shapes[i].len, &lim, &req, err, sizeof(err));
+            status = request_parse(UPSTREAM_FCM, ct, sizeof(ct) - 1, shapes[i].body, shapes[i].len, &lim, &req, err,
+                                   sizeof(err));
             t[r] = seconds() - t0;
             if (status == 0)
                 request_free(&req);

@@ -411,13 +411,7 @@ static int ctype_is(const char *ct, size_t n, const char *want)
 
 static const struct request_limits defaults = {REQUEST_MAX_BODY, REQUEST_MAX_TOKENS, REQUEST_MAX_PAYLOAD, {NULL}};
 
-int request_parse(const char *ctype, size_t ctype_len, const char *body, size_t len, const struct request_limits *lim,
-                  struct send_request *r, char *err, size_t errlen)
-{
-    return request_parse_for(UPSTREAM_FCM, ctype, ctype_len, body, len, lim, r, err, errlen);
-}
-
-int request_parse_for(enum upstream_kind upstream, const char *ctype, size_t ctype_len, const char *body, size_t len,
+int request_parse(enum upstream_kind upstream, const char *ctype, size_t ctype_len, const char *body, size_t len,
                       const struct request_limits *lim, struct send_request *r, char *err, size_t errlen)
 {
     struct parse ps;

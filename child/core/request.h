@@ -106,15 +106,12 @@ struct request_limits {
     const struct request_rules *rules[UPSTREAM_KINDS]; /* by upstream kind; NULL for FCM */
 };
 
-/* Parses body according to the Content-Type value.  Returns 0, or with a
- * one-line reason in err: -EINVAL (the request is wrong), -EMSGSIZE (it is
- * too large) or -ENOMEM. */
-int request_parse(const char *ctype, size_t ctype_len, const char *body, size_t len, const struct request_limits *lim,
-                  struct send_request *r, char *err, size_t errlen);
-
-/* The same for upstream's endpoint (request_parse is FCM's), with
- * lim->rules[upstream]; a kind other than FCM without rules is -EINVAL. */
-int request_parse_for(enum upstream_kind upstream, const char *ctype, size_t ctype_len, const char *body, size_t len,
+/* Parses body, a request for upstream's endpoint, according to the
+ * Content-Type value, with lim->rules[upstream] (FCM needs none; another
+ * kind without rules is -EINVAL).  Returns 0, or with a one-line reason in
+ * err: -EINVAL (the request is wrong), -EMSGSIZE (it is too large) or
+ * -ENOMEM. */
+int request_parse(enum upstream_kind upstream, const char *ctype, size_t ctype_len, const char *body, size_t len,
                       const struct request_limits *lim, struct send_request *r, char *err, size_t errlen);
 
 /* Checks a request that did not come from a client (a spool record) with

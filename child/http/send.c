@@ -257,7 +257,7 @@ static int send_to(struct http_server *hs, h2o_req_t *req, enum upstream_kind ki
         ctype = req->headers.entries[h].value.base;
         ctype_len = req->headers.entries[h].value.len;
     }
-    rc = request_parse_for(kind, ctype, ctype_len, req->entity.base ? req->entity.base : "", req->entity.len,
+    rc = request_parse(kind, ctype, ctype_len, req->entity.base ? req->entity.base : "", req->entity.len,
                            hs->limits, &r, err, sizeof(err));
     if (rc == 0 && (up = select_app(hs, req, kind, &r, err, sizeof(err))) == NULL) {
         request_free(&r);

@@ -90,7 +90,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size == 0)
         return 0;
     ct = data[0] & 1 ? json : form;
-    if (request_parse_for(UPSTREAM_APNS, ct, strlen(ct), (const char *)data + 1, size - 1, &apns_limits, &r, err,
+    if (request_parse(UPSTREAM_APNS, ct, strlen(ct), (const char *)data + 1, size - 1, &apns_limits, &r, err,
                           sizeof(err)) != 0)
         return 0;
     check_accepted(&r);

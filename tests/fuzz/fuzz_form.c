@@ -11,7 +11,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct send_request r;
     char err[256];
 
-    if (request_parse(ct, sizeof(ct) - 1, (const char *)data, size, NULL, &r, err, sizeof(err)) == 0)
+    if (request_parse(UPSTREAM_FCM, ct, sizeof(ct) - 1, (const char *)data, size, NULL, &r, err, sizeof(err)) == 0)
         request_free(&r);
     return 0;
 }

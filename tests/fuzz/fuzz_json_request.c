@@ -97,7 +97,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct buf shared = BUF_INIT;
     char err[256];
 
-    if (request_parse(ct, sizeof(ct) - 1, (const char *)data, size, NULL, &r, err, sizeof(err)) != 0)
+    if (request_parse(UPSTREAM_FCM, ct, sizeof(ct) - 1, (const char *)data, size, NULL, &r, err, sizeof(err)) != 0)
         return 0;
     if (v1_encode_shared(&shared, &r.msg) == 0 && r.ntargets > 0)
         check_body(&r, &shared);

@@ -16,7 +16,7 @@
 
 static int parse(const char *ct, const char *body, struct send_request *r, char *err)
 {
-    return request_parse(ct, ct ? strlen(ct) : 0, body, strlen(body), NULL, r, err, 256);
+    return request_parse(UPSTREAM_FCM, ct, ct ? strlen(ct) : 0, body, strlen(body), NULL, r, err, 256);
 }
 
 static void form_gocm_example(void **state)
@@ -113,7 +113,7 @@ static void body_too_large(void **state)
 
     (void)state;
     memset(body, 'a', n);
-    assert_int_equal(request_parse(FORM, strlen(FORM), body, n, NULL, &r, err, sizeof(err)), -EMSGSIZE);
+    assert_int_equal(request_parse(UPSTREAM_FCM, FORM, strlen(FORM), body, n, NULL, &r, err, sizeof(err)), -EMSGSIZE);
     free(body);
 }
 
@@ -224,7 +224,8 @@ static void escaped_names_are_their_names(void **state)
     char err[256];
 
     (void)state;
-    assert_int_equal(parse(JSON, "{\"tok\\u0065ns\":[\"a\"],\"p\\u0061yload\":{},\"priority\":\"\\u0068igh\"}", &r, err), 0);
+    assert_int_equal(
+        parse(JSON, "{\"tok\\u0065ns\":[\"a\"],\"p\\u0061yload\":{},\"priority\":\"\\u0068igh\"}", &r, err), 0);
     assert_int_equal(r.ntargets, 1);
     assert_non_null(r.msg.payload);
     request_free(&r);
@@ -253,25 +254,28 @@ static void limits_are_settings(void **state)
     char err[256];
 
     (void)state;
-    assert_int_equal(
-        request_parse(FORM, strlen(FORM), "tokens=a&tokens=b&tokens=c&payload=%7B%7D", 41, &lim, &r, err, sizeof(err)),
-        -EINVAL);
+    assert_int_equal(request_parse(UPSTREAM_FCM, FORM, strlen(FORM), "tokens=a&tokens=b&tokens=c&payload=%7B%7D", 41,
+                                   &lim, &r, err, sizeof(err)),
+                     -EINVAL);
     assert_non_null(strstr(err, "at most 2"));
-    assert_int_equal(request_parse(JSON, strlen(JSON), "{\"tokens\":[\"a\"],\"payload\":{\"k\":\"12345\"}}", 40, &lim,
-                                   &r, err, sizeof(err)),
+    assert_int_equal(request_parse(UPSTREAM_FCM, JSON, strlen(JSON),
+                                   "{\"tokens\":[\"a\"],\"payload\":{\"k\":\"12345\"}}", 40, &lim, &r, err,
+                                   sizeof(err)),
                      -EINVAL);
     assert_non_null(strstr(err, "larger than 10 bytes"));
     /* Options count with the payload: each target carries them all. */
-    assert_int_equal(request_parse(JSON, strlen(JSON), "{\"tokens\":[\"a\"],\"payload\":{},\"webpush\":{\"k\":\"x\"}}",
-                                   49, &lim, &r, err, sizeof(err)),
+    assert_int_equal(request_parse(UPSTREAM_FCM, JSON, strlen(JSON),
+                                   "{\"tokens\":[\"a\"],\"payload\":{},\"webpush\":{\"k\":\"x\"}}", 49, &lim, &r, err,
+                                   sizeof(err)),
                      -EINVAL);
     assert_non_null(strstr(err, "options are larger than 10 bytes together"));
-    assert_int_equal(request_parse(FORM, strlen(FORM),
+    assert_int_equal(request_parse(UPSTREAM_FCM, FORM, strlen(FORM),
                                    "tokens=a&payload=%7B%7D&pad=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", 67, &lim,
                                    &r, err, sizeof(err)),
                      -EMSGSIZE);
-    assert_int_equal(
-        request_parse(FORM, strlen(FORM), "tokens=a&tokens=b&payload=%7B%7D", 32, &lim, &r, err, sizeof(err)), 0);
+    assert_int_equal(request_parse(UPSTREAM_FCM, FORM, strlen(FORM), "tokens=a&tokens=b&payload=%7B%7D", 32, &lim, &r,
+                                   err, sizeof(err)),
+                     0);
     request_free(&r);
 }
 

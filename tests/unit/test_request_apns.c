@@ -20,7 +20,7 @@ static const struct request_limits apns_limits = {REQUEST_MAX_BODY, REQUEST_MAX_
 
 static int parse(const char *ct, const char *body, struct send_request *r, char *err, size_t errlen)
 {
-    return request_parse_for(UPSTREAM_APNS, ct, strlen(ct), body, strlen(body), &apns_limits, r, err, errlen);
+    return request_parse(UPSTREAM_APNS, ct, strlen(ct), body, strlen(body), &apns_limits, r, err, errlen);
 }
 
 static int parse_json(const char *body, struct send_request *r, char *err, size_t errlen)
@@ -200,7 +200,7 @@ static void without_the_rules_nothing_passes(void **state)
     char err[256];
     const char *body = "{\"tokens\":[\"" TOK "\"],\"payload\":{\"aps\":{}},\"topic\":\"com.example.app\"}";
 
-    assert_int_equal(request_parse_for(UPSTREAM_APNS, "application/json", 16, body, strlen(body), NULL, &r, err,
+    assert_int_equal(request_parse(UPSTREAM_APNS, "application/json", 16, body, strlen(body), NULL, &r, err,
                                        sizeof(err)),
                      -EINVAL);
     assert_string_equal(err, "this instance has no rules for upstream 1");
