@@ -30,7 +30,7 @@
 #include "fleet.h"
 #include "script.h"
 #include "../core/queue.h"
-#include "../store/spool_record.h"
+#include "../store/record.h"
 #include "../store/spool_replay.h"
 
 #include <errno.h>
@@ -446,7 +446,7 @@ enum fq_status fleet_queue_add(struct fleet_queue *fq, const struct send_request
 
     if (!fleet_queue_ready(fq))
         return FQ_DOWN;
-    spool_encode_push(&b, 0, r);
+    record_encode_push(&b, 0, r);
     /* The read script hands a larger entry back as too large, and it would
      * be skipped: a push within the limits never is (its bytes come from
      * the body, plus a few a target), so this only guards that sum. */

@@ -31,7 +31,7 @@
 #include "../../shm/region.h"
 #include "../core/buf.h"
 #include "../core/queue.h"
-#include "spool_record.h"
+#include "record.h"
 #include "spool_replay.h"
 
 #include <dirent.h>
@@ -519,7 +519,7 @@ int spool_append(struct spool *s, const struct send_request *r, struct spool_mar
     buf_reset(&s->scratch);
     m->id = ++s->next_id;
     m->seg = s->cur;
-    spool_encode_push(&s->scratch, m->id, r);
+    record_encode_push(&s->scratch, m->id, r);
     return append(s, s->cur, &s->scratch);
 }
 
@@ -535,7 +535,7 @@ static void ack(struct spool *s, struct segment *g, uint64_t id, const uint32_t 
 {
     /* Written with the others after this loop turn: a lost acknowledgement
      * only means one more delivery after a crash. */
-    spool_encode_ack(&g->acks, id, indexes, n);
+    record_encode_ack(&g->acks, id, indexes, n);
     if (g->acks.failed)
         buf_free(&g->acks);
     uv_check_start(&s->check, on_check);

@@ -38,13 +38,13 @@ static struct spool_replay_push *find(struct spool_replay_push *v, size_t n, uin
 /* Whether a decoded PUSH adds up: as many targets as it says, each index
  * below that count and given once, each name a sane target, nothing left
  * over.  seen must hold ntargets bits, zeroed. */
-static const char *push_adds_up(const struct spool_push *p, unsigned char *seen)
+static const char *push_adds_up(const struct record_push *p, unsigned char *seen)
 {
     size_t pos = 0, count = 0, len;
     uint32_t index;
     const char *name;
 
-    while (spool_push_target(p, &pos, &index, &name, &len) == 0) {
+    while (record_push_target(p, &pos, &index, &name, &len) == 0) {
         if (index >= p->ntargets || (seen[index / 8] & (1u << (index % 8))))
             return "a target index is out of range or repeated";
         seen[index / 8] |= (unsigned char)(1u << (index % 8));
@@ -60,22 +60,22 @@ static const char *push_adds_up(const struct spool_push *p, unsigned char *seen)
 /* Reads the push records into o->v, and where the good records end. */
 static int read_pushes(struct spool_replay *o, const unsigned char *data, size_t len, const char *path)
 {
-    struct spool_reader rd = {data, len, 0, 0};
-    struct spool_rec rec;
-    struct spool_push p;
+    struct record_reader rd = {data, len, 0, 0};
+    struct record rec;
+    struct record_push p;
     size_t bad, cap = 0, end = 0;
-    enum spool_read st;
+    enum record_read st;
     const char *why;
 
-    while ((st = spool_next(&rd, &rec, &bad)) != SPOOL_END && st != SPOOL_TORN) {
-        if (st == SPOOL_CORRUPT) {
+    while ((st = record_next(&rd, &rec, &bad)) != RECORD_END && st != RECORD_TORN) {
+        if (st == RECORD_CORRUPT) {
             log_warn("spool: %s: corrupt record at offset %zu skipped", path, bad);
             continue;
         }
-        end = rec.offset + SPOOL_HEADER + rec.len;
-        if (!spool_is_push(rec.type))
+        end = rec.offset + RECORD_HEADER + rec.len;
+        if (!record_is_push(rec.type))
             continue;
-        why = spool_decode_push(&rec, &p) != 0 ? "it cannot be decoded"
+        why = record_decode_push(&rec, &p) != 0 ? "it cannot be decoded"
               : p.ntargets == 0 || p.ntargets > p.targets_len / 7 ? "the target count does not match the bytes"
               : p.ntargets > SPOOL_REPLAY_MAX_TARGETS                ? "more targets than any request may hold"
                                                                   : NULL;
@@ -99,7 +99,7 @@ static int read_pushes(struct spool_replay *o, const unsigned char *data, size_t
         if (why != NULL)
             log_warn("spool: %s: push record at offset %zu skipped: %s", path, rec.offset, why);
     }
-    if (st == SPOOL_TORN)
+    if (st == RECORD_TORN)
         log_warn("spool: %s: record cut short at offset %zu: the rest is ignored", path, bad);
     o->records_end = end;
     return 0;
@@ -108,9 +108,9 @@ static int read_pushes(struct spool_replay *o, const unsigned char *data, size_t
 /* Marks what the ACK records acknowledge, and drops the pushes finished. */
 static void read_acks(struct spool_replay *o, const unsigned char *data, size_t len, const char *path)
 {
-    struct spool_reader rd = {data, len, 0, 0};
-    struct spool_rec rec;
-    enum spool_read st;
+    struct record_reader rd = {data, len, 0, 0};
+    struct record rec;
+    enum record_read st;
     size_t bad, kept = 0;
 
     if (o->n > 1)
@@ -124,16 +124,16 @@ static void read_acks(struct spool_replay *o, const unsigned char *data, size_t 
         o->v[kept++] = o->v[i];
     }
     o->n = kept;
-    while ((st = spool_next(&rd, &rec, &bad)) != SPOOL_END && st != SPOOL_TORN) {
+    while ((st = record_next(&rd, &rec, &bad)) != RECORD_END && st != RECORD_TORN) {
         uint64_t id;
         uint32_t n;
         const unsigned char *idx;
         struct spool_replay_push *rp;
-        if (st != SPOOL_RECORD || rec.type != SPOOL_ACK || spool_decode_ack(&rec, &id, &n, &idx) != 0 ||
+        if (st != RECORD_GOOD || rec.type != RECORD_ACK || record_decode_ack(&rec, &id, &n, &idx) != 0 ||
             (rp = find(o->v, o->n, id)) == NULL)
             continue;
         for (uint32_t i = 0; i < n; i++) {
-            uint32_t k = spool_u32(idx + 4 * (size_t)i);
+            uint32_t k = record_u32(idx + 4 * (size_t)i);
             if (k < rp->ntargets && !(rp->bits[k / 8] & (1u << (k % 8)))) {
                 rp->bits[k / 8] |= (unsigned char)(1u << (k % 8));
                 rp->acked++;
@@ -154,14 +154,14 @@ static void read_acks(struct spool_replay *o, const unsigned char *data, size_t 
 
 int spool_replay_request(const struct spool_replay_push *rp, struct send_request *r, uint32_t **index)
 {
-    struct spool_push p;
+    struct record_push p;
     size_t pos = 0, len, left = rp->ntargets - rp->acked;
     const char *name;
     uint32_t i;
     char *o;
 
     memset(r, 0, sizeof(*r));
-    if (spool_decode_push(&rp->rec, &p) != 0)
+    if (record_decode_push(&rp->rec, &p) != 0)
         return -1;
     r->upstream = p.upstream;
     r->app = p.app; /* points into the record, like the texts before their copy */
@@ -173,7 +173,7 @@ int spool_replay_request(const struct spool_replay_push *rp, struct send_request
     r->storage = o = malloc(p.targets_len + left + message_size(&p.msg));
     if (r->targets == NULL || *index == NULL || o == NULL)
         return -1;
-    while (spool_push_target(&p, &pos, &i, &name, &len) == 0 && r->ntargets < left) {
+    while (record_push_target(&p, &pos, &i, &name, &len) == 0 && r->ntargets < left) {
         if (rp->bits[i / 8] & (1u << (i % 8)))
             continue;
         memcpy(o, name, len);
@@ -190,17 +190,17 @@ int spool_replay_request(const struct spool_replay_push *rp, struct send_request
 
 const char *spool_replay_one(const unsigned char *data, size_t len, struct send_request *req, uint32_t **index)
 {
-    struct spool_reader rd = {data, len, 0, 0};
-    struct spool_rec rec;
-    struct spool_push p;
+    struct record_reader rd = {data, len, 0, 0};
+    struct record rec;
+    struct record_push p;
     size_t bad;
     const char *why;
 
     memset(req, 0, sizeof(*req));
     *index = NULL;
-    if (spool_next(&rd, &rec, &bad) != SPOOL_RECORD || rec.offset != 0 || SPOOL_HEADER + rec.len != len)
+    if (record_next(&rd, &rec, &bad) != RECORD_GOOD || rec.offset != 0 || RECORD_HEADER + rec.len != len)
         return "it is not one whole record";
-    if (!spool_is_push(rec.type) || spool_decode_push(&rec, &p) != 0)
+    if (!record_is_push(rec.type) || record_decode_push(&rec, &p) != 0)
         return "it cannot be decoded";
     if (p.ntargets == 0 || p.ntargets > p.targets_len / 7)
         return "the target count does not match the bytes";

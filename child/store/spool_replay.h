@@ -14,13 +14,13 @@
 #include <stdint.h>
 
 #include "../core/request.h"
-#include "spool_record.h"
+#include "record.h"
 
 /* The most targets any request may hold (--max-tokens at its largest). */
 #define SPOOL_REPLAY_MAX_TARGETS 1000000
 
 struct spool_replay_push {
-    struct spool_rec rec; /* points into the segment's bytes */
+    struct record rec; /* points into the segment's bytes */
     uint64_t id;
     uint32_t ntargets;
     uint32_t acked;      /* targets acknowledged */

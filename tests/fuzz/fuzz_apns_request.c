@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "../../child/core/request.h"
-#include "../../child/store/spool_record.h"
+#include "../../child/store/record.h"
 #include "../../child/upstream/apns/apns_request.h"
 
 /* Intake's limits with the APNs rules, as a worker sets them. */
@@ -35,9 +35,9 @@ static int is_hex(const char *s)
 static void check_accepted(const struct send_request *r)
 {
     struct buf b = BUF_INIT;
-    struct spool_reader rd;
-    struct spool_rec rec;
-    struct spool_push p;
+    struct record_reader rd;
+    struct record rec;
+    struct record_push p;
     char err[256];
     size_t bad;
 
@@ -67,9 +67,9 @@ static void check_accepted(const struct send_request *r)
             disagree("an FCM field on an APNs request");
     if (request_check(r, &apns_limits, err, sizeof(err)) != 0)
         disagree("replay's check refuses what intake took");
-    spool_encode_push(&b, 1, r);
-    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0, 0};
-    if (b.failed || spool_next(&rd, &rec, &bad) != SPOOL_RECORD || spool_decode_push(&rec, &p) != 0 ||
+    record_encode_push(&b, 1, r);
+    rd = (struct record_reader){(unsigned char *)b.data, b.len, 0, 0};
+    if (b.failed || record_next(&rd, &rec, &bad) != RECORD_GOOD || record_decode_push(&rec, &p) != 0 ||
         p.upstream != UPSTREAM_APNS || p.ntargets != r->ntargets)
         disagree("the spool record does not read back");
     for (int o = 0; o < ROPT_COUNT; o++)

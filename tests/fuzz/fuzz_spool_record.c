@@ -1,31 +1,31 @@
 /* tests/fuzz/fuzz_spool_record.c - spool segments as replay reads them. */
 #include <stdint.h>
 
-#include "../../child/store/spool_record.h"
+#include "../../child/store/record.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct spool_reader r = {data, size, 0, 0};
-    struct spool_rec rec;
-    struct spool_push p;
-    enum spool_read st;
+    struct record_reader r = {data, size, 0, 0};
+    struct record rec;
+    struct record_push p;
+    enum record_read st;
     size_t bad, steps = 0;
 
-    while ((st = spool_next(&r, &rec, &bad)) != SPOOL_END && st != SPOOL_TORN && steps++ < 100000) {
-        if (st != SPOOL_RECORD)
+    while ((st = record_next(&r, &rec, &bad)) != RECORD_END && st != RECORD_TORN && steps++ < 100000) {
+        if (st != RECORD_GOOD)
             continue;
-        if (spool_decode_push(&rec, &p) == 0) {
+        if (record_decode_push(&rec, &p) == 0) {
             size_t pos = 0, len;
             uint32_t index;
             const char *name;
-            while (spool_push_target(&p, &pos, &index, &name, &len) == 0)
+            while (record_push_target(&p, &pos, &index, &name, &len) == 0)
                 ;
         } else {
             uint64_t id;
             uint32_t n;
             const unsigned char *idx;
-            if (spool_decode_ack(&rec, &id, &n, &idx) == 0 && n > 0)
-                (void)spool_u32(idx + 4 * (n - 1));
+            if (record_decode_ack(&rec, &id, &n, &idx) == 0 && n > 0)
+                (void)record_u32(idx + 4 * (n - 1));
         }
     }
     return 0;

@@ -23,24 +23,24 @@ static void fix_crcs(unsigned char *d, size_t len)
 {
     size_t pos = 0;
 
-    while (len - pos >= SPOOL_HEADER) {
+    while (len - pos >= RECORD_HEADER) {
         unsigned char *h = d + pos;
-        uint32_t n = spool_u32(h + 8), crc;
-        if (n > len - pos - SPOOL_HEADER)
-            n = (uint32_t)(len - pos - SPOOL_HEADER);
+        uint32_t n = record_u32(h + 8), crc;
+        if (n > len - pos - RECORD_HEADER)
+            n = (uint32_t)(len - pos - RECORD_HEADER);
         if (!(h[5] & 1)) {
             memcpy(h, "FCSP", 4);
             h[8] = (unsigned char)n;
             h[9] = (unsigned char)(n >> 8);
             h[10] = (unsigned char)(n >> 16);
             h[11] = (unsigned char)(n >> 24);
-            crc = crc32c(crc32c(0, h + 4, 8), h + SPOOL_HEADER, n);
+            crc = crc32c(crc32c(0, h + 4, 8), h + RECORD_HEADER, n);
             h[12] = (unsigned char)crc;
             h[13] = (unsigned char)(crc >> 8);
             h[14] = (unsigned char)(crc >> 16);
             h[15] = (unsigned char)(crc >> 24);
         }
-        pos += SPOOL_HEADER + n;
+        pos += RECORD_HEADER + n;
     }
 }
 

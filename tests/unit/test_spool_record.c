@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "../../child/store/crc32c.h"
-#include "../../child/store/spool_record.h"
+#include "../../child/store/record.h"
 #include "../../child/store/spool_replay.h"
 
 static void crc32c_check_value(void **state)
@@ -39,9 +39,9 @@ static void round_trip(void **state)
     char *targets[] = {"tok-a", "tok-bb"};
     struct send_request r = sample(targets, 2);
     struct buf b = BUF_INIT;
-    struct spool_reader rd;
-    struct spool_rec rec;
-    struct spool_push p;
+    struct record_reader rd;
+    struct record rec;
+    struct record_push p;
     const unsigned char *idx;
     const char *name;
     uint32_t index, n;
@@ -49,30 +49,30 @@ static void round_trip(void **state)
     size_t pos = 0, len, bad;
 
     (void)state;
-    spool_encode_push(&b, 42, &r);
-    spool_encode_ack(&b, 42, (uint32_t[]){1}, 1);
-    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0, 0};
-    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
-    assert_int_equal(spool_decode_push(&rec, &p), 0);
+    record_encode_push(&b, 42, &r);
+    record_encode_ack(&b, 42, (uint32_t[]){1}, 1);
+    rd = (struct record_reader){(unsigned char *)b.data, b.len, 0, 0};
+    assert_int_equal(record_next(&rd, &rec, &bad), RECORD_GOOD);
+    assert_int_equal(record_decode_push(&rec, &p), 0);
     assert_int_equal(p.id, 42);
     assert_int_equal(p.kind, TARGET_TOKEN);
     assert_int_equal(p.ntargets, 2);
     assert_memory_equal(p.msg.payload, "{\"k\":1}", 7);
     assert_memory_equal(p.msg.opt[ROPT_PRIORITY], "\"high\"", 6);
     assert_null(p.msg.opt[ROPT_ANDROID]);
-    assert_int_equal(spool_push_target(&p, &pos, &index, &name, &len), 0);
+    assert_int_equal(record_push_target(&p, &pos, &index, &name, &len), 0);
     assert_int_equal(index, 0);
     assert_memory_equal(name, "tok-a", len);
-    assert_int_equal(spool_push_target(&p, &pos, &index, &name, &len), 0);
+    assert_int_equal(record_push_target(&p, &pos, &index, &name, &len), 0);
     assert_int_equal(index, 1);
     assert_int_equal(len, 6);
-    assert_int_equal(spool_push_target(&p, &pos, &index, &name, &len), -1);
-    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
-    assert_int_equal(spool_decode_ack(&rec, &id, &n, &idx), 0);
+    assert_int_equal(record_push_target(&p, &pos, &index, &name, &len), -1);
+    assert_int_equal(record_next(&rd, &rec, &bad), RECORD_GOOD);
+    assert_int_equal(record_decode_ack(&rec, &id, &n, &idx), 0);
     assert_int_equal(id, 42);
     assert_int_equal(n, 1);
-    assert_int_equal(spool_u32(idx), 1);
-    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_END);
+    assert_int_equal(record_u32(idx), 1);
+    assert_int_equal(record_next(&rd, &rec, &bad), RECORD_END);
     buf_free(&b);
 }
 
@@ -81,24 +81,24 @@ static void torn_tail_is_cut_off(void **state)
     char *targets[] = {"t"};
     struct send_request r = sample(targets, 1);
     struct buf b = BUF_INIT;
-    struct spool_reader rd;
-    struct spool_rec rec;
+    struct record_reader rd;
+    struct record rec;
     size_t first, bad;
 
     (void)state;
-    spool_encode_push(&b, 1, &r);
+    record_encode_push(&b, 1, &r);
     first = b.len;
-    spool_encode_push(&b, 2, &r);
+    record_encode_push(&b, 2, &r);
     /* A crash in the middle of the second write. */
-    rd = (struct spool_reader){(unsigned char *)b.data, b.len - 5, 0, 0};
-    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
-    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_TORN);
+    rd = (struct record_reader){(unsigned char *)b.data, b.len - 5, 0, 0};
+    assert_int_equal(record_next(&rd, &rec, &bad), RECORD_GOOD);
+    assert_int_equal(record_next(&rd, &rec, &bad), RECORD_TORN);
     assert_int_equal(bad, first);
-    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_END);
+    assert_int_equal(record_next(&rd, &rec, &bad), RECORD_END);
     /* Only part of a header. */
-    rd = (struct spool_reader){(unsigned char *)b.data, first + 7, 0, 0};
-    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
-    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_TORN);
+    rd = (struct record_reader){(unsigned char *)b.data, first + 7, 0, 0};
+    assert_int_equal(record_next(&rd, &rec, &bad), RECORD_GOOD);
+    assert_int_equal(record_next(&rd, &rec, &bad), RECORD_TORN);
     buf_free(&b);
 }
 
@@ -107,40 +107,40 @@ static void zero_tail_ends_the_records(void **state)
     char *targets[] = {"t"};
     struct send_request r = sample(targets, 1);
     struct buf b = BUF_INIT;
-    struct spool_reader rd;
-    struct spool_rec rec;
-    struct spool_push p;
+    struct record_reader rd;
+    struct record rec;
+    struct record_push p;
     size_t first, second, bad;
     char zeros[4096] = {0};
 
     (void)state;
-    spool_encode_push(&b, 1, &r);
+    record_encode_push(&b, 1, &r);
     first = b.len;
-    spool_encode_push(&b, 2, &r);
+    record_encode_push(&b, 2, &r);
     second = b.len;
     buf_add(&b, zeros, sizeof(zeros)); /* the space a writer keeps ahead */
-    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0, 0};
-    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
-    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
-    assert_int_equal(spool_decode_push(&rec, &p), 0);
+    rd = (struct record_reader){(unsigned char *)b.data, b.len, 0, 0};
+    assert_int_equal(record_next(&rd, &rec, &bad), RECORD_GOOD);
+    assert_int_equal(record_next(&rd, &rec, &bad), RECORD_GOOD);
+    assert_int_equal(record_decode_push(&rec, &p), 0);
     assert_int_equal(p.id, 2);
-    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_END);
+    assert_int_equal(record_next(&rd, &rec, &bad), RECORD_END);
     /* A crash in the middle of the second write, into the zeros: still a torn tail. */
     memset(b.data + second - 5, 0, 5);
-    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0, 0};
-    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
-    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_TORN);
+    rd = (struct record_reader){(unsigned char *)b.data, b.len, 0, 0};
+    assert_int_equal(record_next(&rd, &rec, &bad), RECORD_GOOD);
+    assert_int_equal(record_next(&rd, &rec, &bad), RECORD_TORN);
     assert_int_equal(bad, first);
     /* Zeros where a record should be, with a good record after them: a corrupt record, skipped. */
     b.len = second;
     memset(b.data + first, 0, second - first);
-    spool_encode_push(&b, 3, &r);
-    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0, 0};
-    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
-    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_CORRUPT);
+    record_encode_push(&b, 3, &r);
+    rd = (struct record_reader){(unsigned char *)b.data, b.len, 0, 0};
+    assert_int_equal(record_next(&rd, &rec, &bad), RECORD_GOOD);
+    assert_int_equal(record_next(&rd, &rec, &bad), RECORD_CORRUPT);
     assert_int_equal(bad, first);
-    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
-    assert_int_equal(spool_decode_push(&rec, &p), 0);
+    assert_int_equal(record_next(&rd, &rec, &bad), RECORD_GOOD);
+    assert_int_equal(record_decode_push(&rec, &p), 0);
     assert_int_equal(p.id, 3);
     buf_free(&b);
 }
@@ -150,25 +150,25 @@ static void corrupt_middle_record_is_skipped(void **state)
     char *targets[] = {"t"};
     struct send_request r = sample(targets, 1);
     struct buf b = BUF_INIT;
-    struct spool_reader rd;
-    struct spool_rec rec;
-    struct spool_push p;
+    struct record_reader rd;
+    struct record rec;
+    struct record_push p;
     size_t second, bad;
 
     (void)state;
-    spool_encode_push(&b, 1, &r);
+    record_encode_push(&b, 1, &r);
     second = b.len;
-    spool_encode_push(&b, 2, &r);
-    spool_encode_push(&b, 3, &r);
-    b.data[second + SPOOL_HEADER + 3] ^= 0x40; /* a flipped bit in the second payload */
-    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0, 0};
-    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
-    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_CORRUPT);
+    record_encode_push(&b, 2, &r);
+    record_encode_push(&b, 3, &r);
+    b.data[second + RECORD_HEADER + 3] ^= 0x40; /* a flipped bit in the second payload */
+    rd = (struct record_reader){(unsigned char *)b.data, b.len, 0, 0};
+    assert_int_equal(record_next(&rd, &rec, &bad), RECORD_GOOD);
+    assert_int_equal(record_next(&rd, &rec, &bad), RECORD_CORRUPT);
     assert_int_equal(bad, second);
-    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
-    assert_int_equal(spool_decode_push(&rec, &p), 0);
+    assert_int_equal(record_next(&rd, &rec, &bad), RECORD_GOOD);
+    assert_int_equal(record_decode_push(&rec, &p), 0);
     assert_int_equal(p.id, 3);
-    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_END);
+    assert_int_equal(record_next(&rd, &rec, &bad), RECORD_END);
     buf_free(&b);
 }
 
@@ -177,15 +177,15 @@ static void garbage_length_does_not_read_past_the_end(void **state)
     char *targets[] = {"t"};
     struct send_request r = sample(targets, 1);
     struct buf b = BUF_INIT;
-    struct spool_reader rd;
-    struct spool_rec rec;
+    struct record_reader rd;
+    struct record rec;
     size_t bad;
 
     (void)state;
-    spool_encode_push(&b, 1, &r);
+    record_encode_push(&b, 1, &r);
     b.data[9] = 0x7f; /* length now far beyond the data */
-    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0, 0};
-    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_TORN);
+    rd = (struct record_reader){(unsigned char *)b.data, b.len, 0, 0};
+    assert_int_equal(record_next(&rd, &rec, &bad), RECORD_TORN);
     assert_int_equal(bad, 0);
     buf_free(&b);
 }
@@ -198,16 +198,16 @@ static void fake_headers_cost_a_bounded_search(void **state)
 {
     size_t len = 1u << 20;
     unsigned char *d = calloc(1, len);
-    struct spool_reader rd;
-    struct spool_rec rec;
+    struct record_reader rd;
+    struct record rec;
     size_t bad;
-    enum spool_read st;
+    enum record_read st;
     int steps = 0;
 
     (void)state;
     assert_non_null(d);
-    for (size_t at = 0; at + SPOOL_HEADER <= len; at += 16) {
-        uint32_t n = (uint32_t)(len - at - SPOOL_HEADER);
+    for (size_t at = 0; at + RECORD_HEADER <= len; at += 16) {
+        uint32_t n = (uint32_t)(len - at - RECORD_HEADER);
         memcpy(d + at, "FCSP\1\0\0\0", 8);
         d[at + 8] = (unsigned char)n;
         d[at + 9] = (unsigned char)(n >> 8);
@@ -215,10 +215,10 @@ static void fake_headers_cost_a_bounded_search(void **state)
         d[at + 11] = (unsigned char)(n >> 24);
         memset(d + at + 12, 0xee, 4); /* never the checksum */
     }
-    rd = (struct spool_reader){d, len, 0, 0};
-    while ((st = spool_next(&rd, &rec, &bad)) == SPOOL_CORRUPT || st == SPOOL_RECORD)
+    rd = (struct record_reader){d, len, 0, 0};
+    while ((st = record_next(&rd, &rec, &bad)) == RECORD_CORRUPT || st == RECORD_GOOD)
         assert_true(++steps < 1000);
-    assert_int_equal(st, SPOOL_TORN);
+    assert_int_equal(st, RECORD_TORN);
     assert_true(rd.searched <= 3 * len + (1u << 20));
     free(d);
 }
@@ -454,15 +454,15 @@ static struct send_request golden_request(const unsigned char *golden)
 struct golden {
     const unsigned char *bytes;
     size_t len;
-    enum spool_type type;
+    enum record_type type;
     uint64_t id;
 };
 
 static const struct golden goldens[] = {
-    {golden_push2, sizeof(golden_push2), SPOOL_PUSH2, 0x0102030405060708u},
-    {golden_push3, sizeof(golden_push3), SPOOL_PUSH3, 42},
-    {golden_push3_apns, sizeof(golden_push3_apns), SPOOL_PUSH3, 7},
-    {golden_push1, sizeof(golden_push1), SPOOL_PUSH, 7},
+    {golden_push2, sizeof(golden_push2), RECORD_PUSH2, 0x0102030405060708u},
+    {golden_push3, sizeof(golden_push3), RECORD_PUSH3, 42},
+    {golden_push3_apns, sizeof(golden_push3_apns), RECORD_PUSH3, 7},
+    {golden_push1, sizeof(golden_push1), RECORD_PUSH, 7},
 };
 
 static void pushes_encode_to_the_golden_bytes(void **state)
@@ -472,7 +472,7 @@ static void pushes_encode_to_the_golden_bytes(void **state)
         struct send_request r = golden_request(goldens[i].bytes);
         struct buf b = BUF_INIT;
 
-        spool_encode_push(&b, goldens[i].id, &r);
+        record_encode_push(&b, goldens[i].id, &r);
         assert_false(b.failed);
         assert_int_equal(b.len, goldens[i].len);
         assert_memory_equal(b.data, goldens[i].bytes, goldens[i].len);
@@ -485,7 +485,7 @@ static void an_ack_encodes_to_the_golden_bytes(void **state)
     struct buf b = BUF_INIT;
 
     (void)state;
-    spool_encode_ack(&b, 42, (uint32_t[]){0, 2}, 2);
+    record_encode_ack(&b, 42, (uint32_t[]){0, 2}, 2);
     assert_int_equal(b.len, sizeof(golden_ack));
     assert_memory_equal(b.data, golden_ack, sizeof(golden_ack));
     buf_free(&b);
@@ -493,7 +493,7 @@ static void an_ack_encodes_to_the_golden_bytes(void **state)
 
 /* Checks a decoded push against the request it was made from: every field,
  * every option text present or absent, every target with its index. */
-static void assert_push_is(const struct spool_push *p, uint64_t id, const struct send_request *r)
+static void assert_push_is(const struct record_push *p, uint64_t id, const struct send_request *r)
 {
     size_t pos = 0, len;
     uint32_t index;
@@ -521,12 +521,12 @@ static void assert_push_is(const struct spool_push *p, uint64_t id, const struct
     }
     assert_int_equal(p->ntargets, r->ntargets);
     for (size_t i = 0; i < r->ntargets; i++) {
-        assert_int_equal(spool_push_target(p, &pos, &index, &name, &len), 0);
+        assert_int_equal(record_push_target(p, &pos, &index, &name, &len), 0);
         assert_int_equal(index, i);
         assert_int_equal(len, strlen(r->targets[i]));
         assert_memory_equal(name, r->targets[i], len);
     }
-    assert_int_equal(spool_push_target(p, &pos, &index, &name, &len), -1);
+    assert_int_equal(record_push_target(p, &pos, &index, &name, &len), -1);
 }
 
 /* A segment made of the golden records, as an older or this version wrote
@@ -534,9 +534,9 @@ static void assert_push_is(const struct spool_push *p, uint64_t id, const struct
 static void golden_records_decode(void **state)
 {
     struct buf seg = BUF_INIT;
-    struct spool_reader rd;
-    struct spool_rec rec;
-    struct spool_push p;
+    struct record_reader rd;
+    struct record rec;
+    struct record_push p;
     const unsigned char *idx;
     uint64_t id;
     uint32_t n;
@@ -546,26 +546,26 @@ static void golden_records_decode(void **state)
     for (size_t i = 0; i < sizeof(goldens) / sizeof(goldens[0]); i++)
         buf_add(&seg, goldens[i].bytes, goldens[i].len);
     buf_add(&seg, golden_ack, sizeof(golden_ack));
-    rd = (struct spool_reader){(unsigned char *)seg.data, seg.len, 0, 0};
+    rd = (struct record_reader){(unsigned char *)seg.data, seg.len, 0, 0};
     for (size_t i = 0; i < sizeof(goldens) / sizeof(goldens[0]); i++) {
         struct send_request r = golden_request(goldens[i].bytes);
 
-        assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
+        assert_int_equal(record_next(&rd, &rec, &bad), RECORD_GOOD);
         assert_int_equal(rec.type, goldens[i].type);
         assert_int_equal(rec.offset, at);
-        assert_int_equal(rec.len, goldens[i].len - SPOOL_HEADER);
-        assert_int_equal(spool_decode_push(&rec, &p), 0);
+        assert_int_equal(rec.len, goldens[i].len - RECORD_HEADER);
+        assert_int_equal(record_decode_push(&rec, &p), 0);
         assert_push_is(&p, goldens[i].id, &r);
         at += goldens[i].len;
     }
-    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
-    assert_int_equal(rec.type, SPOOL_ACK);
-    assert_int_equal(spool_decode_ack(&rec, &id, &n, &idx), 0);
+    assert_int_equal(record_next(&rd, &rec, &bad), RECORD_GOOD);
+    assert_int_equal(rec.type, RECORD_ACK);
+    assert_int_equal(record_decode_ack(&rec, &id, &n, &idx), 0);
     assert_int_equal(id, 42);
     assert_int_equal(n, 2);
-    assert_int_equal(spool_u32(idx), 0);
-    assert_int_equal(spool_u32(idx + 4), 2);
-    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_END);
+    assert_int_equal(record_u32(idx), 0);
+    assert_int_equal(record_u32(idx + 4), 2);
+    assert_int_equal(record_next(&rd, &rec, &bad), RECORD_END);
     buf_free(&seg);
 }
 
@@ -574,16 +574,16 @@ static void golden_records_decode(void **state)
 static void golden_checksums_are_checked(void **state)
 {
     unsigned char rec_bytes[sizeof(golden_push3)];
-    struct spool_reader rd;
-    struct spool_rec rec;
+    struct record_reader rd;
+    struct record rec;
     size_t bad;
 
     (void)state;
     for (int k = 12; k < 16; k++) {
         memcpy(rec_bytes, golden_push3, sizeof(rec_bytes));
         rec_bytes[k] ^= 0x01;
-        rd = (struct spool_reader){rec_bytes, sizeof(rec_bytes), 0, 0};
-        assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_TORN);
+        rd = (struct record_reader){rec_bytes, sizeof(rec_bytes), 0, 0};
+        assert_int_equal(record_next(&rd, &rec, &bad), RECORD_TORN);
         assert_int_equal(bad, 0);
     }
 }
@@ -597,8 +597,8 @@ static void fcm_pushes_keep_the_old_format(void **state)
     struct buf b = BUF_INIT;
 
     (void)state;
-    spool_encode_push(&b, 1, &r);
-    assert_int_equal((unsigned char)b.data[4], SPOOL_PUSH);
+    record_encode_push(&b, 1, &r);
+    assert_int_equal((unsigned char)b.data[4], RECORD_PUSH);
     buf_free(&b);
 }
 
@@ -607,9 +607,9 @@ static void apns_pushes_carry_their_upstream_and_fields(void **state)
     char *targets[] = {"abababababababababababababababab"};
     struct send_request r = sample(targets, 1);
     struct buf b = BUF_INIT;
-    struct spool_reader rd;
-    struct spool_rec rec;
-    struct spool_push p;
+    struct record_reader rd;
+    struct record rec;
+    struct record_push p;
     size_t bad;
 
     (void)state;
@@ -619,11 +619,11 @@ static void apns_pushes_carry_their_upstream_and_fields(void **state)
     r.msg.opt_len[ROPT_APNS_TOPIC] = 15;
     r.msg.opt[ROPT_APNS_COLLAPSE_ID] = "c";
     r.msg.opt_len[ROPT_APNS_COLLAPSE_ID] = 1;
-    spool_encode_push(&b, 9, &r);
-    assert_int_equal((unsigned char)b.data[4], SPOOL_PUSH2);
-    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0, 0};
-    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
-    assert_int_equal(spool_decode_push(&rec, &p), 0);
+    record_encode_push(&b, 9, &r);
+    assert_int_equal((unsigned char)b.data[4], RECORD_PUSH2);
+    rd = (struct record_reader){(unsigned char *)b.data, b.len, 0, 0};
+    assert_int_equal(record_next(&rd, &rec, &bad), RECORD_GOOD);
+    assert_int_equal(record_decode_push(&rec, &p), 0);
     assert_int_equal(p.upstream, UPSTREAM_APNS);
     assert_int_equal(p.id, 9);
     assert_int_equal(p.ntargets, 1);
@@ -634,10 +634,10 @@ static void apns_pushes_carry_their_upstream_and_fields(void **state)
     /* A later version's upstream or option count is refused, not misread. */
     ((unsigned char *)b.data)[16 + 8] = 7;
     rec.payload = (unsigned char *)b.data + 16;
-    assert_int_equal(spool_decode_push(&rec, &p), -1);
+    assert_int_equal(record_decode_push(&rec, &p), -1);
     ((unsigned char *)b.data)[16 + 8] = UPSTREAM_APNS;
     ((unsigned char *)b.data)[16 + 9] = ROPT_COUNT + 1;
-    assert_int_equal(spool_decode_push(&rec, &p), -1);
+    assert_int_equal(record_decode_push(&rec, &p), -1);
     buf_free(&b);
 }
 
@@ -650,7 +650,7 @@ static void one_record_is_a_request(void **state)
     uint32_t *index;
 
     (void)state;
-    spool_encode_push(&b, 0, &r);
+    record_encode_push(&b, 0, &r);
     assert_null(spool_replay_one((unsigned char *)b.data, b.len, &out, &index));
     assert_int_equal(out.ntargets, 2);
     assert_string_equal(out.targets[0], "tok-a");
@@ -663,13 +663,13 @@ static void one_record_is_a_request(void **state)
     assert_non_null(spool_replay_one((unsigned char *)b.data, b.len - 1, &out, &index));
     request_free(&out);
     free(index);
-    spool_encode_push(&two, 0, &r);
-    spool_encode_push(&two, 1, &r);
+    record_encode_push(&two, 0, &r);
+    record_encode_push(&two, 1, &r);
     assert_non_null(spool_replay_one((unsigned char *)two.data, two.len, &out, &index));
     request_free(&out);
     free(index);
     buf_reset(&two);
-    spool_encode_ack(&two, 0, (uint32_t[]){0}, 1);
+    record_encode_ack(&two, 0, (uint32_t[]){0}, 1);
     assert_non_null(spool_replay_one((unsigned char *)two.data, two.len, &out, &index));
     request_free(&out);
     free(index);
@@ -691,19 +691,19 @@ static void app_pushes_name_their_app(void **state)
     char *targets[] = {"tok1", "tok2"};
     struct send_request r = sample(targets, 2);
     struct buf b = BUF_INIT;
-    struct spool_reader rd;
-    struct spool_rec rec;
-    struct spool_push p;
+    struct record_reader rd;
+    struct record rec;
+    struct record_push p;
     size_t bad;
 
     (void)state;
     r.app = "alpha-1";
     r.app_len = 7;
-    spool_encode_push(&b, 5, &r);
-    assert_int_equal((unsigned char)b.data[4], SPOOL_PUSH3);
-    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0, 0};
-    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
-    assert_int_equal(spool_decode_push(&rec, &p), 0);
+    record_encode_push(&b, 5, &r);
+    assert_int_equal((unsigned char)b.data[4], RECORD_PUSH3);
+    rd = (struct record_reader){(unsigned char *)b.data, b.len, 0, 0};
+    assert_int_equal(record_next(&rd, &rec, &bad), RECORD_GOOD);
+    assert_int_equal(record_decode_push(&rec, &p), 0);
     assert_int_equal(p.id, 5);
     assert_int_equal(p.upstream, UPSTREAM_FCM);
     assert_int_equal(p.app_len, 7);
@@ -712,23 +712,23 @@ static void app_pushes_name_their_app(void **state)
     assert_memory_equal(p.msg.payload, r.msg.payload, r.msg.payload_len);
     /* A name no config could give, or one longer than the record, is refused. */
     ((unsigned char *)b.data)[16 + 10 + 1] = '/';
-    assert_int_equal(spool_decode_push(&rec, &p), -1);
+    assert_int_equal(record_decode_push(&rec, &p), -1);
     ((unsigned char *)b.data)[16 + 10 + 1] = 'a';
     ((unsigned char *)b.data)[16 + 10] = 0;
-    assert_int_equal(spool_decode_push(&rec, &p), -1);
+    assert_int_equal(record_decode_push(&rec, &p), -1);
     ((unsigned char *)b.data)[16 + 10] = 255;
     rec.len = 16;
-    assert_int_equal(spool_decode_push(&rec, &p), -1);
+    assert_int_equal(record_decode_push(&rec, &p), -1);
     buf_free(&b);
     /* The default app: the old format, no app. */
     b = (struct buf)BUF_INIT;
     r.app = NULL;
     r.app_len = 0;
-    spool_encode_push(&b, 6, &r);
-    assert_int_equal((unsigned char)b.data[4], SPOOL_PUSH);
-    rd = (struct spool_reader){(unsigned char *)b.data, b.len, 0, 0};
-    assert_int_equal(spool_next(&rd, &rec, &bad), SPOOL_RECORD);
-    assert_int_equal(spool_decode_push(&rec, &p), 0);
+    record_encode_push(&b, 6, &r);
+    assert_int_equal((unsigned char)b.data[4], RECORD_PUSH);
+    rd = (struct record_reader){(unsigned char *)b.data, b.len, 0, 0};
+    assert_int_equal(record_next(&rd, &rec, &bad), RECORD_GOOD);
+    assert_int_equal(record_decode_push(&rec, &p), 0);
     assert_null(p.app);
     buf_free(&b);
 }

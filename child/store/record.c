@@ -1,10 +1,10 @@
 /*
- * child/store/spool_record.c - encoding and decoding spool records.
+ * child/store/record.c - encoding and decoding spool records.
  *
  * Little endian throughout.  The CRC covers everything after the magic,
  * so a header with a bad length is caught like a bad payload.
  */
-#include "spool_record.h"
+#include "record.h"
 #include "../../common/options.h"
 #include "crc32c.h"
 
@@ -35,15 +35,15 @@ static void put_u64(struct buf *b, uint64_t v)
 
 static uint64_t get_u64(const unsigned char *p)
 {
-    return (uint64_t)spool_u32(p) | (uint64_t)spool_u32(p + 4) << 32;
+    return (uint64_t)record_u32(p) | (uint64_t)record_u32(p + 4) << 32;
 }
 
 /* Reserves the header; spool_finish() fills it once the payload is in. */
-static size_t begin(struct buf *b, enum spool_type type)
+static size_t begin(struct buf *b, enum record_type type)
 {
     size_t at = b->len;
 
-    put_u32(b, SPOOL_MAGIC);
+    put_u32(b, RECORD_MAGIC);
     buf_add(b, (unsigned char[4]){(unsigned char)type, 0, 0, 0}, 4);
     put_u32(b, 0);
     put_u32(b, 0);
@@ -58,12 +58,12 @@ static void finish(struct buf *b, size_t at)
     if (b->failed)
         return;
     h = (unsigned char *)b->data + at;
-    len = (uint32_t)(b->len - at - SPOOL_HEADER);
+    len = (uint32_t)(b->len - at - RECORD_HEADER);
     h[8] = (unsigned char)len;
     h[9] = (unsigned char)(len >> 8);
     h[10] = (unsigned char)(len >> 16);
     h[11] = (unsigned char)(len >> 24);
-    crc = crc32c(crc32c(0, h + 4, 8), h + SPOOL_HEADER, len);
+    crc = crc32c(crc32c(0, h + 4, 8), h + RECORD_HEADER, len);
     h[12] = (unsigned char)crc;
     h[13] = (unsigned char)(crc >> 8);
     h[14] = (unsigned char)(crc >> 16);
@@ -80,13 +80,13 @@ static void put_text(struct buf *b, const char *s, size_t n)
     buf_add(b, s, n);
 }
 
-void spool_encode_push(struct buf *b, uint64_t id, const struct send_request *r)
+void record_encode_push(struct buf *b, uint64_t id, const struct send_request *r)
 {
     /* FCM pushes of the default app keep the first format, which every
      * version reads; the default app's APNs pushes the second. */
     int v3 = r->app != NULL, v2 = v3 || r->upstream != UPSTREAM_FCM;
     int nopts = v2 ? ROPT_COUNT : ROPT_FCM_COUNT;
-    size_t at = begin(b, v3 ? SPOOL_PUSH3 : v2 ? SPOOL_PUSH2 : SPOOL_PUSH);
+    size_t at = begin(b, v3 ? RECORD_PUSH3 : v2 ? RECORD_PUSH2 : RECORD_PUSH);
 
     put_u64(b, id);
     if (v2)
@@ -109,9 +109,9 @@ void spool_encode_push(struct buf *b, uint64_t id, const struct send_request *r)
     finish(b, at);
 }
 
-void spool_encode_ack(struct buf *b, uint64_t id, const uint32_t *indexes, size_t n)
+void record_encode_ack(struct buf *b, uint64_t id, const uint32_t *indexes, size_t n)
 {
-    size_t at = begin(b, SPOOL_ACK);
+    size_t at = begin(b, RECORD_ACK);
 
     put_u64(b, id);
     put_u32(b, (uint32_t)n);
@@ -121,23 +121,23 @@ void spool_encode_ack(struct buf *b, uint64_t id, const uint32_t *indexes, size_
 }
 
 /* Checksum work spent on headers that turn out bad, at most. */
-static size_t search_budget(const struct spool_reader *r)
+static size_t search_budget(const struct record_reader *r)
 {
     return 2 * r->len + (1u << 20);
 }
 
 /* Whether a whole, good record starts at pos; *len gets its payload length. */
-static int good_at(struct spool_reader *r, size_t pos, uint32_t *len)
+static int good_at(struct record_reader *r, size_t pos, uint32_t *len)
 {
     const unsigned char *h = r->data + pos;
     uint32_t n;
 
-    if (r->len - pos < SPOOL_HEADER || spool_u32(h) != SPOOL_MAGIC)
+    if (r->len - pos < RECORD_HEADER || record_u32(h) != RECORD_MAGIC)
         return 0;
-    n = spool_u32(h + 8);
-    if (n > SPOOL_MAX_PAYLOAD || r->len - pos - SPOOL_HEADER < n || r->searched > search_budget(r))
+    n = record_u32(h + 8);
+    if (n > RECORD_MAX_PAYLOAD || r->len - pos - RECORD_HEADER < n || r->searched > search_budget(r))
         return 0;
-    if (crc32c(crc32c(0, h + 4, 8), h + SPOOL_HEADER, n) != spool_u32(h + 12)) {
+    if (crc32c(crc32c(0, h + 4, 8), h + RECORD_HEADER, n) != record_u32(h + 12)) {
         r->searched += (size_t)n + 8;
         return 0;
     }
@@ -153,38 +153,38 @@ static int all_zero(const unsigned char *p, size_t n)
     return 1;
 }
 
-enum spool_read spool_next(struct spool_reader *r, struct spool_rec *rec, size_t *bad)
+enum record_read record_next(struct record_reader *r, struct record *rec, size_t *bad)
 {
     const unsigned char *h;
     uint32_t n;
 
     if (r->pos >= r->len)
-        return SPOOL_END;
+        return RECORD_END;
     if (good_at(r, r->pos, &n)) {
         h = r->data + r->pos;
-        rec->type = (enum spool_type)h[4];
-        rec->payload = h + SPOOL_HEADER;
+        rec->type = (enum record_type)h[4];
+        rec->payload = h + RECORD_HEADER;
         rec->len = n;
         rec->offset = r->pos;
-        r->pos += SPOOL_HEADER + n;
-        return SPOOL_RECORD;
+        r->pos += RECORD_HEADER + n;
+        return RECORD_GOOD;
     }
     /* Not good here.  Zeros to the end are the space a writer keeps ahead of
      * its records: the end.  If no good record follows, this is a torn tail;
      * otherwise a corrupt record, and reading resumes at the next good one. */
     if (all_zero(r->data + r->pos, r->len - r->pos)) {
         r->pos = r->len;
-        return SPOOL_END;
+        return RECORD_END;
     }
     *bad = r->pos;
-    for (size_t p = r->pos + 1; p + SPOOL_HEADER <= r->len && r->searched <= search_budget(r); p++) {
-        if (r->data[p] == (SPOOL_MAGIC & 0xff) && good_at(r, p, &n)) {
+    for (size_t p = r->pos + 1; p + RECORD_HEADER <= r->len && r->searched <= search_budget(r); p++) {
+        if (r->data[p] == (RECORD_MAGIC & 0xff) && good_at(r, p, &n)) {
             r->pos = p;
-            return SPOOL_CORRUPT;
+            return RECORD_CORRUPT;
         }
     }
     r->pos = r->len;
-    return SPOOL_TORN;
+    return RECORD_TORN;
 }
 
 static int get_text(const unsigned char *p, size_t len, size_t *pos, const char **s, size_t *n)
@@ -193,7 +193,7 @@ static int get_text(const unsigned char *p, size_t len, size_t *pos, const char 
 
     if (len - *pos < 4)
         return -1;
-    l = spool_u32(p + *pos);
+    l = record_u32(p + *pos);
     *pos += 4;
     if (l == ABSENT) {
         *s = NULL;
@@ -208,18 +208,18 @@ static int get_text(const unsigned char *p, size_t len, size_t *pos, const char 
     return 0;
 }
 
-int spool_decode_push(const struct spool_rec *rec, struct spool_push *out)
+int record_decode_push(const struct record *rec, struct record_push *out)
 {
     const unsigned char *p = rec->payload;
     size_t len = rec->len, pos = 8;
     unsigned nopts = ROPT_FCM_COUNT;
 
     memset(out, 0, sizeof(*out));
-    if (!spool_is_push(rec->type) || len < 8)
+    if (!record_is_push(rec->type) || len < 8)
         return -1;
     out->id = get_u64(p);
     out->upstream = UPSTREAM_FCM;
-    if (rec->type == SPOOL_PUSH2 || rec->type == SPOOL_PUSH3) {
+    if (rec->type == RECORD_PUSH2 || rec->type == RECORD_PUSH3) {
         /* A later version may know more upstreams or options: not this one. */
         if (len < 10 || p[8] >= UPSTREAM_KINDS || p[9] > ROPT_COUNT)
             return -1;
@@ -227,7 +227,7 @@ int spool_decode_push(const struct spool_rec *rec, struct spool_push *out)
         nopts = p[9];
         pos = 10;
     }
-    if (rec->type == SPOOL_PUSH3) {
+    if (rec->type == RECORD_PUSH3) {
         if (len - pos < 1 || len - pos - 1 < p[pos] || !options_app_name_ok((const char *)p + pos + 1, p[pos]))
             return -1;
         out->app = (const char *)p + pos + 1;
@@ -244,13 +244,13 @@ int spool_decode_push(const struct spool_rec *rec, struct spool_push *out)
             return -1;
     if (len - pos < 4)
         return -1;
-    out->ntargets = spool_u32(p + pos);
+    out->ntargets = record_u32(p + pos);
     out->targets = p + pos + 4;
     out->targets_len = len - pos - 4;
     return 0;
 }
 
-int spool_push_target(const struct spool_push *p, size_t *pos, uint32_t *index, const char **name, size_t *len)
+int record_push_target(const struct record_push *p, size_t *pos, uint32_t *index, const char **name, size_t *len)
 {
     const unsigned char *t = p->targets + *pos;
     size_t n;
@@ -260,19 +260,19 @@ int spool_push_target(const struct spool_push *p, size_t *pos, uint32_t *index, 
     n = (size_t)t[4] | (size_t)t[5] << 8;
     if (p->targets_len - *pos - 6 < n)
         return -1;
-    *index = spool_u32(t);
+    *index = record_u32(t);
     *name = (const char *)t + 6;
     *len = n;
     *pos += 6 + n;
     return 0;
 }
 
-int spool_decode_ack(const struct spool_rec *rec, uint64_t *id, uint32_t *n, const unsigned char **indexes)
+int record_decode_ack(const struct record *rec, uint64_t *id, uint32_t *n, const unsigned char **indexes)
 {
-    if (rec->type != SPOOL_ACK || rec->len < 12)
+    if (rec->type != RECORD_ACK || rec->len < 12)
         return -1;
     *id = get_u64(rec->payload);
-    *n = spool_u32(rec->payload + 8);
+    *n = record_u32(rec->payload + 8);
     if ((rec->len - 12) / 4 < *n)
         return -1;
     *indexes = rec->payload + 12;

@@ -1,5 +1,7 @@
 /*
- * child/store/spool_record.h - the spool's on-disk records.
+ * child/store/record.h - the records of pushes and acknowledgements: the
+ * spool's segments are made of them, and an entry of the queue in Redis is
+ * one push record (child/fleet/fleet_queue.c).
  *
  * A segment is a sequence of records, each a 16-byte header - magic,
  * type, length, CRC-32C of type, length and payload - then the payload:
@@ -14,8 +16,8 @@
  * claim; past about two passes over the file of such work, the rest of the
  * file counts as torn, so a file of fake headers costs what its size costs.
  */
-#ifndef FCMD_CHILD_STORE_SPOOL_RECORD_H
-#define FCMD_CHILD_STORE_SPOOL_RECORD_H
+#ifndef FCMD_CHILD_STORE_RECORD_H
+#define FCMD_CHILD_STORE_RECORD_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -23,53 +25,53 @@
 #include "../core/buf.h"
 #include "../core/request.h"
 
-#define SPOOL_MAGIC 0x50534346u /* "FCSP" little endian */
-#define SPOOL_HEADER 16
-#define SPOOL_MAX_PAYLOAD (64u << 20)
+#define RECORD_MAGIC 0x50534346u /* "FCSP" little endian */
+#define RECORD_HEADER 16
+#define RECORD_MAX_PAYLOAD (64u << 20)
 
 /* PUSH is an FCM push of the default app, as every version wrote it; PUSH2
  * names its upstream and how many option texts follow (APNs pushes of the
  * default app); PUSH3 adds the name of its app (a push for a named app).  A
  * version that does not know a type skips its records. */
-enum spool_type { SPOOL_PUSH = 1, SPOOL_ACK = 2, SPOOL_PUSH2 = 3, SPOOL_PUSH3 = 4 };
+enum record_type { RECORD_PUSH = 1, RECORD_ACK = 2, RECORD_PUSH2 = 3, RECORD_PUSH3 = 4 };
 
-static inline int spool_is_push(enum spool_type t)
+static inline int record_is_push(enum record_type t)
 {
-    return t == SPOOL_PUSH || t == SPOOL_PUSH2 || t == SPOOL_PUSH3;
+    return t == RECORD_PUSH || t == RECORD_PUSH2 || t == RECORD_PUSH3;
 }
 
 /* Appends a push record for request r to b: PUSH for FCM, PUSH2 otherwise,
  * PUSH3 when r names an app (r->app). */
-void spool_encode_push(struct buf *b, uint64_t id, const struct send_request *r);
+void record_encode_push(struct buf *b, uint64_t id, const struct send_request *r);
 
 /* Appends an ACK record to b. */
-void spool_encode_ack(struct buf *b, uint64_t id, const uint32_t *indexes, size_t n);
+void record_encode_ack(struct buf *b, uint64_t id, const uint32_t *indexes, size_t n);
 
-struct spool_reader {
+struct record_reader {
     const unsigned char *data;
     size_t len;
     size_t pos;
-    size_t searched; /* bytes checksummed in vain: bounded, see spool_next */
+    size_t searched; /* bytes checksummed in vain: bounded, see record_next */
 };
 
-struct spool_rec {
-    enum spool_type type;
+struct record {
+    enum record_type type;
     const unsigned char *payload;
     size_t len;
     size_t offset; /* of the header */
 };
 
-enum spool_read {
-    SPOOL_RECORD,  /* *rec is the next good record */
-    SPOOL_END,     /* no more records */
-    SPOOL_TORN,    /* the rest is a record cut short: stop */
-    SPOOL_CORRUPT, /* a bad record at *bad; the reader moved past it */
+enum record_read {
+    RECORD_GOOD,  /* *rec is the next good record */
+    RECORD_END,     /* no more records */
+    RECORD_TORN,    /* the rest is a record cut short: stop */
+    RECORD_CORRUPT, /* a bad record at *bad; the reader moved past it */
 };
 
-enum spool_read spool_next(struct spool_reader *r, struct spool_rec *rec, size_t *bad);
+enum record_read record_next(struct record_reader *r, struct record *rec, size_t *bad);
 
 /* A decoded PUSH; message texts and target names point into the record. */
-struct spool_push {
+struct record_push {
     uint64_t id;
     enum upstream_kind upstream; /* UPSTREAM_FCM for a PUSH record */
     const char *app;             /* PUSH3: its app's name (a valid name, not NUL-terminated); else NULL */
@@ -81,15 +83,15 @@ struct spool_push {
     size_t targets_len;
 };
 
-int spool_decode_push(const struct spool_rec *rec, struct spool_push *out);
+int record_decode_push(const struct record *rec, struct record_push *out);
 
 /* Walks the targets of a decoded push; returns 0, or -1 at the end. */
-int spool_push_target(const struct spool_push *p, size_t *pos, uint32_t *index, const char **name, size_t *len);
+int record_push_target(const struct record_push *p, size_t *pos, uint32_t *index, const char **name, size_t *len);
 
 /* Reads an ACK: its id and count; the indexes follow at *indexes (u32 LE each). */
-int spool_decode_ack(const struct spool_rec *rec, uint64_t *id, uint32_t *n, const unsigned char **indexes);
+int record_decode_ack(const struct record *rec, uint64_t *id, uint32_t *n, const unsigned char **indexes);
 
-static inline uint32_t spool_u32(const unsigned char *p)
+static inline uint32_t record_u32(const unsigned char *p)
 {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
