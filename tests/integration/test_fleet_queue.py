@@ -48,8 +48,18 @@ def queued(mock, start_fcmd, redis, n=3, workers=1, extra=()):
                                                     CLAIM, *extra]) for _ in range(n)]
 
 
-def ready(f):
-    return requests.get(f.url("/readyz"), timeout=2).status_code == 200
+def wait_ready(f, timeout=10.0, what="/readyz 200"):
+    """Waits until every worker of f has answered /readyz 200: each reaches
+    Redis on its own, and a push sent to one not up yet is a 503."""
+    up, want = set(), len(f.children())
+
+    def all_up():
+        r = requests.get(f.url("/readyz"), timeout=2)
+        if r.status_code == 200:
+            up.add(r.headers["x-fcmd-worker"])
+        return len(up) >= want
+
+    wait_until(all_up, timeout=timeout, what=f"{what} from all {want} workers")
 
 
 def post(base, tokens, session=requests, timeout=5):
@@ -75,7 +85,7 @@ def drained(redis):
 def test_pushes_through_the_balancer_delivered_once(redis, mock, start_fcmd, start_haproxy):
     inst = queued(mock, start_fcmd, redis)
     for f in inst:
-        wait_until(lambda: ready(f), what="/readyz 200")
+        wait_ready(f, what="/readyz 200")
     lb = start_haproxy([f.port for f in inst])
     s = requests.Session()
     tokens = []
@@ -106,7 +116,7 @@ def test_instance_killed_others_deliver_its_pushes(redis, start_mock, start_fcmd
     slow = start_mock("--latency-ms", "60000")  # the doomed instance never finishes a push
     fast = start_mock()
     doomed = start_fcmd(slow, workers=2, args=["--redis", redis.url, "--redis-queue", "--redis-claim-after", CLAIM])
-    wait_until(lambda: ready(doomed), what="/readyz 200")
+    wait_ready(doomed, what="/readyz 200")
     tokens = [f"k{i}" for i in range(40)]
     post_in_pairs(doomed.base, tokens)
     # It read them all and holds them in flight upstream.
@@ -126,7 +136,7 @@ def test_instance_killed_others_deliver_its_pushes(redis, start_mock, start_fcmd
 def test_redis_down_503_then_everything_accepted_is_delivered(redis, mock, start_fcmd):
     inst = queued(mock, start_fcmd, redis, n=2)
     for f in inst:
-        wait_until(lambda: ready(f), what="/readyz 200")
+        wait_ready(f, what="/readyz 200")
     accepted, refused, stop = [], [], threading.Event()
     slowest = [0.0]
 
@@ -162,7 +172,7 @@ def test_redis_down_503_then_everything_accepted_is_delivered(redis, mock, start
             wait_until(lambda: requests.get(f.url("/readyz"), timeout=2).status_code == 503, what="/readyz 503")
         redis.start()
         for f in inst:
-            wait_until(lambda: ready(f), timeout=15, what="/readyz 200 again")
+            wait_ready(f, timeout=15, what="/readyz 200 again")
         n = len(accepted)
         wait_until(lambda: len(accepted) >= n + 30, what="traffic after Redis is back")
     finally:
@@ -192,7 +202,7 @@ def test_redis_queue_needs_redis_and_excludes_the_spool(tmp_path):
 def test_redis_too_slow_answers_503_within_a_second(redis, mock, start_fcmd):
     inst = queued(mock, start_fcmd, redis, n=2)
     for f in inst:
-        wait_until(lambda: ready(f), what="/readyz 200")
+        wait_ready(f, what="/readyz 200")
     assert post(inst[0].base, ["before"]).status_code == 200
     os.kill(redis.proc.pid, signal.SIGSTOP)  # Redis alive but silent
     try:
@@ -210,7 +220,7 @@ def test_redis_too_slow_answers_503_within_a_second(redis, mock, start_fcmd):
     finally:
         os.kill(redis.proc.pid, signal.SIGCONT)
     for f in inst:
-        wait_until(lambda: ready(f), timeout=15, what="/readyz 200 again")
+        wait_ready(f, timeout=15, what="/readyz 200 again")
     assert post(inst[1].base, ["after"]).status_code == 200
     wait_until(lambda: delivered(mock, ["before", "after"]) == {"before": 1, "after": 1}, what="deliveries")
     wait_until(lambda: drained(redis), what="the stream empty")
@@ -232,7 +242,7 @@ def test_redis_too_slow_answers_503_within_a_second(redis, mock, start_fcmd):
 def test_queue_max_refuses_then_recovers(redis, start_mock, start_fcmd):
     mock = start_mock("--latency-ms", "1500")
     f, = queued(mock, start_fcmd, redis, n=1, extra=["--redis-queue-max", "5"])
-    wait_until(lambda: ready(f), what="/readyz 200")
+    wait_ready(f, what="/readyz 200")
     for i in range(5):
         assert post(f.base, [f"m{i}"]).status_code == 200
     r = post(f.base, ["over"])
@@ -258,7 +268,7 @@ def metric(f, name, **labels):
 
 def test_garbage_entries_skipped_acknowledged_counted(redis, mock, start_fcmd):
     f, = queued(mock, start_fcmd, redis, n=1, workers=2)
-    wait_until(lambda: ready(f), what="/readyz 200")
+    wait_ready(f, what="/readyz 200")
     children = sorted(f.children())
     ids = [cli(redis, "XADD", "fcmd:queue", "*", "p", "not a record"),
            cli(redis, "XADD", "fcmd:queue", "*", "other", "field"),
@@ -280,7 +290,7 @@ def test_config_file_turns_the_queue_on(tmp_path, redis, mock, start_fcmd):
     conf = tmp_path / "fcmd.conf"
     conf.write_text(f"[redis]\nurl = {redis.url}\nqueue = on\nclaim_after = 2\nqueue_max = 100\n")
     f = start_fcmd(mock, workers=1, args=["--config", str(conf)])
-    wait_until(lambda: ready(f), what="/readyz 200")
+    wait_ready(f, what="/readyz 200")
     assert post(f.base, ["viaconf"]).status_code == 200
     wait_until(lambda: delivered(mock, ["viaconf"]) == {"viaconf": 1}, what="delivery")
     # It went through the stream: the group exists and delivered it.
@@ -294,7 +304,7 @@ def test_a_push_waiting_for_its_retry_is_not_claimed(redis, start_mock, start_fc
     mock = start_mock("--retry-after", "5")
     inst = queued(mock, start_fcmd, redis, n=2)
     for f in inst:
-        wait_until(lambda: ready(f), what="/readyz 200")
+        wait_ready(f, what="/readyz 200")
     assert post(inst[0].base, ["http503once-kept"]).status_code == 200
     wait_until(lambda: (mock.token("http503once-kept") or {}).get("attempts", 0) >= 1, what="the first attempt")
     wait_until(lambda: (mock.token("http503once-kept") or {}).get("delivered", 0) == 1, timeout=20,
@@ -307,7 +317,7 @@ def test_a_push_waiting_for_its_retry_is_not_claimed(redis, start_mock, start_fc
 def test_workers_killed_their_pushes_are_claimed_not_lost(redis, start_mock, start_fcmd):
     mock = start_mock("--latency-ms", "1500")
     f, = queued(mock, start_fcmd, redis, n=1, workers=2)
-    wait_until(lambda: ready(f), what="/readyz 200")
+    wait_ready(f, what="/readyz 200")
     tokens = [f"w{i}" for i in range(10)]
     for t in tokens:
         assert post(f.base, [t]).status_code == 200
@@ -357,7 +367,7 @@ def test_foreign_entries_skipped_while_the_pushes_around_them_flow(redis, mock, 
     inst = [start_fcmd(mock, workers=1, args=["--redis", redis.url, "--redis-queue", "--redis-claim-after", "30",
                                               *SMALL]) for _ in range(2)]
     for f in inst:
-        wait_until(lambda: ready(f), what="/readyz 200")
+        wait_ready(f, what="/readyz 200")
     s = requests.Session()
     tokens, bad = [], []
 
@@ -400,7 +410,7 @@ def test_a_push_as_large_as_the_limits_allow_goes_through(redis, mock, start_fcm
     # The reads hand back no entry larger than the limits make a push: the
     # largest body with the most (shortest) tokens is still delivered.
     f = start_fcmd(mock, workers=1, args=["--redis", redis.url, "--redis-queue", *SMALL])
-    wait_until(lambda: ready(f), what="/readyz 200")
+    wait_ready(f, what="/readyz 200")
     tokens = [f"L{i:02d}" for i in range(100)]
     body = json.dumps({"tokens": tokens, "payload": {"pad": ""}}, separators=(",", ":"))
     body = body.replace('"pad":""', '"pad":"' + "y" * (16384 - len(body)) + '"')
@@ -426,7 +436,7 @@ def test_a_foreign_entry_claimed_from_a_silent_consumer_is_skipped(redis, mock, 
     assert group_pending(redis) == 2
     f = start_fcmd(mock, workers=1, args=["--redis", redis.url, "--redis-queue", "--redis-claim-after", "1",
                                           *SMALL])
-    wait_until(lambda: ready(f), what="/readyz 200")
+    wait_ready(f, what="/readyz 200")
     assert post(f.base, ["beside"]).status_code == 200
     wait_until(lambda: metric(f, "fcmd_failures_total", reason="queue_entry") == 2, timeout=8,
                what="the claimed entries counted")
@@ -442,7 +452,7 @@ def test_the_group_made_again_when_the_stream_is_deleted(redis, mock, start_fcmd
     # DEL of the stream (or FLUSHDB) under running workers: their reads and
     # claims get NOGROUP, and they make the group again.
     f, = queued(mock, start_fcmd, redis, n=1, workers=2)
-    wait_until(lambda: ready(f), what="/readyz 200")
+    wait_ready(f, what="/readyz 200")
     assert post(f.base, ["before-del"]).status_code == 200
     wait_until(lambda: delivered(mock, ["before-del"]) == {"before-del": 1}, what="a push delivered")
     wait_until(lambda: drained(redis), what="the stream empty")
@@ -462,7 +472,7 @@ def test_an_entry_taken_five_times_is_given_up(redis, mock, start_fcmd):
     cli(redis, "XREADGROUP", "GROUP", "fcmd", "ghost", "COUNT", "1", "STREAMS", "fcmd:queue", ">")
     cli(redis, "XCLAIM", "fcmd:queue", "fcmd", "ghost", "0", bad, "RETRYCOUNT", "5", "JUSTID")
     f, = queued(mock, start_fcmd, redis, n=1, extra=["--redis-claim-after", "1"])
-    wait_until(lambda: ready(f), what="/readyz 200")
+    wait_ready(f, what="/readyz 200")
     children = f.children()
     wait_until(lambda: f"entry {bad} given up" in f.log_text(), timeout=10, interval=0.2,
                what="the entry given up")
@@ -526,7 +536,7 @@ def test_an_entry_with_the_id_no_entry_has_is_skipped(redis, mock, start_fcmd):
     try:
         f = start_fcmd(mock, workers=1, args=["--redis", f"redis://127.0.0.1:{proxy.port}", "--redis-queue",
                                               "--redis-claim-after", CLAIM])
-        wait_until(lambda: ready(f), what="redis reachable through the proxy")
+        wait_ready(f, what="redis reachable through the proxy")
         workers = f.children()
         assert post(f.base, ["zero-id"]).status_code == 200
         wait_until(lambda: "an entry without a readable id skipped" in f.log_text(), what="the entry refused")
@@ -547,7 +557,7 @@ def test_stop_while_redis_is_down_sends_the_acknowledgements_it_owes(redis, star
     instance delivers them again."""
     slow = start_mock("--latency-ms", "1500")
     f = start_fcmd(slow, workers=1, args=["--redis", redis.url, "--redis-queue", "--redis-claim-after", CLAIM])
-    wait_until(lambda: ready(f), what="/readyz 200")
+    wait_ready(f, what="/readyz 200")
     tokens = [f"ack{i}" for i in range(6)]
     post_in_pairs(f.base, tokens)
     wait_until(lambda: slow.stats(summary=True)["requests"] >= 3, what="the pushes in flight upstream")
@@ -579,7 +589,7 @@ def test_idle_workers_read_at_their_tick_by_digest(redis, mock, start_fcmd):
     soon as an empty read comes back, and sends the read script by its
     digest (EVALSHA), not its kilobyte body, once Redis has it."""
     f, = queued(mock, start_fcmd, redis, n=1, workers=2)
-    wait_until(lambda: ready(f), what="/readyz 200")
+    wait_ready(f, what="/readyz 200")
     assert post(f.base, ["idle-0"]).status_code == 200  # every script has run once
     wait_until(lambda: delivered(mock, ["idle-0"]) == {"idle-0": 1}, what="the push delivered")
     wait_until(lambda: drained(redis), what="its entry acknowledged")
@@ -601,7 +611,7 @@ def test_script_flush_under_traffic_answers_no_503(redis, mock, start_fcmd):
     again on the same connection, and no send is answered 503 nor any read
     refused: no outage."""
     f, = queued(mock, start_fcmd, redis, n=1, workers=1)
-    wait_until(lambda: ready(f), what="/readyz 200")
+    wait_ready(f, what="/readyz 200")
     codes, tokens = [], []
     with requests.Session() as s:
         assert post(f.base, ["warm"], s).status_code == 200
@@ -637,7 +647,7 @@ def test_hostile_entries_and_script_flushes_cost_nothing(redis, mock, start_fcmd
     assert group_pending(redis) == 2
     assert cli_int(redis, "XDEL", "fcmd:queue", held[1]) == 1
     f = start_fcmd(mock, workers=2, args=["--redis", redis.url, "--redis-queue", "--redis-claim-after", "1"])
-    wait_until(lambda: ready(f), what="/readyz 200")
+    wait_ready(f, what="/readyz 200")
     children = f.children()
     xadd(redis, "p", "first", "p", "second")
     xadd(redis, "x", "p", "p", "x")  # a field named x whose value is p, then a field p
