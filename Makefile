@@ -93,30 +93,18 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ) $(wildcard tests/unit/*.h)
 unit: $(UNIT_BIN)
 	@for t in $(UNIT_BIN); do echo "== $$t"; $$t || exit 1; done
 
-# A preloaded fault for the tests (a disk that will not sync), built without
-# sanitizers so it can be preloaded into either build.
+# Faults the integration tests preload, built without sanitizers so they can
+# be preloaded into either build: a disk that will not sync (FAULT_LIB), a
+# resolver that answers late or never (RESOLVE_LIB), memory that runs out as
+# a worker accepts a connection (ALLOC_LIB), a master that stays dumpable, as
+# one holding no secret would (DUMP_LIB).
 FAULT_LIB = $(BUILD)/tests/fault_sync.so
-$(FAULT_LIB): tests/integration/fault_sync.c
-	@mkdir -p $(dir $@)
-	$(CC) -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
-
-# A resolver that answers late or never, for the fleet tests.
 RESOLVE_LIB = $(BUILD)/tests/fault_resolve.so
-$(RESOLVE_LIB): tests/integration/fault_resolve.c
-	@mkdir -p $(dir $@)
-	$(CC) -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
-
-# Memory that runs out as a worker accepts a connection.
 ALLOC_LIB = $(BUILD)/tests/fault_alloc.so
-$(ALLOC_LIB): tests/integration/fault_alloc.c
+DUMP_LIB = $(BUILD)/tests/fault_dumpable.so
+$(BUILD)/tests/fault_%.so: tests/integration/fault_%.c
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
-
-# A master that stays dumpable, as one holding no secret would.
-DUMP_LIB = $(BUILD)/tests/fault_dumpable.so
-$(DUMP_LIB): tests/integration/fault_dumpable.c
-	@mkdir -p $(dir $@)
-	$(CC) -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $<
 
 integration: all $(FAULT_LIB) $(RESOLVE_LIB) $(ALLOC_LIB) $(DUMP_LIB)
 	FCMD_BIN=$(abspath $(FCMD)) MOCK_BIN=$(abspath $(MOCK)) FAULT_LIB=$(abspath $(FAULT_LIB)) \
