@@ -18,7 +18,6 @@
 #include "http/http.h"
 #include "upstream/sender.h"
 #include "store/spool.h"
-#include "upstream/apns/apns_request.h"
 #include "upstream/upstream.h"
 
 #include <errno.h>
@@ -251,27 +250,27 @@ static int setup_http(struct child *c)
                      (size_t)c->opts->max_connections);
 }
 
-/* App a's adapters: its FCM one (v1 or legacy) and its APNs one, as its
- * settings name them; an app whose credentials a reload could not read gets
- * adapters that make its targets wait. */
+/* Each provider's hooks, by upstream kind: NAME_provider from its folder. */
+#define PROVIDER_ROW(ID, NAME, LABEL, PATH, ENDPOINT, HINT) [UPSTREAM_##ID] = &NAME##_provider,
+static const struct provider *const providers[UPSTREAM_KINDS] = {FCMD_PROVIDERS(PROVIDER_ROW)};
+#undef PROVIDER_ROW
+
+/* App a's adapters, one for each provider its settings name; an app whose
+ * credentials a reload could not read gets adapters that make its targets
+ * wait. */
 static int create_app_upstreams(struct child *c, unsigned a, const struct fcmd_options *o, int broken)
 {
-    struct provider_token *token = &c->shm->apps[child_app_row(c, a)].apns_token;
-    int fcm = o->sa != NULL || o->apikey != NULL || (broken && (o->service_account || o->apikey_file));
-    int apns = o->apns_pkey != NULL || (broken && o->apns_key != NULL);
-    struct upstream **u = c->ups[a];
+    struct shm_app *shared = &c->shm->apps[child_app_row(c, a)];
 
-    if (fcm)
-        u[UPSTREAM_FCM] = broken ? wait_create(o->gcm_url)
-                          : o->sa ? v1_create(o)
-                                  : legacy_create(o);
-    if (apns)
-        u[UPSTREAM_APNS] = broken ? wait_create(o->apns_url) : apns_create(o, token);
-    if ((fcm && u[UPSTREAM_FCM] == NULL) || (apns && u[UPSTREAM_APNS] == NULL))
-        return -1;
-    for (int k = 0; k < UPSTREAM_KINDS; k++)
-        if (u[k] != NULL)
-            u[k]->app = a;
+    for (int k = 0; k < UPSTREAM_KINDS; k++) {
+        struct upstream *up;
+        if (!providers[k]->configured(o, broken))
+            continue;
+        if ((up = broken ? wait_create(providers[k]->url(o)) : providers[k]->create(o, shared)) == NULL)
+            return -1;
+        up->app = a;
+        c->ups[a][k] = up;
+    }
     return 0;
 }
 
@@ -285,7 +284,6 @@ static int create_upstreams(struct child *c)
         if (create_app_upstreams(c, (unsigned)i + 1, &o->apps[i].o, o->apps[i].broken) != 0)
             return -1;
     c->upstream = c->ups[0][UPSTREAM_FCM];
-    c->apns = c->ups[0][UPSTREAM_APNS];
     return 0;
 }
 
@@ -333,8 +331,11 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
     c->shm = shm;
     c->slot = &shm->slots[slot];
     snprintf(c->worker_id, sizeof(c->worker_id), "%u", slot);
-    c->limits = (struct request_limits){(size_t)o->max_body_bytes, (size_t)o->max_tokens, (size_t)o->max_payload_bytes,
-                                        .rules = {[UPSTREAM_APNS] = &apns_request_rules}};
+    c->limits = (struct request_limits){.max_body = (size_t)o->max_body_bytes,
+                                        .max_tokens = (size_t)o->max_tokens,
+                                        .max_payload = (size_t)o->max_payload_bytes};
+    for (int k = 0; k < UPSTREAM_KINDS; k++)
+        c->limits.rules[k] = providers[k]->rules;
     queue_init(&c->queue, (size_t)o->queue_size, (size_t)o->queue_max_bytes);
     if (uv_loop_init(&c->loop) != 0) {
         log_error("uv_loop_init() failed");

@@ -52,7 +52,6 @@ struct child {
     uv_timer_t stop_timer;
     struct queue queue;
     struct upstream *upstream; /* the default app's FCM adapter (v1 or legacy); NULL without FCM credentials */
-    struct upstream *apns;     /* the default app's APNs adapter: with --apns-key, else NULL */
     /* Every app's adapters, by app index (0 the default app, i opts->apps[i - 1]) and upstream kind. */
     struct upstream *ups[APPS_MAX + 1][UPSTREAM_KINDS];
     struct sender *sender;

@@ -25,9 +25,11 @@ const char *const shm_cause_names[CAUSE_COUNT] = {
     "queue_entry",
 };
 
+#define ENDPOINT_NAME(ID, NAME, LABEL, PATH, ENDPOINT, HINT) ENDPOINT,
 const char *const shm_endpoint_names[EP_COUNT] = {
-    "send", "apns_send", "report", "canonical", "notregistered", "metrics", "healthz", "readyz", "other",
+    FCMD_PROVIDERS(ENDPOINT_NAME) "report", "canonical", "notregistered", "metrics", "healthz", "readyz", "other",
 };
+#undef ENDPOINT_NAME
 
 const int shm_http_statuses[HTTP_STATUS_COUNT - 1] = {200, 400, 401, 404, 405, 413, 431, 500, 503};
 

@@ -10,6 +10,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "../common/providers.h"
+
 /* Why a target failed or is retried. */
 enum cause {
     CAUSE_NONE,
@@ -36,9 +38,10 @@ enum cause {
 
 extern const char *const shm_cause_names[CAUSE_COUNT];
 
+/* The send endpoints first, one per provider in FCMD_PROVIDERS' order. */
+#define SHM_SEND_ENDPOINT(ID, NAME, LABEL, PATH, ENDPOINT, HINT) EP_SEND_##ID,
 enum endpoint {
-    EP_SEND,
-    EP_APNS_SEND,
+    FCMD_PROVIDERS(SHM_SEND_ENDPOINT)
     EP_REPORT,
     EP_CANONICAL,
     EP_NOTREGISTERED,
@@ -48,6 +51,11 @@ enum endpoint {
     EP_OTHER,
     EP_COUNT
 };
+#undef SHM_SEND_ENDPOINT
+
+/* The send endpoint of upstream kind k, and whether ep is one. */
+#define EP_SEND_OF(k) ((enum endpoint)(k))
+#define EP_IS_SEND(ep) ((unsigned)(ep) < PROVIDERS)
 
 extern const char *const shm_endpoint_names[EP_COUNT];
 

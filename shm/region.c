@@ -24,7 +24,9 @@ const char *const shm_counter_names[SHM_NCOUNTERS] = {
     [SHM_OAUTH_FAILURES] = "oauth_failures", [SHM_REPLAYED] = "replayed",
     [SHM_SPOOL_SYNCS] = "spool_syncs",
 };
-const char *const shm_upstream_names[SHM_UPSTREAMS] = {"fcm", "apns"};
+#define UPSTREAM_NAME(ID, NAME, LABEL, PATH, ENDPOINT, HINT) #NAME,
+const char *const shm_upstream_names[SHM_UPSTREAMS] = {FCMD_PROVIDERS(UPSTREAM_NAME)};
+#undef UPSTREAM_NAME
 const char *const shm_upstream_counter_names[SHM_UP_NCOUNTERS] = {"accepted", "attempts",   "successes",    "failures",
                                                                   "retries",  "canonicals", "notregistered"};
 

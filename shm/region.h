@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "../common/options.h"
+#include "../common/providers.h"
 #include "drainlist.h"
 #include "metrics.h"
 #include "provider_token.h"
@@ -46,8 +47,9 @@ enum shm_counter {
     SHM_NCOUNTERS
 };
 
-/* The same outcomes per upstream (FCM, APNs): the totals above stay the sums. */
-#define SHM_UPSTREAMS 2
+/* The same outcomes per upstream (one set per line of FCMD_PROVIDERS, in
+ * its order): the totals above stay the sums. */
+#define SHM_UPSTREAMS PROVIDERS
 enum shm_upstream_counter {
     SHM_UP_ACCEPTED,
     SHM_UP_ATTEMPTS,

@@ -18,9 +18,8 @@
 #include <string.h>
 #include <strings.h>
 
-const char *const request_opt_names[ROPT_COUNT] = {
-    "notification", "android", "apns",      "webpush",  "fcm_options", "collapse_key", "priority",
-    "time_to_live", "topic",   "push_type", "priority", "expiration",  "collapse_id",
+const char *const request_opt_names[ROPT_FCM_COUNT] = {
+    "notification", "android", "apns", "webpush", "fcm_options", "collapse_key", "priority", "time_to_live",
 };
 
 #define ERR(...) (snprintf(err, errlen, __VA_ARGS__), -EINVAL)

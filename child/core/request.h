@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../../common/providers.h"
+
 #define REQUEST_MAX_BODY (1u << 20)
 #define REQUEST_MAX_TOKENS 10000
 #define REQUEST_MAX_TOKEN_LEN 4096
@@ -20,11 +22,18 @@
 
 enum target_kind { TARGET_TOKEN, TARGET_TOPIC, TARGET_CONDITION };
 
-/* Which upstream a request is for: /gcm/send is FCM's, /apns/send Apple's. */
-enum upstream_kind { UPSTREAM_FCM, UPSTREAM_APNS, UPSTREAM_KINDS };
+/* Which upstream a request is for: one per line of FCMD_PROVIDERS
+ * (/gcm/send is FCM's, /apns/send Apple's). */
+#define REQUEST_KIND(ID, NAME, LABEL, PATH, ENDPOINT, HINT) UPSTREAM_##ID,
+enum upstream_kind { FCMD_PROVIDERS(REQUEST_KIND) UPSTREAM_KINDS };
+#undef REQUEST_KIND
 
-/* Message options a request may carry: FCM's as their raw JSON text,
- * APNs' as the text of their header (upstream/apns/apns_request.h). */
+/* Message options a request may carry: FCM's, which /gcm/send takes, as
+ * their raw JSON text; then slots that mean what the request's provider
+ * says, as plain text (their names are the provider's own: APNs' are in
+ * upstream/apns/apns_request.h).  A spool record stores them by position,
+ * so a provider with more options adds slots at the end; records written
+ * with fewer still read. */
 enum request_opt {
     ROPT_NOTIFICATION,
     ROPT_ANDROID,
@@ -34,16 +43,17 @@ enum request_opt {
     ROPT_COLLAPSE_KEY,
     ROPT_PRIORITY,
     ROPT_TIME_TO_LIVE,
-    ROPT_FCM_COUNT, /* the FCM options end here; APNs' follow, as plain text */
-    ROPT_APNS_TOPIC = ROPT_FCM_COUNT,
-    ROPT_APNS_PUSH_TYPE,
-    ROPT_APNS_PRIORITY,
-    ROPT_APNS_EXPIRATION,
-    ROPT_APNS_COLLAPSE_ID,
+    ROPT_FCM_COUNT, /* the FCM options end here */
+    ROPT_PROVIDER_0 = ROPT_FCM_COUNT, /* the provider's own */
+    ROPT_PROVIDER_1,
+    ROPT_PROVIDER_2,
+    ROPT_PROVIDER_3,
+    ROPT_PROVIDER_4,
     ROPT_COUNT
 };
 
-extern const char *const request_opt_names[ROPT_COUNT];
+/* The FCM options' JSON member names. */
+extern const char *const request_opt_names[ROPT_FCM_COUNT];
 
 enum request_format { REQUEST_FORM, REQUEST_JSON };
 

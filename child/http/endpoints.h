@@ -21,8 +21,7 @@ struct buf;
 
 typedef int (*endpoint_fn)(struct http_server *hs, h2o_req_t *req);
 
-int http_on_send(struct http_server *hs, h2o_req_t *req);          /* send.c */
-int http_on_apns_send(struct http_server *hs, h2o_req_t *req);     /* send.c */
+int http_on_send(struct http_server *hs, h2o_req_t *req, int kind); /* send.c: a provider's send endpoint */
 int http_on_report(struct http_server *hs, h2o_req_t *req);        /* report.c */
 int http_on_canonical(struct http_server *hs, h2o_req_t *req);     /* drain.c */
 int http_on_notregistered(struct http_server *hs, h2o_req_t *req); /* drain.c */

@@ -25,20 +25,23 @@ struct fcmd_handler {
     struct http_server *hs;
 };
 
+/* A provider's send endpoint: http_on_send for its upstream kind. */
+#define SEND_ROUTE(ID, NAME, LABEL, PATH, ENDPOINT, HINT) {PATH, NULL, EP_SEND_##ID, AUTH_SEND, UPSTREAM_##ID},
+
 static const struct {
     const char *path;
-    endpoint_fn fn;
+    endpoint_fn fn; /* NULL for a send endpoint */
     enum endpoint id;
-    int scope; /* AUTH_* bit that --auth-token protects, 0 for the health checks */
+    int scope;    /* AUTH_* bit that --auth-token protects, 0 for the health checks */
+    int upstream; /* a send endpoint's upstream kind, else -1 */
 } routes[] = {
-    {"/gcm/send", http_on_send, EP_SEND, AUTH_SEND},
-    {"/apns/send", http_on_apns_send, EP_APNS_SEND, AUTH_SEND},
-    {"/gcm/report", http_on_report, EP_REPORT, AUTH_REPORT},
-    {"/gcm/report/canonical", http_on_canonical, EP_CANONICAL, AUTH_REPORT},
-    {"/gcm/report/notregistered", http_on_notregistered, EP_NOTREGISTERED, AUTH_REPORT},
-    {"/metrics", http_on_metrics, EP_METRICS, AUTH_METRICS},
-    {"/healthz", http_on_healthz, EP_HEALTHZ, 0},
-    {"/readyz", http_on_readyz, EP_READYZ, 0},
+    FCMD_PROVIDERS(SEND_ROUTE)
+    {"/gcm/report", http_on_report, EP_REPORT, AUTH_REPORT, -1},
+    {"/gcm/report/canonical", http_on_canonical, EP_CANONICAL, AUTH_REPORT, -1},
+    {"/gcm/report/notregistered", http_on_notregistered, EP_NOTREGISTERED, AUTH_REPORT, -1},
+    {"/metrics", http_on_metrics, EP_METRICS, AUTH_METRICS, -1},
+    {"/healthz", http_on_healthz, EP_HEALTHZ, 0, -1},
+    {"/readyz", http_on_readyz, EP_READYZ, 0, -1},
 };
 
 /* Whether the request carries "Authorization: Bearer <token>", compared in
@@ -94,7 +97,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
             http_error(req, 401, "missing or wrong bearer token");
         } else {
-            routes[i].fn(hs, req);
+            routes[i].fn != NULL ? routes[i].fn(hs, req) : http_on_send(hs, req, routes[i].upstream);
         }
     } else {
         http_error(req, 404, "no such endpoint");

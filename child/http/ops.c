@@ -24,6 +24,15 @@ int http_serves(const struct http_server *hs, enum upstream_kind kind)
     return 0;
 }
 
+/* Whether app a has any provider's credentials. */
+static int app_sends(const struct http_server *hs, unsigned a)
+{
+    for (int k = 0; k < UPSTREAM_KINDS; k++)
+        if (hs->ups[a][k] != NULL)
+            return 1;
+    return 0;
+}
+
 /* Whether app a can send now: each of its adapters is ready (an FCM v1 app
  * has an access token; an app whose credentials a reload could not read
  * never is). */
@@ -71,7 +80,7 @@ static void unhealthy_apps(const struct http_server *hs, struct buf *b, const ch
 
     buf_addf(b, "{\"status\":\"%s\",\"unhealthy_apps\":[", status);
     for (unsigned a = 0; a <= hs->opts->napps; a++) {
-        if ((hs->ups[a][UPSTREAM_FCM] == NULL && hs->ups[a][UPSTREAM_APNS] == NULL) || http_app_healthy(hs, a))
+        if (!app_sends(hs, a) || http_app_healthy(hs, a))
             continue;
         buf_addf(b, "%s\"%s\"", first ? "" : ",", a == APP_DEFAULT ? "default" : options_app_name(hs->opts, a));
         first = 0;
@@ -98,7 +107,7 @@ static int readyz_apps(struct http_server *hs, h2o_req_t *req)
         return http_respond(req, 200, "OK", "text/plain", "ok\n", 3);
     }
     for (unsigned i = 0; i <= hs->opts->napps; i++)
-        if (hs->ups[i][UPSTREAM_FCM] != NULL || hs->ups[i][UPSTREAM_APNS] != NULL)
+        if (app_sends(hs, i))
             *(http_app_healthy(hs, i) ? &healthy : &sick) += 1;
     if (sick == 0)
         return http_respond(req, 200, "OK", "text/plain", "ok\n", 3);

@@ -84,6 +84,6 @@ int http_refuse_head(h2o_req_t *req)
 void http_count(struct http_server *hs, enum endpoint ep, int status, uint64_t start)
 {
     atomic_fetch_add_explicit(&hs->slot->http[ep][shm_http_status_index(status)], 1, memory_order_relaxed);
-    if (ep == EP_SEND || ep == EP_APNS_SEND)
+    if (EP_IS_SEND(ep))
         shm_histogram_observe(&hs->slot->send_latency, shm_send_bounds_us, (uv_hrtime() - start) / 1000);
 }

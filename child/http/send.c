@@ -184,6 +184,13 @@ static struct push *stage_push(struct http_server *hs, const struct send_request
     return p;
 }
 
+#define PROVIDER_TEXT(ID, NAME, LABEL, PATH, ENDPOINT, HINT) {LABEL, HINT},
+static const struct {
+    const char *label; /* "APNs" */
+    const char *hint;  /* the options that configure it */
+} providers[UPSTREAM_KINDS] = {FCMD_PROVIDERS(PROVIDER_TEXT)};
+#undef PROVIDER_TEXT
+
 /* The app a request names: its "app" field, else its X-Fcmd-App header (if
  * both, they must agree), else the default app.  Sets r->app_index (and
  * r->app to the header's name when only the header gave one, or to NULL for
@@ -193,7 +200,7 @@ static struct upstream *select_app(struct http_server *hs, h2o_req_t *req, enum 
                                    char *err, size_t errlen)
 {
     ssize_t h = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-fcmd-app"), -1);
-    const char *what = kind == UPSTREAM_APNS ? "APNs" : "FCM";
+    const char *what = providers[kind].label;
     struct upstream *up;
     int a;
 
@@ -273,7 +280,7 @@ static int send_to(struct http_server *hs, h2o_req_t *req, enum upstream_kind ki
     if (rc != 0)
         return http_error(req, request_status(rc), err);
     if (hs->fq != NULL)
-        return send_to_redis(hs, req, &r, start, kind == UPSTREAM_APNS ? EP_APNS_SEND : EP_SEND);
+        return send_to_redis(hs, req, &r, start, EP_SEND_OF(kind));
     /* Whatever can fail is done before anything is written or queued. */
     if (hs->spool != NULL && (d = calloc(1, sizeof(*d))) == NULL) {
         request_free(&r);
@@ -293,7 +300,7 @@ static int send_to(struct http_server *hs, h2o_req_t *req, enum upstream_kind ki
                                .push = p,
                                .json = json,
                                .start = start,
-                               .ep = kind == UPSTREAM_APNS ? EP_APNS_SEND : EP_SEND};
+                               .ep = EP_SEND_OF(kind)};
         d->link = h2o_mem_alloc_shared(&req->pool, sizeof(*d->link), on_request_gone);
         *d->link = d;
         if (spool_commit(hs->spool, &d->waiter, on_durable, d))
@@ -305,23 +312,16 @@ static int send_to(struct http_server *hs, h2o_req_t *req, enum upstream_kind ki
     return respond_accepted(req, json, n);
 }
 
-int http_on_send(struct http_server *hs, h2o_req_t *req)
+int http_on_send(struct http_server *hs, h2o_req_t *req, int kind)
 {
-    if (!http_serves(hs, UPSTREAM_FCM)) {
-        if (!http_wrong_method(req, "POST"))
-            http_error(req, 404, "FCM is not configured: start fcmd with --service-account or --apikey-file");
-        return 0;
-    }
-    return send_to(hs, req, UPSTREAM_FCM);
-}
+    char why[128];
 
-int http_on_apns_send(struct http_server *hs, h2o_req_t *req)
-{
-    if (!http_serves(hs, UPSTREAM_APNS)) {
-        if (!http_wrong_method(req, "POST"))
-            http_error(req, 404,
-                          "APNs is not configured: start fcmd with --apns-key, --apns-key-id and --apns-team-id");
-        return 0;
+    if (http_serves(hs, (enum upstream_kind)kind))
+        return send_to(hs, req, (enum upstream_kind)kind);
+    if (!http_wrong_method(req, "POST")) {
+        snprintf(why, sizeof(why), "%s is not configured: start fcmd with %s", providers[kind].label,
+                 providers[kind].hint);
+        http_error(req, 404, why);
     }
-    return send_to(hs, req, UPSTREAM_APNS);
+    return 0;
 }

@@ -99,24 +99,32 @@ struct upstream {
     const char *url;    /* where requests go; its scheme picks HTTP/2 or HTTP/1.1 */
 };
 
-/* The legacy GCM/FCM adapter (fcm/legacy.c).  NULL when out of memory. */
-struct upstream *legacy_create(const struct fcmd_options *o);
+/* What the worker needs of a provider besides its adapter's ops: one per
+ * line of FCMD_PROVIDERS (common/providers.h), defined as NAME_provider in
+ * the provider's folder (its provider.c), and gathered by child/child.c. */
+struct shm_app;
+struct request_rules;
+struct provider {
+    /* Whether an app's settings o give this provider's credentials, or, for
+     * an app whose credentials a reload could not read (broken), name them. */
+    int (*configured)(const struct fcmd_options *o, int broken);
+    /* Its adapter for an app's settings o; shared is the app's row of the
+     * region (which holds what its workers share, such as APNs' provider
+     * token).  NULL when out of memory. */
+    struct upstream *(*create)(const struct fcmd_options *o, struct shm_app *shared);
+    /* Where its requests go: the waiting adapter of a broken app names it. */
+    const char *(*url)(const struct fcmd_options *o);
+    /* The body its send endpoint takes beyond /gcm/send's (core/request.h);
+     * NULL for /gcm/send's own. */
+    const struct request_rules *rules;
+};
 
-/* The FCM HTTP v1 adapter (fcm/v1.c).  NULL when out of memory. */
-struct upstream *v1_create(const struct fcmd_options *o);
-
-/* The APNs adapter (apns/apns.c), for /apns/send, signing with the
- * provider token its app shares with every worker.  NULL when out of
- * memory. */
-struct provider_token;
-struct upstream *apns_create(const struct fcmd_options *o, struct provider_token *token);
+#define UPSTREAM_PROVIDER(ID, NAME, LABEL, PATH, ENDPOINT, HINT) extern const struct provider NAME##_provider;
+FCMD_PROVIDERS(UPSTREAM_PROVIDER)
+#undef UPSTREAM_PROVIDER
 
 /* The adapter of an app whose credentials could not be read: never ready,
  * so its targets wait (wait.c).  NULL when out of memory. */
 struct upstream *wait_create(const char *url);
-
-/* Reads one APNs answer into out; *expired says Apple called the provider
- * token expired, detail gets Apple's reason.  Returns 0. */
-int apns_classify(const struct upstream_result *res, struct outcome *out, int *expired, char *detail, size_t dlen);
 
 #endif

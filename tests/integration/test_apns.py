@@ -250,7 +250,8 @@ def test_no_topic_anywhere_is_400(start_apns):
 def test_without_apns_the_endpoint_is_404(start_fcmd, mock):
     f = start_fcmd(mock, workers=1)
     r = requests.post(f.url("/apns/send"), data={"tokens": tok("ab"), "payload": '{"aps":{}}'}, timeout=5)
-    assert r.status_code == 404 and "APNs is not configured" in r.json()["error"]
+    assert r.status_code == 404 and r.json()["error"] == (
+        "APNs is not configured: start fcmd with --apns-key, --apns-key-id and --apns-team-id")
 
 
 def test_queue_full_is_503_like_gcm_send(start_apns, apns_mock):
@@ -313,7 +314,8 @@ def test_fcm_without_a_token_does_not_hold_apns_back(start_mock, start_fcmd, tls
 def test_apns_alone_without_fcm_credentials(start_fcmd, apns_mock, tls_cert, key):
     f = start_fcmd(workers=1, apikey=None, args=["--ca-file", str(tls_cert[0]), *apns_args(key[0], apns_mock.base)])
     r = f.send_form([tok("ab")], {"aps": {}})
-    assert r.status_code == 404 and "FCM is not configured" in r.json()["error"]
+    assert r.status_code == 404 and r.json()["error"] == (
+        "FCM is not configured: start fcmd with --service-account or --apikey-file")
     assert apns_form(f, [tok("ab")], {"aps": {"alert": "alone"}}).status_code == 200
     report = f.wait_idle()
     assert report["upstream"] == "apns" and report["apns"]["successes"] == 1 and report["successes"] == 1

@@ -10,7 +10,7 @@
 
 #include "../../child/core/request.h"
 #include "../../child/upstream/apns/apns_request.h"
-#include "../../child/upstream/upstream.h"
+#include "../../child/upstream/apns/apns.h"
 
 /* Intake's limits with the APNs rules, as a worker sets them. */
 static const struct request_limits apns_limits = {REQUEST_MAX_BODY, REQUEST_MAX_TOKENS, REQUEST_MAX_PAYLOAD,

@@ -11,6 +11,7 @@
 #include "../../child/store/crc32c.h"
 #include "../../child/store/record.h"
 #include "../../child/store/spool_replay.h"
+#include "../../child/upstream/apns/apns_request.h"
 
 static void crc32c_check_value(void **state)
 {

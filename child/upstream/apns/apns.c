@@ -11,6 +11,7 @@
 #include "../../../common/log.h"
 #include "../../../common/options.h"
 #include "../../../shm/region.h"
+#include "apns.h"
 #include "apns_token.h"
 #include "../../../common/json.h"
 #include "../../core/request.h"

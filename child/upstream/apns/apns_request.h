@@ -20,6 +20,13 @@
 #define APNS_TOKEN_MIN_HEX 16
 #define APNS_TOKEN_MAX_HEX 200
 
+/* The apns-* fields in the request's provider slots. */
+#define ROPT_APNS_TOPIC ROPT_PROVIDER_0
+#define ROPT_APNS_PUSH_TYPE ROPT_PROVIDER_1
+#define ROPT_APNS_PRIORITY ROPT_PROVIDER_2
+#define ROPT_APNS_EXPIRATION ROPT_PROVIDER_3
+#define ROPT_APNS_COLLAPSE_ID ROPT_PROVIDER_4
+
 /* The request rules of /apns/send (core/request.h): its form fields and
  * JSON members (the apns-* fields; other form fields are ignored, as
  * /gcm/send ignores them, other JSON members refused), and Apple's rules

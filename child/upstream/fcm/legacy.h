@@ -9,6 +9,9 @@
 
 #define LEGACY_MAX_TOKENS 1000
 
+/* The adapter.  NULL when out of memory. */
+struct upstream *legacy_create(const struct fcmd_options *o);
+
 /* Appends the JSON body for targets[0..n) of push p to b. */
 void legacy_build_body(struct buf *b, const struct push *p, struct target *const *targets, size_t n);
 

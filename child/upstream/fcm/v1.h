@@ -13,6 +13,9 @@
  * so a bound on them is a bound on what one request makes fcmd upload. */
 #define V1_MAX_SHARED (16 * 1024)
 
+/* The adapter.  NULL when out of memory. */
+struct upstream *v1_create(const struct fcmd_options *o);
+
 /* Appends payload (a JSON object) with every value turned into a string:
  * strings as they are, anything else as its JSON text.  Returns 0 or -1. */
 int v1_stringify_data(struct buf *out, const char *payload, size_t len);
