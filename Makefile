@@ -173,11 +173,13 @@ fuzz-smoke:
 test-asan: asan
 
 # The benchmark table (tools/bench.sh; its header lists the settings), then
-# fleet mode's ingress against none (tools/fleet-ratio.sh).
+# intake with the upstream stalled (tools/stalled-ratio.sh), and fleet mode's
+# ingress against none (tools/fleet-ratio.sh).
 bench: deps
 	$(MAKE) all
 	$(BODY_COST)
 	tools/bench.sh
+	tools/stalled-ratio.sh
 	tools/fleet-ratio.sh
 
 # A few seconds of the same, for CI: the benchmark still runs end to end and
@@ -188,6 +190,7 @@ bench-smoke: deps
 	$(BODY_COST)
 	DURATION=2 CONNECTIONS=16 PORT=5651 STEADY=1 tools/bench.sh
 	UPSTREAM=v1 MESSAGES=2000 DURATION=5 CONNECTIONS=16 PORT=5651 STEADY=1 tools/bench.sh
+	DURATION=1 CONNECTIONS=16 PORT=5651 tools/stalled-ratio.sh
 	ROUNDS=1 MODES=batch DURATION=1 CONNECTIONS=16 PORT=5651 tools/spool-ratio.sh
 	ROUNDS=1 DURATION=1 CONNECTIONS=16 PORT=5651 tools/fleet-ratio.sh
 
