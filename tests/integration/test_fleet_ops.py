@@ -24,9 +24,19 @@ def readyz(f):
     return requests.get(f.url("/readyz"), timeout=2).status_code
 
 
-def all_workers_say(f, code, tries=6):
-    """Several /readyz in a row (on new connections, so different workers) all answer code."""
-    return all(readyz(f) == code for _ in range(tries))
+def every_worker_says(f, code, workers):
+    """A predicate for wait_until: one /readyz on a new connection per call,
+    remembering each worker's latest answer (told apart by X-Fcmd-Worker);
+    true once `workers` workers have answered and each one's latest answer is
+    code.  Make a new one for each wait: a worker retired in between would
+    keep its old answer."""
+    latest = {}
+
+    def check():
+        r = requests.get(f.url("/readyz"), timeout=2)
+        latest[r.headers.get("X-Fcmd-Worker")] = r.status_code
+        return len(latest) >= workers and all(c == code for c in latest.values())
+    return check
 
 
 class Traffic:
@@ -242,7 +252,7 @@ def two_instances_then_an_outage(redis, mock, start_fcmd, a_workers, a_args=()):
                 assert send(f.base, 1, s) == 200
         settled(b.base, 6, lambda r: r["instances"] == 2)
         redis.stop()
-        wait_until(lambda: all_workers_say(a, 503), what="/readyz 503")
+        wait_until(every_worker_says(a, 503, a_workers), what="/readyz 503")
         for _ in range(4):
             assert send(a.base, 1, s) == 200
     return a, b
@@ -307,14 +317,14 @@ def test_reload_then_stop_while_redis_is_down(redis, mock, start_fcmd):
     assert send(b.base, 1) == 200
     settled(b.base, 1, lambda r: r["instances"] == 2)
     redis.stop()
-    wait_until(lambda: all_workers_say(a, 503), what="/readyz 503")
+    wait_until(every_worker_says(a, 503, 1), what="/readyz 503")
     for _ in range(3):
         assert send(a.base, 1) == 200
     wait_until(lambda: fleet_report(a.base)["successes"] == 3, what="a's first targets delivered")
     old = a.children()
     a.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: (lambda c: len(c) == 1 and c != old)(a.children()), what="the reload to replace a's worker")
-    wait_until(lambda: all_workers_say(a, 503), what="/readyz 503 from the new worker")
+    wait_until(every_worker_says(a, 503, 1), what="/readyz 503 from the new worker")
     for _ in range(2):
         assert send(a.base, 1) == 200
     wait_until(lambda: fleet_report(a.base, scope="local")["successes"] == 5, what="a's targets delivered")
@@ -338,12 +348,12 @@ def test_redis_restarted_twice_under_traffic_through_the_balancer(redis, mock, s
         t.wait_for(40, "traffic while Redis is up")
         redis.stop()
         for f in inst:
-            wait_until(lambda: all_workers_say(f, 503), what="/readyz 503 on every instance")
+            wait_until(every_worker_says(f, 503, 1), what="/readyz 503 on every instance")
             assert fleet_report(f.base)["redis"] == "unreachable"
         t.wait_for(40, "traffic while Redis is down")
         redis.start()
         for f in inst:
-            wait_until(lambda: all_workers_say(f, 200), what="/readyz 200 again")
+            wait_until(every_worker_says(f, 200, 1), what="/readyz 200 again")
     t.wait_for(40, "traffic after the last outage")
     t.stop()
     assert t.errors == []
@@ -366,7 +376,7 @@ def test_reload_while_redis_is_down_loses_no_count(redis, mock, start_fcmd):
         assert send(f.base, 2, s) == 200
     settled(f.base, 10)
     redis.stop()
-    wait_until(lambda: all_workers_say(f, 503), what="/readyz 503")
+    wait_until(every_worker_says(f, 503, 2), what="/readyz 503")
     for _ in range(6):
         assert send(f.base, 1, s) == 200
     f.wait_idle()
@@ -537,7 +547,7 @@ def test_failover_by_dns_reaches_the_new_primary(tmp_path, mock, start_fcmd, mon
         # A worker whose flushes so far went to the demoted primary (which
         # replicates the new one's totals) meets READONLY at its next flush.
         wait_until(lambda: f.log_text().count("reachable again") == 2, what="both workers on the new primary")
-        wait_until(lambda: all_workers_say(f, 200), what="/readyz 200")
+        wait_until(every_worker_says(f, 200, 2), what="/readyz 200")
         log = f.log_text()
         assert log.count("reachable again") == 2, log
         assert "READONLY" in log, log
@@ -564,9 +574,9 @@ def test_stop_settles_every_retired_slot_within_the_timeout(tmp_path, redis, moc
                    args=["--config", str(conf), "--redis", redis.url, "--shutdown-timeout", "4"])
     wait_until(a.healthy, what="fcmd to answer /healthz")
     wait_until(lambda: len(a.children()) == 8, what="8 children")
-    wait_until(lambda: all_workers_say(a, 200, tries=16), what="/readyz 200")
+    wait_until(every_worker_says(a, 200, 8), what="/readyz 200")
     redis.stop()
-    wait_until(lambda: all_workers_say(a, 503, tries=16), what="/readyz 503")
+    wait_until(every_worker_says(a, 503, 8), what="/readyz 503")
     seen, sent = set(), 0
     with requests.Session() as s:
         while len(seen) < 8 and sent < 2000:
@@ -597,9 +607,9 @@ def test_worker_killed_during_the_stop_its_counts_still_reach_redis(redis, mock,
     (SIGKILL) meanwhile.  The master restarts nothing, and once Redis is
     back the other worker sends the dead one's counts from its slot."""
     a = start_fcmd(mock, workers=2, args=["--redis", redis.url, "--shutdown-timeout", "20"])
-    wait_until(lambda: all_workers_say(a, 200), what="/readyz 200")
+    wait_until(every_worker_says(a, 200, 2), what="/readyz 200")
     redis.stop()
-    wait_until(lambda: all_workers_say(a, 503), what="/readyz 503")
+    wait_until(every_worker_says(a, 503, 2), what="/readyz 503")
     seen, sent = set(), 0
     with requests.Session() as s:
         while len(seen) < 2 and sent < 500:
