@@ -32,16 +32,43 @@ int apns_id_ok(const char *s)
     return n == APNS_ID_LEN && strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") == n;
 }
 
+/* A bundle id: reverse-DNS, two labels or more of letters, digits and
+ * hyphens (Apple allows nothing else), no label empty. */
+static int bundle_id_ok(const char *s, size_t n)
+{
+    size_t labels = 1, len = 0;
+
+    if (n == 0 || n > APNS_BUNDLE_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '.') {
+            if (len == 0)
+                return 0;
+            labels++, len = 0;
+        } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-') {
+            len++;
+        } else {
+            return 0;
+        }
+    }
+    return len > 0 && labels >= 2;
+}
+
 int apns_topic_ok(const char *s, size_t n)
 {
-    static const char allowed[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_";
+    /* What Apple appends to the bundle id for the push types that need it. */
+    static const char *const suffixes[] = {".voip", ".complication", ".pushkit.fileprovider",
+                                           ".push-type.liveactivity"};
 
-    if (n == 0 || n > 255)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] == '\0' || strchr(allowed, s[i]) == NULL)
-            return 0;
-    return 1;
+    if (bundle_id_ok(s, n))
+        return 1;
+    for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+        size_t k = strlen(suffixes[i]);
+        if (n > k && memcmp(s + n - k, suffixes[i], k) == 0 && bundle_id_ok(s, n - k))
+            return 1;
+    }
+    return 0;
 }
 
 EVP_PKEY *apns_key_parse(const char *text, size_t len, const char *path, char *err, size_t errlen)

@@ -27,7 +27,15 @@ EVP_PKEY *apns_key_parse(const char *text, size_t len, const char *path, char *e
 /* Whether s is a key id or team id as Apple issues them. */
 int apns_id_ok(const char *s);
 
-/* Whether s can be an apns-topic: a bundle id, with Apple's suffixes. */
+/* The longest bundle id Apple registers. */
+#define APNS_BUNDLE_ID_MAX 155
+/* What a topic must be, for the error messages that refuse one. */
+#define APNS_TOPIC_RULE                                                                                                \
+    "a bundle id (reverse-DNS: two or more labels of letters, digits and '-', at most 155 bytes), "                    \
+    "optionally followed by .voip, .complication, .pushkit.fileprovider or .push-type.liveactivity"
+
+/* Whether s can be an apns-topic: a bundle id, optionally followed by one of
+ * Apple's suffixes. */
 int apns_topic_ok(const char *s, size_t n);
 
 #endif

@@ -479,8 +479,7 @@ static int validate_apns(const struct fcmd_options *o, char *err, size_t errlen)
         return -1;
     }
     if (o->apns_topic != NULL && !apns_topic_ok(o->apns_topic, strlen(o->apns_topic))) {
-        snprintf(err, errlen, "--apns-topic: \"%.80s\" is not a bundle id (letters, digits, '.', '-', '_')",
-                 o->apns_topic);
+        snprintf(err, errlen, "--apns-topic: \"%.80s\" is not " APNS_TOPIC_RULE, o->apns_topic);
         return -1;
     }
     if (!url_ok(o->apns_url)) {

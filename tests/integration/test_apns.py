@@ -186,6 +186,17 @@ BAD_REQUESTS = [
     ({"tokens": [tok("ab")], "payload": {"aps": {}}, "collapse_id": "x" * 65}, "collapse_id"),
     ({"tokens": [tok("ab")], "payload": {"aps": {}}, "collapse_id": "a\nb"}, "collapse_id"),
     ({"tokens": [tok("ab")], "payload": {"aps": {}}, "topic": "com.example app"}, "topic"),
+    # Not bundle ids: Apple answers TopicDisallowed, out of the client's sight.
+    ({"tokens": [tok("ab")], "payload": {"aps": {}}, "topic": "..."}, '"topic"'),
+    ({"tokens": [tok("ab")], "payload": {"aps": {}}, "topic": "x"}, '"topic"'),
+    ({"tokens": [tok("ab")], "payload": {"aps": {}}, "topic": "a" * 255}, '"topic"'),
+    ({"tokens": [tok("ab")], "payload": {"aps": {}}, "topic": "com..example"}, '"topic"'),
+    ({"tokens": [tok("ab")], "payload": {"aps": {}}, "topic": ".com.example"}, '"topic"'),
+    ({"tokens": [tok("ab")], "payload": {"aps": {}}, "topic": "com.example."}, '"topic"'),
+    ({"tokens": [tok("ab")], "payload": {"aps": {}}, "topic": "com.example_app"}, '"topic"'),
+    ({"tokens": [tok("ab")], "payload": {"aps": {}}, "topic": ".voip"}, '"topic"'),
+    ({"tokens": [tok("ab")], "payload": {"aps": {}}, "topic": "voip"}, '"topic"'),
+    ({"tokens": [tok("ab")], "payload": {"aps": {}}, "topic": "com." + "a" * 152}, '"topic"'),
     ({"tokens": [tok("ab")], "payload": {"aps": {"alert": "x" * 4100}}}, "4096-byte limit"),
     ({"tokens": [tok("ab")], "payload": {"aps": {"alert": "x" * 5200}}, "push_type": "voip"}, "5120-byte limit"),
     ({"tokens": [tok("ab")], "payload": {"alert": "x"}}, 'no "aps" object'),
@@ -225,6 +236,24 @@ def test_limits_at_the_edge(start_apns, apns_mock):
     f.wait_idle()
     tokens = apns_mock.stats()["tokens"]
     assert all(tokens[t]["delivered"] == 1 for t in (tok("ab"), tok("cd"), tok("ef"), tok("ab", 9)))
+
+
+def test_bundle_ids_and_apples_suffixes_are_topics(start_apns, apns_mock):
+    f = start_apns(workers=1)
+    topics = [TOPIC, TOPIC + ".voip", TOPIC + ".complication", TOPIC + ".pushkit.fileprovider",
+              TOPIC + ".push-type.liveactivity", "com.example.fcmd-2.Beta9", "com." + "a" * 151]
+    sent = {}
+    for i, topic in enumerate(topics):
+        r = apns_json(f, {"tokens": [tok("ab", 40 + i)], "payload": {"aps": {}}, "topic": topic})
+        assert r.status_code == 200, (topic, r.text)
+        sent[tok("ab", 40 + i)] = topic
+    rep = f.wait_idle()
+    tokens = apns_mock.stats()["tokens"]
+    for t, topic in sent.items():
+        if topic.startswith(TOPIC + ".") or topic == TOPIC:
+            assert tokens[t]["delivered"] == 1 and tokens[t]["message"]["apns-topic"] == topic
+    # The mock takes only its own bundle id's topics: the other two are Apple's TopicDisallowed.
+    assert (rep["successes"], rep["failures"]) == (len(topics) - 2, 2)
 
 
 def test_form_rules(start_apns):

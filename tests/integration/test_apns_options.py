@@ -94,6 +94,10 @@ def test_bad_key_stops_a_real_start_before_any_fork(keys):
     (["--apns-topic", "com.example.app"], "--apns-topic needs --apns-key FILE"),
     (["--apns-key", "{good}", "--apns-key-id", KEY_ID, "--apns-team-id", TEAM_ID, "--apns-topic", "com.ex app"],
      "--apns-topic"),
+    (["--apns-key", "{good}", "--apns-key-id", KEY_ID, "--apns-team-id", TEAM_ID, "--apns-topic", "x"],
+     "--apns-topic"),
+    (["--apns-key", "{good}", "--apns-key-id", KEY_ID, "--apns-team-id", TEAM_ID, "--apns-topic", "com..app"],
+     "--apns-topic"),
     (["--apns-key", "{good}", "--apns-key-id", KEY_ID, "--apns-team-id", TEAM_ID, "--apns-url", "ftp://x"],
      "--apns-url"),
 ])

@@ -143,6 +143,33 @@ static void ids_and_topics(void **state)
     assert_false(apns_topic_ok("com.example app", 15));
     assert_false(apns_topic_ok("com.example\r\nx", 14));
     assert_false(apns_topic_ok("", 0));
+    /* A bundle id is reverse-DNS: two labels or more of letters, digits and
+     * hyphens, none empty, at most 155 bytes; then one of Apple's suffixes. */
+    assert_true(apns_topic_ok("a.b", 3));
+    assert_true(apns_topic_ok("com.example.app.complication", 28));
+    assert_true(apns_topic_ok("com.example.app.pushkit.fileprovider", 36));
+    assert_true(apns_topic_ok("com.Example-2.app9", 18));
+    assert_false(apns_topic_ok("...", 3));
+    assert_false(apns_topic_ok("x", 1));
+    assert_false(apns_topic_ok("voip", 4));
+    assert_false(apns_topic_ok(".voip", 5));
+    assert_false(apns_topic_ok("com..app", 8));
+    assert_false(apns_topic_ok(".com.app", 8));
+    assert_false(apns_topic_ok("com.app.", 8));
+    assert_false(apns_topic_ok("com.example_app", 15));
+    assert_false(apns_topic_ok("com.app\0x", 9));
+    {
+        char t[256];
+        memset(t, 'a', sizeof(t));
+        assert_false(apns_topic_ok(t, 255));
+        t[3] = '.';
+        assert_true(apns_topic_ok(t, 155));
+        assert_false(apns_topic_ok(t, 156));
+        memcpy(t + 155, ".push-type.liveactivity", 23);
+        assert_true(apns_topic_ok(t, 178));
+        memcpy(t + 155, ".voip", 5);
+        assert_true(apns_topic_ok(t, 160));
+    }
 }
 
 /* ---- the oracle's own JWT reading ---- */

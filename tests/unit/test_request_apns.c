@@ -105,10 +105,10 @@ static void every_rule(void **state)
     expect_400("{\"tokens\":[\"0123456789abcdef0\"],\"payload\":{\"aps\":{}}}", "not an APNs device token");
     expect_400("{\"tokens\":[\"0123456789abcde\"],\"payload\":{\"aps\":{}}}", "not an APNs device token");
     expect_400("{\"tokens\":[\"0123456789abcdeg\"],\"payload\":{\"aps\":{}}}", "not an APNs device token");
-    expect_400("{\"topic\":\"x\",\"payload\":{\"aps\":{}}}", "no tokens");
+    expect_400("{\"topic\":\"com.x\",\"payload\":{\"aps\":{}}}", "no tokens");
     expect_400("tokens=" TOK "&payload=%7B%22aps%22%3A%7B%7D%7D&collapse_id=a%0Db", "control character");
     expect_400("tokens=" TOK "&payload=%7B%22aps%22%3A%7B%7D%7D&topic=a%00b", "topic");
-    expect_400("tokens=" TOK "&payload=%7B%22aps%22%3A%7B%7D%7D&topic=a&topic=b", "given twice");
+    expect_400("tokens=" TOK "&payload=%7B%22aps%22%3A%7B%7D%7D&topic=a.b&topic=a.c", "given twice");
     /* 4096 bytes, or 5120 for voip */
     snprintf(big, sizeof(big), "{\"tokens\":[\"" TOK "\"],\"payload\":{\"aps\":{},\"x\":\"%4086d\"}}", 1);
     expect_400(big, "4096-byte limit");

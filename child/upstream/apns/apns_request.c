@@ -61,7 +61,7 @@ static int check_field(enum request_opt o, const char *s, size_t n, char *err, s
 {
     switch (o) {
     case ROPT_APNS_TOPIC:
-        return apns_topic_ok(s, n) ? 0 : ERR("\"topic\" must be a bundle id (letters, digits, '.', '-', '_')");
+        return apns_topic_ok(s, n) ? 0 : ERR("\"topic\" must be " APNS_TOPIC_RULE);
     case ROPT_APNS_PUSH_TYPE:
         return apns_request_push_type_ok(s, n)
                    ? 0
