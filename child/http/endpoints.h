@@ -51,7 +51,5 @@ void http_count(struct http_server *hs, enum endpoint ep, int status, uint64_t s
 int http_serves(const struct http_server *hs, enum upstream_kind kind);
 /* Whether app a can send now: each of its adapters is ready. */
 int http_app_healthy(const struct http_server *hs, unsigned a);
-/* The app named by ?app=NAME as the whole query, or NULL (*n its length). */
-const char *http_query_app(const h2o_req_t *req, size_t *n);
 
 #endif

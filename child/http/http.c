@@ -1,12 +1,14 @@
 /*
  * child/http/http.c - routing: one catch-all h2o handler looks the exact
  * path up in a route table, checks the bearer token of the route's scope
- * and calls the endpoint (send.c, report.c, drain.c, ops.c), so each is one
+ * and the query against the parameters the route takes, and calls the
+ * endpoint (send.c, report.c, drain.c, ops.c), so each is one
  * small function and unknown paths get a JSON 404.  Also the access log.
  */
 #include "http.h"
 #include "conn.h"
 #include "endpoints.h"
+#include "query.h"
 #include "../../common/log.h"
 #include "../../common/options.h"
 #include "../../shm/region.h"
@@ -25,23 +27,28 @@ struct fcmd_handler {
     struct http_server *hs;
 };
 
+/* The query parameters each endpoint takes (query.h): any other is a 400. */
+static const char *const report_params[] = {"scope", "app", NULL};
+static const char *const readyz_params[] = {"app", NULL};
+
 /* A provider's send endpoint: http_on_send for its upstream kind. */
-#define SEND_ROUTE(ID, NAME, LABEL, PATH, ENDPOINT, HINT) {PATH, NULL, EP_SEND_##ID, AUTH_SEND, UPSTREAM_##ID},
+#define SEND_ROUTE(ID, NAME, LABEL, PATH, ENDPOINT, HINT) {PATH, NULL, EP_SEND_##ID, AUTH_SEND, NULL, UPSTREAM_##ID},
 
 static const struct {
     const char *path;
     endpoint_fn fn; /* NULL for a send endpoint */
     enum endpoint id;
-    int scope;    /* AUTH_* bit that --auth-token protects, 0 for the health checks */
-    int upstream; /* a send endpoint's upstream kind, else -1 */
+    int scope;                 /* AUTH_* bit that --auth-token protects, 0 for the health checks */
+    const char *const *params; /* the query parameters it takes, NULL for none */
+    int upstream;              /* a send endpoint's upstream kind, else -1 */
 } routes[] = {
     FCMD_PROVIDERS(SEND_ROUTE)
-    {"/gcm/report", http_on_report, EP_REPORT, AUTH_REPORT, -1},
-    {"/gcm/report/canonical", http_on_canonical, EP_CANONICAL, AUTH_REPORT, -1},
-    {"/gcm/report/notregistered", http_on_notregistered, EP_NOTREGISTERED, AUTH_REPORT, -1},
-    {"/metrics", http_on_metrics, EP_METRICS, AUTH_METRICS, -1},
-    {"/healthz", http_on_healthz, EP_HEALTHZ, 0, -1},
-    {"/readyz", http_on_readyz, EP_READYZ, 0, -1},
+    {"/gcm/report", http_on_report, EP_REPORT, AUTH_REPORT, report_params, -1},
+    {"/gcm/report/canonical", http_on_canonical, EP_CANONICAL, AUTH_REPORT, NULL, -1},
+    {"/gcm/report/notregistered", http_on_notregistered, EP_NOTREGISTERED, AUTH_REPORT, NULL, -1},
+    {"/metrics", http_on_metrics, EP_METRICS, AUTH_METRICS, NULL, -1},
+    {"/healthz", http_on_healthz, EP_HEALTHZ, 0, NULL, -1},
+    {"/readyz", http_on_readyz, EP_READYZ, 0, readyz_params, -1},
 };
 
 /* Whether the request carries "Authorization: Bearer <token>", compared in
@@ -92,10 +99,14 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         if (h2o_memis(req->path_normalized.base, plen, routes[i].path, strlen(routes[i].path)))
             break;
     if (i < sizeof(routes) / sizeof(routes[0])) {
+        h2o_iovec_t q = http_query(req);
+        char err[256];
         ep = routes[i].id;
         if (hs->opts->auth_token != NULL && (hs->auth_scopes & routes[i].scope) && !authorized(hs, req)) {
             h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
             http_error(req, 401, "missing or wrong bearer token");
+        } else if (query_check(q.base, q.len, routes[i].params, err, sizeof(err)) != 0) {
+            http_error(req, 400, err);
         } else {
             routes[i].fn != NULL ? routes[i].fn(hs, req) : http_on_send(hs, req, routes[i].upstream);
         }

@@ -3,6 +3,7 @@
  * /healthz and /readyz, and whether an app or an upstream can send now.
  */
 #include "endpoints.h"
+#include "query.h"
 #include "../../common/log.h"
 #include "../../common/options.h"
 #include "../../shm/region.h"
@@ -13,6 +14,7 @@
 #include "../store/spool.h"
 #include "../upstream/upstream.h"
 
+#include <errno.h>
 #include <string.h>
 
 /* Whether any app can send to upstream kind. */
@@ -88,24 +90,26 @@ static void unhealthy_apps(const struct http_server *hs, struct buf *b, const ch
     buf_adds(b, "]}\n");
 }
 
+/* /readyz?app=NAME: 503 while that one app cannot send. */
+static int readyz_app(struct http_server *hs, h2o_req_t *req, const char *name, size_t n)
+{
+    int a = options_app_name_ok(name, n) ? options_app_find(hs->opts, name, n) : -ENOENT;
+
+    if (a < 0)
+        return http_error(req, 400, "unknown app");
+    if (!http_app_healthy(hs, (unsigned)a))
+        return http_error(req, 503, "the app cannot send now: no usable credentials");
+    return http_respond(req, 200, "OK", "text/plain", "ok\n", 3);
+}
+
 /* With apps: 200 while any app can send, with a JSON body naming those that
  * cannot (a load balancer must not drop an instance that serves the other
- * apps fine); 503 when none can.  ?app=NAME asks about one app: 503 while
- * it cannot send. */
+ * apps fine); 503 when none can. */
 static int readyz_apps(struct http_server *hs, h2o_req_t *req)
 {
     struct buf b = BUF_INIT;
-    size_t n, healthy = 0, sick = 0;
-    const char *name = http_query_app(req, &n);
-    int a;
+    size_t healthy = 0, sick = 0;
 
-    if (name != NULL) {
-        if (!options_app_name_ok(name, n) || (a = options_app_find(hs->opts, name, n)) < 0)
-            return http_error(req, 400, "unknown app");
-        if (!http_app_healthy(hs, (unsigned)a))
-            return http_error(req, 503, "the app cannot send now: no usable credentials");
-        return http_respond(req, 200, "OK", "text/plain", "ok\n", 3);
-    }
     for (unsigned i = 0; i <= hs->opts->napps; i++)
         if (app_sends(hs, i))
             *(http_app_healthy(hs, i) ? &healthy : &sick) += 1;
@@ -125,10 +129,12 @@ static int readyz_apps(struct http_server *hs, h2o_req_t *req)
 }
 
 /* Like /healthz, and also 503 while the upstream cannot be used (no access
- * token) or the spool cannot be written. */
+ * token) or the spool cannot be written; ?app=NAME asks about one app. */
 int http_on_readyz(struct http_server *hs, h2o_req_t *req)
 {
     struct upstream *fcm = hs->ups[APP_DEFAULT][UPSTREAM_FCM];
+    char app[APP_NAME_MAX + 2]; /* one byte more than a name: a longer value is no app's */
+    long app_len = http_query_get(req, "app", app, sizeof(app));
 
     if (http_wrong_method(req, "GET"))
         return 0;
@@ -140,6 +146,8 @@ int http_on_readyz(struct http_server *hs, h2o_req_t *req)
         return http_error(req, 503, "redis unreachable");
     if (hs->fq != NULL && !fleet_queue_ready(hs->fq))
         return http_error(req, 503, "redis does not take pushes in time");
+    if (app_len != -ENOENT)
+        return readyz_app(hs, req, app, app_len < 0 ? 0 : (size_t)app_len);
     if (hs->opts->napps > 0)
         return readyz_apps(hs, req);
     if (fcm != NULL && fcm->ops->ready != NULL && !fcm->ops->ready(fcm))

@@ -4,31 +4,33 @@
  * last flush brought them, and per app with ?app=.
  */
 #include "endpoints.h"
+#include "query.h"
 #include "../../common/log.h"
 #include "../../common/options.h"
 #include "../../shm/region.h"
 #include "../core/buf.h"
 #include "../fleet/fleet.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
 #define U(x) ((unsigned long long)(x))
 
-/* ?scope=local or ?scope=fleet (the default): 1 for local, 0 for fleet, -1
- * for anything else. */
-static int report_scope(const h2o_req_t *req)
-{
-    const char *q, *end;
+enum scope { SCOPE_BAD = -1, SCOPE_UNSAID, SCOPE_FLEET, SCOPE_LOCAL };
 
-    if (req->query_at == SIZE_MAX)
-        return 0;
-    q = req->path.base + req->query_at + 1;
-    end = req->path.base + req->path.len;
-    if (h2o_memis(q, (size_t)(end - q), H2O_STRLIT("scope=local")))
-        return 1;
-    return h2o_memis(q, (size_t)(end - q), H2O_STRLIT("scope=fleet")) || q == end ? 0 : -1;
+/* ?scope=fleet or ?scope=local; without --redis the instance is the fleet. */
+static enum scope report_scope(const h2o_req_t *req)
+{
+    char v[8];
+    long n = http_query_get(req, "scope", v, sizeof(v));
+
+    if (n == -ENOENT)
+        return SCOPE_UNSAID;
+    if (n == 5 && memcmp(v, "local", 5) == 0)
+        return SCOPE_LOCAL;
+    return n == 5 && memcmp(v, "fleet", 5) == 0 ? SCOPE_FLEET : SCOPE_BAD;
 }
 
 /* The fleet's totals, as the last flush brought them (child/fleet/counters.c). */
@@ -91,21 +93,6 @@ static void report_apps(struct http_server *hs, struct buf *b)
     buf_adds(b, "}");
 }
 
-/* The app named in ?app=NAME (n bytes), or NULL when the query names none. */
-const char *http_query_app(const h2o_req_t *req, size_t *n)
-{
-    const char *q, *end;
-
-    if (req->query_at == SIZE_MAX)
-        return NULL;
-    q = req->path.base + req->query_at + 1;
-    end = req->path.base + req->path.len;
-    if ((size_t)(end - q) < 4 || memcmp(q, "app=", 4) != 0)
-        return NULL;
-    *n = (size_t)(end - q - 4);
-    return q + 4;
-}
-
 /* /gcm/report?app=NAME: that app's counters, this instance's alone. */
 static int respond_app_report(struct http_server *hs, h2o_req_t *req, const char *name, size_t n)
 {
@@ -137,18 +124,21 @@ int http_on_report(struct http_server *hs, h2o_req_t *req)
     struct fleet_totals ft;
     struct buf b = BUF_INIT;
     uint64_t now = (uint64_t)time(NULL), started = atomic_load(&hs->shm->started_at);
-    int scope = hs->fleet != NULL ? report_scope(req) : 1;
-
-    const char *app;
-    size_t app_len = 0;
+    enum scope scope = report_scope(req);
+    char app[APP_NAME_MAX + 2]; /* one byte more than a name: a longer value is no app's */
+    long app_len = http_query_get(req, "app", app, sizeof(app));
 
     if (http_wrong_method(req, "GET"))
         return 0;
-    if ((app = http_query_app(req, &app_len)) != NULL)
-        return respond_app_report(hs, req, app, app_len);
-    if (scope < 0)
+    if (scope == SCOPE_BAD)
         return http_error(req, 400, "scope is fleet or local");
-    if (scope == 0 && fleet_totals(hs->fleet, &ft) == 0)
+    if (app_len != -ENOENT) {
+        /* The fleet sums the totals only: an app's counters are this instance's. */
+        if (hs->fleet != NULL && scope == SCOPE_FLEET)
+            return http_error(req, 400, "an app's counters are this instance's alone: ask with scope=local");
+        return respond_app_report(hs, req, app, app_len < 0 ? 0 : (size_t)app_len);
+    }
+    if (hs->fleet != NULL && scope != SCOPE_LOCAL && fleet_totals(hs->fleet, &ft) == 0)
         return respond_fleet(hs, req, &ft);
     shm_sum(hs->shm, &t);
     /* GoCM's five keys first, in GoCM's order. */

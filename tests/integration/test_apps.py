@@ -225,6 +225,65 @@ def test_a_request_names_a_known_app_once(apps, start_fcmd):
     assert "same" in tokens(apps.alpha) and "dflt" in tokens(apps.default)
 
 
+# ---- the query: parsed once, in any order; what an endpoint does not take is refused ----
+
+def error_of(f, path, status=400):
+    # http.client sends the path as it is (requests would quote a broken escape).
+    conn = http.client.HTTPConnection("127.0.0.1", f.port, timeout=5)
+    conn.request("GET", path)
+    r = conn.getresponse()
+    body = r.read()
+    conn.close()
+    assert r.status == status, (path, r.status, body)
+    return json.loads(body)["error"]
+
+
+def test_report_queries_in_any_order_and_unknown_parameters_refused(apps, start_fcmd):
+    f = apps.start(start_fcmd, workers=1)
+    assert send(f, {"tokens": ["q1", "q2"], "payload": {}, "app": "alpha"}).ok
+    assert f.send_form(["q3"], {}).ok
+    f.wait_idle()
+    for q in ("?app=alpha", "?scope=local&app=alpha", "?app=alpha&scope=local", "?scope=fleet&app=alpha",
+              "?app=%61lpha", "?&app=alpha&"):
+        one = report(f, q)
+        assert one["app"] == "alpha" and one["fcm"]["successes"] == 2 and one["fcm"]["accepted"] == 2, q
+    assert report(f, "?scope=local")["accepted"] == 3 and "app" not in report(f, "?scope=local")
+    # A parameter the endpoint does not take, or one given twice, is a 400 naming it, never other numbers.
+    assert "\"x\"" in error_of(f, "/gcm/report?x=1&app=alpha")
+    assert "\"x\"" in error_of(f, "/gcm/report?app=alpha&x")
+    assert "\"app\"" in error_of(f, "/gcm/report?app=alpha&app=beta")
+    assert "\"app\"" in error_of(f, "/gcm/report?app=alpha&app=alpha")
+    assert "\"app\"" in error_of(f, "/gcm/report?app=al%zzpha")
+    assert "scope" in error_of(f, "/gcm/report?scope=nope&app=alpha")
+    assert "scope" in error_of(f, "/gcm/report?scope=nope")
+    assert "unknown app" in error_of(f, "/gcm/report?app=nope&scope=local")
+    assert "unknown app" in error_of(f, "/gcm/report?app=")
+    # The same rule at every endpoint: /readyz takes app, the drains and the rest take nothing.
+    assert "\"x\"" in error_of(f, "/readyz?x=1")
+    assert "\"x\"" in error_of(f, "/readyz?app=alpha&x=1")
+    assert "\"app\"" in error_of(f, "/readyz?app=alpha&app=alpha")
+    assert requests.get(f.url("/readyz?app=%61lpha"), timeout=5).status_code == 200
+    assert "\"app\"" in error_of(f, "/gcm/report/canonical?app=alpha")
+    assert "\"app\"" in error_of(f, "/gcm/report/notregistered?app=alpha")
+    assert "\"x\"" in error_of(f, "/metrics?x=1")
+    assert "\"x\"" in error_of(f, "/healthz?x=1")
+    r = requests.post(f.url("/gcm/send?app=beta"), data={"tokens": "q4", "payload": "{}", "app": "alpha"}, timeout=5)
+    assert r.status_code == 400 and "\"app\"" in r.json()["error"]
+    assert report(f)["accepted"] == 3  # nothing refused was queued
+
+
+def test_with_redis_an_apps_report_is_the_instances_and_says_so(apps, start_fcmd):
+    dead = f"redis://127.0.0.1:{free_port()}"  # the query is read before Redis is asked anything
+    f = apps.start(start_fcmd, workers=1, args=["--redis", dead, "--shutdown-timeout", "1"])
+    assert send(f, {"tokens": ["r1"], "payload": {}, "app": "alpha"}).ok
+    wait_until(lambda: report(f, "?scope=local")["pending"] == 0, what="the push to finish")
+    for q in ("?app=alpha", "?scope=local&app=alpha", "?app=alpha&scope=local"):
+        one = report(f, q)
+        assert one["app"] == "alpha" and one["fcm"]["successes"] == 1, q
+    assert "scope=local" in error_of(f, "/gcm/report?scope=fleet&app=alpha")
+    assert "\"x\"" in error_of(f, "/gcm/report?scope=local&x=1")
+
+
 @pytest.mark.parametrize("section,needle", [
     ("[app a/b]\napikey = k\n", "an app's name is"),
     ("[app default]\napikey = k\n", "an app's name is"),
