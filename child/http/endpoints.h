@@ -51,5 +51,10 @@ void http_count(struct http_server *hs, enum endpoint ep, int status, uint64_t s
 int http_serves(const struct http_server *hs, enum upstream_kind kind);
 /* Whether app a can send now: each of its adapters is ready. */
 int http_app_healthy(const struct http_server *hs, unsigned a);
+/* Whether req may read what scope (an AUTH_* bit) holds: no token is set,
+ * the scope is not protected, or req carries the token (http.c). */
+int http_authorized(const struct http_server *hs, h2o_req_t *req, int scope);
+/* 401 with WWW-Authenticate: Bearer. */
+int http_unauthorized(h2o_req_t *req);
 
 #endif

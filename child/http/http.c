@@ -48,12 +48,14 @@ static const struct {
     {"/gcm/report/notregistered", http_on_notregistered, EP_NOTREGISTERED, AUTH_REPORT, NULL, -1},
     {"/metrics", http_on_metrics, EP_METRICS, AUTH_METRICS, NULL, -1},
     {"/healthz", http_on_healthz, EP_HEALTHZ, 0, NULL, -1},
+    /* Open to load balancers; what it tells beyond ready or not needs the
+     * report scope's token (ops.c). */
     {"/readyz", http_on_readyz, EP_READYZ, 0, readyz_params, -1},
 };
 
 /* Whether the request carries "Authorization: Bearer <token>", compared in
  * constant time so the answer's timing says nothing about the token. */
-static int authorized(const struct http_server *hs, h2o_req_t *req)
+static int bearer_ok(const struct http_server *hs, h2o_req_t *req)
 {
     const char *want = hs->opts->auth_token;
     size_t n = strlen(want);
@@ -68,6 +70,17 @@ static int authorized(const struct http_server *hs, h2o_req_t *req)
         return 0;
     }
     return CRYPTO_memcmp(v.base + 7, want, n) == 0;
+}
+
+int http_authorized(const struct http_server *hs, h2o_req_t *req, int scope)
+{
+    return hs->opts->auth_token == NULL || !(hs->auth_scopes & scope) || bearer_ok(hs, req);
+}
+
+int http_unauthorized(h2o_req_t *req)
+{
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
+    return http_error(req, 401, "missing or wrong bearer token");
 }
 
 static size_t header_bytes(const h2o_req_t *req)
@@ -102,9 +115,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         h2o_iovec_t q = http_query(req);
         char err[256];
         ep = routes[i].id;
-        if (hs->opts->auth_token != NULL && (hs->auth_scopes & routes[i].scope) && !authorized(hs, req)) {
-            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
-            http_error(req, 401, "missing or wrong bearer token");
+        if (!http_authorized(hs, req, routes[i].scope)) {
+            http_unauthorized(req);
         } else if (query_check(q.base, q.len, routes[i].params, err, sizeof(err)) != 0) {
             http_error(req, 400, err);
         } else {

@@ -90,6 +90,13 @@ static void unhealthy_apps(const struct http_server *hs, struct buf *b, const ch
     buf_adds(b, "]}\n");
 }
 
+/* 503 with the reason for a caller who may read the report, else with
+ * none: a load balancer learns only that the instance is not ready. */
+static int not_ready(h2o_req_t *req, int told, const char *why)
+{
+    return http_error(req, 503, told ? why : "not ready");
+}
+
 /* /readyz?app=NAME: 503 while that one app cannot send. */
 static int readyz_app(struct http_server *hs, h2o_req_t *req, const char *name, size_t n)
 {
@@ -104,8 +111,9 @@ static int readyz_app(struct http_server *hs, h2o_req_t *req, const char *name, 
 
 /* With apps: 200 while any app can send, with a JSON body naming those that
  * cannot (a load balancer must not drop an instance that serves the other
- * apps fine); 503 when none can. */
-static int readyz_apps(struct http_server *hs, h2o_req_t *req)
+ * apps fine); 503 when none can.  Without told, the names are left out:
+ * "ok" or "not ready". */
+static int readyz_apps(struct http_server *hs, h2o_req_t *req, int told)
 {
     struct buf b = BUF_INIT;
     size_t healthy = 0, sick = 0;
@@ -113,8 +121,10 @@ static int readyz_apps(struct http_server *hs, h2o_req_t *req)
     for (unsigned i = 0; i <= hs->opts->napps; i++)
         if (app_sends(hs, i))
             *(http_app_healthy(hs, i) ? &healthy : &sick) += 1;
-    if (sick == 0)
+    if (sick == 0 || (!told && healthy > 0))
         return http_respond(req, 200, "OK", "text/plain", "ok\n", 3);
+    if (!told)
+        return not_ready(req, told, "no app can send");
     unhealthy_apps(hs, &b, healthy > 0 ? "degraded" : "unavailable");
     if (b.failed) {
         buf_free(&b);
@@ -129,28 +139,34 @@ static int readyz_apps(struct http_server *hs, h2o_req_t *req)
 }
 
 /* Like /healthz, and also 503 while the upstream cannot be used (no access
- * token) or the spool cannot be written; ?app=NAME asks about one app. */
+ * token) or the spool cannot be written.  With the report scope protected,
+ * which app cannot send and why is the token's to know: without it,
+ * /readyz answers ready or not ready, and ?app=NAME is a 401 (whether NAME
+ * exists is not told either). */
 int http_on_readyz(struct http_server *hs, h2o_req_t *req)
 {
     struct upstream *fcm = hs->ups[APP_DEFAULT][UPSTREAM_FCM];
+    int told = http_authorized(hs, req, AUTH_REPORT);
     char app[APP_NAME_MAX + 2]; /* one byte more than a name: a longer value is no app's */
     long app_len = http_query_get(req, "app", app, sizeof(app));
 
     if (http_wrong_method(req, "GET"))
         return 0;
+    if (app_len != -ENOENT && !told)
+        return http_unauthorized(req);
     if (*hs->stopping)
-        return http_error(req, 503, "draining");
+        return not_ready(req, told, "draining");
     if (hs->spool != NULL && !spool_ready(hs->spool))
-        return http_error(req, 503, "the spool cannot be written");
+        return not_ready(req, told, "the spool cannot be written");
     if (hs->fleet != NULL && !fleet_ready(hs->fleet))
-        return http_error(req, 503, "redis unreachable");
+        return not_ready(req, told, "redis unreachable");
     if (hs->fq != NULL && !fleet_queue_ready(hs->fq))
-        return http_error(req, 503, "redis does not take pushes in time");
+        return not_ready(req, told, "redis does not take pushes in time");
     if (app_len != -ENOENT)
         return readyz_app(hs, req, app, app_len < 0 ? 0 : (size_t)app_len);
     if (hs->opts->napps > 0)
-        return readyz_apps(hs, req);
+        return readyz_apps(hs, req, told);
     if (fcm != NULL && fcm->ops->ready != NULL && !fcm->ops->ready(fcm))
-        return http_error(req, 503, "no upstream access token");
+        return not_ready(req, told, "no upstream access token");
     return http_respond(req, 200, "OK", "text/plain", "ok\n", 3);
 }

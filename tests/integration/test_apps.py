@@ -436,6 +436,46 @@ def test_with_no_app_able_to_send_readyz_is_503(apps, start_fcmd, other_rsa, tmp
     assert r.status_code == 503 and r.json() == {"status": "unavailable", "unhealthy_apps": ["beta"]}
 
 
+TOKEN = "apps-operator-token-7"
+
+
+def readyz(f, query="", token=None):
+    return requests.get(f.url("/readyz" + query), timeout=5,
+                        headers={"Authorization": f"Bearer {token}"} if token else {})
+
+
+def test_readyz_names_apps_only_to_the_token(apps, start_fcmd, other_rsa, tmp_path):
+    bad = write_service_account(tmp_path / "bad-sa.json", other_rsa, f"http://127.0.0.1:{apps.beta.port}/token",
+                                project="beta-project")
+    f = apps.start(start_fcmd, workers=1, beta_sa=bad, args=["--auth-token", TOKEN, "--shutdown-timeout", "1"])
+    wait_until(lambda: readyz(f, token=TOKEN).headers["content-type"] == "application/json",
+               what="/readyz to name the broken app")
+    r = readyz(f, token=TOKEN)
+    assert r.status_code == 200 and r.json() == {"status": "degraded", "unhealthy_apps": ["beta"]}
+    assert readyz(f, "?app=beta", TOKEN).status_code == 503
+    assert readyz(f, "?app=alpha", TOKEN).status_code == 200
+    assert readyz(f, "?app=nope", TOKEN).status_code == 400
+    # Without the token (or with a wrong one): ready or not, and nothing else.
+    for token in (None, "wrong-token"):
+        r = readyz(f, token=token)
+        assert (r.status_code, r.text) == (200, "ok\n"), r.text
+        for name in ("beta", "alpha", "nope", "default"):
+            r = readyz(f, f"?app={name}", token)
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", (name, r.text)
+            assert name not in r.text
+    assert "beta" not in readyz(f, "?app=beta").text
+
+
+def test_readyz_without_the_token_hides_which_apps_cannot_send(apps, start_fcmd, other_rsa, tmp_path):
+    bad = write_service_account(tmp_path / "bad-sa.json", other_rsa, f"http://127.0.0.1:{apps.beta.port}/token")
+    apps.conf.write_text(f"[app beta]\nservice_account = {bad}\nfcm_url = {apps.beta.base}\n")
+    f = start_fcmd(apikey=None, workers=1, args=["--config", str(apps.conf), "--auth-token", TOKEN])
+    r = readyz(f, token=TOKEN)
+    assert r.status_code == 503 and r.json() == {"status": "unavailable", "unhealthy_apps": ["beta"]}
+    r = readyz(f)
+    assert r.status_code == 503 and r.json() == {"error": "not ready"}, r.text
+
+
 # ---- the spool keeps each push's app ----
 
 def kill_all(f):

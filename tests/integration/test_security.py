@@ -63,6 +63,32 @@ def test_scopes_leave_metrics_open(mock, start_fcmd, tmp_path):
     assert call(f, "POST", "/gcm/send", TOKEN, **SEND).status_code == 200
 
 
+def test_readyz_tells_names_and_reasons_only_to_the_token(mock, start_fcmd):
+    f = start_fcmd(mock, workers=1, args=["--auth-token", TOKEN])
+    assert (call(f, "GET", "/readyz").status_code, call(f, "GET", "/readyz").text) == (200, "ok\n")
+    for token in (None, "wrong-token"):
+        for name in ("default", "nope"):  # whether an app exists is not told either
+            r = call(f, "GET", f"/readyz?app={name}", token)
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", r.text
+            assert name not in r.text
+    assert call(f, "GET", "/readyz?app=default", TOKEN).status_code == 200
+    assert call(f, "GET", "/readyz?app=nope", TOKEN).status_code == 400
+    # Without the report scope protected, /readyz tells anyone, as before.
+    g = start_fcmd(mock, workers=1, args=["--auth-token", TOKEN, "--auth-scopes", "send"])
+    assert call(g, "GET", "/readyz?app=default").status_code == 200
+    assert call(g, "GET", "/readyz?app=nope").status_code == 400
+
+
+def test_readyz_without_the_token_gives_no_reason(mock, start_fcmd):
+    dead = f"redis://127.0.0.1:{free_port()}"
+    f = start_fcmd(mock, workers=1, args=["--auth-token", TOKEN, "--redis", dead, "--shutdown-timeout", "1"])
+    r = call(f, "GET", "/readyz", TOKEN)
+    assert r.status_code == 503 and r.json() == {"error": "redis unreachable"}
+    for token in (None, "wrong-token"):
+        r = call(f, "GET", "/readyz", token)
+        assert r.status_code == 503 and r.json() == {"error": "not ready"}, r.text
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--auth-scopes", "send,everything"], "--auth-scopes"),
     (["--auth-token", "a", "--auth-token-file", "/etc/hostname"], "give one"),
