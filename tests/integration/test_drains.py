@@ -31,6 +31,15 @@ def test_head_never_drains(mock, start_fcmd):
     assert requests.get(f.url("/gcm/report/notregistered"), timeout=5).json() == {"tokens": None}
 
 
+def test_a_drain_with_a_query_is_refused_and_drains_nothing(mock, start_fcmd):
+    f = start_fcmd(mock, workers=1)
+    tokens = fill_notregistered(f, 3)
+    for q in ("?app=default", "?x=1", "?limit=1"):
+        r = requests.get(f.url("/gcm/report/notregistered" + q), timeout=5)
+        assert r.status_code == 400 and "unknown query parameter" in r.json()["error"], r.text
+    assert requests.get(f.url("/gcm/report/notregistered"), timeout=5).json() == {"tokens": tokens}
+
+
 def h2_cancelled_drain(port, path):
     """Asks for a drain over HTTP/2 with a 16-byte flow-control window, so
     the answer cannot be written past its start, reads the headers and what
