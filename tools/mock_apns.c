@@ -199,15 +199,27 @@ static int header(h2o_req_t *req, const char *name, h2o_iovec_t *out)
     return 0;
 }
 
-static int reason(h2o_req_t *req, int status, const char *why, int retry_after)
+/* Apple's {"reason": ...}; with huge, a "padding" member of --huge-body
+ * bytes follows the reason. */
+static int reason_padded(h2o_req_t *req, int status, const char *why, int retry_after, int huge)
 {
     struct mtext b = MTEXT_INIT;
 
+    mtext_addf(&b, "{\"reason\":\"%s\"", why);
     if (status == 410)
-        mtext_addf(&b, "{\"reason\":\"%s\",\"timestamp\":%lld}", why, (long long)time(NULL) * 1000);
-    else
-        mtext_addf(&b, "{\"reason\":\"%s\"}", why);
+        mtext_addf(&b, ",\"timestamp\":%lld", (long long)time(NULL) * 1000);
+    if (huge) {
+        mtext_adds(&b, ",\"padding\":\"");
+        mock_pad(&b);
+        mtext_adds(&b, "\"");
+    }
+    mtext_adds(&b, "}");
     return mock_answer(req, status, retry_after, &b);
+}
+
+static int reason(h2o_req_t *req, int status, const char *why, int retry_after)
+{
+    return reason_padded(req, status, why, retry_after, 0);
 }
 
 static int digits(h2o_iovec_t v, size_t max)
@@ -276,7 +288,8 @@ static int prefixed(const char *tok, size_t n, const struct token_stat *e, const
         return *why = "TooManyRequests", 429;
     if (mock_has_prefix(tok, n, "0500") && e->attempts == 1)
         return *why = "InternalServerError", 500;
-    if ((mock_has_prefix(tok, n, "0503") && e->attempts == 1) || mock_has_prefix(tok, n, "5555"))
+    if ((mock_has_prefix(tok, n, "0503") && e->attempts == 1) || mock_has_prefix(tok, n, "5555") ||
+        (mock_has_prefix(tok, n, "b163") && e->attempts == 1))
         return *why = "ServiceUnavailable", 503;
     return 0;
 }
@@ -336,10 +349,19 @@ int mock_apns_send(h2o_req_t *req)
             status = 400, why = "BadDeviceToken";
     if (why == NULL && (status = prefixed(tok, n, e, &why)) == 0) {
         struct mtext b = MTEXT_INIT;
-        if (mock_has_prefix(tok, n, "510e"))
+        if (mock_has_prefix(tok, n, "510e")) {
             mock_answer_after(req, 200, 0, &b, 1000);
-        else
+        } else if (mock_has_prefix(tok, n, "b16e")) {
+            mtext_adds(&b, "{\"padding\":\"");
+            mock_answer_endless(req, 200, &b);
+        } else {
+            if (mock_has_prefix(tok, n, "b160")) {
+                mtext_adds(&b, "{\"padding\":\"");
+                mock_pad(&b);
+                mtext_adds(&b, "\"}");
+            }
             mock_answer(req, 200, 0, &b);
+        }
         mock_record_delivery(e, payload, seen);
         json_decref(payload);
         json_decref(seen);
@@ -347,5 +369,5 @@ int mock_apns_send(h2o_req_t *req)
     }
     json_decref(payload);
     json_decref(seen);
-    return reason(req, status, why, status == 429 || status == 503);
+    return reason_padded(req, status, why, status == 429 || status == 503, mock_has_prefix(tok, n, "b163"));
 }

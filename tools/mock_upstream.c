@@ -32,6 +32,7 @@ static const char usage[] =
     "                                       beyond it: 429, QUOTA_EXCEEDED on v1)\n"
     "                     [--http1-only]   (TLS without HTTP/2 in ALPN)\n"
     "                     [--apns-public-key PEM] [--apns-key-id ID] [--apns-team-id ID] [--apns-topic T]\n"
+    "                     [--huge-body BYTES] (the padding of the huge answers below; 5 MiB)\n"
     "\n"
     "Request bodies must be JSON without repeated keys (jansson's reading); anything else gets 400.\n"
     "POST /fcm/send  legacy GCM/FCM API.  What a token gets depends on its prefix:\n"
@@ -41,6 +42,10 @@ static const char usage[] =
     "  internal1...    error InternalServerError on the first attempt, then delivered\n"
     "  unavail...      error Unavailable always      mismatch...  error MismatchSenderId\n"
     "  http503once...  whole request: 503 with Retry-After the first time, then normal\n"
+    "  huge503once...  the same, with --huge-body bytes of padding after \"forced 503\"\n"
+    "  hugeafter...    whole request: 200, the results, then a \"padding\" member of --huge-body bytes\n"
+    "  hugebefore...   whole request: 200 with the \"padding\" member before the results\n"
+    "  endless...      whole request: 200, the results, then a \"padding\" string that never ends\n"
     "  http500... / http401... / http400...   whole request: that status, always\n"
     "  anything else   delivered\n"
     "POST /token      OAuth2 JWT-bearer grant: verifies the RS256 assertion with --oauth-public-key\n"
@@ -51,16 +56,21 @@ static const char usage[] =
     "                 SENDER_ID_MISMATCH), invalid (400 INVALID_ARGUMENT on message.token), badarg\n"
     "                 (400 INVALID_ARGUMENT on message.android), quota1 (429 QUOTA_EXCEEDED once),\n"
     "                 unavail1 / unavail (503 UNAVAILABLE once / always), internal1 (500 INTERNAL\n"
-    "                 once), thirdparty (401 THIRD_PARTY_AUTH_ERROR), refuse1 (401 UNAUTHENTICATED once)\n"
+    "                 once), thirdparty (401 THIRD_PARTY_AUTH_ERROR), refuse1 (401 UNAUTHENTICATED once),\n"
+    "                 hugeok (200 with --huge-body bytes of padding), endless (200 whose body never ends),\n"
+    "                 huge503once (503 UNAVAILABLE with --huge-body bytes of padding, once)\n"
     "POST /3/device/TOKEN   APNs, HTTP/2 only: checks the ES256 bearer JWT against --apns-public-key\n"
     "                 (kid, iss, iat within the hour), apns-topic (--apns-topic or it plus a suffix),\n"
     "                 the other apns-* headers and the payload (4096 bytes, 5120 for voip).  Token\n"
     "                 prefixes: dead (410 Unregistered), bad0 (400 BadDeviceToken), bad1 (400\n"
     "                 DeviceTokenNotForTopic), bad2 (400 BadCollapseId), 0429 / 0500 / 0503 (429, 500,\n"
-    "                 503 on the first attempt), 5555 (503 always), 510e (answered after 1 s)\n"
+    "                 503 on the first attempt), 5555 (503 always), 510e (answered after 1 s), b160 (200 with\n"
+    "                 --huge-body bytes of body), b16e (200 whose body never ends), b163 (503 with\n"
+    "                 --huge-body bytes of padding after the reason, on the first attempt)\n"
     "POST /apns/expire   every provider token seen so far gets 403 ExpiredProviderToken from now on\n"
     "GET /stats       JSON: requests, connections, per-token attempts and deliveries, quota_peak (the\n"
-    "                 most messages admitted in one second) and quota_refused\n"
+    "                 most messages admitted in one second), quota_refused, huge_answers and\n"
+    "                 endless_answers (answers with padding begun; endless_bytes: what those sent)\n"
     "GET /stats?summary   the same without the per-token map\n"
     "POST /stats/reset    forget everything\n"
     "Port 0 picks a free port; the chosen one is printed on stdout.\n";
@@ -131,6 +141,7 @@ static void stats_reset(void)
     mock.max_inflight = mock.inflight;
     mock.oauth_requests = mock.oauth_rejected = mock.v1_unauthorized = 0;
     mock.quota_used = mock.quota_peak = mock.quota_refused = 0;
+    mock.huge_answers = mock.endless_answers = mock.endless_bytes = 0;
     mock_apns_reset();
 }
 
@@ -243,6 +254,53 @@ int mock_answer_after(h2o_req_t *req, int status, int with_retry_after, struct m
     return 0;
 }
 
+/* ---- answers longer than anyone needs ---- */
+
+static char padding[16384];
+
+void mock_pad(struct mtext *b)
+{
+    for (size_t left = mock.huge_body; left > 0;) {
+        size_t n = left < sizeof(padding) ? left : sizeof(padding);
+        mtext_add(b, padding, n);
+        left -= n;
+    }
+    mock.huge_answers++;
+}
+
+static void endless_proceed(h2o_generator_t *g, h2o_req_t *req)
+{
+    h2o_iovec_t v = h2o_iovec_init(padding, sizeof(padding));
+
+    (void)g;
+    mock.endless_bytes += sizeof(padding);
+    h2o_send(req, &v, 1, H2O_SEND_STATE_IN_PROGRESS);
+}
+
+static void endless_stop(h2o_generator_t *g, h2o_req_t *req)
+{
+    (void)g;
+    (void)req;
+}
+
+int mock_answer_endless(h2o_req_t *req, int status, struct mtext *body)
+{
+    h2o_generator_t *g = h2o_mem_alloc_pool(&req->pool, sizeof(*g));
+    h2o_iovec_t start = h2o_strdup(&req->pool, body->data ? body->data : "", body->len);
+
+    mtext_free(body);
+    mock.endless_answers++;
+    mock.endless_bytes += start.len;
+    g->proceed = endless_proceed;
+    g->stop = endless_stop;
+    req->res.status = status;
+    req->res.reason = status == 200 ? "OK" : "Error";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+    h2o_start_response(req, g);
+    h2o_send(req, &start, 1, H2O_SEND_STATE_IN_PROGRESS);
+    return 0;
+}
+
 static int answer_text(h2o_req_t *req, int status, const char *text)
 {
     struct mtext b = MTEXT_INIT;
@@ -335,17 +393,21 @@ static void legacy_result(struct mtext *b, json_t *tokv, json_t *data, unsigned 
     }
 }
 
-/* A whole-request status forced by one of the tokens, or 0. */
-static int forced_status(json_t *ids)
+/* A whole-request status forced by one of the tokens, or 0; *huge says its
+ * body gets the padding. */
+static int forced_status(json_t *ids, int *huge)
 {
     int status = 0;
     size_t k;
     json_t *t;
 
+    *huge = 0;
     json_array_foreach (ids, k, t) {
         const char *s = json_string_value(t);
         size_t n = json_string_length(t);
-        if (mock_has_prefix(s, n, "http503once") && mock_stat(s, n)->attempts == 1)
+        if (mock_has_prefix(s, n, "huge503once") && mock_stat(s, n)->attempts == 1)
+            status = 503, *huge = 1;
+        else if (mock_has_prefix(s, n, "http503once") && mock_stat(s, n)->attempts == 1)
             status = 503;
         else if (mock_has_prefix(s, n, "http500"))
             status = 500;
@@ -382,12 +444,35 @@ static int all_strings(json_t *ids)
     return 1;
 }
 
+/* Where one of the tokens asks for padding in a 200 answer. */
+enum padding { PAD_NONE, PAD_AFTER, PAD_BEFORE, PAD_ENDLESS };
+
+static enum padding padding_of(json_t *ids)
+{
+    enum padding pad = PAD_NONE;
+    size_t k;
+    json_t *t;
+
+    json_array_foreach (ids, k, t) {
+        const char *s = json_string_value(t);
+        size_t n = json_string_length(t);
+        if (mock_has_prefix(s, n, "hugeafter"))
+            pad = PAD_AFTER;
+        else if (mock_has_prefix(s, n, "hugebefore"))
+            pad = PAD_BEFORE;
+        else if (mock_has_prefix(s, n, "endless"))
+            pad = PAD_ENDLESS;
+    }
+    return pad;
+}
+
 /* registration_ids: one result per token, in order, or a forced status. */
 static int legacy_tokens(h2o_req_t *req, json_t *ids, json_t *data)
 {
     struct mtext b = MTEXT_INIT;
     unsigned ok = 0, fail = 0, canon = 0;
-    int status;
+    enum padding pad = padding_of(ids);
+    int status, huge;
     size_t k;
     json_t *t;
 
@@ -399,17 +484,35 @@ static int legacy_tokens(h2o_req_t *req, json_t *ids, json_t *data)
         mtext_adds(&b, "quota exceeded\n");
         return mock_answer(req, 429, 1, &b);
     }
-    if ((status = forced_status(ids)) != 0) {
+    if ((status = forced_status(ids, &huge)) != 0) {
         mtext_addf(&b, "forced %d\n", status);
+        if (huge)
+            mock_pad(&b);
         return mock_answer(req, status, status == 503, &b);
     }
-    mtext_adds(&b, "{\"multicast_id\":1,\"results\":[");
+    mtext_adds(&b, "{\"multicast_id\":1,");
+    if (pad == PAD_BEFORE) {
+        mtext_adds(&b, "\"padding\":\"");
+        mock_pad(&b);
+        mtext_adds(&b, "\",");
+    }
+    mtext_adds(&b, "\"results\":[");
     json_array_foreach (ids, k, t) {
         if (k)
             mtext_add(&b, ",", 1);
         legacy_result(&b, t, data, &ok, &fail, &canon);
     }
-    mtext_addf(&b, "],\"success\":%u,\"failure\":%u,\"canonical_ids\":%u}", ok, fail, canon);
+    mtext_addf(&b, "],\"success\":%u,\"failure\":%u,\"canonical_ids\":%u", ok, fail, canon);
+    if (pad == PAD_ENDLESS) {
+        mtext_adds(&b, ",\"padding\":\"");
+        return mock_answer_endless(req, 200, &b);
+    }
+    if (pad == PAD_AFTER) {
+        mtext_adds(&b, ",\"padding\":\"");
+        mock_pad(&b);
+        mtext_adds(&b, "\"");
+    }
+    mtext_adds(&b, "}");
     return mock_answer(req, 200, 0, &b);
 }
 
@@ -512,7 +615,8 @@ static int on_stats(h2o_req_t *req)
                "\"unique_tokens\":%zu,\"unique_delivered\":%llu,\"auth_failures\":%llu,\"inflight\":%zu,"
                "\"max_inflight\":%zu,\"first_request_ms_ago\":%lld,\"last_delivery_ms_ago\":%lld,"
                "\"oauth_requests\":%llu,\"oauth_rejected\":%llu,\"tokens_issued\":%zu,\"v1_unauthorized\":%llu,"
-               "\"quota_peak\":%llu,\"quota_refused\":%llu",
+               "\"quota_peak\":%llu,\"quota_refused\":%llu,\"huge_answers\":%llu,\"endless_answers\":%llu,"
+               "\"endless_bytes\":%llu",
                (unsigned long long)mock.requests, (unsigned long long)mock.http2_requests,
                (unsigned long long)mock.connections, (unsigned long long)mock.targets,
                (unsigned long long)mock.delivered, mock.table_used, (unsigned long long)mock.unique_delivered,
@@ -521,7 +625,8 @@ static int on_stats(h2o_req_t *req)
                mock.last_delivery_ms ? (long long)(now - mock.last_delivery_ms) : -1LL,
                (unsigned long long)mock.oauth_requests, (unsigned long long)mock.oauth_rejected, mock.nissued,
                (unsigned long long)mock.v1_unauthorized, (unsigned long long)mock.quota_peak,
-               (unsigned long long)mock.quota_refused);
+               (unsigned long long)mock.quota_refused, (unsigned long long)mock.huge_answers,
+               (unsigned long long)mock.endless_answers, (unsigned long long)mock.endless_bytes);
     mock_apns_stats(&b);
     if (!summary)
         stats_tokens(&b);
@@ -638,6 +743,8 @@ int main(int argc, char **argv)
     mock.host = "127.0.0.1";
     mock.retry_after = 1;
     mock.token_ttl = 3600;
+    mock.huge_body = 5u << 20;
+    memset(padding, 'x', sizeof(padding));
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i] + (strncmp(argv[i], "--", 2) == 0 ? 2 : 1);
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -686,6 +793,8 @@ int main(int argc, char **argv)
             mock.quota = strtoull(v, NULL, 10);
         else if (strcmp(a, "oauth-fail") == 0)
             mock.oauth_fail = (unsigned)atoi(v);
+        else if (strcmp(a, "huge-body") == 0)
+            mock.huge_body = strtoull(v, NULL, 10);
         else {
             fprintf(stderr, "mock-upstream: unknown option %s\n%s", argv[i - 1], usage);
             return 2;

@@ -56,6 +56,9 @@ struct mock {
     struct issued *issued; /* access tokens handed out */
     size_t nissued, issued_cap;
     uint64_t oauth_requests, oauth_rejected, v1_unauthorized;
+    /* answers longer than anyone needs: --huge-body bytes of padding, or a body that never ends */
+    size_t huge_body;
+    uint64_t huge_answers, endless_answers, endless_bytes;
 };
 
 extern struct mock mock;
@@ -83,6 +86,15 @@ int mock_quota_admit(size_t n);
 int mock_answer(h2o_req_t *req, int status, int with_retry_after, struct mtext *body);
 
 void mock_send_now(h2o_req_t *req, int status, const char *retry_after, const char *body, size_t len);
+
+/* Appends --huge-body bytes of padding ('x', so it may sit in a JSON string)
+ * and counts a huge answer. */
+void mock_pad(struct mtext *b);
+
+/* Answers status at once with body as the start of a body that never ends:
+ * padding follows it as fast as the client reads, until it goes away.
+ * Takes over body. */
+int mock_answer_endless(h2o_req_t *req, int status, struct mtext *body);
 
 /* The same after delay_ms instead of --latency-ms. */
 int mock_answer_after(h2o_req_t *req, int status, int with_retry_after, struct mtext *body, unsigned delay_ms);

@@ -249,9 +249,10 @@ static json_t *v1_details(const char *code, const char *field, const char *messa
     return d;
 }
 
-/* Answers a google.rpc.Status error; message may be any text. */
-static int v1_error(h2o_req_t *req, int http, const char *status, const char *code, const char *field,
-                    const char *message, int retry_after)
+/* Answers a google.rpc.Status error; message may be any text.  With huge,
+ * the error object ends with a "padding" member of --huge-body bytes. */
+static int v1_error_padded(h2o_req_t *req, int http, const char *status, const char *code, const char *field,
+                           const char *message, int retry_after, int huge)
 {
     struct mtext b = MTEXT_INIT;
     json_t *e = json_pack("{s:{s:i,s:s,s:s,s:o}}", "error", "code", http, "message", message, "status", status,
@@ -263,7 +264,19 @@ static int v1_error(h2o_req_t *req, int http, const char *status, const char *co
     }
     mtext_add_json(&b, e);
     json_decref(e);
+    if (huge) { /* {"error":{...}} becomes {"error":{...,"padding":"xx..."}} */
+        b.len -= 2;
+        mtext_adds(&b, ",\"padding\":\"");
+        mock_pad(&b);
+        mtext_adds(&b, "\"}}");
+    }
     return mock_answer(req, http, retry_after, &b);
+}
+
+static int v1_error(h2o_req_t *req, int http, const char *status, const char *code, const char *field,
+                    const char *message, int retry_after)
+{
+    return v1_error_padded(req, http, status, code, field, message, retry_after, 0);
 }
 
 /* Data values must all be strings, as FCM requires. */
@@ -307,6 +320,10 @@ static int prefixed_error(h2o_req_t *req, const char *t, size_t n, const struct 
         return v1_error(req, 500, "INTERNAL", "INTERNAL", NULL, "Internal error encountered.", 0), 1;
     if (mock_has_prefix(t, n, "thirdparty"))
         return v1_error(req, 401, "UNAUTHENTICATED", "THIRD_PARTY_AUTH_ERROR", NULL, "Auth error from APNS", 0), 1;
+    if (mock_has_prefix(t, n, "huge503once") && e->attempts == 1)
+        return v1_error_padded(req, 503, "UNAVAILABLE", "UNAVAILABLE", NULL, "The service is currently unavailable.",
+                               1, 1),
+               1;
     if (mock_has_prefix(t, n, "refuse1") && e->attempts == 1)
         return v1_error(req, 401, "UNAUTHENTICATED", NULL, NULL, "Request had invalid authentication credentials.", 0),
                1;
@@ -350,9 +367,22 @@ static int v1_deliver(h2o_req_t *req, json_t *msg)
         rc = v1_error(req, 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", "message.data",
                       "Invalid value at message.data: values must be strings", 0);
     } else if (!is_token || !(rc = prefixed_error(req, json_string_value(key), json_string_length(key), e))) {
+        const char *t = json_string_value(key);
+        size_t n = json_string_length(key);
         mock_record_delivery(e, data, msg);
-        mtext_addf(&b, "{\"name\":\"projects/mock/messages/%llu\"}", (unsigned long long)mock.delivered);
-        rc = mock_answer(req, 200, 0, &b);
+        mtext_addf(&b, "{\"name\":\"projects/mock/messages/%llu\"", (unsigned long long)mock.delivered);
+        if (is_token && (mock_has_prefix(t, n, "hugeok") || mock_has_prefix(t, n, "endless")))
+            mtext_adds(&b, ",\"padding\":\"");
+        if (is_token && mock_has_prefix(t, n, "endless")) {
+            rc = mock_answer_endless(req, 200, &b);
+        } else {
+            if (is_token && mock_has_prefix(t, n, "hugeok")) {
+                mock_pad(&b);
+                mtext_adds(&b, "\"");
+            }
+            mtext_adds(&b, "}");
+            rc = mock_answer(req, 200, 0, &b);
+        }
     } else {
         rc = 0;
     }

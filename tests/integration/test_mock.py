@@ -71,3 +71,28 @@ def test_v1_and_oauth_refuse_what_jansson_refuses(start_mock, signing_key, tmp_p
     r = requests.post(send, headers=auth, timeout=5, data=b'{"message":{"token":"a","data":{"k":"v"}}}')
     assert r.status_code == 200
     assert mock.token("a")["message"] == {"token": "a", "data": {"k": "v"}}
+
+
+def test_legacy_huge_and_endless_answers(start_mock):
+    """The long answers fcmd's tests rely on are as long as they say."""
+    mock = start_mock("--huge-body", "100000")
+    r = requests.post(mock.url(), json={"registration_ids": ["hugeafter-1", "notreg-2"]}, timeout=5)
+    body = r.json()
+    assert r.status_code == 200 and len(r.content) > 100000 and len(body["padding"]) == 100000
+    assert [x.get("error") for x in body["results"]] == [None, "NotRegistered"]
+    r = requests.post(mock.url(), json={"registration_ids": ["hugebefore-1"]}, timeout=5)
+    assert r.status_code == 200 and r.text.index('"padding"') < r.text.index('"results"') and len(r.content) > 100000
+    r = requests.post(mock.url(), json={"registration_ids": ["huge503once-1"]}, timeout=5)
+    assert r.status_code == 503 and r.headers["Retry-After"] == "1" and len(r.content) > 100000
+    assert requests.post(mock.url(), json={"registration_ids": ["huge503once-1"]}, timeout=5).status_code == 200
+    got = b""
+    with requests.post(mock.url(), json={"registration_ids": ["endless-1"]}, stream=True, timeout=5) as r:
+        assert r.status_code == 200
+        for chunk in r.iter_content(65536):
+            got += chunk
+            if len(got) > 4 << 20:
+                break
+    assert len(got) > 4 << 20  # far past --huge-body: it does not end
+    assert got.startswith(b'{"multicast_id":1,"results":[{"message_id":') and b'"padding":"xxxx' in got
+    s = mock.stats(summary=True)
+    assert s["huge_answers"] == 3 and s["endless_answers"] == 1 and s["endless_bytes"] > 4 << 20
