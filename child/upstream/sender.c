@@ -31,7 +31,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_RESPONSE (4u << 20)
+/* The most of an answer read when an adapter set no bound of its own. */
+#define ANSWER_MAX_DEFAULT (64u << 10)
 #define STREAMS_PER_CONNECTION 100
 #define REQUEST_TIMEOUT_MS 30000
 #define CONNECT_TIMEOUT_MS 10000
@@ -97,6 +98,7 @@ struct sender {
     uint64_t rng;
     /* An outage fails every request: a line per cause and 10 s. */
     struct log_limit failed_log[CAUSE_COUNT], retried_log[CAUSE_COUNT];
+    struct log_limit cut_log; /* answers longer than their bound */
     uv_timer_t log_flush; /* says what the limits held back, once a flood is over */
 };
 
@@ -203,14 +205,21 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
 
 /* ---- easy handles ---- */
 
+/* The answer's body, up to the job's bound.  Past it, the rest is not read:
+ * returning short makes curl stop the transfer (CURLE_WRITE_ERROR), which
+ * finish_job reads as an answer whose status decides, not as no answer. */
 static size_t on_body(char *p, size_t size, size_t n, void *userp)
 {
     struct job *job = userp;
+    size_t len = size * n, room = job->answer_max - job->response.len;
 
-    if (job->response.len + size * n > MAX_RESPONSE)
-        return 0; /* curl fails the transfer: treated as no answer */
-    buf_add(&job->response, p, size * n);
-    return job->response.failed ? 0 : size * n;
+    if (len > room) {
+        buf_add(&job->response, p, room);
+        job->cut = !job->response.failed;
+        return 0;
+    }
+    buf_add(&job->response, p, len);
+    return job->response.failed ? 0 : len;
 }
 
 /* Retry-After in seconds or as an HTTP date, capped at an hour. */
@@ -487,7 +496,7 @@ static void ack_final(struct sender *s, struct job *job, const struct outcome *o
 static void finish_job(struct sender *s, struct job *job, CURLcode code)
 {
     struct outcome *out = job_outcomes(job);
-    struct upstream_result res = {code, 0, job->response.data ? job->response.data : "", job->response.len};
+    struct upstream_result res = {code, 0, job->response.data ? job->response.data : "", job->response.len, 0};
     struct target *retry_head = NULL, **retry_tail = &retry_head;
     size_t retried = 0, failed = 0;
     unsigned attempt = 0;
@@ -497,11 +506,19 @@ static void finish_job(struct sender *s, struct job *job, CURLcode code)
 
     curl_easy_getinfo(job->easy, CURLINFO_RESPONSE_CODE, &res.status);
     curl_easy_getinfo(job->easy, CURLINFO_TOTAL_TIME_T, &elapsed_us);
+    if (code == CURLE_WRITE_ERROR && job->cut && res.status > 0) {
+        /* Stopped at the bound: the status is in, and it decides. */
+        res.code = CURLE_OK;
+        res.cut = 1;
+        snprintf(job->error, sizeof(job->error), "an answer over %zu bytes, read no further", job->answer_max);
+        log_limited(&s->cut_log, LOG_WARN, "%s upstream: HTTP %ld with an answer over %zu bytes: read no further",
+                    job->up->ops->name, res.status, job->answer_max);
+    }
     pace_job_done(s, res.status == 429);
     shm_histogram_observe(&s->slot->upstream_latency, shm_upstream_bounds_us, (uint64_t)elapsed_us);
-    if (code != CURLE_OK && job->error[0] == '\0')
+    if (res.code != CURLE_OK && job->error[0] == '\0')
         snprintf(job->error, sizeof(job->error), "%s", curl_easy_strerror(code));
-    shm_add(s->slot, code == CURLE_OK ? SHM_UPSTREAM_REQS : SHM_UPSTREAM_ERRS, 1);
+    shm_add(s->slot, res.code == CURLE_OK ? SHM_UPSTREAM_REQS : SHM_UPSTREAM_ERRS, 1);
     job->up->ops->classify(job->up, job, &res, out);
     if (s->ack != NULL)
         ack_final(s, job, out);
@@ -735,6 +752,8 @@ static void dispatch(struct sender *s)
             defer_batch(s, s->batch, n);
             return;
         }
+        if (job->answer_max == 0)
+            job->answer_max = ANSWER_MAX_DEFAULT;
         curl_easy_setopt(e, CURLOPT_WRITEDATA, job);
         curl_easy_setopt(e, CURLOPT_HEADERDATA, job);
         curl_easy_setopt(e, CURLOPT_ERRORBUFFER, job->error);
@@ -787,6 +806,7 @@ void sender_flush_log(struct sender *s, int force)
         log_limit_flush(&s->failed_log[i], LOG_WARN, "upstream failures", force);
         log_limit_flush(&s->retried_log[i], LOG_INFO, "upstream retries", force);
     }
+    log_limit_flush(&s->cut_log, LOG_WARN, "answers over their bound", force);
 }
 
 static void on_log_flush(uv_timer_t *t)
@@ -868,6 +888,7 @@ struct sender *sender_create(uv_loop_t *loop, const struct fcmd_options *o, stru
         s->failed_log[i] = (struct log_limit)LOG_LIMIT_INIT(10000);
         s->retried_log[i] = (struct log_limit)LOG_LIMIT_INIT(10000);
     }
+    s->cut_log = (struct log_limit)LOG_LIMIT_INIT(10000);
     s->rng = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ 0x9e3779b97f4a7c15ull;
     /* HTTP/2 multiplexes many requests on few connections; HTTP/1.1 needs one
      * connection per request in flight. */

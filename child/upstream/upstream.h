@@ -55,7 +55,9 @@ struct job {
     size_t ntargets;
     CURL *easy;
     struct buf body;     /* request body, built by the adapter */
-    struct buf response; /* response body */
+    struct buf response; /* response body, its first answer_max bytes at most */
+    size_t answer_max;   /* set by prepare: the most of an answer's body read (docs/ARCHITECTURE.md) */
+    int cut;             /* the body went on past answer_max: the transfer was stopped there */
     long retry_after_ms; /* from Retry-After, -1 when absent */
     char detail[256];    /* the upstream's own words about a failure, for the log */
     char error[CURL_ERROR_SIZE];
@@ -67,6 +69,7 @@ struct upstream_result {
     long status;   /* HTTP status */
     const char *body;
     size_t len;
+    int cut; /* the body was longer than the job's answer_max: body is its first len bytes; the status decides */
 };
 
 struct upstream;
@@ -82,7 +85,8 @@ struct upstream_ops {
     /* Optional: whether a request can be built now (e.g. a token is at hand).
      * When it says no, the adapter kicks the sender once it can. */
     int (*ready)(struct upstream *u);
-    /* Builds the request for job (body, URL, headers on job->easy).
+    /* Builds the request for job (body, URL, headers on job->easy) and
+     * sets job->answer_max, the most of the answer's body fcmd reads.
      * Returns 0, or -1 when memory ran out. */
     int (*prepare)(struct upstream *u, struct job *job);
     /* Fills out[0..job->ntargets) from the result. */

@@ -150,7 +150,7 @@ static void limits_are_inclusive(void **state)
 static void classify(long status, const char *body, enum outcome_kind kind, enum cause cause, int expired,
                      const char *detail)
 {
-    struct upstream_result res = {CURLE_OK, status, body, strlen(body)};
+    struct upstream_result res = {CURLE_OK, status, body, strlen(body), 0};
     struct outcome out;
     char d[256];
     int exp;
@@ -163,7 +163,7 @@ static void classify(long status, const char *body, enum outcome_kind kind, enum
 
 static void every_answer(void **state)
 {
-    struct upstream_result none = {CURLE_COULDNT_CONNECT, 0, "", 0};
+    struct upstream_result none = {CURLE_COULDNT_CONNECT, 0, "", 0, 0};
     struct outcome out;
     char d[64];
     int exp;
@@ -189,6 +189,31 @@ static void every_answer(void **state)
     apns_classify(&none, &out, &exp, d, sizeof(d));
     assert_int_equal(out.kind, OUTCOME_RETRY);
     assert_int_equal(out.cause, CAUSE_NETWORK);
+}
+
+/* An answer cut at the bound: the status decides (the reason, cut, is lost). */
+static void cut_answers(void **state)
+{
+    const char *prefix = "{\"reason\":\"BadDeviceToken\",\"padding\":\"xxxx";
+    struct upstream_result res = {CURLE_OK, 200, prefix, strlen(prefix), 1};
+    struct outcome out;
+    char d[64];
+    int exp;
+
+    (void)state;
+    apns_classify(&res, &out, &exp, d, sizeof(d));
+    assert_int_equal(out.kind, OUTCOME_DELIVERED);
+    res.status = 503;
+    apns_classify(&res, &out, &exp, d, sizeof(d));
+    assert_int_equal(out.kind, OUTCOME_RETRY);
+    assert_int_equal(out.cause, CAUSE_UNAVAILABLE);
+    res.status = 410;
+    apns_classify(&res, &out, &exp, d, sizeof(d));
+    assert_int_equal(out.kind, OUTCOME_INVALID);
+    res.status = 400;
+    apns_classify(&res, &out, &exp, d, sizeof(d));
+    assert_int_equal(out.kind, OUTCOME_FAILED);
+    assert_string_equal(d, "");
 }
 
 /* The parser holds no provider's rules: without them, an APNs body is
@@ -220,6 +245,7 @@ int main(void)
         cmocka_unit_test(every_rule),
         cmocka_unit_test(limits_are_inclusive),
         cmocka_unit_test(every_answer),
+        cmocka_unit_test(cut_answers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

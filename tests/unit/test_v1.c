@@ -169,7 +169,7 @@ static void bodies_for_each_target_kind(void **state)
 static void classify(long status, CURLcode code, const char *body, enum outcome_kind want, int want_refused,
                      const char *want_detail)
 {
-    struct upstream_result res = {code, status, body, strlen(body)};
+    struct upstream_result res = {code, status, body, strlen(body), 0};
     struct outcome out;
     char detail[256];
     int refused;
@@ -220,6 +220,28 @@ static void classify_without_fcm_details(void **state)
     classify(400, CURLE_OK, "{\"error\":{\"code\":400}}", OUTCOME_FAILED, 0, NULL);
 }
 
+/* An answer cut at the bound: the prefix is not one document, the status decides. */
+static void classify_cut_answers(void **state)
+{
+    static const struct {
+        long status;
+        enum outcome_kind kind;
+    } cases[] = {{200, OUTCOME_DELIVERED}, {503, OUTCOME_RETRY}, {500, OUTCOME_RETRY}, {429, OUTCOME_RETRY},
+                 {404, OUTCOME_FAILED},    {400, OUTCOME_FAILED}};
+    const char *prefix = "{\"error\":{\"code\":404,\"message\":\"m\",\"status\":\"NOT_FOUND\",\"padding\":\"xxxx";
+    struct outcome out;
+    char detail[256];
+    int refused;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct upstream_result res = {CURLE_OK, cases[i].status, prefix, strlen(prefix), 1};
+        v1_classify(&res, &out, &refused, detail, sizeof(detail));
+        if (out.kind != cases[i].kind)
+            fail_msg("HTTP %ld cut: kind %d (%s)", cases[i].status, out.kind, out.reason);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -230,6 +252,7 @@ int main(void)
         cmocka_unit_test(bodies_for_each_target_kind),
         cmocka_unit_test(classify_every_fcm_error),
         cmocka_unit_test(classify_without_fcm_details),
+        cmocka_unit_test(classify_cut_answers),
     };
     return cmocka_run_group_tests_name("v1", tests, NULL, NULL);
 }

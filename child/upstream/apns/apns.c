@@ -24,6 +24,11 @@
 #include <string.h>
 #include <time.h>
 
+/* The most of an answer fcmd reads.  Apple answers 200 with no body, and an
+ * error with {"reason": ..., "timestamp": ...}, under 100 bytes; a longer
+ * body is not Apple's, and past the bound the status decides. */
+#define APNS_ANSWER_MAX 4096
+
 struct apns {
     struct upstream base;
     char *url; /* the base URL without a trailing slash */
@@ -100,6 +105,7 @@ static int apns_prepare(struct upstream *u, struct job *job)
     buf_addf(&job->body, "%s/3/device/%s", a->url, job->targets[0]->name);
     if (job->body.failed)
         return -1;
+    job->answer_max = APNS_ANSWER_MAX;
     /* curl copies the URL; the body is the push's own payload text. */
     curl_easy_setopt(job->easy, CURLOPT_URL, job->body.data);
     curl_easy_setopt(job->easy, CURLOPT_HTTPHEADER, aj->headers);

@@ -125,6 +125,148 @@ static void classify_result(const struct json_doc *d, int obj, struct outcome *o
     }
 }
 
+/* ---- an answer cut at the bound ----
+ *
+ * Only the prefix of the answer is at hand, so it cannot be parsed as one
+ * document.  Its lexical structure is followed instead (strings with their
+ * escapes, brackets), in linear time, to find the top-level members and the
+ * elements of results[] that lie whole within it; each of those is parsed on
+ * its own by json_parse, which checks the rest. */
+
+static size_t skip_ws(const char *p, size_t len, size_t i)
+{
+    while (i < len && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r' || p[i] == '\n'))
+        i++;
+    return i;
+}
+
+/* The end of the string whose opening quote is at p[i], or 0 when the
+ * prefix ends first. */
+static size_t string_end(const char *p, size_t len, size_t i)
+{
+    for (i++; i < len; i++) {
+        if (p[i] == '\\')
+            i++;
+        else if (p[i] == '"')
+            return i + 1;
+    }
+    return 0;
+}
+
+/* The end of the value that starts at p[i], or 0 when the prefix ends before
+ * it does (a number or a word too: it may go on past the cut). */
+static size_t value_end(const char *p, size_t len, size_t i)
+{
+    size_t depth = 0;
+
+    if (i >= len)
+        return 0;
+    if (p[i] == '"')
+        return string_end(p, len, i);
+    if (p[i] != '{' && p[i] != '[') {
+        size_t j = i;
+        while (j < len && memchr(",}] \t\r\n", p[j], 7) == NULL)
+            j++;
+        return j < len && j > i ? j : 0;
+    }
+    for (; i < len; i++) {
+        if (p[i] == '"') {
+            if ((i = string_end(p, len, i)) == 0)
+                return 0;
+            i--;
+        } else if (p[i] == '{' || p[i] == '[') {
+            depth++;
+        } else if ((p[i] == '}' || p[i] == ']') && --depth == 0) {
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
+/* Reads p[0..len) as one result object when it is one that says something
+ * (an error, or a message id); returns 1 then, 0 when it does not. */
+static int result_from(const char *p, size_t len, struct outcome *o)
+{
+    struct json_doc d;
+    int legible;
+
+    if (json_parse(&d, p, len) != 0) {
+        json_free(&d);
+        return 0;
+    }
+    legible = d.tok[0].type == JSMN_OBJECT && (json_find(&d, 0, "error") >= 0 || json_find(&d, 0, "message_id") >= 0);
+    if (legible)
+        classify_result(&d, 0, o);
+    json_free(&d);
+    return legible;
+}
+
+/* Counts the elements of the array at p[i] that lie whole in the prefix, up
+ * to the first that does not, or to anything that is not JSON; with out, the
+ * first max of them are read into out[] as results too. */
+static size_t whole_elements(const char *p, size_t len, size_t i, size_t max, struct outcome *out)
+{
+    size_t k = 0, end;
+
+    if (i >= len || p[i] != '[')
+        return 0;
+    for (i = skip_ws(p, len, i + 1); i < len && p[i] != ']'; k++) {
+        if ((end = value_end(p, len, i)) == 0)
+            break; /* the cut runs through this one */
+        if (out != NULL && k < max)
+            result_from(p + i, end - i, &out[k]);
+        i = skip_ws(p, len, end);
+        if (i < len && p[i] == ',')
+            i = skip_ws(p, len, i + 1);
+        else if (i < len && p[i] != ']')
+            return k + 1; /* not JSON: what follows says nothing */
+    }
+    return k;
+}
+
+/* A 200 cut at the bound.  For tokens, the results that lie whole in the
+ * prefix are read, when they can line up with the targets (no more of them
+ * than targets); for a topic or condition, an "error" member is.  Every
+ * target the prefix says nothing legible about is delivered: FCM answered
+ * 200, and sending again would duplicate a push to the device. */
+static void classify_cut(const char *p, size_t len, enum target_kind kind, size_t n, struct outcome *out)
+{
+    size_t i = skip_ws(p, len, 0), end;
+
+    set_all(out, n, OUTCOME_DELIVERED, CAUSE_NONE, "delivered (answer over the bound)");
+    if (i < len && p[i] == '{')
+        i = skip_ws(p, len, i + 1);
+    else
+        i = len;
+    while (i < len && p[i] == '"') { /* top-level members, key by key */
+        size_t key = i, key_end = string_end(p, len, i);
+        if (key_end == 0 || (i = skip_ws(p, len, key_end)) >= len || p[i] != ':')
+            return;
+        i = skip_ws(p, len, i + 1);
+        if (kind == TARGET_TOKEN && key_end - key == 9 && memcmp(p + key, "\"results\"", 9) == 0) {
+            if (whole_elements(p, len, i, n, NULL) <= n)
+                whole_elements(p, len, i, n, out);
+            return;
+        }
+        if ((end = value_end(p, len, i)) == 0)
+            return;
+        if (kind != TARGET_TOKEN && key_end - key == 7 && memcmp(p + key, "\"error\"", 7) == 0) {
+            struct buf member = BUF_INIT;
+            buf_adds(&member, "{\"error\":");
+            buf_add(&member, p + i, end - i);
+            buf_add(&member, "}", 1);
+            if (!member.failed)
+                result_from(member.data, member.len, &out[0]);
+            buf_free(&member);
+            return;
+        }
+        i = skip_ws(p, len, end);
+        if (i >= len || p[i] != ',')
+            return;
+        i = skip_ws(p, len, i + 1);
+    }
+}
+
 void legacy_classify(const struct upstream_result *res, enum target_kind kind, size_t n, struct outcome *out)
 {
     struct json_doc d;
@@ -149,6 +291,10 @@ void legacy_classify(const struct upstream_result *res, enum target_kind kind, s
     }
     if (res->status != 200) {
         set_all(out, n, OUTCOME_FAILED, CAUSE_UNEXPECTED_STATUS, "unexpected HTTP status");
+        return;
+    }
+    if (res->cut) {
+        classify_cut(res->body, res->len, kind, n, out);
         return;
     }
     if (json_parse(&d, res->body, res->len) != 0 || d.tok[0].type != JSMN_OBJECT) {
@@ -182,6 +328,7 @@ static int legacy_prepare(struct upstream *u, struct job *job)
     legacy_build_body(&job->body, job->push, job->targets, job->ntargets);
     if (job->body.failed)
         return -1;
+    job->answer_max = LEGACY_ANSWER_MAX(job->ntargets);
     curl_easy_setopt(job->easy, CURLOPT_URL, l->url);
     curl_easy_setopt(job->easy, CURLOPT_HTTPHEADER, l->headers);
     curl_easy_setopt(job->easy, CURLOPT_POSTFIELDS, job->body.data);

@@ -315,6 +315,7 @@ static int v1_prepare(struct upstream *u, struct job *job)
     v1_build_body(&job->body, p->kind, job->targets[0], p->encoded, p->encoded_len);
     if (job->body.failed)
         return -1;
+    job->answer_max = V1_ANSWER_MAX;
     h->refs++;
     job->adapter_data = h;
     curl_easy_setopt(job->easy, CURLOPT_URL, v->url);

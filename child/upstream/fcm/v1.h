@@ -16,6 +16,13 @@
 /* The adapter.  NULL when out of memory. */
 struct upstream *v1_create(const struct fcmd_options *o);
 
+/* The most of an answer fcmd reads.  A success needs no body, and an error
+ * is a google.rpc.Status (code, message, status, details[] with FCM's
+ * errorCode and any BadRequest field violations): under 1 KiB from FCM,
+ * since its message quotes at most a field's name and a short value.  Past
+ * the bound the prefix is not one JSON document, and the status decides. */
+#define V1_ANSWER_MAX (16 * 1024)
+
 /* Appends payload (a JSON object) with every value turned into a string:
  * strings as they are, anything else as its JSON text.  Returns 0 or -1. */
 int v1_stringify_data(struct buf *out, const char *payload, size_t len);
