@@ -222,6 +222,24 @@ static size_t on_body(char *p, size_t size, size_t n, void *userp)
     return job->response.failed ? 0 : len;
 }
 
+/* curl calls this each time it is about to send the job's request.  A
+ * second time is curl resending it on its own, at once, on a new
+ * connection: after a refused HTTP/2 stream, or when a reused connection
+ * died before any answer.  That resend is stopped before it goes out, so
+ * the job ends without an answer and fcmd's own retry (counted, with
+ * back-off and within --retries) takes over: the attempts counted are the
+ * requests sent. */
+static int on_prereq(void *userp, char *remote_ip, char *local_ip, int remote_port, int local_port)
+{
+    struct job *job = userp;
+
+    (void)remote_ip;
+    (void)local_ip;
+    (void)remote_port;
+    (void)local_port;
+    return job->sends++ == 0 ? CURL_PREREQFUNC_OK : CURL_PREREQFUNC_ABORT;
+}
+
 /* Retry-After in seconds or as an HTTP date, capped at an hour. */
 static size_t on_header(char *p, size_t size, size_t n, void *userp)
 {
@@ -513,6 +531,9 @@ static void finish_job(struct sender *s, struct job *job, CURLcode code)
         snprintf(job->error, sizeof(job->error), "an answer over %zu bytes, read no further", job->answer_max);
         log_limited(&s->cut_log, LOG_WARN, "%s upstream: HTTP %ld with an answer over %zu bytes: read no further",
                     job->up->ops->name, res.status, job->answer_max);
+    } else if (code == CURLE_ABORTED_BY_CALLBACK && job->sends > 1) {
+        snprintf(job->error, sizeof(job->error),
+                 "the connection failed before an answer (a refused stream or a dead connection)");
     }
     pace_job_done(s, res.status == 429);
     shm_histogram_observe(&s->slot->upstream_latency, shm_upstream_bounds_us, (uint64_t)elapsed_us);
@@ -756,6 +777,8 @@ static void dispatch(struct sender *s)
             job->answer_max = ANSWER_MAX_DEFAULT;
         curl_easy_setopt(e, CURLOPT_WRITEDATA, job);
         curl_easy_setopt(e, CURLOPT_HEADERDATA, job);
+        curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
+        curl_easy_setopt(e, CURLOPT_PREREQDATA, job);
         curl_easy_setopt(e, CURLOPT_ERRORBUFFER, job->error);
         for (size_t i = 0; i < n; i++)
             job->targets[i]->attempts++;

@@ -58,6 +58,7 @@ struct job {
     struct buf response; /* response body, its first answer_max bytes at most */
     size_t answer_max;   /* set by prepare: the most of an answer's body read (docs/ARCHITECTURE.md) */
     int cut;             /* the body went on past answer_max: the transfer was stopped there */
+    unsigned sends;      /* times curl was about to send the request: more than one is a resend of its own */
     long retry_after_ms; /* from Retry-After, -1 when absent */
     char detail[256];    /* the upstream's own words about a failure, for the log */
     char error[CURL_ERROR_SIZE];

@@ -1,15 +1,29 @@
-"""What fcmd makes of upstream answers longer than it needs.
+"""What fcmd makes of upstream answers longer than it needs, and what it puts
+on the wire when a connection fails under a request.
 
 An answer is read up to a bound of its adapter's (legacy: what a full answer
 for the job's tokens can hold; v1 and APNs: a few KiB); past it, the
 transfer is stopped and the HTTP status decides, with the legacy results
 the prefix holds.  A 2xx is delivered once, counted a success and not
-retried, however much the server goes on sending; a 5xx is a 5xx.
+retried, however much the server goes on sending; a 5xx is a 5xx.  And curl
+never resends a request behind fcmd's back (a refused HTTP/2 stream, a
+reused HTTP/1.1 connection that died): the report's attempts are the
+requests the upstream received.
 
-The huge and endless answers come from tools/mock-upstream."""
+The mock's huge and endless answers come from tools/mock-upstream; the
+broken HTTP/2 and HTTP/1.1 upstreams are written here, on Debian's
+python3-h2 and plain sockets, and read fcmd's requests with Python's json."""
 
 import json
+import socket
+import ssl
+import threading
 
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
 import pytest
 import requests
 
@@ -204,3 +218,159 @@ def test_apns_huge_503_is_retried(apns):
     assert r["successes"] == 1 and r["retries"] == 1 and r["attempts"] == 2 and r["failures"] == 0
     assert metric(f, "fcmd_retries_total", reason="unavailable") == 1  # Apple's 503 ServiceUnavailable
     assert metric(f, "fcmd_upstream_errors_total") == 0
+
+
+# ---- what goes on the wire when a connection fails under a request ----
+
+def legacy_answer(body):
+    ids = json.loads(body)["registration_ids"]
+    return json.dumps({"multicast_id": 1, "success": len(ids), "failure": 0, "canonical_ids": 0,
+                       "results": [{"message_id": f"0:{i}"} for i in range(len(ids))]}).encode()
+
+
+class BrokenUpstream:
+    """A legacy upstream that fails requests in one way (mode), counting the
+    requests it received:
+      refuse   HTTP/2: every stream is reset with REFUSED_STREAM
+      goaway   HTTP/2: every request gets a GOAWAY whose last stream id is below it
+      h1drop   HTTP/1.1: the first request of a connection is answered; the
+               next one is read whole, and the connection closed unanswered"""
+
+    def __init__(self, mode, tls_cert=None):
+        self.mode, self.requests, self.connections = mode, 0, 0
+        self.lock = threading.Lock()
+        self.ctx = None
+        if mode != "h1drop":
+            self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self.ctx.load_cert_chain(str(tls_cert[0]), str(tls_cert[1]))
+            self.ctx.set_alpn_protocols(["h2"])
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self):
+        return f"{'http' if self.mode == 'h1drop' else 'https'}://localhost:{self.port}/fcm/send"
+
+    def _count(self):
+        with self.lock:
+            self.requests += 1
+
+    def _accept(self):
+        while True:
+            try:
+                raw, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+                self.conns.append(raw)
+            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def _serve(self, raw):
+        try:
+            if self.mode == "h1drop":
+                self._serve_h1(raw)
+            else:
+                self._serve_h2(self.ctx.wrap_socket(raw, server_side=True))
+        except (OSError, ssl.SSLError, h2.exceptions.ProtocolError, ValueError):
+            pass
+        finally:
+            raw.close()
+
+    def _serve_h1(self, s):
+        buf, answered = b"", 0
+        while True:
+            while b"\r\n\r\n" not in buf or len(buf.split(b"\r\n\r\n", 1)[1]) < self._length(buf):
+                data = s.recv(65536)
+                if not data:
+                    return
+                buf += data
+            head, rest = buf.split(b"\r\n\r\n", 1)
+            n = self._length(buf)
+            body, buf = rest[:n], rest[n:]
+            self._count()
+            if answered:
+                return  # read whole, never answered: the connection just closes
+            answered += 1
+            out = legacy_answer(body)
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                      % (len(out), out))
+
+    @staticmethod
+    def _length(buf):
+        head = buf.split(b"\r\n\r\n", 1)[0]
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                return int(value)
+        return 0
+
+    def _serve_h2(self, s):
+        c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        c.initiate_connection()
+        s.sendall(c.data_to_send())
+        gone = False
+        while True:
+            data = s.recv(65536)
+            if not data:
+                return
+            if gone:
+                continue  # after our GOAWAY: read until the client closes
+            for ev in c.receive_data(data):
+                if isinstance(ev, h2.events.RequestReceived):
+                    self._count()
+                    if self.mode == "refuse":
+                        c.reset_stream(ev.stream_id, error_code=h2.errors.ErrorCodes.REFUSED_STREAM)
+                    else:
+                        c.close_connection(error_code=0, last_stream_id=max(ev.stream_id - 2, 0))
+                        gone = True
+                        break
+            s.sendall(c.data_to_send())
+
+    def stop(self):
+        self.listener.close()
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+@pytest.fixture
+def broken():
+    servers = []
+
+    def start(mode, tls_cert=None):
+        s = BrokenUpstream(mode, tls_cert)
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+@pytest.mark.parametrize("mode", ["refuse", "goaway"])
+def test_h2_refused_or_goaway_requests_are_counted_as_sent(broken, start_fcmd, tls_cert, mode):
+    up = broken(mode, tls_cert)
+    f = start_fcmd(workers=1, gcm_url=up.url(), args=["--ca-file", str(tls_cert[0]), "--retries", "2"])
+    assert f.send_form(["tok-1"], {"k": "v"}).status_code == 200
+    r = f.wait_idle(timeout=30)
+    # 1 + --retries requests, each one fcmd's own and counted; curl resent none.
+    assert up.requests == r["attempts"] == 3
+    assert r["failures"] == 1 and r["retries"] == 2 and r["successes"] == 0
+
+
+def test_h1_reused_connection_that_dies_is_retried_by_fcmd_not_curl(broken, start_fcmd):
+    up = broken("h1drop")
+    f = start_fcmd(workers=1, gcm_url=up.url())
+    assert f.send_form(["first-1"], {"k": "v"}).status_code == 200
+    f.wait_idle()
+    assert f.send_form(["second-1"], {"k": "v"}).status_code == 200  # on the kept-alive connection
+    r = f.wait_idle(timeout=20)
+    assert up.requests == r["attempts"] == 3
+    assert r["successes"] == 2 and r["retries"] == 1 and r["failures"] == 0
