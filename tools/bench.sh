@@ -40,26 +40,8 @@ STEADY=${STEADY:-3}
 REDIS=${REDIS:-off}
 REDIS_PORT=${REDIS_PORT:-$((PORT + 1000))}
 export TOKENS
-work=$(mktemp -d)
-pids=
+. tools/bench-lib.sh
 
-cleanup() {
-    for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-poll() { # tries of 50 ms, then the command
-    n=$1
-    shift
-    i=0
-    until "$@" >/dev/null 2>&1; do
-        i=$((i + 1))
-        [ $i -lt "$n" ] || { echo "bench: timed out waiting for: $*" >&2; exit 1; }
-        sleep 0.05
-    done
-}
 ms() { date +%s%3N; }
 field() { sed -n "s/.*\"$1\":\([0-9-]*\).*/\1/p"; }
 tree() { echo "$1 $(cat /proc/"$1"/task/"$1"/children 2>/dev/null)"; }
@@ -76,7 +58,6 @@ wrk_run() { # URL OUTPUT [MESSAGES]
 steady_run() { # URL OUTPUT
     DELAY_MS=10 exec wrk -t1 -c8 -d"${STEADY}s" -s tools/wrk-send.lua "$1" >"$2" 2>&1
 }
-rps() { awk '/^Requests\/sec/ {printf "%d", $2}' "$1"; }
 
 # Runs a command; prints the CPU seconds it used (getrusage of the child: finer than clock ticks).
 cpu_of() {

@@ -6,8 +6,9 @@
 # target leaves the queue while wrk drives /gcm/send: what is measured is
 # intake alone (parse, queue, answer) with the sender's connections open and
 # idle, the state a client sees when FCM stalls.  Then the same wrk run
-# against tools/baseline, and the ratio.  fcmd is killed at the end (its
-# pending targets are the point, not something to deliver).
+# against tools/baseline, and the ratio.  fcmd stops with a shutdown timeout
+# of a second at the end: its pending targets are the point, not something
+# to deliver.
 # Environment: FCMD (./fcmd: another build to compare), DURATION (5 s),
 # CONNECTIONS (64), WORKERS (2), PORT (5750), QUEUE (2000000 targets a
 # worker, so the queue never refuses within DURATION).
@@ -21,37 +22,18 @@ WORKERS=${WORKERS:-2}
 PORT=${PORT:-5750}
 QUEUE=${QUEUE:-2000000}
 LATENCY_MS=${LATENCY_MS:-3600000}
-work=$(mktemp -d)
-pids=
+. tools/bench-lib.sh
 
-cleanup() {
-    for p in $pids; do kill -KILL "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-poll() { # tries of 50 ms, then the command
-    n=$1
-    shift
-    i=0
-    until "$@" >/dev/null 2>&1; do
-        i=$((i + 1))
-        [ $i -lt "$n" ] || { echo "stalled-ratio: timed out waiting for: $*" >&2; exit 1; }
-        sleep 0.05
-    done
-}
 wrk_run() { # URL OUTPUT
     wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s tools/wrk-send.lua "$1" >"$2" 2>&1
 }
-rps() { awk '/^Requests\/sec/ {printf "%d", $2}' "$1"; }
 non200() { awk '/Non-2xx/ {n = $NF} END {print n + 0}' "$1"; }
 
 tools/baseline --port "$PORT" --workers "$WORKERS" &
 pids="$pids $!"
 poll 100 curl -sf "http://127.0.0.1:$PORT/"
 wrk_run "http://127.0.0.1:$PORT/gcm/send" "$work/baseline.wrk"
-kill -KILL $pids 2>/dev/null || true
+kill -TERM $pids 2>/dev/null || true
 wait 2>/dev/null || true
 pids=
 
@@ -64,7 +46,7 @@ poll 100 grep -q listening "$work/mock.out"
 mock_port=$(sed -n 's/.*:\([0-9]*\) (https).*/\1/p' "$work/mock.out")
 printf 'bench\n' >"$work/apikey"
 "$FCMD" --port "$((PORT + 1))" --host 127.0.0.1 --workers "$WORKERS" --logto "$work/fcmd.log" \
-    --queue-size "$QUEUE" --ca-file "$work/cert.pem" --apikey-file "$work/apikey" \
+    --queue-size "$QUEUE" --shutdown-timeout 1 --ca-file "$work/cert.pem" --apikey-file "$work/apikey" \
     --gcm-url "https://localhost:$mock_port/fcm/send" &
 pids="$pids $!"
 poll 200 curl -sf "http://127.0.0.1:$((PORT + 1))/readyz"
