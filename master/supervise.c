@@ -112,7 +112,7 @@ static void log_unconfirmed(const struct shm_region *shm)
         }
         if (n > 0 && len < sizeof(line))
             len += (size_t)snprintf(line + len, sizeof(line) - len, "%s%s %" PRIu64, len ? ", " : "",
-                                    shm_counter_names[c], n);
+                                    shm_counter_name((enum shm_counter)c), n);
     }
     if (len > 0)
         log_warn("redis: stopping with counts Redis has not confirmed (%s): they stay out of the fleet's totals", line);

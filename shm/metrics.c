@@ -1,7 +1,106 @@
 /*
- * shm/metrics.c - names and bucket bounds of the shared metrics.
+ * shm/metrics.c - the counter table, and the names and bucket bounds of the
+ * labelled metrics.
  */
 #include "metrics.h"
+#include "region.h"
+
+#include <string.h>
+
+/* Offsets in struct shm_totals. */
+#define TOTAL(f) offsetof(struct shm_totals, f)
+#define COUNTER(c) (TOTAL(counters) + (size_t)(c) * sizeof(uint64_t))
+#define GAUGE(g) (TOTAL(gauges) + (size_t)(g) * sizeof(int64_t))
+#define DROPPED(l) (TOTAL(dropped) + (size_t)(l) * sizeof(uint64_t))
+#define IN_REPORTS (SHM_REPORT | SHM_FLEET)
+
+/*
+ * The counter table: one row per value fcmd shows.  /metrics and Graphite
+ * print the rows in this order: first the unlabelled ones, then those by
+ * reason, (HTTP requests,) those by list, (targets by upstream,) those of
+ * APNs.  /gcm/report prints its keys in the order of .report: GoCM's five
+ * first, in GoCM's order.  Adding a counter: its enum value (and where a
+ * child counts it), and one row here.
+ */
+/* clang-format off */
+const struct shm_metric shm_metrics[] = {
+    /* {name, kind, value (where it is in struct shm_totals), place in the report, where it shows,
+     *  .help, and what more it has} */
+    {"accepted",              SHM_COUNTER, COUNTER(SHM_ACCEPTED),           8,  IN_REPORTS | SHM_SERIES,
+     .help = "Targets accepted at /gcm/send.", .prometheus = "accepted_targets_total"},
+    {"attempts",              SHM_COUNTER, COUNTER(SHM_ATTEMPTS),           1,  IN_REPORTS | SHM_SERIES,
+     .help = "Targets sent upstream, every try counted."},
+    {"successes",             SHM_COUNTER, COUNTER(SHM_SUCCESSES),          6,  IN_REPORTS | SHM_SERIES,
+     .help = "Targets the upstream accepted."},
+    {"canonicals",            SHM_COUNTER, COUNTER(SHM_CANONICALS),         4,  IN_REPORTS | SHM_SERIES,
+     .help = "Canonical token replacements received."},
+    {"notregistered",         SHM_COUNTER, COUNTER(SHM_NOTREGISTERED),      5,  IN_REPORTS | SHM_SERIES,
+     .help = "Targets the upstream declared invalid for good."},
+    {"lost",                  SHM_COUNTER, COUNTER(SHM_LOST),               9,  IN_REPORTS | SHM_SERIES,
+     .help = "Pending targets of children that died or ran out of time."},
+    {"left_in_spool",         SHM_COUNTER, COUNTER(SHM_LEFT_IN_SPOOL),      10, SHM_WITH_SPOOL | SHM_FLEET | SHM_SERIES,
+     .help = "Pending targets of children that died or stopped, left in the spool for another to adopt."},
+    {"upstream_requests",     SHM_COUNTER, COUNTER(SHM_UPSTREAM_REQS),      0,  SHM_SERIES,
+     .help = "Upstream HTTP requests answered."},
+    {"upstream_errors",       SHM_COUNTER, COUNTER(SHM_UPSTREAM_ERRS),      0,  SHM_SERIES,
+     .help = "Upstream requests that got no HTTP answer."},
+    {"oauth_tokens",          SHM_COUNTER, COUNTER(SHM_OAUTH_TOKENS),       17, SHM_WITH_SA | SHM_SERIES,
+     .help = "OAuth2 access tokens obtained."},
+    {"oauth_failures",        SHM_COUNTER, COUNTER(SHM_OAUTH_FAILURES),     18, SHM_WITH_SA | SHM_SERIES,
+     .help = "OAuth2 token requests that failed."},
+    {"pending",               SHM_GAUGE,   TOTAL(pending),                  3,  IN_REPORTS | SHM_SERIES,
+     .help = "Targets accepted and not yet finished."},
+    {"queue_depth",           SHM_GAUGE,   GAUGE(SHM_QUEUE_DEPTH),          0,  SHM_SERIES,
+     .help = "Targets waiting in the queues to be sent."},
+    {"queue_bytes",           SHM_GAUGE,   GAUGE(SHM_QUEUE_BYTES),          0,  SHM_SERIES,
+     .help = "Bytes the pending pushes hold in the queues."},
+    {"retry_waiting",         SHM_GAUGE,   GAUGE(SHM_RETRY_WAITING),        0,  SHM_SERIES,
+     .help = "Targets waiting for their next try."},
+    {"upstream_inflight",     SHM_GAUGE,   GAUGE(SHM_UPSTREAM_INFLIGHT),    0,  SHM_SERIES,
+     .help = "Upstream requests in flight."},
+    {"upstream_limit",        SHM_GAUGE,   GAUGE(SHM_UPSTREAM_LIMIT),       0,  SHM_SERIES,
+     .help = "Upstream requests allowed in flight now (found by additive increase, multiplicative decrease)."},
+    {"rate_limit",            SHM_GAUGE,   GAUGE(SHM_RATE_SHARE),           0,  SHM_SERIES,
+     .help = "Messages a second this instance may send upstream: its share of --rate-limit (0: no limit)."},
+    {"upstream_connections",  SHM_GAUGE,   GAUGE(SHM_UPSTREAM_SOCKETS),     0,  SHM_SERIES,
+     .help = "Open upstream connections."},
+    {"children",              SHM_GAUGE,   TOTAL(children),                 0,  SHM_SERIES,
+     .help = "Child processes alive."},
+    {"workers",               SHM_GAUGE,   TOTAL(workers),                  20, SHM_REPORT | SHM_CLOSING | SHM_SERIES,
+     .help = "Child processes configured."},
+    {"waiting_for_token",     SHM_GAUGE,   TOTAL(waiting_for_token),        19, SHM_WITH_SA | SHM_SERIES,
+     .help = "Children without a usable OAuth2 access token."},
+    {"uptime_seconds",        SHM_GAUGE,   TOTAL(uptime_seconds),           21, SHM_REPORT | SHM_CLOSING | SHM_SERIES,
+     .help = "Seconds since fcmd started."},
+    {"replayed",              SHM_COUNTER, COUNTER(SHM_REPLAYED),           16, SHM_WITH_SPOOL | SHM_FLEET | SHM_SERIES,
+     .help = "Targets re-queued from the spool segments of dead children."},
+    {"spool_bytes",           SHM_GAUGE,   GAUGE(SHM_SPOOL_BYTES),          14, SHM_WITH_SPOOL | SHM_SERIES,
+     .help = "Bytes of spool segments."},
+    {"spool_segments",        SHM_GAUGE,   GAUGE(SHM_SPOOL_SEGMENTS),       15, SHM_WITH_SPOOL | SHM_SERIES,
+     .help = "Spool segment files."},
+    {"spool_syncs",           SHM_COUNTER, COUNTER(SHM_SPOOL_SYNCS),        0,  SHM_SERIES,
+     .help = "Spool fdatasync calls (batch and always)."},
+    /* By reason: in Graphite NAME_by.REASON each, and NAME their sum. */
+    {"failures",              SHM_COUNTER, COUNTER(SHM_FAILURES),           2,  IN_REPORTS | SHM_SERIES,
+     .help = "Targets given up on, by reason.", .labels = SHM_BY_REASON, .by = TOTAL(failures_by)},
+    {"retries",               SHM_COUNTER, COUNTER(SHM_RETRIES),            7,  IN_REPORTS | SHM_SERIES,
+     .help = "Targets scheduled for another try, by reason.", .labels = SHM_BY_REASON, .by = TOTAL(retries_by)},
+    /* By list: the report has their sum and each list's. */
+    {"dropped",               SHM_COUNTER, SHM_AT_SUM,                      11, IN_REPORTS | SHM_METRICS,
+     .help = "Drain-list records dropped because the list was full.",
+     .prometheus = "drain_dropped_total", .labels = SHM_BY_LIST, .by = TOTAL(dropped)},
+    {"canonical_dropped",     SHM_COUNTER, DROPPED(SHM_LIST_CANONICAL),     12, IN_REPORTS,
+     .help = "Records the canonical list dropped."},
+    {"notregistered_dropped", SHM_COUNTER, DROPPED(SHM_LIST_NOTREGISTERED), 13, IN_REPORTS,
+     .help = "Records the notregistered list dropped."},
+    /* APNs' own. */
+    {"provider_tokens",       SHM_COUNTER, TOTAL(apns_tokens_made),         0,  SHM_APNS | SHM_METRICS,
+     .help = "APNs provider tokens made (one at a time, for all workers).", .prometheus = "apns_provider_tokens_total"},
+};
+/* clang-format on */
+const size_t shm_nmetrics = sizeof(shm_metrics) / sizeof(shm_metrics[0]);
+
+const char *const shm_list_names[SHM_NLISTS] = {"canonical", "notregistered"};
 
 const char *const shm_cause_names[CAUSE_COUNT] = {
     "none",
@@ -24,6 +123,61 @@ const char *const shm_cause_names[CAUSE_COUNT] = {
     "not_configured",
     "queue_entry",
 };
+
+const struct shm_labelling shm_labellings[] = {
+    [SHM_BY_REASON] = {"reason", shm_cause_names, CAUSE_NONE + 1, CAUSE_COUNT},
+    [SHM_BY_LIST] = {"list", shm_list_names, 0, SHM_NLISTS},
+};
+
+/* The table reads every value as 64 bits. */
+#define WIDE(f) (sizeof(((struct shm_totals *)0)->f) == sizeof(uint64_t))
+_Static_assert(WIDE(counters[0]) && WIDE(gauges[0]) && WIDE(pending) && WIDE(children) && WIDE(workers) &&
+                   WIDE(waiting_for_token) && WIDE(uptime_seconds) && WIDE(apns_tokens_made) && WIDE(dropped[0]) &&
+                   WIDE(failures_by[0]) && WIDE(retries_by[0]),
+               "the counter table reads 64-bit values");
+
+static uint64_t value_at(const struct shm_totals *t, size_t at)
+{
+    uint64_t v;
+
+    memcpy(&v, (const char *)t + at, sizeof(v));
+    return v;
+}
+
+uint64_t shm_metric_value_by(const struct shm_metric *m, const struct shm_totals *t, unsigned i)
+{
+    return value_at(t, m->by + i * sizeof(uint64_t));
+}
+
+uint64_t shm_metric_value(const struct shm_metric *m, const struct shm_totals *t)
+{
+    const struct shm_labelling *l = &shm_labellings[m->labels];
+    uint64_t sum = 0;
+
+    if (m->at != SHM_AT_SUM)
+        return value_at(t, m->at);
+    for (unsigned i = l->first; i < l->count; i++)
+        sum += shm_metric_value_by(m, t, i);
+    return sum;
+}
+
+const struct shm_metric *shm_metric_at(size_t at)
+{
+    for (size_t i = 0; i < shm_nmetrics; i++)
+        if (shm_metrics[i].at == at)
+            return &shm_metrics[i];
+    return NULL;
+}
+
+const char *shm_counter_name(enum shm_counter c)
+{
+    return shm_metric_at(COUNTER(c))->name;
+}
+
+const char *shm_dropped_name(enum shm_list l)
+{
+    return shm_metric_at(DROPPED(l))->name;
+}
 
 #define ENDPOINT_NAME(ID, NAME, LABEL, PATH, ENDPOINT, HINT) ENDPOINT,
 const char *const shm_endpoint_names[EP_COUNT] = {

@@ -1,16 +1,77 @@
 /*
- * shm/metrics.h - the labelled metrics every child keeps in its slot:
- * outcomes by cause, HTTP requests by endpoint and status, gauges, and
- * latency histograms.  Names live here so /metrics, Graphite and the
- * report print the same words.
+ * shm/metrics.h - what every child counts in its slot, and the counter
+ * table that names it.
+ *
+ * The counters and gauges below are numbered by enums; the counter table
+ * (shm_metrics[], shm/metrics.c) has one row for each value fcmd shows,
+ * which says, once: its name (its key in /gcm/report, its field in Redis,
+ * its Graphite leaf), where its value is in struct shm_totals, its kind and
+ * help for /metrics, and where it shows.  /gcm/report, /metrics, Graphite,
+ * the fleet's hash in Redis and the master's log all take their words from
+ * it.  Besides the counters, the labelled metrics: outcomes by cause, HTTP
+ * requests by endpoint and status, and latency histograms.
  */
 #ifndef FCMD_SHM_METRICS_H
 #define FCMD_SHM_METRICS_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "../common/providers.h"
+
+/* One child's running totals.  Counts are of targets unless said otherwise. */
+enum shm_counter {
+    SHM_ACCEPTED,       /* targets answered 200 at /gcm/send */
+    SHM_ATTEMPTS,       /* targets sent upstream, every try counted */
+    SHM_SUCCESSES,      /* targets the upstream accepted */
+    SHM_FAILURES,       /* targets given up on (not counting notregistered) */
+    SHM_RETRIES,        /* targets scheduled for another try */
+    SHM_CANONICALS,     /* canonical replacements received */
+    SHM_NOTREGISTERED,  /* targets the upstream declared dead */
+    SHM_LOST,           /* pending targets of a child that died */
+    SHM_LEFT_IN_SPOOL,  /* the same with --spool: left in its segments for adoption */
+    SHM_UPSTREAM_REQS,  /* upstream HTTP requests completed */
+    SHM_UPSTREAM_ERRS,  /* upstream requests that got no HTTP answer */
+    SHM_OAUTH_TOKENS,   /* access tokens obtained */
+    SHM_OAUTH_FAILURES, /* token requests that failed */
+    SHM_REPLAYED,       /* targets re-queued from an orphaned spool segment */
+    SHM_SPOOL_SYNCS,    /* spool syncs (batch, always) completed, failed ones too */
+    SHM_NCOUNTERS
+};
+
+/* The first seven counters again, per upstream and per app: each has the
+ * number of its total, so it has that total's row (and name) too. */
+enum shm_upstream_counter {
+    SHM_UP_ACCEPTED = SHM_ACCEPTED,
+    SHM_UP_ATTEMPTS = SHM_ATTEMPTS,
+    SHM_UP_SUCCESSES = SHM_SUCCESSES,
+    SHM_UP_FAILURES = SHM_FAILURES,
+    SHM_UP_RETRIES = SHM_RETRIES,
+    SHM_UP_CANONICALS = SHM_CANONICALS,
+    SHM_UP_NOTREGISTERED = SHM_NOTREGISTERED,
+    SHM_UP_NCOUNTERS
+};
+_Static_assert(SHM_UP_ACCEPTED == 0 && SHM_UP_NCOUNTERS == 7, "the per-upstream counters are the first seven");
+
+/* Gauges a child sets to its current value. */
+enum shm_gauge {
+    SHM_QUEUE_DEPTH,       /* targets waiting in the queue */
+    SHM_QUEUE_BYTES,       /* bytes the pending pushes hold, against queue_max_bytes */
+    SHM_RETRY_WAITING,     /* targets waiting for their next try */
+    SHM_UPSTREAM_INFLIGHT, /* upstream requests in flight */
+    SHM_UPSTREAM_SOCKETS,  /* open upstream connections */
+    SHM_UPSTREAM_LIMIT,    /* upstream requests allowed in flight now */
+    SHM_RATE_SHARE,        /* messages a second this child may send (--rate-limit), 0 without a limit */
+    SHM_SPOOL_BYTES,       /* bytes of the spool segments the child holds */
+    SHM_SPOOL_SEGMENTS,    /* spool segments the child holds */
+    SHM_NGAUGES
+};
+
+/* The two drain lists, whose drops are counted by list. */
+enum shm_list { SHM_LIST_CANONICAL, SHM_LIST_NOTREGISTERED, SHM_NLISTS };
+
+extern const char *const shm_list_names[SHM_NLISTS];
 
 /* Why a target failed or is retried. */
 enum cause {
@@ -37,6 +98,72 @@ enum cause {
 };
 
 extern const char *const shm_cause_names[CAUSE_COUNT];
+
+/* ---- the counter table ---- */
+
+enum shm_kind { SHM_COUNTER, SHM_GAUGE };
+
+/* How /metrics labels a row's values (and Graphite names them). */
+enum shm_labels {
+    SHM_UNLABELLED,
+    SHM_BY_REASON, /* reason="...", a value per cause but CAUSE_NONE */
+    SHM_BY_LIST,   /* list="...", a value per drain list */
+};
+
+/* Where a row shows (struct shm_metric.shows). */
+#define SHM_REPORT (1u << 0)     /* /gcm/report */
+#define SHM_WITH_SPOOL (1u << 1) /* /gcm/report when --spool is set */
+#define SHM_WITH_SA (1u << 2)    /* /gcm/report when the default app has a service account */
+#define SHM_FLEET (1u << 3)      /* the fleet's /gcm/report, from Redis */
+#define SHM_CLOSING (1u << 4)    /* in /gcm/report after the upstreams and the apps */
+#define SHM_APNS (1u << 5)       /* in the report's "apns" object; in /metrics after the targets by upstream */
+#define SHM_METRICS (1u << 6)    /* /metrics */
+#define SHM_GRAPHITE (1u << 7)   /* Graphite */
+#define SHM_SERIES (SHM_METRICS | SHM_GRAPHITE)
+
+/* Where a row's value is: "at" is its offset in struct shm_totals, or
+ * SHM_AT_SUM for the sum of its labelled values. */
+#define SHM_AT_SUM ((size_t)-1)
+
+struct shm_metric {
+    const char *name;       /* its key in /gcm/report, its field in Redis, its Graphite leaf */
+    enum shm_kind kind;     /* SHM_COUNTER or SHM_GAUGE */
+    size_t at;              /* where its value is (above) */
+    unsigned report;        /* its place among /gcm/report's keys: 1, 2... (no more than rows); 0 for none */
+    unsigned shows;         /* SHM_REPORT ... */
+    const char *help;       /* for /metrics */
+    const char *prometheus; /* its /metrics name after "fcmd_"; NULL: name, with "_total" for a counter */
+    enum shm_labels labels; /* SHM_UNLABELLED, or how its values at "by" are labelled */
+    size_t by;              /* labelled: the offset in struct shm_totals of its values by label */
+};
+
+extern const struct shm_metric shm_metrics[];
+extern const size_t shm_nmetrics;
+
+/* A labelled row's labels: key="names[i]" for i from first to count - 1. */
+struct shm_labelling {
+    const char *key;
+    const char *const *names;
+    unsigned first, count;
+};
+
+extern const struct shm_labelling shm_labellings[];
+
+struct shm_totals;
+
+/* A row's value in t (a gauge's as its two's complement), and its value
+ * labelled i (for i of its labelling). */
+uint64_t shm_metric_value(const struct shm_metric *m, const struct shm_totals *t);
+uint64_t shm_metric_value_by(const struct shm_metric *m, const struct shm_totals *t, unsigned i);
+
+/* The row whose value is at offset at of struct shm_totals, or NULL. */
+const struct shm_metric *shm_metric_at(size_t at);
+
+/* The name of counter c, and of the drops of drain list l. */
+const char *shm_counter_name(enum shm_counter c);
+const char *shm_dropped_name(enum shm_list l);
+
+/* ---- labelled metrics ---- */
 
 /* The send endpoints first, one per provider in FCMD_PROVIDERS' order. */
 #define SHM_SEND_ENDPOINT(ID, NAME, LABEL, PATH, ENDPOINT, HINT) EP_SEND_##ID,

@@ -14,21 +14,9 @@
 #include <sys/random.h>
 #include <time.h>
 
-const char *const shm_counter_names[SHM_NCOUNTERS] = {
-    [SHM_ACCEPTED] = "accepted",           [SHM_ATTEMPTS] = "attempts",
-    [SHM_SUCCESSES] = "successes",         [SHM_FAILURES] = "failures",
-    [SHM_RETRIES] = "retries",             [SHM_CANONICALS] = "canonicals",
-    [SHM_NOTREGISTERED] = "notregistered", [SHM_LOST] = "lost",
-    [SHM_LEFT_IN_SPOOL] = "left_in_spool", [SHM_UPSTREAM_REQS] = "upstream_requests",
-    [SHM_UPSTREAM_ERRS] = "upstream_errors", [SHM_OAUTH_TOKENS] = "oauth_tokens",
-    [SHM_OAUTH_FAILURES] = "oauth_failures", [SHM_REPLAYED] = "replayed",
-    [SHM_SPOOL_SYNCS] = "spool_syncs",
-};
 #define UPSTREAM_NAME(ID, NAME, LABEL, PATH, ENDPOINT, HINT) #NAME,
 const char *const shm_upstream_names[SHM_UPSTREAMS] = {FCMD_PROVIDERS(UPSTREAM_NAME)};
 #undef UPSTREAM_NAME
-const char *const shm_upstream_counter_names[SHM_UP_NCOUNTERS] = {"accepted", "attempts",   "successes",    "failures",
-                                                                  "retries",  "canonicals", "notregistered"};
 
 static size_t align64(size_t n)
 {
@@ -105,6 +93,8 @@ static void sum_histogram(const struct histogram *h, uint64_t *buckets, uint64_t
 
 void shm_sum(const struct shm_region *r, struct shm_totals *out)
 {
+    uint64_t now = (uint64_t)time(NULL), started = atomic_load(&((struct shm_region *)r)->started_at);
+
     memset(out, 0, sizeof(*out));
     for (unsigned i = 0; i < SHM_MAX_SLOTS; i++) {
         struct shm_slot *s = (struct shm_slot *)&r->slots[i];
@@ -133,8 +123,10 @@ void shm_sum(const struct shm_region *r, struct shm_totals *out)
     }
     for (unsigned i = 0; i < SHM_APPS; i++)
         out->apns_tokens_made += atomic_load(&((struct shm_region *)r)->apps[i].apns_token.made);
-    out->canonical_dropped = drainlist_dropped(r->canonical);
-    out->notregistered_dropped = drainlist_dropped(r->notregistered);
+    out->dropped[SHM_LIST_CANONICAL] = drainlist_dropped(r->canonical);
+    out->dropped[SHM_LIST_NOTREGISTERED] = drainlist_dropped(r->notregistered);
+    out->workers = atomic_load(&((struct shm_region *)r)->workers);
+    out->uptime_seconds = now > started ? now - started : 0;
 }
 
 int64_t shm_settle_slot(struct shm_region *r, unsigned slot, enum shm_settle how)

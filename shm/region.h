@@ -27,58 +27,10 @@
 #define SHM_VERSION 5u
 #define SHM_MAX_SLOTS 256
 
-/* One child's running totals.  Counts are of targets unless said otherwise. */
-enum shm_counter {
-    SHM_ACCEPTED,       /* targets answered 200 at /gcm/send */
-    SHM_ATTEMPTS,       /* targets sent upstream, every try counted */
-    SHM_SUCCESSES,      /* targets the upstream accepted */
-    SHM_FAILURES,       /* targets given up on (not counting notregistered) */
-    SHM_RETRIES,        /* targets scheduled for another try */
-    SHM_CANONICALS,     /* canonical replacements received */
-    SHM_NOTREGISTERED,  /* targets the upstream declared dead */
-    SHM_LOST,           /* pending targets of a child that died */
-    SHM_LEFT_IN_SPOOL,  /* the same with --spool: left in its segments for adoption */
-    SHM_UPSTREAM_REQS,  /* upstream HTTP requests completed */
-    SHM_UPSTREAM_ERRS,  /* upstream requests that got no HTTP answer */
-    SHM_OAUTH_TOKENS,   /* access tokens obtained */
-    SHM_OAUTH_FAILURES, /* token requests that failed */
-    SHM_REPLAYED,       /* targets re-queued from an orphaned spool segment */
-    SHM_SPOOL_SYNCS,    /* spool syncs (batch, always) completed, failed ones too */
-    SHM_NCOUNTERS
-};
-
 /* The same outcomes per upstream (one set per line of FCMD_PROVIDERS, in
- * its order): the totals above stay the sums. */
+ * its order): the totals stay the sums. */
 #define SHM_UPSTREAMS PROVIDERS
-enum shm_upstream_counter {
-    SHM_UP_ACCEPTED,
-    SHM_UP_ATTEMPTS,
-    SHM_UP_SUCCESSES,
-    SHM_UP_FAILURES,
-    SHM_UP_RETRIES,
-    SHM_UP_CANONICALS,
-    SHM_UP_NOTREGISTERED,
-    SHM_UP_NCOUNTERS
-};
-
 extern const char *const shm_upstream_names[SHM_UPSTREAMS];
-extern const char *const shm_upstream_counter_names[SHM_UP_NCOUNTERS];
-/* Each counter's name: the field in Redis (fleet mode) and in the logs. */
-extern const char *const shm_counter_names[SHM_NCOUNTERS];
-
-/* Gauges a child sets to its current value. */
-enum shm_gauge {
-    SHM_QUEUE_DEPTH,       /* targets waiting in the queue */
-    SHM_QUEUE_BYTES,       /* bytes the pending pushes hold, against queue_max_bytes */
-    SHM_RETRY_WAITING,     /* targets waiting for their next try */
-    SHM_UPSTREAM_INFLIGHT, /* upstream requests in flight */
-    SHM_UPSTREAM_SOCKETS,  /* open upstream connections */
-    SHM_UPSTREAM_LIMIT,    /* upstream requests allowed in flight now */
-    SHM_RATE_SHARE,        /* messages a second this child may send (--rate-limit), 0 without a limit */
-    SHM_SPOOL_BYTES,       /* bytes of the spool segments the child holds */
-    SHM_SPOOL_SEGMENTS,    /* spool segments the child holds */
-    SHM_NGAUGES
-};
 
 struct shm_slot {
     _Atomic uint64_t counters[SHM_NCOUNTERS];
@@ -115,18 +67,19 @@ struct shm_region {
     uint32_t version;
     size_t size; /* bytes mapped, for munmap */
     _Atomic uint64_t started_at;
-    _Atomic uint32_t workers;               /* configured child count */
-    char instance[17];                      /* this run's random id in hex, named in Redis (fleet mode) */
-    _Atomic uint32_t stopping_all;          /* set by the master: the whole instance stops, no worker follows */
-    _Atomic uint32_t stop_wait_logged;      /* fleet mode: a worker has logged waiting for Redis at the stop */
-    _Atomic uint64_t fleet_dropped_base[2]; /* canonical, notregistered drops Redis confirmed */
+    _Atomic uint32_t workers;          /* configured child count */
+    char instance[17];                 /* this run's random id in hex, named in Redis (fleet mode) */
+    _Atomic uint32_t stopping_all;     /* set by the master: the whole instance stops, no worker follows */
+    _Atomic uint32_t stop_wait_logged; /* fleet mode: a worker has logged waiting for Redis at the stop */
+    _Atomic uint64_t fleet_dropped_base[SHM_NLISTS]; /* the drops Redis confirmed, by list */
     struct shm_slot slots[SHM_MAX_SLOTS];
     struct shm_app apps[SHM_APPS];
     struct drainlist *canonical;     /* records: original '\0' canonical */
     struct drainlist *notregistered; /* records: token */
 };
 
-/* Totals over every slot, for reports. */
+/* Totals over every slot, for reports; the counter table (shm/metrics.h)
+ * names each value. */
 struct shm_totals {
     uint64_t counters[SHM_NCOUNTERS];
     uint64_t by_upstream[SHM_UPSTREAMS][SHM_UP_NCOUNTERS];
@@ -139,9 +92,10 @@ struct shm_totals {
     uint64_t upstream_latency[HIST_BUCKETS], upstream_latency_count, upstream_latency_sum_us;
     uint64_t send_latency[HIST_BUCKETS], send_latency_count, send_latency_sum_us;
     uint64_t children;          /* children alive */
+    uint64_t workers;           /* children configured */
     uint64_t waiting_for_token; /* children that have no usable access token */
-    uint64_t canonical_dropped;
-    uint64_t notregistered_dropped;
+    uint64_t uptime_seconds;
+    uint64_t dropped[SHM_NLISTS]; /* drain-list records that did not fit, by list */
 };
 
 /* Maps and initialises a region whose drain lists hold list_bytes each, and
@@ -199,6 +153,8 @@ static inline void shm_pending_add(struct shm_slot *s, int64_t n)
     atomic_fetch_add_explicit(&s->pending, n, memory_order_relaxed);
 }
 
+/* Sums every slot into out, with the instance's drops, configured workers
+ * and uptime. */
 void shm_sum(const struct shm_region *r, struct shm_totals *out);
 
 /* Called by the master once a child is reaped: its unfinished targets can no

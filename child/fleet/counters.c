@@ -21,8 +21,6 @@
 
 #define NARGS (3 + NKEYS + 5 + 3 * NTRIPLES)
 
-static const char *const dropped_names[2] = {"canonical_dropped", "notregistered_dropped"};
-
 /*
  * KEYS: 1 totals (hash), 2 this slot's marks, 3 this instance's drain-list
  * marks, 4 pending per live worker (hash), 5 live workers (zset, score =
@@ -89,8 +87,8 @@ static void snapshot(const struct fleet *f, uint64_t v[NTRIPLES])
 {
     for (unsigned i = 0; i < SHM_NCOUNTERS; i++)
         v[i] = LOAD(f->slot->counters[i]);
-    v[SHM_NCOUNTERS] = drainlist_dropped(f->shm->canonical);
-    v[SHM_NCOUNTERS + 1] = drainlist_dropped(f->shm->notregistered);
+    v[SHM_NCOUNTERS + SHM_LIST_CANONICAL] = drainlist_dropped(f->shm->canonical);
+    v[SHM_NCOUNTERS + SHM_LIST_NOTREGISTERED] = drainlist_dropped(f->shm->notregistered);
 }
 
 /* What Redis has confirmed counting of each value. */
@@ -99,9 +97,11 @@ static uint64_t base_of(const struct fleet *f, unsigned i)
     return i < SHM_NCOUNTERS ? LOAD(f->slot->fleet_base[i]) : LOAD(f->shm->fleet_dropped_base[i - SHM_NCOUNTERS]);
 }
 
+/* The field in Redis of each value: the counter table's names. */
 static const char *name_of(unsigned i)
 {
-    return i < SHM_NCOUNTERS ? shm_counter_names[i] : dropped_names[i - SHM_NCOUNTERS];
+    return i < SHM_NCOUNTERS ? shm_counter_name((enum shm_counter)i)
+                             : shm_dropped_name((enum shm_list)(i - SHM_NCOUNTERS));
 }
 
 static void on_flushed(struct fleet *f, void *arg, const redisReply *r);
@@ -180,7 +180,7 @@ static void settle_slot(struct fleet *f, unsigned i)
     argv[n++] = NUM(SHM_NCOUNTERS);
     for (unsigned c = 0; c < SHM_NCOUNTERS; c++) {
         sent[c] = LOAD(s->counters[c]);
-        argv[n++] = shm_counter_names[c];
+        argv[n++] = name_of(c);
         argv[n++] = NUM(sent[c]);
         argv[n++] = NUM(LOAD(s->fleet_base[c]));
     }
@@ -221,11 +221,9 @@ static int read_field(const redisReply *k, const redisReply *v, struct fleet_tot
         if (reply_u64(v, &n) != 0)
             return -1;
         if (c < SHM_NCOUNTERS)
-            t->counters[c] = n;
-        else if (c == SHM_NCOUNTERS)
-            t->canonical_dropped = n;
+            t->sums.counters[c] = n;
         else
-            t->notregistered_dropped = n;
+            t->sums.dropped[c - SHM_NCOUNTERS] = n;
     }
     return 0;
 }
@@ -247,7 +245,7 @@ static int read_totals(const redisReply *r, struct fleet_totals *t)
     if (r->element[1]->type != REDIS_REPLY_INTEGER || r->element[2]->type != REDIS_REPLY_INTEGER ||
         reply_u64(r->element[1], &t->instances) != 0 || reply_u64(r->element[2], &pending) != 0 || pending > INT64_MAX)
         return -1;
-    t->pending = (int64_t)pending;
+    t->sums.pending = (int64_t)pending;
     return 0;
 }
 
@@ -256,7 +254,7 @@ static void confirm(struct fleet *f)
 {
     for (unsigned i = 0; i < SHM_NCOUNTERS; i++)
         atomic_store_explicit(&f->slot->fleet_base[i], f->sent[i], memory_order_relaxed);
-    for (unsigned i = 0; i < 2; i++) {
+    for (unsigned i = 0; i < SHM_NLISTS; i++) {
         _Atomic uint64_t *b = &f->shm->fleet_dropped_base[i];
         uint64_t old = LOAD(*b), v = f->sent[SHM_NCOUNTERS + i];
         /* Every worker of the instance sends the drops: keep the largest. */

@@ -36,11 +36,11 @@ enum { FLEET_CANONICAL, FLEET_NOTREGISTERED, FLEET_NLISTS };
  * In the last two cases the drain is settled: the caller forgets it. */
 typedef void (*fleet_taken_fn)(void *arg, const unsigned char *recs, size_t len, const char *error);
 
-/* The fleet's totals as of this worker's last flush. */
+/* The fleet's totals as of this worker's last flush: of sums, the counters
+ * and the drops (the fields of the hash in Redis) and pending (summed over
+ * live instances only); the rest is 0. */
 struct fleet_totals {
-    uint64_t counters[SHM_NCOUNTERS];
-    uint64_t canonical_dropped, notregistered_dropped;
-    int64_t pending;    /* summed over live instances only */
+    struct shm_totals sums;
     uint64_t instances; /* instances with a live worker */
     uint64_t age_ms;    /* since the flush that brought them */
 };

@@ -15,8 +15,8 @@
 #include "fleet.h"
 #include "script.h"
 
-#define NKEYS 5                      /* the flush script's keys */
-#define NTRIPLES (SHM_NCOUNTERS + 2) /* the values a flush carries: the slot's counters, the instance's drops */
+#define NKEYS 5                               /* the flush script's keys */
+#define NTRIPLES (SHM_NCOUNTERS + SHM_NLISTS) /* the values a flush carries: the slot's counters, the drops */
 
 /* The largest reply most commands can bring (the totals hash, an error) is
  * a few KiB: anything far larger is not an answer to them.  A command that

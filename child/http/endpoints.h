@@ -57,4 +57,13 @@ int http_authorized(const struct http_server *hs, h2o_req_t *req, int scope);
 /* 401 with WWW-Authenticate: Bearer. */
 int http_unauthorized(h2o_req_t *req);
 
+struct shm_totals;
+/* The report's keys for t (report.c): the counter table's rows that show
+ * under want (SHM_REPORT with SHM_WITH_SPOOL or SHM_WITH_SA as they apply,
+ * or SHM_FLEET), in their report order; those before the upstreams, or with
+ * closing those that end the report.  sep goes before the first. */
+void http_report_keys(struct buf *b, const struct shm_totals *t, unsigned want, int closing, const char *sep);
+/* ,"fcm":{...},"apns":{...}: the outcomes per upstream, and APNs' own counts. */
+void http_report_upstreams(struct buf *b, const struct shm_totals *t);
+
 #endif

@@ -52,14 +52,11 @@ int http_on_metrics(struct http_server *hs, h2o_req_t *req)
 {
     struct shm_totals t;
     struct buf b = BUF_INIT;
-    uint64_t now = (uint64_t)time(NULL), started = atomic_load(&hs->shm->started_at);
-    struct metrics_context m = {hs->upstream_name, atomic_load(&hs->shm->workers),
-                                now > started ? now - started : 0};
 
     if (http_wrong_method(req, "GET"))
         return 0;
     shm_sum(hs->shm, &t);
-    metrics_prometheus(&b, &t, &m);
+    metrics_prometheus(&b, &t, hs->upstream_name);
     metrics_apps(&b, hs->shm, hs->opts);
     http_respond_buf(req, "text/plain; version=0.0.4; charset=utf-8", &b);
     buf_free(&b);

@@ -1,7 +1,8 @@
 /*
  * child/http/report.c - /gcm/report: the totals of this instance (every
  * worker's slot of the shared region) or, with --redis, of the fleet as the
- * last flush brought them, and per app with ?app=.
+ * last flush brought them, and per app with ?app=.  Its keys and their
+ * order are the counter table's (shm/metrics.h).
  */
 #include "endpoints.h"
 #include "query.h"
@@ -14,7 +15,6 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #define U(x) ((unsigned long long)(x))
 
@@ -33,21 +33,34 @@ static enum scope report_scope(const h2o_req_t *req)
     return n == 5 && memcmp(v, "fleet", 5) == 0 ? SCOPE_FLEET : SCOPE_BAD;
 }
 
+/* A row's key and value, after sep. */
+static void add_key(struct buf *b, const char *sep, const struct shm_metric *m, uint64_t v)
+{
+    if (m->kind == SHM_GAUGE)
+        buf_addf(b, "%s\"%s\":%lld", sep, m->name, (long long)(int64_t)v);
+    else
+        buf_addf(b, "%s\"%s\":%llu", sep, m->name, U(v));
+}
+
+void http_report_keys(struct buf *b, const struct shm_totals *t, unsigned want, int closing, const char *sep)
+{
+    for (unsigned place = 1; place <= shm_nmetrics; place++)
+        for (size_t i = 0; i < shm_nmetrics; i++) {
+            const struct shm_metric *m = &shm_metrics[i];
+            if (m->report == place && (m->shows & want) && !(m->shows & SHM_CLOSING) == !closing) {
+                add_key(b, sep, m, shm_metric_value(m, t));
+                sep = ",";
+            }
+        }
+}
+
 /* The fleet's totals, as the last flush brought them (child/fleet/counters.c). */
 static int respond_fleet(struct http_server *hs, h2o_req_t *req, const struct fleet_totals *t)
 {
     struct buf b = BUF_INIT;
-    const uint64_t *n = t->counters;
 
-    buf_addf(&b, "{\"attempts\":%llu,\"failures\":%llu,\"pending\":%lld,\"canonicals\":%llu,\"notregistered\":%llu",
-             U(n[SHM_ATTEMPTS]), U(n[SHM_FAILURES]), (long long)t->pending, U(n[SHM_CANONICALS]),
-             U(n[SHM_NOTREGISTERED]));
-    buf_addf(&b, ",\"successes\":%llu,\"retries\":%llu,\"accepted\":%llu,\"lost\":%llu", U(n[SHM_SUCCESSES]),
-             U(n[SHM_RETRIES]), U(n[SHM_ACCEPTED]), U(n[SHM_LOST]));
-    buf_addf(&b, ",\"left_in_spool\":%llu,\"replayed\":%llu", U(n[SHM_LEFT_IN_SPOOL]), U(n[SHM_REPLAYED]));
-    buf_addf(&b, ",\"dropped\":%llu,\"canonical_dropped\":%llu,\"notregistered_dropped\":%llu",
-             U(t->canonical_dropped + t->notregistered_dropped), U(t->canonical_dropped),
-             U(t->notregistered_dropped));
+    buf_adds(&b, "{");
+    http_report_keys(&b, &t->sums, SHM_FLEET, 0, "");
     buf_addf(&b, ",\"instances\":%llu,\"scope\":\"fleet\",\"redis\":\"ok\",\"age_ms\":%llu,\"upstream\":\"%s\"}\n",
              U(t->instances), U(t->age_ms), hs->upstream_name);
     http_respond_buf(req, "application/json", &b);
@@ -55,15 +68,24 @@ static int respond_fleet(struct http_server *hs, h2o_req_t *req, const struct fl
     return 0;
 }
 
-/* The outcomes per upstream, next to the totals: "fcm": {...}, "apns": {...}. */
-static void report_upstreams(struct buf *b, const struct shm_totals *t)
+/* An upstream's counters, or an app's: "accepted":..,... */
+static void upstream_counters(struct buf *b, const _Atomic uint64_t *c)
+{
+    for (int k = 0; k < SHM_UP_NCOUNTERS; k++)
+        buf_addf(b, "%s\"%s\":%llu", k ? "," : "", shm_counter_name((enum shm_counter)k),
+                 U(atomic_load_explicit(&c[k], memory_order_relaxed)));
+}
+
+void http_report_upstreams(struct buf *b, const struct shm_totals *t)
 {
     for (int u = 0; u < SHM_UPSTREAMS; u++) {
         buf_addf(b, ",\"%s\":{", shm_upstream_names[u]);
         for (int k = 0; k < SHM_UP_NCOUNTERS; k++)
-            buf_addf(b, "%s\"%s\":%llu", k ? "," : "", shm_upstream_counter_names[k], U(t->by_upstream[u][k]));
+            buf_addf(b, "%s\"%s\":%llu", k ? "," : "", shm_counter_name((enum shm_counter)k), U(t->by_upstream[u][k]));
         if (u == UPSTREAM_APNS)
-            buf_addf(b, ",\"provider_tokens\":%llu", U(t->apns_tokens_made));
+            for (size_t i = 0; i < shm_nmetrics; i++)
+                if (shm_metrics[i].shows & SHM_APNS)
+                    add_key(b, ",", &shm_metrics[i], shm_metric_value(&shm_metrics[i], t));
         buf_adds(b, "}");
     }
 }
@@ -75,7 +97,7 @@ static void report_app_totals(struct buf *b, const struct shm_app *a)
         uint64_t n = 0;
         for (int u = 0; u < SHM_UPSTREAMS; u++)
             n += atomic_load_explicit(&((struct shm_app *)a)->by_upstream[u][k], memory_order_relaxed);
-        buf_addf(b, "%s\"%s\":%llu", k ? "," : "", shm_upstream_counter_names[k], U(n));
+        buf_addf(b, "%s\"%s\":%llu", k ? "," : "", shm_counter_name((enum shm_counter)k), U(n));
     }
 }
 
@@ -107,9 +129,7 @@ static int respond_app_report(struct http_server *hs, h2o_req_t *req, const char
     report_app_totals(&b, &hs->shm->apps[row]);
     for (int u = 0; u < SHM_UPSTREAMS; u++) {
         buf_addf(&b, ",\"%s\":{", shm_upstream_names[u]);
-        for (int k = 0; k < SHM_UP_NCOUNTERS; k++)
-            buf_addf(&b, "%s\"%s\":%llu", k ? "," : "", shm_upstream_counter_names[k],
-                     U(atomic_load_explicit(&hs->shm->apps[row].by_upstream[u][k], memory_order_relaxed)));
+        upstream_counters(&b, hs->shm->apps[row].by_upstream[u]);
         buf_adds(&b, "}");
     }
     buf_addf(&b, ",\"unhealthy\":%s}\n", http_app_healthy(hs, (unsigned)a) ? "false" : "true");
@@ -123,10 +143,11 @@ int http_on_report(struct http_server *hs, h2o_req_t *req)
     struct shm_totals t;
     struct fleet_totals ft;
     struct buf b = BUF_INIT;
-    uint64_t now = (uint64_t)time(NULL), started = atomic_load(&hs->shm->started_at);
     enum scope scope = report_scope(req);
     char app[APP_NAME_MAX + 2]; /* one byte more than a name: a longer value is no app's */
     long app_len = http_query_get(req, "app", app, sizeof(app));
+    unsigned want =
+        SHM_REPORT | (hs->opts->spool != NULL ? SHM_WITH_SPOOL : 0) | (hs->opts->sa != NULL ? SHM_WITH_SA : 0);
 
     if (http_wrong_method(req, "GET"))
         return 0;
@@ -141,31 +162,17 @@ int http_on_report(struct http_server *hs, h2o_req_t *req)
     if (hs->fleet != NULL && scope != SCOPE_LOCAL && fleet_totals(hs->fleet, &ft) == 0)
         return respond_fleet(hs, req, &ft);
     shm_sum(hs->shm, &t);
-    /* GoCM's five keys first, in GoCM's order. */
-    buf_addf(&b, "{\"attempts\":%llu,\"failures\":%llu,\"pending\":%lld,\"canonicals\":%llu,\"notregistered\":%llu",
-             U(t.counters[SHM_ATTEMPTS]), U(t.counters[SHM_FAILURES]), (long long)t.pending,
-             U(t.counters[SHM_CANONICALS]), U(t.counters[SHM_NOTREGISTERED]));
-    buf_addf(&b, ",\"successes\":%llu,\"retries\":%llu,\"accepted\":%llu,\"lost\":%llu", U(t.counters[SHM_SUCCESSES]),
-             U(t.counters[SHM_RETRIES]), U(t.counters[SHM_ACCEPTED]), U(t.counters[SHM_LOST]));
-    if (hs->opts->spool != NULL)
-        buf_addf(&b, ",\"left_in_spool\":%llu", U(t.counters[SHM_LEFT_IN_SPOOL]));
-    buf_addf(&b, ",\"dropped\":%llu,\"canonical_dropped\":%llu,\"notregistered_dropped\":%llu",
-             U(t.canonical_dropped + t.notregistered_dropped), U(t.canonical_dropped), U(t.notregistered_dropped));
-    if (hs->opts->spool != NULL)
-        buf_addf(&b, ",\"spool_bytes\":%lld,\"spool_segments\":%lld,\"replayed\":%llu",
-                 (long long)t.gauges[SHM_SPOOL_BYTES], (long long)t.gauges[SHM_SPOOL_SEGMENTS],
-                 U(t.counters[SHM_REPLAYED]));
-    if (hs->opts->sa != NULL)
-        buf_addf(&b, ",\"oauth_tokens\":%llu,\"oauth_failures\":%llu,\"waiting_for_token\":%llu",
-                 U(t.counters[SHM_OAUTH_TOKENS]), U(t.counters[SHM_OAUTH_FAILURES]), U(t.waiting_for_token));
+    buf_adds(&b, "{");
+    http_report_keys(&b, &t, want, 0, "");
     if (http_serves(hs, UPSTREAM_APNS))
-        report_upstreams(&b, &t);
+        http_report_upstreams(&b, &t);
     if (hs->opts->napps > 0)
         report_apps(hs, &b);
     if (hs->fleet != NULL) /* this instance alone: asked for, or Redis cannot be reached */
         buf_addf(&b, ",\"scope\":\"local\",\"redis\":\"%s\"", fleet_ready(hs->fleet) ? "ok" : "unreachable");
-    buf_addf(&b, ",\"upstream\":\"%s\",\"workers\":%u,\"uptime_seconds\":%llu}\n", hs->upstream_name,
-             (unsigned)atomic_load(&hs->shm->workers), U(now > started ? now - started : 0));
+    buf_addf(&b, ",\"upstream\":\"%s\"", hs->upstream_name);
+    http_report_keys(&b, &t, SHM_REPORT, 1, ",");
+    buf_adds(&b, "}\n");
     http_respond_buf(req, "application/json", &b);
     buf_free(&b);
     return 0;

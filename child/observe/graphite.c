@@ -29,7 +29,6 @@ struct graphite {
     uv_loop_t *loop;
     const struct fcmd_options *opts;
     struct shm_region *shm;
-    const char *upstream;
     char host[256];
     char service[8];
     enum state state;
@@ -87,15 +86,14 @@ static void on_written(uv_write_t *w, int status)
 static void send_metrics(struct graphite *g)
 {
     struct shm_totals t;
-    uint64_t now = (uint64_t)time(NULL), started = atomic_load(&g->shm->started_at);
-    struct metrics_context m = {g->upstream, atomic_load(&g->shm->workers), now > started ? now - started : 0};
+    long long now = (long long)time(NULL);
     uv_buf_t b;
 
     if (g->state != CONNECTED || g->writing)
         return;
     shm_sum(g->shm, &t);
     buf_reset(&g->out);
-    metrics_graphite(&g->out, &t, &m, g->opts->graphite_prefix, (long long)now);
+    metrics_graphite(&g->out, &t, g->opts->graphite_prefix, now);
     if (g->out.failed)
         return;
     b = uv_buf_init(g->out.data, (unsigned)g->out.len);
@@ -203,7 +201,7 @@ struct graphite *graphite_start(uv_loop_t *loop, const struct fcmd_options *o, s
     g->loop = loop;
     g->opts = o;
     g->shm = shm;
-    g->upstream = upstream;
+    (void)upstream; /* Graphite's lines name no upstream */
     uv_timer_init(loop, &g->tick);
     g->tick.data = g;
     /* Connect at once; then a tick every interval sends (or reconnects when due). */

@@ -1,78 +1,63 @@
 /*
  * child/observe/metrics.c - rendering the shared metrics.
  *
- * Scalar series come from one table, so /metrics and Graphite never
- * disagree; labelled families and histograms follow.  Prometheus names end
- * in _total for counters and use seconds for durations; Graphite gets the
- * same values under dotted names.
+ * The counters and gauges come from the counter table (shm/metrics.h), so
+ * /metrics, Graphite and the report never disagree; labelled families and
+ * histograms follow.  Prometheus names end in _total for counters and use
+ * seconds for durations; Graphite gets the same values under dotted names.
  */
 #include "metrics.h"
 #include "../../common/options.h"
 #include "../../shm/region.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 
-enum kind { COUNTER, GAUGE };
-
-struct series {
-    const char *name;     /* Prometheus name, without the fcmd_ prefix */
-    const char *graphite; /* Graphite leaf */
-    enum kind kind;
-    const char *help;
-    int64_t value;
-};
-
-static size_t scalar_series(const struct shm_totals *t, const struct metrics_context *m, struct series *s)
+/* The row's /metrics name, without the fcmd_ prefix. */
+static const char *prometheus_name(const struct shm_metric *m, char *out, size_t size)
 {
-    const uint64_t *c = t->counters;
-    size_t n = 0;
-
-#define ADD(nm, gr, k, h, v) (s[n++] = (struct series){nm, gr, k, h, (int64_t)(v)})
-    ADD("accepted_targets_total", "accepted", COUNTER, "Targets accepted at /gcm/send.", c[SHM_ACCEPTED]);
-    ADD("attempts_total", "attempts", COUNTER, "Targets sent upstream, every try counted.", c[SHM_ATTEMPTS]);
-    ADD("successes_total", "successes", COUNTER, "Targets the upstream accepted.", c[SHM_SUCCESSES]);
-    ADD("canonicals_total", "canonicals", COUNTER, "Canonical token replacements received.", c[SHM_CANONICALS]);
-    ADD("notregistered_total", "notregistered", COUNTER, "Targets the upstream declared invalid for good.",
-        c[SHM_NOTREGISTERED]);
-    ADD("lost_total", "lost", COUNTER, "Pending targets of children that died or ran out of time.", c[SHM_LOST]);
-    ADD("left_in_spool_total", "left_in_spool", COUNTER,
-        "Pending targets of children that died or stopped, left in the spool for another to adopt.",
-        c[SHM_LEFT_IN_SPOOL]);
-    ADD("upstream_requests_total", "upstream_requests", COUNTER, "Upstream HTTP requests answered.",
-        c[SHM_UPSTREAM_REQS]);
-    ADD("upstream_errors_total", "upstream_errors", COUNTER, "Upstream requests that got no HTTP answer.",
-        c[SHM_UPSTREAM_ERRS]);
-    ADD("oauth_tokens_total", "oauth_tokens", COUNTER, "OAuth2 access tokens obtained.", c[SHM_OAUTH_TOKENS]);
-    ADD("oauth_failures_total", "oauth_failures", COUNTER, "OAuth2 token requests that failed.", c[SHM_OAUTH_FAILURES]);
-    ADD("pending", "pending", GAUGE, "Targets accepted and not yet finished.", t->pending);
-    ADD("queue_depth", "queue_depth", GAUGE, "Targets waiting in the queues to be sent.", t->gauges[SHM_QUEUE_DEPTH]);
-    ADD("queue_bytes", "queue_bytes", GAUGE, "Bytes the pending pushes hold in the queues.",
-        t->gauges[SHM_QUEUE_BYTES]);
-    ADD("retry_waiting", "retry_waiting", GAUGE, "Targets waiting for their next try.", t->gauges[SHM_RETRY_WAITING]);
-    ADD("upstream_inflight", "upstream_inflight", GAUGE, "Upstream requests in flight.",
-        t->gauges[SHM_UPSTREAM_INFLIGHT]);
-    ADD("upstream_limit", "upstream_limit", GAUGE, "Upstream requests allowed in flight now (found by additive increase, multiplicative decrease).",
-        t->gauges[SHM_UPSTREAM_LIMIT]);
-    ADD("rate_limit", "rate_limit", GAUGE,
-        "Messages a second this instance may send upstream: its share of --rate-limit (0: no limit).",
-        t->gauges[SHM_RATE_SHARE]);
-    ADD("upstream_connections", "upstream_connections", GAUGE, "Open upstream connections.",
-        t->gauges[SHM_UPSTREAM_SOCKETS]);
-    ADD("children", "children", GAUGE, "Child processes alive.", t->children);
-    ADD("workers", "workers", GAUGE, "Child processes configured.", m->workers);
-    ADD("waiting_for_token", "waiting_for_token", GAUGE, "Children without a usable OAuth2 access token.",
-        t->waiting_for_token);
-    ADD("uptime_seconds", "uptime_seconds", GAUGE, "Seconds since fcmd started.", m->uptime_seconds);
-    ADD("replayed_total", "replayed", COUNTER, "Targets re-queued from the spool segments of dead children.",
-        c[SHM_REPLAYED]);
-    ADD("spool_bytes", "spool_bytes", GAUGE, "Bytes of spool segments.", t->gauges[SHM_SPOOL_BYTES]);
-    ADD("spool_segments", "spool_segments", GAUGE, "Spool segment files.", t->gauges[SHM_SPOOL_SEGMENTS]);
-    ADD("spool_syncs_total", "spool_syncs", COUNTER, "Spool fdatasync calls (batch and always).", c[SHM_SPOOL_SYNCS]);
-#undef ADD
-    return n;
+    if (m->prometheus != NULL)
+        return m->prometheus;
+    snprintf(out, size, "%s%s", m->name, m->kind == SHM_COUNTER ? "_total" : "");
+    return out;
 }
 
-#define MAX_SERIES 32
+/* A value as text: a gauge's signed. */
+static const char *value_text(const struct shm_metric *m, uint64_t v, char out[24])
+{
+    if (m->kind == SHM_GAUGE)
+        snprintf(out, 24, "%" PRId64, (int64_t)v);
+    else
+        snprintf(out, 24, "%" PRIu64, v);
+    return out;
+}
+
+/* A row's lines: HELP, TYPE, and its value or its values by label. */
+static void series(struct buf *b, const struct shm_metric *m, const struct shm_totals *t)
+{
+    const struct shm_labelling *l = &shm_labellings[m->labels];
+    char buf[64], v[24];
+    const char *name = prometheus_name(m, buf, sizeof(buf));
+
+    buf_addf(b, "# HELP fcmd_%s %s\n# TYPE fcmd_%s %s\n", name, m->help, name,
+             m->kind == SHM_COUNTER ? "counter" : "gauge");
+    if (m->labels == SHM_UNLABELLED)
+        buf_addf(b, "fcmd_%s %s\n", name, value_text(m, shm_metric_value(m, t), v));
+    else
+        for (unsigned i = l->first; i < l->count; i++)
+            buf_addf(b, "fcmd_%s{%s=\"%s\"} %s\n", name, l->key, l->names[i],
+                     value_text(m, shm_metric_value_by(m, t, i), v));
+}
+
+/* The rows of /metrics labelled so, and of APNs or not, in table order. */
+static void rows(struct buf *b, const struct shm_totals *t, enum shm_labels labels, unsigned apns)
+{
+    for (size_t i = 0; i < shm_nmetrics; i++) {
+        const struct shm_metric *m = &shm_metrics[i];
+        if ((m->shows & SHM_METRICS) && m->labels == labels && (m->shows & SHM_APNS) == apns)
+            series(b, m, t);
+    }
+}
 
 static void histogram(struct buf *b, const char *name, const char *help, const uint64_t *buckets,
                       const uint64_t *bounds_us, uint64_t count, uint64_t sum_us)
@@ -90,23 +75,10 @@ static void histogram(struct buf *b, const char *name, const char *help, const u
     buf_addf(b, "fcmd_%s_sum %.6f\nfcmd_%s_count %" PRIu64 "\n", name, (double)sum_us / 1e6, name, count);
 }
 
-static void by_cause(struct buf *b, const char *name, const char *help, const uint64_t *v)
+void metrics_prometheus(struct buf *b, const struct shm_totals *t, const char *upstream)
 {
-    buf_addf(b, "# HELP fcmd_%s %s\n# TYPE fcmd_%s counter\n", name, help, name);
-    for (int c = 1; c < CAUSE_COUNT; c++)
-        buf_addf(b, "fcmd_%s{reason=\"%s\"} %" PRIu64 "\n", name, shm_cause_names[c], v[c]);
-}
-
-void metrics_prometheus(struct buf *b, const struct shm_totals *t, const struct metrics_context *m)
-{
-    struct series s[MAX_SERIES];
-    size_t n = scalar_series(t, m, s);
-
-    for (size_t i = 0; i < n; i++)
-        buf_addf(b, "# HELP fcmd_%s %s\n# TYPE fcmd_%s %s\nfcmd_%s %" PRId64 "\n", s[i].name, s[i].help, s[i].name,
-                 s[i].kind == COUNTER ? "counter" : "gauge", s[i].name, s[i].value);
-    by_cause(b, "failures_total", "Targets given up on, by reason.", t->failures_by);
-    by_cause(b, "retries_total", "Targets scheduled for another try, by reason.", t->retries_by);
+    rows(b, t, SHM_UNLABELLED, 0);
+    rows(b, t, SHM_BY_REASON, 0);
     buf_adds(b, "# HELP fcmd_http_requests_total HTTP requests served, by endpoint and status.\n"
                 "# TYPE fcmd_http_requests_total counter\n");
     for (int e = 0; e < EP_COUNT; e++)
@@ -117,22 +89,14 @@ void metrics_prometheus(struct buf *b, const struct shm_totals *t, const struct 
             else if (t->http[e][k] > 0)
                 buf_addf(b, "fcmd_http_requests_total{endpoint=\"%s\",status=\"other\"} %" PRIu64 "\n",
                          shm_endpoint_names[e], t->http[e][k]);
-    buf_addf(b,
-             "# HELP fcmd_drain_dropped_total Drain-list records dropped because the list was full.\n"
-             "# TYPE fcmd_drain_dropped_total counter\n"
-             "fcmd_drain_dropped_total{list=\"canonical\"} %" PRIu64 "\n"
-             "fcmd_drain_dropped_total{list=\"notregistered\"} %" PRIu64 "\n",
-             t->canonical_dropped, t->notregistered_dropped);
+    rows(b, t, SHM_BY_LIST, 0);
     buf_adds(b, "# HELP fcmd_upstream_targets_total Targets by upstream and outcome (the totals above are the sums).\n"
                 "# TYPE fcmd_upstream_targets_total counter\n");
     for (int u = 0; u < SHM_UPSTREAMS; u++)
         for (int k = 0; k < SHM_UP_NCOUNTERS; k++)
             buf_addf(b, "fcmd_upstream_targets_total{upstream=\"%s\",outcome=\"%s\"} %" PRIu64 "\n",
-                     shm_upstream_names[u], shm_upstream_counter_names[k], t->by_upstream[u][k]);
-    buf_addf(b,
-             "# HELP fcmd_apns_provider_tokens_total APNs provider tokens made (one at a time, for all workers).\n"
-             "# TYPE fcmd_apns_provider_tokens_total counter\nfcmd_apns_provider_tokens_total %" PRIu64 "\n",
-             t->apns_tokens_made);
+                     shm_upstream_names[u], shm_counter_name((enum shm_counter)k), t->by_upstream[u][k]);
+    rows(b, t, SHM_UNLABELLED, SHM_APNS);
     histogram(b, "upstream_request_seconds", "Upstream request duration, from curl.", t->upstream_latency,
               shm_upstream_bounds_us, t->upstream_latency_count, t->upstream_latency_sum_us);
     histogram(b, "send_handling_seconds", "Time to parse, check and queue a /gcm/send request.", t->send_latency,
@@ -140,33 +104,38 @@ void metrics_prometheus(struct buf *b, const struct shm_totals *t, const struct 
     buf_addf(b,
              "# HELP fcmd_build_info fcmd's version and upstream.\n# TYPE fcmd_build_info gauge\n"
              "fcmd_build_info{version=\"%s\",upstream=\"%s\"} 1\n",
-             FCMD_VERSION, m->upstream);
+             FCMD_VERSION, upstream);
 }
 
-void metrics_graphite(struct buf *b, const struct shm_totals *t, const struct metrics_context *m, const char *prefix,
-                      long long ts)
+/* Graphite: the unlabelled rows, the rows by reason (NAME_by.REASON when not
+ * 0, then NAME, their sum), the targets by upstream when not 0, and the
+ * upstream requests' count and time. */
+void metrics_graphite(struct buf *b, const struct shm_totals *t, const char *prefix, long long ts)
 {
-    struct series s[MAX_SERIES];
-    size_t n = scalar_series(t, m, s);
-    uint64_t failures = 0, retries = 0;
+    const struct shm_labelling *reasons = &shm_labellings[SHM_BY_REASON];
+    const struct shm_metric *m;
+    char v[24];
 
-    for (size_t i = 0; i < n; i++)
-        buf_addf(b, "%s.%s %" PRId64 " %lld\n", prefix, s[i].graphite, s[i].value, ts);
-    for (int c = 1; c < CAUSE_COUNT; c++) {
-        failures += t->failures_by[c];
-        retries += t->retries_by[c];
-        if (t->failures_by[c])
-            buf_addf(b, "%s.failures_by.%s %" PRIu64 " %lld\n", prefix, shm_cause_names[c], t->failures_by[c], ts);
-        if (t->retries_by[c])
-            buf_addf(b, "%s.retries_by.%s %" PRIu64 " %lld\n", prefix, shm_cause_names[c], t->retries_by[c], ts);
-    }
-    buf_addf(b, "%s.failures %" PRIu64 " %lld\n%s.retries %" PRIu64 " %lld\n", prefix, failures, ts, prefix, retries,
-             ts);
+    for (m = shm_metrics; m < shm_metrics + shm_nmetrics; m++)
+        if ((m->shows & SHM_GRAPHITE) && m->labels == SHM_UNLABELLED)
+            buf_addf(b, "%s.%s %s %lld\n", prefix, m->name, value_text(m, shm_metric_value(m, t), v), ts);
+    for (unsigned c = reasons->first; c < reasons->count; c++)
+        for (m = shm_metrics; m < shm_metrics + shm_nmetrics; m++)
+            if ((m->shows & SHM_GRAPHITE) && m->labels == SHM_BY_REASON && shm_metric_value_by(m, t, c) != 0)
+                buf_addf(b, "%s.%s_by.%s %" PRIu64 " %lld\n", prefix, m->name, reasons->names[c],
+                         shm_metric_value_by(m, t, c), ts);
+    for (m = shm_metrics; m < shm_metrics + shm_nmetrics; m++)
+        if ((m->shows & SHM_GRAPHITE) && m->labels == SHM_BY_REASON) {
+            uint64_t sum = 0;
+            for (unsigned c = reasons->first; c < reasons->count; c++)
+                sum += shm_metric_value_by(m, t, c);
+            buf_addf(b, "%s.%s %" PRIu64 " %lld\n", prefix, m->name, sum, ts);
+        }
     for (int u = 0; u < SHM_UPSTREAMS; u++)
         for (int k = 0; k < SHM_UP_NCOUNTERS; k++)
             if (t->by_upstream[u][k])
                 buf_addf(b, "%s.upstream.%s.%s %" PRIu64 " %lld\n", prefix, shm_upstream_names[u],
-                         shm_upstream_counter_names[k], t->by_upstream[u][k], ts);
+                         shm_counter_name((enum shm_counter)k), t->by_upstream[u][k], ts);
     buf_addf(b, "%s.upstream_request_seconds.count %" PRIu64 " %lld\n", prefix, t->upstream_latency_count, ts);
     buf_addf(b, "%s.upstream_request_seconds.sum %.6f %lld\n", prefix, (double)t->upstream_latency_sum_us / 1e6, ts);
 }
@@ -177,7 +146,7 @@ static void app_lines(struct buf *b, const char *name, const struct shm_app *a)
     for (int u = 0; u < SHM_UPSTREAMS; u++)
         for (int k = 0; k < SHM_UP_NCOUNTERS; k++)
             buf_addf(b, "fcmd_app_targets_total{app=\"%s\",upstream=\"%s\",outcome=\"%s\"} %" PRIu64 "\n", name,
-                     shm_upstream_names[u], shm_upstream_counter_names[k],
+                     shm_upstream_names[u], shm_counter_name((enum shm_counter)k),
                      atomic_load_explicit(&((struct shm_app *)a)->by_upstream[u][k], memory_order_relaxed));
 }
 

@@ -12,13 +12,8 @@
 
 struct shm_totals;
 
-struct metrics_context {
-    const char *upstream; /* adapter name */
-    unsigned workers;     /* configured */
-    uint64_t uptime_seconds;
-};
-
-void metrics_prometheus(struct buf *b, const struct shm_totals *t, const struct metrics_context *m);
+/* The exposition of t; upstream names the adapter in fcmd_build_info. */
+void metrics_prometheus(struct buf *b, const struct shm_totals *t, const char *upstream);
 
 struct shm_region;
 struct fcmd_options;
@@ -27,7 +22,6 @@ struct fcmd_options;
 void metrics_apps(struct buf *b, const struct shm_region *r, const struct fcmd_options *o);
 
 /* Lines "prefix.name value timestamp\n". */
-void metrics_graphite(struct buf *b, const struct shm_totals *t, const struct metrics_context *m, const char *prefix,
-                      long long timestamp);
+void metrics_graphite(struct buf *b, const struct shm_totals *t, const char *prefix, long long timestamp);
 
 #endif
