@@ -18,6 +18,12 @@ void queue_init(struct queue *q, size_t capacity, size_t max_bytes)
     q->tailp = &q->head;
     q->capacity = capacity;
     q->max_bytes = max_bytes;
+    push_ids_init(&q->ids);
+}
+
+void queue_assign_id(struct queue *q, struct send_request *r)
+{
+    r->id_len = push_id_make(&q->ids, r->id);
 }
 
 size_t queue_cost(const struct send_request *r)
@@ -49,7 +55,7 @@ static void free_chain(struct target *t)
 }
 
 /* The push and its targets, chained in p->staged; nothing is counted yet. */
-static struct push *push_create(const struct send_request *r)
+static struct push *push_create(struct queue *q, const struct send_request *r)
 {
     struct push *p = malloc(sizeof(*p) + message_size(&r->msg));
     struct target **tailp;
@@ -60,6 +66,10 @@ static struct push *push_create(const struct send_request *r)
     p->kind = r->kind;
     p->upstream = r->upstream;
     p->app = r->app_index;
+    if (r->id_len > 0)
+        memcpy(p->id, r->id, r->id_len + 1);
+    else
+        push_id_make(&q->ids, p->id);
     message_copy(&p->msg, &r->msg, p->text);
     p->bytes = sizeof(*p) + message_size(&r->msg); /* and each target's, below: what queue_cost says */
     tailp = &p->staged;
@@ -88,7 +98,7 @@ static struct push *push_create(const struct send_request *r)
 
 struct push *queue_stage(struct queue *q, const struct send_request *r)
 {
-    struct push *p = push_create(r);
+    struct push *p = push_create(q, r);
 
     if (p == NULL)
         return NULL;

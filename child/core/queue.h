@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "push_id.h"
 #include "request.h"
 
 struct segment;
@@ -25,6 +26,7 @@ struct push {
     enum upstream_kind upstream;
     unsigned app; /* the child's app index (options_app_find), or APP_NONE */
     enum target_kind kind;
+    char id[PUSH_ID_MAX + 1]; /* its id, NUL-terminated (push_id.h) */
     struct message msg; /* payload and options */
     char *encoded;      /* an adapter's encoding shared by all targets, or NULL */
     size_t encoded_len;
@@ -57,9 +59,14 @@ struct queue {
     size_t max_bytes;                                /* bound on bytes */
     void (*on_push_done)(void *arg, struct push *p); /* before a push is freed */
     void *arg;
+    struct push_ids ids; /* the worker's push ids */
 };
 
+/* Also draws the worker's push ids (push_ids_init). */
 void queue_init(struct queue *q, size_t capacity, size_t max_bytes);
+
+/* Gives r the next push id of this worker. */
+void queue_assign_id(struct queue *q, struct send_request *r);
 
 /* Bytes a push made of r holds while queued. */
 size_t queue_cost(const struct send_request *r);
@@ -71,8 +78,10 @@ int queue_has_room(const struct queue *q, size_t n, size_t bytes);
 /* Whether it would fit even in an empty queue. */
 int queue_could_fit(const struct queue *q, size_t n, size_t bytes);
 
-/* Makes a push of r with one target per r->targets and appends them all.
- * Returns the push, or NULL when memory ran out (nothing is queued then). */
+/* Makes a push of r with one target per r->targets and appends them all;
+ * it keeps r's id, or gets a new one when r has none (one read back from
+ * the spool or Redis).  Returns the push, or NULL when memory ran out
+ * (nothing is queued then). */
 struct push *queue_accept(struct queue *q, const struct send_request *r);
 
 /* Like queue_accept, but the targets wait until queue_commit() (or go with

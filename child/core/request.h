@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "../../common/providers.h"
+#include "push_id.h"
 
 #define REQUEST_MAX_BODY (1u << 20)
 #define REQUEST_MAX_TOKENS 10000
@@ -83,6 +84,8 @@ struct send_request {
     const char *app;       /* the app the request named (NUL-terminated, a valid name), or NULL */
     size_t app_len;
     unsigned app_index; /* the caller's: app looked up in the settings (0 the default app, or APP_NONE) */
+    char id[PUSH_ID_MAX + 1]; /* the push's id (push_id.h), set by the caller; "" for none yet */
+    size_t id_len;
     struct message msg;
     char *storage; /* owns every string above */
 };

@@ -24,14 +24,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int respond_accepted(h2o_req_t *req, int json, size_t n)
+/* 200: the push's id in the X-Fcmd-Id header, and in a JSON body beside
+ * the targets accepted; a form's body stays GoCM's "ok". */
+static int respond_accepted(h2o_req_t *req, int json, size_t n, const char *id, size_t id_len)
 {
-    char body[64];
+    char body[96 + PUSH_ID_MAX];
     int len;
 
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-fcmd-id"), 0, NULL,
+                          h2o_strdup(&req->pool, id, id_len).base, id_len);
     if (!json)
         return http_respond(req, 200, "OK", "text/plain; charset=utf-8", "ok\n", 3);
-    len = snprintf(body, sizeof(body), "{\"accepted\":%zu}\n", n);
+    len = snprintf(body, sizeof(body), "{\"accepted\":%zu,\"id\":\"%.*s\"}\n", n, (int)id_len, id);
     return http_respond(req, 200, "OK", "application/json", body, (size_t)len);
 }
 
@@ -51,6 +55,8 @@ struct deferred {
     int json;
     enum endpoint ep;
     uint64_t start;
+    char id[PUSH_ID_MAX + 1]; /* the push's, for the answer */
+    size_t id_len;
 };
 
 static void on_request_gone(void *p)
@@ -90,7 +96,7 @@ static void on_durable(void *arg, int ok)
         *d->link = NULL;
         conn_progress(d->hs->conns, req); /* answered: the client timeout starts again */
         if (ok)
-            respond_accepted(req, d->json, n);
+            respond_accepted(req, d->json, n, d->id, d->id_len);
         else
             http_busy(req, "spool sync failed");
         http_count(hs, d->ep, req->res.status, d->start);
@@ -119,7 +125,7 @@ static void on_queued(void *arg, enum fq_status st, size_t n)
         *d->link = NULL;
         conn_progress(hs->conns, req);
         if (st == FQ_OK)
-            respond_accepted(req, d->json, n);
+            respond_accepted(req, d->json, n, d->id, d->id_len);
         else
             http_busy(req, fq_refusal[st]);
         http_count(hs, d->ep, req->res.status, d->start);
@@ -139,6 +145,8 @@ static int send_to_redis(struct http_server *hs, h2o_req_t *req, struct send_req
         return http_busy(req, "out of memory");
     }
     *d = (struct deferred){.req = req, .hs = hs, .json = r->format == REQUEST_JSON, .start = start, .ep = ep};
+    memcpy(d->id, r->id, r->id_len + 1);
+    d->id_len = r->id_len;
     st = fleet_queue_add(hs->fq, r, &d->fqw, on_queued, d);
     request_free(r);
     if (st != FQ_OK) {
@@ -279,6 +287,7 @@ static int send_to(struct http_server *hs, h2o_req_t *req, enum upstream_kind ki
     }
     if (rc != 0)
         return http_error(req, request_status(rc), err);
+    queue_assign_id(hs->queue, &r); /* the spool and Redis keep it with the push */
     if (hs->fq != NULL)
         return send_to_redis(hs, req, &r, start, EP_SEND_OF(kind));
     /* Whatever can fail is done before anything is written or queued. */
@@ -301,6 +310,8 @@ static int send_to(struct http_server *hs, h2o_req_t *req, enum upstream_kind ki
                                .json = json,
                                .start = start,
                                .ep = EP_SEND_OF(kind)};
+        memcpy(d->id, r.id, r.id_len + 1);
+        d->id_len = r.id_len;
         d->link = h2o_mem_alloc_shared(&req->pool, sizeof(*d->link), on_request_gone);
         *d->link = d;
         if (spool_commit(hs->spool, &d->waiter, on_durable, d))
@@ -309,7 +320,7 @@ static int send_to(struct http_server *hs, h2o_req_t *req, enum upstream_kind ki
         free(d);
     }
     release_push(hs, p);
-    return respond_accepted(req, json, n);
+    return respond_accepted(req, json, n, r.id, r.id_len);
 }
 
 int http_on_send(struct http_server *hs, h2o_req_t *req, int kind)

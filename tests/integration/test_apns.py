@@ -5,6 +5,7 @@ cryptography; JSON fcmd answers is read with Python's json."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -65,9 +66,13 @@ def test_form_and_json_are_delivered_with_their_headers(start_apns, apns_mock):
     r = apns_form(f, [tok("ab", 1), tok("ab", 2)], {"aps": {"alert": "hi"}, "k": 1}, push_type="alert",
                   priority="5", expiration="1900000000", collapse_id="c-1")
     assert (r.status_code, r.text) == (200, "ok\n")
+    form_id = r.headers["x-fcmd-id"]
     r = apns_json(f, {"tokens": [tok("cd", 1)], "payload": {"aps": {"content-available": 1}},
                       "topic": TOPIC + ".voip", "push_type": "voip", "priority": 10, "expiration": 0})
-    assert r.status_code == 200 and r.json() == {"accepted": 1}
+    assert r.status_code == 200 and r.json() == {"accepted": 1, "id": r.headers["x-fcmd-id"]}
+    # Each push its id, as at /gcm/send (tests/integration/test_push_ids.py).
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", i) for i in (form_id, r.json()["id"]))
+    assert form_id != r.json()["id"]
     report = f.wait_idle()
     tokens = apns_mock.stats()["tokens"]
     for t in (tok("ab", 1), tok("ab", 2)):

@@ -121,10 +121,10 @@ def test_each_request_goes_to_its_apps_upstream_with_its_credentials(apps, start
     assert f.send_form(["d1"], {"k": 1}).status_code == 200  # no app: the default app
     r = requests.post(f.url("/gcm/send"), data={"tokens": "a1", "payload": "{}", "app": "alpha"}, timeout=5)
     assert (r.status_code, r.text) == (200, "ok\n")
-    assert send(f, {"tokens": ["a2"], "payload": {}}, headers={"X-Fcmd-App": "alpha"}).json() == {"accepted": 1}
-    assert send(f, {"tokens": ["b1", "b2"], "payload": {"x": 1}, "app": "beta"}).json() == {"accepted": 2}
+    assert send(f, {"tokens": ["a2"], "payload": {}}, headers={"X-Fcmd-App": "alpha"}).json()["accepted"] == 1
+    assert send(f, {"tokens": ["b1", "b2"], "payload": {"x": 1}, "app": "beta"}).json()["accepted"] == 2
     assert send(f, {"tokens": [apns_tok(1)], "payload": {"aps": {"alert": "hi"}}}, path="/apns/send",
-                headers={"X-Fcmd-App": "ios"}).json() == {"accepted": 1}
+                headers={"X-Fcmd-App": "ios"}).json()["accepted"] == 1
     r = f.wait_idle()
     assert (r["successes"], r["failures"], r["attempts"]) == (6, 0, 6)
     assert tokens(apps.default) == {"d1"}

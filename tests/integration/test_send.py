@@ -69,7 +69,7 @@ def test_json_request(mock, start_fcmd):
 def test_json_topic(mock, start_fcmd):
     f = start_fcmd(mock)
     resp = f.send_json({"topic": "news", "payload": {"headline": "x"}})
-    assert resp.json() == {"accepted": 1}
+    assert resp.json()["accepted"] == 1
     wait_until(delivered(mock, "/topics/news"), what="topic at the mock")
     assert f.wait_idle()["successes"] == 1
 
@@ -158,7 +158,7 @@ def test_401_is_a_failure_and_logged(start_mock, start_fcmd):
 def test_legacy_batches_at_most_1000_tokens(mock, start_fcmd):
     f = start_fcmd(mock, workers=1)
     tokens = [f"bulk{i}" for i in range(2500)]
-    assert f.send_json({"tokens": tokens, "payload": {"b": 1}}).json() == {"accepted": 2500}
+    assert f.send_json({"tokens": tokens, "payload": {"b": 1}}).json()["accepted"] == 2500
     r = f.wait_idle()
     assert r["successes"] == 2500
     s = mock.stats(summary=True)
