@@ -79,8 +79,8 @@ int queue_has_room(const struct queue *q, size_t n, size_t bytes);
 int queue_could_fit(const struct queue *q, size_t n, size_t bytes);
 
 /* Makes a push of r with one target per r->targets and appends them all;
- * it keeps r's id, or gets a new one when r has none (one read back from
- * the spool or Redis).  Returns the push, or NULL when memory ran out
+ * it keeps r's id, or gets a new one when r has none (a record written
+ * before pushes had ids).  Returns the push, or NULL when memory ran out
  * (nothing is queued then). */
 struct push *queue_accept(struct queue *q, const struct send_request *r);
 

@@ -20,6 +20,8 @@
 #define REQUEST_MAX_TOKENS 10000
 #define REQUEST_MAX_TOKEN_LEN 4096
 #define REQUEST_MAX_PAYLOAD (64u << 10)
+#define REQUEST_IDEM_KEY_MAX 255   /* bytes of an Idempotency-Key */
+#define REQUEST_FINGERPRINT_LEN 32 /* a body's fingerprint: its SHA-256 */
 
 enum target_kind { TARGET_TOKEN, TARGET_TOPIC, TARGET_CONDITION };
 
@@ -86,6 +88,14 @@ struct send_request {
     unsigned app_index; /* the caller's: app looked up in the settings (0 the default app, or APP_NONE) */
     char id[PUSH_ID_MAX + 1]; /* the push's id (push_id.h), set by the caller; "" for none yet */
     size_t id_len;
+    /* What a spool record keeps for idempotency: the request's
+     * Idempotency-Key (1 to REQUEST_IDEM_KEY_MAX visible ASCII characters)
+     * and its body's fingerprint (REQUEST_FINGERPRINT_LEN bytes), each NULL
+     * when absent; only a replay sets them yet. */
+    const char *idem_key;
+    size_t idem_key_len;
+    const unsigned char *fingerprint;
+    size_t fingerprint_len;
     struct message msg;
     char *storage; /* owns every string above */
 };

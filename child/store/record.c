@@ -80,24 +80,27 @@ static void put_text(struct buf *b, const char *s, size_t n)
     buf_add(b, s, n);
 }
 
+/* A field of up to 255 bytes: its length (u8), then its bytes. */
+static void put_short(struct buf *b, const void *s, size_t n)
+{
+    buf_add(b, (unsigned char[1]){(unsigned char)n}, 1);
+    if (n > 0)
+        buf_add(b, s, n);
+}
+
 void record_encode_push(struct buf *b, uint64_t id, const struct send_request *r)
 {
-    /* FCM pushes of the default app keep the first format, which every
-     * version reads; the default app's APNs pushes the second. */
-    int v3 = r->app != NULL, v2 = v3 || r->upstream != UPSTREAM_FCM;
-    int nopts = v2 ? ROPT_COUNT : ROPT_FCM_COUNT;
-    size_t at = begin(b, v3 ? RECORD_PUSH3 : v2 ? RECORD_PUSH2 : RECORD_PUSH);
+    size_t at = begin(b, RECORD_PUSH4);
 
     put_u64(b, id);
-    if (v2)
-        buf_add(b, (unsigned char[2]){(unsigned char)r->upstream, (unsigned char)nopts}, 2);
-    if (v3) { /* a valid name: at most APP_NAME_MAX bytes */
-        buf_add(b, (unsigned char[1]){(unsigned char)r->app_len}, 1);
-        buf_add(b, r->app, r->app_len);
-    }
+    buf_add(b, (unsigned char[2]){(unsigned char)r->upstream, (unsigned char)ROPT_COUNT}, 2);
+    put_short(b, r->app, r->app != NULL ? r->app_len : 0); /* a valid name: at most APP_NAME_MAX bytes */
+    put_short(b, r->id, r->id_len);
+    put_short(b, r->idem_key, r->idem_key != NULL ? r->idem_key_len : 0);
+    put_short(b, r->fingerprint, r->fingerprint != NULL ? r->fingerprint_len : 0);
     buf_add(b, (unsigned char[1]){(unsigned char)r->kind}, 1);
     put_text(b, r->msg.payload, r->msg.payload_len);
-    for (int o = 0; o < nopts; o++)
+    for (int o = 0; o < ROPT_COUNT; o++)
         put_text(b, r->msg.opt[o], r->msg.opt_len[o]);
     put_u32(b, (uint32_t)r->ntargets);
     for (size_t i = 0; i < r->ntargets; i++) {
@@ -208,6 +211,46 @@ static int get_text(const unsigned char *p, size_t len, size_t *pos, const char 
     return 0;
 }
 
+/* Reads a field of up to 255 bytes (u8 length, bytes) at *pos: -1 when it
+ * runs past the payload. */
+static int get_short(const unsigned char *p, size_t len, size_t *pos, const unsigned char **s, size_t *n)
+{
+    if (len - *pos < 1 || len - *pos - 1 < p[*pos])
+        return -1;
+    *n = p[*pos];
+    *s = *n > 0 ? p + *pos + 1 : NULL;
+    *pos += 1 + *n;
+    return 0;
+}
+
+/* An idempotency key: visible ASCII, as the header must be. */
+static int idem_key_ok(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < 0x21 || s[i] > 0x7e)
+            return 0;
+    return 1;
+}
+
+/* PUSH4's fields after the option count: app, push id, key, fingerprint. */
+static int decode_push4(const unsigned char *p, size_t len, size_t *pos, struct record_push *out)
+{
+    const unsigned char *app, *id, *key;
+
+    if (get_short(p, len, pos, &app, &out->app_len) != 0 ||
+        (app != NULL && !options_app_name_ok((const char *)app, out->app_len)) ||
+        get_short(p, len, pos, &id, &out->push_id_len) != 0 ||
+        !push_id_ok((const char *)id, out->push_id_len) || get_short(p, len, pos, &key, &out->idem_key_len) != 0 ||
+        (key != NULL && !idem_key_ok(key, out->idem_key_len)) ||
+        get_short(p, len, pos, &out->fingerprint, &out->fingerprint_len) != 0 ||
+        (out->fingerprint != NULL && out->fingerprint_len != REQUEST_FINGERPRINT_LEN))
+        return -1;
+    out->app = (const char *)app;
+    out->push_id = (const char *)id;
+    out->idem_key = (const char *)key;
+    return 0;
+}
+
 int record_decode_push(const struct record *rec, struct record_push *out)
 {
     const unsigned char *p = rec->payload;
@@ -219,7 +262,7 @@ int record_decode_push(const struct record *rec, struct record_push *out)
         return -1;
     out->id = get_u64(p);
     out->upstream = UPSTREAM_FCM;
-    if (rec->type == RECORD_PUSH2 || rec->type == RECORD_PUSH3) {
+    if (rec->type != RECORD_PUSH) {
         /* A later version may know more upstreams or options: not this one. */
         if (len < 10 || p[8] >= UPSTREAM_KINDS || p[9] > ROPT_COUNT)
             return -1;
@@ -234,6 +277,8 @@ int record_decode_push(const struct record *rec, struct record_push *out)
         out->app_len = p[pos];
         pos += 1 + (size_t)p[pos];
     }
+    if (rec->type == RECORD_PUSH4 && decode_push4(p, len, &pos, out) != 0)
+        return -1;
     if (len - pos < 1 || p[pos] > TARGET_CONDITION)
         return -1;
     out->kind = (enum target_kind)p[pos++];

@@ -8,6 +8,8 @@
  *   PUSH  id, kind, the message texts, and the targets with their index;
  *   PUSH2 the same with the upstream and the count of option texts;
  *   PUSH3 the same as PUSH2 with the name of the app the push is for;
+ *   PUSH4 the same as PUSH3 with the push's id, and room for its
+ *         idempotency key and body fingerprint;
  *   ACK   id and the indexes of targets that reached a final outcome.
  * A segment may end in zeros, space its writer keeps ahead of the records.
  * A reader stops at the zeros and at a torn tail (a record cut short by a
@@ -29,19 +31,22 @@
 #define RECORD_HEADER 16
 #define RECORD_MAX_PAYLOAD (64u << 20)
 
-/* PUSH is an FCM push of the default app, as every version wrote it; PUSH2
- * names its upstream and how many option texts follow (APNs pushes of the
- * default app); PUSH3 adds the name of its app (a push for a named app).  A
- * version that does not know a type skips its records. */
-enum record_type { RECORD_PUSH = 1, RECORD_ACK = 2, RECORD_PUSH2 = 3, RECORD_PUSH3 = 4 };
+/* PUSH is an FCM push of the default app, as the first versions wrote it;
+ * PUSH2 names its upstream and how many option texts follow (APNs pushes of
+ * the default app); PUSH3 adds the name of its app (a push for a named app);
+ * PUSH4, which this version writes for every push, adds the push's id, an
+ * idempotency key and a body fingerprint (the default app's name is empty).
+ * The older types are still read.  A version that does not know a type
+ * skips its records. */
+enum record_type { RECORD_PUSH = 1, RECORD_ACK = 2, RECORD_PUSH2 = 3, RECORD_PUSH3 = 4, RECORD_PUSH4 = 5 };
 
 static inline int record_is_push(enum record_type t)
 {
-    return t == RECORD_PUSH || t == RECORD_PUSH2 || t == RECORD_PUSH3;
+    return t == RECORD_PUSH || t == RECORD_PUSH2 || t == RECORD_PUSH3 || t == RECORD_PUSH4;
 }
 
-/* Appends a push record for request r to b: PUSH for FCM, PUSH2 otherwise,
- * PUSH3 when r names an app (r->app). */
+/* Appends a PUSH4 record for request r to b; r has its id (r->id_len is
+ * 1 to PUSH_ID_MAX) and any key or fingerprint within their bounds. */
 void record_encode_push(struct buf *b, uint64_t id, const struct send_request *r);
 
 /* Appends an ACK record to b. */
@@ -74,8 +79,18 @@ enum record_read record_next(struct record_reader *r, struct record *rec, size_t
 struct record_push {
     uint64_t id;
     enum upstream_kind upstream; /* UPSTREAM_FCM for a PUSH record */
-    const char *app;             /* PUSH3: its app's name (a valid name, not NUL-terminated); else NULL */
+    const char *app;             /* PUSH3, PUSH4: its app's name (a valid name, not NUL-terminated); else NULL */
     size_t app_len;
+    /* PUSH4 only, else NULL: the push's id (push_id_ok), its idempotency
+     * key (1 to REQUEST_IDEM_KEY_MAX bytes of '!' to '~') and its body's
+     * fingerprint (REQUEST_FINGERPRINT_LEN bytes), the last two NULL when
+     * absent; none NUL-terminated. */
+    const char *push_id;
+    size_t push_id_len;
+    const char *idem_key;
+    size_t idem_key_len;
+    const unsigned char *fingerprint;
+    size_t fingerprint_len;
     enum target_kind kind;
     struct message msg; /* texts are not NUL-terminated */
     uint32_t ntargets;

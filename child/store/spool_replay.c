@@ -166,6 +166,15 @@ int spool_replay_request(const struct spool_replay_push *rp, struct send_request
     r->upstream = p.upstream;
     r->app = p.app; /* points into the record, like the texts before their copy */
     r->app_len = p.app_len;
+    /* The push keeps its id (a record older than ids has none: the queue
+     * gives it one); the key and fingerprint point into the record too. */
+    memcpy(r->id, p.push_id != NULL ? p.push_id : "", p.push_id_len);
+    r->id[p.push_id_len] = '\0';
+    r->id_len = p.push_id_len;
+    r->idem_key = p.idem_key;
+    r->idem_key_len = p.idem_key_len;
+    r->fingerprint = p.fingerprint;
+    r->fingerprint_len = p.fingerprint_len;
     r->kind = p.kind;
     r->msg = p.msg;
     r->targets = calloc(left, sizeof(*r->targets));

@@ -40,7 +40,9 @@ struct spool_replay {
 int spool_replay_read(struct spool_replay *r, const unsigned char *data, size_t len, const char *path);
 
 /* A request of the unacknowledged targets of p, each with its index in the
- * record, so that acknowledgements keep naming the record's targets.  The
+ * record, so that acknowledgements keep naming the record's targets, and
+ * with the push's id, idempotency key and fingerprint from the record (its
+ * app, key and fingerprint point into the record's bytes).  The
  * caller frees it with request_free() and *index with free(), also after a
  * failure.  Returns 0, or -1 when the record does not decode or memory ran
  * out (not logged). */

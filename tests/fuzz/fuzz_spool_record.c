@@ -18,6 +18,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             size_t pos = 0, len;
             uint32_t index;
             const char *name;
+            /* What a PUSH4 holds lies inside the record. */
+            if ((p.push_id != NULL && (p.push_id < (const char *)rec.payload ||
+                                      p.push_id + p.push_id_len > (const char *)rec.payload + rec.len)) ||
+                (p.idem_key != NULL && p.idem_key + p.idem_key_len > (const char *)rec.payload + rec.len) ||
+                (p.fingerprint != NULL && p.fingerprint + p.fingerprint_len > rec.payload + rec.len))
+                __builtin_trap();
             while (record_push_target(&p, &pos, &index, &name, &len) == 0)
                 ;
         } else {

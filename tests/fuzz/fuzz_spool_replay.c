@@ -70,6 +70,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (spool_replay_request(p, &req, &index) == 0) {
             if (req.ntargets != (size_t)(p->ntargets - p->acked))
                 abort();
+            /* A push keeps an id only if it is one; key and fingerprint within bounds. */
+            if (req.id_len > PUSH_ID_MAX || strlen(req.id) != req.id_len ||
+                (req.id_len > 0 && !push_id_ok(req.id, req.id_len)) ||
+                (req.idem_key != NULL && (req.idem_key_len == 0 || req.idem_key_len > REQUEST_IDEM_KEY_MAX)) ||
+                (req.fingerprint != NULL && req.fingerprint_len != REQUEST_FINGERPRINT_LEN))
+                abort();
             for (size_t i = 0; i < req.ntargets; i++)
                 if (index[i] >= p->ntargets || (p->bits[index[i] / 8] & (1u << (index[i] % 8))))
                     abort(); /* only unacknowledged targets, each a real one */

@@ -1,13 +1,15 @@
 /*
  * tests/unit/test_spool_record.c - spool records: CRC-32C, each record type
  * against bytes laid out from the documented format, round trips, a torn
- * tail and a corrupt record in the middle.
+ * tail and a corrupt record in the middle, hostile PUSH4 fields, and a
+ * replayed push keeping its id.
  */
 #include "cmocka_all.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../child/core/queue.h"
 #include "../../child/store/crc32c.h"
 #include "../../child/store/record.h"
 #include "../../child/store/spool_replay.h"
@@ -32,6 +34,8 @@ static struct send_request sample(char **targets, size_t n)
     r.msg.payload_len = 7;
     r.msg.opt[ROPT_PRIORITY] = "\"high\"";
     r.msg.opt_len[ROPT_PRIORITY] = 6;
+    memcpy(r.id, "sample-id_1", 12);
+    r.id_len = 11;
     return r;
 }
 
@@ -56,6 +60,10 @@ static void round_trip(void **state)
     assert_int_equal(record_next(&rd, &rec, &bad), RECORD_GOOD);
     assert_int_equal(record_decode_push(&rec, &p), 0);
     assert_int_equal(p.id, 42);
+    assert_int_equal(p.push_id_len, 11);
+    assert_memory_equal(p.push_id, "sample-id_1", 11);
+    assert_null(p.idem_key);
+    assert_null(p.fingerprint);
     assert_int_equal(p.kind, TARGET_TOKEN);
     assert_int_equal(p.ntargets, 2);
     assert_memory_equal(p.msg.payload, "{\"k\":1}", 7);
@@ -244,7 +252,93 @@ static void fake_headers_cost_a_bounded_search(void **state)
  *
  * and written out as header bytes 12 to 15.  Records on disk outlive the
  * version that wrote them: a change to the encoding breaks these tests on
- * purpose, and then needs a new record type, not new constants here. */
+ * purpose, and then needs a new record type, not new constants here.  This
+ * version writes PUSH4 only; the older types are here as earlier versions
+ * wrote them, and must still read. */
+
+/* PUSH4: an FCM push of the default app, as this version writes every push:
+ * its id, no idempotency key, no fingerprint, two tokens. */
+static const unsigned char golden_push4[] = {
+    0x46, 0x43, 0x53, 0x50,                                                 /* "FCSP" */
+    0x05, 0x00, 0x00, 0x00,                                                 /* type 5, padding */
+    0x85, 0x00, 0x00, 0x00,                                                 /* payload length 133 */
+    0x91, 0x7c, 0x53, 0x3a,                                                 /* CRC-32C 0x3a537c91 */
+    0x2b, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,                         /* id 0x2b */
+    0x00, 0x0d,                                                             /* upstream 0 (FCM), 13 option texts */
+    0x00,                                                                   /* app length 0: the default app */
+    0x16,                                                                   /* push id length 22 */
+    0x41, 0x41, 0x45, 0x43, 0x41, 0x77, 0x51, 0x46, 0x42, 0x67, 0x63, 0x49, /* "AAECAwQFBgcI" */
+    0x43, 0x51, 0x6f, 0x4c, 0x44, 0x41, 0x30, 0x4f, 0x44, 0x77,             /* "CQoLDA0ODw" */
+    0x00,                                                                   /* idempotency key length 0: none */
+    0x00,                                                                   /* fingerprint length 0: none */
+    0x00,                                                                   /* kind 0 (token) */
+    0x07, 0x00, 0x00, 0x00,                                                 /* payload: length 7 */
+    0x7b, 0x22, 0x6b, 0x22, 0x3a, 0x31, 0x7d,                               /* "{\"k\":1}" */
+    0xff, 0xff, 0xff, 0xff,                                                 /* notification: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* android: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* apns: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* webpush: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* fcm_options: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* collapse_key: absent */
+    0x06, 0x00, 0x00, 0x00,                                                 /* priority: length 6 */
+    0x22, 0x68, 0x69, 0x67, 0x68, 0x22,                                     /* "\"high\"" */
+    0xff, 0xff, 0xff, 0xff,                                                 /* time_to_live: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* apns-topic: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* apns-push-type: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* apns-priority: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* apns-expiration: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* apns-collapse-id: absent */
+    0x02, 0x00, 0x00, 0x00,                                                 /* 2 targets */
+    0x00, 0x00, 0x00, 0x00, 0x05, 0x00,                                     /* index 0, length 5 */
+    0x74, 0x6f, 0x6b, 0x2d, 0x61,                                           /* "tok-a" */
+    0x01, 0x00, 0x00, 0x00, 0x06, 0x00,                                     /* index 1, length 6 */
+    0x74, 0x6f, 0x6b, 0x2d, 0x62, 0x62,                                     /* "tok-bb" */
+};
+
+/* PUSH4: an APNs push for the app "beta" with every field a PUSH4 has: an
+ * id of another length (any fcmd's), an idempotency key and a fingerprint. */
+static const unsigned char golden_push4_full[] = {
+    0x46, 0x43, 0x53, 0x50,                                                 /* "FCSP" */
+    0x05, 0x00, 0x00, 0x00,                                                 /* type 5, padding */
+    0xb1, 0x00, 0x00, 0x00,                                                 /* payload length 177 */
+    0x9c, 0x32, 0x6b, 0x9a,                                                 /* CRC-32C 0x9a6b329c */
+    0x09, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,                         /* id 0x9 */
+    0x01, 0x0d,                                                             /* upstream 1 (APNs), 13 option texts */
+    0x04,                                                                   /* app length 4 */
+    0x62, 0x65, 0x74, 0x61,                                                 /* "beta" */
+    0x05,                                                                   /* push id length 5 */
+    0x78, 0x5f, 0x79, 0x2d, 0x5a,                                           /* "x_y-Z" */
+    0x08,                                                                   /* idempotency key length 8 */
+    0x6f, 0x72, 0x64, 0x65, 0x72, 0x2d, 0x31, 0x37,                         /* "order-17" */
+    0x20,                                                                   /* fingerprint length 32 */
+    0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7,                         /* fingerprint bytes 0xa0 ... */
+    0xa8, 0xa9, 0xaa, 0xab, 0xac, 0xad, 0xae, 0xaf,
+    0xb0, 0xb1, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7,
+    0xb8, 0xb9, 0xba, 0xbb, 0xbc, 0xbd, 0xbe, 0xbf,                         /* ... to 0xbf */
+    0x00,                                                                   /* kind 0 (token) */
+    0x0a, 0x00, 0x00, 0x00,                                                 /* payload: length 10 */
+    0x7b, 0x22, 0x61, 0x70, 0x73, 0x22, 0x3a, 0x7b, 0x7d, 0x7d,             /* "{\"aps\":{}}" */
+    0xff, 0xff, 0xff, 0xff,                                                 /* notification: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* android: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* apns: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* webpush: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* fcm_options: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* collapse_key: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* priority: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* time_to_live: absent */
+    0x10, 0x00, 0x00, 0x00,                                                 /* apns-topic: length 16 */
+    0x63, 0x6f, 0x6d, 0x2e, 0x65, 0x78, 0x61, 0x6d, 0x70, 0x6c, 0x65, 0x2e, /* "com.example." */
+    0x62, 0x65, 0x74, 0x61,                                                 /* "beta" */
+    0x05, 0x00, 0x00, 0x00,                                                 /* apns-push-type: length 5 */
+    0x61, 0x6c, 0x65, 0x72, 0x74,                                           /* "alert" */
+    0xff, 0xff, 0xff, 0xff,                                                 /* apns-priority: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* apns-expiration: absent */
+    0xff, 0xff, 0xff, 0xff,                                                 /* apns-collapse-id: absent */
+    0x01, 0x00, 0x00, 0x00,                                                 /* 1 target */
+    0x00, 0x00, 0x00, 0x00, 0x10, 0x00,                                     /* index 0, length 16 */
+    0x66, 0x66, 0x65, 0x65, 0x64, 0x64, 0x63, 0x63, 0x62, 0x62, 0x61, 0x61, /* "ffeeddccbbaa" */
+    0x39, 0x39, 0x38, 0x38,                                                 /* "9988" */
+};
 
 /* PUSH2: an APNs push of the default app, with all five APNs fields. */
 static const unsigned char golden_push2[] = {
@@ -416,9 +510,31 @@ static struct send_request golden_request(const unsigned char *golden)
     static char *topic[] = {"news"};
     struct send_request r;
 
+    static const unsigned char fingerprint[32] = {0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa,
+                                                  0xab, 0xac, 0xad, 0xae, 0xaf, 0xb0, 0xb1, 0xb2, 0xb3, 0xb4, 0xb5,
+                                                  0xb6, 0xb7, 0xb8, 0xb9, 0xba, 0xbb, 0xbc, 0xbd, 0xbe, 0xbf};
+    static char *push4_tokens[] = {"tok-a", "tok-bb"};
+
     memset(&r, 0, sizeof(r));
     r.kind = TARGET_TOKEN;
-    if (golden == golden_push2) {
+    if (golden == golden_push4) {
+        memcpy(r.id, "AAECAwQFBgcICQoLDA0ODw", 23);
+        r.id_len = 22;
+        r.targets = push4_tokens, r.ntargets = 2;
+        r.msg.payload = "{\"k\":1}", r.msg.payload_len = 7;
+        set_opt(&r, ROPT_PRIORITY, "\"high\"");
+    } else if (golden == golden_push4_full) {
+        r.upstream = UPSTREAM_APNS;
+        r.app = "beta", r.app_len = 4;
+        memcpy(r.id, "x_y-Z", 6);
+        r.id_len = 5;
+        r.idem_key = "order-17", r.idem_key_len = 8;
+        r.fingerprint = fingerprint, r.fingerprint_len = 32;
+        r.targets = beta_tokens, r.ntargets = 1;
+        r.msg.payload = "{\"aps\":{}}", r.msg.payload_len = 10;
+        set_opt(&r, ROPT_APNS_TOPIC, "com.example.beta");
+        set_opt(&r, ROPT_APNS_PUSH_TYPE, "alert");
+    } else if (golden == golden_push2) {
         r.upstream = UPSTREAM_APNS;
         r.targets = apns_tokens, r.ntargets = 2;
         r.msg.payload = "{\"aps\":{\"alert\":\"hi\"}}", r.msg.payload_len = 22;
@@ -457,13 +573,16 @@ struct golden {
     size_t len;
     enum record_type type;
     uint64_t id;
+    int written; /* this version writes it (the others it only reads) */
 };
 
 static const struct golden goldens[] = {
-    {golden_push2, sizeof(golden_push2), RECORD_PUSH2, 0x0102030405060708u},
-    {golden_push3, sizeof(golden_push3), RECORD_PUSH3, 42},
-    {golden_push3_apns, sizeof(golden_push3_apns), RECORD_PUSH3, 7},
-    {golden_push1, sizeof(golden_push1), RECORD_PUSH, 7},
+    {golden_push4, sizeof(golden_push4), RECORD_PUSH4, 0x2b, 1},
+    {golden_push4_full, sizeof(golden_push4_full), RECORD_PUSH4, 9, 1},
+    {golden_push2, sizeof(golden_push2), RECORD_PUSH2, 0x0102030405060708u, 0},
+    {golden_push3, sizeof(golden_push3), RECORD_PUSH3, 42, 0},
+    {golden_push3_apns, sizeof(golden_push3_apns), RECORD_PUSH3, 7, 0},
+    {golden_push1, sizeof(golden_push1), RECORD_PUSH, 7, 0},
 };
 
 static void pushes_encode_to_the_golden_bytes(void **state)
@@ -473,6 +592,8 @@ static void pushes_encode_to_the_golden_bytes(void **state)
         struct send_request r = golden_request(goldens[i].bytes);
         struct buf b = BUF_INIT;
 
+        if (!goldens[i].written)
+            continue;
         record_encode_push(&b, goldens[i].id, &r);
         assert_false(b.failed);
         assert_int_equal(b.len, goldens[i].len);
@@ -501,6 +622,21 @@ static void assert_push_is(const struct record_push *p, uint64_t id, const struc
     const char *name;
 
     assert_int_equal(p->id, id);
+    assert_int_equal(p->push_id_len, r->id_len);
+    if (r->id_len == 0)
+        assert_null(p->push_id);
+    else
+        assert_memory_equal(p->push_id, r->id, r->id_len);
+    assert_int_equal(p->idem_key_len, r->idem_key_len);
+    if (r->idem_key == NULL)
+        assert_null(p->idem_key);
+    else
+        assert_memory_equal(p->idem_key, r->idem_key, r->idem_key_len);
+    assert_int_equal(p->fingerprint_len, r->fingerprint_len);
+    if (r->fingerprint == NULL)
+        assert_null(p->fingerprint);
+    else
+        assert_memory_equal(p->fingerprint, r->fingerprint, r->fingerprint_len);
     assert_int_equal(p->upstream, r->upstream);
     if (r->app == NULL) {
         assert_null(p->app);
@@ -591,15 +727,22 @@ static void golden_checksums_are_checked(void **state)
 
 /* ---- record versions ---- */
 
-static void fcm_pushes_keep_the_old_format(void **state)
+/* Every push carries its id now: FCM or APNs, default app or named. */
+static void every_push_is_a_push4(void **state)
 {
     char *targets[] = {"tok"};
     struct send_request r = sample(targets, 1);
     struct buf b = BUF_INIT;
 
     (void)state;
-    record_encode_push(&b, 1, &r);
-    assert_int_equal((unsigned char)b.data[4], RECORD_PUSH);
+    for (int v = 0; v < 3; v++) {
+        r.upstream = v == 1 ? UPSTREAM_APNS : UPSTREAM_FCM;
+        r.app = v == 2 ? "alpha" : NULL;
+        r.app_len = v == 2 ? 5 : 0;
+        buf_reset(&b);
+        record_encode_push(&b, 1, &r);
+        assert_int_equal((unsigned char)b.data[4], RECORD_PUSH4);
+    }
     buf_free(&b);
 }
 
@@ -621,7 +764,7 @@ static void apns_pushes_carry_their_upstream_and_fields(void **state)
     r.msg.opt[ROPT_APNS_COLLAPSE_ID] = "c";
     r.msg.opt_len[ROPT_APNS_COLLAPSE_ID] = 1;
     record_encode_push(&b, 9, &r);
-    assert_int_equal((unsigned char)b.data[4], RECORD_PUSH2);
+    assert_int_equal((unsigned char)b.data[4], RECORD_PUSH4);
     rd = (struct record_reader){(unsigned char *)b.data, b.len, 0, 0};
     assert_int_equal(record_next(&rd, &rec, &bad), RECORD_GOOD);
     assert_int_equal(record_decode_push(&rec, &p), 0);
@@ -653,6 +796,7 @@ static void one_record_is_a_request(void **state)
     (void)state;
     record_encode_push(&b, 0, &r);
     assert_null(spool_replay_one((unsigned char *)b.data, b.len, &out, &index));
+    assert_string_equal(out.id, "sample-id_1");
     assert_int_equal(out.ntargets, 2);
     assert_string_equal(out.targets[0], "tok-a");
     assert_string_equal(out.targets[1], "tok-bb");
@@ -685,8 +829,8 @@ static void one_record_is_a_request(void **state)
     buf_free(&two);
 }
 
-/* A push for a named app is a PUSH3 that names it; the default app's
- * pushes keep the formats every version reads, and decode with no app. */
+/* A push for a named app names it; the default app's name is empty, and
+ * its pushes decode with no app. */
 static void app_pushes_name_their_app(void **state)
 {
     char *targets[] = {"tok1", "tok2"};
@@ -701,7 +845,7 @@ static void app_pushes_name_their_app(void **state)
     r.app = "alpha-1";
     r.app_len = 7;
     record_encode_push(&b, 5, &r);
-    assert_int_equal((unsigned char)b.data[4], RECORD_PUSH3);
+    assert_int_equal((unsigned char)b.data[4], RECORD_PUSH4);
     rd = (struct record_reader){(unsigned char *)b.data, b.len, 0, 0};
     assert_int_equal(record_next(&rd, &rec, &bad), RECORD_GOOD);
     assert_int_equal(record_decode_push(&rec, &p), 0);
@@ -715,23 +859,169 @@ static void app_pushes_name_their_app(void **state)
     ((unsigned char *)b.data)[16 + 10 + 1] = '/';
     assert_int_equal(record_decode_push(&rec, &p), -1);
     ((unsigned char *)b.data)[16 + 10 + 1] = 'a';
-    ((unsigned char *)b.data)[16 + 10] = 0;
-    assert_int_equal(record_decode_push(&rec, &p), -1);
     ((unsigned char *)b.data)[16 + 10] = 255;
     rec.len = 16;
     assert_int_equal(record_decode_push(&rec, &p), -1);
     buf_free(&b);
-    /* The default app: the old format, no app. */
+    /* The default app: an empty name, no app. */
     b = (struct buf)BUF_INIT;
     r.app = NULL;
     r.app_len = 0;
     record_encode_push(&b, 6, &r);
-    assert_int_equal((unsigned char)b.data[4], RECORD_PUSH);
+    assert_int_equal((unsigned char)b.data[16 + 10], 0);
     rd = (struct record_reader){(unsigned char *)b.data, b.len, 0, 0};
     assert_int_equal(record_next(&rd, &rec, &bad), RECORD_GOOD);
     assert_int_equal(record_decode_push(&rec, &p), 0);
     assert_null(p.app);
     buf_free(&b);
+}
+
+/* PUSH4's fields as a crafted file or a hostile Redis could hold them:
+ * each bound is checked, and nothing is read past the record. */
+static void hostile_push4_fields_are_refused(void **state)
+{
+    unsigned char d[sizeof(golden_push4_full)];
+    const size_t plen = sizeof(golden_push4_full) - RECORD_HEADER;
+    unsigned char *pl = d + RECORD_HEADER;
+    struct record rec = {RECORD_PUSH4, pl, plen, 0};
+    struct record_push p;
+    /* Offsets in golden_push4_full's payload (see its layout above). */
+    enum { APP = 11, ID_LEN = 15, ID = 16, KEY_LEN = 21, KEY = 22, FP_LEN = 30, KIND = 63 };
+    static const struct {
+        size_t at;
+        unsigned char v;
+    } bad[] = {
+        {APP, '/'},       /* an app name no config could give */
+        {ID_LEN, 0},      /* no id */
+        {ID, '.'},        /* an id outside [A-Za-z0-9_-] */
+        {ID + 4, 0},      /* ... a NUL in it */
+        {ID_LEN, 0xff},   /* an id longer than any, and past the end of the record */
+        {KEY, ' '},       /* a key that is not visible ASCII */
+        {KEY + 7, 0x7f},
+        {KEY + 1, 0},
+        {FP_LEN, 31},     /* a fingerprint that is not 32 bytes */
+        {FP_LEN, 33},
+        {FP_LEN, 0xff},
+        {KEY_LEN, 0xff},  /* a key past the end of the record */
+    };
+
+    (void)state;
+    memcpy(d, golden_push4_full, sizeof(golden_push4_full));
+    assert_int_equal(record_decode_push(&rec, &p), 0);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        unsigned char was = pl[bad[i].at];
+        pl[bad[i].at] = bad[i].v;
+        assert_int_equal(record_decode_push(&rec, &p), -1);
+        pl[bad[i].at] = was;
+    }
+    assert_int_equal(record_decode_push(&rec, &p), 0);
+    /* Cut anywhere before the kind byte: refused, never read past the cut. */
+    for (size_t n = 0; n <= KIND; n++) {
+        rec.len = n;
+        assert_int_equal(record_decode_push(&rec, &p), -1);
+    }
+    rec.len = plen;
+    /* An id of 64 characters is read; one of 65 is refused. */
+    for (size_t n = PUSH_ID_MAX; n <= PUSH_ID_MAX + 1; n++) {
+        unsigned char big[sizeof(golden_push4_full) + 64];
+        size_t at = ID_LEN;
+        struct record r2;
+        memcpy(big, pl, ID_LEN);
+        big[at++] = (unsigned char)n;
+        memset(big + at, 'A', n);
+        at += n;
+        memcpy(big + at, pl + KEY_LEN, plen - KEY_LEN);
+        r2 = (struct record){RECORD_PUSH4, big, at + plen - KEY_LEN, 0};
+        assert_int_equal(record_decode_push(&r2, &p), n <= PUSH_ID_MAX ? 0 : -1);
+        if (n <= PUSH_ID_MAX) {
+            assert_int_equal(p.push_id_len, n);
+            assert_memory_equal(p.idem_key, "order-17", 8);
+        }
+    }
+}
+
+/* A dead worker's segment: the push left to deliver keeps its id through
+ * the replay into the adopting worker's queue, as does an entry of the
+ * queue in Redis (one record) a worker claims. */
+static void a_replayed_push_keeps_its_id(void **state)
+{
+    struct buf seg = BUF_INIT;
+    struct spool_replay o;
+    struct send_request r;
+    struct queue q;
+    struct target *t[4];
+    struct push *p;
+    uint32_t *index = NULL;
+
+    (void)state;
+    buf_add(&seg, golden_push4, sizeof(golden_push4));
+    buf_add(&seg, golden_push4_full, sizeof(golden_push4_full));
+    record_encode_ack(&seg, 0x2b, (uint32_t[]){0}, 1); /* tok-a was delivered */
+    record_encode_ack(&seg, 9, (uint32_t[]){0}, 1);    /* the APNs push is done */
+    assert_int_equal(spool_replay_read(&o, (unsigned char *)seg.data, seg.len, "test"), 0);
+    assert_int_equal(o.n, 1);
+    assert_int_equal(spool_replay_request(&o.v[0], &r, &index), 0);
+    assert_int_equal(r.ntargets, 1);
+    assert_string_equal(r.targets[0], "tok-bb");
+    assert_int_equal(r.id_len, 22);
+    assert_string_equal(r.id, "AAECAwQFBgcICQoLDA0ODw");
+    queue_init(&q, 100, 1u << 20);
+    assert_non_null(p = queue_accept(&q, &r));
+    assert_string_equal(p->id, "AAECAwQFBgcICQoLDA0ODw");
+    request_free(&r);
+    free(index);
+    assert_int_equal(queue_take_batch(&q, t, 4), 1);
+    queue_finish(&q, t[0]);
+    spool_replay_free(&o);
+
+    /* The Redis entry: the APNs push with its key and fingerprint. */
+    assert_null(spool_replay_one(golden_push4_full, sizeof(golden_push4_full), &r, &index));
+    assert_string_equal(r.id, "x_y-Z");
+    assert_int_equal(r.idem_key_len, 8);
+    assert_memory_equal(r.idem_key, "order-17", 8);
+    assert_int_equal(r.fingerprint_len, 32);
+    assert_int_equal(r.fingerprint[31], 0xbf);
+    assert_non_null(p = queue_accept(&q, &r));
+    assert_string_equal(p->id, "x_y-Z");
+    request_free(&r);
+    free(index);
+    assert_int_equal(queue_take_batch(&q, t, 4), 1);
+    queue_finish(&q, t[0]);
+    assert_int_equal(q.pending, 0);
+    buf_free(&seg);
+}
+
+/* A record written before pushes had ids replays with one the adopting
+ * worker makes (each replay a new one: the record is not rewritten). */
+static void an_old_record_replays_with_a_new_id(void **state)
+{
+    struct send_request r;
+    struct queue q;
+    struct target *t[4];
+    struct push *p, *p2;
+    uint32_t *index = NULL;
+
+    (void)state;
+    queue_init(&q, 100, 1u << 20);
+    for (size_t i = 0; i < sizeof(goldens) / sizeof(goldens[0]); i++) {
+        if (goldens[i].written)
+            continue;
+        assert_null(spool_replay_one(goldens[i].bytes, goldens[i].len, &r, &index));
+        assert_int_equal(r.id_len, 0);
+        assert_null(r.idem_key);
+        assert_null(r.fingerprint);
+        assert_non_null(p = queue_accept(&q, &r));
+        assert_int_equal(strlen(p->id), PUSH_ID_LEN);
+        assert_true(push_id_ok(p->id, strlen(p->id)));
+        assert_non_null(p2 = queue_accept(&q, &r));
+        assert_string_not_equal(p->id, p2->id);
+        request_free(&r);
+        free(index);
+        for (size_t n; (n = queue_take_batch(&q, t, 4)) > 0;)
+            for (size_t k = 0; k < n; k++)
+                queue_finish(&q, t[k]);
+    }
+    assert_int_equal(q.pending, 0);
 }
 
 int main(void)
@@ -743,7 +1033,10 @@ int main(void)
         cmocka_unit_test(an_ack_encodes_to_the_golden_bytes),
         cmocka_unit_test(golden_records_decode),
         cmocka_unit_test(golden_checksums_are_checked),
-        cmocka_unit_test(fcm_pushes_keep_the_old_format),
+        cmocka_unit_test(every_push_is_a_push4),
+        cmocka_unit_test(hostile_push4_fields_are_refused),
+        cmocka_unit_test(a_replayed_push_keeps_its_id),
+        cmocka_unit_test(an_old_record_replays_with_a_new_id),
         cmocka_unit_test(apns_pushes_carry_their_upstream_and_fields),
         cmocka_unit_test(app_pushes_name_their_app),
         cmocka_unit_test(torn_tail_is_cut_off),
