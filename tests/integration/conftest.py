@@ -36,6 +36,15 @@ def wait_until(pred, timeout=10.0, interval=0.02, what="condition"):
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def accepted(resp):
+    """The count a JSON send's answer accepted, once the answer is exactly
+    {"accepted": N, "id": ID} with the id its X-Fcmd-Id header carries."""
+    body = resp.json()
+    assert resp.status_code == 200 and set(body) == {"accepted", "id"}, (resp.status_code, body)
+    assert body["id"] == resp.headers["X-Fcmd-Id"], (body, resp.headers)
+    return body["accepted"]
+
+
 def http_ok(url, **kw):
     """Whether GET url answers 200 (False when nothing answers)."""
     try:

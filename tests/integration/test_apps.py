@@ -18,7 +18,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from apns_keys import KEY_ID, TEAM_ID, TOPIC, make_p256, python_verify
-from conftest import FCMD_BIN, Fcmd, free_port, wait_until, write_service_account
+from conftest import FCMD_BIN, Fcmd, free_port, wait_until, write_service_account, accepted
 
 DEFAULT_KEY, ALPHA_KEY, ALPHA_KEY2 = "key-default-1", "key-alpha-1", "key-alpha-2"
 
@@ -121,10 +121,10 @@ def test_each_request_goes_to_its_apps_upstream_with_its_credentials(apps, start
     assert f.send_form(["d1"], {"k": 1}).status_code == 200  # no app: the default app
     r = requests.post(f.url("/gcm/send"), data={"tokens": "a1", "payload": "{}", "app": "alpha"}, timeout=5)
     assert (r.status_code, r.text) == (200, "ok\n")
-    assert send(f, {"tokens": ["a2"], "payload": {}}, headers={"X-Fcmd-App": "alpha"}).json()["accepted"] == 1
-    assert send(f, {"tokens": ["b1", "b2"], "payload": {"x": 1}, "app": "beta"}).json()["accepted"] == 2
-    assert send(f, {"tokens": [apns_tok(1)], "payload": {"aps": {"alert": "hi"}}}, path="/apns/send",
-                headers={"X-Fcmd-App": "ios"}).json()["accepted"] == 1
+    assert accepted(send(f, {"tokens": ["a2"], "payload": {}}, headers={"X-Fcmd-App": "alpha"})) == 1
+    assert accepted(send(f, {"tokens": ["b1", "b2"], "payload": {"x": 1}, "app": "beta"})) == 2
+    assert accepted(send(f, {"tokens": [apns_tok(1)], "payload": {"aps": {"alert": "hi"}}}, path="/apns/send",
+                         headers={"X-Fcmd-App": "ios"})) == 1
     r = f.wait_idle()
     assert (r["successes"], r["failures"], r["attempts"]) == (6, 0, 6)
     assert tokens(apps.default) == {"d1"}

@@ -10,7 +10,7 @@ import time
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import FCMD_BIN, wait_until
+from conftest import FCMD_BIN, wait_until, accepted
 from test_v1 import v1  # noqa: F401  (the fixture)
 
 
@@ -36,7 +36,7 @@ def test_the_limit_grows_while_messages_wait(v1):
     limit grows to the ceiling, which the mock sees in flight at once."""
     mock, f = v1("--latency-ms", "100", workers=1, args=["--max-inflight", "64"])
     tokens = [f"grow-{i}" for i in range(600)]
-    assert f.send_json({"tokens": tokens, "payload": {"k": "v"}}).json()["accepted"] == 600
+    assert accepted(f.send_json({"tokens": tokens, "payload": {"k": "v"}})) == 600
     r = f.wait_idle(timeout=60)
     assert r["successes"] == 600
     assert gauge(f, "fcmd_upstream_limit") == 64
@@ -50,7 +50,7 @@ def test_a_throttling_upstream_halves_the_limit_and_everything_arrives(v1):
     refused messages are retried, and all arrive."""
     mock, f = v1("--quota", "100", "--retry-after", "0", workers=1, args=["--retries", "30"])
     tokens = [f"quota-{i}" for i in range(500)]
-    assert f.send_json({"tokens": tokens, "payload": {"k": "v"}}).json()["accepted"] == 500
+    assert accepted(f.send_json({"tokens": tokens, "payload": {"k": "v"}})) == 500
     r = f.wait_idle(timeout=90)
     assert r["successes"] == 500 and r["failures"] == 0
     assert r["retries"] > 0  # the quota did refuse some
