@@ -65,9 +65,14 @@ def test_ctrl_c_stops_the_demo_cleanly(tmp_path, upstream):
     env = dict(os.environ, PORT=str(free_port()), LATENCY_MS="10", UPSTREAM=upstream, FCMD_BIN=FCMD_BIN,
                MOCK_BIN=MOCK_BIN)
     with open(out, "w") as sink:
-        # Its own process group, as a terminal's foreground job is.
+        # Its own process group, as a terminal's foreground job is, and
+        # SIGINT's default disposition, as a terminal gives it: a suite
+        # started in the background of a shell without job control inherits
+        # SIGINT ignored, and a shell cannot trap a signal that was ignored
+        # when it started.
         demo = subprocess.Popen([os.path.join(ROOT, "tools", "demo.sh")], stdout=sink, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     started = []  # fcmd, its workers and the mock, wherever their process groups are
     try:
         wait_until(lambda: "Press Ctrl-C to stop." in out.read_text() or demo.poll() is not None, timeout=30,
