@@ -1,23 +1,19 @@
 /*
  * common/apns_key.c - reading and checking the APNs .p8 signing key.
  *
- * The file is read with read(2) into one buffer that is wiped once OpenSSL
- * has parsed it.  Only an EC private key on P-256 can sign ES256, so any
+ * The file is read by key_file_read into one buffer that is wiped once
+ * OpenSSL has parsed it.  Only an EC private key on P-256 can sign ES256, so any
  * other key (RSA, another curve) is refused here rather than at Apple.
  */
 #include "apns_key.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <openssl/core_names.h>
-#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
+
+#include "key_file.h"
 
 static int no_passphrase(char *buf, int size, int rwflag, void *u)
 {
@@ -131,43 +127,10 @@ EVP_PKEY *apns_key_load(const char *path, char *err, size_t errlen)
 {
     char *data;
     EVP_PKEY *key = NULL;
-    struct stat st;
-    size_t len = 0;
-    ssize_t n;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    long len = key_file_read(path, "--apns-key", "an APNs .p8 key", &data, err, errlen);
 
-    if (fd < 0) {
-        snprintf(err, errlen, "--apns-key: cannot read \"%s\": %s", path, strerror(errno));
-        return NULL;
-    }
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "--apns-key: \"%s\" is not a regular file", path);
-        close(fd);
-        return NULL;
-    }
-    if ((data = malloc(APNS_KEY_MAX_FILE + 1)) == NULL) {
-        snprintf(err, errlen, "--apns-key: out of memory");
-        close(fd);
-        return NULL;
-    }
-    /* One byte more than a key may have tells a file that is too large. */
-    while (len <= APNS_KEY_MAX_FILE && (n = read(fd, data + len, APNS_KEY_MAX_FILE + 1 - len)) != 0) {
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            snprintf(err, errlen, "--apns-key: cannot read \"%s\": %s", path, strerror(errno));
-            goto out;
-        }
-        len += (size_t)n;
-    }
-    if (len > APNS_KEY_MAX_FILE)
-        snprintf(err, errlen, "--apns-key: \"%s\" is larger than %d bytes: not an APNs .p8 key", path,
-                 APNS_KEY_MAX_FILE);
-    else
-        key = apns_key_parse(data, len, path, err, errlen);
-out:
-    OPENSSL_cleanse(data, APNS_KEY_MAX_FILE + 1);
-    free(data);
-    close(fd);
+    if (len >= 0)
+        key = apns_key_parse(data, (size_t)len, path, err, errlen);
+    key_file_free(data);
     return key;
 }

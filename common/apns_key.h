@@ -12,8 +12,10 @@
 #include <openssl/evp.h>
 #include <stddef.h>
 
+#include "key_file.h"
+
 /* A .p8 file is a few hundred bytes; anything much larger is not one. */
-#define APNS_KEY_MAX_FILE 16384
+#define APNS_KEY_MAX_FILE KEY_FILE_MAX
 /* Apple's key ids and team ids: ten upper-case letters and digits. */
 #define APNS_ID_LEN 10
 
