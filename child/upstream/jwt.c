@@ -8,7 +8,9 @@
  */
 #include "jwt.h"
 
+#include <errno.h>
 #include <h2o/string_.h>
+#include <openssl/crypto.h>
 #include <openssl/ecdsa.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +29,34 @@ void jwt_base64url(struct buf *out, const unsigned char *data, size_t len)
     if (buf_reserve(out, h2o_base64_encode_capacity(len)) != 0)
         return;
     out->len += h2o_base64_encode(out->data + out->len, data, len, 1);
+}
+
+int jwt_base64url_decode(const char *s, size_t n, unsigned char *out, size_t cap)
+{
+    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t len;
+    h2o_iovec_t d;
+
+    /* Padding only where it completes the last group of four. */
+    if (n % 4 == 0 && n > 0 && s[n - 1] == '=')
+        n -= n >= 2 && s[n - 2] == '=' ? 2 : 1;
+    /* h2o's decoder also takes '+' and '/', which base64url has not. */
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == '\0' || strchr(alphabet, s[i]) == NULL)
+            return -EINVAL;
+    if (n % 4 == 1)
+        return -EINVAL;
+    len = n / 4 * 3 + (n % 4 == 0 ? 0 : n % 4 - 1);
+    if (len > cap)
+        return -EMSGSIZE;
+    if ((d = h2o_decode_base64url(NULL, s, n)).base == NULL)
+        return -EINVAL;
+    if (d.len == len)
+        memcpy(out, d.base, len);
+    /* An auth secret goes through here: no copy of it is left behind. */
+    OPENSSL_cleanse(d.base, d.len);
+    free(d.base);
+    return d.len == len ? (int)len : -EINVAL;
 }
 
 /* The DER ECDSA signature as JOSE wants it: r and s, 32 bytes each. */

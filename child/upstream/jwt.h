@@ -1,7 +1,8 @@
 /*
  * child/upstream/jwt.h - JSON Web Tokens, signed (RFC 7515 compact form), for
  * every provider that authenticates with one: the FCM v1 OAuth2 assertion
- * (RS256) and the APNs provider token (ES256).
+ * (RS256), the APNs provider token and the Web Push VAPID token (ES256);
+ * and base64url both ways, which JOSE and Web Push keys are written in.
  *
  * A caller brings its key and its claims; this builds the header, the
  * base64url parts, the signing input and the signature, in JOSE's form.
@@ -35,5 +36,12 @@ int jwt_sign(EVP_PKEY *key, const struct jwt_header *h, const char *claims, size
 
 /* Appends the base64url form (no padding) of data to out. */
 void jwt_base64url(struct buf *out, const unsigned char *data, size_t len);
+
+/* Decodes the base64url text s (n bytes) into out (cap bytes): the URL
+ * alphabet only ('+' and '/' are refused), without padding or with the
+ * '=' that makes its length a multiple of 4.  Returns the decoded length,
+ * -EINVAL when s is not base64url, or -EMSGSIZE when it decodes to more
+ * than cap bytes. */
+int jwt_base64url_decode(const char *s, size_t n, unsigned char *out, size_t cap);
 
 #endif

@@ -1,0 +1,249 @@
+/*
+ * child/upstream/webpush/ece.c - RFC 8291 with OpenSSL 3's EVP interfaces:
+ * EVP_PKEY_derive for the ECDH secret, the "HKDF" EVP_KDF with SHA-256 for
+ * the keys, the "AES-128-GCM" EVP_CIPHER for the record.
+ *
+ * The derivation, in the RFC's names (4, and RFC 8188 2.2 and 2.3):
+ *   ecdh_secret = ECDH(as_private, ua_public)
+ *   PRK_key     = HKDF-Extract(salt=auth_secret, IKM=ecdh_secret)
+ *   IKM         = HKDF-Expand(PRK_key, "WebPush: info" 0x00 ua_public as_public, 32)
+ *   PRK         = HKDF-Extract(salt=salt, IKM)
+ *   CEK         = HKDF-Expand(PRK, "Content-Encoding: aes128gcm" 0x00, 16)
+ *   NONCE       = HKDF-Expand(PRK, "Content-Encoding: nonce" 0x00, 12)
+ * The one record is number 0, so its nonce is NONCE itself.  Every
+ * intermediate is wiped before return.
+ */
+#include "ece.h"
+
+#include <errno.h>
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/kdf.h>
+#include <openssl/params.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../jwt.h"
+
+static const char key_label[] = "WebPush: info";           /* with its NUL: 14 bytes */
+static const char cek_label[] = "Content-Encoding: aes128gcm"; /* 28 */
+static const char nonce_label[] = "Content-Encoding: nonce";   /* 24 */
+
+/* The algorithms, fetched once per process. */
+static EVP_KDF *hkdf_alg;
+static EVP_CIPHER *gcm_alg;
+
+static int fetch_algs(void)
+{
+    if (hkdf_alg == NULL)
+        hkdf_alg = EVP_KDF_fetch(NULL, "HKDF", NULL);
+    if (gcm_alg == NULL)
+        gcm_alg = EVP_CIPHER_fetch(NULL, "AES-128-GCM", NULL);
+    return hkdf_alg != NULL && gcm_alg != NULL ? 0 : -1;
+}
+
+/* One HKDF step with SHA-256: extract (salt, key = the input keying
+ * material, 32 bytes out) or expand (key = the PRK, info). */
+static int hkdf(int mode, const unsigned char *salt, size_t saltlen, const unsigned char *key, size_t keylen,
+                const void *info, size_t infolen, unsigned char *out, size_t outlen)
+{
+    EVP_KDF_CTX *ctx = EVP_KDF_CTX_new(hkdf_alg);
+    OSSL_PARAM params[6], *p = params;
+    int ok;
+
+    *p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
+    *p++ = OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode);
+    *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)key, keylen);
+    if (salt != NULL)
+        *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, saltlen);
+    if (info != NULL)
+        *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)info, infolen);
+    *p = OSSL_PARAM_construct_end();
+    ok = ctx != NULL && EVP_KDF_derive(ctx, out, outlen, params) == 1;
+    EVP_KDF_CTX_free(ctx);
+    return ok ? 0 : -1;
+}
+
+static int extract(const unsigned char *salt, size_t saltlen, const unsigned char *ikm, size_t len,
+                   unsigned char prk[32])
+{
+    return hkdf(EVP_KDF_HKDF_MODE_EXTRACT_ONLY, salt, saltlen, ikm, len, NULL, 0, prk, 32);
+}
+
+static int expand(const unsigned char prk[32], const void *info, size_t infolen, unsigned char *out, size_t len)
+{
+    return hkdf(EVP_KDF_HKDF_MODE_EXPAND_ONLY, NULL, 0, prk, 32, info, infolen, out, len);
+}
+
+/* The public key at the uncompressed point p, or NULL when p is not a
+ * point on P-256 (OpenSSL checks it as it imports it, and again in full). */
+static EVP_PKEY *point_key(const unsigned char p[P256_POINT_LEN])
+{
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL), *check = NULL;
+    EVP_PKEY *key = NULL;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)"prime256v1", 0),
+        OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PUB_KEY, (void *)p, P256_POINT_LEN),
+        OSSL_PARAM_END,
+    };
+
+    if (p[0] == 0x04 && ctx != NULL && EVP_PKEY_fromdata_init(ctx) == 1 &&
+        EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_PUBLIC_KEY, params) == 1 &&
+        ((check = EVP_PKEY_CTX_new_from_pkey(NULL, key, NULL)) == NULL || EVP_PKEY_public_check(check) != 1)) {
+        EVP_PKEY_free(key);
+        key = NULL;
+    }
+    EVP_PKEY_CTX_free(check);
+    EVP_PKEY_CTX_free(ctx);
+    ERR_clear_error();
+    return key;
+}
+
+int ece_keys_parse(const char *p256dh, size_t plen, const char *auth, size_t alen, struct ece_keys *k, char *err,
+                   size_t errlen)
+{
+    unsigned char buf[P256_POINT_LEN + 1];
+    EVP_PKEY *key;
+    int n;
+
+    if ((n = jwt_base64url_decode(p256dh, plen, buf, sizeof(buf))) == -EINVAL) {
+        snprintf(err, errlen, "keys.p256dh is not base64url");
+        return -EINVAL;
+    }
+    if (n != P256_POINT_LEN || buf[0] != 0x04) {
+        if (n == -EMSGSIZE)
+            snprintf(err, errlen, "keys.p256dh is longer than a P-256 public key (65 bytes, uncompressed)");
+        else
+            snprintf(err, errlen, "keys.p256dh is %d bytes%s; it must be an uncompressed P-256 public key (65 bytes "
+                     "beginning with 0x04)", n, n == P256_POINT_LEN ? " not beginning with 0x04" : "");
+        return -EINVAL;
+    }
+    if ((key = point_key(buf)) == NULL) {
+        snprintf(err, errlen, "keys.p256dh is not a point on the P-256 curve");
+        return -EINVAL;
+    }
+    EVP_PKEY_free(key);
+    memcpy(k->p256dh, buf, P256_POINT_LEN);
+    if ((n = jwt_base64url_decode(auth, alen, k->auth, sizeof(k->auth))) != ECE_AUTH_LEN) {
+        if (n == -EINVAL)
+            snprintf(err, errlen, "keys.auth is not base64url");
+        else if (n == -EMSGSIZE)
+            snprintf(err, errlen, "keys.auth is longer than 16 bytes; the auth secret is 16 bytes");
+        else
+            snprintf(err, errlen, "keys.auth is %d bytes; the auth secret is 16 bytes", n);
+        OPENSSL_cleanse(k->auth, sizeof(k->auth));
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* The ECDH secret of sender and the point ua. */
+static int agree(EVP_PKEY *sender, const unsigned char ua[P256_POINT_LEN], unsigned char secret[32])
+{
+    EVP_PKEY *peer = point_key(ua);
+    EVP_PKEY_CTX *ctx = peer != NULL ? EVP_PKEY_CTX_new_from_pkey(NULL, sender, NULL) : NULL;
+    size_t len = 32;
+    int ok;
+
+    ok = ctx != NULL && EVP_PKEY_derive_init(ctx) == 1 && EVP_PKEY_derive_set_peer(ctx, peer) == 1 &&
+         EVP_PKEY_derive(ctx, secret, &len) == 1 && len == 32;
+    EVP_PKEY_CTX_free(ctx);
+    EVP_PKEY_free(peer);
+    ERR_clear_error();
+    return ok ? 0 : -1;
+}
+
+/* The keys of the message: everything up to the CEK and the NONCE. */
+static int derive(const struct ece_keys *k, EVP_PKEY *sender, const unsigned char as_public[P256_POINT_LEN],
+                  const unsigned char salt[ECE_SALT_LEN], struct ece_trace *t)
+{
+    unsigned char info[sizeof(key_label) + 2 * P256_POINT_LEN];
+
+    memcpy(info, key_label, sizeof(key_label));
+    memcpy(info + sizeof(key_label), k->p256dh, P256_POINT_LEN);
+    memcpy(info + sizeof(key_label) + P256_POINT_LEN, as_public, P256_POINT_LEN);
+    if (agree(sender, k->p256dh, t->ecdh_secret) != 0)
+        return -EINVAL;
+    if (extract(k->auth, ECE_AUTH_LEN, t->ecdh_secret, sizeof(t->ecdh_secret), t->prk_key) != 0 ||
+        expand(t->prk_key, info, sizeof(info), t->ikm, sizeof(t->ikm)) != 0 ||
+        extract(salt, ECE_SALT_LEN, t->ikm, sizeof(t->ikm), t->prk) != 0 ||
+        expand(t->prk, cek_label, sizeof(cek_label), t->cek, sizeof(t->cek)) != 0 ||
+        expand(t->prk, nonce_label, sizeof(nonce_label), t->nonce, sizeof(t->nonce)) != 0)
+        return -ENOMEM;
+    return 0;
+}
+
+/* Writes the record (plaintext, 0x02, tag) at out: len + 1 + 16 bytes. */
+static int seal(const struct ece_trace *t, const unsigned char *plain, size_t len, unsigned char *out)
+{
+    static const unsigned char last = 0x02;
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    int n = 0, m = 0, f = 0, ok;
+
+    ok = ctx != NULL && EVP_EncryptInit_ex2(ctx, gcm_alg, t->cek, t->nonce, NULL) == 1 &&
+         EVP_EncryptUpdate(ctx, out, &n, plain, (int)len) == 1 &&
+         EVP_EncryptUpdate(ctx, out + n, &m, &last, 1) == 1 && EVP_EncryptFinal_ex(ctx, out + n + m, &f) == 1 &&
+         (size_t)(n + m + f) == len + 1 &&
+         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, ECE_TAG_LEN, out + len + 1) == 1;
+    EVP_CIPHER_CTX_free(ctx);
+    return ok ? 0 : -1;
+}
+
+int ece_encrypt(const struct ece_keys *k, const void *plain, size_t len, EVP_PKEY *sender, const unsigned char *salt,
+                struct buf *out, struct ece_trace *trace, char *err, size_t errlen)
+{
+    unsigned char fresh_salt[ECE_SALT_LEN], *h;
+    struct ece_trace t;
+    EVP_PKEY *own = NULL;
+    size_t start = out->len;
+    int rc;
+
+    if (len > ECE_MAX_PLAINTEXT) {
+        snprintf(err, errlen, "the payload is %zu bytes; one Web Push message holds at most %d", len,
+                 ECE_MAX_PLAINTEXT);
+        return -EMSGSIZE;
+    }
+    if (fetch_algs() != 0 || out->failed || buf_reserve(out, ECE_HEADER_LEN + len + 1 + ECE_TAG_LEN) != 0) {
+        snprintf(err, errlen, "encryption failed: out of memory or no HKDF and AES-128-GCM in OpenSSL");
+        ERR_clear_error();
+        return -ENOMEM;
+    }
+    if (salt == NULL) {
+        if (RAND_bytes(fresh_salt, sizeof(fresh_salt)) != 1) {
+            snprintf(err, errlen, "encryption failed: OpenSSL made no random salt");
+            ERR_clear_error();
+            return -ENOMEM;
+        }
+        salt = fresh_salt;
+    }
+    if (sender == NULL && (sender = own = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256")) == NULL) {
+        snprintf(err, errlen, "encryption failed: OpenSSL made no P-256 key");
+        ERR_clear_error();
+        return -ENOMEM;
+    }
+    /* The header, written in place: salt, rs, idlen, keyid. */
+    h = (unsigned char *)out->data + start;
+    memcpy(h, salt, ECE_SALT_LEN);
+    h[16] = (ECE_RS >> 24) & 0xff, h[17] = (ECE_RS >> 16) & 0xff, h[18] = (ECE_RS >> 8) & 0xff, h[19] = ECE_RS & 0xff;
+    h[20] = P256_POINT_LEN;
+    if (p256_point(sender, h + 21) != 0) {
+        snprintf(err, errlen, "the sender key is not a P-256 key");
+        rc = -EINVAL;
+    } else if ((rc = derive(k, sender, h + 21, salt, &t)) != 0) {
+        snprintf(err, errlen, rc == -EINVAL ? "ECDH failed: keys.p256dh or the sender key is not a usable P-256 key"
+                                            : "encryption failed: HKDF in OpenSSL failed");
+    } else if (seal(&t, plain, len, h + ECE_HEADER_LEN) != 0) {
+        snprintf(err, errlen, "encryption failed: AES-128-GCM in OpenSSL failed");
+        rc = -ENOMEM;
+    } else {
+        out->len = start + ECE_HEADER_LEN + len + 1 + ECE_TAG_LEN;
+        if (trace != NULL)
+            *trace = t;
+    }
+    OPENSSL_cleanse(&t, sizeof(t));
+    OPENSSL_cleanse(fresh_salt, sizeof(fresh_salt));
+    EVP_PKEY_free(own);
+    ERR_clear_error();
+    return rc;
+}
