@@ -36,7 +36,7 @@ MOCK_OBJ = $(BUILD)/tools/mock_upstream.o $(BUILD)/tools/mock_v1.o $(BUILD)/tool
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test layout unit integration run install clean asan test-asan help fuzz fuzz-build fuzz-smoke bench bench-smoke
+.PHONY: all deps test layout unit integration webpush-oracle run install clean asan test-asan help fuzz fuzz-build fuzz-smoke bench bench-smoke
 
 BASELINE = $(BIN)/tools/baseline
 BODY_COST = $(BIN)/tools/body-cost
@@ -58,6 +58,13 @@ deps:
 	if [ -n "$$missing" ]; then \
 		echo "installing:" $$missing; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	@# Node runs the Web Push tests' oracle.  Debian's nodejs and npm only when
+	@# no node and npm are there: another build's nodejs brings npm itself, and
+	@# Debian's npm would not install beside it.
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+		echo "installing: nodejs npm"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; \
 	fi
 
 $(BUILD)/%.o: %.c
@@ -106,9 +113,26 @@ $(BUILD)/tests/fault_%.so: tests/integration/fault_%.c
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
 
-integration: all $(FAULT_LIB) $(RESOLVE_LIB) $(ALLOC_LIB) $(DUMP_LIB)
+# fcmd's Web Push crypto on the command line (tests/integration/webpush_tool.c),
+# and the independent implementation that judges it: npm's web-push and
+# http_ece at the versions tests/webpush/package-lock.json pins, installed
+# into tests/webpush/node_modules (not in git).
+WEBPUSH_TOOL = $(BUILD)/tests/webpush_tool
+$(WEBPUSH_TOOL): tests/integration/webpush_tool.c $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(FCMD_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+WEBPUSH_ORACLE = tests/webpush/node_modules/.package-lock.json
+$(WEBPUSH_ORACLE): tests/webpush/package.json tests/webpush/package-lock.json
+	cd tests/webpush && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+webpush-oracle: $(WEBPUSH_ORACLE)
+
+integration: all $(FAULT_LIB) $(RESOLVE_LIB) $(ALLOC_LIB) $(DUMP_LIB) $(WEBPUSH_TOOL) $(WEBPUSH_ORACLE)
 	FCMD_BIN=$(abspath $(FCMD)) MOCK_BIN=$(abspath $(MOCK)) FAULT_LIB=$(abspath $(FAULT_LIB)) \
 		RESOLVE_LIB=$(abspath $(RESOLVE_LIB)) ALLOC_LIB=$(abspath $(ALLOC_LIB)) DUMP_LIB=$(abspath $(DUMP_LIB)) \
+		WEBPUSH_TOOL=$(abspath $(WEBPUSH_TOOL)) \
 		$(PYTHON) -m pytest -q tests/integration
 
 # test and run install what is missing first, then build in a fresh make so
@@ -203,6 +227,6 @@ install: $(FCMD)
 	install -m 0755 fcmd $(DESTDIR)$(PREFIX)/bin/fcmd
 
 clean:
-	rm -rf build build-asan build-fuzz fcmd tools/mock-upstream tools/baseline tools/body-cost
+	rm -rf build build-asan build-fuzz fcmd tools/mock-upstream tools/baseline tools/body-cost tests/webpush/node_modules
 
 -include $(FCMD_OBJ:.o=.d) $(MOCK_OBJ:.o=.d)
