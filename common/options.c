@@ -6,6 +6,7 @@
  */
 #include "options.h"
 #include "apns_key.h"
+#include "vapid_key.h"
 #include "redis_url.h"
 #include "log.h"
 
@@ -100,6 +101,9 @@ static const struct opt_def opt_table[] = {
     STR(apns_team_id, "apns-team-id"),
     STR(apns_topic, "apns-topic"),
     STR(apns_url, "apns-url"),
+    STR(vapid_key, "vapid-key"),
+    STR(vapid_subject, "vapid-subject"),
+    BOOL(vapid_public_key, "vapid-public-key"),
     BOOL(redis_queue, "redis-queue"),
     INT(redis_claim_after, "redis-claim-after", 1, 86400),
     LONG(redis_queue_max, "redis-queue-max", 1, 1000000000),
@@ -133,7 +137,11 @@ const char *const options_usage[] = {
     "  --apns-team-id ID         the team id (10 characters)\n"
     "  --apns-topic BUNDLE_ID    default apns-topic (a request's topic wins)\n"
     "  --apns-url URL            https://api.push.apple.com, or https://api.sandbox.push.apple.com\n"
-    "                            [https://api.push.apple.com]\n",
+    "                            [https://api.push.apple.com]\n"
+    "Web Push VAPID key (checked at start; POST /webpush/send is not in this version yet):\n"
+    "  --vapid-key FILE          PEM EC P-256 private key: openssl ecparam -name prime256v1 -genkey -noout\n"
+    "  --vapid-subject URI       the contact push services see: mailto:ADDRESS or an https:// URL\n"
+    "  --vapid-public-key        print the key's public half (base64url, the applicationServerKey), exit\n",
     "Server:\n"
     "  --host ADDR, --ipaddress ADDR   TCP listen address [0.0.0.0]\n"
     "  --port N                  TCP port [5601]\n"
@@ -490,6 +498,36 @@ static int validate_apns(const struct fcmd_options *o, char *err, size_t errlen)
     return 0;
 }
 
+/* The subject that goes with --vapid-key; the key itself is read later,
+ * with the other credentials. */
+static int validate_vapid(const struct fcmd_options *o, char *err, size_t errlen)
+{
+    if (o->vapid_key == NULL) {
+        if (o->vapid_subject != NULL) {
+            snprintf(err, errlen, "--vapid-subject needs --vapid-key FILE");
+            return -1;
+        }
+        return 0;
+    }
+    if (o->vapid_subject == NULL) {
+        snprintf(err, errlen, "--vapid-key needs --vapid-subject URI (mailto:ADDRESS or an https:// URL)");
+        return -1;
+    }
+    if (!vapid_subject_ok(o->vapid_subject)) {
+        /* Quoted on one line: a control character shows as '?'. */
+        char shown[81];
+        size_t i;
+        for (i = 0; i < sizeof(shown) - 1 && o->vapid_subject[i] != '\0'; i++) {
+            unsigned char c = (unsigned char)o->vapid_subject[i];
+            shown[i] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+        }
+        shown[i] = '\0';
+        snprintf(err, errlen, "--vapid-subject: \"%s\" is not " VAPID_SUBJECT_RULE, shown);
+        return -1;
+    }
+    return 0;
+}
+
 int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
 {
     char url[512];
@@ -569,7 +607,7 @@ int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
         snprintf(err, errlen, "--apikey: the key contains a line break");
         return -1;
     }
-    if (validate_apns(o, err, errlen) != 0)
+    if (validate_apns(o, err, errlen) != 0 || validate_vapid(o, err, errlen) != 0)
         return -1;
     return validate_redis(o, err, errlen);
 }

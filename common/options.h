@@ -73,6 +73,9 @@ struct fcmd_options {
     const char *apns_team_id;        /* the team id (iss) */
     const char *apns_topic;          /* default apns-topic: the app's bundle id */
     const char *apns_url;            /* APNs base URL */
+    const char *vapid_key;           /* Web Push's VAPID key file (PEM EC P-256) */
+    const char *vapid_subject;       /* the contact it names: mailto: or https: */
+    int vapid_public_key;            /* print the VAPID key's public half and exit */
     int redis_queue;                 /* accepted pushes go to a Redis stream shared by the fleet */
     int redis_claim_after;           /* seconds: pushes of a consumer silent this long are taken over */
     long redis_queue_max;            /* pushes the stream may hold before /gcm/send answers 503 */
@@ -83,6 +86,7 @@ struct fcmd_options {
     void *tls_ctx;              /* SSL_CTX for the listener, when tls_cert is set */
     const char *redis_password; /* from redis_password_file or FCMD_REDIS_PASSWORD, or NULL */
     void *apns_pkey;            /* EVP_PKEY of apns_key, when set */
+    void *vapid_pkey;           /* EVP_PKEY of vapid_key, when set */
     /* [app NAME] sections: each app's own settings, in the file's order. */
     const struct fcmd_app *apps;
     size_t napps;

@@ -71,6 +71,8 @@ static const struct {
     {"apns", "team_id", "apns-team-id"},
     {"apns", "topic", "apns-topic"},
     {"apns", "url", "apns-url"},
+    {"webpush", "vapid_key", "vapid-key"},
+    {"webpush", "vapid_subject", "vapid-subject"},
     {"redis", "queue", "redis-queue"},
     {"redis", "claim_after", "redis-claim-after"},
     {"redis", "queue_max", "redis-queue-max"},
@@ -90,6 +92,8 @@ static const struct {
     {"apns_team_id", "apns-team-id"},
     {"apns_topic", "apns-topic"},
     {"apns_url", "apns-url"},
+    {"vapid_key", "vapid-key"},
+    {"vapid_subject", "vapid-subject"},
 };
 
 /* inih keeps this many bytes of a section's name (its INI_MAX_SECTION - 1):

@@ -11,6 +11,7 @@
 #include "listen.h"
 #include "../common/log.h"
 #include "../common/options.h"
+#include "../common/vapid_key.h"
 #include "settings.h"
 #include "supervise.h"
 
@@ -113,6 +114,18 @@ int main(int argc, char **argv)
      * children inherit the setting through fork. */
     if (settings_holds_secret(s))
         prctl(PR_SET_DUMPABLE, 0);
+    /* The key's public half, for the site's applicationServerKey. */
+    if (s->o.vapid_public_key) {
+        char pub[P256_POINT_B64_LEN + 1];
+        rc = p256_point_b64url(s->o.vapid_pkey, pub);
+        if (rc == 0)
+            puts(pub);
+        else
+            fprintf(stderr, "fcmd: --vapid-key: \"%s\": its public key cannot be read\n", s->o.vapid_key);
+        settings_free(s);
+        settings_env_free(&env);
+        return rc == 0 ? 0 : EXIT_USAGE;
+    }
     if (s->o.check_config) {
         puts("ok");
         settings_free(s);

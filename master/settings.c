@@ -9,6 +9,7 @@
  */
 #include "settings.h"
 #include "../common/apns_key.h"
+#include "../common/vapid_key.h"
 #include "../common/log.h"
 #include "../common/redis_url.h"
 #include "../shm/region.h"
@@ -477,8 +478,9 @@ static int build_apps(struct settings *s, char *err, size_t errlen)
         o->napps = 0;
         o->apikey = o->apikey_file = o->service_account = NULL;
         o->apns_key = o->apns_key_id = o->apns_team_id = o->apns_topic = NULL;
+        o->vapid_key = o->vapid_subject = NULL;
         o->sa = NULL;
-        o->apns_pkey = NULL;
+        o->apns_pkey = o->vapid_pkey = NULL;
         for (size_t k = 0; k < s->strings.napp; k++) {
             const struct config_app_key *key = &s->strings.app[k];
             if (strcmp(key->app, names[i]) != 0)
@@ -518,6 +520,10 @@ static int load_app(struct settings *s, size_t i, char *err, size_t errlen)
         a->o.sa = &cr->sa;
     }
     if (a->o.apns_key != NULL && (a->o.apns_pkey = apns_key_load(a->o.apns_key, why, sizeof(why))) == NULL) {
+        snprintf(err, errlen, "[app %s]: %s", a->name, why);
+        return -1;
+    }
+    if (a->o.vapid_key != NULL && (a->o.vapid_pkey = vapid_key_load(a->o.vapid_key, why, sizeof(why))) == NULL) {
         snprintf(err, errlen, "[app %s]: %s", a->name, why);
         return -1;
     }
@@ -573,6 +579,16 @@ struct settings *settings_load(int argc, char **argv, const struct settings_env 
         goto fail;
     if (!validate || s->o.help || s->o.version)
         return s;
+    /* Asks for the key alone: no upstream need be configured. */
+    if (s->o.vapid_public_key) {
+        if (s->o.vapid_key == NULL) {
+            snprintf(err, errlen, "--vapid-public-key needs --vapid-key FILE");
+            goto fail;
+        }
+        if ((s->o.vapid_pkey = vapid_key_load(s->o.vapid_key, err, errlen)) == NULL)
+            goto fail;
+        return s;
+    }
     /* A key only the environment gives counts as credentials, so it is
      * taken before validation; the files are read after it. */
     if (s->o.apikey_file == NULL && load_apikey(s, err, errlen) != 0)
@@ -602,6 +618,8 @@ struct settings *settings_load(int argc, char **argv, const struct settings_env 
     }
     if (s->o.apns_key != NULL && (s->o.apns_pkey = apns_key_load(s->o.apns_key, err, errlen)) == NULL)
         goto fail;
+    if (s->o.vapid_key != NULL && (s->o.vapid_pkey = vapid_key_load(s->o.vapid_key, err, errlen)) == NULL)
+        goto fail;
     if (load_apps(s, validate, err, errlen) != 0)
         goto fail;
     return s;
@@ -620,12 +638,14 @@ void settings_free(struct settings *s)
         if (s->apps[i].o.sa != NULL)
             service_account_free(&s->app_creds[i].sa);
         EVP_PKEY_free(s->apps[i].o.apns_pkey);
+        EVP_PKEY_free(s->apps[i].o.vapid_pkey);
         free_secret(s->app_creds[i].apikey);
     }
     free(s->apps);
     free(s->app_creds);
     SSL_CTX_free(s->o.tls_ctx);
     EVP_PKEY_free(s->o.apns_pkey);
+    EVP_PKEY_free(s->o.vapid_pkey);
     free_secret(s->auth_token);
     free_secret(s->apikey);
     free_secret(s->redis_password);
@@ -647,8 +667,8 @@ static int url_has_userinfo(const char *url)
  * the passwords in its URLs. */
 static int app_holds_secret(const struct fcmd_options *o)
 {
-    return o->apikey != NULL || o->sa != NULL || o->apns_pkey != NULL || url_has_userinfo(o->gcm_url) ||
-           url_has_userinfo(o->fcm_url) || url_has_userinfo(o->apns_url);
+    return o->apikey != NULL || o->sa != NULL || o->apns_pkey != NULL || o->vapid_pkey != NULL ||
+           url_has_userinfo(o->gcm_url) || url_has_userinfo(o->fcm_url) || url_has_userinfo(o->apns_url);
 }
 
 static int nonempty(const char *secret)

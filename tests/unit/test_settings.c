@@ -195,6 +195,7 @@ static void every_kind_of_secret_counts(void **state)
     ALONE(s.o.apikey = "k");
     ALONE(s.o.sa = &sa);
     ALONE(s.o.apns_pkey = &key);
+    ALONE(s.o.vapid_pkey = &key);
     ALONE(s.o.auth_token = "t");
     ALONE(s.o.tls_ctx = &key);
     ALONE(s.o.redis_password = "p");
@@ -209,6 +210,7 @@ static void every_kind_of_secret_counts(void **state)
     ALONE(app.o.apikey = "k");
     ALONE(app.o.sa = &sa);
     ALONE(app.o.apns_pkey = &key);
+    ALONE(app.o.vapid_pkey = &key);
     ALONE(app.o.gcm_url = "http://u:p@127.0.0.1:9/fcm/send");
 #undef ALONE
 }
