@@ -239,12 +239,12 @@ static void bad_keys_are_refused_with_a_reason(void **state)
     expect_keys_refused("", RFC_AUTH, "p256dh is 0 bytes");
     /* The compressed form of a point (33 bytes), 64 bytes, too long. */
     expect_keys_refused("AyVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcx", RFC_AUTH, "is 33 bytes");
-    snprintf(shifted, sizeof(shifted), "%s", RFC_UA_PUBLIC + 1); /* 86 characters */
+    snprintf(shifted, sizeof(shifted), "%s", &RFC_UA_PUBLIC[1]); /* 86 characters */
     expect_keys_refused(shifted, RFC_AUTH, "is 64 bytes");
     snprintf(shifted, sizeof(shifted), "%sAAAA", RFC_UA_PUBLIC);
     expect_keys_refused(shifted, RFC_AUTH, "longer than a P-256 public key");
     /* 65 bytes that do not begin with 0x04. */
-    snprintf(shifted, sizeof(shifted), "A%s", RFC_UA_PUBLIC + 1);
+    snprintf(shifted, sizeof(shifted), "A%s", &RFC_UA_PUBLIC[1]);
     expect_keys_refused(shifted, RFC_AUTH, "not beginning with 0x04");
     /* The auth secret. */
     expect_keys_refused(RFC_UA_PUBLIC, "BTBZMqHH6r4Tts7J", "keys.auth is 12 bytes");
