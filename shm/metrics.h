@@ -65,6 +65,10 @@ enum shm_gauge {
     SHM_RATE_SHARE,        /* messages a second this child may send (--rate-limit), 0 without a limit */
     SHM_SPOOL_BYTES,       /* bytes of the spool segments the child holds */
     SHM_SPOOL_SEGMENTS,    /* spool segments the child holds */
+    SHM_QUEUE_CAPACITY,    /* the child's bound on pending targets (queue_size) */
+    SHM_QUEUE_MAX_BYTES,   /* the child's bound on the bytes they hold (queue_max_bytes) */
+    SHM_SPOOL_MAX_BYTES,   /* spool_max_bytes, a bound of the whole instance: summed, it is the largest (shm_sum) */
+    SHM_REDIS_DOWN,        /* 1 while the child's counts do not reach Redis (fleet_ready() is 0) */
     SHM_NGAUGES
 };
 

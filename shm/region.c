@@ -105,8 +105,15 @@ void shm_sum(const struct shm_region *r, struct shm_totals *out)
             for (unsigned c = 0; c < SHM_UP_NCOUNTERS; c++)
                 out->by_upstream[u][c] += LOAD(s->by_upstream[u][c]);
         out->pending += LOAD(s->pending);
-        for (unsigned g = 0; g < SHM_NGAUGES; g++)
-            out->gauges[g] += LOAD(s->gauges[g]);
+        for (unsigned g = 0; g < SHM_NGAUGES; g++) {
+            int64_t v = LOAD(s->gauges[g]);
+            /* Each worker holds the one bound of the whole spool: the
+             * largest (a reload may change it), not their sum. */
+            if (g != SHM_SPOOL_MAX_BYTES)
+                out->gauges[g] += v;
+            else if (v > out->gauges[g])
+                out->gauges[g] = v;
+        }
         for (unsigned c = 0; c < CAUSE_COUNT; c++) {
             out->failures_by[c] += LOAD(s->failures_by[c]);
             out->retries_by[c] += LOAD(s->retries_by[c]);

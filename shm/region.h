@@ -24,7 +24,7 @@
 #include "provider_token.h"
 
 #define SHM_MAGIC 0x66636d64u /* "fcmd" */
-#define SHM_VERSION 5u
+#define SHM_VERSION 6u
 #define SHM_MAX_SLOTS 256
 
 /* The same outcomes per upstream (one set per line of FCMD_PROVIDERS, in
@@ -153,8 +153,8 @@ static inline void shm_pending_add(struct shm_slot *s, int64_t n)
     atomic_fetch_add_explicit(&s->pending, n, memory_order_relaxed);
 }
 
-/* Sums every slot into out, with the instance's drops, configured workers
- * and uptime. */
+/* Sums every slot into out (of the spool's bound, which each worker holds,
+ * the largest), with the instance's drops, configured workers and uptime. */
 void shm_sum(const struct shm_region *r, struct shm_totals *out);
 
 /* Called by the master once a child is reaped: its unfinished targets can no

@@ -91,6 +91,7 @@ uint64_t link_backoff_ms(struct fleet *f, unsigned n)
 void link_outage_begins(struct fleet *f, const char *why)
 {
     f->up = 0;
+    shm_gauge_set(f->slot, SHM_REDIS_DOWN, 1);
     f->have_totals = 0;
     if (f->outage)
         return;
@@ -155,6 +156,7 @@ void link_drop_bad(struct fleet *f, const char *why)
 void link_now_up(struct fleet *f)
 {
     f->up = 1;
+    shm_gauge_set(f->slot, SHM_REDIS_DOWN, 0);
     f->attempt = 0;
     if (f->outage)
         log_info("redis: %s reachable again after %.1f s; sending the counters kept meanwhile", f->printable,
@@ -636,6 +638,7 @@ struct fleet *fleet_start(uv_loop_t *loop, const char *url, const char *password
     f->loop = loop;
     f->shm = shm;
     f->slot = &shm->slots[slot];
+    shm_gauge_set(f->slot, SHM_REDIS_DOWN, 1); /* until the first flush is counted, as fleet_ready() says */
     f->rng = uv_hrtime() | 1;
     snprintf(f->member, sizeof(f->member), "%s:%u", shm->instance, slot);
     if (counters_init(f) != 0 || drains_init(f, drain_lease_s) != 0) {

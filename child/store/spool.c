@@ -887,6 +887,7 @@ struct spool *spool_open(uv_loop_t *loop, const struct fcmd_options *o, struct s
     s->others_at = UINT64_MAX;
     s->dir_fd = -1;
     s->error_log = (struct log_limit)LOG_LIMIT_INIT(ERROR_LOG_MS);
+    shm_gauge_set(slot, SHM_SPOOL_MAX_BYTES, (int64_t)o->spool_max_bytes); /* what spool_bytes is held against */
     /* What a record holds is checked for validity, not size: it was accepted
      * under the limits of its day, which may have been looser than today's;
      * the providers' rules are intake's. */

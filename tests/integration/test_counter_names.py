@@ -29,10 +29,12 @@ FIELDS = COUNTERS + list(DROPS)
 SCALARS = {"fcmd_accepted_targets_total", "fcmd_attempts_total", "fcmd_successes_total", "fcmd_canonicals_total",
            "fcmd_notregistered_total", "fcmd_lost_total", "fcmd_left_in_spool_total", "fcmd_upstream_requests_total",
            "fcmd_upstream_errors_total", "fcmd_oauth_tokens_total", "fcmd_oauth_failures_total", "fcmd_pending",
-           "fcmd_queue_depth", "fcmd_queue_bytes", "fcmd_retry_waiting", "fcmd_upstream_inflight", "fcmd_upstream_limit",
-           "fcmd_rate_limit", "fcmd_upstream_connections", "fcmd_children", "fcmd_workers", "fcmd_waiting_for_token",
-           "fcmd_uptime_seconds", "fcmd_replayed_total", "fcmd_spool_bytes", "fcmd_spool_segments",
-           "fcmd_spool_syncs_total", "fcmd_apns_provider_tokens_total"}
+           "fcmd_queue_depth", "fcmd_queue_bytes", "fcmd_queue_capacity", "fcmd_queue_max_bytes",
+           "fcmd_retry_waiting", "fcmd_upstream_inflight", "fcmd_upstream_limit", "fcmd_rate_limit",
+           "fcmd_upstream_connections", "fcmd_children", "fcmd_workers", "fcmd_waiting_for_token",
+           "fcmd_redis_unreachable", "fcmd_uptime_seconds", "fcmd_replayed_total", "fcmd_spool_bytes",
+           "fcmd_spool_segments", "fcmd_spool_max_bytes", "fcmd_spool_syncs_total",
+           "fcmd_apns_provider_tokens_total"}
 GAUGES = {"pending", "workers", "waiting_for_token", "spool_bytes", "spool_segments", "uptime_seconds"}
 
 # /gcm/report?scope=local: GoCM's five first, in GoCM's order; then fcmd's.

@@ -15,6 +15,14 @@ import requests
 from conftest import FCMD_BIN, free_port, stop_process, wait_until
 
 
+def redis_unreachable(f):
+    """fcmd_redis_unreachable in f's /metrics: its workers that cannot reach Redis."""
+    for line in requests.get(f.url("/metrics"), timeout=5).text.splitlines():
+        if line.startswith("fcmd_redis_unreachable "):
+            return int(line.split()[1])
+    raise AssertionError("no fcmd_redis_unreachable in /metrics")
+
+
 def redis_ping(port):
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
@@ -190,6 +198,8 @@ def test_redis_outage_under_traffic(redis, mock, start_fcmd):
     t.start()
     try:
         wait_until(lambda: sent[0] >= 40, what="some traffic")
+        for f in inst:
+            wait_until(lambda: redis_unreachable(f) == 0, what="every worker connected")
         redis.stop()
         # Every worker notices; /readyz says so, sends still succeed (the queue is local).
         for f in inst:
@@ -199,12 +209,14 @@ def test_redis_outage_under_traffic(redis, mock, start_fcmd):
             assert r.json() == {"error": "redis unreachable"}
             rep = fleet_report(f.base)
             assert rep["redis"] == "unreachable" and rep["scope"] == "local"
+            wait_until(lambda: redis_unreachable(f) == 2, what="fcmd_redis_unreachable 2")
         during = sent[0]
         wait_until(lambda: sent[0] >= during + 40, what="traffic while Redis is down")
         redis.start()
         for f in inst:
             wait_until(lambda: all(requests.get(f.url("/readyz"), timeout=2).status_code == 200 for _ in range(4)),
                        what="/readyz 200 again")
+            wait_until(lambda: redis_unreachable(f) == 0, what="fcmd_redis_unreachable 0 again")
         wait_until(lambda: sent[0] >= during + 80, what="traffic after Redis is back")
     finally:
         stop.set()
@@ -264,6 +276,7 @@ def test_redis_unreachable_at_start(mock, start_fcmd):
     assert f.send_form(["a"], {"k": "v"}).status_code == 200
     rep = fleet_report(f.base)
     assert rep["redis"] == "unreachable" and rep["accepted"] == 1
+    assert redis_unreachable(f) == 1
     assert requests.get(f.url("/gcm/report?scope=nope"), timeout=2).status_code == 400
     wait_until(lambda: "cannot reach" in f.log_text(), what="the outage in the log")
     log = f.log_text()

@@ -4,6 +4,7 @@ traffic, Graphite pushes to a loopback carbon (also after an outage),
 
 import json
 import http.client
+import os
 import signal
 import socket
 import subprocess
@@ -74,6 +75,32 @@ def test_gauges_show_work_in_flight(start_mock, start_fcmd):
     assert value(m, "fcmd_upstream_connections") >= 1
     f.wait_idle()
     assert value(scrape(f), "fcmd_upstream_inflight") == 0
+
+
+def test_bounds_are_series_beside_what_they_bound(mock, start_fcmd, tmp_path):
+    """The queue's bounds are each worker's, so /metrics shows them times the
+    workers alive, as it sums their fill; the spool's bound is the
+    instance's, shown once.  A worker killed and respawned changes neither."""
+    f = start_fcmd(mock, workers=2, args=["--queue-size", "1000", "--queue-max-bytes", "1048576",
+                                          "--spool", str(tmp_path / "spool"), "--spool-max-bytes", "4194304"])
+    want = {"fcmd_queue_capacity": 2000, "fcmd_queue_max_bytes": 2 << 20, "fcmd_spool_max_bytes": 4 << 20,
+            "fcmd_redis_unreachable": 0}
+
+    def bounds():
+        m = scrape(f)
+        return {k: value(m, k) for k in want}
+    assert bounds() == want
+    assert f.send_form(["ok1", "ok2"], {"k": 1}).status_code == 200
+    f.wait_idle()
+    before = f.children()
+    os.kill(before[0], signal.SIGKILL)
+    wait_until(lambda: len(f.children()) == 2 and before[0] not in f.children() and bounds() == want,
+               what="the respawned worker's bounds")
+    # Without a spool its bound is 0; the queue's defaults are 500000 targets and 256 MiB a worker.
+    g = start_fcmd(mock, workers=1)
+    m = scrape(g)
+    assert (value(m, "fcmd_queue_capacity"), value(m, "fcmd_queue_max_bytes"), value(m, "fcmd_spool_max_bytes")) \
+        == (500000, 256 << 20, 0)
 
 
 class Carbon(threading.Thread):

@@ -4,8 +4,9 @@
  * /metrics and Graphite, and each name must show there with its own value
  * (a row pointing at another counter shows another number), the report's
  * keys in their order, and Redis' fields and the per-upstream outcomes
- * named as the totals are.  The expected names and where each value lies
- * are written here again, not read from the table.
+ * named as the totals are; and shm_sum adds the workers' bounds up but for
+ * the spool's.  The expected names and where each value lies are written
+ * here again, not read from the table.
  */
 #include "cmocka_all.h"
 
@@ -81,6 +82,8 @@ static size_t wants(const struct shm_totals *t, struct want *w)
     W("pending", "pending", "gauge", (uint64_t)t->pending, LOCAL | FLEET | GRAPHITE);
     W("queue_depth", "queue_depth", "gauge", (uint64_t)g[SHM_QUEUE_DEPTH], GRAPHITE);
     W("queue_bytes", "queue_bytes", "gauge", (uint64_t)g[SHM_QUEUE_BYTES], GRAPHITE);
+    W("queue_capacity", "queue_capacity", "gauge", (uint64_t)g[SHM_QUEUE_CAPACITY], GRAPHITE);
+    W("queue_max_bytes", "queue_max_bytes", "gauge", (uint64_t)g[SHM_QUEUE_MAX_BYTES], GRAPHITE);
     W("retry_waiting", "retry_waiting", "gauge", (uint64_t)g[SHM_RETRY_WAITING], GRAPHITE);
     W("upstream_inflight", "upstream_inflight", "gauge", (uint64_t)g[SHM_UPSTREAM_INFLIGHT], GRAPHITE);
     W("upstream_limit", "upstream_limit", "gauge", (uint64_t)g[SHM_UPSTREAM_LIMIT], GRAPHITE);
@@ -89,10 +92,12 @@ static size_t wants(const struct shm_totals *t, struct want *w)
     W("children", "children", "gauge", t->children, GRAPHITE);
     W("workers", "workers", "gauge", t->workers, LOCAL | GRAPHITE);
     W("waiting_for_token", "waiting_for_token", "gauge", t->waiting_for_token, SA | GRAPHITE);
+    W("redis_unreachable", "redis_unreachable", "gauge", (uint64_t)g[SHM_REDIS_DOWN], GRAPHITE);
     W("uptime_seconds", "uptime_seconds", "gauge", t->uptime_seconds, LOCAL | GRAPHITE);
     W("replayed", "replayed_total", "counter", c[SHM_REPLAYED], SPOOL | FLEET | GRAPHITE);
     W("spool_bytes", "spool_bytes", "gauge", (uint64_t)g[SHM_SPOOL_BYTES], SPOOL | GRAPHITE);
     W("spool_segments", "spool_segments", "gauge", (uint64_t)g[SHM_SPOOL_SEGMENTS], SPOOL | GRAPHITE);
+    W("spool_max_bytes", "spool_max_bytes", "gauge", (uint64_t)g[SHM_SPOOL_MAX_BYTES], GRAPHITE);
     W("spool_syncs", "spool_syncs_total", "counter", c[SHM_SPOOL_SYNCS], GRAPHITE);
     WBY("failures", "failures_total", "counter", c[SHM_FAILURES], LOCAL | FLEET | GRAPHITE | REASONS, t->failures_by);
     WBY("retries", "retries_total", "counter", c[SHM_RETRIES], LOCAL | FLEET | GRAPHITE | REASONS, t->retries_by);
@@ -375,6 +380,39 @@ static void upstreams_and_redis_use_the_totals_names(void **state)
     buf_free(&want);
 }
 
+/* The queue's bounds are each worker's, so the instance's is their sum, as
+ * its fill is; the spool's is one for the whole instance, which every worker
+ * holds: the totals show it once (the largest, while a reload's two
+ * generations may disagree), not once per worker. */
+static void bounds_sum_per_worker_and_the_spool_bound_once(void **state)
+{
+    struct shm_region *r = shm_region_create(1024);
+    struct shm_totals t;
+
+    (void)state;
+    assert_non_null(r);
+    for (unsigned i = 0; i < 3; i++) {
+        shm_gauge_set(&r->slots[i], SHM_QUEUE_CAPACITY, 500);
+        shm_gauge_set(&r->slots[i], SHM_QUEUE_MAX_BYTES, 1 << 20);
+        shm_gauge_set(&r->slots[i], SHM_SPOOL_BYTES, 100);
+        shm_gauge_set(&r->slots[i], SHM_SPOOL_MAX_BYTES, i == 1 ? 8192 : 4096);
+        shm_gauge_set(&r->slots[i], SHM_REDIS_DOWN, i != 0);
+    }
+    shm_sum(r, &t);
+    assert_int_equal(t.gauges[SHM_QUEUE_CAPACITY], 1500);
+    assert_int_equal(t.gauges[SHM_QUEUE_MAX_BYTES], 3 << 20);
+    assert_int_equal(t.gauges[SHM_SPOOL_BYTES], 300);
+    assert_int_equal(t.gauges[SHM_SPOOL_MAX_BYTES], 8192);
+    assert_int_equal(t.gauges[SHM_REDIS_DOWN], 2);
+    /* A dead worker's bounds go with it. */
+    shm_settle_slot(r, 1, SHM_SETTLE_LOST);
+    shm_sum(r, &t);
+    assert_int_equal(t.gauges[SHM_QUEUE_CAPACITY], 1000);
+    assert_int_equal(t.gauges[SHM_SPOOL_MAX_BYTES], 4096);
+    assert_int_equal(t.gauges[SHM_REDIS_DOWN], 1);
+    shm_region_destroy(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -383,6 +421,7 @@ int main(void)
         cmocka_unit_test(graphite_shows_each_leaf_with_its_value),
         cmocka_unit_test(report_keys_come_in_gocm_order_with_their_values),
         cmocka_unit_test(upstreams_and_redis_use_the_totals_names),
+        cmocka_unit_test(bounds_sum_per_worker_and_the_spool_bound_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
