@@ -279,6 +279,10 @@ def test_make_install_honours_prefix_and_destdir(tmp_path):
     installed = tmp_path / "opt" / "fcmd" / "bin" / "fcmd"
     assert os.access(installed, os.X_OK)
     assert subprocess.run([str(installed), "--version"], capture_output=True, text=True).stdout.startswith("fcmd ")
+    # The alert rules beside the config (SYSCONFDIR, /etc by default), as shipped.
+    rules = tmp_path / "etc" / "fcmd" / "fcmd-alerts.yml"
+    assert rules.read_bytes() == open(os.path.join(ROOT, "conf", "fcmd-alerts.yml"), "rb").read()
+    assert rules.stat().st_mode & 0o777 == 0o644
 
 
 def test_url_credentials_never_printed_or_logged(mock, start_fcmd, tmp_path, signing_key):
