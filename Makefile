@@ -4,6 +4,7 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 # Where make install puts the alert rules: beside /etc/fcmd/fcmd.conf.
 SYSCONFDIR ?= /etc
+MANDIR ?= $(PREFIX)/share/man
 CC ?= cc
 PKGS = libh2o libuv libcurl openssl inih libsystemd hiredis
 CFLAGS ?= -O2 -g
@@ -14,7 +15,7 @@ PYTHON = /usr/bin/python3
 # Debian packages fcmd builds with and tests with.
 DEPS = build-essential pkg-config libh2o-dev libuv1-dev libcurl4-openssl-dev libjsmn-dev libssl-dev \
        libinih-dev libsystemd-dev libcmocka-dev libjansson-dev clang libclang-rt-14-dev python3 python3-pytest python3-requests python3-prometheus-client python3-h2 openssl curl wrk strace logrotate systemd nghttp2-client \
-       libhiredis-dev redis-server haproxy nginx-light prometheus python3-yaml
+       libhiredis-dev redis-server haproxy nginx-light prometheus python3-yaml man-db groff-base
 
 BUILD = build
 # Where the binaries go: the top level for the normal build, the build tree
@@ -53,7 +54,7 @@ help:
 	@echo "make asan         the tests again under AddressSanitizer and UBSan (also: make test-asan)"
 	@echo "make fuzz         each libFuzzer target for FUZZ_SECONDS (60); make fuzz-smoke: 3 s each"
 	@echo "make bench        the benchmark table (make bench-smoke: a few seconds of it)"
-	@echo "make install      install fcmd into \$$(DESTDIR)\$$(PREFIX)/bin, the alert rules into \$$(SYSCONFDIR)/fcmd"
+	@echo "make install      install fcmd into \$$(DESTDIR)\$$(PREFIX)/bin, fcmd(8) into \$$(MANDIR)/man8, the alert rules into \$$(SYSCONFDIR)/fcmd"
 
 deps:
 	@missing=$$(for p in $(DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
@@ -227,6 +228,8 @@ run: deps
 install: $(FCMD)
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 fcmd $(DESTDIR)$(PREFIX)/bin/fcmd
+	install -d $(DESTDIR)$(MANDIR)/man8
+	install -m 0644 docs/fcmd.8 $(DESTDIR)$(MANDIR)/man8/fcmd.8
 	install -d $(DESTDIR)$(SYSCONFDIR)/fcmd
 	install -m 0644 conf/fcmd-alerts.yml $(DESTDIR)$(SYSCONFDIR)/fcmd/fcmd-alerts.yml
 

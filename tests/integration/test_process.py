@@ -279,6 +279,12 @@ def test_make_install_honours_prefix_and_destdir(tmp_path):
     installed = tmp_path / "opt" / "fcmd" / "bin" / "fcmd"
     assert os.access(installed, os.X_OK)
     assert subprocess.run([str(installed), "--version"], capture_output=True, text=True).stdout.startswith("fcmd ")
+    # The man page, where man finds it under the prefix.
+    page = tmp_path / "opt" / "fcmd" / "share" / "man" / "man8" / "fcmd.8"
+    assert page.read_bytes() == open(os.path.join(ROOT, "docs", "fcmd.8"), "rb").read()
+    r = subprocess.run(["man", "-w", "-M", str(tmp_path / "opt" / "fcmd" / "share" / "man"), "8", "fcmd"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.stdout.strip() == str(page), r.stdout + r.stderr
     # The alert rules beside the config (SYSCONFDIR, /etc by default), as shipped.
     rules = tmp_path / "etc" / "fcmd" / "fcmd-alerts.yml"
     assert rules.read_bytes() == open(os.path.join(ROOT, "conf", "fcmd-alerts.yml"), "rb").read()
