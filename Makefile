@@ -2,8 +2,9 @@
 
 PREFIX ?= /usr/local
 DESTDIR ?=
-# Where make install puts the alert rules: beside /etc/fcmd/fcmd.conf.
-SYSCONFDIR ?= /etc
+# Where make install puts the alert rules: data operators point Prometheus at
+# (or copy), so a reinstall never overwrites an edited copy in /etc.
+DATADIR ?= $(PREFIX)/share/fcmd
 MANDIR ?= $(PREFIX)/share/man
 CC ?= cc
 PKGS = libh2o libuv libcurl openssl inih libsystemd hiredis
@@ -54,7 +55,7 @@ help:
 	@echo "make asan         the tests again under AddressSanitizer and UBSan (also: make test-asan)"
 	@echo "make fuzz         each libFuzzer target for FUZZ_SECONDS (60); make fuzz-smoke: 3 s each"
 	@echo "make bench        the benchmark table (make bench-smoke: a few seconds of it)"
-	@echo "make install      install fcmd into \$$(DESTDIR)\$$(PREFIX)/bin, fcmd(8) into \$$(MANDIR)/man8, the alert rules into \$$(SYSCONFDIR)/fcmd"
+	@echo "make install      install fcmd into \$$(DESTDIR)\$$(PREFIX)/bin, fcmd(8) into \$$(MANDIR)/man8, the alert rules into \$$(DATADIR)"
 
 deps:
 	@missing=$$(for p in $(DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
@@ -230,8 +231,8 @@ install: $(FCMD)
 	install -m 0755 fcmd $(DESTDIR)$(PREFIX)/bin/fcmd
 	install -d $(DESTDIR)$(MANDIR)/man8
 	install -m 0644 docs/fcmd.8 $(DESTDIR)$(MANDIR)/man8/fcmd.8
-	install -d $(DESTDIR)$(SYSCONFDIR)/fcmd
-	install -m 0644 conf/fcmd-alerts.yml $(DESTDIR)$(SYSCONFDIR)/fcmd/fcmd-alerts.yml
+	install -d $(DESTDIR)$(DATADIR)
+	install -m 0644 conf/fcmd-alerts.yml $(DESTDIR)$(DATADIR)/fcmd-alerts.yml
 
 clean:
 	rm -rf build build-asan build-fuzz fcmd tools/mock-upstream tools/baseline tools/body-cost tests/webpush/node_modules

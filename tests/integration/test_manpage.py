@@ -140,7 +140,7 @@ def test_environment_signals_files_and_exit_statuses():
     assert {"SIGHUP", "SIGTERM, SIGINT", "SIGUSR1"} <= set(signals)
     assert "exit 0" in signals["SIGTERM, SIGINT"] and "reopen the log" in signals["SIGHUP"]
     files = " ".join(entries(s["FILES"]))
-    for f in ("/etc/fcmd/fcmd.conf", "/etc/fcmd/fcmd-alerts.yml", "/var/lib/fcmd/spool",
+    for f in ("/etc/fcmd/fcmd.conf", "/usr/local/share/fcmd/fcmd-alerts.yml", "/var/lib/fcmd/spool",
               "/etc/systemd/system/fcmd.service", "/etc/logrotate.d/fcmd", "/run/fcmd/fcmd.pid",
               "/etc/fcmd/service-account.json"):
         assert f in files, f

@@ -285,8 +285,8 @@ def test_make_install_honours_prefix_and_destdir(tmp_path):
     r = subprocess.run(["man", "-w", "-M", str(tmp_path / "opt" / "fcmd" / "share" / "man"), "8", "fcmd"],
                        capture_output=True, text=True, timeout=30)
     assert r.stdout.strip() == str(page), r.stdout + r.stderr
-    # The alert rules beside the config (SYSCONFDIR, /etc by default), as shipped.
-    rules = tmp_path / "etc" / "fcmd" / "fcmd-alerts.yml"
+    # The alert rules in the prefix's data (DATADIR), as shipped.
+    rules = tmp_path / "opt" / "fcmd" / "share" / "fcmd" / "fcmd-alerts.yml"
     assert rules.read_bytes() == open(os.path.join(ROOT, "conf", "fcmd-alerts.yml"), "rb").read()
     assert rules.stat().st_mode & 0o777 == 0o644
 
