@@ -176,3 +176,21 @@ void queue_finish(struct queue *q, struct target *t)
     free(t);
     q->pending--;
 }
+
+void queue_free(struct queue *q)
+{
+    while (q->head != NULL) {
+        struct target *t = q->head;
+        struct push *p = t->push;
+        q->head = t->next;
+        if (--p->refs == 0) {
+            q->bytes -= p->bytes;
+            free(p->encoded);
+            free(p);
+        }
+        free(t);
+        q->pending--;
+    }
+    q->tailp = &q->head;
+    q->ready = 0;
+}

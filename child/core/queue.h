@@ -100,4 +100,11 @@ size_t queue_take_batch(struct queue *q, struct target **out, size_t max);
 /* A target reached a final outcome: frees it (and its push with the last). */
 void queue_finish(struct queue *q, struct target *t);
 
+/* At a worker's exit: frees every target in the FIFO, and each push with its
+ * last target, without on_push_done (what was not finished stays unfinished
+ * wherever it is stored).  Whoever holds targets out of the FIFO, in flight
+ * or waiting for a retry, puts them back first (queue_requeue); a staged
+ * push goes with queue_discard. */
+void queue_free(struct queue *q);
+
 #endif
