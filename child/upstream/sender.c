@@ -100,6 +100,9 @@ struct sender {
     struct log_limit failed_log[CAUSE_COUNT], retried_log[CAUSE_COUNT];
     struct log_limit cut_log; /* answers longer than their bound */
     uv_timer_t log_flush; /* says what the limits held back, once a flood is over */
+    struct job *jobs;     /* in flight */
+    int stopped;          /* sender_stop(): nothing more is sent */
+    unsigned closing;     /* handles sender_free() closes that libuv has not closed yet */
 };
 
 struct sock_watch {
@@ -562,11 +565,26 @@ static void finish_job(struct sender *s, struct job *job, CURLcode code)
                        backoff_delay_ms(attempt > 0 ? attempt - 1 : 0, job->retry_after_ms, backoff_random(&s->rng)));
 }
 
+static void link_job(struct sender *s, struct job *job)
+{
+    if ((job->next = s->jobs) != NULL)
+        job->next->prev = &job->next;
+    job->prev = &s->jobs;
+    s->jobs = job;
+}
+
+static void unlink_job(struct job *job)
+{
+    if ((*job->prev = job->next) != NULL)
+        job->next->prev = job->prev;
+}
+
 static void job_done(struct sender_transfer *t, CURLcode code)
 {
     struct job *job = (struct job *)t;
     struct sender *s = job->sender;
 
+    unlink_job(job);
     finish_job(s, job, code);
     easy_put(s, job->easy);
     job_free(job);
@@ -729,6 +747,8 @@ static int several_upstreams(const struct sender *s)
 /* Sends queued targets while there is room in flight. */
 static void dispatch(struct sender *s)
 {
+    if (s->stopped)
+        return;
     while (s->inflight < s->pace.limit && s->queue->head != NULL) {
         struct upstream *up = head_upstream(s);
         if (s->turn_starts++ >= STARTS_PER_TURN) {
@@ -791,6 +811,7 @@ static void dispatch(struct sender *s)
             job_free(job);
             continue;
         }
+        link_job(s, job);
         s->inflight++;
     }
     /* Finishes come in batches, handled before the next dispatch: each of
@@ -815,7 +836,8 @@ static void on_kick(uv_idle_t *idle)
 
 void sender_kick(struct sender *s)
 {
-    uv_idle_start(&s->kick, on_kick);
+    if (!s->stopped)
+        uv_idle_start(&s->kick, on_kick);
 }
 
 static void kick_cb(void *arg)
@@ -963,4 +985,69 @@ fail:
     free(s->batch);
     free(s);
     return NULL;
+}
+
+/* ---- teardown ---- */
+
+void sender_remove(struct sender *s, CURL *easy)
+{
+    if (curl_multi_remove_handle(s->multi, easy) == CURLM_OK)
+        s->attached--;
+}
+
+void sender_stop(struct sender *s)
+{
+    if (s == NULL)
+        return;
+    s->stopped = 1;
+    uv_idle_stop(&s->kick);
+    uv_timer_stop(&s->trim);
+    uv_timer_stop(&s->pace_wait);
+    uv_timer_stop(&s->rate_share);
+    uv_timer_stop(&s->log_flush);
+    while (s->jobs != NULL) {
+        struct job *job = s->jobs;
+        unlink_job(job);
+        sender_remove(s, job->easy);
+        s->inflight--;
+        for (size_t i = 0; i < job->ntargets; i++)
+            job->targets[i]->next = i + 1 < job->ntargets ? job->targets[i + 1] : NULL;
+        queue_requeue(s->queue, job->targets[0]);
+        easy_put(s, job->easy);
+        job_free(job);
+    }
+    retry_stop(&s->retries);
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct sender *s = h->data;
+
+    if (--s->closing == 0)
+        free(s);
+}
+
+void sender_free(struct sender *s)
+{
+    if (s == NULL)
+        return;
+
+    uv_handle_t *handles[] = {(uv_handle_t *)&s->timer, (uv_handle_t *)&s->trim, (uv_handle_t *)&s->kick,
+                              (uv_handle_t *)&s->turn, (uv_handle_t *)&s->pace_wait, (uv_handle_t *)&s->rate_share,
+                              (uv_handle_t *)&s->log_flush};
+
+    /* curl closes its connections and tells on_curl_socket() of each socket
+     * it had us watch (and may set its timer): the handles are still open. */
+    curl_multi_cleanup(s->multi);
+    s->multi = NULL;
+    while (s->watches != NULL)
+        unwatch(s->watches);
+    while (s->npool > 0)
+        curl_easy_cleanup(s->pool[--s->npool]);
+    free(s->pool);
+    free(s->batch);
+    free(s->ca_path);
+    s->closing = sizeof(handles) / sizeof(handles[0]);
+    for (size_t i = 0; i < sizeof(handles) / sizeof(handles[0]); i++)
+        uv_close(handles[i], on_closed);
 }

@@ -62,4 +62,20 @@ void sender_share_rate(struct sender *s, unsigned (*instances)(void *arg), void 
  * at once with force (at exit). */
 void sender_flush_log(struct sender *s, int force);
 
+/* Takes an adapter's own transfer (one sender_add started) off the multi
+ * handle before it finished; its done() is not called. */
+void sender_remove(struct sender *s, CURL *easy);
+
+/* At a worker's exit, first: nothing more is sent.  Every job in flight is
+ * taken off the multi handle and released by its adapter, and its targets,
+ * with those waiting for a retry, go back to the queue, unfinished (neither
+ * counted nor acknowledged: they go with the process, or stay in the
+ * spool).  The adapters are destroyed after this, then the sender. */
+void sender_stop(struct sender *s);
+
+/* Then, once the adapters have taken their own transfers off: closes the
+ * upstream connections and frees the sender, its memory once libuv has
+ * closed its handles. */
+void sender_free(struct sender *s);
+
 #endif

@@ -60,6 +60,7 @@ struct job {
     int cut;             /* the body went on past answer_max: the transfer was stopped there */
     unsigned sends;      /* times curl was about to send the request: more than one is a resend of its own */
     long retry_after_ms; /* from Retry-After, -1 when absent */
+    struct job *next, **prev; /* in the sender's jobs in flight */
     char detail[256];    /* the upstream's own words about a failure, for the log */
     char error[CURL_ERROR_SIZE];
 };

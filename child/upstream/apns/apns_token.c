@@ -87,6 +87,9 @@ struct apns_token *apns_token_create(struct provider_token *shared, EVP_PKEY *ke
 
 void apns_token_free(struct apns_token *t)
 {
+    if (t == NULL)
+        return;
+    explicit_bzero(t, sizeof(*t)); /* the copy of the provider token is a credential */
     free(t);
 }
 

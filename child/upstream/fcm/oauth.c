@@ -279,3 +279,24 @@ struct oauth *oauth_create(uv_loop_t *loop, const struct service_account *sa, st
     fetch(o);
     return o;
 }
+
+static void free_oauth(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void oauth_free(struct oauth *o)
+{
+    if (o == NULL)
+        return;
+    if (o->fetching)
+        sender_remove(o->sender, o->easy);
+    curl_easy_cleanup(o->easy);
+    if (o->header != NULL) {
+        explicit_bzero(o->header, strlen(o->header)); /* a credential */
+        free(o->header);
+    }
+    buf_free(&o->request);
+    buf_free(&o->answer);
+    uv_close((uv_handle_t *)&o->timer, free_oauth);
+}

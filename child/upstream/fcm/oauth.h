@@ -30,6 +30,10 @@ struct shm_slot;
 struct oauth *oauth_create(uv_loop_t *loop, const struct service_account *sa, struct sender *s, struct shm_slot *slot,
                            unsigned app, void (*on_token)(void *), void *arg);
 
+/* Stops refreshing (a token request under way is taken off the sender,
+ * which must still be there) and frees o once libuv has closed its timer. */
+void oauth_free(struct oauth *o);
+
 /* The "Authorization: Bearer ..." header for the current token, or NULL
  * when there is none yet (a request for one is then under way); *gen gets
  * the token's generation. */

@@ -389,6 +389,7 @@ static void v1_destroy(struct upstream *u)
 {
     struct v1 *v = (struct v1 *)u;
 
+    oauth_free(v->oauth);
     headers_unref(v->headers);
     free(v->url);
     free(v);
