@@ -84,6 +84,13 @@ static void on_durable(void *arg, int ok)
     h2o_req_t *req = d->req;
     size_t n = d->push->ntargets;
 
+    if (ok < 0) { /* the worker stops: the push goes with it, its record stays in the spool */
+        if (req != NULL)
+            *d->link = NULL;
+        queue_discard(hs->queue, d->push);
+        free(d);
+        return;
+    }
     if (ok) {
         release_push(hs, d->push);
     } else {

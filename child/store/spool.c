@@ -84,6 +84,7 @@ struct commit {
     struct spool *spool;
     struct segment *seg;
     struct spool_waiter *waiters;
+    struct commit *next, **prev; /* in spool->commits */
 };
 
 struct spool {
@@ -115,6 +116,10 @@ struct spool {
     dev_t skipped_dev[16];  /* files refused once, so they are not logged every scan */
     ino_t skipped_ino[16];
     unsigned nskipped;
+    struct commit *commits; /* syncs on the thread pool */
+    unsigned works;         /* syncs and adoptions on the thread pool */
+    int closed;             /* spool_close(): freed once its works are back and its handles closed */
+    unsigned closing;       /* handles spool_close() closes that libuv has not closed yet */
 };
 
 int spool_fsync_policy(const char *word)
@@ -191,6 +196,44 @@ static void release(struct spool *s, struct segment *g)
     free(g->path);
     free(g);
     publish(s);
+}
+
+/* At exit: closes a segment that holds unfinished pushes, and so unlocks it
+ * for the next child or the next start; the file stays. */
+static void let_go(struct spool *s, struct segment *g)
+{
+    struct segment **pp;
+
+    for (pp = &s->segments; *pp != g; pp = &(*pp)->next)
+        ;
+    *pp = g->next;
+    if (g->orphan != NULL)
+        orphan_free(g->orphan);
+    buf_free(&g->acks);
+    close(g->fd);
+    free(g->path);
+    free(g);
+}
+
+/* At exit, once no sync is pending on it: a finished segment goes, the
+ * others stay for the next child. */
+static void close_segment(struct spool *s, struct segment *g)
+{
+    g->current = 0;
+    if (g->live == 0 && g->orphan == NULL)
+        release(s, g);
+    else
+        let_go(s, g);
+}
+
+static void spool_free(struct spool *s)
+{
+    if (!s->closed || s->works > 0 || s->closing > 0)
+        return;
+    if (s->dir_fd >= 0)
+        close(s->dir_fd);
+    buf_free(&s->scratch);
+    free(s);
 }
 
 static struct segment *add_segment(struct spool *s, int fd, char *path, uint64_t bytes)
@@ -355,6 +398,17 @@ static void on_synced(uv_work_t *work, int status)
     struct spool *s = c->spool;
     int ok = status == 0 && c->error == 0;
 
+    if ((*c->prev = c->next) != NULL)
+        c->next->prev = c->prev;
+    s->works--;
+    if (s->closed) { /* its waiters were let go at spool_close() */
+        if (--c->seg->holds == 0)
+            close_segment(s, c->seg);
+        free(c);
+        spool_free(s);
+        return;
+    }
+
     /* Group commit: what arrived while this sync ran goes in the next one. */
     if (c->batch) {
         s->batch_in_flight = 0;
@@ -403,6 +457,11 @@ static void start_commit(struct spool *s, struct segment *g, struct spool_waiter
     c->spool = s;
     c->seg = g;
     c->waiters = waiters;
+    if ((c->next = s->commits) != NULL)
+        c->next->prev = &c->next;
+    c->prev = &s->commits;
+    s->commits = c;
+    s->works++;
     if (batch)
         s->batch_in_flight = 1;
 }
@@ -688,6 +747,7 @@ static void adopt_done(uv_work_t *w, int status)
     struct orphan *o = a->orphan;
     struct segment *g;
 
+    s->works--;
     if (status != 0 || a->error != 0 || s->stopping || (g = add_segment(s, a->fd, a->path, o->left.records_end)) == NULL) {
         if (!s->stopping)
             log_error("spool: cannot adopt %s now (%s): left for a later scan", a->path,
@@ -697,6 +757,7 @@ static void adopt_done(uv_work_t *w, int status)
         close(a->fd); /* unlocked: the next scan tries again */
         free(a->path);
         free(a);
+        spool_free(s);
         return;
     }
     g->zeroed = a->size; /* whatever follows the records: acknowledgements overwrite it */
@@ -729,7 +790,9 @@ static void adopt(struct spool *s, int fd, char *path, size_t size)
         free(a);
         close(fd);
         free(path);
+        return;
     }
+    s->works++;
 }
 
 static int ends_with(const char *s, const char *suffix)
@@ -913,28 +976,55 @@ void spool_stop(struct spool *s)
     uv_timer_stop(&s->rescan);
 }
 
+/* The worker stops before the sync's outcome is known: see spool_commit(). */
+static void let_waiters_go(struct spool_waiter *w)
+{
+    while (w != NULL) {
+        struct spool_waiter *next = w->next;
+        w->done(w->arg, -1);
+        w = next;
+    }
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct spool *s = h->data;
+
+    s->closing--;
+    spool_free(s);
+}
+
 void spool_close(struct spool *s)
 {
     if (s == NULL)
         return;
+    s->stopping = 1;
+    uv_timer_stop(&s->rescan);
     flush_acks(s);
     log_limit_flush(&s->error_log, LOG_ERROR, "spool write errors", 1);
-    if (s->dir_fd >= 0)
-        close(s->dir_fd);
-    if (s->cur != NULL) {
-        s->cur->current = 0;
-        s->cur = NULL;
+    /* Those waiting for a sync let go of their pushes; a sync not started
+     * yet is called off, one running is waited for (the segment and the
+     * directory stay open for it). */
+    if (s->waiting != NULL) {
+        let_waiters_go(s->waiting);
+        s->waiting = NULL;
+        s->cur->holds--; /* the batch's, taken by spool_commit() */
     }
+    for (struct commit *c = s->commits; c != NULL; c = c->next) {
+        let_waiters_go(c->waiters);
+        c->waiters = NULL;
+        uv_cancel((uv_req_t *)&c->work);
+    }
+    s->cur = NULL;
+    s->closed = 1;
     /* Finished segments go; the others stay, unlocked, for the next child. */
     for (struct segment *g = s->segments, *next; g; g = next) {
         next = g->next;
-        g->holds = 0;
-        if (g->orphan != NULL) {
-            orphan_free(g->orphan);
-            g->orphan = NULL;
-            g->live++; /* not finished: keep the file */
-        }
-        if (g->live == 0)
-            release(s, g);
+        g->current = 0;
+        if (g->holds == 0)
+            close_segment(s, g);
     }
+    s->closing = 2;
+    uv_close((uv_handle_t *)&s->check, on_handle_closed);
+    uv_close((uv_handle_t *)&s->rescan, on_handle_closed);
 }

@@ -72,8 +72,10 @@ void spool_ack(struct spool *s, struct push *p, const uint32_t *indexes, size_t 
 void spool_push_done(struct spool *s, struct push *p);
 
 /* Calls done(arg, ok) once what was appended so far is durable under the
- * fsync policy, or is known not to be (ok = 0).  Returns 1 when that will
- * happen later, 0 when the policy needs no wait (done is then not called). */
+ * fsync policy, or is known not to be (ok = 0), or with ok = -1 when the
+ * worker stops first (spool_close): the record stays as it was written,
+ * neither synced nor forgotten.  Returns 1 when that will happen later, 0
+ * when the policy needs no wait (done is then not called). */
 int spool_commit(struct spool *s, struct spool_waiter *w, void (*done)(void *arg, int ok), void *arg);
 
 /* Adopts orphaned segments. */
@@ -82,7 +84,11 @@ void spool_scan(struct spool *s);
 /* The child stops: no more adopting, no more feeding the queue. */
 void spool_stop(struct spool *s);
 
-/* At exit: deletes finished segments and lets go of the rest. */
+/* At exit: writes the acknowledgements still due, lets go of those
+ * waiting for a sync (see spool_commit), deletes finished segments and
+ * closes the rest, unlocked for the next child.  s is freed once libuv has
+ * closed its handles and the thread pool has given back its syncs and
+ * adoptions, as the loop runs on. */
 void spool_close(struct spool *s);
 
 /* Parses the --spool-fsync word; -1 when unknown. */
