@@ -455,3 +455,12 @@ int drains_owed(struct fleet *f)
     f->stopping = 1;
     return owed;
 }
+
+void drains_free(struct fleet *f)
+{
+    while (f->drains != NULL) {
+        struct fleet_drain *d = f->drains;
+        f->drains = d->next;
+        free(d);
+    }
+}

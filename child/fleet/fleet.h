@@ -93,6 +93,16 @@ int fleet_flushed(struct fleet *f);
  * them.  NULL when Redis cannot be reached now (answer 503). */
 struct fleet_drain *fleet_drain_take(struct fleet *f, int list, size_t budget, fleet_taken_fn cb, void *arg);
 
+/* At a worker's exit, first: the connection goes, and whatever awaits a
+ * reply is told at once that it will not come (r NULL), as when a
+ * connection drops; nothing reconnects, and a name lookup still under way
+ * is left to its thread.  The queue in Redis, which sends its commands on
+ * this connection, is freed after this, and the fleet after that. */
+void fleet_stop(struct fleet *f);
+
+/* Frees f, its memory once libuv has closed its handles. */
+void fleet_free(struct fleet *f);
+
 /* The answer with a drain's records was written (they are gone for good),
  * or not (they return to the list's head).  Before cb has run: the caller
  * went away; cb is then never called and the records return. */

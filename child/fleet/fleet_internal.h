@@ -81,6 +81,9 @@ struct fleet {
     uint64_t nonce, ndrains;            /* names this worker's drain keys */
     int stopping;                       /* fleet_flushed() was called: the worker stops */
     uint64_t stop_target[FLEET_NLISTS]; /* records put into each list before it began to */
+
+    int closed;       /* fleet_stop(): no more connecting */
+    unsigned closing; /* handles fleet_free() closes that libuv has not closed yet */
 };
 
 /* ---- link.c ---- */
@@ -131,5 +134,9 @@ void drains_tick(struct fleet *f);
 /* For a stopping worker: whether Redis has still to hear how a drain ended,
  * or to take entries the lists held when the worker began to stop. */
 int drains_owed(struct fleet *f);
+
+/* At exit, after fleet_stop(): frees the drains Redis was still to hear of
+ * (their leases return the entries). */
+void drains_free(struct fleet *f);
 
 #endif

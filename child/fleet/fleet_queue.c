@@ -201,6 +201,7 @@ struct fleet_queue {
     int reading, claiming, cleaning, reaping;
     struct fleet_script read_s, claim_s; /* the reads and claims go by digest (script.h) */
     int stopping;
+    unsigned closing; /* handles fleet_queue_free() closes that libuv has not closed yet */
     int slow;       /* a deadline passed; until Redis answers again */
     int slow_logged; /* ...said once, until a push is taken in time again */
     struct push *held; /* pushes read from the stream and not finished */
@@ -1016,4 +1017,42 @@ int fleet_queue_settled(struct fleet_queue *fq)
     if (fq->nacks > 0)
         kick(fq);
     return fq->nacks == 0 && fq->acks_flying == 0;
+}
+
+static void on_fq_closed(uv_handle_t *h)
+{
+    struct fleet_queue *fq = h->data;
+
+    if (--fq->closing == 0)
+        free(fq);
+}
+
+void fleet_queue_free(struct fleet_queue *fq)
+{
+    if (fq == NULL)
+        return;
+    fq->stopping = 1;
+    while (fq->waiting != NULL) {
+        struct fq_waiter *w = fq->waiting;
+        fq->waiting = w->next;
+        answer(w, FQ_DOWN);
+    }
+    fq->waiting_tail = &fq->waiting;
+    /* fleet_stop() has told every add on its way that no reply comes, so
+     * none should fly; one that did would be answered the same way. */
+    while (fq->flying != NULL) {
+        struct batch *b = fq->flying;
+        fq->flying = b->next;
+        for (struct fq_waiter *w = b->answered ? NULL : b->head, *next; w != NULL; w = next) {
+            next = w->next;
+            answer(w, FQ_DOWN);
+        }
+        free(b->counts);
+        free(b);
+    }
+    fq->held = NULL;
+    free(fq->acks);
+    fq->closing = 2;
+    uv_close((uv_handle_t *)&fq->check, on_fq_closed);
+    uv_close((uv_handle_t *)&fq->timer, on_fq_closed);
 }

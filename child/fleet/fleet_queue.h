@@ -70,6 +70,13 @@ void fleet_queue_push_done(struct fleet_queue *fq, struct push *p);
  * group for another worker to claim. */
 void fleet_queue_stop(struct fleet_queue *fq);
 
+/* At a worker's exit, after fleet_stop() (no reply is awaited any more):
+ * pushes not yet sent to Redis are answered FQ_DOWN, the entries it holds
+ * stay pending in the group for another worker to claim, and fq is freed
+ * once libuv has closed its handles.  The pushes themselves are the
+ * queue's. */
+void fleet_queue_free(struct fleet_queue *fq);
+
 /* For a stopping worker: 1 once every acknowledgement it owes reached
  * Redis (or Redis cannot be reached); the caller polls it.  In a whole
  * instance's stop, fleet_flushed() has waited for Redis before: the pushes

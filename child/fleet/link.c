@@ -107,6 +107,8 @@ void link_outage_begins(struct fleet *f, const char *why)
  * retry timer connects again after the back-off. */
 static void outage(struct fleet *f, const char *why)
 {
+    if (f->closed)
+        return; /* the worker is gone: nothing reconnects */
     link_outage_begins(f, why);
     f->inflight = f->settling = f->reloading = 0;
     uv_timer_start(&f->retry, on_retry, link_backoff_ms(f, f->attempt++), 0);
@@ -478,22 +480,62 @@ struct lookup {
     int family;
     struct sockaddr_storage addr;
     _Atomic int done;
+    /* The worker may stop while the thread still waits for the resolver:
+     * under the lock, the thread either wakes the loop or, once the worker
+     * has given the lookup up (fleet_stop), frees it and touches nothing
+     * of the worker's. */
+    pthread_mutex_t lock;
+    int abandoned;
 };
+
+static void lookup_free(struct lookup *q)
+{
+    pthread_mutex_destroy(&q->lock);
+    free(q);
+}
 
 static void *lookup_run(void *arg)
 {
     struct lookup *q = arg;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
-    uv_async_t *wake = q->wake; /* q is the loop's to free once done is set */
 
     if ((q->status = getaddrinfo(q->host, NULL, &hints, &res)) == 0) {
         q->family = res->ai_family;
         memcpy(&q->addr, res->ai_addr, res->ai_addrlen < sizeof(q->addr) ? res->ai_addrlen : sizeof(q->addr));
         freeaddrinfo(res);
     }
+    pthread_mutex_lock(&q->lock);
+    if (q->abandoned) {
+        pthread_mutex_unlock(&q->lock);
+        lookup_free(q);
+        return NULL;
+    }
     atomic_store_explicit(&q->done, 1, memory_order_release);
-    uv_async_send(wake);
+    uv_async_send(q->wake); /* q is the loop's to free once done is set and the lock is let go */
+    pthread_mutex_unlock(&q->lock);
     return NULL;
+}
+
+/* A lookup whose thread has set done: once the thread has let go of the
+ * lock, nothing touches it any more. */
+static void lookup_done_free(struct lookup *q)
+{
+    pthread_mutex_lock(&q->lock);
+    pthread_mutex_unlock(&q->lock);
+    lookup_free(q);
+}
+
+/* At exit: a lookup still under way is the thread's to free. */
+static void lookup_abandon(struct lookup *q)
+{
+    int done;
+
+    pthread_mutex_lock(&q->lock);
+    done = atomic_load_explicit(&q->done, memory_order_acquire);
+    q->abandoned = 1;
+    pthread_mutex_unlock(&q->lock);
+    if (done)
+        lookup_free(q);
 }
 
 /* Starts a lookup of the URL's host.  Returns 0, or a negative errno
@@ -510,8 +552,12 @@ static int lookup_start(struct fleet *f)
         return -ENOMEM;
     memcpy(q->host, f->url.host, sizeof(q->host));
     q->wake = &f->looked_up;
-    if ((rc = pthread_attr_init(&attr)) != 0) {
+    if ((rc = pthread_mutex_init(&q->lock, NULL)) != 0) {
         free(q);
+        return -rc;
+    }
+    if ((rc = pthread_attr_init(&attr)) != 0) {
+        lookup_free(q);
         return -rc;
     }
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -522,7 +568,7 @@ static int lookup_start(struct fleet *f)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
     if (rc != 0) {
-        free(q);
+        lookup_free(q);
         return -rc; /* pthread_create() returns the errno value */
     }
     f->lookup = q;
@@ -542,12 +588,12 @@ static void on_resolved(uv_async_t *a)
     f->resolving = 0;
     if (f->resolve_late) {
         f->resolve_late = 0; /* the retry timer, already started, tries again */
-        free(q);
+        lookup_done_free(q);
         return;
     }
     if (q->status != 0) {
         snprintf(why, sizeof(why), "cannot resolve %s: %s", f->url.host, gai_strerror(q->status));
-        free(q);
+        lookup_done_free(q);
         outage(f, why);
         return;
     }
@@ -556,7 +602,7 @@ static void on_resolved(uv_async_t *a)
         ((struct sockaddr_in6 *)&addr)->sin6_port = htons((uint16_t)f->url.port);
     else
         ((struct sockaddr_in *)&addr)->sin_port = htons((uint16_t)f->url.port);
-    free(q);
+    lookup_done_free(q);
     open_link(f, (const struct sockaddr *)&addr);
 }
 
@@ -678,4 +724,56 @@ void fleet_on_connect(struct fleet *f, void (*fn)(void *arg), void *arg)
 {
     f->on_connect = fn;
     f->on_connect_arg = arg;
+}
+
+/* ---- at exit ---- */
+
+void fleet_stop(struct fleet *f)
+{
+    struct link *l;
+
+    if (f == NULL)
+        return;
+    f->closed = 1;
+    uv_timer_stop(&f->tick);
+    uv_timer_stop(&f->retry);
+    if (f->lookup != NULL) {
+        lookup_abandon(f->lookup);
+        f->lookup = NULL;
+    }
+    f->resolving = 0;
+    if ((l = f->link) == NULL)
+        return;
+    /* As link_drop(), but nothing reconnects and no outage is logged. */
+    f->link = NULL;
+    f->flush_s.loaded = f->lists_s.loaded = 0;
+    f->inflight = f->settling = f->reloading = 0;
+    uv_close(&l->u.handle, link_closed);
+    while (l->nwant > 0) {
+        struct want w = l->want[l->first];
+        l->first = (l->first + 1) % NWANT;
+        l->nwant--;
+        w.fn(f, w.arg, NULL);
+    }
+}
+
+static void on_fleet_closed(uv_handle_t *h)
+{
+    struct fleet *f = h->data;
+
+    if (--f->closing == 0) {
+        explicit_bzero(f->url.password, sizeof(f->url.password));
+        free(f);
+    }
+}
+
+void fleet_free(struct fleet *f)
+{
+    if (f == NULL)
+        return;
+    drains_free(f);
+    f->closing = 3;
+    uv_close((uv_handle_t *)&f->tick, on_fleet_closed);
+    uv_close((uv_handle_t *)&f->retry, on_fleet_closed);
+    uv_close((uv_handle_t *)&f->looked_up, on_fleet_closed);
 }
