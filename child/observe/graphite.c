@@ -42,7 +42,17 @@ struct graphite {
     uint64_t next_connect; /* loop time before which no reconnect is tried */
     unsigned failures;
     int stopped;
+    unsigned refs; /* once stopped: the timer, socket or lookup libuv still has */
 };
+
+/* One of what graphite_stop() waited for is back: the last frees g. */
+static void release(struct graphite *g)
+{
+    if (--g->refs == 0) {
+        buf_free(&g->out);
+        free(g);
+    }
+}
 
 static void free_tcp(uv_handle_t *h)
 {
@@ -50,10 +60,13 @@ static void free_tcp(uv_handle_t *h)
 
     free(h);
     g->state = IDLE;
-    if (g->stopped) {
-        buf_free(&g->out);
-        free(g);
-    }
+    if (g->stopped)
+        release(g);
+}
+
+static void tick_closed(uv_handle_t *h)
+{
+    release(h->data);
 }
 
 static void drop(struct graphite *g, const char *what, int err)
@@ -146,6 +159,7 @@ static void on_resolved(uv_getaddrinfo_t *r, int status, struct addrinfo *res)
 
     if (g->stopped) {
         uv_freeaddrinfo(res);
+        release(g);
         return;
     }
     if (status < 0) {
@@ -218,12 +232,17 @@ void graphite_stop(struct graphite *g)
     if (g == NULL)
         return;
     g->stopped = 1;
-    uv_timer_stop(&g->tick);
+    g->refs = 1;
+    uv_close((uv_handle_t *)&g->tick, tick_closed);
     if (g->state == CONNECTING || g->state == CONNECTED) {
         g->state = CLOSING;
         uv_close((uv_handle_t *)g->tcp, free_tcp);
         g->tcp = NULL;
     }
-    /* Otherwise the memory stays with the (exiting) process: a resolve or a
-     * close in progress still points at it. */
+    /* A lookup under way (called off if it has not started) or a socket
+     * closing calls back once more: g lives until then. */
+    if (g->state == RESOLVING || g->state == CLOSING)
+        g->refs++;
+    if (g->state == RESOLVING)
+        uv_cancel((uv_req_t *)&g->resolve);
 }

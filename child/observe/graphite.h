@@ -16,7 +16,9 @@ struct graphite;
 struct graphite *graphite_start(uv_loop_t *loop, const struct fcmd_options *o, struct shm_region *shm,
                                 const char *upstream);
 
-/* Stops sending and closes the connection (when the child stops). */
+/* Stops sending and closes the connection (when the child stops); g is
+ * freed once libuv has closed its timer and socket and given back a lookup
+ * under way. */
 void graphite_stop(struct graphite *g);
 
 #endif
