@@ -518,3 +518,42 @@ int conn_init(struct conn_set *cs, h2o_context_t *ctx, h2o_accept_ctx_t *accept_
     uv_unref((uv_handle_t *)&cs->sweep); /* the sweep alone does not keep a child running */
     return 0;
 }
+
+/* ---- at exit ---- */
+
+void conn_close_all(struct conn_set *cs)
+{
+    h2o_linklist_t *node;
+    uv_os_fd_t fd;
+
+    for (node = cs->all.next; node != &cs->all; node = node->next) {
+        struct conn *cn = H2O_STRUCT_FROM_MEMBER(struct conn, link, node);
+        h2o_socket_cb cb;
+
+        if (uv_is_closing(&cn->io.handle))
+            continue;
+        if (!cn->cut && uv_fileno(&cn->io.handle, &fd) == 0) {
+            shutdown(fd, SHUT_RDWR); /* h2o reads end-of-file, or a write fails: it closes */
+            cn->cut = 1;
+        }
+        /* A write libuv refused is failed at once (see lost_write()): the
+         * connection is going anyway. */
+        if (lost_write(cn)) {
+            cb = cn->sock->_cb.write;
+            cn->sock->_cb.write = NULL;
+            cb(cn->sock, h2o_socket_error_io);
+        }
+    }
+}
+
+void conn_free(struct conn_set *cs)
+{
+    uv_close((uv_handle_t *)&cs->sweep, NULL);
+    free(cs->by_fd);
+    cs->by_fd = NULL;
+    cs->by_fd_len = 0;
+    for (int i = 0; i < 2; i++) {
+        free(cs->marks[i].v);
+        cs->marks[i] = (struct conn_marks){NULL, 0, 0};
+    }
+}

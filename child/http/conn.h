@@ -88,4 +88,14 @@ void conn_accept(struct conn_set *cs, uv_stream_t *listener, int is_unix);
  * now, so its idle time starts again. */
 void conn_progress(struct conn_set *cs, h2o_req_t *req);
 
+/* At a worker's exit: shuts every open connection down, so that h2o reads
+ * end-of-file (or fails a write) and frees it as the loop runs on; an
+ * HTTP/1 request whose answer is still to come is not read from, so its
+ * connection stays.  Called again, it also fails writes libuv refused. */
+void conn_close_all(struct conn_set *cs);
+
+/* Then, once none is left: closes the sweep and frees what the set holds
+ * (cs itself is the caller's, and must outlive the loop's next turn). */
+void conn_free(struct conn_set *cs);
+
 #endif

@@ -231,3 +231,10 @@ void http_reopen_access_log(struct http_server *hs)
     close(fd);
     hs->access_log_failing = 0;
 }
+
+void http_close(struct http_server *hs)
+{
+    if (hs->access_log_fd >= 0)
+        close(hs->access_log_fd);
+    hs->access_log_fd = -1;
+}

@@ -58,4 +58,8 @@ void http_reopen_access_log(struct http_server *hs);
  * lists, for the next drain. */
 void http_give_back_drains(struct http_server *hs);
 
+/* At exit, once h2o's configuration (and with it the access logger) is
+ * disposed of: closes the access log. */
+void http_close(struct http_server *hs);
+
 #endif
