@@ -27,7 +27,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static struct child child; /* this process's state; reachable for leak checkers */
+/* A worker that could not start, or that stopped while h2o still held a
+ * connection, frees nothing: what it made goes with the process, and stays
+ * reachable from here so that a leak checker does not count it.  A worker
+ * that stopped cleanly leaves this NULL and frees it all (teardown()). */
+static struct child *volatile left;
 
 static void on_accept(uv_stream_t *listener, int status)
 {
@@ -320,13 +324,152 @@ static int start_upstreams(struct child *c)
     return 0;
 }
 
+/* ---- the stop: everything set up above, undone in reverse ---- */
+
+static void on_close_deadline(uv_timer_t *t)
+{
+    struct child *c = t->data;
+
+    c->close_timed_out = 1;
+}
+
+/* The HTTP connections still open (a keep-alive one a client holds, an
+ * HTTP/2 one after its GOAWAY) are shut down, and the loop runs until h2o
+ * has freed them all, for at most CHILD_CLOSE_MS.  Returns 0, or -1 when
+ * some stayed: an HTTP/1 request whose answer was still to come, which
+ * h2o no longer reads from. */
+static int close_connections(struct child *c)
+{
+    c->close_timed_out = 0;
+    uv_timer_start(&c->stop_timer, on_close_deadline, CHILD_CLOSE_MS, 0);
+    while (c->conns.count > 0 && !c->close_timed_out) {
+        conn_close_all(&c->conns);
+        uv_run(&c->loop, UV_RUN_ONCE);
+    }
+    uv_timer_stop(&c->stop_timer);
+    if (c->conns.count == 0)
+        return 0;
+    log_info("child stopping with %zu HTTP connections still waiting for an answer", c->conns.count);
+    return -1;
+}
+
+/* Whether h2o's context holds no timeout entry: h2o_context_dispose()
+ * asserts as much, and every connection has gone. */
+static int h2o_idle(h2o_context_t *ctx)
+{
+    h2o_timeout_t *t[] = {&ctx->zero_timeout, &ctx->one_sec_timeout, &ctx->hundred_ms_timeout,
+                          &ctx->handshake_timeout, &ctx->http1.req_timeout, &ctx->http2.idle_timeout,
+                          &ctx->http2.graceful_shutdown_timeout, &ctx->proxy.io_timeout};
+
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+        if (!h2o_linklist_is_empty(&t[i]->_entries))
+            return 0;
+    return 1;
+}
+
+static void close_signal(uv_signal_t *h, int signo)
+{
+    uv_close((uv_handle_t *)h, NULL);
+    /* A signal that comes now finds no handler: the worker is stopping
+     * anyway, and SIGUSR1's default would end it without its exit. */
+    signal(signo, SIG_IGN);
+}
+
+static void close_left(uv_handle_t *h, void *arg)
+{
+    if (uv_is_closing(h))
+        return;
+    log_warn("child stopping: a %s handle was left open", uv_handle_type_name(uv_handle_get_type(h)));
+    uv_close(h, NULL);
+    ++*(unsigned *)arg;
+}
+
+/* Every room's handles are closing: the loop runs until libuv has closed
+ * them and the thread pool has given back what it had. */
+static int close_loop(struct child *c)
+{
+    unsigned stray = 0;
+    int rc;
+
+    uv_walk(&c->loop, close_left, &stray);
+    while (uv_run(&c->loop, UV_RUN_DEFAULT) != 0)
+        ;
+    if ((rc = uv_loop_close(&c->loop)) != 0)
+        log_error("child stopping: its loop does not close: %s", uv_strerror(rc));
+    return rc != 0 || stray > 0 ? -1 : 0;
+}
+
+static void destroy_upstreams(struct child *c)
+{
+    for (unsigned a = 0; a <= c->opts->napps; a++)
+        for (int k = 0; k < UPSTREAM_KINDS; k++)
+            if (c->ups[a][k] != NULL) {
+                c->ups[a][k]->ops->destroy(c->ups[a][k]);
+                c->ups[a][k] = NULL;
+            }
+    c->upstream = NULL;
+}
+
+/* A clean stop: every room frees what it made, in the reverse order of
+ * set-up.  The pushes still pending (a stop at once, or past the deadline)
+ * are freed with the queue, unfinished: uncounted, unacknowledged, and
+ * still in the spool. */
+static void teardown(struct child *c)
+{
+    graphite_stop(c->graphite); /* stopped at SIGTERM already */
+    c->graphite = NULL;
+    close_signal(&c->sigterm, SIGTERM);
+    close_signal(&c->sigusr1, SIGUSR1);
+    if (c->spool != NULL)
+        close_signal(&c->sigusr2, SIGUSR2);
+    /* The HTTP side; disposing of h2o's context runs the loop once more,
+     * while the rooms below are all still there. */
+    conn_free(&c->conns);
+    /* h2o's reminder, a second after the stop began, to send its HTTP/2
+     * connections a second GOAWAY: none is left to send it to. */
+    if (h2o_timeout_is_linked(&c->ctx.http2._graceful_shutdown_timeout))
+        h2o_timeout_unlink(&c->ctx.http2._graceful_shutdown_timeout);
+    if (h2o_idle(&c->ctx)) {
+        h2o_context_dispose(&c->ctx);
+        h2o_config_dispose(&c->config);
+    } else {
+        log_warn("child stopping: h2o still has timers set; its context is not freed");
+    }
+    http_close(&c->http);
+    /* The fleet's connection goes first: the replies the queue in Redis
+     * awaits on it are called off before the queue goes. */
+    fleet_stop(c->fleet);
+    fleet_queue_free(c->fq);
+    c->fq = NULL;
+    fleet_free(c->fleet);
+    c->fleet = NULL;
+    spool_close(c->spool);
+    c->spool = NULL;
+    /* The sender stopped (child_main()) before the adapters go that built
+     * its jobs, and the adapters' own transfers (a token request) go before
+     * the sender. */
+    destroy_upstreams(c);
+    sender_free(c->sender);
+    c->sender = NULL;
+    uv_close((uv_handle_t *)&c->stop_timer, NULL);
+    if (close_loop(c) != 0) {
+        left = c; /* a handle of some room's is still open: its memory may still be in use */
+        return;
+    }
+    queue_free(&c->queue);
+    free(c);
+}
+
 int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *shm, unsigned slot, int reporter)
 {
-    struct child *c = &child;
+    struct child *c = calloc(1, sizeof(*c));
 
+    if (c == NULL) {
+        log_error("child set-up failed: out of memory");
+        return 1;
+    }
     /* Accept one connection per wake-up, so children share the load. */
     setenv("UV_TCP_SINGLE_ACCEPT", "1", 1);
-    memset(c, 0, sizeof(*c));
     c->opts = o;
     c->shm = shm;
     c->slot = &shm->slots[slot];
@@ -342,6 +485,7 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
     shm_gauge_set(c->slot, SHM_QUEUE_MAX_BYTES, (int64_t)c->queue.max_bytes);
     if (uv_loop_init(&c->loop) != 0) {
         log_error("uv_loop_init() failed");
+        free(c);
         return 1;
     }
     uv_timer_init(&c->loop, &c->stop_timer);
@@ -353,6 +497,7 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
         (c->fleet != NULL && (sender_share_rate(c->sender, live_instances, c->fleet), 0)) || (o->redis_queue && open_fleet_queue(c) != 0) ||
         setup_http(c) != 0 || watch_signals(c) != 0 || unblock_signals() != 0 || open_listener(c, listen_fd) != 0) {
         log_error("child set-up failed");
+        left = c;
         return 1;
     }
     if (reporter && o->graphite != NULL &&
@@ -362,8 +507,17 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
     atomic_store(&c->slot->ready, 1);
     kill(getppid(), SIGUSR2);
     uv_run(&c->loop, UV_RUN_DEFAULT);
+    uv_timer_stop(&c->stop_timer);
     http_give_back_drains(&c->http);
     sender_flush_log(c->sender, 1);
-    spool_close(c->spool);
+    /* Nothing more goes upstream: what was not done by now is left undone,
+     * as the exit has always left it. */
+    sender_stop(c->sender);
+    if (close_connections(c) != 0) {
+        spool_close(c->spool); /* its acknowledgements, and the segments unlocked */
+        left = c;
+        return 0;
+    }
+    teardown(c);
     return 0;
 }

@@ -32,6 +32,10 @@ struct fleet_queue;
  * connections this long to finish the request they carry. */
 #define CHILD_HTTP_GRACE_MS 2000
 
+/* Then, at its exit, it shuts down the connections still open and waits
+ * this long for h2o to free them. */
+#define CHILD_CLOSE_MS 1000
+
 struct child {
     const struct fcmd_options *opts;
     struct shm_region *shm;
@@ -66,6 +70,7 @@ struct child {
     int stopping;
     uint64_t stop_started;
     uint64_t stop_deadline;
+    int close_timed_out; /* CHILD_CLOSE_MS passed with connections still open */
 };
 
 /* The row of the region's app table that counts app index a's outcomes
