@@ -19,6 +19,9 @@ DEPS = build-essential pkg-config libh2o-dev libuv1-dev libcurl4-openssl-dev lib
        libhiredis-dev redis-server haproxy nginx-light prometheus python3-yaml man-db groff-base
 
 BUILD = build
+# What `make integration` (and so `make asan`) runs; a file or a few name a subset:
+# make asan INTEGRATION_TESTS="tests/integration/test_spool.py tests/integration/test_leaks.py"
+INTEGRATION_TESTS = tests/integration
 # Where the binaries go: the top level for the normal build, the build tree
 # for the sanitizer build, so one never overwrites the other.
 BIN = .
@@ -108,11 +111,13 @@ unit: $(UNIT_BIN)
 # be preloaded into either build: a disk that will not sync (FAULT_LIB), a
 # resolver that answers late or never (RESOLVE_LIB), memory that runs out as
 # a worker accepts a connection (ALLOC_LIB), a master that stays dumpable, as
-# one holding no secret would (DUMP_LIB).
+# one holding no secret would (DUMP_LIB), a worker that forgets to free its
+# curl multi handle, for the asan build's leak check (LEAK_LIB).
 FAULT_LIB = $(BUILD)/tests/fault_sync.so
 RESOLVE_LIB = $(BUILD)/tests/fault_resolve.so
 ALLOC_LIB = $(BUILD)/tests/fault_alloc.so
 DUMP_LIB = $(BUILD)/tests/fault_dumpable.so
+LEAK_LIB = $(BUILD)/tests/fault_leak.so
 $(BUILD)/tests/fault_%.so: tests/integration/fault_%.c
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
@@ -133,11 +138,11 @@ $(WEBPUSH_ORACLE): tests/webpush/package.json tests/webpush/package-lock.json
 
 webpush-oracle: $(WEBPUSH_ORACLE)
 
-integration: all $(FAULT_LIB) $(RESOLVE_LIB) $(ALLOC_LIB) $(DUMP_LIB) $(WEBPUSH_TOOL) $(WEBPUSH_ORACLE)
+integration: all $(FAULT_LIB) $(RESOLVE_LIB) $(ALLOC_LIB) $(DUMP_LIB) $(LEAK_LIB) $(WEBPUSH_TOOL) $(WEBPUSH_ORACLE)
 	FCMD_BIN=$(abspath $(FCMD)) MOCK_BIN=$(abspath $(MOCK)) FAULT_LIB=$(abspath $(FAULT_LIB)) \
 		RESOLVE_LIB=$(abspath $(RESOLVE_LIB)) ALLOC_LIB=$(abspath $(ALLOC_LIB)) DUMP_LIB=$(abspath $(DUMP_LIB)) \
-		WEBPUSH_TOOL=$(abspath $(WEBPUSH_TOOL)) \
-		$(PYTHON) -m pytest -q tests/integration
+		LEAK_LIB=$(abspath $(LEAK_LIB)) WEBPUSH_TOOL=$(abspath $(WEBPUSH_TOOL)) \
+		$(PYTHON) -m pytest -q $(INTEGRATION_TESTS)
 
 # test and run install what is missing first, then build in a fresh make so
 # pkg-config sees the freshly installed libraries.
@@ -151,7 +156,9 @@ layout:
 
 # The same tests built with AddressSanitizer and UBSan, in a tree of their own.
 # Children's stderr is not the test's, so sanitizer reports go to files, and
-# any report fails the run.
+# any report fails the run.  LeakSanitizer reports only memory nothing points
+# to any more: a worker that stops cleanly frees all it made, so its leaks
+# show too (tests/integration/test_leaks.py).
 ASAN_DIR = build-asan
 asan: deps
 	rm -f $(ASAN_DIR)/report.*
