@@ -34,7 +34,9 @@ struct want {
 };
 
 /* One connection: the socket, its reply parser and the replies it awaits.
- * Freed when libuv has closed the socket, so a late callback finds it. */
+ * Freed when libuv has closed the socket, so a late callback finds it; f is
+ * NULL once it is given up, so that callback touches no fleet, which may be
+ * gone by then (a worker's exit). */
 struct link {
     union {
         uv_handle_t handle;
@@ -136,6 +138,7 @@ void link_drop(struct fleet *f, const char *why)
     outage(f, why);
     if (l == NULL)
         return;
+    l->f = NULL;
     uv_close(&l->u.handle, link_closed);
     /* Whoever awaits a reply on it learns it will not come. */
     while (l->nwant > 0) {
@@ -178,7 +181,7 @@ static void on_written(uv_write_t *req, int status)
     struct link *l = req->data;
 
     out_free(o);
-    if (status != 0 && status != UV_ECANCELED && l->f->link == l)
+    if (status != 0 && status != UV_ECANCELED && l->f != NULL && l->f->link == l)
         link_drop(l->f, uv_strerror(status));
 }
 
@@ -367,14 +370,14 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     struct link *l = h->data;
 
     (void)hint;
-    *buf = uv_buf_init(l->f->rbuf, sizeof(l->f->rbuf));
+    *buf = l->f != NULL ? uv_buf_init(l->f->rbuf, sizeof(l->f->rbuf)) : uv_buf_init(NULL, 0);
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     struct link *l = s->data;
 
-    if (l->f->link != l || n == 0)
+    if (l->f == NULL || l->f->link != l || n == 0)
         return;
     if (n < 0)
         link_drop(l->f, n == UV_EOF ? "connection closed" : uv_strerror((int)n));
@@ -413,7 +416,7 @@ static void on_connected(uv_connect_t *req, int status)
     struct fleet *f = l->f;
     int rc;
 
-    if (f->link != l)
+    if (f == NULL || f->link != l)
         return;
     if (status != 0) {
         link_drop(f, uv_strerror(status));
@@ -748,6 +751,7 @@ void fleet_stop(struct fleet *f)
     f->link = NULL;
     f->flush_s.loaded = f->lists_s.loaded = 0;
     f->inflight = f->settling = f->reloading = 0;
+    l->f = NULL;
     uv_close(&l->u.handle, link_closed);
     while (l->nwant > 0) {
         struct want w = l->want[l->first];

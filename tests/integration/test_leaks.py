@@ -6,6 +6,8 @@ two tests run in the asan build only."""
 
 import os
 import pathlib
+import socket
+import time
 
 import pytest
 
@@ -41,6 +43,30 @@ def test_a_clean_stop_closes_every_handle_and_the_loop(mock, start_fcmd, tmp_pat
     for line in LEFT_BEHIND:
         assert line not in log, log
     assert "child stopping with" not in log, log
+
+
+def test_a_worker_stopping_while_it_connects_to_redis_exits_cleanly(mock, start_fcmd):
+    """Its connection to Redis is still connecting when the worker frees
+    everything: libuv calls the connect back (cancelled) after the fleet is
+    gone, and the callback must not touch it.  A listener whose backlog is
+    full leaves the connect waiting for ever."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    filler = socket.create_connection(listener.getsockname(), timeout=5)  # the backlog's one place
+    try:
+        f = start_fcmd(mock, workers=1,
+                       args=["--redis", "redis://127.0.0.1:%d" % listener.getsockname()[1], "--shutdown-timeout", "1"])
+        started = time.monotonic()
+        assert f.stop() == 0
+        assert time.monotonic() - started < 10
+    finally:
+        filler.close()
+        listener.close()
+    log = f.log_text()
+    assert "exited with status" not in log and "killed by signal" not in log, log
+    for line in LEFT_BEHIND:
+        assert line not in log, log
 
 
 def lsan_env(tmp_path, preload=None):
