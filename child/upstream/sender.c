@@ -991,6 +991,9 @@ fail:
 
 void sender_remove(struct sender *s, CURL *easy)
 {
+    /* A name lookup under way is not waited for: curl would join its
+     * resolver's thread, for as long as the resolver takes. */
+    curl_easy_setopt(easy, CURLOPT_QUICK_EXIT, 1L);
     if (curl_multi_remove_handle(s->multi, easy) == CURLM_OK)
         s->attached--;
 }

@@ -62,8 +62,9 @@ void sender_share_rate(struct sender *s, unsigned (*instances)(void *arg), void 
  * at once with force (at exit). */
 void sender_flush_log(struct sender *s, int force);
 
-/* Takes an adapter's own transfer (one sender_add started) off the multi
- * handle before it finished; its done() is not called. */
+/* At exit: takes a transfer (one sender_add started) off the multi handle
+ * before it finished, without waiting for a name lookup it has under way;
+ * its done() is not called. */
 void sender_remove(struct sender *s, CURL *easy);
 
 /* At a worker's exit, first: nothing more is sent.  Every job in flight is

@@ -13,6 +13,8 @@ import pytest
 
 from conftest import FCMD_BIN
 
+RESOLVE_LIB = os.environ.get("RESOLVE_LIB",
+                             os.path.join(os.path.dirname(FCMD_BIN), "build", "tests", "fault_resolve.so"))
 LEAK_LIB = os.environ.get("LEAK_LIB", os.path.join(os.path.dirname(FCMD_BIN), "build", "tests", "fault_leak.so"))
 LEAK_CHECKED = "detect_leaks=1" in os.environ.get("ASAN_OPTIONS", "")
 
@@ -67,6 +69,26 @@ def test_a_worker_stopping_while_it_connects_to_redis_exits_cleanly(mock, start_
     assert "exited with status" not in log and "killed by signal" not in log, log
     for line in LEFT_BEHIND:
         assert line not in log, log
+
+
+def test_a_worker_stopping_during_an_upstream_name_lookup_exits_at_once(mock, start_fcmd, monkeypatch):
+    """A push whose transfer is still looking the upstream's name up when the
+    worker gives up on it (--shutdown-timeout): taking the transfer off curl
+    must not wait for the resolver (tests/integration/fault_resolve.c holds
+    it for a minute), or the master would kill the worker."""
+    assert os.path.exists(RESOLVE_LIB), f"build {RESOLVE_LIB} first (make integration does)"
+    monkeypatch.setenv("LD_PRELOAD", RESOLVE_LIB)
+    monkeypatch.setenv("FCMD_TEST_RESOLVE_MS", "60000")
+    monkeypatch.setenv("ASAN_OPTIONS", os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0")
+    f = start_fcmd(workers=1, gcm_url=f"http://upstream.slow.invalid:{mock.port}/fcm/send",
+                   args=["--shutdown-timeout", "1"])
+    assert f.send_form(["looked-up"], {}).status_code == 200
+    started = time.monotonic()
+    assert f.stop() == 0
+    assert time.monotonic() - started < 5
+    log = f.log_text()
+    assert "child stopping with 1 targets unfinished" in log, log
+    assert "killed by signal" not in log and "exited with status 0, 1 pending targets lost" in log, log
 
 
 def lsan_env(tmp_path, preload=None):
