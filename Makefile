@@ -108,7 +108,7 @@ unit: $(UNIT_BIN)
 	@for t in $(UNIT_BIN); do echo "== $$t"; $$t || exit 1; done
 
 # Faults the integration tests preload, built without sanitizers so they can
-# be preloaded into either build: a disk that will not sync (FAULT_LIB), a
+# be preloaded into either build: a disk that will not sync, or not yet (FAULT_LIB), a
 # resolver that answers late or never (RESOLVE_LIB), memory that runs out as
 # a worker accepts a connection (ALLOC_LIB), a master that stays dumpable, as
 # one holding no secret would (DUMP_LIB), a worker that forgets to free its

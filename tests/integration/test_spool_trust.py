@@ -4,6 +4,7 @@ damaged segment files, and a full disk."""
 
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 import requests
 
 from conftest import API_KEY, FCMD_BIN, free_port, stop_process, wait_until
-from test_spool import all_delivered, push_record, record
+from test_spool import all_delivered, push_record, record, segments
 
 
 class NamespacedFcmd:
@@ -201,6 +202,70 @@ def test_full_disk_loses_nothing_and_says_so_once(start_mock, start_fcmd, tmp_pa
 
 
 FAULT_LIB = os.environ.get("FAULT_LIB", os.path.join(os.path.dirname(FCMD_BIN), "build", "tests", "fault_sync.so"))
+
+
+def sockets(pid):
+    """The sockets a process holds open, by inode."""
+    fds = f"/proc/{pid}/fd"
+    found = set()
+    for fd in os.listdir(fds):
+        try:
+            target = os.readlink(os.path.join(fds, fd))
+        except FileNotFoundError:
+            continue
+        if target.startswith("socket:"):
+            found.add(target)
+    return found
+
+
+@pytest.mark.parametrize("mode, http2", [("batch", True), ("always", True), ("batch", False)])
+def test_a_worker_stopped_at_once_during_a_sync_leaves_the_push_in_the_spool(mock, start_fcmd, tmp_path,
+                                                                             monkeypatch, mode, http2):
+    """A push whose answer waits for its sync when its worker is told to stop
+    at once (a second SIGTERM): the worker lets it go, waiting only for the
+    sync already running, and the record stays in the segment as it was
+    written, so the worker started next delivers it.  Over HTTP/2 h2o closes
+    the client's connection at the worker's exit and the worker frees
+    everything; an HTTP/1 request still waiting for its answer is not read
+    from, so its connection stays with h2o, and the worker gives up on it
+    after a second and exits all the same."""
+    assert os.path.exists(FAULT_LIB), f"build {FAULT_LIB} first (make integration does)"
+    held = tmp_path / "hold-sync"
+    spool = tmp_path / "spool"
+    monkeypatch.setenv("LD_PRELOAD", FAULT_LIB)
+    monkeypatch.setenv("FCMD_TEST_HOLD_SYNC", str(held))
+    monkeypatch.setenv("ASAN_OPTIONS", os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0")
+    f = start_fcmd(mock, workers=1, args=["--spool", str(spool), "--spool-fsync", mode])
+    (worker,) = f.children()
+    held.write_text("")
+    client = subprocess.Popen(["curl", "-s", "--http2-prior-knowledge" if http2 else "--http1.1", "-m", "30", "-o",
+                               "/dev/null", "-w", "%{http_code}", "-d", "tokens=held-sync&payload={}",
+                               f.url("/gcm/send")], stdout=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: any(n > 0 for n in segments(str(spool)).values()), what="the push's record")
+        # The listener the worker shares with the master: it closes it as it begins to stop.
+        listener = sockets(f.proc.pid) & sockets(worker)
+        assert len(listener) == 1, listener
+        os.kill(worker, signal.SIGTERM)
+        wait_until(lambda: not listener & sockets(worker), what="the worker to begin its stop")
+        os.kill(worker, signal.SIGTERM)
+        # The sync goes on until the worker is past the point under test.
+        if http2:
+            wait_until(lambda: client.poll() is not None, what="h2o to close the client's connection")
+        else:
+            wait_until(lambda: "still waiting for an answer" in f.log_text(), what="the worker to give up on it")
+    finally:
+        held.unlink()
+        answer = client.communicate(timeout=30)[0]
+    assert answer != "200", answer  # never answered: the worker went first
+    wait_until(lambda: worker not in f.children() and len(f.children()) == 1, what="the next worker")
+    wait_until(lambda: (mock.token("held-sync") or {}).get("delivered", 0) >= 1, timeout=20,
+               what="the next worker to deliver the push left in the spool")
+    log = f.log_text()
+    assert "stopping at once on signal 15: 1 targets unfinished" in log, log
+    assert re.search(rf"child {worker} exited$", log, re.M), log  # status 0
+    assert "killed by signal" not in log, log
+    assert ("1 HTTP connections still waiting for an answer" in log) != http2, log
 
 
 @pytest.mark.parametrize("mode", ["batch", "always"])
