@@ -501,7 +501,7 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
         return 1;
     }
     if (reporter && o->graphite != NULL &&
-        (c->graphite = graphite_start(&c->loop, o, shm, child_upstream_name(c))) == NULL)
+        (c->graphite = graphite_start(&c->loop, o, shm)) == NULL)
         log_error("graphite: cannot start (out of memory)");
     /* Tell the master this child accepts: it may now retire an older generation. */
     atomic_store(&c->slot->ready, 1);

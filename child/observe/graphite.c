@@ -201,8 +201,7 @@ static void on_tick(uv_timer_t *t)
         start_connect(g);
 }
 
-struct graphite *graphite_start(uv_loop_t *loop, const struct fcmd_options *o, struct shm_region *shm,
-                                const char *upstream)
+struct graphite *graphite_start(uv_loop_t *loop, const struct fcmd_options *o, struct shm_region *shm)
 {
     struct graphite *g = calloc(1, sizeof(*g));
     int port;
@@ -215,7 +214,6 @@ struct graphite *graphite_start(uv_loop_t *loop, const struct fcmd_options *o, s
     g->loop = loop;
     g->opts = o;
     g->shm = shm;
-    (void)upstream; /* Graphite's lines name no upstream */
     uv_timer_init(loop, &g->tick);
     g->tick.data = g;
     /* Connect at once; then a tick every interval sends (or reconnects when due). */

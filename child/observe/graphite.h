@@ -11,10 +11,8 @@ struct fcmd_options;
 struct shm_region;
 struct graphite;
 
-/* Starts sending every graphite_interval seconds (upstream is not used: the
- * lines name none).  NULL when out of memory. */
-struct graphite *graphite_start(uv_loop_t *loop, const struct fcmd_options *o, struct shm_region *shm,
-                                const char *upstream);
+/* Starts sending every graphite_interval seconds.  NULL when out of memory. */
+struct graphite *graphite_start(uv_loop_t *loop, const struct fcmd_options *o, struct shm_region *shm);
 
 /* Stops sending and closes the connection (when the child stops); g is
  * freed once libuv has closed its timer and socket and given back a lookup
