@@ -244,4 +244,4 @@ install: $(FCMD)
 clean:
 	rm -rf build build-asan build-fuzz fcmd tools/mock-upstream tools/baseline tools/body-cost tests/webpush/node_modules
 
--include $(FCMD_OBJ:.o=.d) $(MOCK_OBJ:.o=.d)
+-include $(FCMD_OBJ:.o=.d) $(MOCK_OBJ:.o=.d) $(BUILD)/tools/baseline.d $(BUILD)/tools/body_cost.d
