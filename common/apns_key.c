@@ -7,7 +7,6 @@
  */
 #include "apns_key.h"
 
-#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <stdio.h>
@@ -72,7 +71,6 @@ EVP_PKEY *apns_key_parse(const char *text, size_t len, const char *path, char *e
     BIO *bio;
     EVP_PKEY *key;
     char curve[64];
-    size_t clen = 0;
 
     if (len == 0) {
         snprintf(err, errlen, "--apns-key: \"%s\" is empty", path);
@@ -113,10 +111,9 @@ EVP_PKEY *apns_key_parse(const char *text, size_t len, const char *path, char *e
         EVP_PKEY_free(key);
         return NULL;
     }
-    if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, curve, sizeof(curve), &clen) != 1 ||
-        strcmp(curve, "prime256v1") != 0) {
+    if (!key_file_is_p256(key, curve, sizeof(curve))) {
         snprintf(err, errlen, "--apns-key: \"%s\" is an EC key on curve %s; APNs needs P-256 (prime256v1)", path,
-                 clen > 0 ? curve : "(unknown)");
+                 curve[0] ? curve : "(unknown)");
         EVP_PKEY_free(key);
         return NULL;
     }

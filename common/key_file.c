@@ -6,7 +6,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,4 +69,13 @@ fail:
     close(fd);
     key_file_free(buf);
     return -1;
+}
+
+int key_file_is_p256(EVP_PKEY *key, char *curve, size_t cap)
+{
+    size_t clen = 0;
+
+    curve[0] = '\0';
+    return EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, curve, cap, &clen) == 1 &&
+           strcmp(curve, "prime256v1") == 0;
 }

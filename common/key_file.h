@@ -24,4 +24,9 @@ long key_file_read(const char *path, const char *option, const char *what, char 
 /* Wipes and frees what key_file_read gave.  data may be NULL. */
 void key_file_free(char *data);
 
+/* Whether key is an EC key on P-256 (APNs' and VAPID's curve); curve gets
+ * its curve's name, "" when it has none, for the caller's message. */
+struct evp_pkey_st;
+int key_file_is_p256(struct evp_pkey_st *key, char *curve, size_t cap);
+
 #endif

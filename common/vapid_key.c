@@ -26,15 +26,6 @@ static int no_passphrase(char *buf, int size, int rwflag, void *u)
     return 0;
 }
 
-static int is_p256(EVP_PKEY *key, char *curve, size_t cap)
-{
-    size_t clen = 0;
-
-    curve[0] = '\0';
-    return EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, curve, cap, &clen) == 1 &&
-           strcmp(curve, "prime256v1") == 0;
-}
-
 EVP_PKEY *vapid_key_parse(const char *text, size_t len, const char *path, char *err, size_t errlen)
 {
     static const char rule[] = "expected a PEM EC P-256 private key, as `openssl ecparam -name prime256v1 -genkey "
@@ -74,7 +65,7 @@ EVP_PKEY *vapid_key_parse(const char *text, size_t len, const char *path, char *
         EVP_PKEY_free(key);
         return NULL;
     }
-    if (!is_p256(key, curve, sizeof(curve))) {
+    if (!key_file_is_p256(key, curve, sizeof(curve))) {
         snprintf(err, errlen, "--vapid-key: \"%s\" is an EC key on curve %s; VAPID needs P-256 (prime256v1)", path,
                  curve[0] ? curve : "(unknown)");
         EVP_PKEY_free(key);
@@ -101,7 +92,7 @@ int p256_point(EVP_PKEY *key, unsigned char out[P256_POINT_LEN])
     char curve[64];
     int ok;
 
-    ok = key != NULL && EVP_PKEY_base_id(key) == EVP_PKEY_EC && is_p256(key, curve, sizeof(curve)) &&
+    ok = key != NULL && EVP_PKEY_base_id(key) == EVP_PKEY_EC && key_file_is_p256(key, curve, sizeof(curve)) &&
          EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_EC_PUB_X, &x) == 1 &&
          EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_EC_PUB_Y, &y) == 1 && BN_bn2binpad(x, out + 1, 32) == 32 &&
          BN_bn2binpad(y, out + 33, 32) == 32;
