@@ -125,6 +125,20 @@ static void link_closed(uv_handle_t *h)
     free(l);
 }
 
+/* Closes l, already no longer f->link: whoever awaits a reply on it
+ * learns it will not come. */
+static void link_close(struct fleet *f, struct link *l)
+{
+    l->f = NULL;
+    uv_close(&l->u.handle, link_closed);
+    while (l->nwant > 0) {
+        struct want w = l->want[l->first];
+        l->first = (l->first + 1) % NWANT;
+        l->nwant--;
+        w.fn(f, w.arg, NULL);
+    }
+}
+
 /* Gives the connection up (and what Redis held for it: the scripts loaded,
  * the count of refusals) and reconnects after the back-off.  Callbacks of
  * the old connection still to come see it is no longer f->link. */
@@ -138,15 +152,7 @@ void link_drop(struct fleet *f, const char *why)
     outage(f, why);
     if (l == NULL)
         return;
-    l->f = NULL;
-    uv_close(&l->u.handle, link_closed);
-    /* Whoever awaits a reply on it learns it will not come. */
-    while (l->nwant > 0) {
-        struct want w = l->want[l->first];
-        l->first = (l->first + 1) % NWANT;
-        l->nwant--;
-        w.fn(f, w.arg, NULL);
-    }
+    link_close(f, l);
 }
 
 /* The server sent what no Redis would: every connection to it is likely to
@@ -751,14 +757,7 @@ void fleet_stop(struct fleet *f)
     f->link = NULL;
     f->flush_s.loaded = f->lists_s.loaded = 0;
     f->inflight = f->settling = f->reloading = 0;
-    l->f = NULL;
-    uv_close(&l->u.handle, link_closed);
-    while (l->nwant > 0) {
-        struct want w = l->want[l->first];
-        l->first = (l->first + 1) % NWANT;
-        l->nwant--;
-        w.fn(f, w.arg, NULL);
-    }
+    link_close(f, l);
 }
 
 static void on_fleet_closed(uv_handle_t *h)
