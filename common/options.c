@@ -88,6 +88,10 @@ static const struct opt_def opt_table[] = {
     LONG(max_header_bytes, "max-header-bytes", 1024, 256L << 10),
     INT(client_timeout, "client-timeout", 1, 3600),
     LONG(drain_list_bytes, "drain-list-bytes", 4096, 1L << 32),
+    INT(push_status_ttl, "push-status-ttl", 1, 30 * 86400),
+    LONG(push_status_max_bytes, "push-status-max-bytes", 1L << 16, 1L << 32),
+    INT(idempotency_ttl, "idempotency-ttl", 1, 30 * 86400),
+    LONG(idempotency_max_bytes, "idempotency-max-bytes", 1L << 16, 1L << 32),
     STR(auth_token, "auth-token"),
     STR(auth_token_file, "auth-token-file"),
     STR(auth_scopes, "auth-scopes"),
@@ -163,6 +167,10 @@ const char *const options_usage[] = {
     "  --max-header-bytes N      all request headers together [16384]\n"
     "  --client-timeout S        time a client may take to send a request, or stay idle [10]\n"
     "  --drain-list-bytes N      capacity of each drain list; beyond it entries are counted as dropped [8388608]\n"
+    "  --push-status-ttl S       GET /push/{id} answers for S seconds after the push is done [3600]\n"
+    "  --push-status-max-bytes N memory for the push statuses; the oldest go first beyond it [67108864]\n"
+    "  --idempotency-ttl S       an Idempotency-Key names its first push for S seconds [86400]\n"
+    "  --idempotency-max-bytes N memory for the keys without --redis; the oldest go first [67108864]\n"
     "Access:\n"
     "  --auth-token-file FILE    clients must send Authorization: Bearer TOKEN, TOKEN the first line\n"
     "                            of FILE (or set FCMD_AUTH_TOKEN) [off]\n"
@@ -221,6 +229,10 @@ void options_defaults(struct fcmd_options *o)
     o->client_timeout = 10;
     o->upstream_idle_timeout = 60;
     o->drain_list_bytes = 8L << 20;
+    o->push_status_ttl = 3600;
+    o->push_status_max_bytes = 64L << 20;
+    o->idempotency_ttl = 86400;
+    o->idempotency_max_bytes = 64L << 20;
     o->redis_drain_lease = 30;
     o->spool_max_bytes = 1L << 30;
     o->spool_segment_bytes = 16L << 20;

@@ -61,6 +61,10 @@ struct fcmd_options {
     long max_header_bytes;       /* all request headers together */
     int client_timeout;          /* seconds a client may take to send a request, or stay idle */
     long drain_list_bytes;       /* capacity of each drain list */
+    int push_status_ttl;         /* seconds a done push's status is kept */
+    long push_status_max_bytes;  /* the statuses' ledger in shared memory */
+    int idempotency_ttl;         /* seconds an Idempotency-Key is remembered */
+    long idempotency_max_bytes;  /* the keys' ledger in shared memory */
     const char *auth_token_file; /* the same, read from a file by the master */
     const char *auth_scopes;     /* which of send, report, metrics need it */
     const char *tls_cert;        /* TLS on the listener, with HTTP/2 by ALPN */

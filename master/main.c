@@ -159,7 +159,8 @@ int main(int argc, char **argv)
      * remove the file at exit. */
     if (s->o.pidfile != NULL && supervise_write_pidfile(s->o.pidfile, err, sizeof(err)) != 0)
         goto fail_listen;
-    if ((shm = shm_region_create((size_t)s->o.drain_list_bytes)) == NULL) {
+    if ((shm = shm_region_create((size_t)s->o.drain_list_bytes, (size_t)s->o.push_status_max_bytes,
+                                   (size_t)s->o.idempotency_max_bytes)) == NULL) {
         snprintf(err, sizeof(err), "mmap() of the shared region failed: %s", strerror(errno));
         rc = 1;
         goto fail_pidfile;

@@ -81,6 +81,8 @@ struct master {
     /* What only a restart changes, as the master started with it. */
     char user[256]; /* "" when none */
     long drain_list_bytes;
+    long push_status_max_bytes;
+    long idempotency_max_bytes;
 };
 
 static void on_signal(int signo)
@@ -443,6 +445,12 @@ static void log_ignored(const struct master *m, const struct fcmd_options *next)
     if (next->drain_list_bytes != m->drain_list_bytes)
         log_warn("reload: drain_list_bytes is ignored until a restart; the drain lists keep %ld bytes",
                  m->drain_list_bytes);
+    if (next->push_status_max_bytes != m->push_status_max_bytes)
+        log_warn("reload: push_status_max_bytes is ignored until a restart; the statuses keep %ld bytes",
+                 m->push_status_max_bytes);
+    if (next->idempotency_max_bytes != m->idempotency_max_bytes)
+        log_warn("reload: idempotency_max_bytes is ignored until a restart; the keys keep %ld bytes",
+                 m->idempotency_max_bytes);
 }
 
 static void reload(struct master *m)
@@ -590,6 +598,8 @@ int supervise_run(int argc, char **argv, struct settings *settings, int listen_f
     m.owe_ready = 1;
     snprintf(m.user, sizeof(m.user), "%s", settings->o.user ? settings->o.user : "");
     m.drain_list_bytes = settings->o.drain_list_bytes;
+    m.push_status_max_bytes = settings->o.push_status_max_bytes;
+    m.idempotency_max_bytes = settings->o.idempotency_max_bytes;
     atomic_store(&shm->workers, (uint32_t)settings->o.workers);
     if (install_signals() != 0) {
         remove_pidfile(settings->o.pidfile);

@@ -88,6 +88,14 @@ const struct shm_metric shm_metrics[] = {
      .help = "Bytes of spool segments beyond which /gcm/send answers 503 (--spool-max-bytes; 0 without --spool)."},
     {"spool_syncs",           SHM_COUNTER, COUNTER(SHM_SPOOL_SYNCS),        0,  SHM_SERIES,
      .help = "Spool fdatasync calls (batch and always)."},
+    {"push_statuses",         SHM_GAUGE,   TOTAL(push_statuses),            22, SHM_REPORT | SHM_SERIES,
+     .help = "Push statuses kept for GET /push/{id}."},
+    {"push_waiters",          SHM_GAUGE,   GAUGE(SHM_PUSH_WAITERS),         0,  SHM_SERIES,
+     .help = "GET /push/{id}?wait= requests waiting for their push."},
+    {"push_status_evicted",   SHM_COUNTER, TOTAL(push_status_evicted),      23, SHM_REPORT | SHM_SERIES,
+     .help = "Push statuses dropped for room (--push-status-max-bytes) before their --push-status-ttl was over."},
+    {"push_status_lost",      SHM_COUNTER, TOTAL(push_status_lost),         24, SHM_REPORT | SHM_SERIES,
+     .help = "Push statuses forgotten because a process died while it wrote them."},
     /* By reason: in Graphite NAME_by.REASON each, and NAME their sum. */
     {"failures",              SHM_COUNTER, COUNTER(SHM_FAILURES),           2,  IN_REPORTS | SHM_SERIES,
      .help = "Targets given up on, by reason.", .labels = SHM_BY_REASON, .by = TOTAL(failures_by)},
@@ -189,7 +197,7 @@ const char *shm_dropped_name(enum shm_list l)
 
 #define ENDPOINT_NAME(ID, NAME, LABEL, PATH, ENDPOINT, HINT) ENDPOINT,
 const char *const shm_endpoint_names[EP_COUNT] = {
-    FCMD_PROVIDERS(ENDPOINT_NAME) "report", "canonical", "notregistered", "metrics", "healthz", "readyz", "other",
+    FCMD_PROVIDERS(ENDPOINT_NAME) "report", "canonical", "notregistered", "metrics", "healthz", "readyz", "push", "other",
 };
 #undef ENDPOINT_NAME
 

@@ -69,6 +69,7 @@ enum shm_gauge {
     SHM_QUEUE_MAX_BYTES,   /* the child's bound on the bytes they hold (queue_max_bytes) */
     SHM_SPOOL_MAX_BYTES,   /* spool_max_bytes, a bound of the whole instance: summed, it is the largest (shm_sum) */
     SHM_REDIS_DOWN,        /* 1 while the child's counts do not reach Redis (fleet_ready() is 0) */
+    SHM_PUSH_WAITERS,      /* GET /push/{id}?wait= requests waiting */
     SHM_NGAUGES
 };
 
@@ -179,6 +180,7 @@ enum endpoint {
     EP_METRICS,
     EP_HEALTHZ,
     EP_READYZ,
+    EP_PUSH,
     EP_OTHER,
     EP_COUNT
 };

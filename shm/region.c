@@ -47,11 +47,12 @@ static int init_tokens(struct shm_region *r)
     return 0;
 }
 
-struct shm_region *shm_region_create(size_t list_bytes)
+struct shm_region *shm_region_create(size_t list_bytes, size_t status_bytes, size_t idem_bytes)
 {
     size_t head = align64(sizeof(struct shm_region));
     size_t list = align64(drainlist_footprint(list_bytes));
-    size_t size = head + 2 * list;
+    size_t status = align64(ledger_footprint(status_bytes));
+    size_t size = head + 2 * list + status + align64(ledger_footprint(idem_bytes));
     struct shm_region *r;
     int err;
 
@@ -65,8 +66,11 @@ struct shm_region *shm_region_create(size_t list_bytes)
     atomic_store(&r->started_at, (uint64_t)time(NULL));
     r->canonical = (struct drainlist *)((char *)r + head);
     r->notregistered = (struct drainlist *)((char *)r + head + list);
+    r->push_status = (struct ledger *)((char *)r + head + 2 * list);
+    r->idempotency = (struct ledger *)((char *)r + head + 2 * list + status);
     if ((err = drainlist_init(r->canonical, list_bytes)) != 0 ||
-        (err = drainlist_init(r->notregistered, list_bytes)) != 0 || (err = name_instance(r)) != 0 ||
+        (err = drainlist_init(r->notregistered, list_bytes)) != 0 || (err = ledger_init(r->push_status, status_bytes)) != 0 ||
+        (err = ledger_init(r->idempotency, idem_bytes)) != 0 || (err = name_instance(r)) != 0 ||
         (err = init_tokens(r)) != 0) {
         munmap(r, size);
         errno = -err;
@@ -133,6 +137,9 @@ void shm_sum(const struct shm_region *r, struct shm_totals *out)
     out->dropped[SHM_LIST_CANONICAL] = drainlist_dropped(r->canonical);
     out->dropped[SHM_LIST_NOTREGISTERED] = drainlist_dropped(r->notregistered);
     out->workers = atomic_load(&((struct shm_region *)r)->workers);
+    out->push_statuses = ledger_entries(r->push_status);
+    out->push_status_evicted = atomic_load(&r->push_status->evicted);
+    out->push_status_lost = atomic_load(&r->push_status->lost);
     out->uptime_seconds = now > started ? now - started : 0;
 }
 

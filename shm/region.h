@@ -20,11 +20,12 @@
 #include "../common/options.h"
 #include "../common/providers.h"
 #include "drainlist.h"
+#include "ledger.h"
 #include "metrics.h"
 #include "provider_token.h"
 
 #define SHM_MAGIC 0x66636d64u /* "fcmd" */
-#define SHM_VERSION 6u
+#define SHM_VERSION 7u
 #define SHM_MAX_SLOTS 256
 
 /* The same outcomes per upstream (one set per line of FCMD_PROVIDERS, in
@@ -76,6 +77,8 @@ struct shm_region {
     struct shm_app apps[SHM_APPS];
     struct drainlist *canonical;     /* records: original '\0' canonical */
     struct drainlist *notregistered; /* records: token */
+    struct ledger *push_status;      /* by push id (push_status.h) */
+    struct ledger *idempotency;      /* by app and Idempotency-Key, without --redis */
 };
 
 /* Totals over every slot, for reports; the counter table (shm/metrics.h)
@@ -96,12 +99,15 @@ struct shm_totals {
     uint64_t waiting_for_token; /* children that have no usable access token */
     uint64_t uptime_seconds;
     uint64_t dropped[SHM_NLISTS]; /* drain-list records that did not fit, by list */
+    uint64_t push_statuses;       /* entries of the push statuses */
+    uint64_t push_status_evicted; /* dropped for room before their time */
+    uint64_t push_status_lost;    /* forgotten with a ledger a dying writer may have torn */
 };
 
 /* Maps and initialises a region whose drain lists hold list_bytes each, and
  * names the instance with 64 random bits.  Returns NULL with errno set on
  * failure. */
-struct shm_region *shm_region_create(size_t list_bytes);
+struct shm_region *shm_region_create(size_t list_bytes, size_t status_bytes, size_t idem_bytes);
 void shm_region_destroy(struct shm_region *r);
 
 static inline void shm_add(struct shm_slot *s, enum shm_counter c, uint64_t n)

@@ -32,6 +32,7 @@ struct push {
     size_t encoded_len;
     struct segment *spool_seg; /* the spool segment holding its record, or NULL */
     uint64_t spool_id;
+    uint64_t status; /* its entry in the push statuses (shm/push_status.h), 0 for none */
     uint64_t fq_ms, fq_seq;           /* its entry in the queue in Redis ("ms-seq"), or 0-0 */
     struct push *fq_prev, *fq_next;   /* the entries a worker holds (child/fleet/fleet_queue.c) */
     size_t bytes;           /* what it holds, targets included, against max_bytes */

@@ -26,6 +26,7 @@
 #include "../../common/log.h"
 #include "../../common/options.h"
 #include "../../shm/metrics.h"
+#include "../../shm/push_status.h"
 #include "../core/buf.h"
 #include "fleet.h"
 #include "script.h"
@@ -183,6 +184,7 @@ struct fleet_queue {
     uv_loop_t *loop;
     struct fleet *f;
     struct shm_slot *slot;
+    struct ledger *statuses; /* the instance's push statuses */
     struct queue *q;
     void (*taken)(void *arg); /* after a read brought entries: the worker sends them */
     void *taken_arg;
@@ -588,6 +590,7 @@ static void take_entry(struct fleet_queue *fq, const redisReply *e, int claimed)
     } else {
         p->fq_ms = id.ms;
         p->fq_seq = id.seq;
+        p->status = push_status_track(fq->statuses, fq->opts, p->id, p->app, (unsigned)p->upstream, p->ntargets);
         hold(fq, p);
         shm_pending_add(fq->slot, (int64_t)p->ntargets);
     }
@@ -970,6 +973,7 @@ struct fleet_queue *fleet_queue_start(uv_loop_t *loop, struct fleet *f, const st
     fq->loop = loop;
     fq->f = f;
     fq->slot = &shm->slots[slot];
+    fq->statuses = shm->push_status;
     fq->q = q;
     fq->taken = taken;
     fq->taken_arg = arg;

@@ -28,6 +28,9 @@ int http_on_notregistered(struct http_server *hs, h2o_req_t *req); /* drain.c */
 int http_on_metrics(struct http_server *hs, h2o_req_t *req);       /* ops.c */
 int http_on_healthz(struct http_server *hs, h2o_req_t *req);       /* ops.c */
 int http_on_readyz(struct http_server *hs, h2o_req_t *req);        /* ops.c */
+int http_on_push(struct http_server *hs, h2o_req_t *req);          /* push.c: GET /push/{id} */
+/* At exit: the waiters' timer closes (push.c). */
+void http_close_push_waits(struct http_server *hs);
 
 /* Each returns 0, h2o's "answered". */
 int http_respond(h2o_req_t *req, int status, const char *reason, const char *ctype, const char *body, size_t len);

@@ -30,9 +30,10 @@ struct fcmd_handler {
 /* The query parameters each endpoint takes (query.h): any other is a 400. */
 static const char *const report_params[] = {"scope", "app", NULL};
 static const char *const readyz_params[] = {"app", NULL};
+static const char *const push_params[] = {"wait", NULL};
 
 /* A provider's send endpoint: http_on_send for its upstream kind. */
-#define SEND_ROUTE(ID, NAME, LABEL, PATH, ENDPOINT, HINT) {PATH, NULL, EP_SEND_##ID, AUTH_SEND, NULL, UPSTREAM_##ID},
+#define SEND_ROUTE(ID, NAME, LABEL, PATH, ENDPOINT, HINT) {PATH, NULL, EP_SEND_##ID, AUTH_SEND, NULL, UPSTREAM_##ID, 0},
 
 static const struct {
     const char *path;
@@ -41,16 +42,18 @@ static const struct {
     int scope;                 /* AUTH_* bit that --auth-token protects, 0 for the health checks */
     const char *const *params; /* the query parameters it takes, NULL for none */
     int upstream;              /* a send endpoint's upstream kind, else -1 */
+    int prefix;                /* path is where the endpoint's paths begin */
 } routes[] = {
     FCMD_PROVIDERS(SEND_ROUTE)
-    {"/gcm/report", http_on_report, EP_REPORT, AUTH_REPORT, report_params, -1},
-    {"/gcm/report/canonical", http_on_canonical, EP_CANONICAL, AUTH_REPORT, NULL, -1},
-    {"/gcm/report/notregistered", http_on_notregistered, EP_NOTREGISTERED, AUTH_REPORT, NULL, -1},
-    {"/metrics", http_on_metrics, EP_METRICS, AUTH_METRICS, NULL, -1},
-    {"/healthz", http_on_healthz, EP_HEALTHZ, 0, NULL, -1},
+    {"/gcm/report", http_on_report, EP_REPORT, AUTH_REPORT, report_params, -1, 0},
+    {"/gcm/report/canonical", http_on_canonical, EP_CANONICAL, AUTH_REPORT, NULL, -1, 0},
+    {"/gcm/report/notregistered", http_on_notregistered, EP_NOTREGISTERED, AUTH_REPORT, NULL, -1, 0},
+    {"/metrics", http_on_metrics, EP_METRICS, AUTH_METRICS, NULL, -1, 0},
+    {"/healthz", http_on_healthz, EP_HEALTHZ, 0, NULL, -1, 0},
     /* Open to load balancers; what it tells beyond ready or not needs the
      * report scope's token (ops.c). */
-    {"/readyz", http_on_readyz, EP_READYZ, 0, readyz_params, -1},
+    {"/readyz", http_on_readyz, EP_READYZ, 0, readyz_params, -1, 0},
+    {HTTP_PUSH_PREFIX, http_on_push, EP_PUSH, AUTH_REPORT, push_params, -1, 1},
 };
 
 /* Whether the request carries "Authorization: Bearer <token>", compared in
@@ -109,7 +112,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     }
     for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
-        if (h2o_memis(req->path_normalized.base, plen, routes[i].path, strlen(routes[i].path)))
+        if (routes[i].prefix ? plen > strlen(routes[i].path) &&
+                                   memcmp(req->path_normalized.base, routes[i].path, strlen(routes[i].path)) == 0
+                             : h2o_memis(req->path_normalized.base, plen, routes[i].path, strlen(routes[i].path)))
             break;
     if (i < sizeof(routes) / sizeof(routes[0])) {
         h2o_iovec_t q = http_query(req);
@@ -234,6 +239,7 @@ void http_reopen_access_log(struct http_server *hs)
 
 void http_close(struct http_server *hs)
 {
+    http_close_push_waits(hs);
     if (hs->access_log_fd >= 0)
         close(hs->access_log_fd);
     hs->access_log_fd = -1;

@@ -40,7 +40,15 @@ struct http_server {
     h2o_linklist_t drains;  /* drain answers holding entries until written */
     int access_log_fd;      /* with --access-log: where h2o's lines go; SIGUSR1 reopens it */
     int access_log_failing; /* a write to it failed and was logged; said again only after a success */
+    /* GET /push/{id}?wait=: the requests waiting for their push (push.c) */
+    h2o_linklist_t push_waits;
+    uv_timer_t push_timer;
+    size_t push_waiters;
+    int push_waiters_ready; /* the timer and the list are set up */
 };
+
+/* Where GET /push/{id} begins. */
+#define HTTP_PUSH_PREFIX "/push/"
 
 /* How far beyond --max-body-bytes h2o still buffers a body: up to that, fcmd
  * answers an oversized body with a JSON 413; beyond it h2o refuses it itself

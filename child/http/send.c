@@ -11,6 +11,7 @@
 #include "conn.h"
 #include "../../common/log.h"
 #include "../../common/options.h"
+#include "../../shm/push_status.h"
 #include "../../shm/region.h"
 #include "../core/buf.h"
 #include "../core/queue.h"
@@ -70,6 +71,7 @@ static void on_request_gone(void *p)
 /* The push is in; count it and let the sender have it. */
 static void release_push(struct http_server *hs, struct push *p)
 {
+    p->status = push_status_track(hs->shm->push_status, hs->opts, p->id, p->app, (unsigned)p->upstream, p->ntargets);
     queue_commit(hs->queue, p);
     shm_add(hs->slot, SHM_ACCEPTED, p->ntargets);
     shm_app_add(hs->shm, hs->slot, shm_app_row_of(hs->opts, p->app), (unsigned)p->upstream, SHM_UP_ACCEPTED, p->ntargets);

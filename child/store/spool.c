@@ -28,6 +28,7 @@
 #include "spool.h"
 #include "../../common/log.h"
 #include "../../common/options.h"
+#include "../../shm/push_status.h"
 #include "../../shm/region.h"
 #include "../core/buf.h"
 #include "../core/queue.h"
@@ -675,6 +676,8 @@ static size_t feed_one(struct spool *s, struct segment *g)
         } else {
             p->spool_seg = g;
             p->spool_id = rp->id;
+            p->status = push_status_track(s->shm->push_status, s->opts, p->id, p->app, (unsigned)p->upstream,
+                                          rp->ntargets - rp->acked);
             g->live++;
             queued += r.ntargets;
         }

@@ -16,6 +16,7 @@
 #include "../../common/log.h"
 #include "../../common/options.h"
 #include "../../shm/region.h"
+#include "../../shm/push_status.h"
 #include "../../common/backoff.h"
 #include "pace.h"
 #include "../core/queue.h"
@@ -383,6 +384,13 @@ static void count(struct sender *s, const struct push *p, enum shm_upstream_coun
 }
 
 /* Applies one target's outcome; returns 1 when the target waits for a retry. */
+/* The outcome for the push's status (shm/push_status.h). */
+static void track(struct sender *s, const struct target *t, enum push_outcome po, const char *reason)
+{
+    push_status_outcome(s->shm->push_status, t->push->status, po, t->name, t->len, reason, ledger_now_ms(),
+                        (uint64_t)s->opts->push_status_ttl * 1000);
+}
+
 static int apply(struct sender *s, struct target *t, struct outcome *o)
 {
     switch (o->kind) {
@@ -395,15 +403,18 @@ static int apply(struct sender *s, struct target *t, struct outcome *o)
         free(o->canonical);
         o->canonical = NULL;
         shm_add(s->slot, SHM_SUCCESSES, 1);
+        track(s, t, PUSH_CANONICAL, NULL);
         break;
     case OUTCOME_DELIVERED:
         shm_add(s->slot, SHM_SUCCESSES, 1);
         count(s, t->push, SHM_UP_SUCCESSES, 1);
+        track(s, t, PUSH_DELIVERED, NULL);
         break;
     case OUTCOME_INVALID:
         shm_add(s->slot, SHM_NOTREGISTERED, 1);
         count(s, t->push, SHM_UP_NOTREGISTERED, 1);
         drainlist_append(s->shm->notregistered, t->name, t->len, NULL, 0);
+        track(s, t, PUSH_INVALID, o->reason);
         break;
     case OUTCOME_RETRY:
         if (!out_of_retries(s, t)) {
@@ -415,11 +426,13 @@ static int apply(struct sender *s, struct target *t, struct outcome *o)
         shm_add(s->slot, SHM_FAILURES, 1);
         count(s, t->push, SHM_UP_FAILURES, 1);
         atomic_fetch_add_explicit(&s->slot->failures_by[CAUSE_RETRIES_EXHAUSTED], 1, memory_order_relaxed);
+        track(s, t, PUSH_FAILED, o->reason);
         break;
     case OUTCOME_FAILED:
         shm_add(s->slot, SHM_FAILURES, 1);
         count(s, t->push, SHM_UP_FAILURES, 1);
         atomic_fetch_add_explicit(&s->slot->failures_by[o->cause], 1, memory_order_relaxed);
+        track(s, t, PUSH_FAILED, o->reason);
         break;
     }
     queue_finish(s->queue, t);

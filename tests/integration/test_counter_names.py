@@ -34,17 +34,20 @@ SCALARS = {"fcmd_accepted_targets_total", "fcmd_attempts_total", "fcmd_successes
            "fcmd_upstream_connections", "fcmd_children", "fcmd_workers", "fcmd_waiting_for_token",
            "fcmd_redis_unreachable", "fcmd_uptime_seconds", "fcmd_replayed_total", "fcmd_spool_bytes",
            "fcmd_spool_segments", "fcmd_spool_max_bytes", "fcmd_spool_syncs_total",
-           "fcmd_apns_provider_tokens_total"}
-GAUGES = {"pending", "workers", "waiting_for_token", "spool_bytes", "spool_segments", "uptime_seconds"}
+           "fcmd_apns_provider_tokens_total", "fcmd_push_statuses", "fcmd_push_waiters",
+           "fcmd_push_status_evicted_total", "fcmd_push_status_lost_total"}
+GAUGES = {"pending", "workers", "waiting_for_token", "spool_bytes", "spool_segments", "uptime_seconds",
+          "push_statuses"}
 
 # /gcm/report?scope=local: GoCM's five first, in GoCM's order; then fcmd's.
 GOCM = ["attempts", "failures", "pending", "canonicals", "notregistered"]
 LOCAL = GOCM + ["successes", "retries", "accepted", "lost"]
 DROPPED = ["dropped", "canonical_dropped", "notregistered_dropped"]
+STATUSES = ["push_statuses", "push_status_evicted", "push_status_lost"]
 CLOSING = ["scope", "redis", "upstream", "workers", "uptime_seconds"]
-LOCAL_SPOOL = LOCAL + ["left_in_spool"] + DROPPED + ["spool_bytes", "spool_segments", "replayed"] + CLOSING
-LOCAL_SA = LOCAL + DROPPED + ["oauth_tokens", "oauth_failures", "waiting_for_token"] + CLOSING
-LOCAL_PLAIN = LOCAL + DROPPED + CLOSING
+LOCAL_SPOOL = LOCAL + ["left_in_spool"] + DROPPED + ["spool_bytes", "spool_segments", "replayed"] + STATUSES + CLOSING
+LOCAL_SA = LOCAL + DROPPED + ["oauth_tokens", "oauth_failures", "waiting_for_token"] + STATUSES + CLOSING
+LOCAL_PLAIN = LOCAL + DROPPED + STATUSES + CLOSING
 FLEET = set(LOCAL + ["left_in_spool", "replayed"] + DROPPED + ["instances", "scope", "redis", "age_ms", "upstream"])
 
 

@@ -20,7 +20,7 @@ static void name_apps(struct fcmd_app *apps, size_t n, const char *prefix, size_
 
 static void rows_follow_names(void **state)
 {
-    struct shm_region *r = shm_region_create(1024);
+    struct shm_region *r = shm_region_create(1024, 1 << 16, 1 << 16);
     struct fcmd_app gen1[2], gen2[2];
     unsigned rows1[2], rows2[2];
 
@@ -48,7 +48,7 @@ static void rows_follow_names(void **state)
 
 static void full_rows_are_reused_then_refused(void **state)
 {
-    struct shm_region *r = shm_region_create(1024);
+    struct shm_region *r = shm_region_create(1024, 1 << 16, 1 << 16);
     static struct fcmd_app a[APPS_MAX], b[APPS_MAX];
     unsigned rows[APPS_MAX];
 

@@ -99,6 +99,10 @@ static size_t wants(const struct shm_totals *t, struct want *w)
     W("spool_segments", "spool_segments", "gauge", (uint64_t)g[SHM_SPOOL_SEGMENTS], SPOOL | GRAPHITE);
     W("spool_max_bytes", "spool_max_bytes", "gauge", (uint64_t)g[SHM_SPOOL_MAX_BYTES], GRAPHITE);
     W("spool_syncs", "spool_syncs_total", "counter", c[SHM_SPOOL_SYNCS], GRAPHITE);
+    W("push_statuses", "push_statuses", "gauge", t->push_statuses, LOCAL | GRAPHITE);
+    W("push_waiters", "push_waiters", "gauge", (uint64_t)g[SHM_PUSH_WAITERS], GRAPHITE);
+    W("push_status_evicted", "push_status_evicted_total", "counter", t->push_status_evicted, LOCAL | GRAPHITE);
+    W("push_status_lost", "push_status_lost_total", "counter", t->push_status_lost, LOCAL | GRAPHITE);
     WBY("failures", "failures_total", "counter", c[SHM_FAILURES], LOCAL | FLEET | GRAPHITE | REASONS, t->failures_by);
     WBY("retries", "retries_total", "counter", c[SHM_RETRIES], LOCAL | FLEET | GRAPHITE | REASONS, t->retries_by);
     WBY("dropped", "drain_dropped_total", "counter", t->dropped[0] + t->dropped[1], LOCAL | FLEET | LISTS, t->dropped);
@@ -269,7 +273,8 @@ static void report_keys_come_in_gocm_order_with_their_values(void **state)
     /* GoCM's five first, in GoCM's order. */
     static const char *const plain[] = {
         "attempts", "failures", "pending", "canonicals",        "notregistered",         "successes", "retries",
-        "accepted", "lost",     "dropped", "canonical_dropped", "notregistered_dropped", NULL};
+        "accepted", "lost",     "dropped", "canonical_dropped", "notregistered_dropped", "push_statuses",
+        "push_status_evicted", "push_status_lost", NULL};
     static const char *const every[] = {"attempts",
                                         "failures",
                                         "pending",
@@ -289,12 +294,16 @@ static void report_keys_come_in_gocm_order_with_their_values(void **state)
                                         "oauth_tokens",
                                         "oauth_failures",
                                         "waiting_for_token",
+                                        "push_statuses",
+                                        "push_status_evicted",
+                                        "push_status_lost",
                                         NULL};
     static const char *const with_sa[] = {
         "attempts",      "failures",       "pending",           "canonicals",
         "notregistered", "successes",      "retries",           "accepted",
         "lost",          "dropped",        "canonical_dropped", "notregistered_dropped",
-        "oauth_tokens",  "oauth_failures", "waiting_for_token", NULL};
+        "oauth_tokens",  "oauth_failures", "waiting_for_token", "push_statuses", "push_status_evicted",
+        "push_status_lost", NULL};
     static const char *const fleet[] = {"attempts",
                                         "failures",
                                         "pending",
@@ -386,7 +395,7 @@ static void upstreams_and_redis_use_the_totals_names(void **state)
  * generations may disagree), not once per worker. */
 static void bounds_sum_per_worker_and_the_spool_bound_once(void **state)
 {
-    struct shm_region *r = shm_region_create(1024);
+    struct shm_region *r = shm_region_create(1024, 1 << 16, 1 << 16);
     struct shm_totals t;
 
     (void)state;

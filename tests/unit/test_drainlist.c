@@ -44,7 +44,7 @@ static void collect(struct drainlist *l, char out[][32], size_t *n)
 
 static void append_and_drain_once(void **state)
 {
-    struct shm_region *r = shm_region_create(1024);
+    struct shm_region *r = shm_region_create(1024, 1 << 16, 1 << 16);
     char got[8][32];
     size_t n;
 
@@ -67,7 +67,7 @@ static void append_and_drain_once(void **state)
 
 static void full_list_counts_drops(void **state)
 {
-    struct shm_region *r = shm_region_create(10); /* room for two 3-byte records */
+    struct shm_region *r = shm_region_create(10, 1 << 16, 1 << 16); /* room for two 3-byte records */
     char got[8][32];
     size_t n;
 
@@ -85,7 +85,7 @@ static void full_list_counts_drops(void **state)
 
 static void children_share_one_list(void **state)
 {
-    struct shm_region *r = shm_region_create(1 << 20);
+    struct shm_region *r = shm_region_create(1 << 20, 1 << 16, 1 << 16);
     char(*got)[32] = malloc(4000 * 32);
     size_t n;
 
@@ -114,7 +114,7 @@ static void children_share_one_list(void **state)
 static void concurrent_drains_exactly_once(void **state)
 {
     enum { WRITERS = 4, PER_WRITER = 2000, DRAINERS = 3 };
-    struct shm_region *r = shm_region_create(1 << 16); /* small: writers see it full and retry */
+    struct shm_region *r = shm_region_create(1 << 16, 1 << 16, 1 << 16); /* small: writers see it full and retry */
     _Atomic int *writers_left = mmap(NULL, sizeof(int), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     static unsigned char seen[WRITERS][PER_WRITER];
     int fds[DRAINERS][2];
@@ -197,7 +197,7 @@ static void concurrent_drains_exactly_once(void **state)
 
 static void giveback_keeps_what_fits(void **state)
 {
-    struct shm_region *r = shm_region_create(10); /* room for two 3-byte records */
+    struct shm_region *r = shm_region_create(10, 1 << 16, 1 << 16); /* room for two 3-byte records */
     unsigned char *recs;
     size_t len;
     uint64_t count;
@@ -225,7 +225,7 @@ static void giveback_keeps_what_fits(void **state)
  * the others see the list as it was, and the next append takes the space. */
 static void writer_killed_mid_append(void **state)
 {
-    struct shm_region *r = shm_region_create(1024);
+    struct shm_region *r = shm_region_create(1024, 1 << 16, 1 << 16);
     char got[8][32];
     size_t n;
     pid_t pid;
@@ -256,7 +256,7 @@ static void writer_killed_mid_append(void **state)
  * the count the next drain reports matches the records it hands out. */
 static void writer_killed_between_count_and_length(void **state)
 {
-    struct shm_region *r = shm_region_create(1024);
+    struct shm_region *r = shm_region_create(1024, 1 << 16, 1 << 16);
     char got[8][32];
     size_t n;
     pid_t pid;
@@ -282,7 +282,7 @@ static void writer_killed_between_count_and_length(void **state)
 /* Killed in a drain after it emptied the bytes and before the count. */
 static void drainer_killed_between_length_and_count(void **state)
 {
-    struct shm_region *r = shm_region_create(1024);
+    struct shm_region *r = shm_region_create(1024, 1 << 16, 1 << 16);
     char got[8][32];
     size_t n;
     pid_t pid;
@@ -305,7 +305,7 @@ static void drainer_killed_between_length_and_count(void **state)
 
 static void dead_holder_does_not_wedge(void **state)
 {
-    struct shm_region *r = shm_region_create(1024);
+    struct shm_region *r = shm_region_create(1024, 1 << 16, 1 << 16);
     char got[8][32];
     size_t n;
     pid_t pid;
@@ -327,7 +327,7 @@ static void dead_holder_does_not_wedge(void **state)
 
 static void slot_settlement(void **state)
 {
-    struct shm_region *r = shm_region_create(64);
+    struct shm_region *r = shm_region_create(64, 1 << 16, 1 << 16);
     struct shm_totals t;
 
     (void)state;
@@ -380,7 +380,7 @@ static void reserved_(struct drainlist *l, uint32_t owner, size_t max, uint64_t 
  * often it is sent, and a local drain never takes it. */
 static void batches_leave_only_when_committed(void **state)
 {
-    struct shm_region *r = shm_region_create(1024);
+    struct shm_region *r = shm_region_create(1024, 1 << 16, 1 << 16);
     struct drainlist *l = r->notregistered;
     char got[8][32];
     size_t n;
@@ -431,7 +431,7 @@ static void batches_leave_only_when_committed(void **state)
  * at the end moves the records there, in order. */
 static void commits_make_room(void **state)
 {
-    struct shm_region *r = shm_region_create(20); /* five 2-byte records */
+    struct shm_region *r = shm_region_create(20, 1 << 16, 1 << 16); /* five 2-byte records */
     struct drainlist *l = r->notregistered;
     char got[8][32];
     size_t n;
@@ -455,7 +455,7 @@ static void commits_make_room(void **state)
 /* A holder killed in the middle of a compaction: the next locker finishes it. */
 static void killed_mid_compaction(void **state)
 {
-    struct shm_region *r = shm_region_create(20);
+    struct shm_region *r = shm_region_create(20, 1 << 16, 1 << 16);
     struct drainlist *l = r->notregistered;
     char got[8][32];
     size_t n;

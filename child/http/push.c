@@ -1,0 +1,182 @@
+/*
+ * child/http/push.c - GET /push/{id}: what became of one push, from the
+ * instance's push statuses (shm/push_status.h).
+ *
+ * With ?wait=S and the push still pending, the answer waits: the request
+ * joins the worker's waiters, which one timer looks at every
+ * PUSH_WAIT_TICK_MS while there are any, answering each once its push is
+ * done, its S seconds are over or the worker stops.  The push may be sent
+ * by any worker, so the timer reads the shared statuses rather than waiting
+ * to be told.  A waiter lives in its request's pool: a client that goes
+ * away takes it out of the list.
+ */
+#include "endpoints.h"
+#include "conn.h"
+#include "query.h"
+#include "../../common/options.h"
+#include "../../shm/push_status.h"
+#include "../../shm/region.h"
+#include "../core/buf.h"
+#include "../core/push_id.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#define PUSH_WAIT_MAX_S 30       /* ?wait= at most (contract §10) */
+#define PUSH_WAIT_TICK_MS 20     /* how often waiters look again */
+#define PUSH_WAITERS_MAX 10000   /* per worker; more is a 503 */
+
+struct push_wait {
+    h2o_linklist_t link; /* in hs->push_waits */
+    h2o_req_t *req;
+    struct http_server *hs;
+    uint64_t deadline_ms; /* uv_now() */
+    uint64_t start;       /* uv_hrtime() at the request */
+    char id[PUSH_ID_MAX + 1];
+    size_t id_len;
+};
+
+/* The errors go to a buffer of their own: {"token":...,"reason":...},... */
+static void add_error(void *arg, const char *token, size_t token_len, const char *reason, size_t reason_len)
+{
+    struct buf *b = arg;
+
+    buf_adds(b, b->len == 0 ? "{\"token\":" : ",{\"token\":");
+    buf_add_json_string(b, token, token_len);
+    buf_adds(b, ",\"reason\":");
+    buf_add_json_string(b, reason, reason_len);
+    buf_adds(b, "}");
+}
+
+/* Answers req with the status of id, or 404; a pending push only when
+ * answer_pending is set.  Returns 1 when the push is pending. */
+static int answer(struct http_server *hs, h2o_req_t *req, const char *id, size_t id_len, int answer_pending)
+{
+    struct buf b = {0}, errors = {0};
+    struct push_status s;
+    const char *app;
+    uint32_t pending;
+
+    if (!push_status_read(hs->shm->push_status, id, id_len, ledger_now_ms(), &s, add_error, &errors)) {
+        buf_free(&errors);
+        http_error(req, 404, "no such push: unknown, or its status expired (--push-status-ttl)");
+        return 0;
+    }
+    if ((pending = push_status_pending(&s)) > 0 && !answer_pending) {
+        buf_free(&errors);
+        return 1;
+    }
+    app = s.app[0] ? s.app : "default";
+    buf_adds(&b, "{\"id\":");
+    buf_add_json_string(&b, id, id_len);
+    buf_adds(&b, ",\"app\":");
+    buf_add_json_string(&b, app, strlen(app));
+    buf_addf(&b,
+             ",\"upstream\":\"%s\",\"targets\":%" PRIu32 ",\"pending\":%" PRIu32 ",\"delivered\":%" PRIu32
+             ",\"canonical\":%" PRIu32 ",\"invalid\":%" PRIu32 ",\"failed\":%" PRIu32 ",\"state\":\"%s\",\"errors\":[",
+             s.upstream < SHM_UPSTREAMS ? shm_upstream_names[s.upstream] : "", s.targets, pending, s.delivered,
+             s.canonical, s.invalid, s.failed, pending > 0 ? "pending" : "done");
+    buf_add(&b, errors.data, errors.len);
+    buf_adds(&b, "]}\n");
+    if (errors.failed)
+        b.failed = 1;
+    http_respond_buf(req, "application/json", &b);
+    buf_free(&b);
+    buf_free(&errors);
+    return pending > 0;
+}
+
+static void unlink_wait(struct http_server *hs, struct push_wait *w)
+{
+    h2o_linklist_unlink(&w->link);
+    hs->push_waiters--;
+    atomic_fetch_sub_explicit(&hs->slot->gauges[SHM_PUSH_WAITERS], 1, memory_order_relaxed);
+}
+
+static void wait_gone(void *p)
+{
+    struct push_wait *w = p;
+
+    if (h2o_linklist_is_linked(&w->link))
+        unlink_wait(w->hs, w);
+}
+
+static void on_wait_tick(uv_timer_t *t)
+{
+    struct http_server *hs = t->data;
+    uint64_t now = uv_now(t->loop);
+    h2o_linklist_t *n, *next;
+
+    for (n = hs->push_waits.next; n != &hs->push_waits; n = next) {
+        struct push_wait *w = H2O_STRUCT_FROM_MEMBER(struct push_wait, link, n);
+        int last = now >= w->deadline_ms || *hs->stopping;
+        h2o_req_t *req = w->req;
+        next = n->next;
+        if (answer(hs, req, w->id, w->id_len, last) && !last)
+            continue; /* still pending: it waits on */
+        unlink_wait(hs, w);
+        conn_progress(hs->conns, req);
+        http_count(hs, EP_PUSH, req->res.status, w->start);
+    }
+    if (h2o_linklist_is_empty(&hs->push_waits))
+        uv_timer_stop(t);
+}
+
+/* The request waits for its push for up to secs seconds. */
+static int wait_for(struct http_server *hs, h2o_req_t *req, const char *id, size_t id_len, unsigned long secs)
+{
+    struct push_wait *w;
+
+    if (hs->push_waiters_ready == 0) {
+        if (uv_timer_init(hs->conns->loop, &hs->push_timer) != 0)
+            return http_busy(req, "cannot wait now");
+        hs->push_timer.data = hs;
+        h2o_linklist_init_anchor(&hs->push_waits);
+        hs->push_waiters_ready = 1;
+    }
+    if (hs->push_waiters >= PUSH_WAITERS_MAX)
+        return http_busy(req, "too many requests waiting for pushes");
+    /* h2o_mem_alloc_shared aborts rather than return NULL. */
+    w = h2o_mem_alloc_shared(&req->pool, sizeof(*w), wait_gone);
+    memset(w, 0, sizeof(*w));
+    w->req = req;
+    w->hs = hs;
+    w->deadline_ms = uv_now(hs->conns->loop) + secs * 1000;
+    w->start = uv_hrtime();
+    memcpy(w->id, id, id_len);
+    w->id_len = id_len;
+    h2o_linklist_insert(&hs->push_waits, &w->link);
+    hs->push_waiters++;
+    atomic_fetch_add_explicit(&hs->slot->gauges[SHM_PUSH_WAITERS], 1, memory_order_relaxed);
+    if (!uv_is_active((uv_handle_t *)&hs->push_timer))
+        uv_timer_start(&hs->push_timer, on_wait_tick, PUSH_WAIT_TICK_MS, PUSH_WAIT_TICK_MS);
+    return 0;
+}
+
+int http_on_push(struct http_server *hs, h2o_req_t *req)
+{
+    const char *id = req->path_normalized.base + sizeof(HTTP_PUSH_PREFIX) - 1;
+    size_t id_len = req->path_normalized.len - (sizeof(HTTP_PUSH_PREFIX) - 1);
+    unsigned long secs = 0;
+    char v[32];
+    long n;
+
+    if (http_wrong_method(req, "GET"))
+        return 0;
+    if (!push_id_ok(id, id_len))
+        return http_error(req, 404, "no such push: an id is 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'");
+    if ((n = http_query_get(req, "wait", v, sizeof(v))) != -ENOENT &&
+        (n < 0 || query_uint(v, (size_t)n, PUSH_WAIT_MAX_S, &secs) != 0))
+        return http_error(req, 400, "wait must be a number of seconds from 0 to 30");
+    if (!answer(hs, req, id, id_len, secs == 0 || *hs->stopping || h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))))
+        return 0;
+    return wait_for(hs, req, id, id_len, secs);
+}
+
+void http_close_push_waits(struct http_server *hs)
+{
+    if (hs->push_waiters_ready)
+        uv_close((uv_handle_t *)&hs->push_timer, NULL);
+    hs->push_waiters_ready = 0;
+}
