@@ -2,8 +2,9 @@
 
 PREFIX ?= /usr/local
 DESTDIR ?=
-# Where make install puts the alert rules: data operators point Prometheus at
-# (or copy), so a reinstall never overwrites an edited copy in /etc.
+# Where make install puts the alert rules and the Grafana dashboard: data
+# operators point Prometheus and Grafana at (or copy), so a reinstall never
+# overwrites an edited copy in /etc.
 DATADIR ?= $(PREFIX)/share/fcmd
 MANDIR ?= $(PREFIX)/share/man
 CC ?= cc
@@ -58,7 +59,7 @@ help:
 	@echo "make asan         the tests again under AddressSanitizer and UBSan (also: make test-asan)"
 	@echo "make fuzz         each libFuzzer target for FUZZ_SECONDS (60); make fuzz-smoke: 3 s each"
 	@echo "make bench        the benchmark table (make bench-smoke: a few seconds of it)"
-	@echo "make install      install fcmd into \$$(DESTDIR)\$$(PREFIX)/bin, fcmd(8) into \$$(MANDIR)/man8, the alert rules into \$$(DATADIR)"
+	@echo "make install      install fcmd into \$$(DESTDIR)\$$(PREFIX)/bin, fcmd(8) into \$$(MANDIR)/man8, the alert rules and the dashboard into \$$(DATADIR)"
 
 deps:
 	@missing=$$(for p in $(DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
@@ -240,6 +241,7 @@ install: $(FCMD)
 	install -m 0644 docs/fcmd.8 $(DESTDIR)$(MANDIR)/man8/fcmd.8
 	install -d $(DESTDIR)$(DATADIR)
 	install -m 0644 conf/fcmd-alerts.yml $(DESTDIR)$(DATADIR)/fcmd-alerts.yml
+	install -m 0644 conf/grafana-fcmd.json $(DESTDIR)$(DATADIR)/grafana-fcmd.json
 
 clean:
 	rm -rf build build-asan build-fuzz fcmd tools/mock-upstream tools/baseline tools/body-cost tests/webpush/node_modules

@@ -285,10 +285,11 @@ def test_make_install_honours_prefix_and_destdir(tmp_path):
     r = subprocess.run(["man", "-w", "-M", str(tmp_path / "opt" / "fcmd" / "share" / "man"), "8", "fcmd"],
                        capture_output=True, text=True, timeout=30)
     assert r.stdout.strip() == str(page), r.stdout + r.stderr
-    # The alert rules in the prefix's data (DATADIR), as shipped.
-    rules = tmp_path / "opt" / "fcmd" / "share" / "fcmd" / "fcmd-alerts.yml"
-    assert rules.read_bytes() == open(os.path.join(ROOT, "conf", "fcmd-alerts.yml"), "rb").read()
-    assert rules.stat().st_mode & 0o777 == 0o644
+    # The alert rules and the dashboard in the prefix's data (DATADIR), as shipped.
+    for name in ("fcmd-alerts.yml", "grafana-fcmd.json"):
+        data = tmp_path / "opt" / "fcmd" / "share" / "fcmd" / name
+        assert data.read_bytes() == open(os.path.join(ROOT, "conf", name), "rb").read(), name
+        assert data.stat().st_mode & 0o777 == 0o644, name
 
 
 def test_url_credentials_never_printed_or_logged(mock, start_fcmd, tmp_path, signing_key):
