@@ -140,9 +140,9 @@ def test_environment_signals_files_and_exit_statuses():
     assert {"SIGHUP", "SIGTERM, SIGINT", "SIGUSR1"} <= set(signals)
     assert "exit 0" in signals["SIGTERM, SIGINT"] and "reopen the log" in signals["SIGHUP"]
     files = " ".join(entries(s["FILES"]))
-    for f in ("/etc/fcmd/fcmd.conf", "/usr/local/share/fcmd/fcmd-alerts.yml", "/var/lib/fcmd/spool",
-              "/etc/systemd/system/fcmd.service", "/etc/logrotate.d/fcmd", "/run/fcmd/fcmd.pid",
-              "/etc/fcmd/service-account.json"):
+    for f in ("/etc/fcmd/fcmd.conf", "/usr/local/share/fcmd/fcmd-alerts.yml",
+              "/usr/local/share/fcmd/grafana-fcmd.json", "/var/lib/fcmd/spool", "/etc/systemd/system/fcmd.service",
+              "/etc/logrotate.d/fcmd", "/run/fcmd/fcmd.pid", "/etc/fcmd/service-account.json"):
         assert f in files, f
     assert set(entries(s["EXIT STATUS"])) == {"0", "1", "2"}
     endpoints = set(entries(s["ENDPOINTS"]))
