@@ -88,6 +88,8 @@ const struct shm_metric shm_metrics[] = {
      .help = "Bytes of spool segments beyond which /gcm/send answers 503 (--spool-max-bytes; 0 without --spool)."},
     {"spool_syncs",           SHM_COUNTER, COUNTER(SHM_SPOOL_SYNCS),        0,  SHM_SERIES,
      .help = "Spool fdatasync calls (batch and always)."},
+    {"idempotent_duplicates", SHM_COUNTER, COUNTER(SHM_IDEM_DUPLICATES),    25, IN_REPORTS | SHM_SERIES,
+     .help = "Sends not queued again: their Idempotency-Key named a push accepted before."},
     {"push_statuses",         SHM_GAUGE,   TOTAL(push_statuses),            22, SHM_REPORT | SHM_SERIES,
      .help = "Push statuses kept for GET /push/{id}."},
     {"push_waiters",          SHM_GAUGE,   GAUGE(SHM_PUSH_WAITERS),         0,  SHM_SERIES,

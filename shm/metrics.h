@@ -37,6 +37,7 @@ enum shm_counter {
     SHM_OAUTH_FAILURES, /* token requests that failed */
     SHM_REPLAYED,       /* targets re-queued from an orphaned spool segment */
     SHM_SPOOL_SYNCS,    /* spool syncs (batch, always) completed, failed ones too */
+    SHM_IDEM_DUPLICATES, /* sends answered with the push their Idempotency-Key named first */
     SHM_NCOUNTERS
 };
 

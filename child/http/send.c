@@ -11,6 +11,7 @@
 #include "conn.h"
 #include "../../common/log.h"
 #include "../../common/options.h"
+#include "../../shm/idempotency.h"
 #include "../../shm/push_status.h"
 #include "../../shm/region.h"
 #include "../core/buf.h"
@@ -21,23 +22,43 @@
 #include "../upstream/sender.h"
 #include "../upstream/upstream.h"
 
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* 200: the push's id in the X-Fcmd-Id header, and in a JSON body beside
- * the targets accepted; a form's body stays GoCM's "ok". */
-static int respond_accepted(h2o_req_t *req, int json, size_t n, const char *id, size_t id_len)
+ * the targets accepted; a form's body stays GoCM's "ok".  A duplicate (its
+ * Idempotency-Key named the push before) says so, in the body or in
+ * X-Fcmd-Duplicate. */
+static int respond_accepted(h2o_req_t *req, int json, size_t n, const char *id, size_t id_len, int duplicate)
 {
-    char body[96 + PUSH_ID_MAX];
+    char body[128 + PUSH_ID_MAX];
     int len;
 
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-fcmd-id"), 0, NULL,
                           h2o_strdup(&req->pool, id, id_len).base, id_len);
+    if (duplicate && !json)
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-fcmd-duplicate"), 0, NULL, H2O_STRLIT("1"));
     if (!json)
         return http_respond(req, 200, "OK", "text/plain; charset=utf-8", "ok\n", 3);
-    len = snprintf(body, sizeof(body), "{\"accepted\":%zu,\"id\":\"%.*s\"}\n", n, (int)id_len, id);
+    len = snprintf(body, sizeof(body), "{\"accepted\":%zu,\"id\":\"%.*s\"%s}\n", n, (int)id_len, id,
+                   duplicate ? ",\"duplicate\":true" : "");
     return http_respond(req, 200, "OK", "application/json", body, (size_t)len);
+}
+
+/* A send's Idempotency-Key, claimed in the instance's ledger until its push
+ * is accepted or refused (shm/idempotency.h). */
+struct idem_hold {
+    char key[IDEM_LEDGER_KEY_MAX];
+    size_t len; /* 0: none */
+};
+
+static void settle(struct http_server *hs, const struct idem_hold *h, const char *id, int accepted)
+{
+    if (h->len > 0)
+        idempotency_settle(hs->shm->idempotency, h->key, h->len, id, accepted, ledger_now_ms(),
+                           (uint64_t)hs->opts->idempotency_ttl * 1000);
 }
 
 /* A push accepted into the queue but held back (staged) until the spool
@@ -58,6 +79,7 @@ struct deferred {
     uint64_t start;
     char id[PUSH_ID_MAX + 1]; /* the push's, for the answer */
     size_t id_len;
+    struct idem_hold idem;
 };
 
 static void on_request_gone(void *p)
@@ -86,6 +108,9 @@ static void on_durable(void *arg, int ok)
     h2o_req_t *req = d->req;
     size_t n = d->push->ntargets;
 
+    /* Stopping (ok < 0), the record stays in the spool for a replay: the key
+     * names the push as if it were accepted. */
+    settle(hs, &d->idem, d->id, ok != 0);
     if (ok < 0) { /* the worker stops: the push goes with it, its record stays in the spool */
         if (req != NULL)
             *d->link = NULL;
@@ -105,7 +130,7 @@ static void on_durable(void *arg, int ok)
         *d->link = NULL;
         conn_progress(d->hs->conns, req); /* answered: the client timeout starts again */
         if (ok)
-            respond_accepted(req, d->json, n, d->id, d->id_len);
+            respond_accepted(req, d->json, n, d->id, d->id_len, 0);
         else
             http_busy(req, "spool sync failed");
         http_count(hs, d->ep, req->res.status, d->start);
@@ -130,11 +155,12 @@ static void on_queued(void *arg, enum fq_status st, size_t n)
 
     if (st == FQ_OK)
         shm_add(hs->slot, SHM_ACCEPTED, n);
+    settle(hs, &d->idem, d->id, st == FQ_OK);
     if (req != NULL) {
         *d->link = NULL;
         conn_progress(hs->conns, req);
         if (st == FQ_OK)
-            respond_accepted(req, d->json, n, d->id, d->id_len);
+            respond_accepted(req, d->json, n, d->id, d->id_len, 0);
         else
             http_busy(req, fq_refusal[st]);
         http_count(hs, d->ep, req->res.status, d->start);
@@ -144,21 +170,25 @@ static void on_queued(void *arg, enum fq_status st, size_t n)
 
 /* With --redis-queue the push goes to Redis, not to this worker's queue:
  * the answer waits for Redis. */
-static int send_to_redis(struct http_server *hs, h2o_req_t *req, struct send_request *r, uint64_t start, enum endpoint ep)
+static int send_to_redis(struct http_server *hs, h2o_req_t *req, struct send_request *r, uint64_t start, enum endpoint ep,
+                         const struct idem_hold *idem)
 {
     struct deferred *d = calloc(1, sizeof(*d));
     enum fq_status st;
 
     if (d == NULL) {
+        settle(hs, idem, r->id, 0);
         request_free(r);
         return http_busy(req, "out of memory");
     }
-    *d = (struct deferred){.req = req, .hs = hs, .json = r->format == REQUEST_JSON, .start = start, .ep = ep};
+    *d = (struct deferred){.req = req, .hs = hs, .json = r->format == REQUEST_JSON, .start = start, .ep = ep,
+                           .idem = *idem};
     memcpy(d->id, r->id, r->id_len + 1);
     d->id_len = r->id_len;
     st = fleet_queue_add(hs->fq, r, &d->fqw, on_queued, d);
     request_free(r);
     if (st != FQ_OK) {
+        settle(hs, idem, d->id, 0);
         free(d);
         return http_busy(req, fq_refusal[st]);
     }
@@ -258,6 +288,95 @@ static struct upstream *select_app(struct http_server *hs, h2o_req_t *req, enum 
     return up;
 }
 
+/* The request's Idempotency-Key header: 0 and key->len 0 when it has none,
+ * 0 with *key, or -1 with a reason in err (a key that is no key, or
+ * several that differ). */
+static int idem_header(h2o_req_t *req, h2o_iovec_t *key, char *err, size_t errlen)
+{
+    ssize_t h = h2o_find_header_by_str(&req->headers, H2O_STRLIT("idempotency-key"), -1);
+
+    *key = h2o_iovec_init(NULL, 0);
+    if (h < 0)
+        return 0;
+    *key = req->headers.entries[h].value;
+    if (!idempotency_key_ok(key->base, key->len)) {
+        snprintf(err, errlen, "Idempotency-Key must be 1 to %d visible ASCII characters", IDEM_KEY_MAX);
+        return -1;
+    }
+    while ((h = h2o_find_header_by_str(&req->headers, H2O_STRLIT("idempotency-key"), h)) >= 0) {
+        h2o_iovec_t o = req->headers.entries[h].value;
+        if (o.len != key->len || memcmp(o.base, key->base, o.len) != 0) {
+            snprintf(err, errlen, "Idempotency-Key headers differ");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* What a request is, for a key that comes again: its endpoint, its
+ * Content-Type and its body, hashed. */
+static int fingerprint(enum upstream_kind kind, h2o_req_t *req, unsigned char out[IDEM_FINGERPRINT])
+{
+    ssize_t h = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    h2o_iovec_t ct = h >= 0 ? req->headers.entries[h].value : h2o_iovec_init("", 0);
+    unsigned char k = (unsigned char)kind, nul = 0;
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    unsigned len = 0;
+    int ok;
+
+    ok = c != NULL && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 && EVP_DigestUpdate(c, &k, 1) == 1 &&
+         EVP_DigestUpdate(c, ct.base, ct.len) == 1 && EVP_DigestUpdate(c, &nul, 1) == 1 &&
+         EVP_DigestUpdate(c, req->entity.base ? req->entity.base : "", req->entity.len) == 1 &&
+         EVP_DigestFinal_ex(c, out, &len) == 1 && len == IDEM_FINGERPRINT;
+    EVP_MD_CTX_free(c);
+    return ok ? 0 : -1;
+}
+
+/* Claims r's key (r has its id): 0 to go on (idem->len > 0 when claimed,
+ * and r records the key and fingerprint), or 1 once req is answered (a
+ * duplicate, a mismatch, a claim in progress). */
+static int claim(struct http_server *hs, h2o_req_t *req, struct send_request *r, h2o_iovec_t key,
+                 unsigned char fp[IDEM_FINGERPRINT], struct idem_hold *idem)
+{
+    const char *app = r->app_index == APP_DEFAULT ? "" : options_app_name(hs->opts, r->app_index);
+    struct idem_first first;
+    enum idem_claim c;
+
+    idem->len = 0;
+    if (key.len == 0)
+        return 0;
+    if (fingerprint(r->upstream, req, fp) != 0) {
+        http_busy(req, "out of memory");
+        return 1;
+    }
+    idem->len = idempotency_ledger_key(idem->key, app, key.base, key.len);
+    c = idempotency_claim(hs->shm->idempotency, idem->key, idem->len, fp, r->id,
+                          r->ntargets > UINT32_MAX ? UINT32_MAX : (uint32_t)r->ntargets, ledger_now_ms(), &first);
+    switch (c) {
+    case IDEM_NEW:
+        r->idem_key = key.base;
+        r->idem_key_len = key.len;
+        r->fingerprint = fp;
+        r->fingerprint_len = IDEM_FINGERPRINT;
+        return 0;
+    case IDEM_UNAVAILABLE: /* no worse than a request without a key */
+        idem->len = 0;
+        return 0;
+    case IDEM_DUPLICATE:
+        shm_add(hs->slot, SHM_IDEM_DUPLICATES, 1);
+        respond_accepted(req, r->format == REQUEST_JSON, first.targets, first.id, strlen(first.id), 1);
+        return 1;
+    case IDEM_MISMATCH:
+        http_error(req, 422, "this Idempotency-Key came with a different request before");
+        return 1;
+    case IDEM_IN_PROGRESS:
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+        http_error(req, 409, "a request with this Idempotency-Key is still being accepted");
+        return 1;
+    }
+    return 0;
+}
+
 /* /gcm/send and /apns/send: the same answers, limits and durability; only
  * the request's rules and the upstream differ. */
 static int send_to(struct http_server *hs, h2o_req_t *req, enum upstream_kind kind)
@@ -268,6 +387,9 @@ static int send_to(struct http_server *hs, h2o_req_t *req, enum upstream_kind ki
     size_t ctype_len = 0, n, cost = 0;
     uint64_t start = uv_hrtime();
     struct deferred *d = NULL;
+    struct idem_hold idem;
+    unsigned char fp[IDEM_FINGERPRINT];
+    h2o_iovec_t key;
     struct push *p;
     char err[256];
     ssize_t h;
@@ -281,6 +403,8 @@ static int send_to(struct http_server *hs, h2o_req_t *req, enum upstream_kind ki
         ctype = req->headers.entries[h].value.base;
         ctype_len = req->headers.entries[h].value.len;
     }
+    if (idem_header(req, &key, err, sizeof(err)) != 0)
+        return http_error(req, 400, err);
     rc = request_parse(kind, ctype, ctype_len, req->entity.base ? req->entity.base : "", req->entity.len,
                            hs->limits, &r, err, sizeof(err));
     if (rc == 0 && (up = select_app(hs, req, kind, &r, err, sizeof(err))) == NULL) {
@@ -297,14 +421,20 @@ static int send_to(struct http_server *hs, h2o_req_t *req, enum upstream_kind ki
     if (rc != 0)
         return http_error(req, request_status(rc), err);
     queue_assign_id(hs->queue, &r); /* the spool and Redis keep it with the push */
+    if (claim(hs, req, &r, key, fp, &idem)) {
+        request_free(&r);
+        return 0;
+    }
     if (hs->fq != NULL)
-        return send_to_redis(hs, req, &r, start, EP_SEND_OF(kind));
+        return send_to_redis(hs, req, &r, start, EP_SEND_OF(kind), &idem);
     /* Whatever can fail is done before anything is written or queued. */
     if (hs->spool != NULL && (d = calloc(1, sizeof(*d))) == NULL) {
+        settle(hs, &idem, r.id, 0);
         request_free(&r);
         return http_busy(req, "out of memory");
     }
     if ((p = stage_push(hs, &r, cost, req->entity.len, &why)) == NULL) {
+        settle(hs, &idem, r.id, 0);
         request_free(&r);
         free(d);
         return http_busy(req, why);
@@ -318,7 +448,8 @@ static int send_to(struct http_server *hs, h2o_req_t *req, enum upstream_kind ki
                                .push = p,
                                .json = json,
                                .start = start,
-                               .ep = EP_SEND_OF(kind)};
+                               .ep = EP_SEND_OF(kind),
+                               .idem = idem};
         memcpy(d->id, r.id, r.id_len + 1);
         d->id_len = r.id_len;
         d->link = h2o_mem_alloc_shared(&req->pool, sizeof(*d->link), on_request_gone);
@@ -329,7 +460,8 @@ static int send_to(struct http_server *hs, h2o_req_t *req, enum upstream_kind ki
         free(d);
     }
     release_push(hs, p);
-    return respond_accepted(req, json, n, r.id, r.id_len);
+    settle(hs, &idem, r.id, 1);
+    return respond_accepted(req, json, n, r.id, r.id_len, 0);
 }
 
 int http_on_send(struct http_server *hs, h2o_req_t *req, int kind)

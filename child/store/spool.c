@@ -28,6 +28,7 @@
 #include "spool.h"
 #include "../../common/log.h"
 #include "../../common/options.h"
+#include "../../shm/idempotency.h"
 #include "../../shm/push_status.h"
 #include "../../shm/region.h"
 #include "../core/buf.h"
@@ -641,6 +642,22 @@ void spool_push_done(struct spool *s, struct push *p)
 
 /* Queues pushes of one adopted segment while the queue has room (an empty
  * queue always takes one, however large).  Returns the targets queued. */
+
+/* A push read back keeps its Idempotency-Key: after a restart, a client's
+ * retry of it is still a duplicate. */
+static void remember_key(struct spool *s, const struct send_request *r, const struct push *p, size_t targets)
+{
+    char key[IDEM_LEDGER_KEY_MAX];
+    size_t n;
+
+    if (r->idem_key == NULL || r->fingerprint == NULL || p->app == APP_NONE)
+        return;
+    n = idempotency_ledger_key(key, p->app == APP_DEFAULT ? "" : options_app_name(s->opts, p->app), r->idem_key,
+                               r->idem_key_len);
+    idempotency_restore(s->shm->idempotency, key, n, r->fingerprint, p->id, (uint32_t)targets, ledger_now_ms(),
+                        (uint64_t)s->opts->idempotency_ttl * 1000);
+}
+
 static size_t feed_one(struct spool *s, struct segment *g)
 {
     struct spool_replay *o = &g->orphan->left;
@@ -678,6 +695,7 @@ static size_t feed_one(struct spool *s, struct segment *g)
             p->spool_id = rp->id;
             p->status = push_status_track(s->shm->push_status, s->opts, p->id, p->app, (unsigned)p->upstream,
                                           rp->ntargets - rp->acked);
+            remember_key(s, &r, p, rp->ntargets);
             g->live++;
             queued += r.ntargets;
         }

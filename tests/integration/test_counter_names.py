@@ -21,7 +21,7 @@ from test_fleet import redis  # noqa: F401 (the fixture)
 # The fields of fcmd:totals: every slot counter and the two drain lists' drops.
 COUNTERS = ["accepted", "attempts", "successes", "failures", "retries", "canonicals", "notregistered", "lost",
             "left_in_spool", "upstream_requests", "upstream_errors", "oauth_tokens", "oauth_failures", "replayed",
-            "spool_syncs"]
+            "spool_syncs", "idempotent_duplicates"]
 DROPS = {"canonical_dropped": "canonical", "notregistered_dropped": "notregistered"}
 FIELDS = COUNTERS + list(DROPS)
 
@@ -35,7 +35,8 @@ SCALARS = {"fcmd_accepted_targets_total", "fcmd_attempts_total", "fcmd_successes
            "fcmd_redis_unreachable", "fcmd_uptime_seconds", "fcmd_replayed_total", "fcmd_spool_bytes",
            "fcmd_spool_segments", "fcmd_spool_max_bytes", "fcmd_spool_syncs_total",
            "fcmd_apns_provider_tokens_total", "fcmd_push_statuses", "fcmd_push_waiters",
-           "fcmd_push_status_evicted_total", "fcmd_push_status_lost_total"}
+           "fcmd_push_status_evicted_total", "fcmd_push_status_lost_total",
+           "fcmd_idempotent_duplicates_total"}
 GAUGES = {"pending", "workers", "waiting_for_token", "spool_bytes", "spool_segments", "uptime_seconds",
           "push_statuses"}
 
@@ -43,12 +44,12 @@ GAUGES = {"pending", "workers", "waiting_for_token", "spool_bytes", "spool_segme
 GOCM = ["attempts", "failures", "pending", "canonicals", "notregistered"]
 LOCAL = GOCM + ["successes", "retries", "accepted", "lost"]
 DROPPED = ["dropped", "canonical_dropped", "notregistered_dropped"]
-STATUSES = ["push_statuses", "push_status_evicted", "push_status_lost"]
+STATUSES = ["push_statuses", "push_status_evicted", "push_status_lost", "idempotent_duplicates"]
 CLOSING = ["scope", "redis", "upstream", "workers", "uptime_seconds"]
 LOCAL_SPOOL = LOCAL + ["left_in_spool"] + DROPPED + ["spool_bytes", "spool_segments", "replayed"] + STATUSES + CLOSING
 LOCAL_SA = LOCAL + DROPPED + ["oauth_tokens", "oauth_failures", "waiting_for_token"] + STATUSES + CLOSING
 LOCAL_PLAIN = LOCAL + DROPPED + STATUSES + CLOSING
-FLEET = set(LOCAL + ["left_in_spool", "replayed"] + DROPPED + ["instances", "scope", "redis", "age_ms", "upstream"])
+FLEET = set(LOCAL + ["left_in_spool", "replayed", "idempotent_duplicates"] + DROPPED + ["instances", "scope", "redis", "age_ms", "upstream"])
 
 
 def scrape(f):
@@ -110,6 +111,9 @@ def test_report_metrics_and_redis_agree_on_every_counter_name(redis, start_mock,
     tokens = (["ok-1", "ok-2", "mismatch-1", "unavail1-1"] + [f"canon-{i:04d}-" + "c" * 30 for i in range(150)]
               + [f"notreg-{i:04d}-" + "p" * 30 for i in range(300)])
     assert a.send_json({"tokens": tokens, "payload": {}}).status_code == 200
+    a.wait_idle()
+    for _ in range(2):  # the second is a duplicate
+        assert a.send_json({"tokens": ["idem-1"], "payload": {}}, headers={"Idempotency-Key": "k"}).status_code == 200
     a.wait_idle()
     for i in range(30):
         one_push(a, f"slow-{i}")

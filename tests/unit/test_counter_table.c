@@ -99,6 +99,8 @@ static size_t wants(const struct shm_totals *t, struct want *w)
     W("spool_segments", "spool_segments", "gauge", (uint64_t)g[SHM_SPOOL_SEGMENTS], SPOOL | GRAPHITE);
     W("spool_max_bytes", "spool_max_bytes", "gauge", (uint64_t)g[SHM_SPOOL_MAX_BYTES], GRAPHITE);
     W("spool_syncs", "spool_syncs_total", "counter", c[SHM_SPOOL_SYNCS], GRAPHITE);
+    W("idempotent_duplicates", "idempotent_duplicates_total", "counter", c[SHM_IDEM_DUPLICATES],
+      LOCAL | FLEET | GRAPHITE);
     W("push_statuses", "push_statuses", "gauge", t->push_statuses, LOCAL | GRAPHITE);
     W("push_waiters", "push_waiters", "gauge", (uint64_t)g[SHM_PUSH_WAITERS], GRAPHITE);
     W("push_status_evicted", "push_status_evicted_total", "counter", t->push_status_evicted, LOCAL | GRAPHITE);
@@ -274,7 +276,7 @@ static void report_keys_come_in_gocm_order_with_their_values(void **state)
     static const char *const plain[] = {
         "attempts", "failures", "pending", "canonicals",        "notregistered",         "successes", "retries",
         "accepted", "lost",     "dropped", "canonical_dropped", "notregistered_dropped", "push_statuses",
-        "push_status_evicted", "push_status_lost", NULL};
+        "push_status_evicted", "push_status_lost", "idempotent_duplicates", NULL};
     static const char *const every[] = {"attempts",
                                         "failures",
                                         "pending",
@@ -297,13 +299,14 @@ static void report_keys_come_in_gocm_order_with_their_values(void **state)
                                         "push_statuses",
                                         "push_status_evicted",
                                         "push_status_lost",
+                                        "idempotent_duplicates",
                                         NULL};
     static const char *const with_sa[] = {
         "attempts",      "failures",       "pending",           "canonicals",
         "notregistered", "successes",      "retries",           "accepted",
         "lost",          "dropped",        "canonical_dropped", "notregistered_dropped",
         "oauth_tokens",  "oauth_failures", "waiting_for_token", "push_statuses", "push_status_evicted",
-        "push_status_lost", NULL};
+        "push_status_lost", "idempotent_duplicates", NULL};
     static const char *const fleet[] = {"attempts",
                                         "failures",
                                         "pending",
@@ -318,6 +321,7 @@ static void report_keys_come_in_gocm_order_with_their_values(void **state)
                                         "canonical_dropped",
                                         "notregistered_dropped",
                                         "replayed",
+                                        "idempotent_duplicates",
                                         NULL};
     static const char *const closing[] = {"workers", "uptime_seconds", NULL};
     struct shm_totals t;
@@ -363,6 +367,7 @@ static void upstreams_and_redis_use_the_totals_names(void **state)
         [SHM_OAUTH_FAILURES] = "oauth_failures",
         [SHM_REPLAYED] = "replayed",
         [SHM_SPOOL_SYNCS] = "spool_syncs",
+        [SHM_IDEM_DUPLICATES] = "idempotent_duplicates",
     };
     struct shm_totals t;
     struct buf b = BUF_INIT, want = BUF_INIT;
