@@ -236,7 +236,7 @@ run: deps
 
 install: $(FCMD)
 	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 fcmd $(DESTDIR)$(PREFIX)/bin/fcmd
+	install -m 0755 $(FCMD) $(DESTDIR)$(PREFIX)/bin/fcmd
 	install -d $(DESTDIR)$(MANDIR)/man8
 	install -m 0644 docs/fcmd.8 $(DESTDIR)$(MANDIR)/man8/fcmd.8
 	install -d $(DESTDIR)$(DATADIR)
