@@ -17,7 +17,8 @@ PYTHON = /usr/bin/python3
 # Debian packages fcmd builds with and tests with.
 DEPS = build-essential pkg-config libh2o-dev libuv1-dev libcurl4-openssl-dev libjsmn-dev libssl-dev \
        libinih-dev libsystemd-dev libcmocka-dev libjansson-dev clang libclang-rt-14-dev python3 python3-pytest python3-requests python3-prometheus-client python3-h2 openssl curl wrk strace logrotate systemd nghttp2-client \
-       libhiredis-dev redis-server haproxy nginx-light prometheus python3-yaml man-db groff-base
+       libhiredis-dev redis-server haproxy nginx-light prometheus python3-yaml man-db groff-base \
+       dpkg-dev lintian adduser
 
 BUILD = build
 # What `make integration` (and so `make asan`) runs; a file or a few name a subset:
@@ -44,7 +45,7 @@ MOCK_OBJ = $(BUILD)/tools/mock_upstream.o $(BUILD)/tools/mock_v1.o $(BUILD)/tool
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test layout unit integration webpush-oracle run install clean asan test-asan help fuzz fuzz-build fuzz-smoke bench bench-smoke
+.PHONY: all deps test layout unit integration webpush-oracle run install deb deb-package clean asan test-asan help fuzz fuzz-build fuzz-smoke bench bench-smoke
 
 BASELINE = $(BIN)/tools/baseline
 BODY_COST = $(BIN)/tools/body-cost
@@ -59,6 +60,7 @@ help:
 	@echo "make asan         the tests again under AddressSanitizer and UBSan (also: make test-asan)"
 	@echo "make fuzz         each libFuzzer target for FUZZ_SECONDS (60); make fuzz-smoke: 3 s each"
 	@echo "make bench        the benchmark table (make bench-smoke: a few seconds of it)"
+	@echo "make deb          the Debian package, fcmd_VERSION_ARCH.deb (in DEBDIR, default .)"
 	@echo "make install      install fcmd into \$$(DESTDIR)\$$(PREFIX)/bin, fcmd(8) into \$$(MANDIR)/man8, the alert rules and the dashboard into \$$(DATADIR)"
 
 deps:
@@ -243,7 +245,28 @@ install: $(FCMD)
 	install -m 0644 conf/fcmd-alerts.yml $(DESTDIR)$(DATADIR)/fcmd-alerts.yml
 	install -m 0644 conf/grafana-fcmd.json $(DESTDIR)$(DATADIR)/grafana-fcmd.json
 
+# The Debian package (make deb; DEBDIR=DIR puts it there).  fcmd is built
+# again, in a fresh tree of its own, with all of Debian's hardening flags
+# (dpkg-buildflags, bindnow too), installed into a staging root and packed
+# by tools/build-deb, which says what it adds.  VERSION is FCMD_VERSION in
+# common/options.h, the one fcmd --version prints.
+VERSION = $(shell sed -n 's/^\#define FCMD_VERSION "\(.*\)"$$/\1/p' common/options.h)
+DEBDIR = .
+PKG_BUILD = $(BUILD)/deb
+deb: deps
+	$(MAKE) deb-package
+
+deb-package: export DEB_BUILD_MAINT_OPTIONS = hardening=+all
+deb-package:
+	rm -rf $(PKG_BUILD)
+	$(MAKE) BUILD=$(PKG_BUILD)/obj BIN=$(PKG_BUILD)/bin \
+		CFLAGS="$$(dpkg-buildflags --get CFLAGS) $$(dpkg-buildflags --get CPPFLAGS)" \
+		LDFLAGS="$$(dpkg-buildflags --get LDFLAGS)" \
+		install PREFIX=/usr DESTDIR=$(abspath $(PKG_BUILD)/root)
+	tools/build-deb $(PKG_BUILD)/root $(VERSION) $(DEBDIR)
+
 clean:
 	rm -rf build build-asan build-fuzz fcmd tools/mock-upstream tools/baseline tools/body-cost tests/webpush/node_modules
+	rm -f fcmd_*.deb
 
 -include $(FCMD_OBJ:.o=.d) $(MOCK_OBJ:.o=.d) $(BUILD)/tools/baseline.d $(BUILD)/tools/body_cost.d
