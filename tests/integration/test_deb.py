@@ -42,6 +42,7 @@ FILES = {
     "/etc/fcmd": ("root", "fcmd", 0o750, None),
     "/etc/fcmd/fcmd.conf": ("root", "fcmd", 0o640, "conf/fcmd.conf"),
     "/usr/share/fcmd/fcmd-alerts.yml": ("root", "root", 0o644, "conf/fcmd-alerts.yml"),
+    "/usr/share/fcmd/grafana-fcmd.json": ("root", "root", 0o644, "conf/grafana-fcmd.json"),
     "/usr/share/doc/fcmd/copyright": ("root", "root", 0o644, "debian/copyright"),
     "/var/lib/fcmd": ("fcmd", "fcmd", 0o750, None),
 }
