@@ -171,8 +171,12 @@ static struct rec *rec_at(const struct ledger *l, uint64_t pos)
 static struct entry *entry_at(const struct ledger *l, uint64_t pos)
 {
     struct rec *r = rec_at(l, pos);
+    struct entry *e = (struct entry *)r;
 
-    return r != NULL && r->type == REC_ENTRY ? (struct entry *)r : NULL;
+    if (r == NULL || r->type != REC_ENTRY || r->len < sizeof(*e) ||
+        sizeof(*e) + ALIGN8((size_t)e->body_len) + ALIGN8((size_t)e->key_len) > r->len)
+        return NULL;
+    return e;
 }
 
 static unsigned char *body_of(struct entry *e)
@@ -229,7 +233,7 @@ static void drop_oldest(struct ledger *l, uint64_t now_ms)
 {
     struct rec *r = (struct rec *)(ring_of(l) + l->tail % l->capacity);
 
-    if (r->len < sizeof(*r) || l->tail + r->len > l->head) { /* cannot happen; start again rather than loop */
+    if (r->len < sizeof(*r) || (r->len & 7) != 0 || l->tail + r->len > l->head) { /* cannot happen; start again rather than loop */
         empty(l);
         return;
     }
@@ -298,7 +302,7 @@ int ledger_add(struct ledger *l, const void *key, size_t key_len, size_t body_le
                uint64_t now_ms, struct ledger_ref *ref)
 {
     size_t len = sizeof(struct entry) + ALIGN8(body_len) + ALIGN8(key_len);
-    uint64_t h = hash_of(l, key, key_len), pos, *idx = index_of(l), i;
+    uint64_t h = hash_of(l, key, key_len), pos, *idx = index_of(l), i, n;
     struct ledger_ref old;
     struct entry *e;
 
@@ -316,8 +320,12 @@ int ledger_add(struct ledger *l, const void *key, size_t key_len, size_t body_le
     e->body_len = (uint16_t)body_len;
     memcpy((unsigned char *)key_of(e), key, key_len);
     l->head += len;
-    for (i = h & l->mask; idx[i] != 0; i = (i + 1) & l->mask)
+    for (i = h & l->mask, n = 0; idx[i] != 0 && n <= l->mask; i = (i + 1) & l->mask, n++)
         ;
+    if (idx[i] != 0) { /* the index holds fewer entries than half its buckets: this one is not an index */
+        empty(l);
+        return 0;
+    }
     idx[i] = pos + 1;
     e->live = 1;
     l->entries++;

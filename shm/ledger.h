@@ -68,7 +68,8 @@ static inline uint64_t ledger_now_ms(void)
 /* Bytes a ledger with a ring of `bytes` needs, index included. */
 size_t ledger_footprint(size_t bytes);
 
-/* Initialises a ledger placed in shared memory with a ring of `bytes`
+/* Initialises a ledger placed in zero-filled shared memory (a fresh
+ * mapping: the index is not cleared again) with a ring of `bytes`
  * (rounded down to 8, at least LEDGER_MIN_BYTES).  Returns 0 or -errno. */
 int ledger_init(struct ledger *l, size_t bytes);
 
