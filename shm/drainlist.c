@@ -14,6 +14,7 @@
  * number Redis has seen is never reused for other records.
  */
 #include "drainlist.h"
+#include "robust_mutex.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -28,18 +29,10 @@ size_t drainlist_footprint(size_t capacity)
 
 int drainlist_init(struct drainlist *l, size_t capacity)
 {
-    pthread_mutexattr_t attr;
     int err;
 
-    if ((err = pthread_mutexattr_init(&attr)) != 0)
-        return -err;
-    if ((err = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED)) != 0 ||
-        (err = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST)) != 0 ||
-        (err = pthread_mutex_init(&l->lock, &attr)) != 0) {
-        pthread_mutexattr_destroy(&attr);
-        return -err;
-    }
-    pthread_mutexattr_destroy(&attr);
+    if ((err = robust_mutex_init(&l->lock)) != 0)
+        return err;
     l->capacity = capacity;
     l->used = 0;
     l->count = 0;

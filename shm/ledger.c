@@ -8,6 +8,7 @@
  * newer entry takes its key.
  */
 #include "ledger.h"
+#include "robust_mutex.h"
 
 #include <errno.h>
 #include <openssl/core_names.h>
@@ -76,25 +77,13 @@ size_t ledger_footprint(size_t bytes)
 
 int ledger_init(struct ledger *l, size_t bytes)
 {
-    pthread_mutexattr_t attr;
-    int err;
-
     bytes = bytes < LEDGER_MIN_BYTES ? LEDGER_MIN_BYTES : bytes & ~(size_t)7;
     memset(l, 0, sizeof(*l));
     l->capacity = bytes;
     l->mask = index_buckets(bytes) - 1;
     if (getrandom(l->hash_key, sizeof(l->hash_key), 0) != (ssize_t)sizeof(l->hash_key))
         return errno ? -errno : -EIO;
-    if ((err = pthread_mutexattr_init(&attr)) != 0)
-        return -err;
-    if ((err = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED)) != 0 ||
-        (err = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST)) != 0 ||
-        (err = pthread_mutex_init(&l->lock, &attr)) != 0) {
-        pthread_mutexattr_destroy(&attr);
-        return -err;
-    }
-    pthread_mutexattr_destroy(&attr);
-    return 0;
+    return robust_mutex_init(&l->lock);
 }
 
 /* Forgets every record: what a holder that died may have torn. */

@@ -7,22 +7,17 @@
  */
 #include "provider_token.h"
 
+#include "robust_mutex.h"
+
 #include <errno.h>
 
 int provider_token_init(struct provider_token *t)
 {
-    pthread_mutexattr_t attr;
-    int err;
+    int err = robust_mutex_init(&t->lock);
 
-    if ((err = pthread_mutexattr_init(&attr)) != 0)
-        return -err;
-    if ((err = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED)) == 0 &&
-        (err = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST)) == 0)
-        err = pthread_mutex_init(&t->lock, &attr);
-    pthread_mutexattr_destroy(&attr);
     atomic_store(&t->gen, 0);
     t->len = 0;
-    return -err;
+    return err;
 }
 
 int provider_token_lock(struct provider_token *t)
