@@ -283,6 +283,16 @@ void drainlist_commit(struct drainlist *l, uint64_t seq)
     pthread_mutex_unlock(&l->lock);
 }
 
+void drainlist_size(struct drainlist *l, uint64_t *records, uint64_t *bytes)
+{
+    *records = *bytes = 0;
+    if (lock(l) != 0)
+        return;
+    *records = l->count;
+    *bytes = l->used - l->head;
+    pthread_mutex_unlock(&l->lock);
+}
+
 void drainlist_progress(struct drainlist *l, uint64_t *added, uint64_t *removed)
 {
     *added = *removed = 0;

@@ -71,6 +71,10 @@ const unsigned char *drainlist_next(const unsigned char *buf, size_t len, size_t
 
 uint64_t drainlist_dropped(const struct drainlist *l);
 
+/* The records the list holds now, and their bytes (of `capacity`), read
+ * under the lock and leaving the list as it is: what a drain would take. */
+void drainlist_size(struct drainlist *l, uint64_t *records, uint64_t *bytes);
+
 /* Fleet mode: the batch owner (a worker slot + 1) sends to Redis now, as
  * whole records from the head, at most max bytes (at least one record).  A
  * batch already reserved by another owner whose lease has not run out

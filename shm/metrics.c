@@ -50,13 +50,13 @@ const struct shm_metric shm_metrics[] = {
      .help = "OAuth2 token requests that failed."},
     {"pending",               SHM_GAUGE,   TOTAL(pending),                  3,  IN_REPORTS | SHM_SERIES,
      .help = "Targets accepted and not yet finished."},
-    {"queue_depth",           SHM_GAUGE,   GAUGE(SHM_QUEUE_DEPTH),          0,  SHM_SERIES,
+    {"queue_depth",           SHM_GAUGE,   GAUGE(SHM_QUEUE_DEPTH),          22, SHM_REPORT | SHM_SERIES,
      .help = "Targets waiting in the queues to be sent."},
-    {"queue_bytes",           SHM_GAUGE,   GAUGE(SHM_QUEUE_BYTES),          0,  SHM_SERIES,
+    {"queue_bytes",           SHM_GAUGE,   GAUGE(SHM_QUEUE_BYTES),          23, SHM_REPORT | SHM_SERIES,
      .help = "Bytes the pending pushes hold in the queues."},
-    {"queue_capacity",        SHM_GAUGE,   GAUGE(SHM_QUEUE_CAPACITY),       0,  SHM_SERIES,
+    {"queue_capacity",        SHM_GAUGE,   GAUGE(SHM_QUEUE_CAPACITY),       24, SHM_REPORT | SHM_SERIES,
      .help = "Targets the workers alive may hold pending before /gcm/send answers 503: --queue-size times the workers."},
-    {"queue_max_bytes",       SHM_GAUGE,   GAUGE(SHM_QUEUE_MAX_BYTES),      0,  SHM_SERIES,
+    {"queue_max_bytes",       SHM_GAUGE,   GAUGE(SHM_QUEUE_MAX_BYTES),      25, SHM_REPORT | SHM_SERIES,
      .help = "Bytes the pending pushes of the workers alive may hold before 503: --queue-max-bytes times the workers."},
     {"retry_waiting",         SHM_GAUGE,   GAUGE(SHM_RETRY_WAITING),        0,  SHM_SERIES,
      .help = "Targets waiting for their next try."},
@@ -84,19 +84,19 @@ const struct shm_metric shm_metrics[] = {
      .help = "Bytes of spool segments."},
     {"spool_segments",        SHM_GAUGE,   GAUGE(SHM_SPOOL_SEGMENTS),       15, SHM_WITH_SPOOL | SHM_SERIES,
      .help = "Spool segment files."},
-    {"spool_max_bytes",       SHM_GAUGE,   GAUGE(SHM_SPOOL_MAX_BYTES),      0,  SHM_SERIES,
+    {"spool_max_bytes",       SHM_GAUGE,   GAUGE(SHM_SPOOL_MAX_BYTES),      26, SHM_WITH_SPOOL | SHM_SERIES,
      .help = "Bytes of spool segments beyond which /gcm/send answers 503 (--spool-max-bytes; 0 without --spool)."},
     {"spool_syncs",           SHM_COUNTER, COUNTER(SHM_SPOOL_SYNCS),        0,  SHM_SERIES,
      .help = "Spool fdatasync calls (batch and always)."},
-    {"idempotent_duplicates", SHM_COUNTER, COUNTER(SHM_IDEM_DUPLICATES),    25, IN_REPORTS | SHM_SERIES,
+    {"idempotent_duplicates", SHM_COUNTER, COUNTER(SHM_IDEM_DUPLICATES),    35, IN_REPORTS | SHM_SERIES,
      .help = "Sends not queued again: their Idempotency-Key named a push accepted before."},
-    {"push_statuses",         SHM_GAUGE,   TOTAL(push_statuses),            22, SHM_REPORT | SHM_SERIES,
+    {"push_statuses",         SHM_GAUGE,   TOTAL(push_statuses),            32, SHM_REPORT | SHM_SERIES,
      .help = "Push statuses kept for GET /push/{id}."},
     {"push_waiters",          SHM_GAUGE,   GAUGE(SHM_PUSH_WAITERS),         0,  SHM_SERIES,
      .help = "GET /push/{id}?wait= requests waiting for their push."},
-    {"push_status_evicted",   SHM_COUNTER, TOTAL(push_status_evicted),      23, SHM_REPORT | SHM_SERIES,
+    {"push_status_evicted",   SHM_COUNTER, TOTAL(push_status_evicted),      33, SHM_REPORT | SHM_SERIES,
      .help = "Push statuses dropped for room (--push-status-max-bytes) before their --push-status-ttl was over."},
-    {"push_status_lost",      SHM_COUNTER, TOTAL(push_status_lost),         24, SHM_REPORT | SHM_SERIES,
+    {"push_status_lost",      SHM_COUNTER, TOTAL(push_status_lost),         34, SHM_REPORT | SHM_SERIES,
      .help = "Push statuses forgotten because a process died while it wrote them."},
     /* By reason: in Graphite NAME_by.REASON each, and NAME their sum. */
     {"failures",              SHM_COUNTER, COUNTER(SHM_FAILURES),           2,  IN_REPORTS | SHM_SERIES,
@@ -111,6 +111,23 @@ const struct shm_metric shm_metrics[] = {
      .help = "Records the canonical list dropped."},
     {"notregistered_dropped", SHM_COUNTER, DROPPED(SHM_LIST_NOTREGISTERED), 13, IN_REPORTS,
      .help = "Records the notregistered list dropped."},
+    /* What the drain lists hold now, read without draining: in the report
+     * by list, in /metrics labelled. */
+    {"drain_records",         SHM_GAUGE,   SHM_AT_SUM,                      0,  SHM_METRICS,
+     .help = "Records a drain list holds now, waiting for a drain.", .labels = SHM_BY_LIST, .by = TOTAL(list_records)},
+    {"drain_bytes",           SHM_GAUGE,   SHM_AT_SUM,                      0,  SHM_METRICS,
+     .help = "Bytes the records of a drain list take, of fcmd_drain_list_bytes.", .labels = SHM_BY_LIST,
+     .by = TOTAL(list_bytes)},
+    {"canonical_records",     SHM_GAUGE,   TOTAL(list_records[SHM_LIST_CANONICAL]),     27, SHM_REPORT,
+     .help = "Records the canonical list holds now."},
+    {"notregistered_records", SHM_GAUGE,   TOTAL(list_records[SHM_LIST_NOTREGISTERED]), 28, SHM_REPORT,
+     .help = "Records the notregistered list holds now."},
+    {"canonical_bytes",       SHM_GAUGE,   TOTAL(list_bytes[SHM_LIST_CANONICAL]),       29, SHM_REPORT,
+     .help = "Bytes the canonical list's records take."},
+    {"notregistered_bytes",   SHM_GAUGE,   TOTAL(list_bytes[SHM_LIST_NOTREGISTERED]),   30, SHM_REPORT,
+     .help = "Bytes the notregistered list's records take."},
+    {"drain_list_bytes",      SHM_GAUGE,   TOTAL(list_capacity),            31, SHM_REPORT | SHM_SERIES,
+     .help = "Bytes each drain list holds before it drops records (--drain-list-bytes)."},
     /* APNs' own. */
     {"provider_tokens",       SHM_COUNTER, TOTAL(apns_tokens_made),         0,  SHM_APNS | SHM_METRICS,
      .help = "APNs provider tokens made (one at a time, for all workers).", .prometheus = "apns_provider_tokens_total"},
@@ -151,7 +168,8 @@ const struct shm_labelling shm_labellings[] = {
 #define WIDE(f) (sizeof(((struct shm_totals *)0)->f) == sizeof(uint64_t))
 _Static_assert(WIDE(counters[0]) && WIDE(gauges[0]) && WIDE(pending) && WIDE(children) && WIDE(workers) &&
                    WIDE(waiting_for_token) && WIDE(uptime_seconds) && WIDE(apns_tokens_made) && WIDE(dropped[0]) &&
-                   WIDE(failures_by[0]) && WIDE(retries_by[0]),
+                   WIDE(failures_by[0]) && WIDE(retries_by[0]) && WIDE(list_records[0]) && WIDE(list_bytes[0]) &&
+                   WIDE(list_capacity),
                "the counter table reads 64-bit values");
 
 static uint64_t value_at(const struct shm_totals *t, size_t at)

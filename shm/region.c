@@ -136,6 +136,10 @@ void shm_sum(const struct shm_region *r, struct shm_totals *out)
         out->apns_tokens_made += atomic_load(&((struct shm_region *)r)->apps[i].apns_token.made);
     out->dropped[SHM_LIST_CANONICAL] = drainlist_dropped(r->canonical);
     out->dropped[SHM_LIST_NOTREGISTERED] = drainlist_dropped(r->notregistered);
+    drainlist_size(r->canonical, &out->list_records[SHM_LIST_CANONICAL], &out->list_bytes[SHM_LIST_CANONICAL]);
+    drainlist_size(r->notregistered, &out->list_records[SHM_LIST_NOTREGISTERED],
+                   &out->list_bytes[SHM_LIST_NOTREGISTERED]);
+    out->list_capacity = r->canonical->capacity;
     out->workers = atomic_load(&((struct shm_region *)r)->workers);
     out->push_statuses = ledger_entries(r->push_status);
     out->push_status_evicted = atomic_load(&r->push_status->evicted);

@@ -98,7 +98,10 @@ struct shm_totals {
     uint64_t workers;           /* children configured */
     uint64_t waiting_for_token; /* children that have no usable access token */
     uint64_t uptime_seconds;
-    uint64_t dropped[SHM_NLISTS]; /* drain-list records that did not fit, by list */
+    uint64_t dropped[SHM_NLISTS];      /* drain-list records that did not fit, by list */
+    uint64_t list_records[SHM_NLISTS]; /* records each drain list holds now */
+    uint64_t list_bytes[SHM_NLISTS];   /* the bytes they take... */
+    uint64_t list_capacity;            /* ...of the bytes each list holds (--drain-list-bytes) */
     uint64_t push_statuses;       /* entries of the push statuses */
     uint64_t push_status_evicted; /* dropped for room before their time */
     uint64_t push_status_lost;    /* forgotten with a ledger a dying writer may have torn */
@@ -160,7 +163,8 @@ static inline void shm_pending_add(struct shm_slot *s, int64_t n)
 }
 
 /* Sums every slot into out (of the spool's bound, which each worker holds,
- * the largest), with the instance's drops, configured workers and uptime. */
+ * the largest), with the instance's drops, the drain lists' sizes (under
+ * their locks, never draining), configured workers and uptime. */
 void shm_sum(const struct shm_region *r, struct shm_totals *out);
 
 /* Called by the master once a child is reaped: its unfinished targets can no

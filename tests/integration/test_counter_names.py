@@ -34,11 +34,10 @@ SCALARS = {"fcmd_accepted_targets_total", "fcmd_attempts_total", "fcmd_successes
            "fcmd_upstream_connections", "fcmd_children", "fcmd_workers", "fcmd_waiting_for_token",
            "fcmd_redis_unreachable", "fcmd_uptime_seconds", "fcmd_replayed_total", "fcmd_spool_bytes",
            "fcmd_spool_segments", "fcmd_spool_max_bytes", "fcmd_spool_syncs_total",
-           "fcmd_apns_provider_tokens_total", "fcmd_push_statuses", "fcmd_push_waiters",
-           "fcmd_push_status_evicted_total", "fcmd_push_status_lost_total",
-           "fcmd_idempotent_duplicates_total"}
-GAUGES = {"pending", "workers", "waiting_for_token", "spool_bytes", "spool_segments", "uptime_seconds",
-          "push_statuses"}
+           "fcmd_drain_list_bytes", "fcmd_apns_provider_tokens_total", "fcmd_push_statuses", "fcmd_push_waiters",
+           "fcmd_push_status_evicted_total", "fcmd_push_status_lost_total", "fcmd_idempotent_duplicates_total"}
+GAUGES = {"pending", "workers", "waiting_for_token", "spool_bytes", "spool_segments", "uptime_seconds", "queue_depth",
+          "queue_bytes", "queue_capacity", "queue_max_bytes", "spool_max_bytes", "drain_list_bytes", "push_statuses"}
 
 # /gcm/report?scope=local: GoCM's five first, in GoCM's order; then fcmd's.
 GOCM = ["attempts", "failures", "pending", "canonicals", "notregistered"]
@@ -46,9 +45,13 @@ LOCAL = GOCM + ["successes", "retries", "accepted", "lost"]
 DROPPED = ["dropped", "canonical_dropped", "notregistered_dropped"]
 STATUSES = ["push_statuses", "push_status_evicted", "push_status_lost", "idempotent_duplicates"]
 CLOSING = ["scope", "redis", "upstream", "workers", "uptime_seconds"]
-LOCAL_SPOOL = LOCAL + ["left_in_spool"] + DROPPED + ["spool_bytes", "spool_segments", "replayed"] + STATUSES + CLOSING
-LOCAL_SA = LOCAL + DROPPED + ["oauth_tokens", "oauth_failures", "waiting_for_token"] + STATUSES + CLOSING
-LOCAL_PLAIN = LOCAL + DROPPED + STATUSES + CLOSING
+# What the status page reads: the queue's fill and bounds, the drain lists' sizes.
+QUEUE = ["queue_depth", "queue_bytes", "queue_capacity", "queue_max_bytes"]
+LISTS = ["canonical_records", "notregistered_records", "canonical_bytes", "notregistered_bytes", "drain_list_bytes"]
+LOCAL_SPOOL = (LOCAL + ["left_in_spool"] + DROPPED + ["spool_bytes", "spool_segments", "replayed"] + QUEUE
+               + ["spool_max_bytes"] + LISTS + STATUSES + CLOSING)
+LOCAL_SA = LOCAL + DROPPED + ["oauth_tokens", "oauth_failures", "waiting_for_token"] + QUEUE + LISTS + STATUSES + CLOSING
+LOCAL_PLAIN = LOCAL + DROPPED + QUEUE + LISTS + STATUSES + CLOSING
 FLEET = set(LOCAL + ["left_in_spool", "replayed", "idempotent_duplicates"] + DROPPED + ["instances", "scope", "redis", "age_ms", "upstream"])
 
 
@@ -72,6 +75,9 @@ def metric(samples, name):
         return samples[("fcmd_drain_dropped_total", (("list", DROPS[name]),))]
     if name == "dropped":
         return sum(metric(samples, d) for d in DROPS)
+    if name.endswith(("_records", "_bytes")) and name.split("_")[0] in DROPS.values():
+        lst, what = name.split("_")
+        return samples[(f"fcmd_drain_{what}", (("list", lst),))]
     return samples[(f"fcmd_{name}" if name in GAUGES else f"fcmd_{name}_total", ())]
 
 

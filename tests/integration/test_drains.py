@@ -31,6 +31,21 @@ def test_head_never_drains(mock, start_fcmd):
     assert requests.get(f.url("/gcm/report/notregistered"), timeout=5).json() == {"tokens": None}
 
 
+def test_the_report_shows_the_lists_sizes_and_reading_it_drains_nothing(mock, start_fcmd):
+    """notregistered_records and _bytes are what the list holds: the report
+    shows them as often as it is read, and a drain takes them to 0."""
+    f = start_fcmd(mock, workers=2, args=["--drain-list-bytes", "65536"])
+    tokens = fill_notregistered(f, 4)
+    for _ in range(3):
+        r = f.report()
+        assert (r["notregistered_records"], r["canonical_records"], r["canonical_bytes"]) == (4, 0, 0), r
+        assert r["notregistered_bytes"] == sum(2 + len(t) for t in tokens), r  # a 2-byte length per record
+        assert r["drain_list_bytes"] == 65536
+    assert requests.get(f.url("/gcm/report/notregistered"), timeout=5).json() == {"tokens": tokens}
+    r = f.report()
+    assert (r["notregistered_records"], r["notregistered_bytes"]) == (0, 0), r
+
+
 def test_a_drain_with_a_query_is_refused_and_drains_nothing(mock, start_fcmd):
     f = start_fcmd(mock, workers=1)
     tokens = fill_notregistered(f, 3)

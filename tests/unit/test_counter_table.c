@@ -12,11 +12,13 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../../child/core/buf.h"
 #include "../../child/http/endpoints.h"
 #include "../../child/observe/metrics.h"
+#include "../../shm/drainlist.h"
 #include "../../shm/region.h"
 
 /* Totals in which every 64-bit word holds its own number. */
@@ -80,10 +82,10 @@ static size_t wants(const struct shm_totals *t, struct want *w)
     W("oauth_tokens", "oauth_tokens_total", "counter", c[SHM_OAUTH_TOKENS], SA | GRAPHITE);
     W("oauth_failures", "oauth_failures_total", "counter", c[SHM_OAUTH_FAILURES], SA | GRAPHITE);
     W("pending", "pending", "gauge", (uint64_t)t->pending, LOCAL | FLEET | GRAPHITE);
-    W("queue_depth", "queue_depth", "gauge", (uint64_t)g[SHM_QUEUE_DEPTH], GRAPHITE);
-    W("queue_bytes", "queue_bytes", "gauge", (uint64_t)g[SHM_QUEUE_BYTES], GRAPHITE);
-    W("queue_capacity", "queue_capacity", "gauge", (uint64_t)g[SHM_QUEUE_CAPACITY], GRAPHITE);
-    W("queue_max_bytes", "queue_max_bytes", "gauge", (uint64_t)g[SHM_QUEUE_MAX_BYTES], GRAPHITE);
+    W("queue_depth", "queue_depth", "gauge", (uint64_t)g[SHM_QUEUE_DEPTH], LOCAL | GRAPHITE);
+    W("queue_bytes", "queue_bytes", "gauge", (uint64_t)g[SHM_QUEUE_BYTES], LOCAL | GRAPHITE);
+    W("queue_capacity", "queue_capacity", "gauge", (uint64_t)g[SHM_QUEUE_CAPACITY], LOCAL | GRAPHITE);
+    W("queue_max_bytes", "queue_max_bytes", "gauge", (uint64_t)g[SHM_QUEUE_MAX_BYTES], LOCAL | GRAPHITE);
     W("retry_waiting", "retry_waiting", "gauge", (uint64_t)g[SHM_RETRY_WAITING], GRAPHITE);
     W("upstream_inflight", "upstream_inflight", "gauge", (uint64_t)g[SHM_UPSTREAM_INFLIGHT], GRAPHITE);
     W("upstream_limit", "upstream_limit", "gauge", (uint64_t)g[SHM_UPSTREAM_LIMIT], GRAPHITE);
@@ -97,7 +99,7 @@ static size_t wants(const struct shm_totals *t, struct want *w)
     W("replayed", "replayed_total", "counter", c[SHM_REPLAYED], SPOOL | FLEET | GRAPHITE);
     W("spool_bytes", "spool_bytes", "gauge", (uint64_t)g[SHM_SPOOL_BYTES], SPOOL | GRAPHITE);
     W("spool_segments", "spool_segments", "gauge", (uint64_t)g[SHM_SPOOL_SEGMENTS], SPOOL | GRAPHITE);
-    W("spool_max_bytes", "spool_max_bytes", "gauge", (uint64_t)g[SHM_SPOOL_MAX_BYTES], GRAPHITE);
+    W("spool_max_bytes", "spool_max_bytes", "gauge", (uint64_t)g[SHM_SPOOL_MAX_BYTES], SPOOL | GRAPHITE);
     W("spool_syncs", "spool_syncs_total", "counter", c[SHM_SPOOL_SYNCS], GRAPHITE);
     W("idempotent_duplicates", "idempotent_duplicates_total", "counter", c[SHM_IDEM_DUPLICATES],
       LOCAL | FLEET | GRAPHITE);
@@ -110,6 +112,13 @@ static size_t wants(const struct shm_totals *t, struct want *w)
     WBY("dropped", "drain_dropped_total", "counter", t->dropped[0] + t->dropped[1], LOCAL | FLEET | LISTS, t->dropped);
     W("canonical_dropped", NULL, "counter", t->dropped[0], LOCAL | FLEET);
     W("notregistered_dropped", NULL, "counter", t->dropped[1], LOCAL | FLEET);
+    WBY("drain_records", "drain_records", "gauge", t->list_records[0] + t->list_records[1], LISTS, t->list_records);
+    WBY("drain_bytes", "drain_bytes", "gauge", t->list_bytes[0] + t->list_bytes[1], LISTS, t->list_bytes);
+    W("canonical_records", NULL, "gauge", t->list_records[0], LOCAL);
+    W("notregistered_records", NULL, "gauge", t->list_records[1], LOCAL);
+    W("canonical_bytes", NULL, "gauge", t->list_bytes[0], LOCAL);
+    W("notregistered_bytes", NULL, "gauge", t->list_bytes[1], LOCAL);
+    W("drain_list_bytes", "drain_list_bytes", "gauge", t->list_capacity, LOCAL | GRAPHITE);
     W("provider_tokens", "apns_provider_tokens_total", "counter", t->apns_tokens_made, APNS);
 #undef W
 #undef WBY
@@ -273,10 +282,28 @@ static void expect_keys(const struct want *w, size_t n, const char *const *order
 static void report_keys_come_in_gocm_order_with_their_values(void **state)
 {
     /* GoCM's five first, in GoCM's order. */
-    static const char *const plain[] = {
-        "attempts", "failures", "pending", "canonicals",        "notregistered",         "successes", "retries",
-        "accepted", "lost",     "dropped", "canonical_dropped", "notregistered_dropped", "push_statuses",
-        "push_status_evicted", "push_status_lost", "idempotent_duplicates", NULL};
+    static const char *const plain[] = {"attempts",
+                                        "failures",
+                                        "pending",
+                                        "canonicals",
+                                        "notregistered",
+                                        "successes",
+                                        "retries",
+                                        "accepted",
+                                        "lost",
+                                        "dropped",
+                                        "canonical_dropped",
+                                        "notregistered_dropped",
+                                        "queue_depth",
+                                        "queue_bytes",
+                                        "queue_capacity",
+                                        "queue_max_bytes",
+                                        "canonical_records",
+                                        "notregistered_records",
+                                        "canonical_bytes",
+                                        "notregistered_bytes",
+                                        "drain_list_bytes",
+                                        "push_statuses", "push_status_evicted", "push_status_lost", "idempotent_duplicates", NULL};
     static const char *const every[] = {"attempts",
                                         "failures",
                                         "pending",
@@ -296,17 +323,42 @@ static void report_keys_come_in_gocm_order_with_their_values(void **state)
                                         "oauth_tokens",
                                         "oauth_failures",
                                         "waiting_for_token",
-                                        "push_statuses",
-                                        "push_status_evicted",
-                                        "push_status_lost",
-                                        "idempotent_duplicates",
-                                        NULL};
-    static const char *const with_sa[] = {
-        "attempts",      "failures",       "pending",           "canonicals",
-        "notregistered", "successes",      "retries",           "accepted",
-        "lost",          "dropped",        "canonical_dropped", "notregistered_dropped",
-        "oauth_tokens",  "oauth_failures", "waiting_for_token", "push_statuses", "push_status_evicted",
-        "push_status_lost", "idempotent_duplicates", NULL};
+                                        "queue_depth",
+                                        "queue_bytes",
+                                        "queue_capacity",
+                                        "queue_max_bytes",
+                                        "spool_max_bytes",
+                                        "canonical_records",
+                                        "notregistered_records",
+                                        "canonical_bytes",
+                                        "notregistered_bytes",
+                                        "drain_list_bytes",
+                                        "push_statuses", "push_status_evicted", "push_status_lost", "idempotent_duplicates", NULL};
+    static const char *const with_sa[] = {"attempts",
+                                          "failures",
+                                          "pending",
+                                          "canonicals",
+                                          "notregistered",
+                                          "successes",
+                                          "retries",
+                                          "accepted",
+                                          "lost",
+                                          "dropped",
+                                          "canonical_dropped",
+                                          "notregistered_dropped",
+                                          "oauth_tokens",
+                                          "oauth_failures",
+                                          "waiting_for_token",
+                                          "queue_depth",
+                                          "queue_bytes",
+                                          "queue_capacity",
+                                          "queue_max_bytes",
+                                          "canonical_records",
+                                          "notregistered_records",
+                                          "canonical_bytes",
+                                          "notregistered_bytes",
+                                          "drain_list_bytes",
+                                          "push_statuses", "push_status_evicted", "push_status_lost", "idempotent_duplicates", NULL};
     static const char *const fleet[] = {"attempts",
                                         "failures",
                                         "pending",
@@ -427,6 +479,39 @@ static void bounds_sum_per_worker_and_the_spool_bound_once(void **state)
     shm_region_destroy(r);
 }
 
+/* The drain lists' sizes are what they hold now: an append shows in the
+ * totals, reading the totals takes nothing, and a drain empties them. */
+static void drain_lists_show_what_they_hold_without_draining(void **state)
+{
+    struct shm_region *r = shm_region_create(4096);
+    struct shm_totals t;
+    unsigned char *out;
+    size_t len;
+    uint64_t count;
+
+    (void)state;
+    assert_non_null(r);
+    assert_int_equal(drainlist_append(r->notregistered, "dead-1", 6, NULL, 0), 0);
+    assert_int_equal(drainlist_append(r->notregistered, "dead-22", 7, NULL, 0), 0);
+    assert_int_equal(drainlist_append(r->canonical, "old", 4, "new", 3), 0);
+    for (int i = 0; i < 2; i++) { /* twice: reading changes nothing */
+        shm_sum(r, &t);
+        assert_int_equal(t.list_records[SHM_LIST_NOTREGISTERED], 2);
+        assert_int_equal(t.list_bytes[SHM_LIST_NOTREGISTERED], 2 + 6 + 2 + 7); /* each record has a 2-byte length */
+        assert_int_equal(t.list_records[SHM_LIST_CANONICAL], 1);
+        assert_int_equal(t.list_bytes[SHM_LIST_CANONICAL], 2 + 7);
+        assert_int_equal(t.list_capacity, 4096);
+    }
+    assert_int_equal(drainlist_drain(r->notregistered, &out, &len, &count), 0);
+    assert_int_equal(count, 2);
+    free(out);
+    shm_sum(r, &t);
+    assert_int_equal(t.list_records[SHM_LIST_NOTREGISTERED], 0);
+    assert_int_equal(t.list_bytes[SHM_LIST_NOTREGISTERED], 0);
+    assert_int_equal(t.list_records[SHM_LIST_CANONICAL], 1);
+    shm_region_destroy(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -436,6 +521,7 @@ int main(void)
         cmocka_unit_test(report_keys_come_in_gocm_order_with_their_values),
         cmocka_unit_test(upstreams_and_redis_use_the_totals_names),
         cmocka_unit_test(bounds_sum_per_worker_and_the_spool_bound_once),
+        cmocka_unit_test(drain_lists_show_what_they_hold_without_draining),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
