@@ -35,7 +35,10 @@ CHILD_SRC = $(shell find child -name '*.c' | LC_ALL=C sort)
 SHM_SRC = $(wildcard shm/*.c)
 COMMON_SRC = $(wildcard common/*.c)
 LIB_SRC = $(COMMON_SRC) $(CHILD_SRC) $(SHM_SRC) master/config.c master/settings.c
-LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
+# The status page: child/http/status.html as a C array in the build tree,
+# with the CSP that allows its inline script and style by their hashes.
+PAGE_C = $(BUILD)/gen/status_page.c
+LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o) $(PAGE_C:.c=.o)
 FCMD_OBJ = $(LIB_OBJ) $(BUILD)/master/main.o $(BUILD)/master/listen.o $(BUILD)/master/supervise.o
 # The mock and the tests' oracles read JSON with jansson, never with fcmd's
 # own parser; fcmd itself does not link it.
@@ -80,6 +83,13 @@ deps:
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(FCMD_CFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(PAGE_C): child/http/status.html tools/embed-page
+	@mkdir -p $(dir $@)
+	$(PYTHON) tools/embed-page $< $@ status_page
+
+$(PAGE_C:.c=.o): $(PAGE_C)
+	$(CC) $(FCMD_CFLAGS) $(CFLAGS) -c -o $@ $<
 
 # The sweep reads h2o's HTTP/2 streams, whose header includes a khash.h that
 # libh2o-dev does not install (child/http/h2o-compat/khash.h says why that is enough).

@@ -217,7 +217,8 @@ const char *shm_dropped_name(enum shm_list l)
 
 #define ENDPOINT_NAME(ID, NAME, LABEL, PATH, ENDPOINT, HINT) ENDPOINT,
 const char *const shm_endpoint_names[EP_COUNT] = {
-    FCMD_PROVIDERS(ENDPOINT_NAME) "report", "canonical", "notregistered", "metrics", "healthz", "readyz", "push", "other",
+    FCMD_PROVIDERS(ENDPOINT_NAME) "report", "canonical", "notregistered", "metrics", "healthz", "readyz", "push", "status",
+    "other",
 };
 #undef ENDPOINT_NAME
 

@@ -182,6 +182,7 @@ enum endpoint {
     EP_HEALTHZ,
     EP_READYZ,
     EP_PUSH,
+    EP_STATUS, /* the status page, at / and /status */
     EP_OTHER,
     EP_COUNT
 };

@@ -31,6 +31,7 @@ int http_on_readyz(struct http_server *hs, h2o_req_t *req);        /* ops.c */
 int http_on_push(struct http_server *hs, h2o_req_t *req);          /* push.c: GET /push/{id} */
 /* At exit: the waiters' timer closes (push.c). */
 void http_close_push_waits(struct http_server *hs);
+int http_on_status(struct http_server *hs, h2o_req_t *req);        /* status.c: the status page */
 
 /* Each returns 0, h2o's "answered". */
 int http_respond(h2o_req_t *req, int status, const char *reason, const char *ctype, const char *body, size_t len);

@@ -2,7 +2,7 @@
  * child/http/http.c - routing: one catch-all h2o handler looks the exact
  * path up in a route table, checks the bearer token of the route's scope
  * and the query against the parameters the route takes, and calls the
- * endpoint (send.c, report.c, drain.c, ops.c), so each is one
+ * endpoint (send.c, report.c, drain.c, ops.c, status.c), so each is one
  * small function and unknown paths get a JSON 404.  Also the access log.
  */
 #include "http.h"
@@ -54,6 +54,10 @@ static const struct {
      * report scope's token (ops.c). */
     {"/readyz", http_on_readyz, EP_READYZ, 0, readyz_params, -1, 0},
     {HTTP_PUSH_PREFIX, http_on_push, EP_PUSH, AUTH_REPORT, push_params, -1, 1},
+    /* The status page holds no data: what it shows, it reads from the
+     * report with the report scope's token. */
+    {"/", http_on_status, EP_STATUS, 0, NULL, -1, 0},
+    {"/status", http_on_status, EP_STATUS, 0, NULL, -1, 0},
 };
 
 /* Whether the request carries "Authorization: Bearer <token>", compared in

@@ -130,6 +130,14 @@ def test_a_file_in_no_room_list_fails(tree):
     assert r.stderr == "child/core/stray.c is in no room's list in docs/ARCHITECTURE.md\n", r.stderr
 
 
+def test_a_page_in_no_room_list_fails(tree):
+    """A page the build embeds is a source of its room like a .c file."""
+    (tree / "child" / "http" / "other.html").write_text("<!doctype html>\n")
+    r = run_check(str(tree))
+    assert r.returncode == 1
+    assert r.stderr == "child/http/other.html is in no room's list in docs/ARCHITECTURE.md\n", r.stderr
+
+
 def test_a_listed_file_the_tree_lacks_fails(tree):
     (tree / "child" / "observe" / "graphite.h").unlink()
     r = run_check(str(tree))
