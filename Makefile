@@ -18,7 +18,7 @@ PYTHON = /usr/bin/python3
 DEPS = build-essential pkg-config libh2o-dev libuv1-dev libcurl4-openssl-dev libjsmn-dev libssl-dev \
        libinih-dev libsystemd-dev libcmocka-dev libjansson-dev clang libclang-rt-14-dev python3 python3-pytest python3-requests python3-prometheus-client python3-h2 openssl curl wrk strace logrotate systemd nghttp2-client \
        libhiredis-dev redis-server haproxy nginx-light prometheus python3-yaml man-db groff-base \
-       dpkg-dev lintian adduser
+       dpkg-dev lintian adduser chromium chromium-driver python3-selenium
 
 BUILD = build
 # What `make integration` (and so `make asan`) runs; a file or a few name a subset:
