@@ -147,7 +147,8 @@ def test_environment_signals_files_and_exit_statuses():
     assert set(entries(s["EXIT STATUS"])) == {"0", "1", "2"}
     endpoints = set(entries(s["ENDPOINTS"]))
     assert {"POST /gcm/send", "POST /apns/send", "GET /gcm/report", "GET /gcm/report/canonical",
-            "GET /gcm/report/notregistered", "GET /metrics", "GET /healthz", "GET /readyz", "GET /push/ID"} == endpoints
+            "GET /gcm/report/notregistered", "GET /metrics", "GET /healthz", "GET /readyz", "GET /push/ID",
+            "GET /, GET /status"} == endpoints
 
 
 def test_the_title_names_fcmds_version():
