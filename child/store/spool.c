@@ -643,19 +643,28 @@ void spool_push_done(struct spool *s, struct push *p)
 /* Queues pushes of one adopted segment while the queue has room (an empty
  * queue always takes one, however large).  Returns the targets queued. */
 
-/* A push read back keeps its Idempotency-Key: after a restart, a client's
- * retry of it is still a duplicate. */
-static void remember_key(struct spool *s, const struct send_request *r, const struct push *p, size_t targets)
+/* The pushes of a segment just adopted keep their Idempotency-Keys, all
+ * at once rather than as each is queued: after a restart, a client's retry
+ * of any push still in the spool is a duplicate, however long the queue
+ * takes to reach it. */
+static void remember_keys(struct spool *s, const struct spool_replay *o)
 {
-    char key[IDEM_LEDGER_KEY_MAX];
-    size_t n;
+    char key[IDEM_LEDGER_KEY_MAX], id[PUSH_ID_MAX + 1];
+    uint64_t now = ledger_now_ms(), ttl = (uint64_t)s->opts->idempotency_ttl * 1000;
 
-    if (r->idem_key == NULL || r->fingerprint == NULL || p->app == APP_NONE)
-        return;
-    n = idempotency_ledger_key(key, p->app == APP_DEFAULT ? "" : options_app_name(s->opts, p->app), r->idem_key,
-                               r->idem_key_len);
-    idempotency_restore(s->shm->idempotency, key, n, r->fingerprint, p->id, (uint32_t)targets, ledger_now_ms(),
-                        (uint64_t)s->opts->idempotency_ttl * 1000);
+    for (size_t i = 0; i < o->n; i++) {
+        struct record_push p;
+        int a;
+        if (record_decode_push(&o->v[i].rec, &p) != 0 || p.idem_key == NULL || p.fingerprint == NULL ||
+            p.push_id == NULL || (a = options_app_find(s->opts, p.app, p.app_len)) < 0)
+            continue;
+        memcpy(id, p.push_id, p.push_id_len);
+        id[p.push_id_len] = '\0';
+        idempotency_restore(s->shm->idempotency, key,
+                            idempotency_ledger_key(key, a == APP_DEFAULT ? "" : options_app_name(s->opts, (unsigned)a),
+                                                   p.idem_key, p.idem_key_len),
+                            p.fingerprint, id, o->v[i].ntargets, now, ttl);
+    }
 }
 
 static size_t feed_one(struct spool *s, struct segment *g)
@@ -695,7 +704,6 @@ static size_t feed_one(struct spool *s, struct segment *g)
             p->spool_id = rp->id;
             p->status = push_status_track(s->shm->push_status, s->opts, p->id, p->app, (unsigned)p->upstream,
                                           rp->ntargets - rp->acked);
-            remember_key(s, &r, p, rp->ntargets);
             g->live++;
             queued += r.ntargets;
         }
@@ -792,6 +800,7 @@ static void adopt_done(uv_work_t *w, int status)
     }
     g->orphan = o;
     s->orphans++;
+    remember_keys(s, &o->left);
     shm_pending_add(s->slot, (int64_t)o->left.targets);
     shm_add(s->slot, SHM_REPLAYED, o->left.targets);
     feed(s);

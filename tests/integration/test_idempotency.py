@@ -150,3 +150,26 @@ def test_a_key_survives_a_workers_death_and_a_restart_with_the_spool(mock, start
         assert r.status_code == 200 and r.json() == {"accepted": 1, "id": pid, "duplicate": True}, r.text
     g.wait_idle()
     assert sends_of(mock, "sp-1") == 1
+
+
+def test_after_a_restart_every_key_in_the_spool_is_known_before_its_push_is_queued(start_fcmd, tmp_path):
+    slow = Mock("--latency-ms", "60000")  # nothing finishes while the test runs
+    spool = tmp_path / "spool"
+    try:
+        f = start_fcmd(slow, workers=1, args=["--spool", str(spool)])
+        ids = {}
+        for i in range(3):
+            r = post(f, [f"rs-{i}"], key=f"restart-{i}")
+            assert r.status_code == 200
+            ids[i] = r.json()["id"]
+        os.killpg(f.proc.pid, signal.SIGKILL)
+        f.proc.wait(10)
+        # A queue of one target: the replay takes one push at a time, the
+        # others wait in the spool - and their keys are known already.
+        g = start_fcmd(slow, workers=1, args=["--spool", str(spool), "--queue-size", "1"])
+        wait_until(lambda: g.report()["replayed"] == 3, what="the segment to be adopted")
+        for i in (2, 1, 0):
+            r = post(g, [f"rs-{i}"], key=f"restart-{i}")
+            assert r.status_code == 200 and r.json() == {"accepted": 1, "id": ids[i], "duplicate": True}, r.text
+    finally:
+        slow.stop()
