@@ -483,7 +483,7 @@ static void bounds_sum_per_worker_and_the_spool_bound_once(void **state)
  * totals, reading the totals takes nothing, and a drain empties them. */
 static void drain_lists_show_what_they_hold_without_draining(void **state)
 {
-    struct shm_region *r = shm_region_create(4096);
+    struct shm_region *r = shm_region_create(4096, 1 << 16, 1 << 16);
     struct shm_totals t;
     unsigned char *out;
     size_t len;
