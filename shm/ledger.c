@@ -122,25 +122,27 @@ uint64_t ledger_entries(struct ledger *l)
     return n;
 }
 
-/* SipHash-2-4 of key under the ledger's own key.  The MAC is fetched once
- * per process; a failure gives 0, which only makes lookups slower. */
+/* SipHash-2-4 of key under the ledger's own key.  Each process keeps one
+ * context, set up again with the ledger's key for each hash (no allocation
+ * per call); a failure gives 0, which only makes lookups slower. */
 static uint64_t hash_of(const struct ledger *l, const void *key, size_t n)
 {
-    static EVP_MAC *mac;
-    EVP_MAC_CTX *ctx;
+    static EVP_MAC_CTX *ctx;
     unsigned char out[8];
     size_t outlen = 0, size = sizeof(out);
     OSSL_PARAM params[] = {OSSL_PARAM_construct_size_t(OSSL_MAC_PARAM_SIZE, &size), OSSL_PARAM_construct_end()};
     uint64_t h = 0;
 
-    if (mac == NULL && (mac = EVP_MAC_fetch(NULL, "SIPHASH", NULL)) == NULL)
-        return 0;
-    if ((ctx = EVP_MAC_CTX_new(mac)) == NULL)
-        return 0;
+    if (ctx == NULL) {
+        EVP_MAC *mac = EVP_MAC_fetch(NULL, "SIPHASH", NULL);
+        ctx = mac != NULL ? EVP_MAC_CTX_new(mac) : NULL;
+        EVP_MAC_free(mac); /* the context holds its own reference */
+        if (ctx == NULL)
+            return 0;
+    }
     if (EVP_MAC_init(ctx, l->hash_key, sizeof(l->hash_key), params) == 1 && EVP_MAC_update(ctx, key, n) == 1 &&
         EVP_MAC_final(ctx, out, &outlen, sizeof(out)) == 1 && outlen == sizeof(out))
         memcpy(&h, out, sizeof(h));
-    EVP_MAC_CTX_free(ctx);
     return h;
 }
 
