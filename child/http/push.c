@@ -77,7 +77,8 @@ static int answer(struct http_server *hs, h2o_req_t *req, const char *id, size_t
              ",\"canonical\":%" PRIu32 ",\"invalid\":%" PRIu32 ",\"failed\":%" PRIu32 ",\"state\":\"%s\",\"errors\":[",
              s.upstream < SHM_UPSTREAMS ? shm_upstream_names[s.upstream] : "", s.targets, pending, s.delivered,
              s.canonical, s.invalid, s.failed, pending > 0 ? "pending" : "done");
-    buf_add(&b, errors.data, errors.len);
+    if (errors.len > 0)
+        buf_add(&b, errors.data, errors.len);
     buf_adds(&b, "]}\n");
     if (errors.failed)
         b.failed = 1;
