@@ -261,21 +261,31 @@ static uint64_t make_room(struct ledger *l, size_t len, uint64_t now_ms)
     return l->head;
 }
 
-int ledger_find(struct ledger *l, const void *key, size_t key_len, uint64_t now_ms, struct ledger_ref *ref)
+/* The indexed entry of key (whose hash is h), expired or not, with its
+ * position in *pos; or NULL.  The index holds one entry per key at most. */
+static struct entry *lookup(const struct ledger *l, const void *key, size_t key_len, uint64_t h, uint64_t *pos)
 {
     const uint64_t *idx = index_of(l);
-    uint64_t h = hash_of(l, key, key_len);
 
     for (uint64_t i = h & l->mask, n = 0; idx[i] != 0 && n <= l->mask; i = (i + 1) & l->mask, n++) {
         struct entry *e = entry_at(l, idx[i] - 1);
         if (e != NULL && e->hash == h && e->key_len == key_len && memcmp(key_of(e), key, key_len) == 0) {
-            if (e->expires_ms <= now_ms)
-                return 0;
-            *ref = (struct ledger_ref){idx[i] - 1, body_of(e), e->body_len};
-            return 1;
+            *pos = idx[i] - 1;
+            return e;
         }
     }
-    return 0;
+    return NULL;
+}
+
+int ledger_find(struct ledger *l, const void *key, size_t key_len, uint64_t now_ms, struct ledger_ref *ref)
+{
+    uint64_t pos;
+    struct entry *e = lookup(l, key, key_len, hash_of(l, key, key_len), &pos);
+
+    if (e == NULL || e->expires_ms <= now_ms)
+        return 0;
+    *ref = (struct ledger_ref){pos, body_of(e), e->body_len};
+    return 1;
 }
 
 int ledger_get(struct ledger *l, struct ledger_ref *ref)
@@ -293,14 +303,16 @@ int ledger_add(struct ledger *l, const void *key, size_t key_len, size_t body_le
                uint64_t now_ms, struct ledger_ref *ref)
 {
     size_t len = sizeof(struct entry) + ALIGN8(body_len) + ALIGN8(key_len);
-    uint64_t h = hash_of(l, key, key_len), pos, *idx = index_of(l), i, n;
-    struct ledger_ref old;
+    uint64_t h, pos, *idx = index_of(l), i, n;
     struct entry *e;
 
     if (key_len == 0 || key_len > LEDGER_MAX_KEY || body_len > LEDGER_MAX_BODY)
         return 0;
-    if (ledger_find(l, key, key_len, 0, &old)) /* expired or not, the new one takes its key */
-        unindex(l, entry_at(l, old.pos), old.pos);
+    h = hash_of(l, key, key_len);
+    /* Expired or not (an expiry of 0 included), the new one takes its key:
+     * one left in the index would come first in the probe and hide it. */
+    if ((e = lookup(l, key, key_len, h, &pos)) != NULL)
+        unindex(l, e, pos);
     pos = make_room(l, len, now_ms);
     e = (struct entry *)(ring_of(l) + pos % l->capacity);
     memset(e, 0, len);

@@ -117,8 +117,13 @@ def test_a_refused_push_does_not_keep_its_key(mock, start_fcmd):
         r = post(g, ["q-2"], key="later")
         assert r.status_code == 503, r.text
         # Once there is room the same key goes ahead: the 503 kept nothing.
-        wait_until(lambda: post(g, ["q-2"], key="later").status_code == 200, timeout=20,
-                   what="the retry to be accepted")
+        ok = wait_until(lambda: (lambda r: r if r.status_code == 200 else None)(post(g, ["q-2"], key="later")),
+                        timeout=20, what="the retry to be accepted")
+        g.wait_idle()
+        # And the key names the retry's push now: a third request is its duplicate.
+        again = post(g, ["q-2"], key="later")
+        assert again.status_code == 200 and again.json() == {"accepted": 1, "id": ok.json()["id"],
+                                                             "duplicate": True}, again.text
         g.wait_idle()
         assert sends_of(slow, "q-2") == 1
     finally:

@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../../shm/idempotency.h"
 #include "../../shm/ledger.h"
 #include "../../shm/push_status.h"
 
@@ -322,6 +323,46 @@ static void processes_share_one_ledger(void **state)
     unmake(l, bytes);
 }
 
+/* An entry whose expiry was set to 0 (a refused Idempotency-Key's claim)
+ * leaves the index when a newer entry takes its key: left there, it came
+ * first in the probe and hid the newer one for good. */
+static void a_key_expired_at_zero_is_taken_over(void **state)
+{
+    struct ledger *l = make(LEDGER_MIN_BYTES);
+    struct ledger_ref ref;
+
+    (void)state;
+    assert_int_equal(ledger_lock(l), 0);
+    assert_int_equal(ledger_add(l, "k", 1, 4, LEDGER_NEVER, 10, &ref), 1);
+    ledger_set_expiry(l, &ref, 0);
+    assert_int_equal(ledger_find(l, "k", 1, 10, &ref), 0);
+    assert_int_equal(ledger_add(l, "k", 1, 4, LEDGER_NEVER, 10, &ref), 1);
+    assert_int_equal(ledger_find(l, "k", 1, 10, &ref), 1);
+    assert_int_equal(l->entries, 1);
+    ledger_unlock(l);
+    unmake(l, LEDGER_MIN_BYTES);
+}
+
+/* A key whose first request was refused (a 503) is claimed again by the
+ * retry, and once that is accepted a third request is its duplicate. */
+static void a_refused_key_dedupes_its_accepted_retry(void **state)
+{
+    struct ledger *l = make(LEDGER_MIN_BYTES);
+    unsigned char fp[IDEM_FINGERPRINT] = {1};
+    struct idem_first first;
+    char key[IDEM_LEDGER_KEY_MAX];
+    size_t n = idempotency_ledger_key(key, "", "K", 1);
+
+    (void)state;
+    assert_int_equal(idempotency_claim(l, key, n, fp, "id1", 1, 1000, &first), IDEM_NEW);
+    idempotency_settle(l, key, n, "id1", 0, 1000, 60000);
+    assert_int_equal(idempotency_claim(l, key, n, fp, "id2", 1, 1001, &first), IDEM_NEW);
+    idempotency_settle(l, key, n, "id2", 1, 1001, 60000);
+    assert_int_equal(idempotency_claim(l, key, n, fp, "id3", 1, 1002, &first), IDEM_DUPLICATE);
+    assert_string_equal(first.id, "id2");
+    unmake(l, LEDGER_MIN_BYTES);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -333,6 +374,8 @@ int main(void)
         cmocka_unit_test(dead_holder_empties_it),
         cmocka_unit_test(statuses_count_and_keep_the_first_errors),
         cmocka_unit_test(processes_share_one_ledger),
+        cmocka_unit_test(a_key_expired_at_zero_is_taken_over),
+        cmocka_unit_test(a_refused_key_dedupes_its_accepted_retry),
     };
     return cmocka_run_group_tests_name("ledger", tests, NULL, NULL);
 }
