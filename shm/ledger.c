@@ -86,13 +86,17 @@ int ledger_init(struct ledger *l, size_t bytes)
     return robust_mutex_init(&l->lock);
 }
 
-/* Forgets every record: what a holder that died may have torn. */
+/* Forgets every record: what a holder that died may have torn.  The
+ * positions go on growing from the head (make_room starts the empty ring
+ * again at its beginning), so that a position handed out before names
+ * nothing made after: back at 0 it could name a new entry, or the middle
+ * of a record, for ledger_get. */
 static void empty(struct ledger *l)
 {
     atomic_fetch_add_explicit(&l->lost, l->entries, memory_order_relaxed);
     memset(index_of(l), 0, (l->mask + 1) * sizeof(uint64_t));
     l->entries = 0;
-    l->tail = l->head = 0;
+    l->tail = l->head;
 }
 
 int ledger_lock(struct ledger *l)

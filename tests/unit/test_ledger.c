@@ -363,6 +363,34 @@ static void a_refused_key_dedupes_its_accepted_retry(void **state)
     unmake(l, LEDGER_MIN_BYTES);
 }
 
+/* After a dead holder's ledger is emptied, a handle taken before names no
+ * entry made after: positions keep growing, so the first entry made next is
+ * not at the old one's position. */
+static void a_handle_from_before_an_emptying_names_nothing_after(void **state)
+{
+    struct ledger *l = make(LEDGER_MIN_BYTES);
+    struct push_status s;
+    uint64_t ha, hb;
+    pid_t pid;
+    int st;
+
+    (void)state;
+    ha = push_status_begin(l, "push-a", 6, "", 0, 1, 0);
+    assert_true(ha != 0);
+    if ((pid = fork()) == 0) {
+        ledger_lock(l);
+        raise(SIGKILL);
+    }
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    hb = push_status_begin(l, "push-b", 6, "", 0, 1, 0);
+    assert_true(hb != 0 && hb != ha);
+    push_status_outcome(l, ha, PUSH_DELIVERED, "t", 1, NULL, 0, 1000); /* push a's target */
+    assert_int_equal(push_status_read(l, "push-b", 6, 0, &s, each_error, NULL), 1);
+    assert_int_equal(s.delivered, 0);
+    assert_int_equal(push_status_pending(&s), 1);
+    unmake(l, LEDGER_MIN_BYTES);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -376,6 +404,7 @@ int main(void)
         cmocka_unit_test(processes_share_one_ledger),
         cmocka_unit_test(a_key_expired_at_zero_is_taken_over),
         cmocka_unit_test(a_refused_key_dedupes_its_accepted_retry),
+        cmocka_unit_test(a_handle_from_before_an_emptying_names_nothing_after),
     };
     return cmocka_run_group_tests_name("ledger", tests, NULL, NULL);
 }
