@@ -158,7 +158,8 @@ static struct rec *rec_at(const struct ledger *l, uint64_t pos)
     if (pos < l->tail || pos >= l->head || (pos & 7) != 0)
         return NULL;
     r = (struct rec *)(ring_of(l) + pos % l->capacity);
-    if (r->len < sizeof(*r) || pos + r->len > l->head)
+    /* No record runs past the ring's end (a skip record goes before). */
+    if (r->len < sizeof(*r) || pos + r->len > l->head || r->len > l->capacity - pos % l->capacity)
         return NULL;
     return r;
 }
@@ -228,7 +229,8 @@ static void drop_oldest(struct ledger *l, uint64_t now_ms)
 {
     struct rec *r = (struct rec *)(ring_of(l) + l->tail % l->capacity);
 
-    if (r->len < sizeof(*r) || (r->len & 7) != 0 || l->tail + r->len > l->head) { /* cannot happen; start again rather than loop */
+    if (r->len < sizeof(*r) || (r->len & 7) != 0 || l->tail + r->len > l->head ||
+        r->len > l->capacity - l->tail % l->capacity) { /* cannot happen; start again rather than loop */
         empty(l);
         return;
     }
@@ -388,11 +390,13 @@ const void *ledger_next_note(const struct ledger *l, const struct ledger_ref *re
         return NULL;
     p = *cursor == 0 ? e->first_note : *cursor;
     if (p == 0 || p - 1 <= ref->pos || (r = rec_at(l, p - 1)) == NULL || r->type != REC_NOTE ||
-        ((struct note *)r)->len > r->len - sizeof(struct note)) {
+        r->len < sizeof(struct note) || ((struct note *)r)->len > r->len - sizeof(struct note)) {
         *cursor = UINT64_MAX;
         return NULL;
     }
-    *cursor = ((struct note *)r)->next != 0 ? ((struct note *)r)->next : UINT64_MAX;
+    /* Each note comes after the one before: a next that does not (torn)
+     * ends the chain rather than loop. */
+    *cursor = ((struct note *)r)->next > p ? ((struct note *)r)->next : UINT64_MAX;
     *n = ((struct note *)r)->len;
     return (struct note *)r + 1;
 }

@@ -391,6 +391,74 @@ static void a_handle_from_before_an_emptying_names_nothing_after(void **state)
     unmake(l, LEDGER_MIN_BYTES);
 }
 
+/* The ring of l: after the header and the index. */
+static unsigned char *ring(struct ledger *l)
+{
+    return (unsigned char *)l + ((sizeof(struct ledger) + 7) & ~(size_t)7) + (l->mask + 1) * sizeof(uint64_t);
+}
+
+/* A record whose length would take it past the ring's end is no record: its
+ * fields there are not read, nor written (as ledger_set_expiry would). */
+static void a_record_past_the_rings_end_is_refused(void **state)
+{
+    size_t bytes = LEDGER_MIN_BYTES, n = ledger_footprint(bytes);
+    struct ledger *l = mmap(NULL, n + 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    unsigned char *end;
+    struct ledger_ref ref;
+    uint32_t rec[2] = {64, 2 /* REC_ENTRY */}, live = 1;
+    uint16_t key_len = 8, body_len = 0;
+
+    (void)state;
+    assert_true(l != MAP_FAILED);
+    assert_int_equal(ledger_init(l, bytes), 0);
+    end = ring(l) + l->capacity;
+    /* What a torn write could leave: a record 8 bytes before the end, 64 long,
+     * and past the end (the next thing in the region) bytes that look like
+     * the rest of a live entry. */
+    memcpy(end - 8, rec, sizeof(rec));
+    memcpy(end + 32, &live, sizeof(live));
+    memcpy(end + 36, &key_len, sizeof(key_len));
+    memcpy(end + 38, &body_len, sizeof(body_len));
+    l->tail = l->capacity - 8;
+    l->head = l->capacity + 56;
+    assert_int_equal(ledger_lock(l), 0);
+    ref.pos = l->capacity - 8;
+    assert_int_equal(ledger_get(l, &ref), 0);
+    ledger_unlock(l);
+    munmap(l, n + 4096);
+}
+
+/* A note chain that loops back (a torn or scribbled next) ends. */
+static void a_looping_note_chain_ends(void **state)
+{
+    struct ledger *l = make(LEDGER_MIN_BYTES);
+    struct ledger_ref ref;
+    uint64_t cursor = 0, first, second;
+    size_t len;
+    int seen = 0;
+
+    (void)state;
+    assert_int_equal(ledger_lock(l), 0);
+    assert_int_equal(ledger_add(l, "e", 1, 8, LEDGER_NEVER, 0, &ref), 1);
+    assert_int_equal(ref.pos, 0);
+    assert_int_equal(ledger_note(l, &ref, "one", 3, 0), 1);
+    assert_int_equal(ledger_note(l, &ref, "two", 3, 0), 1);
+    first = 64;                  /* the entry: 48 bytes, its body 8, its key 8 */
+    second = first + 32;         /* a note: 24 bytes and its 3, padded */
+    memcpy(ring(l) + second + 8, &(uint64_t){first + 1}, 8); /* the second's next: the first */
+    while (ledger_next_note(l, &ref, &cursor, &len) != NULL && seen < 10)
+        seen++;
+    assert_int_equal(seen, 2);
+    /* A note record too short for a note's header gives no note, whatever
+     * length it says its bytes have. */
+    memcpy(ring(l) + first, &(uint32_t){8}, 4);
+    memcpy(ring(l) + first + 16, &(uint32_t){4000}, 4);
+    cursor = 0;
+    assert_null(ledger_next_note(l, &ref, &cursor, &len));
+    ledger_unlock(l);
+    unmake(l, LEDGER_MIN_BYTES);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -405,6 +473,8 @@ int main(void)
         cmocka_unit_test(a_key_expired_at_zero_is_taken_over),
         cmocka_unit_test(a_refused_key_dedupes_its_accepted_retry),
         cmocka_unit_test(a_handle_from_before_an_emptying_names_nothing_after),
+        cmocka_unit_test(a_record_past_the_rings_end_is_refused),
+        cmocka_unit_test(a_looping_note_chain_ends),
     };
     return cmocka_run_group_tests_name("ledger", tests, NULL, NULL);
 }
