@@ -100,7 +100,7 @@ int push_status_read(struct ledger *l, const char *id, size_t id_len, uint64_t n
         found = 1;
         memcpy(out, ref.body, sizeof(*out));
         out->app[sizeof(out->app) - 1] = '\0';
-        while ((n = ledger_next_note(l, &ref, &cursor, &len)) != NULL) {
+        while (each_error != NULL && (n = ledger_next_note(l, &ref, &cursor, &len)) != NULL) {
             uint16_t tl, rl;
             if (len < 4)
                 break;

@@ -63,8 +63,8 @@ static inline uint64_t push_status_track(struct ledger *l, const struct fcmd_opt
 void push_status_outcome(struct ledger *l, uint64_t h, enum push_outcome o, const char *token, size_t token_len,
                          const char *reason, uint64_t now_ms, uint64_t ttl_ms);
 
-/* Copies the entry of id into *out and calls each_error for its errors in
- * order (under the ledger's lock: keep it short).  Returns 1, or 0 when no
+/* Copies the entry of id into *out and calls each_error (unless NULL) for
+ * its errors in order (under the ledger's lock: keep it short).  Returns 1, or 0 when no
  * entry is there (never made, dropped or expired). */
 int push_status_read(struct ledger *l, const char *id, size_t id_len, uint64_t now_ms, struct push_status *out,
                      void (*each_error)(void *arg, const char *token, size_t token_len, const char *reason,

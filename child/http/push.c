@@ -103,6 +103,16 @@ static void wait_gone(void *p)
         unlink_wait(w->hs, w);
 }
 
+/* Whether id's push is known and still pending: its counts alone, none of
+ * its errors, since most looks find it pending and answer nothing. */
+static int still_pending(struct http_server *hs, const char *id, size_t id_len)
+{
+    struct push_status s;
+
+    return push_status_read(hs->shm->push_status, id, id_len, ledger_now_ms(), &s, NULL, NULL) &&
+           push_status_pending(&s) > 0;
+}
+
 static void on_wait_tick(uv_timer_t *t)
 {
     struct http_server *hs = t->data;
@@ -114,9 +124,10 @@ static void on_wait_tick(uv_timer_t *t)
         int last = now >= w->deadline_ms || *hs->stopping;
         h2o_req_t *req = w->req;
         next = n->next;
-        if (answer(hs, req, w->id, w->id_len, last) && !last)
-            continue; /* still pending: it waits on */
-        unlink_wait(hs, w);
+        if (!last && still_pending(hs, w->id, w->id_len))
+            continue; /* it waits on */
+        unlink_wait(hs, w); /* out of the list before its answer goes */
+        answer(hs, req, w->id, w->id_len, 1);
         conn_progress(hs->conns, req);
         http_count(hs, EP_PUSH, req->res.status, w->start);
     }
