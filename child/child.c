@@ -19,6 +19,7 @@
 #include "upstream/sender.h"
 #include "store/spool.h"
 #include "upstream/upstream.h"
+#include "webhook/webhook.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -73,6 +74,9 @@ static void on_stop_tick(uv_timer_t *t)
     /* What this child counted reaches Redis before it goes (fleet mode). */
     if (c->fleet != NULL && !fleet_flushed(c->fleet) && now < c->stop_deadline)
         return;
+    /* The webhook's events go out before the worker does. */
+    if (!webhook_settled(c->webhook) && now < c->stop_deadline)
+        return;
     /* ...and so do the acknowledgements of the queue in Redis. */
     if (c->fq != NULL && !fleet_queue_settled(c->fq) && now < c->stop_deadline)
         return;
@@ -92,6 +96,7 @@ static void on_stop_signal(uv_signal_t *s, int signo)
     }
     c->stopping = 1;
     spool_stop(c->spool);
+    webhook_stop(c->webhook);
     if (c->fq != NULL)
         fleet_queue_stop(c->fq);
     graphite_stop(c->graphite);
@@ -180,6 +185,21 @@ static void on_rescan_signal(uv_signal_t *h, int signo)
 {
     (void)signo;
     spool_scan(((struct child *)h->data)->spool);
+}
+
+/* The sender's word of each final outcome, for the webhook. */
+static void tell_webhook(void *webhook, const struct push *p, const struct target *t, int outcome,
+                         const char *reason, const char *canonical, int last)
+{
+    webhook_outcome(webhook, p, t, outcome, reason, canonical, last);
+}
+
+static int start_webhook(struct child *c, unsigned slot)
+{
+    if ((c->webhook = webhook_start(&c->loop, c->opts, c->shm, slot, c->sender)) == NULL)
+        return -1;
+    sender_on_outcome(c->sender, tell_webhook, c->webhook);
+    return 0;
 }
 
 /* The sender's word that targets are done for good, for the spool. */
@@ -445,6 +465,9 @@ static void teardown(struct child *c)
     c->fleet = NULL;
     spool_close(c->spool);
     c->spool = NULL;
+    /* Its batch in flight is a transfer on the sender's multi handle. */
+    webhook_free(c->webhook);
+    c->webhook = NULL;
     /* The sender stopped (child_main()) before the adapters go that built
      * its jobs, and the adapters' own transfers (a token request) go before
      * the sender. */
@@ -491,6 +514,7 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
     uv_timer_init(&c->loop, &c->stop_timer);
     c->stop_timer.data = c;
     if (create_upstreams(c) != 0 || (c->sender = create_sender(c, slot)) == NULL || start_upstreams(c) != 0 ||
+        (options_has_webhook(o) && start_webhook(c, slot) != 0) ||
         (o->spool != NULL && open_spool(c) != 0) ||
         (o->redis != NULL && (c->fleet = fleet_start(&c->loop, o->redis, o->redis_password, shm, slot,
                                                      (unsigned)o->redis_drain_lease)) == NULL) ||

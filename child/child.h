@@ -27,6 +27,7 @@ struct graphite;
 struct spool;
 struct fleet;
 struct fleet_queue;
+struct webhook;
 
 /* After its pending work is done, a stopping child gives open HTTP
  * connections this long to finish the request they carry. */
@@ -63,6 +64,7 @@ struct child {
     struct spool *spool;          /* with --spool, else NULL */
     struct fleet *fleet;          /* with --redis, else NULL */
     struct fleet_queue *fq;       /* with --redis-queue, else NULL */
+    struct webhook *webhook;      /* with a webhook for the instance or an app, else NULL */
     uv_signal_t sigusr2;          /* the master: a child died, look for its spool segments */
     struct conn_set conns;        /* open HTTP connections */
     struct http_server http;      /* what the endpoints reach */

@@ -111,6 +111,11 @@ static const struct opt_def opt_table[] = {
     BOOL(redis_queue, "redis-queue"),
     INT(redis_claim_after, "redis-claim-after", 1, 86400),
     LONG(redis_queue_max, "redis-queue-max", 1, 1000000000),
+    STR(webhook, "webhook"),
+    STR(webhook_secret_file, "webhook-secret-file"),
+    STR(webhook_events, "webhook-events"),
+    INT(webhook_max_age, "webhook-max-age", 1, 30 * 86400),
+    LONG(webhook_queue_bytes, "webhook-queue-bytes", 1L << 16, 1L << 40),
     BOOL(help, "help"),
     BOOL(help, "h"),
     BOOL(version, "version"),
@@ -188,6 +193,15 @@ const char *const options_usage[] = {
     "  --spool-fsync MODE        never, batch or always [batch]\n"
     "  --spool-max-bytes N       bound on the spool; /gcm/send answers 503 beyond it [1 GiB]\n"
     "  --spool-segment-bytes N   size at which a segment file is replaced [16 MiB]\n"
+    ,
+    "Webhook (outcome events POSTed in batches to the operator's receiver):\n"
+    "  --webhook URL             the receiver, http:// or https:// [off]\n"
+    "  --webhook-secret-file F   sign each batch with the first line of F (or FCMD_WEBHOOK_SECRET):\n"
+    "                            X-Fcmd-Signature: t=UNIX,v1=hex HMAC-SHA256(secret, \"UNIX.BODY\")\n"
+    "  --webhook-events LIST     of delivered, invalid, canonical, failed, done, or all\n"
+    "                            [invalid,canonical,failed]\n"
+    "  --webhook-max-age S       events are retried this long, then dropped and counted [86400]\n"
+    "  --webhook-queue-bytes N   memory for events waiting, per instance, without --spool [67108864]\n"
     "Fleet:\n"
     "  --redis URL               redis://HOST[:PORT][/DB] or unix:///PATH[?db=N]: report fleet totals [off]\n"
     "  --redis-password-file F   Redis' password, from the first line of F (or FCMD_REDIS_PASSWORD);\n"
@@ -238,6 +252,42 @@ void options_defaults(struct fcmd_options *o)
     o->spool_segment_bytes = 16L << 20;
     o->redis_claim_after = 30;
     o->redis_queue_max = 1000000;
+    o->webhook_events = "invalid,canonical,failed";
+    o->webhook_max_age = 86400;
+    o->webhook_queue_bytes = 64L << 20;
+}
+
+int options_has_webhook(const struct fcmd_options *o)
+{
+    if (o->webhook != NULL)
+        return 1;
+    for (size_t i = 0; i < o->napps; i++)
+        if (o->apps[i].o.webhook != NULL)
+            return 1;
+    return 0;
+}
+
+int options_webhook_events(const struct fcmd_options *o)
+{
+    static const struct {
+        const char *word;
+        int bits;
+    } events[] = {{"delivered", WEBHOOK_DELIVERED}, {"invalid", WEBHOOK_INVALID}, {"canonical", WEBHOOK_CANONICAL},
+                  {"failed", WEBHOOK_FAILED},       {"done", WEBHOOK_DONE},       {"all", WEBHOOK_ALL}};
+    const char *p = o->webhook_events;
+    int bits = 0;
+
+    while (*p) {
+        size_t n = strcspn(p, ","), i;
+        for (i = 0; i < sizeof(events) / sizeof(events[0]); i++)
+            if (n == strlen(events[i].word) && strncmp(p, events[i].word, n) == 0)
+                break;
+        if (i == sizeof(events) / sizeof(events[0]))
+            return -1;
+        bits |= events[i].bits;
+        p += n + (p[n] == ',');
+    }
+    return bits == 0 ? -1 : bits;
 }
 
 int options_auth_scopes(const struct fcmd_options *o)
@@ -540,6 +590,33 @@ static int validate_vapid(const struct fcmd_options *o, char *err, size_t errlen
     return 0;
 }
 
+/* The receiver's URL comes from the operator alone; it still goes into a
+ * request line, so it has no space or control character. */
+static int validate_webhook(const struct fcmd_options *o, char *err, size_t errlen)
+{
+    char url[512];
+
+    if (options_webhook_events(o) < 0) {
+        snprintf(err, errlen, "--webhook-events: \"%.80s\" is not a list of delivered, invalid, canonical, failed, "
+                 "done, all", o->webhook_events);
+        return -1;
+    }
+    if (o->webhook == NULL)
+        return 0;
+    for (const char *p = o->webhook; *p != '\0'; p++) {
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f) {
+            snprintf(err, errlen, "--webhook: the URL has a space or a control character");
+            return -1;
+        }
+    }
+    if (!url_ok(o->webhook) || strlen(o->webhook) > 2048) {
+        snprintf(err, errlen, "--webhook: \"%s\" is not an http:// or https:// URL of at most 2048 bytes",
+                 log_url(o->webhook, url, sizeof(url)));
+        return -1;
+    }
+    return 0;
+}
+
 int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
 {
     char url[512];
@@ -619,7 +696,8 @@ int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
         snprintf(err, errlen, "--apikey: the key contains a line break");
         return -1;
     }
-    if (validate_apns(o, err, errlen) != 0 || validate_vapid(o, err, errlen) != 0)
+    if (validate_apns(o, err, errlen) != 0 || validate_vapid(o, err, errlen) != 0 ||
+        validate_webhook(o, err, errlen) != 0)
         return -1;
     return validate_redis(o, err, errlen);
 }

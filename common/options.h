@@ -83,6 +83,11 @@ struct fcmd_options {
     int redis_queue;                 /* accepted pushes go to a Redis stream shared by the fleet */
     int redis_claim_after;           /* seconds: pushes of a consumer silent this long are taken over */
     long redis_queue_max;            /* pushes the stream may hold before /gcm/send answers 503 */
+    const char *webhook;             /* the receiver of outcome events: an http:// or https:// URL, or NULL */
+    const char *webhook_secret_file; /* the key of their signature, read from a file by the master */
+    const char *webhook_events;      /* which outcomes it is told of (options_webhook_events) */
+    int webhook_max_age;             /* seconds an event is retried before it is dropped */
+    long webhook_queue_bytes;        /* events held in memory per instance, without --spool */
     int help;
     int version;
     /* Loaded by the master before the fork; children inherit them. */
@@ -91,6 +96,7 @@ struct fcmd_options {
     const char *redis_password; /* from redis_password_file or FCMD_REDIS_PASSWORD, or NULL */
     void *apns_pkey;            /* EVP_PKEY of apns_key, when set */
     void *vapid_pkey;           /* EVP_PKEY of vapid_key, when set */
+    const char *webhook_secret; /* from webhook_secret_file or FCMD_WEBHOOK_SECRET, or NULL */
     /* [app NAME] sections: each app's own settings, in the file's order. */
     const struct fcmd_app *apps;
     size_t napps;
@@ -144,6 +150,21 @@ int options_socket_mode(const struct fcmd_options *o);
 
 /* The scopes of --auth-scopes as AUTH_* bits, or -1 when a word is unknown. */
 int options_auth_scopes(const struct fcmd_options *o);
+
+/* The outcomes a webhook is told of: WEBHOOK_* bits. */
+#define WEBHOOK_DELIVERED 1
+#define WEBHOOK_INVALID 2
+#define WEBHOOK_CANONICAL 4
+#define WEBHOOK_FAILED 8
+#define WEBHOOK_DONE 16
+#define WEBHOOK_ALL 31
+
+/* The events of --webhook-events as WEBHOOK_* bits, or -1 when a word is
+ * unknown or the list is empty. */
+int options_webhook_events(const struct fcmd_options *o);
+
+/* Whether the instance or any of its apps has a webhook. */
+int options_has_webhook(const struct fcmd_options *o);
 
 /* Splits --graphite into host and port.  Returns 0, or -1 when it is not
  * HOST:PORT (options_validate says so). */

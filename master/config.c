@@ -80,6 +80,11 @@ static const struct {
     {"redis", "queue", "redis-queue"},
     {"redis", "claim_after", "redis-claim-after"},
     {"redis", "queue_max", "redis-queue-max"},
+    {"webhook", "url", "webhook"},
+    {"webhook", "secret_file", "webhook-secret-file"},
+    {"webhook", "events", "webhook-events"},
+    {"webhook", "max_age", "webhook-max-age"},
+    {"webhook", "queue_bytes", "webhook-queue-bytes"},
 };
 
 /* What an [app NAME] section may hold: its credentials and where they go. */
@@ -98,6 +103,9 @@ static const struct {
     {"apns_url", "apns-url"},
     {"vapid_key", "vapid-key"},
     {"vapid_subject", "vapid-subject"},
+    {"webhook", "webhook"},
+    {"webhook_secret_file", "webhook-secret-file"},
+    {"webhook_events", "webhook-events"},
 };
 
 /* inih keeps this many bytes of a section's name (its INI_MAX_SECTION - 1):

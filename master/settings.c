@@ -186,6 +186,16 @@ static int load_token(struct settings *s, char *err, size_t errlen)
     return load_secret(&src, &s->auth_token, &s->o.auth_token, err, errlen);
 }
 
+/* The webhook's signing key: from --webhook-secret-file, else from
+ * FCMD_WEBHOOK_SECRET. */
+static int load_webhook_secret(struct settings *s, char *err, size_t errlen)
+{
+    struct secret_source src = {"--webhook-secret-file", s->o.webhook_secret_file, "FCMD_WEBHOOK_SECRET",
+                                s->env != NULL ? s->env->webhook_secret : NULL, "secret"};
+
+    return load_secret(&src, &s->webhook_secret, &s->o.webhook_secret, err, errlen);
+}
+
 /* Redis' password: from --redis-password-file, else from FCMD_REDIS_PASSWORD.
  * One a worker could not send (longer than its buffer) is refused here, at
  * start, rather than dropped silently in every worker. */
@@ -246,7 +256,8 @@ int settings_env_take(struct settings_env *env, char *err, size_t errlen)
     memset(env, 0, sizeof(*env));
     if (env_take_one("FCMD_APIKEY", &env->apikey, err, errlen) != 0 ||
         env_take_one("FCMD_AUTH_TOKEN", &env->auth_token, err, errlen) != 0 ||
-        env_take_one("FCMD_REDIS_PASSWORD", &env->redis_password, err, errlen) != 0) {
+        env_take_one("FCMD_REDIS_PASSWORD", &env->redis_password, err, errlen) != 0 ||
+        env_take_one("FCMD_WEBHOOK_SECRET", &env->webhook_secret, err, errlen) != 0) {
         settings_env_free(env);
         return -1;
     }
@@ -266,7 +277,8 @@ void settings_env_free(struct settings_env *env)
     free_secret(env->apikey);
     free_secret(env->auth_token);
     free_secret(env->redis_password);
-    env->apikey = env->auth_token = env->redis_password = NULL;
+    free_secret(env->webhook_secret);
+    env->apikey = env->auth_token = env->redis_password = env->webhook_secret = NULL;
 }
 
 static void runas_resolve(const struct fcmd_options *o, struct runas *r)
@@ -512,6 +524,17 @@ static int load_app(struct settings *s, size_t i, char *err, size_t errlen)
     }
     if (cr->apikey != NULL)
         a->o.apikey = cr->apikey;
+    /* Its own webhook's key, else the instance's. */
+    if (a->o.webhook_secret_file != s->o.webhook_secret_file) {
+        if (load_secret_file("webhook_secret_file", a->o.webhook_secret_file, "secret", &cr->webhook_secret, why,
+                             sizeof(why)) != 0) {
+            snprintf(err, errlen, "[app %s]: %s", a->name, why);
+            return -1;
+        }
+        a->o.webhook_secret = cr->webhook_secret;
+    } else {
+        a->o.webhook_secret = s->o.webhook_secret;
+    }
     if (a->o.service_account != NULL) {
         if (service_account_load(a->o.service_account, &cr->sa, why, sizeof(why)) != 0) {
             snprintf(err, errlen, "[app %s]: %s", a->name, why);
@@ -606,6 +629,8 @@ struct settings *settings_load(int argc, char **argv, const struct settings_env 
         goto fail;
     if (load_redis_password(s, err, errlen) != 0)
         goto fail;
+    if (load_webhook_secret(s, err, errlen) != 0)
+        goto fail;
     if (s->o.auth_token != NULL && usable_token(&s->o, err, errlen) != 0)
         goto fail;
     if (s->o.tls_cert != NULL && (s->o.tls_ctx = tls_context(&s->o, err, errlen)) == NULL)
@@ -640,6 +665,7 @@ void settings_free(struct settings *s)
         EVP_PKEY_free(s->apps[i].o.apns_pkey);
         EVP_PKEY_free(s->apps[i].o.vapid_pkey);
         free_secret(s->app_creds[i].apikey);
+        free_secret(s->app_creds[i].webhook_secret);
     }
     free(s->apps);
     free(s->app_creds);
@@ -649,6 +675,7 @@ void settings_free(struct settings *s)
     free_secret(s->auth_token);
     free_secret(s->apikey);
     free_secret(s->redis_password);
+    free_secret(s->webhook_secret);
     config_strings_free(&s->strings);
     free(s);
 }
@@ -668,7 +695,7 @@ static int url_has_userinfo(const char *url)
 static int app_holds_secret(const struct fcmd_options *o)
 {
     return o->apikey != NULL || o->sa != NULL || o->apns_pkey != NULL || o->vapid_pkey != NULL ||
-           url_has_userinfo(o->gcm_url) || url_has_userinfo(o->fcm_url) || url_has_userinfo(o->apns_url);
+           o->webhook_secret != NULL || url_has_userinfo(o->webhook) || url_has_userinfo(o->gcm_url) || url_has_userinfo(o->fcm_url) || url_has_userinfo(o->apns_url);
 }
 
 static int nonempty(const char *secret)
@@ -685,7 +712,8 @@ int settings_holds_secret(const struct settings *s)
         (s->o.redis != NULL && strchr(s->o.redis, '@') != NULL))
         return 1;
     /* What the environment gave is kept for every reload, taken or not. */
-    if (env != NULL && (nonempty(env->apikey) || nonempty(env->auth_token) || nonempty(env->redis_password)))
+    if (env != NULL && (nonempty(env->apikey) || nonempty(env->auth_token) || nonempty(env->redis_password) ||
+                        nonempty(env->webhook_secret)))
         return 1;
     for (size_t i = 0; i < s->o.napps; i++)
         if (app_holds_secret(&s->apps[i].o))

@@ -20,12 +20,14 @@ struct settings_env {
     char *apikey;
     char *auth_token;
     char *redis_password;
+    char *webhook_secret;
 };
 
 /* What one [app NAME] section loaded: the app's own credentials. */
 struct settings_app {
     struct service_account sa; /* when its service_account is set; its o.sa points here */
     char *apikey;              /* read from its apikey_file */
+    char *webhook_secret;      /* read from its webhook_secret_file */
 };
 
 struct settings {
@@ -37,6 +39,7 @@ struct settings {
     char *auth_token;               /* read from auth_token_file; o.auth_token points here */
     char *apikey;                   /* read from apikey_file; o.apikey points here */
     char *redis_password;           /* read from redis_password_file; o.redis_password points here */
+    char *webhook_secret;           /* read from webhook_secret_file; o.webhook_secret points here */
     const struct settings_env *env; /* what settings_load was given, for the next reload */
 };
 

@@ -71,7 +71,19 @@ enum shm_gauge {
     SHM_SPOOL_MAX_BYTES,   /* spool_max_bytes, a bound of the whole instance: summed, it is the largest (shm_sum) */
     SHM_REDIS_DOWN,        /* 1 while the child's counts do not reach Redis (fleet_ready() is 0) */
     SHM_PUSH_WAITERS,      /* GET /push/{id}?wait= requests waiting */
+    SHM_WEBHOOK_PENDING,   /* webhook events waiting to be acknowledged */
+    SHM_WEBHOOK_BYTES,     /* the memory they hold, against webhook_queue_bytes */
+    SHM_WEBHOOK_OLDEST_AT, /* when the oldest of them was made, Unix ms; 0 for none (the oldest is the least) */
     SHM_NGAUGES
+};
+
+/* What the webhook counts, kept apart from the counters above, which the
+ * fleet's hash in Redis mirrors one for one. */
+enum shm_webhook_counter {
+    SHM_WEBHOOK_SENT,     /* events a receiver acknowledged */
+    SHM_WEBHOOK_FAILED,   /* POSTs of a batch that were not acknowledged */
+    SHM_WEBHOOK_DROPPED,  /* events dropped: past --webhook-max-age, over --webhook-queue-bytes, or at exit */
+    SHM_WEBHOOK_NCOUNTERS
 };
 
 /* The two drain lists, whose drops are counted by list. */
@@ -125,6 +137,7 @@ enum shm_labels {
 #define SHM_APNS (1u << 5)       /* in the report's "apns" object; in /metrics after the targets by upstream */
 #define SHM_METRICS (1u << 6)    /* /metrics */
 #define SHM_GRAPHITE (1u << 7)   /* Graphite */
+#define SHM_WITH_WEBHOOK (1u << 8) /* /gcm/report when a webhook is configured */
 #define SHM_SERIES (SHM_METRICS | SHM_GRAPHITE)
 
 /* Where a row's value is: "at" is its offset in struct shm_totals, or

@@ -113,11 +113,17 @@ void shm_sum(const struct shm_region *r, struct shm_totals *out)
             int64_t v = LOAD(s->gauges[g]);
             /* Each worker holds the one bound of the whole spool: the
              * largest (a reload may change it), not their sum. */
-            if (g != SHM_SPOOL_MAX_BYTES)
+            if (g == SHM_WEBHOOK_OLDEST_AT) {
+                if (v > 0 && (out->gauges[g] == 0 || v < out->gauges[g]))
+                    out->gauges[g] = v;
+            } else if (g != SHM_SPOOL_MAX_BYTES) {
                 out->gauges[g] += v;
-            else if (v > out->gauges[g])
+            } else if (v > out->gauges[g]) {
                 out->gauges[g] = v;
+            }
         }
+        for (unsigned c = 0; c < SHM_WEBHOOK_NCOUNTERS; c++)
+            out->webhook[c] += LOAD(s->webhook[c]);
         for (unsigned c = 0; c < CAUSE_COUNT; c++) {
             out->failures_by[c] += LOAD(s->failures_by[c]);
             out->retries_by[c] += LOAD(s->retries_by[c]);
@@ -145,6 +151,12 @@ void shm_sum(const struct shm_region *r, struct shm_totals *out)
     out->push_status_evicted = atomic_load(&r->push_status->evicted);
     out->push_status_lost = atomic_load(&r->push_status->lost);
     out->uptime_seconds = now > started ? now - started : 0;
+    if (out->gauges[SHM_WEBHOOK_OLDEST_AT] > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - out->gauges[SHM_WEBHOOK_OLDEST_AT];
+        out->webhook_oldest_seconds = ms > 0 ? (uint64_t)ms / 1000 : 0;
+    }
 }
 
 int64_t shm_settle_slot(struct shm_region *r, unsigned slot, enum shm_settle how)
@@ -157,6 +169,10 @@ int64_t shm_settle_slot(struct shm_region *r, unsigned slot, enum shm_settle how
     if (left > 0 && how != SHM_SETTLE_QUEUED)
         shm_add(s, how == SHM_SETTLE_SPOOLED ? SHM_LEFT_IN_SPOOL : SHM_LOST, (uint64_t)left);
     atomic_store(&s->no_token, (uint64_t)0);
+    /* The webhook events it held in memory went with it. */
+    int64_t events = atomic_load(&s->gauges[SHM_WEBHOOK_PENDING]);
+    if (events > 0)
+        atomic_fetch_add(&s->webhook[SHM_WEBHOOK_DROPPED], (uint64_t)events);
     /* A dead child holds no queue, no requests and no connections. */
     for (unsigned g = 0; g < SHM_NGAUGES; g++)
         atomic_store(&s->gauges[g], 0);

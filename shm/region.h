@@ -25,7 +25,7 @@
 #include "provider_token.h"
 
 #define SHM_MAGIC 0x66636d64u /* "fcmd" */
-#define SHM_VERSION 7u
+#define SHM_VERSION 8u
 #define SHM_MAX_SLOTS 256
 
 /* The same outcomes per upstream (one set per line of FCMD_PROVIDERS, in
@@ -49,6 +49,7 @@ struct shm_slot {
     /* Fleet mode: the counters as of the last flush Redis confirmed, so a
      * respawned child goes on from there (child/fleet/fleet.c). */
     _Atomic uint64_t fleet_base[SHM_NCOUNTERS];
+    _Atomic uint64_t webhook[SHM_WEBHOOK_NCOUNTERS];
 };
 
 /* The apps' rows: row 0 is the default app's, rows 1.. are named apps'.  The
@@ -105,6 +106,8 @@ struct shm_totals {
     uint64_t push_statuses;       /* entries of the push statuses */
     uint64_t push_status_evicted; /* dropped for room before their time */
     uint64_t push_status_lost;    /* forgotten with a ledger a dying writer may have torn */
+    uint64_t webhook[SHM_WEBHOOK_NCOUNTERS];
+    uint64_t webhook_oldest_seconds; /* the age of the oldest event waiting, 0 for none */
 };
 
 /* Maps and initialises a region whose drain lists hold list_bytes each, and

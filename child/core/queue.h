@@ -37,6 +37,7 @@ struct push {
     struct push *fq_prev, *fq_next;   /* the entries a worker holds (child/fleet/fleet_queue.c) */
     size_t bytes;           /* what it holds, targets included, against max_bytes */
     size_t ntargets;        /* targets it was made with */
+    uint32_t delivered, invalid, failed; /* outcomes in this process (canonical ones are delivered) */
     struct target *staged;  /* its targets until queue_commit(), else NULL */
     char text[]; /* storage for the strings above */
 };

@@ -147,7 +147,8 @@ int http_on_report(struct http_server *hs, h2o_req_t *req)
     char app[APP_NAME_MAX + 2]; /* one byte more than a name: a longer value is no app's */
     long app_len = http_query_get(req, "app", app, sizeof(app));
     unsigned want =
-        SHM_REPORT | (hs->opts->spool != NULL ? SHM_WITH_SPOOL : 0) | (hs->opts->sa != NULL ? SHM_WITH_SA : 0);
+        SHM_REPORT | (hs->opts->spool != NULL ? SHM_WITH_SPOOL : 0) | (hs->opts->sa != NULL ? SHM_WITH_SA : 0) |
+        (options_has_webhook(hs->opts) ? SHM_WITH_WEBHOOK : 0);
 
     if (http_wrong_method(req, "GET"))
         return 0;

@@ -79,6 +79,8 @@ struct sender {
     struct retry_set retries;
     sender_ack_fn *ack;  /* with --spool: told of targets done for good */
     void *ack_arg;
+    sender_outcome_fn *told; /* with a webhook: told of each final outcome */
+    void *told_arg;
     CURL **pool;         /* idle easy handles */
     size_t npool;
     size_t inflight;
@@ -383,14 +385,25 @@ static void count(struct sender *s, const struct push *p, enum shm_upstream_coun
     shm_app_add(s->shm, s->slot, shm_app_row_of(s->opts, p->app), (unsigned)p->upstream, c, n);
 }
 
-/* Applies one target's outcome; returns 1 when the target waits for a retry. */
-/* The outcome for the push's status (shm/push_status.h). */
-static void track(struct sender *s, const struct target *t, enum push_outcome po, const char *reason)
+/* A final outcome: for the push's status (shm/push_status.h), its counts,
+ * and whoever asked to be told (the webhook). */
+static void track(struct sender *s, struct target *t, enum push_outcome po, const char *reason, const char *canonical)
 {
-    push_status_outcome(s->shm->push_status, t->push->status, po, t->name, t->len, reason, ledger_now_ms(),
+    struct push *p = t->push;
+
+    push_status_outcome(s->shm->push_status, p->status, po, t->name, t->len, reason, ledger_now_ms(),
                         (uint64_t)s->opts->push_status_ttl * 1000);
+    if (po == PUSH_INVALID)
+        p->invalid++;
+    else if (po == PUSH_FAILED)
+        p->failed++;
+    else
+        p->delivered++;
+    if (s->told != NULL)
+        s->told(s->told_arg, p, t, (int)po, reason, canonical, p->refs == 1);
 }
 
+/* Applies one target's outcome; returns 1 when the target waits for a retry. */
 static int apply(struct sender *s, struct target *t, struct outcome *o)
 {
     switch (o->kind) {
@@ -400,21 +413,21 @@ static int apply(struct sender *s, struct target *t, struct outcome *o)
         count(s, t->push, SHM_UP_SUCCESSES, 1);
         /* Record: original '\0' canonical. */
         drainlist_append(s->shm->canonical, t->name, (size_t)t->len + 1, o->canonical, strlen(o->canonical));
+        shm_add(s->slot, SHM_SUCCESSES, 1);
+        track(s, t, PUSH_CANONICAL, NULL, o->canonical);
         free(o->canonical);
         o->canonical = NULL;
-        shm_add(s->slot, SHM_SUCCESSES, 1);
-        track(s, t, PUSH_CANONICAL, NULL);
         break;
     case OUTCOME_DELIVERED:
         shm_add(s->slot, SHM_SUCCESSES, 1);
         count(s, t->push, SHM_UP_SUCCESSES, 1);
-        track(s, t, PUSH_DELIVERED, NULL);
+        track(s, t, PUSH_DELIVERED, NULL, NULL);
         break;
     case OUTCOME_INVALID:
         shm_add(s->slot, SHM_NOTREGISTERED, 1);
         count(s, t->push, SHM_UP_NOTREGISTERED, 1);
         drainlist_append(s->shm->notregistered, t->name, t->len, NULL, 0);
-        track(s, t, PUSH_INVALID, o->reason);
+        track(s, t, PUSH_INVALID, o->reason, NULL);
         break;
     case OUTCOME_RETRY:
         if (!out_of_retries(s, t)) {
@@ -426,13 +439,13 @@ static int apply(struct sender *s, struct target *t, struct outcome *o)
         shm_add(s->slot, SHM_FAILURES, 1);
         count(s, t->push, SHM_UP_FAILURES, 1);
         atomic_fetch_add_explicit(&s->slot->failures_by[CAUSE_RETRIES_EXHAUSTED], 1, memory_order_relaxed);
-        track(s, t, PUSH_FAILED, o->reason);
+        track(s, t, PUSH_FAILED, o->reason, NULL);
         break;
     case OUTCOME_FAILED:
         shm_add(s->slot, SHM_FAILURES, 1);
         count(s, t->push, SHM_UP_FAILURES, 1);
         atomic_fetch_add_explicit(&s->slot->failures_by[o->cause], 1, memory_order_relaxed);
-        track(s, t, PUSH_FAILED, o->reason);
+        track(s, t, PUSH_FAILED, o->reason, NULL);
         break;
     }
     queue_finish(s->queue, t);
@@ -885,6 +898,12 @@ int sender_set_upstream(struct sender *s, int kind, struct upstream *up)
     }
     s->ups[up->app][kind] = up;
     return 0;
+}
+
+void sender_on_outcome(struct sender *s, sender_outcome_fn *fn, void *arg)
+{
+    s->told = fn;
+    s->told_arg = arg;
 }
 
 void sender_on_final(struct sender *s, sender_ack_fn *ack, void *arg)

@@ -54,6 +54,15 @@ struct push;
 typedef void sender_ack_fn(void *arg, struct push *p, const uint32_t *indexes, size_t n);
 void sender_on_final(struct sender *s, sender_ack_fn *ack, void *arg);
 
+/* Told of each target that reached its final outcome (an enum
+ * push_outcome), before the target is freed: reason for an invalid or failed
+ * one, the new token for a canonical one (else NULL), and last when it was
+ * the push's last target.  child.c hands them to the webhook. */
+struct target;
+typedef void sender_outcome_fn(void *arg, const struct push *p, const struct target *t, int outcome,
+                               const char *reason, const char *canonical, int last);
+void sender_on_outcome(struct sender *s, sender_outcome_fn *fn, void *arg);
+
 /* With --redis: instances(arg) says how many live instances share
  * --rate-limit (0 while unknown); asked once a second. */
 void sender_share_rate(struct sender *s, unsigned (*instances)(void *arg), void *arg);

@@ -50,6 +50,7 @@ static uint64_t sum_by_reason(const uint64_t *v)
 #define REASONS 32  /* /metrics by reason, Graphite NAME_by.REASON and NAME their sum */
 #define LISTS 64    /* /metrics by drain list */
 #define APNS 128    /* in the report's "apns" object */
+#define WEBHOOK 256 /* /gcm/report with a webhook */
 
 struct want {
     const char *name;
@@ -107,6 +108,13 @@ static size_t wants(const struct shm_totals *t, struct want *w)
     W("push_waiters", "push_waiters", "gauge", (uint64_t)g[SHM_PUSH_WAITERS], GRAPHITE);
     W("push_status_evicted", "push_status_evicted_total", "counter", t->push_status_evicted, LOCAL | GRAPHITE);
     W("push_status_lost", "push_status_lost_total", "counter", t->push_status_lost, LOCAL | GRAPHITE);
+    W("webhook_events", "webhook_events_total", "counter", t->webhook[SHM_WEBHOOK_SENT], WEBHOOK | GRAPHITE);
+    W("webhook_failed_attempts", "webhook_failed_attempts_total", "counter", t->webhook[SHM_WEBHOOK_FAILED],
+      WEBHOOK | GRAPHITE);
+    W("webhook_dropped", "webhook_dropped_total", "counter", t->webhook[SHM_WEBHOOK_DROPPED], WEBHOOK | GRAPHITE);
+    W("webhook_pending", "webhook_pending", "gauge", (uint64_t)g[SHM_WEBHOOK_PENDING], WEBHOOK | GRAPHITE);
+    W("webhook_queue_bytes", "webhook_queue_bytes", "gauge", (uint64_t)g[SHM_WEBHOOK_BYTES], WEBHOOK | GRAPHITE);
+    W("webhook_oldest_seconds", "webhook_oldest_seconds", "gauge", t->webhook_oldest_seconds, WEBHOOK | GRAPHITE);
     WBY("failures", "failures_total", "counter", c[SHM_FAILURES], LOCAL | FLEET | GRAPHITE | REASONS, t->failures_by);
     WBY("retries", "retries_total", "counter", c[SHM_RETRIES], LOCAL | FLEET | GRAPHITE | REASONS, t->retries_by);
     WBY("dropped", "drain_dropped_total", "counter", t->dropped[0] + t->dropped[1], LOCAL | FLEET | LISTS, t->dropped);
@@ -136,7 +144,7 @@ static const struct want *find(const struct want *w, size_t n, const char *name)
 static void every_row_is_known_and_every_name_has_a_row(void **state)
 {
     struct shm_totals t;
-    struct want w[64];
+    struct want w[80];
     size_t n;
 
     (void)state;
@@ -185,7 +193,7 @@ static void expect_line(const char *text, const char *what, const char *fmt, ...
 static void prometheus_shows_each_series_with_its_value(void **state)
 {
     struct shm_totals t;
-    struct want w[64];
+    struct want w[80];
     struct buf b = BUF_INIT;
     const char *last = NULL;
     size_t n;
@@ -234,7 +242,7 @@ static void prometheus_shows_each_series_with_its_value(void **state)
 static void graphite_shows_each_leaf_with_its_value(void **state)
 {
     struct shm_totals t;
-    struct want w[64];
+    struct want w[80];
     struct buf b = BUF_INIT;
     size_t n;
 
@@ -375,9 +383,19 @@ static void report_keys_come_in_gocm_order_with_their_values(void **state)
                                         "replayed",
                                         "idempotent_duplicates",
                                         NULL};
+    static const char *const with_webhook[] = {"attempts", "failures", "pending", "canonicals", "notregistered",
+                                               "successes", "retries", "accepted", "lost", "dropped",
+                                               "canonical_dropped", "notregistered_dropped", "queue_depth",
+                                               "queue_bytes", "queue_capacity", "queue_max_bytes",
+                                               "canonical_records", "notregistered_records", "canonical_bytes",
+                                               "notregistered_bytes", "drain_list_bytes", "push_statuses",
+                                               "push_status_evicted", "push_status_lost", "idempotent_duplicates",
+                                               "webhook_events", "webhook_failed_attempts", "webhook_dropped",
+                                               "webhook_pending", "webhook_queue_bytes", "webhook_oldest_seconds",
+                                               NULL};
     static const char *const closing[] = {"workers", "uptime_seconds", NULL};
     struct shm_totals t;
-    struct want w[64];
+    struct want w[80];
     struct buf b = BUF_INIT;
     size_t n;
 
@@ -394,6 +412,7 @@ static void report_keys_come_in_gocm_order_with_their_values(void **state)
     KEYS(SHM_REPORT, 0, "", plain);
     KEYS(SHM_REPORT | SHM_WITH_SPOOL | SHM_WITH_SA, 0, "", every);
     KEYS(SHM_REPORT | SHM_WITH_SA, 0, "", with_sa);
+    KEYS(SHM_REPORT | SHM_WITH_WEBHOOK, 0, "", with_webhook);
     KEYS(SHM_FLEET, 0, "", fleet);
     KEYS(SHM_REPORT, 1, ",", closing);
     KEYS(SHM_REPORT | SHM_WITH_SPOOL | SHM_WITH_SA, 1, ",", closing);

@@ -1,0 +1,641 @@
+/*
+ * child/webhook/webhook.c - events, their queues and their batches.
+ *
+ * An event is made as its outcome is applied: its JSON text, built once,
+ * and the loop time it was made at.  Each receiver (one per distinct URL
+ * and secret among the instance's and the apps' settings) has a FIFO of
+ * them and one timer, which is due at the earliest of: the first event's
+ * batch window over, a full batch waiting, or the back-off after a failed
+ * POST over.  One batch is in flight per receiver, so a receiver sees a
+ * worker's events in order; it stays in the FIFO until a 2xx, and a retry
+ * sends the FIFO's head again (with any events that came meanwhile).
+ *
+ * A receiver costs what it is allowed: one transfer with a 10 s limit,
+ * WEBHOOK_ANSWER_READ bytes of its answer, and the events the bound on
+ * memory lets wait.  Its transfers run on the sender's multi handle
+ * beside the upstream ones, which they never hold up.
+ */
+#include "webhook.h"
+#include "../../common/backoff.h"
+#include "../../common/log.h"
+#include "../../common/options.h"
+#include "../../shm/push_status.h"
+#include "../../shm/region.h"
+#include "../core/buf.h"
+#include "../core/queue.h"
+#include "../upstream/sender.h"
+#include "../upstream/upstream.h"
+
+#include <curl/curl.h>
+#include <inttypes.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LOG_INTERVAL_MS 10000
+
+struct event {
+    struct event *next;
+    uint64_t born;  /* loop time, ms */
+    int64_t at_ms;  /* Unix time, ms: the oldest's goes to the gauge */
+    uint32_t len;
+    char text[];    /* its JSON object */
+};
+
+struct receiver {
+    struct sender_transfer xfer; /* first: the easy handle's PRIVATE */
+    struct webhook *w;
+    const char *url;
+    const char *secret; /* NULL: unsigned */
+    struct event *head, **tailp;
+    size_t count;
+    uv_timer_t timer;
+    CURL *easy;
+    struct curl_slist *headers;
+    struct buf body; /* "<t>." then the batch's JSON */
+    size_t body_at;  /* where the JSON starts */
+    size_t batch;    /* events in flight, from head; 0 when none is */
+    size_t answer;   /* bytes of the answer read */
+    int cut;         /* the answer went on past WEBHOOK_ANSWER_READ */
+    int64_t retry_after_ms;
+    unsigned failures; /* POSTs in a row not acknowledged */
+    uint64_t not_before; /* loop time of the next try */
+    struct log_limit log;
+    struct receiver *next;
+};
+
+struct webhook {
+    uv_loop_t *loop;
+    const struct fcmd_options *opts;
+    struct shm_region *shm;
+    struct shm_slot *slot;
+    struct sender *sender;
+    struct receiver *receivers;
+    struct receiver *of_app[APPS_MAX + 1]; /* by app index; NULL: no webhook */
+    int events_of_app[APPS_MAX + 1];       /* WEBHOOK_* bits */
+    size_t count, bytes;                   /* events waiting here, and what they hold */
+    int64_t others;                        /* the other workers' bytes, as of others_at */
+    uint64_t others_at;
+    uint64_t rng;
+    int stopping;
+    unsigned closing;
+    struct log_limit drop_log;
+    time_t stamp_sec; /* the second stamp[] is of */
+    char stamp[24];   /* "YYYY-MM-DDTHH:MM:SS" */
+};
+
+static const struct backoff retry_backoff = {WEBHOOK_RETRY_FIRST_MS * 2, WEBHOOK_RETRY_CAP_MS, BACKOFF_HALF};
+
+/* ---- the signature ---- */
+
+int webhook_sign(const char *secret, size_t secret_len, long long at, const char *body, size_t len, char *out,
+                 size_t outlen)
+{
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    EVP_MAC_CTX *ctx = mac != NULL ? EVP_MAC_CTX_new(mac) : NULL;
+    unsigned char md[32];
+    char prefix[32];
+    size_t mdlen = 0;
+    int n = snprintf(prefix, sizeof(prefix), "%lld.", at), rc = -1;
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0), OSSL_PARAM_END};
+
+    if (ctx != NULL && outlen >= 100 && EVP_MAC_init(ctx, (const unsigned char *)secret, secret_len, params) == 1 &&
+        EVP_MAC_update(ctx, (const unsigned char *)prefix, (size_t)n) == 1 &&
+        EVP_MAC_update(ctx, (const unsigned char *)body, len) == 1 && EVP_MAC_final(ctx, md, &mdlen, sizeof(md)) == 1 &&
+        mdlen == sizeof(md)) {
+        int k = snprintf(out, outlen, "t=%lld,v1=", at);
+        for (size_t i = 0; i < mdlen; i++)
+            snprintf(out + k + 2 * i, 3, "%02x", md[i]);
+        rc = 0;
+    }
+    OPENSSL_cleanse(md, sizeof(md));
+    EVP_MAC_CTX_free(ctx);
+    EVP_MAC_free(mac);
+    return rc;
+}
+
+/* ---- gauges and the bound on memory ---- */
+
+static size_t event_cost(size_t len)
+{
+    return sizeof(struct event) + len;
+}
+
+static void publish(struct webhook *w)
+{
+    int64_t oldest = 0;
+
+    for (struct receiver *r = w->receivers; r != NULL; r = r->next)
+        if (r->head != NULL && (oldest == 0 || r->head->at_ms < oldest))
+            oldest = r->head->at_ms;
+    shm_gauge_set(w->slot, SHM_WEBHOOK_PENDING, (int64_t)w->count);
+    shm_gauge_set(w->slot, SHM_WEBHOOK_BYTES, (int64_t)w->bytes);
+    shm_gauge_set(w->slot, SHM_WEBHOOK_OLDEST_AT, oldest);
+}
+
+static void count(struct webhook *w, enum shm_webhook_counter c, uint64_t n)
+{
+    atomic_fetch_add_explicit(&w->slot->webhook[c], n, memory_order_relaxed);
+}
+
+/* Whether bytes more fit under --webhook-queue-bytes, all workers together
+ * (the others' bytes as read at most a millisecond ago). */
+static int has_room(struct webhook *w, size_t bytes)
+{
+    uint64_t now = uv_now(w->loop);
+
+    if (w->others_at != now) {
+        w->others = 0;
+        for (unsigned i = 0; i < SHM_MAX_SLOTS; i++)
+            if (&w->shm->slots[i] != w->slot)
+                w->others += atomic_load_explicit(&w->shm->slots[i].gauges[SHM_WEBHOOK_BYTES], memory_order_relaxed);
+        w->others_at = now;
+    }
+    return (int64_t)(w->bytes + bytes) + (w->others > 0 ? w->others : 0) <= w->opts->webhook_queue_bytes;
+}
+
+static void drop_head(struct receiver *r)
+{
+    struct webhook *w = r->w;
+    struct event *e = r->head;
+
+    if ((r->head = e->next) == NULL)
+        r->tailp = &r->head;
+    r->count--;
+    w->count--;
+    w->bytes -= event_cost(e->len);
+    free(e);
+}
+
+/* ---- sending ---- */
+
+static void on_timer(uv_timer_t *t);
+
+/* Sets the receiver's timer to its next due time, unless a batch is in
+ * flight (its end does that) or nothing waits. */
+static void arm(struct receiver *r)
+{
+    uint64_t now = uv_now(r->w->loop), due = now;
+
+    if (r->batch > 0)
+        return;
+    if (r->head == NULL) {
+        uv_timer_stop(&r->timer);
+        return;
+    }
+    if (r->count < WEBHOOK_BATCH_MAX && !r->w->stopping)
+        due = r->head->born + WEBHOOK_BATCH_WAIT_MS;
+    if (r->not_before > due)
+        due = r->not_before;
+    uv_timer_start(&r->timer, on_timer, due > now ? due - now : 0, 0);
+}
+
+static size_t on_answer(char *p, size_t size, size_t n, void *userp)
+{
+    struct receiver *r = userp;
+    size_t len = size * n;
+
+    (void)p;
+    if (len > WEBHOOK_ANSWER_READ - r->answer) {
+        r->cut = 1;
+        return 0; /* read no further: the status is in */
+    }
+    r->answer += len;
+    return len;
+}
+
+/* A receiver's Retry-After, in seconds or as an HTTP date, is honoured up
+ * to the back-off's cap. */
+static size_t on_answer_header(char *p, size_t size, size_t n, void *userp)
+{
+    struct receiver *r = userp;
+    size_t len = size * n;
+    char value[64], *end;
+    long secs;
+    time_t when;
+
+    if (len <= 12 || strncasecmp(p, "Retry-After:", 12) != 0)
+        return len;
+    len -= 12;
+    if (len > sizeof(value) - 1)
+        len = sizeof(value) - 1;
+    memcpy(value, p + 12, len);
+    value[len] = '\0';
+    secs = strtol(value, &end, 10);
+    if (end != value && secs >= 0)
+        r->retry_after_ms = secs > WEBHOOK_RETRY_CAP_MS / 1000 ? WEBHOOK_RETRY_CAP_MS : secs * 1000;
+    else if ((when = curl_getdate(value, NULL)) > 0)
+        r->retry_after_ms = when <= time(NULL) ? 0 : (when - time(NULL)) * 1000 > WEBHOOK_RETRY_CAP_MS
+                                                         ? WEBHOOK_RETRY_CAP_MS
+                                                         : (int64_t)(when - time(NULL)) * 1000;
+    return size * n;
+}
+
+static void batch_failed(struct receiver *r, const char *why)
+{
+    struct webhook *w = r->w;
+    uint64_t delay = backoff_delay(&retry_backoff, r->failures, backoff_random(&w->rng));
+    char url[256];
+
+    if (r->retry_after_ms > 0 && (uint64_t)r->retry_after_ms > delay)
+        delay = (uint64_t)r->retry_after_ms;
+    r->failures++;
+    r->not_before = uv_now(w->loop) + delay;
+    count(w, SHM_WEBHOOK_FAILED, 1);
+    log_limited(&r->log, LOG_WARN, "webhook %s: %s; %zu events wait, tried again in %.1f s",
+                log_url(r->url, url, sizeof(url)), why, r->count, (double)delay / 1000);
+}
+
+static void on_posted(struct sender_transfer *t, CURLcode code)
+{
+    struct receiver *r = (struct receiver *)t;
+    struct webhook *w = r->w;
+    long status = 0;
+    char why[160];
+
+    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+    if ((code == CURLE_OK || (code == CURLE_WRITE_ERROR && r->cut)) && status >= 200 && status <= 299) {
+        count(w, SHM_WEBHOOK_SENT, r->batch);
+        while (r->batch > 0) {
+            drop_head(r);
+            r->batch--;
+        }
+        r->failures = 0;
+        r->not_before = 0;
+    } else {
+        if (status > 0)
+            snprintf(why, sizeof(why), "HTTP %ld", status);
+        else
+            snprintf(why, sizeof(why), "%s", curl_easy_strerror(code));
+        r->batch = 0;
+        batch_failed(r, why);
+    }
+    publish(w);
+    arm(r);
+}
+
+/* Drops the events at the head that waited past --webhook-max-age. */
+static void expire(struct receiver *r)
+{
+    struct webhook *w = r->w;
+    uint64_t now = uv_now(w->loop), age = (uint64_t)w->opts->webhook_max_age * 1000;
+    size_t n = 0;
+    char url[256];
+
+    while (r->head != NULL && now - r->head->born >= age) {
+        drop_head(r);
+        n++;
+    }
+    if (n > 0) {
+        count(w, SHM_WEBHOOK_DROPPED, n);
+        log_limited(&w->drop_log, LOG_WARN, "webhook %s: %zu events dropped after --webhook-max-age (%d s)",
+                    log_url(r->url, url, sizeof(url)), n, w->opts->webhook_max_age);
+    }
+}
+
+static int post(struct receiver *r)
+{
+    struct webhook *w = r->w;
+    struct timespec ts;
+    char signature[128];
+    size_t n = 0;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    buf_reset(&r->body);
+    buf_addf(&r->body, "%lld.", (long long)ts.tv_sec);
+    r->body_at = r->body.len;
+    buf_adds(&r->body, "{\"events\":[");
+    for (struct event *e = r->head; e != NULL && n < WEBHOOK_BATCH_MAX; e = e->next, n++) {
+        if (n > 0)
+            buf_adds(&r->body, ",");
+        buf_add(&r->body, e->text, e->len);
+    }
+    buf_adds(&r->body, "]}");
+    if (r->body.failed)
+        return -1;
+    curl_slist_free_all(r->headers);
+    r->headers = curl_slist_append(NULL, "Content-Type: application/json");
+    r->headers = r->headers ? curl_slist_append(r->headers, "Expect:") : NULL;
+    if (r->secret != NULL && r->headers != NULL) {
+        char line[160];
+        if (webhook_sign(r->secret, strlen(r->secret), (long long)ts.tv_sec, r->body.data + r->body_at,
+                         r->body.len - r->body_at, signature, sizeof(signature)) != 0)
+            return -1;
+        snprintf(line, sizeof(line), "X-Fcmd-Signature: %s", signature);
+        r->headers = curl_slist_append(r->headers, line);
+    }
+    if (r->headers == NULL)
+        return -1;
+    curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->headers);
+    curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, r->body.data + r->body_at);
+    curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(r->body.len - r->body_at));
+    r->answer = 0;
+    r->cut = 0;
+    r->retry_after_ms = 0;
+    if (sender_add(w->sender, r->easy, &r->xfer) != 0)
+        return -1;
+    r->batch = n;
+    return 0;
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct receiver *r = t->data;
+
+    if (r->batch > 0)
+        return;
+    expire(r);
+    publish(r->w);
+    if (r->head == NULL)
+        return;
+    if (uv_now(r->w->loop) < r->not_before) {
+        arm(r);
+        return;
+    }
+    if (post(r) != 0) {
+        batch_failed(r, "the batch could not be started (out of memory)");
+        arm(r);
+    }
+}
+
+/* ---- events ---- */
+
+/* "at": RFC 3339 in UTC with milliseconds. */
+static void add_at(struct webhook *w, struct buf *b, const struct timespec *ts)
+{
+    if (ts->tv_sec != w->stamp_sec) {
+        struct tm tm;
+        gmtime_r(&ts->tv_sec, &tm);
+        strftime(w->stamp, sizeof(w->stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+        w->stamp_sec = ts->tv_sec;
+    }
+    buf_addf(b, ",\"at\":\"%s.%03ldZ\"", w->stamp, ts->tv_nsec / 1000000);
+}
+
+/* Makes the event that the caller has written into b (its JSON object) and
+ * queues it for r, or drops it when memory is over the bound. */
+static void queue_event(struct webhook *w, struct receiver *r, const struct buf *b, const struct timespec *ts)
+{
+    struct event *e;
+    char url[256];
+
+    if (b->failed || !has_room(w, event_cost(b->len)) || (e = malloc(event_cost(b->len))) == NULL) {
+        count(w, SHM_WEBHOOK_DROPPED, 1);
+        log_limited(&w->drop_log, LOG_WARN, "webhook %s: an event dropped: %s", log_url(r->url, url, sizeof(url)),
+                    b->failed ? "out of memory" : "the events waiting hold --webhook-queue-bytes");
+        return;
+    }
+    e->next = NULL;
+    e->born = uv_now(w->loop);
+    e->at_ms = (int64_t)ts->tv_sec * 1000 + ts->tv_nsec / 1000000;
+    e->len = (uint32_t)b->len;
+    memcpy(e->text, b->data, b->len);
+    *r->tailp = e;
+    r->tailp = &e->next;
+    r->count++;
+    w->count++;
+    w->bytes += event_cost(b->len);
+    if (r->count == 1)
+        publish(w); /* a new oldest; otherwise the gauges follow at the batch's end */
+    else
+        shm_gauge_set(w->slot, SHM_WEBHOOK_PENDING, (int64_t)w->count);
+    /* A first event starts the window; a full batch ends it early. */
+    if (r->count == 1 || r->count == WEBHOOK_BATCH_MAX)
+        arm(r);
+}
+
+static void event_head(struct webhook *w, struct buf *b, const struct push *p, const char *type, const char *suffix,
+                       size_t suffix_len)
+{
+    const char *app = p->app == APP_DEFAULT ? "default" : options_app_name(w->opts, p->app);
+
+    buf_adds(b, "{\"event_id\":\"");
+    buf_adds(b, p->id);
+    buf_adds(b, ".");
+    buf_add(b, suffix, suffix_len);
+    buf_addf(b, "\",\"type\":\"%s\",\"id\":\"%s\",\"app\":", type, p->id);
+    buf_add_json_string(b, app, strlen(app));
+    buf_addf(b, ",\"upstream\":\"%s\"",
+             (unsigned)p->upstream < SHM_UPSTREAMS ? shm_upstream_names[p->upstream] : "");
+}
+
+void webhook_outcome(struct webhook *w, const struct push *p, const struct target *t, int outcome,
+                     const char *reason, const char *canonical, int last)
+{
+    static const char *const types[] = {"delivered", "canonical", "invalid", "failed"};
+    struct receiver *r;
+    struct timespec ts;
+    struct buf b = BUF_INIT;
+    int want, type = -1;
+    char index[16];
+
+    if (w == NULL || p->app > APPS_MAX || (r = w->of_app[p->app]) == NULL)
+        return;
+    want = w->events_of_app[p->app];
+    switch (outcome) {
+    case PUSH_CANONICAL:
+        /* Told as a delivery to a receiver that does not ask for canonicals. */
+        type = want & WEBHOOK_CANONICAL ? PUSH_CANONICAL : want & WEBHOOK_DELIVERED ? PUSH_DELIVERED : -1;
+        break;
+    case PUSH_DELIVERED:
+        type = want & WEBHOOK_DELIVERED ? PUSH_DELIVERED : -1;
+        break;
+    case PUSH_INVALID:
+        type = want & WEBHOOK_INVALID ? PUSH_INVALID : -1;
+        break;
+    case PUSH_FAILED:
+        type = want & WEBHOOK_FAILED ? PUSH_FAILED : -1;
+        break;
+    }
+    if (type < 0 && !(last && (want & WEBHOOK_DONE)))
+        return;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (type >= 0) {
+        int n = snprintf(index, sizeof(index), "%" PRIu32, t->index);
+        event_head(w, &b, p, types[type], index, (size_t)n);
+        buf_adds(&b, ",\"token\":");
+        buf_add_json_string(&b, t->name, t->len);
+        add_at(w, &b, &ts);
+        if (type == PUSH_CANONICAL && canonical != NULL) {
+            buf_adds(&b, ",\"canonical\":");
+            buf_add_json_string(&b, canonical, strlen(canonical));
+        } else if (type == PUSH_INVALID || type == PUSH_FAILED) {
+            const char *why = reason != NULL ? reason : "";
+            size_t n = strnlen(why, PUSH_STATUS_REASON_MAX);
+            buf_adds(&b, ",\"reason\":");
+            buf_add_json_string(&b, why, n);
+        }
+        buf_adds(&b, "}");
+        queue_event(w, r, &b, &ts);
+    }
+    if (last && (want & WEBHOOK_DONE)) {
+        /* The push's counts as its status has them (a push taken up again
+         * after a worker's death goes on with them), else this worker's. */
+        struct push_status st;
+        uint32_t targets = (uint32_t)p->ntargets, delivered = p->delivered, invalid = p->invalid, failed = p->failed;
+        if (p->status != 0 &&
+            push_status_read(w->shm->push_status, p->id, strlen(p->id), ledger_now_ms(), &st, NULL, NULL) == 1) {
+            targets = st.targets;
+            delivered = st.delivered;
+            invalid = st.invalid;
+            failed = st.failed;
+        }
+        buf_reset(&b);
+        event_head(w, &b, p, "done", "done", 4);
+        buf_adds(&b, ",\"token\":null");
+        add_at(w, &b, &ts);
+        buf_addf(&b, ",\"targets\":%" PRIu32 ",\"delivered\":%" PRIu32 ",\"invalid\":%" PRIu32 ",\"failed\":%" PRIu32 "}",
+                 targets, delivered, invalid, failed);
+        queue_event(w, r, &b, &ts);
+    }
+    buf_free(&b);
+}
+
+/* ---- set-up and teardown ---- */
+
+static int same(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static struct receiver *receiver_for(struct webhook *w, const char *url, const char *secret)
+{
+    struct receiver *r;
+
+    for (r = w->receivers; r != NULL; r = r->next)
+        if (strcmp(r->url, url) == 0 && same(r->secret, secret))
+            return r;
+    if ((r = calloc(1, sizeof(*r))) == NULL || (r->easy = sender_new_easy(w->sender)) == NULL) {
+        free(r);
+        return NULL;
+    }
+    r->xfer.done = on_posted;
+    r->w = w;
+    r->url = url;
+    r->secret = secret;
+    r->tailp = &r->head;
+    r->log = (struct log_limit)LOG_LIMIT_INIT(LOG_INTERVAL_MS);
+    uv_timer_init(w->loop, &r->timer);
+    r->timer.data = r;
+    /* The receiver's own terms: HTTP/2 where TLS offers it, else HTTP/1.1;
+     * no redirect followed; its answer bounded in time and bytes. */
+    curl_easy_setopt(r->easy, CURLOPT_URL, url);
+    curl_easy_setopt(r->easy, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(r->easy, CURLOPT_PIPEWAIT, 0L);
+    curl_easy_setopt(r->easy, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(r->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, (long)WEBHOOK_ANSWER_MS);
+    curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)WEBHOOK_ANSWER_MS);
+    curl_easy_setopt(r->easy, CURLOPT_POST, 1L);
+    curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, on_answer);
+    curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(r->easy, CURLOPT_HEADERFUNCTION, on_answer_header);
+    curl_easy_setopt(r->easy, CURLOPT_HEADERDATA, r);
+    r->next = w->receivers;
+    w->receivers = r;
+    return r;
+}
+
+struct webhook *webhook_start(uv_loop_t *loop, const struct fcmd_options *o, struct shm_region *shm, unsigned slot,
+                              struct sender *sender)
+{
+    struct webhook *w;
+
+    if (!options_has_webhook(o))
+        return NULL;
+    if ((w = calloc(1, sizeof(*w))) == NULL) {
+        log_error("webhook: cannot start (out of memory)");
+        return NULL;
+    }
+    w->loop = loop;
+    w->opts = o;
+    w->shm = shm;
+    w->slot = &shm->slots[slot];
+    w->sender = sender;
+    w->others_at = UINT64_MAX;
+    w->stamp_sec = -1;
+    w->drop_log = (struct log_limit)LOG_LIMIT_INIT(LOG_INTERVAL_MS);
+    w->rng = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ 0x2545f4914f6cdd1dull;
+    for (unsigned a = 0; a <= o->napps; a++) {
+        const struct fcmd_options *ao = a == APP_DEFAULT ? o : &o->apps[a - 1].o;
+        if (ao->webhook == NULL)
+            continue;
+        if ((w->of_app[a] = receiver_for(w, ao->webhook, ao->webhook_secret)) == NULL) {
+            log_error("webhook: cannot start (out of memory)");
+            webhook_free(w);
+            return NULL;
+        }
+        w->events_of_app[a] = options_webhook_events(ao);
+    }
+    publish(w);
+    return w;
+}
+
+void webhook_stop(struct webhook *w)
+{
+    if (w == NULL)
+        return;
+    w->stopping = 1;
+    for (struct receiver *r = w->receivers; r != NULL; r = r->next)
+        arm(r);
+}
+
+int webhook_settled(const struct webhook *w)
+{
+    if (w == NULL)
+        return 1;
+    for (const struct receiver *r = w->receivers; r != NULL; r = r->next)
+        if (r->head != NULL || r->batch > 0)
+            return 0;
+    return 1;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct receiver *r = h->data;
+    struct webhook *w = r->w;
+
+    free(r);
+    if (--w->closing == 0)
+        free(w);
+}
+
+void webhook_free(struct webhook *w)
+{
+    size_t left;
+    char url[256];
+
+    if (w == NULL)
+        return;
+    left = w->count;
+    for (struct receiver *r = w->receivers; r != NULL; r = r->next) {
+        if (r->batch > 0)
+            sender_remove(w->sender, r->easy);
+        if (r->count > 0)
+            log_warn("webhook %s: %zu events not delivered at exit: dropped", log_url(r->url, url, sizeof(url)),
+                     r->count);
+        while (r->head != NULL)
+            drop_head(r);
+        curl_easy_cleanup(r->easy);
+        curl_slist_free_all(r->headers);
+        buf_free(&r->body);
+    }
+    if (left > 0)
+        count(w, SHM_WEBHOOK_DROPPED, left);
+    publish(w);
+    if (w->receivers == NULL) {
+        free(w);
+        return;
+    }
+    for (struct receiver *r = w->receivers, *next; r != NULL; r = next) {
+        next = r->next;
+        w->closing++;
+        uv_close((uv_handle_t *)&r->timer, on_closed);
+    }
+}

@@ -1,0 +1,65 @@
+/*
+ * child/webhook/webhook.h - outcome events, POSTed in batches to the
+ * receiver the operator configured (--webhook, [app NAME] webhook).
+ *
+ * Each worker keeps, for each receiver, one queue of events in the order
+ * their outcomes came, and has at most one batch of them in flight, over
+ * the worker's own curl multi handle (the sender's): a batch is the first
+ * WEBHOOK_BATCH_MAX events, sent when that many wait or when the first has
+ * waited WEBHOOK_BATCH_WAIT_MS.  A 2xx acknowledges it; anything else is
+ * tried again, with back-off and jitter, until --webhook-max-age, after
+ * which the events are dropped and counted.  Events are made once, with
+ * ids derived from their push (so an outcome told twice, after a replay,
+ * has the same event_id), and live in memory: --webhook-queue-bytes for
+ * the whole instance, beyond which new ones are dropped and counted.
+ */
+#ifndef FCMD_CHILD_WEBHOOK_WEBHOOK_H
+#define FCMD_CHILD_WEBHOOK_WEBHOOK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#define WEBHOOK_BATCH_MAX 500
+#define WEBHOOK_BATCH_WAIT_MS 1000
+#define WEBHOOK_ANSWER_MS 10000   /* a receiver that has not answered by then has failed the batch */
+#define WEBHOOK_ANSWER_READ 4096  /* bytes of an answer read; the status decides, the rest is not read */
+#define WEBHOOK_RETRY_FIRST_MS 1000
+#define WEBHOOK_RETRY_CAP_MS 300000
+
+struct fcmd_options;
+struct push;
+struct sender;
+struct shm_region;
+struct target;
+struct webhook;
+
+/* The webhooks of the instance's and its apps' settings, sending through
+ * sender.  NULL when none is configured, or when memory or curl failed
+ * (then logged). */
+struct webhook *webhook_start(uv_loop_t *loop, const struct fcmd_options *o, struct shm_region *shm, unsigned slot,
+                              struct sender *sender);
+
+/* A target of p reached its final outcome (an enum push_outcome); see
+ * sender_outcome_fn.  Queues the events its app's webhook asks for. */
+void webhook_outcome(struct webhook *w, const struct push *p, const struct target *t, int outcome,
+                     const char *reason, const char *canonical, int last);
+
+/* The worker stops: batches go out without waiting for their window. */
+void webhook_stop(struct webhook *w);
+
+/* Whether no event waits and no batch is in flight. */
+int webhook_settled(const struct webhook *w);
+
+/* At exit, before the sender is freed: takes a batch in flight off the
+ * multi handle, counts the events still waiting as dropped, and frees w
+ * once libuv has closed its timers. */
+void webhook_free(struct webhook *w);
+
+/* Signs body for a receiver: writes "t=<at>,v1=<hex HMAC-SHA256(secret,
+ * "<at>.<body>")>" to out (at least 100 bytes).  Returns 0, or -1 when
+ * OpenSSL failed. */
+int webhook_sign(const char *secret, size_t secret_len, long long at, const char *body, size_t len, char *out,
+                 size_t outlen);
+
+#endif
