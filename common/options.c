@@ -211,7 +211,8 @@ const char *const options_usage[] = {
     "  --redis-claim-after S     pushes held by a worker silent this long are taken over [30]\n"
     "  --redis-queue-max N       pushes the stream may hold; /gcm/send answers 503 beyond [1000000]\n"
     "  --version, --help\n"
-    "A flag wins over the config file, which wins over FCMD_APIKEY, FCMD_AUTH_TOKEN and FCMD_REDIS_PASSWORD.\n",
+    "A flag wins over the config file, which wins over FCMD_APIKEY, FCMD_AUTH_TOKEN, FCMD_REDIS_PASSWORD and\n"
+    "FCMD_WEBHOOK_SECRET.\n",
     NULL,
 };
 

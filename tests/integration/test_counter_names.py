@@ -35,7 +35,9 @@ SCALARS = {"fcmd_accepted_targets_total", "fcmd_attempts_total", "fcmd_successes
            "fcmd_redis_unreachable", "fcmd_uptime_seconds", "fcmd_replayed_total", "fcmd_spool_bytes",
            "fcmd_spool_segments", "fcmd_spool_max_bytes", "fcmd_spool_syncs_total",
            "fcmd_drain_list_bytes", "fcmd_apns_provider_tokens_total", "fcmd_push_statuses", "fcmd_push_waiters",
-           "fcmd_push_status_evicted_total", "fcmd_push_status_lost_total", "fcmd_idempotent_duplicates_total"}
+           "fcmd_push_status_evicted_total", "fcmd_push_status_lost_total", "fcmd_idempotent_duplicates_total",
+           "fcmd_webhook_events_total", "fcmd_webhook_failed_attempts_total", "fcmd_webhook_dropped_total",
+           "fcmd_webhook_pending", "fcmd_webhook_queue_bytes", "fcmd_webhook_oldest_seconds"}
 GAUGES = {"pending", "workers", "waiting_for_token", "spool_bytes", "spool_segments", "uptime_seconds", "queue_depth",
           "queue_bytes", "queue_capacity", "queue_max_bytes", "spool_max_bytes", "drain_list_bytes", "push_statuses"}
 

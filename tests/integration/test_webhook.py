@@ -4,8 +4,11 @@ json, none of which fcmd uses), checked against what the mock upstream and
 GET /push/{id} say happened.  The receiver also fails, stalls, floods and
 resets, and the bounds must hold while deliveries go on."""
 
+import hashlib
+import hmac
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -13,7 +16,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import FCMD_BIN, accepted, wait_until
+from conftest import FCMD_BIN, ROOT, accepted, free_port, stop_process, wait_until
 from webhook_receiver import Receiver
 
 SECRET = "whsec-7c1e0d9a"
@@ -288,3 +291,66 @@ def test_a_reload_keeps_the_webhook(mock, start_fcmd, receivers, tmp_path):
     wait_until(lambda: f.children() and set(f.children()).isdisjoint(old), what="a new generation")
     send(f, ["notreg-h"])
     wait_until(lambda: len(rcv.events) == 1, what="the event from the new generation")
+
+
+def test_the_readmes_receiver(mock, start_fcmd, tmp_path):
+    """The README's ten lines, run as they are (with this test's file and port)."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    start = readme.index("```python\nimport hashlib, hmac")
+    code = readme[start + len("```python\n"):readme.index("```", start + 10)]
+    assert len(code.strip().splitlines()) == 10
+    port = free_port()
+    path = secret_file(tmp_path)
+    code = code.replace('"/etc/app/webhook-secret"', repr(path)).replace("8080", str(port))
+    proc = subprocess.Popen(["/usr/bin/python3", "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_until(lambda: port_open(port), what="the receiver to listen")
+        f = start_fcmd(mock, workers=1, args=["--webhook", f"http://127.0.0.1:{port}/", "--retries", "0",
+                                              "--webhook-secret-file", path])
+        send(f, ["notreg-readme", "invalid-readme"])
+        wait_until(lambda: webhook_report(f)["webhook_events"] == 2, what="the receiver's acknowledgement")
+    finally:
+        stop_process(proc)
+    lines = sorted(proc.stdout.read().split("\n"))
+    assert lines[-2:] == ["invalid invalid-readme", "invalid notreg-readme"], lines
+
+
+def test_the_readmes_receiver_refuses_a_forgery(tmp_path):
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    start = readme.index("```python\nimport hashlib, hmac")
+    code = readme[start + len("```python\n"):readme.index("```", start + 10)]
+    port = free_port()
+    code = code.replace('"/etc/app/webhook-secret"', repr(secret_file(tmp_path))).replace("8080", str(port))
+    proc = subprocess.Popen(["/usr/bin/python3", "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_until(lambda: port_open(port), what="the receiver to listen")
+        body = b'{"events":[{"event_id":"x.0","type":"invalid","token":"forged"}]}'
+        t = str(int(time.time()))
+        bad = hmac.new(b"another secret", t.encode() + b"." + body, hashlib.sha256).hexdigest()
+        r = requests.post(f"http://127.0.0.1:{port}/", data=body, headers={"X-Fcmd-Signature": f"t={t},v1={bad}"},
+                          timeout=5)
+        assert r.status_code == 401
+        good = hmac.new(SECRET.encode(), t.encode() + b"." + body, hashlib.sha256).hexdigest()
+        old = str(int(time.time()) - 3600)
+        stale = hmac.new(SECRET.encode(), old.encode() + b"." + body, hashlib.sha256).hexdigest()
+        r = requests.post(f"http://127.0.0.1:{port}/", data=body, headers={"X-Fcmd-Signature": f"t={old},v1={stale}"},
+                          timeout=5)
+        assert r.status_code == 401
+        r = requests.post(f"http://127.0.0.1:{port}/", data=body, headers={"X-Fcmd-Signature": f"t={t},v1={good}"},
+                          timeout=5)
+        assert r.status_code == 204
+    finally:
+        stop_process(proc)
+    assert proc.stdout.read().split("\n")[:-1] == ["invalid forged"]
+
+
+def port_open(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
