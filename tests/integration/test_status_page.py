@@ -23,6 +23,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from conftest import ROOT, wait_until
+from webhook_receiver import Receiver
 from test_fleet import redis  # noqa: F401 (the fixture)
 
 ARTEFACTS = os.environ.get("FCMD_ARTEFACTS", os.path.join(ROOT, "build", "artefacts"))
@@ -293,26 +294,38 @@ def test_the_page_shows_the_report_while_pushes_flow(start_mock, start_fcmd, bro
     save(browser, "status-page-phone.png")
     browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
-    # A webhook object in the report is shown, its lag first: the page is
-    # fed a report that has one (the webhook does not exist yet).
-    browser.execute_script("""
-        var real = window.fetch;
-        window.fetch = function (url, opts) {
-            return real(url, opts).then(function (r) {
-                if (String(url) !== '/gcm/report') return r;
-                return r.json().then(function (j) {
-                    j.webhook = {queued: 7, lag_seconds: 3, dropped: 0};
-                    return new Response(JSON.stringify(j), {status: 200, headers: {'Content-Type': 'application/json'}});
-                });
-            });
-        };""")
-    wait_until(lambda: browser.find_element(By.ID, "webhook").is_displayed(), timeout=10, what="the webhook shown")
-    facts = browser.execute_script(
-        "return [].map.call(document.querySelectorAll('#webhook-facts dd'), function (e) {"
-        " return [e.dataset.key, e.textContent]; })")
-    assert facts[0] == ["lag_seconds", "3"] and sorted(facts) == [["dropped", "0"], ["lag_seconds", "3"],
-                                                                  ["queued", "7"]], facts
     assert console_errors(browser) == []
+
+
+def test_the_webhook_and_its_lag(mock, start_fcmd, browser):
+    # A receiver that refuses every batch: its events wait, and the page
+    # shows them with the lag first, as the report has them.
+    rcv = Receiver(plan=lambda n: "fail")
+    try:
+        f = start_fcmd(mock, workers=2, args=["--webhook", rcv.url, "--webhook-events", "all"])
+        for i in range(3):
+            assert f.send_json({"tokens": [f"ok-w{i}", f"notreg-w{i}"], "payload": {"k": i}}).status_code == 200
+        wait_until(lambda: f.report()["webhook_pending"] == 9, what="nine events waiting")
+        wait_until(lambda: rcv.requests >= 2 and f.report()["webhook_failed_attempts"] >= 2, timeout=15,
+                   what="failed attempts counted")
+        browser.get(f.url("/"))
+
+        def agree():
+            page = dict(browser.execute_script(
+                "return [].map.call(document.querySelectorAll('#webhook-facts dd'), function (e) {"
+                " return [e.dataset.key, e.textContent]; })"))
+            rep = f.report()
+            want = {k[8:]: f"{rep[k]:,}" for k in rep if k.startswith("webhook_")}
+            return page if page == want and browser.find_element(By.ID, "webhook").is_displayed() else None
+
+        wait_until(agree, timeout=20, interval=0.3, what="the page's webhook facts to match the report")
+        keys = browser.execute_script(
+            "return [].map.call(document.querySelectorAll('#webhook-facts dd'), function (e) { return e.dataset.key; })")
+        assert keys[0] == "oldest_seconds" and keys[1] == "pending", keys
+        save(browser, "status-page-webhook.png")
+        assert console_errors(browser) == []
+    finally:
+        rcv.stop()
 
 
 def test_the_page_asks_for_the_token_and_keeps_it_out_of_urls(mock, start_fcmd, browser, tmp_path):
