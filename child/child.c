@@ -202,6 +202,13 @@ static int start_webhook(struct child *c, unsigned slot)
     return 0;
 }
 
+/* An event an adopted spool segment held, for the webhook. */
+static int restore_event(void *webhook, struct segment *g, uint64_t at_ms, const char *app, size_t app_len,
+                         const char *id, size_t id_len, const char *text, size_t len)
+{
+    return webhook_restore(webhook, g, at_ms, app, app_len, id, id_len, text, len);
+}
+
 /* The sender's word that targets are done for good, for the spool. */
 static void ack_in_spool(void *spool, struct push *p, const uint32_t *indexes, size_t n)
 {
@@ -225,6 +232,10 @@ static int open_spool(struct child *c)
     c->queue.on_push_done = on_push_done;
     c->queue.arg = c->spool;
     sender_on_final(c->sender, ack_in_spool, c->spool);
+    if (c->webhook != NULL) { /* before the first scan: adopted segments hold events too */
+        webhook_use_spool(c->webhook, c->spool);
+        spool_on_events(c->spool, restore_event, c->webhook);
+    }
     if (uv_signal_init(&c->loop, &c->sigusr2) != 0 || uv_signal_start(&c->sigusr2, on_rescan_signal, SIGUSR2) != 0)
         return -1;
     c->sigusr2.data = c;

@@ -169,10 +169,12 @@ int64_t shm_settle_slot(struct shm_region *r, unsigned slot, enum shm_settle how
     if (left > 0 && how != SHM_SETTLE_QUEUED)
         shm_add(s, how == SHM_SETTLE_SPOOLED ? SHM_LEFT_IN_SPOOL : SHM_LOST, (uint64_t)left);
     atomic_store(&s->no_token, (uint64_t)0);
-    /* The webhook events it held in memory went with it. */
+    /* The webhook events it held in memory went with it; with a spool they
+     * wait in its segments for the worker that adopts them. */
     int64_t events = atomic_load(&s->gauges[SHM_WEBHOOK_PENDING]);
-    if (events > 0)
+    if (events > 0 && how != SHM_SETTLE_SPOOLED)
         atomic_fetch_add(&s->webhook[SHM_WEBHOOK_DROPPED], (uint64_t)events);
+    atomic_fetch_sub(&r->webhook_bytes, atomic_load(&s->gauges[SHM_WEBHOOK_BYTES]));
     /* A dead child holds no queue, no requests and no connections. */
     for (unsigned g = 0; g < SHM_NGAUGES; g++)
         atomic_store(&s->gauges[g], 0);

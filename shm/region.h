@@ -74,6 +74,7 @@ struct shm_region {
     _Atomic uint32_t stopping_all;     /* set by the master: the whole instance stops, no worker follows */
     _Atomic uint32_t stop_wait_logged; /* fleet mode: a worker has logged waiting for Redis at the stop */
     _Atomic uint64_t fleet_dropped_base[SHM_NLISTS]; /* the drops Redis confirmed, by list */
+    _Atomic int64_t webhook_bytes; /* what every worker's webhook events hold: reserved before an event is made */
     struct shm_slot slots[SHM_MAX_SLOTS];
     struct shm_app apps[SHM_APPS];
     struct drainlist *canonical;     /* records: original '\0' canonical */

@@ -123,6 +123,28 @@ void record_encode_ack(struct buf *b, uint64_t id, const uint32_t *indexes, size
     finish(b, at);
 }
 
+void record_encode_event(struct buf *b, uint64_t at_ms, const char *app, size_t app_len, const char *id, size_t id_len,
+                         const char *text, size_t len)
+{
+    size_t at = begin(b, RECORD_EVENT);
+
+    put_u64(b, at_ms);
+    put_short(b, app, app_len);
+    put_short(b, id, id_len);
+    buf_add(b, text, len);
+    finish(b, at);
+}
+
+void record_encode_event_ack(struct buf *b, const char *const *ids, const uint8_t *lens, size_t n)
+{
+    size_t at = begin(b, RECORD_EVENT_ACK);
+
+    put_u32(b, (uint32_t)n);
+    for (size_t i = 0; i < n; i++)
+        put_short(b, ids[i], lens[i]);
+    finish(b, at);
+}
+
 /* Checksum work spent on headers that turn out bad, at most. */
 static size_t search_budget(const struct record_reader *r)
 {
@@ -321,5 +343,46 @@ int record_decode_ack(const struct record *rec, uint64_t *id, uint32_t *n, const
     if ((rec->len - 12) / 4 < *n)
         return -1;
     *indexes = rec->payload + 12;
+    return 0;
+}
+
+int record_decode_event(const struct record *rec, struct record_event *out)
+{
+    const unsigned char *p = rec->payload;
+    size_t pos = 8, len = rec->len;
+
+    if (rec->type != RECORD_EVENT || len < 8 + 2)
+        return -1;
+    out->at_ms = get_u64(p);
+    out->app_len = p[pos++];
+    if (out->app_len > APP_NAME_MAX || len - pos < out->app_len + 1)
+        return -1;
+    out->app = (const char *)p + pos;
+    pos += out->app_len;
+    out->id_len = p[pos++];
+    if (out->id_len == 0 || out->id_len > RECORD_EVENT_ID_MAX || len - pos < out->id_len)
+        return -1;
+    out->id = (const char *)p + pos;
+    pos += out->id_len;
+    out->text = (const char *)p + pos;
+    out->len = len - pos;
+    return out->len >= 2 && out->len <= RECORD_EVENT_TEXT_MAX ? 0 : -1;
+}
+
+int record_event_ack_next(const struct record *rec, size_t *pos, const char **id, size_t *len)
+{
+    const unsigned char *p = rec->payload;
+
+    if (rec->type != RECORD_EVENT_ACK || rec->len < 4)
+        return -1;
+    if (*pos == 0)
+        *pos = 4;
+    if (*pos >= rec->len)
+        return -1;
+    *len = p[(*pos)++];
+    if (*len == 0 || rec->len - *pos < *len)
+        return -1;
+    *id = (const char *)p + *pos;
+    *pos += *len;
     return 0;
 }

@@ -10,7 +10,10 @@
  *   PUSH3 the same as PUSH2 with the name of the app the push is for;
  *   PUSH4 the same as PUSH3 with the push's id, and room for its
  *         idempotency key and body fingerprint;
- *   ACK   id and the indexes of targets that reached a final outcome.
+ *   ACK   id and the indexes of targets that reached a final outcome;
+ *   EVENT a webhook event waiting for its receiver: when it was made, its
+ *         app's name, its event_id and its JSON text;
+ *   EVENT_ACK event_ids its receiver acknowledged (or that were dropped).
  * A segment may end in zeros, space its writer keeps ahead of the records.
  * A reader stops at the zeros and at a torn tail (a record cut short by a
  * crash), and skips a corrupt record by looking for the next header that
@@ -38,7 +41,19 @@
  * idempotency key and a body fingerprint (the default app's name is empty).
  * The older types are still read.  A version that does not know a type
  * skips its records. */
-enum record_type { RECORD_PUSH = 1, RECORD_ACK = 2, RECORD_PUSH2 = 3, RECORD_PUSH3 = 4, RECORD_PUSH4 = 5 };
+enum record_type {
+    RECORD_PUSH = 1,
+    RECORD_ACK = 2,
+    RECORD_PUSH2 = 3,
+    RECORD_PUSH3 = 4,
+    RECORD_PUSH4 = 5,
+    RECORD_EVENT = 6,
+    RECORD_EVENT_ACK = 7,
+};
+
+/* The bounds of what an EVENT record holds. */
+#define RECORD_EVENT_ID_MAX 96
+#define RECORD_EVENT_TEXT_MAX (64u << 10)
 
 static inline int record_is_push(enum record_type t)
 {
@@ -51,6 +66,35 @@ void record_encode_push(struct buf *b, uint64_t id, const struct send_request *r
 
 /* Appends an ACK record to b. */
 void record_encode_ack(struct buf *b, uint64_t id, const uint32_t *indexes, size_t n);
+
+/* Appends an EVENT record to b: at_ms (Unix ms), the app's name (app_len
+ * at most APP_NAME_MAX), the event_id (1 to RECORD_EVENT_ID_MAX bytes) and
+ * the event's JSON text (at most RECORD_EVENT_TEXT_MAX bytes). */
+void record_encode_event(struct buf *b, uint64_t at_ms, const char *app, size_t app_len, const char *id, size_t id_len,
+                         const char *text, size_t len);
+
+/* Appends an EVENT_ACK record of the n event_ids ids[i] (lens[i] bytes). */
+void record_encode_event_ack(struct buf *b, const char *const *ids, const uint8_t *lens, size_t n);
+
+struct record;
+
+struct record_event {
+    uint64_t at_ms;
+    const char *app; /* not NUL-terminated; app_len 0 for the default app */
+    size_t app_len;
+    const char *id;
+    size_t id_len;
+    const char *text;
+    size_t len;
+};
+
+/* Decodes an EVENT; the fields point into the record.  Returns 0, or -1
+ * when it does not add up (lengths out of their bounds). */
+int record_decode_event(const struct record *rec, struct record_event *out);
+
+/* Walks the event_ids of an EVENT_ACK: returns 0 with the next one in
+ * *id, *len, or -1 at the end or at bytes that do not add up. */
+int record_event_ack_next(const struct record *rec, size_t *pos, const char **id, size_t *len);
 
 struct record_reader {
     const unsigned char *data;

@@ -70,6 +70,7 @@ struct segment {
     uint64_t bytes;  /* of records */
     uint64_t zeroed; /* the file's length: zeros from bytes to here */
     size_t live;     /* unfinished pushes written here */
+    size_t events;   /* webhook events written here and not yet acknowledged */
     unsigned holds;  /* syncs pending or waiting on it */
     int current;     /* receives appends */
     int dir_synced;  /* its name is durable in the directory */
@@ -118,6 +119,8 @@ struct spool {
     dev_t skipped_dev[16];  /* files refused once, so they are not logged every scan */
     ino_t skipped_ino[16];
     unsigned nskipped;
+    spool_event_fn *on_event; /* with a webhook: takes adopted segments' events */
+    void *event_arg;
     struct commit *commits; /* syncs on the thread pool */
     unsigned works;         /* syncs and adoptions on the thread pool */
     int closed;             /* spool_close(): freed once its works are back and its handles closed */
@@ -187,7 +190,7 @@ static void release(struct spool *s, struct segment *g)
 {
     struct segment **pp;
 
-    if (g->live > 0 || g->holds > 0 || g->current || g->orphan != NULL)
+    if (g->live > 0 || g->events > 0 || g->holds > 0 || g->current || g->orphan != NULL)
         return;
     for (pp = &s->segments; *pp != g; pp = &(*pp)->next)
         ;
@@ -222,7 +225,7 @@ static void let_go(struct spool *s, struct segment *g)
 static void close_segment(struct spool *s, struct segment *g)
 {
     g->current = 0;
-    if (g->live == 0 && g->orphan == NULL)
+    if (g->live == 0 && g->events == 0 && g->orphan == NULL)
         release(s, g);
     else
         let_go(s, g);
@@ -369,7 +372,8 @@ static int empty_current(struct spool *s, struct segment *g)
 {
     if (g != s->cur)
         return 0;
-    if (g->live == 0 && g->holds == 0 && s->waiting == NULL && g->bytes > 0 && clear_records(g) == 0) {
+    if (g->live == 0 && g->events == 0 && g->holds == 0 && s->waiting == NULL && g->bytes > 0 &&
+        clear_records(g) == 0) {
         buf_reset(&g->acks); /* every push in it is finished: its acknowledgements are moot */
         g->bytes = 0;
         publish(s);
@@ -638,6 +642,72 @@ void spool_push_done(struct spool *s, struct push *p)
         release(s, g);
 }
 
+/* ---- webhook events ---- */
+
+struct segment *spool_event_keep(struct spool *s, const struct push *p, uint64_t at_ms, const char *app,
+                                 size_t app_len, const char *id, size_t id_len, const char *text, size_t len)
+{
+    struct segment *g = p->spool_seg;
+
+    if (g == NULL || id_len == 0 || id_len > RECORD_EVENT_ID_MAX || app_len > APP_NAME_MAX ||
+        len > RECORD_EVENT_TEXT_MAX)
+        return NULL;
+    record_encode_event(&g->acks, at_ms, app, app_len, id, id_len, text, len);
+    if (g->acks.failed) {
+        buf_free(&g->acks); /* as an acknowledgement lost: the outcome's event is then memory's alone */
+        return NULL;
+    }
+    g->events++;
+    uv_check_start(&s->check, on_check);
+    return g;
+}
+
+void spool_event_done(struct spool *s, struct segment *g, const char *const *ids, const uint8_t *lens, size_t n)
+{
+    if (g == NULL || n == 0)
+        return;
+    record_encode_event_ack(&g->acks, ids, lens, n);
+    if (g->acks.failed)
+        buf_free(&g->acks); /* the events come back after a crash: at least once */
+    g->events = g->events > n ? g->events - n : 0;
+    uv_check_start(&s->check, on_check);
+    if (g->events == 0 && g->live == 0 && !empty_current(s, g))
+        release(s, g);
+}
+
+void spool_on_events(struct spool *s, spool_event_fn *fn, void *arg)
+{
+    s->on_event = fn;
+    s->event_arg = arg;
+}
+
+/* Hands the events an adopted segment holds to the webhook; those it does
+ * not take are acknowledged at once. */
+static void adopt_events(struct spool *s, struct segment *g, const struct spool_replay *o)
+{
+    size_t dropped = 0;
+
+    for (size_t i = 0; i < o->nevents; i++) {
+        const struct record_event *e = &o->events[i].ev;
+        if (s->on_event != NULL &&
+            s->on_event(s->event_arg, g, e->at_ms, e->app, e->app_len, e->id, e->id_len, e->text, e->len)) {
+            g->events++;
+            continue;
+        }
+        uint8_t len = (uint8_t)e->id_len;
+        record_encode_event_ack(&g->acks, &e->id, &len, 1);
+        dropped++;
+    }
+    if (g->acks.failed)
+        buf_free(&g->acks);
+    if (dropped > 0) {
+        log_warn("spool: %s: %zu webhook events for no webhook of this configuration: dropped", g->path, dropped);
+        uv_check_start(&s->check, on_check);
+    }
+    if (o->nevents > 0)
+        log_info("spool: %s: %zu webhook events to tell", g->path, o->nevents - dropped);
+}
+
 /* ---- adoption ---- */
 
 /* Queues pushes of one adopted segment while the queue has room (an empty
@@ -793,6 +863,7 @@ static void adopt_done(uv_work_t *w, int status)
     g->dir_synced = 1;
     free(a);
     log_info("spool: adopted %s: %zu targets of %zu pushes to deliver", g->path, o->left.targets, o->left.n);
+    adopt_events(s, g, &o->left);
     if (o->left.n == 0) {
         orphan_free(o);
         release(s, g);

@@ -78,6 +78,27 @@ void spool_push_done(struct spool *s, struct push *p);
  * when the policy needs no wait (done is then not called). */
 int spool_commit(struct spool *s, struct spool_waiter *w, void (*done)(void *arg, int ok), void *arg);
 
+/* ---- webhook events ---- */
+
+/* With a webhook: the event (its event_id and JSON text) of an outcome of
+ * push p waits in p's segment, written with its acknowledgements, until
+ * spool_event_done.  Returns that segment, held for the event, or NULL when
+ * p has none (the event then lives in memory only). */
+struct segment *spool_event_keep(struct spool *s, const struct push *p, uint64_t at_ms, const char *app,
+                                 size_t app_len, const char *id, size_t id_len, const char *text, size_t len);
+
+/* The receiver acknowledged the n events ids[i] kept in g (or they were
+ * dropped for good): they are not read back, and g lets go of them. */
+void spool_event_done(struct spool *s, struct segment *g, const char *const *ids, const uint8_t *lens, size_t n);
+
+/* Told, on the loop, of each event an adopted segment holds that its
+ * receiver has not acknowledged: returns 1 when it took the event (it
+ * calls spool_event_done for it later), 0 when it drops it (no webhook
+ * for its app: acknowledged at once). */
+typedef int spool_event_fn(void *arg, struct segment *g, uint64_t at_ms, const char *app, size_t app_len,
+                           const char *id, size_t id_len, const char *text, size_t len);
+void spool_on_events(struct spool *s, spool_event_fn *fn, void *arg);
+
 /* Adopts orphaned segments. */
 void spool_scan(struct spool *s);
 

@@ -7,6 +7,7 @@
  * never used before the bytes are known to hold that many.
  */
 #include "spool_replay.h"
+#include "../../common/json.h"
 #include "../../common/log.h"
 
 #include <stdlib.h>
@@ -227,10 +228,104 @@ const char *spool_replay_one(const unsigned char *data, size_t len, struct send_
     return why;
 }
 
+static int id_cmp(const char *a, size_t an, const char *b, size_t bn)
+{
+    int c = memcmp(a, b, an < bn ? an : bn);
+
+    return c != 0 ? c : an < bn ? -1 : an > bn;
+}
+
+static int event_cmp(const void *a, const void *b)
+{
+    const struct record_event *x = &((const struct spool_replay_event *)a)->ev;
+    const struct record_event *y = &((const struct spool_replay_event *)b)->ev;
+
+    return id_cmp(x->id, x->id_len, y->id, y->id_len);
+}
+
+/* Whether an event's text is what fcmd writes: one JSON object, its first
+ * member the event_id the record names, so a batch made of such texts is a
+ * well-formed body whatever the file held. */
+static int event_ok(const struct record_event *e)
+{
+    static const char head[] = "{\"event_id\":\"";
+    struct json_doc d;
+    int ok;
+
+    if (e->len < sizeof(head) + e->id_len || memcmp(e->text, head, sizeof(head) - 1) != 0 ||
+        memcmp(e->text + sizeof(head) - 1, e->id, e->id_len) != 0 || e->text[sizeof(head) - 1 + e->id_len] != '"')
+        return 0;
+    if (json_parse(&d, e->text, e->len) != 0)
+        return 0;
+    ok = d.ntok > 0 && d.tok[0].type == JSMN_OBJECT && (size_t)d.tok[0].start == 0 && (size_t)d.tok[0].end == e->len;
+    json_free(&d);
+    return ok;
+}
+
+/* The EVENT records no EVENT_ACK names, each event_id once. */
+static int read_events(struct spool_replay *o, const unsigned char *data, size_t len, const char *path)
+{
+    struct record_reader rd = {data, len, 0, 0};
+    struct record rec;
+    enum record_read st;
+    size_t bad, cap = 0, kept = 0, skipped = 0;
+
+    while ((st = record_next(&rd, &rec, &bad)) != RECORD_END && st != RECORD_TORN) {
+        struct record_event e;
+        if (st != RECORD_GOOD || rec.type != RECORD_EVENT)
+            continue;
+        if (record_decode_event(&rec, &e) != 0 || !event_ok(&e)) {
+            skipped++;
+            continue;
+        }
+        if (o->nevents == cap) {
+            struct spool_replay_event *nv = realloc(o->events, (cap = cap ? 2 * cap : 64) * sizeof(*nv));
+            if (nv == NULL)
+                return -1;
+            o->events = nv;
+        }
+        o->events[o->nevents++].ev = e;
+    }
+    if (skipped > 0)
+        log_warn("spool: %s: %zu webhook event records skipped: they do not add up", path, skipped);
+    if (o->nevents == 0)
+        return 0;
+    qsort(o->events, o->nevents, sizeof(*o->events), event_cmp);
+    /* Acknowledged ones are marked by emptying their id. */
+    rd = (struct record_reader){data, len, 0, 0};
+    while ((st = record_next(&rd, &rec, &bad)) != RECORD_END && st != RECORD_TORN) {
+        size_t pos = 0, n;
+        const char *id;
+        if (st != RECORD_GOOD || rec.type != RECORD_EVENT_ACK)
+            continue;
+        while (record_event_ack_next(&rec, &pos, &id, &n) == 0) {
+            size_t lo = 0, hi = o->nevents;
+            while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                int c = id_cmp(o->events[mid].ev.id, o->events[mid].ev.id_len, id, n);
+                if (c < 0)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            for (; lo < o->nevents && id_cmp(o->events[lo].ev.id, o->events[lo].ev.id_len, id, n) == 0; lo++)
+                o->events[lo].ev.len = 0;
+        }
+    }
+    for (size_t i = 0; i < o->nevents; i++) {
+        const struct record_event *e = &o->events[i].ev;
+        if (e->len == 0 || (kept > 0 && event_cmp(&o->events[kept - 1], &o->events[i]) == 0))
+            continue;
+        o->events[kept++] = o->events[i];
+    }
+    o->nevents = kept;
+    return 0;
+}
+
 int spool_replay_read(struct spool_replay *r, const unsigned char *data, size_t len, const char *path)
 {
     memset(r, 0, sizeof(*r));
-    if (read_pushes(r, data, len, path) != 0) {
+    if (read_pushes(r, data, len, path) != 0 || read_events(r, data, len, path) != 0) {
         spool_replay_free(r);
         return -1;
     }
@@ -243,5 +338,6 @@ void spool_replay_free(struct spool_replay *r)
     for (size_t i = r->next; i < r->n; i++)
         free(r->v[i].bits);
     free(r->v);
+    free(r->events);
     memset(r, 0, sizeof(*r));
 }

@@ -27,8 +27,15 @@ struct spool_replay_push {
     unsigned char *bits; /* which ones */
 };
 
+/* A webhook event of the segment that no EVENT_ACK acknowledges. */
+struct spool_replay_event {
+    struct record_event ev; /* points into the segment's bytes */
+};
+
 struct spool_replay {
     struct spool_replay_push *v; /* pushes with targets left, by id */
+    struct spool_replay_event *events; /* events waiting, each event_id once, by event_id */
+    size_t nevents;
     size_t n;
     size_t next;        /* the first not yet handed out */
     size_t records_end; /* where the good records end: acknowledgements go here */
@@ -36,7 +43,8 @@ struct spool_replay {
 };
 
 /* Reads the segment at data (which must outlive r); path names it in log
- * lines.  Returns 0, or -1 when memory ran out (r is then empty). */
+ * lines.  An event is kept only when its text is one JSON object whose
+ * event_id is the record's.  Returns 0, or -1 when memory ran out (r is then empty). */
 int spool_replay_read(struct spool_replay *r, const unsigned char *data, size_t len, const char *path);
 
 /* A request of the unacknowledged targets of p, each with its index in the

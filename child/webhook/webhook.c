@@ -23,6 +23,7 @@
 #include "../../shm/region.h"
 #include "../core/buf.h"
 #include "../core/queue.h"
+#include "../store/spool.h"
 #include "../upstream/sender.h"
 #include "../upstream/upstream.h"
 
@@ -42,11 +43,16 @@
 
 struct event {
     struct event *next;
+    struct segment *seg; /* with --spool: the segment that keeps it, else NULL */
     uint64_t born;  /* loop time, ms */
     int64_t at_ms;  /* Unix time, ms: the oldest's goes to the gauge */
     uint32_t len;
+    uint8_t id_len; /* its event_id is at text + EVENT_ID_AT */
     char text[];    /* its JSON object */
 };
+
+/* Every event's text starts {"event_id":"ID" */
+#define EVENT_ID_AT 13
 
 struct receiver {
     struct sender_transfer xfer; /* first: the easy handle's PRIVATE */
@@ -76,12 +82,11 @@ struct webhook {
     struct shm_region *shm;
     struct shm_slot *slot;
     struct sender *sender;
+    struct spool *spool; /* with --spool: events wait in it too */
     struct receiver *receivers;
     struct receiver *of_app[APPS_MAX + 1]; /* by app index; NULL: no webhook */
     int events_of_app[APPS_MAX + 1];       /* WEBHOOK_* bits */
     size_t count, bytes;                   /* events waiting here, and what they hold */
-    int64_t others;                        /* the other workers' bytes, as of others_at */
-    uint64_t others_at;
     uint64_t rng;
     int stopping;
     unsigned closing;
@@ -144,20 +149,53 @@ static void count(struct webhook *w, enum shm_webhook_counter c, uint64_t n)
     atomic_fetch_add_explicit(&w->slot->webhook[c], n, memory_order_relaxed);
 }
 
-/* Whether bytes more fit under --webhook-queue-bytes, all workers together
- * (the others' bytes as read at most a millisecond ago). */
-static int has_room(struct webhook *w, size_t bytes)
+/* Reserves bytes more under --webhook-queue-bytes, for all workers
+ * together (one shared count, so two workers never both take the last
+ * room).  force: reserve even past the bound (an event read back from the
+ * spool, made under it).  Returns 1 when reserved. */
+static int reserve(struct webhook *w, size_t bytes, int force)
 {
-    uint64_t now = uv_now(w->loop);
+    int64_t before = atomic_fetch_add_explicit(&w->shm->webhook_bytes, (int64_t)bytes, memory_order_relaxed);
 
-    if (w->others_at != now) {
-        w->others = 0;
-        for (unsigned i = 0; i < SHM_MAX_SLOTS; i++)
-            if (&w->shm->slots[i] != w->slot)
-                w->others += atomic_load_explicit(&w->shm->slots[i].gauges[SHM_WEBHOOK_BYTES], memory_order_relaxed);
-        w->others_at = now;
+    if (!force && before + (int64_t)bytes > w->opts->webhook_queue_bytes) {
+        atomic_fetch_sub_explicit(&w->shm->webhook_bytes, (int64_t)bytes, memory_order_relaxed);
+        return 0;
     }
-    return (int64_t)(w->bytes + bytes) + (w->others > 0 ? w->others : 0) <= w->opts->webhook_queue_bytes;
+    w->bytes += bytes;
+    shm_gauge_set(w->slot, SHM_WEBHOOK_BYTES, (int64_t)w->bytes);
+    return 1;
+}
+
+static void unreserve(struct webhook *w, size_t bytes)
+{
+    atomic_fetch_sub_explicit(&w->shm->webhook_bytes, (int64_t)bytes, memory_order_relaxed);
+    w->bytes -= bytes;
+}
+
+/* The first n events of r are done for good (acknowledged or dropped):
+ * the spool lets go of them, a run of one segment's at a time. */
+static void settle_head(struct receiver *r, size_t n)
+{
+    struct webhook *w = r->w;
+    const char *ids[WEBHOOK_BATCH_MAX];
+    uint8_t lens[WEBHOOK_BATCH_MAX];
+    struct segment *seg = NULL;
+    size_t k = 0;
+
+    if (w->spool == NULL)
+        return;
+    for (struct event *e = r->head; n > 0; e = e->next, n--) {
+        if (e->seg != seg || k == WEBHOOK_BATCH_MAX) {
+            spool_event_done(w->spool, seg, ids, lens, k);
+            seg = e->seg;
+            k = 0;
+        }
+        if (seg != NULL) {
+            ids[k] = e->text + EVENT_ID_AT;
+            lens[k++] = e->id_len;
+        }
+    }
+    spool_event_done(w->spool, seg, ids, lens, k);
 }
 
 static void drop_head(struct receiver *r)
@@ -169,7 +207,7 @@ static void drop_head(struct receiver *r)
         r->tailp = &r->head;
     r->count--;
     w->count--;
-    w->bytes -= event_cost(e->len);
+    unreserve(w, event_cost(e->len));
     free(e);
 }
 
@@ -262,6 +300,7 @@ static void on_posted(struct sender_transfer *t, CURLcode code)
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
     if ((code == CURLE_OK || (code == CURLE_WRITE_ERROR && r->cut)) && status >= 200 && status <= 299) {
         count(w, SHM_WEBHOOK_SENT, r->batch);
+        settle_head(r, r->batch);
         while (r->batch > 0) {
             drop_head(r);
             r->batch--;
@@ -285,13 +324,18 @@ static void expire(struct receiver *r)
 {
     struct webhook *w = r->w;
     uint64_t now = uv_now(w->loop), age = (uint64_t)w->opts->webhook_max_age * 1000;
-    size_t n = 0;
+    size_t n = 0, run;
     char url[256];
 
-    while (r->head != NULL && now - r->head->born >= age) {
-        drop_head(r);
-        n++;
-    }
+    do { /* in runs of at most a batch, as the spool is told of them */
+        run = 0;
+        for (struct event *e = r->head; e != NULL && now - e->born >= age && run < WEBHOOK_BATCH_MAX; e = e->next)
+            run++;
+        settle_head(r, run);
+        for (size_t i = 0; i < run; i++)
+            drop_head(r);
+        n += run;
+    } while (run == WEBHOOK_BATCH_MAX);
     if (n > 0) {
         count(w, SHM_WEBHOOK_DROPPED, n);
         log_limited(&w->drop_log, LOG_WARN, "webhook %s: %zu events dropped after --webhook-max-age (%d s)",
@@ -378,31 +422,16 @@ static void add_at(struct webhook *w, struct buf *b, const struct timespec *ts)
     buf_addf(b, ",\"at\":\"%s.%03ldZ\"", w->stamp, ts->tv_nsec / 1000000);
 }
 
-/* Makes the event that the caller has written into b (its JSON object) and
- * queues it for r, or drops it when memory is over the bound. */
-static void queue_event(struct webhook *w, struct receiver *r, const struct buf *b, const struct timespec *ts)
+/* Appends an event to r's FIFO. */
+static void push_event(struct webhook *w, struct receiver *r, struct event *e)
 {
-    struct event *e;
-    char url[256];
-
-    if (b->failed || !has_room(w, event_cost(b->len)) || (e = malloc(event_cost(b->len))) == NULL) {
-        count(w, SHM_WEBHOOK_DROPPED, 1);
-        log_limited(&w->drop_log, LOG_WARN, "webhook %s: an event dropped: %s", log_url(r->url, url, sizeof(url)),
-                    b->failed ? "out of memory" : "the events waiting hold --webhook-queue-bytes");
-        return;
-    }
     e->next = NULL;
-    e->born = uv_now(w->loop);
-    e->at_ms = (int64_t)ts->tv_sec * 1000 + ts->tv_nsec / 1000000;
-    e->len = (uint32_t)b->len;
-    memcpy(e->text, b->data, b->len);
     *r->tailp = e;
     r->tailp = &e->next;
     r->count++;
     w->count++;
-    w->bytes += event_cost(b->len);
     if (r->count == 1)
-        publish(w); /* a new oldest; otherwise the gauges follow at the batch's end */
+        publish(w); /* a new oldest */
     else
         shm_gauge_set(w->slot, SHM_WEBHOOK_PENDING, (int64_t)w->count);
     /* A first event starts the window; a full batch ends it early. */
@@ -410,8 +439,41 @@ static void queue_event(struct webhook *w, struct receiver *r, const struct buf 
         arm(r);
 }
 
-static void event_head(struct webhook *w, struct buf *b, const struct push *p, const char *type, const char *suffix,
-                       size_t suffix_len)
+/* Makes the event of push p that the caller has written into b (its JSON
+ * object, its event_id id_len bytes) and queues it for r, kept in p's spool
+ * segment too, or drops it when memory is over the bound. */
+static void queue_event(struct webhook *w, struct receiver *r, const struct push *p, const struct buf *b,
+                        size_t id_len, const struct timespec *ts)
+{
+    struct event *e = NULL;
+    int held = !b->failed && reserve(w, event_cost(b->len), 0);
+    char url[256];
+
+    if (!held || (e = malloc(event_cost(b->len))) == NULL) {
+        if (held)
+            unreserve(w, event_cost(b->len));
+        count(w, SHM_WEBHOOK_DROPPED, 1);
+        log_limited(&w->drop_log, LOG_WARN, "webhook %s: an event dropped: %s", log_url(r->url, url, sizeof(url)),
+                    b->failed ? "out of memory" : "the events waiting hold --webhook-queue-bytes");
+        return;
+    }
+    e->born = uv_now(w->loop);
+    e->at_ms = (int64_t)ts->tv_sec * 1000 + ts->tv_nsec / 1000000;
+    e->len = (uint32_t)b->len;
+    e->id_len = (uint8_t)id_len;
+    memcpy(e->text, b->data, b->len);
+    e->seg = NULL;
+    if (w->spool != NULL) {
+        const char *app = options_app_name(w->opts, p->app);
+        e->seg = spool_event_keep(w->spool, p, (uint64_t)e->at_ms, app, strlen(app), e->text + EVENT_ID_AT, id_len,
+                                  e->text, e->len);
+    }
+    push_event(w, r, e);
+}
+
+/* Writes the members every event has; returns the length of its event_id. */
+static size_t event_head(struct webhook *w, struct buf *b, const struct push *p, const char *type, const char *suffix,
+                         size_t suffix_len)
 {
     const char *app = p->app == APP_DEFAULT ? "default" : options_app_name(w->opts, p->app);
 
@@ -423,6 +485,7 @@ static void event_head(struct webhook *w, struct buf *b, const struct push *p, c
     buf_add_json_string(b, app, strlen(app));
     buf_addf(b, ",\"upstream\":\"%s\"",
              (unsigned)p->upstream < SHM_UPSTREAMS ? shm_upstream_names[p->upstream] : "");
+    return strlen(p->id) + 1 + suffix_len;
 }
 
 void webhook_outcome(struct webhook *w, const struct push *p, const struct target *t, int outcome,
@@ -458,7 +521,7 @@ void webhook_outcome(struct webhook *w, const struct push *p, const struct targe
     clock_gettime(CLOCK_REALTIME, &ts);
     if (type >= 0) {
         int n = snprintf(index, sizeof(index), "%" PRIu32, t->index);
-        event_head(w, &b, p, types[type], index, (size_t)n);
+        size_t id_len = event_head(w, &b, p, types[type], index, (size_t)n);
         buf_adds(&b, ",\"token\":");
         buf_add_json_string(&b, t->name, t->len);
         add_at(w, &b, &ts);
@@ -472,7 +535,7 @@ void webhook_outcome(struct webhook *w, const struct push *p, const struct targe
             buf_add_json_string(&b, why, n);
         }
         buf_adds(&b, "}");
-        queue_event(w, r, &b, &ts);
+        queue_event(w, r, p, &b, id_len, &ts);
     }
     if (last && (want & WEBHOOK_DONE)) {
         /* The push's counts as its status has them (a push taken up again
@@ -487,14 +550,49 @@ void webhook_outcome(struct webhook *w, const struct push *p, const struct targe
             failed = st.failed;
         }
         buf_reset(&b);
-        event_head(w, &b, p, "done", "done", 4);
+        size_t id_len = event_head(w, &b, p, "done", "done", 4);
         buf_adds(&b, ",\"token\":null");
         add_at(w, &b, &ts);
         buf_addf(&b, ",\"targets\":%" PRIu32 ",\"delivered\":%" PRIu32 ",\"invalid\":%" PRIu32 ",\"failed\":%" PRIu32 "}",
                  targets, delivered, invalid, failed);
-        queue_event(w, r, &b, &ts);
+        queue_event(w, r, p, &b, id_len, &ts);
     }
     buf_free(&b);
+}
+
+/* An event an adopted spool segment held: queued again, with the age it
+ * had, for its app's receiver.  It counts against the bound on memory but
+ * is never refused for it: it was under the bound when it was made. */
+int webhook_restore(struct webhook *w, struct segment *seg, uint64_t at_ms, const char *app, size_t app_len,
+                    const char *id, size_t id_len, const char *text, size_t len)
+{
+    int a = app_len == 0 ? (int)APP_DEFAULT : options_app_find(w->opts, app, app_len);
+    struct receiver *r = a >= 0 ? w->of_app[a] : NULL;
+    struct timespec ts;
+    struct event *e;
+    uint64_t now = uv_now(w->loop), age;
+
+    (void)id;
+    if (r == NULL || len > UINT32_MAX || id_len > UINT8_MAX || (e = malloc(event_cost(len))) == NULL)
+        return 0;
+    reserve(w, event_cost(len), 1);
+    clock_gettime(CLOCK_REALTIME, &ts);
+    age = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    age = age > at_ms ? age - at_ms : 0;
+    e->born = age < now ? now - age : 0;
+    e->at_ms = (int64_t)at_ms;
+    e->len = (uint32_t)len;
+    e->id_len = (uint8_t)id_len;
+    memcpy(e->text, text, len);
+    e->seg = seg;
+    push_event(w, r, e);
+    return 1;
+}
+
+void webhook_use_spool(struct webhook *w, struct spool *spool)
+{
+    if (w != NULL)
+        w->spool = spool;
 }
 
 /* ---- set-up and teardown ---- */
@@ -558,7 +656,6 @@ struct webhook *webhook_start(uv_loop_t *loop, const struct fcmd_options *o, str
     w->shm = shm;
     w->slot = &shm->slots[slot];
     w->sender = sender;
-    w->others_at = UINT64_MAX;
     w->stamp_sec = -1;
     w->drop_log = (struct log_limit)LOG_LIMIT_INIT(LOG_INTERVAL_MS);
     w->rng = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ 0x2545f4914f6cdd1dull;
@@ -613,13 +710,20 @@ void webhook_free(struct webhook *w)
 
     if (w == NULL)
         return;
-    left = w->count;
+    left = 0;
     for (struct receiver *r = w->receivers; r != NULL; r = r->next) {
+        size_t kept = 0, lost = 0;
         if (r->batch > 0)
             sender_remove(w->sender, r->easy);
-        if (r->count > 0)
+        for (struct event *e = r->head; e != NULL; e = e->next)
+            e->seg != NULL ? kept++ : lost++;
+        if (lost > 0)
             log_warn("webhook %s: %zu events not delivered at exit: dropped", log_url(r->url, url, sizeof(url)),
-                     r->count);
+                     lost);
+        if (kept > 0)
+            log_info("webhook %s: %zu events not delivered at exit wait in the spool",
+                     log_url(r->url, url, sizeof(url)), kept);
+        left += lost;
         while (r->head != NULL)
             drop_head(r);
         curl_easy_cleanup(r->easy);

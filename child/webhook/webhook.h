@@ -31,6 +31,8 @@ struct fcmd_options;
 struct push;
 struct sender;
 struct shm_region;
+struct segment;
+struct spool;
 struct target;
 struct webhook;
 
@@ -44,6 +46,15 @@ struct webhook *webhook_start(uv_loop_t *loop, const struct fcmd_options *o, str
  * sender_outcome_fn.  Queues the events its app's webhook asks for. */
 void webhook_outcome(struct webhook *w, const struct push *p, const struct target *t, int outcome,
                      const char *reason, const char *canonical, int last);
+
+/* With --spool: each event also waits in its push's segment, and is
+ * acknowledged there once its receiver acknowledged it. */
+void webhook_use_spool(struct webhook *w, struct spool *spool);
+
+/* A spool_event_fn: an event an adopted segment held, queued again.
+ * Returns 1, or 0 when no receiver takes it (its app has no webhook). */
+int webhook_restore(struct webhook *w, struct segment *seg, uint64_t at_ms, const char *app, size_t app_len,
+                    const char *id, size_t id_len, const char *text, size_t len);
 
 /* The worker stops: batches go out without waiting for their window. */
 void webhook_stop(struct webhook *w);

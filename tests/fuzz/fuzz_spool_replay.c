@@ -1,6 +1,7 @@
 /* tests/fuzz/fuzz_spool_replay.c - whole segment files through the replay
  * path: reading pushes and acknowledgements, building each push's request
- * of unfinished targets, and checking it as intake would.
+ * of unfinished targets, and checking it as intake would; and the webhook
+ * events left, which must each be an object a batch can carry as it is.
  *
  * Random bytes almost never carry a valid CRC, so the harness fixes each
  * record's CRC in a copy before reading (unless the record's first padding
@@ -12,6 +13,7 @@
 
 #include "../../child/store/crc32c.h"
 #include "../../child/store/spool_replay.h"
+#include "../../common/json.h"
 #include "../../common/log.h"
 #include "../../child/upstream/apns/apns_request.h"
 
@@ -61,6 +63,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (r.records_end > size)
         abort();
+    for (size_t i = 0; i < r.nevents; i++) {
+        const struct record_event *e = &r.events[i].ev;
+        const unsigned char *lo = copy, *hi = copy + size;
+        if ((const unsigned char *)e->text < lo || (const unsigned char *)e->text + e->len > hi ||
+            (const unsigned char *)e->id < lo || (const unsigned char *)e->id + e->id_len > hi)
+            abort(); /* inside the file */
+        if (e->id_len == 0 || e->id_len > RECORD_EVENT_ID_MAX || e->app_len > APP_NAME_MAX || e->len < 2 ||
+            e->text[0] != '{' || e->text[e->len - 1] != '}' || !json_valid_utf8(e->text, e->len))
+            abort(); /* an object a batch can carry */
+        if (i > 0) {
+            const struct record_event *f = &r.events[i - 1].ev;
+            size_t n = f->id_len < e->id_len ? f->id_len : e->id_len;
+            int c = memcmp(f->id, e->id, n);
+            if (c > 0 || (c == 0 && f->id_len >= e->id_len))
+                abort(); /* sorted, each event_id once */
+        }
+    }
     for (; r.next < r.n; r.next++) {
         struct spool_replay_push *p = &r.v[r.next];
         struct send_request req;

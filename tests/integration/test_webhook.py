@@ -354,3 +354,97 @@ def port_open(port):
             return True
     except OSError:
         return False
+
+
+# ---- with --spool: events wait on disk too ----
+
+def segments(spool):
+    return sorted(p for p in os.listdir(spool) if p.endswith(".seg"))
+
+
+def kill_instance(f):
+    """SIGKILL to the master and every worker at once: nothing runs its exit."""
+    pids = f.children() + [f.proc.pid]
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    f.proc.wait(10)
+
+
+def test_a_kill_9_of_the_whole_instance_loses_no_event(mock, start_fcmd, receivers, tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/hook"  # nothing listens yet: every POST is refused
+    args = ["--spool", str(spool), "--webhook", url, "--webhook-secret-file", secret_file(tmp_path),
+            "--webhook-events", "all", "--retries", "0"]
+    f = start_fcmd(mock, workers=2, args=args)
+    ids = [send(f, [f"ok-k{i}", f"notreg-k{i}", f"canon-k{i}"]) for i in range(20)]
+    f.wait_idle()
+    wait_until(lambda: webhook_report(f)["webhook_pending"] == 80, what="80 events waiting")
+    kill_instance(f)
+    assert segments(spool), "the events wait in the spool"
+    rcv = receivers(secret=SECRET, port=port)
+    g = start_fcmd(mock, workers=2, args=args)
+    want = {f"{pid}.{k}" for pid in ids for k in ("0", "1", "2", "done")}
+    wait_until(lambda: want <= set(rcv.events), timeout=30, what="every event after the restart")
+    assert set(rcv.events) == want and rcv.problems == []
+    # Replayed events keep what they said: the done events' counts included.
+    done = [e for e in rcv.events.values() if e["type"] == "done"]
+    assert all((e["targets"], e["delivered"], e["invalid"]) == (3, 2, 1) for e in done), done
+    # Acknowledged, they are let go of: the segments go, and nothing is sent twice.
+    wait_until(lambda: segments(spool) == [], timeout=15, what="the spool to empty")
+    w = webhook_report(g)
+    assert w["webhook_pending"] == 0 and w["webhook_dropped"] == 0 and w["webhook_events"] == len(rcv.events)
+    assert "webhook events to tell" in g.log_text()
+
+
+def test_a_worker_killed_leaves_its_events_to_another(mock, start_fcmd, receivers, tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    down = {"down": True}
+    rcv = receivers(secret=SECRET, plan=lambda n: "fail" if down["down"] else "ok")
+    f = start_fcmd(mock, workers=2, args=hook_args(tmp_path, rcv, "--spool", str(spool), "--webhook-events", "all"))
+    ids = [send(f, [f"ok-w{i}", f"notreg-w{i}"]) for i in range(20)]
+    f.wait_idle()
+    wait_until(lambda: webhook_report(f)["webhook_pending"] == 60, what="60 events waiting")
+    victim = f.children()[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: len(f.children()) == 2 and victim not in f.children(), what="the worker respawned")
+    down["down"] = False
+    want = {f"{pid}.{k}" for pid in ids for k in ("0", "1", "done")}
+    wait_until(lambda: want <= set(rcv.events), timeout=40, what="every event, the dead worker's too")
+    w = webhook_report(f)
+    assert w["webhook_dropped"] == 0, w
+    wait_until(lambda: webhook_report(f)["webhook_pending"] == 0, what="nothing left waiting")
+    # The adopted segment goes once its events are acknowledged; the workers'
+    # own hold no records.
+    wait_until(lambda: f.report()["spool_bytes"] == 0 and len(segments(spool)) <= 2, timeout=15,
+               what="the spool to empty")
+
+
+def test_a_stop_with_the_receiver_down_keeps_the_events_for_the_next_start(mock, start_fcmd, receivers, tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    port = free_port()
+    args = ["--spool", str(spool), "--webhook", f"http://127.0.0.1:{port}/", "--retries", "0",
+            "--shutdown-timeout", "2"]
+    f = start_fcmd(mock, workers=1, args=args)
+    pid = send(f, ["notreg-s1", "invalid-s2"])
+    wait_until(lambda: webhook_report(f)["webhook_pending"] == 2, what="two events waiting")
+    assert f.stop() == 0
+    assert "wait in the spool" in f.log_text() and segments(spool)
+    rcv = receivers(port=port)
+    start_fcmd(mock, workers=1, args=args)
+    wait_until(lambda: set(rcv.events) == {f"{pid}.0", f"{pid}.1"}, timeout=20, what="the events after the start")
+
+
+def test_events_dropped_past_their_age_are_not_read_back(mock, start_fcmd, receivers, tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    port = free_port()
+    args = ["--spool", str(spool), "--webhook", f"http://127.0.0.1:{port}/", "--retries", "0",
+            "--webhook-max-age", "2"]
+    f = start_fcmd(mock, workers=1, args=args)
+    send(f, ["notreg-a1"])
+    wait_until(lambda: webhook_report(f)["webhook_dropped"] == 1, timeout=15, what="the event dropped")
+    wait_until(lambda: f.report()["spool_bytes"] == 0, timeout=15, what="its records let go of")

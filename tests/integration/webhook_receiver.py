@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Receiver:
-    def __init__(self, secret=None, plan=None):
+    def __init__(self, secret=None, plan=None, port=0):
         self.secret = secret.encode() if isinstance(secret, str) else secret
         self.plan = plan or (lambda n: "ok")
         self.lock = threading.Lock()
@@ -33,7 +33,7 @@ class Receiver:
         self.duplicates = 0        # events acknowledged again (same event_id)
         self.problems = []         # what a well-behaved fcmd never does
         self.release = threading.Event()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
