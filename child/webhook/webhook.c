@@ -91,6 +91,7 @@ struct webhook {
     int stopping;
     unsigned closing;
     struct log_limit drop_log;
+    struct buf scratch; /* the event being made */
     time_t stamp_sec; /* the second stamp[] is of */
     char stamp[24];   /* "YYYY-MM-DDTHH:MM:SS" */
 };
@@ -494,7 +495,7 @@ void webhook_outcome(struct webhook *w, const struct push *p, const struct targe
     static const char *const types[] = {"delivered", "canonical", "invalid", "failed"};
     struct receiver *r;
     struct timespec ts;
-    struct buf b = BUF_INIT;
+    struct buf *b;
     int want, type = -1;
     char index[16];
 
@@ -519,23 +520,27 @@ void webhook_outcome(struct webhook *w, const struct push *p, const struct targe
     if (type < 0 && !(last && (want & WEBHOOK_DONE)))
         return;
     clock_gettime(CLOCK_REALTIME, &ts);
+    b = &w->scratch; /* kept from event to event: no allocation once it has grown */
+    if (b->failed)
+        buf_free(b); /* memory ran out for an earlier one */
+    buf_reset(b);
     if (type >= 0) {
         int n = snprintf(index, sizeof(index), "%" PRIu32, t->index);
-        size_t id_len = event_head(w, &b, p, types[type], index, (size_t)n);
-        buf_adds(&b, ",\"token\":");
-        buf_add_json_string(&b, t->name, t->len);
-        add_at(w, &b, &ts);
+        size_t id_len = event_head(w, b, p, types[type], index, (size_t)n);
+        buf_adds(b, ",\"token\":");
+        buf_add_json_string(b, t->name, t->len);
+        add_at(w, b, &ts);
         if (type == PUSH_CANONICAL && canonical != NULL) {
-            buf_adds(&b, ",\"canonical\":");
-            buf_add_json_string(&b, canonical, strlen(canonical));
+            buf_adds(b, ",\"canonical\":");
+            buf_add_json_string(b, canonical, strlen(canonical));
         } else if (type == PUSH_INVALID || type == PUSH_FAILED) {
             const char *why = reason != NULL ? reason : "";
             size_t n = strnlen(why, PUSH_STATUS_REASON_MAX);
-            buf_adds(&b, ",\"reason\":");
-            buf_add_json_string(&b, why, n);
+            buf_adds(b, ",\"reason\":");
+            buf_add_json_string(b, why, n);
         }
-        buf_adds(&b, "}");
-        queue_event(w, r, p, &b, id_len, &ts);
+        buf_adds(b, "}");
+        queue_event(w, r, p, b, id_len, &ts);
     }
     if (last && (want & WEBHOOK_DONE)) {
         /* The push's counts as its status has them (a push taken up again
@@ -549,15 +554,16 @@ void webhook_outcome(struct webhook *w, const struct push *p, const struct targe
             invalid = st.invalid;
             failed = st.failed;
         }
-        buf_reset(&b);
-        size_t id_len = event_head(w, &b, p, "done", "done", 4);
-        buf_adds(&b, ",\"token\":null");
-        add_at(w, &b, &ts);
-        buf_addf(&b, ",\"targets\":%" PRIu32 ",\"delivered\":%" PRIu32 ",\"invalid\":%" PRIu32 ",\"failed\":%" PRIu32 "}",
+        buf_reset(b);
+        size_t id_len = event_head(w, b, p, "done", "done", 4);
+        buf_adds(b, ",\"token\":null");
+        add_at(w, b, &ts);
+        buf_addf(b, ",\"targets\":%" PRIu32 ",\"delivered\":%" PRIu32 ",\"invalid\":%" PRIu32 ",\"failed\":%" PRIu32 "}",
                  targets, delivered, invalid, failed);
-        queue_event(w, r, p, &b, id_len, &ts);
+        queue_event(w, r, p, b, id_len, &ts);
     }
-    buf_free(&b);
+    if (b->cap > (64u << 10))
+        buf_free(b); /* one huge event's room is not kept */
 }
 
 /* An event an adopted spool segment held: queued again, with the age it
@@ -732,6 +738,7 @@ void webhook_free(struct webhook *w)
     }
     if (left > 0)
         count(w, SHM_WEBHOOK_DROPPED, left);
+    buf_free(&w->scratch);
     publish(w);
     if (w->receivers == NULL) {
         free(w);

@@ -448,3 +448,16 @@ def test_events_dropped_past_their_age_are_not_read_back(mock, start_fcmd, recei
     send(f, ["notreg-a1"])
     wait_until(lambda: webhook_report(f)["webhook_dropped"] == 1, timeout=15, what="the event dropped")
     wait_until(lambda: f.report()["spool_bytes"] == 0, timeout=15, what="its records let go of")
+
+
+def test_an_https_receiver_is_verified(mock, start_fcmd, receivers, tmp_path, tls_cert):
+    rcv = receivers(secret=SECRET, tls=tls_cert)
+    f = start_fcmd(mock, workers=1, args=hook_args(tmp_path, rcv, "--ca-file", str(tls_cert[0])))
+    send(f, ["notreg-tls"])
+    wait_until(lambda: len(rcv.events) == 1, what="the event over TLS")
+    # Without the CA the receiver's certificate is refused: never acknowledged.
+    other = receivers(secret=SECRET, tls=tls_cert)
+    g = start_fcmd(mock, workers=1, args=hook_args(tmp_path, other))
+    send(g, ["notreg-tls2"])
+    wait_until(lambda: webhook_report(g)["webhook_failed_attempts"] >= 1, what="a refused certificate")
+    assert other.events == {} and webhook_report(g)["webhook_pending"] == 1

@@ -17,13 +17,14 @@ import hashlib
 import hmac
 import json
 import socket
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Receiver:
-    def __init__(self, secret=None, plan=None, port=0):
+    def __init__(self, secret=None, plan=None, port=0, tls=None):
         self.secret = secret.encode() if isinstance(secret, str) else secret
         self.plan = plan or (lambda n: "ok")
         self.lock = threading.Lock()
@@ -35,13 +36,20 @@ class Receiver:
         self.release = threading.Event()
         self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self.server.daemon_threads = True
+        self.scheme = "http"
+        if tls is not None:  # (cert, key): HTTPS, HTTP/1.1
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(str(tls[0]), str(tls[1]))
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+            self.scheme = "https"
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.port}/hook"
+        host = "localhost" if self.scheme == "https" else "127.0.0.1"
+        return f"{self.scheme}://{host}:{self.port}/hook"
 
     def stop(self):
         self.release.set()
