@@ -477,6 +477,8 @@ static void teardown(struct child *c)
     spool_close(c->spool);
     c->spool = NULL;
     /* Its batch in flight is a transfer on the sender's multi handle. */
+    if (c->webhook != NULL)
+        sender_on_outcome(c->sender, NULL, NULL);
     webhook_free(c->webhook);
     c->webhook = NULL;
     /* The sender stopped (child_main()) before the adapters go that built

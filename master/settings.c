@@ -532,6 +532,13 @@ static int load_app(struct settings *s, size_t i, char *err, size_t errlen)
             return -1;
         }
         a->o.webhook_secret = cr->webhook_secret;
+    } else if (a->o.webhook != NULL && s->o.webhook_secret != NULL &&
+               (s->o.webhook == NULL || strcmp(a->o.webhook, s->o.webhook) != 0)) {
+        /* The instance's key would let this app's receiver sign events the
+         * instance's receiver (and every other app's) takes for fcmd's. */
+        snprintf(err, errlen, "[app %s]: webhook names a receiver of its own: give it a webhook_secret_file of its "
+                 "own (the instance's secret is not shared with another receiver)", a->name);
+        return -1;
     } else {
         a->o.webhook_secret = s->o.webhook_secret;
     }

@@ -72,6 +72,9 @@ struct receiver {
     int64_t retry_after_ms;
     unsigned failures; /* POSTs in a row not acknowledged */
     uint64_t not_before; /* loop time of the next try */
+    size_t limit;        /* events a batch may hold now: halved after a timeout, grown back after a 2xx */
+    int tried_stopping;  /* a POST made since the worker began to stop has failed */
+    char shown[200];     /* the URL as logs show it: scheme, host and port, never a path or a query */
     struct log_limit log;
     struct receiver *next;
 };
@@ -232,6 +235,10 @@ static void arm(struct receiver *r)
         due = r->head->born + WEBHOOK_BATCH_WAIT_MS;
     if (r->not_before > due)
         due = r->not_before;
+    /* The oldest event is dropped at its age, not at the next try after it. */
+    uint64_t expiry = r->head->born + (uint64_t)r->w->opts->webhook_max_age * 1000;
+    if (expiry < due)
+        due = expiry;
     uv_timer_start(&r->timer, on_timer, due > now ? due - now : 0, 0);
 }
 
@@ -280,15 +287,14 @@ static void batch_failed(struct receiver *r, const char *why)
 {
     struct webhook *w = r->w;
     uint64_t delay = backoff_delay(&retry_backoff, r->failures, backoff_random(&w->rng));
-    char url[256];
 
     if (r->retry_after_ms > 0 && (uint64_t)r->retry_after_ms > delay)
         delay = (uint64_t)r->retry_after_ms;
     r->failures++;
     r->not_before = uv_now(w->loop) + delay;
     count(w, SHM_WEBHOOK_FAILED, 1);
-    log_limited(&r->log, LOG_WARN, "webhook %s: %s; %zu events wait, tried again in %.1f s",
-                log_url(r->url, url, sizeof(url)), why, r->count, (double)delay / 1000);
+    log_limited(&r->log, LOG_WARN, "webhook %s: %s; %zu events wait, tried again in %.1f s", r->shown, why, r->count,
+                (double)delay / 1000);
 }
 
 static void on_posted(struct sender_transfer *t, CURLcode code)
@@ -308,14 +314,20 @@ static void on_posted(struct sender_transfer *t, CURLcode code)
         }
         r->failures = 0;
         r->not_before = 0;
+        r->limit = r->limit * 2 > WEBHOOK_BATCH_MAX ? WEBHOOK_BATCH_MAX : r->limit * 2;
     } else {
         if (status > 0)
             snprintf(why, sizeof(why), "HTTP %ld", status);
         else
             snprintf(why, sizeof(why), "%s", curl_easy_strerror(code));
+        /* A receiver too slow for a batch this size gets smaller ones. */
+        if (code == CURLE_OPERATION_TIMEDOUT)
+            r->limit = r->batch > 1 ? r->batch / 2 : 1;
         r->batch = 0;
+        r->tried_stopping = w->stopping;
         batch_failed(r, why);
     }
+    buf_free(&r->body); /* a batch's copy is not kept between batches */
     publish(w);
     arm(r);
 }
@@ -326,7 +338,6 @@ static void expire(struct receiver *r)
     struct webhook *w = r->w;
     uint64_t now = uv_now(w->loop), age = (uint64_t)w->opts->webhook_max_age * 1000;
     size_t n = 0, run;
-    char url[256];
 
     do { /* in runs of at most a batch, as the spool is told of them */
         run = 0;
@@ -340,7 +351,7 @@ static void expire(struct receiver *r)
     if (n > 0) {
         count(w, SHM_WEBHOOK_DROPPED, n);
         log_limited(&w->drop_log, LOG_WARN, "webhook %s: %zu events dropped after --webhook-max-age (%d s)",
-                    log_url(r->url, url, sizeof(url)), n, w->opts->webhook_max_age);
+                    r->shown, n, w->opts->webhook_max_age);
     }
 }
 
@@ -356,7 +367,9 @@ static int post(struct receiver *r)
     buf_addf(&r->body, "%lld.", (long long)ts.tv_sec);
     r->body_at = r->body.len;
     buf_adds(&r->body, "{\"events\":[");
-    for (struct event *e = r->head; e != NULL && n < WEBHOOK_BATCH_MAX; e = e->next, n++) {
+    for (struct event *e = r->head; e != NULL && n < r->limit; e = e->next, n++) {
+        if (n > 0 && r->body.len + e->len > WEBHOOK_BATCH_BYTES)
+            break;
         if (n > 0)
             buf_adds(&r->body, ",");
         buf_add(&r->body, e->text, e->len);
@@ -448,13 +461,12 @@ static void queue_event(struct webhook *w, struct receiver *r, const struct push
 {
     struct event *e = NULL;
     int held = !b->failed && reserve(w, event_cost(b->len), 0);
-    char url[256];
 
     if (!held || (e = malloc(event_cost(b->len))) == NULL) {
         if (held)
             unreserve(w, event_cost(b->len));
         count(w, SHM_WEBHOOK_DROPPED, 1);
-        log_limited(&w->drop_log, LOG_WARN, "webhook %s: an event dropped: %s", log_url(r->url, url, sizeof(url)),
+        log_limited(&w->drop_log, LOG_WARN, "webhook %s: an event dropped: %s", r->shown,
                     b->failed ? "out of memory" : "the events waiting hold --webhook-queue-bytes");
         return;
     }
@@ -608,6 +620,21 @@ static int same(const char *a, const char *b)
     return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
+/* scheme://host[:port] of url: a path or a query may carry a token, and
+ * userinfo a password. */
+static void shown_url(const char *url, char *out, size_t outlen)
+{
+    const char *host = strstr(url, "://"), *end;
+
+    host = host != NULL ? host + 3 : url;
+    end = host + strcspn(host, "/?#");
+    const char *at = memchr(host, '@', (size_t)(end - host));
+    if (at != NULL)
+        host = at + 1;
+    snprintf(out, outlen, "%.*s://%.*s", (int)(strstr(url, "://") ? strstr(url, "://") - url : 0), url,
+             (int)(end - host), host);
+}
+
 static struct receiver *receiver_for(struct webhook *w, const char *url, const char *secret)
 {
     struct receiver *r;
@@ -624,6 +651,8 @@ static struct receiver *receiver_for(struct webhook *w, const char *url, const c
     r->url = url;
     r->secret = secret;
     r->tailp = &r->head;
+    r->limit = WEBHOOK_BATCH_MAX;
+    shown_url(url, r->shown, sizeof(r->shown));
     r->log = (struct log_limit)LOG_LIMIT_INIT(LOG_INTERVAL_MS);
     uv_timer_init(w->loop, &r->timer);
     r->timer.data = r;
@@ -685,16 +714,20 @@ void webhook_stop(struct webhook *w)
     if (w == NULL)
         return;
     w->stopping = 1;
-    for (struct receiver *r = w->receivers; r != NULL; r = r->next)
+    for (struct receiver *r = w->receivers; r != NULL; r = r->next) {
+        r->not_before = 0; /* one more try at once, whatever the back-off */
         arm(r);
+    }
 }
 
 int webhook_settled(const struct webhook *w)
 {
     if (w == NULL)
         return 1;
+    /* A receiver that failed the try made at the stop is not waited for:
+     * its events stay in the spool, or are counted dropped at the exit. */
     for (const struct receiver *r = w->receivers; r != NULL; r = r->next)
-        if (r->head != NULL || r->batch > 0)
+        if (r->batch > 0 || (r->head != NULL && !(w->stopping && r->tried_stopping)))
             return 0;
     return 1;
 }
@@ -712,7 +745,6 @@ static void on_closed(uv_handle_t *h)
 void webhook_free(struct webhook *w)
 {
     size_t left;
-    char url[256];
 
     if (w == NULL)
         return;
@@ -724,11 +756,9 @@ void webhook_free(struct webhook *w)
         for (struct event *e = r->head; e != NULL; e = e->next)
             e->seg != NULL ? kept++ : lost++;
         if (lost > 0)
-            log_warn("webhook %s: %zu events not delivered at exit: dropped", log_url(r->url, url, sizeof(url)),
-                     lost);
+            log_warn("webhook %s: %zu events not delivered at exit: dropped", r->shown, lost);
         if (kept > 0)
-            log_info("webhook %s: %zu events not delivered at exit wait in the spool",
-                     log_url(r->url, url, sizeof(url)), kept);
+            log_info("webhook %s: %zu events not delivered at exit wait in the spool", r->shown, kept);
         left += lost;
         while (r->head != NULL)
             drop_head(r);

@@ -21,6 +21,7 @@
 #include <uv.h>
 
 #define WEBHOOK_BATCH_MAX 500
+#define WEBHOOK_BATCH_BYTES (1u << 20) /* a batch stops short of this, unless it is one event */
 #define WEBHOOK_BATCH_WAIT_MS 1000
 #define WEBHOOK_ANSWER_MS 10000   /* a receiver that has not answered by then has failed the batch */
 #define WEBHOOK_ANSWER_READ 4096  /* bytes of an answer read; the status decides, the rest is not read */

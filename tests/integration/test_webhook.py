@@ -6,11 +6,14 @@ resets, and the bounds must hold while deliveries go on."""
 
 import hashlib
 import hmac
+import json
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -461,3 +464,102 @@ def test_an_https_receiver_is_verified(mock, start_fcmd, receivers, tmp_path, tl
     send(g, ["notreg-tls2"])
     wait_until(lambda: webhook_report(g)["webhook_failed_attempts"] >= 1, what="a refused certificate")
     assert other.events == {} and webhook_report(g)["webhook_pending"] == 1
+
+
+def test_a_stop_does_not_wait_out_the_deadline_for_a_receiver_that_fails(mock, start_fcmd, receivers, tmp_path):
+    rcv = receivers(secret=SECRET, plan=lambda n: "fail")
+    f = start_fcmd(mock, workers=1, args=hook_args(tmp_path, rcv, "--shutdown-timeout", "20"))
+    send(f, ["notreg-stop"])
+    f.wait_idle()
+    wait_until(lambda: webhook_report(f)["webhook_failed_attempts"] >= 1, what="a failed POST")
+    t0 = time.monotonic()
+    assert f.stop(timeout=40) == 0
+    took = time.monotonic() - t0
+    assert took < 8, f"the stop took {took:.1f} s with no push pending"
+    assert rcv.requests >= 2  # it tried once more at the stop, whatever the back-off
+    assert "1 events not delivered at exit: dropped" in f.log_text()
+
+
+def test_logs_show_the_receivers_host_only(mock, start_fcmd, receivers, tmp_path):
+    rcv = receivers(plan=lambda n: "fail")
+    url = rcv.url.replace("http://", "http://user:pw-s3cr3t@") + "?token=qs-s3cr3t"
+    f = start_fcmd(mock, workers=1, args=["--webhook", url, "--retries", "0"])
+    send(f, ["notreg-log"])
+    wait_until(lambda: "HTTP 500" in f.log_text(), what="a failure logged")
+    assert f"webhook http://127.0.0.1:{rcv.port}: HTTP 500" in f.log_text()
+    assert "s3cr3t" not in f.log_text()
+
+
+class SlowReader:
+    """A receiver that works, slowly: it reads the body at ~96 KiB/s and
+    acknowledges what it read."""
+
+    def __init__(self):
+        rcv = self
+        self.acked = 0
+        self.requests = 0
+        self.sizes = []
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                rcv.requests += 1
+                n, body = int(self.headers["Content-Length"]), b""
+                rcv.sizes.append(n)
+                try:
+                    while len(body) < n:
+                        body += self.rfile.read(min(49152, n - len(body)))
+                        time.sleep(0.5)
+                    events = json.loads(body)["events"]
+                    self.send_response(200)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    rcv.acked += len(events)
+                except OSError:
+                    self.close_connection = True
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_slow_receiver_still_gets_big_events(mock, start_fcmd, tmp_path):
+    """Events of long tokens (4 KiB is allowed) make batches of a MiB, which
+    a receiver reading 96 KiB/s cannot take in 10 s: after a timeout the
+    batches get smaller until it can, and none is over WEBHOOK_BATCH_BYTES."""
+    rcv = SlowReader()
+    try:
+        f = start_fcmd(mock, workers=1, args=["--webhook", rcv.url, "--retries", "0",
+                                              "--webhook-events", "delivered"])
+        for i in range(3):
+            send(f, [f"ok-big{i}-{k}-" + "t" * 4000 for k in range(200)])
+        f.wait_idle()
+        wait_until(lambda: webhook_report(f)["webhook_events"] > 0, timeout=60,
+                   what="any event acknowledged by a slow receiver")
+        assert max(rcv.sizes) <= (1 << 20) + 16, max(rcv.sizes)
+    finally:
+        rcv.stop()
+
+
+def test_an_apps_own_receiver_needs_its_own_secret(mock, tmp_path):
+    conf = tmp_path / "fcmd.conf"
+    conf.write_text(f"[app alpha]\napikey = k\nwebhook = http://127.0.0.1:1/alpha\n")
+    conf.chmod(0o600)
+    r = subprocess.run([FCMD_BIN, "--apikey", "k", "--check-config", "--config", str(conf), "--webhook",
+                        "http://127.0.0.1:1/main", "--webhook-secret-file", secret_file(tmp_path)],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and "[app alpha]" in r.stderr and "webhook_secret_file" in r.stderr, r.stderr
+    assert SECRET not in r.stderr
+    # Unsigned everywhere, or the same receiver as the instance's: fine.
+    r = subprocess.run([FCMD_BIN, "--apikey", "k", "--check-config", "--config", str(conf), "--webhook",
+                        "http://127.0.0.1:1/main"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
