@@ -201,7 +201,7 @@ const char *const options_usage[] = {
     "  --webhook-events LIST     of delivered, invalid, canonical, failed, done, or all\n"
     "                            [invalid,canonical,failed]\n"
     "  --webhook-max-age S       events are retried this long, then dropped and counted [86400]\n"
-    "  --webhook-queue-bytes N   memory for events waiting, per instance, without --spool [67108864]\n"
+    "  --webhook-queue-bytes N   memory for the events waiting, for the whole instance [67108864]\n"
     "Fleet:\n"
     "  --redis URL               redis://HOST[:PORT][/DB] or unix:///PATH[?db=N]: report fleet totals [off]\n"
     "  --redis-password-file F   Redis' password, from the first line of F (or FCMD_REDIS_PASSWORD);\n"

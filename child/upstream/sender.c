@@ -246,29 +246,37 @@ static int on_prereq(void *userp, char *remote_ip, char *local_ip, int remote_po
     return job->sends++ == 0 ? CURL_PREREQFUNC_OK : CURL_PREREQFUNC_ABORT;
 }
 
-/* Retry-After in seconds or as an HTTP date, capped at an hour. */
-static size_t on_header(char *p, size_t size, size_t n, void *userp)
+int64_t sender_retry_after_ms(const char *line, size_t len, int64_t cap_ms)
 {
-    struct job *job = userp;
-    size_t len = size * n;
     char value[64], *end;
     time_t when;
     long secs;
 
-    if (len <= 12 || strncasecmp(p, "Retry-After:", 12) != 0)
-        return len;
+    if (len <= 12 || strncasecmp(line, "Retry-After:", 12) != 0)
+        return -1;
     len -= 12;
     if (len > sizeof(value) - 1)
         len = sizeof(value) - 1;
-    memcpy(value, p + 12, len);
+    memcpy(value, line + 12, len);
     value[len] = '\0';
     secs = strtol(value, &end, 10);
-    if (end != value && secs >= 0) {
-        job->retry_after_ms = secs > 3600 ? 3600000 : secs * 1000;
-    } else if ((when = curl_getdate(value, NULL)) > 0) {
-        long d = (long)(when - time(NULL));
-        job->retry_after_ms = d <= 0 ? 0 : d > 3600 ? 3600000 : d * 1000;
+    if (end != value && secs >= 0)
+        return secs > cap_ms / 1000 ? cap_ms : (int64_t)secs * 1000;
+    if ((when = curl_getdate(value, NULL)) > 0) {
+        int64_t d = (int64_t)(when - time(NULL));
+        return d <= 0 ? 0 : d > cap_ms / 1000 ? cap_ms : d * 1000;
     }
+    return -1;
+}
+
+/* Retry-After in seconds or as an HTTP date, capped at an hour. */
+static size_t on_header(char *p, size_t size, size_t n, void *userp)
+{
+    struct job *job = userp;
+    int64_t ms = sender_retry_after_ms(p, size * n, 3600000);
+
+    if (ms >= 0)
+        job->retry_after_ms = ms;
     return size * n;
 }
 

@@ -46,6 +46,11 @@ int sender_add(struct sender *s, CURL *easy, struct sender_transfer *t);
 
 uv_loop_t *sender_loop(const struct sender *s);
 
+/* The delay a Retry-After header line (len bytes, as curl hands it over)
+ * asks for, in seconds or as an HTTP date, in ms up to cap_ms; -1 when the
+ * line is no Retry-After or its value is neither. */
+int64_t sender_retry_after_ms(const char *line, size_t len, int64_t cap_ms);
+
 /* Told of the targets of push p at indexes[0..n) that are done for good
  * (delivered, refused, or out of retries), before they are freed: with
  * --spool, child.c has the spool acknowledge them.  The sender knows

@@ -35,7 +35,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -261,25 +260,10 @@ static size_t on_answer(char *p, size_t size, size_t n, void *userp)
 static size_t on_answer_header(char *p, size_t size, size_t n, void *userp)
 {
     struct receiver *r = userp;
-    size_t len = size * n;
-    char value[64], *end;
-    long secs;
-    time_t when;
+    int64_t ms = sender_retry_after_ms(p, size * n, WEBHOOK_RETRY_CAP_MS);
 
-    if (len <= 12 || strncasecmp(p, "Retry-After:", 12) != 0)
-        return len;
-    len -= 12;
-    if (len > sizeof(value) - 1)
-        len = sizeof(value) - 1;
-    memcpy(value, p + 12, len);
-    value[len] = '\0';
-    secs = strtol(value, &end, 10);
-    if (end != value && secs >= 0)
-        r->retry_after_ms = secs > WEBHOOK_RETRY_CAP_MS / 1000 ? WEBHOOK_RETRY_CAP_MS : secs * 1000;
-    else if ((when = curl_getdate(value, NULL)) > 0)
-        r->retry_after_ms = when <= time(NULL) ? 0 : (when - time(NULL)) * 1000 > WEBHOOK_RETRY_CAP_MS
-                                                         ? WEBHOOK_RETRY_CAP_MS
-                                                         : (int64_t)(when - time(NULL)) * 1000;
+    if (ms >= 0)
+        r->retry_after_ms = ms;
     return size * n;
 }
 
