@@ -15,6 +15,7 @@
 #include "../../child/store/spool_replay.h"
 #include "../../common/json.h"
 #include "../../common/log.h"
+#include "../../common/options.h"
 #include "../../child/upstream/apns/apns_request.h"
 
 /* Intake's limits with the APNs rules, as a worker sets them. */
