@@ -529,7 +529,7 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
     if (create_upstreams(c) != 0 || (c->sender = create_sender(c, slot)) == NULL || start_upstreams(c) != 0 ||
         (options_has_webhook(o) && start_webhook(c, slot) != 0) ||
         (o->spool != NULL && open_spool(c) != 0) ||
-        (o->redis != NULL && (c->fleet = fleet_start(&c->loop, o->redis, o->redis_password, shm, slot,
+        (o->redis != NULL && (c->fleet = fleet_start(&c->loop, o->redis, o->redis_password, o->redis_ca_file, shm, slot,
                                                      (unsigned)o->redis_drain_lease)) == NULL) ||
         (c->fleet != NULL && (sender_share_rate(c->sender, live_instances, c->fleet), 0)) || (o->redis_queue && open_fleet_queue(c) != 0) ||
         setup_http(c) != 0 || watch_signals(c) != 0 || unblock_signals() != 0 || open_listener(c, listen_fd) != 0) {

@@ -11,6 +11,8 @@
 #include "log.h"
 
 #include <errno.h>
+#include <openssl/err.h>
+#include <openssl/x509_vfy.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pwd.h>
@@ -99,6 +101,7 @@ static const struct opt_def opt_table[] = {
     STR(tls_key, "tls-key"),
     STR(redis, "redis"),
     STR(redis_password_file, "redis-password-file"),
+    STR(redis_ca_file, "redis-ca-file"),
     INT(redis_drain_lease, "redis-drain-lease", 2, 3600),
     STR(apns_key, "apns-key"),
     STR(apns_key_id, "apns-key-id"),
@@ -203,9 +206,11 @@ const char *const options_usage[] = {
     "  --webhook-max-age S       events are retried this long, then dropped and counted [86400]\n"
     "  --webhook-queue-bytes N   memory for the events waiting, for the whole instance [67108864]\n"
     "Fleet:\n"
-    "  --redis URL               redis://HOST[:PORT][/DB] or unix:///PATH[?db=N]: report fleet totals [off]\n"
+    "  --redis URL               redis://HOST[:PORT][/DB] (rediss:// for TLS) or unix:///PATH[?db=N]:\n"
+    "                            report fleet totals [off]\n"
     "  --redis-password-file F   Redis' password, from the first line of F (or FCMD_REDIS_PASSWORD);\n"
     "                            a password in the URL (redis://:PW@HOST) is readable by every local user\n"
+    "  --redis-ca-file FILE      the CAs a rediss:// server's certificate is checked against [system store]\n"
     "  --redis-drain-lease S     seconds a drain answer's entries stay taken without news from their worker [30]\n"
     "  --redis-queue             accepted pushes wait in a Redis stream every instance delivers from [off]\n"
     "  --redis-claim-after S     pushes held by a worker silent this long are taken over [30]\n"
@@ -499,6 +504,30 @@ static int check_access_log(const char *path, char *err, size_t errlen)
     return 0;
 }
 
+/* That path is a PEM bundle holding at least one certificate. */
+static int ca_bundle_check(const char *flag, const char *path, char *err, size_t errlen)
+{
+    X509_STORE *st;
+    int n;
+
+    if (access(path, R_OK) != 0) {
+        snprintf(err, errlen, "%s: cannot read \"%s\": %s", flag, path, strerror(errno));
+        return -1;
+    }
+    if ((st = X509_STORE_new()) == NULL) {
+        snprintf(err, errlen, "%s: out of memory", flag);
+        return -1;
+    }
+    n = X509_STORE_load_file(st, path) == 1 ? sk_X509_OBJECT_num(X509_STORE_get0_objects(st)) : 0;
+    X509_STORE_free(st);
+    ERR_clear_error();
+    if (n <= 0) {
+        snprintf(err, errlen, "%s: \"%s\" holds no PEM certificate", flag, path);
+        return -1;
+    }
+    return 0;
+}
+
 static int validate_redis(const struct fcmd_options *o, char *err, size_t errlen)
 {
     struct redis_url u;
@@ -512,10 +541,17 @@ static int validate_redis(const struct fcmd_options *o, char *err, size_t errlen
         snprintf(err, errlen, "--spool and --redis-queue: with the queue in Redis there is no local spool; give one");
         return -1;
     }
-    if (o->redis == NULL || redis_url_parse(o->redis, &u, why, sizeof(why)) == 0)
+    if (o->redis != NULL && redis_url_parse(o->redis, &u, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "--redis: \"%s\": %s", log_url_any_at(o->redis, url, sizeof(url)), why);
+        return -1;
+    }
+    if (o->redis_ca_file == NULL)
         return 0;
-    snprintf(err, errlen, "--redis: \"%s\": %s", log_url_any_at(o->redis, url, sizeof(url)), why);
-    return -1;
+    if (o->redis == NULL || !u.tls) {
+        snprintf(err, errlen, "--redis-ca-file is for a rediss:// URL (TLS)");
+        return -1;
+    }
+    return ca_bundle_check("--redis-ca-file", o->redis_ca_file, err, errlen);
 }
 
 /* The ids and URL that go with --apns-key; the key itself is read later,

@@ -71,6 +71,7 @@ struct fcmd_options {
     const char *tls_key;
     const char *redis;               /* fleet mode: redis:// or unix:// URL; may hold a password, print with log_url */
     const char *redis_password_file; /* Redis' password, read from a file by the master */
+    const char *redis_ca_file;       /* rediss://: the CAs its certificate is checked against */
     int redis_drain_lease;           /* seconds a drain's entries stay taken without their worker's renewal */
     const char *apns_key;            /* APNs .p8 signing key file: enables /apns/send */
     const char *apns_key_id;         /* its key id (kid) */

@@ -119,9 +119,13 @@ int redis_url_parse(const char *url, struct redis_url *out, char *err, size_t er
     out->port = REDIS_URL_DEFAULT_PORT;
     if (strncmp(url, "redis://", 8) == 0)
         return parse_tcp(url + 8, out, err, errlen);
+    if (strncmp(url, "rediss://", 9) == 0) {
+        out->tls = 1;
+        return parse_tcp(url + 9, out, err, errlen);
+    }
     if (strncmp(url, "unix://", 7) == 0) {
         out->is_unix = 1;
         return parse_unix(url + 7, out, err, errlen);
     }
-    FAIL("not a redis:// or unix:// URL");
+    FAIL("not a redis://, rediss:// or unix:// URL");
 }

@@ -1,7 +1,8 @@
 /*
  * common/redis_url.h - the --redis URL, split into what a connection needs.
  *
- * redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N].  The
+ * redis://[[user]:password@]host[:port][/db], the same as rediss:// for TLS,
+ * or unix:///path[?db=N].  The
  * parser only fills the caller's struct and says in words what is wrong;
  * its messages never quote the password.  Such a URL is printed only
  * through log_url_any_at() (common/log.h).
@@ -16,6 +17,7 @@
 
 struct redis_url {
     int is_unix;
+    int tls;            /* rediss://: TLS, the server's certificate checked */
     char host[256];     /* TCP: a name or an address, without IPv6 brackets */
     char path[108];     /* UNIX: the socket's path (sun_path's size) */
     int port;           /* TCP: 6379 unless given */

@@ -69,6 +69,7 @@ static const struct {
     {"spool", "segment_bytes", "spool-segment-bytes"},
     {"redis", "url", "redis"},
     {"redis", "password_file", "redis-password-file"},
+    {"redis", "ca_file", "redis-ca-file"},
     {"redis", "drain_lease", "redis-drain-lease"},
     {"apns", "key", "apns-key"},
     {"apns", "key_id", "apns-key-id"},

@@ -47,10 +47,11 @@ struct fleet_totals {
 
 /* Starts connecting to the (validated) URL.  The password comes from the URL,
  * or else from password (NULL for none), which the master read from
- * --redis-password-file or FCMD_REDIS_PASSWORD.  Returns NULL, logged, on
- * failure. */
-struct fleet *fleet_start(uv_loop_t *loop, const char *url, const char *password, struct shm_region *shm, unsigned slot,
-                          unsigned drain_lease_s);
+ * --redis-password-file or FCMD_REDIS_PASSWORD.  ca_file (NULL: the system's
+ * store) is what a rediss:// server's certificate is checked against.
+ * Returns NULL, logged, on failure. */
+struct fleet *fleet_start(uv_loop_t *loop, const char *url, const char *password, const char *ca_file,
+                          struct shm_region *shm, unsigned slot, unsigned drain_lease_s);
 
 /* The reply to a command sent with fleet_command(): r is NULL when the
  * connection was dropped before it came (the command may or may not have

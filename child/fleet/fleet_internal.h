@@ -37,6 +37,7 @@ struct fleet {
 
     /* The link (link.c). */
     struct link *link;     /* NULL while not connected or connecting */
+    struct ssl_ctx_st *tls; /* rediss://: the client context (SSL_CTX), else NULL */
     struct lookup *lookup; /* the name lookup under way, NULL when none */
     uv_async_t looked_up;  /* its thread wakes the loop through this */
     int resolving;         /* a lookup is under way */

@@ -5,6 +5,13 @@
  * larger than any it asks for, is never parsed further: the connection is
  * dropped and made again after a back-off.  Nothing here waits for Redis or
  * aborts on it.  Also fleet_start() and the once-a-second tick.
+ *
+ * With rediss:// the same connection carries TLS: OpenSSL works on two
+ * memory BIOs, one fed with what the socket read, the other emptied into
+ * the socket's writes, so the loop drives the handshake like any read and
+ * write, and the Redis handshake (AUTH, SELECT, the scripts) begins once
+ * the server's certificate has been checked against the CA file (or the
+ * system's store) and the URL's host.
  */
 #include "fleet_internal.h"
 #include "../../common/log.h"
@@ -14,7 +21,11 @@
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <hiredis/read.h>
+#include <arpa/inet.h>
 #include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -24,6 +35,7 @@
 
 #define NWANT 64 /* replies a connection can await at once */
 #define REPLY_MAX_ELEMENTS 4096
+#define TLS_PLAIN_BYTES (16 * 1024) /* one TLS record's plaintext at most */
 
 /* A reply the connection awaits, in the order the commands went. */
 struct want {
@@ -53,20 +65,28 @@ struct link {
     uint64_t boundary;                          /* ...up to the end of the last complete reply */
     struct want want[NWANT];
     unsigned nwant, first;
+    SSL *ssl;       /* rediss://: the TLS session, else NULL */
+    BIO *in, *out;  /* ...its memory BIOs (the session owns them) */
+    int tls_ready;  /* ...its handshake is done */
+    char *plain;    /* ...and TLS_PLAIN_BYTES for what SSL_read() gives */
 };
 
-/* A command on its way out; wiped (AUTH carries the password) and freed by
- * its write callback. */
+/* Bytes on their way out, a command or (TLS) its records; wiped (AUTH
+ * carries the password) and freed by their write callback. */
 struct out {
     uv_write_t req;
     char *cmd;
     size_t len;
+    int sealed; /* cmd is TLS records (malloc), not a formatted command */
 };
 
 static void out_free(struct out *o)
 {
     explicit_bzero(o->cmd, o->len);
-    redisFreeCommand(o->cmd);
+    if (o->sealed)
+        free(o->cmd);
+    else
+        redisFreeCommand(o->cmd);
     free(o);
 }
 
@@ -122,6 +142,8 @@ static void link_closed(uv_handle_t *h)
 
     if (l->reader != NULL)
         redisReaderFree(l->reader);
+    SSL_free(l->ssl);
+    free(l->plain);
     free(l);
 }
 
@@ -191,6 +213,162 @@ static void on_written(uv_write_t *req, int status)
         link_drop(l->f, uv_strerror(status));
 }
 
+/* ---- TLS ---- */
+
+/* Writes what the session has sealed.  Returns 0, or -1 with the
+ * connection dropped. */
+static int tls_send(struct fleet *f, struct link *l)
+{
+    size_t n;
+    int rc;
+
+    while ((n = BIO_ctrl_pending(l->out)) > 0) {
+        struct out *o = malloc(sizeof(*o));
+        char *b = n <= INT_MAX ? malloc(n) : NULL;
+        if (o == NULL || b == NULL || BIO_read(l->out, b, (int)n) != (int)n) {
+            free(o);
+            free(b);
+            link_drop(f, "TLS: out of memory");
+            return -1;
+        }
+        *o = (struct out){.cmd = b, .len = n, .sealed = 1};
+        o->req.data = l;
+        uv_buf_t buf = uv_buf_init(b, (unsigned)n);
+        if ((rc = uv_write(&o->req, &l->u.stream, &buf, 1, on_written)) != 0) {
+            out_free(o);
+            link_drop(f, uv_strerror(rc));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Drops the connection with what OpenSSL says went wrong: the certificate
+ * check's verdict when it failed, else the first error queued. */
+static void tls_fail(struct fleet *f, struct link *l, const char *during)
+{
+    char why[400], ssl_err[256] = "the server closed the connection";
+    long v = SSL_get_verify_result(l->ssl);
+    unsigned long e = ERR_peek_error();
+
+    if (v != X509_V_OK)
+        snprintf(ssl_err, sizeof(ssl_err), "the server's certificate: %s", X509_verify_cert_error_string(v));
+    else if (e != 0)
+        ERR_error_string_n(e, ssl_err, sizeof(ssl_err));
+    ERR_clear_error();
+    snprintf(why, sizeof(why), "TLS %s: %s", during, ssl_err);
+    link_drop(f, why);
+}
+
+static int is_address(const char *host)
+{
+    unsigned char a[sizeof(struct in6_addr)];
+
+    return inet_pton(AF_INET, host, a) == 1 || inet_pton(AF_INET6, host, a) == 1;
+}
+
+/* A TLS session on the connected socket, its ClientHello sent: SNI and the
+ * certificate's name are the URL's host (an address is checked as one and
+ * sent no SNI).  Returns 0, or -1 with the connection dropped. */
+static int tls_begin(struct fleet *f, struct link *l)
+{
+    const char *host = f->url.host;
+    int rc;
+
+    ERR_clear_error();
+    if ((l->plain = malloc(TLS_PLAIN_BYTES)) == NULL || (l->ssl = SSL_new(f->tls)) == NULL ||
+        (l->in = BIO_new(BIO_s_mem())) == NULL || (l->out = BIO_new(BIO_s_mem())) == NULL) {
+        BIO_free(l->in);
+        l->in = NULL;
+        link_drop(f, "TLS: out of memory");
+        return -1;
+    }
+    BIO_set_mem_eof_return(l->in, -1); /* empty is "read more", not the end */
+    SSL_set_bio(l->ssl, l->in, l->out);
+    SSL_set_connect_state(l->ssl);
+    if (is_address(host) ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(l->ssl), host) != 1
+                         : SSL_set_tlsext_host_name(l->ssl, host) != 1 || SSL_set1_host(l->ssl, host) != 1) {
+        tls_fail(f, l, "set-up");
+        return -1;
+    }
+    rc = SSL_do_handshake(l->ssl);
+    if (rc != 1 && SSL_get_error(l->ssl, rc) != SSL_ERROR_WANT_READ) {
+        tls_fail(f, l, "handshake");
+        return -1;
+    }
+    return tls_send(f, l);
+}
+
+static void parse(struct fleet *f, struct link *l, const char *buf, size_t n);
+static void handshake(struct fleet *f);
+
+/* What the socket read, through the session: the handshake first (then
+ * Redis' own), then the replies' plaintext to the parser. */
+static void tls_received(struct fleet *f, struct link *l, const char *buf, size_t n)
+{
+    int rc;
+
+    ERR_clear_error();
+    if (BIO_write(l->in, buf, (int)n) != (int)n) {
+        link_drop(f, "TLS: out of memory");
+        return;
+    }
+    if (!l->tls_ready) {
+        rc = SSL_do_handshake(l->ssl);
+        if (tls_send(f, l) != 0)
+            return;
+        if (rc != 1) {
+            if (SSL_get_error(l->ssl, rc) != SSL_ERROR_WANT_READ)
+                tls_fail(f, l, "handshake");
+            return;
+        }
+        l->tls_ready = 1;
+        handshake(f);
+        if (f->link != l)
+            return;
+    }
+    for (;;) {
+        rc = SSL_read(l->ssl, l->plain, TLS_PLAIN_BYTES);
+        if (rc > 0) {
+            parse(f, l, l->plain, (size_t)rc);
+            if (f->link != l)
+                return;
+            continue;
+        }
+        rc = SSL_get_error(l->ssl, rc);
+        if (rc == SSL_ERROR_WANT_READ)
+            break;
+        if (rc == SSL_ERROR_ZERO_RETURN)
+            link_drop(f, "connection closed (TLS close_notify)");
+        else
+            tls_fail(f, l, "read");
+        return;
+    }
+    tls_send(f, l); /* what reading made the session answer (a key update) */
+}
+
+/* The client context for rediss://: TLS 1.2 or later, the peer verified
+ * against ca_file, or the system's store without one.  NULL, logged, when
+ * it cannot be made. */
+static SSL_CTX *tls_context(const char *ca_file)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    char err[256];
+
+    if (ctx == NULL || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
+        (ca_file != NULL ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL) : SSL_CTX_set_default_verify_paths(ctx)) !=
+            1) {
+        ERR_error_string_n(ERR_get_error(), err, sizeof(err));
+        ERR_clear_error();
+        log_error("redis: cannot set TLS up%s%s: %s", ca_file ? " with --redis-ca-file " : "", ca_file ? ca_file : "",
+                  err);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    return ctx;
+}
+
 /* Sends one command (argvlen NULL: C strings) on the connection, which
  * must be there (f->link), and notes that fn handles its reply, of at most
  * cap bytes.  Returns 0; -EAGAIN when NWANT replies are awaited already
@@ -216,12 +394,26 @@ static int send_command(struct fleet *f, fleet_reply_fn fn, void *arg, size_t ca
         return -ENOTCONN;
     }
     o->len = (size_t)n;
-    uv_buf_t buf = uv_buf_init(o->cmd, (unsigned)n);
-    o->req.data = l;
-    if ((rc = uv_write(&o->req, &l->u.stream, &buf, 1, on_written)) != 0) {
+    o->sealed = 0;
+    if (l->ssl != NULL) {
+        /* A memory BIO takes all of it: the records go out in one write. */
+        ERR_clear_error();
+        rc = n > INT_MAX ? -1 : SSL_write(l->ssl, o->cmd, (int)n);
         out_free(o);
-        link_drop(f, uv_strerror(rc));
-        return -ENOTCONN;
+        if (rc != n) {
+            link_drop(f, "TLS: cannot seal a command");
+            return -ENOTCONN;
+        }
+        if (tls_send(f, l) != 0)
+            return -ENOTCONN;
+    } else {
+        uv_buf_t buf = uv_buf_init(o->cmd, (unsigned)n);
+        o->req.data = l;
+        if ((rc = uv_write(&o->req, &l->u.stream, &buf, 1, on_written)) != 0) {
+            out_free(o);
+            link_drop(f, uv_strerror(rc));
+            return -ENOTCONN;
+        }
     }
     l->want[(l->first + l->nwant++) % NWANT] = (struct want){fn, arg, cap, uv_now(f->loop)};
     return 0;
@@ -387,6 +579,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         return;
     if (n < 0)
         link_drop(l->f, n == UV_EOF ? "connection closed" : uv_strerror((int)n));
+    else if (l->ssl != NULL)
+        tls_received(l->f, l, buf->base, (size_t)n);
     else
         parse(l->f, l, buf->base, (size_t)n);
 }
@@ -432,7 +626,10 @@ static void on_connected(uv_connect_t *req, int status)
         link_drop(f, uv_strerror(rc));
         return;
     }
-    handshake(f);
+    if (f->tls != NULL)
+        tls_begin(f, l); /* Redis' handshake follows TLS' */
+    else
+        handshake(f);
 }
 
 /* A parser whose arrays are capped: hiredis' own reply objects otherwise. */
@@ -668,8 +865,8 @@ static void on_tick(uv_timer_t *t)
 
 /* ---- the interface ---- */
 
-struct fleet *fleet_start(uv_loop_t *loop, const char *url, const char *password, struct shm_region *shm, unsigned slot,
-                          unsigned drain_lease_s)
+struct fleet *fleet_start(uv_loop_t *loop, const char *url, const char *password, const char *ca_file,
+                          struct shm_region *shm, unsigned slot, unsigned drain_lease_s)
 {
     struct fleet *f = calloc(1, sizeof(*f));
     char err[200];
@@ -686,6 +883,10 @@ struct fleet *fleet_start(uv_loop_t *loop, const char *url, const char *password
     if (f->url.password[0] == '\0' && password != NULL &&
         snprintf(f->url.password, sizeof(f->url.password), "%s", password) >= (int)sizeof(f->url.password)) {
         log_error("redis: the password is longer than %zu bytes", sizeof(f->url.password) - 1);
+        free(f);
+        return NULL;
+    }
+    if (f->url.tls && (f->tls = tls_context(ca_file)) == NULL) {
         free(f);
         return NULL;
     }
@@ -766,6 +967,7 @@ static void on_fleet_closed(uv_handle_t *h)
 
     if (--f->closing == 0) {
         explicit_bzero(f->url.password, sizeof(f->url.password));
+        SSL_CTX_free(f->tls);
         free(f);
     }
 }

@@ -64,6 +64,27 @@ static void ipv6(void **state)
     assert_int_equal(parse("redis://[::1:6390"), -1);
 }
 
+static void tls(void **state)
+{
+    (void)state;
+    assert_int_equal(parse("rediss://fcmd:pw@cache.example:6380/2"), 0);
+    assert_true(u.tls);
+    assert_false(u.is_unix);
+    assert_string_equal(u.host, "cache.example");
+    assert_int_equal(u.port, 6380);
+    assert_int_equal(u.db, 2);
+    assert_string_equal(u.user, "fcmd");
+    assert_string_equal(u.password, "pw");
+    assert_int_equal(parse("rediss://[::1]"), 0);
+    assert_true(u.tls);
+    assert_int_equal(u.port, 6379);
+    assert_int_equal(parse("redis://h"), 0);
+    assert_false(u.tls);
+    assert_int_equal(parse("rediss://"), -1);
+    assert_int_equal(parse("redisss://h"), -1);
+    assert_int_equal(parse("unixs:///tmp/s"), -1);
+}
+
 static void unix_socket(void **state)
 {
     (void)state;
@@ -135,6 +156,7 @@ static void printable(void **state)
     assert_string_equal(log_url_any_at("redis://:pw@h:1/2", out, sizeof(out)), "redis://***@h:1/2");
     assert_string_equal(log_url_any_at("redis://:p/w@h", out, sizeof(out)), "redis://***@h");
     assert_string_equal(log_url_any_at("unix:///tmp/s", out, sizeof(out)), "unix:///tmp/s");
+    assert_string_equal(log_url_any_at("rediss://u:pw@h:1", out, sizeof(out)), "rediss://***@h:1");
 }
 
 int main(void)
@@ -143,7 +165,7 @@ int main(void)
         cmocka_unit_test(plain_host), cmocka_unit_test(password_port_db),
         cmocka_unit_test(ipv6),       cmocka_unit_test(unix_socket),
         cmocka_unit_test(refused),    cmocka_unit_test(reasons_never_show_the_password),
-        cmocka_unit_test(printable),
+        cmocka_unit_test(printable),  cmocka_unit_test(tls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
