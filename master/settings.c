@@ -561,7 +561,8 @@ static int load_app(struct settings *s, size_t i, char *err, size_t errlen)
 }
 
 /* At start every app must load; on a reload an app whose credentials cannot
- * be read is kept but marked broken (its sends wait, /readyz names it), so
+ * be read is kept but marked broken (its sends are refused with 503, /readyz
+ * names it), so
  * one app's bad key does not stop the others from taking the new settings. */
 static int load_apps(struct settings *s, int validate, char *err, size_t errlen)
 {
@@ -574,7 +575,7 @@ static int load_apps(struct settings *s, int validate, char *err, size_t errlen)
             snprintf(err, errlen, "%s", why);
             return -1;
         }
-        log_error("reload: %s: the app's sends wait until a reload loads its credentials", why);
+        log_error("reload: %s: the app's pushes are refused (503) until a reload loads its credentials", why);
         s->apps[i].broken = 1;
     }
     return 0;

@@ -101,6 +101,9 @@ static int readyz_app(struct http_server *hs, h2o_req_t *req, const char *name, 
 
     if (a < 0)
         return http_error(req, 400, "unknown app");
+    if (a != APP_DEFAULT && hs->opts->apps[a - 1].broken)
+        return http_error(req, 503, "the app cannot send: a reload could not read its credentials; its pushes are "
+                                    "refused until a reload loads them");
     if (!http_app_healthy(hs, (unsigned)a))
         return http_error(req, 503, "the app cannot send now: no usable credentials");
     return http_respond(req, 200, "OK", "text/plain", "ok\n", 3);

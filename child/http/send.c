@@ -411,6 +411,16 @@ static int send_to(struct http_server *hs, h2o_req_t *req, enum upstream_kind ki
         request_free(&r);
         rc = -EINVAL;
     }
+    if (rc == 0 && r.app_index != APP_DEFAULT && hs->opts->apps[r.app_index - 1].broken) {
+        /* Taken, its pushes could only wait for a reload that retires this
+         * generation: refused, a balancer may try an instance that can send. */
+        snprintf(err, sizeof(err),
+                 "app \"%s\" cannot send: a reload could not read its credentials; its pushes are refused until "
+                 "a reload loads them",
+                 options_app_name(hs->opts, r.app_index));
+        request_free(&r);
+        return http_busy(req, err);
+    }
     if (rc == 0 && up->ops->check != NULL && (rc = up->ops->check(up, &r, err, sizeof(err))) != 0)
         request_free(&r);
     if (rc == 0 && !queue_could_fit(hs->queue, r.ntargets, cost = queue_cost(&r))) {

@@ -2,7 +2,9 @@
  * child/upstream/wait.c - the adapter of an app whose credentials a reload
  * could not read.
  *
- * It is never ready, so the sender sets that app's targets aside and tries
+ * Intake refuses such an app's pushes (503); those that reach it anyway,
+ * replayed from the spool or taken from the queue in Redis, wait: it is
+ * never ready, so the sender sets that app's targets aside and tries
  * again later, as it does for an FCM v1 app still waiting for its access
  * token: nothing fails and nothing is dropped, and a reload that loads the
  * credentials sends them (from the spool, with --spool).

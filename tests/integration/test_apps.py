@@ -379,9 +379,10 @@ def test_sighup_adds_changes_and_removes_apps_under_traffic(apps, start_fcmd):
     assert rep["apps"]["default"]["successes"] == len(traffic.accepted)
 
 
-def test_a_key_that_breaks_at_reload_holds_only_its_app(apps, start_fcmd, tmp_path):
-    # With a spool the waiting push outlives the generation that holds it.
-    f = apps.start(start_fcmd, workers=1, args=["--spool", str(tmp_path / "spool"), "--shutdown-timeout", "1"])
+def test_a_key_that_breaks_at_reload_refuses_only_its_app(apps, start_fcmd, tmp_path):
+    # No spool: nothing an app that cannot send was given waits for the
+    # generation that holds it to be retired.
+    f = apps.start(start_fcmd, workers=1, args=["--shutdown-timeout", "1"])
     apps.write(ios_key=tmp_path / "missing.p8")
     f.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: "generation 2 serves" in f.log_text(), what="generation 2")
@@ -391,19 +392,28 @@ def test_a_key_that_breaks_at_reload_holds_only_its_app(apps, start_fcmd, tmp_pa
     degraded = {"status": "degraded", "unhealthy_apps": ["ios"]}
     wait_until(lambda: (lambda r: r.status_code == 200 and r.json() == degraded)(
         requests.get(f.url("/readyz"), timeout=5)), what="/readyz to name ios alone")
-    assert send(f, {"tokens": [apns_tok(3)], "payload": {"aps": {}}, "app": "ios"}, path="/apns/send").ok
+    why = requests.get(f.url("/readyz?app=ios"), timeout=5)
+    assert why.status_code == 503 and "a reload could not read its credentials" in why.json()["error"]
+    # ios's pushes are refused, by field and by header, saying why; nothing is queued.
+    for body, headers in (({"tokens": [apns_tok(3)], "payload": {"aps": {}}, "app": "ios"}, {}),
+                          ({"tokens": [apns_tok(3)], "payload": {"aps": {}}}, {"X-Fcmd-App": "ios"})):
+        r = requests.post(f.url("/apns/send"), json=body, headers=headers, timeout=5)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+        assert r.json()["error"].startswith('app "ios" cannot send: a reload could not read its credentials')
     assert send(f, {"tokens": ["fine"], "payload": {}, "app": "alpha"}).ok
     wait_until(lambda: "fine" in tokens(apps.alpha), what="alpha's push")
     rep = report(f)
-    assert rep["pending"] == 1 and rep["failures"] == 0  # ios's push waits; nothing failed
-    # A reload that can read the key again sends what waited (the new
-    # generation adopts the old one's spool once it has stopped).
+    assert rep["pending"] == 0 and rep["failures"] == 0 and rep["accepted"] == 1
+    # A reload that can read the key again: ios is taken and sent; the
+    # generation it retires held nothing, so nothing was lost.
     apps.write()
     f.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: "generation 3 serves" in f.log_text(), what="generation 3")
-    wait_until(lambda: apns_tok(3) in tokens(apps.ios), timeout=30, what="the waiting push")
+    wait_until(lambda: requests.get(f.url("/readyz?app=ios"), timeout=5).status_code == 200, what="ios ready")
+    assert send(f, {"tokens": [apns_tok(3)], "payload": {"aps": {}}, "app": "ios"}, path="/apns/send").ok
+    wait_until(lambda: apns_tok(3) in tokens(apps.ios), timeout=30, what="ios's push")
     rep = f.wait_idle(timeout=30)
-    assert rep["failures"] == 0 and rep["replayed"] == 1
+    assert rep["failures"] == 0 and rep["lost"] == 0
 
 
 # ---- a broken app's credential ----

@@ -318,7 +318,7 @@ def test_a_reload_that_brings_a_secret_makes_the_processes_not_dumpable(run_as_n
     settings hold a secret, whichever kind, alone; nor is the generation it
     forks.  Where the secret is not an upstream credential, the config's one
     app has a key file that is not there: a reload keeps such an app with no
-    credential loaded (broken, its sends wait), so the secret is the only one
+    credential loaded (broken, its sends refused), so the secret is the only one
     the new settings hold."""
     flag = put(nobody_dir, "keep-dumpable", "")
     env = keeping_dumpable(flag)
