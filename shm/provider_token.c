@@ -20,15 +20,23 @@ int provider_token_init(struct provider_token *t)
     return err;
 }
 
-int provider_token_lock(struct provider_token *t)
+static int taken(struct provider_token *t, int err)
 {
-    int err = pthread_mutex_lock(&t->lock);
-
     if (err == EOWNERDEAD) {
         t->len = 0;
         err = pthread_mutex_consistent(&t->lock);
     }
     return -err;
+}
+
+int provider_token_lock(struct provider_token *t)
+{
+    return taken(t, pthread_mutex_lock(&t->lock));
+}
+
+int provider_token_trylock(struct provider_token *t)
+{
+    return taken(t, pthread_mutex_trylock(&t->lock));
 }
 
 void provider_token_unlock(struct provider_token *t)

@@ -32,6 +32,11 @@ int provider_token_init(struct provider_token *t);
 /* Locks t; a holder that died leaves the token marked missing, since it may
  * have been half written.  Returns 0 or a negative errno. */
 int provider_token_lock(struct provider_token *t);
+
+/* The same without waiting: -EBUSY while another process holds it (one
+ * stopped with SIGSTOP holds it until it runs again), so a worker's loop
+ * never waits on another worker. */
+int provider_token_trylock(struct provider_token *t);
 void provider_token_unlock(struct provider_token *t);
 
 #endif

@@ -23,6 +23,7 @@
 #include "../core/retry.h"
 #include "upstream.h"
 
+#include <errno.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -815,11 +816,13 @@ static void dispatch(struct sender *s)
         size_t n = queue_take_batch(s->queue, s->batch, allowed < up->max_targets ? allowed : up->max_targets);
         struct job *job = job_new(s, up, s->batch, n);
         CURL *e = job ? easy_get(s) : NULL;
+        int rc = 0;
 
         if (e != NULL)
             job->easy = e;
-        if (e == NULL || up->ops->prepare(up, job) != 0) {
-            log_error("cannot build an upstream request for %zu targets: out of memory", n);
+        if (e == NULL || (rc = up->ops->prepare(up, job)) != 0) {
+            if (e == NULL || rc != -EAGAIN)
+                log_error("cannot build an upstream request for %zu targets: out of memory", n);
             if (e)
                 easy_put(s, e);
             if (job)

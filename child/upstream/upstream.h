@@ -89,7 +89,8 @@ struct upstream_ops {
     int (*ready)(struct upstream *u);
     /* Builds the request for job (body, URL, headers on job->easy) and
      * sets job->answer_max, the most of the answer's body fcmd reads.
-     * Returns 0, or -1 when memory ran out. */
+     * Returns 0; -EAGAIN when it cannot be built for a moment (the targets
+     * are tried again a second later); -1 when memory ran out. */
     int (*prepare)(struct upstream *u, struct job *job);
     /* Fills out[0..job->ntargets) from the result. */
     void (*classify)(struct upstream *u, struct job *job, const struct upstream_result *res, struct outcome *out);

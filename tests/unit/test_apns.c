@@ -9,6 +9,7 @@
 #include <openssl/ec.h>
 #include <openssl/ecdsa.h>
 #include <openssl/pem.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -199,6 +200,8 @@ static void jwt_is_es256_with_kid_iss_iat(void **state)
 
 /* ---- the shared token ---- */
 
+static int busy; /* apns_token_header()'s word that the lock was held */
+
 static struct provider_token *shared_map(void)
 {
     struct provider_token *p = mmap(NULL, sizeof(*p), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -227,21 +230,21 @@ static void renewed_between_20_and_50_minutes(void **state)
 
     (void)state;
     assert_true(APNS_TOKEN_RENEW_S >= 20 * 60 && APNS_TOKEN_RENEW_S <= 50 * 60);
-    snprintf(first, sizeof(first), "%s", jwt_of(apns_token_header(a, t0, 1700000000, &g1)));
+    snprintf(first, sizeof(first), "%s", jwt_of(apns_token_header(a, t0, 1700000000, &g1, &busy)));
     verify_jwt(first, ec_key, &head, &claims);
     assert_int_equal(json_integer_value(json_object_get(claims, "iat")), 1700000000);
     json_decref(head);
     json_decref(claims);
     /* The other worker takes the same token, also just before the renewal. */
-    assert_string_equal(jwt_of(apns_token_header(b, t0 + 60000, 1700000060, &g2)), first);
+    assert_string_equal(jwt_of(apns_token_header(b, t0 + 60000, 1700000060, &g2, &busy)), first);
     assert_int_equal(g1, g2);
-    assert_string_equal(jwt_of(apns_token_header(b, t0 + APNS_TOKEN_RENEW_S * 1000L - 1, 1700002399, &g2)), first);
+    assert_string_equal(jwt_of(apns_token_header(b, t0 + APNS_TOKEN_RENEW_S * 1000L - 1, 1700002399, &g2, &busy)), first);
     assert_int_equal(atomic_load(&s->made), 1);
     /* At the renewal age, one new token, which the other worker then takes. */
-    assert_string_not_equal(jwt_of(apns_token_header(b, t0 + APNS_TOKEN_RENEW_S * 1000L, 1700002400, &g2)), first);
+    assert_string_not_equal(jwt_of(apns_token_header(b, t0 + APNS_TOKEN_RENEW_S * 1000L, 1700002400, &g2, &busy)), first);
     assert_int_not_equal(g1, g2);
-    snprintf(first, sizeof(first), "%s", jwt_of(apns_token_header(b, t0 + APNS_TOKEN_RENEW_S * 1000L, 0, &g2)));
-    assert_string_equal(jwt_of(apns_token_header(a, t0 + APNS_TOKEN_RENEW_S * 1000L + 5, 1700002405, &g1)), first);
+    snprintf(first, sizeof(first), "%s", jwt_of(apns_token_header(b, t0 + APNS_TOKEN_RENEW_S * 1000L, 0, &g2, &busy)));
+    assert_string_equal(jwt_of(apns_token_header(a, t0 + APNS_TOKEN_RENEW_S * 1000L + 5, 1700002405, &g1, &busy)), first);
     assert_int_equal(g1, g2);
     assert_int_equal(atomic_load(&s->made), 2);
     apns_token_free(a);
@@ -258,8 +261,8 @@ static void other_credentials_replace_the_token(void **state)
     uint64_t g;
 
     (void)state;
-    apns_token_header(a, 1000, 1700000000, &g);
-    verify_jwt(jwt_of(apns_token_header(b, 2000, 1700000001, &g)), ec_key, &head, &claims);
+    apns_token_header(a, 1000, 1700000000, &g, &busy);
+    verify_jwt(jwt_of(apns_token_header(b, 2000, 1700000001, &g, &busy)), ec_key, &head, &claims);
     assert_string_equal(json_string_value(json_object_get(head, "kid")), "KEY7654321");
     json_decref(head);
     json_decref(claims);
@@ -275,7 +278,7 @@ static void workers_share_one_token_and_renew_once(void **state)
     enum { WORKERS = 4 };
     struct provider_token *s = shared_map();
     struct {
-        _Atomic int go, got;
+        _Atomic int go, got, expired;
         uint64_t gen[WORKERS];
         int made_new[WORKERS];
         char jwt[WORKERS][PROVIDER_TOKEN_MAX];
@@ -292,7 +295,11 @@ static void workers_share_one_token_and_renew_once(void **state)
             const char *h;
             while (!atomic_load(&out->go))
                 ;
-            h = apns_token_header(t, 5000, 1700000000, &g);
+            /* The lock is only tried: a worker that finds it held and has
+             * no copy yet tries again, as the sender does a second later. */
+            for (long i = 0; (h = apns_token_header(t, 5000, 1700000000, &g, &busy)) == NULL && busy && i < 100000000;
+                 i++)
+                ;
             snprintf(out->jwt[w], PROVIDER_TOKEN_MAX, "%s", h ? h + 22 : "");
             out->gen[w] = g;
             atomic_fetch_add(&out->got, 1);
@@ -300,7 +307,15 @@ static void workers_share_one_token_and_renew_once(void **state)
                 ;
             /* Every worker is told the token expired. */
             out->made_new[w] = apns_token_expired(t, g, 6000, 1700000001);
-            h = apns_token_header(t, 6001, 1700000001, &g);
+            atomic_fetch_add(&out->expired, 1);
+            while (atomic_load(&out->expired) < WORKERS)
+                ;
+            /* Held, the lock lets a worker go on with its copy a while:
+             * each looks until it has the new token. */
+            for (long i = 0; ((h = apns_token_header(t, 6001, 1700000001, &g, &busy)) == NULL && busy) ||
+                             (h != NULL && g != atomic_load(&s->gen) && i < 100000000);
+                 i++)
+                ;
             snprintf(out->after[w], PROVIDER_TOKEN_MAX, "%s", h ? h + 22 : "");
             _exit(0);
         }
@@ -343,7 +358,7 @@ static void dead_holder_leaves_no_half_token(void **state)
     int status;
 
     (void)state;
-    apns_token_header(a, 1000, 1700000000, &g1);
+    apns_token_header(a, 1000, 1700000000, &g1, &busy);
     if ((pid = fork()) == 0) {
         provider_token_lock(s);
         memset(s->text, 'x', 10); /* a write cut short */
@@ -351,14 +366,68 @@ static void dead_holder_leaves_no_half_token(void **state)
     }
     assert_int_equal(waitpid(pid, &status, 0), pid);
     /* The next worker to look makes a new token rather than copy that one... */
-    verify_jwt(jwt_of(apns_token_header(b, 2000, 1700000001, &g2)), ec_key, &head, &claims);
+    verify_jwt(jwt_of(apns_token_header(b, 2000, 1700000001, &g2, &busy)), ec_key, &head, &claims);
     assert_int_not_equal(g1, g2);
     json_decref(head);
     json_decref(claims);
     /* ...which the others then take. */
-    apns_token_header(a, 2001, 1700000001, &g3);
+    apns_token_header(a, 2001, 1700000001, &g3, &busy);
     assert_int_equal(g3, g2);
     assert_int_equal(atomic_load(&s->made), 2);
+    apns_token_free(a);
+    apns_token_free(b);
+    munmap(s, sizeof(*s));
+}
+
+/* A worker stopped (SIGSTOP) while it holds the lock: the others never wait
+ * for it.  One with a copy young enough for Apple goes on with it; one
+ * without is told to try later; once the holder runs and lets go, the token
+ * is renewed as usual. */
+static void stopped_holder_blocks_no_one(void **state)
+{
+    struct provider_token *s = shared_map();
+    struct apns_token *a = apns_token_create(s, ec_key, "KEY1234567", "TEAM123456");
+    struct apns_token *b = apns_token_create(s, ec_key, "KEY1234567", "TEAM123456");
+    const int64_t renew = APNS_TOKEN_RENEW_S * 1000L, usable = APNS_TOKEN_USABLE_S * 1000L;
+    char first[PROVIDER_TOKEN_MAX];
+    uint64_t g1, g2;
+    int pipefd[2], status;
+    pid_t pid;
+    char c;
+
+    (void)state;
+    snprintf(first, sizeof(first), "%s", jwt_of(apns_token_header(a, 1000, 1700000000, &g1, &busy)));
+    assert_int_equal(pipe(pipefd), 0);
+    if ((pid = fork()) == 0) {
+        provider_token_lock(s);
+        (void)!write(pipefd[1], "l", 1);
+        raise(SIGSTOP); /* holding the lock */
+        provider_token_unlock(s);
+        _exit(0);
+    }
+    assert_int_equal(read(pipefd[0], &c, 1), 1);
+    assert_int_equal(waitpid(pid, &status, WUNTRACED), pid);
+    assert_true(WIFSTOPPED(status));
+    /* Past the renewal, a copy under Apple's hour: used, nothing waits. */
+    assert_string_equal(jwt_of(apns_token_header(a, 1000 + renew, 1700002400, &g2, &busy)), first);
+    assert_int_equal(busy, 0);
+    assert_int_equal(g2, g1);
+    /* Too old to go on with, or no copy at all: try later, at once. */
+    assert_null(apns_token_header(a, 1000 + usable, 1700003300, &g2, &busy));
+    assert_int_equal(busy, 1);
+    assert_null(apns_token_header(b, 1000 + renew, 1700002400, &g2, &busy));
+    assert_int_equal(busy, 1);
+    /* Apple's "expired" while the lock is held renews nothing, and waits for nothing. */
+    assert_int_equal(apns_token_expired(a, g1, 1000 + renew, 1700002400), 0);
+    assert_int_equal(atomic_load(&s->made), 1);
+    /* The holder runs again and lets go: the next look renews it. */
+    kill(pid, SIGCONT);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_string_not_equal(jwt_of(apns_token_header(b, 2000 + usable, 1700003301, &g2, &busy)), first);
+    assert_int_equal(busy, 0);
+    assert_int_equal(atomic_load(&s->made), 2);
+    close(pipefd[0]);
+    close(pipefd[1]);
     apns_token_free(a);
     apns_token_free(b);
     munmap(s, sizeof(*s));
@@ -375,6 +444,7 @@ int main(void)
         cmocka_unit_test(other_credentials_replace_the_token),
         cmocka_unit_test(workers_share_one_token_and_renew_once),
         cmocka_unit_test(dead_holder_leaves_no_half_token),
+        cmocka_unit_test(stopped_holder_blocks_no_one),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -19,6 +19,7 @@
 #include "../sender.h"
 #include "../upstream.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,13 +94,14 @@ static int apns_prepare(struct upstream *u, struct job *job)
     struct apns_job *aj = calloc(1, sizeof(*aj));
     const struct push *p = job->push;
     const char *auth;
+    int busy;
 
     if (aj == NULL)
         return -1;
-    if ((auth = apns_token_header(a->token, apns_token_clock_ms(), time(NULL), &aj->gen)) == NULL ||
+    if ((auth = apns_token_header(a->token, apns_token_clock_ms(), time(NULL), &aj->gen, &busy)) == NULL ||
         (aj->headers = build_headers(a, &p->msg, auth)) == NULL) {
         free(aj);
-        return -1;
+        return auth == NULL && busy ? -EAGAIN : -1;
     }
     job->adapter_data = aj;
     buf_addf(&job->body, "%s/3/device/%s", a->url, job->targets[0]->name);

@@ -6,13 +6,17 @@
  * copy without locking.  Otherwise it takes the robust lock and, still
  * under it, either copies a token another worker made or makes one: the
  * decision and the replacement are one critical section, so one expired or
- * aged token is replaced once, whoever notices first.
+ * aged token is replaced once, whoever notices first.  The lock is only
+ * ever tried: a worker stopped while it holds it (SIGSTOP) leaves the others
+ * going on with their copies while those are young enough for Apple, and
+ * else setting their sends aside for a moment, never waiting in their loop.
  */
 #include "apns_token.h"
 #include "../../../common/log.h"
 #include "../../../shm/provider_token.h"
 #include "../jwt.h"
 
+#include <errno.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <stdlib.h>
@@ -138,16 +142,25 @@ static int shared_usable(const struct apns_token *t, int64_t now_ms)
            memcmp(s->signer, t->signer, sizeof(t->signer)) == 0 && !too_old(s->made_ms, now_ms);
 }
 
-const char *apns_token_header(struct apns_token *t, int64_t now_ms, time_t wall, uint64_t *gen)
+const char *apns_token_header(struct apns_token *t, int64_t now_ms, time_t wall, uint64_t *gen, int *busy)
 {
     struct provider_token *s = t->shared;
     int rc = 0;
 
+    *busy = 0;
     if (t->gen != 0 && t->gen == atomic_load_explicit(&s->gen, memory_order_acquire) && !too_old(t->made_ms, now_ms)) {
         *gen = t->gen;
         return t->header;
     }
-    if (provider_token_lock(s) != 0)
+    if ((rc = provider_token_trylock(s)) == -EBUSY) {
+        if (t->gen != 0 && now_ms - t->made_ms < (int64_t)APNS_TOKEN_USABLE_S * 1000) {
+            *gen = t->gen;
+            return t->header;
+        }
+        *busy = 1;
+        return NULL;
+    }
+    if (rc != 0)
         return NULL;
     if (!shared_usable(t, now_ms)) {
         rc = make_shared(t, now_ms, wall);
@@ -170,7 +183,9 @@ int apns_token_expired(struct apns_token *t, uint64_t gen, int64_t now_ms, time_
     struct provider_token *s = t->shared;
     int rc = 0;
 
-    if (provider_token_lock(s) != 0)
+    if ((rc = provider_token_trylock(s)) == -EBUSY)
+        return 0; /* the holder is renewing it, or stopped: the next send looks again */
+    if (rc != 0)
         return -1;
     if (atomic_load(&s->gen) == gen || s->len == 0) {
         long age = (long)((now_ms - s->made_ms) / 1000);

@@ -24,6 +24,10 @@ struct provider_token;
  * for a token that a request took just before its renewal. */
 #define APNS_TOKEN_RENEW_S (40 * 60)
 
+/* How long a worker goes on with its copy while another worker holds the
+ * shared token's lock: short of Apple's hour. */
+#define APNS_TOKEN_USABLE_S (55 * 60)
+
 /* Appends header.claims.signature to out.  Returns 0, or -1 when signing or
  * memory failed. */
 int apns_token_sign(EVP_PKEY *key, const char *key_id, const char *team_id, time_t iat, struct buf *out);
@@ -38,12 +42,15 @@ void apns_token_free(struct apns_token *t);
 /* The "authorization: bearer <jwt>" header line to use now (now_ms on
  * CLOCK_MONOTONIC, wall the time for iat), making or renewing the shared
  * token when it is missing, older than APNS_TOKEN_RENEW_S or made by other
- * credentials; *gen gets its generation.  NULL when signing failed. */
-const char *apns_token_header(struct apns_token *t, int64_t now_ms, time_t wall, uint64_t *gen);
+ * credentials; *gen gets its generation.  NULL when signing failed, or,
+ * with *busy set, when another worker holds the shared token's lock and
+ * this one has no copy younger than APNS_TOKEN_USABLE_S: try again later. */
+const char *apns_token_header(struct apns_token *t, int64_t now_ms, time_t wall, uint64_t *gen, int *busy);
 
 /* Apple answered ExpiredProviderToken to token generation gen: replace it,
  * unless another worker already did.  Returns 1 when this call made the new
- * token, 0 when it was renewed already, -1 when signing failed. */
+ * token, 0 when it was renewed already (or another worker holds the lock),
+ * -1 when signing failed. */
 int apns_token_expired(struct apns_token *t, uint64_t gen, int64_t now_ms, time_t wall);
 
 /* CLOCK_MONOTONIC in ms: the same clock in every process. */
