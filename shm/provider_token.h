@@ -6,6 +6,14 @@
  * and is replaced only under that lock, by whichever worker first finds it
  * missing, old or refused.  gen moves last (release), after the token's
  * bytes, so a worker that sees its cached gen still current needs no lock.
+ *
+ * In fleet mode the instances share it through Redis (child/fleet/tokens.c):
+ * while the fleet's lease is ahead, a worker that needs a new token does not
+ * sign one; it names the signer it needs (wanted, want) and goes on with its
+ * copy, and the fleet brings the token another instance made, or grants this
+ * instance the making of it (Redis' lock was free) and publishes what it
+ * made.  A lease that runs out (Redis lost, the fleet's worker gone) puts the
+ * workers back to signing their own.
  */
 #ifndef FCMD_SHM_PROVIDER_TOKEN_H
 #define FCMD_SHM_PROVIDER_TOKEN_H
@@ -24,6 +32,13 @@ struct provider_token {
     unsigned char signer[32]; /* SHA-256 of the key, key id and team id that made it */
     uint32_t len;             /* 0: none (or a holder died while writing it) */
     char text[PROVIDER_TOKEN_MAX];
+    /* Fleet mode; the times are CLOCK_MONOTONIC ms. */
+    _Atomic int64_t fleet_until;   /* the fleet brings the token until then */
+    _Atomic int64_t grant_until;   /* this instance may make one until then */
+    _Atomic int want;              /* a worker needs a new token for wanted (under the lock) */
+    unsigned char wanted[32];
+    _Atomic uint64_t published;    /* the generation Redis has: made here and sent, or taken from there */
+    _Atomic uint64_t refused;      /* the generation Apple called expired, while the fleet replaces it */
 };
 
 /* Initialises t in the shared mapping.  Returns 0 or a negative errno. */

@@ -83,6 +83,8 @@ struct fleet {
     int stopping;                       /* fleet_flushed() was called: the worker stops */
     uint64_t stop_target[FLEET_NLISTS]; /* records put into each list before it began to */
 
+    struct fleet_tokens *tokens; /* the APNs provider tokens shared (tokens.c) */
+
     int closed;       /* fleet_stop(): no more connecting */
     unsigned closing; /* handles fleet_free() closes that libuv has not closed yet */
 };
@@ -109,6 +111,16 @@ uint64_t link_backoff_ms(struct fleet *f, unsigned n);
 /* Redis forgot fleet mode's scripts (NOSCRIPT): loads flush_s and lists_s
  * again on this connection, once until the loads are answered. */
 void link_reload_scripts(struct fleet *f);
+
+/* ---- tokens.c ---- */
+
+/* Returns 0, or -1 when out of memory. */
+int tokens_init(struct fleet *f);
+
+/* Each tick, while connected: the leases, and the tokens' reads and
+ * publications. */
+void tokens_tick(struct fleet *f);
+void tokens_free(struct fleet *f);
 
 /* ---- counters.c ---- */
 

@@ -861,6 +861,7 @@ static void on_tick(uv_timer_t *t)
     }
     counters_tick(f, now);
     drains_tick(f);
+    tokens_tick(f);
 }
 
 /* ---- the interface ---- */
@@ -897,8 +898,11 @@ struct fleet *fleet_start(uv_loop_t *loop, const char *url, const char *password
     shm_gauge_set(f->slot, SHM_REDIS_DOWN, 1); /* until the first flush is counted, as fleet_ready() says */
     f->rng = uv_hrtime() | 1;
     snprintf(f->member, sizeof(f->member), "%s:%u", shm->instance, slot);
-    if (counters_init(f) != 0 || drains_init(f, drain_lease_s) != 0) {
-        log_error("redis: cannot compute the digests of fleet mode's scripts");
+    if (counters_init(f) != 0 || drains_init(f, drain_lease_s) != 0 || tokens_init(f) != 0) {
+        log_error("redis: cannot set fleet mode up: out of memory, or no SHA-1 for its scripts' digests");
+        drains_free(f);
+        tokens_free(f);
+        SSL_CTX_free(f->tls);
         free(f);
         return NULL;
     }
@@ -906,6 +910,9 @@ struct fleet *fleet_start(uv_loop_t *loop, const char *url, const char *password
         uv_async_init(loop, &f->looked_up, on_resolved) != 0 ||
         uv_timer_start(&f->tick, on_tick, FLEET_FLUSH_MS, FLEET_FLUSH_MS) != 0) {
         log_error("redis: cannot start its timers");
+        drains_free(f);
+        tokens_free(f);
+        SSL_CTX_free(f->tls);
         free(f);
         return NULL;
     }
@@ -977,6 +984,7 @@ void fleet_free(struct fleet *f)
     if (f == NULL)
         return;
     drains_free(f);
+    tokens_free(f);
     f->closing = 3;
     uv_close((uv_handle_t *)&f->tick, on_fleet_closed);
     uv_close((uv_handle_t *)&f->retry, on_fleet_closed);

@@ -116,6 +116,7 @@ static int make_shared(struct apns_token *t, int64_t now_ms, time_t wall)
     s->len = (uint32_t)jwt.len;
     s->made_ms = now_ms;
     memcpy(s->signer, t->signer, sizeof(s->signer));
+    atomic_store(&s->want, 0); /* in fleet mode, what it wanted: the fleet publishes it */
     atomic_fetch_add(&s->made, 1);
     atomic_fetch_add_explicit(&s->gen, 1, memory_order_release);
     buf_free(&jwt);
@@ -134,12 +135,34 @@ static void copy_shared(struct apns_token *t)
     t->made_ms = s->made_ms;
 }
 
+/* Under the lock: whether the fleet brings the token now, rather than this
+ * worker signing it.  A grant (Redis' lock is this instance's) is used once. */
+static int fleet_brings(struct provider_token *s, int64_t now_ms)
+{
+    if (atomic_load(&s->fleet_until) <= now_ms)
+        return 0;
+    if (atomic_load(&s->grant_until) > now_ms) {
+        atomic_store(&s->grant_until, 0);
+        return 0;
+    }
+    return 1;
+}
+
 static int shared_usable(const struct apns_token *t, int64_t now_ms)
 {
-    const struct provider_token *s = t->shared;
+    struct provider_token *s = t->shared;
+    uint64_t gen = atomic_load(&s->gen);
 
-    return s->len > 0 && atomic_load(&((struct provider_token *)s)->gen) != 0 &&
+    return s->len > 0 && gen != 0 && gen != atomic_load(&s->refused) &&
            memcmp(s->signer, t->signer, sizeof(t->signer)) == 0 && !too_old(s->made_ms, now_ms);
+}
+
+/* Whether this worker may go on with its copy while it cannot have a new
+ * token: young enough for Apple, and not the one Apple refused. */
+static int copy_usable(const struct apns_token *t, int64_t now_ms)
+{
+    return t->gen != 0 && t->gen != atomic_load(&t->shared->refused) &&
+           now_ms - t->made_ms < (int64_t)APNS_TOKEN_USABLE_S * 1000;
 }
 
 const char *apns_token_header(struct apns_token *t, int64_t now_ms, time_t wall, uint64_t *gen, int *busy)
@@ -148,12 +171,13 @@ const char *apns_token_header(struct apns_token *t, int64_t now_ms, time_t wall,
     int rc = 0;
 
     *busy = 0;
-    if (t->gen != 0 && t->gen == atomic_load_explicit(&s->gen, memory_order_acquire) && !too_old(t->made_ms, now_ms)) {
+    if (t->gen != 0 && t->gen == atomic_load_explicit(&s->gen, memory_order_acquire) && !too_old(t->made_ms, now_ms) &&
+        t->gen != atomic_load(&s->refused)) {
         *gen = t->gen;
         return t->header;
     }
     if ((rc = provider_token_trylock(s)) == -EBUSY) {
-        if (t->gen != 0 && now_ms - t->made_ms < (int64_t)APNS_TOKEN_USABLE_S * 1000) {
+        if (copy_usable(t, now_ms)) {
             *gen = t->gen;
             return t->header;
         }
@@ -162,6 +186,19 @@ const char *apns_token_header(struct apns_token *t, int64_t now_ms, time_t wall,
     }
     if (rc != 0)
         return NULL;
+    if (!shared_usable(t, now_ms) && fleet_brings(s, now_ms)) {
+        /* The fleet brings one (or lets this instance make it) within a
+         * tick or two: until then the copy, or a second's wait. */
+        memcpy(s->wanted, t->signer, sizeof(s->wanted));
+        atomic_store(&s->want, 1);
+        provider_token_unlock(s);
+        if (copy_usable(t, now_ms)) {
+            *gen = t->gen;
+            return t->header;
+        }
+        *busy = 1;
+        return NULL;
+    }
     if (!shared_usable(t, now_ms)) {
         rc = make_shared(t, now_ms, wall);
         if (rc == 0)
@@ -187,7 +224,16 @@ int apns_token_expired(struct apns_token *t, uint64_t gen, int64_t now_ms, time_
         return 0; /* the holder is renewing it, or stopped: the next send looks again */
     if (rc != 0)
         return -1;
-    if (atomic_load(&s->gen) == gen || s->len == 0) {
+    if ((atomic_load(&s->gen) == gen || s->len == 0) && fleet_brings(s, now_ms)) {
+        /* The fleet replaces it for every instance: Redis is told which
+         * token Apple refused, and nobody uses it meanwhile. */
+        atomic_store(&s->refused, gen);
+        memcpy(s->wanted, t->signer, sizeof(s->wanted));
+        atomic_store(&s->want, 1);
+        log_warn("apns: Apple called the provider token expired after %ld s (it allows an hour: check this "
+                 "host's clock); the fleet replaces it",
+                 (long)((now_ms - s->made_ms) / 1000));
+    } else if (atomic_load(&s->gen) == gen || s->len == 0) {
         long age = (long)((now_ms - s->made_ms) / 1000);
         rc = make_shared(t, now_ms, wall) == 0 ? 1 : -1;
         if (rc == 1)
