@@ -82,10 +82,16 @@ static inline unsigned child_app_row(const struct child *c, unsigned a)
     return shm_app_row_of(c->opts, a);
 }
 
-/* The name the report and the metrics give the upstream: FCM's, else "apns". */
+/* The name the report and the metrics give the upstream: FCM's, else the
+ * first other provider the default app has ("apns" when it has none). */
 static inline const char *child_upstream_name(const struct child *c)
 {
-    return c->upstream != NULL ? c->upstream->ops->name : "apns";
+    if (c->upstream != NULL)
+        return c->upstream->ops->name;
+    for (int k = 0; k < UPSTREAM_KINDS; k++)
+        if (c->ups[0][k] != NULL)
+            return c->ups[0][k]->ops->name;
+    return "apns";
 }
 
 #endif

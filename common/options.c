@@ -7,6 +7,7 @@
 #include "options.h"
 #include "apns_key.h"
 #include "vapid_key.h"
+#include "webpush_allow.h"
 #include "redis_url.h"
 #include "log.h"
 
@@ -111,6 +112,7 @@ static const struct opt_def opt_table[] = {
     STR(vapid_key, "vapid-key"),
     STR(vapid_subject, "vapid-subject"),
     BOOL(vapid_public_key, "vapid-public-key"),
+    STR(webpush_allow, "webpush-allow"),
     BOOL(redis_queue, "redis-queue"),
     INT(redis_claim_after, "redis-claim-after", 1, 86400),
     LONG(redis_queue_max, "redis-queue-max", 1, 1000000000),
@@ -150,10 +152,13 @@ const char *const options_usage[] = {
     "  --apns-topic BUNDLE_ID    default apns-topic (a request's topic wins)\n"
     "  --apns-url URL            https://api.push.apple.com, or https://api.sandbox.push.apple.com\n"
     "                            [https://api.push.apple.com]\n"
-    "Web Push VAPID key (checked at start; POST /webpush/send is not in this version yet):\n"
+    "Web Push (the key and subject enable POST /webpush/send):\n"
     "  --vapid-key FILE          PEM EC P-256 private key: openssl ecparam -name prime256v1 -genkey -noout\n"
     "  --vapid-subject URI       the contact push services see: mailto:ADDRESS or an https:// URL\n"
-    "  --vapid-public-key        print the key's public half (base64url, the applicationServerKey), exit\n",
+    "  --vapid-public-key        print the key's public half (base64url, the applicationServerKey), exit\n"
+    "  --webpush-allow HOST,...  push services an endpoint may name (*.domain for its subdomains); an\n"
+    "                            internal address only when named literally [fcm.googleapis.com,\n"
+    "                            *.push.services.mozilla.com,web.push.apple.com,*.notify.windows.com]\n",
     "Server:\n"
     "  --host ADDR, --ipaddress ADDR   TCP listen address [0.0.0.0]\n"
     "  --port N                  TCP port [5601]\n"
@@ -601,6 +606,8 @@ static int validate_apns(const struct fcmd_options *o, char *err, size_t errlen)
  * with the other credentials. */
 static int validate_vapid(const struct fcmd_options *o, char *err, size_t errlen)
 {
+    if (o->webpush_allow != NULL && webpush_allow_check(o->webpush_allow, err, errlen) != 0)
+        return -1;
     if (o->vapid_key == NULL) {
         if (o->vapid_subject != NULL) {
             snprintf(err, errlen, "--vapid-subject needs --vapid-key FILE");
@@ -709,10 +716,10 @@ int options_validate(const struct fcmd_options *o, char *err, size_t errlen)
     }
     /* With [app] sections the default app may have no credentials of its own. */
     if (o->apikey == NULL && o->apikey_file == NULL && o->service_account == NULL && o->apns_key == NULL &&
-        o->napps == 0) {
+        o->vapid_key == NULL && o->napps == 0) {
         snprintf(err, errlen,
                  "no upstream credentials: give --service-account FILE, or a legacy key with --apikey-file FILE "
-                 "or FCMD_APIKEY, or an APNs key with --apns-key FILE");
+                 "or FCMD_APIKEY, or an APNs key with --apns-key FILE, or a VAPID key with --vapid-key FILE");
         return -1;
     }
     if (!url_ok(o->gcm_url)) {

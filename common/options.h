@@ -81,6 +81,7 @@ struct fcmd_options {
     const char *vapid_key;           /* Web Push's VAPID key file (PEM EC P-256) */
     const char *vapid_subject;       /* the contact it names: mailto: or https: */
     int vapid_public_key;            /* print the VAPID key's public half and exit */
+    const char *webpush_allow;       /* push services an endpoint may name (common/webpush_allow.h); NULL: the default */
     int redis_queue;                 /* accepted pushes go to a Redis stream shared by the fleet */
     int redis_claim_after;           /* seconds: pushes of a consumer silent this long are taken over */
     long redis_queue_max;            /* pushes the stream may hold before /gcm/send answers 503 */

@@ -43,6 +43,10 @@ static void describe_upstreams(const struct fcmd_options *o, char *upstream, siz
     if (o->apns_pkey)
         snprintf(apns, alen, ", APNs upstream %s (key id %s, team %s)", log_url(o->apns_url, url, sizeof(url)),
                  o->apns_key_id, o->apns_team_id);
+    if (o->vapid_pkey) {
+        size_t n = strlen(apns);
+        snprintf(apns + n, alen - n, ", Web Push upstream (to the push services --webpush-allow lists)");
+    }
 }
 
 static void log_started(const struct fcmd_options *o)

@@ -170,6 +170,7 @@ const char *const shm_cause_names[CAUSE_COUNT] = {
     "spool_record",
     "not_configured",
     "queue_entry",
+    "address_refused",
 };
 
 const struct shm_labelling shm_labellings[] = {

@@ -112,6 +112,7 @@ enum cause {
     CAUSE_SPOOL_RECORD,      /* an adopted spool record intake would refuse */
     CAUSE_NOT_CONFIGURED,    /* a spooled push for an upstream this start has no credentials for */
     CAUSE_QUEUE_ENTRY,       /* an entry of the queue in Redis that is not a valid push (counts entries) */
+    CAUSE_ADDRESS_REFUSED,   /* Web Push: the endpoint's address is internal and --webpush-allow does not name it */
     CAUSE_COUNT
 };
 

@@ -106,6 +106,70 @@ static int check_payload(const char *p, size_t n, const struct request_limits *l
     return is_object ? 0 : ERR("payload must be a JSON object");
 }
 
+/* What a request's targets are called: tokens, or the provider's word. */
+static const char *targets_what(const struct request_rules *rules)
+{
+    return rules != NULL && rules->targets_what != NULL ? rules->targets_what : "tokens";
+}
+
+/* One of a provider's own targets, the JSON value v of d: its name goes to
+ * out, which moves past it. */
+static int provider_target(const struct json_doc *d, int v, struct parse *ps, char **out, char *err, size_t errlen)
+{
+    long n;
+    int rc;
+
+    if (ps->r->ntargets >= ps->lim->max_tokens)
+        return ERR("too many %s (at most %zu)", targets_what(ps->rules), ps->lim->max_tokens);
+    if ((n = ps->rules->target(d, v, ps->r->ntargets, *out, err, errlen)) < 0)
+        return (int)n;
+    if ((rc = add_target(ps, *out, err, errlen)) != 0)
+        return rc;
+    *out += n + 1;
+    return 0;
+}
+
+/* A form field that holds one of a provider's targets as JSON text.  Its
+ * name is shorter than that text, so it takes the text's place. */
+static int form_target(struct parse *ps, const char *key, char *val, size_t n, char *err, size_t errlen)
+{
+    struct json_doc d;
+    char *name, *out;
+    int rc;
+
+    if (strcmp(key, ps->rules->targets_form) != 0)
+        return ERR("this endpoint takes \"%s\" fields, not \"%s\"", ps->rules->targets_form, key);
+    if ((rc = json_parse(&d, val, n)) != 0)
+        return json_error(&d, rc, ps->rules->targets_form, err, errlen);
+    if ((name = out = malloc(n + 1)) == NULL) {
+        json_free(&d);
+        return snprintf(err, errlen, "out of memory"), -ENOMEM;
+    }
+    rc = provider_target(&d, 0, ps, &out, err, errlen);
+    json_free(&d);
+    if (rc == 0) {
+        memcpy(val, name, (size_t)(out - name));
+        ps->r->targets[ps->r->ntargets - 1] = val;
+    }
+    free(name);
+    return rc;
+}
+
+static int json_provider_targets(const struct json_doc *d, int arr, struct parse *ps, char *err, size_t errlen)
+{
+    const char *field = ps->rules->targets_json;
+    int rc;
+
+    if (d->tok[arr].type != JSMN_ARRAY)
+        return ERR("\"%s\" must be an array", field);
+    if ((size_t)d->tok[arr].size > ps->lim->max_tokens)
+        return ERR("too many %s (at most %zu)", targets_what(ps->rules), ps->lim->max_tokens);
+    for (int i = arr + 1, k = 0; k < d->tok[arr].size; k++, i = json_skip(d, i))
+        if ((rc = provider_target(d, i, ps, &ps->out, err, errlen)) != 0)
+            return rc;
+    return 0;
+}
+
 /* ---- application/x-www-form-urlencoded ---- */
 
 static int parse_form(const char *body, size_t len, struct parse *ps, char *err, size_t errlen)
@@ -140,7 +204,11 @@ static int parse_form(const char *body, size_t len, struct parse *ps, char *err,
         if (!eq)
             *val = '\0';
         out = val + vlen + 1;
-        if (strcmp(key, "tokens") == 0) {
+        if (ps->rules != NULL && ps->rules->targets_form != NULL &&
+            (strcmp(key, ps->rules->targets_form) == 0 || strcmp(key, "tokens") == 0)) {
+            if ((rc = form_target(ps, key, val, (size_t)vlen, err, errlen)) != 0)
+                return rc;
+        } else if (strcmp(key, "tokens") == 0) {
             if ((rc = check_target("token", r->ntargets, val, (size_t)vlen, err, errlen)) != 0 ||
                 (rc = add_target(ps, val, err, errlen)) != 0)
                 return rc;
@@ -158,10 +226,11 @@ static int parse_form(const char *body, size_t len, struct parse *ps, char *err,
         }
     }
     if (r->ntargets == 0)
-        return ERR("no tokens");
+        return ERR("no %s", targets_what(ps->rules));
     if (r->msg.payload == NULL)
         return ERR("payload is missing");
-    if ((rc = check_payload(r->msg.payload, r->msg.payload_len, ps->lim, err, errlen)) != 0)
+    if (!(ps->rules != NULL && ps->rules->any_payload) &&
+        (rc = check_payload(r->msg.payload, r->msg.payload_len, ps->lim, err, errlen)) != 0)
         return rc;
     return ps->rules != NULL ? ps->rules->check(r, err, errlen) : 0;
 }
@@ -263,6 +332,12 @@ static int json_member(const struct json_doc *d, int key, struct parse *ps, char
     struct send_request *r = ps->r;
     int v = key + 1;
 
+    if (ps->rules != NULL && ps->rules->targets_json != NULL) {
+        if (json_is(d, key, ps->rules->targets_json))
+            return json_provider_targets(d, v, ps, err, errlen);
+        if (json_is(d, key, "tokens"))
+            return ERR("this endpoint takes \"%s\", not \"tokens\"", ps->rules->targets_json);
+    }
     if (json_is(d, key, "tokens"))
         return json_tokens(d, v, ps, err, errlen);
     if (json_is(d, key, "app")) {
@@ -272,6 +347,15 @@ static int json_member(const struct json_doc *d, int key, struct parse *ps, char
         int rc = set_app(r, ps->out, (size_t)n, err, errlen);
         ps->out += n + 1;
         return rc;
+    }
+    if (ps->rules != NULL && ps->rules->any_payload && json_is(d, key, "payload") && d->tok[v].type == JSMN_STRING) {
+        long n = json_unescape(d, v, ps->out);
+        if (n < 0)
+            return ERR("payload is not a valid JSON string");
+        r->msg.payload = ps->out;
+        r->msg.payload_len = (size_t)n;
+        ps->out += n + 1;
+        return 0;
     }
     if (ps->rules != NULL && !json_is(d, key, "payload")) {
         int rc = ps->rules->json_member(d, key, &r->msg, &ps->out, err, errlen);
@@ -286,7 +370,7 @@ static int json_member(const struct json_doc *d, int key, struct parse *ps, char
         return json_single_target(d, v, TARGET_CONDITION, ps, err, errlen);
     if (json_is(d, key, "payload")) {
         if (d->tok[v].type != JSMN_OBJECT)
-            return ERR("payload must be a JSON object");
+            return ERR("payload must be a JSON object%s", ps->rules != NULL && ps->rules->any_payload ? " or string" : "");
         if (json_toklen(d, v) > ps->lim->max_payload)
             return ERR("payload is larger than %zu bytes", ps->lim->max_payload);
         r->msg.payload = json_tokptr(d, v);
@@ -368,7 +452,9 @@ static int parse_json(const char *body, size_t len, struct parse *ps, char *err,
     }
     key = 1;
     for (int m = 0; m < d.tok[0].size && rc == 0; m++) {
-        kinds |= json_is(&d, key, "tokens")      ? 1u
+        kinds |= json_is(&d, key, "tokens") ||
+                         (ps->rules != NULL && ps->rules->targets_json != NULL && json_is(&d, key, ps->rules->targets_json))
+                     ? 1u
                  : ps->rules != NULL             ? 0u /* a provider's topic is its own */
                  : json_is(&d, key, "topic")     ? 2u
                  : json_is(&d, key, "condition") ? 4u
@@ -380,9 +466,10 @@ static int parse_json(const char *body, size_t len, struct parse *ps, char *err,
     if (rc != 0)
         return rc;
     if (kinds != 1 && kinds != 2 && kinds != 4)
-        return kinds == 0 ? ERR("no tokens") : ERR("give one of \"tokens\", \"topic\" or \"condition\"");
+        return kinds == 0 ? ERR("no %s", targets_what(ps->rules))
+                          : ERR("give one of \"tokens\", \"topic\" or \"condition\"");
     if (r->ntargets == 0)
-        return ERR("no tokens");
+        return ERR("no %s", targets_what(ps->rules));
     if (r->msg.payload == NULL && r->msg.opt[ROPT_NOTIFICATION] == NULL)
         return ERR("payload is missing");
     /* Every target carries the options too: they count with the payload. */
@@ -467,13 +554,16 @@ int request_check(const struct send_request *r, const struct request_limits *lim
     }
     if (r->msg.payload == NULL && r->msg.opt[ROPT_NOTIFICATION] == NULL)
         return ERR("payload is missing");
-    if (r->msg.payload != NULL && (rc = check_payload(r->msg.payload, r->msg.payload_len, lim, err, errlen)) != 0)
-        return rc;
     if (r->upstream != UPSTREAM_FCM) {
         if ((unsigned)r->upstream >= UPSTREAM_KINDS || lim->rules[r->upstream] == NULL)
             return ERR("unknown upstream %d", (int)r->upstream);
+        if (r->msg.payload != NULL && !lim->rules[r->upstream]->any_payload &&
+            (rc = check_payload(r->msg.payload, r->msg.payload_len, lim, err, errlen)) != 0)
+            return rc;
         return lim->rules[r->upstream]->check(r, err, errlen);
     }
+    if (r->msg.payload != NULL && (rc = check_payload(r->msg.payload, r->msg.payload_len, lim, err, errlen)) != 0)
+        return rc;
     for (int o = 0; o < ROPT_FCM_COUNT; o++) {
         struct json_doc d;
         if (r->msg.opt[o] == NULL)
@@ -486,4 +576,11 @@ int request_check(const struct send_request *r, const struct request_limits *lim
             return rc;
     }
     return 0;
+}
+
+size_t request_target_shown(enum upstream_kind k, const char *name, size_t n)
+{
+    const char *sp = k == UPSTREAM_WEBPUSH ? memchr(name, ' ', n) : NULL;
+
+    return sp != NULL ? (size_t)(sp - name) : n;
 }

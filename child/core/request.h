@@ -118,6 +118,17 @@ struct request_rules {
     /* The whole request, parsed or read back from a store, after the
      * generic checks.  Returns 0, or -EINVAL with a reason in err. */
     int (*check)(const struct send_request *r, char *err, size_t errlen);
+    /* Optional, for a provider whose targets are not device tokens (Web
+     * Push's subscriptions): the JSON member that holds their array and the
+     * form field given once for each (its text is one target's JSON), in
+     * place of "tokens".  target turns one, the JSON value v of d (the
+     * idx-th), into the target's name: at most json_toklen(d, v) bytes and
+     * a NUL at out.  It returns the name's length, or -EINVAL with a reason. */
+    const char *targets_json, *targets_form, *targets_what;
+    long (*target)(const struct json_doc *d, int v, size_t idx, char *out, char *err, size_t errlen);
+    /* Nonzero: the payload may be a JSON string as well as an object (the
+     * string's text is the payload), and the rules' check judges it. */
+    int any_payload;
 };
 
 /* What one request may hold; a NULL limits means the defaults above and
@@ -149,5 +160,11 @@ static inline int request_status(int rc)
 }
 
 void request_free(struct send_request *r);
+
+/* How much of a target's name (n bytes) is shown outside the worker: in a
+ * drain list, a push's status, a webhook event.  A Web Push target carries
+ * its subscription's keys after its endpoint and a space; only the
+ * endpoint is shown.  Others are shown whole. */
+size_t request_target_shown(enum upstream_kind k, const char *name, size_t n);
 
 #endif

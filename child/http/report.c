@@ -90,6 +90,15 @@ void http_report_upstreams(struct buf *b, const struct shm_totals *t)
     }
 }
 
+/* Whether an upstream besides FCM is served: then each has its object. */
+static int serves_another(struct http_server *hs)
+{
+    for (int u = 0; u < UPSTREAM_KINDS; u++)
+        if (u != UPSTREAM_FCM && http_serves(hs, (enum upstream_kind)u))
+            return 1;
+    return 0;
+}
+
 /* One app's counters: {"accepted":..,...} summed over its upstreams. */
 static void report_app_totals(struct buf *b, const struct shm_app *a)
 {
@@ -165,7 +174,7 @@ int http_on_report(struct http_server *hs, h2o_req_t *req)
     shm_sum(hs->shm, &t);
     buf_adds(&b, "{");
     http_report_keys(&b, &t, want, 0, "");
-    if (http_serves(hs, UPSTREAM_APNS))
+    if (serves_another(hs))
         http_report_upstreams(&b, &t);
     if (hs->opts->napps > 0)
         report_apps(hs, &b);

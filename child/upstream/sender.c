@@ -294,6 +294,16 @@ static curl_socket_t on_open_socket(void *userp, curlsocktype purpose, struct cu
     return fd;
 }
 
+/* A job's connection: its adapter may refuse the address first. */
+static curl_socket_t on_open_job_socket(void *userp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    struct job *job = userp;
+
+    if (job->up->ops->connect_ok != NULL && !job->up->ops->connect_ok(job->up, job, &a->addr))
+        return CURL_SOCKET_BAD;
+    return on_open_socket(job->sender, purpose, a);
+}
+
 static int on_close_socket(void *userp, curl_socket_t fd)
 {
     struct sender *s = userp;
@@ -400,7 +410,7 @@ static void track(struct sender *s, struct target *t, enum push_outcome po, cons
 {
     struct push *p = t->push;
 
-    push_status_outcome(s->shm->push_status, p->status, po, t->name, t->len, reason, ledger_now_ms(),
+    push_status_outcome(s->shm->push_status, p->status, po, t->name, request_target_shown(p->upstream, t->name, t->len), reason, ledger_now_ms(),
                         (uint64_t)s->opts->push_status_ttl * 1000);
     if (po == PUSH_INVALID)
         p->invalid++;
@@ -435,7 +445,7 @@ static int apply(struct sender *s, struct target *t, struct outcome *o)
     case OUTCOME_INVALID:
         shm_add(s->slot, SHM_NOTREGISTERED, 1);
         count(s, t->push, SHM_UP_NOTREGISTERED, 1);
-        drainlist_append(s->shm->notregistered, t->name, t->len, NULL, 0);
+        drainlist_append(s->shm->notregistered, t->name, request_target_shown(t->push->upstream, t->name, t->len), NULL, 0);
         track(s, t, PUSH_INVALID, o->reason, NULL);
         break;
     case OUTCOME_RETRY:
@@ -648,6 +658,9 @@ static int multi_open(struct sender *s)
     curl_multi_setopt(s->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
     curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS, s->connections);
     curl_multi_setopt(s->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, (long)STREAMS_PER_CONNECTION);
+    /* Web Push talks to many hosts: the cap per host holds for each, and
+     * this one for all of them together. */
+    curl_multi_setopt(s->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)(s->max_inflight > 0 ? s->max_inflight : 1));
     return 0;
 }
 
@@ -836,6 +849,9 @@ static void dispatch(struct sender *s)
         curl_easy_setopt(e, CURLOPT_HEADERDATA, job);
         curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
         curl_easy_setopt(e, CURLOPT_PREREQDATA, job);
+        /* Pooled handles serve every upstream: set for each job. */
+        curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_job_socket);
+        curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, job);
         curl_easy_setopt(e, CURLOPT_ERRORBUFFER, job->error);
         for (size_t i = 0; i < n; i++)
             job->targets[i]->attempts++;

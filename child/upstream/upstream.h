@@ -12,6 +12,7 @@
 
 #include <curl/curl.h>
 #include <stddef.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 #include "../../shm/metrics.h"
@@ -97,6 +98,10 @@ struct upstream_ops {
     /* Optional: frees what prepare attached to the job. */
     void (*release)(struct upstream *u, struct job *job);
     void (*destroy)(struct upstream *u);
+    /* Optional: whether the job may open a connection to addr, the address
+     * curl is about to connect to (Web Push refuses internal ones).  A
+     * refusal makes the connection fail; classify hears of it. */
+    int (*connect_ok)(struct upstream *u, struct job *job, const struct sockaddr *addr);
 };
 
 struct upstream {

@@ -524,7 +524,7 @@ void webhook_outcome(struct webhook *w, const struct push *p, const struct targe
         int n = snprintf(index, sizeof(index), "%" PRIu32, t->index);
         size_t id_len = event_head(w, b, p, types[type], index, (size_t)n);
         buf_adds(b, ",\"token\":");
-        buf_add_json_string(b, t->name, t->len);
+        buf_add_json_string(b, t->name, request_target_shown(p->upstream, t->name, t->len));
         add_at(w, b, &ts);
         if (type == PUSH_CANONICAL && canonical != NULL) {
             buf_adds(b, ",\"canonical\":");

@@ -146,7 +146,7 @@ def test_environment_signals_files_and_exit_statuses():
         assert f in files, f
     assert set(entries(s["EXIT STATUS"])) == {"0", "1", "2"}
     endpoints = set(entries(s["ENDPOINTS"]))
-    assert {"POST /gcm/send", "POST /apns/send", "GET /gcm/report", "GET /gcm/report/canonical",
+    assert {"POST /gcm/send", "POST /apns/send", "POST /webpush/send", "GET /gcm/report", "GET /gcm/report/canonical",
             "GET /gcm/report/notregistered", "GET /metrics", "GET /healthz", "GET /readyz", "GET /push/ID",
             "GET /, GET /status"} == endpoints
 

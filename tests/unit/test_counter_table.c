@@ -453,7 +453,9 @@ static void upstreams_and_redis_use_the_totals_names(void **state)
     fill(&t);
     http_report_upstreams(&b, &t);
     for (int u = 0; u < SHM_UPSTREAMS; u++) {
-        buf_addf(&want, ",\"%s\":{", u == 0 ? "fcm" : "apns");
+        static const char *const names[] = {"fcm", "apns", "webpush"};
+        _Static_assert(sizeof(names) / sizeof(names[0]) == SHM_UPSTREAMS, "a name per upstream");
+        buf_addf(&want, ",\"%s\":{", names[u]);
         for (int k = 0; k < SHM_UP_NCOUNTERS; k++)
             buf_addf(&want, "%s\"%s\":%" PRIu64, k ? "," : "", counters[k], t.by_upstream[u][k]);
         if (u == 1)
