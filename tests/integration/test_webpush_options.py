@@ -128,8 +128,10 @@ def test_an_apps_bad_key_or_subject_names_the_app(keys, tmp_path):
     assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
 
 
-def test_a_vapid_key_alone_is_no_upstream_yet(keys):
-    """No endpoint sends Web Push in this version, so a VAPID key does not
-    stand in for the credentials of an upstream."""
+def test_a_vapid_key_alone_is_credentials_enough(keys):
+    """POST /webpush/send sends with it, so a VAPID key stands in for the
+    credentials of an upstream; without any, the line names it too."""
     r = fcmd("--check-config", "--vapid-key", str(keys / "sec1.pem"), "--vapid-subject", SUBJECT)
-    assert r.returncode == 2 and "no upstream credentials" in r.stderr, r.stderr
+    assert r.returncode == 0, r.stderr
+    r = fcmd("--check-config")
+    assert r.returncode == 2 and "no upstream credentials" in r.stderr and "--vapid-key" in r.stderr, r.stderr
