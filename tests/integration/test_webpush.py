@@ -158,6 +158,41 @@ def test_retries_run_out(fcmd_wp, service):
     assert fcmd_wp.report()["failures"] == 1
 
 
+# ---- the push service itself, judged by the reference ----
+
+ORACLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "webpush", "oracle.js")
+
+
+def web_push_send(tls_cert, message):
+    assert os.path.isdir(os.path.join(os.path.dirname(ORACLE), "node_modules", "web-push")), \
+        "the oracle's npm packages are missing (make webpush-oracle installs them)"
+    out = subprocess.run(["node", ORACLE, "send"], input=json.dumps(message), capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ, NODE_EXTRA_CA_CERTS=str(tls_cert[0])))
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_the_push_service_takes_what_npm_web_push_sends_and_refuses_what_it_cannot_decrypt(tls_cert):
+    """The oracle is checked against the reference: npm's web-push, sending to
+    it, must pass; the same message for another subscription's keys must not."""
+    s = PushService(str(tls_cert[0]), str(tls_cert[1]))
+    try:
+        sub, other = s.subscribe(), s.subscribe()
+        out = web_push_send(tls_cert, {"subscription": sub.to_json(), "payload": "from web-push", "ttl": 77,
+                                       "urgency": "low", "topic": "ref"})
+        assert out["status"] == 201, out
+        [m] = sub.messages
+        assert m["plaintext"] == b"from web-push"
+        assert (m["headers"]["ttl"], m["headers"]["urgency"], m["headers"]["topic"]) == ("77", "low", "ref")
+        assert m["claims"]["aud"] == s.origin and m["claims"]["sub"] == "mailto:ops@example.com"
+        assert f"k={out['publicKey']}" in m["headers"]["authorization"]
+        wrong = web_push_send(tls_cert, {"subscription": dict(sub.to_json(), endpoint=other.endpoint),
+                                         "payload": "not for you"})
+        assert wrong["status"] == 400 and not other.messages and len(other.errors) == 1, wrong
+    finally:
+        s.stop()
+
+
 # ---- intake refuses what it must, and queues nothing ----
 
 def refused(f, body, want):

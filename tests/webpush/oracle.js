@@ -12,6 +12,9 @@
 //                                    auth}], "vapid": [header, ...]}; prints
 //                                    {"self_check": {...}, "messages": [...],
 //                                    "vapid": [...]}
+//   node oracle.js send < IN         IN: {"subscription", "payload", "ttl",
+//                                    "urgency", "topic"}: web-push sends it;
+//                                    prints {"status", "publicKey"}
 'use strict';
 
 const crypto = require('crypto');
@@ -115,8 +118,31 @@ function selfCheck() {
   return out;
 }
 
+// Sends one message with web-push itself, to check the tests' push service
+// (tests/integration/push_service.py) against the reference: input
+// {subscription, payload, ttl, urgency, topic}; prints the answer's status
+// and the VAPID public key web-push signed with.
+async function send(input) {
+  const keys = webpush.generateVAPIDKeys();
+  const options = {
+    TTL: input.ttl, urgency: input.urgency, topic: input.topic, contentEncoding: 'aes128gcm',
+    vapidDetails: { subject: 'mailto:ops@example.com', publicKey: keys.publicKey, privateKey: keys.privateKey },
+  };
+  try {
+    const r = await webpush.sendNotification(input.subscription, input.payload, options);
+    return { status: r.statusCode, publicKey: keys.publicKey };
+  } catch (e) {
+    return { status: e.statusCode || 0, body: e.body || String(e), publicKey: keys.publicKey };
+  }
+}
+
 function main() {
   const [cmd, arg] = process.argv.slice(2);
+  if (cmd === 'send') {
+    const input = JSON.parse(require('fs').readFileSync(0, 'utf8'));
+    send(input).then((out) => process.stdout.write(JSON.stringify(out) + '\n'));
+    return 0;
+  }
   if (cmd === 'subscriptions') {
     const n = parseInt(arg, 10) || 1;
     process.stdout.write(JSON.stringify(Array.from({ length: n }, subscription)) + '\n');
@@ -131,7 +157,7 @@ function main() {
     }) + '\n');
     return 0;
   }
-  process.stderr.write('usage: node oracle.js subscriptions N | judge < input.json\n');
+  process.stderr.write('usage: node oracle.js subscriptions N | judge < input.json | send < message.json\n');
   return 2;
 }
 
