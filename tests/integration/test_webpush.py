@@ -114,11 +114,16 @@ def test_every_message_has_its_own_salt_and_sender_key_and_one_jwt_per_origin(fc
 @pytest.mark.parametrize("status", [404, 410])
 def test_gone_subscriptions_go_to_the_notregistered_drain_as_their_endpoint(fcmd_wp, service, status):
     sub = service.subscribe({"status": status})
-    assert send(fcmd_wp, {"subscriptions": [sub.to_json()], "payload": "x"}).status_code == 200
+    r = send(fcmd_wp, {"subscriptions": [sub.to_json()], "payload": "x"})
+    assert r.status_code == 200
+    pid = r.json()["id"]
     fcmd_wp.wait_idle()
     assert sub.requests == 1
     drained = requests.get(fcmd_wp.url("/gcm/report/notregistered"), timeout=5).json()
     assert drained == {"tokens": [sub.endpoint]}
+    status = requests.get(fcmd_wp.url(f"/push/{pid}"), timeout=5).json()
+    assert status["upstream"] == "webpush" and status["invalid"] == 1
+    assert [e["token"] for e in status["errors"]] == [sub.endpoint]  # never the keys
     rep = fcmd_wp.report()
     assert rep["notregistered"] == 1 and rep["webpush"]["notregistered"] == 1
 
@@ -286,6 +291,29 @@ def test_without_a_vapid_key_the_endpoint_is_404(start_fcmd, mock):
     f = start_fcmd(mock)
     r = send(f, {"subscriptions": [], "payload": "x"})
     assert r.status_code == 404 and "--vapid-key" in r.json()["error"]
+
+
+def test_an_app_sends_with_its_own_vapid_key_and_allow_list(start_fcmd, tls_cert, service, tmp_path):
+    pem = tmp_path / "app.pem"
+    subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(pem)], check=True,
+                   capture_output=True, timeout=30)
+    pub = subprocess.run([FCMD_BIN, "--vapid-public-key", "--vapid-key", str(pem)], capture_output=True, text=True,
+                         timeout=30).stdout.strip()
+    conf = tmp_path / "fcmd.conf"
+    conf.write_text(f"[app web]\nvapid_key = {pem}\nvapid_subject = https://example.com/contact\n"
+                    f"webpush_allow = 127.0.0.1\n")
+    os.chmod(conf, 0o600)
+    f = start_fcmd(None, args=["--config", str(conf), "--ca-file", str(tls_cert[0])])
+    sub = service.subscribe()
+    service.server_key = None
+    r = send(f, {"subscriptions": [sub.to_json()], "payload": "app", "app": "web"})
+    assert r.status_code == 200, r.text
+    [m] = delivered(sub)
+    assert f"k={pub}" in m["headers"]["authorization"] and m["claims"]["sub"] == "https://example.com/contact"
+    r = send(f, {"subscriptions": [sub.to_json()], "payload": "default app"})
+    assert r.status_code in (400, 404) and "error" in r.json(), r.text
+    f.wait_idle()
+    assert f.report()["apps"]["web"]["successes"] == 1
 
 
 # ---- internal addresses ----
