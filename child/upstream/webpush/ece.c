@@ -30,9 +30,11 @@ static const char key_label[] = "WebPush: info";           /* with its NUL: 14 b
 static const char cek_label[] = "Content-Encoding: aes128gcm"; /* 28 */
 static const char nonce_label[] = "Content-Encoding: nonce";   /* 24 */
 
-/* The algorithms, fetched once per process. */
+/* The algorithms, fetched once per process, and a key generation context
+ * set up for P-256 once: made per message, it costs as much as the key. */
 static EVP_KDF *hkdf_alg;
 static EVP_CIPHER *gcm_alg;
+static EVP_PKEY_CTX *keygen_ctx;
 
 static int fetch_algs(void)
 {
@@ -40,7 +42,12 @@ static int fetch_algs(void)
         hkdf_alg = EVP_KDF_fetch(NULL, "HKDF", NULL);
     if (gcm_alg == NULL)
         gcm_alg = EVP_CIPHER_fetch(NULL, "AES-128-GCM", NULL);
-    return hkdf_alg != NULL && gcm_alg != NULL ? 0 : -1;
+    if (keygen_ctx == NULL && (keygen_ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL)) != NULL &&
+        (EVP_PKEY_keygen_init(keygen_ctx) != 1 || EVP_PKEY_CTX_set_group_name(keygen_ctx, "P-256") != 1)) {
+        EVP_PKEY_CTX_free(keygen_ctx);
+        keygen_ctx = NULL;
+    }
+    return hkdf_alg != NULL && gcm_alg != NULL && keygen_ctx != NULL ? 0 : -1;
 }
 
 /* One HKDF step with SHA-256: extract (salt, key = the input keying
@@ -77,7 +84,11 @@ static int expand(const unsigned char prk[32], const void *info, size_t infolen,
 }
 
 /* The public key at the uncompressed point p, or NULL when p is not a
- * point on P-256 (OpenSSL checks it as it imports it, and again in full). */
+ * point on P-256 (OpenSSL checks it as it imports it, and again, quickly:
+ * P-256's cofactor is 1, so a point on the curve other than the point at
+ * infinity has the group's order, and the full check's scalar
+ * multiplication, which costs as much as the ECDH itself, proves nothing
+ * more). */
 static EVP_PKEY *point_key(const unsigned char p[P256_POINT_LEN])
 {
     EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL), *check = NULL;
@@ -90,7 +101,7 @@ static EVP_PKEY *point_key(const unsigned char p[P256_POINT_LEN])
 
     if (p[0] == 0x04 && ctx != NULL && EVP_PKEY_fromdata_init(ctx) == 1 &&
         EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_PUBLIC_KEY, params) == 1 &&
-        ((check = EVP_PKEY_CTX_new_from_pkey(NULL, key, NULL)) == NULL || EVP_PKEY_public_check(check) != 1)) {
+        ((check = EVP_PKEY_CTX_new_from_pkey(NULL, key, NULL)) == NULL || EVP_PKEY_public_check_quick(check) != 1)) {
         EVP_PKEY_free(key);
         key = NULL;
     }
@@ -146,7 +157,9 @@ static int agree(EVP_PKEY *sender, const unsigned char ua[P256_POINT_LEN], unsig
     size_t len = 32;
     int ok;
 
-    ok = ctx != NULL && EVP_PKEY_derive_init(ctx) == 1 && EVP_PKEY_derive_set_peer(ctx, peer) == 1 &&
+    /* point_key has checked the peer: derive_set_peer's own check would be a
+     * second full one. */
+    ok = ctx != NULL && EVP_PKEY_derive_init(ctx) == 1 && EVP_PKEY_derive_set_peer_ex(ctx, peer, 0) == 1 &&
          EVP_PKEY_derive(ctx, secret, &len) == 1 && len == 32;
     EVP_PKEY_CTX_free(ctx);
     EVP_PKEY_free(peer);
@@ -217,7 +230,7 @@ int ece_encrypt(const struct ece_keys *k, const void *plain, size_t len, EVP_PKE
         }
         salt = fresh_salt;
     }
-    if (sender == NULL && (sender = own = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256")) == NULL) {
+    if (sender == NULL && (EVP_PKEY_keygen(keygen_ctx, &own) != 1 || (sender = own) == NULL)) {
         snprintf(err, errlen, "encryption failed: OpenSSL made no P-256 key");
         ERR_clear_error();
         return -ENOMEM;
