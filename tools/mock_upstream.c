@@ -604,6 +604,38 @@ static void stats_tokens(struct mtext *b)
     mtext_adds(b, "}");
 }
 
+/* Web Push, for the benchmark: POST /webpush/ID, a body in aes128gcm of at
+ * most 4096 bytes with a vapid Authorization, answered 201 after the
+ * latency.  The mock cannot decrypt (it has no subscription's key): the
+ * tests' push service (tests/integration/push_service.py) judges the crypto. */
+static int on_webpush(h2o_req_t *req)
+{
+    ssize_t a = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    ssize_t c = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_ENCODING, -1);
+    struct mtext none = MTEXT_INIT;
+    struct token_stat *e;
+
+    mock.requests++;
+    if (mock.first_request_ms == 0)
+        mock.first_request_ms = uv_now(mock.loop);
+    if (req->version >= 0x200)
+        mock.http2_requests++;
+    if (a < 0 || req->headers.entries[a].value.len < 8 ||
+        strncmp(req->headers.entries[a].value.base, "vapid t=", 8) != 0) {
+        mock.auth_failures++;
+        return answer_text(req, 401, "no vapid Authorization\n");
+    }
+    if (c < 0 || !h2o_memis(req->headers.entries[c].value.base, req->headers.entries[c].value.len,
+                            H2O_STRLIT("aes128gcm")) ||
+        req->entity.len < 86 + 17 || req->entity.len > 4096)
+        return answer_text(req, 400, "not one aes128gcm record of at most 4096 bytes\n");
+    e = mock_stat(req->path_normalized.base + 9, req->path_normalized.len - 9);
+    e->attempts++;
+    mock.targets++;
+    mock_record_delivery(e, NULL, NULL);
+    return mock_answer(req, 201, 0, &none);
+}
+
 static int on_stats(h2o_req_t *req)
 {
     struct mtext b = MTEXT_INIT;
@@ -650,6 +682,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return mock_v1_send(req);
     if (post && p.len > 10 && memcmp(p.base, "/3/device/", 10) == 0)
         return mock_apns_send(req);
+    if (post && p.len > 9 && memcmp(p.base, "/webpush/", 9) == 0)
+        return on_webpush(req);
     if (post && h2o_memis(p.base, p.len, H2O_STRLIT("/apns/expire"))) {
         mock_apns_expire();
         mock_send_now(req, 200, NULL, H2O_STRLIT("{}\n"));
