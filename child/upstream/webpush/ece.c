@@ -17,8 +17,10 @@
 
 #include <errno.h>
 #include <openssl/core_names.h>
+#include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/kdf.h>
+#include <openssl/obj_mac.h>
 #include <openssl/params.h>
 #include <openssl/rand.h>
 #include <stdio.h>
@@ -30,10 +32,14 @@ static const char key_label[] = "WebPush: info";           /* with its NUL: 14 b
 static const char cek_label[] = "Content-Encoding: aes128gcm"; /* 28 */
 static const char nonce_label[] = "Content-Encoding: nonce";   /* 24 */
 
-/* The algorithms, fetched once per process, and a key generation context
- * set up for P-256 once: made per message, it costs as much as the key. */
+/* What every message needs, made once per process: the algorithms; P-256
+ * itself, to check points against (EC_GROUP: making one per point cost more
+ * than the ECDH); a P-256 key whose parameters the subscription's public
+ * key copies; and a key generation context for the sender keys. */
 static EVP_KDF *hkdf_alg;
 static EVP_CIPHER *gcm_alg;
+static EC_GROUP *p256;
+static EVP_PKEY *p256_params;
 static EVP_PKEY_CTX *keygen_ctx;
 
 static int fetch_algs(void)
@@ -42,12 +48,18 @@ static int fetch_algs(void)
         hkdf_alg = EVP_KDF_fetch(NULL, "HKDF", NULL);
     if (gcm_alg == NULL)
         gcm_alg = EVP_CIPHER_fetch(NULL, "AES-128-GCM", NULL);
-    if (keygen_ctx == NULL && (keygen_ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL)) != NULL &&
-        (EVP_PKEY_keygen_init(keygen_ctx) != 1 || EVP_PKEY_CTX_set_group_name(keygen_ctx, "P-256") != 1)) {
+    if (p256 == NULL)
+        p256 = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
+    if (p256_params == NULL)
+        p256_params = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    if (keygen_ctx == NULL && p256_params != NULL &&
+        (keygen_ctx = EVP_PKEY_CTX_new_from_pkey(NULL, p256_params, NULL)) != NULL &&
+        EVP_PKEY_keygen_init(keygen_ctx) != 1) {
         EVP_PKEY_CTX_free(keygen_ctx);
         keygen_ctx = NULL;
     }
-    return hkdf_alg != NULL && gcm_alg != NULL && keygen_ctx != NULL ? 0 : -1;
+    ERR_clear_error();
+    return hkdf_alg != NULL && gcm_alg != NULL && p256 != NULL && keygen_ctx != NULL ? 0 : -1;
 }
 
 /* One HKDF step with SHA-256: extract (salt, key = the input keying
@@ -83,39 +95,54 @@ static int expand(const unsigned char prk[32], const void *info, size_t infolen,
     return hkdf(EVP_KDF_HKDF_MODE_EXPAND_ONLY, NULL, 0, prk, 32, info, infolen, out, len);
 }
 
-/* The public key at the uncompressed point p, or NULL when p is not a
- * point on P-256 (OpenSSL checks it as it imports it, and again, quickly:
- * P-256's cofactor is 1, so a point on the curve other than the point at
- * infinity has the group's order, and the full check's scalar
- * multiplication, which costs as much as the ECDH itself, proves nothing
- * more). */
+/* Whether p is an uncompressed point on P-256.  On the curve and not the
+ * point at infinity (which has no uncompressed form) is the whole check:
+ * P-256's cofactor is 1, so such a point has the group's order, and the
+ * full check's scalar multiplication, which costs as much as the ECDH
+ * itself, would prove nothing more. */
+static int point_ok(const unsigned char p[P256_POINT_LEN])
+{
+    EC_POINT *q;
+    int ok;
+
+    if (p[0] != 0x04 || fetch_algs() != 0 || (q = EC_POINT_new(p256)) == NULL)
+        return 0;
+    ok = EC_POINT_oct2point(p256, q, p, P256_POINT_LEN, NULL) == 1 && EC_POINT_is_on_curve(p256, q, NULL) == 1 &&
+         !EC_POINT_is_at_infinity(p256, q);
+    EC_POINT_free(q);
+    ERR_clear_error();
+    return ok;
+}
+
+/* The public key at the point p, or NULL when p is not a point on P-256. */
 static EVP_PKEY *point_key(const unsigned char p[P256_POINT_LEN])
 {
-    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL), *check = NULL;
-    EVP_PKEY *key = NULL;
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)"prime256v1", 0),
-        OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PUB_KEY, (void *)p, P256_POINT_LEN),
-        OSSL_PARAM_END,
-    };
+    EVP_PKEY *key = point_ok(p) ? EVP_PKEY_new() : NULL;
 
-    if (p[0] == 0x04 && ctx != NULL && EVP_PKEY_fromdata_init(ctx) == 1 &&
-        EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_PUBLIC_KEY, params) == 1 &&
-        ((check = EVP_PKEY_CTX_new_from_pkey(NULL, key, NULL)) == NULL || EVP_PKEY_public_check_quick(check) != 1)) {
+    if (key != NULL && (EVP_PKEY_copy_parameters(key, p256_params) != 1 ||
+                        EVP_PKEY_set1_encoded_public_key(key, p, P256_POINT_LEN) != 1)) {
         EVP_PKEY_free(key);
         key = NULL;
     }
-    EVP_PKEY_CTX_free(check);
-    EVP_PKEY_CTX_free(ctx);
     ERR_clear_error();
     return key;
+}
+
+/* The sender's public point, uncompressed, at out. */
+static int public_point(EVP_PKEY *key, unsigned char out[P256_POINT_LEN])
+{
+    size_t n = 0;
+    int ok = EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, out, P256_POINT_LEN, &n) == 1 &&
+             n == P256_POINT_LEN && out[0] == 0x04;
+
+    ERR_clear_error();
+    return ok ? 0 : p256_point(key, out); /* a key whose encoding is not the uncompressed one */
 }
 
 int ece_keys_parse(const char *p256dh, size_t plen, const char *auth, size_t alen, struct ece_keys *k, char *err,
                    size_t errlen)
 {
     unsigned char buf[P256_POINT_LEN + 1];
-    EVP_PKEY *key;
     int n;
 
     if ((n = jwt_base64url_decode(p256dh, plen, buf, sizeof(buf))) == -EINVAL) {
@@ -130,11 +157,10 @@ int ece_keys_parse(const char *p256dh, size_t plen, const char *auth, size_t ale
                      "beginning with 0x04)", n, n == P256_POINT_LEN ? " not beginning with 0x04" : "");
         return -EINVAL;
     }
-    if ((key = point_key(buf)) == NULL) {
+    if (!point_ok(buf)) {
         snprintf(err, errlen, "keys.p256dh is not a point on the P-256 curve");
         return -EINVAL;
     }
-    EVP_PKEY_free(key);
     memcpy(k->p256dh, buf, P256_POINT_LEN);
     if ((n = jwt_base64url_decode(auth, alen, k->auth, sizeof(k->auth))) != ECE_AUTH_LEN) {
         if (n == -EINVAL)
@@ -240,7 +266,7 @@ int ece_encrypt(const struct ece_keys *k, const void *plain, size_t len, EVP_PKE
     memcpy(h, salt, ECE_SALT_LEN);
     h[16] = (ECE_RS >> 24) & 0xff, h[17] = (ECE_RS >> 16) & 0xff, h[18] = (ECE_RS >> 8) & 0xff, h[19] = ECE_RS & 0xff;
     h[20] = P256_POINT_LEN;
-    if (p256_point(sender, h + 21) != 0) {
+    if (public_point(sender, h + 21) != 0) {
         snprintf(err, errlen, "the sender key is not a P-256 key");
         rc = -EINVAL;
     } else if ((rc = derive(k, sender, h + 21, salt, &t)) != 0) {
