@@ -221,14 +221,16 @@ fuzz-smoke:
 test-asan: asan
 
 # The benchmark table (tools/bench.sh; its header lists the settings), then
-# intake with the upstream stalled (tools/stalled-ratio.sh), and fleet mode's
-# ingress against none (tools/fleet-ratio.sh).
+# intake with the upstream stalled (tools/stalled-ratio.sh), fleet mode's
+# ingress against none (tools/fleet-ratio.sh), and a Web Push message's CPU
+# against an FCM v1 message's (tools/webpush-ratio.sh).
 bench: deps
 	$(MAKE) all
 	$(BODY_COST)
 	tools/bench.sh
 	tools/stalled-ratio.sh
 	tools/fleet-ratio.sh
+	tools/webpush-ratio.sh
 
 # A few seconds of the same, for CI: the benchmark still runs end to end and
 # produces every figure (tools/bench.sh fails otherwise), in both of its modes,
