@@ -409,6 +409,25 @@ def test_a_spooled_push_is_delivered_after_kill_9(start_fcmd, vapid, tls_cert, s
     assert g.report()["webpush"]["successes"] == 1
 
 
+def test_a_replayed_push_is_held_to_the_allow_list_of_the_start_that_sends_it(start_fcmd, vapid, tls_cert, service,
+                                                                             tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    f = start_fcmd(None, args=webpush_args(vapid, tls_cert, extra=["--spool", str(spool)]))
+    sub = service.subscribe({"delay": 30})
+    assert send(f, {"subscriptions": [sub.to_json()], "payload": "old list"}).status_code == 200
+    wait_until(lambda: sub.requests >= 1, 10, what="the first attempt")
+    for pid in f.children() + [f.proc.pid]:
+        os.kill(pid, signal.SIGKILL)
+    f.proc.wait(5)
+    sub.plan = [{"status": 201}]
+    before = service.connections
+    g = start_fcmd(None, args=webpush_args(vapid, tls_cert, allow="localhost", extra=["--spool", str(spool)]))
+    wait_until(lambda: g.report()["failures"] == 1, 20, what="the replayed push to fail")
+    assert sub.requests == 1 and service.connections == before
+    assert 'reason="address_refused"} 1' in requests.get(g.url("/metrics"), timeout=5).text
+
+
 def test_the_queue_in_redis_carries_the_subscription_and_its_fields(start_fcmd, vapid, tls_cert, service, redis):
     """An instance killed with its push in flight: another, on the same
     Redis, claims it and delivers it with its TTL, Urgency and Topic."""

@@ -129,17 +129,24 @@ static int webpush_prepare(struct upstream *u, struct job *job)
     return 0;
 }
 
-/* The sender is about to connect the job to addr: an internal address only
- * when --webpush-allow names the endpoint's host or that address itself. */
+/* The sender is about to connect the job to addr: only to a host the list
+ * allows (a push read back from the spool or Redis was checked at intake
+ * against the list of its day), and to an internal address only when
+ * --webpush-allow names the endpoint's host or that address itself. */
 static int webpush_connect_ok(struct upstream *u, struct job *job, const struct sockaddr *addr)
 {
     struct webpush *w = (struct webpush *)u;
     struct webpush_job *wj = job->adapter_data;
+    size_t n = wj != NULL ? strlen(wj->host) : 0;
     char text[64];
 
     if (wj == NULL)
         return 0;
-    if (!webpush_addr_internal(addr) || webpush_allow_literal(w->allow, wj->host, strlen(wj->host)))
+    if (!webpush_allow_host(w->allow, wj->host, n)) {
+        wj->refused = 1;
+        return 0;
+    }
+    if (!webpush_addr_internal(addr) || webpush_allow_literal(w->allow, wj->host, n))
         return 1;
     webpush_addr_text(addr, text, sizeof(text));
     if (text[0] != '\0' && webpush_allow_literal(w->allow, text, strlen(text)))
@@ -174,7 +181,7 @@ void webpush_classify(const struct upstream_result *res, int refused, struct out
 
     detail[0] = '\0';
     if (refused) {
-        set(out, OUTCOME_FAILED, CAUSE_ADDRESS_REFUSED, "the endpoint's address is internal and not allowed");
+        set(out, OUTCOME_FAILED, CAUSE_ADDRESS_REFUSED, "the endpoint's host or address is not allowed");
         return;
     }
     if (res->code != CURLE_OK) {
