@@ -13,6 +13,7 @@
 #include "../shm/region.h"
 #include "http/conn.h"
 #include "fleet/fleet.h"
+#include "fleet/fleet_events.h"
 #include "fleet/fleet_queue.h"
 #include "observe/graphite.h"
 #include "http/http.h"
@@ -80,6 +81,8 @@ static void on_stop_tick(uv_timer_t *t)
     /* ...and so do the acknowledgements of the queue in Redis. */
     if (c->fq != NULL && !fleet_queue_settled(c->fq) && now < c->stop_deadline)
         return;
+    if (!fleet_events_settled(c->events) && now < c->stop_deadline)
+        return;
     if (c->queue.pending > 0)
         log_warn("child stopping with %zu targets unfinished", c->queue.pending);
     uv_stop(&c->loop);
@@ -99,6 +102,7 @@ static void on_stop_signal(uv_signal_t *s, int signo)
     webhook_stop(c->webhook);
     if (c->fq != NULL)
         fleet_queue_stop(c->fq);
+    fleet_events_stop(c->events);
     graphite_stop(c->graphite);
     c->graphite = NULL;
     uv_close(&c->listener.handle, NULL);
@@ -168,16 +172,53 @@ static void on_fq_push_done(void *arg, struct push *p)
     fleet_queue_push_done(arg, p);
 }
 
+/* The webhook and its events in Redis, each through the other's calls. */
+static int event_take(void *webhook, struct fe_held *h, const char *app, size_t app_len, int64_t at_ms,
+                      const char *text, size_t len)
+{
+    return webhook_take(webhook, h, app, app_len, at_ms, text, len);
+}
+
+static size_t event_room(void *webhook)
+{
+    return webhook_room(webhook);
+}
+
+static void event_stored(void *webhook, size_t n, size_t bytes, size_t dropped)
+{
+    webhook_stored(webhook, n, bytes, dropped);
+}
+
+static int event_add(void *events, const char *app, size_t app_len, int64_t at_ms, const char *text, size_t len)
+{
+    return fleet_events_add(events, app, app_len, at_ms, text, len);
+}
+
+static void event_done(void *events, void *const *held, size_t n)
+{
+    fleet_events_done(events, held, n);
+}
+
 /* With --redis-queue: pushes come from the stream, and go back to it as
- * acknowledgements. */
+ * acknowledgements; the webhook's events go in with those, and come back
+ * from a stream of their own. */
 static int open_fleet_queue(struct child *c)
 {
-    c->fq = fleet_queue_start(&c->loop, c->fleet, c->opts, c->shm, (unsigned)(c->slot - c->shm->slots), &c->queue,
-                              on_replayed, c->sender, &c->limits);
+    unsigned slot = (unsigned)(c->slot - c->shm->slots);
+
+    c->fq = fleet_queue_start(&c->loop, c->fleet, c->opts, c->shm, slot, &c->queue, on_replayed, c->sender,
+                              &c->limits);
     if (c->fq == NULL)
         return -1;
     c->queue.on_push_done = on_fq_push_done;
     c->queue.arg = c->fq;
+    if (c->webhook != NULL) {
+        struct fe_sink sink = {event_take, event_room, event_stored, c->webhook};
+        if ((c->events = fleet_events_start(&c->loop, c->fleet, c->opts, c->shm, slot, &sink)) == NULL)
+            return -1;
+        fleet_queue_use_events(c->fq, c->events);
+        webhook_use_redis(c->webhook, &(struct webhook_store){event_add, event_done, c->events});
+    }
     return 0;
 }
 
@@ -472,6 +513,9 @@ static void teardown(struct child *c)
     fleet_stop(c->fleet);
     fleet_queue_free(c->fq);
     c->fq = NULL;
+    /* Before the webhook: the events it never got to Redis are handed back. */
+    fleet_events_free(c->events);
+    c->events = NULL;
     fleet_free(c->fleet);
     c->fleet = NULL;
     spool_close(c->spool);

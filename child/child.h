@@ -64,6 +64,7 @@ struct child {
     struct spool *spool;          /* with --spool, else NULL */
     struct fleet *fleet;          /* with --redis, else NULL */
     struct fleet_queue *fq;       /* with --redis-queue, else NULL */
+    struct fleet_events *events;  /* ...and a webhook: its events in Redis, else NULL */
     struct webhook *webhook;      /* with a webhook for the instance or an app, else NULL */
     uv_signal_t sigusr2;          /* the master: a child died, look for its spool segments */
     struct conn_set conns;        /* open HTTP connections */

@@ -29,6 +29,7 @@
 #include "../../shm/push_status.h"
 #include "../core/buf.h"
 #include "fleet.h"
+#include "fleet_events.h"
 #include "script.h"
 #include "../core/queue.h"
 #include "../store/record.h"
@@ -121,10 +122,27 @@ static const char cancel_script[] =
     "end\n"
     "return out\n";
 
-/* KEYS[1] the stream; ARGV[1] the group, then the ids: acknowledged, deleted. */
+/* KEYS[1] the stream, KEYS[2] the webhook's events; ARGV[1] the group,
+ * ARGV[2] the bound on events, ARGV[3] how many ids, then the ids, then
+ * (app, at, text) per event.  The events go in first: a push leaves the
+ * queue only once the events told of it are in Redis (fleet_events.h).
+ * Returns {entries deleted, events dropped over the bound}. */
 static const char ack_script[] =
-    "redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))\n"
-    "return redis.call('XDEL', KEYS[1], unpack(ARGV, 2))\n";
+    "local n = tonumber(ARGV[3])\n"
+    "local dropped, room = 0, 0\n"
+    "if #ARGV > 3 + n then room = tonumber(ARGV[2]) - redis.call('XLEN', KEYS[2]) end\n"
+    "for i = 4 + n, #ARGV - 2, 3 do\n"
+    "  if room > 0 then\n"
+    "    redis.call('XADD', KEYS[2], '*', 'a', ARGV[i], 't', ARGV[i + 1], 'e', ARGV[i + 2])\n"
+    "    room = room - 1\n"
+    "  else dropped = dropped + 1 end\n"
+    "end\n"
+    "local del = 0\n"
+    "if n > 0 then\n"
+    "  redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 4, 3 + n))\n"
+    "  del = redis.call('XDEL', KEYS[1], unpack(ARGV, 4, 3 + n))\n"
+    "end\n"
+    "return {del, dropped}\n";
 
 /* Removes the group's consumers that hold nothing and were idle over
  * ARGV[2] ms, except ARGV[3].  KEYS[1] the stream, ARGV[1] the group. */
@@ -215,6 +233,7 @@ struct fleet_queue {
     uint64_t next_refresh, next_claim, next_clean;
     char refusal[160];
     struct log_limit bad_log, oom_log;
+    struct fleet_events *fe; /* with a webhook: its events go in with the acknowledgements */
 };
 
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
@@ -828,44 +847,111 @@ static void clean(struct fleet_queue *fq)
 
 /* ---- acknowledgements ---- */
 
+#define MAX_EVENTS 1000               /* webhook events per acknowledgement */
+#define MAX_EVENT_BYTES (4u << 20)    /* ...and their bytes */
+
+/* An acknowledgement on its way: its ids, and the events it carries. */
+struct ackcmd {
+    struct fleet_queue *fq;
+    struct fe_batch events;
+    size_t n;
+    struct fq_id ids[];
+};
+
 static void on_acked(struct fleet *f, void *arg, const redisReply *r)
 {
-    struct idcmd *c = arg;
+    struct ackcmd *c = arg;
     struct fleet_queue *fq = c->fq;
+    int ok = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+             r->element[1]->type == REDIS_REPLY_INTEGER && r->element[1]->integer >= 0;
 
     (void)f;
     fq->acks_flying--;
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        /* Sent again: acknowledging twice does nothing. */
+    if (!ok) {
+        /* Sent again: acknowledging twice does nothing, and an event added
+         * twice has one event_id (the receiver dedupes). */
         for (size_t i = 0; i < c->n; i++)
             add_ack(fq, c->ids[i]);
-        if (r != NULL)
+        if (r != NULL && r->type == REDIS_REPLY_ERROR)
             refused(fq, "an acknowledgement was refused", r->str);
+        else if (r != NULL)
+            refused(fq, "an acknowledgement was answered", "something unexpected");
     } else {
         fq->slow = 0;
     }
+    if (fq->fe != NULL)
+        fleet_events_taken(fq->fe, &c->events, ok, ok ? (size_t)r->element[1]->integer : 0);
     free(c);
+    if (!ok)
+        kick(fq);
+}
+
+/* One call at a time while webhook events go along: were a call with
+ * events refused and a later one with their push's ids taken, the push
+ * would leave the queue with its events nowhere. */
+static unsigned acks_flying_max(const struct fleet_queue *fq)
+{
+    return fq->fe != NULL ? 1 : MAX_ACKS_FLYING;
+}
+
+static int send_ack(struct fleet_queue *fq)
+{
+    size_t n = fq->nacks < MAX_IDS ? fq->nacks : MAX_IDS, ne = 0, argc;
+    struct ackcmd *c = malloc(sizeof(*c) + n * sizeof(c->ids[0]));
+    const char **argv = malloc((7 + MAX_IDS + 3 * MAX_EVENTS) * sizeof(*argv));
+    size_t *argvlen = malloc((7 + MAX_IDS + 3 * MAX_EVENTS) * sizeof(*argvlen));
+    char(*text)[ID_LEN] = malloc((n ? n : 1) * sizeof(*text));
+    char(*at)[24] = malloc(MAX_EVENTS * sizeof(*at));
+    char count[24], max[24];
+    int rc = -1;
+
+    if (c == NULL || argv == NULL || argvlen == NULL || text == NULL || at == NULL)
+        goto out;
+    c->fq = fq;
+    c->n = n;
+    c->events = (struct fe_batch){NULL, 0, 0};
+    memcpy(c->ids, fq->acks + fq->nacks - n, n * sizeof(c->ids[0]));
+    snprintf(count, sizeof(count), "%zu", n);
+    snprintf(max, sizeof(max), "%ld", fq->max);
+    argv[0] = "EVAL", argv[1] = ack_script, argv[2] = "2", argv[3] = FQ_STREAM, argv[4] = FE_STREAM;
+    argv[5] = FQ_GROUP, argv[6] = max, argv[7] = count;
+    for (size_t i = 0; i < 8; i++)
+        argvlen[i] = strlen(argv[i]);
+    for (size_t i = 0; i < n; i++) {
+        format_id(&c->ids[i], text[i]);
+        argv[8 + i] = text[i];
+        argvlen[8 + i] = strlen(text[i]);
+    }
+    argc = 8 + n;
+    if (fq->fe != NULL)
+        ne = fleet_events_take(fq->fe, &c->events, MAX_EVENTS, MAX_EVENT_BYTES, argv + argc, argvlen + argc, at);
+    argc += 3 * ne;
+    if (n == 0 && ne == 0)
+        goto out;
+    if (fleet_command(fq->f, on_acked, c, 1024, (int)argc, argv, argvlen) != 0) {
+        if (fq->fe != NULL)
+            fleet_events_taken(fq->fe, &c->events, 0, 0);
+        goto out;
+    }
+    c = NULL;
+    fq->nacks -= n;
+    fq->acks_flying++;
+    rc = 0;
+out:
+    free(c);
+    free(argv);
+    free(argvlen);
+    free(text);
+    free(at);
+    return rc;
 }
 
 static void send_acks(struct fleet_queue *fq)
 {
-    const char *head[5] = {"EVAL", ack_script, "1", FQ_STREAM, FQ_GROUP};
-
-    while (fq->nacks > 0 && fq->acks_flying < MAX_ACKS_FLYING && fleet_connected(fq->f)) {
-        size_t n = fq->nacks < MAX_IDS ? fq->nacks : MAX_IDS;
-        struct idcmd *c = malloc(sizeof(*c) + n * sizeof(c->ids[0]));
-        if (c == NULL)
+    while ((fq->nacks > 0 || (fq->fe != NULL && !fleet_events_outbox_empty(fq->fe))) &&
+           fq->acks_flying < acks_flying_max(fq) && fleet_connected(fq->f))
+        if (send_ack(fq) != 0)
             return;
-        c->fq = fq;
-        c->n = n;
-        memcpy(c->ids, fq->acks + fq->nacks - n, n * sizeof(c->ids[0]));
-        if (send_ids(fq, on_acked, c, 1024, head, 5, c->ids, n) != 0) {
-            free(c);
-            return;
-        }
-        fq->nacks -= n;
-        fq->acks_flying++;
-    }
 }
 
 void fleet_queue_push_done(struct fleet_queue *fq, struct push *p)
@@ -916,6 +1002,7 @@ static void on_connect(void *arg)
     fq->read_s.loaded = fq->claim_s.loaded = 0; /* perhaps another server: it may not have them */
     fq->slow = 0; /* a new connection: pushes are taken again, under the deadline */
     make_group(fq);
+    fleet_events_connected(fq->fe);
     fq->next_refresh = 0; /* what it holds may have grown idle during the outage */
     kick(fq);
 }
@@ -1009,6 +1096,19 @@ struct fleet_queue *fleet_queue_start(uv_loop_t *loop, struct fleet *f, const st
     return fq;
 }
 
+static void kick_for_events(void *arg)
+{
+    kick(arg);
+}
+
+void fleet_queue_use_events(struct fleet_queue *fq, struct fleet_events *fe)
+{
+    fq->fe = fe;
+    fleet_events_on_outbox(fe, kick_for_events, fq);
+    if (fleet_connected(fq->f))
+        fleet_events_connected(fe);
+}
+
 void fleet_queue_stop(struct fleet_queue *fq)
 {
     fq->stopping = 1;
@@ -1018,9 +1118,11 @@ int fleet_queue_settled(struct fleet_queue *fq)
 {
     if (!fleet_connected(fq->f))
         return 1;
-    if (fq->nacks > 0)
+    int events = fq->fe == NULL || fleet_events_outbox_empty(fq->fe);
+
+    if (fq->nacks > 0 || !events)
         kick(fq);
-    return fq->nacks == 0 && fq->acks_flying == 0;
+    return fq->nacks == 0 && fq->acks_flying == 0 && events;
 }
 
 static void on_fq_closed(uv_handle_t *h)

@@ -66,6 +66,11 @@ int fleet_queue_ready(const struct fleet_queue *fq);
 /* A push the sender finished: its entry is acknowledged and deleted. */
 void fleet_queue_push_done(struct fleet_queue *fq, struct push *p);
 
+/* With a webhook: its events (child/fleet/fleet_events.h) go to Redis in
+ * the acknowledgement scripts, no later than their push's acknowledgement. */
+struct fleet_events;
+void fleet_queue_use_events(struct fleet_queue *fq, struct fleet_events *fe);
+
 /* The worker stops: no more reading; what it holds stays pending in the
  * group for another worker to claim. */
 void fleet_queue_stop(struct fleet_queue *fq);

@@ -43,6 +43,7 @@
 struct event {
     struct event *next;
     struct segment *seg; /* with --spool: the segment that keeps it, else NULL */
+    void *held;          /* with --redis-queue: its entry in Redis, else NULL */
     uint64_t born;  /* loop time, ms */
     int64_t at_ms;  /* Unix time, ms: the oldest's goes to the gauge */
     uint32_t len;
@@ -85,6 +86,7 @@ struct webhook {
     struct shm_slot *slot;
     struct sender *sender;
     struct spool *spool; /* with --spool: events wait in it too */
+    struct webhook_store store; /* with --redis-queue: events wait in Redis (store.add != NULL) */
     struct receiver *receivers;
     struct receiver *of_app[APPS_MAX + 1]; /* by app index; NULL: no webhook */
     int events_of_app[APPS_MAX + 1];       /* WEBHOOK_* bits */
@@ -175,8 +177,29 @@ static void unreserve(struct webhook *w, size_t bytes)
     w->bytes -= bytes;
 }
 
+/* The first n events of r that Redis holds are let go of there. */
+static void settle_in_redis(struct receiver *r, size_t n)
+{
+    struct webhook *w = r->w;
+    void *held[WEBHOOK_BATCH_MAX];
+    size_t h = 0;
+
+    for (struct event *e = r->head; n > 0; e = e->next, n--)
+        if (e->held != NULL) {
+            held[h++] = e->held;
+            e->held = NULL;
+            if (h == WEBHOOK_BATCH_MAX) {
+                w->store.done(w->store.arg, held, h);
+                h = 0;
+            }
+        }
+    if (h > 0)
+        w->store.done(w->store.arg, held, h);
+}
+
 /* The first n events of r are done for good (acknowledged or dropped):
- * the spool lets go of them, a run of one segment's at a time. */
+ * the spool lets go of them, a run of one segment's at a time, and Redis
+ * of those it holds. */
 static void settle_head(struct receiver *r, size_t n)
 {
     struct webhook *w = r->w;
@@ -185,6 +208,8 @@ static void settle_head(struct receiver *r, size_t n)
     struct segment *seg = NULL;
     size_t k = 0;
 
+    if (w->store.done != NULL)
+        settle_in_redis(r, n);
     if (w->spool == NULL)
         return;
     for (struct event *e = r->head; n > 0; e = e->next, n--) {
@@ -446,6 +471,17 @@ static void queue_event(struct webhook *w, struct receiver *r, const struct push
     struct event *e = NULL;
     int held = !b->failed && reserve(w, event_cost(b->len), 0);
 
+    if (held && w->store.add != NULL) { /* to Redis with the push's acknowledgement */
+        const char *app = options_app_name(w->opts, p->app);
+        if (w->store.add(w->store.arg, app, strlen(app), (int64_t)ts->tv_sec * 1000 + ts->tv_nsec / 1000000, b->data,
+                         b->len) == 0) {
+            w->count++;
+            shm_gauge_set(w->slot, SHM_WEBHOOK_PENDING, (int64_t)w->count);
+            return;
+        }
+        unreserve(w, event_cost(b->len));
+        held = 0;
+    }
     if (!held || (e = malloc(event_cost(b->len))) == NULL) {
         if (held)
             unreserve(w, event_cost(b->len));
@@ -460,6 +496,7 @@ static void queue_event(struct webhook *w, struct receiver *r, const struct push
     e->id_len = (uint8_t)id_len;
     memcpy(e->text, b->data, b->len);
     e->seg = NULL;
+    e->held = NULL;
     if (w->spool != NULL) {
         const char *app = options_app_name(w->opts, p->app);
         e->seg = spool_event_keep(w->spool, p, (uint64_t)e->at_ms, app, strlen(app), e->text + EVENT_ID_AT, id_len,
@@ -562,20 +599,24 @@ void webhook_outcome(struct webhook *w, const struct push *p, const struct targe
         buf_free(b); /* one huge event's room is not kept */
 }
 
-/* An event an adopted spool segment held: queued again, with the age it
- * had, for its app's receiver.  It counts against the bound on memory but
- * is never refused for it: it was under the bound when it was made. */
-int webhook_restore(struct webhook *w, struct segment *seg, uint64_t at_ms, const char *app, size_t app_len,
-                    const char *id, size_t id_len, const char *text, size_t len)
+/* An event kept elsewhere (a spool segment, Redis), queued again for its
+ * app's receiver with the age it had.  It counts against the bound on
+ * memory but is never refused for it: it was under the bound when it was
+ * made, and a read from Redis asks for no more than webhook_room(). */
+static int requeue(struct webhook *w, struct segment *seg, void *held, uint64_t at_ms, const char *app,
+                   size_t app_len, const char *text, size_t len)
 {
     int a = app_len == 0 ? (int)APP_DEFAULT : options_app_find(w->opts, app, app_len);
     struct receiver *r = a >= 0 ? w->of_app[a] : NULL;
     struct timespec ts;
     struct event *e;
     uint64_t now = uv_now(w->loop), age;
+    const char *id_end;
 
-    (void)id;
-    if (r == NULL || len > UINT32_MAX || id_len > UINT8_MAX || (e = malloc(event_cost(len))) == NULL)
+    /* Its event_id ends at the first quote after {"event_id":" */
+    if (r == NULL || len > UINT32_MAX || len <= EVENT_ID_AT ||
+        (id_end = memchr(text + EVENT_ID_AT, '"', len - EVENT_ID_AT)) == NULL ||
+        id_end - (text + EVENT_ID_AT) > UINT8_MAX || (e = malloc(event_cost(len))) == NULL)
         return 0;
     reserve(w, event_cost(len), 1);
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -584,11 +625,51 @@ int webhook_restore(struct webhook *w, struct segment *seg, uint64_t at_ms, cons
     e->born = age < now ? now - age : 0;
     e->at_ms = (int64_t)at_ms;
     e->len = (uint32_t)len;
-    e->id_len = (uint8_t)id_len;
+    e->id_len = (uint8_t)(id_end - (text + EVENT_ID_AT));
     memcpy(e->text, text, len);
     e->seg = seg;
+    e->held = held;
     push_event(w, r, e);
     return 1;
+}
+
+int webhook_restore(struct webhook *w, struct segment *seg, uint64_t at_ms, const char *app, size_t app_len,
+                    const char *id, size_t id_len, const char *text, size_t len)
+{
+    (void)id;
+    if (id_len > UINT8_MAX)
+        return 0;
+    return requeue(w, seg, NULL, at_ms, app, app_len, text, len);
+}
+
+int webhook_take(struct webhook *w, void *held, const char *app, size_t app_len, int64_t at_ms, const char *text,
+                 size_t len)
+{
+    if (strncmp(text, "{\"event_id\":\"", EVENT_ID_AT) != 0)
+        return 0;
+    return requeue(w, NULL, held, at_ms > 0 ? (uint64_t)at_ms : 0, app, app_len, text, len);
+}
+
+size_t webhook_room(const struct webhook *w)
+{
+    int64_t used = atomic_load_explicit(&w->shm->webhook_bytes, memory_order_relaxed);
+
+    return used < w->opts->webhook_queue_bytes ? (size_t)(w->opts->webhook_queue_bytes - used) : 0;
+}
+
+void webhook_stored(struct webhook *w, size_t n, size_t bytes, size_t dropped)
+{
+    unreserve(w, bytes + n * sizeof(struct event));
+    w->count -= n;
+    if (dropped > 0)
+        count(w, SHM_WEBHOOK_DROPPED, dropped);
+    publish(w);
+}
+
+void webhook_use_redis(struct webhook *w, const struct webhook_store *s)
+{
+    if (w != NULL)
+        w->store = *s;
 }
 
 void webhook_use_spool(struct webhook *w, struct spool *spool)
@@ -738,11 +819,12 @@ void webhook_free(struct webhook *w)
         if (r->batch > 0)
             sender_remove(w->sender, r->easy);
         for (struct event *e = r->head; e != NULL; e = e->next)
-            e->seg != NULL ? kept++ : lost++;
+            e->seg != NULL || e->held != NULL ? kept++ : lost++;
         if (lost > 0)
             log_warn("webhook %s: %zu events not delivered at exit: dropped", r->shown, lost);
         if (kept > 0)
-            log_info("webhook %s: %zu events not delivered at exit wait in the spool", r->shown, kept);
+            log_info("webhook %s: %zu events not delivered at exit wait in %s", r->shown, kept,
+                     w->store.add != NULL ? "Redis" : "the spool");
         left += lost;
         while (r->head != NULL)
             drop_head(r);

@@ -52,6 +52,33 @@ void webhook_outcome(struct webhook *w, const struct push *p, const struct targe
  * acknowledged there once its receiver acknowledged it. */
 void webhook_use_spool(struct webhook *w, struct spool *spool);
 
+/* With --redis-queue (child/fleet/fleet_events.h): the events made here
+ * go to Redis through add (0, or -1 when it cannot keep one), which hands
+ * their memory back through webhook_stored(); the receivers send the
+ * events read back from Redis (webhook_take()), and done lets go of those
+ * a receiver acknowledged or that grew too old.  Redis, not the spool,
+ * then keeps them. */
+struct webhook_store {
+    int (*add)(void *arg, const char *app, size_t app_len, int64_t at_ms, const char *text, size_t len);
+    void (*done)(void *arg, void *const *held, size_t n);
+    void *arg;
+};
+void webhook_use_redis(struct webhook *w, const struct webhook_store *s);
+
+/* n events given to add, holding len bytes of text, are in Redis (dropped
+ * of them were dropped there, over its bound) or lost (all dropped). */
+void webhook_stored(struct webhook *w, size_t n, size_t bytes, size_t dropped);
+
+/* An event read from Redis, held as held until done is called with it:
+ * returns 1, or 0 when no receiver takes its app (app_len 0: the default
+ * app's). */
+int webhook_take(struct webhook *w, void *held, const char *app, size_t app_len, int64_t at_ms, const char *text,
+                 size_t len);
+
+/* The bytes of events the instance may still take in under
+ * --webhook-queue-bytes. */
+size_t webhook_room(const struct webhook *w);
+
 /* A spool_event_fn: an event an adopted segment held, queued again.
  * Returns 1, or 0 when no receiver takes it (its app has no webhook). */
 int webhook_restore(struct webhook *w, struct segment *seg, uint64_t at_ms, const char *app, size_t app_len,

@@ -1,0 +1,188 @@
+"""The webhook's events in Redis (--redis-queue with --webhook): a real
+redis-server (appendonly yes), fcmd instances sharing it, the mock upstream
+and webhook_receiver.py (Python's http.server, hmac and json).  The oracle
+is what the mock upstream delivered, each push's id as /gcm/send answered
+it, and Redis itself, asked with redis-cli."""
+
+import os
+import signal
+
+import requests
+
+from conftest import free_port, wait_until
+from test_fleet import redis  # noqa: F401 (fixture)
+from test_fleet_queue import cli, cli_int, stream_len, wait_ready
+from webhook_receiver import Receiver
+
+import pytest
+
+SECRET = "whsec-fleet-51a7"
+CLAIM = "2"
+
+
+@pytest.fixture
+def receivers():
+    made = []
+
+    def make(**kw):
+        r = Receiver(**kw)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.stop()
+
+
+def secret_file(tmp_path):
+    p = tmp_path / "webhook.secret"
+    p.write_text(SECRET + "\n")
+    p.chmod(0o600)
+    return str(p)
+
+
+def hooked(start_fcmd, mock, redis, tmp_path, url, workers=2, extra=()):
+    f = start_fcmd(mock, workers=workers,
+                   args=["--redis", redis.url, "--redis-queue", "--redis-claim-after", CLAIM, "--retries", "0",
+                         "--webhook", url, "--webhook-secret-file", secret_file(tmp_path),
+                         "--webhook-events", "all", *extra])
+    wait_ready(f)
+    return f
+
+
+def send(f, tokens):
+    r = requests.post(f.url("/gcm/send"), json={"tokens": tokens, "payload": {"k": 1}}, timeout=5)
+    assert r.status_code == 200, r.text
+    return r.json()["id"]
+
+
+def expected_ids(pushes):
+    """event_id of each push's targets (the push's id and the target's place) and its done."""
+    want = set()
+    for pid, tokens in pushes.items():
+        want |= {f"{pid}.{i}" for i in range(len(tokens))}
+        want.add(f"{pid}.done")
+    return want
+
+
+def events_len(redis):
+    return cli_int(redis, "XLEN", "fcmd:events")
+
+
+def events_pending(redis):
+    # XPENDING's summary: the count is the first line.
+    out = cli(redis, "XPENDING", "fcmd:events", "fcmd")
+    return int(out.splitlines()[0].split()[-1])
+
+
+def webhook_report(f):
+    r = requests.get(f.url("/gcm/report?scope=local"), timeout=5).json()
+    return {k: v for k, v in r.items() if k.startswith("webhook_")}
+
+
+def metric(f, name):
+    text = requests.get(f.url("/metrics"), timeout=5).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")
+               or line.startswith(name + "{"))
+
+
+def mock_delivered(mock, tokens):
+    toks = mock.stats()["tokens"]
+    return {t for t in tokens if toks.get(t, {}).get("delivered", 0) >= 1}
+
+
+def test_two_instances_every_event_arrives_once_per_outcome(redis, mock, start_fcmd, receivers, tmp_path):
+    rcv = receivers(secret=SECRET)
+    inst = [hooked(start_fcmd, mock, redis, tmp_path, rcv.url) for _ in range(2)]
+    pushes = {}
+    for i in range(40):
+        tokens = [f"ok-f{i}-{k}" for k in range(1 + i % 3)]
+        pushes[send(inst[i % 2], tokens)] = tokens
+    alltokens = [t for ts in pushes.values() for t in ts]
+    wait_until(lambda: mock_delivered(mock, alltokens) == set(alltokens), timeout=20, what="every target delivered")
+    want = expected_ids(pushes)
+    wait_until(lambda: want <= set(rcv.events), timeout=20, what="every event at the receiver")
+    assert set(rcv.events) == want and rcv.problems == []
+    # Every delivered event names a token the mock delivered, of the push that had it.
+    for pid, tokens in pushes.items():
+        for i, t in enumerate(tokens):
+            e = rcv.events[f"{pid}.{i}"]
+            assert (e["type"], e["token"], e["id"]) == ("delivered", t, pid)
+        done = rcv.events[f"{pid}.done"]
+        assert (done["targets"], done["delivered"]) == (len(tokens), len(tokens))
+    # Acknowledged and deleted in Redis once the receiver said 2xx.
+    wait_until(lambda: events_len(redis) == 0 and events_pending(redis) == 0, what="the events stream empty")
+    assert stream_len(redis) == 0
+    rep = [webhook_report(f) for f in inst]
+    assert sum(r["webhook_events"] for r in rep) == len(rcv.events) + rcv.duplicates
+    assert sum(r["webhook_dropped"] for r in rep) == 0
+
+
+def test_kill9_with_the_receiver_down_another_instance_sends_them(redis, mock, start_fcmd, receivers, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/hook"
+    doomed = hooked(start_fcmd, mock, redis, tmp_path, url)
+    pushes = {}
+    for i in range(20):
+        tokens = [f"ok-k{i}-{k}" for k in range(2)]
+        pushes[send(doomed, tokens)] = tokens
+    want = expected_ids(pushes)
+    # Every push finished and left the queue: its events are in Redis, and
+    # the doomed instance has read them and failed to POST them.
+    wait_until(lambda: stream_len(redis) == 0, timeout=20, what="the queue empty")
+    wait_until(lambda: events_len(redis) == len(want), timeout=10, what="every event in Redis")
+    wait_until(lambda: webhook_report(doomed)["webhook_failed_attempts"] >= 1, what="a failed POST")
+    os.killpg(doomed.proc.pid, signal.SIGKILL)
+    doomed.proc.wait(5)
+    assert events_len(redis) == len(want)
+    rcv = receivers(secret=SECRET, port=port)
+    other = hooked(start_fcmd, mock, redis, tmp_path, url)
+    wait_until(lambda: want <= set(rcv.events), timeout=30, what="the other instance to send every event")
+    assert set(rcv.events) == want and rcv.problems == []
+    wait_until(lambda: events_len(redis) == 0 and events_pending(redis) == 0, what="the events stream empty")
+    assert "took over" in other.log_text()
+
+
+def test_events_past_max_age_are_dropped_and_counted(redis, mock, start_fcmd, tmp_path):
+    url = f"http://127.0.0.1:{free_port()}/hook"  # nobody listens
+    f = hooked(start_fcmd, mock, redis, tmp_path, url, workers=1, extra=["--webhook-max-age", "2"])
+    pushes = {send(f, ["ok-a1", "ok-a2"]): ["ok-a1", "ok-a2"]}
+    n = len(expected_ids(pushes))
+    wait_until(lambda: webhook_report(f)["webhook_dropped"] == n, timeout=20, what="the events dropped for their age")
+    wait_until(lambda: events_len(redis) == 0 and events_pending(redis) == 0, what="the dropped events gone from Redis")
+    assert webhook_report(f)["webhook_events"] == 0
+    assert metric(f, "fcmd_webhook_dropped_total") == n
+
+
+def test_a_receiver_failing_first_gets_everything_later(redis, mock, start_fcmd, receivers, tmp_path):
+    rcv = receivers(secret=SECRET, plan=lambda n: "fail" if n < 2 else "ok")
+    f = hooked(start_fcmd, mock, redis, tmp_path, rcv.url, workers=1)
+    pushes = {send(f, [f"ok-r{i}"]): [f"ok-r{i}"] for i in range(5)}
+    want = expected_ids(pushes)
+    wait_until(lambda: want <= set(rcv.events), timeout=30, what="every event after the failures")
+    assert rcv.requests >= 3 and rcv.problems == []
+    assert webhook_report(f)["webhook_failed_attempts"] >= 2
+    wait_until(lambda: events_len(redis) == 0, what="the events stream empty")
+
+
+def test_redis_restarted_midway_loses_no_event(redis, start_mock, start_fcmd, receivers, tmp_path):
+    slow = start_mock("--latency-ms", "1500")
+    rcv = receivers(secret=SECRET)
+    f = hooked(start_fcmd, slow, redis, tmp_path, rcv.url)
+    pushes = {}
+    for i in range(10):
+        tokens = [f"ok-m{i}-{k}" for k in range(2)]
+        pushes[send(f, tokens)] = tokens
+    alltokens = [t for ts in pushes.values() for t in ts]
+    # The pushes are read and upstream when Redis goes away; they finish
+    # meanwhile, and their events wait in memory for Redis.
+    wait_until(lambda: slow.stats(summary=True)["requests"] >= 1, what="the pushes upstream")
+    redis.stop()
+    wait_until(lambda: mock_delivered(slow, alltokens) == set(alltokens), timeout=20, what="every target delivered")
+    r = requests.post(f.url("/gcm/send"), json={"tokens": ["x"], "payload": {"k": 1}}, timeout=5)
+    assert r.status_code == 503
+    redis.start()
+    want = expected_ids(pushes)
+    wait_until(lambda: want <= set(rcv.events), timeout=30, what="every event once Redis is back")
+    assert rcv.problems == []
+    wait_until(lambda: events_len(redis) == 0, what="the events stream empty")
