@@ -16,7 +16,9 @@
  * entry's id and its field p, so a foreign entry (thousands of fields, a
  * huge field, a huge p) costs a skipped entry, never the connection.
  * When a push's last target has its final outcome its entry is
- * acknowledged and deleted (one script per loop turn).
+ * acknowledged and deleted (one script per loop turn); with a webhook, the
+ * same script first adds the events waiting in the outbox of
+ * fleet_events.c, so a push never leaves the stream before its events.
  * While it works on entries the worker refreshes their idle time every
  * third of --redis-claim-after, so only the entries of a worker that went
  * silent grow idle enough for XAUTOCLAIM, which every worker runs now and

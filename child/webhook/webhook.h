@@ -11,7 +11,9 @@
  * which the events are dropped and counted.  Events are made once, with
  * ids derived from their push (so an outcome told twice, after a replay,
  * has the same event_id), and live in memory: --webhook-queue-bytes for
- * the whole instance, beyond which new ones are dropped and counted.
+ * the whole instance, beyond which new ones are dropped and counted.  With
+ * --redis-queue they wait in Redis instead (webhook_use_redis()): an event
+ * made goes there, and the receivers send the events read back from it.
  */
 #ifndef FCMD_CHILD_WEBHOOK_WEBHOOK_H
 #define FCMD_CHILD_WEBHOOK_WEBHOOK_H

@@ -129,8 +129,19 @@ def test_kill9_with_the_receiver_down_another_instance_sends_them(redis, mock, s
     want = expected_ids(pushes)
     # Every push finished and left the queue: its events are in Redis, and
     # the doomed instance has read them and failed to POST them.
-    wait_until(lambda: stream_len(redis) == 0, timeout=20, what="the queue empty")
-    wait_until(lambda: events_len(redis) == len(want), timeout=10, what="every event in Redis")
+    # Seen at once inside Redis (one script): no push has left the queue
+    # before its three events (two targets and a done) are in the stream.
+    snapshots = []
+
+    def both():
+        out = cli(redis, "--raw", "EVAL", "return {redis.call('XLEN', KEYS[1]), redis.call('XLEN', KEYS[2])}", "2",
+                  "fcmd:queue", "fcmd:events")
+        q, e = (int(x) for x in out.split())
+        snapshots.append((q, e))
+        assert e >= 3 * (len(pushes) - q), snapshots
+        return q == 0
+    wait_until(both, timeout=20, interval=0.01, what="the queue empty")
+    assert events_len(redis) == len(want)
     wait_until(lambda: webhook_report(doomed)["webhook_failed_attempts"] >= 1, what="a failed POST")
     os.killpg(doomed.proc.pid, signal.SIGKILL)
     doomed.proc.wait(5)
@@ -186,3 +197,32 @@ def test_redis_restarted_midway_loses_no_event(redis, start_mock, start_fcmd, re
     wait_until(lambda: want <= set(rcv.events), timeout=30, what="every event once Redis is back")
     assert rcv.problems == []
     wait_until(lambda: events_len(redis) == 0, what="the events stream empty")
+
+
+def test_foreign_and_huge_entries_are_skipped_and_counted(redis, mock, start_fcmd, receivers, tmp_path):
+    # Entries fcmd never writes, in the stream before any instance reads it.
+    cli(redis, "XADD", "fcmd:events", "*", "junk", "1")
+    cli(redis, "XADD", "fcmd:events", "*", "a", "", "t", "1", "e", "not an event")
+    cli(redis, "XADD", "fcmd:events", "*", "a", "", "t", "1", "e", '{"event_id":"' + "x" * 70000 + '"}')
+    cli(redis, "XADD", "fcmd:events", "*", "a", "no-such-app", "t", "1", "e", '{"event_id":"z.1"}')
+    rcv = receivers(secret=SECRET)
+    f = hooked(start_fcmd, mock, redis, tmp_path, rcv.url, workers=1)
+    wait_until(lambda: webhook_report(f)["webhook_dropped"] == 4, what="the four foreign entries dropped")
+    wait_until(lambda: events_len(redis) == 0, what="the foreign entries deleted")
+    # The events around them go on.
+    pushes = {send(f, ["ok-z1"]): ["ok-z1"]}
+    want = expected_ids(pushes)
+    wait_until(lambda: want <= set(rcv.events), what="the real events")
+    assert set(rcv.events) == want and rcv.problems == []
+    assert "redis webhook events: entry" in f.log_text()  # logged, at most once a second
+
+
+def test_the_events_stream_is_bounded_by_redis_queue_max(redis, mock, start_fcmd, tmp_path):
+    url = f"http://127.0.0.1:{free_port()}/hook"  # nobody listens: the events stay in Redis
+    f = hooked(start_fcmd, mock, redis, tmp_path, url, workers=1, extra=["--redis-queue-max", "4"])
+    pid = send(f, ["ok-b1", "ok-b2", "ok-b3", "ok-b4", "ok-b5"])  # 6 events: 5 delivered and a done
+    wait_until(lambda: stream_len(redis) == 0, what="the push acknowledged")
+    wait_until(lambda: webhook_report(f)["webhook_dropped"] == 2, what="the events over the bound dropped")
+    assert events_len(redis) == 4
+    ids = cli(redis, "--raw", "XRANGE", "fcmd:events", "-", "+")
+    assert ids.count(f'"id":"{pid}"') == 4
