@@ -12,6 +12,7 @@
  * --redis-claim-after, so only a silent worker's grow idle enough to claim.
  */
 #include "fleet_events.h"
+#include "../../common/json.h"
 #include "../../common/log.h"
 #include "../../common/options.h"
 #include "fleet.h"
@@ -312,6 +313,29 @@ static int have(const struct fleet_events *fe, const char *id)
     return 0;
 }
 
+/* Whether an event's text is what fcmd writes: one JSON object whose first
+ * member is an event_id of [A-Za-z0-9_.-], so a batch made of such texts
+ * is a well-formed body whatever else was written to the stream. */
+static int event_ok(const char *text, size_t len)
+{
+    static const char head[] = "{\"event_id\":\"";
+    struct json_doc d;
+    size_t id;
+    int ok;
+
+    if (len < sizeof(head) || memcmp(text, head, sizeof(head) - 1) != 0)
+        return 0;
+    id = strspn(text + sizeof(head) - 1,
+                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-");
+    if (id == 0 || id > 255 || sizeof(head) - 1 + id >= len || text[sizeof(head) - 1 + id] != '"')
+        return 0;
+    if (json_parse(&d, text, len) != 0)
+        return 0;
+    ok = d.ntok > 0 && d.tok[0].type == JSMN_OBJECT && d.tok[0].start == 0 && (size_t)d.tok[0].end == len;
+    json_free(&d);
+    return ok;
+}
+
 /* One picked entry: {id} deleted meanwhile, or {id, a, t, e}. */
 static void take_entry(struct fleet_events *fe, const redisReply *e, int claimed)
 {
@@ -348,7 +372,7 @@ static void take_entry(struct fleet_events *fe, const redisReply *e, int claimed
         why = "it names no app";
     if (why == NULL && ev->type == REDIS_REPLY_INTEGER)
         why = "it is over the most bytes an event may be";
-    else if (why == NULL && (ev->type != REDIS_REPLY_STRING || ev->len < 2 || ev->str[0] != '{'))
+    else if (why == NULL && (ev->type != REDIS_REPLY_STRING || !event_ok(ev->str, ev->len)))
         why = "it holds no event";
     if (why == NULL && (h = calloc(1, sizeof(*h))) == NULL)
         return; /* stays pending: claimed again later */

@@ -645,7 +645,7 @@ int webhook_restore(struct webhook *w, struct segment *seg, uint64_t at_ms, cons
 int webhook_take(struct webhook *w, void *held, const char *app, size_t app_len, int64_t at_ms, const char *text,
                  size_t len)
 {
-    if (strncmp(text, "{\"event_id\":\"", EVENT_ID_AT) != 0)
+    if (len <= EVENT_ID_AT || memcmp(text, "{\"event_id\":\"", EVENT_ID_AT) != 0)
         return 0;
     return requeue(w, NULL, held, at_ms > 0 ? (uint64_t)at_ms : 0, app, app_len, text, len);
 }

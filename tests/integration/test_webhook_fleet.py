@@ -6,6 +6,7 @@ it, and Redis itself, asked with redis-cli."""
 
 import os
 import signal
+import time
 
 import requests
 
@@ -200,14 +201,18 @@ def test_redis_restarted_midway_loses_no_event(redis, start_mock, start_fcmd, re
 
 
 def test_foreign_and_huge_entries_are_skipped_and_counted(redis, mock, start_fcmd, receivers, tmp_path):
-    # Entries fcmd never writes, in the stream before any instance reads it.
+    # Entries fcmd never writes, in the stream before any instance reads it,
+    # made now (an old one would be dropped for its age whatever it held).
+    now = str(int(time.time() * 1000))
     cli(redis, "XADD", "fcmd:events", "*", "junk", "1")
-    cli(redis, "XADD", "fcmd:events", "*", "a", "", "t", "1", "e", "not an event")
-    cli(redis, "XADD", "fcmd:events", "*", "a", "", "t", "1", "e", '{"event_id":"' + "x" * 70000 + '"}')
-    cli(redis, "XADD", "fcmd:events", "*", "a", "no-such-app", "t", "1", "e", '{"event_id":"z.1"}')
+    cli(redis, "XADD", "fcmd:events", "*", "a", "", "t", now, "e", "not an event")
+    cli(redis, "XADD", "fcmd:events", "*", "a", "", "t", now, "e", '{"event_id":"' + "x" * 70000 + '"}')
+    cli(redis, "XADD", "fcmd:events", "*", "a", "no-such-app", "t", now, "e", '{"event_id":"z.1"}')
+    # One that would break the batch's body it joined, and so every event in it.
+    cli(redis, "XADD", "fcmd:events", "*", "a", "", "t", now, "e", '{"event_id":"z.2"}]},{"x":[{"y":1')
     rcv = receivers(secret=SECRET)
     f = hooked(start_fcmd, mock, redis, tmp_path, rcv.url, workers=1)
-    wait_until(lambda: webhook_report(f)["webhook_dropped"] == 4, what="the four foreign entries dropped")
+    wait_until(lambda: webhook_report(f)["webhook_dropped"] == 5, what="the five foreign entries dropped")
     wait_until(lambda: events_len(redis) == 0, what="the foreign entries deleted")
     # The events around them go on.
     pushes = {send(f, ["ok-z1"]): ["ok-z1"]}
