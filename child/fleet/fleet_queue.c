@@ -883,9 +883,7 @@ static void on_acked(struct fleet *f, void *arg, const redisReply *r)
     }
     if (fq->fe != NULL)
         fleet_events_taken(fq->fe, &c->events, ok, ok ? (size_t)r->element[1]->integer : 0);
-    free(c);
-    if (!ok)
-        kick(fq);
+    free(c); /* what failed goes again at the next tick, not at once against a refusing Redis */
 }
 
 /* One call at a time while webhook events go along: were a call with
