@@ -25,10 +25,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#define POLL_MS 100      /* an idle worker looks for new events this often */
-#define READ_COUNT 200   /* events per read, at most */
-#define MAX_IDS 1000     /* ids per acknowledgement or refresh */
-#define HOLD_MAX 100000  /* events held at once, at most (refreshes stay few) */
+#define POLL_MS 100     /* an idle worker looks for new events this often */
+#define READ_COUNT 200  /* events per read, at most */
+#define MAX_IDS 1000    /* ids per acknowledgement or refresh */
+#define HOLD_MAX 100000 /* events held at once, at most (refreshes stay few) */
 
 struct fe_out {
     struct fe_out *next;
@@ -151,8 +151,8 @@ int fleet_events_add(struct fleet_events *fe, const char *app, size_t app_len, i
     return 0;
 }
 
-size_t fleet_events_take(struct fleet_events *fe, struct fe_batch *b, size_t max, size_t max_bytes,
-                         const char **argv, size_t *argvlen, char (*at)[24])
+size_t fleet_events_take(struct fleet_events *fe, struct fe_batch *b, size_t max, size_t max_bytes, const char **argv,
+                         size_t *argvlen, char (*at)[24])
 {
     struct fe_out **tail = &fe->out;
     size_t n = 0, bytes = 0;
@@ -325,8 +325,7 @@ static int event_ok(const char *text, size_t len)
 
     if (len < sizeof(head) || memcmp(text, head, sizeof(head) - 1) != 0)
         return 0;
-    id = strspn(text + sizeof(head) - 1,
-                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-");
+    id = strspn(text + sizeof(head) - 1, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-");
     if (id == 0 || id > 255 || sizeof(head) - 1 + id >= len || text[sizeof(head) - 1 + id] != '"')
         return 0;
     if (json_parse(&d, text, len) != 0)

@@ -80,8 +80,8 @@ int fleet_events_add(struct fleet_events *fe, const char *app, size_t app_len, i
  * of the outbox, in order, into b; fills argv/argvlen with three
  * arguments per event (app, at in ms, text), whose memory lives in b.
  * Returns how many. */
-size_t fleet_events_take(struct fleet_events *fe, struct fe_batch *b, size_t max, size_t max_bytes,
-                         const char **argv, size_t *argvlen, char (*at)[24]);
+size_t fleet_events_take(struct fleet_events *fe, struct fe_batch *b, size_t max, size_t max_bytes, const char **argv,
+                         size_t *argvlen, char (*at)[24]);
 
 /* The script's answer: stored (dropped of them over the bound), or not
  * (the events go back to the outbox's head, sent again). */

@@ -650,11 +650,15 @@ int webhook_take(struct webhook *w, void *held, const char *app, size_t app_len,
     return requeue(w, NULL, held, at_ms > 0 ? (uint64_t)at_ms : 0, app, app_len, text, len);
 }
 
+/* Reads from Redis fill half the bound at most: the other half is for the
+ * events the workers make meanwhile, which would otherwise be dropped while
+ * Redis has room for them. */
 size_t webhook_room(const struct webhook *w)
 {
     int64_t used = atomic_load_explicit(&w->shm->webhook_bytes, memory_order_relaxed);
+    int64_t half = w->opts->webhook_queue_bytes / 2;
 
-    return used < w->opts->webhook_queue_bytes ? (size_t)(w->opts->webhook_queue_bytes - used) : 0;
+    return used < half ? (size_t)(half - used) : 0;
 }
 
 void webhook_stored(struct webhook *w, size_t n, size_t bytes, size_t dropped)

@@ -77,8 +77,9 @@ void webhook_stored(struct webhook *w, size_t n, size_t bytes, size_t dropped);
 int webhook_take(struct webhook *w, void *held, const char *app, size_t app_len, int64_t at_ms, const char *text,
                  size_t len);
 
-/* The bytes of events the instance may still take in under
- * --webhook-queue-bytes. */
+/* The bytes of events read from Redis the instance may still take in:
+ * up to half of --webhook-queue-bytes, the rest being for the events its
+ * workers make. */
 size_t webhook_room(const struct webhook *w);
 
 /* A spool_event_fn: an event an adopted segment held, queued again.

@@ -231,3 +231,26 @@ def test_the_events_stream_is_bounded_by_redis_queue_max(redis, mock, start_fcmd
     assert events_len(redis) == 4
     ids = cli(redis, "--raw", "XRANGE", "fcmd:events", "-", "+")
     assert ids.count(f'"id":"{pid}"') == 4
+
+
+def test_memory_holds_at_most_the_bound_of_what_redis_keeps(redis, mock, start_fcmd, receivers, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/hook"
+    bound = 65536  # the least --webhook-queue-bytes: about 200 events
+    f = hooked(start_fcmd, mock, redis, tmp_path, url, workers=1, extra=["--webhook-queue-bytes", str(bound)])
+    pushes = {}
+    for i in range(50):
+        tokens = [f"ok-h{i}-{k}" for k in range(10)]
+        pushes[send(f, tokens)] = tokens
+    want = expected_ids(pushes)
+    wait_until(lambda: events_len(redis) == len(want), timeout=20, what="every event in Redis")
+    # The worker read what its bound holds and left the rest in Redis; none
+    # made meanwhile was dropped for the room the reads took.
+    rep = webhook_report(f)
+    assert rep["webhook_dropped"] == 0
+    assert 0 < events_pending(redis) < len(want)
+    assert rep["webhook_queue_bytes"] <= bound
+    rcv = receivers(secret=SECRET, port=port)
+    wait_until(lambda: want <= set(rcv.events), timeout=60, what="every event once the receiver is up")
+    assert set(rcv.events) == want and rcv.problems == []
+    wait_until(lambda: events_len(redis) == 0, what="the events stream empty")
