@@ -599,6 +599,16 @@ void webhook_outcome(struct webhook *w, const struct push *p, const struct targe
         buf_free(b); /* one huge event's room is not kept */
 }
 
+/* An event read from Redis past --webhook-max-age: let go of there, and
+ * counted as dropped. */
+static void drop_old(struct webhook *w, struct receiver *r, void *held)
+{
+    w->store.done(w->store.arg, &held, 1);
+    count(w, SHM_WEBHOOK_DROPPED, 1);
+    log_limited(&w->drop_log, LOG_WARN, "webhook %s: an event dropped: older than --webhook-max-age (%d s)",
+                r->shown, w->opts->webhook_max_age);
+}
+
 /* An event kept elsewhere (a spool segment, Redis), queued again for its
  * app's receiver with the age it had.  It counts against the bound on
  * memory but is never refused for it: it was under the bound when it was
@@ -618,10 +628,18 @@ static int requeue(struct webhook *w, struct segment *seg, void *held, uint64_t 
         (id_end = memchr(text + EVENT_ID_AT, '"', len - EVENT_ID_AT)) == NULL ||
         id_end - (text + EVENT_ID_AT) > UINT8_MAX || (e = malloc(event_cost(len))) == NULL)
         return 0;
-    reserve(w, event_cost(len), 1);
     clock_gettime(CLOCK_REALTIME, &ts);
     age = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
     age = age > at_ms ? age - at_ms : 0;
+    if (held != NULL && age >= (uint64_t)w->opts->webhook_max_age * 1000) {
+        /* Already too old (claimed late): the loop's clock may not reach
+         * back to when it was made (a host up for less than its age), so
+         * it goes now. */
+        free(e);
+        drop_old(w, r, held);
+        return 1;
+    }
+    reserve(w, event_cost(len), 1);
     e->born = age < now ? now - age : 0;
     e->at_ms = (int64_t)at_ms;
     e->len = (uint32_t)len;

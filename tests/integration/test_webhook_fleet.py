@@ -254,3 +254,15 @@ def test_memory_holds_at_most_the_bound_of_what_redis_keeps(redis, mock, start_f
     wait_until(lambda: want <= set(rcv.events), timeout=60, what="every event once the receiver is up")
     assert set(rcv.events) == want and rcv.problems == []
     wait_until(lambda: events_len(redis) == 0, what="the events stream empty")
+
+
+def test_an_event_claimed_past_max_age_is_dropped_not_sent(redis, mock, start_fcmd, receivers, tmp_path):
+    rcv = receivers(secret=SECRET)
+    hour_ago = str(int(time.time() * 1000) - 3600 * 1000)
+    cli(redis, "XADD", "fcmd:events", "*", "a", "", "t", hour_ago, "e", '{"event_id":"old.1","type":"failed"}')
+    f = hooked(start_fcmd, mock, redis, tmp_path, rcv.url, workers=1, extra=["--webhook-max-age", "60"])
+    wait_until(lambda: webhook_report(f)["webhook_dropped"] == 1, what="the old event dropped")
+    wait_until(lambda: events_len(redis) == 0, what="the old event deleted")
+    pushes = {send(f, ["ok-o1"]): ["ok-o1"]}
+    wait_until(lambda: expected_ids(pushes) <= set(rcv.events), what="a fresh push's events")
+    assert "old.1" not in rcv.events and "older than --webhook-max-age" in f.log_text()
