@@ -193,8 +193,11 @@ def test_redis_restarted_midway_loses_no_event(redis, start_mock, start_fcmd, re
     wait_until(lambda: mock_delivered(slow, alltokens) == set(alltokens), timeout=20, what="every target delivered")
     r = requests.post(f.url("/gcm/send"), json={"tokens": ["x"], "payload": {"k": 1}}, timeout=5)
     assert r.status_code == 503
-    redis.start()
+    # They wait in memory for Redis, not sent around it.
     want = expected_ids(pushes)
+    wait_until(lambda: webhook_report(f)["webhook_pending"] == len(want), what="the events waiting in memory")
+    assert not want & set(rcv.events)
+    redis.start()
     wait_until(lambda: want <= set(rcv.events), timeout=30, what="every event once Redis is back")
     assert rcv.problems == []
     wait_until(lambda: events_len(redis) == 0, what="the events stream empty")
