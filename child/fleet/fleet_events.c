@@ -29,6 +29,7 @@
 #define READ_COUNT 200  /* events per read, at most */
 #define MAX_IDS 1000    /* ids per acknowledgement or refresh */
 #define HOLD_MAX 100000 /* events held at once, at most (refreshes stay few) */
+#define CLEAN_EVERY_MS 60000 /* how often idle consumers are looked for */
 
 struct fe_out {
     struct fe_out *next;
@@ -54,9 +55,9 @@ struct fleet_events {
     char (*acks)[FE_ID_LEN]; /* done, still to acknowledge */
     size_t nacks, acks_cap;
     unsigned acks_flying;
-    int group_ready, group_asked, reading, claiming, stopping;
+    int group_ready, group_asked, reading, claiming, cleaning, stopping;
     char cursor[FE_ID_LEN];
-    uint64_t next_refresh, next_claim;
+    uint64_t next_refresh, next_claim, next_clean;
     struct fleet_script read_s, claim_s;
     char refusal[160];
     struct log_limit bad_log;
@@ -527,6 +528,31 @@ static void refresh(struct fleet_events *fe)
     }
 }
 
+static void on_cleaned(struct fleet *f, void *arg, const redisReply *r)
+{
+    struct fleet_events *fe = arg;
+
+    (void)f;
+    fe->cleaning = 0;
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+        log_info("redis webhook events: removed %lld consumers that were idle and held nothing", r->integer);
+}
+
+/* Every worker's life adds a consumer: those that hold nothing and were
+ * idle long go, as the queue's do. */
+static void clean(struct fleet_events *fe)
+{
+    char idle[24];
+    const char *argv[] = {"EVAL", fleet_clean_script, "1", FE_STREAM, FE_GROUP, idle, fe->consumer};
+    uint64_t ms = fe->claim_ms * 10 > 60000 ? fe->claim_ms * 10 : 60000;
+
+    if (fe->cleaning || !fe->group_ready)
+        return;
+    snprintf(idle, sizeof(idle), "%" PRIu64, ms);
+    if (fleet_command(fe->f, on_cleaned, fe, 4096, 7, argv, NULL) == 0)
+        fe->cleaning = 1;
+}
+
 static void on_group(struct fleet *f, void *arg, const redisReply *r)
 {
     struct fleet_events *fe = arg;
@@ -558,7 +584,7 @@ void fleet_events_connected(struct fleet_events *fe)
     if (fe == NULL)
         return;
     fe->group_ready = fe->group_asked = 0;
-    fe->reading = fe->claiming = 0;
+    fe->reading = fe->claiming = fe->cleaning = 0;
     fe->read_s.loaded = fe->claim_s.loaded = 0;
     fe->next_refresh = 0;
     make_group(fe);
@@ -581,6 +607,10 @@ static void on_tick(uv_timer_t *t)
     if (now >= fe->next_claim && fe->group_ready) {
         claim(fe);
         fe->next_claim = now + (fe->claim_ms / 2 > 500 ? fe->claim_ms / 2 : 500);
+    }
+    if (now >= fe->next_clean && fe->group_ready) {
+        clean(fe);
+        fe->next_clean = now + CLEAN_EVERY_MS;
     }
 }
 

@@ -146,20 +146,6 @@ static const char ack_script[] =
     "end\n"
     "return {del, dropped}\n";
 
-/* Removes the group's consumers that hold nothing and were idle over
- * ARGV[2] ms, except ARGV[3].  KEYS[1] the stream, ARGV[1] the group. */
-static const char clean_script[] =
-    "local n = 0\n"
-    "for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do\n"
-    "  local f = {}\n"
-    "  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end\n"
-    "  if f['pending'] == 0 and f['idle'] > tonumber(ARGV[2]) and f['name'] ~= ARGV[3] then\n"
-    "    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])\n"
-    "    n = n + 1\n"
-    "  end\n"
-    "end\n"
-    "return n\n";
-
 /* Gives up the entries that consumers took ARGV[3] times or more and that
  * are idle again (each holder died or was cut off before finishing it): an
  * entry that breaks every reader, or a push that kills every worker that
@@ -837,7 +823,7 @@ static void on_cleaned(struct fleet *f, void *arg, const redisReply *r)
 static void clean(struct fleet_queue *fq)
 {
     char idle[24];
-    const char *argv[] = {"EVAL", clean_script, "1", FQ_STREAM, FQ_GROUP, idle, fq->consumer};
+    const char *argv[] = {"EVAL", fleet_clean_script, "1", FQ_STREAM, FQ_GROUP, idle, fq->consumer};
     uint64_t ms = fq->claim_ms * 10 > 60000 ? fq->claim_ms * 10 : 60000;
 
     if (fq->cleaning || !fq->group_ready)

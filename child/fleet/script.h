@@ -43,4 +43,10 @@ int fleet_script_run(struct fleet *f, struct fleet_script *s, fleet_reply_fn fn,
  * again later; 0 otherwise (Redis holds the script now). */
 int fleet_script_lost(struct fleet *f, struct fleet_script *s, const struct redisReply *r);
 
+/* Removes the consumers of a group that hold nothing and were idle over
+ * ARGV[2] ms, except ARGV[3] (the caller).  KEYS[1] the stream, ARGV[1]
+ * the group.  Returns how many.  The queue's group and the webhook
+ * events' both gain a consumer per worker process life. */
+extern const char fleet_clean_script[];
+
 #endif
