@@ -30,6 +30,7 @@
 #define MAX_IDS 1000    /* ids per acknowledgement or refresh */
 #define HOLD_MAX 100000 /* events held at once, at most (refreshes stay few) */
 #define CLEAN_EVERY_MS 60000 /* how often idle consumers are looked for */
+#define EVENT_ROOM (16u << 10) /* the room a read counts for each event it may bring */
 
 struct fe_out {
     struct fe_out *next;
@@ -401,14 +402,16 @@ static void take_entries(struct fleet_events *fe, const redisReply *v, int claim
     send_acks(fe);
 }
 
-/* How many to read now: as many as the webhook's room takes at their most. */
+/* How many to read now: as many as the webhook's room takes at
+ * EVENT_ROOM bytes each, which an event fcmd makes exceeds only with a
+ * token near its 4 KiB limit made of characters JSON must escape. */
 static size_t read_count(const struct fleet_events *fe)
 {
     size_t room;
 
     if (fe->stopping || !fe->group_ready || fe->nheld >= HOLD_MAX)
         return 0;
-    room = fe->sink.room(fe->sink.arg) / (FE_EVENT_MAX / 16);
+    room = fe->sink.room(fe->sink.arg) / EVENT_ROOM;
     return room == 0 ? 0 : room < READ_COUNT ? room : READ_COUNT;
 }
 
@@ -422,6 +425,8 @@ static void group_lost(struct fleet_events *fe, const redisReply *r)
     if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOGROUP", 7) == 0)
         fe->group_ready = fe->group_asked = 0;
 }
+
+static void read_events(struct fleet_events *fe);
 
 static void on_read(struct fleet *f, void *arg, const redisReply *r)
 {
@@ -440,6 +445,10 @@ static void on_read(struct fleet *f, void *arg, const redisReply *r)
         return;
     }
     take_entries(fe, r, 0);
+    /* More may wait: read on while the room lasts, not a read a tick.  An
+     * empty read waits for the next tick. */
+    if (r->elements > 0)
+        read_events(fe);
 }
 
 static void read_events(struct fleet_events *fe)
