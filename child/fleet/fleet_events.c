@@ -28,7 +28,7 @@
 #define POLL_MS 100     /* an idle worker looks for new events this often */
 #define READ_COUNT 200  /* events per read, at most */
 #define MAX_IDS 1000    /* ids per acknowledgement or refresh */
-#define HOLD_MAX 100000 /* events held at once, at most (refreshes stay few) */
+#define HOLD_MAX 8000  /* events held at once, at most (refreshes stay a few commands) */
 #define CLEAN_EVERY_MS 60000 /* how often idle consumers are looked for */
 #define EVENT_ROOM (16u << 10) /* the room a read counts for each event it may bring */
 
