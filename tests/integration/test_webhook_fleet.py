@@ -269,3 +269,30 @@ def test_an_event_claimed_past_max_age_is_dropped_not_sent(redis, mock, start_fc
     pushes = {send(f, ["ok-o1"]): ["ok-o1"]}
     wait_until(lambda: expected_ids(pushes) <= set(rcv.events), what="a fresh push's events")
     assert "old.1" not in rcv.events and "older than --webhook-max-age" in f.log_text()
+
+
+def test_each_app_reaches_its_own_receiver_through_redis(redis, mock, start_fcmd, receivers, tmp_path):
+    main, alpha = receivers(secret=SECRET), receivers(secret="alpha-secret")
+    (tmp_path / "alpha.secret").write_text("alpha-secret\n")
+    conf = tmp_path / "fcmd.conf"
+    conf.write_text(f"[app alpha]\napikey = k\ngcm_url = {mock.url()}\nwebhook = {alpha.url}\n"
+                    f"webhook_secret_file = {tmp_path / 'alpha.secret'}\nwebhook_events = all\n"
+                    f"[app beta]\napikey = k\ngcm_url = {mock.url()}\n")
+    conf.chmod(0o600)
+    # Two instances: the one that delivers a push need not be the one that sends its events.
+    inst = [hooked(start_fcmd, mock, redis, tmp_path, main.url, extra=["--config", str(conf)]) for _ in range(2)]
+    send(inst[0], ["notreg-d"])
+    r = requests.post(inst[1].url("/gcm/send"), json={"tokens": ["ok-a", "notreg-a"], "payload": {"k": 1}},
+                      headers={"X-Fcmd-App": "alpha"}, timeout=5)
+    assert r.status_code == 200, r.text
+    r = requests.post(inst[0].url("/gcm/send"), json={"tokens": ["notreg-b"], "payload": {"k": 1}},
+                      headers={"X-Fcmd-App": "beta"}, timeout=5)
+    assert r.status_code == 200, r.text
+    wait_until(lambda: len(alpha.events) == 3, what="alpha's three events")
+    wait_until(lambda: len(main.events) == 4, what="the default app's and beta's events (all: a target's and a done each)")
+    assert {e["app"] for e in alpha.events.values()} == {"alpha"}
+    assert sorted((e["app"], e["type"], e["token"]) for e in main.events.values()) == [
+        ("beta", "done", None), ("beta", "invalid", "notreg-b"), ("default", "done", None),
+        ("default", "invalid", "notreg-d")]
+    assert main.problems == [] and alpha.problems == []
+    wait_until(lambda: events_len(redis) == 0, what="the events stream empty")
