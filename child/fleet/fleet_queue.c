@@ -880,22 +880,35 @@ static unsigned acks_flying_max(const struct fleet_queue *fq)
     return fq->fe != NULL ? 1 : MAX_ACKS_FLYING;
 }
 
+/* One acknowledgement script: the outbox's events, at most MAX_EVENTS of
+ * them, and the finished pushes' ids only if every event waiting goes with
+ * them (an id in fq->acks came after its push's events reached the outbox:
+ * a push whose events did not all fit waits for the next call). */
 static int send_ack(struct fleet_queue *fq)
 {
-    size_t n = fq->nacks < MAX_IDS ? fq->nacks : MAX_IDS, ne = 0, argc;
-    struct ackcmd *c = malloc(sizeof(*c) + n * sizeof(c->ids[0]));
-    const char **argv = malloc((7 + MAX_IDS + 3 * MAX_EVENTS) * sizeof(*argv));
-    size_t *argvlen = malloc((7 + MAX_IDS + 3 * MAX_EVENTS) * sizeof(*argvlen));
-    char(*text)[ID_LEN] = malloc((n ? n : 1) * sizeof(*text));
+    size_t n = 0, ne = 0, argc;
+    struct fe_batch events = {NULL, 0, 0};
+    const char **argv = malloc((8 + MAX_IDS + 3 * MAX_EVENTS) * sizeof(*argv));
+    size_t *argvlen = malloc((8 + MAX_IDS + 3 * MAX_EVENTS) * sizeof(*argvlen));
+    const char **evargv = malloc(3 * MAX_EVENTS * sizeof(*evargv));
+    size_t *evlen = malloc(3 * MAX_EVENTS * sizeof(*evlen));
+    char(*text)[ID_LEN] = malloc(MAX_IDS * sizeof(*text));
     char(*at)[24] = malloc(MAX_EVENTS * sizeof(*at));
+    struct ackcmd *c = malloc(sizeof(*c) + MAX_IDS * sizeof(c->ids[0]));
     char count[24], max[24];
     int rc = -1;
 
-    if (c == NULL || argv == NULL || argvlen == NULL || text == NULL || at == NULL)
+    if (c == NULL || argv == NULL || argvlen == NULL || evargv == NULL || evlen == NULL || text == NULL || at == NULL)
+        goto out;
+    if (fq->fe != NULL)
+        ne = fleet_events_take(fq->fe, &events, MAX_EVENTS, MAX_EVENT_BYTES, evargv, evlen, at);
+    if (fq->fe == NULL || fleet_events_outbox_empty(fq->fe))
+        n = fq->nacks < MAX_IDS ? fq->nacks : MAX_IDS;
+    if (n == 0 && ne == 0)
         goto out;
     c->fq = fq;
     c->n = n;
-    c->events = (struct fe_batch){NULL, 0, 0};
+    c->events = events;
     memcpy(c->ids, fq->acks + fq->nacks - n, n * sizeof(c->ids[0]));
     snprintf(count, sizeof(count), "%zu", n);
     snprintf(max, sizeof(max), "%ld", fq->max);
@@ -909,24 +922,24 @@ static int send_ack(struct fleet_queue *fq)
         argvlen[8 + i] = strlen(text[i]);
     }
     argc = 8 + n;
-    if (fq->fe != NULL)
-        ne = fleet_events_take(fq->fe, &c->events, MAX_EVENTS, MAX_EVENT_BYTES, argv + argc, argvlen + argc, at);
+    memcpy(argv + argc, evargv, 3 * ne * sizeof(*argv));
+    memcpy(argvlen + argc, evlen, 3 * ne * sizeof(*argvlen));
     argc += 3 * ne;
-    if (n == 0 && ne == 0)
+    if (fleet_command(fq->f, on_acked, c, 1024, (int)argc, argv, argvlen) != 0)
         goto out;
-    if (fleet_command(fq->f, on_acked, c, 1024, (int)argc, argv, argvlen) != 0) {
-        if (fq->fe != NULL)
-            fleet_events_taken(fq->fe, &c->events, 0, 0);
-        goto out;
-    }
     c = NULL;
+    events.n = 0; /* the command's now */
     fq->nacks -= n;
     fq->acks_flying++;
     rc = 0;
 out:
+    if (fq->fe != NULL && events.n > 0)
+        fleet_events_taken(fq->fe, &events, 0, 0); /* back to the outbox's head */
     free(c);
     free(argv);
     free(argvlen);
+    free(evargv);
+    free(evlen);
     free(text);
     free(at);
     return rc;

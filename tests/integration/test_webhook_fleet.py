@@ -296,3 +296,28 @@ def test_each_app_reaches_its_own_receiver_through_redis(redis, mock, start_fcmd
         ("default", "invalid", "notreg-d")]
     assert main.problems == [] and alpha.problems == []
     wait_until(lambda: events_len(redis) == 0, what="the events stream empty")
+
+
+def test_a_push_with_more_events_than_one_script_carries(redis, mock, start_fcmd, receivers, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/hook"
+    f = hooked(start_fcmd, mock, redis, tmp_path, url, workers=1)
+    tokens = [f"ok-big-{k}" for k in range(2500)]
+    pushes = {send(f, tokens): tokens}
+    want = expected_ids(pushes)
+    seen = []
+
+    def both():
+        # One script, so both lengths are of one moment: the push is never
+        # gone while some of its events are still outside Redis.
+        out = cli(redis, "--raw", "EVAL", "return {redis.call('XLEN', KEYS[1]), redis.call('XLEN', KEYS[2])}", "2",
+                  "fcmd:queue", "fcmd:events")
+        q, e = (int(x) for x in out.split())
+        seen.append((q, e))
+        assert q == 1 or e == len(want), seen[-5:]
+        return q == 0
+    wait_until(both, timeout=30, interval=0.005, what="the push acknowledged")
+    rcv = receivers(secret=SECRET, port=port)
+    wait_until(lambda: want <= set(rcv.events), timeout=60, what="all 2501 events")
+    assert set(rcv.events) == want and rcv.problems == []
+    assert all(len(b) <= 500 for b in rcv.batches)
