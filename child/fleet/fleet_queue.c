@@ -909,7 +909,8 @@ static int send_ack(struct fleet_queue *fq)
     c->fq = fq;
     c->n = n;
     c->events = events;
-    memcpy(c->ids, fq->acks + fq->nacks - n, n * sizeof(c->ids[0]));
+    if (n > 0) /* fq->acks is NULL until a push finished */
+        memcpy(c->ids, fq->acks + fq->nacks - n, n * sizeof(c->ids[0]));
     snprintf(count, sizeof(count), "%zu", n);
     snprintf(max, sizeof(max), "%ld", fq->max);
     argv[0] = "EVAL", argv[1] = ack_script, argv[2] = "2", argv[3] = FQ_STREAM, argv[4] = FE_STREAM;
