@@ -152,7 +152,7 @@ def test_kill9_with_the_receiver_down_another_instance_sends_them(redis, mock, s
     wait_until(lambda: want <= set(rcv.events), timeout=30, what="the other instance to send every event")
     assert set(rcv.events) == want and rcv.problems == []
     wait_until(lambda: events_len(redis) == 0 and events_pending(redis) == 0, what="the events stream empty")
-    assert "took over" in other.log_text()
+    assert "events of a silent consumer" in other.log_text()
 
 
 def test_events_past_max_age_are_dropped_and_counted(redis, mock, start_fcmd, tmp_path):
@@ -321,3 +321,22 @@ def test_a_push_with_more_events_than_one_script_carries(redis, mock, start_fcmd
     wait_until(lambda: want <= set(rcv.events), timeout=60, what="all 2501 events")
     assert set(rcv.events) == want and rcv.problems == []
     assert all(len(b) <= 500 for b in rcv.batches)
+
+
+def test_a_worker_killed_holding_events_its_successor_sends_them(redis, mock, start_fcmd, receivers, tmp_path):
+    rcv = receivers(secret=SECRET, plan=lambda n: "slow")  # holds every POST: the events stay held
+    f = hooked(start_fcmd, mock, redis, tmp_path, rcv.url, workers=1)
+    pushes = {send(f, [f"ok-w{i}"]): [f"ok-w{i}"] for i in range(10)}
+    want = expected_ids(pushes)
+    wait_until(lambda: events_len(redis) == len(want) and events_pending(redis) == len(want),
+               what="every event read by the worker")
+    wait_until(lambda: rcv.requests >= 1, what="a POST under way")
+    (child,) = f.children()
+    os.kill(child, signal.SIGKILL)
+    wait_until(lambda: len(f.children()) == 1 and f.children()[0] != child, what="the worker respawned")
+    rcv.plan = lambda n: "ok"
+    rcv.release.set()  # the held POST ends without an answer
+    wait_until(lambda: want <= set(rcv.events), timeout=30, what="the new worker to send the dead one's events")
+    assert set(rcv.events) == want and rcv.problems == []
+    wait_until(lambda: events_len(redis) == 0 and events_pending(redis) == 0, what="the events stream empty")
+    assert "events of a silent consumer" in f.log_text()
