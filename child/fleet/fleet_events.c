@@ -57,6 +57,8 @@ struct fleet_events {
     size_t nacks, acks_cap;
     unsigned acks_flying;
     int group_ready, group_asked, reading, claiming, cleaning, stopping;
+    int released;             /* a stopping worker's held events were made claimable */
+    unsigned releases_flying; /* ...and Redis has not answered all of that yet */
     char cursor[FE_ID_LEN];
     uint64_t next_refresh, next_claim, next_clean;
     struct fleet_script read_s, claim_s;
@@ -609,7 +611,7 @@ static void on_tick(uv_timer_t *t)
     make_group(fe);
     send_acks(fe);
     read_events(fe);
-    if (now >= fe->next_refresh && fe->held != NULL) {
+    if (now >= fe->next_refresh && fe->held != NULL && !fe->released) { /* a refresh would undo the release */
         refresh(fe);
         fe->next_refresh = now + fe->claim_ms / 3;
     }
@@ -664,12 +666,45 @@ void fleet_events_stop(struct fleet_events *fe)
         fe->stopping = 1;
 }
 
+static void on_released(struct fleet *f, void *arg, const redisReply *r)
+{
+    struct fleet_events *fe = arg;
+
+    (void)f, (void)r;
+    fe->releases_flying--;
+}
+
+/* A stopping worker will send its held events no more: they are claimed
+ * again by itself with an idle time of --redis-claim-after, so the others'
+ * next XAUTOCLAIM takes them at once instead of after that long. */
+static void release_held(struct fleet_events *fe)
+{
+    const char *argv[8 + MAX_IDS];
+    char idle[24];
+    const struct fe_held *h = fe->held;
+
+    snprintf(idle, sizeof(idle), "%" PRIu64, fe->claim_ms);
+    argv[0] = "XCLAIM", argv[1] = FE_STREAM, argv[2] = FE_GROUP, argv[3] = fe->consumer, argv[4] = "0";
+    while (h != NULL) {
+        size_t n = 0;
+        for (; h != NULL && n < MAX_IDS; h = h->next)
+            argv[5 + n++] = h->id;
+        argv[5 + n] = "IDLE", argv[6 + n] = idle, argv[7 + n] = "JUSTID";
+        if (fleet_command(fe->f, on_released, fe, 1024 + 64 * n, (int)(8 + n), argv, NULL) == 0)
+            fe->releases_flying++;
+    }
+}
+
 int fleet_events_settled(struct fleet_events *fe)
 {
     if (fe == NULL || !fleet_connected(fe->f))
         return 1;
     send_acks(fe);
-    return fe->nacks == 0 && fe->acks_flying == 0;
+    if (fe->stopping && !fe->released) {
+        release_held(fe);
+        fe->released = 1;
+    }
+    return fe->nacks == 0 && fe->acks_flying == 0 && fe->releases_flying == 0;
 }
 
 static void on_fe_closed(uv_handle_t *h)

@@ -97,8 +97,9 @@ void fleet_events_done(struct fleet_events *fe, void *const *h, size_t n);
 /* The worker stops: no more reading. */
 void fleet_events_stop(struct fleet_events *fe);
 
-/* For a stopping worker: 1 once the acknowledgements it owes reached Redis
- * (or Redis cannot be reached). */
+/* For a stopping worker, once the webhook will send nothing more: 1 once
+ * the acknowledgements it owes reached Redis and the events it still holds
+ * are claimable by the others at once (or Redis cannot be reached). */
 int fleet_events_settled(struct fleet_events *fe);
 
 /* At exit, after fleet_stop() and after the webhook let go of what it held:

@@ -42,9 +42,9 @@ def secret_file(tmp_path):
     return str(p)
 
 
-def hooked(start_fcmd, mock, redis, tmp_path, url, workers=2, extra=()):
+def hooked(start_fcmd, mock, redis, tmp_path, url, workers=2, extra=(), claim=CLAIM):
     f = start_fcmd(mock, workers=workers,
-                   args=["--redis", redis.url, "--redis-queue", "--redis-claim-after", CLAIM, "--retries", "0",
+                   args=["--redis", redis.url, "--redis-queue", "--redis-claim-after", claim, "--retries", "0",
                          "--webhook", url, "--webhook-secret-file", secret_file(tmp_path),
                          "--webhook-events", "all", *extra])
     wait_ready(f)
@@ -340,3 +340,20 @@ def test_a_worker_killed_holding_events_its_successor_sends_them(redis, mock, st
     assert set(rcv.events) == want and rcv.problems == []
     wait_until(lambda: events_len(redis) == 0 and events_pending(redis) == 0, what="the events stream empty")
     assert "events of a silent consumer" in f.log_text()
+
+
+def test_a_stopping_instance_leaves_its_events_to_the_others_at_once(redis, mock, start_fcmd, receivers, tmp_path):
+    failing = {"on": True}
+    rcv = receivers(secret=SECRET, plan=lambda n: "fail" if failing["on"] else "ok")
+    a = hooked(start_fcmd, mock, redis, tmp_path, rcv.url, workers=1, claim="30")
+    pushes = {send(a, [f"ok-s{i}"]): [f"ok-s{i}"] for i in range(5)}
+    want = expected_ids(pushes)
+    wait_until(lambda: events_pending(redis) == len(want), what="every event held by the first instance")
+    assert a.stop() == 0  # its last try at the stop fails too
+    assert not want & set(rcv.events)
+    failing["on"] = False
+    started = time.monotonic()
+    hooked(start_fcmd, mock, redis, tmp_path, rcv.url, workers=1, claim="30")
+    # Taken over at the new instance's first claim, not 30 s later.
+    wait_until(lambda: want <= set(rcv.events), timeout=15, what="the events the stopped instance held")
+    assert time.monotonic() - started < 15 and rcv.problems == []
