@@ -10,7 +10,8 @@
  * consumer group, hands them to the webhook, which batches them per
  * receiver, and acknowledges and deletes each once its receiver answered
  * 2xx or it grew older than --webhook-max-age.  The events of a worker
- * silent for --redis-claim-after seconds are claimed by the others.  See
+ * silent for --redis-claim-after seconds are claimed by the others, and a
+ * worker that stops leaves those it holds claimable at once.  See
  * docs/FLEET.md, "The webhook's events in Redis".
  */
 #ifndef FCMD_CHILD_FLEET_FLEET_EVENTS_H
