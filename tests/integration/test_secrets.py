@@ -39,8 +39,10 @@ def assert_delivers_and_hides(f, mock, secrets, token=None):
     r = requests.get(f.url("/gcm/report"), headers=headers, timeout=5)
     assert r.status_code == 200
     f.wait_idle() if not token else None
-    stats = mock.stats(summary=True)
-    assert stats["auth_failures"] == 0 and stats["delivered"] >= 1, stats
+    # With a token the report needs it, so wait_idle cannot ask: poll the mock.
+    stats = wait_until(lambda: (lambda st: st if st["delivered"] >= 1 else None)(mock.stats(summary=True)), 10,
+                       what="the mock to have the message")
+    assert stats["auth_failures"] == 0, stats
     pids = [f.proc.pid] + f.children()
     assert len(pids) == 3
     for pid in pids:
