@@ -25,8 +25,8 @@
 #define FCMD_COMMON_PROVIDERS_H
 
 #define FCMD_PROVIDERS(X)                                                                                              \
-    X(FCM, fcm, "FCM", "/gcm/send", "send", "--service-account or --apikey-file")                                     \
-    X(APNS, apns, "APNs", "/apns/send", "apns_send", "--apns-key, --apns-key-id and --apns-team-id")                 \
+    X(FCM, fcm, "FCM", "/gcm/send", "send", "--service-account or --apikey-file")                                      \
+    X(APNS, apns, "APNs", "/apns/send", "apns_send", "--apns-key, --apns-key-id and --apns-team-id")                   \
     X(WEBPUSH, webpush, "Web Push", "/webpush/send", "webpush_send", "--vapid-key and --vapid-subject")
 
 #define FCMD_PROVIDER_ONE(ID, NAME, LABEL, PATH, ENDPOINT, HINT) +1

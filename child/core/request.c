@@ -221,7 +221,8 @@ static int parse_form(const char *body, size_t len, struct parse *ps, char *err,
         } else if (strcmp(key, "app") == 0) {
             if ((rc = set_app(r, val, (size_t)vlen, err, errlen)) != 0)
                 return rc;
-        } else if (ps->rules != NULL && (rc = ps->rules->form_field(key, val, (size_t)vlen, &r->msg, err, errlen)) != 0) {
+        } else if (ps->rules != NULL &&
+                   (rc = ps->rules->form_field(key, val, (size_t)vlen, &r->msg, err, errlen)) != 0) {
             return rc;
         }
     }
@@ -370,7 +371,8 @@ static int json_member(const struct json_doc *d, int key, struct parse *ps, char
         return json_single_target(d, v, TARGET_CONDITION, ps, err, errlen);
     if (json_is(d, key, "payload")) {
         if (d->tok[v].type != JSMN_OBJECT)
-            return ERR("payload must be a JSON object%s", ps->rules != NULL && ps->rules->any_payload ? " or string" : "");
+            return ERR("payload must be a JSON object%s",
+                       ps->rules != NULL && ps->rules->any_payload ? " or string" : "");
         if (json_toklen(d, v) > ps->lim->max_payload)
             return ERR("payload is larger than %zu bytes", ps->lim->max_payload);
         r->msg.payload = json_tokptr(d, v);
@@ -452,8 +454,8 @@ static int parse_json(const char *body, size_t len, struct parse *ps, char *err,
     }
     key = 1;
     for (int m = 0; m < d.tok[0].size && rc == 0; m++) {
-        kinds |= json_is(&d, key, "tokens") ||
-                         (ps->rules != NULL && ps->rules->targets_json != NULL && json_is(&d, key, ps->rules->targets_json))
+        kinds |= json_is(&d, key, "tokens") || (ps->rules != NULL && ps->rules->targets_json != NULL &&
+                                                json_is(&d, key, ps->rules->targets_json))
                      ? 1u
                  : ps->rules != NULL             ? 0u /* a provider's topic is its own */
                  : json_is(&d, key, "topic")     ? 2u

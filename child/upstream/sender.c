@@ -410,8 +410,8 @@ static void track(struct sender *s, struct target *t, enum push_outcome po, cons
 {
     struct push *p = t->push;
 
-    push_status_outcome(s->shm->push_status, p->status, po, t->name, request_target_shown(p->upstream, t->name, t->len), reason, ledger_now_ms(),
-                        (uint64_t)s->opts->push_status_ttl * 1000);
+    push_status_outcome(s->shm->push_status, p->status, po, t->name, request_target_shown(p->upstream, t->name, t->len),
+                        reason, ledger_now_ms(), (uint64_t)s->opts->push_status_ttl * 1000);
     if (po == PUSH_INVALID)
         p->invalid++;
     else if (po == PUSH_FAILED)
@@ -445,7 +445,8 @@ static int apply(struct sender *s, struct target *t, struct outcome *o)
     case OUTCOME_INVALID:
         shm_add(s->slot, SHM_NOTREGISTERED, 1);
         count(s, t->push, SHM_UP_NOTREGISTERED, 1);
-        drainlist_append(s->shm->notregistered, t->name, request_target_shown(t->push->upstream, t->name, t->len), NULL, 0);
+        drainlist_append(s->shm->notregistered, t->name, request_target_shown(t->push->upstream, t->name, t->len), NULL,
+                         0);
         track(s, t, PUSH_INVALID, o->reason, NULL);
         break;
     case OUTCOME_RETRY:

@@ -17,8 +17,8 @@
 #include "../../child/store/record.h"
 #include "../../child/upstream/webpush/webpush_request.h"
 
-static const struct request_limits wp_limits = {REQUEST_MAX_BODY, REQUEST_MAX_TOKENS, REQUEST_MAX_PAYLOAD,
-                                                {[UPSTREAM_WEBPUSH] = &webpush_request_rules}};
+static const struct request_limits wp_limits = {
+    REQUEST_MAX_BODY, REQUEST_MAX_TOKENS, REQUEST_MAX_PAYLOAD, {[UPSTREAM_WEBPUSH] = &webpush_request_rules}};
 
 static void disagree(const char *why)
 {

@@ -16,8 +16,8 @@
 #include "../../child/upstream/webpush/webpush_request.h"
 #include "../../common/webpush_allow.h"
 
-static const struct request_limits wp_limits = {REQUEST_MAX_BODY, REQUEST_MAX_TOKENS, REQUEST_MAX_PAYLOAD,
-                                                {[UPSTREAM_WEBPUSH] = &webpush_request_rules}};
+static const struct request_limits wp_limits = {
+    REQUEST_MAX_BODY, REQUEST_MAX_TOKENS, REQUEST_MAX_PAYLOAD, {[UPSTREAM_WEBPUSH] = &webpush_request_rules}};
 
 /* A point on P-256 (made with Python's cryptography), the same with its last
  * bit flipped (off the curve), and a 16-byte auth secret. */
@@ -25,7 +25,8 @@ static const struct request_limits wp_limits = {REQUEST_MAX_BODY, REQUEST_MAX_TO
 #define OFF_CURVE "BD7Xoo7GSO3OXVt-JS9rKq-7RINRFKJLPKqPcQ9kmTvCVxGjTNySKQgLY58Jl3_rfKkezOFkm_6orYXHKyBq3n8"
 #define AUTH "AAECAwQFBgcICQoLDA0ODw"
 #define EP "https://fcm.googleapis.com/fcm/send/abc:def"
-#define SUB(ep, p, a) "{\"endpoint\":\"" ep "\",\"expirationTime\":null,\"keys\":{\"p256dh\":\"" p "\",\"auth\":\"" a "\"}}"
+#define SUB(ep, p, a)                                                                                                  \
+    "{\"endpoint\":\"" ep "\",\"expirationTime\":null,\"keys\":{\"p256dh\":\"" p "\",\"auth\":\"" a "\"}}"
 
 static int parse(const char *ct, const char *body, struct send_request *r, char *err, size_t errlen)
 {
@@ -49,12 +50,14 @@ static void a_subscription_becomes_endpoint_and_keys(void **state)
     char err[256];
 
     (void)state;
-    assert_int_equal(parse("application/json",
-                           "{\"subscriptions\":[" SUB(EP, P256DH, AUTH) "," SUB("https://a.push.services.mozilla.com/x",
-                                                                                P256DH "=", AUTH "==") "],"
-                           "\"payload\":\"hi \\u2603\",\"ttl\":60,\"urgency\":\"high\",\"topic\":\"news_1\"}",
-                           &r, err, sizeof(err)),
-                     0);
+    assert_int_equal(
+        parse("application/json",
+              "{\"subscriptions\":[" SUB(EP, P256DH, AUTH) "," SUB(
+                  "https://a.push.services.mozilla.com/x", P256DH "=",
+                  AUTH "==") "],"
+                             "\"payload\":\"hi \\u2603\",\"ttl\":60,\"urgency\":\"high\",\"topic\":\"news_1\"}",
+              &r, err, sizeof(err)),
+        0);
     assert_int_equal(r.ntargets, 2);
     assert_string_equal(r.targets[0], EP " " P256DH " " AUTH);
     /* Padding is dropped: one subscription, one name. */
@@ -76,8 +79,9 @@ static void an_object_payload_is_its_json_text(void **state)
     char err[256];
 
     (void)state;
-    assert_int_equal(parse("application/json", "{\"payload\":{\"a\":[1,2]},\"subscriptions\":[" SUB(EP, P256DH, AUTH) "]}",
-                           &r, err, sizeof(err)),
+    assert_int_equal(parse("application/json",
+                           "{\"payload\":{\"a\":[1,2]},\"subscriptions\":[" SUB(EP, P256DH, AUTH) "]}", &r, err,
+                           sizeof(err)),
                      0);
     assert_string_equal(r.msg.payload, "{\"a\":[1,2]}");
     assert_null(r.msg.opt[ROPT_WEBPUSH_TTL]);
@@ -226,13 +230,21 @@ static int internal6(const char *text)
 
 static void internal_addresses(void **state)
 {
-    static const char *const in4[] = {"127.0.0.1", "127.255.0.9", "10.1.2.3", "172.16.0.1", "172.31.255.255",
-                                      "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1", "224.0.0.1",
-                                      "255.255.255.255", "192.0.0.8"};
-    static const char *const out4[] = {"8.8.8.8", "172.32.0.1", "172.15.255.255", "192.169.0.1", "142.250.1.1",
-                                       "100.128.0.1"};
-    static const char *const in6[] = {"::1", "::", "fc00::1", "fd12:3456::1", "fe80::1", "ff02::1",
-                                      "::ffff:127.0.0.1", "::ffff:10.0.0.1", "64:ff9b::a9fe:a9fe", "::127.0.0.1"};
+    static const char *const in4[] = {"127.0.0.1",      "127.255.0.9", "10.1.2.3",        "172.16.0.1",
+                                      "172.31.255.255", "192.168.1.1", "169.254.169.254", "0.0.0.0",
+                                      "100.64.0.1",     "224.0.0.1",   "255.255.255.255", "192.0.0.8"};
+    static const char *const out4[] = {"8.8.8.8",     "172.32.0.1",  "172.15.255.255",
+                                       "192.169.0.1", "142.250.1.1", "100.128.0.1"};
+    static const char *const in6[] = {"::1",
+                                      "::",
+                                      "fc00::1",
+                                      "fd12:3456::1",
+                                      "fe80::1",
+                                      "ff02::1",
+                                      "::ffff:127.0.0.1",
+                                      "::ffff:10.0.0.1",
+                                      "64:ff9b::a9fe:a9fe",
+                                      "::127.0.0.1"};
     static const char *const out6[] = {"2001:4860:4860::8888", "2a00:1450::1", "::ffff:8.8.8.8"};
     struct sockaddr_in a = {.sin_family = AF_INET};
     char text[64];
@@ -262,13 +274,20 @@ static void every_answer(void **state)
         enum outcome_kind kind;
         enum cause cause;
     } cases[] = {
-        {200, OUTCOME_DELIVERED, CAUSE_NONE},       {201, OUTCOME_DELIVERED, CAUSE_NONE},
-        {202, OUTCOME_DELIVERED, CAUSE_NONE},       {404, OUTCOME_INVALID, CAUSE_NONE},
-        {410, OUTCOME_INVALID, CAUSE_NONE},         {429, OUTCOME_RETRY, CAUSE_HTTP_429},
-        {500, OUTCOME_RETRY, CAUSE_HTTP_5XX},       {503, OUTCOME_RETRY, CAUSE_UNAVAILABLE},
-        {502, OUTCOME_RETRY, CAUSE_HTTP_5XX},       {400, OUTCOME_FAILED, CAUSE_BAD_REQUEST},
-        {401, OUTCOME_FAILED, CAUSE_UNAUTHORIZED},  {403, OUTCOME_FAILED, CAUSE_UNAUTHORIZED},
-        {413, OUTCOME_FAILED, CAUSE_MESSAGE_REJECTED}, {301, OUTCOME_FAILED, CAUSE_UNEXPECTED_STATUS},
+        {200, OUTCOME_DELIVERED, CAUSE_NONE},
+        {201, OUTCOME_DELIVERED, CAUSE_NONE},
+        {202, OUTCOME_DELIVERED, CAUSE_NONE},
+        {404, OUTCOME_INVALID, CAUSE_NONE},
+        {410, OUTCOME_INVALID, CAUSE_NONE},
+        {429, OUTCOME_RETRY, CAUSE_HTTP_429},
+        {500, OUTCOME_RETRY, CAUSE_HTTP_5XX},
+        {503, OUTCOME_RETRY, CAUSE_UNAVAILABLE},
+        {502, OUTCOME_RETRY, CAUSE_HTTP_5XX},
+        {400, OUTCOME_FAILED, CAUSE_BAD_REQUEST},
+        {401, OUTCOME_FAILED, CAUSE_UNAUTHORIZED},
+        {403, OUTCOME_FAILED, CAUSE_UNAUTHORIZED},
+        {413, OUTCOME_FAILED, CAUSE_MESSAGE_REJECTED},
+        {301, OUTCOME_FAILED, CAUSE_UNEXPECTED_STATUS},
         {302, OUTCOME_FAILED, CAUSE_UNEXPECTED_STATUS},
     };
     struct outcome o;

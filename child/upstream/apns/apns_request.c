@@ -182,4 +182,5 @@ static int check_request(const struct send_request *r, char *err, size_t errlen)
     return check_payload(&r->msg, err, errlen);
 }
 
-const struct request_rules apns_request_rules = {.form_field = form_field, .json_member = json_member, .check = check_request};
+const struct request_rules apns_request_rules = {
+    .form_field = form_field, .json_member = json_member, .check = check_request};
