@@ -14,7 +14,9 @@
 #include "http/conn.h"
 #include "fleet/fleet.h"
 #include "fleet/fleet_events.h"
+#include "fleet/fleet_idem.h"
 #include "fleet/fleet_queue.h"
+#include "fleet/statuses.h"
 #include "observe/graphite.h"
 #include "http/http.h"
 #include "upstream/sender.h"
@@ -228,18 +230,36 @@ static void on_rescan_signal(uv_signal_t *h, int signo)
     spool_scan(((struct child *)h->data)->spool);
 }
 
-/* The sender's word of each final outcome, for the webhook. */
-static void tell_webhook(void *webhook, const struct push *p, const struct target *t, int outcome,
+/* The sender's word of each final outcome, for the webhook and the
+ * fleet's push statuses. */
+static void tell_outcome(void *arg, const struct push *p, const struct target *t, int outcome,
                          const char *reason, const char *canonical, int last)
 {
-    webhook_outcome(webhook, p, t, outcome, reason, canonical, last);
+    struct child *c = arg;
+
+    if (c->webhook != NULL)
+        webhook_outcome(c->webhook, p, t, outcome, reason, canonical, last);
+    if (c->fstat != NULL)
+        fleet_statuses_outcome(c->fstat, p->id, p->app == APP_DEFAULT ? "" : options_app_name(c->opts, p->app),
+                               (unsigned)p->upstream, p->ntargets > UINT32_MAX ? UINT32_MAX : (uint32_t)p->ntargets,
+                               (enum push_outcome)outcome, t->name, t->len, reason);
 }
 
 static int start_webhook(struct child *c, unsigned slot)
 {
     if ((c->webhook = webhook_start(&c->loop, c->opts, c->shm, slot, c->sender)) == NULL)
         return -1;
-    sender_on_outcome(c->sender, tell_webhook, c->webhook);
+    sender_on_outcome(c->sender, tell_outcome, c);
+    return 0;
+}
+
+/* With --redis: push statuses and Idempotency-Keys for the whole fleet. */
+static int start_fleet_outcomes(struct child *c)
+{
+    if ((c->fstat = fleet_statuses_new(&c->loop, c->fleet, c->opts)) == NULL ||
+        (c->fidem = fleet_idem_new(&c->loop, c->fleet)) == NULL)
+        return -1;
+    sender_on_outcome(c->sender, tell_outcome, c);
     return 0;
 }
 
@@ -311,6 +331,8 @@ static int setup_http(struct child *c)
                                    .spool = c->spool,
                                    .fleet = c->fleet,
                                    .fq = c->fq,
+                                   .fstat = c->fstat,
+                                   .fidem = c->fidem,
                                    .conns = &c->conns,
                                    .limits = &c->limits,
                                    .stopping = &c->stopping,
@@ -516,6 +538,12 @@ static void teardown(struct child *c)
     /* Before the webhook: the events it never got to Redis are handed back. */
     fleet_events_free(c->events);
     c->events = NULL;
+    if (c->fstat != NULL && c->webhook == NULL)
+        sender_on_outcome(c->sender, NULL, NULL);
+    fleet_statuses_free(c->fstat);
+    c->fstat = NULL;
+    fleet_idem_free(c->fidem);
+    c->fidem = NULL;
     fleet_free(c->fleet);
     c->fleet = NULL;
     spool_close(c->spool);
@@ -575,7 +603,8 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
         (o->spool != NULL && open_spool(c) != 0) ||
         (o->redis != NULL && (c->fleet = fleet_start(&c->loop, o->redis, o->redis_password, o->redis_ca_file, shm, slot,
                                                      (unsigned)o->redis_drain_lease)) == NULL) ||
-        (c->fleet != NULL && (sender_share_rate(c->sender, live_instances, c->fleet), 0)) || (o->redis_queue && open_fleet_queue(c) != 0) ||
+        (c->fleet != NULL && (sender_share_rate(c->sender, live_instances, c->fleet), 0)) ||
+        (c->fleet != NULL && start_fleet_outcomes(c) != 0) || (o->redis_queue && open_fleet_queue(c) != 0) ||
         setup_http(c) != 0 || watch_signals(c) != 0 || unblock_signals() != 0 || open_listener(c, listen_fd) != 0) {
         log_error("child set-up failed");
         left = c;

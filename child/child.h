@@ -27,6 +27,8 @@ struct graphite;
 struct spool;
 struct fleet;
 struct fleet_queue;
+struct fleet_statuses;
+struct fleet_idem;
 struct webhook;
 
 /* After its pending work is done, a stopping child gives open HTTP
@@ -65,6 +67,8 @@ struct child {
     struct fleet *fleet;          /* with --redis, else NULL */
     struct fleet_queue *fq;       /* with --redis-queue, else NULL */
     struct fleet_events *events;  /* ...and a webhook: its events in Redis, else NULL */
+    struct fleet_statuses *fstat; /* with --redis: push statuses in Redis, else NULL */
+    struct fleet_idem *fidem;     /* with --redis: Idempotency-Keys in Redis, else NULL */
     struct webhook *webhook;      /* with a webhook for the instance or an app, else NULL */
     uv_signal_t sigusr2;          /* the master: a child died, look for its spool segments */
     struct conn_set conns;        /* open HTTP connections */

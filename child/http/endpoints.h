@@ -29,8 +29,20 @@ int http_on_metrics(struct http_server *hs, h2o_req_t *req);       /* ops.c */
 int http_on_healthz(struct http_server *hs, h2o_req_t *req);       /* ops.c */
 int http_on_readyz(struct http_server *hs, h2o_req_t *req);        /* ops.c */
 int http_on_push(struct http_server *hs, h2o_req_t *req);          /* push.c: GET /push/{id} */
-/* At exit: the waiters' timer closes (push.c). */
+/* At exit: the waiters' timer closes (push.c), and the fleet's looks (push_fleet.c). */
 void http_close_push_waits(struct http_server *hs);
+/* push.c: the answer of GET /push/{id} for status s and its errors, as
+ * http_push_add_error() wrote them to errors. */
+struct push_status;
+void http_push_render(h2o_req_t *req, const char *id, size_t id_len, const struct push_status *s, struct buf *errors);
+void http_push_add_error(void *arg, const char *token, size_t token_len, const char *reason, size_t reason_len);
+/* push.c: a GET /push/{id}'s path (n bytes) and query (qn): the id (0), or
+ * -ENOENT (no id: a 404), or -EINVAL (a wait that is no 0 to 30: a 400). */
+int http_push_path(const char *path, size_t n, const char *q, size_t qn, const char **id, size_t *id_len,
+                   unsigned long *secs);
+/* push_fleet.c: GET /push/{id} with --redis, waiting up to secs for the push to be done. */
+int http_push_fleet(struct http_server *hs, h2o_req_t *req, const char *id, size_t id_len, unsigned long secs);
+void http_close_push_looks(struct http_server *hs);
 int http_on_status(struct http_server *hs, h2o_req_t *req);        /* status.c: the status page */
 
 /* Each returns 0, h2o's "answered". */

@@ -12,6 +12,8 @@ struct conn_set;
 struct fcmd_options;
 struct fleet;
 struct fleet_queue;
+struct fleet_idem;
+struct fleet_statuses;
 struct queue;
 struct sender;
 struct shm_region;
@@ -33,6 +35,8 @@ struct http_server {
     struct spool *spool;    /* with --spool, else NULL */
     struct fleet *fleet;    /* with --redis, else NULL */
     struct fleet_queue *fq; /* with --redis-queue, else NULL */
+    struct fleet_statuses *fstat; /* with --redis: push statuses in Redis, else NULL */
+    struct fleet_idem *fidem;     /* with --redis: Idempotency-Keys in Redis, else NULL */
     struct conn_set *conns; /* the worker's open connections */
     const struct request_limits *limits;
     const int *stopping;    /* the worker's flag: nonzero once it began to stop */
@@ -45,6 +49,11 @@ struct http_server {
     uv_timer_t push_timer;
     size_t push_waiters;
     int push_waiters_ready; /* the timer and the list are set up */
+    /* GET /push/{id} with --redis: the looks waiting for Redis (push_fleet.c) */
+    h2o_linklist_t push_looks;
+    uv_timer_t push_look_timer;
+    int push_looks_ready;
+    size_t push_nlooks;
 };
 
 /* Where GET /push/{id} begins. */

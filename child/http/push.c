@@ -19,6 +19,7 @@
 #include "../core/buf.h"
 #include "../core/push_id.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -38,7 +39,7 @@ struct push_wait {
 };
 
 /* The errors go to a buffer of their own: {"token":...,"reason":...},... */
-static void add_error(void *arg, const char *token, size_t token_len, const char *reason, size_t reason_len)
+void http_push_add_error(void *arg, const char *token, size_t token_len, const char *reason, size_t reason_len)
 {
     struct buf *b = arg;
 
@@ -49,16 +50,39 @@ static void add_error(void *arg, const char *token, size_t token_len, const char
     buf_adds(b, "}");
 }
 
+void http_push_render(h2o_req_t *req, const char *id, size_t id_len, const struct push_status *s, struct buf *errors)
+{
+    struct buf b = {0};
+    const char *app = s->app[0] ? s->app : "default";
+    uint32_t pending = push_status_pending(s);
+
+    buf_adds(&b, "{\"id\":");
+    buf_add_json_string(&b, id, id_len);
+    buf_adds(&b, ",\"app\":");
+    buf_add_json_string(&b, app, strlen(app));
+    buf_addf(&b,
+             ",\"upstream\":\"%s\",\"targets\":%" PRIu32 ",\"pending\":%" PRIu32 ",\"delivered\":%" PRIu32
+             ",\"canonical\":%" PRIu32 ",\"invalid\":%" PRIu32 ",\"failed\":%" PRIu32 ",\"state\":\"%s\",\"errors\":[",
+             s->upstream < SHM_UPSTREAMS ? shm_upstream_names[s->upstream] : "", s->targets, pending, s->delivered,
+             s->canonical, s->invalid, s->failed, pending > 0 ? "pending" : "done");
+    if (errors->len > 0)
+        buf_add(&b, errors->data, errors->len);
+    buf_adds(&b, "]}\n");
+    if (errors->failed)
+        b.failed = 1;
+    http_respond_buf(req, "application/json", &b);
+    buf_free(&b);
+}
+
 /* Answers req with the status of id, or 404; a pending push only when
  * answer_pending is set.  Returns 1 when the push is pending. */
 static int answer(struct http_server *hs, h2o_req_t *req, const char *id, size_t id_len, int answer_pending)
 {
-    struct buf b = {0}, errors = {0};
+    struct buf errors = {0};
     struct push_status s;
-    const char *app;
     uint32_t pending;
 
-    if (!push_status_read(hs->shm->push_status, id, id_len, ledger_now_ms(), &s, add_error, &errors)) {
+    if (!push_status_read(hs->shm->push_status, id, id_len, ledger_now_ms(), &s, http_push_add_error, &errors)) {
         buf_free(&errors);
         http_error(req, 404, "no such push: unknown, or its status expired (--push-status-ttl)");
         return 0;
@@ -67,23 +91,7 @@ static int answer(struct http_server *hs, h2o_req_t *req, const char *id, size_t
         buf_free(&errors);
         return 1;
     }
-    app = s.app[0] ? s.app : "default";
-    buf_adds(&b, "{\"id\":");
-    buf_add_json_string(&b, id, id_len);
-    buf_adds(&b, ",\"app\":");
-    buf_add_json_string(&b, app, strlen(app));
-    buf_addf(&b,
-             ",\"upstream\":\"%s\",\"targets\":%" PRIu32 ",\"pending\":%" PRIu32 ",\"delivered\":%" PRIu32
-             ",\"canonical\":%" PRIu32 ",\"invalid\":%" PRIu32 ",\"failed\":%" PRIu32 ",\"state\":\"%s\",\"errors\":[",
-             s.upstream < SHM_UPSTREAMS ? shm_upstream_names[s.upstream] : "", s.targets, pending, s.delivered,
-             s.canonical, s.invalid, s.failed, pending > 0 ? "pending" : "done");
-    if (errors.len > 0)
-        buf_add(&b, errors.data, errors.len);
-    buf_adds(&b, "]}\n");
-    if (errors.failed)
-        b.failed = 1;
-    http_respond_buf(req, "application/json", &b);
-    buf_free(&b);
+    http_push_render(req, id, id_len, &s, &errors);
     buf_free(&errors);
     return pending > 0;
 }
@@ -166,21 +174,42 @@ static int wait_for(struct http_server *hs, h2o_req_t *req, const char *id, size
     return 0;
 }
 
+int http_push_path(const char *path, size_t n, const char *q, size_t qn, const char **id, size_t *id_len,
+                   unsigned long *secs)
+{
+    char v[32];
+    long len;
+
+    *secs = 0;
+    if (n < sizeof(HTTP_PUSH_PREFIX) - 1 || memcmp(path, HTTP_PUSH_PREFIX, sizeof(HTTP_PUSH_PREFIX) - 1) != 0)
+        return -ENOENT;
+    *id = path + sizeof(HTTP_PUSH_PREFIX) - 1;
+    *id_len = n - (sizeof(HTTP_PUSH_PREFIX) - 1);
+    if (!push_id_ok(*id, *id_len))
+        return -ENOENT;
+    if ((len = query_get(q, qn, "wait", v, sizeof(v))) != -ENOENT &&
+        (len < 0 || query_uint(v, (size_t)len, PUSH_WAIT_MAX_S, secs) != 0))
+        return -EINVAL;
+    return 0;
+}
+
 int http_on_push(struct http_server *hs, h2o_req_t *req)
 {
-    const char *id = req->path_normalized.base + sizeof(HTTP_PUSH_PREFIX) - 1;
-    size_t id_len = req->path_normalized.len - (sizeof(HTTP_PUSH_PREFIX) - 1);
+    h2o_iovec_t q = http_query(req);
     unsigned long secs = 0;
-    char v[32];
-    long n;
+    const char *id;
+    size_t id_len;
+    int rc;
 
     if (http_wrong_method(req, "GET"))
         return 0;
-    if (!push_id_ok(id, id_len))
+    rc = http_push_path(req->path_normalized.base, req->path_normalized.len, q.base, q.len, &id, &id_len, &secs);
+    if (rc == -ENOENT)
         return http_error(req, 404, "no such push: an id is 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'");
-    if ((n = http_query_get(req, "wait", v, sizeof(v))) != -ENOENT &&
-        (n < 0 || query_uint(v, (size_t)n, PUSH_WAIT_MAX_S, &secs) != 0))
+    if (rc != 0)
         return http_error(req, 400, "wait must be a number of seconds from 0 to 30");
+    if (hs->fstat != NULL) /* with --redis: the fleet's status */
+        return http_push_fleet(hs, req, id, id_len, h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")) ? 0 : secs);
     if (!answer(hs, req, id, id_len, secs == 0 || *hs->stopping || h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))))
         return 0;
     return wait_for(hs, req, id, id_len, secs);
@@ -188,6 +217,7 @@ int http_on_push(struct http_server *hs, h2o_req_t *req)
 
 void http_close_push_waits(struct http_server *hs)
 {
+    http_close_push_looks(hs);
     if (hs->push_waiters_ready)
         uv_close((uv_handle_t *)&hs->push_timer, NULL);
     hs->push_waiters_ready = 0;

@@ -17,7 +17,9 @@
 #include "../core/buf.h"
 #include "../core/queue.h"
 #include "../core/request.h"
+#include "../fleet/fleet_idem.h"
 #include "../fleet/fleet_queue.h"
+#include "../fleet/statuses.h"
 #include "../store/spool.h"
 #include "../upstream/sender.h"
 #include "../upstream/upstream.h"
@@ -50,15 +52,32 @@ static int respond_accepted(h2o_req_t *req, int json, size_t n, const char *id, 
 /* A send's Idempotency-Key, claimed in the instance's ledger until its push
  * is accepted or refused (shm/idempotency.h). */
 struct idem_hold {
-    char key[IDEM_LEDGER_KEY_MAX];
+    char key[IDEM_LEDGER_KEY_MAX]; /* the app's name, a NUL, the request's key */
     size_t len; /* 0: none */
+    int fleet;  /* claimed in Redis too (fleet_idem.h) */
+    unsigned char fp[IDEM_FINGERPRINT];
+    uint32_t targets;
 };
 
 static void settle(struct http_server *hs, const struct idem_hold *h, const char *id, int accepted)
 {
-    if (h->len > 0)
-        idempotency_settle(hs->shm->idempotency, h->key, h->len, id, accepted, ledger_now_ms(),
-                           (uint64_t)hs->opts->idempotency_ttl * 1000);
+    size_t app_len = h->len > 0 ? strlen(h->key) : 0;
+
+    if (h->len == 0)
+        return;
+    idempotency_settle(hs->shm->idempotency, h->key, h->len, id, accepted, ledger_now_ms(),
+                       (uint64_t)hs->opts->idempotency_ttl * 1000);
+    if (h->fleet)
+        fleet_idem_settle(hs->fidem, h->key, h->key + app_len + 1, h->len - app_len - 1, h->fp, id, h->targets,
+                          accepted, (unsigned)hs->opts->idempotency_ttl);
+}
+
+/* With --redis, the fleet's status of a push accepted here begins with its targets. */
+static void begin_status(struct http_server *hs, const char *id, unsigned app, unsigned upstream, size_t n)
+{
+    if (hs->fstat != NULL)
+        fleet_statuses_begin(hs->fstat, id, app == APP_DEFAULT ? "" : options_app_name(hs->opts, app), upstream,
+                             n > UINT32_MAX ? UINT32_MAX : (uint32_t)n);
 }
 
 /* A push accepted into the queue but held back (staged) until the spool
@@ -79,6 +98,7 @@ struct deferred {
     uint64_t start;
     char id[PUSH_ID_MAX + 1]; /* the push's, for the answer */
     size_t id_len;
+    unsigned app, upstream; /* the push's, with --redis-queue */
     struct idem_hold idem;
 };
 
@@ -94,6 +114,7 @@ static void on_request_gone(void *p)
 static void release_push(struct http_server *hs, struct push *p)
 {
     p->status = push_status_track(hs->shm->push_status, hs->opts, p->id, p->app, (unsigned)p->upstream, p->ntargets);
+    begin_status(hs, p->id, p->app, (unsigned)p->upstream, p->ntargets);
     queue_commit(hs->queue, p);
     shm_add(hs->slot, SHM_ACCEPTED, p->ntargets);
     shm_app_add(hs->shm, hs->slot, shm_app_row_of(hs->opts, p->app), (unsigned)p->upstream, SHM_UP_ACCEPTED, p->ntargets);
@@ -153,8 +174,10 @@ static void on_queued(void *arg, enum fq_status st, size_t n)
     struct http_server *hs = d->hs;
     h2o_req_t *req = d->req;
 
-    if (st == FQ_OK)
+    if (st == FQ_OK) {
         shm_add(hs->slot, SHM_ACCEPTED, n);
+        begin_status(hs, d->id, d->app, d->upstream, n);
+    }
     settle(hs, &d->idem, d->id, st == FQ_OK);
     if (req != NULL) {
         *d->link = NULL;
@@ -182,7 +205,7 @@ static int send_to_redis(struct http_server *hs, h2o_req_t *req, struct send_req
         return http_busy(req, "out of memory");
     }
     *d = (struct deferred){.req = req, .hs = hs, .json = r->format == REQUEST_JSON, .start = start, .ep = ep,
-                           .idem = *idem};
+                           .app = r->app_index, .upstream = (unsigned)r->upstream, .idem = *idem};
     memcpy(d->id, r->id, r->id_len + 1);
     d->id_len = r->id_len;
     st = fleet_queue_add(hs->fq, r, &d->fqw, on_queued, d);
@@ -377,23 +400,119 @@ static int claim(struct http_server *hs, h2o_req_t *req, struct send_request *r,
     return 0;
 }
 
+static int proceed(struct http_server *hs, h2o_req_t *req, struct send_request *rp, uint64_t start,
+                   enum upstream_kind kind, size_t cost, const struct idem_hold *idemp);
+
+/* A send whose key waits for Redis' word (fleet_idem.h).  Its request
+ * lives in the request's pool: a client gone meanwhile leaves the push
+ * unqueued and the key free again. */
+struct fleet_claim {
+    h2o_req_t *req;
+    struct fleet_claim **link;
+    struct http_server *hs;
+    struct send_request r;
+    uint64_t start;
+    enum upstream_kind kind;
+    size_t cost;
+    struct idem_hold idem;
+};
+
+static void on_claim_gone(void *p)
+{
+    struct fleet_claim *c = *(struct fleet_claim **)p;
+
+    if (c != NULL)
+        c->req = NULL;
+}
+
+static void on_fleet_claimed(void *arg, enum fleet_idem_result res, const char *first_id, uint32_t first_targets)
+{
+    struct fleet_claim *c = arg;
+    struct http_server *hs = c->hs;
+    h2o_req_t *req = c->req;
+
+    c->idem.fleet = res == FLEET_IDEM_NEW;
+    if (req == NULL) {
+        settle(hs, &c->idem, c->r.id, 0);
+        request_free(&c->r);
+        free(c);
+        return;
+    }
+    *c->link = NULL;
+    conn_progress(hs->conns, req);
+    switch (res) {
+    case FLEET_IDEM_NEW:
+    case FLEET_IDEM_UNREACHABLE: /* the instance's ledger alone, as without --redis */
+        proceed(hs, req, &c->r, c->start, c->kind, c->cost, &c->idem);
+        break;
+    case FLEET_IDEM_DUPLICATE:
+        shm_add(hs->slot, SHM_IDEM_DUPLICATES, 1);
+        respond_accepted(req, c->r.format == REQUEST_JSON, first_targets, first_id, strlen(first_id), 1);
+        break;
+    case FLEET_IDEM_MISMATCH:
+        http_error(req, 422, "this Idempotency-Key came with a different request before");
+        break;
+    case FLEET_IDEM_IN_PROGRESS:
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+        http_error(req, 409, "a request with this Idempotency-Key is still being accepted");
+        break;
+    }
+    if (res != FLEET_IDEM_NEW && res != FLEET_IDEM_UNREACHABLE) {
+        settle(hs, &c->idem, c->r.id, 0); /* this instance's claim goes: the fleet's first push stands */
+        request_free(&c->r);
+    }
+    if (req->res.status != 0)
+        http_count(hs, EP_SEND_OF(c->kind), req->res.status, c->start);
+    free(c);
+}
+
+/* With --redis a key claimed in the instance is claimed in Redis too, and
+ * the push waits for its answer.  Takes r. */
+static int claim_in_fleet(struct http_server *hs, h2o_req_t *req, struct send_request *r, h2o_iovec_t key,
+                          uint64_t start, enum upstream_kind kind, size_t cost, struct idem_hold *idem)
+{
+    const char *app = r->app_index == APP_DEFAULT ? "" : options_app_name(hs->opts, r->app_index);
+    struct fleet_claim *c = calloc(1, sizeof(*c));
+    int rc = -ENOMEM;
+
+    idem->targets = r->ntargets > UINT32_MAX ? UINT32_MAX : (uint32_t)r->ntargets;
+    memcpy(idem->fp, r->fingerprint, IDEM_FINGERPRINT);
+    if (c != NULL) {
+        *c = (struct fleet_claim){.req = req, .hs = hs, .r = *r, .start = start, .kind = kind, .cost = cost,
+                                  .idem = *idem};
+        c->r.fingerprint = c->idem.fp; /* r's pointed to the caller's stack */
+        rc = fleet_idem_claim(hs->fidem, app, key.base, key.len, idem->fp, r->id, idem->targets, on_fleet_claimed, c);
+    }
+    if (rc == 0) {
+        /* h2o_mem_alloc_shared aborts rather than return NULL. */
+        c->link = h2o_mem_alloc_shared(&req->pool, sizeof(*c->link), on_claim_gone);
+        *c->link = c;
+        return 0;
+    }
+    free(c);
+    if (rc == -EAGAIN) {
+        settle(hs, idem, r->id, 0);
+        request_free(r);
+        return http_busy(req, "redis has too many commands under way: try again");
+    }
+    return proceed(hs, req, r, start, kind, cost, idem); /* Redis unreachable: the instance's ledger alone */
+}
+
 /* /gcm/send and /apns/send: the same answers, limits and durability; only
  * the request's rules and the upstream differ. */
 static int send_to(struct http_server *hs, h2o_req_t *req, enum upstream_kind kind)
 {
     struct upstream *up = NULL;
     struct send_request r;
-    const char *ctype = NULL, *why;
-    size_t ctype_len = 0, n, cost = 0;
+    const char *ctype = NULL;
+    size_t ctype_len = 0, cost = 0;
     uint64_t start = uv_hrtime();
-    struct deferred *d = NULL;
-    struct idem_hold idem;
+    struct idem_hold idem = {.len = 0};
     unsigned char fp[IDEM_FINGERPRINT];
     h2o_iovec_t key;
-    struct push *p;
     char err[256];
     ssize_t h;
-    int rc, json;
+    int rc;
 
     if (http_wrong_method(req, "POST"))
         return 0;
@@ -435,6 +554,24 @@ static int send_to(struct http_server *hs, h2o_req_t *req, enum upstream_kind ki
         request_free(&r);
         return 0;
     }
+    if (idem.len > 0 && hs->fidem != NULL)
+        return claim_in_fleet(hs, req, &r, key, start, kind, cost, &idem);
+    return proceed(hs, req, &r, start, kind, cost, &idem);
+}
+
+/* The rest of a send once its key (if any) is claimed: queue it, or hand
+ * it to the spool or to Redis, and answer.  Takes r. */
+static int proceed(struct http_server *hs, h2o_req_t *req, struct send_request *rp, uint64_t start,
+                   enum upstream_kind kind, size_t cost, const struct idem_hold *idemp)
+{
+    struct send_request r = *rp;
+    struct idem_hold idem = *idemp;
+    struct deferred *d = NULL;
+    const char *why;
+    struct push *p;
+    size_t n;
+    int json;
+
     if (hs->fq != NULL)
         return send_to_redis(hs, req, &r, start, EP_SEND_OF(kind), &idem);
     /* Whatever can fail is done before anything is written or queued. */

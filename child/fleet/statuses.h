@@ -1,0 +1,62 @@
+/*
+ * child/fleet/statuses.h - push statuses for the whole fleet (--redis): each
+ * worker adds what it learnt of its pushes to one small hash per push in
+ * Redis, fcmd:push:ID, so that GET /push/{id} through any instance tells
+ * what every instance did with the push.
+ *
+ * Outcomes are summed per push in the worker and go to Redis in one script
+ * every FLEET_STATUS_FLUSH_MS (never a round trip per target).  Redis keeps
+ * a hash FLEET_STATUS_PENDING_TTL_S while its push is pending and
+ * --push-status-ttl once it is done.  The instance's shared-memory statuses
+ * stay as they are: they answer at once, Redis for the fleet.
+ */
+#ifndef FCMD_CHILD_FLEET_STATUSES_H
+#define FCMD_CHILD_FLEET_STATUSES_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "../../common/options.h"
+#include "../../shm/push_status.h"
+#include "status_record.h"
+
+#define FLEET_STATUS_FLUSH_MS 200        /* the batch goes this often */
+#define FLEET_STATUS_PENDING_TTL_S 86400 /* a pending push's hash, from its last change */
+#define FLEET_STATUS_MAX_PUSHES 65536    /* pushes a worker keeps changes of until Redis takes them */
+#define FLEET_STATUS_BATCH 2048          /* pushes in one script */
+#define FLEET_STATUS_TOKEN_MAX 4096      /* bytes of an error's token kept in Redis */
+#define FLEET_STATUS_ERROR_BYTES (8u << 20) /* errors a worker keeps until Redis takes them */
+
+struct fleet;
+struct fleet_statuses;
+
+struct fleet_statuses *fleet_statuses_new(uv_loop_t *loop, struct fleet *f, const struct fcmd_options *o);
+
+/* A push accepted here: its hash gets its targets, app and upstream.  app is
+ * "" for the default app. */
+void fleet_statuses_begin(struct fleet_statuses *fs, const char *id, const char *app, unsigned upstream,
+                          uint32_t targets);
+
+/* One target of a push reached its final outcome here (token and reason for
+ * an invalid or failed one). */
+void fleet_statuses_outcome(struct fleet_statuses *fs, const char *id, const char *app, unsigned upstream,
+                            uint32_t targets, enum push_outcome o, const char *token, size_t token_len,
+                            const char *reason);
+
+/* What Redis holds of a push: rc 1 with *s and e (valid during the call
+ * only), 0 when it holds nothing, -1 when Redis did not answer or refused. */
+typedef void fleet_status_fn(void *arg, int rc, const struct push_status *s, const struct status_record_errors *e);
+
+/* Asks Redis for id's hash; fn gets the answer (always, also when the
+ * connection drops first).  Returns 0, or -1 when Redis cannot be asked now
+ * (fn is not called). */
+int fleet_statuses_get(struct fleet_statuses *fs, const char *id, size_t id_len, fleet_status_fn *fn, void *arg);
+
+/* Changes not yet taken by Redis, for tests and the stop. */
+size_t fleet_statuses_unsent(const struct fleet_statuses *fs);
+
+/* At exit, after fleet_stop(): frees fs (its handle once libuv closed it). */
+void fleet_statuses_free(struct fleet_statuses *fs);
+
+#endif
