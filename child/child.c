@@ -77,6 +77,9 @@ static void on_stop_tick(uv_timer_t *t)
     /* What this child counted reaches Redis before it goes (fleet mode). */
     if (c->fleet != NULL && !fleet_flushed(c->fleet) && now < c->stop_deadline)
         return;
+    /* ...and what it learnt of its pushes' statuses, while Redis is there to take it. */
+    if (c->fstat != NULL && !fleet_statuses_settled(c->fstat) && now < c->stop_deadline)
+        return;
     /* The webhook's events go out before the worker does. */
     if (!webhook_settled(c->webhook) && now < c->stop_deadline)
         return;

@@ -58,8 +58,13 @@ struct claim {
     struct fleet_idem *fi;
     fleet_idem_fn *fn;
     void *arg;
+    char key[KEY_MAX];
+    size_t key_len;
     char value[VALUE_MAX];
+    int again; /* sent again after a NOSCRIPT */
 };
+
+static int send_claim(struct claim *c);
 
 size_t fleet_idem_key(char out[FLEET_IDEM_KEY_MAX], const char *app, const char *key, size_t key_len)
 {
@@ -109,7 +114,11 @@ static void on_claimed(struct fleet *f, void *arg, const redisReply *r)
     uint32_t targets = 0;
 
     (void)f;
-    if (r != NULL && !fleet_script_lost(c->fi->f, &c->fi->claim_s, r)) {
+    if (r != NULL && fleet_script_lost(c->fi->f, &c->fi->claim_s, r) && !c->again) {
+        c->again = 1;
+        if (send_claim(c) == 0)
+            return; /* the next call carries the script's body */
+    } else if (r != NULL && r->type != REDIS_REPLY_ERROR) {
         if (r->type == REDIS_REPLY_INTEGER && r->integer == 0)
             res = FLEET_IDEM_NEW;
         else if (r->type == REDIS_REPLY_STRING)
@@ -127,8 +136,6 @@ int fleet_idem_claim(struct fleet_idem *fi, const char *app, const char *key, si
                      const unsigned char fp[IDEM_FINGERPRINT], const char *id, uint32_t targets, fleet_idem_fn *fn,
                      void *arg)
 {
-    char k[KEY_MAX], ttl[24];
-    const char *argv[6];
     struct claim *c;
     int rc;
 
@@ -141,12 +148,24 @@ int fleet_idem_claim(struct fleet_idem *fi, const char *app, const char *key, si
     }
     *c = (struct claim){.fi = fi, .fn = fn, .arg = arg};
     fleet_idem_value(c->value, fp, id, targets);
-    fleet_idem_key(k, app, key, key_len);
-    snprintf(ttl, sizeof(ttl), "%d", IDEM_CLAIM_MS);
-    argv[2] = "1", argv[3] = k, argv[4] = c->value, argv[5] = ttl;
-    if ((rc = fleet_script_run(fi->f, &fi->claim_s, on_claimed, c, 1024, 6, argv, NULL)) != 0)
+    c->key_len = fleet_idem_key(c->key, app, key, key_len);
+    if ((rc = send_claim(c)) != 0)
         free(c);
     return rc == -EAGAIN ? -EAGAIN : rc != 0 ? -ENOTCONN : 0;
+}
+
+static int send_claim(struct claim *c)
+{
+    const char *argv[6];
+    size_t lens[6];
+    char ttl[24];
+
+    snprintf(ttl, sizeof(ttl), "%d", IDEM_CLAIM_MS);
+    argv[2] = "1", argv[3] = c->key, argv[4] = c->value, argv[5] = ttl;
+    for (int i = 2; i < 6; i++)
+        lens[i] = strlen(argv[i]);
+    lens[3] = c->key_len;
+    return fleet_script_run(c->fi->f, &c->fi->claim_s, on_claimed, c, 1024, 6, argv, lens);
 }
 
 static void on_settled(struct fleet *f, void *arg, const redisReply *r);

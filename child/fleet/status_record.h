@@ -23,7 +23,8 @@ struct status_record_errors {
  * upstreams names the upstream indexes (nupstreams of them).  Fills *out
  * (errors: how many of e, in order, are complete) and e, whose pointers
  * point into the strings.  Returns 0, or -1 when they are no status (no
- * targets, a count that is no number, a count above targets). */
+ * targets, a count that is no number, more canonical than delivered).
+ * Outcomes past the targets (targets delivered twice) read as done. */
 int status_record_read(const char *const *str, const size_t *len, size_t n, const char *const *upstreams,
                        unsigned nupstreams, struct push_status *out, struct status_record_errors *e);
 

@@ -324,6 +324,8 @@ static void on_flushed(struct fleet *f, void *arg, const redisReply *r)
     }
     free_recs(fs, b->recs, b->n);
     free(b);
+    if (!fs->closed && fs->n >= FLEET_STATUS_BATCH)
+        flush(fs); /* more than a batch waits: the next goes at once */
 }
 
 static void on_tick(uv_timer_t *t)
@@ -394,7 +396,12 @@ struct get {
     struct fleet_statuses *fs;
     fleet_status_fn *fn;
     void *arg;
+    char key[16 + PUSH_ID_MAX];
+    size_t key_len;
+    int again; /* sent again after a NOSCRIPT */
 };
+
+static int send_get(struct get *g);
 
 static void on_got(struct fleet *f, void *arg, const redisReply *r)
 {
@@ -406,6 +413,11 @@ static void on_got(struct fleet *f, void *arg, const redisReply *r)
 
     (void)f;
     if (r != NULL && fleet_script_lost(g->fs->f, &g->fs->read_s, r)) {
+        if (!g->again && !g->fs->closed) {
+            g->again = 1;
+            if (send_get(g) == 0)
+                return; /* the next call carries the script's body */
+        }
         g->fn(g->arg, -1, NULL, NULL);
     } else if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
         g->fn(g->arg, -1, NULL, NULL);
@@ -423,21 +435,29 @@ static void on_got(struct fleet *f, void *arg, const redisReply *r)
     free(g);
 }
 
-int fleet_statuses_get(struct fleet_statuses *fs, const char *id, size_t id_len, fleet_status_fn *fn, void *arg)
+static int send_get(struct get *g)
 {
-    char key[16 + PUSH_ID_MAX];
     const char *argv[4];
     size_t lens[4];
-    struct get *g;
 
-    if (fs == NULL || fs->closed || id_len > PUSH_ID_MAX || (g = malloc(sizeof(*g))) == NULL)
-        return -1;
-    *g = (struct get){fs, fn, arg};
-    lens[3] = (size_t)snprintf(key, sizeof(key), "fcmd:push:%.*s", (int)id_len, id);
     argv[2] = "1";
     lens[2] = 1;
-    argv[3] = key;
-    if (fleet_script_run(fs->f, &fs->read_s, on_got, g, READ_REPLY_MAX, 4, argv, lens) != 0) {
+    argv[3] = g->key;
+    lens[3] = g->key_len;
+    return fleet_script_run(g->fs->f, &g->fs->read_s, on_got, g, READ_REPLY_MAX, 4, argv, lens);
+}
+
+int fleet_statuses_get(struct fleet_statuses *fs, const char *id, size_t id_len, fleet_status_fn *fn, void *arg)
+{
+    struct get *g;
+
+    if (fs == NULL || fs->closed || id_len > PUSH_ID_MAX || (g = calloc(1, sizeof(*g))) == NULL)
+        return -1;
+    g->fs = fs;
+    g->fn = fn;
+    g->arg = arg;
+    g->key_len = (size_t)snprintf(g->key, sizeof(g->key), "fcmd:push:%.*s", (int)id_len, id);
+    if (send_get(g) != 0) {
         free(g);
         return -1;
     }
@@ -447,6 +467,14 @@ int fleet_statuses_get(struct fleet_statuses *fs, const char *id, size_t id_len,
 size_t fleet_statuses_unsent(const struct fleet_statuses *fs)
 {
     return fs != NULL ? fs->n : 0;
+}
+
+int fleet_statuses_settled(struct fleet_statuses *fs)
+{
+    if (fs == NULL || !fleet_connected(fs->f) || (fs->n == 0 && !fs->inflight))
+        return 1;
+    flush(fs);
+    return 0;
 }
 
 static void on_closed(uv_handle_t *h)

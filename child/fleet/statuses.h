@@ -53,8 +53,13 @@ typedef void fleet_status_fn(void *arg, int rc, const struct push_status *s, con
  * (fn is not called). */
 int fleet_statuses_get(struct fleet_statuses *fs, const char *id, size_t id_len, fleet_status_fn *fn, void *arg);
 
-/* Changes not yet taken by Redis, for tests and the stop. */
+/* Pushes whose changes Redis has not taken yet. */
 size_t fleet_statuses_unsent(const struct fleet_statuses *fs);
+
+/* For a stopping worker: 1 once Redis took every change (or cannot be
+ * reached: the changes then go with the worker); otherwise sends the next
+ * batch if none is under way and returns 0. */
+int fleet_statuses_settled(struct fleet_statuses *fs);
 
 /* At exit, after fleet_stop(): frees fs (its handle once libuv closed it). */
 void fleet_statuses_free(struct fleet_statuses *fs);
