@@ -199,3 +199,37 @@ def test_statuses_are_fleet_wide_with_the_queue_in_redis(redis, start_mock, star
         wait_until(lambda: done_at(f.base, pid), what="the push done from every live instance")
         s = status(f.base, pid).json()
         assert (s["targets"], s["delivered"], s["pending"]) == (2, 2, 0), s
+
+
+def test_the_documented_acl_user_is_enough(tmp_path, start_mock, start_fcmd):
+    """docs/FLEET.md's ACL user: a fleet run as that user sends, queues,
+    claims, reports, drains, and keeps statuses and keys, with no NOPERM."""
+    from test_fleet import Redis
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "FLEET.md")).read()
+    line = next(ln for ln in doc.splitlines() if ln.startswith("user fcmd on >PASSWORD "))
+    r = Redis(tmp_path)
+    try:
+        rules = line.split()[2:]  # after "user fcmd"
+        rules[1] = ">s3cret-acl"
+        assert resp(r.port, "ACL", "SETUSER", "fcmd", *rules) == "OK"
+        pw = tmp_path / "redis-password"
+        pw.write_text("s3cret-acl\n")
+        pw.chmod(0o600)
+        mock = start_mock()
+        url = f"redis://fcmd:@127.0.0.1:{r.port}"
+        args = ["--redis", url, "--redis-password-file", str(pw), "--redis-queue", "--redis-claim-after", "2"]
+        a, b = (start_fcmd(mock, workers=1, args=args) for _ in range(2))
+        for f in (a, b):
+            wait_ready(f)
+        first = send(a.base, ["acl-1", "notreg-acl"], key="acl-key")
+        assert first.status_code == 200, first.text
+        pid = first.json()["id"]
+        dup = send(b.base, ["acl-1", "notreg-acl"], key="acl-key")
+        assert dup.status_code == 200 and dup.json().get("duplicate") is True, dup.text
+        wait_until(lambda: done_at(b.base, pid) and done_at(a.base, pid), what="the push done, seen from both")
+        wait_until(lambda: requests.get(a.url("/gcm/report/notregistered"), timeout=5).json()["tokens"],
+                   what="the dead token drained through Redis")
+        for f in (a, b):
+            assert "NOPERM" not in f.log_text(), f.log_text()
+    finally:
+        r.stop()
