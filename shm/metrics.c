@@ -90,6 +90,11 @@ const struct shm_metric shm_metrics[] = {
      .help = "Spool fdatasync calls (batch and always)."},
     {"idempotent_duplicates", SHM_COUNTER, COUNTER(SHM_IDEM_DUPLICATES),    35, IN_REPORTS | SHM_SERIES,
      .help = "Sends not queued again: their Idempotency-Key named a push accepted before."},
+    {"fleet_status_lost",     SHM_COUNTER, COUNTER(SHM_FLEET_STATUS_LOST),  42, SHM_FLEET | SHM_SERIES,
+     .help = "Target outcomes left out of the fleet's push statuses in Redis (--redis): a batch's reply lost, or "
+             "too many pushes waiting for Redis."},
+    {"idempotency_fallbacks", SHM_COUNTER, COUNTER(SHM_IDEM_FALLBACKS),     43, SHM_FLEET | SHM_SERIES,
+     .help = "Sends with an Idempotency-Key that this instance's ledger alone judged, Redis not answering (--redis)."},
     {"push_statuses",         SHM_GAUGE,   TOTAL(push_statuses),            32, SHM_REPORT | SHM_SERIES,
      .help = "Push statuses kept for GET /push/{id}."},
     {"push_waiters",          SHM_GAUGE,   GAUGE(SHM_PUSH_WAITERS),         0,  SHM_SERIES,

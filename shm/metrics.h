@@ -38,6 +38,8 @@ enum shm_counter {
     SHM_REPLAYED,       /* targets re-queued from an orphaned spool segment */
     SHM_SPOOL_SYNCS,    /* spool syncs (batch, always) completed, failed ones too */
     SHM_IDEM_DUPLICATES, /* sends answered with the push their Idempotency-Key named first */
+    SHM_FLEET_STATUS_LOST, /* target outcomes that never reached the fleet's push statuses in Redis */
+    SHM_IDEM_FALLBACKS,    /* sends whose Idempotency-Key the instance alone judged: Redis did not answer */
     SHM_NCOUNTERS
 };
 

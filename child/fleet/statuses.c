@@ -14,6 +14,7 @@
 #include "script.h"
 #include "../../common/log.h"
 #include "../core/push_id.h"
+#include "../../shm/region.h"
 
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
@@ -99,6 +100,7 @@ struct fleet_statuses {
     uv_loop_t *loop;
     struct fleet *f;
     const struct fcmd_options *o;
+    struct shm_slot *slot;
     uv_timer_t timer;
     struct rec *recs;
     size_t n, cap;
@@ -318,6 +320,10 @@ static void on_flushed(struct fleet *f, void *arg, const redisReply *r)
         if (!fs->closed)
             put_back(fs, b);
     } else if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        uint64_t n = 0;
+        for (size_t i = 0; i < b->n; i++)
+            n += (uint64_t)b->recs[i].d[0] + b->recs[i].d[2] + b->recs[i].d[3];
+        shm_add(fs->slot, SHM_FLEET_STATUS_LOST, n);
         log_limited(&fs->lost_log, LOG_WARN,
                     "redis: the statuses of %zu pushes may lack what this worker did (%s)", b->n,
                     r == NULL ? "the connection dropped before the reply" : r->str);
@@ -333,7 +339,8 @@ static void on_tick(uv_timer_t *t)
     flush(t->data);
 }
 
-struct fleet_statuses *fleet_statuses_new(uv_loop_t *loop, struct fleet *f, const struct fcmd_options *o)
+struct fleet_statuses *fleet_statuses_new(uv_loop_t *loop, struct fleet *f, const struct fcmd_options *o,
+                                          struct shm_slot *slot)
 {
     struct fleet_statuses *fs = calloc(1, sizeof(*fs));
 
@@ -342,6 +349,7 @@ struct fleet_statuses *fleet_statuses_new(uv_loop_t *loop, struct fleet *f, cons
     fs->loop = loop;
     fs->f = f;
     fs->o = o;
+    fs->slot = slot;
     fs->index_cap = 2 * FLEET_STATUS_MAX_PUSHES;
     fs->lost_log = (struct log_limit)LOG_LIMIT_INIT(10000);
     fs->full_log = (struct log_limit)LOG_LIMIT_INIT(10000);
@@ -371,8 +379,12 @@ void fleet_statuses_outcome(struct fleet_statuses *fs, const char *id, const cha
 {
     struct rec *r;
 
-    if (fs == NULL || (r = rec_of(fs, id, app, upstream, targets)) == NULL)
+    if (fs == NULL)
         return;
+    if ((r = rec_of(fs, id, app, upstream, targets)) == NULL) {
+        shm_add(fs->slot, SHM_FLEET_STATUS_LOST, 1);
+        return;
+    }
     switch (o) {
     case PUSH_CANONICAL: /* delivered, with a new token */
         r->d[0]++;

@@ -31,7 +31,10 @@
 struct fleet;
 struct fleet_statuses;
 
-struct fleet_statuses *fleet_statuses_new(uv_loop_t *loop, struct fleet *f, const struct fcmd_options *o);
+/* Outcomes left out of Redis are counted in slot (SHM_FLEET_STATUS_LOST). */
+struct shm_slot;
+struct fleet_statuses *fleet_statuses_new(uv_loop_t *loop, struct fleet *f, const struct fcmd_options *o,
+                                          struct shm_slot *slot);
 
 /* A push accepted here: its hash gets its targets, app and upstream.  app is
  * "" for the default app. */

@@ -441,8 +441,11 @@ static void on_fleet_claimed(void *arg, enum fleet_idem_result res, const char *
     *c->link = NULL;
     conn_progress(hs->conns, req);
     switch (res) {
-    case FLEET_IDEM_NEW:
     case FLEET_IDEM_UNREACHABLE: /* the instance's ledger alone, as without --redis */
+        shm_add(hs->slot, SHM_IDEM_FALLBACKS, 1);
+        proceed(hs, req, &c->r, c->start, c->kind, c->cost, &c->idem);
+        break;
+    case FLEET_IDEM_NEW:
         proceed(hs, req, &c->r, c->start, c->kind, c->cost, &c->idem);
         break;
     case FLEET_IDEM_DUPLICATE:
@@ -495,6 +498,7 @@ static int claim_in_fleet(struct http_server *hs, h2o_req_t *req, struct send_re
         request_free(r);
         return http_busy(req, "redis has too many commands under way: try again");
     }
+    shm_add(hs->slot, SHM_IDEM_FALLBACKS, 1);
     return proceed(hs, req, r, start, kind, cost, idem); /* Redis unreachable: the instance's ledger alone */
 }
 

@@ -21,7 +21,7 @@ from test_fleet import redis  # noqa: F401 (the fixture)
 # The fields of fcmd:totals: every slot counter and the two drain lists' drops.
 COUNTERS = ["accepted", "attempts", "successes", "failures", "retries", "canonicals", "notregistered", "lost",
             "left_in_spool", "upstream_requests", "upstream_errors", "oauth_tokens", "oauth_failures", "replayed",
-            "spool_syncs", "idempotent_duplicates"]
+            "spool_syncs", "idempotent_duplicates", "fleet_status_lost", "idempotency_fallbacks"]
 DROPS = {"canonical_dropped": "canonical", "notregistered_dropped": "notregistered"}
 FIELDS = COUNTERS + list(DROPS)
 
@@ -36,6 +36,7 @@ SCALARS = {"fcmd_accepted_targets_total", "fcmd_attempts_total", "fcmd_successes
            "fcmd_spool_segments", "fcmd_spool_max_bytes", "fcmd_spool_syncs_total",
            "fcmd_drain_list_bytes", "fcmd_apns_provider_tokens_total", "fcmd_push_statuses", "fcmd_push_waiters",
            "fcmd_push_status_evicted_total", "fcmd_push_status_lost_total", "fcmd_idempotent_duplicates_total",
+           "fcmd_fleet_status_lost_total", "fcmd_idempotency_fallbacks_total",
            "fcmd_webhook_events_total", "fcmd_webhook_failed_attempts_total", "fcmd_webhook_dropped_total",
            "fcmd_webhook_pending", "fcmd_webhook_queue_bytes", "fcmd_webhook_oldest_seconds"}
 GAUGES = {"pending", "workers", "waiting_for_token", "spool_bytes", "spool_segments", "uptime_seconds", "queue_depth",
@@ -54,7 +55,8 @@ LOCAL_SPOOL = (LOCAL + ["left_in_spool"] + DROPPED + ["spool_bytes", "spool_segm
                + ["spool_max_bytes"] + LISTS + STATUSES + CLOSING)
 LOCAL_SA = LOCAL + DROPPED + ["oauth_tokens", "oauth_failures", "waiting_for_token"] + QUEUE + LISTS + STATUSES + CLOSING
 LOCAL_PLAIN = LOCAL + DROPPED + QUEUE + LISTS + STATUSES + CLOSING
-FLEET = set(LOCAL + ["left_in_spool", "replayed", "idempotent_duplicates"] + DROPPED + ["instances", "scope", "redis", "age_ms", "upstream"])
+FLEET = set(LOCAL + ["left_in_spool", "replayed", "idempotent_duplicates", "fleet_status_lost",
+                      "idempotency_fallbacks"] + DROPPED + ["instances", "scope", "redis", "age_ms", "upstream"])
 
 
 def scrape(f):
@@ -122,6 +124,17 @@ def test_report_metrics_and_redis_agree_on_every_counter_name(redis, start_mock,
     a.wait_idle()
     for _ in range(2):  # the second is a duplicate
         assert a.send_json({"tokens": ["idem-1"], "payload": {}}, headers={"Idempotency-Key": "k"}).status_code == 200
+    a.wait_idle()
+    # Redis refusing writes for a while: a key judged by the instance alone, and
+    # outcomes left out of the push statuses in Redis (counted once it takes writes again).
+    config = ["redis-cli", "-p", str(redis.port), "CONFIG", "SET"]
+    subprocess.run(config + ["maxmemory-policy", "noeviction"], check=True, capture_output=True, timeout=10)
+    subprocess.run(config + ["maxmemory", "1"], check=True, capture_output=True, timeout=10)
+    try:
+        assert a.send_json({"tokens": ["oom-1"], "payload": {}}, headers={"Idempotency-Key": "oom"}).status_code == 200
+        wait_until(lambda: metric(scrape(a)[0], "fleet_status_lost") >= 1, what="the refused status batch counted")
+    finally:
+        subprocess.run(config + ["maxmemory", "0"], check=True, capture_output=True, timeout=10)
     a.wait_idle()
     for i in range(30):
         one_push(a, f"slow-{i}")

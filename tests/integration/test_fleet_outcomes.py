@@ -177,6 +177,10 @@ def test_redis_down_idempotency_falls_back_to_the_instance(redis, mock, start_fc
     wait_until(lambda: mock.token("fb-1"), what="the push delivered")
     assert mock.token("fb-1")["attempts"] == 1
     assert "Idempotency-Key" in a.log_text()
+    fallbacks = [ln for ln in requests.get(a.url("/metrics"), timeout=5).text.splitlines()
+                 if ln.startswith("fcmd_idempotency_fallbacks_total ")]
+    # Only the first went to Redis: the retries were duplicates in the instance's ledger already.
+    assert fallbacks and int(float(fallbacks[0].split()[1])) == 1, fallbacks
 
 
 def test_statuses_are_fleet_wide_with_the_queue_in_redis(redis, start_mock, start_fcmd):  # noqa: F811
@@ -233,3 +237,31 @@ def test_the_documented_acl_user_is_enough(tmp_path, start_mock, start_fcmd):
             assert "NOPERM" not in f.log_text(), f.log_text()
     finally:
         r.stop()
+
+
+def test_a_refused_batch_is_counted_and_the_key_falls_back(redis, start_mock, start_fcmd):  # noqa: F811
+    """Redis refusing writes (maxmemory reached, noeviction): the statuses'
+    batch is refused and its outcomes counted in fleet_status_lost, the
+    key's claim is refused and the instance's ledger alone judges it."""
+    mock = start_mock("--latency-ms", "300")
+    (a,) = fleet(start_fcmd, mock, redis, n=1, workers=1)
+    assert resp(redis.port, "CONFIG", "SET", "maxmemory-policy", "noeviction") == "OK"
+    assert resp(redis.port, "CONFIG", "SET", "maxmemory", "1") == "OK"
+    try:
+        r = send(a.base, ["oom-1", "oom-2"], key="oom-key")
+        assert r.status_code == 200, r.text
+
+        def counted():
+            text = requests.get(a.url("/metrics"), timeout=5).text
+            got = {ln.split()[0]: float(ln.split()[1]) for ln in text.splitlines()
+                   if ln.startswith(("fcmd_fleet_status_lost_total ", "fcmd_idempotency_fallbacks_total "))}
+            return got if got.get("fcmd_fleet_status_lost_total", 0) >= 2 else None
+        got = wait_until(counted, timeout=15, what="the refused batch counted")
+        assert got["fcmd_idempotency_fallbacks_total"] == 1, got
+        assert "Idempotency-Key" in a.log_text() and "statuses of" in a.log_text()
+    finally:
+        assert resp(redis.port, "CONFIG", "SET", "maxmemory", "0") == "OK"
+    # The instance's own status still knows the push.
+    pid = r.json()["id"]
+    s = status(a.base, pid)
+    assert s.status_code == 200 and s.json()["state"] == "done" and s.json()["delivered"] == 2, s.text
