@@ -16,6 +16,7 @@
 #include "../core/push_id.h"
 #include "../../shm/region.h"
 
+#include <errno.h>
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -109,6 +110,7 @@ struct fleet_statuses {
     size_t err_bytes; /* in recs' errs and in batches not answered */
     struct fleet_script flush_s, read_s;
     int inflight; /* a batch awaits its reply */
+    unsigned gets; /* reads awaiting their replies */
     struct batch *sent;
     struct log_limit lost_log, full_log;
     int closed;
@@ -444,6 +446,7 @@ static void on_got(struct fleet *f, void *arg, const redisReply *r)
         else
             g->fn(g->arg, 0, NULL, NULL);
     }
+    g->fs->gets--;
     free(g);
 }
 
@@ -462,17 +465,23 @@ static int send_get(struct get *g)
 int fleet_statuses_get(struct fleet_statuses *fs, const char *id, size_t id_len, fleet_status_fn *fn, void *arg)
 {
     struct get *g;
+    int rc;
 
-    if (fs == NULL || fs->closed || id_len > PUSH_ID_MAX || (g = calloc(1, sizeof(*g))) == NULL)
-        return -1;
+    if (fs == NULL || fs->closed || id_len > PUSH_ID_MAX)
+        return -ENOTCONN;
+    if (fs->gets >= FLEET_STATUS_GETS_MAX)
+        return -EAGAIN;
+    if ((g = calloc(1, sizeof(*g))) == NULL)
+        return -ENOTCONN;
     g->fs = fs;
     g->fn = fn;
     g->arg = arg;
     g->key_len = (size_t)snprintf(g->key, sizeof(g->key), "fcmd:push:%.*s", (int)id_len, id);
-    if (send_get(g) != 0) {
+    if ((rc = send_get(g)) != 0) {
         free(g);
-        return -1;
+        return rc == -EAGAIN ? -EAGAIN : -ENOTCONN;
     }
+    fs->gets++;
     return 0;
 }
 

@@ -27,6 +27,7 @@
 #define FLEET_STATUS_BATCH 2048          /* pushes in one script */
 #define FLEET_STATUS_TOKEN_MAX 4096      /* bytes of an error's token kept in Redis */
 #define FLEET_STATUS_ERROR_BYTES (8u << 20) /* errors a worker keeps until Redis takes them */
+#define FLEET_STATUS_GETS_MAX 16         /* reads awaiting Redis per worker: the connection serves the queue too */
 
 struct fleet;
 struct fleet_statuses;
@@ -52,8 +53,10 @@ void fleet_statuses_outcome(struct fleet_statuses *fs, const char *id, const cha
 typedef void fleet_status_fn(void *arg, int rc, const struct push_status *s, const struct status_record_errors *e);
 
 /* Asks Redis for id's hash; fn gets the answer (always, also when the
- * connection drops first).  Returns 0, or -1 when Redis cannot be asked now
- * (fn is not called). */
+ * connection drops first).  Returns 0; -EAGAIN when FLEET_STATUS_GETS_MAX
+ * reads (or the connection's most replies) are awaited already: ask again
+ * later; -ENOTCONN when Redis cannot be asked now.  fn is called only
+ * after 0. */
 int fleet_statuses_get(struct fleet_statuses *fs, const char *id, size_t id_len, fleet_status_fn *fn, void *arg);
 
 /* Pushes whose changes Redis has not taken yet. */

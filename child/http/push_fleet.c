@@ -19,6 +19,7 @@
 #include "../core/push_id.h"
 #include "../fleet/statuses.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +27,7 @@
 #define FLEET_LOOK_POLL_MS 100   /* how often a waiting look asks Redis again */
 #define FLEET_LOOK_TICK_MS 25    /* the timer that asks the looks due */
 #define FLEET_LOOKS_MAX 10000    /* per worker; more is a 503 */
+#define FLEET_LOOK_BUSY_MS 3000  /* a look that cannot be asked for this long past its end is a 503 */
 
 struct look {
     h2o_linklist_t link; /* in hs->push_looks while the request waits */
@@ -84,11 +86,24 @@ static uint32_t max32(uint32_t a, uint32_t b)
 static void on_status(void *arg, int rc, const struct push_status *rs, const struct status_record_errors *re);
 static void on_look_tick(uv_timer_t *t);
 
+/* Asks Redis; while the worker's reads are many, asks again at the next
+ * tick, up to FLEET_LOOK_BUSY_MS past the look's end. */
 static void ask(struct look *l)
 {
+    uint64_t now = uv_now(l->hs->conns->loop), end = l->deadline > l->grace_end ? l->deadline : l->grace_end;
+    int rc;
+
     l->asking = 1;
-    if (fleet_statuses_get(l->hs->fstat, l->id, l->id_len, on_status, l) != 0)
-        on_status(l, -1, NULL, NULL);
+    if ((rc = fleet_statuses_get(l->hs->fstat, l->id, l->id_len, on_status, l)) == 0)
+        return;
+    if (rc == -EAGAIN && now < end + FLEET_LOOK_BUSY_MS) {
+        l->asking = 0;
+        l->next = now;
+        if (!uv_is_active((uv_handle_t *)&l->hs->push_look_timer))
+            uv_timer_start(&l->hs->push_look_timer, on_look_tick, FLEET_LOOK_TICK_MS, FLEET_LOOK_TICK_MS);
+        return;
+    }
+    on_status(l, -1, NULL, NULL);
 }
 
 static void on_status(void *arg, int rc, const struct push_status *rs, const struct status_record_errors *re)

@@ -104,6 +104,13 @@ def test_wait_ends_at_s_while_the_push_is_pending(redis, start_mock, start_fcmd)
     took = time.monotonic() - t0
     assert r.status_code == 200 and r.json()["state"] == "pending" and r.json()["pending"] == 1, r.text
     assert 1.8 <= took < 6, took
+    # More waiting at once than a worker asks Redis about at a time: each still
+    # answers at its end, none with a 503.
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(60) as pool:
+        answers = list(pool.map(lambda _: status(b.base, pid, wait="2"), range(60)))
+    assert all(a.status_code == 200 and a.json()["state"] == "pending" for a in answers), \
+        [(a.status_code, a.text) for a in answers if a.status_code != 200][:3]
 
 
 def test_an_unknown_id_is_404_after_a_grace_and_503_while_redis_is_down(redis, mock, start_fcmd):  # noqa: F811
