@@ -22,7 +22,9 @@
 /* KEYS 1 the key; ARGV 1 the claim's value, 2 its ttl (ms). */
 static const char claim_script[] =
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end\n"
-    "return redis.call('GET', KEYS[1]) or 0\n";
+    "local v = redis.call('GET', KEYS[1])\n"
+    "if v and #v > 512 then return 'X' end\n" /* not fcmd's: the reply stays small */
+    "return v or 0\n";
 
 /* KEYS 1 the key; ARGV 1 the claim's value, 2 '1' accepted or '0', 3 the ttl (s). */
 static const char settle_script[] =
@@ -165,7 +167,7 @@ static int send_claim(struct claim *c)
     for (int i = 2; i < 6; i++)
         lens[i] = strlen(argv[i]);
     lens[3] = c->key_len;
-    return fleet_script_run(c->fi->f, &c->fi->claim_s, on_claimed, c, 1024, 6, argv, lens);
+    return fleet_script_run(c->fi->f, &c->fi->claim_s, on_claimed, c, 4096, 6, argv, lens);
 }
 
 static void on_settled(struct fleet *f, void *arg, const redisReply *r);
@@ -192,7 +194,7 @@ static int send_settle(struct fleet_idem *fi, const struct settle *s)
     for (int i = 2; i < 7; i++)
         lens[i] = strlen(argv[i]);
     lens[3] = c->s.key_len;
-    if (fleet_script_run(fi->f, &fi->settle_s, on_settled, c, 1024, 7, argv, lens) != 0) {
+    if (fleet_script_run(fi->f, &fi->settle_s, on_settled, c, 4096, 7, argv, lens) != 0) {
         free(c);
         return -1;
     }

@@ -35,33 +35,47 @@ static const char flush_script[] =
     "local i = 4\n"
     "while i + 8 <= #ARGV do\n"
     "  local k = 'fcmd:push:' .. ARGV[i]\n"
-    "  redis.call('HSETNX', k, 'targets', ARGV[i + 1])\n"
-    "  redis.call('HSETNX', k, 'app', ARGV[i + 2])\n"
-    "  redis.call('HSETNX', k, 'upstream', ARGV[i + 3])\n"
-    "  for j = 1, 4 do\n"
-    "    local d = tonumber(ARGV[i + 3 + j])\n"
-    "    if d and d > 0 then redis.call('HINCRBY', k, names[j], d) end\n"
-    "  end\n"
     "  local ne = tonumber(ARGV[i + 8]) or 0\n"
-    "  i = i + 9\n"
-    "  if ne > 0 then\n"
-    "    local n = tonumber(redis.call('HGET', k, 'errors') or '0') or 0\n"
-    "    for j = 0, ne - 1 do\n"
-    "      if n < cap then\n"
-    "        redis.call('HSET', k, 't' .. n, ARGV[i + 2 * j], 'r' .. n, ARGV[i + 2 * j + 1])\n"
-    "        n = n + 1\n"
-    "      end\n"
+    "  local e = i + 9\n"
+    "  if redis.call('EXISTS', k) == 0 then\n"
+    /* The common case, a push begun and often finished within one batch:
+     * one HSET of everything, nothing to read. */
+    "    local f = {'targets', ARGV[i + 1], 'app', ARGV[i + 2], 'upstream', ARGV[i + 3]}\n"
+    "    local done = 0\n"
+    "    for j = 1, 4 do\n"
+    "      local d = tonumber(ARGV[i + 3 + j]) or 0\n"
+    "      if d > 0 then f[#f + 1] = names[j]; f[#f + 1] = d end\n"
+    "      if j ~= 2 then done = done + d end\n"
     "    end\n"
-    "    redis.call('HSET', k, 'errors', n)\n"
-    "    i = i + 2 * ne\n"
-    "  end\n"
-    "  local v = redis.call('HMGET', k, 'targets', 'delivered', 'invalid', 'failed')\n"
-    "  local done = (tonumber(v[2]) or 0) + (tonumber(v[3]) or 0) + (tonumber(v[4]) or 0)\n"
-    "  if done >= (tonumber(v[1]) or 1) then\n"
-    "    redis.call('EXPIRE', k, dttl)\n"
+    "    local n = math.min(ne, cap)\n"
+    "    for j = 0, n - 1 do\n"
+    "      f[#f + 1] = 't' .. j; f[#f + 1] = ARGV[e + 2 * j]\n"
+    "      f[#f + 1] = 'r' .. j; f[#f + 1] = ARGV[e + 2 * j + 1]\n"
+    "    end\n"
+    "    if n > 0 then f[#f + 1] = 'errors'; f[#f + 1] = n end\n"
+    "    redis.call('HSET', k, unpack(f))\n"
+    "    redis.call('EXPIRE', k, done >= (tonumber(ARGV[i + 1]) or 1) and dttl or pttl)\n"
     "  else\n"
-    "    redis.call('EXPIRE', k, pttl)\n"
+    "    redis.call('HSETNX', k, 'targets', ARGV[i + 1])\n"
+    "    for j = 1, 4 do\n"
+    "      local d = tonumber(ARGV[i + 3 + j])\n"
+    "      if d and d > 0 then redis.call('HINCRBY', k, names[j], d) end\n"
+    "    end\n"
+    "    if ne > 0 then\n"
+    "      local n = tonumber(redis.call('HGET', k, 'errors') or '0') or 0\n"
+    "      for j = 0, ne - 1 do\n"
+    "        if n < cap then\n"
+    "          redis.call('HSET', k, 't' .. n, ARGV[e + 2 * j], 'r' .. n, ARGV[e + 2 * j + 1])\n"
+    "          n = n + 1\n"
+    "        end\n"
+    "      end\n"
+    "      redis.call('HSET', k, 'errors', n)\n"
+    "    end\n"
+    "    local v = redis.call('HMGET', k, 'targets', 'delivered', 'invalid', 'failed')\n"
+    "    local done = (tonumber(v[2]) or 0) + (tonumber(v[3]) or 0) + (tonumber(v[4]) or 0)\n"
+    "    redis.call('EXPIRE', k, done >= (tonumber(v[1]) or 1) and dttl or pttl)\n"
     "  end\n"
+    "  i = e + 2 * ne\n"
     "end\n"
     "return 1\n";
 
@@ -226,7 +240,7 @@ static void flush(struct fleet_statuses *fs)
     argv = malloc(argc * sizeof(*argv));
     lens = malloc(argc * sizeof(*lens));
     nums = malloc(6 * n * sizeof(*nums));
-    b = malloc(sizeof(*b));
+    b = calloc(1, sizeof(*b));
     if (argv == NULL || lens == NULL || nums == NULL || b == NULL || (b->recs = malloc(n * sizeof(*b->recs))) == NULL)
         goto out;
     snprintf(ttls[0], sizeof(ttls[0]), "%d", FLEET_STATUS_PENDING_TTL_S);
@@ -266,7 +280,7 @@ static void flush(struct fleet_statuses *fs)
     }
     for (size_t j = 2; j < 6; j++)
         lens[j] = strlen(argv[j]);
-    rc = fleet_script_run(fs->f, &fs->flush_s, on_flushed, b, 64, (int)argc, argv, lens);
+    rc = fleet_script_run(fs->f, &fs->flush_s, on_flushed, b, 4096, (int)argc, argv, lens); /* 1, or an error */
     if (rc != 0)
         goto out;
     /* Sent: the batch's changes leave the table and wait for the reply. */

@@ -272,3 +272,25 @@ def test_a_refused_batch_is_counted_and_the_key_falls_back(redis, start_mock, st
     pid = r.json()["id"]
     s = status(a.base, pid)
     assert s.status_code == 200 and s.json()["state"] == "done" and s.json()["delivered"] == 2, s.text
+
+
+def test_keys_and_hashes_someone_else_wrote_cost_nothing(redis, mock, start_fcmd):  # noqa: F811
+    """Anyone who can write to Redis can fill fcmd's keys: a huge value under
+    an Idempotency-Key, a hash with huge or garbage fields under a push id.
+    They are read as no answer (the instance's ledger decides) or no status,
+    and never cost the connection."""
+    (a,) = fleet(start_fcmd, mock, redis, n=1, workers=1)
+    big = "v" * 100000
+    assert resp(redis.port, "SET", "fcmd:idem::hostile", big) == "OK"
+    r = send(a.base, ["hx-1"], key="hostile")
+    assert r.status_code == 200 and "duplicate" not in r.json(), r.text
+    assert resp(redis.port, "HSET", "fcmd:push:forged", "targets", "2", "t0", big, "r0", big, "junk", big) == 4
+    s = status(a.base, "forged")
+    assert s.status_code == 200, s.text
+    assert s.json()["targets"] == 2 and s.json()["errors"] == [] and s.json()["state"] == "pending", s.text
+    assert resp(redis.port, "HSET", "fcmd:push:garbage", "targets", "many") == 1
+    assert status(a.base, "garbage").status_code == 404
+    assert "lost redis" not in a.log_text()
+    fallbacks = [ln for ln in requests.get(a.url("/metrics"), timeout=5).text.splitlines()
+                 if ln.startswith(("fcmd_idempotency_fallbacks_total ", "fcmd_redis_unreachable "))]
+    assert sorted(fallbacks) == ["fcmd_idempotency_fallbacks_total 1", "fcmd_redis_unreachable 0"], fallbacks
