@@ -100,6 +100,7 @@ struct rec {
     uint32_t targets;
     uint32_t d[4];      /* delivered (canonical ones too), canonical, invalid, failed */
     uint32_t nerr;      /* errors in errs */
+    uint64_t made_ms;   /* uv_now() when this change began */
     char *errs;         /* each: 2-byte token length, 2-byte reason length, the bytes */
     size_t errs_len;
 };
@@ -181,6 +182,7 @@ static struct rec *rec_of(struct fleet_statuses *fs, const char *id, const char 
     snprintf(r->app, sizeof(r->app), "%s", app != NULL ? app : "");
     r->upstream = upstream;
     r->targets = targets;
+    r->made_ms = uv_now(fs->loop);
     fs->index[j] = (uint32_t)++fs->n;
     return r;
 }
@@ -221,27 +223,68 @@ static void free_recs(struct fleet_statuses *fs, struct rec *recs, size_t n)
     free(recs);
 }
 
-/* Sends the first FLEET_STATUS_BATCH pushes' changes in one script. */
-static void flush(struct fleet_statuses *fs)
+/* Whether r's change goes in the next batch: it has an outcome, or its
+ * push has waited FLEET_STATUS_BEGIN_HOLD_MS for one (or all goes now). */
+static int due(const struct rec *r, uint64_t now, int all)
 {
-    size_t n = fs->n < FLEET_STATUS_BATCH ? fs->n : FLEET_STATUS_BATCH, argc = 6, k = 0, nerr = 0;
+    return all || r->d[0] + r->d[2] + r->d[3] > 0 || now >= r->made_ms + FLEET_STATUS_BEGIN_HOLD_MS;
+}
+
+/* Moves the changes due, up to FLEET_STATUS_BATCH, from the table to out
+ * (room for that many); returns how many.  One pass: the rest keep their
+ * order. */
+static size_t take_due(struct fleet_statuses *fs, struct rec *out, int all)
+{
+    uint64_t now = uv_now(fs->loop);
+    size_t n = 0, kept = 0;
+
+    for (size_t i = 0; i < fs->n; i++) {
+        if (n < FLEET_STATUS_BATCH && due(&fs->recs[i], now, all))
+            out[n++] = fs->recs[i];
+        else
+            fs->recs[kept++] = fs->recs[i];
+    }
+    fs->n = kept;
+    if (n > 0)
+        index_rebuild(fs);
+    return n;
+}
+
+/* Puts a batch that could not go back at the table's end. */
+static void untake(struct fleet_statuses *fs, const struct rec *recs, size_t n)
+{
+    memcpy(fs->recs + fs->n, recs, n * sizeof(*recs));
+    fs->n += n;
+    index_rebuild(fs);
+}
+
+/* Sends the changes due, up to FLEET_STATUS_BATCH pushes, in one script. */
+static void flush(struct fleet_statuses *fs, int all)
+{
+    size_t n, argc = 6, k = 0, nerr = 0;
     struct batch *b;
-    const char **argv;
-    size_t *lens;
-    char (*nums)[16];
+    const char **argv = NULL;
+    size_t *lens = NULL;
+    char (*nums)[16] = NULL;
     char ttls[2][24];
     int rc;
 
-    if (n == 0 || fs->inflight || !fleet_connected(fs->f))
+    if (fs->n == 0 || fs->inflight || !fleet_connected(fs->f))
         return;
+    if ((b = calloc(1, sizeof(*b))) == NULL ||
+        (b->recs = malloc((fs->n < FLEET_STATUS_BATCH ? fs->n : FLEET_STATUS_BATCH) * sizeof(*b->recs))) == NULL) {
+        free(b);
+        return;
+    }
+    if ((n = take_due(fs, b->recs, all)) == 0)
+        goto out;
     for (size_t i = 0; i < n; i++)
-        nerr += fs->recs[i].nerr;
+        nerr += b->recs[i].nerr;
     argc += 9 * n + 2 * nerr;
     argv = malloc(argc * sizeof(*argv));
     lens = malloc(argc * sizeof(*lens));
     nums = malloc(6 * n * sizeof(*nums));
-    b = calloc(1, sizeof(*b));
-    if (argv == NULL || lens == NULL || nums == NULL || b == NULL || (b->recs = malloc(n * sizeof(*b->recs))) == NULL)
+    if (argv == NULL || lens == NULL || nums == NULL)
         goto out;
     snprintf(ttls[0], sizeof(ttls[0]), "%d", FLEET_STATUS_PENDING_TTL_S);
     snprintf(ttls[1], sizeof(ttls[1]), "%d", fs->o->push_status_ttl > 0 ? fs->o->push_status_ttl : 1);
@@ -249,7 +292,7 @@ static void flush(struct fleet_statuses *fs)
     argv[5] = "100";
     argc = 6;
     for (size_t i = 0; i < n; i++) {
-        const struct rec *r = &fs->recs[i];
+        const struct rec *r = &b->recs[i];
         const char *e = r->errs;
         argv[argc++] = r->id;
         snprintf(nums[k], sizeof(nums[k]), "%" PRIu32, r->targets);
@@ -262,6 +305,8 @@ static void flush(struct fleet_statuses *fs)
         }
         snprintf(nums[k], sizeof(nums[k]), "%" PRIu32, r->nerr);
         argv[argc++] = nums[k++];
+        for (size_t j = argc - 9; j < argc; j++)
+            lens[j] = strlen(argv[j]); /* every argument but the errors is a C string */
         for (uint32_t j = 0; j < r->nerr; j++) {
             size_t tl = (unsigned char)e[0] | (size_t)(unsigned char)e[1] << 8;
             size_t rl = (unsigned char)e[2] | (size_t)(unsigned char)e[3] << 8;
@@ -272,31 +317,23 @@ static void flush(struct fleet_statuses *fs)
             e += 4 + tl + rl;
         }
     }
-    /* Every argument but the errors is a C string. */
-    for (size_t i = 0, j = 6; i < n; i++) {
-        for (int c = 0; c < 9; c++, j++)
-            lens[j] = strlen(argv[j]);
-        j += 2 * fs->recs[i].nerr;
-    }
     for (size_t j = 2; j < 6; j++)
         lens[j] = strlen(argv[j]);
     rc = fleet_script_run(fs->f, &fs->flush_s, on_flushed, b, 4096, (int)argc, argv, lens); /* 1, or an error */
     if (rc != 0)
         goto out;
-    /* Sent: the batch's changes leave the table and wait for the reply. */
-    memcpy(b->recs, fs->recs, n * sizeof(*b->recs));
+    /* Sent: the batch's changes wait for the reply. */
     b->n = n;
     b->fs = fs;
-    memmove(fs->recs, fs->recs + n, (fs->n - n) * sizeof(*fs->recs));
-    fs->n -= n;
-    index_rebuild(fs);
     fs->inflight = 1;
     fs->sent = b;
     b = NULL;
 out:
-    if (b != NULL)
+    if (b != NULL) {
+        untake(fs, b->recs, n);
         free(b->recs);
-    free(b);
+        free(b);
+    }
     free(argv);
     free(lens);
     free(nums);
@@ -347,12 +384,12 @@ static void on_flushed(struct fleet *f, void *arg, const redisReply *r)
     free_recs(fs, b->recs, b->n);
     free(b);
     if (!fs->closed && fs->n >= FLEET_STATUS_BATCH)
-        flush(fs); /* more than a batch waits: the next goes at once */
+        flush(fs, 0); /* more than a batch waits: the next goes at once */
 }
 
 static void on_tick(uv_timer_t *t)
 {
-    flush(t->data);
+    flush(t->data, 0);
 }
 
 struct fleet_statuses *fleet_statuses_new(uv_loop_t *loop, struct fleet *f, const struct fcmd_options *o,
@@ -508,7 +545,7 @@ int fleet_statuses_settled(struct fleet_statuses *fs)
 {
     if (fs == NULL || !fleet_connected(fs->f) || (fs->n == 0 && !fs->inflight))
         return 1;
-    flush(fs);
+    flush(fs, 1);
     return 0;
 }
 

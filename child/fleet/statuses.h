@@ -22,6 +22,8 @@
 #include "status_record.h"
 
 #define FLEET_STATUS_FLUSH_MS 200        /* the batch goes this often */
+#define FLEET_STATUS_BEGIN_HOLD_MS 1000  /* a push with no outcome yet waits this long to go: most are
+                                            done by then, and then go once */
 #define FLEET_STATUS_PENDING_TTL_S 86400 /* a pending push's hash, from its last change */
 #define FLEET_STATUS_MAX_PUSHES 65536    /* pushes a worker keeps changes of until Redis takes them */
 #define FLEET_STATUS_BATCH 2048          /* pushes in one script */
