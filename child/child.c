@@ -259,10 +259,12 @@ static int start_webhook(struct child *c, unsigned slot)
 /* With --redis: push statuses and Idempotency-Keys for the whole fleet. */
 static int start_fleet_outcomes(struct child *c)
 {
-    if ((c->fstat = fleet_statuses_new(&c->loop, c->fleet, c->opts, c->slot)) == NULL ||
+    if ((!c->opts->redis_local_statuses &&
+         (c->fstat = fleet_statuses_new(&c->loop, c->fleet, c->opts, c->slot)) == NULL) ||
         (c->fidem = fleet_idem_new(&c->loop, c->fleet)) == NULL)
         return -1;
-    sender_on_outcome(c->sender, tell_outcome, c);
+    if (c->fstat != NULL)
+        sender_on_outcome(c->sender, tell_outcome, c);
     return 0;
 }
 

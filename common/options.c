@@ -114,6 +114,7 @@ static const struct opt_def opt_table[] = {
     BOOL(vapid_public_key, "vapid-public-key"),
     STR(webpush_allow, "webpush-allow"),
     BOOL(redis_queue, "redis-queue"),
+    BOOL(redis_local_statuses, "redis-local-statuses"),
     INT(redis_claim_after, "redis-claim-after", 1, 86400),
     LONG(redis_queue_max, "redis-queue-max", 1, 1000000000),
     STR(webhook, "webhook"),
@@ -218,6 +219,7 @@ const char *const options_usage[] = {
     "  --redis-ca-file FILE      the CAs a rediss:// server's certificate is checked against [system store]\n"
     "  --redis-drain-lease S     seconds a drain answer's entries stay taken without news from their worker [30]\n"
     "  --redis-queue             accepted pushes wait in a Redis stream every instance delivers from [off]\n"
+    "  --redis-local-statuses    push statuses stay in each instance, not in Redis (GET /push/{id} is the instance's) [off]\n"
     "  --redis-claim-after S     pushes held by a worker silent this long are taken over [30]\n"
     "  --redis-queue-max N       pushes the stream may hold; /gcm/send answers 503 beyond [1000000]\n"
     "  --version, --help\n"
@@ -538,6 +540,10 @@ static int validate_redis(const struct fcmd_options *o, char *err, size_t errlen
     struct redis_url u;
     char why[200], url[512];
 
+    if (o->redis_local_statuses && o->redis == NULL) {
+        snprintf(err, errlen, "--redis-local-statuses needs --redis URL");
+        return -1;
+    }
     if (o->redis_queue && o->redis == NULL) {
         snprintf(err, errlen, "--redis-queue needs --redis URL");
         return -1;

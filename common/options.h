@@ -83,6 +83,7 @@ struct fcmd_options {
     int vapid_public_key;            /* print the VAPID key's public half and exit */
     const char *webpush_allow;       /* push services an endpoint may name (common/webpush_allow.h); NULL: the default */
     int redis_queue;                 /* accepted pushes go to a Redis stream shared by the fleet */
+    int redis_local_statuses;        /* push statuses are not written to Redis: each instance keeps its own */
     int redis_claim_after;           /* seconds: pushes of a consumer silent this long are taken over */
     long redis_queue_max;            /* pushes the stream may hold before /gcm/send answers 503 */
     const char *webhook;             /* the receiver of outcome events: an http:// or https:// URL, or NULL */

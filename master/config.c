@@ -80,6 +80,7 @@ static const struct {
     {"webpush", "vapid_subject", "vapid-subject"},
     {"webpush", "allow", "webpush-allow"},
     {"redis", "queue", "redis-queue"},
+    {"redis", "local_statuses", "redis-local-statuses"},
     {"redis", "claim_after", "redis-claim-after"},
     {"redis", "queue_max", "redis-queue-max"},
     {"webhook", "url", "webhook"},

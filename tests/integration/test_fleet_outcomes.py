@@ -294,3 +294,23 @@ def test_keys_and_hashes_someone_else_wrote_cost_nothing(redis, mock, start_fcmd
     fallbacks = [ln for ln in requests.get(a.url("/metrics"), timeout=5).text.splitlines()
                  if ln.startswith(("fcmd_idempotency_fallbacks_total ", "fcmd_redis_unreachable "))]
     assert sorted(fallbacks) == ["fcmd_idempotency_fallbacks_total 1", "fcmd_redis_unreachable 0"], fallbacks
+
+
+def test_local_statuses_write_no_hash_and_keys_stay_fleet_wide(redis, mock, start_fcmd):  # noqa: F811
+    a, b = fleet(start_fcmd, mock, redis, extra=["--redis-local-statuses"])
+    r = send(a.base, ["ls-1"], key="local-1")
+    assert r.status_code == 200, r.text
+    pid = r.json()["id"]
+    wait_until(lambda: done_at(a.base, pid), what="the push done where it was sent")
+    assert resp(redis.port, "EXISTS", f"fcmd:push:{pid}") == 0
+    assert status(b.base, pid).status_code == 404  # the other instance does not know it
+    dup = send(b.base, ["ls-1"], key="local-1")
+    assert dup.status_code == 200 and dup.json() == {"accepted": 1, "id": pid, "duplicate": True}, dup.text
+
+
+def test_local_statuses_need_redis():
+    import subprocess
+    from conftest import FCMD_BIN
+    p = subprocess.run([FCMD_BIN, "--apikey", "k", "--redis-local-statuses"], capture_output=True, text=True,
+                       timeout=10)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "--redis" in p.stderr, p.stderr
