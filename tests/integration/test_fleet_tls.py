@@ -194,7 +194,7 @@ def commands_in_source():
     for p in (ROOT / "child").rglob("*.c"):
         src = p.read_text()
         found |= {c.lower() for c in re.findall(r"redis\.p?call\('([A-Za-z]+)'", src)}
-        found |= {c.lower() for c in re.findall(r'"(EVALSHA|EVAL|SCRIPT|AUTH|SELECT|PING)"', src)}
+        found |= {c.lower() for c in re.findall(r'"(EVALSHA|EVAL|SCRIPT|AUTH|SELECT|PING|X[A-Z]+)"', src)}
     return found
 
 
