@@ -89,7 +89,7 @@ def test_bounds_are_series_beside_what_they_bound(mock, start_fcmd, tmp_path):
     def bounds():
         m = scrape(f)
         return {k: value(m, k) for k in want}
-    assert bounds() == want
+    wait_until(lambda: bounds() == want, what="both workers' bounds")  # the second may still be starting
     assert f.send_form(["ok1", "ok2"], {"k": 1}).status_code == 200
     f.wait_idle()
     before = f.children()
@@ -98,9 +98,9 @@ def test_bounds_are_series_beside_what_they_bound(mock, start_fcmd, tmp_path):
                what="the respawned worker's bounds")
     # Without a spool its bound is 0; the queue's defaults are 500000 targets and 256 MiB a worker.
     g = start_fcmd(mock, workers=1)
-    m = scrape(g)
-    assert (value(m, "fcmd_queue_capacity"), value(m, "fcmd_queue_max_bytes"), value(m, "fcmd_spool_max_bytes")) \
-        == (500000, 256 << 20, 0)
+    wait_until(lambda: (lambda m: (value(m, "fcmd_queue_capacity"), value(m, "fcmd_queue_max_bytes"),
+                                   value(m, "fcmd_spool_max_bytes")))(scrape(g)) == (500000, 256 << 20, 0),
+               what="the default bounds")
 
 
 class Carbon(threading.Thread):

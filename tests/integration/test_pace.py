@@ -24,10 +24,13 @@ def gauge(f, name):
 
 
 def test_the_limit_starts_at_a_quarter_of_the_ceiling(v1):
+    # Each worker sets its gauge once its sender is up, which the start of
+    # the second may not have reached when the first answers /healthz.
     _, f = v1(workers=2)
-    assert gauge(f, "fcmd_upstream_limit") == 2 * 400  # 16 connections x 100 streams / 4, per worker
+    wait_until(lambda: gauge(f, "fcmd_upstream_limit") == 2 * 400,  # 16 connections x 100 streams / 4, per worker
+               what="both workers' limits")
     _, g = v1(workers=1, args=["--max-inflight", "64"])
-    assert gauge(g, "fcmd_upstream_limit") == 16
+    wait_until(lambda: gauge(g, "fcmd_upstream_limit") == 16, what="the limit")
 
 
 def test_the_limit_grows_while_messages_wait(v1):
