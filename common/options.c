@@ -525,7 +525,12 @@ static int ca_bundle_check(const char *flag, const char *path, char *err, size_t
         snprintf(err, errlen, "%s: out of memory", flag);
         return -1;
     }
-    n = X509_STORE_load_file(st, path) == 1 ? sk_X509_OBJECT_num(X509_STORE_get0_objects(st)) : 0;
+    n = 0;
+    if (X509_STORE_load_file(st, path) == 1) {
+        STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(st);
+        for (int i = 0; i < sk_X509_OBJECT_num(objs); i++)
+            n += X509_OBJECT_get_type(sk_X509_OBJECT_value(objs, i)) == X509_LU_X509; /* not a CRL */
+    }
     X509_STORE_free(st);
     ERR_clear_error();
     if (n <= 0) {

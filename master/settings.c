@@ -331,6 +331,31 @@ static int runas_try_dir(const struct runas *r, const char *dir)
     return WIFEXITED(status) ? -WEXITSTATUS(status) : -EIO;
 }
 
+/* 0 when r's user can open path for reading, else -errno: as above, a
+ * forked helper becomes that user to try, since the workers read it. */
+static int runas_try_read(const struct runas *r, const char *path)
+{
+    int status, fd;
+    pid_t pid;
+
+    if (!r->become)
+        return access(path, R_OK) == 0 ? 0 : -errno;
+    if ((pid = fork()) < 0)
+        return -errno;
+    if (pid == 0) {
+        if (initgroups(r->name, r->gid) != 0 || setgid(r->gid) != 0 || setuid(r->uid) != 0)
+            _exit(errno);
+        if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+            _exit(errno);
+        close(fd);
+        _exit(0);
+    }
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return -errno;
+    return WIFEXITED(status) ? -WEXITSTATUS(status) : -EIO;
+}
+
 /* The spool: created for r's user when missing; refused when others could
  * plant files in it (a symbolic link, group- or world-writable, another
  * user's), or when r's user cannot write in it. */
@@ -587,6 +612,7 @@ struct settings *settings_load(int argc, char **argv, const struct settings_env 
     struct settings *s = calloc(1, sizeof(*s));
     struct fcmd_options flags;
     struct runas r;
+    int e;
 
     if (s == NULL) {
         snprintf(err, errlen, "calloc() failed: out of memory");
@@ -631,6 +657,12 @@ struct settings *settings_load(int argc, char **argv, const struct settings_env 
         goto fail;
     if (s->o.pidfile != NULL && check_pidfile_dir(&r, s->o.pidfile, err, errlen) != 0)
         goto fail;
+    /* The workers read it when they connect, as r's user. */
+    if (s->o.redis_ca_file != NULL && (e = runas_try_read(&r, s->o.redis_ca_file)) != 0) {
+        snprintf(err, errlen, "--redis-ca-file: \"%s\" cannot be read by user %s, whom the workers run as: %s",
+                 s->o.redis_ca_file, r.name, strerror(-e));
+        goto fail;
+    }
     if (s->o.apikey_file != NULL && load_apikey(s, err, errlen) != 0)
         goto fail;
     if (load_token(s, err, errlen) != 0)

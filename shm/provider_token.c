@@ -24,6 +24,7 @@ static int taken(struct provider_token *t, int err)
 {
     if (err == EOWNERDEAD) {
         t->len = 0;
+        atomic_store(&t->published, atomic_load(&t->gen)); /* nothing to publish: the fleet may bring one */
         err = pthread_mutex_consistent(&t->lock);
     }
     return -err;

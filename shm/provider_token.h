@@ -34,7 +34,8 @@ struct provider_token {
     char text[PROVIDER_TOKEN_MAX];
     /* Fleet mode; the times are CLOCK_MONOTONIC ms. */
     _Atomic int64_t fleet_until;   /* the fleet brings the token until then */
-    _Atomic int64_t grant_until;   /* this instance may make one until then */
+    _Atomic int64_t grant_until;   /* this instance may make one until then... */
+    unsigned char granted[32];     /* ...for this signer (under the lock) */
     _Atomic int want;              /* a worker needs a new token for wanted (under the lock) */
     unsigned char wanted[32];
     _Atomic uint64_t published;    /* the generation Redis has: made here and sent, or taken from there */

@@ -33,15 +33,18 @@
 #define GRANT_MS 5000                  /* a "make" answer is this instance's to use this long... */
 #define LOCK_MS "10000"                /* ...within the lock's TTL in Redis */
 #define TOKEN_TTL_MS "3300000"         /* Redis forgets a token after 55 min, short of Apple's hour */
-#define FRESH_MS "2400000"             /* a token is handed out while younger than 40 min (APNs' renewal) */
+#define FRESH_MS "2100000"             /* a token is handed out while younger than 35 min: short of the
+                                          40 min renewal, so one handed out is not renewed at once */
 #define REPLY_CAP (PROVIDER_TOKEN_MAX + 256)
 #define REFUSED_MS 60000               /* after a refusal, the workers sign their own this long */
 
 /* KEYS[1] the token, KEYS[2] the making lock; ARGV[1] how young a token
  * must be, ARGV[2] the lock's owner, ARGV[3] its TTL, ARGV[4] the longest
  * token fcmd takes (a longer value is not one of its tokens), ARGV[5] the
- * token Apple refused ("" for none), which is never handed out.  {"token",
- * age ms, jwt}, {"make"} or {"wait"}. */
+ * token Apple refused ("" for none), which is never handed out.  A token
+ * made in the future (a clock stepped, a foreign value) is not taken, and a
+ * lock without a TTL (a foreign write) gets one.  {"token", age ms, jwt},
+ * {"make"} or {"wait"}. */
 static const char sync_script[] =
     "local t = redis.call('TIME')\n"
     "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
@@ -49,10 +52,12 @@ static const char sync_script[] =
     "if v then\n"
     "  local made, jwt = string.match(v, '^(%d+) (.+)$')\n"
     "  made = tonumber(made)\n"
-    "  if made and jwt and #jwt <= tonumber(ARGV[4]) and now - made < tonumber(ARGV[1]) and jwt ~= ARGV[5] then\n"
+    "  if made and jwt and #jwt <= tonumber(ARGV[4]) and made <= now + 1000 and now - made < tonumber(ARGV[1])\n"
+    "     and jwt ~= ARGV[5] then\n"
     "    return {'token', tostring(math.max(now - made, 0)), jwt}\n"
     "  end\n"
     "end\n"
+    "if redis.call('PTTL', KEYS[2]) == -1 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end\n"
     "if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) or redis.call('GET', KEYS[2]) == ARGV[2] then\n"
     "  return {'make'}\n"
     "end\n"
@@ -142,6 +147,7 @@ static void take(struct share *sh, const char *jwt, size_t n, long long age_ms)
     if (provider_token_trylock(s) != 0)
         return; /* held: the next tick asks again */
     if (s->len > 0 && memcmp(s->signer, sh->signer, sizeof(s->signer)) == 0 &&
+        atomic_load(&s->refused) != atomic_load(&s->gen) &&
         (s->len == n && memcmp(s->text, jwt, n) == 0 ? 1 : now - s->made_ms <= age_ms)) {
         atomic_store(&s->published, atomic_load(&s->gen));
     } else {
@@ -172,7 +178,7 @@ static void on_synced(struct fleet *f, void *arg, const redisReply *r)
         strcmp(r->element[0]->str, "token") == 0 && r->element[1]->type == REDIS_REPLY_STRING &&
         r->element[2]->type == REDIS_REPLY_STRING) {
         age = strtoll(r->element[1]->str, &end, 10);
-        if (*end != '\0' || age < 0 || age > 3600000 || !token_ok(r->element[2]->str, r->element[2]->len)) {
+        if (end == r->element[1]->str || *end != '\0' || age < 0 || age > 3600000 || !token_ok(r->element[2]->str, r->element[2]->len)) {
             refused(f, "read", NULL);
             return;
         }
@@ -181,7 +187,13 @@ static void on_synced(struct fleet *f, void *arg, const redisReply *r)
     }
     if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->type == REDIS_REPLY_STRING) {
         if (strcmp(r->element[0]->str, "make") == 0) {
-            atomic_store(&s->grant_until, mono_ms() + GRANT_MS);
+            /* For the key it was asked for; held, the lock in Redis is still
+             * this worker's and the next tick's answer grants it again. */
+            if (provider_token_trylock(s) == 0) {
+                memcpy(s->granted, sh->signer, sizeof(s->granted));
+                atomic_store(&s->grant_until, mono_ms() + GRANT_MS);
+                provider_token_unlock(s);
+            }
             return;
         }
         if (strcmp(r->element[0]->str, "wait") == 0)
@@ -197,11 +209,23 @@ static void on_published(struct fleet *f, void *arg, const redisReply *r)
     sh->busy = 0;
     if (r == NULL)
         return;
+    struct provider_token *s = &f->shm->apps[sh->app].apns_token;
+    uint64_t was;
+
     if (r->type != REDIS_REPLY_INTEGER) {
         refused(f, "publication", r);
         return;
     }
-    atomic_store(&f->shm->apps[sh->app].apns_token.published, sh->gen);
+    was = atomic_load(&s->published);
+    while (was < sh->gen && !atomic_compare_exchange_weak(&s->published, &was, sh->gen))
+        ;
+    if (r->integer == 0 && provider_token_trylock(s) == 0) {
+        /* Redis has a younger one (made while this instance could not reach
+         * it): the fleet's, taken at the next tick, so the fleet uses one. */
+        memcpy(s->wanted, sh->signer, sizeof(s->wanted));
+        atomic_store(&s->want, 1);
+        provider_token_unlock(s);
+    }
 }
 
 /* A token this instance made that Redis has not got: sent, with its age. */
@@ -213,6 +237,13 @@ static void publish(struct fleet *f, struct share *sh, struct provider_token *s,
 
     if (provider_token_trylock(s) != 0)
         return;
+    if (s->len == 0 || atomic_load(&s->refused) == atomic_load(&s->gen)) {
+        /* Nothing Redis should have: no token (a holder died), or the one
+         * Apple refused. */
+        atomic_store(&s->published, atomic_load(&s->gen));
+        provider_token_unlock(s);
+        return;
+    }
     n = s->len;
     sh->gen = atomic_load(&s->gen);
     memcpy(sh->signer, s->signer, sizeof(sh->signer));

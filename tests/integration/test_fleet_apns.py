@@ -106,3 +106,25 @@ def test_a_token_written_into_redis_by_someone_else_is_checked(redis, start_apns
     assert s["apns_bad_jwt"] == 0 and all("x" * 100 not in j for j in s["apns_jwts"])
     assert made([g]) == 1
     assert local(g)["failures"] == 0
+
+
+def test_a_making_lock_left_without_a_ttl_does_not_wedge_the_fleet(redis, start_apns, apns_mock):
+    """A lock someone wrote without a TTL (a foreign SET, a PERSIST) would
+    make every instance wait for good: the script gives it one, so the
+    fleet makes its token once it runs out."""
+    f = start_apns(args=["--redis", redis.url], workers=1)
+    connected(f)
+    send_until_every_worker_sent(f, 1, "a8")
+    idle(f)
+    token_key = wait_until(lambda: cli(redis, "KEYS", "fcmd:apns:token:*"), what="the token published").split()[0]
+    lock_key = token_key.replace(":token:", ":lock:")
+    cli(redis, "DEL", token_key)
+    cli(redis, "SET", lock_key, "someone-else")
+    assert cli(redis, "PTTL", lock_key) == "-1"
+    g = start_apns(args=["--redis", redis.url], workers=1)
+    connected(g)
+    sent = send_until_every_worker_sent(g, 1, "b9")
+    wait_until(lambda: 0 < int(cli(redis, "PTTL", lock_key)) <= 10000, what="the lock given a TTL")
+    wait_until(lambda: all(apns_mock.stats()["tokens"].get(t, {}).get("delivered") == 1 for t in sent), timeout=30,
+               what="the push sent once the lock ran out")
+    assert made([g]) == 1 and local(g)["failures"] == 0

@@ -84,10 +84,15 @@ def test_rediss_carries_totals_and_the_queue(certs, start_redis, start_mock, sta
     inst = [start_fcmd(mock, workers=2, args=["--redis", url, "--redis-ca-file", str(cert), "--redis-queue"])
             for _ in range(2)]
     for f in inst:
-        wait_until(lambda: redis_unreachable(f) == 0, what="every worker connected over TLS")
+        wait_until(lambda: redis_unreachable(f) == 0 and requests.get(f.url("/readyz"), timeout=2).status_code == 200,
+                   what="every worker connected over TLS")
     sent = 0
     for i in range(20):
-        assert inst[i % 2].send_json({"tokens": [f"t{i}-{j}" for j in range(3)], "payload": {"k": i}}).status_code == 200
+        # A 503 (Redis did not take the push within a second, on a loaded
+        # machine) means not queued: sent again, as a client does.
+        body = {"tokens": [f"t{i}-{j}" for j in range(3)], "payload": {"k": i}}
+        assert wait_until(lambda: inst[i % 2].send_json(body).status_code == 200, interval=0.5,
+                          what="the push taken")
         sent += 3
     settled(inst[0].base, sent, lambda rep: rep["instances"] == 2)
     tokens = mock.stats()["tokens"]
@@ -306,3 +311,30 @@ def test_the_config_file_key(tmp_path, certs, start_redis, mock, start_fcmd):
     wait_until(lambda: redis_unreachable(f) == 0, what="connected with [redis] ca_file")
     assert f.send_json({"tokens": ["c1", "c2"], "payload": {"k": 1}}).status_code == 200
     settled(f.base, 2)
+
+
+def test_a_ca_file_the_workers_user_cannot_read_stops_the_start(tmp_path, certs):
+    """The workers read it as --user: a file only root can read would fail
+    every worker's connect, so the start refuses it."""
+    import os
+    import tempfile
+    cert, _ = certs["good"]
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root: it checks --user nobody")
+    private = tmp_path / "ca-private.pem"
+    private.write_bytes(cert.read_bytes())
+    private.chmod(0o600)
+    p = subprocess.run([FCMD_BIN, "--apikey", "k", "--check-config", "--user", "nobody", "--redis",
+                        "rediss://127.0.0.1:6379", "--redis-ca-file", str(private)], capture_output=True, text=True,
+                       timeout=10)
+    assert p.returncode == 2 and "cannot be read by user nobody" in p.stderr, p.stderr
+    with tempfile.TemporaryDirectory(dir="/tmp") as d:
+        os.chmod(d, 0o755)
+        public = os.path.join(d, "ca.pem")
+        with open(public, "wb") as out:
+            out.write(cert.read_bytes())
+        os.chmod(public, 0o644)
+        ok = subprocess.run([FCMD_BIN, "--apikey", "k", "--check-config", "--user", "nobody", "--redis",
+                             "rediss://127.0.0.1:6379", "--redis-ca-file", public], capture_output=True, text=True,
+                            timeout=10)
+        assert ok.returncode == 0, ok.stderr

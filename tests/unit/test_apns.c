@@ -365,6 +365,11 @@ static void dead_holder_leaves_no_half_token(void **state)
         _exit(0);
     }
     assert_int_equal(waitpid(pid, &status, 0), pid);
+    /* ...and the fleet has nothing to publish: it may bring one instead. */
+    assert_int_equal(provider_token_trylock(s), 0);
+    assert_int_equal(s->len, 0);
+    assert_int_equal(atomic_load(&s->published), atomic_load(&s->gen));
+    provider_token_unlock(s);
     /* The next worker to look makes a new token rather than copy that one... */
     verify_jwt(jwt_of(apns_token_header(b, 2000, 1700000001, &g2, &busy)), ec_key, &head, &claims);
     assert_int_not_equal(g1, g2);
@@ -433,6 +438,53 @@ static void stopped_holder_blocks_no_one(void **state)
     munmap(s, sizeof(*s));
 }
 
+/* Fleet mode: while the lease is ahead no worker signs, it asks; a grant
+ * is used once, and only by a worker of the key it was asked for. */
+static void fleet_grant_is_for_its_key_and_used_once(void **state)
+{
+    struct provider_token *s = shared_map();
+    struct apns_token *a = apns_token_create(s, ec_key, "KEY1234567", "TEAM123456");
+    struct apns_token *b = apns_token_create(s, ec_key, "KEY7654321", "TEAM123456"); /* a reload's other key */
+    struct apns_token *a2 = apns_token_create(s, ec_key, "KEY1234567", "TEAM123456");
+    unsigned char signer_a[32];
+    uint64_t g;
+
+    (void)state;
+    atomic_store(&s->fleet_until, 100000);
+    assert_null(apns_token_header(a, 1000, 1700000000, &g, &busy));
+    assert_int_equal(busy, 1);
+    assert_int_equal(atomic_load(&s->want), 1);
+    assert_int_equal(atomic_load(&s->made), 0);
+    memcpy(signer_a, s->wanted, sizeof(signer_a));
+    /* The fleet grants the making for a's key: b may not use it... */
+    memcpy(s->granted, signer_a, sizeof(signer_a));
+    atomic_store(&s->grant_until, 6000);
+    assert_null(apns_token_header(b, 1100, 1700000000, &g, &busy));
+    assert_int_equal(busy, 1);
+    assert_int_equal(atomic_load(&s->made), 0);
+    /* ...a does, once; another worker of that key then copies its token. */
+    assert_non_null(apns_token_header(a, 1200, 1700000001, &g, &busy));
+    assert_int_equal(atomic_load(&s->made), 1);
+    assert_int_equal(atomic_load(&s->grant_until), 0);
+    assert_int_equal(atomic_load(&s->want), 0);
+    assert_non_null(apns_token_header(a2, 1300, 1700000001, &g, &busy));
+    assert_int_equal(atomic_load(&s->made), 1);
+    /* Apple refuses it: nobody goes on with it, and the fleet is asked. */
+    assert_int_equal(apns_token_expired(a2, g, 1400, 1700000002), 0);
+    assert_int_equal(atomic_load(&s->refused), g);
+    assert_int_equal(atomic_load(&s->want), 1);
+    assert_int_equal(apns_token_expired(a, g, 1401, 1700000002), 0); /* told again: nothing more */
+    assert_null(apns_token_header(a, 1500, 1700000002, &g, &busy));
+    assert_int_equal(busy, 1);
+    /* The lease runs out (Redis lost): the workers sign their own again. */
+    assert_non_null(apns_token_header(a, 100000, 1700000100, &g, &busy));
+    assert_int_equal(atomic_load(&s->made), 2);
+    apns_token_free(a);
+    apns_token_free(b);
+    apns_token_free(a2);
+    munmap(s, sizeof(*s));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -445,6 +497,7 @@ int main(void)
         cmocka_unit_test(workers_share_one_token_and_renew_once),
         cmocka_unit_test(dead_holder_leaves_no_half_token),
         cmocka_unit_test(stopped_holder_blocks_no_one),
+        cmocka_unit_test(fleet_grant_is_for_its_key_and_used_once),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

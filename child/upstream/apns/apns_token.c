@@ -136,12 +136,14 @@ static void copy_shared(struct apns_token *t)
 }
 
 /* Under the lock: whether the fleet brings the token now, rather than this
- * worker signing it.  A grant (Redis' lock is this instance's) is used once. */
-static int fleet_brings(struct provider_token *s, int64_t now_ms)
+ * worker signing it.  A grant (Redis' lock is this instance's) is used once,
+ * and only for the key it was asked for (a reload may have workers of two
+ * keys on one app's token for a while). */
+static int fleet_brings(struct provider_token *s, const struct apns_token *t, int64_t now_ms)
 {
     if (atomic_load(&s->fleet_until) <= now_ms)
         return 0;
-    if (atomic_load(&s->grant_until) > now_ms) {
+    if (atomic_load(&s->grant_until) > now_ms && memcmp(s->granted, t->signer, sizeof(s->granted)) == 0) {
         atomic_store(&s->grant_until, 0);
         return 0;
     }
@@ -186,7 +188,7 @@ const char *apns_token_header(struct apns_token *t, int64_t now_ms, time_t wall,
     }
     if (rc != 0)
         return NULL;
-    if (!shared_usable(t, now_ms) && fleet_brings(s, now_ms)) {
+    if (!shared_usable(t, now_ms) && fleet_brings(s, t, now_ms)) {
         /* The fleet brings one (or lets this instance make it) within a
          * tick or two: until then the copy, or a second's wait. */
         memcpy(s->wanted, t->signer, sizeof(s->wanted));
@@ -220,11 +222,22 @@ int apns_token_expired(struct apns_token *t, uint64_t gen, int64_t now_ms, time_
     struct provider_token *s = t->shared;
     int rc = 0;
 
-    if ((rc = provider_token_trylock(s)) == -EBUSY)
-        return 0; /* the holder is renewing it, or stopped: the next send looks again */
+    if ((rc = provider_token_trylock(s)) == -EBUSY) {
+        /* The holder may be stopped: the refusal is kept, so no worker goes
+         * on with that token, and the first to take the lock replaces it. */
+        if (atomic_load(&s->gen) == gen)
+            atomic_store(&s->refused, gen);
+        return 0;
+    }
     if (rc != 0)
         return -1;
-    if ((atomic_load(&s->gen) == gen || s->len == 0) && fleet_brings(s, now_ms)) {
+    if (atomic_load(&s->gen) == gen && atomic_load(&s->refused) == gen && atomic_load(&s->fleet_until) > now_ms) {
+        /* Told already, and the fleet is on it: said once, not once per answer. */
+        copy_shared(t);
+        provider_token_unlock(s);
+        return 0;
+    }
+    if ((atomic_load(&s->gen) == gen || s->len == 0) && fleet_brings(s, t, now_ms)) {
         /* The fleet replaces it for every instance: Redis is told which
          * token Apple refused, and nobody uses it meanwhile. */
         atomic_store(&s->refused, gen);
