@@ -154,9 +154,14 @@ def test_sighup_three_times_under_load_refuses_nothing(mock, start_fcmd, tmp_pat
     toks = mock.stats()["tokens"]
     assert all(toks[t]["delivered"] >= 1 for t in sender.accepted)
     # New settings are in force: retries from 0 to 2.
+    # The old generation may still accept a connection in the moment between
+    # the master's signal and its workers closing their listeners, so the
+    # probe goes out once they have exited.
     conf.write_text("[send]\nretries = 2\n")
+    old = set(f.children())
     f.proc.send_signal(signal.SIGHUP)
     wait_until(generation_serving(f, 5), what="generation 5")
+    wait_until(lambda: not (old & set(f.children())), timeout=15, what="generation 4 to exit")
     f.send_form(["unavail-after-reload"], {})
     f.wait_idle(timeout=20)
     assert mock.token("unavail-after-reload")["attempts"] == 3
