@@ -253,6 +253,49 @@ static void bad_keys_are_refused_with_a_reason(void **state)
     expect_keys_refused(RFC_UA_PUBLIC, "", "keys.auth is 0 bytes");
 }
 
+/* Keys decoded without the curve check (a push read back from a store) are
+ * still refused by the encryption when the point is off the curve; the
+ * same text passes the decoding with every length checked. */
+static void an_off_curve_point_is_refused_by_the_encryption(void **state)
+{
+    struct ece_keys k;
+    struct buf out = BUF_INIT;
+    char bad[128], err[256] = "";
+
+    (void)state;
+    off_curve(bad, sizeof(bad));
+    assert_int_equal(ece_keys_decode(bad, strlen(bad), RFC_AUTH, strlen(RFC_AUTH), &k, err, sizeof(err)), 0);
+    assert_int_equal(ece_encrypt(&k, "x", 1, NULL, NULL, &out, NULL, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "ECDH failed"));
+    assert_int_equal(out.len, 0);
+    assert_int_equal(ece_keys_decode(RFC_UA_PUBLIC, strlen(RFC_UA_PUBLIC), "BTBZMqHH6r4Tts7J", 16, &k, err,
+                                     sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "keys.auth is 12 bytes"));
+    buf_free(&out);
+}
+
+/* Salts come from a pool drawn in blocks: many messages still never share
+ * one. */
+static void salts_never_repeat(void **state)
+{
+    enum { N = 300 };
+    struct ece_keys k;
+    struct buf out = BUF_INIT;
+    static unsigned char salts[N][ECE_SALT_LEN];
+    char err[256];
+
+    (void)state;
+    rfc_keys(&k);
+    for (int i = 0; i < N; i++) {
+        buf_reset(&out);
+        assert_int_equal(ece_encrypt(&k, "x", 1, NULL, NULL, &out, NULL, err, sizeof(err)), 0);
+        memcpy(salts[i], out.data, ECE_SALT_LEN);
+        for (int j = 0; j < i; j++)
+            assert_memory_not_equal(salts[i], salts[j], ECE_SALT_LEN);
+    }
+    buf_free(&out);
+}
+
 /* A sender key that is not P-256 is an error, never a crash. */
 static void a_sender_key_off_p256_is_refused(void **state)
 {
@@ -627,6 +670,8 @@ int main(void)
         cmocka_unit_test(payload_limit_is_3993_bytes),
         cmocka_unit_test(bad_keys_are_refused_with_a_reason),
         cmocka_unit_test(a_sender_key_off_p256_is_refused),
+        cmocka_unit_test(an_off_curve_point_is_refused_by_the_encryption),
+        cmocka_unit_test(salts_never_repeat),
         cmocka_unit_test(base64url_decoding),
         cmocka_unit_test(vapid_public_key_of_sec1_and_pkcs8),
         cmocka_unit_test(bad_vapid_keys_are_named),

@@ -1,7 +1,7 @@
 /*
  * child/upstream/webpush/ece.c - RFC 8291 with OpenSSL 3's EVP interfaces:
- * EVP_PKEY_derive for the ECDH secret, the "HKDF" EVP_KDF with SHA-256 for
- * the keys, the "AES-128-GCM" EVP_CIPHER for the record.
+ * EVP_PKEY_derive for the ECDH secret, HKDF-SHA256 (RFC 5869) on the "HMAC"
+ * EVP_MAC for the keys, the "AES-128-GCM" EVP_CIPHER for the record.
  *
  * The derivation, in the RFC's names (4, and RFC 8188 2.2 and 2.3):
  *   ecdh_secret = ECDH(as_private, ua_public)
@@ -19,12 +19,12 @@
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
-#include <openssl/kdf.h>
 #include <openssl/obj_mac.h>
 #include <openssl/params.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../jwt.h"
 
@@ -36,7 +36,7 @@ static const char nonce_label[] = "Content-Encoding: nonce";   /* 24 */
  * itself, to check points against (EC_GROUP: making one per point cost more
  * than the ECDH); a P-256 key whose parameters the subscription's public
  * key copies; and a key generation context for the sender keys. */
-static EVP_KDF *hkdf_alg;
+static EVP_MAC_CTX *hmac_ctx;
 static EVP_CIPHER *gcm_alg;
 static EC_GROUP *p256;
 static EVP_PKEY *p256_params;
@@ -44,8 +44,16 @@ static EVP_PKEY_CTX *keygen_ctx;
 
 static int fetch_algs(void)
 {
-    if (hkdf_alg == NULL)
-        hkdf_alg = EVP_KDF_fetch(NULL, "HKDF", NULL);
+    if (hmac_ctx == NULL) {
+        EVP_MAC *alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
+        OSSL_PARAM digest[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+                               OSSL_PARAM_construct_end()};
+        if (alg != NULL && (hmac_ctx = EVP_MAC_CTX_new(alg)) != NULL && EVP_MAC_CTX_set_params(hmac_ctx, digest) != 1) {
+            EVP_MAC_CTX_free(hmac_ctx);
+            hmac_ctx = NULL;
+        }
+        EVP_MAC_free(alg); /* the context holds its own reference */
+    }
     if (gcm_alg == NULL)
         gcm_alg = EVP_CIPHER_fetch(NULL, "AES-128-GCM", NULL);
     if (p256 == NULL)
@@ -59,40 +67,42 @@ static int fetch_algs(void)
         keygen_ctx = NULL;
     }
     ERR_clear_error();
-    return hkdf_alg != NULL && gcm_alg != NULL && p256 != NULL && keygen_ctx != NULL ? 0 : -1;
+    return hmac_ctx != NULL && gcm_alg != NULL && p256 != NULL && keygen_ctx != NULL ? 0 : -1;
 }
 
-/* One HKDF step with SHA-256: extract (salt, key = the input keying
- * material, 32 bytes out) or expand (key = the PRK, info). */
-static int hkdf(int mode, const unsigned char *salt, size_t saltlen, const unsigned char *key, size_t keylen,
-                const void *info, size_t infolen, unsigned char *out, size_t outlen)
-{
-    EVP_KDF_CTX *ctx = EVP_KDF_CTX_new(hkdf_alg);
-    OSSL_PARAM params[6], *p = params;
-    int ok;
+/* HMAC-SHA256(key, a || b) at out.  HKDF (RFC 5869) is two uses of it:
+ * extract is HMAC(salt, IKM), and an expand to at most 32 bytes is the
+ * first block, HMAC(PRK, info || 0x01).  One HMAC context per process,
+ * keyed again for each step: OpenSSL's "HKDF" KDF fetches HMAC and SHA-256
+ * and makes a context on every call, which cost more than the hashing. */
 
-    *p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
-    *p++ = OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode);
-    *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)key, keylen);
-    if (salt != NULL)
-        *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, saltlen);
-    if (info != NULL)
-        *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)info, infolen);
-    *p = OSSL_PARAM_construct_end();
-    ok = ctx != NULL && EVP_KDF_derive(ctx, out, outlen, params) == 1;
-    EVP_KDF_CTX_free(ctx);
-    return ok ? 0 : -1;
+static int hmac(const unsigned char *key, size_t keylen, const void *a, size_t alen, const void *b, size_t blen,
+                unsigned char out[32])
+{
+    size_t n = 0;
+
+    return EVP_MAC_init(hmac_ctx, key, keylen, NULL) == 1 && EVP_MAC_update(hmac_ctx, a, alen) == 1 &&
+                   (blen == 0 || EVP_MAC_update(hmac_ctx, b, blen) == 1) &&
+                   EVP_MAC_final(hmac_ctx, out, &n, 32) == 1 && n == 32
+               ? 0
+               : -1;
 }
 
 static int extract(const unsigned char *salt, size_t saltlen, const unsigned char *ikm, size_t len,
                    unsigned char prk[32])
 {
-    return hkdf(EVP_KDF_HKDF_MODE_EXTRACT_ONLY, salt, saltlen, ikm, len, NULL, 0, prk, 32);
+    return hmac(salt, saltlen, ikm, len, NULL, 0, prk);
 }
 
 static int expand(const unsigned char prk[32], const void *info, size_t infolen, unsigned char *out, size_t len)
 {
-    return hkdf(EVP_KDF_HKDF_MODE_EXPAND_ONLY, NULL, 0, prk, 32, info, infolen, out, len);
+    static const unsigned char first = 0x01;
+    unsigned char t[32];
+    int rc = hmac(prk, 32, info, infolen, &first, 1, t);
+
+    memcpy(out, t, len);
+    OPENSSL_cleanse(t, sizeof(t));
+    return rc;
 }
 
 /* Whether p is an uncompressed point on P-256.  On the curve and not the
@@ -114,10 +124,12 @@ static int point_ok(const unsigned char p[P256_POINT_LEN])
     return ok;
 }
 
-/* The public key at the point p, or NULL when p is not a point on P-256. */
+/* The public key at the point p, or NULL when p is not a point on P-256:
+ * OpenSSL's import of the encoded point refuses one off the curve (as
+ * EC_POINT_oct2point does), so point_ok here would be a second check. */
 static EVP_PKEY *point_key(const unsigned char p[P256_POINT_LEN])
 {
-    EVP_PKEY *key = point_ok(p) ? EVP_PKEY_new() : NULL;
+    EVP_PKEY *key = p[0] == 0x04 && fetch_algs() == 0 ? EVP_PKEY_new() : NULL;
 
     if (key != NULL && (EVP_PKEY_copy_parameters(key, p256_params) != 1 ||
                         EVP_PKEY_set1_encoded_public_key(key, p, P256_POINT_LEN) != 1)) {
@@ -139,8 +151,8 @@ static int public_point(EVP_PKEY *key, unsigned char out[P256_POINT_LEN])
     return ok ? 0 : p256_point(key, out); /* a key whose encoding is not the uncompressed one */
 }
 
-int ece_keys_parse(const char *p256dh, size_t plen, const char *auth, size_t alen, struct ece_keys *k, char *err,
-                   size_t errlen)
+static int keys_decode(const char *p256dh, size_t plen, const char *auth, size_t alen, struct ece_keys *k,
+                       int check, char *err, size_t errlen)
 {
     unsigned char buf[P256_POINT_LEN + 1];
     int n;
@@ -157,7 +169,7 @@ int ece_keys_parse(const char *p256dh, size_t plen, const char *auth, size_t ale
                      "beginning with 0x04)", n, n == P256_POINT_LEN ? " not beginning with 0x04" : "");
         return -EINVAL;
     }
-    if (!point_ok(buf)) {
+    if (check && !point_ok(buf)) {
         snprintf(err, errlen, "keys.p256dh is not a point on the P-256 curve");
         return -EINVAL;
     }
@@ -173,6 +185,18 @@ int ece_keys_parse(const char *p256dh, size_t plen, const char *auth, size_t ale
         return -EINVAL;
     }
     return 0;
+}
+
+int ece_keys_parse(const char *p256dh, size_t plen, const char *auth, size_t alen, struct ece_keys *k, char *err,
+                   size_t errlen)
+{
+    return keys_decode(p256dh, plen, auth, alen, k, 1, err, errlen);
+}
+
+int ece_keys_decode(const char *p256dh, size_t plen, const char *auth, size_t alen, struct ece_keys *k, char *err,
+                    size_t errlen)
+{
+    return keys_decode(p256dh, plen, auth, alen, k, 0, err, errlen);
 }
 
 /* The ECDH secret of sender and the point ua. */
@@ -229,10 +253,35 @@ static int seal(const struct ece_trace *t, const unsigned char *plain, size_t le
     return ok ? 0 : -1;
 }
 
+/* A fresh random salt.  RAND_bytes costs about as much for 1 KiB as for
+ * 16 bytes, so salts are drawn 64 at a time into a pool of the process;
+ * each is handed out once and wiped, and a process that finds the pool made
+ * by another (its parent, before the fork) draws its own. */
+#define SALT_POOL 64
+static unsigned char salt_pool[SALT_POOL * ECE_SALT_LEN];
+static size_t salts_left;
+static pid_t salt_owner;
+
+static int fresh_salt(unsigned char out[ECE_SALT_LEN])
+{
+    pid_t self = getpid();
+
+    if (salts_left == 0 || salt_owner != self) {
+        if (RAND_bytes(salt_pool, sizeof(salt_pool)) != 1)
+            return -1;
+        salts_left = SALT_POOL;
+        salt_owner = self;
+    }
+    salts_left--;
+    memcpy(out, salt_pool + salts_left * ECE_SALT_LEN, ECE_SALT_LEN);
+    OPENSSL_cleanse(salt_pool + salts_left * ECE_SALT_LEN, ECE_SALT_LEN);
+    return 0;
+}
+
 int ece_encrypt(const struct ece_keys *k, const void *plain, size_t len, EVP_PKEY *sender, const unsigned char *salt,
                 struct buf *out, struct ece_trace *trace, char *err, size_t errlen)
 {
-    unsigned char fresh_salt[ECE_SALT_LEN], *h;
+    unsigned char new_salt[ECE_SALT_LEN], *h;
     struct ece_trace t;
     EVP_PKEY *own = NULL;
     size_t start = out->len;
@@ -244,17 +293,17 @@ int ece_encrypt(const struct ece_keys *k, const void *plain, size_t len, EVP_PKE
         return -EMSGSIZE;
     }
     if (fetch_algs() != 0 || out->failed || buf_reserve(out, ECE_HEADER_LEN + len + 1 + ECE_TAG_LEN) != 0) {
-        snprintf(err, errlen, "encryption failed: out of memory or no HKDF and AES-128-GCM in OpenSSL");
+        snprintf(err, errlen, "encryption failed: out of memory or no HMAC-SHA256 and AES-128-GCM in OpenSSL");
         ERR_clear_error();
         return -ENOMEM;
     }
     if (salt == NULL) {
-        if (RAND_bytes(fresh_salt, sizeof(fresh_salt)) != 1) {
+        if (fresh_salt(new_salt) != 0) {
             snprintf(err, errlen, "encryption failed: OpenSSL made no random salt");
             ERR_clear_error();
             return -ENOMEM;
         }
-        salt = fresh_salt;
+        salt = new_salt;
     }
     if (sender == NULL && (EVP_PKEY_keygen(keygen_ctx, &own) != 1 || (sender = own) == NULL)) {
         snprintf(err, errlen, "encryption failed: OpenSSL made no P-256 key");
@@ -271,7 +320,7 @@ int ece_encrypt(const struct ece_keys *k, const void *plain, size_t len, EVP_PKE
         rc = -EINVAL;
     } else if ((rc = derive(k, sender, h + 21, salt, &t)) != 0) {
         snprintf(err, errlen, rc == -EINVAL ? "ECDH failed: keys.p256dh or the sender key is not a usable P-256 key"
-                                            : "encryption failed: HKDF in OpenSSL failed");
+                                            : "encryption failed: HMAC-SHA256 in OpenSSL failed");
     } else if (seal(&t, plain, len, h + ECE_HEADER_LEN) != 0) {
         snprintf(err, errlen, "encryption failed: AES-128-GCM in OpenSSL failed");
         rc = -ENOMEM;
@@ -281,7 +330,7 @@ int ece_encrypt(const struct ece_keys *k, const void *plain, size_t len, EVP_PKE
             *trace = t;
     }
     OPENSSL_cleanse(&t, sizeof(t));
-    OPENSSL_cleanse(fresh_salt, sizeof(fresh_salt));
+    OPENSSL_cleanse(new_salt, sizeof(new_salt));
     EVP_PKEY_free(own);
     ERR_clear_error();
     return rc;

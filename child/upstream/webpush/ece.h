@@ -54,6 +54,12 @@ struct ece_trace {
 int ece_keys_parse(const char *p256dh, size_t plen, const char *auth, size_t alen, struct ece_keys *k, char *err,
                    size_t errlen);
 
+/* The same decoding and lengths without the check that p256dh is on the
+ * curve, for keys checked at intake: ece_encrypt's import of the point
+ * refuses one that is not (-EINVAL). */
+int ece_keys_decode(const char *p256dh, size_t plen, const char *auth, size_t alen, struct ece_keys *k, char *err,
+                    size_t errlen);
+
 /* Appends to out the aes128gcm body of the plaintext (len bytes) for k.
  * sender (an EC P-256 private key) and salt (ECE_SALT_LEN bytes) are for
  * tests; NULL makes a fresh key and a fresh random salt, as every message

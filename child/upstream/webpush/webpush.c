@@ -105,7 +105,7 @@ static int webpush_prepare(struct upstream *u, struct job *job)
     /* Checked at intake or when read back from a store: these hold. */
     if (webpush_target_split(t->name, t->len, &parts) != 0 || parts.endpoint_len > WEBPUSH_ENDPOINT_MAX ||
         vapid_origin(parts.endpoint, parts.endpoint_len, origin, sizeof(origin)) < 0 ||
-        ece_keys_parse(parts.p256dh, parts.p256dh_len, parts.auth, parts.auth_len, &keys, why, sizeof(why)) != 0) {
+        ece_keys_decode(parts.p256dh, parts.p256dh_len, parts.auth, parts.auth_len, &keys, why, sizeof(why)) != 0) {
         log_error("webpush: a queued subscription is not one");
         return -1;
     }
