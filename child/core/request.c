@@ -586,3 +586,65 @@ size_t request_target_shown(enum upstream_kind k, const char *name, size_t n)
 
     return sp != NULL ? (size_t)(sp - name) : n;
 }
+
+/* ---- a provider's own fields ---- */
+
+static int field_set(const struct request_fields *f, const struct request_field *fld, struct message *m,
+                     const char *s, size_t n, char *err, size_t errlen)
+{
+    if (m->opt[fld->opt] != NULL) {
+        snprintf(err, errlen, "\"%s\" is given twice", fld->name);
+        return -EINVAL;
+    }
+    m->opt[fld->opt] = s;
+    m->opt_len[fld->opt] = n;
+    return f->check(fld->opt, s, n, err, errlen);
+}
+
+int request_fields_form(const struct request_fields *f, const char *key, const char *val, size_t n, struct message *m,
+                        char *err, size_t errlen)
+{
+    for (size_t i = 0; i < f->n; i++)
+        if (strcmp(key, f->list[i].name) == 0)
+            return field_set(f, &f->list[i], m, val, n, err, errlen);
+    return 0;
+}
+
+int request_fields_json(const struct request_fields *f, const struct json_doc *d, int key, struct message *m,
+                        char **out, char *err, size_t errlen)
+{
+    int v = key + 1;
+
+    for (size_t i = 0; i < f->n; i++) {
+        const struct request_field *fld = &f->list[i];
+        long n;
+        if (!json_is(d, key, fld->name))
+            continue;
+        if (fld->numeric && d->tok[v].type == JSMN_PRIMITIVE)
+            return field_set(f, fld, m, json_tokptr(d, v), json_toklen(d, v), err, errlen);
+        if (d->tok[v].type != JSMN_STRING || (n = json_unescape(d, v, *out)) < 0) {
+            snprintf(err, errlen, "\"%s\" must be a %s", fld->name, fld->numeric ? "number" : "string");
+            return -EINVAL;
+        }
+        if (memchr(*out, '\0', (size_t)n) != NULL) {
+            snprintf(err, errlen, "\"%s\" contains a NUL character", fld->name);
+            return -EINVAL;
+        }
+        (*out)[n] = '\0';
+        *out += n + 1;
+        return field_set(f, fld, m, *out - n - 1, (size_t)n, err, errlen);
+    }
+    return -ENOENT;
+}
+
+int request_fields_check(const struct request_fields *f, const struct message *m, char *err, size_t errlen)
+{
+    int rc;
+
+    for (size_t i = 0; i < f->n; i++) {
+        enum request_opt o = f->list[i].opt;
+        if (m->opt[o] != NULL && (rc = f->check(o, m->opt[o], m->opt_len[o], err, errlen)) != 0)
+            return rc;
+    }
+    return 0;
+}

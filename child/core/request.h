@@ -131,6 +131,37 @@ struct request_rules {
     int any_payload;
 };
 
+/* A provider's own fields (APNs' topic, Web Push's ttl, ...): each field's
+ * name in a form or a JSON body, the option slot it fills, and whether a
+ * JSON number is taken as its text; check judges one field's text.  The
+ * helpers below parse and check them the same way for every provider: a
+ * field given twice is refused, a JSON string is unescaped (a NUL in it is
+ * refused), anything else is refused with the type the field wants. */
+struct request_field {
+    const char *name;
+    enum request_opt opt;
+    int numeric;
+};
+
+struct request_fields {
+    const struct request_field *list;
+    size_t n;
+    int (*check)(enum request_opt o, const char *s, size_t n, char *err, size_t errlen);
+};
+
+/* A form field: 0 for a field that is none of f's (ignored, as /gcm/send
+ * ignores them), or check's answer. */
+int request_fields_form(const struct request_fields *f, const char *key, const char *val, size_t n, struct message *m,
+                        char *err, size_t errlen);
+
+/* A JSON member, as request_rules.json_member: -ENOENT when it is none of f's. */
+int request_fields_json(const struct request_fields *f, const struct json_doc *d, int key, struct message *m,
+                        char **out, char *err, size_t errlen);
+
+/* Every field of f that m holds, checked again (a record read back from a
+ * store has not been through the parsing). */
+int request_fields_check(const struct request_fields *f, const struct message *m, char *err, size_t errlen);
+
 /* What one request may hold; a NULL limits means the defaults above and
  * FCM's body alone. */
 struct request_limits {

@@ -12,6 +12,7 @@
 
 #include <curl/curl.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <uv.h>
 
@@ -39,6 +40,27 @@ struct outcome {
     char *canonical;    /* OUTCOME_CANONICAL: malloc'd new token */
     const char *reason; /* static text for logs: the upstream's error name */
 };
+
+/* Fills an outcome that carries no new token. */
+static inline void outcome_set(struct outcome *out, enum outcome_kind kind, enum cause cause, const char *reason)
+{
+    out->kind = kind;
+    out->cause = cause;
+    out->reason = reason;
+    out->canonical = NULL;
+}
+
+/* Appends a header line to list, for an adapter building a request's
+ * headers: once one append has failed (*failed set), the rest do nothing,
+ * so the caller checks *failed once and frees the list it has. */
+static inline struct curl_slist *upstream_header(struct curl_slist *list, const char *line, int *failed)
+{
+    struct curl_slist *next = *failed ? NULL : curl_slist_append(list, line);
+
+    if (next == NULL)
+        *failed = 1;
+    return next ? next : list;
+}
 
 /* A transfer on the sender's multi handle: done() runs when it finished. */
 struct sender_transfer {
@@ -95,7 +117,9 @@ struct upstream_ops {
     int (*prepare)(struct upstream *u, struct job *job);
     /* Fills out[0..job->ntargets) from the result. */
     void (*classify)(struct upstream *u, struct job *job, const struct upstream_result *res, struct outcome *out);
-    /* Optional: frees what prepare attached to the job. */
+    /* Optional: frees what prepare attached to the job.  An adapter whose
+     * job data is a malloc'd struct that begins with its header list uses
+     * upstream_release_headers. */
     void (*release)(struct upstream *u, struct job *job);
     void (*destroy)(struct upstream *u);
     /* Optional: whether the job may open a connection to addr, the address
@@ -103,6 +127,20 @@ struct upstream_ops {
      * refusal makes the connection fail; classify hears of it. */
     int (*connect_ok)(struct upstream *u, struct job *job, const struct sockaddr *addr);
 };
+
+/* The release of job data that is a malloc'd struct whose first member is
+ * the request's struct curl_slist *headers. */
+static inline void upstream_release_headers(struct upstream *u, struct job *job)
+{
+    struct curl_slist **headers = job->adapter_data;
+
+    (void)u;
+    if (headers != NULL) {
+        curl_slist_free_all(*headers);
+        free(headers);
+    }
+    job->adapter_data = NULL;
+}
 
 struct upstream {
     const struct upstream_ops *ops;

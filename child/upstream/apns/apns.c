@@ -39,7 +39,7 @@ struct apns {
 
 /* What prepare attached to a job. */
 struct apns_job {
-    struct curl_slist *headers;
+    struct curl_slist *headers; /* first: upstream_release_headers frees it */
     uint64_t gen; /* of the provider token it carries */
 };
 
@@ -53,15 +53,6 @@ static const struct {
     {ROPT_APNS_COLLAPSE_ID, "apns-collapse-id"},
 };
 
-static struct curl_slist *add(struct curl_slist *list, const char *line, int *failed)
-{
-    struct curl_slist *next = *failed ? NULL : curl_slist_append(list, line);
-
-    if (next == NULL)
-        *failed = 1;
-    return next ? next : list;
-}
-
 static struct curl_slist *build_headers(const struct apns *a, const struct message *m, const char *auth)
 {
     struct curl_slist *list = NULL;
@@ -69,17 +60,17 @@ static struct curl_slist *build_headers(const struct apns *a, const struct messa
     int failed = 0;
     const char *topic = m->opt[ROPT_APNS_TOPIC] ? m->opt[ROPT_APNS_TOPIC] : a->default_topic;
 
-    list = add(list, "content-type: application/json", &failed);
-    list = add(list, "Expect:", &failed);
-    list = add(list, auth, &failed);
+    list = upstream_header(list, "content-type: application/json", &failed);
+    list = upstream_header(list, "Expect:", &failed);
+    list = upstream_header(list, auth, &failed);
     /* Checked at intake: at most 178 bytes (255 in records an older fcmd spooled). */
     snprintf(line, sizeof(line), "apns-topic: %s", topic);
-    list = add(list, line, &failed);
+    list = upstream_header(list, line, &failed);
     for (size_t i = 0; i < sizeof(headers) / sizeof(headers[0]); i++) {
         if (m->opt[headers[i].opt] == NULL)
             continue;
         snprintf(line, sizeof(line), "%s: %s", headers[i].header, m->opt[headers[i].opt]);
-        list = add(list, line, &failed);
+        list = upstream_header(list, line, &failed);
     }
     if (failed) {
         curl_slist_free_all(list);
@@ -116,14 +107,6 @@ static int apns_prepare(struct upstream *u, struct job *job)
     return 0;
 }
 
-static void set(struct outcome *out, enum outcome_kind kind, enum cause cause, const char *reason)
-{
-    out->kind = kind;
-    out->cause = cause;
-    out->reason = reason;
-    out->canonical = NULL;
-}
-
 /* Apple's {"reason": "..."} into detail; "" when there is none. */
 static void read_reason(const struct upstream_result *res, char *detail, size_t dlen)
 {
@@ -151,37 +134,37 @@ int apns_classify(const struct upstream_result *res, struct outcome *out, int *e
     *expired = 0;
     detail[0] = '\0';
     if (res->code != CURLE_OK) {
-        set(out, OUTCOME_RETRY, CAUSE_NETWORK, "no answer from APNs");
+        outcome_set(out, OUTCOME_RETRY, CAUSE_NETWORK, "no answer from APNs");
         return 0;
     }
     if (st == 200) {
-        set(out, OUTCOME_DELIVERED, CAUSE_NONE, "delivered");
+        outcome_set(out, OUTCOME_DELIVERED, CAUSE_NONE, "delivered");
         return 0;
     }
     read_reason(res, detail, dlen);
     if (st == 410) {
-        set(out, OUTCOME_INVALID, CAUSE_NONE, "Unregistered");
+        outcome_set(out, OUTCOME_INVALID, CAUSE_NONE, "Unregistered");
     } else if (st == 400 && (strcmp(detail, "BadDeviceToken") == 0 || strcmp(detail, "DeviceTokenNotForTopic") == 0)) {
-        set(out, OUTCOME_INVALID, CAUSE_NONE, detail[0] == 'B' ? "BadDeviceToken" : "DeviceTokenNotForTopic");
+        outcome_set(out, OUTCOME_INVALID, CAUSE_NONE, detail[0] == 'B' ? "BadDeviceToken" : "DeviceTokenNotForTopic");
     } else if (st == 403 && strcmp(detail, "ExpiredProviderToken") == 0) {
         *expired = 1;
-        set(out, OUTCOME_RETRY, CAUSE_TOKEN_REFUSED, "ExpiredProviderToken");
+        outcome_set(out, OUTCOME_RETRY, CAUSE_TOKEN_REFUSED, "ExpiredProviderToken");
     } else if (st == 429) {
-        set(out, OUTCOME_RETRY, CAUSE_HTTP_429, "HTTP 429 (TooManyRequests)");
+        outcome_set(out, OUTCOME_RETRY, CAUSE_HTTP_429, "HTTP 429 (TooManyRequests)");
     } else if (st == 500) {
-        set(out, OUTCOME_RETRY, CAUSE_INTERNAL, "HTTP 500 (InternalServerError)");
+        outcome_set(out, OUTCOME_RETRY, CAUSE_INTERNAL, "HTTP 500 (InternalServerError)");
     } else if (st == 503) {
-        set(out, OUTCOME_RETRY, CAUSE_UNAVAILABLE, "HTTP 503 (ServiceUnavailable)");
+        outcome_set(out, OUTCOME_RETRY, CAUSE_UNAVAILABLE, "HTTP 503 (ServiceUnavailable)");
     } else if (st >= 500) {
-        set(out, OUTCOME_RETRY, CAUSE_HTTP_5XX, "HTTP 5xx");
+        outcome_set(out, OUTCOME_RETRY, CAUSE_HTTP_5XX, "HTTP 5xx");
     } else if (st == 403) {
-        set(out, OUTCOME_FAILED, CAUSE_UNAUTHORIZED, "HTTP 403: APNs refused the provider token or the topic");
+        outcome_set(out, OUTCOME_FAILED, CAUSE_UNAUTHORIZED, "HTTP 403: APNs refused the provider token or the topic");
     } else if (st == 400) {
-        set(out, OUTCOME_FAILED, CAUSE_BAD_REQUEST, "HTTP 400: APNs refused the notification");
+        outcome_set(out, OUTCOME_FAILED, CAUSE_BAD_REQUEST, "HTTP 400: APNs refused the notification");
     } else if (st == 413) {
-        set(out, OUTCOME_FAILED, CAUSE_MESSAGE_REJECTED, "HTTP 413: payload too large for APNs");
+        outcome_set(out, OUTCOME_FAILED, CAUSE_MESSAGE_REJECTED, "HTTP 413: payload too large for APNs");
     } else {
-        set(out, OUTCOME_FAILED, CAUSE_UNEXPECTED_STATUS, "unexpected HTTP status from APNs");
+        outcome_set(out, OUTCOME_FAILED, CAUSE_UNEXPECTED_STATUS, "unexpected HTTP status from APNs");
     }
     return 0;
 }
@@ -197,18 +180,6 @@ static void apns_classify_job(struct upstream *u, struct job *job, const struct 
     /* One renewal per refused token, whichever worker is told first. */
     if (expired && aj != NULL && apns_token_expired(a->token, aj->gen, apns_token_clock_ms(), time(NULL)) < 0)
         log_error("apns: cannot sign a new provider token");
-}
-
-static void apns_release(struct upstream *u, struct job *job)
-{
-    struct apns_job *aj = job->adapter_data;
-
-    (void)u;
-    if (aj != NULL) {
-        curl_slist_free_all(aj->headers);
-        free(aj);
-    }
-    job->adapter_data = NULL;
 }
 
 static int apns_check(struct upstream *u, const struct send_request *r, char *err, size_t errlen)
@@ -236,7 +207,7 @@ static const struct upstream_ops apns_ops = {
     .check = apns_check,
     .prepare = apns_prepare,
     .classify = apns_classify_job,
-    .release = apns_release,
+    .release = upstream_release_headers,
     .destroy = apns_destroy,
 };
 

@@ -20,13 +20,14 @@ static const char *const push_types[] = {"alert",        "background",   "locati
                                          "complication", "fileprovider", "mdm",      "liveactivity",
                                          "pushtotalk",   "widgets",      "controls"};
 
-static const struct {
-    const char *name;
-    enum request_opt opt;
-} fields[] = {
-    {"topic", ROPT_APNS_TOPIC},           {"push_type", ROPT_APNS_PUSH_TYPE},     {"priority", ROPT_APNS_PRIORITY},
-    {"expiration", ROPT_APNS_EXPIRATION}, {"collapse_id", ROPT_APNS_COLLAPSE_ID},
+static int check_field(enum request_opt o, const char *s, size_t n, char *err, size_t errlen);
+
+static const struct request_field field_list[] = {
+    {"topic", ROPT_APNS_TOPIC, 0},           {"push_type", ROPT_APNS_PUSH_TYPE, 0},
+    {"priority", ROPT_APNS_PRIORITY, 1},     /* a number, or its digits as a string */
+    {"expiration", ROPT_APNS_EXPIRATION, 1}, {"collapse_id", ROPT_APNS_COLLAPSE_ID, 0},
 };
+static const struct request_fields fields = {field_list, sizeof(field_list) / sizeof(field_list[0]), check_field};
 
 int apns_request_push_type_ok(const char *s, size_t n)
 {
@@ -85,46 +86,14 @@ static int check_field(enum request_opt o, const char *s, size_t n, char *err, s
     }
 }
 
-static int set_field(struct message *m, enum request_opt o, const char *name, const char *s, size_t n, char *err,
-                     size_t errlen)
-{
-    if (m->opt[o] != NULL)
-        return ERR("\"%s\" is given twice", name);
-    m->opt[o] = s;
-    m->opt_len[o] = n;
-    return check_field(o, s, n, err, errlen);
-}
-
 static int form_field(const char *key, const char *val, size_t n, struct message *m, char *err, size_t errlen)
 {
-    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
-        if (strcmp(key, fields[i].name) == 0)
-            return set_field(m, fields[i].opt, fields[i].name, val, n, err, errlen);
-    return 0; /* other fields are ignored, as /gcm/send ignores them */
+    return request_fields_form(&fields, key, val, n, m, err, errlen);
 }
 
 static int json_member(const struct json_doc *d, int key, struct message *m, char **out, char *err, size_t errlen)
 {
-    int v = key + 1;
-
-    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-        enum request_opt o = fields[i].opt;
-        long n;
-        if (!json_is(d, key, fields[i].name))
-            continue;
-        /* priority and expiration are numbers; as strings of digits they are taken too. */
-        if ((o == ROPT_APNS_PRIORITY || o == ROPT_APNS_EXPIRATION) && d->tok[v].type == JSMN_PRIMITIVE)
-            return set_field(m, o, fields[i].name, json_tokptr(d, v), json_toklen(d, v), err, errlen);
-        if (d->tok[v].type != JSMN_STRING || (n = json_unescape(d, v, *out)) < 0)
-            return ERR("\"%s\" must be a %s", fields[i].name,
-                       o == ROPT_APNS_PRIORITY || o == ROPT_APNS_EXPIRATION ? "number" : "string");
-        if (memchr(*out, '\0', (size_t)n) != NULL)
-            return ERR("\"%s\" contains a NUL character", fields[i].name);
-        (*out)[n] = '\0';
-        *out += n + 1;
-        return set_field(m, o, fields[i].name, *out - n - 1, (size_t)n, err, errlen);
-    }
-    return -ENOENT;
+    return request_fields_json(&fields, d, key, m, out, err, errlen);
 }
 
 static int is_type(const struct message *m, const char *t)
@@ -171,11 +140,8 @@ static int check_request(const struct send_request *r, char *err, size_t errlen)
         if (!apns_request_device_token_ok(r->targets[i], strlen(r->targets[i])))
             return ERR("token %zu is not an APNs device token (an even number of hex digits, %d to %d)", i + 1,
                        APNS_TOKEN_MIN_HEX, APNS_TOKEN_MAX_HEX);
-    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-        enum request_opt o = fields[i].opt;
-        if (r->msg.opt[o] != NULL && (rc = check_field(o, r->msg.opt[o], r->msg.opt_len[o], err, errlen)) != 0)
-            return rc;
-    }
+    if ((rc = request_fields_check(&fields, &r->msg, err, errlen)) != 0)
+        return rc;
     for (int o = 0; o < ROPT_FCM_COUNT; o++)
         if (r->msg.opt[o] != NULL)
             return ERR("\"%s\" is an FCM field; /apns/send does not take it", request_opt_names[o]);

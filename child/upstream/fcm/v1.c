@@ -178,28 +178,20 @@ static int read_details(const struct json_doc *d, int details, int *token_violat
     return code;
 }
 
-static void set(struct outcome *out, enum outcome_kind kind, enum cause cause, const char *reason)
-{
-    out->kind = kind;
-    out->cause = cause;
-    out->reason = reason;
-    out->canonical = NULL;
-}
-
 static void classify_status(long status, struct outcome *out, int *refused)
 {
     if (status == 401) {
         *refused = 1;
-        set(out, OUTCOME_RETRY, CAUSE_TOKEN_REFUSED, "HTTP 401: access token refused");
+        outcome_set(out, OUTCOME_RETRY, CAUSE_TOKEN_REFUSED, "HTTP 401: access token refused");
     } else if (status == 429 || status >= 500) {
-        set(out, OUTCOME_RETRY, status == 429 ? CAUSE_HTTP_429 : CAUSE_HTTP_5XX,
+        outcome_set(out, OUTCOME_RETRY, status == 429 ? CAUSE_HTTP_429 : CAUSE_HTTP_5XX,
             status == 429 ? "HTTP 429" : "HTTP 5xx");
     } else if (status == 403) {
-        set(out, OUTCOME_FAILED, CAUSE_UNAUTHORIZED, "HTTP 403: the service account may not send for this project");
+        outcome_set(out, OUTCOME_FAILED, CAUSE_UNAUTHORIZED, "HTTP 403: the service account may not send for this project");
     } else if (status == 404) {
-        set(out, OUTCOME_FAILED, CAUSE_UNEXPECTED_STATUS, "HTTP 404: check --fcm-url and project_id");
+        outcome_set(out, OUTCOME_FAILED, CAUSE_UNEXPECTED_STATUS, "HTTP 404: check --fcm-url and project_id");
     } else {
-        set(out, OUTCOME_FAILED, CAUSE_UNEXPECTED_STATUS, "unexpected HTTP status");
+        outcome_set(out, OUTCOME_FAILED, CAUSE_UNEXPECTED_STATUS, "unexpected HTTP status");
     }
 }
 
@@ -211,11 +203,11 @@ void v1_classify(const struct upstream_result *res, struct outcome *out, int *re
     *refused = 0;
     detail[0] = '\0';
     if (res->code != CURLE_OK) {
-        set(out, OUTCOME_RETRY, CAUSE_NETWORK, "no answer from upstream");
+        outcome_set(out, OUTCOME_RETRY, CAUSE_NETWORK, "no answer from upstream");
         return;
     }
     if (res->status == 200) {
-        set(out, OUTCOME_DELIVERED, CAUSE_NONE, "delivered");
+        outcome_set(out, OUTCOME_DELIVERED, CAUSE_NONE, "delivered");
         return;
     }
     if (json_parse(&d, res->body, res->len) != 0) {
@@ -230,10 +222,10 @@ void v1_classify(const struct upstream_result *res, struct outcome *out, int *re
     for (size_t i = 0; code >= 0 && i < sizeof(fcm_errors) / sizeof(fcm_errors[0]); i++) {
         if (!json_is(&d, code, fcm_errors[i].code))
             continue;
-        set(out, fcm_errors[i].kind, fcm_errors[i].cause, fcm_errors[i].code);
+        outcome_set(out, fcm_errors[i].kind, fcm_errors[i].cause, fcm_errors[i].code);
         if (fcm_errors[i].kind == OUTCOME_FAILED && strcmp(fcm_errors[i].code, "INVALID_ARGUMENT") == 0 &&
             token_violation)
-            set(out, OUTCOME_INVALID, CAUSE_NONE, "INVALID_ARGUMENT (token)");
+            outcome_set(out, OUTCOME_INVALID, CAUSE_NONE, "INVALID_ARGUMENT (token)");
         if (strcmp(fcm_errors[i].code, "THIRD_PARTY_AUTH_ERROR") == 0)
             out->reason = "THIRD_PARTY_AUTH_ERROR: check the APNs or web push credentials of the Firebase project";
         json_free(&d);

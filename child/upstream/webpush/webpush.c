@@ -34,19 +34,10 @@ struct webpush {
 
 /* What prepare attached to a job. */
 struct webpush_job {
-    struct curl_slist *headers;
+    struct curl_slist *headers; /* first: upstream_release_headers frees it */
     char host[VAPID_ORIGIN_MAX + 1]; /* the endpoint's host, for connect_ok */
     int refused;                     /* connect_ok refused an address */
 };
-
-static struct curl_slist *add(struct curl_slist *list, const char *line, int *failed)
-{
-    struct curl_slist *next = *failed ? NULL : curl_slist_append(list, line);
-
-    if (next == NULL)
-        *failed = 1;
-    return next ? next : list;
-}
 
 static struct curl_slist *build_headers(const struct message *m, const char *auth)
 {
@@ -58,17 +49,17 @@ static struct curl_slist *build_headers(const struct message *m, const char *aut
     char line[128];
     int failed = 0;
 
-    list = add(list, "Content-Encoding: aes128gcm", &failed);
-    list = add(list, "Content-Type: application/octet-stream", &failed);
-    list = add(list, "Expect:", &failed);
+    list = upstream_header(list, "Content-Encoding: aes128gcm", &failed);
+    list = upstream_header(list, "Content-Type: application/octet-stream", &failed);
+    list = upstream_header(list, "Expect:", &failed);
     /* Checked at intake: digits, a word of four, at most 32 base64url characters. */
     snprintf(line, sizeof(line), "TTL: %s", m->opt[ROPT_WEBPUSH_TTL] ? m->opt[ROPT_WEBPUSH_TTL] : WEBPUSH_TTL_DEFAULT);
-    list = add(list, line, &failed);
+    list = upstream_header(list, line, &failed);
     for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
         if (m->opt[opts[i].opt] == NULL)
             continue;
         snprintf(line, sizeof(line), "%s: %s", opts[i].header, m->opt[opts[i].opt]);
-        list = add(list, line, &failed);
+        list = upstream_header(list, line, &failed);
     }
     if (auth != NULL) {
         char *a = malloc(strlen(auth) + 16);
@@ -76,7 +67,7 @@ static struct curl_slist *build_headers(const struct message *m, const char *aut
             failed = 1;
         } else {
             sprintf(a, "Authorization: %s", auth);
-            list = add(list, a, &failed);
+            list = upstream_header(list, a, &failed);
             free(a);
         }
     }
@@ -155,14 +146,6 @@ static int webpush_connect_ok(struct upstream *u, struct job *job, const struct 
     return 0;
 }
 
-static void set(struct outcome *out, enum outcome_kind kind, enum cause cause, const char *reason)
-{
-    out->kind = kind;
-    out->cause = cause;
-    out->reason = reason;
-    out->canonical = NULL;
-}
-
 /* The service's answer, one printable line of at most dlen - 1 bytes. */
 static void read_detail(const struct upstream_result *res, char *detail, size_t dlen)
 {
@@ -181,35 +164,35 @@ void webpush_classify(const struct upstream_result *res, int refused, struct out
 
     detail[0] = '\0';
     if (refused) {
-        set(out, OUTCOME_FAILED, CAUSE_ADDRESS_REFUSED, "the endpoint's host or address is not allowed");
+        outcome_set(out, OUTCOME_FAILED, CAUSE_ADDRESS_REFUSED, "the endpoint's host or address is not allowed");
         return;
     }
     if (res->code != CURLE_OK) {
-        set(out, OUTCOME_RETRY, CAUSE_NETWORK, "no answer from the push service");
+        outcome_set(out, OUTCOME_RETRY, CAUSE_NETWORK, "no answer from the push service");
         return;
     }
     if (st == 200 || st == 201 || st == 202) {
-        set(out, OUTCOME_DELIVERED, CAUSE_NONE, "delivered");
+        outcome_set(out, OUTCOME_DELIVERED, CAUSE_NONE, "delivered");
         return;
     }
     read_detail(res, detail, dlen);
     if (st == 404 || st == 410)
-        set(out, OUTCOME_INVALID, CAUSE_NONE,
+        outcome_set(out, OUTCOME_INVALID, CAUSE_NONE,
             st == 404 ? "HTTP 404: no such subscription" : "HTTP 410: subscription gone");
     else if (st == 429)
-        set(out, OUTCOME_RETRY, CAUSE_HTTP_429, "HTTP 429 (too many requests)");
+        outcome_set(out, OUTCOME_RETRY, CAUSE_HTTP_429, "HTTP 429 (too many requests)");
     else if (st == 503)
-        set(out, OUTCOME_RETRY, CAUSE_UNAVAILABLE, "HTTP 503 (unavailable)");
+        outcome_set(out, OUTCOME_RETRY, CAUSE_UNAVAILABLE, "HTTP 503 (unavailable)");
     else if (st >= 500)
-        set(out, OUTCOME_RETRY, CAUSE_HTTP_5XX, "HTTP 5xx");
+        outcome_set(out, OUTCOME_RETRY, CAUSE_HTTP_5XX, "HTTP 5xx");
     else if (st == 401 || st == 403)
-        set(out, OUTCOME_FAILED, CAUSE_UNAUTHORIZED, "the push service refused the VAPID token");
+        outcome_set(out, OUTCOME_FAILED, CAUSE_UNAUTHORIZED, "the push service refused the VAPID token");
     else if (st == 400)
-        set(out, OUTCOME_FAILED, CAUSE_BAD_REQUEST, "HTTP 400: the push service refused the message");
+        outcome_set(out, OUTCOME_FAILED, CAUSE_BAD_REQUEST, "HTTP 400: the push service refused the message");
     else if (st == 413)
-        set(out, OUTCOME_FAILED, CAUSE_MESSAGE_REJECTED, "HTTP 413: the message is too large for the push service");
+        outcome_set(out, OUTCOME_FAILED, CAUSE_MESSAGE_REJECTED, "HTTP 413: the message is too large for the push service");
     else
-        set(out, OUTCOME_FAILED, CAUSE_UNEXPECTED_STATUS, "unexpected HTTP status from the push service");
+        outcome_set(out, OUTCOME_FAILED, CAUSE_UNEXPECTED_STATUS, "unexpected HTTP status from the push service");
 }
 
 static void webpush_classify_job(struct upstream *u, struct job *job, const struct upstream_result *res,
@@ -220,18 +203,6 @@ static void webpush_classify_job(struct upstream *u, struct job *job, const stru
     (void)u;
     webpush_classify(res, wj != NULL && wj->refused && res->code != CURLE_OK, &out[0], job->detail,
                      sizeof(job->detail));
-}
-
-static void webpush_release(struct upstream *u, struct job *job)
-{
-    struct webpush_job *wj = job->adapter_data;
-
-    (void)u;
-    if (wj != NULL) {
-        curl_slist_free_all(wj->headers);
-        free(wj);
-    }
-    job->adapter_data = NULL;
 }
 
 /* The endpoints' hosts against the app's --webpush-allow. */
@@ -269,7 +240,7 @@ static const struct upstream_ops webpush_ops = {
     .check = webpush_check,
     .prepare = webpush_prepare,
     .classify = webpush_classify_job,
-    .release = webpush_release,
+    .release = upstream_release_headers,
     .destroy = webpush_destroy,
     .connect_ok = webpush_connect_ok,
 };

@@ -19,14 +19,14 @@
 
 static const char *const urgencies[] = {"very-low", "low", "normal", "high"};
 
-static const struct {
-    const char *name;
-    enum request_opt opt;
-} fields[] = {
-    {"ttl", ROPT_WEBPUSH_TTL},
-    {"urgency", ROPT_WEBPUSH_URGENCY},
-    {"topic", ROPT_WEBPUSH_TOPIC},
+static int check_field(enum request_opt o, const char *s, size_t n, char *err, size_t errlen);
+
+static const struct request_field field_list[] = {
+    {"ttl", ROPT_WEBPUSH_TTL, 1}, /* a number, or its digits as a string */
+    {"urgency", ROPT_WEBPUSH_URGENCY, 0},
+    {"topic", ROPT_WEBPUSH_TOPIC, 0},
 };
+static const struct request_fields fields = {field_list, sizeof(field_list) / sizeof(field_list[0]), check_field};
 
 static int b64url_char(unsigned char c)
 {
@@ -172,42 +172,14 @@ static int check_field(enum request_opt o, const char *s, size_t n, char *err, s
     }
 }
 
-static int set_field(struct message *m, enum request_opt o, const char *name, const char *s, size_t n, char *err,
-                     size_t errlen)
-{
-    if (m->opt[o] != NULL)
-        return ERR("\"%s\" is given twice", name);
-    m->opt[o] = s;
-    m->opt_len[o] = n;
-    return check_field(o, s, n, err, errlen);
-}
-
 static int form_field(const char *key, const char *val, size_t n, struct message *m, char *err, size_t errlen)
 {
-    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
-        if (strcmp(key, fields[i].name) == 0)
-            return set_field(m, fields[i].opt, fields[i].name, val, n, err, errlen);
-    return 0; /* other fields are ignored, as /gcm/send ignores them */
+    return request_fields_form(&fields, key, val, n, m, err, errlen);
 }
 
 static int json_member(const struct json_doc *d, int key, struct message *m, char **out, char *err, size_t errlen)
 {
-    int v = key + 1;
-
-    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-        enum request_opt o = fields[i].opt;
-        long n;
-        if (!json_is(d, key, fields[i].name))
-            continue;
-        if (o == ROPT_WEBPUSH_TTL && d->tok[v].type == JSMN_PRIMITIVE)
-            return set_field(m, o, fields[i].name, json_tokptr(d, v), json_toklen(d, v), err, errlen);
-        if (d->tok[v].type != JSMN_STRING || (n = json_unescape(d, v, *out)) < 0)
-            return ERR("\"%s\" must be a %s", fields[i].name, o == ROPT_WEBPUSH_TTL ? "number" : "string");
-        (*out)[n] = '\0';
-        *out += n + 1;
-        return set_field(m, o, fields[i].name, *out - n - 1, (size_t)n, err, errlen);
-    }
-    return -ENOENT;
+    return request_fields_json(&fields, d, key, m, out, err, errlen);
 }
 
 /* One target, as intake made it or as a store gave it back. */
@@ -236,11 +208,8 @@ static int check_request(const struct send_request *r, char *err, size_t errlen)
     for (int o = 0; o < ROPT_FCM_COUNT; o++)
         if (m->opt[o] != NULL)
             return ERR("\"%s\" is an FCM field; /webpush/send does not take it", request_opt_names[o]);
-    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-        enum request_opt o = fields[i].opt;
-        if (m->opt[o] != NULL && (rc = check_field(o, m->opt[o], m->opt_len[o], err, errlen)) != 0)
-            return rc;
-    }
+    if ((rc = request_fields_check(&fields, m, err, errlen)) != 0)
+        return rc;
     for (int o = ROPT_WEBPUSH_TOPIC + 1; o < ROPT_COUNT; o++)
         if (m->opt[o] != NULL)
             return ERR("a Web Push request with an option fcmd does not know");
