@@ -178,6 +178,7 @@ asan: deps
 	@mkdir -p $(ASAN_DIR)
 	ASAN_OPTIONS=log_path=$(CURDIR)/$(ASAN_DIR)/report:detect_leaks=1:halt_on_error=1 \
 	UBSAN_OPTIONS=log_path=$(CURDIR)/$(ASAN_DIR)/report:print_stacktrace=1 \
+	FCMD_SANITIZER_DIR=$(CURDIR)/$(ASAN_DIR) \
 	$(MAKE) BUILD=$(ASAN_DIR) BIN=$(ASAN_DIR) \
 		CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 		LDFLAGS="-fsanitize=address,undefined" unit integration

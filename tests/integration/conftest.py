@@ -18,6 +18,41 @@ MOCK_BIN = os.environ.get("MOCK_BIN", os.path.join(ROOT, "tools", "mock-upstream
 API_KEY = "test-server-key-3f9a"
 
 
+# make asan names a folder here: what a sanitizer printed on a server's
+# stderr is kept there as a report, for make asan's check to find. gcc's
+# UBSan (with ASan in the same build) prints its reports on stderr whatever
+# log_path says, so a worker that died of one would otherwise leave no trace
+# but a respawn.
+SANITIZER_DIR = os.environ.get("FCMD_SANITIZER_DIR")
+SANITIZER_MARKS = ("runtime error:", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                   "SUMMARY: UndefinedBehaviorSanitizer")
+
+
+def keep_sanitizer_reports(stream, what):
+    """Reads what stream holds without waiting (a worker may still hold the
+    pipe open), and keeps it as a report when a sanitizer wrote in it."""
+    if stream is None:
+        return
+    chunks, size = [], 0
+    try:
+        fd = stream.fileno()
+        os.set_blocking(fd, False)
+        while size < 1 << 20:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except (BlockingIOError, OSError, ValueError):
+        pass
+    text = b"".join(chunks).decode("utf-8", "replace")
+    if any(m in text for m in SANITIZER_MARKS):
+        folder = SANITIZER_DIR or os.path.join(ROOT, "build-asan")
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, f"report.stderr.{os.getpid()}.{what}"), "a") as f:
+            f.write(text)
+
+
 def free_port(family=socket.AF_INET, host="127.0.0.1"):
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -190,6 +225,7 @@ class Fcmd:
                             pass
                     self.proc.wait(5)
         rc = self.proc.returncode
+        keep_sanitizer_reports(self.proc.stderr, f"fcmd-{self.port}")
         for f in (self.proc.stdout, self.proc.stderr):
             if f:
                 f.close()
