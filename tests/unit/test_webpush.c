@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../../child/upstream/jwt.h"
@@ -293,6 +294,39 @@ static void salts_never_repeat(void **state)
         for (int j = 0; j < i; j++)
             assert_memory_not_equal(salts[i], salts[j], ECE_SALT_LEN);
     }
+    buf_free(&out);
+}
+
+/* A child made by fork() draws salts of its own: the parent's next salt
+ * (from the pool both inherited) is never the child's. */
+static void a_forked_child_never_repeats_its_parents_salts(void **state)
+{
+    struct ece_keys k;
+    struct buf out = BUF_INIT;
+    unsigned char child_salt[ECE_SALT_LEN], parent_salt[ECE_SALT_LEN];
+    char err[256];
+    int fds[2], status;
+    pid_t pid;
+
+    (void)state;
+    rfc_keys(&k);
+    assert_int_equal(ece_encrypt(&k, "x", 1, NULL, NULL, &out, NULL, err, sizeof(err)), 0); /* the pool is full */
+    assert_int_equal(pipe(fds), 0);
+    if ((pid = fork()) == 0) {
+        buf_reset(&out);
+        _exit(ece_encrypt(&k, "x", 1, NULL, NULL, &out, NULL, err, sizeof(err)) != 0 ||
+              write(fds[1], out.data, ECE_SALT_LEN) != ECE_SALT_LEN);
+    }
+    assert_true(pid > 0);
+    assert_int_equal(read(fds[0], child_salt, sizeof(child_salt)), ECE_SALT_LEN);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    buf_reset(&out);
+    assert_int_equal(ece_encrypt(&k, "x", 1, NULL, NULL, &out, NULL, err, sizeof(err)), 0);
+    memcpy(parent_salt, out.data, ECE_SALT_LEN);
+    assert_memory_not_equal(child_salt, parent_salt, ECE_SALT_LEN);
+    close(fds[0]);
+    close(fds[1]);
     buf_free(&out);
 }
 
@@ -672,6 +706,7 @@ int main(void)
         cmocka_unit_test(a_sender_key_off_p256_is_refused),
         cmocka_unit_test(an_off_curve_point_is_refused_by_the_encryption),
         cmocka_unit_test(salts_never_repeat),
+        cmocka_unit_test(a_forked_child_never_repeats_its_parents_salts),
         cmocka_unit_test(base64url_decoding),
         cmocka_unit_test(vapid_public_key_of_sec1_and_pkcs8),
         cmocka_unit_test(bad_vapid_keys_are_named),

@@ -22,9 +22,9 @@
 #include <openssl/obj_mac.h>
 #include <openssl/params.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "../jwt.h"
 
@@ -255,22 +255,32 @@ static int seal(const struct ece_trace *t, const unsigned char *plain, size_t le
 
 /* A fresh random salt.  RAND_bytes costs about as much for 1 KiB as for
  * 16 bytes, so salts are drawn 64 at a time into a pool of the process;
- * each is handed out once and wiped, and a process that finds the pool made
- * by another (its parent, before the fork) draws its own. */
+ * each is handed out once and wiped.  A child made by fork() empties the
+ * pool it inherited (pthread_atfork: asking getpid() each time was a system
+ * call a message), so two processes never hand out the same salts. */
 #define SALT_POOL 64
 static unsigned char salt_pool[SALT_POOL * ECE_SALT_LEN];
 static size_t salts_left;
-static pid_t salt_owner;
+static pthread_once_t salt_once = PTHREAD_ONCE_INIT;
+
+static void salt_pool_forget(void)
+{
+    OPENSSL_cleanse(salt_pool, sizeof(salt_pool));
+    salts_left = 0;
+}
+
+static void salt_pool_init(void)
+{
+    pthread_atfork(NULL, NULL, salt_pool_forget);
+}
 
 static int fresh_salt(unsigned char out[ECE_SALT_LEN])
 {
-    pid_t self = getpid();
-
-    if (salts_left == 0 || salt_owner != self) {
+    pthread_once(&salt_once, salt_pool_init);
+    if (salts_left == 0) {
         if (RAND_bytes(salt_pool, sizeof(salt_pool)) != 1)
             return -1;
         salts_left = SALT_POOL;
-        salt_owner = self;
     }
     salts_left--;
     memcpy(out, salt_pool + salts_left * ECE_SALT_LEN, ECE_SALT_LEN);
