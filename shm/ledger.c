@@ -129,25 +129,37 @@ uint64_t ledger_entries(struct ledger *l)
 /* SipHash-2-4 of key under the ledger's own key.  Each process keeps one
  * context, set up again with the ledger's key for each hash (no allocation
  * per call); a failure gives 0, which only makes lookups slower. */
+/* SipHash-2-4 with 8 bytes out, by OpenSSL.  The context is the process's,
+ * its output size set once; each hash keys it with the ledger's key. */
 static uint64_t hash_of(const struct ledger *l, const void *key, size_t n)
 {
     static EVP_MAC_CTX *ctx;
     unsigned char out[8];
-    size_t outlen = 0, size = sizeof(out);
-    OSSL_PARAM params[] = {OSSL_PARAM_construct_size_t(OSSL_MAC_PARAM_SIZE, &size), OSSL_PARAM_construct_end()};
+    size_t outlen = 0;
     uint64_t h = 0;
 
     if (ctx == NULL) {
+        size_t size = sizeof(out);
+        OSSL_PARAM params[] = {OSSL_PARAM_construct_size_t(OSSL_MAC_PARAM_SIZE, &size), OSSL_PARAM_construct_end()};
         EVP_MAC *mac = EVP_MAC_fetch(NULL, "SIPHASH", NULL);
         ctx = mac != NULL ? EVP_MAC_CTX_new(mac) : NULL;
         EVP_MAC_free(mac); /* the context holds its own reference */
+        if (ctx != NULL && EVP_MAC_CTX_set_params(ctx, params) != 1) {
+            EVP_MAC_CTX_free(ctx);
+            ctx = NULL;
+        }
         if (ctx == NULL)
             return 0;
     }
-    if (EVP_MAC_init(ctx, l->hash_key, sizeof(l->hash_key), params) == 1 && EVP_MAC_update(ctx, key, n) == 1 &&
+    if (EVP_MAC_init(ctx, l->hash_key, sizeof(l->hash_key), NULL) == 1 && EVP_MAC_update(ctx, key, n) == 1 &&
         EVP_MAC_final(ctx, out, &outlen, sizeof(out)) == 1 && outlen == sizeof(out))
         memcpy(&h, out, sizeof(h));
     return h;
+}
+
+uint64_t ledger_hash(const struct ledger *l, const void *key, size_t key_len)
+{
+    return hash_of(l, key, key_len);
 }
 
 /* The record at position pos, or NULL when pos is not a live record's. */
@@ -285,8 +297,14 @@ static struct entry *lookup(const struct ledger *l, const void *key, size_t key_
 
 int ledger_find(struct ledger *l, const void *key, size_t key_len, uint64_t now_ms, struct ledger_ref *ref)
 {
+    return ledger_find_hashed(l, key, key_len, hash_of(l, key, key_len), now_ms, ref);
+}
+
+int ledger_find_hashed(struct ledger *l, const void *key, size_t key_len, uint64_t h, uint64_t now_ms,
+                       struct ledger_ref *ref)
+{
     uint64_t pos;
-    struct entry *e = lookup(l, key, key_len, hash_of(l, key, key_len), &pos);
+    struct entry *e = lookup(l, key, key_len, h, &pos);
 
     if (e == NULL || e->expires_ms <= now_ms)
         return 0;
@@ -308,13 +326,20 @@ int ledger_get(struct ledger *l, struct ledger_ref *ref)
 int ledger_add(struct ledger *l, const void *key, size_t key_len, size_t body_len, uint64_t expires_ms,
                uint64_t now_ms, struct ledger_ref *ref)
 {
+    if (key_len == 0 || key_len > LEDGER_MAX_KEY || body_len > LEDGER_MAX_BODY)
+        return 0;
+    return ledger_add_hashed(l, key, key_len, hash_of(l, key, key_len), body_len, expires_ms, now_ms, ref);
+}
+
+int ledger_add_hashed(struct ledger *l, const void *key, size_t key_len, uint64_t h, size_t body_len,
+                      uint64_t expires_ms, uint64_t now_ms, struct ledger_ref *ref)
+{
     size_t len = sizeof(struct entry) + ALIGN8(body_len) + ALIGN8(key_len);
-    uint64_t h, pos, *idx = index_of(l), i, n;
+    uint64_t pos, *idx = index_of(l), i, n;
     struct entry *e;
 
     if (key_len == 0 || key_len > LEDGER_MAX_KEY || body_len > LEDGER_MAX_BODY)
         return 0;
-    h = hash_of(l, key, key_len);
     /* Expired or not (an expiry of 0 included), the new one takes its key:
      * one left in the index would come first in the probe and hide it. */
     if ((e = lookup(l, key, key_len, h, &pos)) != NULL)

@@ -78,10 +78,19 @@ int ledger_init(struct ledger *l, size_t bytes);
 int ledger_lock(struct ledger *l);
 void ledger_unlock(struct ledger *l);
 
+/* The hash of key in l (SipHash under l's own key).  It needs no lock, so a
+ * caller computes it before taking one and holds the lock the shorter: the
+ * workers of an instance contend for it on every push. */
+uint64_t ledger_hash(const struct ledger *l, const void *key, size_t key_len);
+
 /* The rest need the lock.  now_ms is CLOCK_MONOTONIC in milliseconds. */
 
 /* The live entry of key, not expired at now_ms: 1 with *ref, or 0. */
 int ledger_find(struct ledger *l, const void *key, size_t key_len, uint64_t now_ms, struct ledger_ref *ref);
+
+/* The same with h, ledger_hash(l, key, key_len). */
+int ledger_find_hashed(struct ledger *l, const void *key, size_t key_len, uint64_t h, uint64_t now_ms,
+                       struct ledger_ref *ref);
 
 /* The entry at ref->pos again, if it is still there: 1 with ref->body, or 0. */
 int ledger_get(struct ledger *l, struct ledger_ref *ref);
@@ -91,6 +100,10 @@ int ledger_get(struct ledger *l, struct ledger_ref *ref);
  * Returns 1 with *ref, or 0 when key or body are too long. */
 int ledger_add(struct ledger *l, const void *key, size_t key_len, size_t body_len, uint64_t expires_ms,
                uint64_t now_ms, struct ledger_ref *ref);
+
+/* The same with h, ledger_hash(l, key, key_len). */
+int ledger_add_hashed(struct ledger *l, const void *key, size_t key_len, uint64_t h, size_t body_len,
+                      uint64_t expires_ms, uint64_t now_ms, struct ledger_ref *ref);
 
 /* Sets the expiry of the entry at ref (found under this lock). */
 void ledger_set_expiry(struct ledger *l, const struct ledger_ref *ref, uint64_t expires_ms);

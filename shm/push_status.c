@@ -13,13 +13,13 @@ uint64_t push_status_begin(struct ledger *l, const char *id, size_t id_len, cons
                            uint32_t targets, uint64_t now_ms)
 {
     struct ledger_ref ref;
-    uint64_t h = 0;
+    uint64_t h = 0, hash = ledger_hash(l, id, id_len); /* outside the lock */
 
     if (ledger_lock(l) != 0)
         return 0;
-    if (ledger_find(l, id, id_len, now_ms, &ref)) {
+    if (ledger_find_hashed(l, id, id_len, hash, now_ms, &ref)) {
         h = ref.pos + 1;
-    } else if (ledger_add(l, id, id_len, sizeof(struct push_status), LEDGER_NEVER, now_ms, &ref)) {
+    } else if (ledger_add_hashed(l, id, id_len, hash, sizeof(struct push_status), LEDGER_NEVER, now_ms, &ref)) {
         struct push_status *s = ref.body;
         s->targets = targets;
         s->upstream = upstream;
