@@ -16,6 +16,11 @@ struct idem {
     char id[IDEM_ID_MAX + 1];
 };
 
+size_t idempotency_entry_min(void)
+{
+    return ledger_entry_size(sizeof(struct idem), 2); /* "app:key": the separator and a key's one byte at least */
+}
+
 int idempotency_key_ok(const char *s, size_t n)
 {
     if (n == 0 || n > IDEM_KEY_MAX)

@@ -37,6 +37,9 @@ struct idem_first {
     uint32_t targets;
 };
 
+/* The least an entry of the ledger takes: ledger_init's min_entry. */
+size_t idempotency_entry_min(void);
+
 /* Whether s[0..n) may be an Idempotency-Key: 1 to IDEM_KEY_MAX visible ASCII characters. */
 int idempotency_key_ok(const char *s, size_t n);
 

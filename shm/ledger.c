@@ -16,6 +16,7 @@
 #include <openssl/params.h>
 #include <string.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 enum { REC_SKIP = 1, REC_ENTRY, REC_NOTE };
 
@@ -45,13 +46,24 @@ struct note {
 
 #define ALIGN8(n) (((n) + 7) & ~(size_t)7)
 
-static size_t index_buckets(size_t bytes)
+static size_t min_entry_of(size_t min_entry)
+{
+    return min_entry < LEDGER_MIN_ENTRY ? LEDGER_MIN_ENTRY : ALIGN8(min_entry);
+}
+
+/* Twice the entries of min_entry bytes the ring holds: under half full. */
+static size_t index_buckets(size_t bytes, size_t min_entry)
 {
     size_t n = 64;
 
-    while (n < bytes / 32) /* an entry takes 64 bytes at the least: the index stays under half full */
+    while (n < bytes / min_entry_of(min_entry) * 2)
         n <<= 1;
     return n;
+}
+
+size_t ledger_entry_size(size_t body_len, size_t key_len)
+{
+    return sizeof(struct entry) + ALIGN8(body_len) + ALIGN8(key_len);
 }
 
 static size_t index_offset(void)
@@ -69,21 +81,32 @@ static unsigned char *ring_of(const struct ledger *l)
     return (unsigned char *)index_of(l) + (l->mask + 1) * sizeof(uint64_t);
 }
 
-size_t ledger_footprint(size_t bytes)
+size_t ledger_footprint(size_t bytes, size_t min_entry)
 {
     bytes = bytes < LEDGER_MIN_BYTES ? LEDGER_MIN_BYTES : bytes & ~(size_t)7;
-    return index_offset() + index_buckets(bytes) * sizeof(uint64_t) + bytes;
+    return index_offset() + index_buckets(bytes, min_entry) * sizeof(uint64_t) + bytes;
 }
 
-int ledger_init(struct ledger *l, size_t bytes)
+int ledger_init(struct ledger *l, size_t bytes, size_t min_entry)
 {
     bytes = bytes < LEDGER_MIN_BYTES ? LEDGER_MIN_BYTES : bytes & ~(size_t)7;
     memset(l, 0, sizeof(*l));
     l->capacity = bytes;
-    l->mask = index_buckets(bytes) - 1;
+    l->min_entry = min_entry_of(min_entry);
+    l->mask = index_buckets(bytes, min_entry) - 1;
+    memset(index_of(l), 0, (l->mask + 1) * sizeof(uint64_t)); /* in memory from the start */
     if (getrandom(l->hash_key, sizeof(l->hash_key), 0) != (ssize_t)sizeof(l->hash_key))
         return errno ? -errno : -EIO;
     return robust_mutex_init(&l->lock);
+}
+
+void ledger_map_index(const struct ledger *l)
+{
+    const volatile unsigned char *p = (const unsigned char *)index_of(l);
+    size_t n = (l->mask + 1) * sizeof(uint64_t), page = (size_t)sysconf(_SC_PAGESIZE);
+
+    for (size_t i = 0; i < n; i += page)
+        (void)p[i];
 }
 
 /* Forgets every record: what a holder that died may have torn.  The
@@ -334,12 +357,14 @@ int ledger_add(struct ledger *l, const void *key, size_t key_len, size_t body_le
 int ledger_add_hashed(struct ledger *l, const void *key, size_t key_len, uint64_t h, size_t body_len,
                       uint64_t expires_ms, uint64_t now_ms, struct ledger_ref *ref)
 {
-    size_t len = sizeof(struct entry) + ALIGN8(body_len) + ALIGN8(key_len);
+    size_t len = ledger_entry_size(body_len, key_len);
     uint64_t pos, *idx = index_of(l), i, n;
     struct entry *e;
 
     if (key_len == 0 || key_len > LEDGER_MAX_KEY || body_len > LEDGER_MAX_BODY)
         return 0;
+    if (len < l->min_entry) /* the index is sized for entries no smaller */
+        len = l->min_entry;
     /* Expired or not (an expiry of 0 included), the new one takes its key:
      * one left in the index would come first in the probe and hide it. */
     if ((e = lookup(l, key, key_len, h, &pos)) != NULL)

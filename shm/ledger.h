@@ -41,6 +41,7 @@ struct ledger {
     size_t capacity;     /* bytes of the ring */
     uint64_t head, tail; /* records live at positions [tail, head) */
     uint64_t mask;       /* index buckets - 1 */
+    size_t min_entry;    /* the least bytes an entry takes (ledger_init) */
     uint64_t entries;    /* entries the index holds */
     unsigned char hash_key[16];
     _Atomic uint64_t added;   /* entries ever made */
@@ -65,13 +66,29 @@ static inline uint64_t ledger_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* Bytes a ledger with a ring of `bytes` needs, index included. */
-size_t ledger_footprint(size_t bytes);
+/* The bytes an entry with a body of body_len and a key of key_len takes in
+ * the ring (notes aside); LEDGER_MIN_ENTRY is the least any entry takes. */
+size_t ledger_entry_size(size_t body_len, size_t key_len);
+#define LEDGER_MIN_ENTRY 64
 
-/* Initialises a ledger placed in zero-filled shared memory (a fresh
- * mapping: the index is not cleared again) with a ring of `bytes`
- * (rounded down to 8, at least LEDGER_MIN_BYTES).  Returns 0 or -errno. */
-int ledger_init(struct ledger *l, size_t bytes);
+/* Bytes a ledger with a ring of `bytes` needs, index included, when no
+ * entry is smaller than min_entry bytes (ledger_entry_size of its smallest
+ * body and key; entries are made at least that large): the index has twice
+ * as many buckets as the ring holds such entries, so it stays under half
+ * full, and no larger. */
+size_t ledger_footprint(size_t bytes, size_t min_entry);
+
+/* Initialises a ledger placed in zero-filled shared memory with a ring of
+ * `bytes` (rounded down to 8, at least LEDGER_MIN_BYTES) and entries of at
+ * least min_entry bytes.  The index is written over once, so that its pages
+ * are in memory from the start: it is probed at random, and a page fault on
+ * it would fall on a push.  Returns 0 or -errno. */
+int ledger_init(struct ledger *l, size_t bytes, size_t min_entry);
+
+/* Maps the index's pages into this process (a worker, after the fork: the
+ * pages are shared, their mapping is each process's), so its first lookups
+ * take no page faults. */
+void ledger_map_index(const struct ledger *l);
 
 /* Takes the lock (emptying the ledger if its holder died).  Returns 0, or
  * -1 when the lock cannot be had (then nothing may be done). */

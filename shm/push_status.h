@@ -45,6 +45,12 @@ static inline uint32_t push_status_pending(const struct push_status *s)
  * push taken up again goes on where it was).  Returns a handle for
  * push_status_outcome: the entry's position + 1, or 0 when none could be
  * made. */
+/* The least an entry of the statuses takes: ledger_init's min_entry. */
+static inline size_t push_status_entry_min(void)
+{
+    return ledger_entry_size(sizeof(struct push_status), 1);
+}
+
 uint64_t push_status_begin(struct ledger *l, const char *id, size_t id_len, const char *app, unsigned upstream,
                            uint32_t targets, uint64_t now_ms);
 

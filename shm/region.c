@@ -6,6 +6,8 @@
  * every child through fork, so pointers into it are valid everywhere.
  */
 #include "region.h"
+#include "idempotency.h"
+#include "push_status.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -51,8 +53,8 @@ struct shm_region *shm_region_create(size_t list_bytes, size_t status_bytes, siz
 {
     size_t head = align64(sizeof(struct shm_region));
     size_t list = align64(drainlist_footprint(list_bytes));
-    size_t status = align64(ledger_footprint(status_bytes));
-    size_t size = head + 2 * list + status + align64(ledger_footprint(idem_bytes));
+    size_t status = align64(ledger_footprint(status_bytes, push_status_entry_min()));
+    size_t size = head + 2 * list + status + align64(ledger_footprint(idem_bytes, idempotency_entry_min()));
     struct shm_region *r;
     int err;
 
@@ -69,8 +71,8 @@ struct shm_region *shm_region_create(size_t list_bytes, size_t status_bytes, siz
     r->push_status = (struct ledger *)((char *)r + head + 2 * list);
     r->idempotency = (struct ledger *)((char *)r + head + 2 * list + status);
     if ((err = drainlist_init(r->canonical, list_bytes)) != 0 ||
-        (err = drainlist_init(r->notregistered, list_bytes)) != 0 || (err = ledger_init(r->push_status, status_bytes)) != 0 ||
-        (err = ledger_init(r->idempotency, idem_bytes)) != 0 || (err = name_instance(r)) != 0 ||
+        (err = drainlist_init(r->notregistered, list_bytes)) != 0 || (err = ledger_init(r->push_status, status_bytes, push_status_entry_min())) != 0 ||
+        (err = ledger_init(r->idempotency, idem_bytes, idempotency_entry_min())) != 0 || (err = name_instance(r)) != 0 ||
         (err = init_tokens(r)) != 0) {
         munmap(r, size);
         errno = -err;

@@ -25,7 +25,7 @@
 #include "provider_token.h"
 
 #define SHM_MAGIC 0x66636d64u /* "fcmd" */
-#define SHM_VERSION 9u
+#define SHM_VERSION 10u
 #define SHM_MAX_SLOTS 256
 
 /* The same outcomes per upstream (one set per line of FCMD_PROVIDERS, in

@@ -31,10 +31,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint64_t now = 1000, h = 0;
     int scribbled = 0;
 
-    if (l == NULL && (l = aligned_alloc(64, (ledger_footprint(BYTES) + 63) / 64 * 64)) == NULL)
+    if (l == NULL && (l = aligned_alloc(64, (ledger_footprint(BYTES, LEDGER_MIN_ENTRY) + 63) / 64 * 64)) == NULL)
         return 0;
-    memset(l, 0, ledger_footprint(BYTES)); /* what a fresh mapping gives */
-    if (ledger_init(l, BYTES) != 0)
+    memset(l, 0, ledger_footprint(BYTES, LEDGER_MIN_ENTRY)); /* what a fresh mapping gives */
+    if (ledger_init(l, BYTES, LEDGER_MIN_ENTRY) != 0)
         return 0;
     while (at + 2 <= size) {
         unsigned op = data[at] % 6, n = data[at + 1];
@@ -64,7 +64,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         }
         case 3: { /* the ring's or the index's bytes overwritten */
-            size_t span = ledger_footprint(BYTES) - sizeof(struct ledger);
+            size_t span = ledger_footprint(BYTES, LEDGER_MIN_ENTRY) - sizeof(struct ledger);
             size_t off = sizeof(struct ledger) + ((size_t)n * 2654435761u) % span;
             size_t len = n < span - (off - sizeof(struct ledger)) ? n : span - (off - sizeof(struct ledger));
             memcpy((char *)l + off, bytes, len);

@@ -20,17 +20,17 @@
 
 static struct ledger *make(size_t bytes)
 {
-    size_t n = ledger_footprint(bytes);
+    size_t n = ledger_footprint(bytes, LEDGER_MIN_ENTRY);
     struct ledger *l = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 
     assert_true(l != MAP_FAILED);
-    assert_int_equal(ledger_init(l, bytes), 0);
+    assert_int_equal(ledger_init(l, bytes, LEDGER_MIN_ENTRY), 0);
     return l;
 }
 
 static void unmake(struct ledger *l, size_t bytes)
 {
-    munmap(l, ledger_footprint(bytes));
+    munmap(l, ledger_footprint(bytes, LEDGER_MIN_ENTRY));
 }
 
 static void add(struct ledger *l, const char *key, uint32_t v, uint64_t now)
@@ -401,7 +401,7 @@ static unsigned char *ring(struct ledger *l)
  * fields there are not read, nor written (as ledger_set_expiry would). */
 static void a_record_past_the_rings_end_is_refused(void **state)
 {
-    size_t bytes = LEDGER_MIN_BYTES, n = ledger_footprint(bytes);
+    size_t bytes = LEDGER_MIN_BYTES, n = ledger_footprint(bytes, LEDGER_MIN_ENTRY);
     struct ledger *l = mmap(NULL, n + 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     unsigned char *end;
     struct ledger_ref ref;
@@ -410,7 +410,7 @@ static void a_record_past_the_rings_end_is_refused(void **state)
 
     (void)state;
     assert_true(l != MAP_FAILED);
-    assert_int_equal(ledger_init(l, bytes), 0);
+    assert_int_equal(ledger_init(l, bytes, LEDGER_MIN_ENTRY), 0);
     end = ring(l) + l->capacity;
     /* What a torn write could leave: a record 8 bytes before the end, 64 long,
      * and past the end (the next thing in the region) bytes that look like
@@ -459,6 +459,38 @@ static void a_looping_note_chain_ends(void **state)
     unmake(l, LEDGER_MIN_BYTES);
 }
 
+/* A ledger sized for entries of at least min_entry bytes: smaller ones take
+ * that much room, so however small they are the index never fills (it would
+ * empty the ledger), and the oldest go first as usual. */
+static void entries_smaller_than_the_minimum_take_its_room(void **state)
+{
+    enum { MIN = 256, N = 3000 };
+    size_t bytes = LEDGER_MIN_BYTES, n = ledger_footprint(bytes, MIN);
+    struct ledger *l = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    struct ledger_ref ref;
+    char key[32];
+
+    (void)state;
+    assert_true(l != MAP_FAILED);
+    assert_int_equal(ledger_init(l, bytes, MIN), 0);
+    /* Half as many buckets as a ring of 64-byte entries would need. */
+    assert_true(n < ledger_footprint(bytes, LEDGER_MIN_ENTRY));
+    ledger_map_index(l);
+    assert_int_equal(ledger_lock(l), 0);
+    for (int i = 0; i < N; i++) {
+        int k = snprintf(key, sizeof(key), "k%d", i);
+        assert_int_equal(ledger_add(l, key, (size_t)k, 8, LEDGER_NEVER, 1, &ref), 1);
+    }
+    assert_int_equal(ledger_find(l, "k2999", 5, 1, &ref), 1);
+    assert_int_equal(ledger_find(l, "k0", 2, 1, &ref), 0);
+    ledger_unlock(l);
+    assert_true(ledger_entries(l) <= bytes / MIN);
+    assert_true(ledger_entries(l) >= bytes / MIN / 2);
+    assert_int_equal(atomic_load(&l->lost), 0); /* never emptied for a full index */
+    assert_int_equal(atomic_load(&l->evicted), N - ledger_entries(l));
+    munmap(l, n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -475,6 +507,7 @@ int main(void)
         cmocka_unit_test(a_handle_from_before_an_emptying_names_nothing_after),
         cmocka_unit_test(a_record_past_the_rings_end_is_refused),
         cmocka_unit_test(a_looping_note_chain_ends),
+        cmocka_unit_test(entries_smaller_than_the_minimum_take_its_room),
     };
     return cmocka_run_group_tests_name("ledger", tests, NULL, NULL);
 }
