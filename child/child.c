@@ -204,6 +204,15 @@ static void event_done(void *events, void *const *held, size_t n)
     fleet_events_done(events, held, n);
 }
 
+/* Whether this worker has app a's credentials for upstream kind k: the
+ * queue in Redis leaves what it has not to the other instances. */
+static int child_serves(void *arg, unsigned a, int k)
+{
+    const struct child *c = arg;
+
+    return a <= APPS_MAX && k >= 0 && k < UPSTREAM_KINDS && c->ups[a][k] != NULL;
+}
+
 /* With --redis-queue: pushes come from the stream, and go back to it as
  * acknowledgements; the webhook's events go in with those, and come back
  * from a stream of their own. */
@@ -215,6 +224,7 @@ static int open_fleet_queue(struct child *c)
                               &c->limits);
     if (c->fq == NULL)
         return -1;
+    fleet_queue_serves(c->fq, child_serves, c);
     c->queue.on_push_done = on_fq_push_done;
     c->queue.arg = c->fq;
     if (c->webhook != NULL) {

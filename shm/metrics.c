@@ -95,6 +95,11 @@ const struct shm_metric shm_metrics[] = {
              "too many pushes waiting for Redis."},
     {"idempotency_fallbacks", SHM_COUNTER, COUNTER(SHM_IDEM_FALLBACKS),     43, SHM_FLEET | SHM_SERIES,
      .help = "Sends with an Idempotency-Key that this instance's ledger alone judged, Redis not answering (--redis)."},
+    {"queue_left",            SHM_COUNTER, COUNTER(SHM_QUEUE_LEFT),         44, SHM_FLEET | SHM_SERIES,
+     .help = "Pushes of the queue in Redis this instance left to another (--redis-queue): an app it does not know, a "
+             "provider it has no credentials for, or larger than its limits."},
+    {"queue_unserved",        SHM_COUNTER, COUNTER(SHM_QUEUE_UNSERVED),     45, SHM_FLEET | SHM_SERIES,
+     .help = "Pushes of the queue in Redis that no instance served within 10 times --redis-claim-after: failed."},
     {"push_statuses",         SHM_GAUGE,   TOTAL(push_statuses),            32, SHM_REPORT | SHM_SERIES,
      .help = "Push statuses kept for GET /push/{id}."},
     {"push_waiters",          SHM_GAUGE,   GAUGE(SHM_PUSH_WAITERS),         0,  SHM_SERIES,
@@ -176,6 +181,7 @@ const char *const shm_cause_names[CAUSE_COUNT] = {
     "not_configured",
     "queue_entry",
     "address_refused",
+    "unserved",
 };
 
 const struct shm_labelling shm_labellings[] = {

@@ -40,6 +40,8 @@ enum shm_counter {
     SHM_IDEM_DUPLICATES, /* sends answered with the push their Idempotency-Key named first */
     SHM_FLEET_STATUS_LOST, /* target outcomes that never reached the fleet's push statuses in Redis */
     SHM_IDEM_FALLBACKS,    /* sends whose Idempotency-Key the instance alone judged: Redis did not answer */
+    SHM_QUEUE_LEFT,        /* entries of the queue in Redis left to other instances (pushes, not targets) */
+    SHM_QUEUE_UNSERVED,    /* pushes failed because no instance served their entry in time (pushes) */
     SHM_NCOUNTERS
 };
 
@@ -115,6 +117,7 @@ enum cause {
     CAUSE_NOT_CONFIGURED,    /* a spooled push for an upstream this start has no credentials for */
     CAUSE_QUEUE_ENTRY,       /* an entry of the queue in Redis that is not a valid push (counts entries) */
     CAUSE_ADDRESS_REFUSED,   /* Web Push: the endpoint's address is internal and --webpush-allow does not name it */
+    CAUSE_UNSERVED,          /* an entry of the queue in Redis that no instance could serve in time */
     CAUSE_COUNT
 };
 

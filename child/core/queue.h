@@ -35,6 +35,7 @@ struct push {
     uint64_t status; /* its entry in the push statuses (shm/push_status.h), 0 for none */
     uint64_t fq_ms, fq_seq;           /* its entry in the queue in Redis ("ms-seq"), or 0-0 */
     struct push *fq_prev, *fq_next;   /* the entries a worker holds (child/fleet/fleet_queue.c) */
+    const char *unserved; /* a static reason: no instance served its entry in time, its targets fail, or NULL */
     size_t bytes;           /* what it holds, targets included, against max_bytes */
     size_t ntargets;        /* targets it was made with */
     uint32_t delivered, invalid, failed; /* outcomes in this process (canonical ones are delivered) */

@@ -43,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_BATCH 256                 /* pushes per add script */
@@ -55,6 +56,13 @@
 #define HOLD_MAX 8000                 /* ...and it holds fewer entries than this (refreshes stay few) */
 #define CLEAN_EVERY_MS 60000          /* how often idle consumers are looked for */
 #define MAX_DELIVERIES 5              /* an entry taken this often and never finished is given up */
+#define UNSERVED_CLAIMS 10            /* an entry no instance served for this many --redis-claim-after fails */
+#define LEFT_RECENT 1024              /* entries a worker remembers leaving, so it does not count them twice */
+#define CLAIM_EVERY_MAX_MS 2000       /* a capable worker finds a left entry at least this soon */
+/* The largest entry any fcmd may accept (a record's bound, beyond every
+ * instance's limits): a p larger than this is skipped, never left. */
+#define ENTRY_HARD_MAX ((size_t)RECORD_HEADER + RECORD_MAX_PAYLOAD)
+#define HEAD_LEN RECORD_HEADER        /* of a p too large to read: what tells a push from garbage */
 #define ID_LEN 44                     /* "ms-seq" */
 
 /* KEYS[1] the stream.  ARGV[1] the bound in entries, then one record each.
@@ -68,50 +76,66 @@ static const char add_script[] =
     "end\n"
     "return ids\n";
 
+#define HEAD_LUA "16" /* HEAD_LEN, for the script's text */
+_Static_assert(HEAD_LEN == 16, "HEAD_LUA is HEAD_LEN");
+
 /* What the read and claim scripts make of the entries Redis gave them
- * (e, the most bytes of a push in ARGV[m]): per entry {id, p}, with p false
- * when the entry has no field p, p's length when it is larger, and {} when
- * the entry was deleted meanwhile; an entry without even an id (a claim on
- * Redis 6.2 of a deleted one) is left out.  Nothing else of an entry leaves
- * Redis, so a reply is bounded by the count and the size. */
+ * (e; most, the most bytes of a push within this instance's limits; cut, the
+ * add time in ms before which an entry has waited too long; hard,
+ * ENTRY_HARD_MAX): per entry {id, p}, with p false when the entry has no
+ * field p and {} when the entry was deleted meanwhile; a p larger than most
+ * comes as {id, its length, its first HEAD_LEN bytes} (a push for an
+ * instance with larger limits, or garbage), except that one such p of an
+ * entry older than cut that begins as a push record comes whole: this
+ * instance fails it (UNSERVED_CLAIMS).  An entry without even an id (a
+ * claim on Redis 6.2 of a deleted one) is left out.  Nothing else of an
+ * entry leaves Redis, so a reply is bounded by the count, most and hard. */
 #define PICK_LUA                                                                                                       \
-    "local function pick(e, m)\n"                                                                                      \
-    "  local out, most = {}, tonumber(ARGV[m])\n"                                                                      \
+    "local function pick(e, most, cut, hard)\n"                                                                        \
+    "  local out, full = {}, false\n"                                                                                  \
+    "  most, cut, hard = tonumber(most), tonumber(cut), tonumber(hard)\n"                                              \
     "  for _, x in ipairs(e) do\n"                                                                                     \
     "    if type(x) == 'table' then\n"                                                                                 \
-    "      local p = false\n"                                                                                          \
+    "      local p, y = false, {x[1]}\n"                                                                               \
     "      if type(x[2]) ~= 'table' then p = {}\n"                                                                     \
     "      else\n"                                                                                                     \
     "        for j = 1, #x[2] - 1, 2 do if x[2][j] == 'p' then p = x[2][j + 1] end end\n"                              \
-    "        if type(p) ~= 'string' then p = false elseif #p > most then p = #p end\n"                                 \
+    "        if type(p) ~= 'string' then p = false\n"                                                                  \
+    "        elseif #p > most then\n"                                                                                  \
+    "          local ms = tonumber(string.match(x[1], '^%d+')) or cut\n"                                               \
+    "          if not full and ms < cut and #p <= hard and string.sub(p, 1, 4) == 'FCSP' then full = true\n"           \
+    "          else y[3] = string.sub(p, 1, " HEAD_LUA "); p = #p end\n"                                               \
+    "        end\n"                                                                                                    \
     "      end\n"                                                                                                      \
-    "      out[#out + 1] = {x[1], p}\n"                                                                                \
+    "      y[2] = p\n"                                                                                                 \
+    "      out[#out + 1] = y\n"                                                                                        \
     "    end\n"                                                                                                        \
     "  end\n"                                                                                                          \
     "  return out\n"                                                                                                   \
     "end\n"
 
 /* Reads new entries.  KEYS[1] the stream; ARGV[1] the group, ARGV[2] the
- * consumer, ARGV[3] the count, ARGV[4] the most bytes of a push.  Returns
- * the picked entries.  Errors (NOGROUP...) come back as they are: pcall
- * keeps their text first. */
+ * consumer, ARGV[3] the count, ARGV[4] the most bytes of a push, ARGV[5]
+ * the cut and ARGV[6] the hard bound (pick).  Returns the picked entries.
+ * Errors (NOGROUP...) come back as they are: pcall keeps their text first. */
 static const char read_script[] =
     PICK_LUA
     "local r = redis.pcall('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS', KEYS[1], '>')\n"
     "if type(r) == 'table' and r.err then return r end\n"
     "if not r then return {} end\n"
-    "return pick(r[1][2], 4)\n";
+    "return pick(r[1][2], ARGV[4], ARGV[5], ARGV[6])\n";
 
-/* Claims the entries of silent consumers.  KEYS[1] the stream; ARGV[1] the
- * group, ARGV[2] the consumer, ARGV[3] the count, ARGV[4] the most bytes of
- * a push, ARGV[5] the idle time in ms, ARGV[6] the cursor.  Returns {next
- * cursor, picked entries}.  The ids Redis 7 lists as deleted are left out:
- * Redis has already removed them from the pending list. */
+/* Claims the entries of silent consumers, and those other workers left.
+ * KEYS[1] the stream; ARGV[1] the group, ARGV[2] the consumer, ARGV[3] the
+ * count, ARGV[4] the most bytes of a push, ARGV[5] the idle time in ms,
+ * ARGV[6] the cursor, ARGV[7] the cut and ARGV[8] the hard bound (pick).
+ * Returns {next cursor, picked entries}.  The ids Redis 7 lists as deleted
+ * are left out: Redis has already removed them from the pending list. */
 static const char claim_script[] =
     PICK_LUA
     "local r = redis.pcall('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[5], ARGV[6], 'COUNT', ARGV[3])\n"
     "if r.err then return r end\n"
-    "return {r[1], pick(r[2], 4)}\n";
+    "return {r[1], pick(r[2], ARGV[4], ARGV[7], ARGV[8])}\n";
 
 /* Takes back entries added after /gcm/send had answered 503: each that no
  * consumer holds yet is deleted (1); one already read, or finished, stays (0).
@@ -164,8 +188,33 @@ static const char reap_script[] =
     "end\n"
     "return out\n";
 
+/* Leaves entries this consumer holds and cannot serve to the others: each
+ * is made idle for ARGV[3] ms (--redis-claim-after), so the next claim of
+ * any worker takes it, and its delivery count goes back to what it was
+ * before this consumer took it, so leaving it never counts as a holder
+ * that died (reap_script).  KEYS[1] the stream; ARGV[1] the group, ARGV[2]
+ * the consumer, then the ids.  Returns how many it left. */
+static const char leave_script[] =
+    "local n = 0\n"
+    "for i = 4, #ARGV do\n"
+    "  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)\n"
+    "  if #p > 0 and p[1][2] == ARGV[2] then\n"
+    "    local count = p[1][4] - 1\n"
+    "    if count < 0 then count = 0 end\n"
+    "    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'RETRYCOUNT', count, 'JUSTID')\n"
+    "    n = n + 1\n"
+    "  end\n"
+    "end\n"
+    "return n\n";
+
 struct fq_id {
     uint64_t ms, seq;
+};
+
+/* An entry this worker left, and when. */
+struct fq_left {
+    struct fq_id id;
+    uint64_t at; /* uv_now */
 };
 
 /* One add script on its way: the pushes it carries, in order. */
@@ -196,9 +245,12 @@ struct fleet_queue {
     void *taken_arg;
     const struct request_limits *limits;
     const struct fcmd_options *opts; /* the apps a push may name */
+    int (*serves)(void *arg, unsigned app, int upstream); /* whether this worker can send it, or NULL: all */
+    void *serves_arg;
     long max;             /* --redis-queue-max */
     uint64_t claim_ms;    /* --redis-claim-after */
     size_t entry_max;     /* the most bytes of an entry's push (p) within this instance's limits */
+    uint64_t unserved_ms; /* an entry no instance served for this long fails: UNSERVED_CLAIMS x claim_ms */
     char consumer[80];
     uv_check_t check;     /* the adds and acknowledgements of a loop turn */
     uv_timer_t timer;     /* deadlines, reads, refreshes, claims */
@@ -207,7 +259,12 @@ struct fleet_queue {
     unsigned nflying;
     int group_ready, group_asked;
     int reading, claiming, cleaning, reaping;
-    struct fleet_script read_s, claim_s; /* the reads and claims go by digest (script.h) */
+    struct fleet_script read_s, claim_s, leave_s; /* the reads, claims and leaves go by digest (script.h) */
+    struct fq_id *leaving; /* entries to leave to other instances, in the next leave script */
+    size_t nleaving, leaving_cap;
+    int leave_flying;
+    struct fq_left left[LEFT_RECENT]; /* the entries it left lately, a ring */
+    size_t nleft;                     /* how many were ever put in it */
     int stopping;
     unsigned closing; /* handles fleet_queue_free() closes that libuv has not closed yet */
     int slow;       /* a deadline passed; until Redis answers again */
@@ -220,7 +277,7 @@ struct fleet_queue {
     char cursor[ID_LEN]; /* XAUTOCLAIM's */
     uint64_t next_refresh, next_claim, next_clean;
     char refusal[160];
-    struct log_limit bad_log, oom_log;
+    struct log_limit bad_log, oom_log, left_log, unserved_log;
     struct fleet_events *fe; /* with a webhook: its events go in with the acknowledgements */
 };
 
@@ -549,55 +606,205 @@ static int have(const struct fleet_queue *fq, struct fq_id id)
     return 0;
 }
 
-/* One entry as the scripts pick it, [id, p]: a push for the sender, or
- * skipped (no p, a p too large or not a push), or nothing (deleted). */
-static void take_entry(struct fleet_queue *fq, const redisReply *e, int claimed)
+/* ---- entries this instance cannot serve ---- */
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Whether this worker left the entry lately (and did not forget it). */
+static int left_lately(const struct fleet_queue *fq, struct fq_id id, uint64_t now)
+{
+    size_t n = fq->nleft < LEFT_RECENT ? fq->nleft : LEFT_RECENT;
+
+    for (size_t i = 0; i < n; i++)
+        if (fq->left[i].id.ms == id.ms && fq->left[i].id.seq == id.seq && now - fq->left[i].at < fq->unserved_ms)
+            return 1;
+    return 0;
+}
+
+/* The entry goes into the next leave script; without memory for it, it
+ * stays with this consumer, unrefreshed, and grows idle for a claim. */
+static void leave(struct fleet_queue *fq, struct fq_id id)
+{
+    if (fq->nleaving == fq->leaving_cap) {
+        size_t cap = fq->leaving_cap ? 2 * fq->leaving_cap : 64;
+        struct fq_id *v = realloc(fq->leaving, cap * sizeof(*v));
+        if (v == NULL)
+            return;
+        fq->leaving = v;
+        fq->leaving_cap = cap;
+    }
+    fq->leaving[fq->nleaving++] = id;
+}
+
+static void on_left(struct fleet *f, void *arg, const redisReply *r)
+{
+    struct fleet_queue *fq = arg;
+
+    fq->leave_flying = 0;
+    if (r != NULL && fleet_script_lost(f, &fq->leave_s, r))
+        return; /* those ids grow idle where they are: claimed all the same, a little later */
+    if (r != NULL && r->type == REDIS_REPLY_ERROR)
+        refused(fq, "leaving entries was refused", r->str);
+}
+
+/* One leave script a loop turn, for up to MAX_IDS entries. */
+static void send_leaves(struct fleet_queue *fq)
+{
+    char idle[24];
+    size_t n = fq->nleaving < MAX_IDS ? fq->nleaving : MAX_IDS;
+    const char **argv;
+    char(*text)[ID_LEN];
+
+    if (n == 0 || fq->leave_flying || !fleet_connected(fq->f))
+        return;
+    argv = malloc((7 + n) * sizeof(*argv));
+    text = malloc(n * sizeof(*text));
+    if (argv != NULL && text != NULL) {
+        snprintf(idle, sizeof(idle), "%" PRIu64, fq->claim_ms);
+        argv[2] = "1", argv[3] = FQ_STREAM, argv[4] = FQ_GROUP, argv[5] = fq->consumer, argv[6] = idle;
+        for (size_t i = 0; i < n; i++) {
+            format_id(&fq->leaving[fq->nleaving - n + i], text[i]);
+            argv[7 + i] = text[i];
+        }
+        if (fleet_script_run(fq->f, &fq->leave_s, on_left, fq, 1024, (int)(7 + n), argv, NULL) == 0) {
+            fq->leave_flying = 1;
+            fq->nleaving -= n;
+        }
+    }
+    free(argv);
+    free(text);
+}
+
+/* Why this instance cannot serve a push it can read (rec_len bytes of
+ * record): larger than its limits, an app it does not know, a provider
+ * the app has no credentials for here; NULL when it can.  *app gets the
+ * app's index (APP_NONE for an unknown one). */
+static const char *unservable(const struct fleet_queue *fq, const struct send_request *req, size_t rec_len,
+                              unsigned *app)
+{
+    int a = options_app_find(fq->opts, req->app, req->app_len);
+
+    *app = a < 0 ? APP_NONE : (unsigned)a;
+    if (rec_len > fq->entry_max || req->ntargets > fq->limits->max_tokens ||
+        (req->msg.payload != NULL && req->msg.payload_len > fq->limits->max_payload))
+        return "larger than this instance's limits";
+    if (a < 0)
+        return "its app is not known here";
+    if (fq->serves != NULL && !fq->serves(fq->serves_arg, (unsigned)a, (int)req->upstream))
+        return "its provider is not configured for its app here";
+    return NULL;
+}
+
+/* An entry this instance cannot serve (why): left to the others while it
+ * is younger than unserved_ms, counted and logged once per worker. */
+static void leave_entry(struct fleet_queue *fq, struct fq_id id, const char *text, const char *why, uint64_t now)
+{
+    if (!left_lately(fq, id, now)) {
+        log_limited(&fq->left_log, LOG_WARN,
+                    "redis queue: entry %s left to another instance: %s (it fails if none serves it within %" PRIu64
+                    " s)",
+                    text, why, fq->unserved_ms / 1000);
+        shm_add(fq->slot, SHM_QUEUE_LEFT, 1);
+        fq->left[fq->nleft++ % LEFT_RECENT] = (struct fq_left){id, now};
+    }
+    leave(fq, id);
+}
+
+static struct push *stage(struct fleet_queue *fq, struct send_request *req, unsigned app)
+{
+    req->app_index = app;
+    return queue_stage(fq->q, req);
+}
+
+/* One entry as the scripts pick it, [id, p] or [id, length, head]: a push
+ * for the sender; left to another instance (one this instance cannot
+ * serve); failed (one no instance served in time); skipped (no p, a p
+ * that is not a push or larger than any fcmd's); or nothing (deleted).
+ * Returns 1 when it was more than an entry this worker had just left. */
+static int take_entry(struct fleet_queue *fq, const redisReply *e, int claimed)
 {
     const redisReply *rec;
     struct send_request req;
+    struct request_limits relaxed = *fq->limits;
     uint32_t *index = NULL;
     struct fq_id id;
     struct push *p;
-    const char *why = NULL;
+    const char *why = NULL, *unserved = NULL;
     char err[256];
+    uint64_t now = uv_now(fq->loop), wall = wall_ms();
+    unsigned app = APP_NONE;
+    int late;
 
-    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING ||
-        parse_id(e->element[0]->str, e->element[0]->len, &id) != 0) {
+    if (e->type != REDIS_REPLY_ARRAY || (e->elements != 2 && e->elements != 3) ||
+        e->element[0]->type != REDIS_REPLY_STRING || parse_id(e->element[0]->str, e->element[0]->len, &id) != 0) {
         log_limited(&fq->bad_log, LOG_WARN, "redis queue: an entry without a readable id skipped");
-        return;
+        return 1;
     }
     rec = e->element[1];
     if (rec->type == REDIS_REPLY_ARRAY) { /* deleted meanwhile: nothing to deliver */
         add_ack(fq, id);
-        return;
+        return 1;
     }
     if (claimed && have(fq, id))
-        return;
+        return 0;
+    late = wall >= id.ms && wall - id.ms >= fq->unserved_ms;
+    if (!late && left_lately(fq, id, now)) { /* its claim came back to this worker: leave it again, quietly */
+        leave(fq, id);
+        return 0;
+    }
     if (rec->type == REDIS_REPLY_INTEGER) {
-        snprintf(err, sizeof(err), "its push is %lld bytes, over the %zu this instance reads", rec->integer,
-                 fq->entry_max);
+        const redisReply *head = e->elements == 3 ? e->element[2] : NULL;
+        if (rec->integer > 0 && (size_t)rec->integer <= ENTRY_HARD_MAX && head != NULL &&
+            head->type == REDIS_REPLY_STRING &&
+            record_head_is_push((const unsigned char *)head->str, head->len, (size_t)rec->integer)) {
+            /* Past the bound it comes whole, one a reply: until then, left. */
+            leave_entry(fq, id, e->element[0]->str, "larger than this instance's limits", now);
+            return 1;
+        }
+        snprintf(err, sizeof(err), "its push is %lld bytes, over the %zu this instance reads, and not a push",
+                 rec->integer, fq->entry_max);
         why = err;
     } else if (rec->type != REDIS_REPLY_STRING) {
         why = "it holds no push";
-    } else if ((why = spool_replay_one((const unsigned char *)rec->str, rec->len, &req, &index)) == NULL &&
-               request_check(&req, fq->limits, err, sizeof(err)) != 0) {
-        why = err;
-    }
-    if (why == NULL) { /* an app this instance does not have: its targets fail as not configured */
-        int a = options_app_find(fq->opts, req.app, req.app_len);
-        req.app_index = a < 0 ? APP_NONE : (unsigned)a;
+    } else if ((why = spool_replay_one((const unsigned char *)rec->str, rec->len, &req, &index)) == NULL) {
+        /* Checked as intake checks a push, but against any instance's
+         * limits: one beyond this instance's is another's to serve. */
+        relaxed.max_body = relaxed.max_tokens = relaxed.max_payload = SIZE_MAX;
+        if (request_check(&req, &relaxed, err, sizeof(err)) != 0)
+            why = err;
+        else
+            unserved = unservable(fq, &req, rec->len, &app);
     }
     if (why != NULL) {
         log_limited(&fq->bad_log, LOG_WARN, "redis queue: entry %s skipped: %s", e->element[0]->str, why);
         atomic_fetch_add_explicit(&fq->slot->failures_by[CAUSE_QUEUE_ENTRY], 1, memory_order_relaxed);
         add_ack(fq, id);
-    } else if ((p = queue_accept(fq->q, &req)) == NULL) {
+    } else if (unserved != NULL && !late) {
+        leave_entry(fq, id, e->element[0]->str, unserved, now);
+    } else if ((p = stage(fq, &req, app)) == NULL) {
         /* It stays pending in the group: claimed again later. */
         log_limited(&fq->oom_log, LOG_ERROR, "redis queue: out of memory queueing entry %s", e->element[0]->str);
     } else {
+        /* No instance served it in time: its targets fail, with the reason,
+         * as any failure does (counts, status, webhook), and it is
+         * acknowledged once they have. */
+        if (unserved != NULL) {
+            log_limited(&fq->unserved_log, LOG_ERROR,
+                        "redis queue: entry %s failed: no instance served it within %" PRIu64 " s: %s",
+                        e->element[0]->str, fq->unserved_ms / 1000, unserved);
+            shm_add(fq->slot, SHM_QUEUE_UNSERVED, 1);
+            p->unserved = unserved;
+        }
         p->fq_ms = id.ms;
         p->fq_seq = id.seq;
         p->status = push_status_track(fq->statuses, fq->opts, p->id, p->app, (unsigned)p->upstream, p->ntargets);
+        queue_commit(fq->q, p);
         hold(fq, p);
         shm_pending_add(fq->slot, (int64_t)p->ntargets);
     }
@@ -605,18 +812,23 @@ static void take_entry(struct fleet_queue *fq, const redisReply *e, int claimed)
         request_free(&req);
         free(index);
     }
+    return 1;
 }
 
-static void take_entries(struct fleet_queue *fq, const redisReply *v, int claimed)
+/* Returns how many entries were more than ones this worker had just left. */
+static size_t take_entries(struct fleet_queue *fq, const redisReply *v, int claimed)
 {
+    size_t fresh = 0;
+
     /* An empty read must not start another at once: an idle worker looks
      * again at its next tick. */
     if (v->elements == 0)
-        return;
+        return 0;
     for (size_t i = 0; i < v->elements; i++)
-        take_entry(fq, v->element[i], claimed);
+        fresh += (size_t)take_entry(fq, v->element[i], claimed);
     fq->taken(fq->taken_arg);
-    kick(fq); /* acknowledgements of skipped entries */
+    kick(fq); /* acknowledgements of skipped entries, and the leaves */
+    return fresh;
 }
 
 /* Reads while the sender has little ready and the queue has room. */
@@ -643,10 +855,11 @@ static void group_lost(struct fleet_queue *fq, const redisReply *r)
 
 /* The largest reply a read or claim of n entries may bring: the scripts
  * return an id and at most entry_max bytes of p per entry, whatever the
- * entries hold. */
+ * entries hold, but for one p of at most ENTRY_HARD_MAX bytes that waited
+ * too long (pick). */
 static size_t read_cap(const struct fleet_queue *fq, size_t n)
 {
-    return 4096 + n * (fq->entry_max + 2 * ID_LEN + 64);
+    return 4096 + n * (fq->entry_max + 2 * ID_LEN + HEAD_LEN + 64) + ENTRY_HARD_MAX;
 }
 
 static void on_read(struct fleet *f, void *arg, const redisReply *r)
@@ -674,21 +887,24 @@ static void on_read(struct fleet *f, void *arg, const redisReply *r)
 
 static void read_entries(struct fleet_queue *fq)
 {
-    char count[24], most[24];
+    char count[24], most[24], cut[24], hard[24];
     size_t n = read_count(fq);
-    const char *argv[] = {NULL, NULL, "1", FQ_STREAM, FQ_GROUP, fq->consumer, count, most};
+    const char *argv[] = {NULL, NULL, "1", FQ_STREAM, FQ_GROUP, fq->consumer, count, most, cut, hard};
 
     if (n == 0 || fq->reading || !fleet_connected(fq->f))
         return;
     snprintf(count, sizeof(count), "%zu", n);
     snprintf(most, sizeof(most), "%zu", fq->entry_max);
-    if (fleet_script_run(fq->f, &fq->read_s, on_read, fq, read_cap(fq, n), 8, argv, NULL) == 0)
+    snprintf(cut, sizeof(cut), "%" PRIu64, wall_ms() - fq->unserved_ms);
+    snprintf(hard, sizeof(hard), "%zu", ENTRY_HARD_MAX);
+    if (fleet_script_run(fq->f, &fq->read_s, on_read, fq, read_cap(fq, n), 10, argv, NULL) == 0)
         fq->reading = 1;
 }
 
 static void on_claimed(struct fleet *f, void *arg, const redisReply *r)
 {
     struct fleet_queue *fq = arg;
+    size_t fresh;
 
     fq->claiming = 0;
     if (r == NULL)
@@ -712,10 +928,11 @@ static void on_claimed(struct fleet *f, void *arg, const redisReply *r)
     fq->cursor[r->element[0]->len] = '\0';
     if (strcmp(fq->cursor, "0-0") != 0 && parse_id(fq->cursor, strlen(fq->cursor), &(struct fq_id){0, 0}) != 0)
         snprintf(fq->cursor, sizeof(fq->cursor), "0-0"); /* not an id: the next claim starts over */
-    if (r->element[1]->elements > 0)
-        log_info("redis queue: took over %zu pushes of a silent consumer", r->element[1]->elements);
-    take_entries(fq, r->element[1], 1);
-    if (strcmp(fq->cursor, "0-0") != 0)
+    /* The entries this worker left itself come back to it too; only the
+     * others are news (and worth going on at once for). */
+    if ((fresh = take_entries(fq, r->element[1], 1)) > 0)
+        log_info("redis queue: took over %zu pushes of a silent consumer or left by another", fresh);
+    if (strcmp(fq->cursor, "0-0") != 0 && fresh > 0)
         fq->next_claim = 0; /* more to look at: go on at the next tick */
 }
 
@@ -753,16 +970,19 @@ static void reap(struct fleet_queue *fq)
 
 static void claim(struct fleet_queue *fq)
 {
-    char idle[24], count[24], most[24];
+    char idle[24], count[24], most[24], cut[24], hard[24];
     size_t n = read_count(fq);
-    const char *argv[] = {NULL, NULL, "1", FQ_STREAM, FQ_GROUP, fq->consumer, count, most, idle, fq->cursor};
+    const char *argv[] = {NULL, NULL, "1",  FQ_STREAM, FQ_GROUP, fq->consumer,
+                          count, most, idle, fq->cursor, cut, hard};
 
     if (n == 0 || fq->claiming || !fleet_connected(fq->f))
         return;
     snprintf(idle, sizeof(idle), "%" PRIu64, fq->claim_ms);
     snprintf(count, sizeof(count), "%zu", n);
     snprintf(most, sizeof(most), "%zu", fq->entry_max);
-    if (fleet_script_run(fq->f, &fq->claim_s, on_claimed, fq, read_cap(fq, n), 10, argv, NULL) == 0)
+    snprintf(cut, sizeof(cut), "%" PRIu64, wall_ms() - fq->unserved_ms);
+    snprintf(hard, sizeof(hard), "%zu", ENTRY_HARD_MAX);
+    if (fleet_script_run(fq->f, &fq->claim_s, on_claimed, fq, read_cap(fq, n), 12, argv, NULL) == 0)
         fq->claiming = 1;
 }
 
@@ -998,8 +1218,8 @@ static void on_connect(void *arg)
 
     fq->group_ready = 0;
     fq->group_asked = 0;
-    fq->reading = fq->claiming = fq->cleaning = fq->reaping = 0;
-    fq->read_s.loaded = fq->claim_s.loaded = 0; /* perhaps another server: it may not have them */
+    fq->reading = fq->claiming = fq->cleaning = fq->reaping = fq->leave_flying = 0;
+    fq->read_s.loaded = fq->claim_s.loaded = fq->leave_s.loaded = 0; /* perhaps another server: it may not have them */
     fq->slow = 0; /* a new connection: pushes are taken again, under the deadline */
     make_group(fq);
     fleet_events_connected(fq->fe);
@@ -1018,7 +1238,18 @@ static void on_check(uv_check_t *h)
     }
     send_adds(fq);
     send_acks(fq);
+    send_leaves(fq);
     read_entries(fq);
+}
+
+/* Half of --redis-claim-after, at least 0.5 s: a silent worker's entries
+ * are taken soon after they are idle enough; at most CLAIM_EVERY_MAX_MS,
+ * so an entry another instance left is found soon whatever the setting. */
+static uint64_t claim_every(const struct fleet_queue *fq)
+{
+    uint64_t ms = fq->claim_ms / 2;
+
+    return ms < 500 ? 500 : ms > CLAIM_EVERY_MAX_MS ? CLAIM_EVERY_MAX_MS : ms;
 }
 
 static void on_tick(uv_timer_t *t)
@@ -1032,6 +1263,7 @@ static void on_tick(uv_timer_t *t)
     make_group(fq);
     send_adds(fq);
     send_acks(fq);
+    send_leaves(fq);
     read_entries(fq);
     if (now >= fq->next_refresh && (fq->held != NULL || fq->nacks > 0)) {
         refresh(fq);
@@ -1040,7 +1272,7 @@ static void on_tick(uv_timer_t *t)
     if (now >= fq->next_claim && fq->group_ready) {
         reap(fq);
         claim(fq);
-        fq->next_claim = now + (fq->claim_ms / 2 > 500 ? fq->claim_ms / 2 : 500);
+        fq->next_claim = now + claim_every(fq);
     }
     if (now >= fq->next_clean) {
         clean(fq);
@@ -1069,12 +1301,16 @@ struct fleet_queue *fleet_queue_start(uv_loop_t *loop, struct fleet *f, const st
     fq->max = o->redis_queue_max;
     fq->claim_ms = (uint64_t)o->redis_claim_after * 1000;
     fq->entry_max = (size_t)o->max_body_bytes + 8 * (size_t)o->max_tokens + 4096;
+    fq->unserved_ms = fq->claim_ms * UNSERVED_CLAIMS;
     fq->waiting_tail = &fq->waiting;
     fq->flying_tail = &fq->flying;
     fq->bad_log = (struct log_limit)LOG_LIMIT_INIT(1000);
     fq->oom_log = (struct log_limit)LOG_LIMIT_INIT(1000);
+    fq->left_log = (struct log_limit)LOG_LIMIT_INIT(1000);
+    fq->unserved_log = (struct log_limit)LOG_LIMIT_INIT(1000);
     snprintf(fq->cursor, sizeof(fq->cursor), "0-0");
-    if (fleet_script_init(&fq->read_s, read_script) != 0 || fleet_script_init(&fq->claim_s, claim_script) != 0) {
+    if (fleet_script_init(&fq->read_s, read_script) != 0 || fleet_script_init(&fq->claim_s, claim_script) != 0 ||
+        fleet_script_init(&fq->leave_s, leave_script) != 0) {
         free(fq);
         return NULL;
     }
@@ -1107,6 +1343,12 @@ void fleet_queue_use_events(struct fleet_queue *fq, struct fleet_events *fe)
     fleet_events_on_outbox(fe, kick_for_events, fq);
     if (fleet_connected(fq->f))
         fleet_events_connected(fe);
+}
+
+void fleet_queue_serves(struct fleet_queue *fq, int (*serves)(void *arg, unsigned app, int upstream), void *arg)
+{
+    fq->serves = serves;
+    fq->serves_arg = arg;
 }
 
 void fleet_queue_stop(struct fleet_queue *fq)
@@ -1158,6 +1400,7 @@ void fleet_queue_free(struct fleet_queue *fq)
     }
     fq->held = NULL;
     free(fq->acks);
+    free(fq->leaving);
     fq->closing = 2;
     uv_close((uv_handle_t *)&fq->check, on_fq_closed);
     uv_close((uv_handle_t *)&fq->timer, on_fq_closed);

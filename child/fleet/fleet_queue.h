@@ -54,6 +54,13 @@ struct fleet_queue *fleet_queue_start(uv_loop_t *loop, struct fleet *f, const st
                                       struct shm_region *shm, unsigned slot, struct queue *q,
                                       void (*taken)(void *arg), void *arg, const struct request_limits *limits);
 
+/* What this worker can send: serves(arg, app, upstream) is 1 when it has
+ * app's (options_app_find) credentials for upstream (enum upstream_kind).
+ * An entry it cannot serve, or one larger than its limits, is left to the
+ * other instances; one that none served within UNSERVED_CLAIMS times
+ * --redis-claim-after fails (docs/FLEET.md, "Instances that differ"). */
+void fleet_queue_serves(struct fleet_queue *fq, int (*serves)(void *arg, unsigned app, int upstream), void *arg);
+
 /* Adds r to the stream; done(arg, status) runs from the loop once Redis
  * answered, or the deadline passed.  Returns 0, or the status for an answer
  * now (FQ_DOWN while Redis is known to be unreachable). */

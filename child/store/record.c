@@ -112,6 +112,13 @@ void record_encode_push(struct buf *b, uint64_t id, const struct send_request *r
     finish(b, at);
 }
 
+int record_head_is_push(const unsigned char *head, size_t n, size_t total)
+{
+    return n >= RECORD_HEADER && total >= RECORD_HEADER && total - RECORD_HEADER <= RECORD_MAX_PAYLOAD &&
+           record_u32(head) == RECORD_MAGIC && record_is_push((enum record_type)head[4]) && head[5] == 0 &&
+           head[6] == 0 && head[7] == 0 && record_u32(head + 8) == total - RECORD_HEADER;
+}
+
 void record_encode_ack(struct buf *b, uint64_t id, const uint32_t *indexes, size_t n)
 {
     size_t at = begin(b, RECORD_ACK);

@@ -64,6 +64,12 @@ static inline int record_is_push(enum record_type t)
  * 1 to PUSH_ID_MAX) and any key or fingerprint within their bounds. */
 void record_encode_push(struct buf *b, uint64_t id, const struct send_request *r);
 
+/* Whether head, the first n bytes of something total bytes long, begins a
+ * push record that fills it exactly: magic, a push type and its length (the
+ * checksum needs the whole).  What the queue in Redis tells of an entry too
+ * large for this instance to read: a push another instance may serve. */
+int record_head_is_push(const unsigned char *head, size_t n, size_t total);
+
 /* Appends an ACK record to b. */
 void record_encode_ack(struct buf *b, uint64_t id, const uint32_t *indexes, size_t n);
 

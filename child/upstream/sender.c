@@ -755,13 +755,18 @@ static void defer_batch(struct sender *s, struct target **batch, size_t n)
 }
 
 /* Targets whose upstream this start has no credentials for (spooled by an
- * earlier start): given up on, with a line in the log. */
+ * earlier start), or of an entry of the queue in Redis that no instance
+ * served in time (its reason is the push's): given up on, with a line in
+ * the log. */
 static void fail_unconfigured(struct sender *s, struct target **batch, size_t n)
 {
     uint32_t *idx = s->ack != NULL ? calloc(n, sizeof(*idx)) : NULL;
+    const char *unserved = batch[0]->push->unserved;
+    enum cause cause = unserved != NULL ? CAUSE_UNSERVED : CAUSE_NOT_CONFIGURED;
 
-    log_limited(&s->failed_log[CAUSE_NOT_CONFIGURED], LOG_WARN,
-                "%zu targets of a spooled push for an app or upstream that is not configured: failed", n);
+    if (unserved == NULL)
+        log_limited(&s->failed_log[cause], LOG_WARN,
+                    "%zu targets of a spooled push for an app or upstream that is not configured: failed", n);
     if (idx != NULL) { /* without it, one more failure after a crash */
         for (size_t i = 0; i < n; i++)
             idx[i] = batch[i]->index;
@@ -769,7 +774,7 @@ static void fail_unconfigured(struct sender *s, struct target **batch, size_t n)
         free(idx);
     }
     for (size_t i = 0; i < n; i++) {
-        struct outcome o = {OUTCOME_FAILED, CAUSE_NOT_CONFIGURED, NULL, "upstream not configured"};
+        struct outcome o = {OUTCOME_FAILED, cause, NULL, unserved != NULL ? unserved : "upstream not configured"};
         apply(s, batch[i], &o);
     }
 }
@@ -780,7 +785,7 @@ static struct upstream *head_upstream(const struct sender *s)
     const struct push *p = s->queue->head->push;
     unsigned k = (unsigned)p->upstream;
 
-    return k < UPSTREAM_KINDS && p->app <= APPS_MAX ? s->ups[p->app][k] : NULL;
+    return k < UPSTREAM_KINDS && p->app <= APPS_MAX && p->unserved == NULL ? s->ups[p->app][k] : NULL;
 }
 
 static int several_upstreams(const struct sender *s)

@@ -21,7 +21,8 @@ from test_fleet import redis  # noqa: F401 (the fixture)
 # The fields of fcmd:totals: every slot counter and the two drain lists' drops.
 COUNTERS = ["accepted", "attempts", "successes", "failures", "retries", "canonicals", "notregistered", "lost",
             "left_in_spool", "upstream_requests", "upstream_errors", "oauth_tokens", "oauth_failures", "replayed",
-            "spool_syncs", "idempotent_duplicates", "fleet_status_lost", "idempotency_fallbacks"]
+            "spool_syncs", "idempotent_duplicates", "fleet_status_lost", "idempotency_fallbacks", "queue_left",
+            "queue_unserved"]
 DROPS = {"canonical_dropped": "canonical", "notregistered_dropped": "notregistered"}
 FIELDS = COUNTERS + list(DROPS)
 
@@ -36,7 +37,8 @@ SCALARS = {"fcmd_accepted_targets_total", "fcmd_attempts_total", "fcmd_successes
            "fcmd_spool_segments", "fcmd_spool_max_bytes", "fcmd_spool_syncs_total",
            "fcmd_drain_list_bytes", "fcmd_apns_provider_tokens_total", "fcmd_push_statuses", "fcmd_push_waiters",
            "fcmd_push_status_evicted_total", "fcmd_push_status_lost_total", "fcmd_idempotent_duplicates_total",
-           "fcmd_fleet_status_lost_total", "fcmd_idempotency_fallbacks_total",
+           "fcmd_fleet_status_lost_total", "fcmd_idempotency_fallbacks_total", "fcmd_queue_left_total",
+           "fcmd_queue_unserved_total",
            "fcmd_webhook_events_total", "fcmd_webhook_failed_attempts_total", "fcmd_webhook_dropped_total",
            "fcmd_webhook_pending", "fcmd_webhook_queue_bytes", "fcmd_webhook_oldest_seconds"}
 GAUGES = {"pending", "workers", "waiting_for_token", "spool_bytes", "spool_segments", "uptime_seconds", "queue_depth",
@@ -56,7 +58,7 @@ LOCAL_SPOOL = (LOCAL + ["left_in_spool"] + DROPPED + ["spool_bytes", "spool_segm
 LOCAL_SA = LOCAL + DROPPED + ["oauth_tokens", "oauth_failures", "waiting_for_token"] + QUEUE + LISTS + STATUSES + CLOSING
 LOCAL_PLAIN = LOCAL + DROPPED + QUEUE + LISTS + STATUSES + CLOSING
 FLEET = set(LOCAL + ["left_in_spool", "replayed", "idempotent_duplicates", "fleet_status_lost",
-                      "idempotency_fallbacks"] + DROPPED + ["instances", "scope", "redis", "age_ms", "upstream"])
+                      "idempotency_fallbacks", "queue_left", "queue_unserved"] + DROPPED + ["instances", "scope", "redis", "age_ms", "upstream"])
 
 
 def scrape(f):
@@ -158,9 +160,26 @@ def test_report_metrics_and_redis_agree_on_every_counter_name(redis, start_mock,
     kill_workers(c)
     wait_until(lambda: (lambda r: r["pending"] == 0 and r["lost"] == 4)(report(c, "local")), what="the lost pushes")
 
+    # D: the queue in Redis; a reload forgets app alpha while its push waits
+    # upstream: the new generation leaves it, then fails it as unserved.
+    silent = start_mock("--latency-ms", "60000")
+    conf = tmp_path / "d.conf"
+    conf.write_text(f"[app alpha]\napikey = alpha-key\ngcm_url = {silent.url()}\n")
+    os.chmod(conf, 0o600)
+    d = start_fcmd(silent, workers=1, args=["--redis", redis.url, "--redis-queue", "--redis-claim-after", "1",
+                                            "--shutdown-timeout", "1", "--config", str(conf)])
+    wait_until(lambda: requests.get(d.url("/readyz"), timeout=2).status_code == 200, what="D to reach Redis")
+    r = requests.post(d.url("/gcm/send"), json={"tokens": ["alpha-1"], "payload": {}, "app": "alpha"}, timeout=5)
+    assert r.status_code == 200, r.text
+    wait_until(lambda: silent.stats(summary=True)["requests"] >= 1, what="alpha's push upstream")
+    conf.write_text("")
+    d.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: metric(scrape(d)[0], "queue_unserved") == 1, timeout=30, what="the push failed as unserved")
+    assert metric(scrape(d)[0], "queue_left") >= 1
+
     # Every instance is idle now: Redis holds the sum of their counts.
     def agree():
-        scraped = [scrape(f)[0] for f in (a, b, c)]
+        scraped = [scrape(f)[0] for f in (a, b, c, d)]
         fields = hgetall(redis)
         want = {n: sum(metric(s, n) for s in scraped) for n in FIELDS}
         agree.last = (fields, want)
@@ -180,7 +199,7 @@ def test_report_metrics_and_redis_agree_on_every_counter_name(redis, start_mock,
         for k in keys:
             if k not in ("scope", "redis", "upstream", "uptime_seconds"):
                 assert local[k] == metric(samples, k), k
-    fleet = wait_until(lambda: (lambda r: r if r["scope"] == "fleet" and r["instances"] == 3
+    fleet = wait_until(lambda: (lambda r: r if r["scope"] == "fleet" and r["instances"] == 4
                                 and all(r[n] == fields[n] for n in FLEET & set(FIELDS)) else None)(report(a, "fleet")),
                        what="a fleet report with Redis' counts")
     assert set(fleet) == FLEET and list(fleet)[:5] == GOCM

@@ -106,6 +106,8 @@ static size_t wants(const struct shm_totals *t, struct want *w)
       LOCAL | FLEET | GRAPHITE);
     W("fleet_status_lost", "fleet_status_lost_total", "counter", c[SHM_FLEET_STATUS_LOST], FLEET | GRAPHITE);
     W("idempotency_fallbacks", "idempotency_fallbacks_total", "counter", c[SHM_IDEM_FALLBACKS], FLEET | GRAPHITE);
+    W("queue_left", "queue_left_total", "counter", c[SHM_QUEUE_LEFT], FLEET | GRAPHITE);
+    W("queue_unserved", "queue_unserved_total", "counter", c[SHM_QUEUE_UNSERVED], FLEET | GRAPHITE);
     W("push_statuses", "push_statuses", "gauge", t->push_statuses, LOCAL | GRAPHITE);
     W("push_waiters", "push_waiters", "gauge", (uint64_t)g[SHM_PUSH_WAITERS], GRAPHITE);
     W("push_status_evicted", "push_status_evicted_total", "counter", t->push_status_evicted, LOCAL | GRAPHITE);
@@ -386,6 +388,8 @@ static void report_keys_come_in_gocm_order_with_their_values(void **state)
                                         "idempotent_duplicates",
                                         "fleet_status_lost",
                                         "idempotency_fallbacks",
+                                        "queue_left",
+                                        "queue_unserved",
                                         NULL};
     static const char *const with_webhook[] = {"attempts", "failures", "pending", "canonicals", "notregistered",
                                                "successes", "retries", "accepted", "lost", "dropped",
@@ -445,6 +449,8 @@ static void upstreams_and_redis_use_the_totals_names(void **state)
         [SHM_IDEM_DUPLICATES] = "idempotent_duplicates",
         [SHM_FLEET_STATUS_LOST] = "fleet_status_lost",
         [SHM_IDEM_FALLBACKS] = "idempotency_fallbacks",
+        [SHM_QUEUE_LEFT] = "queue_left",
+        [SHM_QUEUE_UNSERVED] = "queue_unserved",
     };
     struct shm_totals t;
     struct buf b = BUF_INIT, want = BUF_INIT;
