@@ -253,7 +253,8 @@ static void tell_outcome(void *arg, const struct push *p, const struct target *t
     if (c->webhook != NULL)
         webhook_outcome(c->webhook, p, t, outcome, reason, canonical, last);
     if (c->fstat != NULL)
-        fleet_statuses_outcome(c->fstat, p->id, p->app == APP_DEFAULT ? "" : options_app_name(c->opts, p->app),
+        fleet_statuses_outcome(c->fstat, p->id,
+                               p->app_name != NULL ? p->app_name : options_app_name(c->opts, p->app),
                                (unsigned)p->upstream, p->ntargets > UINT32_MAX ? UINT32_MAX : (uint32_t)p->ntargets,
                                (enum push_outcome)outcome, t->name, t->len, reason);
 }

@@ -8,6 +8,7 @@
  * flight or waiting for a retry.
  */
 #include "queue.h"
+#include "../../common/options.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,8 @@ size_t queue_cost(const struct send_request *r)
 {
     size_t bytes = sizeof(struct push) + message_size(&r->msg);
 
+    if (r->app_index == APP_NONE && r->app != NULL)
+        bytes += r->app_len + 1; /* the name it keeps */
     for (size_t i = 0; i < r->ntargets; i++)
         bytes += sizeof(struct target) + strlen(r->targets[i]) + 1;
     return bytes;
@@ -57,7 +60,9 @@ static void free_chain(struct target *t)
 /* The push and its targets, chained in p->staged; nothing is counted yet. */
 static struct push *push_create(struct queue *q, const struct send_request *r)
 {
-    struct push *p = malloc(sizeof(*p) + message_size(&r->msg));
+    /* A push for an app this worker does not have keeps the name it gave. */
+    size_t named = r->app_index == APP_NONE && r->app != NULL ? r->app_len + 1 : 0;
+    struct push *p = malloc(sizeof(*p) + message_size(&r->msg) + named);
     struct target **tailp;
 
     if (p == NULL)
@@ -71,7 +76,13 @@ static struct push *push_create(struct queue *q, const struct send_request *r)
     else
         push_id_make(&q->ids, p->id);
     message_copy(&p->msg, &r->msg, p->text);
-    p->bytes = sizeof(*p) + message_size(&r->msg); /* and each target's, below: what queue_cost says */
+    if (named > 0) {
+        char *name = p->text + message_size(&r->msg);
+        memcpy(name, r->app, r->app_len);
+        name[r->app_len] = '\0';
+        p->app_name = name;
+    }
+    p->bytes = sizeof(*p) + message_size(&r->msg) + named; /* and each target's, below: what queue_cost says */
     tailp = &p->staged;
     for (size_t i = 0; i < r->ntargets; i++) {
         size_t len = strlen(r->targets[i]);

@@ -25,6 +25,7 @@ struct push {
     uint32_t refs; /* targets not yet finished */
     enum upstream_kind upstream;
     unsigned app; /* the child's app index (options_app_find), or APP_NONE */
+    const char *app_name; /* with APP_NONE: the name of the app it was for (in text[]), or NULL */
     enum target_kind kind;
     char id[PUSH_ID_MAX + 1]; /* its id, NUL-terminated (push_id.h) */
     struct message msg; /* payload and options */

@@ -462,6 +462,14 @@ static void push_event(struct webhook *w, struct receiver *r, struct event *e)
         arm(r);
 }
 
+/* The app whose receiver hears of push p: its own, but a push that no
+ * instance served for an app this worker does not know goes to the
+ * instance's own receiver (the default app's), named as the push named it. */
+static unsigned heard_by(const struct push *p)
+{
+    return p->app == APP_NONE && p->unserved != NULL ? APP_DEFAULT : p->app;
+}
+
 /* Makes the event of push p that the caller has written into b (its JSON
  * object, its event_id id_len bytes) and queues it for r, kept in p's spool
  * segment too, or drops it when memory is over the bound. */
@@ -472,7 +480,7 @@ static void queue_event(struct webhook *w, struct receiver *r, const struct push
     int held = !b->failed && reserve(w, event_cost(b->len), 0);
 
     if (held && w->store.add != NULL) { /* to Redis with the push's acknowledgement */
-        const char *app = options_app_name(w->opts, p->app);
+        const char *app = options_app_name(w->opts, heard_by(p));
         if (w->store.add(w->store.arg, app, strlen(app), (int64_t)ts->tv_sec * 1000 + ts->tv_nsec / 1000000, b->data,
                          b->len) == 0) {
             w->count++;
@@ -498,7 +506,7 @@ static void queue_event(struct webhook *w, struct receiver *r, const struct push
     e->seg = NULL;
     e->held = NULL;
     if (w->spool != NULL) {
-        const char *app = options_app_name(w->opts, p->app);
+        const char *app = options_app_name(w->opts, heard_by(p));
         e->seg = spool_event_keep(w->spool, p, (uint64_t)e->at_ms, app, strlen(app), e->text + EVENT_ID_AT, id_len,
                                   e->text, e->len);
     }
@@ -509,7 +517,9 @@ static void queue_event(struct webhook *w, struct receiver *r, const struct push
 static size_t event_head(struct webhook *w, struct buf *b, const struct push *p, const char *type, const char *suffix,
                          size_t suffix_len)
 {
-    const char *app = p->app == APP_DEFAULT ? "default" : options_app_name(w->opts, p->app);
+    const char *app = p->app == APP_DEFAULT ? "default"
+                      : p->app_name != NULL ? p->app_name
+                                            : options_app_name(w->opts, p->app);
 
     buf_adds(b, "{\"event_id\":\"");
     buf_adds(b, p->id);
@@ -531,10 +541,11 @@ void webhook_outcome(struct webhook *w, const struct push *p, const struct targe
     struct buf *b;
     int want, type = -1;
     char index[16];
+    unsigned a = heard_by(p);
 
-    if (w == NULL || p->app > APPS_MAX || (r = w->of_app[p->app]) == NULL)
+    if (w == NULL || a > APPS_MAX || (r = w->of_app[a]) == NULL)
         return;
-    want = w->events_of_app[p->app];
+    want = w->events_of_app[a];
     switch (outcome) {
     case PUSH_CANONICAL:
         /* Told as a delivery to a receiver that does not ask for canonicals. */

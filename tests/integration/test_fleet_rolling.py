@@ -12,12 +12,14 @@ import re
 import signal
 import time
 
+import pytest
 import requests
 
 from apns_keys import apns_args, make_p256
 from conftest import wait_until
 from test_fleet import fleet_report, redis  # noqa: F401 (fixture)
 from test_fleet_queue import cli, command_calls, delivered, drained, group_pending, metric, stream_len, wait_ready
+from webhook_receiver import Receiver
 
 ALPHA_KEY = "alpha-key"
 UNSERVED_CLAIMS = 10  # docs/FLEET.md: a push no instance served for 10 x --redis-claim-after fails
@@ -186,12 +188,21 @@ def cpu_seconds(pids):
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def test_a_push_no_instance_serves_is_reported_then_failed_after_the_bound(redis, start_mock, start_fcmd, tmp_path):
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.stop()
+
+
+def test_a_push_no_instance_serves_is_reported_then_failed_after_the_bound(redis, start_mock, start_fcmd, tmp_path,
+                                                                           receiver):
     tokens = [f"lone-{i}" for i in range(5)]
     added = time.time()
     ids = held_by_a_killed_instance(redis, start_mock, start_fcmd, tmp_path, tokens, 1)
     other = start_mock()
-    b = start_fcmd(other, workers=2, args=queue_args(redis, 1))
+    b = start_fcmd(other, workers=2, args=[*queue_args(redis, 1), "--webhook", receiver.url,
+                                           "--webhook-events", "all"])
     wait_ready(b)
     wait_until(lambda: left(b) >= len(tokens), timeout=8, what="B to leave every alpha push")
     log = b.log_text()
@@ -210,8 +221,9 @@ def test_a_push_no_instance_serves_is_reported_then_failed_after_the_bound(redis
     seconds, cpu = time.monotonic() - t0, cpu_seconds(b.children()) - c0
     calls = command_calls(redis)
     assert seconds >= 1, seconds
-    # Two workers, a claim round every 0.5 s each, each round leaving at most every entry again.
-    assert calls.get("xautoclaim", 0) <= 2 * 2 * seconds + 4, (calls, seconds)
+    # Two workers, each with a claim round every 0.5 s for the queue and one
+    # for the webhook's events; each queue round leaves at most every entry again.
+    assert calls.get("xautoclaim", 0) <= 2 * (2 + 2) * seconds + 6, (calls, seconds)
     assert calls.get("xclaim", 0) <= 2 * 2 * seconds * len(tokens) + 2 * len(tokens), (calls, seconds)
     assert cpu < 0.25 * seconds, (cpu, seconds)
     assert fleet_report(b.base, scope="local")["failures"] == 0
@@ -232,6 +244,16 @@ def test_a_push_no_instance_serves_is_reported_then_failed_after_the_bound(redis
             requests.get(b.url(f"/push/{pid}"), timeout=5)), what="the push's status done")
         assert s["failed"] == 1 and s["delivered"] == 0, s
         assert "its app is not known here" in json.dumps(s["errors"]), s
+    # And its webhook events: a failed one per target with the reason, then done.
+    want = {f"{pid}.0" for pid in ids} | {f"{pid}.done" for pid in ids}
+    wait_until(lambda: want <= set(receiver.events), what="the failed and done events")
+    for pid, t in zip(ids, tokens):
+        e = receiver.events[f"{pid}.0"]
+        assert e["type"] == "failed" and e["token"] == t and "its app is not known here" in e["reason"], e
+        assert e["app"] == "alpha" and e["id"] == pid, e
+        done = receiver.events[f"{pid}.done"]
+        assert done["failed"] == 1 and done["delivered"] == 0, done
+    assert receiver.problems == []
 
 
 def test_rolling_deploy_the_instance_that_learns_the_app_delivers_what_it_left(redis, start_mock, start_fcmd,
