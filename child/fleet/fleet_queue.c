@@ -931,7 +931,7 @@ static void on_claimed(struct fleet *f, void *arg, const redisReply *r)
     /* The entries this worker left itself come back to it too; only the
      * others are news (and worth going on at once for). */
     if ((fresh = take_entries(fq, r->element[1], 1)) > 0)
-        log_info("redis queue: took over %zu pushes of a silent consumer or left by another", fresh);
+        log_info("redis queue: took over %zu pushes of a silent consumer, or left by another instance", fresh);
     if (strcmp(fq->cursor, "0-0") != 0 && fresh > 0)
         fq->next_claim = 0; /* more to look at: go on at the next tick */
 }
