@@ -41,6 +41,11 @@ def send(f, tokens, path="/gcm/send", **fields):
     return requests.post(f.url(path), json={"tokens": tokens, "payload": {"k": "v"}, **fields}, timeout=5)
 
 
+def status_done(f, pid):
+    r = requests.get(f.url(f"/push/{pid}"), timeout=5)
+    return r.json() if r.status_code == 200 and r.json()["state"] == "done" else None
+
+
 def plug(f, slow, token):
     """One push that a slow upstream holds for a while: with --queue-size 1
     the instance reads nothing more meanwhile, so the other instance reads
@@ -159,17 +164,18 @@ def test_a_push_over_one_instances_limits_is_left_not_deleted(redis, start_mock,
     assert fleet_report(a.base, scope="local")["successes"] == len(tokens) + 1
 
 
-def held_by_a_killed_instance(redis, start_mock, start_fcmd, tmp_path, tokens, claim):
-    """Alpha's pushes accepted by an instance that held them (a silent
-    upstream) and was then killed with SIGKILL: they wait in the group for
-    another instance.  Returns their push ids."""
+def held_by_a_killed_instance(redis, start_mock, start_fcmd, tmp_path, tokens, claim, **fields):
+    """Alpha's pushes (or with fields, those send() makes of them) accepted
+    by an instance that held them (a silent upstream) and was then killed
+    with SIGKILL: they wait in the group for another instance.  Returns
+    their push ids."""
     silent = start_mock("--latency-ms", "60000")
     a = start_fcmd(silent, workers=1, args=[*queue_args(redis, claim), "--config",
                                             str(write_conf(tmp_path, "doomed", silent))])
     wait_ready(a)
     ids = []
     for t in tokens:
-        r = send(a, [t], app="alpha")
+        r = send(a, [t], **(fields or {"app": "alpha"}))
         assert r.status_code == 200, r.text
         ids.append(r.json()["id"])
     wait_until(lambda: silent.stats(summary=True)["requests"] >= len(tokens), what="A holding every push")
@@ -242,7 +248,7 @@ def test_a_push_no_instance_serves_is_reported_then_failed_after_the_bound(redis
     for pid in ids:
         s = wait_until(lambda: (lambda r: r.json() if r.status_code == 200 and r.json()["state"] == "done" else None)(
             requests.get(b.url(f"/push/{pid}"), timeout=5)), what="the push's status done")
-        assert s["failed"] == 1 and s["delivered"] == 0, s
+        assert s["failed"] == 1 and s["delivered"] == 0 and s["app"] == "alpha", s
         assert "its app is not known here" in json.dumps(s["errors"]), s
     # And its webhook events: a failed one per target with the reason, then done.
     want = {f"{pid}.0" for pid in ids} | {f"{pid}.done" for pid in ids}
@@ -289,3 +295,32 @@ def test_rolling_deploy_the_instance_that_learns_the_app_delivers_what_it_left(r
     wait_until(lambda: not (old & set(b.children())), timeout=20, what="the old generation to go")
     assert all(v == 1 for v in delivered(fast, tokens).values())
     assert_nothing_failed(b)
+
+
+def test_a_push_larger_than_every_instance_serves_fails_whole_after_the_bound(redis, start_mock, start_fcmd,
+                                                                              tmp_path):
+    # Read only as its length and head while it waits; past the bound the
+    # scripts hand it over whole (one a reply), so its targets fail by name.
+    tokens = [f"huge-{i}" for i in range(3)]
+    added = time.time()
+    ids = held_by_a_killed_instance(redis, start_mock, start_fcmd, tmp_path, tokens, 1,
+                                    payload={"pad": "q" * 30000})
+    other = start_mock()
+    b = start_fcmd(other, workers=2, args=[*queue_args(redis, 1), "--max-body-bytes", "16384",
+                                           "--max-tokens", "100"])
+    wait_ready(b)
+    wait_until(lambda: left(b) >= len(tokens), timeout=8, what="B to leave every large push")
+    assert "left to another instance: larger than this instance's limits" in b.log_text()
+    assert unserved(b) == 0 and stream_len(redis) == len(tokens)
+    wait_until(lambda: unserved(b) == len(tokens), timeout=UNSERVED_CLAIMS + 5, interval=0.1,
+               what="every large push failed as unserved")
+    assert time.time() - added >= UNSERVED_CLAIMS
+    wait_until(lambda: drained(redis), what="the stream empty")
+    assert metric(b, "fcmd_failures_total", reason="unserved") == len(tokens)
+    assert metric(b, "fcmd_failures_total", reason="queue_entry") == 0
+    assert "failed: no instance served it within 10 s: larger than this instance's limits" in b.log_text()
+    for pid, t in zip(ids, tokens):
+        s = wait_until(lambda: status_done(b, pid), what="the push's status done")
+        assert s["failed"] == 1 and s["errors"][0]["token"] == t, s
+        assert "larger than this instance's limits" in s["errors"][0]["reason"], s
+    assert not set(tokens) & set(other.stats()["tokens"])
