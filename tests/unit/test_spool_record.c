@@ -85,6 +85,32 @@ static void round_trip(void **state)
     buf_free(&b);
 }
 
+/* What the queue in Redis knows of an entry too large to read: its length
+ * and its first 16 bytes, which tell a push another instance may serve
+ * from garbage. */
+static void a_push_is_told_by_its_head(void **state)
+{
+    char *targets[] = {"t1", "t2"};
+    struct send_request r = sample(targets, 2);
+    struct buf b = BUF_INIT, ack = BUF_INIT;
+    const unsigned char *h;
+
+    (void)state;
+    record_encode_push(&b, 7, &r);
+    h = (const unsigned char *)b.data;
+    assert_true(record_head_is_push(h, RECORD_HEADER, b.len));
+    assert_true(record_head_is_push(h, b.len, b.len));
+    assert_false(record_head_is_push(h, RECORD_HEADER - 1, b.len)); /* too little of it */
+    assert_false(record_head_is_push(h, RECORD_HEADER, b.len + 1)); /* its length says otherwise */
+    assert_false(record_head_is_push(h, RECORD_HEADER, b.len - 1));
+    assert_false(record_head_is_push(h, RECORD_HEADER, 3));
+    assert_false(record_head_is_push((const unsigned char *)"xxxxxxxxxxxxxxxxxxxx", RECORD_HEADER, 30000));
+    record_encode_ack(&ack, 7, (uint32_t[]){1}, 1);
+    assert_false(record_head_is_push((const unsigned char *)ack.data, RECORD_HEADER, ack.len)); /* not a push */
+    buf_free(&b);
+    buf_free(&ack);
+}
+
 static void torn_tail_is_cut_off(void **state)
 {
     char *targets[] = {"t"};
@@ -1044,6 +1070,7 @@ int main(void)
         cmocka_unit_test(corrupt_middle_record_is_skipped),
         cmocka_unit_test(garbage_length_does_not_read_past_the_end),
         cmocka_unit_test(fake_headers_cost_a_bounded_search),
+        cmocka_unit_test(a_push_is_told_by_its_head),
         cmocka_unit_test(one_record_is_a_request),
     };
     return cmocka_run_group_tests_name("spool_record", tests, NULL, NULL);
