@@ -54,12 +54,15 @@ static inline size_t push_status_entry_min(void)
 uint64_t push_status_begin(struct ledger *l, const char *id, size_t id_len, const char *app, unsigned upstream,
                            uint32_t targets, uint64_t now_ms);
 
-/* push_status_begin for a push of the worker's app index app. */
+/* push_status_begin for a push of the worker's app index app; app_name, when not
+ * NULL, is the name it keeps for an app this worker does not have (APP_NONE). */
 static inline uint64_t push_status_track(struct ledger *l, const struct fcmd_options *o, const char *id, unsigned app,
-                                         unsigned upstream, size_t targets)
+                                         const char *app_name, unsigned upstream, size_t targets)
 {
-    return push_status_begin(l, id, strlen(id), app == APP_DEFAULT ? "" : options_app_name(o, app), upstream,
-                             targets > UINT32_MAX ? UINT32_MAX : (uint32_t)targets, ledger_now_ms());
+    const char *name = app_name != NULL ? app_name : app == APP_DEFAULT ? "" : options_app_name(o, app);
+
+    return push_status_begin(l, id, strlen(id), name, upstream, targets > UINT32_MAX ? UINT32_MAX : (uint32_t)targets,
+                             ledger_now_ms());
 }
 
 /* One target of the push whose entry handle is h reached its outcome; an

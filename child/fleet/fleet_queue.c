@@ -803,7 +803,7 @@ static int take_entry(struct fleet_queue *fq, const redisReply *e, int claimed)
         }
         p->fq_ms = id.ms;
         p->fq_seq = id.seq;
-        p->status = push_status_track(fq->statuses, fq->opts, p->id, p->app, (unsigned)p->upstream, p->ntargets);
+        p->status = push_status_track(fq->statuses, fq->opts, p->id, p->app, p->app_name, (unsigned)p->upstream, p->ntargets);
         queue_commit(fq->q, p);
         hold(fq, p);
         shm_pending_add(fq->slot, (int64_t)p->ntargets);

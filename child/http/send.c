@@ -113,7 +113,7 @@ static void on_request_gone(void *p)
 /* The push is in; count it and let the sender have it. */
 static void release_push(struct http_server *hs, struct push *p)
 {
-    p->status = push_status_track(hs->shm->push_status, hs->opts, p->id, p->app, (unsigned)p->upstream, p->ntargets);
+    p->status = push_status_track(hs->shm->push_status, hs->opts, p->id, p->app, p->app_name, (unsigned)p->upstream, p->ntargets);
     begin_status(hs, p->id, p->app, (unsigned)p->upstream, p->ntargets);
     queue_commit(hs->queue, p);
     shm_add(hs->slot, SHM_ACCEPTED, p->ntargets);

@@ -772,7 +772,7 @@ static size_t feed_one(struct spool *s, struct segment *g)
         } else {
             p->spool_seg = g;
             p->spool_id = rp->id;
-            p->status = push_status_track(s->shm->push_status, s->opts, p->id, p->app, (unsigned)p->upstream,
+            p->status = push_status_track(s->shm->push_status, s->opts, p->id, p->app, p->app_name, (unsigned)p->upstream,
                                           rp->ntargets - rp->acked);
             g->live++;
             queued += r.ntargets;
