@@ -10,6 +10,7 @@
 #include "entry.h"
 #include "../common/log.h"
 #include "../common/options.h"
+#include "../common/tenant.h"
 #include "../shm/region.h"
 #include "http/conn.h"
 #include "fleet/fleet.h"
@@ -353,6 +354,7 @@ static int setup_http(struct child *c)
                                    .limits = &c->limits,
                                    .stopping = &c->stopping,
                                    .auth_scopes = options_auth_scopes(c->opts),
+                                   .who = TENANT_NONE,
                                    .access_log_fd = -1};
     if (host == NULL || http_register(&c->http, host) != 0)
         return -1;

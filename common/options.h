@@ -118,7 +118,8 @@ struct fcmd_app {
     char name[APP_NAME_MAX + 1];
     unsigned shm;          /* its row in the region's app table (1..APPS_MAX); 0 is the default app's */
     int broken;            /* a reload could not load its credentials: its sends get 503 */
-    struct fcmd_options o; /* the instance's options with the app's own credentials */
+    struct fcmd_options o; /* the instance's options with the app's own credentials; o.auth_token is
+                            * the app's own client token (its auth_token or auth_token_file), or NULL */
 };
 
 /* Whether name (n bytes) is a valid app name. */

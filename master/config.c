@@ -110,6 +110,8 @@ static const struct {
     {"webhook", "webhook"},
     {"webhook_secret_file", "webhook-secret-file"},
     {"webhook_events", "webhook-events"},
+    {"auth_token", "auth-token"},
+    {"auth_token_file", "auth-token-file"},
 };
 
 /* inih keeps this many bytes of a section's name (its INI_MAX_SECTION - 1):

@@ -513,6 +513,7 @@ static int build_apps(struct settings *s, char *err, size_t errlen)
         *o = s->o;
         o->apps = NULL;
         o->napps = 0;
+        o->auth_token = o->auth_token_file = NULL; /* an app's token is its own, never the instance's */
         o->apikey = o->apikey_file = o->service_account = NULL;
         o->apns_key = o->apns_key_id = o->apns_team_id = o->apns_topic = NULL;
         o->vapid_key = o->vapid_subject = NULL;
@@ -581,6 +582,64 @@ static int load_app(struct settings *s, size_t i, char *err, size_t errlen)
     if (a->o.vapid_key != NULL && (a->o.vapid_pkey = vapid_key_load(a->o.vapid_key, why, sizeof(why))) == NULL) {
         snprintf(err, errlen, "[app %s]: %s", a->name, why);
         return -1;
+    }
+    return 0;
+}
+
+/* App i's client token: its auth_token, or the first line of its
+ * auth_token_file, checked as the instance's is.  Never in an error. */
+static int load_app_token(struct settings *s, size_t i, char *err, size_t errlen)
+{
+    struct fcmd_app *a = &s->apps[i];
+    char why[512];
+
+    if (a->o.auth_token_file != NULL && a->o.auth_token != NULL) {
+        snprintf(err, errlen, "%s: [app %s] auth_token and auth_token_file: give one", s->o.config, a->name);
+        return -1;
+    }
+    if (a->o.auth_token_file != NULL) {
+        if (load_secret_file("auth_token_file", a->o.auth_token_file, "token", &s->app_creds[i].auth_token, why,
+                             sizeof(why)) != 0) {
+            snprintf(err, errlen, "[app %s]: %s", a->name, why);
+            return -1;
+        }
+        a->o.auth_token = s->app_creds[i].auth_token;
+    }
+    if (a->o.auth_token != NULL && a->o.auth_token[0] == '\0') {
+        snprintf(err, errlen, "[app %s]: auth_token is empty", a->name);
+        return -1;
+    }
+    if (a->o.auth_token != NULL && usable_token(&a->o, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "[app %s]: %s", a->name, why);
+        return -1;
+    }
+    return 0;
+}
+
+/* Every app's client token.  Unlike a credential, a token that cannot be
+ * read fails a reload as the instance's token does: the running generation
+ * keeps serving with the tokens it has, so no reload ever opens an app.  A
+ * token two holders share would make one of them the other: refused. */
+static int load_app_tokens(struct settings *s, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < s->o.napps; i++) {
+        const char *t;
+        if (load_app_token(s, i, err, errlen) != 0)
+            return -1;
+        if ((t = s->apps[i].o.auth_token) == NULL)
+            continue;
+        if (s->o.auth_token != NULL && strcmp(t, s->o.auth_token) == 0) {
+            snprintf(err, errlen, "[app %s]: its auth token is the instance's (--auth-token): give it one of its own",
+                     s->apps[i].name);
+            return -1;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (s->apps[j].o.auth_token != NULL && strcmp(t, s->apps[j].o.auth_token) == 0) {
+                snprintf(err, errlen, "[app %s]: its auth token is [app %s]'s: give each app its own",
+                         s->apps[i].name, s->apps[j].name);
+                return -1;
+            }
+        }
     }
     return 0;
 }
@@ -687,6 +746,8 @@ struct settings *settings_load(int argc, char **argv, const struct settings_env 
         goto fail;
     if (load_apps(s, validate, err, errlen) != 0)
         goto fail;
+    if (load_app_tokens(s, err, errlen) != 0)
+        goto fail;
     return s;
 fail:
     settings_free(s);
@@ -706,6 +767,7 @@ void settings_free(struct settings *s)
         EVP_PKEY_free(s->apps[i].o.vapid_pkey);
         free_secret(s->app_creds[i].apikey);
         free_secret(s->app_creds[i].webhook_secret);
+        free_secret(s->app_creds[i].auth_token);
     }
     free(s->apps);
     free(s->app_creds);
@@ -734,7 +796,7 @@ static int url_has_userinfo(const char *url)
  * the passwords in its URLs. */
 static int app_holds_secret(const struct fcmd_options *o)
 {
-    return o->apikey != NULL || o->sa != NULL || o->apns_pkey != NULL || o->vapid_pkey != NULL ||
+    return o->apikey != NULL || o->auth_token != NULL || o->sa != NULL || o->apns_pkey != NULL || o->vapid_pkey != NULL ||
            o->webhook_secret != NULL || url_has_userinfo(o->webhook) || url_has_userinfo(o->gcm_url) || url_has_userinfo(o->fcm_url) || url_has_userinfo(o->apns_url);
 }
 

@@ -28,6 +28,7 @@ struct settings_app {
     struct service_account sa; /* when its service_account is set; its o.sa points here */
     char *apikey;              /* read from its apikey_file */
     char *webhook_secret;      /* read from its webhook_secret_file */
+    char *auth_token;          /* read from its auth_token_file; its o.auth_token points here */
 };
 
 struct settings {

@@ -46,14 +46,21 @@ int drainlist_init(struct drainlist *l, size_t capacity)
 
 #define ORDERED() atomic_thread_fence(memory_order_seq_cst) /* stores before it land before those after */
 
-static void recount(struct drainlist *l)
+/* The live records (not taken by a drain of their tag) in buf. */
+static uint64_t live_records(const unsigned char *buf, size_t len)
 {
-    size_t pos = l->head, rlen;
+    const unsigned char *r;
+    size_t pos = 0, rlen;
     uint64_t n = 0;
 
-    while (drainlist_next(l->arena, l->used, &pos, &rlen) != NULL)
-        n++;
-    l->count = n;
+    while ((r = drainlist_next(buf, len, &pos, &rlen)) != NULL)
+        n += rlen > 0 && r[0] != DRAINLIST_TAKEN;
+    return n;
+}
+
+static void recount(struct drainlist *l)
+{
+    l->count = live_records(l->arena + l->head, l->used - l->head);
 }
 
 /* The end of a compaction that its holder did not finish. */
@@ -105,9 +112,9 @@ static void compact(struct drainlist *l)
     finish_compaction(l);
 }
 
-int drainlist_append(struct drainlist *l, const void *a, size_t alen, const void *b, size_t blen)
+int drainlist_append(struct drainlist *l, unsigned tag, const void *a, size_t alen, const void *b, size_t blen)
 {
-    size_t rec = alen + blen;
+    size_t rec = 1 + alen + blen;
     int rc = -1;
 
     if (rec > DRAINLIST_MAX_RECORD || lock(l) != 0) {
@@ -120,9 +127,10 @@ int drainlist_append(struct drainlist *l, const void *a, size_t alen, const void
         unsigned char *p = l->arena + l->used;
         p[0] = (unsigned char)(rec & 0xff);
         p[1] = (unsigned char)(rec >> 8);
-        memcpy(p + REC_HDR, a, alen);
+        p[REC_HDR] = (unsigned char)tag;
+        memcpy(p + REC_HDR + 1, a, alen);
         if (blen)
-            memcpy(p + REC_HDR + alen, b, blen);
+            memcpy(p + REC_HDR + 1 + alen, b, blen);
         atomic_thread_fence(memory_order_release);
         l->count++;
         l->used += REC_HDR + rec;
@@ -135,15 +143,43 @@ int drainlist_append(struct drainlist *l, const void *a, size_t alen, const void
     return rc;
 }
 
-int drainlist_drain(struct drainlist *l, unsigned char **out, size_t *len, uint64_t *count)
+/* Whether record r (rlen bytes, its tag first) is one a drain of tags takes. */
+static int wanted(const unsigned char *r, size_t rlen, uint64_t tags)
+{
+    if (rlen == 0 || r[0] == DRAINLIST_TAKEN)
+        return 0;
+    return tags == DRAINLIST_ALL || (r[0] < 64 && (tags >> r[0] & 1));
+}
+
+/* A drain of some tags leaves the others in place: each record it takes is
+ * marked taken where it lies (one byte, so a holder killed half-way leaves
+ * records that are either taken or not, and recount() counts the rest), and
+ * `used` moves back over the taken records at the end, last. */
+static void mark_taken(struct drainlist *l, size_t from, uint64_t tags)
+{
+    size_t pos = from, rlen, live_end = from;
+    unsigned char *r;
+
+    while ((r = (unsigned char *)drainlist_next(l->arena, l->used, &pos, &rlen)) != NULL) {
+        if (wanted(r, rlen, tags))
+            r[0] = DRAINLIST_TAKEN;
+        else if (rlen > 0 && r[0] != DRAINLIST_TAKEN)
+            live_end = pos;
+    }
+    ORDERED();
+    l->used = live_end;
+}
+
+int drainlist_drain(struct drainlist *l, uint64_t tags, unsigned char **out, size_t *len, uint64_t *count)
 {
     unsigned char *copy = NULL;
+    const unsigned char *r;
+    size_t from, pos, rlen, n = 0;
+    uint64_t k = 0;
 
     *out = NULL;
     *len = 0;
     *count = 0;
-    size_t from;
-
     if (lock(l) != 0)
         return -1;
     /* A batch on its way to Redis is not this drain's to take. */
@@ -153,19 +189,32 @@ int drainlist_drain(struct drainlist *l, unsigned char **out, size_t *len, uint6
             pthread_mutex_unlock(&l->lock);
             return -1;
         }
-        memcpy(copy, l->arena + from, l->used - from);
-        *out = copy;
-        *len = l->used - from;
-        l->used = from;
-        recount(l);
-        *count = 0;
-        for (size_t pos = 0, rlen; drainlist_next(copy, *len, &pos, &rlen) != NULL;)
-            (*count)++;
-        l->removed += *count;
+        for (pos = from; (r = drainlist_next(l->arena, l->used, &pos, &rlen)) != NULL;) {
+            if (!wanted(r, rlen, tags))
+                continue;
+            memcpy(copy + n, r - REC_HDR, REC_HDR + rlen);
+            n += REC_HDR + rlen;
+            k++;
+        }
+        if (tags == DRAINLIST_ALL) {
+            l->used = from;
+            recount(l);
+        } else if (k > 0) {
+            mark_taken(l, from, tags);
+            l->count -= k < l->count ? k : l->count;
+        }
+        l->removed += k;
         if (l->used == l->head)
             compact(l);
     }
     pthread_mutex_unlock(&l->lock);
+    if (k == 0) {
+        free(copy);
+        return 0;
+    }
+    *out = copy;
+    *len = n;
+    *count = k;
     return 0;
 }
 
@@ -221,8 +270,7 @@ int drainlist_reserve(struct drainlist *l, uint32_t owner, size_t max, uint64_t 
                       unsigned char **out, size_t *len, uint64_t *count, uint64_t *seq)
 {
     size_t pos, end, rlen;
-    uint64_t n = 0;
-
+    
     *out = NULL;
     *len = 0;
     *count = 0;
@@ -254,9 +302,7 @@ int drainlist_reserve(struct drainlist *l, uint32_t owner, size_t max, uint64_t 
     }
     *len = l->batch_end - l->batch_start;
     memcpy(*out, l->arena + l->batch_start, *len);
-    for (pos = 0; drainlist_next(*out, *len, &pos, &rlen) != NULL;)
-        n++;
-    *count = n;
+    *count = live_records(*out, *len);
     *seq = l->batch_seq;
     pthread_mutex_unlock(&l->lock);
     return 0;
@@ -265,13 +311,11 @@ int drainlist_reserve(struct drainlist *l, uint32_t owner, size_t max, uint64_t 
 void drainlist_commit(struct drainlist *l, uint64_t seq)
 {
     uint64_t n = 0;
-    size_t pos, rlen;
 
     if (lock(l) != 0)
         return;
     if (batch_valid(l) && l->batch_seq == seq) {
-        for (pos = l->batch_start; drainlist_next(l->arena, l->batch_end, &pos, &rlen) != NULL;)
-            n++;
+        n = live_records(l->arena + l->batch_start, l->batch_end - l->batch_start);
         l->head = l->batch_end; /* the commit: the batch is no longer valid */
         ORDERED();
         l->count -= n < l->count ? n : l->count;

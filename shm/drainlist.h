@@ -18,6 +18,13 @@
 
 #define DRAINLIST_MAX_RECORD 65535
 
+/* Every record begins with a tag byte (fcmd tags each with its app's row in
+ * the region's app table, 0 to 63), so a drain may take the records of some
+ * tags and leave the others.  A record such a drain took is marked
+ * DRAINLIST_TAKEN where it lies until the records after it are gone too. */
+#define DRAINLIST_TAKEN 0xffu
+#define DRAINLIST_ALL UINT64_MAX /* a drain of every tag */
+
 /*
  * Fleet mode moves records to Redis in batches: a batch is reserved at the
  * head of the list, sent under its sequence number, and leaves the list
@@ -51,22 +58,25 @@ size_t drainlist_footprint(size_t capacity);
 /* Initialises a list placed in shared memory.  Returns 0 or -errno. */
 int drainlist_init(struct drainlist *l, size_t capacity);
 
-/* Appends one record made of two parts (the second may be empty). Returns 0,
- * or -1 when the record does not fit (it is then counted in `dropped`). */
-int drainlist_append(struct drainlist *l, const void *a, size_t alen, const void *b, size_t blen);
+/* Appends one record: the tag (below 64), then two parts (the second may be
+ * empty). Returns 0, or -1 when the record does not fit (it is then counted
+ * in `dropped`). */
+int drainlist_append(struct drainlist *l, unsigned tag, const void *a, size_t alen, const void *b, size_t blen);
 
-/* Takes every record: a malloc'd copy of the arena goes to *out (NULL when the
- * list was empty), its length to *len and the record count to *count.
- * Returns 0, or -1 when memory ran out (the list is then left intact). */
-int drainlist_drain(struct drainlist *l, unsigned char **out, size_t *len, uint64_t *count);
+/* Takes every record whose tag is a bit of tags (DRAINLIST_ALL: every
+ * record), leaving the others where they are: a malloc'd copy of them goes
+ * to *out (NULL when none), its length to *len and the record count to
+ * *count.  Returns 0, or -1 when memory ran out (the list is then left
+ * intact). */
+int drainlist_drain(struct drainlist *l, uint64_t tags, unsigned char **out, size_t *len, uint64_t *count);
 
 /* Puts records taken by drainlist_drain back into the list (after those
  * appended since), for an answer that never went out.  What no longer fits (the list filled up
  * meanwhile) is counted in `dropped`.  Returns the records put back. */
 uint64_t drainlist_giveback(struct drainlist *l, const unsigned char *recs, size_t len, uint64_t count);
 
-/* Walks a drained buffer: returns the next record and its length, or NULL at
- * the end.  *pos starts at 0. */
+/* Walks a drained buffer: returns the next record (its tag first) and its
+ * length, or NULL at the end.  *pos starts at 0. */
 const unsigned char *drainlist_next(const unsigned char *buf, size_t len, size_t *pos, size_t *rec_len);
 
 uint64_t drainlist_dropped(const struct drainlist *l);

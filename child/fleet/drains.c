@@ -19,19 +19,25 @@
 #include <unistd.h>
 
 /*
- * The drain lists (docs/FLEET.md, "Drains").  KEYS: 1 the list, 2 its
- * in-flight set (zset: drain key -> lease end, ms of Redis' clock), 3 the
- * instance's move mark (move) or one drain's key (the others).  ARGV[1] is
- * the operation.  Records travel as the shared-memory lists hold them: a
- * two-byte little-endian length, then the bytes.  Every call first returns
- * a few in-flight batches whose lease has run out to the list's head.
- *   move  ARGV 2 batch number, 3 records, 4 mark ttl s: appends them unless
- *         this instance's batch of that number was appended already
- *   take  ARGV 2 budget in bytes, 3 lease ms: pops up to the budget (one
- *         record at least), keeps them under KEYS[3], returns them
+ * The drain lists (docs/FLEET.md, "Drains").  KEYS: 1 the default app's list
+ * (an app's is KEYS[1] .. ':' .. its name), 2 the in-flight set (zset:
+ * drain key -> lease end, ms of Redis' clock), 3 the instance's move mark
+ * (move) or one drain's key (the others), 4 the set of the app names that
+ * have a list.  ARGV[1] is the operation.  Records travel with a two-byte
+ * little-endian length; a move's and a held drain's record is its app's
+ * name (a length byte, then the name, "" for the default app) and the
+ * entry, a take's reply a zero byte and the entry.  Every call first returns
+ * a few in-flight drains whose lease has run out to their lists' heads.
+ *   move  ARGV 2 batch number, 3 records, 4 mark ttl s: appends each to its
+ *         app's list unless this instance's batch of that number was
+ *         appended already
+ *   take  ARGV 2 budget in bytes, 3 lease ms, 4 all, only or except, 5...
+ *         app names: pops from every app's list, the named apps' only, or
+ *         every app's but the named, up to the budget (one record at least),
+ *         keeps them under KEYS[3], returns them
  *   renew ARGV 2 lease ms: 1, or 0 when the lease had run out already
  *   done  the answer was written: 1, or 0 when the lease had run out
- *   back  the answer was not written: the records return to the head
+ *   back  the answer was not written: the records return to their heads
  */
 static const char lists_script[] =
     "local function records(blob)\n"
@@ -44,13 +50,27 @@ static const char lists_script[] =
     "  end\n"
     "  return out\n"
     "end\n"
+    "local function split(r)\n"
+    "  local nl = string.byte(r, 1) or 0\n"
+    "  return string.sub(r, 2, 1 + nl), string.sub(r, 2 + nl)\n"
+    "end\n"
+    "local function list_of(app)\n"
+    "  if app == '' then return KEYS[1] end\n"
+    "  return KEYS[1] .. ':' .. app\n"
+    "end\n"
+    "local function rec(s)\n"
+    "  return string.char(#s % 256, math.floor(#s / 256)) .. s\n"
+    "end\n"
     "local function back(key)\n"
     "  if redis.call('ZREM', KEYS[2], key) == 0 then return 0 end\n"
     "  local blob = redis.call('GET', key)\n"
     "  redis.call('DEL', key)\n"
     "  if not blob then return 0 end\n"
     "  local r = records(blob)\n"
-    "  for j = #r, 1, -1 do redis.call('LPUSH', KEYS[1], r[j]) end\n"
+    "  for j = #r, 1, -1 do\n"
+    "    local app, e = split(r[j])\n"
+    "    redis.call('LPUSH', list_of(app), e)\n"
+    "  end\n"
     "  return #r\n"
     "end\n"
     "local t = redis.call('TIME')\n"
@@ -59,26 +79,48 @@ static const char lists_script[] =
     "local op = ARGV[1]\n"
     "if op == 'move' then\n"
     "  if tonumber(ARGV[2]) > tonumber(redis.call('GET', KEYS[3]) or '0') then\n"
-    "    for _, e in ipairs(records(ARGV[3])) do redis.call('RPUSH', KEYS[1], e) end\n"
+    "    for _, r in ipairs(records(ARGV[3])) do\n"
+    "      local app, e = split(r)\n"
+    "      redis.call('RPUSH', list_of(app), e)\n"
+    "      if app ~= '' then redis.call('SADD', KEYS[4], app) end\n"
+    "    end\n"
     "    redis.call('SET', KEYS[3], ARGV[2])\n"
     "  end\n"
     "  redis.call('EXPIRE', KEYS[3], ARGV[4])\n"
-    "  return redis.call('LLEN', KEYS[1])\n"
+    "  return 1\n"
     "elseif op == 'take' then\n"
-    "  local budget, out, used = tonumber(ARGV[2]), {}, 0\n"
-    "  while true do\n"
-    "    local e = redis.call('LINDEX', KEYS[1], 0)\n"
-    "    if not e then break end\n"
-    "    if #e <= 65535 then\n"
-    "      if used > 0 and used + 2 + #e > budget then break end\n"
-    "      out[#out + 1] = string.char(#e % 256, math.floor(#e / 256)) .. e\n"
-    "      used = used + 2 + #e\n"
+    "  local budget, out, held, used = tonumber(ARGV[2]), {}, {}, 0\n"
+    "  local named, apps = {}, {}\n"
+    "  for j = 5, #ARGV do named[ARGV[j]] = true end\n"
+    "  if ARGV[4] == 'only' then\n"
+    "    for j = 5, #ARGV do apps[#apps + 1] = ARGV[j] end\n"
+    "  else\n"
+    "    local all = redis.call('SMEMBERS', KEYS[4])\n"
+    "    table.sort(all)\n"
+    "    table.insert(all, 1, '')\n"
+    "    for _, a in ipairs(all) do\n"
+    "      if ARGV[4] == 'all' or not named[a] then apps[#apps + 1] = a end\n"
     "    end\n"
-    "    redis.call('LPOP', KEYS[1])\n"
+    "  end\n"
+    "  local full = false\n"
+    "  for _, app in ipairs(apps) do\n"
+    "    local key = list_of(app)\n"
+    "    while true do\n"
+    "      local e = redis.call('LINDEX', key, 0)\n"
+    "      if not e then break end\n"
+    "      if #e + 1 <= 65535 and #app + #e + 1 <= 65535 then\n"
+    "        if used > 0 and used + 3 + #e > budget then full = true break end\n"
+    "        out[#out + 1] = rec(string.char(0) .. e)\n"
+    "        held[#held + 1] = rec(string.char(#app) .. app .. e)\n"
+    "        used = used + 3 + #e\n"
+    "      end\n"
+    "      redis.call('LPOP', key)\n"
+    "    end\n"
+    "    if full then break end\n"
     "  end\n"
     "  local blob = table.concat(out)\n"
     "  if #blob > 0 then\n"
-    "    redis.call('SET', KEYS[3], blob)\n"
+    "    redis.call('SET', KEYS[3], table.concat(held))\n"
     "    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), KEYS[3])\n"
     "  end\n"
     "  return blob\n"
@@ -127,6 +169,7 @@ int drains_init(struct fleet *f, unsigned drain_lease_s)
         snprintf(f->list_keys[i][0], sizeof(f->list_keys[i][0]), "fcmd:list:%s", list_names[i]);
         snprintf(f->list_keys[i][1], sizeof(f->list_keys[i][1]), "fcmd:inflight:%s", list_names[i]);
         snprintf(f->list_keys[i][2], sizeof(f->list_keys[i][2]), "fcmd:moved:%s:%s", f->shm->instance, list_names[i]);
+        snprintf(f->list_keys[i][3], sizeof(f->list_keys[i][3]), "fcmd:listapps:%s", list_names[i]);
     }
     f->drain_lease_ms = (uint64_t)drain_lease_s * 1000;
     f->nonce = backoff_random(&f->rng) ^ ((uint64_t)getpid() << 32);
@@ -169,15 +212,20 @@ static int lists_usable(const struct fleet *f)
     return f->link != NULL && f->lists_s.loaded;
 }
 
-/* Sends the lists script: op on list i, KEYS[3] = key3, then extra ARGV. */
+/* Sends the lists script: op on list i, KEYS[3] = key3, then extra ARGV
+ * (at most LISTS_EXTRA_MAX). */
+#define LISTS_EXTRA_MAX (APPS_MAX + 4)
 static int lists_command(struct fleet *f, fleet_reply_fn fn, void *arg, size_t cap, int i, const char *key3,
                          const char *op, int nextra, const char **extra, const size_t *extralen)
 {
     /* argv[0] and argv[1] are fleet_script_run()'s. */
-    const char *argv[12] = {NULL, NULL, "3", f->list_keys[i][0], f->list_keys[i][1], key3, op};
-    size_t lens[12];
-    int n = 7;
+    const char *argv[8 + LISTS_EXTRA_MAX] = {NULL, NULL, "4", f->list_keys[i][0], f->list_keys[i][1], key3,
+                                             f->list_keys[i][3], op};
+    size_t lens[8 + LISTS_EXTRA_MAX];
+    int n = 8;
 
+    if (nextra > LISTS_EXTRA_MAX)
+        return -1;
     for (int k = 2; k < n; k++)
         lens[k] = strlen(argv[k]);
     for (int k = 0; k < nextra; k++, n++) {
@@ -209,12 +257,47 @@ static void on_moved(struct fleet *f, void *arg, const redisReply *r)
     move(f, i); /* what came meanwhile, at once */
 }
 
+/* A batch as Redis takes it: each live record's app name (a length byte,
+ * then the name of the app whose row its tag is, "" for the default app)
+ * before its entry.  A malloc'd buffer, or NULL (out of memory, or nothing
+ * live); its length in *out_len. */
+static unsigned char *named_records(const struct fleet *f, const unsigned char *recs, size_t len, size_t *out_len)
+{
+    const unsigned char *r;
+    size_t pos = 0, rlen, n = 0, cap = 0;
+    unsigned char *out;
+
+    while ((r = drainlist_next(recs, len, &pos, &rlen)) != NULL)
+        cap += 2 + 1 + APP_NAME_MAX + rlen;
+    if (cap == 0 || (out = malloc(cap)) == NULL)
+        return NULL;
+    for (pos = 0; (r = drainlist_next(recs, len, &pos, &rlen)) != NULL;) {
+        const char *name = "";
+        size_t nl, total;
+        if (rlen == 0 || r[0] == DRAINLIST_TAKEN)
+            continue;
+        if (r[0] > 0 && r[0] < SHM_APPS)
+            name = f->shm->apps[r[0]].name;
+        nl = strnlen(name, APP_NAME_MAX);
+        if ((total = 1 + nl + rlen - 1) > DRAINLIST_MAX_RECORD)
+            continue; /* a name and an entry no longer than a record: never, with fcmd's own entries */
+        out[n] = (unsigned char)(total & 0xff);
+        out[n + 1] = (unsigned char)(total >> 8);
+        out[n + 2] = (unsigned char)nl;
+        memcpy(out + n + 3, name, nl);
+        memcpy(out + n + 3 + nl, r + 1, rlen - 1);
+        n += 2 + total;
+    }
+    *out_len = n;
+    return out;
+}
+
 /* Sends the next batch of list i to Redis, if there is one and no other
  * worker of the instance is sending it. */
 static void move(struct fleet *f, int i)
 {
-    unsigned char *recs;
-    size_t len;
+    unsigned char *recs, *named;
+    size_t len, named_len = 0;
     uint64_t count, seq;
     char nseq[24], ttl[24];
     const char *extra[3] = {nseq, NULL, ttl};
@@ -226,11 +309,19 @@ static void move(struct fleet *f, int i)
                           MOVE_LEASE_MS, &recs, &len, &count, &seq) != 0 ||
         recs == NULL)
         return;
+    if ((named = named_records(f, recs, len, &named_len)) == NULL) {
+        free(recs);
+        if (count == 0) /* only entries a drain took: nothing for Redis, the batch is done */
+            drainlist_commit(list_of(f, i), seq);
+        return;
+    }
+    free(recs);
+    recs = named;
     snprintf(nseq, sizeof(nseq), "%" PRIu64, seq);
     snprintf(ttl, sizeof(ttl), "%d", FLEET_MARK_TTL_S);
     extra[1] = (const char *)recs;
     lens[0] = strlen(nseq);
-    lens[1] = len;
+    lens[1] = named_len;
     lens[2] = strlen(ttl);
     if (lists_command(f, on_moved, (void *)(intptr_t)i, REPLY_MAX_BYTES, i, f->list_keys[i][2], "move", 3, extra,
                       lens) == 0) {
@@ -372,12 +463,19 @@ static void on_taken(struct fleet *f, void *arg, const redisReply *r)
     d->cb(d->arg, (const unsigned char *)r->str, r->len, NULL);
 }
 
-struct fleet_drain *fleet_drain_take(struct fleet *f, int list, size_t budget, fleet_taken_fn cb, void *arg)
+struct fleet_drain *fleet_drain_take(struct fleet *f, int list, size_t budget, const struct fleet_drain_apps *apps,
+                                     fleet_taken_fn cb, void *arg)
 {
+    static const char *const modes[] = {"all", "only", "except"};
     struct fleet_drain *d;
     char nbudget[24], lease[24];
-    const char *extra[2] = {nbudget, lease};
+    const char *extra[LISTS_EXTRA_MAX] = {nbudget, lease, modes[apps->mode]};
+    int nextra = 3;
 
+    if (apps->n > APPS_MAX + 1)
+        return NULL;
+    for (size_t k = 0; k < apps->n; k++)
+        extra[nextra++] = apps->names[k];
     if (!f->up || !lists_usable(f) || (d = calloc(1, sizeof(*d))) == NULL)
         return NULL;
     /* This instance's entries not yet moved go first: Redis runs a
@@ -393,8 +491,8 @@ struct fleet_drain *fleet_drain_take(struct fleet *f, int list, size_t budget, f
     snprintf(nbudget, sizeof(nbudget), "%zu", budget);
     snprintf(lease, sizeof(lease), "%" PRIu64, f->drain_lease_ms);
     /* The reply: the budget, one record past it at most, and RESP's framing. */
-    if (lists_command(f, on_taken, d, budget + DRAINLIST_MAX_RECORD + 1024, list, d->key, "take", 2, extra, NULL) !=
-        0) {
+    if (lists_command(f, on_taken, d, budget + DRAINLIST_MAX_RECORD + 1024, list, d->key, "take", nextra, extra,
+                      NULL) != 0) {
         free(d);
         return NULL;
     }

@@ -89,10 +89,23 @@ int fleet_totals(const struct fleet *f, struct fleet_totals *out);
  * reconnecting meanwhile.  The caller polls it until 1 or its deadline. */
 int fleet_flushed(struct fleet *f);
 
-/* Takes up to budget bytes of records from a fleet list (at least one
- * record) and parks them in Redis under a lease this worker renews; cb gets
- * them.  NULL when Redis cannot be reached now (answer 503). */
-struct fleet_drain *fleet_drain_take(struct fleet *f, int list, size_t budget, fleet_taken_fn cb, void *arg);
+/* Whose entries a drain takes: every app's (FLEET_DRAIN_ALL), those of the
+ * n apps named (FLEET_DRAIN_ONLY), or every app's but theirs
+ * (FLEET_DRAIN_EXCEPT).  A name is an app's, "" the default app's: the
+ * fleet's apps are known by name, since their rows differ by instance. */
+enum { FLEET_DRAIN_ALL, FLEET_DRAIN_ONLY, FLEET_DRAIN_EXCEPT };
+struct fleet_drain_apps {
+    int mode;
+    size_t n; /* at most APPS_MAX + 1 */
+    const char *const *names;
+};
+
+/* Takes up to budget bytes of the records of the apps apps names from a
+ * fleet list (at least one record), each app's list in Redis in turn, and
+ * parks them in Redis under a lease this worker renews; cb gets them, each
+ * record's tag 0.  NULL when Redis cannot be reached now (answer 503). */
+struct fleet_drain *fleet_drain_take(struct fleet *f, int list, size_t budget, const struct fleet_drain_apps *apps,
+                                     fleet_taken_fn cb, void *arg);
 
 /* At a worker's exit, first: the connection goes, and whatever awaits a
  * reply is told at once that it will not come (r NULL), as when a

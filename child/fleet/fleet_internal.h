@@ -73,7 +73,7 @@ struct fleet {
 
     /* The drain lists (drains.c). */
     struct fleet_script lists_s; /* loaded by the link after flush_s */
-    char list_keys[FLEET_NLISTS][3][80]; /* the list, its in-flight set, this instance's move mark */
+    char list_keys[FLEET_NLISTS][4][80]; /* the list, its in-flight set, this instance's move mark, its apps */
     int moving[FLEET_NLISTS];            /* a move awaits its reply */
     uint64_t move_seq[FLEET_NLISTS];     /* ...of this batch */
     char list_refusal[160];              /* the last refusal of a drain-list command logged */

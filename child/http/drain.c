@@ -7,19 +7,23 @@
  * Redis and the answer waits for them.
  */
 #include "endpoints.h"
+#include "query.h"
 #include "../../common/log.h"
 #include "../../common/options.h"
+#include "../../common/tenant.h"
 #include "../../shm/region.h"
 #include "../core/buf.h"
 #include "../../shm/drainlist.h"
 #include "../fleet/fleet.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 typedef void (*record_fn)(struct buf *b, const char *rec, size_t len);
 
-/* {"original": ..., "canonical": ...} from a record "original\0canonical". */
+/* {"original": ..., "canonical": ...} from a record "original\0canonical"
+ * (its tag, the app's row, taken off). */
 static void emit_pair(struct buf *b, const char *rec, size_t len)
 {
     size_t olen = strnlen(rec, len);
@@ -125,7 +129,8 @@ static void build_drained(struct drain_answer *a, const unsigned char *recs, siz
     for (int first = 1; (rec = drainlist_next(recs, len, &pos, &rlen)) != NULL; first = 0) {
         if (!first)
             buf_add(&a->body, ",", 1);
-        a->emit(&a->body, (const char *)rec, rlen);
+        /* Past the record's tag: its app's row, or Redis' 0. */
+        a->emit(&a->body, rlen > 0 ? (const char *)rec + 1 : "", rlen > 0 ? rlen - 1 : 0);
     }
     buf_adds(&a->body, "]}\n");
 }
@@ -155,18 +160,63 @@ static void on_fleet_taken(void *arg, const unsigned char *recs, size_t len, con
     http_count(a->hs, a->ep, req->res.status, 0);
 }
 
-/* Fleet mode: the entries come from Redis; the answer waits for them. */
-static int respond_fleet_drained(struct drain_answer *a, h2o_req_t *req, int which)
+/* Fleet mode: the entries come from Redis; the answer waits for them.  The
+ * apps are named there (named: one app's index; except: every app's but
+ * those with a token of their own; else every app's). */
+static int respond_fleet_drained(struct drain_answer *a, h2o_req_t *req, int which, int named, int except)
 {
     size_t budget = a->list->capacity; /* drain_list_bytes as the lists were made (a reload keeps them) */
+    const struct fcmd_options *o = a->hs->opts;
+    const char *names[APPS_MAX + 1];
+    struct fleet_drain_apps apps = {FLEET_DRAIN_ALL, 0, names};
 
+    if (named >= 0) {
+        apps.mode = FLEET_DRAIN_ONLY;
+        names[apps.n++] = options_app_name(o, (unsigned)named);
+    } else if (except) {
+        apps.mode = FLEET_DRAIN_EXCEPT;
+        for (size_t i = 0; i < o->napps; i++)
+            if (tenant_app_protected(o, (unsigned)i + 1))
+                names[apps.n++] = o->apps[i].name;
+    }
     if (budget > FLEET_DRAIN_MAX_BYTES)
         budget = FLEET_DRAIN_MAX_BYTES;
     a->req = req;
-    if ((a->fd = fleet_drain_take(a->hs->fleet, which, budget, on_fleet_taken, a)) == NULL)
+    if ((a->fd = fleet_drain_take(a->hs->fleet, which, budget, &apps, on_fleet_taken, a)) == NULL)
         return http_busy(req, "redis unreachable: the drain lists wait in Redis and in each instance until it "
                                  "is back");
     h2o_linklist_insert(&a->hs->drains, &a->link);
+    return 0;
+}
+
+/* Which apps' entries a drain takes, as a mask of their rows: ?app=NAME's,
+ * an app's token's own, the instance token's every app's, and without a
+ * token every app's but those with a token of their own.  *named is the app
+ * index, or -1 for a drain of several apps; *except says the mask is every
+ * app's but those with a token.  Returns 0, or -1 having answered. */
+static int drain_apps(struct http_server *hs, h2o_req_t *req, uint64_t *tags, int *named, int *except)
+{
+    char app[APP_NAME_MAX + 2]; /* one byte more than a name: a longer value is no app's */
+    long n = http_query_get(req, "app", app, sizeof(app));
+    int a;
+
+    *tags = DRAINLIST_ALL;
+    *named = -1;
+    *except = 0;
+    if (n == -ENOENT && hs->who == TENANT_INSTANCE)
+        return 0;
+    if (n == -ENOENT && hs->who == TENANT_NONE) {
+        for (size_t i = 0; i < hs->opts->napps; i++)
+            if (tenant_app_protected(hs->opts, (unsigned)i + 1)) {
+                *tags &= ~(UINT64_C(1) << hs->opts->apps[i].shm);
+                *except = 1;
+            }
+        return 0;
+    }
+    if (http_app_pick(hs, req, app, n, &a) != 0)
+        return -1;
+    *tags = UINT64_C(1) << shm_app_row_of(hs->opts, (unsigned)a);
+    *named = a;
     return 0;
 }
 
@@ -175,11 +225,15 @@ static int respond_drained(struct http_server *hs, h2o_req_t *req, struct drainl
                            record_fn emit)
 {
     struct drain_answer *a;
+    uint64_t tags;
+    int named, except;
 
     /* A HEAD would take the entries and send none of them. */
     if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")))
         return http_refuse_head(req);
     if (http_wrong_method(req, "GET"))
+        return 0;
+    if (drain_apps(hs, req, &tags, &named, &except) != 0)
         return 0;
     a = h2o_mem_alloc_shared(&req->pool, sizeof(*a), drain_disposed);
     *a = (struct drain_answer){.super = {drain_written, drain_stopped},
@@ -190,8 +244,8 @@ static int respond_drained(struct http_server *hs, h2o_req_t *req, struct drainl
                                .ep = which == FLEET_CANONICAL ? EP_CANONICAL : EP_NOTREGISTERED,
                                .body = BUF_INIT};
     if (hs->fleet != NULL)
-        return respond_fleet_drained(a, req, which);
-    if (drainlist_drain(l, &a->recs, &a->len, &a->count) != 0)
+        return respond_fleet_drained(a, req, which, named, except);
+    if (drainlist_drain(l, tags, &a->recs, &a->len, &a->count) != 0)
         return http_error(req, 500, "out of memory");
     if (a->recs != NULL)
         h2o_linklist_insert(&hs->drains, &a->link);

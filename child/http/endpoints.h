@@ -32,9 +32,11 @@ int http_on_push(struct http_server *hs, h2o_req_t *req);          /* push.c: GE
 /* At exit: the waiters' timer closes (push.c), and the fleet's looks (push_fleet.c). */
 void http_close_push_waits(struct http_server *hs);
 /* push.c: the answer of GET /push/{id} for status s and its errors, as
- * http_push_add_error() wrote them to errors. */
+ * http_push_add_error() wrote them to errors; the 404 of an unknown id when
+ * who (http_who) may not see the push's app. */
 struct push_status;
-void http_push_render(h2o_req_t *req, const char *id, size_t id_len, const struct push_status *s, struct buf *errors);
+void http_push_render(const struct http_server *hs, int who, h2o_req_t *req, const char *id, size_t id_len,
+                      const struct push_status *s, struct buf *errors);
 void http_push_add_error(void *arg, const char *token, size_t token_len, const char *reason, size_t reason_len);
 /* push.c: a GET /push/{id}'s path (n bytes) and query (qn): the id (0), or
  * -ENOENT (no id: a 404), or -EINVAL (a wait that is no 0 to 30: a 400). */
@@ -67,11 +69,27 @@ void http_count(struct http_server *hs, enum endpoint ep, int status, uint64_t s
 int http_serves(const struct http_server *hs, enum upstream_kind kind);
 /* Whether app a can send now: each of its adapters is ready. */
 int http_app_healthy(const struct http_server *hs, unsigned a);
-/* Whether req may read what scope (an AUTH_* bit) holds: no token is set,
- * the scope is not protected, or req carries the token (http.c). */
+/* Whether req may read what scope (an AUTH_* bit) holds for every app: no
+ * instance token is set, the scope is not protected, or req carries the
+ * instance's token (http.c).  An app's token alone is not enough. */
 int http_authorized(const struct http_server *hs, h2o_req_t *req, int scope);
 /* 401 with WWW-Authenticate: Bearer. */
 int http_unauthorized(h2o_req_t *req);
+/* The holder of req's bearer token (common/tenant.h): TENANT_INSTANCE, an
+ * app index, or TENANT_NONE.  on_req sets hs->who to it before it calls an
+ * endpoint; what answers later keeps its own copy. */
+int http_who(const struct http_server *hs, h2o_req_t *req);
+/* The app a request names (name, n bytes, n -ENOENT when none, another
+ * negative n for a name too long), held to hs->who: none named is the
+ * holder's own app (the default app for the instance's token or none), an
+ * app's token naming any other is a 403, an app with a token of its own
+ * without it (or the instance's) a 401, an unknown app a 400.  Returns 0
+ * with the index in *a, or -1 having answered. */
+int http_app_pick(struct http_server *hs, h2o_req_t *req, const char *name, long n, int *a);
+/* Whether hs->who may see app a's counts and pushes. */
+int http_may_see_app(const struct http_server *hs, unsigned a);
+/* 401 for an app that has a token of its own, asked without it. */
+int http_unauthorized_app(h2o_req_t *req);
 
 struct shm_totals;
 /* The report's keys for t (report.c): the counter table's rows that show

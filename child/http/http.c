@@ -11,12 +11,13 @@
 #include "query.h"
 #include "../../common/log.h"
 #include "../../common/options.h"
+#include "../../common/tenant.h"
 #include "../../shm/region.h"
 #include "../core/buf.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/crypto.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -29,6 +30,7 @@ struct fcmd_handler {
 
 /* The query parameters each endpoint takes (query.h): any other is a 400. */
 static const char *const report_params[] = {"scope", "app", NULL};
+static const char *const drain_params[] = {"app", NULL};
 static const char *const readyz_params[] = {"app", NULL};
 static const char *const push_params[] = {"wait", NULL};
 
@@ -46,8 +48,8 @@ static const struct {
 } routes[] = {
     FCMD_PROVIDERS(SEND_ROUTE)
     {"/gcm/report", http_on_report, EP_REPORT, AUTH_REPORT, report_params, -1, 0},
-    {"/gcm/report/canonical", http_on_canonical, EP_CANONICAL, AUTH_REPORT, NULL, -1, 0},
-    {"/gcm/report/notregistered", http_on_notregistered, EP_NOTREGISTERED, AUTH_REPORT, NULL, -1, 0},
+    {"/gcm/report/canonical", http_on_canonical, EP_CANONICAL, AUTH_REPORT, drain_params, -1, 0},
+    {"/gcm/report/notregistered", http_on_notregistered, EP_NOTREGISTERED, AUTH_REPORT, drain_params, -1, 0},
     {"/metrics", http_on_metrics, EP_METRICS, AUTH_METRICS, NULL, -1, 0},
     {"/healthz", http_on_healthz, EP_HEALTHZ, 0, NULL, -1, 0},
     /* Open to load balancers; what it tells beyond ready or not needs the
@@ -60,28 +62,85 @@ static const struct {
     {"/status", http_on_status, EP_STATUS, 0, NULL, -1, 0},
 };
 
-/* Whether the request carries "Authorization: Bearer <token>", compared in
- * constant time so the answer's timing says nothing about the token. */
-static int bearer_ok(const struct http_server *hs, h2o_req_t *req)
+int http_who(const struct http_server *hs, h2o_req_t *req)
 {
-    const char *want = hs->opts->auth_token;
-    size_t n = strlen(want);
     ssize_t h = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
-    h2o_iovec_t v;
 
     if (h < 0)
-        return 0;
-    v = req->headers.entries[h].value;
-    if (v.len != n + 7 || strncasecmp(v.base, "Bearer ", 7) != 0) {
-        CRYPTO_memcmp(want, want, n); /* the same work as a real comparison */
-        return 0;
-    }
-    return CRYPTO_memcmp(v.base + 7, want, n) == 0;
+        return TENANT_NONE;
+    return tenant_of_header(hs->opts, req->headers.entries[h].value.base, req->headers.entries[h].value.len);
 }
 
 int http_authorized(const struct http_server *hs, h2o_req_t *req, int scope)
 {
-    return hs->opts->auth_token == NULL || !(hs->auth_scopes & scope) || bearer_ok(hs, req);
+    (void)req;
+    return hs->who == TENANT_INSTANCE || hs->opts->auth_token == NULL || !(hs->auth_scopes & scope);
+}
+
+/* Whether the route of scope is open to the request's holder; answers 401
+ * or 403 when not.  An app's token reaches every route that can be held to
+ * its app (the endpoint holds it there); /metrics holds every app's
+ * counters, so it is the instance's. */
+static int route_open(struct http_server *hs, h2o_req_t *req, int scope)
+{
+    if (hs->who == TENANT_INSTANCE)
+        return 1;
+    if (hs->who >= 1 && scope == AUTH_METRICS) {
+        http_error(req, 403, "an app's token does not read /metrics, which holds every app's counters: use the "
+                             "instance's token");
+        return 0;
+    }
+    if (hs->who >= 1)
+        return 1;
+    if (!http_authorized(hs, req, scope)) {
+        http_unauthorized(req);
+        return 0;
+    }
+    return 1;
+}
+
+int http_app_pick(struct http_server *hs, h2o_req_t *req, const char *name, long n, int *a)
+{
+    int who = hs->who;
+
+    if (n == -ENOENT) {
+        *a = who >= 1 ? who : (int)APP_DEFAULT;
+    } else if (who >= 1) {
+        const char *own = options_app_name(hs->opts, (unsigned)who);
+        /* Any other name, known or not, is refused alike: a tenant learns
+         * nothing of the other apps, not even which exist. */
+        if (n < 0 || strlen(own) != (size_t)n || memcmp(own, name, (size_t)n) != 0) {
+            char msg[160];
+            snprintf(msg, sizeof(msg), "this token is app \"%s\"'s: it reaches no other app", own);
+            http_error(req, 403, msg);
+            return -1;
+        }
+        *a = who;
+    } else if (n < 0 || !options_app_name_ok(name, (size_t)n) ||
+               (*a = options_app_find(hs->opts, name, (size_t)n)) < 0) {
+        http_error(req, 400, "unknown app");
+        return -1;
+    }
+    if (who == TENANT_NONE && tenant_app_protected(hs->opts, (unsigned)*a)) {
+        http_unauthorized_app(req);
+        return -1;
+    }
+    return 0;
+}
+
+int http_may_see_app(const struct http_server *hs, unsigned a)
+{
+    if (hs->who == TENANT_INSTANCE)
+        return 1;
+    if (hs->who >= 1)
+        return (unsigned)hs->who == a;
+    return !tenant_app_protected(hs->opts, a);
+}
+
+int http_unauthorized_app(h2o_req_t *req)
+{
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
+    return http_error(req, 401, "this app takes its own token or the instance's: missing or wrong bearer token");
 }
 
 int http_unauthorized(h2o_req_t *req)
@@ -124,8 +183,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         h2o_iovec_t q = http_query(req);
         char err[256];
         ep = routes[i].id;
-        if (!http_authorized(hs, req, routes[i].scope)) {
-            http_unauthorized(req);
+        hs->who = http_who(hs, req);
+        if (!route_open(hs, req, routes[i].scope)) {
+            /* answered */
         } else if (query_check(q.base, q.len, routes[i].params, err, sizeof(err)) != 0) {
             http_error(req, 400, err);
         } else {

@@ -41,6 +41,7 @@ struct http_server {
     const struct request_limits *limits;
     const int *stopping;    /* the worker's flag: nonzero once it began to stop */
     int auth_scopes;        /* AUTH_* bits the auth token protects */
+    int who;                /* the holder of the token of the request being routed (http_who), for its endpoint */
     h2o_linklist_t drains;  /* drain answers holding entries until written */
     int access_log_fd;      /* with --access-log: where h2o's lines go; SIGUSR1 reopens it */
     int access_log_failing; /* a write to it failed and was logged; said again only after a success */

@@ -6,6 +6,7 @@
 #include "query.h"
 #include "../../common/log.h"
 #include "../../common/options.h"
+#include "../../common/tenant.h"
 #include "../../shm/region.h"
 #include "../core/buf.h"
 #include "../fleet/fleet.h"
@@ -57,7 +58,7 @@ int http_on_metrics(struct http_server *hs, h2o_req_t *req)
         return 0;
     shm_sum(hs->shm, &t);
     metrics_prometheus(&b, &t, hs->upstream_name);
-    metrics_apps(&b, hs->shm, hs->opts);
+    metrics_apps(&b, hs->shm, hs->opts, hs->who == TENANT_INSTANCE || !tenant_any_protected(hs->opts));
     http_respond_buf(req, "text/plain; version=0.0.4; charset=utf-8", &b);
     buf_free(&b);
     return 0;
@@ -95,12 +96,8 @@ static int not_ready(h2o_req_t *req, int told, const char *why)
 }
 
 /* /readyz?app=NAME: 503 while that one app cannot send. */
-static int readyz_app(struct http_server *hs, h2o_req_t *req, const char *name, size_t n)
+static int readyz_app(struct http_server *hs, h2o_req_t *req, int a)
 {
-    int a = options_app_name_ok(name, n) ? options_app_find(hs->opts, name, n) : -ENOENT;
-
-    if (a < 0)
-        return http_error(req, 400, "unknown app");
     if (a != APP_DEFAULT && hs->opts->apps[a - 1].broken)
         return http_error(req, 503, "the app cannot send: a reload could not read its credentials; its pushes are "
                                     "refused until a reload loads them");
@@ -149,11 +146,17 @@ int http_on_readyz(struct http_server *hs, h2o_req_t *req)
     int told = http_authorized(hs, req, AUTH_REPORT);
     char app[APP_NAME_MAX + 2]; /* one byte more than a name: a longer value is no app's */
     long app_len = http_query_get(req, "app", app, sizeof(app));
+    int a = APP_DEFAULT;
 
     if (http_wrong_method(req, "GET"))
         return 0;
-    if (app_len != -ENOENT && !told)
+    /* An app's token may ask about its own app, and then hears why. */
+    if (app_len != -ENOENT && !told && hs->who < 1)
         return http_unauthorized(req);
+    if (app_len != -ENOENT && http_app_pick(hs, req, app, app_len, &a) != 0)
+        return 0;
+    if (app_len != -ENOENT)
+        told = 1;
     if (*hs->stopping)
         return not_ready(req, told, "draining");
     if (hs->spool != NULL && !spool_ready(hs->spool))
@@ -163,7 +166,7 @@ int http_on_readyz(struct http_server *hs, h2o_req_t *req)
     if (hs->fq != NULL && !fleet_queue_ready(hs->fq))
         return not_ready(req, told, "redis does not take pushes in time");
     if (app_len != -ENOENT)
-        return readyz_app(hs, req, app, app_len < 0 ? 0 : (size_t)app_len);
+        return readyz_app(hs, req, a);
     if (hs->opts->napps > 0)
         return readyz_apps(hs, req, told);
     if (fcm != NULL && fcm->ops->ready != NULL && !fcm->ops->ready(fcm))

@@ -14,6 +14,7 @@
 #include "conn.h"
 #include "query.h"
 #include "../../common/options.h"
+#include "../../common/tenant.h"
 #include "../../shm/push_status.h"
 #include "../../shm/region.h"
 #include "../core/buf.h"
@@ -34,6 +35,7 @@ struct push_wait {
     struct http_server *hs;
     uint64_t deadline_ms; /* uv_now() */
     uint64_t start;       /* uv_hrtime() at the request */
+    int who;              /* the holder of the request's token (http_who) */
     char id[PUSH_ID_MAX + 1];
     size_t id_len;
 };
@@ -50,11 +52,39 @@ void http_push_add_error(void *arg, const char *token, size_t token_len, const c
     buf_adds(b, "}");
 }
 
-void http_push_render(h2o_req_t *req, const char *id, size_t id_len, const struct push_status *s, struct buf *errors)
+/* Whether who may see a push of the app named app ("" for the default app):
+ * the instance's token sees every push, an app's token its app's, and no
+ * token the pushes of the apps without a token of their own. */
+static int may_see_push(const struct http_server *hs, int who, const char *app)
+{
+    int a;
+
+    if (who == TENANT_INSTANCE)
+        return 1;
+    if (who >= 1)
+        return strcmp(app, options_app_name(hs->opts, (unsigned)who)) == 0;
+    a = options_app_find(hs->opts, app[0] ? app : NULL, strlen(app));
+    return a < 0 || !tenant_app_protected(hs->opts, (unsigned)a);
+}
+
+/* A push of another app is answered as an unknown one is, so a tenant
+ * cannot even learn that an id exists. */
+static int not_found(h2o_req_t *req)
+{
+    return http_error(req, 404, "no such push: unknown, or its status expired (--push-status-ttl)");
+}
+
+void http_push_render(const struct http_server *hs, int who, h2o_req_t *req, const char *id, size_t id_len,
+                      const struct push_status *s, struct buf *errors)
 {
     struct buf b = {0};
     const char *app = s->app[0] ? s->app : "default";
     uint32_t pending = push_status_pending(s);
+
+    if (!may_see_push(hs, who, s->app)) {
+        not_found(req);
+        return;
+    }
 
     buf_adds(&b, "{\"id\":");
     buf_add_json_string(&b, id, id_len);
@@ -76,22 +106,23 @@ void http_push_render(h2o_req_t *req, const char *id, size_t id_len, const struc
 
 /* Answers req with the status of id, or 404; a pending push only when
  * answer_pending is set.  Returns 1 when the push is pending. */
-static int answer(struct http_server *hs, h2o_req_t *req, const char *id, size_t id_len, int answer_pending)
+static int answer(struct http_server *hs, int who, h2o_req_t *req, const char *id, size_t id_len, int answer_pending)
 {
     struct buf errors = {0};
     struct push_status s;
     uint32_t pending;
 
-    if (!push_status_read(hs->shm->push_status, id, id_len, ledger_now_ms(), &s, http_push_add_error, &errors)) {
+    if (!push_status_read(hs->shm->push_status, id, id_len, ledger_now_ms(), &s, http_push_add_error, &errors) ||
+        !may_see_push(hs, who, s.app)) {
         buf_free(&errors);
-        http_error(req, 404, "no such push: unknown, or its status expired (--push-status-ttl)");
+        not_found(req);
         return 0;
     }
     if ((pending = push_status_pending(&s)) > 0 && !answer_pending) {
         buf_free(&errors);
         return 1;
     }
-    http_push_render(req, id, id_len, &s, &errors);
+    http_push_render(hs, who, req, id, id_len, &s, &errors);
     buf_free(&errors);
     return pending > 0;
 }
@@ -135,7 +166,7 @@ static void on_wait_tick(uv_timer_t *t)
         if (!last && still_pending(hs, w->id, w->id_len))
             continue; /* it waits on */
         unlink_wait(hs, w); /* out of the list before its answer goes */
-        answer(hs, req, w->id, w->id_len, 1);
+        answer(hs, w->who, req, w->id, w->id_len, 1);
         conn_progress(hs->conns, req);
         http_count(hs, EP_PUSH, req->res.status, w->start);
     }
@@ -164,6 +195,7 @@ static int wait_for(struct http_server *hs, h2o_req_t *req, const char *id, size
     w->hs = hs;
     w->deadline_ms = uv_now(hs->conns->loop) + secs * 1000;
     w->start = uv_hrtime();
+    w->who = hs->who;
     memcpy(w->id, id, id_len);
     w->id_len = id_len;
     h2o_linklist_insert(&hs->push_waits, &w->link);
@@ -210,7 +242,7 @@ int http_on_push(struct http_server *hs, h2o_req_t *req)
         return http_error(req, 400, "wait must be a number of seconds from 0 to 30");
     if (hs->fstat != NULL) /* with --redis: the fleet's status */
         return http_push_fleet(hs, req, id, id_len, h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")) ? 0 : secs);
-    if (!answer(hs, req, id, id_len, secs == 0 || *hs->stopping || h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))))
+    if (!answer(hs, hs->who, req, id, id_len, secs == 0 || *hs->stopping || h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))))
         return 0;
     return wait_for(hs, req, id, id_len, secs);
 }

@@ -13,6 +13,7 @@
  */
 #include "endpoints.h"
 #include "conn.h"
+#include "../../common/tenant.h"
 #include "../../shm/push_status.h"
 #include "../../shm/region.h"
 #include "../core/buf.h"
@@ -42,6 +43,7 @@ struct look {
     uint64_t next;        /* uv_now(): when to ask again */
     int asking;           /* Redis' answer is awaited */
     int in_handler;       /* answered before the handler returned: on_req counts it */
+    int who;              /* the holder of the request's token (http_who) */
 };
 
 static void look_free(struct look *l)
@@ -137,10 +139,10 @@ static void on_status(void *arg, int rc, const struct push_status *rs, const str
                 s.upstream = ls.upstream;
         }
         if (push_status_pending(&s) == 0 || last)
-            http_push_render(l->req, l->id, l->id_len, &s,
+            http_push_render(l->hs, l->who, l->req, l->id, l->id_len, &s,
                              have_local && ls.errors > s.errors ? &local_errors : &fleet_errors);
     } else if (have_local && (rc == -1 || push_status_pending(&ls) == 0 || last)) {
-        http_push_render(l->req, l->id, l->id_len, &ls, &local_errors); /* what this instance knows */
+        http_push_render(l->hs, l->who, l->req, l->id, l->id_len, &ls, &local_errors); /* what this instance knows */
     } else if (rc == -1) {
         http_busy(l->req, "redis unreachable: the push's status in the fleet cannot be read");
     } else if (!have_local && now >= l->grace_end) {
@@ -190,6 +192,7 @@ int http_push_fleet(struct http_server *hs, h2o_req_t *req, const char *id, size
     hs->push_nlooks++;
     now = uv_now(hs->conns->loop);
     l->req = req;
+    l->who = hs->who;
     l->hs = hs;
     memcpy(l->id, id, id_len);
     l->id_len = id_len;

@@ -117,6 +117,8 @@ static void report_apps(struct http_server *hs, struct buf *b)
     report_app_totals(b, &hs->shm->apps[0]);
     buf_adds(b, "}");
     for (size_t i = 0; i < hs->opts->napps; i++) {
+        if (!http_may_see_app(hs, (unsigned)i + 1))
+            continue; /* an app with a token of its own: its counts are its token's to read */
         buf_addf(b, ",\"%s\":{", hs->opts->apps[i].name);
         report_app_totals(b, &hs->shm->apps[hs->opts->apps[i].shm]);
         buf_adds(b, "}");
@@ -125,14 +127,14 @@ static void report_apps(struct http_server *hs, struct buf *b)
 }
 
 /* /gcm/report?app=NAME: that app's counters, this instance's alone. */
-static int respond_app_report(struct http_server *hs, h2o_req_t *req, const char *name, size_t n)
+static int respond_app_report(struct http_server *hs, h2o_req_t *req, const char *name, long n)
 {
     struct buf b = BUF_INIT;
-    int a = options_app_name_ok(name, n) ? options_app_find(hs->opts, name, n) : -ENOENT;
     unsigned row;
+    int a;
 
-    if (a < 0)
-        return http_error(req, 400, "unknown app");
+    if (http_app_pick(hs, req, name, n, &a) != 0)
+        return 0;
     row = shm_app_row_of(hs->opts, (unsigned)a);
     buf_addf(&b, "{\"app\":\"%s\",", a == APP_DEFAULT ? "default" : options_app_name(hs->opts, (unsigned)a));
     report_app_totals(&b, &hs->shm->apps[row]);
@@ -163,11 +165,12 @@ int http_on_report(struct http_server *hs, h2o_req_t *req)
         return 0;
     if (scope == SCOPE_BAD)
         return http_error(req, 400, "scope is fleet or local");
-    if (app_len != -ENOENT) {
+    /* An app's token reads its app's counters alone, asked for or not. */
+    if (app_len != -ENOENT || hs->who >= 1) {
         /* The fleet sums the totals only: an app's counters are this instance's. */
         if (hs->fleet != NULL && scope == SCOPE_FLEET)
             return http_error(req, 400, "an app's counters are this instance's alone: ask with scope=local");
-        return respond_app_report(hs, req, app, app_len < 0 ? 0 : (size_t)app_len);
+        return respond_app_report(hs, req, app, app_len);
     }
     if (hs->fleet != NULL && scope != SCOPE_LOCAL && fleet_totals(hs->fleet, &ft) == 0)
         return respond_fleet(hs, req, &ft);

@@ -11,6 +11,7 @@
 #include "conn.h"
 #include "../../common/log.h"
 #include "../../common/options.h"
+#include "../../common/tenant.h"
 #include "../../shm/idempotency.h"
 #include "../../shm/push_status.h"
 #include "../../shm/region.h"
@@ -267,7 +268,7 @@ static const struct {
  * the default app, so the spool records the app by its name) and returns
  * the adapter of that app for kind, or NULL with a reason in err. */
 static struct upstream *select_app(struct http_server *hs, h2o_req_t *req, enum upstream_kind kind, struct send_request *r,
-                                   char *err, size_t errlen)
+                                   int *status, char *err, size_t errlen)
 {
     ssize_t h = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-fcmd-app"), -1);
     const char *what = providers[kind].label;
@@ -294,8 +295,24 @@ static struct upstream *select_app(struct http_server *hs, h2o_req_t *req, enum 
         r->app = v.base;
         r->app_len = v.len;
     }
+    *status = 403;
+    if (hs->who >= 1) { /* an app's token: its own app, named or not, and no other */
+        const char *own = options_app_name(hs->opts, (unsigned)hs->who);
+        if (r->app == NULL) {
+            r->app = own;
+            r->app_len = strlen(own);
+        } else if (r->app_len != strlen(own) || memcmp(r->app, own, r->app_len) != 0) {
+            snprintf(err, errlen, "this token is app \"%s\"'s: it sends for no other app", own);
+            return NULL;
+        }
+    }
+    *status = 400;
     if ((a = options_app_find(hs->opts, r->app, r->app_len)) < 0) {
         snprintf(err, errlen, "unknown app \"%.*s\"", (int)r->app_len, r->app);
+        return NULL;
+    }
+    if (hs->who == TENANT_NONE && tenant_app_protected(hs->opts, (unsigned)a)) {
+        *status = 401;
         return NULL;
     }
     if (a == APP_DEFAULT)
@@ -516,7 +533,7 @@ static int send_to(struct http_server *hs, h2o_req_t *req, enum upstream_kind ki
     h2o_iovec_t key;
     char err[256];
     ssize_t h;
-    int rc;
+    int rc, status = 400;
 
     if (http_wrong_method(req, "POST"))
         return 0;
@@ -530,8 +547,12 @@ static int send_to(struct http_server *hs, h2o_req_t *req, enum upstream_kind ki
         return http_error(req, 400, err);
     rc = request_parse(kind, ctype, ctype_len, req->entity.base ? req->entity.base : "", req->entity.len,
                            hs->limits, &r, err, sizeof(err));
-    if (rc == 0 && (up = select_app(hs, req, kind, &r, err, sizeof(err))) == NULL) {
+    if (rc == 0 && (up = select_app(hs, req, kind, &r, &status, err, sizeof(err))) == NULL) {
         request_free(&r);
+        if (status == 401)
+            return http_unauthorized_app(req);
+        if (status != 400)
+            return http_error(req, status, err);
         rc = -EINVAL;
     }
     if (rc == 0 && r.app_index != APP_DEFAULT && hs->opts->apps[r.app_index - 1].broken) {

@@ -150,7 +150,7 @@ static void app_lines(struct buf *b, const char *name, const struct shm_app *a)
                      atomic_load_explicit(&((struct shm_app *)a)->by_upstream[u][k], memory_order_relaxed));
 }
 
-void metrics_apps(struct buf *b, const struct shm_region *r, const struct fcmd_options *o)
+void metrics_apps(struct buf *b, const struct shm_region *r, const struct fcmd_options *o, int protected_too)
 {
     if (o->napps == 0)
         return;
@@ -158,5 +158,6 @@ void metrics_apps(struct buf *b, const struct shm_region *r, const struct fcmd_o
                 "is the sum over the apps).\n# TYPE fcmd_app_targets_total counter\n");
     app_lines(b, "default", &r->apps[0]);
     for (size_t i = 0; i < o->napps; i++)
-        app_lines(b, o->apps[i].name, &r->apps[o->apps[i].shm]);
+        if (protected_too || o->apps[i].o.auth_token == NULL)
+            app_lines(b, o->apps[i].name, &r->apps[o->apps[i].shm]);
 }

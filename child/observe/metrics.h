@@ -18,8 +18,9 @@ void metrics_prometheus(struct buf *b, const struct shm_totals *t, const char *u
 struct shm_region;
 struct fcmd_options;
 /* fcmd_app_targets_total{app,upstream,outcome} for the default app ("default")
- * and each app o names, when it names any. */
-void metrics_apps(struct buf *b, const struct shm_region *r, const struct fcmd_options *o);
+ * and each app o names, when it names any; the apps with a client token of
+ * their own only when protected_too is set (the instance's token reads). */
+void metrics_apps(struct buf *b, const struct shm_region *r, const struct fcmd_options *o, int protected_too);
 
 /* Lines "prefix.name value timestamp\n". */
 void metrics_graphite(struct buf *b, const struct shm_totals *t, const char *prefix, long long timestamp);

@@ -431,7 +431,7 @@ static int apply(struct sender *s, struct target *t, struct outcome *o)
         count(s, t->push, SHM_UP_CANONICALS, 1);
         count(s, t->push, SHM_UP_SUCCESSES, 1);
         /* Record: original '\0' canonical. */
-        drainlist_append(s->shm->canonical, t->name, (size_t)t->len + 1, o->canonical, strlen(o->canonical));
+        drainlist_append(s->shm->canonical, shm_app_row_of(s->opts, t->push->app), t->name, (size_t)t->len + 1, o->canonical, strlen(o->canonical));
         shm_add(s->slot, SHM_SUCCESSES, 1);
         track(s, t, PUSH_CANONICAL, NULL, o->canonical);
         free(o->canonical);
@@ -445,7 +445,7 @@ static int apply(struct sender *s, struct target *t, struct outcome *o)
     case OUTCOME_INVALID:
         shm_add(s->slot, SHM_NOTREGISTERED, 1);
         count(s, t->push, SHM_UP_NOTREGISTERED, 1);
-        drainlist_append(s->shm->notregistered, t->name, request_target_shown(t->push->upstream, t->name, t->len), NULL,
+        drainlist_append(s->shm->notregistered, shm_app_row_of(s->opts, t->push->app), t->name, request_target_shown(t->push->upstream, t->name, t->len), NULL,
                          0);
         track(s, t, PUSH_INVALID, o->reason, NULL);
         break;

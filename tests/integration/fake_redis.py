@@ -105,7 +105,7 @@ class FakeRedis:
         op = cmd[3 + int(cmd[2])]
         self.list_ops.append(op.decode())
         if self.lists_mode == "badend":  # a drain gets one entry; every other call a string, not a count
-            return b"$7\r\n\x05\x00dead1\r\n" if op == b"take" else b"$3\r\nxyz\r\n"
+            return b"$8\r\n\x06\x00\x00dead1\r\n" if op == b"take" else b"$3\r\nxyz\r\n"
         if op != b"take":
             return b":1\r\n"
         self.takes += 1

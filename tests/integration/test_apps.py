@@ -258,13 +258,14 @@ def test_report_queries_in_any_order_and_unknown_parameters_refused(apps, start_
     assert "scope" in error_of(f, "/gcm/report?scope=nope")
     assert "unknown app" in error_of(f, "/gcm/report?app=nope&scope=local")
     assert "unknown app" in error_of(f, "/gcm/report?app=")
-    # The same rule at every endpoint: /readyz takes app, the drains and the rest take nothing.
+    # The same rule at every endpoint: /readyz and the drains take app, the rest take nothing.
     assert "\"x\"" in error_of(f, "/readyz?x=1")
     assert "\"x\"" in error_of(f, "/readyz?app=alpha&x=1")
     assert "\"app\"" in error_of(f, "/readyz?app=alpha&app=alpha")
     assert requests.get(f.url("/readyz?app=%61lpha"), timeout=5).status_code == 200
-    assert "\"app\"" in error_of(f, "/gcm/report/canonical?app=alpha")
-    assert "\"app\"" in error_of(f, "/gcm/report/notregistered?app=alpha")
+    assert "\"app\"" in error_of(f, "/gcm/report/canonical?app=alpha&app=alpha")
+    assert "\"x\"" in error_of(f, "/gcm/report/notregistered?app=alpha&x=1")
+    assert "unknown app" in error_of(f, "/gcm/report/notregistered?app=nope")
     assert "\"x\"" in error_of(f, "/metrics?x=1")
     assert "\"x\"" in error_of(f, "/healthz?x=1")
     r = requests.post(f.url("/gcm/send?app=beta"), data={"tokens": "q4", "payload": "{}", "app": "alpha"}, timeout=5)

@@ -39,7 +39,7 @@ def test_the_report_shows_the_lists_sizes_and_reading_it_drains_nothing(mock, st
     for _ in range(3):
         r = f.report()
         assert (r["notregistered_records"], r["canonical_records"], r["canonical_bytes"]) == (4, 0, 0), r
-        assert r["notregistered_bytes"] == sum(2 + len(t) for t in tokens), r  # a 2-byte length per record
+        assert r["notregistered_bytes"] == sum(3 + len(t) for t in tokens), r  # a 2-byte length and a tag per record
         assert r["drain_list_bytes"] == 65536
     assert requests.get(f.url("/gcm/report/notregistered"), timeout=5).json() == {"tokens": tokens}
     r = f.report()
@@ -49,10 +49,19 @@ def test_the_report_shows_the_lists_sizes_and_reading_it_drains_nothing(mock, st
 def test_a_drain_with_a_query_is_refused_and_drains_nothing(mock, start_fcmd):
     f = start_fcmd(mock, workers=1)
     tokens = fill_notregistered(f, 3)
-    for q in ("?app=default", "?x=1", "?limit=1"):
+    for q in ("?x=1", "?limit=1", "?app=default&app=default"):
         r = requests.get(f.url("/gcm/report/notregistered" + q), timeout=5)
-        assert r.status_code == 400 and "unknown query parameter" in r.json()["error"], r.text
+        assert r.status_code == 400 and "query parameter" in r.json()["error"], r.text
+    r = requests.get(f.url("/gcm/report/notregistered?app=nosuch"), timeout=5)
+    assert (r.status_code, r.json()) == (400, {"error": "unknown app"})
     assert requests.get(f.url("/gcm/report/notregistered"), timeout=5).json() == {"tokens": tokens}
+
+
+def test_a_drain_of_the_default_app_takes_its_entries(mock, start_fcmd):
+    f = start_fcmd(mock, workers=1)
+    tokens = fill_notregistered(f, 3)
+    assert requests.get(f.url("/gcm/report/notregistered?app=default"), timeout=5).json() == {"tokens": tokens}
+    assert requests.get(f.url("/gcm/report/notregistered"), timeout=5).json() == {"tokens": None}
 
 
 def h2_cancelled_drain(port, path):

@@ -524,18 +524,18 @@ static void drain_lists_show_what_they_hold_without_draining(void **state)
 
     (void)state;
     assert_non_null(r);
-    assert_int_equal(drainlist_append(r->notregistered, "dead-1", 6, NULL, 0), 0);
-    assert_int_equal(drainlist_append(r->notregistered, "dead-22", 7, NULL, 0), 0);
-    assert_int_equal(drainlist_append(r->canonical, "old", 4, "new", 3), 0);
+    assert_int_equal(drainlist_append(r->notregistered, 0, "dead-1", 6, NULL, 0), 0);
+    assert_int_equal(drainlist_append(r->notregistered, 0, "dead-22", 7, NULL, 0), 0);
+    assert_int_equal(drainlist_append(r->canonical, 0, "old", 4, "new", 3), 0);
     for (int i = 0; i < 2; i++) { /* twice: reading changes nothing */
         shm_sum(r, &t);
         assert_int_equal(t.list_records[SHM_LIST_NOTREGISTERED], 2);
-        assert_int_equal(t.list_bytes[SHM_LIST_NOTREGISTERED], 2 + 6 + 2 + 7); /* each record has a 2-byte length */
+        assert_int_equal(t.list_bytes[SHM_LIST_NOTREGISTERED], 3 + 6 + 3 + 7); /* each record has a 2-byte length and a tag */
         assert_int_equal(t.list_records[SHM_LIST_CANONICAL], 1);
-        assert_int_equal(t.list_bytes[SHM_LIST_CANONICAL], 2 + 7);
+        assert_int_equal(t.list_bytes[SHM_LIST_CANONICAL], 3 + 7);
         assert_int_equal(t.list_capacity, 4096);
     }
-    assert_int_equal(drainlist_drain(r->notregistered, &out, &len, &count), 0);
+    assert_int_equal(drainlist_drain(r->notregistered, DRAINLIST_ALL, &out, &len, &count), 0);
     assert_int_equal(count, 2);
     free(out);
     shm_sum(r, &t);

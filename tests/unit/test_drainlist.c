@@ -33,10 +33,10 @@ static void collect(struct drainlist *l, char out[][32], size_t *n)
     uint64_t count;
 
     *n = 0;
-    assert_int_equal(drainlist_drain(l, &recs, &len, &count), 0);
+    assert_int_equal(drainlist_drain(l, DRAINLIST_ALL, &recs, &len, &count), 0);
     while ((r = drainlist_next(recs, len, &pos, &rlen)) != NULL) {
-        memcpy(out[*n], r, rlen);
-        out[(*n)++][rlen] = '\0';
+        memcpy(out[*n], r + 1, rlen - 1); /* past the tag */
+        out[(*n)++][rlen - 1] = '\0';
     }
     assert_int_equal(*n, count);
     free(recs);
@@ -50,9 +50,9 @@ static void append_and_drain_once(void **state)
 
     (void)state;
     assert_non_null(r);
-    assert_int_equal(drainlist_append(r->notregistered, "a", 1, NULL, 0), 0);
-    assert_int_equal(drainlist_append(r->notregistered, "bb", 2, NULL, 0), 0);
-    assert_int_equal(drainlist_append(r->canonical, "old\0", 4, "new", 3), 0);
+    assert_int_equal(drainlist_append(r->notregistered, 0, "a", 1, NULL, 0), 0);
+    assert_int_equal(drainlist_append(r->notregistered, 0, "bb", 2, NULL, 0), 0);
+    assert_int_equal(drainlist_append(r->canonical, 0, "old\0", 4, "new", 3), 0);
     collect(r->notregistered, got, &n);
     assert_int_equal(n, 2);
     assert_string_equal(got[0], "a");
@@ -67,19 +67,19 @@ static void append_and_drain_once(void **state)
 
 static void full_list_counts_drops(void **state)
 {
-    struct shm_region *r = shm_region_create(10, 1 << 16, 1 << 16); /* room for two 3-byte records */
+    struct shm_region *r = shm_region_create(12, 1 << 16, 1 << 16); /* room for two 3-byte records (and their tags) */
     char got[8][32];
     size_t n;
 
     (void)state;
-    assert_int_equal(drainlist_append(r->notregistered, "abc", 3, NULL, 0), 0);
-    assert_int_equal(drainlist_append(r->notregistered, "def", 3, NULL, 0), 0);
-    assert_int_equal(drainlist_append(r->notregistered, "ghi", 3, NULL, 0), -1);
+    assert_int_equal(drainlist_append(r->notregistered, 0, "abc", 3, NULL, 0), 0);
+    assert_int_equal(drainlist_append(r->notregistered, 0, "def", 3, NULL, 0), 0);
+    assert_int_equal(drainlist_append(r->notregistered, 0, "ghi", 3, NULL, 0), -1);
     assert_int_equal(drainlist_dropped(r->notregistered), 1);
     collect(r->notregistered, got, &n);
     assert_int_equal(n, 2);
     /* Draining makes room again. */
-    assert_int_equal(drainlist_append(r->notregistered, "ghi", 3, NULL, 0), 0);
+    assert_int_equal(drainlist_append(r->notregistered, 0, "ghi", 3, NULL, 0), 0);
     shm_region_destroy(r);
 }
 
@@ -95,7 +95,7 @@ static void children_share_one_list(void **state)
             char tok[16];
             for (int i = 0; i < 1000; i++) {
                 int len = snprintf(tok, sizeof(tok), "c%d-%d", c, i);
-                drainlist_append(r->notregistered, tok, (size_t)len, NULL, 0);
+                drainlist_append(r->notregistered, 0, tok, (size_t)len, NULL, 0);
             }
             _exit(0);
         }
@@ -115,7 +115,8 @@ static void concurrent_drains_exactly_once(void **state)
 {
     enum { WRITERS = 4, PER_WRITER = 2000, DRAINERS = 3 };
     struct shm_region *r = shm_region_create(1 << 16, 1 << 16, 1 << 16); /* small: writers see it full and retry */
-    _Atomic int *writers_left = mmap(NULL, sizeof(int), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    _Atomic int *writers_left = mmap(NULL, 2 * sizeof(int), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    _Atomic int *refused = writers_left + 1; /* appends that found the list full (each counted as a drop) */
     static unsigned char seen[WRITERS][PER_WRITER];
     int fds[DRAINERS][2];
     pid_t pids[WRITERS + DRAINERS];
@@ -124,14 +125,17 @@ static void concurrent_drains_exactly_once(void **state)
     assert_non_null(r);
     assert_true(writers_left != MAP_FAILED);
     atomic_store(writers_left, WRITERS);
+    atomic_store(refused, 0);
     memset(seen, 0, sizeof(seen));
     for (int w = 0; w < WRITERS; w++) {
         if ((pids[w] = fork()) == 0) {
             char tok[16];
             for (int i = 0; i < PER_WRITER; i++) {
                 int len = snprintf(tok, sizeof(tok), "%d-%d", w, i);
-                while (drainlist_append(r->notregistered, tok, (size_t)len, NULL, 0) != 0)
+                while (drainlist_append(r->notregistered, 0, tok, (size_t)len, NULL, 0) != 0) {
+                    atomic_fetch_add(refused, 1);
                     usleep(100); /* full: a drainer makes room */
+                }
             }
             atomic_fetch_sub(writers_left, 1);
             _exit(0);
@@ -146,7 +150,7 @@ static void concurrent_drains_exactly_once(void **state)
                 size_t len;
                 uint64_t count;
                 int last = atomic_load(writers_left) == 0;
-                if (drainlist_drain(r->notregistered, &recs, &len, &count) != 0)
+                if (drainlist_drain(r->notregistered, DRAINLIST_ALL, &recs, &len, &count) != 0)
                     _exit(2);
                 if (recs != NULL && round % 3 == 2 && !last) {
                     drainlist_giveback(r->notregistered, recs, len, count);
@@ -172,8 +176,8 @@ static void concurrent_drains_exactly_once(void **state)
             have += (size_t)n;
             while ((p = drainlist_next(buf, have, &pos, &rlen)) != NULL) {
                 int w, i;
-                memcpy(rec, p, rlen);
-                rec[rlen] = '\0';
+                memcpy(rec, p + 1, rlen - 1);
+                rec[rlen - 1] = '\0';
                 assert_int_equal(sscanf((char *)rec, "%d-%d", &w, &i), 2);
                 assert_int_equal(seen[w][i]++, 0); /* never twice */
                 total++;
@@ -190,14 +194,14 @@ static void concurrent_drains_exactly_once(void **state)
         assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     }
     assert_int_equal(total, WRITERS * PER_WRITER); /* and every one once */
-    assert_int_equal(drainlist_dropped(r->notregistered), 0);
-    munmap(writers_left, sizeof(int));
+    assert_int_equal(drainlist_dropped(r->notregistered), atomic_load(refused)); /* no giveback dropped any */
+    munmap(writers_left, 2 * sizeof(int));
     shm_region_destroy(r);
 }
 
 static void giveback_keeps_what_fits(void **state)
 {
-    struct shm_region *r = shm_region_create(10, 1 << 16, 1 << 16); /* room for two 3-byte records */
+    struct shm_region *r = shm_region_create(12, 1 << 16, 1 << 16); /* room for two 3-byte records (and their tags) */
     unsigned char *recs;
     size_t len;
     uint64_t count;
@@ -205,11 +209,11 @@ static void giveback_keeps_what_fits(void **state)
     size_t n;
 
     (void)state;
-    assert_int_equal(drainlist_append(r->notregistered, "abc", 3, NULL, 0), 0);
-    assert_int_equal(drainlist_append(r->notregistered, "def", 3, NULL, 0), 0);
-    assert_int_equal(drainlist_drain(r->notregistered, &recs, &len, &count), 0);
+    assert_int_equal(drainlist_append(r->notregistered, 0, "abc", 3, NULL, 0), 0);
+    assert_int_equal(drainlist_append(r->notregistered, 0, "def", 3, NULL, 0), 0);
+    assert_int_equal(drainlist_drain(r->notregistered, DRAINLIST_ALL, &recs, &len, &count), 0);
     assert_int_equal(count, 2);
-    assert_int_equal(drainlist_append(r->notregistered, "ghi", 3, NULL, 0), 0);
+    assert_int_equal(drainlist_append(r->notregistered, 0, "ghi", 3, NULL, 0), 0);
     /* Only one of the two fits back: the older one; the other is counted. */
     assert_int_equal(drainlist_giveback(r->notregistered, recs, len, count), 1);
     assert_int_equal(drainlist_dropped(r->notregistered), 1);
@@ -231,7 +235,7 @@ static void writer_killed_mid_append(void **state)
     pid_t pid;
 
     (void)state;
-    assert_int_equal(drainlist_append(r->notregistered, "kept", 4, NULL, 0), 0);
+    assert_int_equal(drainlist_append(r->notregistered, 0, "kept", 4, NULL, 0), 0);
     if ((pid = fork()) == 0) {
         struct drainlist *l = r->notregistered;
         pthread_mutex_lock(&l->lock);
@@ -245,7 +249,7 @@ static void writer_killed_mid_append(void **state)
     collect(r->notregistered, got, &n);
     assert_int_equal(n, 1);
     assert_string_equal(got[0], "kept");
-    assert_int_equal(drainlist_append(r->notregistered, "after", 5, NULL, 0), 0);
+    assert_int_equal(drainlist_append(r->notregistered, 0, "after", 5, NULL, 0), 0);
     collect(r->notregistered, got, &n);
     assert_int_equal(n, 1);
     assert_string_equal(got[0], "after");
@@ -262,13 +266,14 @@ static void writer_killed_between_count_and_length(void **state)
     pid_t pid;
 
     (void)state;
-    assert_int_equal(drainlist_append(r->notregistered, "kept", 4, NULL, 0), 0);
+    assert_int_equal(drainlist_append(r->notregistered, 0, "kept", 4, NULL, 0), 0);
     if ((pid = fork()) == 0) {
         struct drainlist *l = r->notregistered;
         pthread_mutex_lock(&l->lock);
-        l->arena[l->used] = 3;
+        l->arena[l->used] = 4;
         l->arena[l->used + 1] = 0;
-        memcpy(l->arena + l->used + 2, "new", 3);
+        l->arena[l->used + 2] = 0;
+        memcpy(l->arena + l->used + 3, "new", 3);
         l->count++;
         kill(getpid(), SIGKILL);
     }
@@ -288,7 +293,7 @@ static void drainer_killed_between_length_and_count(void **state)
     pid_t pid;
 
     (void)state;
-    assert_int_equal(drainlist_append(r->notregistered, "gone", 4, NULL, 0), 0);
+    assert_int_equal(drainlist_append(r->notregistered, 0, "gone", 4, NULL, 0), 0);
     if ((pid = fork()) == 0) {
         struct drainlist *l = r->notregistered;
         pthread_mutex_lock(&l->lock);
@@ -296,7 +301,7 @@ static void drainer_killed_between_length_and_count(void **state)
         kill(getpid(), SIGKILL);
     }
     waitpid(pid, NULL, 0);
-    assert_int_equal(drainlist_append(r->notregistered, "after", 5, NULL, 0), 0);
+    assert_int_equal(drainlist_append(r->notregistered, 0, "after", 5, NULL, 0), 0);
     collect(r->notregistered, got, &n);
     assert_int_equal(n, 1);
     assert_string_equal(got[0], "after");
@@ -311,13 +316,13 @@ static void dead_holder_does_not_wedge(void **state)
     pid_t pid;
 
     (void)state;
-    assert_int_equal(drainlist_append(r->notregistered, "kept", 4, NULL, 0), 0);
+    assert_int_equal(drainlist_append(r->notregistered, 0, "kept", 4, NULL, 0), 0);
     if ((pid = fork()) == 0) {
         pthread_mutex_lock(&r->notregistered->lock);
         kill(getpid(), SIGKILL);
     }
     waitpid(pid, NULL, 0);
-    assert_int_equal(drainlist_append(r->notregistered, "after", 5, NULL, 0), 0);
+    assert_int_equal(drainlist_append(r->notregistered, 0, "after", 5, NULL, 0), 0);
     collect(r->notregistered, got, &n);
     assert_int_equal(n, 2);
     assert_string_equal(got[0], "kept");
@@ -387,29 +392,29 @@ static void batches_leave_only_when_committed(void **state)
     uint64_t seq = 0, again = 0;
 
     (void)state;
-    reserved(l, 8, 0, 0, "", &seq); /* empty: nothing to send */
+    reserved(l, 10, 0, 0, "", &seq); /* empty: nothing to send */
     for (const char *t = "aa\0bb\0cc\0"; *t; t += 3)
-        assert_int_equal(drainlist_append(l, t, 2, NULL, 0), 0);
-    reserved(l, 8, 100, 0, "\2\0aa\2\0bb", &seq);
+        assert_int_equal(drainlist_append(l, 0, t, 2, NULL, 0), 0);
+    reserved(l, 10, 100, 0, "\3\0\0aa\3\0\0bb", &seq);
     assert_int_equal(seq, 1);
-    reserved_by(2, l, 8, 500, 1, "", &again);       /* its mover's lease runs: not another's */
-    reserved(l, 8, 600, 0, "\2\0aa\2\0bb", &again); /* its own mover (respawned) sends it again */
+    reserved_by(2, l, 10, 500, 1, "", &again);       /* its mover's lease runs: not another's */
+    reserved(l, 10, 600, 0, "\3\0\0aa\3\0\0bb", &again); /* its own mover (respawned) sends it again */
     assert_int_equal(again, 1);
-    assert_int_equal(drainlist_append(l, "dd", 2, NULL, 0), 0);
+    assert_int_equal(drainlist_append(l, 0, "dd", 2, NULL, 0), 0);
     collect(l, got, &n); /* what follows the batch only */
     assert_int_equal(n, 2);
     assert_string_equal(got[0], "cc");
     assert_string_equal(got[1], "dd");
     assert_int_equal(held(l), 2);
     /* The mover went away: the same batch, the same number, for the next. */
-    reserved_by(2, l, 64, 1700, 0, "\2\0aa\2\0bb", &again);
+    reserved_by(2, l, 64, 1700, 0, "\3\0\0aa\3\0\0bb", &again);
     assert_int_equal(again, 1);
     drainlist_commit(l, 1);
     drainlist_commit(l, 1); /* confirmed twice (both movers sent it): removed once */
     assert_int_equal(held(l), 0);
-    assert_int_equal(drainlist_append(l, "ee", 2, NULL, 0), 0);
-    assert_int_equal(drainlist_append(l, "ff", 2, NULL, 0), 0);
-    reserved(l, 4, 2000, 0, "\2\0ee", &seq);
+    assert_int_equal(drainlist_append(l, 0, "ee", 2, NULL, 0), 0);
+    assert_int_equal(drainlist_append(l, 0, "ff", 2, NULL, 0), 0);
+    reserved(l, 5, 2000, 0, "\3\0\0ee", &seq);
     assert_int_equal(seq, 2);
     drainlist_commit(l, 1); /* a stale confirmation removes nothing */
     assert_int_equal(held(l), 2);
@@ -431,7 +436,7 @@ static void batches_leave_only_when_committed(void **state)
  * at the end moves the records there, in order. */
 static void commits_make_room(void **state)
 {
-    struct shm_region *r = shm_region_create(20, 1 << 16, 1 << 16); /* five 2-byte records */
+    struct shm_region *r = shm_region_create(25, 1 << 16, 1 << 16); /* five 2-byte records */
     struct drainlist *l = r->notregistered;
     char got[8][32];
     size_t n;
@@ -439,11 +444,11 @@ static void commits_make_room(void **state)
 
     (void)state;
     for (const char *t = "aa\0bb\0cc\0dd\0ee\0"; *t; t += 3)
-        assert_int_equal(drainlist_append(l, t, 2, NULL, 0), 0);
-    reserved(l, 16, 0, 0, "\2\0aa\2\0bb\2\0cc\2\0dd", &seq);
+        assert_int_equal(drainlist_append(l, 0, t, 2, NULL, 0), 0);
+    reserved(l, 20, 0, 0, "\3\0\0aa\3\0\0bb\3\0\0cc\3\0\0dd", &seq);
     drainlist_commit(l, seq);
-    assert_int_equal(drainlist_append(l, "ff", 2, NULL, 0), 0);
-    assert_int_equal(drainlist_append(l, "gg", 2, NULL, 0), 0);
+    assert_int_equal(drainlist_append(l, 0, "ff", 2, NULL, 0), 0);
+    assert_int_equal(drainlist_append(l, 0, "gg", 2, NULL, 0), 0);
     assert_int_equal(drainlist_dropped(l), 0);
     collect(l, got, &n);
     assert_int_equal(n, 3);
@@ -455,7 +460,7 @@ static void commits_make_room(void **state)
 /* A holder killed in the middle of a compaction: the next locker finishes it. */
 static void killed_mid_compaction(void **state)
 {
-    struct shm_region *r = shm_region_create(20, 1 << 16, 1 << 16);
+    struct shm_region *r = shm_region_create(25, 1 << 16, 1 << 16);
     struct drainlist *l = r->notregistered;
     char got[8][32];
     size_t n;
@@ -464,23 +469,113 @@ static void killed_mid_compaction(void **state)
 
     (void)state;
     for (const char *t = "aa\0bb\0cc\0dd\0ee\0"; *t; t += 3)
-        assert_int_equal(drainlist_append(l, t, 2, NULL, 0), 0);
-    reserved(l, 12, 0, 0, "\2\0aa\2\0bb\2\0cc", &seq);
+        assert_int_equal(drainlist_append(l, 0, t, 2, NULL, 0), 0);
+    reserved(l, 15, 0, 0, "\3\0\0aa\3\0\0bb\3\0\0cc", &seq);
     drainlist_commit(l, seq);
     if ((pid = fork()) == 0) {
         pthread_mutex_lock(&l->lock);
         l->compact_len = l->used - l->head;
         l->compacting = 1;
-        memcpy(l->arena, l->arena + l->head, 3); /* part of the copy */
+        memcpy(l->arena, l->arena + l->head, 4); /* part of the copy */
         kill(getpid(), SIGKILL);
     }
     waitpid(pid, NULL, 0);
-    assert_int_equal(drainlist_append(l, "ff", 2, NULL, 0), 0);
+    assert_int_equal(drainlist_append(l, 0, "ff", 2, NULL, 0), 0);
     collect(l, got, &n);
     assert_int_equal(n, 3);
     assert_string_equal(got[0], "dd");
     assert_string_equal(got[1], "ee");
     assert_string_equal(got[2], "ff");
+    shm_region_destroy(r);
+}
+
+/* One tag's records, drained with others: 1, 2 and 3 records tagged 1, 2 and 3. */
+static void collect_tags(struct drainlist *l, uint64_t tags, char out[][32], size_t *n, unsigned *tag_of)
+{
+    unsigned char *recs;
+    const unsigned char *r;
+    size_t len, pos = 0, rlen;
+    uint64_t count;
+
+    *n = 0;
+    assert_int_equal(drainlist_drain(l, tags, &recs, &len, &count), 0);
+    while ((r = drainlist_next(recs, len, &pos, &rlen)) != NULL) {
+        tag_of[*n] = r[0];
+        memcpy(out[*n], r + 1, rlen - 1);
+        out[(*n)++][rlen - 1] = '\0';
+    }
+    assert_int_equal(*n, count);
+    free(recs);
+}
+
+/* A drain of some tags takes their records alone, each once, and leaves
+ * the others where they are, in order, for their own drain or a drain of
+ * all; the room the taken ones held comes back once the later ones go. */
+static void a_drain_of_one_tag_leaves_the_others(void **state)
+{
+    struct shm_region *r = shm_region_create(60, 1 << 16, 1 << 16);
+    struct drainlist *l = r->notregistered;
+    char got[8][32];
+    unsigned tags[8];
+    uint64_t records, bytes;
+    size_t n;
+
+    (void)state;
+    assert_int_equal(drainlist_append(l, 1, "a1", 2, NULL, 0), 0);
+    assert_int_equal(drainlist_append(l, 2, "b1", 2, NULL, 0), 0);
+    assert_int_equal(drainlist_append(l, 1, "a2", 2, NULL, 0), 0);
+    assert_int_equal(drainlist_append(l, 3, "c1", 2, NULL, 0), 0);
+    assert_int_equal(drainlist_append(l, 2, "b2", 2, NULL, 0), 0);
+    collect_tags(l, UINT64_C(1) << 2, got, &n, tags);
+    assert_int_equal(n, 2);
+    assert_string_equal(got[0], "b1");
+    assert_string_equal(got[1], "b2");
+    assert_int_equal(tags[0], 2);
+    collect_tags(l, UINT64_C(1) << 2, got, &n, tags); /* once */
+    assert_int_equal(n, 0);
+    drainlist_size(l, &records, &bytes);
+    assert_int_equal(records, 3);
+    assert_int_equal(bytes, 4 * 5); /* b2 was last: its room is back at once, b1's not yet */
+    collect_tags(l, (UINT64_C(1) << 1) | (UINT64_C(1) << 5), got, &n, tags);
+    assert_int_equal(n, 2);
+    assert_string_equal(got[0], "a1");
+    assert_string_equal(got[1], "a2");
+    assert_int_equal(held(l), 1);
+    collect_tags(l, DRAINLIST_ALL, got, &n, tags); /* all: what is left, the taken skipped */
+    assert_int_equal(n, 1);
+    assert_string_equal(got[0], "c1");
+    assert_int_equal(tags[0], 3);
+    drainlist_size(l, &records, &bytes);
+    assert_int_equal(records, 0);
+    assert_int_equal(bytes, 0);
+    shm_region_destroy(r);
+}
+
+/* A drainer of one tag killed while it marks its records: the next locker
+ * counts what is left, and nothing of the other tags is lost. */
+static void killed_while_marking_taken(void **state)
+{
+    struct shm_region *r = shm_region_create(64, 1 << 16, 1 << 16);
+    struct drainlist *l = r->notregistered;
+    char got[8][32];
+    unsigned tags[8];
+    size_t n;
+    pid_t pid;
+
+    (void)state;
+    assert_int_equal(drainlist_append(l, 1, "a1", 2, NULL, 0), 0);
+    assert_int_equal(drainlist_append(l, 2, "b1", 2, NULL, 0), 0);
+    assert_int_equal(drainlist_append(l, 1, "a2", 2, NULL, 0), 0);
+    if ((pid = fork()) == 0) {
+        pthread_mutex_lock(&l->lock);
+        l->arena[2] = DRAINLIST_TAKEN; /* a1 marked, a2 not yet */
+        kill(getpid(), SIGKILL);
+    }
+    waitpid(pid, NULL, 0);
+    collect_tags(l, DRAINLIST_ALL, got, &n, tags);
+    assert_int_equal(n, 2);
+    assert_string_equal(got[0], "b1");
+    assert_string_equal(got[1], "a2");
     shm_region_destroy(r);
 }
 
@@ -500,6 +595,8 @@ int main(void)
         cmocka_unit_test(batches_leave_only_when_committed),
         cmocka_unit_test(commits_make_room),
         cmocka_unit_test(killed_mid_compaction),
+        cmocka_unit_test(a_drain_of_one_tag_leaves_the_others),
+        cmocka_unit_test(killed_while_marking_taken),
     };
     return cmocka_run_group_tests_name("drainlist", tests, NULL, NULL);
 }
