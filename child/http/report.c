@@ -127,14 +127,11 @@ static void report_apps(struct http_server *hs, struct buf *b)
 }
 
 /* /gcm/report?app=NAME: that app's counters, this instance's alone. */
-static int respond_app_report(struct http_server *hs, h2o_req_t *req, const char *name, long n)
+static int respond_app_report(struct http_server *hs, h2o_req_t *req, int a)
 {
     struct buf b = BUF_INIT;
     unsigned row;
-    int a;
 
-    if (http_app_pick(hs, req, name, n, &a) != 0)
-        return 0;
     row = shm_app_row_of(hs->opts, (unsigned)a);
     buf_addf(&b, "{\"app\":\"%s\",", a == APP_DEFAULT ? "default" : options_app_name(hs->opts, (unsigned)a));
     report_app_totals(&b, &hs->shm->apps[row]);
@@ -167,10 +164,13 @@ int http_on_report(struct http_server *hs, h2o_req_t *req)
         return http_error(req, 400, "scope is fleet or local");
     /* An app's token reads its app's counters alone, asked for or not. */
     if (app_len != -ENOENT || hs->who >= 1) {
+        int a;
+        if (http_app_pick(hs, req, app, app_len, &a) != 0)
+            return 0;
         /* The fleet sums the totals only: an app's counters are this instance's. */
         if (hs->fleet != NULL && scope == SCOPE_FLEET)
             return http_error(req, 400, "an app's counters are this instance's alone: ask with scope=local");
-        return respond_app_report(hs, req, app, app_len);
+        return respond_app_report(hs, req, a);
     }
     if (hs->fleet != NULL && scope != SCOPE_LOCAL && fleet_totals(hs->fleet, &ft) == 0)
         return respond_fleet(hs, req, &ft);
