@@ -143,7 +143,8 @@ static int readyz_apps(struct http_server *hs, h2o_req_t *req, int told)
 int http_on_readyz(struct http_server *hs, h2o_req_t *req)
 {
     struct upstream *fcm = hs->ups[APP_DEFAULT][UPSTREAM_FCM];
-    int told = http_authorized(hs, req, AUTH_REPORT);
+    /* An app's token hears about its own app only, never the others' names. */
+    int told = hs->who < 1 && http_authorized(hs, req, AUTH_REPORT);
     char app[APP_NAME_MAX + 2]; /* one byte more than a name: a longer value is no app's */
     long app_len = http_query_get(req, "app", app, sizeof(app));
     int a = APP_DEFAULT;

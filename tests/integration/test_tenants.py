@@ -341,3 +341,21 @@ def test_an_inline_app_token_works(tmp_path, mock, start_fcmd):
     assert push_id(send_json(f, "shop-inline-token", {"tokens": ["s1"], "payload": {}}))
     refused(send_json(f, None, {"tokens": ["s1"], "payload": {}, "app": "shop"}), 401)
     assert "shop-inline-token" not in f.log_text()
+
+
+def test_a_tenant_never_hears_the_other_apps_names_from_readyz(tmp_path, mock, start_fcmd, signing_key):
+    """Without an instance token /readyz is open and names the apps that cannot
+    send; a tenant's token hears only ready or not, and about its own app."""
+    from conftest import free_port, write_service_account
+    sa = write_service_account(tmp_path / "sick-sa.json", signing_key[0], f"http://127.0.0.1:{free_port()}/token")
+    conf = tmp_path / "ready.conf"
+    conf.write_text(f"[upstream]\napikey = {KEY}\ngcm_url = {mock.url()}\n"
+                    f"[app alpha]\napikey = {KEY}\ngcm_url = {mock.url()}\nauth_token = {ALPHA}\n"
+                    f"[app sick]\nservice_account = {sa}\n")
+    os.chmod(conf, 0o600)
+    f = start_fcmd(apikey=None, workers=1, args=["--config", str(conf)])
+    wait_until(lambda: "sick" in get(f, "/readyz").text, what="the open /readyz to name the sick app")
+    r = get(f, "/readyz", ALPHA)
+    assert (r.status_code, r.text) == (200, "ok\n")
+    assert get(f, "/readyz?app=alpha", ALPHA).status_code == 200
+    refused(get(f, "/readyz?app=sick", ALPHA))
