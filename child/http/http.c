@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 struct fcmd_handler {
@@ -166,6 +165,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     uint64_t start = uv_hrtime();
 
     conn_progress(hs->conns, req); /* handed to fcmd: the connection is not idle */
+    hs->who = TENANT_NONE; /* until the route's check asks: never the last request's */
     /* Which child answered: for operators chasing a problem, and for tests. */
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-fcmd-worker"), 0, NULL, hs->worker_id,
                           strlen(hs->worker_id));
