@@ -41,6 +41,9 @@ int drainlist_init(struct drainlist *l, size_t capacity)
     l->batch_seq = l->batch_lease = 0;
     l->added = l->removed = 0;
     l->compacting = 0;
+    l->squeezing = 0;
+    l->sq_end = l->sq_read = l->sq_write = l->sq_len = l->sq_done = l->sq_next = l->sq_wnext = 0;
+    l->taken_bytes = 0;
     return 0;
 }
 
@@ -77,6 +80,8 @@ static void finish_compaction(struct drainlist *l)
     l->compacting = 0;
 }
 
+static void finish_squeeze(struct drainlist *l);
+
 static int lock(struct drainlist *l)
 {
     int err = pthread_mutex_lock(&l->lock);
@@ -86,6 +91,8 @@ static int lock(struct drainlist *l)
          * but for a compaction it may have left half-way. */
         if (l->compacting)
             finish_compaction(l);
+        if (l->squeezing)
+            finish_squeeze(l);
         recount(l);
         err = pthread_mutex_consistent(&l->lock);
     }
@@ -112,6 +119,71 @@ static void compact(struct drainlist *l)
     finish_compaction(l);
 }
 
+/*
+ * A squeeze takes back the room of records a drain of other tags marked
+ * taken, in place.  Every store is either one that a locker finding the
+ * squeeze half-way would make again with the same value, or the last of a
+ * step: a record starts with its bounds (sq_next, sq_wnext) written before
+ * sq_len; it is copied in chunks no longer than the gap sq_read - sq_write,
+ * so a chunk's destination never overlaps its source or a source byte not
+ * yet copied, and sq_done moves after each chunk; it ends with sq_write and
+ * sq_read set to those bounds, then sq_len cleared.  A taken record is
+ * skipped by one store of sq_read.  `used` moves last.
+ */
+static void finish_squeeze(struct drainlist *l)
+{
+    while (l->sq_len != 0 || l->sq_read < l->sq_end) {
+        if (l->sq_len == 0) {
+            const unsigned char *r = l->arena + l->sq_read;
+            size_t len = REC_HDR + ((size_t)r[0] | ((size_t)r[1] << 8));
+            if (len > l->sq_end - l->sq_read)
+                break; /* never: the records were whole when it began */
+            if (r[REC_HDR] == DRAINLIST_TAKEN) {
+                l->sq_read += len;
+                continue;
+            }
+            l->sq_next = l->sq_read + len;
+            l->sq_wnext = l->sq_write + len;
+            l->sq_done = l->sq_read == l->sq_write ? len : 0; /* already in place */
+            ORDERED();
+            l->sq_len = len;
+            ORDERED();
+        }
+        while (l->sq_done < l->sq_len) {
+            size_t chunk = l->sq_len - l->sq_done, gap = l->sq_read - l->sq_write;
+            if (chunk > gap)
+                chunk = gap;
+            memcpy(l->arena + l->sq_write + l->sq_done, l->arena + l->sq_read + l->sq_done, chunk);
+            ORDERED();
+            l->sq_done += chunk;
+            ORDERED();
+        }
+        l->sq_write = l->sq_wnext;
+        l->sq_read = l->sq_next;
+        ORDERED();
+        l->sq_len = 0;
+        ORDERED();
+    }
+    l->used = l->sq_write;
+    ORDERED();
+    l->squeezing = 0;
+    l->taken_bytes = 0;
+}
+
+/* Squeezes the taken records out of the list (no batch may be reserved). */
+static void squeeze(struct drainlist *l)
+{
+    if (l->taken_bytes == 0 || batch_valid(l))
+        return;
+    l->sq_end = l->used;
+    l->sq_read = l->sq_write = l->head;
+    l->sq_len = l->sq_done = 0;
+    ORDERED();
+    l->squeezing = 1;
+    ORDERED();
+    finish_squeeze(l);
+}
+
 int drainlist_append(struct drainlist *l, unsigned tag, const void *a, size_t alen, const void *b, size_t blen)
 {
     size_t rec = 1 + alen + blen;
@@ -123,6 +195,8 @@ int drainlist_append(struct drainlist *l, unsigned tag, const void *a, size_t al
     }
     if (l->capacity - l->used < REC_HDR + rec)
         compact(l);
+    if (l->capacity - l->used < REC_HDR + rec && l->taken_bytes > 0)
+        squeeze(l);
     if (l->capacity - l->used >= REC_HDR + rec) {
         unsigned char *p = l->arena + l->used;
         p[0] = (unsigned char)(rec & 0xff);
@@ -161,10 +235,12 @@ static void mark_taken(struct drainlist *l, size_t from, uint64_t tags)
     unsigned char *r;
 
     while ((r = (unsigned char *)drainlist_next(l->arena, l->used, &pos, &rlen)) != NULL) {
-        if (wanted(r, rlen, tags))
+        if (wanted(r, rlen, tags)) {
             r[0] = DRAINLIST_TAKEN;
-        else if (rlen > 0 && r[0] != DRAINLIST_TAKEN)
+            l->taken_bytes += REC_HDR + rlen;
+        } else if (rlen > 0 && r[0] != DRAINLIST_TAKEN) {
             live_end = pos;
+        }
     }
     ORDERED();
     l->used = live_end;
@@ -198,6 +274,7 @@ int drainlist_drain(struct drainlist *l, uint64_t tags, unsigned char **out, siz
         }
         if (tags == DRAINLIST_ALL) {
             l->used = from;
+            l->taken_bytes = 0;
             recount(l);
         } else if (k > 0) {
             mark_taken(l, from, tags);
@@ -229,6 +306,8 @@ uint64_t drainlist_giveback(struct drainlist *l, const unsigned char *recs, size
     }
     if (l->capacity - l->used < len)
         compact(l);
+    if (l->capacity - l->used < len)
+        squeeze(l);
     /* Whole records, from the oldest, as many as there is room for.  They
      * go after what was appended meanwhile, written before `used` moves like
      * any append, so a holder killed half-way leaves the list as it was. */

@@ -49,6 +49,16 @@ struct drainlist {
     size_t compact_len;            /* a compaction's length... */
     int compacting;                /* ...while it moves the records to the arena's start */
     uint64_t added, removed;       /* records ever put in and taken out (moved, drained) */
+    /* A squeeze (drainlist.c) moves the live records down over the taken
+     * ones, record by record, in chunks no longer than the gap between
+     * them, so each step can be done again by a locker that finds it
+     * half-way: */
+    int squeezing;            /* set while one is under way */
+    size_t sq_end;            /* `used` when it began */
+    size_t sq_read, sq_write; /* the record being moved (or next to look at), and where it goes */
+    size_t sq_len, sq_done;   /* its length with its header (0: between records), and the bytes moved */
+    size_t sq_next, sq_wnext; /* sq_read and sq_write once it is moved */
+    size_t taken_bytes;       /* bytes of the records marked taken: what a squeeze would free */
     unsigned char arena[];
 };
 

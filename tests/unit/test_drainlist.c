@@ -579,6 +579,105 @@ static void killed_while_marking_taken(void **state)
     shm_region_destroy(r);
 }
 
+/* One tag never drained, another drained over and over with its records
+ * before the kept ones: the room of the taken records comes back (they are
+ * squeezed out), so the list never drops for room it holds only as taken
+ * records, and the kept records stay whole and in order. */
+static void taken_room_comes_back_when_one_tag_is_never_drained(void **state)
+{
+    struct shm_region *r = shm_region_create(60, 1 << 16, 1 << 16); /* ten 3-byte records with their headers */
+    struct drainlist *l = r->notregistered;
+    char got[16][32], tok[8];
+    unsigned tags[16];
+    size_t n;
+
+    (void)state;
+    for (int round = 0; round < 20; round++) {
+        for (int i = 0; i < 3; i++) {
+            snprintf(tok, sizeof(tok), "b%d%d", round % 10, i);
+            assert_int_equal(drainlist_append(l, 2, tok, 3, NULL, 0), 0);
+        }
+        if (round < 6) { /* the kept tag: one record after the others, six rounds */
+            snprintf(tok, sizeof(tok), "a%02d", round);
+            assert_int_equal(drainlist_append(l, 1, tok, 3, NULL, 0), 0);
+        }
+        collect_tags(l, UINT64_C(1) << 2, got, &n, tags);
+        assert_int_equal(n, 3);
+    }
+    assert_int_equal(drainlist_dropped(l), 0);
+    collect_tags(l, UINT64_C(1) << 1, got, &n, tags);
+    assert_int_equal(n, 6);
+    for (int i = 0; i < 6; i++) {
+        snprintf(tok, sizeof(tok), "a%02d", i);
+        assert_string_equal(got[i], tok);
+    }
+    shm_region_destroy(r);
+}
+
+/* A holder killed in the middle of a squeeze, at each step it can be in:
+ * the next locker finishes it, and the list holds the live records, once
+ * each, in order. */
+static void killed_mid_squeeze(void **state)
+{
+    (void)state;
+    for (int stop_after = 0; stop_after < 16; stop_after++) {
+        struct shm_region *r = shm_region_create(96, 1 << 16, 1 << 16);
+        struct drainlist *l = r->notregistered;
+        char got[16][32];
+        unsigned tags[16];
+        size_t n;
+        pid_t pid;
+
+        /* A short taken record before a long kept one: it moves in four chunks. */
+        assert_int_equal(drainlist_append(l, 2, "t1", 2, NULL, 0), 0);
+        assert_int_equal(drainlist_append(l, 1, "kept-longer-1", 13, NULL, 0), 0);
+        assert_int_equal(drainlist_append(l, 2, "taken-long-2", 12, NULL, 0), 0);
+        assert_int_equal(drainlist_append(l, 1, "k2", 2, NULL, 0), 0);
+        assert_int_equal(drainlist_append(l, 1, "k3", 2, NULL, 0), 0);
+        collect_tags(l, UINT64_C(1) << 2, got, &n, tags);
+        assert_int_equal(n, 2);
+        if ((pid = fork()) == 0) {
+            /* The squeeze's own steps, by hand, stopped after stop_after chunks or records. */
+            pthread_mutex_lock(&l->lock);
+            l->sq_end = l->used;
+            l->sq_read = l->sq_write = l->head;
+            l->sq_len = l->sq_done = 0;
+            l->squeezing = 1;
+            for (int step = 0; step < stop_after && (l->sq_len != 0 || l->sq_read < l->sq_end); step++) {
+                if (l->sq_len == 0) {
+                    const unsigned char *p = l->arena + l->sq_read;
+                    size_t len = 2 + ((size_t)p[0] | ((size_t)p[1] << 8));
+                    if (p[2] == DRAINLIST_TAKEN) {
+                        l->sq_read += len;
+                        continue;
+                    }
+                    l->sq_next = l->sq_read + len;
+                    l->sq_wnext = l->sq_write + len;
+                    l->sq_done = l->sq_read == l->sq_write ? len : 0;
+                    l->sq_len = len;
+                } else if (l->sq_done < l->sq_len) {
+                    size_t chunk = l->sq_len - l->sq_done, gap = l->sq_read - l->sq_write;
+                    if (chunk > gap)
+                        chunk = gap;
+                    memcpy(l->arena + l->sq_write + l->sq_done, l->arena + l->sq_read + l->sq_done, chunk);
+                    l->sq_done += chunk;
+                } else {
+                    l->sq_write = l->sq_wnext; /* half of the end of a record: the next locker redoes it */
+                    break;
+                }
+            }
+            kill(getpid(), SIGKILL);
+        }
+        waitpid(pid, NULL, 0);
+        collect_tags(l, DRAINLIST_ALL, got, &n, tags);
+        assert_int_equal(n, 3);
+        assert_string_equal(got[0], "kept-longer-1");
+        assert_string_equal(got[1], "k2");
+        assert_string_equal(got[2], "k3");
+        shm_region_destroy(r);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -597,6 +696,8 @@ int main(void)
         cmocka_unit_test(killed_mid_compaction),
         cmocka_unit_test(a_drain_of_one_tag_leaves_the_others),
         cmocka_unit_test(killed_while_marking_taken),
+        cmocka_unit_test(taken_room_comes_back_when_one_tag_is_never_drained),
+        cmocka_unit_test(killed_mid_squeeze),
     };
     return cmocka_run_group_tests_name("drainlist", tests, NULL, NULL);
 }
