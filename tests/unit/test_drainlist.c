@@ -587,7 +587,7 @@ static void taken_room_comes_back_when_one_tag_is_never_drained(void **state)
 {
     struct shm_region *r = shm_region_create(60, 1 << 16, 1 << 16); /* ten 3-byte records with their headers */
     struct drainlist *l = r->notregistered;
-    char got[16][32], tok[8];
+    char got[16][32], tok[32];
     unsigned tags[16];
     size_t n;
 
