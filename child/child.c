@@ -606,8 +606,8 @@ int child_main(const struct fcmd_options *o, int listen_fd, struct shm_region *s
     for (int k = 0; k < UPSTREAM_KINDS; k++)
         c->limits.rules[k] = providers[k]->rules;
     queue_init(&c->queue, (size_t)o->queue_size, (size_t)o->queue_max_bytes);
-    /* Every push probes the statuses' index: mapped now, not a page fault at a time. */
-    ledger_map_index(shm->push_status);
+    /* Every push writes a status: the ledger is mapped now, not a page fault at a time. */
+    ledger_map(shm->push_status, 0);
     /* The bounds /metrics sets the queue's fill against (alerts read them). */
     shm_gauge_set(c->slot, SHM_QUEUE_CAPACITY, (int64_t)c->queue.capacity);
     shm_gauge_set(c->slot, SHM_QUEUE_MAX_BYTES, (int64_t)c->queue.max_bytes);

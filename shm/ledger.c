@@ -15,6 +15,7 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -94,19 +95,27 @@ int ledger_init(struct ledger *l, size_t bytes, size_t min_entry)
     l->capacity = bytes;
     l->min_entry = min_entry_of(min_entry);
     l->mask = index_buckets(bytes, min_entry) - 1;
-    memset(index_of(l), 0, (l->mask + 1) * sizeof(uint64_t)); /* in memory from the start */
     if (getrandom(l->hash_key, sizeof(l->hash_key), 0) != (ssize_t)sizeof(l->hash_key))
         return errno ? -errno : -EIO;
     return robust_mutex_init(&l->lock);
 }
 
-void ledger_map_index(const struct ledger *l)
+void ledger_map(struct ledger *l, int make)
 {
-    const volatile unsigned char *p = (const unsigned char *)index_of(l);
-    size_t n = (l->mask + 1) * sizeof(uint64_t), page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t start = (uintptr_t)index_of(l) & ~(uintptr_t)(page - 1);
+    uintptr_t end = (uintptr_t)(ring_of(l) + l->capacity);
+    volatile unsigned char *p;
 
-    for (size_t i = 0; i < n; i += page)
-        (void)p[i];
+    /* One system call for all of it where the kernel has one (Linux 5.14),
+     * else a touch per page. */
+    if (madvise((void *)start, end - start, make ? MADV_POPULATE_WRITE : MADV_POPULATE_READ) == 0)
+        return;
+    for (p = (volatile unsigned char *)index_of(l); (uintptr_t)p < end; p += page)
+        if (make)
+            *p = *p;
+        else
+            (void)*p;
 }
 
 /* Forgets every record: what a holder that died may have torn.  The

@@ -78,17 +78,19 @@ size_t ledger_entry_size(size_t body_len, size_t key_len);
  * full, and no larger. */
 size_t ledger_footprint(size_t bytes, size_t min_entry);
 
-/* Initialises a ledger placed in zero-filled shared memory with a ring of
- * `bytes` (rounded down to 8, at least LEDGER_MIN_BYTES) and entries of at
- * least min_entry bytes.  The index is written over once, so that its pages
- * are in memory from the start: it is probed at random, and a page fault on
- * it would fall on a push.  Returns 0 or -errno. */
+/* Initialises a ledger placed in zero-filled shared memory (a fresh
+ * mapping: the index is not cleared again) with a ring of `bytes` (rounded
+ * down to 8, at least LEDGER_MIN_BYTES) and entries of at least min_entry
+ * bytes.  Returns 0 or -errno. */
 int ledger_init(struct ledger *l, size_t bytes, size_t min_entry);
 
-/* Maps the index's pages into this process (a worker, after the fork: the
- * pages are shared, their mapping is each process's), so its first lookups
- * take no page faults. */
-void ledger_map_index(const struct ledger *l);
+/* Puts the whole ledger, index and ring, in this process's page tables:
+ * with make (the master, once) its pages are made, written over; without
+ * (a worker after the fork: the pages are shared, their mapping is each
+ * process's) they are mapped.  For a ledger every push writes to: a page
+ * fault under its lock cost more than the rest of an entry, and made the
+ * other workers wait for it. */
+void ledger_map(struct ledger *l, int make);
 
 /* Takes the lock (emptying the ledger if its holder died).  Returns 0, or
  * -1 when the lock cannot be had (then nothing may be done). */

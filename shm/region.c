@@ -78,6 +78,9 @@ struct shm_region *shm_region_create(size_t list_bytes, size_t status_bytes, siz
         errno = -err;
         return NULL;
     }
+    /* Every push writes a status; an Idempotency-Key only the sends that
+     * carry one: that ledger's pages come as they are used. */
+    ledger_map(r->push_status, 1);
     return r;
 }
 
