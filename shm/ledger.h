@@ -47,6 +47,7 @@ struct ledger {
     _Atomic uint64_t added;   /* entries ever made */
     _Atomic uint64_t evicted; /* dropped for room before they expired */
     _Atomic uint64_t lost;    /* emptied with the ledger after a holder died */
+    _Atomic uint64_t settled; /* entries their user marked done (push_status: a push finished) */
     /* then the index (mask + 1 positions + 1, 0 for an empty bucket), then the ring */
 };
 

@@ -76,11 +76,26 @@ void push_status_outcome(struct ledger *l, uint64_t h, enum push_outcome o, cons
         s->failed++;
         break;
     }
-    if (push_status_pending(s) == 0)
+    if (push_status_pending(s) == 0) {
         ledger_set_expiry(l, &ref, now_ms + ttl_ms);
+        atomic_fetch_add_explicit(&l->settled, 1, memory_order_release);
+    }
     if ((o == PUSH_INVALID || o == PUSH_FAILED) && s->errors < PUSH_STATUS_ERRORS)
         keep_error(l, &ref, token, token_len, reason, now_ms);
     ledger_unlock(l);
+}
+
+int push_status_still_pending(struct ledger *l, const char *id, size_t id_len, uint64_t hash, uint64_t now_ms)
+{
+    struct ledger_ref ref;
+    int pending = 0;
+
+    if (ledger_lock(l) != 0)
+        return 0;
+    if (ledger_find_hashed(l, id, id_len, hash, now_ms, &ref) && ref.body_len == sizeof(struct push_status))
+        pending = push_status_pending(ref.body) > 0;
+    ledger_unlock(l);
+    return pending;
 }
 
 int push_status_read(struct ledger *l, const char *id, size_t id_len, uint64_t now_ms, struct push_status *out,

@@ -72,6 +72,18 @@ static inline uint64_t push_status_track(struct ledger *l, const struct fcmd_opt
 void push_status_outcome(struct ledger *l, uint64_t h, enum push_outcome o, const char *token, size_t token_len,
                          const char *reason, uint64_t now_ms, uint64_t ttl_ms);
 
+/* A number that changes whenever a status may have stopped being pending:
+ * a push finished, or a status was dropped or lost.  A waiter that saw the
+ * same number last time has nothing new to look for. */
+static inline uint64_t push_status_changes(struct ledger *l)
+{
+    return atomic_load_explicit(&l->settled, memory_order_acquire) +
+           atomic_load_explicit(&l->evicted, memory_order_relaxed) + atomic_load_explicit(&l->lost, memory_order_relaxed);
+}
+
+/* Whether the status of id (hash: ledger_hash of it) is there and pending. */
+int push_status_still_pending(struct ledger *l, const char *id, size_t id_len, uint64_t hash, uint64_t now_ms);
+
 /* Copies the entry of id into *out and calls each_error (unless NULL) for
  * its errors in order (under the ledger's lock: keep it short).  Returns 1, or 0 when no
  * entry is there (never made, dropped or expired). */

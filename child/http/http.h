@@ -50,6 +50,7 @@ struct http_server {
     uv_timer_t push_timer;
     size_t push_waiters;
     int push_waiters_ready; /* the timer and the list are set up */
+    uint64_t push_changes_seen; /* push_status_changes() when the waiters last looked */
     /* GET /push/{id} with --redis: the looks waiting for Redis (push_fleet.c) */
     h2o_linklist_t push_looks;
     uv_timer_t push_look_timer;

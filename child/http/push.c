@@ -7,8 +7,11 @@
  * PUSH_WAIT_TICK_MS while there are any, answering each once its push is
  * done, its S seconds are over or the worker stops.  The push may be sent
  * by any worker, so the timer reads the shared statuses rather than waiting
- * to be told.  A waiter lives in its request's pool: a client that goes
- * away takes it out of the list.
+ * to be told; it reads them only when a push has finished (or a status was
+ * dropped) since it last looked, and with each waiter's id hashed once, so
+ * many waiters whose pushes go on cost the statuses' lock nothing.  A
+ * waiter lives in its request's pool: a client that goes away takes it out
+ * of the list.
  */
 #include "endpoints.h"
 #include "conn.h"
@@ -36,6 +39,7 @@ struct push_wait {
     uint64_t deadline_ms; /* uv_now() */
     uint64_t start;       /* uv_hrtime() at the request */
     int who;              /* the holder of the request's token (http_who) */
+    uint64_t hash;        /* ledger_hash of id */
     char id[PUSH_ID_MAX + 1];
     size_t id_len;
 };
@@ -142,28 +146,21 @@ static void wait_gone(void *p)
         unlink_wait(w->hs, w);
 }
 
-/* Whether id's push is known and still pending: its counts alone, none of
- * its errors, since most looks find it pending and answer nothing. */
-static int still_pending(struct http_server *hs, const char *id, size_t id_len)
-{
-    struct push_status s;
-
-    return push_status_read(hs->shm->push_status, id, id_len, ledger_now_ms(), &s, NULL, NULL) &&
-           push_status_pending(&s) > 0;
-}
-
 static void on_wait_tick(uv_timer_t *t)
 {
     struct http_server *hs = t->data;
-    uint64_t now = uv_now(t->loop);
+    uint64_t now = uv_now(t->loop), now_ms = ledger_now_ms(), changes = push_status_changes(hs->shm->push_status);
+    int look = changes != hs->push_changes_seen; /* read before the looks: a later change is the next tick's */
     h2o_linklist_t *n, *next;
 
+    hs->push_changes_seen = changes;
     for (n = hs->push_waits.next; n != &hs->push_waits; n = next) {
         struct push_wait *w = H2O_STRUCT_FROM_MEMBER(struct push_wait, link, n);
         int last = now >= w->deadline_ms || *hs->stopping;
         h2o_req_t *req = w->req;
         next = n->next;
-        if (!last && still_pending(hs, w->id, w->id_len))
+        /* Its counts alone, none of its errors: most looks find it pending. */
+        if (!last && (!look || push_status_still_pending(hs->shm->push_status, w->id, w->id_len, w->hash, now_ms)))
             continue; /* it waits on */
         unlink_wait(hs, w); /* out of the list before its answer goes */
         answer(hs, w->who, req, w->id, w->id_len, 1);
@@ -196,6 +193,7 @@ static int wait_for(struct http_server *hs, h2o_req_t *req, const char *id, size
     w->deadline_ms = uv_now(hs->conns->loop) + secs * 1000;
     w->start = uv_hrtime();
     w->who = hs->who;
+    w->hash = ledger_hash(hs->shm->push_status, id, id_len);
     memcpy(w->id, id, id_len);
     w->id_len = id_len;
     h2o_linklist_insert(&hs->push_waits, &w->link);

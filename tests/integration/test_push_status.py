@@ -2,6 +2,7 @@
 with ?wait= answering as soon as the push is done.  Answers are read with
 Python's json and checked against what the mock upstream says it did."""
 
+import threading
 import time
 
 import requests
@@ -109,6 +110,31 @@ def test_wait_answers_pending_when_its_time_is_up(mock, start_fcmd):
         took = time.monotonic() - t0
         assert r.status_code == 200 and r.json()["state"] == "pending", r.text
         assert took >= 0.9, took
+    finally:
+        slow.stop()
+
+
+def test_a_waiter_whose_status_is_dropped_hears_at_once(mock, start_fcmd):
+    # Every push stays in flight for 8 s, so none finishes while this runs:
+    # what wakes the waiter is its status dropped for room, answered 404.
+    slow = start_mock_latency(mock, latency_ms=8000)
+    try:
+        f = start_fcmd(slow, workers=1, args=["--push-status-max-bytes", "65536"])
+        pid = send(f, ["dropped-0"])
+        answer = {}
+
+        def wait():
+            t0 = time.monotonic()
+            answer["r"] = status(f, pid, wait="20")
+            answer["took"] = time.monotonic() - t0
+        waiter = threading.Thread(target=wait, daemon=True)
+        waiter.start()
+        wait_until(lambda: (metric(f, "fcmd_push_waiters") or 0) >= 1 or "r" in answer, what="the request waiting")
+        for i in range(600):  # three times what 64 KiB holds
+            send(f, [f"filler-{i}"])
+        waiter.join(25)
+        assert answer["r"].status_code == 404, answer["r"].text
+        assert answer["took"] < 7, answer["took"]  # before any push finished (8 s), far before its 20 s
     finally:
         slow.stop()
 
