@@ -380,17 +380,22 @@ def test_the_page_asks_for_the_token_and_keeps_it_out_of_urls(mock, start_fcmd, 
     assert len(console_errors(browser)) == 1, browser.console
 
 
-def test_an_apps_token_is_told_the_page_wants_the_instances(mock, start_fcmd, browser, tmp_path):
+@pytest.mark.parametrize("fleet", [False, True], ids=["instance", "fleet"])
+def test_an_apps_token_is_told_the_page_wants_the_instances(mock, start_fcmd, browser, tmp_path, request, fleet):
     app_token = "alpha-tenant-token-7d1c"
     (tmp_path / "alpha.token").write_text(app_token + "\n")
     (tmp_path / "token").write_text(TOKEN + "\n")
     conf = tmp_path / "fcmd.conf"
     conf.write_text(f"[app alpha]\napikey = k-alpha\nauth_token_file = {tmp_path / 'alpha.token'}\n")
     conf.chmod(0o600)
-    f = start_fcmd(mock, workers=1, args=["--config", str(conf), "--auth-token-file", str(tmp_path / "token")])
-    # What the page is about to meet: the app's report, not the instance's.
+    args = ["--config", str(conf), "--auth-token-file", str(tmp_path / "token")]
+    if fleet:
+        args += ["--redis", request.getfixturevalue("redis").url]
+    f = start_fcmd(mock, workers=1, args=args)
+    # What the page is about to meet: the app's report, not the instance's;
+    # in a fleet too, which sums no app's counters (this instance's view of it).
     own = requests.get(f.url("/gcm/report"), headers={"Authorization": f"Bearer {app_token}"}, timeout=5).json()
-    assert own["app"] == "alpha" and "pending" not in own, own
+    assert own["app"] == "alpha" and "pending" not in own and "instances" not in own, own
     browser.get(f.url("/status"))
     wait_until(lambda: shown(browser)["login"], timeout=15, what="the token prompt")
     browser.find_element(By.ID, "token").send_keys(app_token)
@@ -401,31 +406,6 @@ def test_an_apps_token_is_told_the_page_wants_the_instances(mock, start_fcmd, br
     assert not shown(browser)["main"]
     assert browser.execute_script("return sessionStorage.getItem('fcmd-token')") is None
     # The instance's token then shows the instance.
-    browser.find_element(By.ID, "token").send_keys(TOKEN)
-    browser.find_element(By.CSS_SELECTOR, "#login button").click()
-    wait_until(lambda: shown(browser)["main"], timeout=15, what="the report after the instance's token")
-    assert console_errors(browser) == [], browser.console
-
-
-def test_in_a_fleet_an_apps_token_is_told_the_same(redis, mock, start_fcmd, browser, tmp_path):  # noqa: F811
-    app_token = "alpha-tenant-token-9e2f"
-    (tmp_path / "alpha.token").write_text(app_token + "\n")
-    (tmp_path / "token").write_text(TOKEN + "\n")
-    conf = tmp_path / "fcmd.conf"
-    conf.write_text(f"[app alpha]\napikey = k-alpha\nauth_token_file = {tmp_path / 'alpha.token'}\n")
-    conf.chmod(0o600)
-    f = start_fcmd(mock, workers=1, args=["--config", str(conf), "--auth-token-file", str(tmp_path / "token"),
-                                          "--redis", redis.url])
-    # The fleet sums no app's counters: the app's token reads this instance's view of its app.
-    own = requests.get(f.url("/gcm/report"), headers={"Authorization": f"Bearer {app_token}"}, timeout=5).json()
-    assert own["app"] == "alpha" and "instances" not in own, own
-    browser.get(f.url("/status"))
-    wait_until(lambda: shown(browser)["login"], timeout=15, what="the token prompt")
-    browser.find_element(By.ID, "token").send_keys(app_token)
-    browser.find_element(By.CSS_SELECTOR, "#login button").click()
-    wait_until(lambda: "app \u201calpha\u201d" in browser.find_element(By.ID, "login-error").text
-               and shown(browser)["login"], timeout=10, what="the app's token turned away")
-    assert browser.execute_script("return sessionStorage.getItem('fcmd-token')") is None
     browser.find_element(By.ID, "token").send_keys(TOKEN)
     browser.find_element(By.CSS_SELECTOR, "#login button").click()
     wait_until(lambda: shown(browser)["main"], timeout=15, what="the report after the instance's token")
